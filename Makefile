@@ -1,0 +1,52 @@
+# padcell: plain Make, explicit source lists.  `make WERROR=0` turns warnings back into warnings.
+CC      ?= cc
+WERROR  ?= 1
+CFLAGS  ?= -O2 -g
+BUILD   := build
+
+PADCELL_CFLAGS := -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-parameter \
+                  -D_GNU_SOURCE -I. -MMD -MP $(if $(filter 1,$(WERROR)),-Werror)
+PADCELL_LDLIBS := -lpthread
+
+VMM_SRCS := vmm/main.c vmm/cli.c vmm/check.c vmm/vm.c vmm/vcpu.c vmm/cpuid.c \
+            vmm/mem.c vmm/boot_x86_64.c vmm/acpi.c vmm/term.c vmm/evloop.c
+DEV_SRCS := devices/bus.c devices/serial.c devices/i8042.c devices/pvpanic.c \
+            devices/acpi_pm.c
+
+# Everything but main.c goes into a library the unit tests link against.
+LIB_SRCS := $(filter-out vmm/main.c,$(VMM_SRCS)) $(DEV_SRCS)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/vmm/dsdt_blob.o
+
+.PHONY: all padcell test demo bench unit kvm-test nested-test deps clean
+all: padcell
+padcell: $(BUILD)/padcell
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -c $< -o $@
+
+# The DSDT is written in ASL and compiled by Debian's iasl at build time.
+$(BUILD)/vmm/dsdt.aml: vmm/dsdt.asl vmm/layout.h
+	@mkdir -p $(dir $@)
+	iasl -p $(BUILD)/vmm/dsdt -vs -oa $< >/dev/null
+$(BUILD)/vmm/dsdt_blob.o: vmm/dsdt_blob.S $(BUILD)/vmm/dsdt.aml
+	$(CC) -c -DDSDT_AML='"$(BUILD)/vmm/dsdt.aml"' $< -o $@
+
+$(BUILD)/libpadcell.a: $(LIB_OBJS)
+	ar rcs $@ $^
+
+$(BUILD)/padcell: $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(PADCELL_LDLIBS)
+
+deps:
+	scripts/deps.sh build
+
+-include guest/guest.mk
+-include kernel-config/kernel.mk
+-include images/images.mk
+-include tests/tests.mk
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,16 @@
+/* pvpanic: the guest kernel reports a panic through one I/O port. */
+#ifndef PADCELL_PVPANIC_H
+#define PADCELL_PVPANIC_H
+
+#include "devices/bus.h"
+#include "devices/devhost.h"
+
+struct pvpanic {
+	const struct dev_host *host;
+	unsigned crash_loaded; /* the guest told us a crash kernel took over */
+};
+
+extern const struct bus_ops pvpanic_ops;
+void pvpanic_init(struct pvpanic *p, const struct dev_host *host);
+
+#endif

@@ -1,0 +1,224 @@
+/* 16550A UART model: enough of the register set for Linux's 8250 driver and console. */
+#include "devices/serial.h"
+
+#include <errno.h>
+#include <linux/serial_reg.h>
+#include <stdbool.h>
+#include <string.h>
+#include <unistd.h>
+
+/*
+ * Transmission is instantaneous: a byte written to THR goes straight to the host
+ * fd, so the transmitter is always empty (LSR.THRE|TEMT) and a THR-empty
+ * interrupt is pending whenever the guest enabled it and has not yet read IIR
+ * since its last write.  Reading IIR while it reports THRI clears that condition,
+ * as on the real part.
+ */
+
+static void serial_update_irq(struct serial *s)
+{
+	int level = 0;
+	if ((s->ier & UART_IER_RDI) && s->rx_count)
+		level = 1;
+	else if ((s->ier & UART_IER_THRI) && s->iir_thri_pending)
+		level = 1;
+	/* OUT2 gates the interrupt line to the PIC on PC-compatible boards. */
+	if (!(s->mcr & UART_MCR_OUT2))
+		level = 0;
+	if (level != s->irq_level) {
+		s->irq_level = level;
+		if (s->host && s->host->set_irq)
+			s->host->set_irq(s->host->ctx, s->irq, level);
+	}
+}
+
+static uint8_t serial_iir(struct serial *s)
+{
+	uint8_t fifo = (s->fcr & UART_FCR_ENABLE_FIFO) ? 0xc0 : 0;
+	if ((s->ier & UART_IER_RDI) && s->rx_count)
+		return fifo | UART_IIR_RDI;
+	if ((s->ier & UART_IER_THRI) && s->iir_thri_pending)
+		return fifo | UART_IIR_THRI;
+	return fifo | UART_IIR_NO_INT;
+}
+
+static void serial_rx_push(struct serial *s, uint8_t byte)
+{
+	if (s->rx_count == SERIAL_FIFO_SIZE) {
+		s->lsr |= UART_LSR_OE;
+		return;
+	}
+	s->rx[(s->rx_head + s->rx_count) % SERIAL_FIFO_SIZE] = byte;
+	s->rx_count++;
+	s->lsr |= UART_LSR_DR;
+}
+
+static uint8_t serial_rx_pop(struct serial *s)
+{
+	if (!s->rx_count)
+		return 0;
+	uint8_t byte = s->rx[s->rx_head];
+	s->rx_head = (s->rx_head + 1) % SERIAL_FIFO_SIZE;
+	if (--s->rx_count == 0)
+		s->lsr &= ~UART_LSR_DR;
+	return byte;
+}
+
+/* Modem status as seen by the guest: in loopback the outputs feed the inputs. */
+static uint8_t serial_msr(const struct serial *s)
+{
+	if (s->mcr & UART_MCR_LOOP) {
+		uint8_t m = 0;
+		if (s->mcr & UART_MCR_RTS)
+			m |= UART_MSR_CTS;
+		if (s->mcr & UART_MCR_DTR)
+			m |= UART_MSR_DSR;
+		if (s->mcr & UART_MCR_OUT1)
+			m |= UART_MSR_RI;
+		if (s->mcr & UART_MCR_OUT2)
+			m |= UART_MSR_DCD;
+		return m;
+	}
+	return s->msr;
+}
+
+static void serial_transmit(struct serial *s, uint8_t byte)
+{
+	if (s->mcr & UART_MCR_LOOP) {
+		serial_rx_push(s, byte);
+		return;
+	}
+	if (s->out_fd < 0)
+		return;
+	for (;;) {
+		ssize_t n = write(s->out_fd, &byte, 1);
+		if (n == 1 || (n < 0 && errno != EINTR))
+			return; /* a closed or full console must not stall the guest forever */
+	}
+}
+
+static void serial_read(void *opaque, uint64_t offset, void *data, uint32_t len)
+{
+	struct serial *s = opaque;
+	uint8_t v = 0xff;
+	pthread_mutex_lock(&s->lock);
+	bool dlab = s->lcr & UART_LCR_DLAB;
+	switch (offset) {
+	case UART_RX:
+		v = dlab ? s->dll : serial_rx_pop(s);
+		break;
+	case UART_IER:
+		v = dlab ? s->dlm : s->ier;
+		break;
+	case UART_IIR:
+		v = serial_iir(s);
+		if ((v & UART_IIR_ID) == UART_IIR_THRI)
+			s->iir_thri_pending = 0;
+		break;
+	case UART_LCR:
+		v = s->lcr;
+		break;
+	case UART_MCR:
+		v = s->mcr;
+		break;
+	case UART_LSR:
+		v = s->lsr;
+		s->lsr &= ~(UART_LSR_OE | UART_LSR_PE | UART_LSR_FE | UART_LSR_BI);
+		break;
+	case UART_MSR:
+		v = serial_msr(s);
+		break;
+	case UART_SCR:
+		v = s->scr;
+		break;
+	}
+	serial_update_irq(s);
+	pthread_mutex_unlock(&s->lock);
+	memset(data, 0, len);
+	*(uint8_t *)data = v;
+}
+
+static void serial_write(void *opaque, uint64_t offset, const void *data, uint32_t len)
+{
+	struct serial *s = opaque;
+	uint8_t v = *(const uint8_t *)data;
+	pthread_mutex_lock(&s->lock);
+	bool dlab = s->lcr & UART_LCR_DLAB;
+	switch (offset) {
+	case UART_TX:
+		if (dlab) {
+			s->dll = v;
+		} else {
+			serial_transmit(s, v);
+			s->iir_thri_pending = 1;
+		}
+		break;
+	case UART_IER:
+		if (dlab) {
+			s->dlm = v;
+		} else {
+			/* Enabling THRI while the transmitter is empty raises it at once. */
+			if (!(s->ier & UART_IER_THRI) && (v & UART_IER_THRI))
+				s->iir_thri_pending = 1;
+			s->ier = v & 0x0f;
+		}
+		break;
+	case UART_FCR:
+		s->fcr = v & (UART_FCR_ENABLE_FIFO | 0xc0);
+		if (v & UART_FCR_CLEAR_RCVR) {
+			s->rx_head = s->rx_count = 0;
+			s->lsr &= ~UART_LSR_DR;
+		}
+		break;
+	case UART_LCR:
+		s->lcr = v;
+		break;
+	case UART_MCR:
+		s->mcr = v & 0x1f;
+		break;
+	case UART_SCR:
+		s->scr = v;
+		break;
+	default: /* LSR and MSR are read-only */
+		break;
+	}
+	serial_update_irq(s);
+	pthread_mutex_unlock(&s->lock);
+}
+
+const struct bus_ops serial_ops = { .read = serial_read, .write = serial_write };
+
+void serial_init(struct serial *s, int out_fd, unsigned irq, const struct dev_host *host)
+{
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->lock, NULL);
+	s->out_fd = out_fd;
+	s->irq = irq;
+	s->host = host;
+	s->lsr = UART_LSR_TEMT | UART_LSR_THRE;
+	s->msr = UART_MSR_DCD | UART_MSR_DSR | UART_MSR_CTS;
+}
+
+void serial_destroy(struct serial *s)
+{
+	pthread_mutex_destroy(&s->lock);
+}
+
+size_t serial_rx_room(struct serial *s)
+{
+	pthread_mutex_lock(&s->lock);
+	size_t room = SERIAL_FIFO_SIZE - s->rx_count;
+	pthread_mutex_unlock(&s->lock);
+	return room;
+}
+
+size_t serial_input(struct serial *s, const uint8_t *buf, size_t len)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&s->lock);
+	while (n < len && s->rx_count < SERIAL_FIFO_SIZE)
+		serial_rx_push(s, buf[n++]);
+	serial_update_irq(s);
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}

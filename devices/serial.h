@@ -1,0 +1,35 @@
+/* 16550A-compatible UART (the PC's COM1): guest console output and host input. */
+#ifndef PADCELL_SERIAL_H
+#define PADCELL_SERIAL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "devices/bus.h"
+#include "devices/devhost.h"
+
+#define SERIAL_FIFO_SIZE 64
+
+struct serial {
+	pthread_mutex_t lock; /* vCPU threads write registers, the event loop feeds input */
+	uint8_t ier, iir_thri_pending, lcr, mcr, lsr, msr, scr, dll, dlm, fcr;
+	uint8_t rx[SERIAL_FIFO_SIZE];
+	unsigned rx_head, rx_count;
+	int irq_level;
+	int out_fd;
+	unsigned irq;
+	const struct dev_host *host;
+};
+
+extern const struct bus_ops serial_ops;
+
+/* Output bytes go to out_fd (-1 drops them); the interrupt is `irq` via `host`. */
+void serial_init(struct serial *s, int out_fd, unsigned irq, const struct dev_host *host);
+void serial_destroy(struct serial *s);
+/* Queue host input for the guest; returns how many bytes fitted in the receive FIFO. */
+size_t serial_input(struct serial *s, const uint8_t *buf, size_t len);
+/* Free space in the receive FIFO, so the event loop reads no more than fits. */
+size_t serial_rx_room(struct serial *s);
+
+#endif

@@ -1,0 +1,46 @@
+/* Command-line parsing: options, sizes and the documented exit codes. */
+#ifndef PADCELL_CLI_H
+#define PADCELL_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmm/boot_x86_64.h"
+
+/* Process exit codes (README "Exit codes"). */
+#define EXIT_GUEST_OK    0   /* guest powered off or rebooted            */
+#define EXIT_HOST_ERROR  1   /* padcell or the host failed               */
+#define EXIT_USAGE       2   /* bad command line or input files          */
+#define EXIT_GUEST_PANIC 3   /* guest kernel panicked                    */
+#define EXIT_GUEST_CRASH 4   /* triple fault, KVM internal error, etc.   */
+/* 128+N: padcell was stopped by signal N (130 for SIGINT, and for Ctrl-A x). */
+
+#define CLI_DEFAULT_MEM     (256ULL << 20)
+#define CLI_DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1"
+
+struct boot_opts {
+	const char *kernel;
+	const char *initrd;
+	const char *cmdline;
+	uint64_t mem;
+	unsigned cpus;
+	enum boot_entry entry;
+	bool verbose;
+};
+
+/*
+ * Sizes: a number with an optional K/M/G/T suffix (binary, optional trailing
+ * "B" or "iB"); a bare number means MiB.  Returns 0 or -EINVAL/-ERANGE.
+ */
+int cli_parse_size(const char *s, uint64_t *out);
+/* Decimal unsigned in [min, max]. */
+int cli_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
+
+/* Parses `padcell boot` options (argv[0] is "boot").  0, or -EINVAL with err set. */
+int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t errlen);
+
+#include <stdio.h>
+void cli_usage(FILE *out);
+
+#endif

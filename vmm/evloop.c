@@ -1,0 +1,125 @@
+/* epoll loop: console input, termination signals, and the stop eventfd. */
+#include "vmm/evloop.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+enum { TAG_STOP = 1, TAG_INPUT, TAG_SIGNAL };
+
+#define ESCAPE_CHAR 0x01 /* Ctrl-A */
+
+struct input_state {
+	int fd;
+	bool escape_keys;
+	bool after_escape;
+	bool paused; /* the guest's receive FIFO is full: stop reading until it drains */
+	uint8_t pending[64];
+	size_t pending_len;
+};
+
+/* Feed what fits of the pending input to the serial port. */
+static void input_flush(struct vm *vm, struct input_state *in)
+{
+	size_t n = serial_input(&vm->serial, in->pending, in->pending_len);
+	memmove(in->pending, in->pending + n, in->pending_len - n);
+	in->pending_len -= n;
+	in->paused = in->pending_len > 0;
+}
+
+/* Returns false on EOF or error: the input source is done. */
+static bool input_read(struct vm *vm, struct input_state *in)
+{
+	uint8_t buf[64];
+	ssize_t n = read(in->fd, buf, sizeof(buf) - in->pending_len);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return true;
+	if (n <= 0)
+		return false;
+	for (ssize_t i = 0; i < n; i++) {
+		uint8_t c = buf[i];
+		if (in->escape_keys && in->after_escape) {
+			in->after_escape = false;
+			if (c == 'x') {
+				vm_request_stop(vm, VM_STOP_SIGNAL, "stopped from the console (Ctrl-A x)");
+				return true;
+			}
+			if (c != ESCAPE_CHAR)
+				in->pending[in->pending_len++] = ESCAPE_CHAR;
+		} else if (in->escape_keys && c == ESCAPE_CHAR) {
+			in->after_escape = true;
+			continue;
+		}
+		if (in->pending_len < sizeof(in->pending))
+			in->pending[in->pending_len++] = c;
+	}
+	input_flush(vm, in);
+	return true;
+}
+
+int evloop_run(struct vm *vm, int in_fd, bool escape_keys)
+{
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0)
+		return -errno;
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	int sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = TAG_STOP };
+	epoll_ctl(ep, EPOLL_CTL_ADD, vm->stop_efd, &ev);
+	if (sfd >= 0) {
+		ev.data.u32 = TAG_SIGNAL;
+		epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
+	}
+	struct input_state in = { .fd = in_fd, .escape_keys = escape_keys };
+	if (in_fd >= 0) {
+		ev.data.u32 = TAG_INPUT;
+		/* Regular files and /dev/null cannot be polled; they simply give no input. */
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, in_fd, &ev) < 0)
+			in.fd = -1;
+	}
+
+	while (vm_status(vm) == VM_RUNNING) {
+		struct epoll_event evs[4];
+		/* While input waits for FIFO room, poll the FIFO every few milliseconds. */
+		int n = epoll_wait(ep, evs, 4, in.paused ? 5 : -1);
+		if (n < 0 && errno != EINTR)
+			break;
+		if (in.paused)
+			input_flush(vm, &in);
+		for (int i = 0; i < n; i++) {
+			switch (evs[i].data.u32) {
+			case TAG_INPUT:
+				if (in.paused)
+					break; /* leave it in the kernel's buffer for now */
+				if (!input_read(vm, &in)) {
+					epoll_ctl(ep, EPOLL_CTL_DEL, in.fd, NULL);
+					in.fd = -1;
+				}
+				break;
+			case TAG_SIGNAL: {
+				struct signalfd_siginfo si;
+				if (read(sfd, &si, sizeof(si)) == sizeof(si))
+					vm_request_stop(vm, VM_STOP_SIGNAL, "stopped by signal %u", si.ssi_signo);
+				if (vm_status(vm) == VM_STOP_SIGNAL && !vm->stop_signal)
+					vm->stop_signal = (int)si.ssi_signo;
+				break;
+			}
+			default:
+				break;
+			}
+		}
+	}
+	if (sfd >= 0)
+		close(sfd);
+	close(ep);
+	return 0;
+}

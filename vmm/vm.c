@@ -1,0 +1,304 @@
+/* VM lifecycle: KVM setup, memory slots, devices on the buses, vCPU threads. */
+#include "vmm/vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "vmm/layout.h"
+
+/* Real-mode helpers Intel VMX needs somewhere in guest-physical space; inside the MMIO gap. */
+#define KVM_TSS_ADDR          0xfffbd000ULL
+#define KVM_IDENTITY_MAP_ADDR 0xfffbc000ULL
+
+static int errorf(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+void vm_request_stop(struct vm *vm, enum vm_status why, const char *fmt, ...)
+{
+	int expected = VM_RUNNING;
+	if (!atomic_compare_exchange_strong(&vm->status, &expected, why))
+		return;
+	if (fmt) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(vm->stop_detail, sizeof(vm->stop_detail), fmt, ap);
+		va_end(ap);
+	}
+	uint64_t one = 1;
+	if (write(vm->stop_efd, &one, sizeof(one)) < 0) {
+		/* The counter cannot overflow with one write per VM; nothing to do. */
+	}
+}
+
+int vm_irq_line(struct vm *vm, unsigned irq, int level)
+{
+	struct kvm_irq_level l = { .irq = irq, .level = level };
+	return ioctl(vm->vm_fd, KVM_IRQ_LINE, &l) < 0 ? -errno : 0;
+}
+
+static void devhost_set_irq(void *ctx, unsigned irq, int level)
+{
+	vm_irq_line(ctx, irq, level);
+}
+
+static void devhost_event(void *ctx, enum dev_event ev)
+{
+	struct vm *vm = ctx;
+	switch (ev) {
+	case DEV_EVENT_POWEROFF:
+		vm_request_stop(vm, VM_STOP_POWEROFF, "guest powered off");
+		break;
+	case DEV_EVENT_RESET:
+		vm_request_stop(vm, VM_STOP_REBOOT, "guest requested a reset");
+		break;
+	case DEV_EVENT_PANIC:
+		vm_request_stop(vm, VM_STOP_PANIC, "guest kernel panicked (pvpanic)");
+		break;
+	}
+}
+
+/* Every device the machine has, registered in one place, in the order a PC decodes them. */
+static int vm_add_devices(struct vm *vm, int console_out)
+{
+	int rc;
+	vm->devhost = (struct dev_host){ devhost_set_irq, devhost_event, vm };
+	bus_init(&vm->pio);
+	bus_init(&vm->mmio);
+
+	i8042_init(&vm->i8042, &vm->devhost);
+	rc = bus_register(&vm->pio, LAYOUT_I8042_DATA_PORT, I8042_RANGE_LEN, &i8042_ops, &vm->i8042, "i8042");
+	if (rc)
+		return rc;
+	serial_init(&vm->serial, console_out, LAYOUT_COM1_IRQ, &vm->devhost);
+	rc = bus_register(&vm->pio, LAYOUT_COM1_PORT, 8, &serial_ops, &vm->serial, "com1");
+	if (rc)
+		return rc;
+	pvpanic_init(&vm->pvpanic, &vm->devhost);
+	rc = bus_register(&vm->pio, LAYOUT_PVPANIC_PORT, 1, &pvpanic_ops, &vm->pvpanic, "pvpanic");
+	if (rc)
+		return rc;
+	acpi_pm_init(&vm->acpi_pm, &vm->devhost);
+	return bus_register(&vm->pio, LAYOUT_ACPI_SLEEP_CTL, ACPI_PM_RANGE_LEN, &acpi_pm_ops, &vm->acpi_pm,
+			    "acpi-sleep");
+}
+
+static int vm_set_memslot(struct vm *vm, uint32_t slot, uint64_t gpa, uint64_t size, void *host)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = slot,
+		.guest_phys_addr = gpa,
+		.memory_size = size,
+		.userspace_addr = (uint64_t)(uintptr_t)host,
+	};
+	return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+{
+	int rc;
+	memset(vm, 0, sizeof(*vm));
+	vm->kvm_fd = vm->vm_fd = vm->stop_efd = -1;
+	vm->ncpus = cfg->ncpus;
+	vm->verbose = cfg->verbose;
+	atomic_init(&vm->status, VM_RUNNING);
+
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0) {
+		rc = -errno;
+		if (rc == -ENOENT)
+			return errorf(err, errlen, rc, "/dev/kvm does not exist: KVM is not available on this host (see `padcell check`)");
+		return errorf(err, errlen, rc, "cannot open /dev/kvm: %s (see `padcell check`)", strerror(-rc));
+	}
+	if (ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {
+		rc = errorf(err, errlen, -ENOTSUP, "/dev/kvm speaks an unknown KVM API version");
+		goto err_kvm;
+	}
+	static const struct { int cap; const char *name; } required[] = {
+		{ KVM_CAP_IRQCHIP, "in-kernel irqchip" },
+		{ KVM_CAP_USER_MEMORY, "user memory slots" },
+		{ KVM_CAP_PIT2, "in-kernel PIT" },
+		{ KVM_CAP_IMMEDIATE_EXIT, "immediate exit" },
+		{ KVM_CAP_EXT_CPUID, "extended CPUID" },
+	};
+	for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, required[i].cap) <= 0) {
+			rc = errorf(err, errlen, -ENOTSUP, "KVM lacks a required capability: %s", required[i].name);
+			goto err_kvm;
+		}
+	}
+	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (vm->run_size < (int)sizeof(struct kvm_run)) {
+		rc = errorf(err, errlen, -ENOTSUP, "KVM_GET_VCPU_MMAP_SIZE failed");
+		goto err_kvm;
+	}
+	vm->cpuid = cpuid_supported(vm->kvm_fd);
+	if (!vm->cpuid) {
+		rc = errorf(err, errlen, -ENOTSUP, "KVM_GET_SUPPORTED_CPUID failed");
+		goto err_kvm;
+	}
+
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0) {
+		rc = errorf(err, errlen, -errno, "KVM_CREATE_VM failed: %s", strerror(errno));
+		goto err_cpuid;
+	}
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, KVM_TSS_ADDR) < 0 ||
+	    ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &(uint64_t){ KVM_IDENTITY_MAP_ADDR }) < 0) {
+		rc = errorf(err, errlen, -errno, "cannot place KVM's real-mode TSS: %s", strerror(errno));
+		goto err_vm;
+	}
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
+		rc = errorf(err, errlen, -errno, "KVM_CREATE_IRQCHIP failed: %s", strerror(errno));
+		goto err_vm;
+	}
+	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+		rc = errorf(err, errlen, -errno, "KVM_CREATE_PIT2 failed: %s", strerror(errno));
+		goto err_vm;
+	}
+
+	rc = gmem_init(&vm->mem, cfg->mem_size);
+	if (rc) {
+		errorf(err, errlen, rc, "cannot allocate %llu MiB of guest memory: %s",
+		       (unsigned long long)(cfg->mem_size >> 20), strerror(-rc));
+		goto err_vm;
+	}
+	rc = vm_set_memslot(vm, 0, 0, vm->mem.low_size, vm->mem.host);
+	if (!rc && gmem_high_size(&vm->mem))
+		rc = vm_set_memslot(vm, 1, LAYOUT_MMIO_GAP_END, gmem_high_size(&vm->mem),
+				    vm->mem.host + vm->mem.low_size);
+	if (rc) {
+		errorf(err, errlen, rc, "KVM_SET_USER_MEMORY_REGION failed: %s", strerror(-rc));
+		goto err_mem;
+	}
+
+	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->stop_efd < 0) {
+		rc = errorf(err, errlen, -errno, "eventfd: %s", strerror(errno));
+		goto err_mem;
+	}
+	rc = vm_add_devices(vm, cfg->console_out);
+	if (rc) {
+		errorf(err, errlen, rc, "cannot register devices: %s", strerror(-rc));
+		goto err_efd;
+	}
+	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus) {
+		rc = errorf(err, errlen, -ENOMEM, "out of memory");
+		goto err_efd;
+	}
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		vm->vcpus[i].fd = -1;
+	return 0;
+
+err_efd:
+	close(vm->stop_efd);
+err_mem:
+	gmem_destroy(&vm->mem);
+err_vm:
+	close(vm->vm_fd);
+err_cpuid:
+	free(vm->cpuid);
+err_kvm:
+	close(vm->kvm_fd);
+	vm->kvm_fd = vm->vm_fd = vm->stop_efd = -1;
+	vm->cpuid = NULL;
+	return rc;
+}
+
+int vm_setup_vcpus(struct vm *vm, const struct boot_result *boot, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		int rc = vcpu_init(vm, &vm->vcpus[i], i, boot, err, errlen);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static void kick_handler(int sig)
+{
+	(void)sig; /* only here so the signal interrupts KVM_RUN instead of killing us */
+}
+
+int vm_start(struct vm *vm)
+{
+	struct sigaction sa = { .sa_handler = kick_handler };
+	sigemptyset(&sa.sa_mask);
+	sigaction(vcpu_kick_signal(), &sa, NULL);
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		int rc = pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i]);
+		if (rc) {
+			vm_request_stop(vm, VM_STOP_HOST_ERROR, "cannot start vCPU thread: %s", strerror(rc));
+			return -rc;
+		}
+		vm->vcpus[i].started = true;
+	}
+	return 0;
+}
+
+void vm_kick_all(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+		if (!v->started)
+			continue;
+		if (v->run)
+			__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+		pthread_kill(v->thread, vcpu_kick_signal());
+	}
+}
+
+void vm_join(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		if (vm->vcpus[i].started) {
+			pthread_join(vm->vcpus[i].thread, NULL);
+			vm->vcpus[i].started = false;
+		}
+	}
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (vm->vcpus) {
+		for (unsigned i = 0; i < vm->ncpus; i++) {
+			struct vcpu *v = &vm->vcpus[i];
+			if (v->run)
+				munmap(v->run, vm->run_size);
+			if (v->fd >= 0)
+				close(v->fd);
+		}
+		free(vm->vcpus);
+		vm->vcpus = NULL;
+	}
+	if (vm->stop_efd >= 0) {
+		serial_destroy(&vm->serial);
+		i8042_destroy(&vm->i8042);
+		close(vm->stop_efd);
+	}
+	gmem_destroy(&vm->mem);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	free(vm->cpuid);
+	vm->cpuid = NULL;
+	vm->kvm_fd = vm->vm_fd = vm->stop_efd = -1;
+}

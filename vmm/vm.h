@@ -1,0 +1,104 @@
+/* The VM handle: one object owns KVM, guest memory, the buses, devices and vCPU threads. */
+#ifndef PADCELL_VM_H
+#define PADCELL_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "devices/acpi_pm.h"
+#include "devices/bus.h"
+#include "devices/devhost.h"
+#include "devices/i8042.h"
+#include "devices/pvpanic.h"
+#include "devices/serial.h"
+#include "vmm/boot_x86_64.h"
+#include "vmm/mem.h"
+
+/* Why the VM stopped.  main() maps these to the documented process exit codes. */
+enum vm_status {
+	VM_RUNNING = 0,
+	VM_STOP_POWEROFF,  /* ACPI S5                                   */
+	VM_STOP_REBOOT,    /* keyboard-controller reset                  */
+	VM_STOP_PANIC,     /* pvpanic                                    */
+	VM_STOP_CRASH,     /* triple fault, KVM internal error, bad exit */
+	VM_STOP_HOST_ERROR,/* the monitor itself failed                  */
+	VM_STOP_SIGNAL,    /* padcell was told to stop                   */
+};
+
+struct vcpu {
+	struct vm *vm;
+	unsigned index;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool started;
+};
+
+struct vm_config {
+	uint64_t mem_size;
+	unsigned ncpus;
+	int console_out; /* fd guest serial output goes to */
+	bool verbose;
+};
+
+struct vm {
+	int kvm_fd;
+	int vm_fd;
+	int run_size; /* size of each vCPU's struct kvm_run mapping */
+	struct guest_mem mem;
+	struct bus pio;
+	struct bus mmio;
+	unsigned ncpus;
+	struct vcpu *vcpus;
+	struct kvm_cpuid2 *cpuid; /* what KVM supports; patched per vCPU */
+	bool verbose;
+
+	struct dev_host devhost;
+	struct serial serial;
+	struct i8042 i8042;
+	struct pvpanic pvpanic;
+	struct acpi_pm acpi_pm;
+
+	_Atomic int status;      /* enum vm_status; the first stop wins */
+	int stop_efd;            /* eventfd: signalled when status leaves VM_RUNNING */
+	char stop_detail[160];   /* e.g. the exit reason and RIP of a crash */
+	int stop_signal;         /* for VM_STOP_SIGNAL: which signal, 0 for the console escape */
+};
+
+/*
+ * Opens /dev/kvm, creates the VM with its irqchip, PIT, memory and devices.
+ * Returns 0 or -errno; on failure err says what and nothing is left open.
+ */
+int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen);
+void vm_destroy(struct vm *vm);
+
+/* Creates the vCPUs and sets their registers for the loaded kernel. */
+int vm_setup_vcpus(struct vm *vm, const struct boot_result *boot, char *err, size_t errlen);
+
+/* Starts every vCPU thread; vm_stop_all() kicks them out of KVM_RUN; vm_join() waits. */
+int vm_start(struct vm *vm);
+void vm_kick_all(struct vm *vm);
+void vm_join(struct vm *vm);
+
+/* Records why the VM ends (first caller wins) and wakes the event loop. */
+void vm_request_stop(struct vm *vm, enum vm_status why, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static inline enum vm_status vm_status(struct vm *vm) { return atomic_load(&vm->status); }
+
+/* Interrupt line for a device (in-kernel irqchip). */
+int vm_irq_line(struct vm *vm, unsigned irq, int level);
+
+/* vcpu.c */
+int vcpu_init(struct vm *vm, struct vcpu *v, unsigned index, const struct boot_result *boot,
+	      char *err, size_t errlen);
+void *vcpu_thread(void *arg);
+int vcpu_kick_signal(void); /* the signal used to interrupt KVM_RUN */
+
+/* cpuid.c: adapt KVM's supported CPUID for one vCPU (APIC ID, topology). */
+struct kvm_cpuid2;
+struct kvm_cpuid2 *cpuid_supported(int kvm_fd);
+void cpuid_patch_for_vcpu(struct kvm_cpuid2 *cpuid, unsigned index, unsigned ncpus);
+
+#endif
