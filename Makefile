@@ -38,12 +38,18 @@ $(BUILD)/libpadcell.a: $(LIB_OBJS)
 $(BUILD)/padcell: $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(PADCELL_LDLIBS)
 
+# The same program linked statically, for the nested tier's busybox-only L1 host.
+$(BUILD)/padcell-static: $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a
+	$(CC) $(LDFLAGS) -static -o $@ $^ $(PADCELL_LDLIBS)
+
 deps:
 	scripts/deps.sh build
 
 -include guest/guest.mk
 -include kernel-config/kernel.mk
 -include images/images.mk
+-include tests/nested/nested.mk
+-include tests/unit/unit.mk
 -include tests/tests.mk
 
 clean:

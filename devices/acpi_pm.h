@@ -1,20 +1,25 @@
-/* Hardware-reduced ACPI sleep control and status registers: how the guest powers off. */
+/* ACPI fixed-hardware PM1a event and control blocks: how the guest powers off. */
 #ifndef PADCELL_ACPI_PM_H
 #define PADCELL_ACPI_PM_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "devices/bus.h"
 #include "devices/devhost.h"
 
+/*
+ * One bus range of LAYOUT_ACPI_PM_LEN ports: PM1a_STS (offset 0, 16 bits),
+ * PM1a_EN (offset 2, 16 bits), PM1a_CNT (offset 4, 16 bits).
+ */
 struct acpi_pm {
+	pthread_mutex_t lock;
+	uint16_t status, enable, control;
 	const struct dev_host *host;
-	uint8_t status;
 };
 
-/* Sleep control at offset 0, sleep status at offset 1 (FADT points at both). */
-#define ACPI_PM_RANGE_LEN 2
 extern const struct bus_ops acpi_pm_ops;
 void acpi_pm_init(struct acpi_pm *pm, const struct dev_host *host);
+void acpi_pm_destroy(struct acpi_pm *pm);
 
 #endif

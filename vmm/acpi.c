@@ -1,4 +1,4 @@
-/* ACPI table construction.  Hardware-reduced ACPI: no PM1 blocks, no SCI, no 8259 reliance. */
+/* ACPI table construction: CPUs in the MADT, power-off through PM1a, pvpanic in the DSDT. */
 #include "vmm/acpi.h"
 
 #include <errno.h>
@@ -8,11 +8,17 @@
 
 /*
  * Why ACPI rather than an MP table: Linux can only power off and find pvpanic
- * through ACPI.  With the HW_REDUCED flag, poweroff is a single write to the
- * sleep control register (devices/acpi_pm.c) and the kernel skips the legacy
- * PM timer, SCI and 8259 paths, which keeps boot short.  The MADT replaces the
- * MP table for describing CPUs.  The kernel has no userspace header for these
- * tables, so the few we emit are declared here with their sizes pinned.
+ * through ACPI.  Why not hardware-reduced ACPI: with HW_REDUCED set, Linux drops
+ * the legacy PIC, and with it the identity map of ISA IRQs 0-15 onto I/O APIC
+ * pins; devices that name a raw IRQ (the 8250 at IRQ 4, virtio-mmio devices
+ * given on the kernel command line) then fail to get their interrupt unless
+ * every one of them is described in AML.  So the tables describe a minimal
+ * fixed-hardware platform instead: a PM1a event block and control block (six
+ * I/O ports, devices/acpi_pm.c), no SMI command port (so the OS finds ACPI
+ * already enabled), no PM timer, no GPEs, and an SCI that is never raised.
+ * Poweroff is the PM1a_CNT write of SLP_TYP(\_S5) | SLP_EN.
+ * The kernel has no userspace header for these tables, so the few we emit are
+ * declared here with their sizes pinned.
  */
 
 struct acpi_header {
@@ -78,6 +84,20 @@ struct acpi_fadt {
 	uint64_t hypervisor_id;
 } __attribute__((packed));
 
+struct acpi_facs {
+	char signature[4];
+	uint32_t length;
+	uint32_t hardware_signature;
+	uint32_t firmware_waking_vector;
+	uint32_t global_lock;
+	uint32_t flags;
+	uint64_t x_firmware_waking_vector;
+	uint8_t version;
+	uint8_t reserved[3];
+	uint32_t ospm_flags;
+	uint8_t reserved2[24];
+} __attribute__((packed));
+
 struct acpi_madt {
 	struct acpi_header h;
 	uint32_t lapic_address;
@@ -105,18 +125,19 @@ _Static_assert(sizeof(struct acpi_header) == 36, "ACPI header");
 _Static_assert(sizeof(struct acpi_rsdp) == 36, "RSDP v2");
 _Static_assert(sizeof(struct acpi_gas) == 12, "generic address structure");
 _Static_assert(sizeof(struct acpi_fadt) == 276, "FADT revision 6");
+_Static_assert(sizeof(struct acpi_facs) == 64, "FACS");
 _Static_assert(sizeof(struct acpi_madt) == 44, "MADT");
 _Static_assert(sizeof(struct madt_lapic) == 8, "MADT local APIC");
 _Static_assert(sizeof(struct madt_ioapic) == 12, "MADT I/O APIC");
 _Static_assert(sizeof(struct madt_lapic_nmi) == 6, "MADT local APIC NMI");
 
-#define FADT_F_PWR_BUTTON       (1u << 4)  /* no fixed power button            */
-#define FADT_F_SLP_BUTTON       (1u << 5)  /* no fixed sleep button            */
-#define FADT_F_HW_REDUCED_ACPI  (1u << 20)
+#define FADT_F_WBINVD           (1u << 0)  /* WBINVD works (required since ACPI 2) */
+#define FADT_F_PWR_BUTTON       (1u << 4)  /* no fixed power button               */
+#define FADT_F_SLP_BUTTON       (1u << 5)  /* no fixed sleep button               */
+#define MADT_F_PCAT_COMPAT      (1u << 0)  /* dual 8259s present (KVM's irqchip)  */
 #define BOOT_ARCH_VGA_NOT_PRESENT (1u << 2)
 #define BOOT_ARCH_NO_CMOS_RTC     (1u << 5)
 #define GAS_SYSTEM_IO           1
-#define GAS_ACCESS_BYTE         1
 #define MADT_TYPE_LAPIC         0
 #define MADT_TYPE_IOAPIC        1
 #define MADT_TYPE_LAPIC_NMI     4
@@ -172,9 +193,9 @@ static void *acpi_alloc(struct acpi_cursor *c, uint64_t len, uint64_t *gpa)
 	return p;
 }
 
-static struct acpi_gas io_byte_reg(uint16_t port)
+static struct acpi_gas io_reg(uint16_t port, uint8_t bits)
 {
-	return (struct acpi_gas){ GAS_SYSTEM_IO, 8, 0, GAS_ACCESS_BYTE, port };
+	return (struct acpi_gas){ GAS_SYSTEM_IO, bits, 0, bits == 32 ? 3 : bits == 16 ? 2 : 1, port };
 }
 
 int acpi_build(const struct guest_mem *m, unsigned ncpus, uint64_t *rsdp_gpa)
@@ -182,37 +203,52 @@ int acpi_build(const struct guest_mem *m, unsigned ncpus, uint64_t *rsdp_gpa)
 	if (ncpus == 0 || ncpus > ACPI_MAX_CPUS)
 		return -EINVAL;
 	struct acpi_cursor c = { m, LAYOUT_ACPI_START };
-	uint64_t rsdp_at = 0, xsdt_at = 0, fadt_at = 0, dsdt_at = 0, madt_at = 0;
+	uint64_t rsdp_at = 0, xsdt_at = 0, fadt_at = 0, dsdt_at = 0, madt_at = 0, facs_at = 0;
 
 	struct acpi_rsdp *rsdp = acpi_alloc(&c, sizeof(*rsdp), &rsdp_at);
 	uint64_t xsdt_len = sizeof(struct acpi_header) + 2 * sizeof(uint64_t);
 	struct acpi_header *xsdt = acpi_alloc(&c, xsdt_len, &xsdt_at);
 	struct acpi_fadt *fadt = acpi_alloc(&c, sizeof(*fadt), &fadt_at);
+	c.next = (c.next + 63) & ~63ULL; /* the FACS must be 64-byte aligned */
+	struct acpi_facs *facs = acpi_alloc(&c, sizeof(*facs), &facs_at);
 	uint64_t dsdt_len = (uint64_t)(padcell_dsdt_aml_end - padcell_dsdt_aml);
 	uint8_t *dsdt = acpi_alloc(&c, dsdt_len, &dsdt_at);
 	uint64_t madt_len = sizeof(struct acpi_madt) + ncpus * sizeof(struct madt_lapic) +
 			    sizeof(struct madt_ioapic) + sizeof(struct madt_lapic_nmi);
 	uint8_t *madt = acpi_alloc(&c, madt_len, &madt_at);
-	if (!rsdp || !xsdt || !fadt || !dsdt || !madt)
+	if (!rsdp || !xsdt || !fadt || !facs || !dsdt || !madt)
 		return -ENOSPC;
 
 	memcpy(dsdt, padcell_dsdt_aml, dsdt_len);
 
+	memcpy(facs->signature, "FACS", 4);
+	facs->length = sizeof(*facs);
+	facs->version = 2;
+
 	acpi_header_init(&fadt->h, "FACP", sizeof(*fadt), 6);
 	fadt->minor_version = 5;
-	fadt->flags = FADT_F_HW_REDUCED_ACPI | FADT_F_PWR_BUTTON | FADT_F_SLP_BUTTON;
+	fadt->flags = FADT_F_WBINVD | FADT_F_PWR_BUTTON | FADT_F_SLP_BUTTON;
 	/* No 8042 flag: the guest's i8042 driver stays away (faster boot); the reset
 	 * pulse through port 0x64 still works because the kernel writes it directly. */
 	fadt->iapc_boot_arch = BOOT_ARCH_VGA_NOT_PRESENT | BOOT_ARCH_NO_CMOS_RTC;
+	fadt->sci_int = LAYOUT_ACPI_SCI_IRQ;
+	fadt->firmware_ctrl = (uint32_t)facs_at;
+	fadt->x_firmware_ctrl = facs_at;
+	fadt->dsdt = (uint32_t)dsdt_at;
 	fadt->x_dsdt = dsdt_at;
-	fadt->sleep_control = io_byte_reg(LAYOUT_ACPI_SLEEP_CTL);
-	fadt->sleep_status = io_byte_reg(LAYOUT_ACPI_SLEEP_STS);
+	fadt->pm1a_evt_blk = LAYOUT_ACPI_PM1_EVT;
+	fadt->pm1_evt_len = 4;
+	fadt->x_pm1a_evt_blk = io_reg(LAYOUT_ACPI_PM1_EVT, 32);
+	fadt->pm1a_cnt_blk = LAYOUT_ACPI_PM1_CNT;
+	fadt->pm1_cnt_len = 2;
+	fadt->x_pm1a_cnt_blk = io_reg(LAYOUT_ACPI_PM1_CNT, 16);
 	memcpy(&fadt->hypervisor_id, "PADCELL ", 8);
 	acpi_seal(&fadt->h);
 
 	struct acpi_madt *mh = (struct acpi_madt *)madt;
 	acpi_header_init(&mh->h, "APIC", (uint32_t)madt_len, 5);
 	mh->lapic_address = (uint32_t)LAYOUT_LAPIC_ADDR;
+	mh->flags = MADT_F_PCAT_COMPAT;
 	uint8_t *p = madt + sizeof(*mh);
 	for (unsigned i = 0; i < ncpus; i++) {
 		struct madt_lapic l = { MADT_TYPE_LAPIC, sizeof(l), (uint8_t)i, (uint8_t)i, 1 /* enabled */ };

@@ -4,7 +4,7 @@
  */
 DefinitionBlock ("dsdt.aml", "DSDT", 2, "PADCEL", "PADCELL ", 1)
 {
-    /* S5 (soft off): SLP_TYP 5 written to the FADT sleep control register powers off. */
+    /* S5 (soft off): SLP_TYP 5 with SLP_EN written to PM1a_CNT powers off. */
     Name (_S5, Package (0x04) { 0x05, 0x00, 0x00, 0x00 })
 
     Scope (\_SB)

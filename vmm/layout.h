@@ -40,10 +40,12 @@
 #define LAYOUT_I8042_DATA_PORT   0x60
 #define LAYOUT_I8042_CMD_PORT    0x64
 #define LAYOUT_PVPANIC_PORT      0x505
-#define LAYOUT_ACPI_SLEEP_CTL    0x600    /* FADT sleep control register           */
-#define LAYOUT_ACPI_SLEEP_STS    0x601    /* FADT sleep status register            */
+#define LAYOUT_ACPI_PM1_EVT      0x600    /* PM1a event block: status(2), enable(2) */
+#define LAYOUT_ACPI_PM1_CNT      0x604    /* PM1a control block (2 bytes)           */
+#define LAYOUT_ACPI_PM_LEN       6        /* both blocks, one device                */
+#define LAYOUT_ACPI_SCI_IRQ      9        /* declared in the FADT, never raised     */
 
-/* ACPI S5 sleep type: the value of \_S5 in the DSDT. */
+/* ACPI S5 sleep type: the value of \_S5 in the DSDT, written to PM1a_CNT.SLP_TYP. */
 #define LAYOUT_ACPI_S5_TYPE      5
 
 #endif

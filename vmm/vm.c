@@ -94,8 +94,8 @@ static int vm_add_devices(struct vm *vm, int console_out)
 	if (rc)
 		return rc;
 	acpi_pm_init(&vm->acpi_pm, &vm->devhost);
-	return bus_register(&vm->pio, LAYOUT_ACPI_SLEEP_CTL, ACPI_PM_RANGE_LEN, &acpi_pm_ops, &vm->acpi_pm,
-			    "acpi-sleep");
+	return bus_register(&vm->pio, LAYOUT_ACPI_PM1_EVT, LAYOUT_ACPI_PM_LEN, &acpi_pm_ops, &vm->acpi_pm,
+			    "acpi-pm1a");
 }
 
 static int vm_set_memslot(struct vm *vm, uint32_t slot, uint64_t gpa, uint64_t size, void *host)
@@ -291,6 +291,7 @@ void vm_destroy(struct vm *vm)
 	if (vm->stop_efd >= 0) {
 		serial_destroy(&vm->serial);
 		i8042_destroy(&vm->i8042);
+		acpi_pm_destroy(&vm->acpi_pm);
 		close(vm->stop_efd);
 	}
 	gmem_destroy(&vm->mem);
