@@ -111,15 +111,28 @@ static int vcpu_set_msrs(struct vcpu *v)
 		struct kvm_msrs hdr;
 		struct kvm_msr_entry e[N];
 	} m;
-	/* Set one at a time: a host that lacks one (PVM lacks some) still gets the rest. */
-	for (unsigned i = 0; i < N; i++) {
+	/*
+	 * One ioctl for all of them.  KVM stops at the first MSR it refuses and returns
+	 * how many it set; a host lacking one (PVM lacks some) still gets the rest.
+	 */
+	unsigned from = 0;
+	while (from < N) {
 		memset(&m, 0, sizeof(m));
-		m.hdr.nmsrs = 1;
-		m.e[0].index = boot_msrs[i].index;
-		m.e[0].data = boot_msrs[i].value;
-		if (ioctl(v->fd, KVM_SET_MSRS, &m) != 1 && v->vm->verbose)
-			fprintf(stderr, "padcell: vcpu%u: MSR 0x%x not settable here, left as KVM has it\n",
-				v->index, boot_msrs[i].index);
+		m.hdr.nmsrs = N - from;
+		for (unsigned i = from; i < N; i++) {
+			m.e[i - from].index = boot_msrs[i].index;
+			m.e[i - from].data = boot_msrs[i].value;
+		}
+		int done = ioctl(v->fd, KVM_SET_MSRS, &m);
+		if (done < 0)
+			return -errno;
+		from += (unsigned)done;
+		if (from < N) {
+			if (v->vm->verbose)
+				fprintf(stderr, "padcell: vcpu%u: MSR 0x%x not settable here, left as KVM has it\n",
+					v->index, boot_msrs[from].index);
+			from++;
+		}
 	}
 	return 0;
 }

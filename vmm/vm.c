@@ -158,21 +158,11 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 		rc = errorf(err, errlen, -errno, "KVM_CREATE_VM failed: %s", strerror(errno));
 		goto err_cpuid;
 	}
-	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, KVM_TSS_ADDR) < 0 ||
-	    ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &(uint64_t){ KVM_IDENTITY_MAP_ADDR }) < 0) {
-		rc = errorf(err, errlen, -errno, "cannot place KVM's real-mode TSS: %s", strerror(errno));
-		goto err_vm;
-	}
-	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
-		rc = errorf(err, errlen, -errno, "KVM_CREATE_IRQCHIP failed: %s", strerror(errno));
-		goto err_vm;
-	}
-	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
-	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
-		rc = errorf(err, errlen, -errno, "KVM_CREATE_PIT2 failed: %s", strerror(errno));
-		goto err_vm;
-	}
-
+	/*
+	 * Memory slots go in before the irqchip and PIT: once those have registered
+	 * their I/O buses, installing the first slot waits out an SRCU grace period
+	 * (measured: 6-8 ms instead of 0.1 ms), which would dominate start-up.
+	 */
 	rc = gmem_init(&vm->mem, cfg->mem_size);
 	if (rc) {
 		errorf(err, errlen, rc, "cannot allocate %llu MiB of guest memory: %s",
@@ -185,6 +175,21 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 				    vm->mem.host + vm->mem.low_size);
 	if (rc) {
 		errorf(err, errlen, rc, "KVM_SET_USER_MEMORY_REGION failed: %s", strerror(-rc));
+		goto err_mem;
+	}
+
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, KVM_TSS_ADDR) < 0 ||
+	    ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &(uint64_t){ KVM_IDENTITY_MAP_ADDR }) < 0) {
+		rc = errorf(err, errlen, -errno, "cannot place KVM's real-mode TSS: %s", strerror(errno));
+		goto err_mem;
+	}
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
+		rc = errorf(err, errlen, -errno, "KVM_CREATE_IRQCHIP failed: %s", strerror(errno));
+		goto err_mem;
+	}
+	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+		rc = errorf(err, errlen, -errno, "KVM_CREATE_PIT2 failed: %s", strerror(errno));
 		goto err_mem;
 	}
 

@@ -1,0 +1,133 @@
+/*
+ * Benchmark probe for a VMM command line.  Starts the command with stdout on a pipe,
+ * waits for the guest's first byte, then either records the elapsed time or reads
+ * the VMM's resident memory, and kills it.
+ *
+ *   vmmprobe first RUNS CMD...   prints "median_us=N min_us=N max_us=N runs=N"
+ *   vmmprobe mem GUEST_MIB CMD... prints "vmm_rss_kib=N guest_rss_kib=N total_rss_kib=N"
+ *
+ * Guest RAM is recognised as the largest mapping at least GUEST_MIB in size; its
+ * resident pages are what the guest touched, the rest is the VMM's own footprint.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
+}
+
+static int cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Starts argv with stdout on a pipe; returns the pid, *fd is the read end. */
+static pid_t spawn(char **argv, int *fd)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(p[1], 1);
+		int dn = open("/dev/null", O_RDWR);
+		dup2(dn, 0);
+		dup2(dn, 2);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(p[1]);
+	*fd = p[0];
+	return pid;
+}
+
+static void reap(pid_t pid, int fd)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	close(fd);
+}
+
+static int probe_first(int runs, char **argv)
+{
+	double *t = calloc(runs, sizeof(double));
+	for (int i = 0; i < runs; i++) {
+		int fd;
+		double t0 = now_us();
+		pid_t pid = spawn(argv, &fd);
+		char c;
+		ssize_t n = read(fd, &c, 1);
+		t[i] = now_us() - t0;
+		reap(pid, fd);
+		if (n != 1) {
+			fprintf(stderr, "vmmprobe: run %d: the guest printed nothing\n", i);
+			return 1;
+		}
+	}
+	qsort(t, runs, sizeof(double), cmp);
+	printf("median_us=%.0f min_us=%.0f max_us=%.0f runs=%d\n", t[runs / 2], t[0], t[runs - 1], runs);
+	return 0;
+}
+
+static int probe_mem(unsigned long guest_mib, char **argv)
+{
+	int fd;
+	pid_t pid = spawn(argv, &fd);
+	char c;
+	if (read(fd, &c, 1) != 1) {
+		fprintf(stderr, "vmmprobe: the guest printed nothing\n");
+		reap(pid, fd);
+		return 1;
+	}
+	usleep(200 * 1000); /* let the VMM finish whatever it does after the first byte */
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		reap(pid, fd);
+		return 1;
+	}
+	char line[512];
+	unsigned long long lo, hi, cur_size = 0, total = 0, guest = 0, best_size = 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long kb;
+		if (sscanf(line, "%llx-%llx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+			cur_size = hi - lo;
+		} else if (sscanf(line, "Rss: %lu kB", &kb) == 1) {
+			total += kb;
+			if (cur_size >= (unsigned long long)guest_mib << 20 && cur_size > best_size) {
+				best_size = cur_size;
+				guest = kb;
+			}
+		}
+	}
+	fclose(f);
+	reap(pid, fd);
+	if (!best_size) {
+		fprintf(stderr, "vmmprobe: no mapping of %lu MiB found\n", guest_mib);
+		return 1;
+	}
+	printf("vmm_rss_kib=%llu guest_rss_kib=%llu total_rss_kib=%llu\n", total - guest, guest, total);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 4 && !strcmp(argv[1], "first"))
+		return probe_first(atoi(argv[2]) > 0 ? atoi(argv[2]) : 1, argv + 3);
+	if (argc >= 4 && !strcmp(argv[1], "mem"))
+		return probe_mem(strtoul(argv[2], NULL, 10), argv + 3);
+	fprintf(stderr, "usage: vmmprobe first RUNS CMD... | vmmprobe mem GUEST_MIB CMD...\n");
+	return 2;
+}

@@ -1,0 +1,29 @@
+# Test tiers.  `make test` installs what it needs, builds everything, runs every tier.
+.PHONY: test unit kvm-test nested-test bench demo
+
+TEST_BINS := $(BUILD)/padcell $(BUILD)/padcell-static
+
+test:
+	@scripts/deps.sh build kernel images nested
+	@$(MAKE) --no-print-directory $(TEST_BINS) unit-tests-bin testguest kernel initramfs
+	@tests/run-all.sh
+
+kvm-test: $(BUILD)/padcell testguest
+	tests/kvm/run.sh
+
+nested-test: $(TEST_BINS) kernel initramfs
+	tests/nested/boot-test.sh
+
+bench:
+	@scripts/deps.sh build kernel images nested
+	@$(MAKE) --no-print-directory $(TEST_BINS) testguest kernel initramfs $(BUILD)/vmmprobe
+	@tests/bench/run.sh
+
+demo:
+	@scripts/deps.sh build kernel images nested
+	@$(MAKE) --no-print-directory $(TEST_BINS) kernel initramfs
+	@scripts/demo.sh
+
+$(BUILD)/vmmprobe: tests/bench/vmmprobe.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -o $@ $<
