@@ -26,4 +26,4 @@ demo:
 
 $(BUILD)/vmmprobe: tests/bench/vmmprobe.c
 	@mkdir -p $(dir $@)
-	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -o $@ $<
+	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -static -o $@ $<

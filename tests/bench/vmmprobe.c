@@ -5,6 +5,9 @@
  *
  *   vmmprobe first RUNS CMD...   prints "median_us=N min_us=N max_us=N runs=N"
  *   vmmprobe mem GUEST_MIB CMD... prints "vmm_rss_kib=N guest_rss_kib=N total_rss_kib=N"
+ *   vmmprobe marker RUNS TEXT CMD...  times start -> a stdout line containing TEXT, and start -> exit;
+ *                                     prints "marker_us=N exit_us=N runs=N" (medians), fails if a
+ *                                     run never shows TEXT or exits non-zero
  *
  * Guest RAM is recognised as the largest mapping at least GUEST_MIB in size; its
  * resident pages are what the guest touched, the rest is the VMM's own footprint.
@@ -122,12 +125,52 @@ static int probe_mem(unsigned long guest_mib, char **argv)
 	return 0;
 }
 
+static int probe_marker(int runs, const char *text, char **argv)
+{
+	double *tm = calloc(runs, sizeof(double)), *te = calloc(runs, sizeof(double));
+	for (int i = 0; i < runs; i++) {
+		int fd;
+		double t0 = now_us();
+		pid_t pid = spawn(argv, &fd);
+		char buf[65536];
+		size_t have = 0;
+		tm[i] = -1;
+		for (;;) {
+			ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
+			if (n <= 0)
+				break;
+			have += n;
+			buf[have] = 0;
+			if (tm[i] < 0 && strstr(buf, text))
+				tm[i] = now_us() - t0;
+			if (have > sizeof(buf) / 2) { /* keep the tail, enough to hold a marker */
+				memmove(buf, buf + have - 256, 256);
+				have = 256;
+			}
+		}
+		int st;
+		waitpid(pid, &st, 0);
+		te[i] = now_us() - t0;
+		close(fd);
+		if (tm[i] < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			fprintf(stderr, "vmmprobe: run %d: marker %s, status 0x%x\n", i, tm[i] < 0 ? "missing" : "seen", st);
+			return 1;
+		}
+	}
+	qsort(tm, runs, sizeof(double), cmp);
+	qsort(te, runs, sizeof(double), cmp);
+	printf("marker_us=%.0f exit_us=%.0f runs=%d\n", tm[runs / 2], te[runs / 2], runs);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 5 && !strcmp(argv[1], "marker"))
+		return probe_marker(atoi(argv[2]) > 0 ? atoi(argv[2]) : 1, argv[3], argv + 4);
 	if (argc >= 4 && !strcmp(argv[1], "first"))
 		return probe_first(atoi(argv[2]) > 0 ? atoi(argv[2]) : 1, argv + 3);
 	if (argc >= 4 && !strcmp(argv[1], "mem"))
 		return probe_mem(strtoul(argv[2], NULL, 10), argv + 3);
-	fprintf(stderr, "usage: vmmprobe first RUNS CMD... | vmmprobe mem GUEST_MIB CMD...\n");
+	fprintf(stderr, "usage: vmmprobe first RUNS CMD... | mem GUEST_MIB CMD... | marker RUNS TEXT CMD...\n");
 	return 2;
 }
