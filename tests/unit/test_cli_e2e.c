@@ -1,0 +1,356 @@
+/* padcell as a user runs it: exit codes and the one-line error contract, plus tiny KVM guests. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/unit/images.h"
+
+struct run {
+	int status;       /* exit code, or 128+signal, or -1 on timeout */
+	char out[4096];
+	char err[4096];
+	unsigned err_lines;
+};
+
+/* build/padcell next to build/tests/unit-tests, unless PADCELL overrides it. */
+static const char *padcell_path(void)
+{
+	static char path[PATH_MAX];
+	const char *env = getenv("PADCELL");
+	if (env)
+		return env;
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	cr_assert_gt(n, 0);
+	self[n] = '\0';
+	snprintf(path, sizeof(path), "%s/../padcell", dirname(self));
+	return path;
+}
+
+static void slurp(int fd, char *buf, size_t cap)
+{
+	lseek(fd, 0, SEEK_SET);
+	ssize_t n = read(fd, buf, cap - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	close(fd);
+}
+
+/* Runs padcell with argv (NULL-terminated, without argv[0]), stdin from /dev/null. */
+static void run(struct run *r, int timeout_s, char *const args[])
+{
+	const char *bin = padcell_path();
+	cr_assert_eq(access(bin, X_OK), 0, "%s not built (make padcell)", bin);
+	char *argv[32] = { (char *)"padcell" };
+	int argc = 1;
+	for (; args[argc - 1] && argc < 31; argc++)
+		argv[argc] = args[argc - 1];
+	argv[argc] = NULL;
+
+	char outp[] = "/tmp/padcell-out-XXXXXX", errp[] = "/tmp/padcell-err-XXXXXX";
+	int ofd = mkstemp(outp), efd = mkstemp(errp);
+	cr_assert(ofd >= 0 && efd >= 0);
+	unlink(outp);
+	unlink(errp);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int in = open("/dev/null", O_RDONLY);
+		dup2(in, 0);
+		dup2(ofd, 1);
+		dup2(efd, 2);
+		execv(bin, argv);
+		_exit(127);
+	}
+	int st = 0;
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		pid_t w = waitpid(pid, &st, WNOHANG);
+		if (w == pid)
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec - t0.tv_sec >= timeout_s) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			st = -1;
+			break;
+		}
+		usleep(2000);
+	}
+	r->status = st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	slurp(ofd, r->out, sizeof(r->out));
+	slurp(efd, r->err, sizeof(r->err));
+	r->err_lines = 0;
+	for (const char *p = r->err; *p; p++)
+		r->err_lines += *p == '\n';
+}
+
+#define RUN(r, ...) run((r), 10, (char *const[]){ __VA_ARGS__, NULL })
+
+/* The error contract: exit 2, exactly one line on stderr, prefixed "padcell: ". */
+static void assert_usage(const struct run *r, const char *what)
+{
+	cr_assert_eq(r->status, 2, "%s: exit %d, stderr: %s", what, r->status, r->err);
+	cr_assert_eq(r->err_lines, 1, "%s: %u lines on stderr:\n%s", what, r->err_lines, r->err);
+	cr_assert_eq(strncmp(r->err, "padcell: ", 9), 0, "%s: prefix: %s", what, r->err);
+}
+
+static bool kvm_usable(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+#define REQUIRE_KVM()                                                                   \
+	do {                                                                            \
+		if (!kvm_usable())                                                      \
+			cr_skip_test("/dev/kvm is missing or not accessible");          \
+	} while (0)
+
+/* A guest: `code` at 1 MiB, entered in 64-bit mode through the Linux boot protocol. */
+static char *guest_file(const uint8_t *code, size_t len)
+{
+	struct elf_spec s = { .code = code, .code_len = len, .entry = 0x100000 };
+	size_t n;
+	uint8_t *img = img_elf(&s, &n);
+	char *path = img_write_tmp(img, n);
+	free(img);
+	return path;
+}
+
+/* mov $0x3f8,%dx; mov $'K',%al; out %al,%dx; mov $0x64,%dx; mov $0xfe,%al; out %al,%dx; hlt; jmp .-1 */
+static const uint8_t guest_hello[] = {
+	0x66, 0xba, 0xf8, 0x03, 0xb0, 'K', 0xee,
+	0x66, 0xba, 0x64, 0x00, 0xb0, 0xfe, 0xee,
+	0xf4, 0xeb, 0xfd,
+};
+/* mov $0x505,%dx; mov $1,%al; out %al,%dx; hlt; jmp */
+static const uint8_t guest_panic[] = {
+	0x66, 0xba, 0x05, 0x05, 0xb0, 0x01, 0xee, 0xf4, 0xeb, 0xfd,
+};
+/* mov $0x604,%dx; mov $0x3400,%ax; out %ax,%dx  (PM1a_CNT = SLP_TYP 5 | SLP_EN); hlt; jmp */
+static const uint8_t guest_poweroff[] = {
+	0x66, 0xba, 0x04, 0x06, 0x66, 0xb8, 0x00, 0x34, 0x66, 0xef, 0xf4, 0xeb, 0xfd,
+};
+/* mov $0x605,%dx; mov $0x34,%al; out %al,%dx  (the same as a byte to PM1a_CNT's high half) */
+static const uint8_t guest_poweroff_byte[] = {
+	0x66, 0xba, 0x05, 0x06, 0xb0, 0x34, 0xee, 0xf4, 0xeb, 0xfd,
+};
+/* ud2: no IDT, so #UD escalates to a triple fault */
+static const uint8_t guest_crash[] = { 0x0f, 0x0b };
+
+/* ---- usage errors: no KVM needed ---- */
+
+Test(cli_e2e, no_args, .timeout = 15)
+{
+	struct run r;
+	run(&r, 10, (char *const[]){ NULL });
+	cr_assert_eq(r.status, 2);
+	cr_assert(strstr(r.err, "usage") != NULL, "usage on stderr: %s", r.err);
+}
+
+Test(cli_e2e, help_and_version, .timeout = 15)
+{
+	struct run r;
+	RUN(&r, "--help");
+	cr_assert_eq(r.status, 0);
+	cr_assert(strstr(r.out, "usage") != NULL, "usage on stdout");
+	cr_assert_eq(r.err[0], '\0', "nothing on stderr");
+	RUN(&r, "--version");
+	cr_assert_eq(r.status, 0);
+	cr_assert_eq(strncmp(r.out, "padcell ", 8), 0, "%s", r.out);
+}
+
+Test(cli_e2e, unknown_command, .timeout = 15)
+{
+	struct run r;
+	RUN(&r, "frobnicate");
+	assert_usage(&r, "unknown command");
+	cr_assert(strstr(r.err, "frobnicate") != NULL, "%s", r.err);
+}
+
+Test(cli_e2e, unknown_flag, .timeout = 15)
+{
+	struct run r;
+	RUN(&r, "boot", "--kernel", "/nonexistent", "--frob");
+	assert_usage(&r, "unknown flag");
+	cr_assert(strstr(r.err, "--frob") != NULL, "%s", r.err);
+}
+
+Test(cli_e2e, missing_kernel_flag, .timeout = 15)
+{
+	struct run r;
+	RUN(&r, "boot");
+	assert_usage(&r, "boot without --kernel");
+	RUN(&r, "boot", "--kernel");
+	assert_usage(&r, "--kernel without a value");
+}
+
+Test(cli_e2e, kernel_file_missing, .timeout = 15)
+{
+	struct run r;
+	RUN(&r, "boot", "--kernel", "/nonexistent/padcell-vmlinux");
+	assert_usage(&r, "missing kernel file");
+	cr_assert(strstr(r.err, "/nonexistent/padcell-vmlinux") != NULL, "names the file: %s", r.err);
+}
+
+Test(cli_e2e, kernel_not_a_file, .timeout = 15)
+{
+	struct run r;
+	RUN(&r, "boot", "--kernel", "/tmp");
+	assert_usage(&r, "directory as kernel");
+	char *empty = img_write_tmp("", 0);
+	RUN(&r, "boot", "--kernel", empty);
+	assert_usage(&r, "empty kernel");
+	unlink(empty);
+	free(empty);
+}
+
+Test(cli_e2e, garbage_kernel, .timeout = 15)
+{
+	uint8_t junk[4096];
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (uint8_t)(i * 37 + 11);
+	char *path = img_write_tmp(junk, sizeof(junk));
+	struct run r;
+	RUN(&r, "boot", "--kernel", path);
+	assert_usage(&r, "garbage kernel");
+	cr_assert(strstr(r.err, "not bootable") != NULL, "%s", r.err);
+	cr_assert(strstr(r.err, path) != NULL, "names the file: %s", r.err);
+	unlink(path);
+	free(path);
+}
+
+Test(cli_e2e, truncated_elf, .timeout = 15)
+{
+	size_t n;
+	struct elf_spec s = { .code = guest_hello, .code_len = sizeof(guest_hello) };
+	uint8_t *img = img_elf(&s, &n);
+	char *path = img_write_tmp(img, 40);
+	struct run r;
+	RUN(&r, "boot", "--kernel", path);
+	assert_usage(&r, "truncated ELF");
+	cr_assert(strstr(r.err, "not bootable") != NULL, "%s", r.err);
+	unlink(path);
+	free(path);
+	free(img);
+}
+
+Test(cli_e2e, bad_mem, .timeout = 20)
+{
+	char *k = guest_file(guest_hello, sizeof(guest_hello));
+	const char *bad[] = { "abc", "0", "5T", "1.5G", "-1" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct run r;
+		RUN(&r, "boot", "--kernel", k, "--mem", (char *)bad[i]);
+		assert_usage(&r, bad[i]);
+		cr_assert(strstr(r.err, "--mem") != NULL, "%s", r.err);
+	}
+	unlink(k);
+	free(k);
+}
+
+Test(cli_e2e, bad_cpus_and_entry, .timeout = 20)
+{
+	char *k = guest_file(guest_hello, sizeof(guest_hello));
+	struct run r;
+	RUN(&r, "boot", "--kernel", k, "--cpus", "0");
+	assert_usage(&r, "--cpus 0");
+	RUN(&r, "boot", "--kernel", k, "--cpus", "5000");
+	assert_usage(&r, "--cpus 5000");
+	RUN(&r, "boot", "--kernel", k, "--entry", "bios");
+	assert_usage(&r, "--entry bios");
+	RUN(&r, "boot", "--kernel", k, "--entry", "pvh");
+	assert_usage(&r, "--entry pvh without the note");
+	cr_assert(strstr(r.err, "PVH") != NULL, "%s", r.err);
+	unlink(k);
+	free(k);
+}
+
+Test(cli_e2e, missing_initrd_file, .timeout = 15)
+{
+	char *k = guest_file(guest_hello, sizeof(guest_hello));
+	struct run r;
+	RUN(&r, "boot", "--kernel", k, "--initrd", "/nonexistent/initrd.img");
+	assert_usage(&r, "missing initrd");
+	cr_assert(strstr(r.err, "/nonexistent/initrd.img") != NULL, "%s", r.err);
+	unlink(k);
+	free(k);
+}
+
+/* ---- with KVM ---- */
+
+Test(cli_e2e, memory_too_small_for_initrd, .timeout = 20)
+{
+	REQUIRE_KVM();
+	char *k = guest_file(guest_hello, sizeof(guest_hello));
+	size_t big = 6 << 20;
+	uint8_t *blob = calloc(1, big);
+	char *initrd = img_write_tmp(blob, big);
+	struct run r;
+	RUN(&r, "boot", "--kernel", k, "--initrd", initrd, "--mem", "4M");
+	assert_usage(&r, "6 MiB initrd in 4 MiB");
+	cr_assert(strstr(r.err, "memory") != NULL, "mentions memory: %s", r.err);
+	unlink(initrd);
+	unlink(k);
+	free(initrd);
+	free(k);
+	free(blob);
+}
+
+static void boot_guest(struct run *r, const uint8_t *code, size_t len)
+{
+	char *k = guest_file(code, len);
+	run(r, 10, (char *const[]){ "boot", "--kernel", k, "--mem", "16M", NULL });
+	unlink(k);
+	free(k);
+}
+
+Test(cli_e2e, guest_prints_and_resets, .timeout = 20)
+{
+	REQUIRE_KVM();
+	struct run r;
+	boot_guest(&r, guest_hello, sizeof(guest_hello));
+	cr_assert_eq(r.status, 0, "exit %d, stderr: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, "K", "console output");
+}
+
+Test(cli_e2e, guest_panic_exits_3, .timeout = 20)
+{
+	REQUIRE_KVM();
+	struct run r;
+	boot_guest(&r, guest_panic, sizeof(guest_panic));
+	cr_assert_eq(r.status, 3, "exit %d, stderr: %s", r.status, r.err);
+	cr_assert_eq(r.err_lines, 1, "one line saying why: %s", r.err);
+	cr_assert_eq(strncmp(r.err, "padcell: ", 9), 0, "%s", r.err);
+}
+
+Test(cli_e2e, guest_acpi_poweroff_exits_0, .timeout = 20)
+{
+	REQUIRE_KVM();
+	struct run r;
+	boot_guest(&r, guest_poweroff, sizeof(guest_poweroff));
+	cr_assert_eq(r.status, 0, "word write: exit %d, stderr: %s", r.status, r.err);
+	boot_guest(&r, guest_poweroff_byte, sizeof(guest_poweroff_byte));
+	cr_assert_eq(r.status, 0, "byte write: exit %d, stderr: %s", r.status, r.err);
+}
+
+Test(cli_e2e, guest_triple_fault_exits_4, .timeout = 20)
+{
+	REQUIRE_KVM();
+	struct run r;
+	boot_guest(&r, guest_crash, sizeof(guest_crash));
+	cr_assert_eq(r.status, 4, "exit %d, stderr: %s", r.status, r.err);
+	cr_assert_eq(strncmp(r.err, "padcell: ", 9), 0, "%s", r.err);
+}

@@ -1,0 +1,176 @@
+/* cli_parse_size, cli_parse_uint and cli_parse_boot: what the user may type. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+
+#include "vmm/cli.h"
+
+#define KiB (1ULL << 10)
+#define MiB (1ULL << 20)
+#define GiB (1ULL << 30)
+#define TiB (1ULL << 40)
+
+static void size_ok(const char *s, uint64_t want)
+{
+	uint64_t v = 0xdead;
+	int rc = cli_parse_size(s, &v);
+	cr_assert_eq(rc, 0, "'%s' rejected (%d)", s, rc);
+	cr_assert_eq(v, want, "'%s' = %llu, want %llu", s, (unsigned long long)v, (unsigned long long)want);
+}
+
+static void size_bad(const char *s)
+{
+	uint64_t v = 0xdead;
+	int rc = cli_parse_size(s, &v);
+	cr_assert(rc == -EINVAL || rc == -ERANGE, "'%s' gave %d", s, rc);
+	cr_assert_eq(v, 0xdead, "'%s' wrote the output on failure", s);
+}
+
+Test(cli_size, good_values)
+{
+	size_ok("256M", 256 * MiB);
+	size_ok("2G", 2 * GiB);
+	size_ok("512K", 512 * KiB);
+	size_ok("1T", TiB);
+	size_ok("64", 64 * MiB);
+	size_ok("4KiB", 4 * KiB);
+	size_ok("1GB", GiB);
+	size_ok("1g", GiB);
+	size_ok("3gib", 3 * GiB);
+	size_ok("128MiB", 128 * MiB);
+	size_ok("4096B", 4096);
+	size_ok("0", 0);
+	size_ok("16777215T", 16777215ULL << 40);
+}
+
+Test(cli_size, bad_values)
+{
+	size_bad("");
+	size_bad("abc");
+	size_bad("12Q");
+	size_bad("-1");
+	size_bad("+1G");
+	size_bad("1.5G");
+	size_bad(" 1G");
+	size_bad("1G ");
+	size_bad("1GG");
+	size_bad("1Gi");
+	size_bad("1iB");
+	size_bad("1BB");
+	size_bad("M");
+	size_bad("0x100");
+}
+
+Test(cli_size, overflow)
+{
+	uint64_t v;
+	cr_assert_eq(cli_parse_size("99999999999T", &v), -ERANGE);
+	cr_assert_eq(cli_parse_size("16777216T", &v), -ERANGE, "2^64 bytes");
+	cr_assert_eq(cli_parse_size("17592186044416", &v), -ERANGE, "2^44 MiB = 2^64 bytes");
+	cr_assert_eq(cli_parse_size("99999999999999999999999", &v), -ERANGE, "beyond strtoull");
+	cr_assert_neq(cli_parse_size(NULL, &v), 0);
+}
+
+Test(cli_uint, bounds)
+{
+	unsigned v = 77;
+	cr_assert_eq(cli_parse_uint("1", 1, 4096, &v), 0);
+	cr_assert_eq(v, 1);
+	cr_assert_eq(cli_parse_uint("4096", 1, 4096, &v), 0);
+	cr_assert_eq(v, 4096);
+	cr_assert_eq(cli_parse_uint("0", 0, 0, &v), 0);
+	cr_assert_eq(v, 0);
+	v = 77;
+	cr_assert_eq(cli_parse_uint("0", 1, 4096, &v), -ERANGE);
+	cr_assert_eq(cli_parse_uint("4097", 1, 4096, &v), -ERANGE);
+	cr_assert_eq(cli_parse_uint("4294967296", 0, UINT_MAX, &v), -ERANGE, "2^32 does not fit");
+	cr_assert_eq(cli_parse_uint("99999999999999999999999", 0, UINT_MAX, &v), -ERANGE);
+	cr_assert_eq(cli_parse_uint("4294967295", 0, UINT_MAX, &v), 0);
+	cr_assert_eq(v, UINT_MAX);
+}
+
+Test(cli_uint, malformed)
+{
+	unsigned v = 77;
+	const char *bad[] = { "", "x", "-1", "+1", " 1", "1 ", "1k", "0x10", "2.0" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_assert_eq(cli_parse_uint(bad[i], 0, 100, &v), -EINVAL, "'%s'", bad[i]);
+	cr_assert_eq(v, 77, "output untouched on failure");
+	cr_assert_neq(cli_parse_uint(NULL, 0, 100, &v), 0);
+}
+
+/* ---- cli_parse_boot ---- */
+
+static struct boot_opts o;
+static char err[256];
+
+static int parse(int argc, char **argv)
+{
+	err[0] = '\0';
+	return cli_parse_boot(argc, argv, &o, err, sizeof(err));
+}
+
+#define ARGV(...) (char *[]){ "boot", __VA_ARGS__, NULL }
+#define ARGC(...) ((int)(sizeof((char *[]){ "boot", __VA_ARGS__ }) / sizeof(char *)))
+#define PARSE(...) parse(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__))
+
+static void assert_usage_error(int rc)
+{
+	cr_assert_neq(rc, 0);
+	cr_assert_neq(err[0], '\0', "error message");
+	cr_assert_null(strchr(err, '\n'), "one line: %s", err);
+}
+
+Test(cli_boot, defaults)
+{
+	cr_assert_eq(PARSE("--kernel", "vmlinux"), 0, "%s", err);
+	cr_assert_str_eq(o.kernel, "vmlinux");
+	cr_assert_null(o.initrd);
+	cr_assert_str_eq(o.cmdline, CLI_DEFAULT_CMDLINE);
+	cr_assert_eq(o.mem, CLI_DEFAULT_MEM);
+	cr_assert_eq(o.cpus, 1);
+	cr_assert_eq(o.entry, BOOT_ENTRY_AUTO);
+	cr_assert_not(o.verbose);
+}
+
+Test(cli_boot, all_options)
+{
+	cr_assert_eq(PARSE("--kernel", "k", "--initrd", "i", "--cmdline", "quiet", "--cpus", "4",
+			   "--mem", "1G", "--entry", "pvh", "--verbose"), 0, "%s", err);
+	cr_assert_str_eq(o.initrd, "i");
+	cr_assert_str_eq(o.cmdline, "quiet");
+	cr_assert_eq(o.cpus, 4);
+	cr_assert_eq(o.mem, GiB);
+	cr_assert_eq(o.entry, BOOT_ENTRY_PVH);
+	cr_assert(o.verbose);
+	cr_assert_eq(PARSE("--kernel=k", "--mem=512", "--entry=linux64"), 0, "%s", err);
+	cr_assert_eq(o.mem, 512 * MiB);
+	cr_assert_eq(o.entry, BOOT_ENTRY_LINUX64);
+}
+
+Test(cli_boot, errors)
+{
+	assert_usage_error(PARSE("--initrd", "i"));                  /* no --kernel */
+	cr_assert(strstr(err, "--kernel") != NULL, "%s", err);
+	assert_usage_error(PARSE("--kernel", "k", "--bogus"));
+	cr_assert(strstr(err, "--bogus") != NULL, "names the flag: %s", err);
+	assert_usage_error(PARSE("--kernel"));                        /* missing value */
+	assert_usage_error(PARSE("--kernel", "k", "stray"));
+	assert_usage_error(PARSE("--kernel", "k", "--mem", "abc"));
+	assert_usage_error(PARSE("--kernel", "k", "--mem", "0"));
+	assert_usage_error(PARSE("--kernel", "k", "--mem", "1M"));    /* below 2 MiB */
+	assert_usage_error(PARSE("--kernel", "k", "--mem", "5T"));    /* above 1 TiB */
+	assert_usage_error(PARSE("--kernel", "k", "--mem", "4097K")); /* not 4 KiB granular */
+	assert_usage_error(PARSE("--kernel", "k", "--cpus", "0"));
+	assert_usage_error(PARSE("--kernel", "k", "--cpus", "5000"));
+	assert_usage_error(PARSE("--kernel", "k", "--cpus", "two"));
+	assert_usage_error(PARSE("--kernel", "k", "--entry", "bios"));
+}
+
+Test(cli_boot, reparse_resets_state)
+{
+	cr_assert_neq(PARSE("--kernel", "k", "--bogus"), 0);
+	cr_assert_eq(PARSE("--kernel", "k2"), 0, "getopt state must not leak between calls: %s", err);
+	cr_assert_str_eq(o.kernel, "k2");
+}

@@ -1,0 +1,19 @@
+# Criterion unit tests: device state machines on a fake bus, loaders and ACPI on real guest_mem,
+# and the CLI driven end to end.  `make unit` builds and runs them; `make unit-tests-bin` only builds.
+UNIT_SRCS := tests/unit/images.c tests/unit/test_gmem.c tests/unit/test_bus.c \
+             tests/unit/test_serial.c tests/unit/test_devices.c tests/unit/test_loader.c \
+             tests/unit/test_boot.c tests/unit/test_acpi.c tests/unit/test_cli_parse.c \
+             tests/unit/test_cli_e2e.c
+UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
+UNIT_BIN  := $(BUILD)/tests/unit-tests
+
+.PHONY: unit unit-tests-bin
+unit-tests-bin: $(UNIT_BIN)
+
+$(UNIT_BIN): $(UNIT_OBJS) $(BUILD)/libpadcell.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(UNIT_OBJS) $(BUILD)/libpadcell.a -lcriterion -lpthread
+
+# The end-to-end tests spawn build/padcell, so it is built first.
+unit: $(UNIT_BIN) $(BUILD)/padcell
+	$(UNIT_BIN) --jobs 2
