@@ -43,7 +43,7 @@ const struct bus_range *bus_find(const struct bus *b, uint64_t addr, uint32_t le
 		else if (addr - r->base >= r->len)
 			lo = mid + 1;
 		else
-			return (addr - r->base) + len <= r->len ? r : NULL;
+			return len <= r->len - (addr - r->base) ? r : NULL;
 	}
 	return NULL;
 }

@@ -151,6 +151,9 @@ static int bzimage_parse(const uint8_t *data, size_t size, struct kernel_image *
 	 * alignment; others move themselves there, so loading at it is always right. */
 	uint64_t align = h.kernel_alignment;
 	uint64_t load = h.pref_address ? h.pref_address : LAYOUT_HIMEM_START;
+	if (load >= LAYOUT_MMIO_GAP_START)
+		return fail(err, errlen, -ENOEXEC, "bzImage wants to load at 0x%llx, outside 1 MiB..3 GiB",
+			    (unsigned long long)load);
 	if (h.relocatable_kernel) {
 		if (align == 0 || (align & (align - 1)))
 			return fail(err, errlen, -ENOEXEC, "bzImage kernel_alignment 0x%llx is not a power of two",
@@ -158,7 +161,7 @@ static int bzimage_parse(const uint8_t *data, size_t size, struct kernel_image *
 		load = (load + align - 1) & ~(align - 1);
 	}
 	uint64_t need = h.init_size > pm ? h.init_size : pm;
-	if (load < LAYOUT_HIMEM_START || load + need > LAYOUT_MMIO_GAP_START)
+	if (load < LAYOUT_HIMEM_START || load >= LAYOUT_MMIO_GAP_START || need > LAYOUT_MMIO_GAP_START - load)
 		return fail(err, errlen, -ENOEXEC, "bzImage wants to load at 0x%llx, outside 1 MiB..3 GiB",
 			    (unsigned long long)load);
 
