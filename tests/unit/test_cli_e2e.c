@@ -147,6 +147,23 @@ static const uint8_t guest_poweroff[] = {
 static const uint8_t guest_poweroff_byte[] = {
 	0x66, 0xba, 0x05, 0x06, 0xb0, 0x34, 0xee, 0xf4, 0xeb, 0xfd,
 };
+/* lea msg(%rip),%rsi; mov $8,%ecx; mov $0x3f8,%dx; cld; rep outsb; then the i8042 reset; msg: */
+static const uint8_t guest_rep_outsb[] = {
+	0x48, 0x8d, 0x35, 0x16, 0x00, 0x00, 0x00, 0xb9, 0x08, 0x00, 0x00, 0x00,
+	0x66, 0xba, 0xf8, 0x03, 0xfc, 0xf3, 0x6e,
+	0x66, 0xba, 0x64, 0x00, 0xb0, 0xfe, 0xee, 0xf4, 0xeb, 0xfd,
+	'S', 'U', 'C', 'C', 'E', 'S', 'S', '\n',
+};
+/*
+ * in from unclaimed port 0x3e8 and from COM1's LSR, echo both bytes to COM1, reset:
+ * mov $0x3e8,%dx; in (%dx),%al; mov $0x3f8,%dx; out %al,(%dx);
+ * mov $0x3fd,%dx; in (%dx),%al; mov $0x3f8,%dx; out %al,(%dx); reset
+ */
+static const uint8_t guest_port_reads[] = {
+	0x66, 0xba, 0xe8, 0x03, 0xec, 0x66, 0xba, 0xf8, 0x03, 0xee,
+	0x66, 0xba, 0xfd, 0x03, 0xec, 0x66, 0xba, 0xf8, 0x03, 0xee,
+	0x66, 0xba, 0x64, 0x00, 0xb0, 0xfe, 0xee, 0xf4, 0xeb, 0xfd,
+};
 /* ud2: no IDT, so #UD escalates to a triple fault */
 static const uint8_t guest_crash[] = { 0x0f, 0x0b };
 
@@ -309,12 +326,73 @@ Test(cli_e2e, memory_too_small_for_initrd, .timeout = 20)
 	free(blob);
 }
 
-static void boot_guest(struct run *r, const uint8_t *code, size_t len)
+static void boot_guest_cpus(struct run *r, const uint8_t *code, size_t len, const char *cpus)
 {
 	char *k = guest_file(code, len);
-	run(r, 10, (char *const[]){ "boot", "--kernel", k, "--mem", "16M", NULL });
+	run(r, 10, (char *const[]){ "boot", "--kernel", k, "--mem", "16M", "--cpus", (char *)cpus, NULL });
 	unlink(k);
 	free(k);
+}
+
+static void boot_guest(struct run *r, const uint8_t *code, size_t len)
+{
+	boot_guest_cpus(r, code, len, "1");
+}
+
+Test(cli_e2e, cmdline_too_long, .timeout = 20)
+{
+	REQUIRE_KVM();
+	char *k = guest_file(guest_hello, sizeof(guest_hello));
+	char *cl = malloc(5000);
+	memset(cl, 'x', 4999);
+	cl[4999] = '\0';
+	struct run r;
+	RUN(&r, "boot", "--kernel", k, "--cmdline", cl);
+	assert_usage(&r, "5000-byte command line");
+	free(cl);
+	unlink(k);
+	free(k);
+}
+
+Test(cli_e2e, more_cpus_than_acpi_describes, .timeout = 20)
+{
+	REQUIRE_KVM();
+	char *k = guest_file(guest_hello, sizeof(guest_hello));
+	struct run r;
+	RUN(&r, "boot", "--kernel", k, "--cpus", "255");
+	assert_usage(&r, "--cpus 255");
+	cr_assert(strstr(r.err, "--cpus") != NULL, "%s", r.err);
+	unlink(k);
+	free(k);
+}
+
+Test(cli_e2e, guest_rep_outsb, .timeout = 20)
+{
+	REQUIRE_KVM();
+	struct run r;
+	boot_guest(&r, guest_rep_outsb, sizeof(guest_rep_outsb));
+	cr_assert_eq(r.status, 0, "exit %d, stderr: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, "SUCCESS\n", "string I/O: every byte of rep outsb");
+}
+
+Test(cli_e2e, guest_port_reads, .timeout = 20)
+{
+	REQUIRE_KVM();
+	struct run r;
+	boot_guest(&r, guest_port_reads, sizeof(guest_port_reads));
+	cr_assert_eq(r.status, 0, "exit %d, stderr: %s", r.status, r.err);
+	cr_assert_eq(strlen(r.out), 2, "two bytes echoed");
+	cr_assert_eq((uint8_t)r.out[0], 0xff, "unclaimed port reads all-ones");
+	cr_assert_eq((uint8_t)r.out[1], 0x60, "LSR: transmitter empty");
+}
+
+Test(cli_e2e, guest_smp_boot_cpu_runs, .timeout = 20)
+{
+	REQUIRE_KVM();
+	struct run r;
+	boot_guest_cpus(&r, guest_hello, sizeof(guest_hello), "2");
+	cr_assert_eq(r.status, 0, "exit %d, stderr: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, "K");
 }
 
 Test(cli_e2e, guest_prints_and_resets, .timeout = 20)

@@ -251,3 +251,33 @@ Test(serial, lsr_and_msr_are_read_only)
 	cr_assert_eq(rd(UART_LSR), 0x60);
 	cr_assert_eq(rd(UART_MSR) & 0xb0, 0xb0);
 }
+
+/* Linux's 8250 startup probe for UARTs that fail to re-assert THRE (UART_BUG_THRE). */
+Test(serial, thre_reasserts_like_a_real_16550)
+{
+	wr(UART_MCR, UART_MCR_OUT2);
+	wr(UART_IER, UART_IER_THRI);
+	cr_assert_eq(rd(UART_IIR) & UART_IIR_NO_INT, 0, "first THRI");
+	wr(UART_IER, 0);
+	wr(UART_IER, UART_IER_THRI);
+	uint8_t iir = rd(UART_IIR);
+	cr_assert_eq(iir & UART_IIR_NO_INT, 0, "re-enabling THRI on an idle transmitter re-asserts it");
+	cr_assert_eq(iir & UART_IIR_ID, UART_IIR_THRI);
+	wr(UART_IER, 0);
+	cr_assert_eq(fh.irq_level[IRQ], 0);
+}
+
+/* Linux's autoconfig: IER keeps only its low four bits; loopback shows 0x90 in MSR. */
+Test(serial, linux_autoconfig_probe)
+{
+	wr(UART_IER, 0);
+	cr_assert_eq(rd(UART_IER) & 0x0f, 0);
+	wr(UART_IER, 0x0f);
+	cr_assert_eq(rd(UART_IER) & 0x0f, 0x0f);
+	wr(UART_IER, 0xff);
+	cr_assert_eq(rd(UART_IER), 0x0f, "bits 7:4 of IER are reserved");
+	wr(UART_IER, 0);
+	wr(UART_MCR, UART_MCR_LOOP | 0x0a);
+	cr_assert_eq(rd(UART_MSR) & 0xf0, 0x90);
+	wr(UART_MCR, 0);
+}
