@@ -1,0 +1,388 @@
+/* Test guest: checks what padcell promised at boot (boot structure, memory map, command line, initrd,
+ * ACPI, devices), prints one line per check, then ends the VM the way tg.case asks. */
+#include <asm/bootparam.h>
+
+#include "pattern.h"
+#include "tg.h"
+#include "vmm/layout.h"
+#include "vmm/pvh.h"
+
+#define BOOT_FLAG_MAGIC 0xaa55
+#define HDRS_MAGIC      0x53726448 /* "HdrS" */
+#define RFLAGS_IF       (1u << 9)
+#define CR0_PE          0x1u
+#define CR0_PG          0x80000000u
+#define PAGE_SIZE       4096u
+#define E820_TYPE_RAM   1
+#define FOUR_GIB        0x100000000ULL
+
+/* The Linux 64-bit boot protocol's segment selectors (boot.rst: __BOOT_CS, __BOOT_DS). */
+#define LINUX_BOOT_CS 0x10
+#define LINUX_BOOT_DS 0x18
+
+static char cmdline_copy[LAYOUT_CMDLINE_MAX];
+
+/* ---- command line ---------------------------------------------------------------------- */
+
+/* Splits at spaces; values stay inside cmdline_copy, which parsing NUL-terminates in place. */
+static void params_parse(char *s, struct tg_params *p)
+{
+	*p = (struct tg_params){ .kase = "" };
+	while (*s) {
+		while (*s == ' ')
+			s++;
+		char *tok = s;
+		while (*s && *s != ' ')
+			s++;
+		if (*s)
+			*s++ = '\0';
+		char *eq = tok;
+		while (*eq && *eq != '=')
+			eq++;
+		if (!*eq)
+			continue;
+		*eq = '\0';
+		const char *val = eq + 1;
+		size_t vlen = strlen(val);
+		bool good = true;
+		if (!strcmp(tok, "tg.mem"))
+			good = tg_parse_u64(val, vlen, &p->mem);
+		else if (!strcmp(tok, "tg.cpus")) {
+			uint64_t v = 0;
+			good = tg_parse_u64(val, vlen, &v) && v >= 1 && v <= 255;
+			p->cpus = (unsigned)v;
+		} else if (!strcmp(tok, "tg.initrd")) {
+			good = tg_parse_u64(val, vlen, &p->initrd);
+			p->has_initrd = good;
+		} else if (!strcmp(tok, "tg.case"))
+			p->kase = val;
+		else if (!strcmp(tok, "tg.echo"))
+			p->echo = val;
+		if (!good)
+			tg_fail("cmdline", "cannot parse %s=%s", tok, val);
+	}
+}
+
+/* ---- boot structure -------------------------------------------------------------------- */
+
+static void boot_from_linux64(const struct tg_entry_state *st, struct tg_boot *b)
+{
+	const struct boot_params *bp = (const struct boot_params *)st->info;
+	if (st->info != LAYOUT_ZERO_PAGE_ADDR)
+		tg_fail("boot", "RSI 0x%lx, expected boot_params at 0x%x", st->info, LAYOUT_ZERO_PAGE_ADDR);
+	if (!st->info || st->info >= FOUR_GIB) {
+		tg_fail("boot", "boot_params pointer unusable");
+		return;
+	}
+	if (bp->hdr.boot_flag != BOOT_FLAG_MAGIC || bp->hdr.header != HDRS_MAGIC)
+		tg_fail("boot", "boot_params signature: boot_flag 0x%x header 0x%x", bp->hdr.boot_flag,
+			bp->hdr.header);
+	else if (bp->hdr.type_of_loader != 0xff)
+		tg_fail("boot", "type_of_loader 0x%x, expected 0xff", bp->hdr.type_of_loader);
+	else
+		tg_ok("boot", "boot_params at 0x%lx: boot_flag 0xaa55, HdrS, loader 0xff", st->info);
+
+	/* boot.rst: 64-bit entry with interrupts off, __BOOT_CS and __BOOT_DS, paging on. */
+	if (st->cs != LINUX_BOOT_CS || st->ds != LINUX_BOOT_DS || st->es != LINUX_BOOT_DS ||
+	    st->ss != LINUX_BOOT_DS)
+		tg_fail("entry", "selectors cs 0x%lx ds 0x%lx es 0x%lx ss 0x%lx, expected 0x10/0x18", st->cs,
+			st->ds, st->es, st->ss);
+	else if (st->flags & RFLAGS_IF)
+		tg_fail("entry", "interrupts enabled at entry (rflags 0x%lx)", st->flags);
+	else if (st->sp != LAYOUT_BOOT_STACK_TOP)
+		tg_fail("entry", "rsp 0x%lx, expected 0x%x", st->sp, LAYOUT_BOOT_STACK_TOP);
+	else
+		tg_ok("entry", "long mode, cs 0x10, ds/es/ss 0x18, IF=0, rsp 0x%lx", st->sp);
+
+	b->cmdline_addr = bp->hdr.cmd_line_ptr | ((uint64_t)bp->ext_cmd_line_ptr << 32);
+	b->initrd_addr = bp->hdr.ramdisk_image | ((uint64_t)bp->ext_ramdisk_image << 32);
+	b->initrd_size = bp->hdr.ramdisk_size | ((uint64_t)bp->ext_ramdisk_size << 32);
+	b->has_initrd = b->initrd_addr || b->initrd_size;
+	b->rsdp = bp->acpi_rsdp_addr;
+	unsigned n = bp->e820_entries;
+	if (n > E820_MAX_ENTRIES_ZEROPAGE) {
+		tg_fail("memmap", "e820_entries %u exceeds the zero page's %u", n, E820_MAX_ENTRIES_ZEROPAGE);
+		n = E820_MAX_ENTRIES_ZEROPAGE;
+	}
+	for (unsigned i = 0; i < n && i < TG_MAX_RANGES; i++)
+		b->map[b->nmap++] = (struct tg_mem_range){ bp->e820_table[i].addr, bp->e820_table[i].size,
+							   bp->e820_table[i].type };
+	if (b->cmdline_addr && bp->hdr.cmdline_size &&
+	    bp->hdr.cmdline_size != strlen((const char *)b->cmdline_addr))
+		tg_fail("cmdline", "hdr.cmdline_size %u but the string is %lu bytes", bp->hdr.cmdline_size,
+			(unsigned long)strlen((const char *)b->cmdline_addr));
+}
+
+static void boot_from_pvh(const struct tg_entry_state *st, struct tg_boot *b)
+{
+	const struct hvm_start_info *si = (const struct hvm_start_info *)st->info;
+	if (!st->info) {
+		tg_fail("boot", "EBX is 0: no hvm_start_info");
+		return;
+	}
+	if (si->magic != PVH_START_MAGIC) {
+		tg_fail("boot", "hvm_start_info magic 0x%x, expected 0x%x", si->magic, PVH_START_MAGIC);
+		return;
+	}
+	tg_ok("boot", "hvm_start_info at 0x%lx: magic 0x%x, version %u", st->info, si->magic, si->version);
+
+	/* PVH: 32-bit protected mode, paging off, interrupts off. */
+	if (!(st->cr0 & CR0_PE) || (st->cr0 & CR0_PG))
+		tg_fail("entry", "cr0 0x%lx: expected protected mode without paging", st->cr0);
+	else if (st->flags & RFLAGS_IF)
+		tg_fail("entry", "interrupts enabled at entry (eflags 0x%lx)", st->flags);
+	else
+		tg_ok("entry", "32-bit protected mode, paging off, IF=0, cs 0x%lx", st->cs);
+
+	b->cmdline_addr = si->cmdline_paddr;
+	b->rsdp = si->rsdp_paddr;
+	if (si->nr_modules) {
+		const struct hvm_modlist_entry *mod = (const struct hvm_modlist_entry *)si->modlist_paddr;
+		if (si->nr_modules != 1)
+			tg_fail("initrd", "%u modules, expected at most 1", si->nr_modules);
+		if (!si->modlist_paddr)
+			tg_fail("initrd", "nr_modules %u but modlist_paddr is 0", si->nr_modules);
+		else {
+			b->has_initrd = true;
+			b->initrd_addr = mod->paddr;
+			b->initrd_size = mod->size;
+		}
+	}
+	if (!si->memmap_paddr || !si->memmap_entries) {
+		tg_fail("memmap", "hvm_start_info has no memory map");
+		return;
+	}
+	const struct hvm_memmap_table_entry *mm = (const struct hvm_memmap_table_entry *)si->memmap_paddr;
+	for (unsigned i = 0; i < si->memmap_entries && i < TG_MAX_RANGES; i++)
+		b->map[b->nmap++] = (struct tg_mem_range){ mm[i].addr, mm[i].size, mm[i].type };
+}
+
+/* ---- memory map ------------------------------------------------------------------------ */
+
+bool tg_in_ram(const struct tg_boot *b, uint64_t addr, uint64_t len)
+{
+	for (unsigned i = 0; i < b->nmap; i++) {
+		const struct tg_mem_range *r = &b->map[i];
+		if (r->type == E820_TYPE_RAM && addr >= r->addr && addr + len >= addr &&
+		    addr + len <= r->addr + r->size)
+			return true;
+	}
+	return false;
+}
+
+bool tg_touches_ram(const struct tg_boot *b, uint64_t addr, uint64_t len)
+{
+	for (unsigned i = 0; i < b->nmap; i++) {
+		const struct tg_mem_range *r = &b->map[i];
+		if (r->type == E820_TYPE_RAM && addr < r->addr + r->size && r->addr < addr + len)
+			return true;
+	}
+	return false;
+}
+
+static void check_memmap(const struct tg_boot *b, const struct tg_params *p)
+{
+	if (!b->nmap) {
+		tg_fail("memmap", "empty memory map");
+		return;
+	}
+	for (unsigned i = 0; i < b->nmap; i++) {
+		const struct tg_mem_range *r = &b->map[i];
+		tg_printf("  map %u: [0x%lx, 0x%lx) type %u\n", i, r->addr, r->addr + r->size, r->type);
+		if (r->size == 0 || r->addr + r->size < r->addr) {
+			tg_fail("memmap", "entry %u is empty or wraps", i);
+			return;
+		}
+		if (i && r->addr < b->map[i - 1].addr + b->map[i - 1].size) {
+			tg_fail("memmap", "entry %u overlaps or is out of order with entry %u", i, i - 1);
+			return;
+		}
+	}
+	if (!p->mem) {
+		tg_ok("memmap", "%u entries, sorted, no overlap (no tg.mem to compare with)", b->nmap);
+		return;
+	}
+
+	/* RAM as padcell lays it out: below the EBDA, 1 MiB up to the 3 GiB gap, the rest above 4 GiB. */
+	struct tg_mem_range want[3];
+	unsigned nwant = 0;
+	uint64_t low_end = p->mem < LAYOUT_MMIO_GAP_START ? p->mem : LAYOUT_MMIO_GAP_START;
+	want[nwant++] = (struct tg_mem_range){ 0, LAYOUT_EBDA_START, E820_TYPE_RAM };
+	want[nwant++] = (struct tg_mem_range){ LAYOUT_HIMEM_START, low_end - LAYOUT_HIMEM_START, E820_TYPE_RAM };
+	if (p->mem > LAYOUT_MMIO_GAP_START)
+		want[nwant++] = (struct tg_mem_range){ LAYOUT_MMIO_GAP_END, p->mem - LAYOUT_MMIO_GAP_START,
+						       E820_TYPE_RAM };
+
+	/* Adjacent RAM entries count as one range. */
+	struct tg_mem_range got[TG_MAX_RANGES];
+	unsigned ngot = 0;
+	for (unsigned i = 0; i < b->nmap; i++) {
+		const struct tg_mem_range *r = &b->map[i];
+		if (r->type != E820_TYPE_RAM)
+			continue;
+		if (ngot && got[ngot - 1].addr + got[ngot - 1].size == r->addr)
+			got[ngot - 1].size += r->size;
+		else
+			got[ngot++] = *r;
+	}
+	bool same = ngot == nwant;
+	for (unsigned i = 0; same && i < nwant; i++)
+		same = got[i].addr == want[i].addr && got[i].size == want[i].size;
+	if (!same) {
+		tg_fail("memmap", "RAM ranges differ from the layout for tg.mem=0x%lx (%u ranges, want %u)",
+			p->mem, ngot, nwant);
+		for (unsigned i = 0; i < nwant; i++)
+			tg_printf("  want RAM [0x%lx, 0x%lx)\n", want[i].addr, want[i].addr + want[i].size);
+		return;
+	}
+	tg_ok("memmap", "%u entries; RAM is exactly the layout for %lu MiB", b->nmap, p->mem >> 20);
+}
+
+/* ---- command line ------------------------------------------------------------------------ */
+
+static void check_cmdline(const struct tg_boot *b, const struct tg_params *p)
+{
+	if (p->echo && *p->echo)
+		tg_ok("cmdline", "%lu bytes at 0x%lx, tg.echo=%s", (unsigned long)strlen(b->cmdline),
+		      b->cmdline_addr, p->echo);
+	else if (p->echo)
+		tg_fail("cmdline", "tg.echo is empty");
+	else
+		tg_ok("cmdline", "%lu bytes at 0x%lx (no tg.echo)", (unsigned long)strlen(b->cmdline),
+		      b->cmdline_addr);
+}
+
+/* ---- initrd ------------------------------------------------------------------------------ */
+
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return a < b + blen && b < a + alen;
+}
+
+/* Compares eight bytes at a time against the pattern (period 256): emulated guests are slow. */
+static bool initrd_content_ok(const uint8_t *d, uint64_t size, uint64_t *bad)
+{
+	static uint8_t ref[TG_PATTERN_PERIOD + 8];
+	for (unsigned i = 0; i < sizeof(ref); i++)
+		ref[i] = tg_pattern_byte(i);
+	uint64_t i = 0;
+	for (; i + 8 <= size; i += 8) {
+		uint64_t w, r;
+		memcpy(&w, d + i, 8);
+		memcpy(&r, ref + (i % TG_PATTERN_PERIOD), 8);
+		if (w != r)
+			break;
+	}
+	for (; i < size; i++) {
+		if (d[i] != tg_pattern_byte(i)) {
+			*bad = i;
+			return false;
+		}
+	}
+	return true;
+}
+
+static void check_initrd(const struct tg_entry_state *st, const struct tg_boot *b, const struct tg_params *p)
+{
+	if (!p->has_initrd) {
+		if (b->has_initrd)
+			tg_fail("initrd", "loader passed one (0x%lx, %lu bytes) but none was given", b->initrd_addr,
+				b->initrd_size);
+		else
+			tg_ok("initrd", "none given, none passed");
+		return;
+	}
+	if (!b->has_initrd) {
+		tg_fail("initrd", "tg.initrd=%lu but the loader passed none", p->initrd);
+		return;
+	}
+	uint64_t a = b->initrd_addr, n = b->initrd_size;
+	uint64_t image = (uint64_t)__image_start, image_len = (uint64_t)(__image_end - __image_start);
+	if (n != p->initrd)
+		tg_fail("initrd", "size %lu, expected %lu", n, p->initrd);
+	else if (a & (PAGE_SIZE - 1))
+		tg_fail("initrd", "address 0x%lx is not page-aligned", a);
+	else if (!tg_in_ram(b, a, n))
+		tg_fail("initrd", "[0x%lx, 0x%lx) is not inside one RAM range", a, a + n);
+	else if (overlaps(a, n, image, image_len))
+		tg_fail("initrd", "[0x%lx, 0x%lx) overlaps the guest image", a, a + n);
+	else if (overlaps(a, n, st->info, PAGE_SIZE) || overlaps(a, n, b->cmdline_addr, strlen(b->cmdline) + 1) ||
+		 overlaps(a, n, LAYOUT_GDT_ADDR, LAYOUT_CMDLINE_ADDR + LAYOUT_CMDLINE_MAX - LAYOUT_GDT_ADDR) ||
+		 (b->rsdp && overlaps(a, n, b->rsdp, 36)))
+		tg_fail("initrd", "[0x%lx, 0x%lx) overlaps the boot structures", a, a + n);
+	else if (a + n > LAYOUT_MMIO_GAP_START)
+		tg_fail("initrd", "[0x%lx, 0x%lx) is above 3 GiB", a, a + n);
+	else {
+		uint64_t bad = 0;
+		if (!initrd_content_ok((const uint8_t *)a, n, &bad))
+			tg_fail("initrd", "content differs from the pattern at byte %lu", bad);
+		else
+			tg_ok("initrd", "%lu bytes at 0x%lx, in RAM, clear of image and boot data, pattern ok", n, a);
+	}
+}
+
+/* ---- main -------------------------------------------------------------------------------- */
+
+void tg_main(void);
+void tg_main(void)
+{
+	const struct tg_entry_state *st = &tg_entry_state;
+	static struct tg_boot b;
+	struct tg_params p;
+
+	tg_printf("\ntestguest\n");
+	tg_printf("boot: %s\n", st->proto == TG_PROTO_PVH ? "pvh" : "linux64");
+	if (st->proto == TG_PROTO_PVH)
+		boot_from_pvh(st, &b);
+	else
+		boot_from_linux64(st, &b);
+
+	if (!b.cmdline_addr || b.cmdline_addr >= LAYOUT_MMIO_GAP_START) {
+		tg_fail("cmdline", "no usable command line pointer (0x%lx)", b.cmdline_addr);
+		b.cmdline = "";
+	} else {
+		b.cmdline = (const char *)b.cmdline_addr;
+	}
+	size_t clen = strlen(b.cmdline);
+	if (clen >= sizeof(cmdline_copy)) {
+		tg_fail("cmdline", "%lu bytes, longer than the %u the layout allows", (unsigned long)clen,
+			LAYOUT_CMDLINE_MAX);
+		clen = sizeof(cmdline_copy) - 1;
+	}
+	memcpy(cmdline_copy, b.cmdline, clen);
+	cmdline_copy[clen] = '\0';
+	tg_printf("cmdline: \"%s\"\n", cmdline_copy);
+	params_parse(cmdline_copy, &p);
+
+	check_memmap(&b, &p);
+	check_cmdline(&b, &p);
+	check_initrd(st, &b, &p);
+	uint16_t pm1a_cnt = 0, slp_typ = 0;
+	tg_check_acpi(&b, &p, &pm1a_cnt, &slp_typ);
+	tg_check_serial();
+	tg_check_i8042();
+	if (!strcmp(p.kase, "smp"))
+		tg_check_smp(&p);
+
+	if (tg_failures()) {
+		tg_printf("FAIL %u checks failed\n", tg_failures());
+		tg_panic();
+	}
+	tg_printf("SUCCESS\n");
+	if (!strcmp(p.kase, "") || !strcmp(p.kase, "reset") || !strcmp(p.kase, "smp"))
+		tg_reset();
+	if (!strcmp(p.kase, "poweroff")) {
+		tg_printf("poweroff: PM1a_CNT 0x%x <- SLP_TYP %u | SLP_EN\n", pm1a_cnt, slp_typ);
+		tg_poweroff(pm1a_cnt, slp_typ);
+	}
+	if (!strcmp(p.kase, "panic")) {
+		tg_printf("panic: writing 1 to port 0x%x\n", LAYOUT_PVPANIC_PORT);
+		tg_panic();
+	}
+	if (!strcmp(p.kase, "tripfault")) {
+		tg_printf("tripfault: empty IDT, then ud2\n");
+		tg_triple_fault();
+	}
+	tg_printf("FAIL unknown tg.case=%s\n", p.kase);
+	tg_panic();
+}

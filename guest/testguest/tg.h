@@ -1,0 +1,108 @@
+/* The test guest's internal interface: port I/O, console, checks and the state its entry code saved. */
+#ifndef TG_H
+#define TG_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Which boot protocol brought us here; written by entry.S. */
+#define TG_PROTO_LINUX64 1
+#define TG_PROTO_PVH     2
+
+/* Register state at the first instruction, before the guest touched anything (entry.S). */
+struct tg_entry_state {
+	uint64_t proto;
+	uint64_t info;   /* RSI (boot_params) or EBX (hvm_start_info) */
+	uint64_t sp;     /* RSP/ESP as the loader left it              */
+	uint64_t flags;  /* RFLAGS/EFLAGS                              */
+	uint64_t cr0;
+	uint64_t cs, ds, es, ss;
+};
+_Static_assert(sizeof(struct tg_entry_state) == 72, "entry.S writes these offsets");
+
+extern struct tg_entry_state tg_entry_state;
+extern char __image_start[], __image_end[];
+
+/* Everything the checks learned from the command line. */
+struct tg_params {
+	uint64_t mem;      /* tg.mem, bytes; 0 = not given */
+	unsigned cpus;     /* tg.cpus; 0 = not given       */
+	bool has_initrd;   /* tg.initrd given              */
+	uint64_t initrd;   /* tg.initrd, bytes             */
+	const char *kase;  /* tg.case, "" = default        */
+	const char *echo;  /* tg.echo or NULL              */
+};
+
+/* One memory-map entry, whichever protocol delivered it. */
+struct tg_mem_range {
+	uint64_t addr, size;
+	uint32_t type; /* e820 numbering: 1 RAM, 2 reserved, 3 ACPI, 4 NVS */
+};
+
+#define TG_MAX_RANGES 128
+
+/* What main.c gathered from the boot structure, for the other checks. */
+struct tg_boot {
+	const char *cmdline;      /* guest-physical pointer, NUL-terminated */
+	uint64_t cmdline_addr;
+	struct tg_mem_range map[TG_MAX_RANGES];
+	unsigned nmap;
+	bool has_initrd;
+	uint64_t initrd_addr, initrd_size;
+	uint64_t rsdp;
+};
+
+static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
+static inline void outw(uint16_t port, uint16_t v) { __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port)); }
+static inline uint8_t inb(uint16_t port)
+{
+	uint8_t v;
+	__asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+static inline uint16_t inw(uint16_t port)
+{
+	uint16_t v;
+	__asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
+
+/* lib.c */
+void *memset(void *d, int c, size_t n);
+void *memcpy(void *d, const void *s, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+int strcmp(const char *a, const char *b);
+int strncmp(const char *a, const char *b, size_t n);
+bool tg_parse_u64(const char *s, size_t len, uint64_t *out);
+
+/* console.c: COM1, polled.  tg_printf knows %s %c %d %u %x and the l/ll forms. */
+void tg_putc(char c);
+void tg_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Check bookkeeping: tg_ok/tg_fail print one line each; failures are counted. */
+void tg_ok(const char *check, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tg_fail(const char *check, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+unsigned tg_failures(void);
+
+/* Ends of the VM (exit.c).  Each has a fallback in case the monitor ignores the request. */
+__attribute__((noreturn)) void tg_panic(void);
+__attribute__((noreturn)) void tg_reset(void);
+__attribute__((noreturn)) void tg_triple_fault(void);
+__attribute__((noreturn)) void tg_poweroff(uint16_t pm1a_cnt, uint16_t slp_typ);
+
+/* Check groups. */
+void tg_check_acpi(const struct tg_boot *b, const struct tg_params *p, uint16_t *pm1a_cnt, uint16_t *slp_typ);
+void tg_check_serial(void);
+void tg_check_i8042(void);
+void tg_check_smp(const struct tg_params *p);
+
+/* True when [addr, addr+len) lies entirely in one RAM range of the map. */
+bool tg_in_ram(const struct tg_boot *b, uint64_t addr, uint64_t len);
+/* True when [addr, addr+len) touches any RAM range. */
+bool tg_touches_ram(const struct tg_boot *b, uint64_t addr, uint64_t len);
+
+#endif
