@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# KVM tier: boots guest/testguest under build/padcell on this host's /dev/kvm, once per
+# entry protocol, vCPU count, memory size and ending; ends with "N passed, N failed, N skipped".
+#
+# The guest checks what padcell hands it (boot structure, memory map, command line, initrd,
+# ACPI, 8250, i8042) and prints "ok"/"FAIL" per check, then SUCCESS, then ends the VM the way
+# tg.case asks.  This script checks the exit code, the protocol line, that every check passed,
+# and that the command line the guest saw is byte for byte the one passed.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+
+PADCELL=${PADCELL:-build/padcell}
+GUEST=${GUEST:-build/guest/testguest.elf}
+MKINITRD=build/guest/tg-mkinitrd
+TIMEOUT=${TIMEOUT:-30}
+LOGDIR=${LOGDIR:-build/test-logs/kvm}
+
+pass=0 fail=0 skip=0
+CASES=(linux64-1cpu-initrd linux64-2cpu pvh-1cpu pvh-2cpu-initrd auto-entry-is-pvh
+       mem64m-linux64-initrd mem3584m-pvh-initrd mem3584m-linux64 long-cmdline
+       poweroff-linux64 poweroff-pvh panic-linux64 panic-pvh tripfault-linux64 tripfault-pvh
+      )
+
+skip_all() {
+	echo "SKIP: kvm tier: $1"
+	echo "0 passed, 0 failed, ${#CASES[@]} skipped"
+	exit 0
+}
+
+# A missing or unusable /dev/kvm is a visible skip, never a silent pass.
+[ -e /dev/kvm ] || skip_all "/dev/kvm does not exist (no KVM on this host)"
+( exec 3<>/dev/kvm ) 2>/dev/null || skip_all "/dev/kvm cannot be opened read-write by $(id -un)"
+
+if [ ! -x "$PADCELL" ] || [ ! -f "$GUEST" ] || [ ! -x "$MKINITRD" ]; then
+	make -s "$PADCELL" testguest >/dev/null || { echo "FAIL build: make $PADCELL testguest failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
+
+mkdir -p "$LOGDIR"
+INITRD_SIZE=200003 # not a page multiple: the guest must see the exact size
+INITRD=$LOGDIR/initrd.img
+"$MKINITRD" "$INITRD_SIZE" "$INITRD" || { echo "FAIL build: cannot write $INITRD"; echo "0 passed, 1 failed"; exit 1; }
+
+ms_now() { date +%s%N | cut -b1-13; }
+
+# run_case NAME EXPECTED_EXIT PROTO MEM CPUS INITRD(0|1) CASE [padcell args...]
+run_case() {
+	local name=$1 want_rc=$2 proto=$3 mem=$4 cpus=$5 with_initrd=$6 kase=$7
+	shift 7
+	local echo_val="hello-padcell-$name-$$"
+	local cmdline="tg.mem=$mem tg.cpus=$cpus tg.echo=$echo_val"
+	local args=(boot --kernel "$GUEST" --mem "$mem" --cpus "$cpus" "$@")
+	[ -n "$kase" ] && cmdline+=" tg.case=$kase"
+	if [ "$with_initrd" = 1 ]; then
+		cmdline+=" tg.initrd=$INITRD_SIZE"
+		args+=(--initrd "$INITRD")
+	fi
+	[ -n "${PAD:-}" ] && cmdline+=" tg.pad=$PAD"
+	args+=(--cmdline "$cmdline")
+
+	local log=$LOGDIR/$name.log t0 t1 rc
+	t0=$(ms_now)
+	timeout "$TIMEOUT" "$PADCELL" "${args[@]}" </dev/null >"$log.raw" 2>&1
+	rc=$?
+	t1=$(ms_now)
+	tr -d '\r' <"$log.raw" >"$log" && rm -f "$log.raw"
+
+	local why=""
+	if [ "$rc" -eq 124 ]; then
+		why="timed out after ${TIMEOUT}s"
+	elif [ "$rc" -ne "$want_rc" ]; then
+		why="exit code $rc, expected $want_rc"
+	elif ! grep -qx "boot: $proto" "$log"; then
+		why="guest did not report 'boot: $proto'"
+	elif grep -q '^FAIL' "$log"; then
+		why="guest check failed: $(grep -m1 '^FAIL' "$log")"
+	elif ! grep -qx 'SUCCESS' "$log"; then
+		why="guest never printed SUCCESS"
+	elif ! grep -qxF "cmdline: \"$cmdline\"" "$log"; then
+		why="guest saw a different command line"
+	elif ! grep -qF "tg.echo=$echo_val" "$log"; then
+		why="guest did not echo tg.echo"
+	fi
+	if [ -n "$why" ]; then
+		echo "FAIL $name: $why ($((t1 - t0)) ms; log $log)"
+		echo "  \$ $PADCELL ${args[*]}"
+		tail -n 8 "$log" | sed 's/^/  | /'
+		fail=$((fail + 1))
+	else
+		echo "PASS $name ($((t1 - t0)) ms)"
+		pass=$((pass + 1))
+	fi
+}
+
+run_case linux64-1cpu-initrd   0 linux64 256M  1 1 ""        --entry linux64
+run_case linux64-2cpu          0 linux64 256M  2 0 ""        --entry linux64
+run_case pvh-1cpu              0 pvh     256M  1 0 ""        --entry pvh
+run_case pvh-2cpu-initrd       0 pvh     256M  2 1 ""        --entry pvh
+run_case auto-entry-is-pvh     0 pvh     128M  1 0 ""
+run_case mem64m-linux64-initrd 0 linux64 64M   1 1 ""        --entry linux64
+run_case mem3584m-pvh-initrd   0 pvh     3584M 2 1 ""        --entry pvh
+run_case mem3584m-linux64      0 linux64 3584M 1 0 ""        --entry linux64
+PAD=$(head -c 3000 /dev/zero | tr '\0' x) \
+run_case long-cmdline          0 linux64 256M  1 0 ""        --entry linux64
+run_case poweroff-linux64      0 linux64 256M  1 0 poweroff  --entry linux64
+run_case poweroff-pvh          0 pvh     256M  2 1 poweroff  --entry pvh
+run_case panic-linux64         3 linux64 256M  1 0 panic     --entry linux64
+run_case panic-pvh             3 pvh     256M  1 0 panic     --entry pvh
+run_case tripfault-linux64     4 linux64 256M  1 0 tripfault --entry linux64
+run_case tripfault-pvh         4 pvh     256M  1 0 tripfault --entry pvh
+
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]
