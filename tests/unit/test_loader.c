@@ -262,11 +262,25 @@ Test(loader_reject, malformed_note)
 	nh->n_namesz = 4;
 	nh->n_descsz = 0xfffffffd;
 	assert_rejected(img, n, "descsz overflows the segment");
-	nh->n_descsz = 2;
-	assert_rejected(img, n, "PVH desc neither 4 nor 8 bytes");
 	nh->n_descsz = 4;
 	phdr(img, IMG_ELF_PH_NOTE)->p_filesz = n;
 	assert_rejected(img, n, "note segment past EOF");
+	free(img);
+}
+
+Test(loader_reject, pvh_desc_neither_4_nor_8_bytes)
+{
+	/* An 8-byte slot whose first bytes hold a valid entry: only the size is wrong. */
+	struct elf_spec s = { .code = code, .code_len = sizeof(code), .pvh_descsz = 8, .pvh_entry = 0x100020 };
+	size_t n;
+	uint8_t *img = img_elf(&s, &n);
+	Elf64_Nhdr *nh = (Elf64_Nhdr *)(img + IMG_ELF_NOTE_OFF);
+	for (uint32_t d = 5; d <= 7; d++) {
+		nh->n_descsz = d;
+		assert_rejected(img, n, "PVH desc of 5..7 bytes");
+	}
+	nh->n_descsz = 8;
+	cr_assert_eq(parse(img, n), 0, "%s", err);
 	free(img);
 }
 
