@@ -43,8 +43,11 @@ static void slurp(int fd, char *buf, size_t cap)
 	close(fd);
 }
 
-/* Runs padcell with argv (NULL-terminated, without argv[0]), stdin from /dev/null. */
-static void run(struct run *r, int timeout_s, char *const args[])
+/*
+ * Runs padcell with argv (NULL-terminated, without argv[0]), stdin from /dev/null;
+ * sends `sig` after `sig_ms` milliseconds when sig is non-zero.
+ */
+static void run_sig(struct run *r, int timeout_s, int sig, int sig_ms, char *const args[])
 {
 	const char *bin = padcell_path();
 	cr_assert_eq(access(bin, X_OK), 0, "%s not built (make padcell)", bin);
@@ -77,6 +80,11 @@ static void run(struct run *r, int timeout_s, char *const args[])
 		if (w == pid)
 			break;
 		clock_gettime(CLOCK_MONOTONIC, &now);
+		long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+		if (sig && ms >= sig_ms) {
+			kill(pid, sig);
+			sig = 0;
+		}
 		if (now.tv_sec - t0.tv_sec >= timeout_s) {
 			kill(pid, SIGKILL);
 			waitpid(pid, &st, 0);
@@ -91,6 +99,11 @@ static void run(struct run *r, int timeout_s, char *const args[])
 	r->err_lines = 0;
 	for (const char *p = r->err; *p; p++)
 		r->err_lines += *p == '\n';
+}
+
+static void run(struct run *r, int timeout_s, char *const args[])
+{
+	run_sig(r, timeout_s, 0, 0, args);
 }
 
 #define RUN(r, ...) run((r), 10, (char *const[]){ __VA_ARGS__, NULL })
@@ -164,6 +177,22 @@ static const uint8_t guest_port_reads[] = {
 	0x66, 0xba, 0xfd, 0x03, 0xec, 0x66, 0xba, 0xf8, 0x03, 0xee,
 	0x66, 0xba, 0x64, 0x00, 0xb0, 0xfe, 0xee, 0xf4, 0xeb, 0xfd,
 };
+/* 64-bit entry: cmpw $0xaa55,0x1fe(%rsi) (boot_params.hdr.boot_flag); print 'L' if equal, else 'F' */
+static const uint8_t guest_check_zero_page[] = {
+	0x66, 0x81, 0xbe, 0xfe, 0x01, 0x00, 0x00, 0x55, 0xaa,
+	0xb0, 'L', 0x74, 0x02, 0xb0, 'F',
+	0x66, 0xba, 0xf8, 0x03, 0xee,
+	0x66, 0xba, 0x64, 0x00, 0xb0, 0xfe, 0xee, 0xf4, 0xeb, 0xfd,
+};
+/* 32-bit PVH entry: cmpl $0x336ec578,(%ebx) (hvm_start_info.magic); print 'P' if equal, else 'F' */
+static const uint8_t guest_check_start_info[] = {
+	0x81, 0x3b, 0x78, 0xc5, 0x6e, 0x33,
+	0xb0, 'P', 0x74, 0x02, 0xb0, 'F',
+	0x66, 0xba, 0xf8, 0x03, 0xee,
+	0x66, 0xba, 0x64, 0x00, 0xb0, 0xfe, 0xee, 0xf4, 0xeb, 0xfd,
+};
+/* cli; hlt; jmp .-1: sleeps until padcell is stopped from outside */
+static const uint8_t guest_sleep[] = { 0xfa, 0xf4, 0xeb, 0xfd };
 /* ud2: no IDT, so #UD escalates to a triple fault */
 static const uint8_t guest_crash[] = { 0x0f, 0x0b };
 
@@ -431,4 +460,57 @@ Test(cli_e2e, guest_triple_fault_exits_4, .timeout = 20)
 	boot_guest(&r, guest_crash, sizeof(guest_crash));
 	cr_assert_eq(r.status, 4, "exit %d, stderr: %s", r.status, r.err);
 	cr_assert_eq(strncmp(r.err, "padcell: ", 9), 0, "%s", r.err);
+}
+
+Test(cli_e2e, linux64_entry_sees_boot_params, .timeout = 20)
+{
+	REQUIRE_KVM();
+	struct run r;
+	boot_guest(&r, guest_check_zero_page, sizeof(guest_check_zero_page));
+	cr_assert_eq(r.status, 0, "exit %d, stderr: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, "L", "RSI must point at boot_params with boot_flag 0xaa55");
+}
+
+Test(cli_e2e, pvh_entry_sees_start_info, .timeout = 20)
+{
+	REQUIRE_KVM();
+	struct elf_spec s = { .code = guest_check_start_info, .code_len = sizeof(guest_check_start_info),
+			      .entry = 0x100000, .pvh_descsz = 4, .pvh_entry = 0x100000 };
+	size_t n;
+	uint8_t *img = img_elf(&s, &n);
+	char *k = img_write_tmp(img, n);
+	struct run r;
+	RUN(&r, "boot", "--kernel", k, "--mem", "16M");
+	cr_assert_eq(r.status, 0, "auto: exit %d, stderr: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, "P", "auto picks PVH; EBX must point at hvm_start_info");
+	RUN(&r, "boot", "--kernel", k, "--mem", "16M", "--entry", "pvh");
+	cr_assert_eq(r.status, 0, "--entry pvh: exit %d, stderr: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, "P");
+	unlink(k);
+	free(k);
+	free(img);
+}
+
+Test(cli_e2e, sigterm_exits_143, .timeout = 20)
+{
+	REQUIRE_KVM();
+	char *k = guest_file(guest_sleep, sizeof(guest_sleep));
+	struct run r;
+	run_sig(&r, 10, SIGTERM, 300, (char *const[]){ "boot", "--kernel", k, "--mem", "16M", NULL });
+	cr_assert_eq(r.status, 128 + SIGTERM, "exit %d, stderr: %s", r.status, r.err);
+	cr_assert_eq(r.err_lines, 1, "one line saying why: %s", r.err);
+	cr_assert_eq(strncmp(r.err, "padcell: ", 9), 0, "%s", r.err);
+	unlink(k);
+	free(k);
+}
+
+Test(cli_e2e, check_command, .timeout = 20)
+{
+	/* 0 when guests can run, 1 when the host has a problem (no /dev/kvm, or PVM). */
+	struct run r;
+	RUN(&r, "check");
+	cr_assert(r.status == 0 || r.status == 1, "check: exit %d\n%s%s", r.status, r.out, r.err);
+	if (!kvm_usable())
+		cr_assert_eq(r.status, 1, "check without /dev/kvm must fail");
+	cr_assert(strstr(r.out, "result:") != NULL, "check ends with a result line:\n%s", r.out);
 }
