@@ -87,7 +87,7 @@ static bool contains(const struct acpi_sdt *t, const char *s)
 	return false;
 }
 
-static void check_fadt(const struct tg_boot *b, const struct acpi_fadt *f, uint16_t *pm1a_cnt, uint16_t *slp_typ)
+static void check_fadt(const struct tg_boot *b, const struct acpi_fadt *f, struct tg_acpi_info *ai)
 {
 	if (f->hdr.length < __builtin_offsetof(struct acpi_fadt, x_pm1a_evt_blk)) {
 		tg_fail("fadt", "length %u: too short for X_DSDT (ACPI 2.0+)", f->hdr.length);
@@ -119,7 +119,7 @@ static void check_fadt(const struct tg_boot *b, const struct acpi_fadt *f, uint1
 	else
 		tg_ok("fadt", "rev %u, flags 0x%x, PM1a_EVT 0x%x/4, PM1a_CNT 0x%x/2 (SCI_EN set), SCI %u", f->hdr.revision,
 		      f->flags, f->pm1a_evt_blk, f->pm1a_cnt_blk, f->sci_int);
-	*pm1a_cnt = (uint16_t)f->pm1a_cnt_blk;
+	ai->pm1a_cnt = (uint16_t)f->pm1a_cnt_blk;
 
 	uint64_t dsdt_addr = f->x_dsdt ? f->x_dsdt : f->dsdt;
 	if (f->x_dsdt && f->dsdt && f->dsdt != f->x_dsdt)
@@ -135,7 +135,7 @@ static void check_fadt(const struct tg_boot *b, const struct acpi_fadt *f, uint1
 	else
 		tg_ok("dsdt", "at 0x%lx, %u bytes, \\_S5 = %d, pvpanic declared", dsdt_addr, dsdt->length, s5);
 	if (s5 >= 0)
-		*slp_typ = (uint16_t)s5;
+		ai->slp_typ = (uint16_t)s5;
 }
 
 static unsigned bsp_apic_id(void)
@@ -145,7 +145,7 @@ static unsigned bsp_apic_id(void)
 	return b >> 24;
 }
 
-static void check_madt(const struct acpi_madt *m, const struct tg_params *p)
+static void check_madt(const struct acpi_madt *m, const struct tg_params *p, struct tg_acpi_info *ai)
 {
 	uint8_t seen[256 / 8] = { 0 };
 	unsigned enabled = 0, bsp = bsp_apic_id();
@@ -173,7 +173,8 @@ static void check_madt(const struct acpi_madt *m, const struct tg_params *p)
 				return;
 			}
 			seen[id / 8] |= (uint8_t)(1u << (id % 8));
-			enabled++;
+			ai->apic_ids[enabled++] = (uint8_t)id;
+			ai->ncpus = enabled;
 			bsp_listed |= id == bsp;
 		}
 		at += e->length;
@@ -190,7 +191,7 @@ static void check_madt(const struct acpi_madt *m, const struct tg_params *p)
 		      p->cpus ? "" : " (no tg.cpus to compare with)");
 }
 
-void tg_check_acpi(const struct tg_boot *b, const struct tg_params *p, uint16_t *pm1a_cnt, uint16_t *slp_typ)
+void tg_check_acpi(const struct tg_boot *b, const struct tg_params *p, struct tg_acpi_info *ai)
 {
 	if (!b->rsdp || b->rsdp + sizeof(struct acpi_rsdp) > LAYOUT_MMIO_GAP_START) {
 		tg_fail("rsdp", "no usable RSDP address (0x%lx)", b->rsdp);
@@ -243,11 +244,11 @@ void tg_check_acpi(const struct tg_boot *b, const struct tg_params *p, uint16_t 
 	if (!fadt)
 		tg_fail("fadt", "XSDT lists no FACP");
 	else
-		check_fadt(b, fadt, pm1a_cnt, slp_typ);
+		check_fadt(b, fadt, ai);
 	if (!madt)
 		tg_fail("madt", "XSDT lists no APIC table");
 	else if (madt->hdr.length < sizeof(*madt))
 		tg_fail("madt", "too short (%u bytes)", madt->hdr.length);
 	else
-		check_madt(madt, p);
+		check_madt(madt, p, ai);
 }

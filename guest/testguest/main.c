@@ -368,12 +368,12 @@ void tg_main(void)
 	check_memmap(&b, &p);
 	check_cmdline(&b, &p);
 	check_initrd(st, &b, &p);
-	uint16_t pm1a_cnt = 0, slp_typ = 0;
-	tg_check_acpi(&b, &p, &pm1a_cnt, &slp_typ);
+	static struct tg_acpi_info ai;
+	tg_check_acpi(&b, &p, &ai);
 	tg_check_serial();
 	tg_check_i8042();
 	if (!strcmp(p.kase, "smp"))
-		tg_check_smp(&p);
+		tg_check_smp(&b, &ai);
 
 	if (tg_failures()) {
 		tg_printf("FAIL %u checks failed\n", tg_failures());
@@ -383,8 +383,8 @@ void tg_main(void)
 	if (!strcmp(p.kase, "") || !strcmp(p.kase, "reset") || !strcmp(p.kase, "smp"))
 		tg_reset();
 	if (!strcmp(p.kase, "poweroff")) {
-		tg_printf("poweroff: PM1a_CNT 0x%x <- SLP_TYP %u | SLP_EN\n", pm1a_cnt, slp_typ);
-		tg_poweroff(pm1a_cnt, slp_typ);
+		tg_printf("poweroff: PM1a_CNT 0x%x <- SLP_TYP %u | SLP_EN\n", ai.pm1a_cnt, ai.slp_typ);
+		tg_poweroff(ai.pm1a_cnt, ai.slp_typ);
 	}
 	if (!strcmp(p.kase, "panic")) {
 		tg_printf("panic: writing 1 to port 0x%x\n", LAYOUT_PVPANIC_PORT);

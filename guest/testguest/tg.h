@@ -94,11 +94,19 @@ __attribute__((noreturn)) void tg_reset(void);
 __attribute__((noreturn)) void tg_triple_fault(void);
 __attribute__((noreturn)) void tg_poweroff(uint16_t pm1a_cnt, uint16_t slp_typ);
 
+/* What the ACPI check learned, for poweroff and SMP start-up. */
+struct tg_acpi_info {
+	uint16_t pm1a_cnt; /* PM1a control port, 0 if unknown   */
+	uint16_t slp_typ;  /* \_S5 SLP_TYPa                     */
+	unsigned ncpus;    /* enabled local APICs in the MADT    */
+	uint8_t apic_ids[256];
+};
+
 /* Check groups. */
-void tg_check_acpi(const struct tg_boot *b, const struct tg_params *p, uint16_t *pm1a_cnt, uint16_t *slp_typ);
+void tg_check_acpi(const struct tg_boot *b, const struct tg_params *p, struct tg_acpi_info *ai);
 void tg_check_serial(void);
 void tg_check_i8042(void);
-void tg_check_smp(const struct tg_params *p);
+void tg_check_smp(const struct tg_boot *b, const struct tg_acpi_info *ai);
 
 /* True when [addr, addr+len) lies entirely in one RAM range of the map. */
 bool tg_in_ram(const struct tg_boot *b, uint64_t addr, uint64_t len);

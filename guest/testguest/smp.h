@@ -1,0 +1,9 @@
+/* Constants shared by smp.c and trampoline.S. */
+#ifndef TG_SMP_H
+#define TG_SMP_H
+
+/* Start-up page for application processors: below 1 MiB, clear of padcell's boot data
+ * (vmm/layout.h puts nothing between the command line page and the EBDA). */
+#define TG_TRAMP_ADDR 0x30000
+
+#endif
