@@ -180,11 +180,12 @@ bool tg_touches_ram(const struct tg_boot *b, uint64_t addr, uint64_t len)
 	return false;
 }
 
-static void check_memmap(const struct tg_boot *b, const struct tg_params *p)
+/* Returns whether the map is well-formed enough to probe its RAM ranges. */
+static bool check_memmap(const struct tg_boot *b, const struct tg_params *p)
 {
 	if (!b->nmap) {
 		tg_fail("memmap", "empty memory map");
-		return;
+		return false;
 	}
 	bool shape_ok = true;
 	for (unsigned i = 0; i < b->nmap; i++) {
@@ -199,10 +200,10 @@ static void check_memmap(const struct tg_boot *b, const struct tg_params *p)
 		}
 	}
 	if (!shape_ok)
-		return;
+		return false;
 	if (!p->mem) {
 		tg_ok("memmap", "%u entries, sorted, no overlap (no tg.mem to compare with)", b->nmap);
-		return;
+		return true;
 	}
 
 	/* RAM as padcell lays it out: below the EBDA, 1 MiB up to the 3 GiB gap, the rest above 4 GiB. */
@@ -235,9 +236,72 @@ static void check_memmap(const struct tg_boot *b, const struct tg_params *p)
 			p->mem, ngot, nwant);
 		for (unsigned i = 0; i < nwant; i++)
 			tg_printf("  want RAM [0x%lx, 0x%lx)\n", want[i].addr, want[i].addr + want[i].size);
-		return;
+		return true;
 	}
 	tg_ok("memmap", "%u entries; RAM is exactly the layout for %lu MiB", b->nmap, p->mem >> 20);
+	return true;
+}
+
+/* ---- RAM probes ---------------------------------------------------------------------------- */
+
+#define PAGE_2M      (2ULL << 20)
+#define WINDOW_VA    (511ULL << 30) /* PML4[0], PDPT[511]: far above anything identity-mapped */
+#define PTE_PRESENT_RW 0x3ULL
+#define PTE_LARGE    0x80ULL
+
+static uint64_t window_pd[512] __attribute__((aligned(4096)));
+
+/*
+ * Maps the 2 MiB page holding phys at WINDOW_VA and returns a pointer to phys there.
+ * The identity map stops at 4 GiB, and RAM above it is only reachable this way.  The
+ * page tables are whichever CR3 points at: padcell's (linux64) or our own (PVH).
+ */
+static volatile uint64_t *window_map(uint64_t phys)
+{
+	uint64_t cr3;
+	__asm__ volatile("mov %%cr3, %0" : "=r"(cr3));
+	uint64_t *pml4 = (uint64_t *)(cr3 & ~0xfffULL);
+	uint64_t *pdpt = (uint64_t *)(pml4[0] & 0x000ffffffffff000ULL);
+	pdpt[511] = (uint64_t)window_pd | PTE_PRESENT_RW;
+	window_pd[0] = (phys & ~(PAGE_2M - 1)) | PTE_PRESENT_RW | PTE_LARGE;
+	__asm__ volatile("mov %0, %%cr3" : : "r"(cr3) : "memory"); /* flush the old window */
+	return (volatile uint64_t *)(WINDOW_VA + (phys & (PAGE_2M - 1)));
+}
+
+/* Writes two values to a RAM word and reads each back, then restores it. */
+static bool ram_word_ok(uint64_t phys)
+{
+	volatile uint64_t *w = window_map(phys);
+	uint64_t old = *w;
+	*w = 0x5a5aa5a5c3c33c3cULL;
+	bool ok = *w == 0x5a5aa5a5c3c33c3cULL;
+	*w = ~0x5a5aa5a5c3c33c3cULL;
+	ok = ok && *w == ~0x5a5aa5a5c3c33c3cULL;
+	*w = old;
+	return ok;
+}
+
+/* The first and last word of every RAM range must behave as memory (backed, not MMIO). */
+static void check_ram(const struct tg_boot *b)
+{
+	uint64_t image = (uint64_t)__image_start, image_end = (uint64_t)__image_end;
+	unsigned probes = 0;
+	for (unsigned i = 0; i < b->nmap; i++) {
+		const struct tg_mem_range *r = &b->map[i];
+		if (r->type != E820_TYPE_RAM || r->size < 16)
+			continue;
+		uint64_t at[2] = { r->addr, (r->addr + r->size - 8) & ~7ULL };
+		for (unsigned k = 0; k < 2; k++) {
+			if (at[k] + 8 > image && at[k] < image_end)
+				continue; /* never scribble on our own code */
+			if (!ram_word_ok(at[k])) {
+				tg_fail("ram", "word at 0x%lx (RAM range %u) does not hold what was written", at[k], i);
+				return;
+			}
+			probes++;
+		}
+	}
+	tg_ok("ram", "%u probes at the ends of the RAM ranges hold written values", probes);
 }
 
 /* ---- command line ------------------------------------------------------------------------ */
@@ -365,7 +429,8 @@ void tg_main(void)
 	tg_printf("cmdline: \"%s\"\n", cmdline_copy);
 	params_parse(cmdline_copy, &p);
 
-	check_memmap(&b, &p);
+	if (check_memmap(&b, &p))
+		check_ram(&b);
 	check_cmdline(&b, &p);
 	check_initrd(st, &b, &p);
 	static struct tg_acpi_info ai;
