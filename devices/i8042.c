@@ -40,6 +40,7 @@ static void i8042_reset_guest(struct i8042 *k)
 
 static void i8042_command(struct i8042 *k, uint8_t cmd)
 {
+	k->pending_cmd = 0; /* a new command abandons a parameter still awaited */
 	switch (cmd) {
 	case CMD_READ_CMD_BYTE:
 		i8042_put(k, k->cmd_byte);

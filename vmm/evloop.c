@@ -34,8 +34,12 @@ static void input_flush(struct vm *vm, struct input_state *in)
 /* Returns false on EOF or error: the input source is done. */
 static bool input_read(struct vm *vm, struct input_state *in)
 {
-	uint8_t buf[64];
-	ssize_t n = read(in->fd, buf, sizeof(buf) - in->pending_len);
+	/* A carried-over Ctrl-A can add one byte to what is read, so leave room for it. */
+	uint8_t buf[sizeof(in->pending)];
+	size_t room = sizeof(in->pending) - in->pending_len;
+	if (room < 2)
+		return true;
+	ssize_t n = read(in->fd, buf, room - 1);
 	if (n < 0 && (errno == EINTR || errno == EAGAIN))
 		return true;
 	if (n <= 0)
@@ -54,8 +58,7 @@ static bool input_read(struct vm *vm, struct input_state *in)
 			in->after_escape = true;
 			continue;
 		}
-		if (in->pending_len < sizeof(in->pending))
-			in->pending[in->pending_len++] = c;
+		in->pending[in->pending_len++] = c;
 	}
 	input_flush(vm, in);
 	return true;
