@@ -7,7 +7,8 @@
 # tg.case asks.  This script checks the exit code, the protocol line, that every check passed,
 # and that the command line the guest saw is byte for byte the one passed.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+SELF=$(readlink -f "$0")
+cd "$(dirname "$SELF")/../.."
 
 PADCELL=${PADCELL:-build/padcell}
 GUEST=${GUEST:-build/guest/testguest.elf}
@@ -19,7 +20,7 @@ pass=0 fail=0 skip=0
 
 skip_all() {
 	echo "SKIP: kvm tier: $1"
-	echo "0 passed, 0 failed, $(grep -c '^run_case ' "$0") skipped"
+	echo "0 passed, 0 failed, $(grep -c '^run_case ' "$SELF") skipped"
 	exit 0
 }
 
