@@ -126,20 +126,20 @@ Test(i8042, keyboard_command_is_acked)
 }
 
 /*
- * BUG(i8042 stale parameter wait), low severity: a command written to port 0x64
+ * Regression (found by this test, fixed in 1fbbd57): a command written to port 0x64
  * while the controller still waits for the data byte of 0xd1 (or 0x60/0xd4) must
- * start the new command and drop the wait, as the 8042 does.  The model keeps
- * pending_cmd, so the next byte for the keyboard (0xf4, "enable scanning") is taken
- * as the output-port value, whose bit 0 is clear: the guest is reset.
+ * start the new command and drop the wait, as the 8042 does.  The model kept
+ * pending_cmd, so the next byte for the keyboard (0xf4, "enable scanning") was taken
+ * as the output-port value, whose bit 0 is clear: the guest was reset.
  */
-Test(i8042, BUG_new_command_cancels_pending_parameter)
+Test(i8042, regression_new_command_cancels_pending_parameter)
 {
 	out8(KBD_CMD, 0xd1); /* write output port: parameter follows ... */
 	out8(KBD_CMD, 0xaa); /* ... but a new command comes instead      */
 	cr_assert_eq(in8(KBD_DATA), 0x55);
 	out8(KBD_DATA, 0xf4); /* a keyboard command, not an output-port value */
-	cr_expect_eq(fh.nevents, 0, "BUG: keyboard byte after an abandoned 0xd1 reset the guest");
-	cr_expect_eq(in8(KBD_DATA), 0xfa, "BUG: the keyboard byte was not acknowledged");
+	cr_assert_eq(fh.nevents, 0, "keyboard byte after an abandoned 0xd1 reset the guest");
+	cr_assert_eq(in8(KBD_DATA), 0xfa, "the keyboard byte was not acknowledged");
 }
 
 /* ---- pvpanic ---- */
