@@ -1,4 +1,5 @@
-/* SMP check: wake one application processor with INIT/SIPI/SIPI and wait until it runs C in long mode. */
+/* SMP check: wake every application processor with INIT/SIPI/SIPI, one at a time, and wait until each runs C
+ * in long mode. */
 #include "smp.h"
 #include "tg.h"
 #include "vmm/layout.h"
@@ -14,13 +15,17 @@
 #define APIC_ICR_STARTUP     0x00004600 /* start-up IPI, vector in 7:0   */
 
 #define AP_ALIVE 0x61766961u /* "aiva": written by the AP once it runs C */
+#define AP_MAX   16          /* APs woken; more would only cost time under emulation */
+#define AP_STACK 2048
 
 extern const uint8_t tg_tramp_start[], tg_tramp_end[];
 extern uint32_t tg_tramp_cr3;
+extern uint64_t tg_ap_stack; /* the stack top trampoline.S loads for the next AP */
 
-/* Written by the AP, polled by the BSP; nothing else shares them. */
+/* Written by the AP being woken, polled by the BSP; APs start strictly one after another. */
 static volatile uint32_t ap_alive;
 static volatile uint32_t ap_apic_id;
+static uint8_t ap_stacks[AP_MAX][AP_STACK] __attribute__((aligned(16)));
 
 static volatile uint32_t *apic_reg(unsigned off)
 {
@@ -41,9 +46,7 @@ void tg_ap_main(void)
 	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
 	ap_apic_id = b >> 24;
 	__atomic_store_n(&ap_alive, AP_ALIVE, __ATOMIC_RELEASE);
-	/* Spin without exits until the BSP ends the VM; no interrupts can reach us. */
-	for (;;)
-		cpu_relax();
+	/* Returns to trampoline.S, which halts with interrupts off: no host CPU spent until the VM ends. */
 }
 
 static bool icr_send(uint32_t dest, uint32_t cmd)
@@ -56,12 +59,40 @@ static bool icr_send(uint32_t dest, uint32_t cmd)
 	return false;
 }
 
+/* Wakes one AP and waits for it; returns the TSC cycles it took, or 0 after a FAIL line. */
+static uint64_t ap_wake(unsigned target, unsigned slot)
+{
+	tg_ap_stack = (uint64_t)&ap_stacks[slot][AP_STACK];
+	ap_apic_id = ~0u;
+	__atomic_store_n(&ap_alive, 0, __ATOMIC_RELEASE);
+
+	/* SDM 8.4.4.1: INIT, then two start-up IPIs; KVM drops the second if the first worked. */
+	const uint32_t sipi = APIC_ICR_STARTUP | (TG_TRAMP_ADDR >> 12);
+	if (!icr_send(target, APIC_ICR_INIT) || !icr_send(target, sipi) || !icr_send(target, sipi)) {
+		tg_fail("smp", "local APIC ICR stayed busy waking APIC ID %u", target);
+		return 0;
+	}
+	/* About two seconds at any plausible TSC rate; an AP normally answers in milliseconds. */
+	uint64_t start = rdtsc(), cycles;
+	while (__atomic_load_n(&ap_alive, __ATOMIC_ACQUIRE) != AP_ALIVE && rdtsc() - start < 5000000000ULL)
+		cpu_relax();
+	cycles = rdtsc() - start;
+	if (ap_alive != AP_ALIVE) {
+		tg_fail("smp", "APIC ID %u did not reach long mode after INIT/SIPI/SIPI", target);
+		return 0;
+	}
+	if (ap_apic_id != target) {
+		tg_fail("smp", "woke APIC ID %u but the CPU that answered reports %u", target, ap_apic_id);
+		return 0;
+	}
+	return cycles ? cycles : 1;
+}
+
 void tg_check_smp(const struct tg_boot *b, const struct tg_acpi_info *ai)
 {
-	uint32_t cr3;
 	uint64_t cr3_64;
 	__asm__ volatile("mov %%cr3, %0" : "=r"(cr3_64));
-	cr3 = (uint32_t)cr3_64;
+	uint32_t cr3 = (uint32_t)cr3_64;
 	size_t len = (size_t)(tg_tramp_end - tg_tramp_start);
 
 	if (ai->ncpus < 2) {
@@ -73,37 +104,26 @@ void tg_check_smp(const struct tg_boot *b, const struct tg_acpi_info *ai)
 			cr3_64);
 		return;
 	}
-	unsigned bsp = *apic_reg(APIC_ID) >> 24, target = 256;
-	for (unsigned i = 0; i < ai->ncpus && target == 256; i++)
-		if (ai->apic_ids[i] != bsp)
-			target = ai->apic_ids[i];
-	if (target == 256) {
-		tg_fail("smp", "the MADT lists no CPU besides this one (APIC ID %u)", bsp);
-		return;
-	}
-
 	uint8_t *page = (uint8_t *)TG_TRAMP_ADDR;
 	memcpy(page, tg_tramp_start, len);
 	memcpy(page + ((const uint8_t *)&tg_tramp_cr3 - tg_tramp_start), &cr3, 4);
-
 	*apic_reg(APIC_SVR) |= APIC_SVR_ENABLE;
-	/* SDM 8.4.4.1: INIT, then two start-up IPIs; KVM drops the second if the first worked. */
-	const uint32_t sipi = APIC_ICR_STARTUP | (TG_TRAMP_ADDR >> 12);
-	if (!icr_send(target, APIC_ICR_INIT) || !icr_send(target, sipi) || !icr_send(target, sipi)) {
-		tg_fail("smp", "local APIC ICR stayed busy");
-		return;
-	}
 
-	/* About two seconds at any plausible TSC rate; the AP normally answers in milliseconds. */
-	uint64_t start = rdtsc();
-	while (__atomic_load_n(&ap_alive, __ATOMIC_ACQUIRE) != AP_ALIVE && rdtsc() - start < 5000000000ULL)
-		cpu_relax();
-	uint64_t cycles = rdtsc() - start;
-	if (ap_alive != AP_ALIVE)
-		tg_fail("smp", "APIC ID %u did not reach long mode after INIT/SIPI/SIPI", target);
-	else if (ap_apic_id != target)
-		tg_fail("smp", "woke APIC ID %u but the CPU that answered reports %u", target, ap_apic_id);
+	unsigned bsp = *apic_reg(APIC_ID) >> 24, woken = 0;
+	uint64_t worst = 0;
+	for (unsigned i = 0; i < ai->ncpus && woken < AP_MAX; i++) {
+		if (ai->apic_ids[i] == bsp)
+			continue;
+		uint64_t cycles = ap_wake(ai->apic_ids[i], woken);
+		if (!cycles)
+			return;
+		if (cycles > worst)
+			worst = cycles;
+		woken++;
+	}
+	if (woken + 1 != ai->ncpus && woken < AP_MAX)
+		tg_fail("smp", "the MADT does not list this CPU (APIC ID %u)", bsp);
 	else
-		tg_ok("smp", "BSP %u woke APIC ID %u via 0x%x: real -> long mode, running C (%lu M TSC cycles)", bsp,
-		      target, TG_TRAMP_ADDR, cycles / 1000000);
+		tg_ok("smp", "BSP %u woke %u APs via 0x%x: each reached long mode and ran C (slowest %lu K TSC cycles)",
+		      bsp, woken, TG_TRAMP_ADDR, worst / 1000);
 }

@@ -67,16 +67,18 @@ tg_tramp_cr3:
 	.globl tg_tramp_end
 tg_tramp_end:
 
-/* In the image, at its link address: a stack, then C. */
+/* In the image, at its link address: the stack the BSP picked for this AP, then C. */
 tg_ap_entry64:
 	mov $SEL_DATA, %eax
 	mov %eax, %ss
-	lea tg_ap_stack_top(%rip), %rsp
+	mov tg_ap_stack(%rip), %rsp
 	call tg_ap_main
-1:	pause
+1:	cli
+	hlt
 	jmp 1b
 
-	.bss
-	.balign 16
-	.skip 4096
-tg_ap_stack_top:
+	.data
+	.balign 8
+	.globl tg_ap_stack
+tg_ap_stack:
+	.quad 0

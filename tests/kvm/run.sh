@@ -109,6 +109,7 @@ run_case tripfault-linux64     4 linux64 256M  1 0 tripfault --entry linux64
 run_case tripfault-pvh         4 pvh     256M  1 0 tripfault --entry pvh
 run_case smp-linux64           0 linux64 256M  2 0 smp       --entry linux64
 run_case smp-pvh               0 pvh     256M  2 1 smp       --entry pvh
+run_case smp4-linux64          0 linux64 256M  4 0 smp       --entry linux64
 
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]
