@@ -118,9 +118,11 @@ static void assert_usage(const struct run *r, const char *what)
 	cr_assert_eq(strncmp(r->err, "padcell: ", 9), 0, "%s: prefix: %s", what, r->err);
 }
 
+/* KVM_DEV (as in the kvm tier) points the check elsewhere, to exercise the skip path. */
 static bool kvm_usable(void)
 {
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	const char *dev = getenv("KVM_DEV");
+	int fd = open(dev ? dev : "/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return false;
 	close(fd);
@@ -512,7 +514,7 @@ Test(cli_e2e, check_command, .timeout = 20)
 	struct run r;
 	RUN(&r, "check");
 	cr_assert(r.status == 0 || r.status == 1, "check: exit %d\n%s%s", r.status, r.out, r.err);
-	if (!kvm_usable())
+	if (access("/dev/kvm", R_OK | W_OK) != 0)
 		cr_assert_eq(r.status, 1, "check without /dev/kvm must fail");
 	cr_assert(strstr(r.out, "result:") != NULL, "check ends with a result line:\n%s", r.out);
 }
