@@ -41,6 +41,9 @@ INITRD=$LOGDIR/initrd.img
 ms_now() { date +%s%N | cut -b1-13; }
 
 # run_case NAME EXPECTED_EXIT PROTO MEM CPUS INITRD(0|1) CASE [padcell args...]
+# Environment for one call: PAD (filler parameter), TG_EXTRA (parameters appended last, so they
+# override), INITRD_FILE (another initrd), EXPECT_FAIL (a negative case: the guest must print a
+# "FAIL <check>" line matching this regex, and not SUCCESS).
 run_case() {
 	local name=$1 want_rc=$2 proto=$3 mem=$4 cpus=$5 with_initrd=$6 kase=$7
 	shift 7
@@ -50,9 +53,10 @@ run_case() {
 	[ -n "$kase" ] && cmdline+=" tg.case=$kase"
 	if [ "$with_initrd" = 1 ]; then
 		cmdline+=" tg.initrd=$INITRD_SIZE"
-		args+=(--initrd "$INITRD")
+		args+=(--initrd "${INITRD_FILE:-$INITRD}")
 	fi
 	[ -n "${PAD:-}" ] && cmdline+=" tg.pad=$PAD"
+	[ -n "${TG_EXTRA:-}" ] && cmdline+=" $TG_EXTRA"
 	args+=(--cmdline "$cmdline")
 
 	local log=$LOGDIR/$name.log t0 t1 rc
@@ -69,6 +73,12 @@ run_case() {
 		why="exit code $rc, expected $want_rc"
 	elif ! grep -qx "boot: $proto" "$log"; then
 		why="guest did not report 'boot: $proto'"
+	elif [ -n "${EXPECT_FAIL:-}" ]; then
+		if ! grep -qE "^FAIL $EXPECT_FAIL" "$log"; then
+			why="guest did not catch the fault (no 'FAIL $EXPECT_FAIL' line)"
+		elif grep -qx 'SUCCESS' "$log"; then
+			why="guest printed SUCCESS despite the fault"
+		fi
 	elif grep -q '^FAIL' "$log"; then
 		why="guest check failed: $(grep -m1 '^FAIL' "$log")"
 	elif ! grep -qx 'SUCCESS' "$log"; then
@@ -110,6 +120,19 @@ run_case tripfault-pvh         4 pvh     256M  1 0 tripfault --entry pvh
 run_case smp-linux64           0 linux64 256M  2 0 smp       --entry linux64
 run_case smp-pvh               0 pvh     256M  2 1 smp       --entry pvh
 run_case smp4-linux64          0 linux64 256M  4 0 smp       --entry linux64
+
+# Negative cases: a wrong promise on the command line (or a damaged initrd) must be caught by
+# the guest, which then panics (exit 3).  They prove the checks above are not vacuous.
+BAD_INITRD=$LOGDIR/initrd-bad.img
+cp "$INITRD" "$BAD_INITRD" && printf '\x00' | dd of="$BAD_INITRD" bs=1 seek=150001 conv=notrunc 2>/dev/null
+TG_EXTRA="tg.mem=128M" EXPECT_FAIL="memmap" \
+run_case neg-wrong-mem         3 linux64 256M  1 0 ""        --entry linux64
+TG_EXTRA="tg.cpus=1" EXPECT_FAIL="madt" \
+run_case neg-wrong-cpus        3 pvh     256M  2 0 ""        --entry pvh
+TG_EXTRA="tg.initrd=$INITRD_SIZE" EXPECT_FAIL="initrd" \
+run_case neg-missing-initrd    3 linux64 256M  1 0 ""        --entry linux64
+INITRD_FILE=$BAD_INITRD EXPECT_FAIL="initrd: content differs" \
+run_case neg-corrupt-initrd    3 pvh     256M  1 1 ""        --entry pvh
 
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]
