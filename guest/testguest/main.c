@@ -249,7 +249,7 @@ static bool check_memmap(const struct tg_boot *b, const struct tg_params *p)
 #define PTE_PRESENT_RW 0x3ULL
 #define PTE_LARGE    0x80ULL
 
-static uint64_t window_pd[512] __attribute__((aligned(4096)));
+extern uint64_t tg_window_pd[512]; /* entry.S: uncleared, only entry 0 is ever used */
 
 /*
  * Maps the 2 MiB page holding phys at WINDOW_VA and returns a pointer to phys there.
@@ -262,8 +262,8 @@ static volatile uint64_t *window_map(uint64_t phys)
 	__asm__ volatile("mov %%cr3, %0" : "=r"(cr3));
 	uint64_t *pml4 = (uint64_t *)(cr3 & ~0xfffULL);
 	uint64_t *pdpt = (uint64_t *)(pml4[0] & 0x000ffffffffff000ULL);
-	pdpt[511] = (uint64_t)window_pd | PTE_PRESENT_RW;
-	window_pd[0] = (phys & ~(PAGE_2M - 1)) | PTE_PRESENT_RW | PTE_LARGE;
+	pdpt[511] = (uint64_t)tg_window_pd | PTE_PRESENT_RW;
+	tg_window_pd[0] = (phys & ~(PAGE_2M - 1)) | PTE_PRESENT_RW | PTE_LARGE;
 	__asm__ volatile("mov %0, %%cr3" : : "r"(cr3) : "memory"); /* flush the old window */
 	return (volatile uint64_t *)(WINDOW_VA + (phys & (PAGE_2M - 1)));
 }

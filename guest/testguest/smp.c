@@ -15,8 +15,6 @@
 #define APIC_ICR_STARTUP     0x00004600 /* start-up IPI, vector in 7:0   */
 
 #define AP_ALIVE 0x61766961u /* "aiva": written by the AP once it runs C */
-#define AP_MAX   16          /* APs woken; more would only cost time under emulation */
-#define AP_STACK 2048
 
 extern const uint8_t tg_tramp_start[], tg_tramp_end[];
 extern uint32_t tg_tramp_cr3;
@@ -25,7 +23,7 @@ extern uint64_t tg_ap_stack; /* the stack top trampoline.S loads for the next AP
 /* Written by the AP being woken, polled by the BSP; APs start strictly one after another. */
 static volatile uint32_t ap_alive;
 static volatile uint32_t ap_apic_id;
-static uint8_t ap_stacks[AP_MAX][AP_STACK] __attribute__((aligned(16)));
+extern uint8_t tg_ap_stacks[TG_AP_MAX][TG_AP_STACK]; /* trampoline.S */
 
 static volatile uint32_t *apic_reg(unsigned off)
 {
@@ -62,7 +60,7 @@ static bool icr_send(uint32_t dest, uint32_t cmd)
 /* Wakes one AP and waits for it; returns the TSC cycles it took, or 0 after a FAIL line. */
 static uint64_t ap_wake(unsigned target, unsigned slot)
 {
-	tg_ap_stack = (uint64_t)&ap_stacks[slot][AP_STACK];
+	tg_ap_stack = (uint64_t)&tg_ap_stacks[slot][TG_AP_STACK];
 	ap_apic_id = ~0u;
 	__atomic_store_n(&ap_alive, 0, __ATOMIC_RELEASE);
 
@@ -111,7 +109,7 @@ void tg_check_smp(const struct tg_boot *b, const struct tg_acpi_info *ai)
 
 	unsigned bsp = *apic_reg(APIC_ID) >> 24, woken = 0;
 	uint64_t worst = 0;
-	for (unsigned i = 0; i < ai->ncpus && woken < AP_MAX; i++) {
+	for (unsigned i = 0; i < ai->ncpus && woken < TG_AP_MAX; i++) {
 		if (ai->apic_ids[i] == bsp)
 			continue;
 		uint64_t cycles = ap_wake(ai->apic_ids[i], woken);
@@ -121,7 +119,7 @@ void tg_check_smp(const struct tg_boot *b, const struct tg_acpi_info *ai)
 			worst = cycles;
 		woken++;
 	}
-	if (woken + 1 != ai->ncpus && woken < AP_MAX)
+	if (woken + 1 != ai->ncpus && woken < TG_AP_MAX)
 		tg_fail("smp", "the MADT does not list this CPU (APIC ID %u)", bsp);
 	else
 		tg_ok("smp", "BSP %u woke %u APs via 0x%x: each reached long mode and ran C (slowest %lu K TSC cycles)",

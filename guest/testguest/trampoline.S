@@ -82,3 +82,10 @@ tg_ap_entry64:
 	.globl tg_ap_stack
 tg_ap_stack:
 	.quad 0
+
+/* One stack per AP (TG_AP_MAX of TG_AP_STACK bytes), never cleared: see entry.S. */
+	.section .noclear, "aw", @nobits
+	.balign 16
+	.globl tg_ap_stacks
+tg_ap_stacks:
+	.skip TG_AP_MAX * TG_AP_STACK
