@@ -660,3 +660,41 @@ Test(cli_e2e, regression_lone_ctrl_a_then_full_read_keeps_every_byte, .timeout =
 	cr_assert_str_eq(r.out, want, "a byte of console input was lost: got %zu bytes, want %zu, the final 'z' %s",
 			 strlen(r.out), strlen(want), strchr(r.out, 'z') ? "kept" : "lost");
 }
+
+/* The memory map at its extremes: the 2 MiB minimum, and RAM continuing above 4 GiB. */
+Test(cli_e2e, guest_runs_with_min_and_split_memory, .timeout = 30)
+{
+	REQUIRE_KVM();
+	char *k = guest_file(guest_hello, sizeof(guest_hello));
+	const char *sizes[] = { "2M", "3072M", "3584M", "5G" };
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		struct run r;
+		RUN(&r, "boot", "--kernel", k, "--mem", (char *)sizes[i], "--cpus", "4");
+		cr_assert_eq(r.status, 0, "--mem %s: exit %d, stderr: %s", sizes[i], r.status, r.err);
+		cr_assert_str_eq(r.out, "K", "--mem %s", sizes[i]);
+	}
+	unlink(k);
+	free(k);
+}
+
+/*
+ * MMIO to nothing in the 32-bit gap: reads give all-ones, writes are dropped, the
+ * guest goes on.  mov $0xd0000000,%ebx; mov (%rbx),%eax; mov $0x3f8,%dx; out %al,%dx;
+ * movl $0x12345678,(%rbx); mov (%rbx),%eax; out %al,%dx; reset
+ */
+static const uint8_t guest_mmio_gap[] = {
+	0xbb, 0x00, 0x00, 0x00, 0xd0, 0x8b, 0x03, 0x66, 0xba, 0xf8, 0x03, 0xee,
+	0xc7, 0x03, 0x78, 0x56, 0x34, 0x12, 0x8b, 0x03, 0xee,
+	0x66, 0xba, 0x64, 0x00, 0xb0, 0xfe, 0xee, 0xf4, 0xeb, 0xfd,
+};
+
+Test(cli_e2e, guest_unclaimed_mmio, .timeout = 20)
+{
+	REQUIRE_KVM();
+	struct run r;
+	boot_guest(&r, guest_mmio_gap, sizeof(guest_mmio_gap));
+	cr_assert_eq(r.status, 0, "exit %d, stderr: %s", r.status, r.err);
+	cr_assert_eq(strlen(r.out), 2, "two bytes: %zu", strlen(r.out));
+	cr_assert_eq((uint8_t)r.out[0], 0xff, "unclaimed MMIO reads all-ones");
+	cr_assert_eq((uint8_t)r.out[1], 0xff, "and a write there changed nothing");
+}
