@@ -20,6 +20,7 @@
 #define ST_DS    48
 #define ST_ES    56
 #define ST_SS    64
+#define ST_GDTR  72
 
 /* Our GDT uses the selectors padcell's does. */
 #define SEL_CODE32 0x08
@@ -44,7 +45,7 @@
 	.balign 8
 	.globl tg_entry_state
 tg_entry_state:
-	.fill 9, 8, 0
+	.fill 11, 8, 0
 
 	.balign 8
 	.globl tg_gdt
@@ -76,6 +77,7 @@ tg_entry64:
 	mov %rax, tg_entry_state+ST_ES(%rip)
 	mov %ss, %eax
 	mov %rax, tg_entry_state+ST_SS(%rip)
+	sgdt tg_entry_state+ST_GDTR(%rip)
 	pushfq                  /* on the loader's stack, which it promised */
 	pop %rax
 	mov %rax, tg_entry_state+ST_FLAGS(%rip)
@@ -108,6 +110,7 @@ tg_entry_pvh:
 	mov %eax, tg_entry_state+ST_ES
 	mov %ss, %eax
 	mov %eax, tg_entry_state+ST_SS
+	sgdt tg_entry_state+ST_GDTR
 	/* PVH gives no stack: use ours (it is in the bss, cleared below; nothing lives there yet). */
 	mov $tg_stack_top, %esp
 	pushfl

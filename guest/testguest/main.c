@@ -65,8 +65,56 @@ static void params_parse(char *s, struct tg_params *p)
 
 /* ---- boot structure -------------------------------------------------------------------- */
 
+/* The GDT register as entry.S saved it; the loader's GDT itself is still in place. */
+struct gdt_ptr {
+	uint16_t limit;
+	uint64_t base;
+} __attribute__((packed));
+
+/* Descriptor bits (SDM vol. 3, 3.4.5). */
+#define DESC_P    (1ULL << 47)
+#define DESC_S    (1ULL << 44)
+#define DESC_CODE (1ULL << 43)
+#define DESC_L    (1ULL << 53)
+#define DESC_DB   (1ULL << 54)
+#define DESC_G    (1ULL << 55)
+
+static uint64_t desc_base(uint64_t d)
+{
+	return ((d >> 16) & 0xffffff) | ((d >> 32) & 0xff000000);
+}
+
+static uint64_t desc_limit(uint64_t d)
+{
+	uint64_t lim = (d & 0xffff) | ((d >> 32) & 0xf0000);
+	return (d & DESC_G) ? (lim << 12) | 0xfff : lim;
+}
+
+/* Checks the loader's code and data descriptors: flat, present, the right kind. */
+static const char *check_descriptors(const struct gdt_ptr *g, uint64_t cs, uint64_t ds, bool code64)
+{
+	if (cs < 8 || ds < 8 || (cs | 7) > g->limit || (ds | 7) > g->limit)
+		return "selector outside the GDT";
+	const uint64_t *gdt = (const uint64_t *)g->base;
+	uint64_t c = gdt[cs >> 3], d = gdt[ds >> 3];
+	if (!(c & DESC_P) || !(c & DESC_S) || !(c & DESC_CODE))
+		return "CS descriptor is not a present code segment";
+	if (code64 ? !(c & DESC_L) : ((c & DESC_L) || !(c & DESC_DB)))
+		return code64 ? "CS descriptor is not 64-bit" : "CS descriptor is not 32-bit";
+	if (!code64 && (desc_base(c) || desc_limit(c) != 0xffffffff))
+		return "CS descriptor is not flat 4 GiB";
+	if (!(d & DESC_P) || !(d & DESC_S) || (d & DESC_CODE))
+		return "DS descriptor is not a present data segment";
+	if (desc_base(d) || desc_limit(d) != 0xffffffff)
+		return "DS descriptor is not flat 4 GiB";
+	return NULL;
+}
+
 static void boot_from_linux64(const struct tg_entry_state *st, struct tg_boot *b)
 {
+	struct gdt_ptr st_gdt;
+	memcpy(&st_gdt, st->gdtr, sizeof(st_gdt));
+	const char *why;
 	const struct boot_params *bp = (const struct boot_params *)st->info;
 	if (st->info != LAYOUT_ZERO_PAGE_ADDR)
 		tg_fail("boot", "RSI 0x%lx, expected boot_params at 0x%x", st->info, LAYOUT_ZERO_PAGE_ADDR);
@@ -91,8 +139,11 @@ static void boot_from_linux64(const struct tg_entry_state *st, struct tg_boot *b
 		tg_fail("entry", "interrupts enabled at entry (rflags 0x%lx)", st->flags);
 	else if (st->sp != LAYOUT_BOOT_STACK_TOP)
 		tg_fail("entry", "rsp 0x%lx, expected 0x%x", st->sp, LAYOUT_BOOT_STACK_TOP);
+	else if ((why = check_descriptors(&st_gdt, st->cs, st->ds, true)))
+		tg_fail("entry", "GDT at 0x%lx: %s", st_gdt.base, why);
 	else
-		tg_ok("entry", "long mode, cs 0x10, ds/es/ss 0x18, IF=0, rsp 0x%lx", st->sp);
+		tg_ok("entry", "long mode, cs 0x10, ds/es/ss 0x18 (flat, GDT at 0x%lx), IF=0, rsp 0x%lx", st_gdt.base,
+		      st->sp);
 
 	b->cmdline_addr = bp->hdr.cmd_line_ptr | ((uint64_t)bp->ext_cmd_line_ptr << 32);
 	b->initrd_addr = bp->hdr.ramdisk_image | ((uint64_t)bp->ext_ramdisk_image << 32);
@@ -115,6 +166,9 @@ static void boot_from_linux64(const struct tg_entry_state *st, struct tg_boot *b
 
 static void boot_from_pvh(const struct tg_entry_state *st, struct tg_boot *b)
 {
+	struct gdt_ptr st_gdt;
+	memcpy(&st_gdt, st->gdtr, sizeof(st_gdt));
+	const char *why;
 	const struct hvm_start_info *si = (const struct hvm_start_info *)st->info;
 	if (!st->info) {
 		tg_fail("boot", "EBX is 0: no hvm_start_info");
@@ -131,8 +185,10 @@ static void boot_from_pvh(const struct tg_entry_state *st, struct tg_boot *b)
 		tg_fail("entry", "cr0 0x%lx: expected protected mode without paging", st->cr0);
 	else if (st->flags & RFLAGS_IF)
 		tg_fail("entry", "interrupts enabled at entry (eflags 0x%lx)", st->flags);
+	else if ((why = check_descriptors(&st_gdt, st->cs, st->ds, false)))
+		tg_fail("entry", "GDT at 0x%lx: %s", st_gdt.base, why);
 	else
-		tg_ok("entry", "32-bit protected mode, paging off, IF=0, cs 0x%lx", st->cs);
+		tg_ok("entry", "32-bit protected mode, paging off, IF=0, cs 0x%lx ds 0x%lx flat", st->cs, st->ds);
 
 	b->cmdline_addr = si->cmdline_paddr;
 	b->rsdp = si->rsdp_paddr;

@@ -19,8 +19,9 @@ struct tg_entry_state {
 	uint64_t flags;  /* RFLAGS/EFLAGS                              */
 	uint64_t cr0;
 	uint64_t cs, ds, es, ss;
+	uint8_t gdtr[16]; /* SGDT at entry: limit, then base (32 bits under PVH) */
 };
-_Static_assert(sizeof(struct tg_entry_state) == 72, "entry.S writes these offsets");
+_Static_assert(sizeof(struct tg_entry_state) == 88, "entry.S writes these offsets");
 
 extern struct tg_entry_state tg_entry_state;
 extern char __image_start[], __image_end[];
