@@ -53,10 +53,12 @@ void cpuid_patch_for_vcpu(struct kvm_cpuid2 *cpuid, unsigned index, unsigned ncp
 			e->ecx |= 1u << 31;         /* running under a hypervisor */
 			break;
 		case 4:
-			/* EAX[31:26]: cores per package - 1; EAX[25:14]: threads sharing - 1. */
+			/* EAX[31:26]: cores per package - 1, a 6-bit field that saturates at 64;
+			 * EAX[25:14]: threads sharing this cache - 1 (none: one thread per core). */
 			if (e->eax & 0x1f) {
+				unsigned cores = ncpus > 64 ? 64 : ncpus;
 				e->eax &= 0x00003fff;
-				e->eax |= ((ncpus - 1) & 0x3f) << 26;
+				e->eax |= (cores - 1) << 26;
 			}
 			break;
 		case 0xb:
