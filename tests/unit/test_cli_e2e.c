@@ -698,3 +698,91 @@ Test(cli_e2e, guest_unclaimed_mmio, .timeout = 20)
 	cr_assert_eq((uint8_t)r.out[0], 0xff, "unclaimed MMIO reads all-ones");
 	cr_assert_eq((uint8_t)r.out[1], 0xff, "and a write there changed nothing");
 }
+
+/* CPU time (user + system) padcell has used so far, in seconds. */
+static double proc_cpu_seconds(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	/* Fields after the parenthesised command name: state is field 3, utime 14, stime 15. */
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -1;
+	unsigned long ut = 0, st = 0;
+	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+		return -1;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/*
+ * Boots guest_sleep (never reads its UART) on a pty, types `typed` bytes, and returns
+ * how much CPU padcell burns in the following second; then stops it with SIGTERM.
+ */
+static double idle_cpu_with_input(size_t typed)
+{
+	const char *bin = padcell_path();
+	char *k = guest_file(guest_sleep, sizeof(guest_sleep));
+	int master = posix_openpt(O_RDWR | O_NOCTTY);
+	cr_assert_geq(master, 0);
+	cr_assert_eq(grantpt(master), 0);
+	cr_assert_eq(unlockpt(master), 0);
+	char *slave = ptsname(master);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		setsid();
+		int in = open(slave, O_RDWR), null = open("/dev/null", O_WRONLY);
+		dup2(in, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		execl(bin, "padcell", "boot", "--kernel", k, "--mem", "16M", (char *)NULL);
+		_exit(127);
+	}
+	usleep(300 * 1000); /* booted, terminal in raw mode */
+	char buf[512];
+	memset(buf, 'a', sizeof(buf));
+	if (typed)
+		cr_assert_eq(write(master, buf, typed), (ssize_t)typed);
+	usleep(200 * 1000);
+	double t0 = proc_cpu_seconds(pid);
+	usleep(1000 * 1000);
+	double t1 = proc_cpu_seconds(pid);
+	kill(pid, SIGTERM);
+	int st;
+	waitpid(pid, &st, 0);
+	close(master);
+	unlink(k);
+	free(k);
+	cr_assert_geq(t0, 0);
+	cr_assert_geq(t1, 0);
+	return t1 - t0;
+}
+
+Test(cli_e2e, idle_guest_costs_no_cpu, .timeout = 20)
+{
+	REQUIRE_KVM();
+	double cpu = idle_cpu_with_input(0);
+	cr_assert_lt(cpu, 0.3, "a halted guest with no input used %.2f s of CPU in 1 s", cpu);
+}
+
+/*
+ * BUG(evloop busy-waits while input is paused), vmm/evloop.c evloop_run(): when the
+ * guest does not drain its receive FIFO, input_flush() leaves bytes pending and sets
+ * `paused`; the terminal fd stays in the level-triggered epoll set, so while more
+ * input waits in the terminal, epoll_wait() returns at once on every iteration and
+ * the event loop spins a whole host core until the guest reads.
+ */
+Test(cli_e2e, BUG_paused_input_does_not_spin, .timeout = 20)
+{
+	REQUIRE_KVM();
+	double cpu = idle_cpu_with_input(200); /* 64 fill the FIFO, 64 wait in padcell, the rest in the pty */
+	cr_expect_lt(cpu, 0.3, "BUG: with unread console input padcell used %.2f s of CPU in 1 s", cpu);
+}
