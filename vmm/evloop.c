@@ -96,16 +96,27 @@ int evloop_run(struct vm *vm, int in_fd, bool escape_keys)
 		int n = epoll_wait(ep, evs, 4, in.paused ? 5 : -1);
 		if (n < 0 && errno != EINTR)
 			break;
-		if (in.paused)
+		if (in.paused) {
 			input_flush(vm, &in);
+			/* Level-triggered input would wake us at once while paused: watch it
+			 * only when the FIFO can take more. */
+			if (!in.paused && in.fd >= 0) {
+				ev.events = EPOLLIN;
+				ev.data.u32 = TAG_INPUT;
+				epoll_ctl(ep, EPOLL_CTL_MOD, in.fd, &ev);
+			}
+		}
 		for (int i = 0; i < n; i++) {
 			switch (evs[i].data.u32) {
 			case TAG_INPUT:
-				if (in.paused)
-					break; /* leave it in the kernel's buffer for now */
-				if (!input_read(vm, &in)) {
+				if (!in.paused && !input_read(vm, &in)) {
 					epoll_ctl(ep, EPOLL_CTL_DEL, in.fd, NULL);
 					in.fd = -1;
+				}
+				if (in.paused && in.fd >= 0) {
+					ev.events = 0; /* leave it in the kernel's buffer for now */
+					ev.data.u32 = TAG_INPUT;
+					epoll_ctl(ep, EPOLL_CTL_MOD, in.fd, &ev);
 				}
 				break;
 			case TAG_SIGNAL: {
