@@ -16,7 +16,7 @@ nested-test: $(TEST_BINS) kernel initramfs
 
 bench:
 	@scripts/deps.sh build kernel images nested
-	@$(MAKE) --no-print-directory $(TEST_BINS) testguest kernel initramfs $(BUILD)/vmmprobe
+	@$(MAKE) --no-print-directory $(TEST_BINS) kernel initramfs $(BUILD)/vmmprobe $(BUILD)/spin.elf
 	@tests/bench/run.sh
 
 demo:
@@ -27,3 +27,8 @@ demo:
 $(BUILD)/vmmprobe: tests/bench/vmmprobe.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -static -o $@ $<
+
+# The benchmark guest: PVH entry, one byte on COM1, then spin (tests/bench/spin.S).
+$(BUILD)/spin.elf: tests/bench/spin.S tests/bench/spin.ld
+	@mkdir -p $(dir $@)
+	$(CC) -nostdlib -static -Wl,--build-id=none -T tests/bench/spin.ld -o $@ tests/bench/spin.S

@@ -4,7 +4,9 @@
  * the VMM's resident memory, and kills it.
  *
  *   vmmprobe first RUNS CMD...   prints "median_us=N min_us=N max_us=N runs=N"
- *   vmmprobe mem GUEST_MIB CMD... prints "vmm_rss_kib=N guest_rss_kib=N total_rss_kib=N"
+ *   vmmprobe mem GUEST_MIB TEXT CMD...  once a stdout line contains TEXT ("" = the first byte),
+ *                                 freezes the VMM (SIGSTOP) and prints
+ *                                 "vmm_rss_kib=N guest_rss_kib=N total_rss_kib=N"
  *   vmmprobe marker RUNS TEXT CMD...  times start -> a stdout line containing TEXT, and start -> exit;
  *                                     prints "marker_us=N exit_us=N runs=N" (medians), fails if a
  *                                     run never shows TEXT or exits non-zero
@@ -15,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,17 +86,32 @@ static int probe_first(int runs, char **argv)
 	return 0;
 }
 
-static int probe_mem(unsigned long guest_mib, char **argv)
+static int probe_mem(unsigned long guest_mib, const char *text, char **argv)
 {
 	int fd;
 	pid_t pid = spawn(argv, &fd);
-	char c;
-	if (read(fd, &c, 1) != 1) {
-		fprintf(stderr, "vmmprobe: the guest printed nothing\n");
+	char buf[65536];
+	size_t have = 0;
+	bool seen = false;
+	while (!seen) {
+		ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
+		if (n <= 0)
+			break;
+		have += n;
+		buf[have] = 0;
+		seen = strstr(buf, text) != NULL;
+		if (have > sizeof(buf) / 2) {
+			memmove(buf, buf + have - 256, 256);
+			have = 256;
+		}
+	}
+	if (!seen) {
+		fprintf(stderr, "vmmprobe: the guest never printed '%s'\n", text);
 		reap(pid, fd);
 		return 1;
 	}
-	usleep(200 * 1000); /* let the VMM finish whatever it does after the first byte */
+	/* Freeze it where it stands: the guest may power off right after the marker. */
+	kill(pid, SIGSTOP);
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
 	FILE *f = fopen(path, "r");
@@ -169,8 +187,8 @@ int main(int argc, char **argv)
 		return probe_marker(atoi(argv[2]) > 0 ? atoi(argv[2]) : 1, argv[3], argv + 4);
 	if (argc >= 4 && !strcmp(argv[1], "first"))
 		return probe_first(atoi(argv[2]) > 0 ? atoi(argv[2]) : 1, argv + 3);
-	if (argc >= 4 && !strcmp(argv[1], "mem"))
-		return probe_mem(strtoul(argv[2], NULL, 10), argv + 3);
-	fprintf(stderr, "usage: vmmprobe first RUNS CMD... | mem GUEST_MIB CMD... | marker RUNS TEXT CMD...\n");
+	if (argc >= 5 && !strcmp(argv[1], "mem"))
+		return probe_mem(strtoul(argv[2], NULL, 10), argv[3], argv + 4);
+	fprintf(stderr, "usage: vmmprobe first RUNS CMD... | mem GUEST_MIB TEXT CMD... | marker RUNS TEXT CMD...\n");
 	return 2;
 }
