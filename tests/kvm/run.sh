@@ -17,6 +17,7 @@ TIMEOUT=${TIMEOUT:-30}
 LOGDIR=${LOGDIR:-build/test-logs/kvm}
 
 pass=0 fail=0 skip=0
+times=()
 
 skip_all() {
 	echo "SKIP: kvm tier: $1"
@@ -103,6 +104,7 @@ run_case() {
 		fail=$((fail + 1))
 	else
 		echo "PASS $name ($((t1 - t0)) ms)"
+		times+=("$((t1 - t0))")
 		pass=$((pass + 1))
 	fi
 }
@@ -140,5 +142,9 @@ run_case neg-missing-initrd    3 linux64 256M  1 0 ""        --entry linux64
 INITRD_FILE=$BAD_INITRD EXPECT_FAIL="initrd: content differs" \
 run_case neg-corrupt-initrd    3 pvh     256M  1 1 ""        --entry pvh
 
+if [ "${#times[@]}" -gt 0 ]; then
+	median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (${#times[@]} + 1) / 2 ))p")
+	echo "timing: median $median ms per passing run (padcell start to exit, guest included)"
+fi
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]
