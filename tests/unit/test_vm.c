@@ -111,18 +111,21 @@ Test(cpuid, sixty_four_cpus) { check_topology(63, 64); }
 Test(cpuid, max_cpus) { check_topology(0, 254); check_topology(253, 254); }
 
 /*
- * BUG(cpuid leaf 4 wraps), low severity, vmm/cpuid.c cpuid_patch_for_vcpu(), case 4:
+ * Regression (found by this test, fixed in 92fa704), vmm/cpuid.c cpuid_patch_for_vcpu(), case 4:
  * EAX[31:26] ("addressable core IDs in the package - 1") is six bits, and
- * `((ncpus - 1) & 0x3f) << 26` wraps for more than 64 vCPUs: 100 vCPUs read as 36
- * cores, 65 as 1, contradicting leaves 0xb/0x1f.  Linux only falls back to leaf 4
- * without leaf 0xb, so the harm is small.  Fix: saturate, `min(ncpus - 1, 63)`.
+ * `((ncpus - 1) & 0x3f) << 26` wrapped for more than 64 vCPUs: 100 vCPUs read as 36
+ * cores, 65 as 1, contradicting leaves 0xb/0x1f.
  */
-Test(cpuid, BUG_leaf4_core_field_saturates)
+Test(cpuid, regression_leaf4_core_field_saturates)
 {
 	struct kvm_cpuid2 *c = fake_cpuid();
 	cpuid_patch_for_vcpu(c, 0, 100);
 	unsigned cores = (leaf(c, 4, 0)->eax >> 26) + 1;
-	cr_expect_eq(cores, 64, "BUG: leaf 4 reports %u cores per package for 100 vCPUs", cores);
+	cr_assert_eq(cores, 64, "leaf 4 reports %u cores per package for 100 vCPUs", cores);
+	free(c);
+	c = fake_cpuid();
+	cpuid_patch_for_vcpu(c, 0, 65);
+	cr_assert_eq((leaf(c, 4, 0)->eax >> 26) + 1, 64, "65 vCPUs");
 	free(c);
 }
 
