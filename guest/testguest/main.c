@@ -116,8 +116,6 @@ static void boot_from_linux64(const struct tg_entry_state *st, struct tg_boot *b
 	memcpy(&st_gdt, st->gdtr, sizeof(st_gdt));
 	const char *why;
 	const struct boot_params *bp = (const struct boot_params *)st->info;
-	if (st->info != LAYOUT_ZERO_PAGE_ADDR)
-		tg_fail("boot", "RSI 0x%lx, expected boot_params at 0x%x", st->info, LAYOUT_ZERO_PAGE_ADDR);
 	if (!st->info || st->info >= FOUR_GIB) {
 		tg_fail("boot", "boot_params pointer unusable");
 		return;
@@ -199,6 +197,7 @@ static void boot_from_pvh(const struct tg_entry_state *st, struct tg_boot *b)
 		if (!si->modlist_paddr)
 			tg_fail("initrd", "nr_modules %u but modlist_paddr is 0", si->nr_modules);
 		else {
+			b->modlist_addr = si->modlist_paddr;
 			b->has_initrd = true;
 			b->initrd_addr = mod->paddr;
 			b->initrd_size = mod->size;
@@ -208,9 +207,33 @@ static void boot_from_pvh(const struct tg_entry_state *st, struct tg_boot *b)
 		tg_fail("memmap", "hvm_start_info has no memory map");
 		return;
 	}
+	b->memmap_addr = si->memmap_paddr;
 	const struct hvm_memmap_table_entry *mm = (const struct hvm_memmap_table_entry *)si->memmap_paddr;
 	for (unsigned i = 0; i < si->memmap_entries && i < TG_MAX_RANGES; i++)
 		b->map[b->nmap++] = (struct tg_mem_range){ mm[i].addr, mm[i].size, mm[i].type };
+}
+
+/* Where vmm/layout.h says padcell puts each boot structure: a moved structure is a contract change. */
+static void check_layout(const struct tg_entry_state *st, const struct tg_boot *b)
+{
+	bool pvh = st->proto == TG_PROTO_PVH;
+	uint64_t want_info = pvh ? LAYOUT_PVH_INFO_ADDR : LAYOUT_ZERO_PAGE_ADDR;
+	if (st->info != want_info)
+		tg_fail("layout", "%s at 0x%lx, layout.h says 0x%lx", pvh ? "hvm_start_info" : "boot_params", st->info,
+			want_info);
+	else if (b->cmdline_addr != LAYOUT_CMDLINE_ADDR)
+		tg_fail("layout", "command line at 0x%lx, layout.h says 0x%x", b->cmdline_addr, LAYOUT_CMDLINE_ADDR);
+	else if (b->rsdp < LAYOUT_ACPI_START || b->rsdp >= LAYOUT_ACPI_END)
+		tg_fail("layout", "RSDP at 0x%lx, outside the ACPI area [0x%x, 0x%x)", b->rsdp, LAYOUT_ACPI_START,
+			LAYOUT_ACPI_END);
+	else if (pvh && b->memmap_addr != LAYOUT_PVH_MEMMAP_ADDR)
+		tg_fail("layout", "PVH memory map at 0x%lx, layout.h says 0x%x", b->memmap_addr, LAYOUT_PVH_MEMMAP_ADDR);
+	else if (pvh && b->has_initrd && b->modlist_addr != LAYOUT_PVH_MODLIST_ADDR)
+		tg_fail("layout", "PVH module list at 0x%lx, layout.h says 0x%x", b->modlist_addr,
+			LAYOUT_PVH_MODLIST_ADDR);
+	else
+		tg_ok("layout", "boot structure 0x%lx, command line 0x%lx, RSDP 0x%lx as vmm/layout.h places them",
+		      st->info, b->cmdline_addr, b->rsdp);
 }
 
 /* ---- memory map ------------------------------------------------------------------------ */
@@ -485,6 +508,7 @@ void tg_main(void)
 	tg_printf("cmdline: \"%s\"\n", cmdline_copy);
 	params_parse(cmdline_copy, &p);
 
+	check_layout(st, &b);
 	if (check_memmap(&b, &p))
 		check_ram(&b);
 	check_cmdline(&b, &p);

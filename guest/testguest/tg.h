@@ -53,6 +53,7 @@ struct tg_boot {
 	bool has_initrd;
 	uint64_t initrd_addr, initrd_size;
 	uint64_t rsdp;
+	uint64_t memmap_addr, modlist_addr; /* PVH only */
 };
 
 static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
