@@ -801,3 +801,20 @@ Test(cli_e2e, regression_paused_input_does_not_spin, .timeout = 20)
 	double cpu = idle_cpu_with_input(200); /* 64 fill the FIFO, 64 wait in padcell, the rest in the pty */
 	cr_assert_lt(cpu, 0.3, "with unread console input padcell used %.2f s of CPU in 1 s", cpu);
 }
+
+/* More input than the FIFO and padcell's buffer hold: all of it arrives, in order. */
+Test(cli_e2e, console_bulk_input_all_delivered, .timeout = 30)
+{
+	REQUIRE_KVM();
+	char bulk[1000];
+	for (size_t i = 0; i < sizeof(bulk); i++)
+		bulk[i] = (char)('A' + i % 26);
+	struct run r;
+	const struct chunk c[] = { { bulk, sizeof(bulk) }, { "q", 1 } };
+	run_pty(&r, c, 2);
+	cr_assert_eq(r.status, 0, "exit %d, stderr: %s", r.status, r.err);
+	cr_assert_eq(strlen(r.out), 1 + sizeof(bulk) + 1, "got %zu bytes", strlen(r.out));
+	cr_assert_eq(r.out[0], 'R');
+	cr_assert_eq(memcmp(r.out + 1, bulk, sizeof(bulk)), 0, "bytes in order");
+	cr_assert_eq(r.out[1 + sizeof(bulk)], 'q');
+}
