@@ -818,3 +818,67 @@ Test(cli_e2e, console_bulk_input_all_delivered, .timeout = 30)
 	cr_assert_eq(memcmp(r.out + 1, bulk, sizeof(bulk)), 0, "bytes in order");
 	cr_assert_eq(r.out[1 + sizeof(bulk)], 'q');
 }
+
+/* Past the end of RAM is MMIO to nothing as well: a 16 MiB guest reading at 16 MiB. */
+Test(cli_e2e, guest_reads_past_ram, .timeout = 20)
+{
+	REQUIRE_KVM();
+	uint8_t code[sizeof(guest_mmio_gap)];
+	memcpy(code, guest_mmio_gap, sizeof(code));
+	uint32_t addr = 16 << 20;
+	memcpy(code + 1, &addr, 4); /* the imm32 of mov $addr,%ebx */
+	struct run r;
+	boot_guest(&r, code, sizeof(code));
+	cr_assert_eq(r.status, 0, "exit %d, stderr: %s", r.status, r.err);
+	cr_assert_eq(strlen(r.out), 2);
+	cr_assert_eq((uint8_t)r.out[0], 0xff);
+	cr_assert_eq((uint8_t)r.out[1], 0xff);
+}
+
+/* jmp . : a vCPU that never exits on its own still stops on a signal. */
+static const uint8_t guest_spin[] = { 0xeb, 0xfe };
+
+Test(cli_e2e, busy_guest_stops_on_sigint_and_sighup, .timeout = 30)
+{
+	REQUIRE_KVM();
+	char *k = guest_file(guest_spin, sizeof(guest_spin));
+	struct run r;
+	run_sig(&r, 10, SIGINT, 300, (char *const[]){ "boot", "--kernel", k, "--mem", "16M", "--cpus", "2", NULL });
+	cr_assert_eq(r.status, 130, "SIGINT: exit %d, stderr: %s", r.status, r.err);
+	cr_assert_eq(r.err_lines, 1, "%s", r.err);
+	run_sig(&r, 10, SIGHUP, 300, (char *const[]){ "boot", "--kernel", k, "--mem", "16M", NULL });
+	cr_assert_eq(r.status, 128 + SIGHUP, "SIGHUP: exit %d, stderr: %s", r.status, r.err);
+	unlink(k);
+	free(k);
+}
+
+/* Nobody reads the console any more: output is dropped, the guest still ends normally. */
+Test(cli_e2e, closed_stdout_is_not_fatal, .timeout = 20)
+{
+	REQUIRE_KVM();
+	char *k = guest_file(guest_rep_outsb, sizeof(guest_rep_outsb));
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	char errp[] = "/tmp/padcell-err-XXXXXX";
+	int efd = mkstemp(errp);
+	unlink(errp);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int in = open("/dev/null", O_RDONLY);
+		dup2(in, 0);
+		dup2(p[1], 1);
+		dup2(efd, 2);
+		close(p[0]);
+		exec_padcell(padcell_path(), (char *const[]){ "padcell", "boot", "--kernel", k, "--mem", "16M", NULL });
+	}
+	close(p[0]); /* the reader is gone before the guest prints */
+	close(p[1]);
+	int st = 0;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	char err[512];
+	slurp(efd, err, sizeof(err));
+	cr_assert(WIFEXITED(st), "killed by signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+	cr_assert_eq(WEXITSTATUS(st), 0, "exit %d, stderr: %s", WEXITSTATUS(st), err);
+	unlink(k);
+	free(k);
+}
