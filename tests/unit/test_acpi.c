@@ -125,12 +125,30 @@ static void check_fadt(const uint8_t *f)
 	cr_assert_geq(rd32(fc, 4), 64);
 }
 
+/*
+ * The AML must agree with layout.h: Name(_S5, Package(){ S5_TYPE, ... }) and the
+ * pvpanic device's I/O port.  Both are written by hand in vmm/dsdt.asl.
+ */
 static void check_dsdt(const uint8_t *d)
 {
 	uint32_t len = rd32(d, 4);
 	cr_assert_gt(len, HDR_LEN, "DSDT has AML");
-	cr_assert_not_null(memmem(d, len, "_S5_", 4), "DSDT declares \\_S5");
+	cr_assert_geq(rd8(d, 8), 2, "DSDT revision 2: 64-bit integers");
+
+	const uint8_t *s5 = memmem(d, len, "_S5_", 4);
+	cr_assert_not_null(s5, "DSDT declares \\_S5");
+	cr_assert_eq(s5[-1], 0x08, "_S5_ is a Name()");
+	cr_assert_eq(s5[4], 0x12, "_S5 is a Package");
+	/* PackageOp PkgLength NumElements, then the first element: SLP_TYP for PM1a. */
+	const uint8_t *el = s5 + 7;
+	unsigned typ = el[0] == 0x0a ? el[1] : el[0] == 0x00 ? 0 : el[0] == 0x01 ? 1 : 0xff;
+	cr_assert_eq(typ, LAYOUT_ACPI_S5_TYPE, "\\_S5 SLP_TYP matches LAYOUT_ACPI_S5_TYPE");
+
 	cr_assert_not_null(memmem(d, len, "QEMU0001", 8), "DSDT declares pvpanic");
+	/* Small I/O port descriptor: 0x47, decode16, min, max, align, length 1. */
+	const uint8_t io[] = { 0x47, 0x01, LAYOUT_PVPANIC_PORT & 0xff, LAYOUT_PVPANIC_PORT >> 8,
+			       LAYOUT_PVPANIC_PORT & 0xff, LAYOUT_PVPANIC_PORT >> 8 };
+	cr_assert_not_null(memmem(d, len, io, sizeof(io)), "pvpanic _CRS names LAYOUT_PVPANIC_PORT");
 }
 
 static void check_madt(const uint8_t *madt, unsigned ncpus)

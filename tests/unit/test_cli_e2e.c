@@ -882,3 +882,22 @@ Test(cli_e2e, closed_stdout_is_not_fatal, .timeout = 20)
 	unlink(k);
 	free(k);
 }
+
+/* --verbose says which entry it used; success stays exit 0. */
+Test(cli_e2e, verbose_names_the_entry, .timeout = 20)
+{
+	REQUIRE_KVM();
+	char *k = guest_file(guest_hello, sizeof(guest_hello));
+	struct run r;
+	RUN(&r, "boot", "--kernel", k, "--mem", "16M", "--verbose");
+	cr_assert_eq(r.status, 0, "exit %d, stderr: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, "K");
+	cr_assert(strstr(r.err, "64-bit Linux entry at 0x100000") != NULL, "%s", r.err);
+	for (const char *p = r.err; *p; p = strchr(p, '\n') + 1) {
+		cr_assert_eq(strncmp(p, "padcell: ", 9), 0, "every line is prefixed: %s", p);
+		if (!strchr(p, '\n'))
+			break;
+	}
+	unlink(k);
+	free(k);
+}
