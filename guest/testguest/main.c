@@ -484,6 +484,7 @@ void tg_main(void)
 	static struct tg_boot b;
 	struct tg_params p;
 
+	tg_console_init();
 	tg_printf("\ntestguest\n");
 	tg_printf("boot: %s\n", st->proto == TG_PROTO_PVH ? "pvh" : "linux64");
 	if (st->proto == TG_PROTO_PVH)

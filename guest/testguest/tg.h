@@ -81,7 +81,8 @@ int strcmp(const char *a, const char *b);
 int strncmp(const char *a, const char *b, size_t n);
 bool tg_parse_u64(const char *s, size_t len, uint64_t *out);
 
-/* console.c: COM1, polled.  tg_printf knows %s %c %d %u %x and the l/ll forms. */
+/* console.c: COM1, polled.  tg_printf knows %s (and %.Ns) %c %d %u %x and the l/ll forms. */
+void tg_console_init(void);
 void tg_putc(char c);
 void tg_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
