@@ -22,6 +22,15 @@
 
 static char cmdline_copy[LAYOUT_CMDLINE_MAX];
 
+/* Length of the string at s, or max when no NUL comes within max bytes. */
+static size_t bounded_strlen(const char *s, size_t max)
+{
+	size_t n = 0;
+	while (n < max && s[n])
+		n++;
+	return n;
+}
+
 /* ---- command line ---------------------------------------------------------------------- */
 
 /* Splits at spaces; values stay inside cmdline_copy, which parsing NUL-terminates in place. */
@@ -54,8 +63,14 @@ static void params_parse(char *s, struct tg_params *p)
 		} else if (!strcmp(tok, "tg.initrd")) {
 			good = tg_parse_u64(val, vlen, &p->initrd);
 			p->has_initrd = good;
-		} else if (!strcmp(tok, "tg.case"))
-			p->kase = val;
+		} else if (!strcmp(tok, "tg.case")) {
+			static const char *const known[] = { "reset", "poweroff", "panic", "tripfault", "smp" };
+			good = false;
+			for (unsigned i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+				good |= !strcmp(val, known[i]);
+			if (good)
+				p->kase = val;
+		}
 		else if (!strcmp(tok, "tg.echo"))
 			p->echo = val;
 		if (!good)
@@ -156,10 +171,10 @@ static void boot_from_linux64(const struct tg_entry_state *st, struct tg_boot *b
 	for (unsigned i = 0; i < n && i < TG_MAX_RANGES; i++)
 		b->map[b->nmap++] = (struct tg_mem_range){ bp->e820_table[i].addr, bp->e820_table[i].size,
 							   bp->e820_table[i].type };
-	if (b->cmdline_addr && bp->hdr.cmdline_size &&
-	    bp->hdr.cmdline_size != strlen((const char *)b->cmdline_addr))
+	size_t clen = b->cmdline_addr ? bounded_strlen((const char *)b->cmdline_addr, LAYOUT_CMDLINE_MAX) : 0;
+	if (b->cmdline_addr && bp->hdr.cmdline_size && bp->hdr.cmdline_size != clen)
 		tg_fail("cmdline", "hdr.cmdline_size %u but the string is %lu bytes", bp->hdr.cmdline_size,
-			(unsigned long)strlen((const char *)b->cmdline_addr));
+			(unsigned long)clen);
 }
 
 static void boot_from_pvh(const struct tg_entry_state *st, struct tg_boot *b)
@@ -388,12 +403,12 @@ static void check_ram(const struct tg_boot *b)
 static void check_cmdline(const struct tg_boot *b, const struct tg_params *p)
 {
 	if (p->echo && *p->echo)
-		tg_ok("cmdline", "%lu bytes at 0x%lx, tg.echo=%s", (unsigned long)strlen(b->cmdline),
+		tg_ok("cmdline", "%lu bytes at 0x%lx, tg.echo=%s", (unsigned long)b->cmdline_len,
 		      b->cmdline_addr, p->echo);
 	else if (p->echo)
 		tg_fail("cmdline", "tg.echo is empty");
 	else
-		tg_ok("cmdline", "%lu bytes at 0x%lx (no tg.echo)", (unsigned long)strlen(b->cmdline),
+		tg_ok("cmdline", "%lu bytes at 0x%lx (no tg.echo)", (unsigned long)b->cmdline_len,
 		      b->cmdline_addr);
 }
 
@@ -460,7 +475,7 @@ static void check_initrd(const struct tg_entry_state *st, const struct tg_boot *
 		tg_fail("initrd", "[0x%lx, 0x%lx) is not inside one RAM range", a, a + n);
 	else if (overlaps(a, n, image, image_len))
 		tg_fail("initrd", "[0x%lx, 0x%lx) overlaps the guest image", a, a + n);
-	else if (overlaps(a, n, st->info, PAGE_SIZE) || overlaps(a, n, b->cmdline_addr, strlen(b->cmdline) + 1) ||
+	else if (overlaps(a, n, st->info, PAGE_SIZE) || overlaps(a, n, b->cmdline_addr, b->cmdline_len + 1) ||
 		 overlaps(a, n, LAYOUT_GDT_ADDR, LAYOUT_CMDLINE_ADDR + LAYOUT_CMDLINE_MAX - LAYOUT_GDT_ADDR) ||
 		 (b->rsdp && overlaps(a, n, b->rsdp, 36)))
 		tg_fail("initrd", "[0x%lx, 0x%lx) overlaps the boot structures", a, a + n);
@@ -498,12 +513,12 @@ void tg_main(void)
 	} else {
 		b.cmdline = (const char *)b.cmdline_addr;
 	}
-	size_t clen = strlen(b.cmdline);
+	size_t clen = bounded_strlen(b.cmdline, sizeof(cmdline_copy));
 	if (clen >= sizeof(cmdline_copy)) {
-		tg_fail("cmdline", "%lu bytes, longer than the %u the layout allows", (unsigned long)clen,
-			LAYOUT_CMDLINE_MAX);
+		tg_fail("cmdline", "no NUL within %u bytes, the most the layout allows", LAYOUT_CMDLINE_MAX);
 		clen = sizeof(cmdline_copy) - 1;
 	}
+	b.cmdline_len = clen;
 	memcpy(cmdline_copy, b.cmdline, clen);
 	cmdline_copy[clen] = '\0';
 	tg_printf("cmdline: \"%s\"\n", cmdline_copy);

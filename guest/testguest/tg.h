@@ -46,7 +46,8 @@ struct tg_mem_range {
 
 /* What main.c gathered from the boot structure, for the other checks. */
 struct tg_boot {
-	const char *cmdline;      /* guest-physical pointer, NUL-terminated */
+	const char *cmdline;      /* guest-physical pointer                 */
+	size_t cmdline_len;       /* bytes before its NUL (bounded)         */
 	uint64_t cmdline_addr;
 	struct tg_mem_range map[TG_MAX_RANGES];
 	unsigned nmap;
