@@ -2,10 +2,12 @@
 # KVM tier: boots guest/testguest under build/padcell on this host's /dev/kvm, once per
 # entry protocol, vCPU count, memory size and ending; ends with "N passed, N failed, N skipped".
 #
-# The guest checks what padcell hands it (boot structure, memory map, command line, initrd,
-# ACPI, 8250, i8042) and prints "ok"/"FAIL" per check, then SUCCESS, then ends the VM the way
-# tg.case asks.  This script checks the exit code, the protocol line, that every check passed,
-# and that the command line the guest saw is byte for byte the one passed.
+# The guest checks what padcell hands it (boot structure, layout, memory map, command line,
+# initrd, ACPI, 8250, i8042, and with tg.case=smp the other vCPUs) and prints "ok"/"FAIL" per
+# check, then SUCCESS, then ends the VM the way tg.case asks (guest/README.md).  This script
+# checks the exit code, the protocol line, that every check passed, and that the command line
+# the guest saw is byte for byte the one passed.  Negative cases at the end lie to the guest on
+# purpose and expect it to catch the lie and panic.
 set -uo pipefail
 SELF=$(readlink -f "$0")
 cd "$(dirname "$SELF")/../.." || exit 1
