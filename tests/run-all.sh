@@ -11,16 +11,18 @@ summary=()
 # Adds one tier's counts.  A tier that printed no counts at all counts as one failure.
 count_tier() {
 	local name=$1 log=$2 rc=$3 p=0 f=0 s=0 line
-	if line=$(grep -E '^Synthesis: Tested: ' "$log" | tail -n1) && [ -n "$line" ]; then
-		# Criterion: Synthesis: Tested: N | Passing: N | Failing: N | Crashing: N
-		p=$(sed -E 's/.*Passing: ([0-9]+).*/\1/' <<<"$line")
-		f=$(( $(sed -E 's/.*Failing: ([0-9]+).*/\1/' <<<"$line") + $(sed -E 's/.*Crashing: ([0-9]+).*/\1/' <<<"$line") ))
-		s=$(( $(sed -E 's/.*Tested: ([0-9]+).*/\1/' <<<"$line") - p - f ))
-		[ "$s" -lt 0 ] && s=0
-	elif line=$(grep -E '^([A-Za-z-]+: )?[0-9]+ passed, [0-9]+ failed' "$log" | tail -n1) && [ -n "$line" ]; then
-		p=$(sed -E 's/^([A-Za-z-]+: )?([0-9]+) passed.*/\2/' <<<"$line")
+	# The plain line first: it counts skips, which Criterion's synthesis leaves out.
+	if line=$(grep -E '^[[:space:]]*([A-Za-z-]+: )?[0-9]+ passed, [0-9]+ failed' "$log" | tail -n1) && [ -n "$line" ]; then
+		p=$(sed -E 's/^[[:space:]]*([A-Za-z-]+: )?([0-9]+) passed.*/\2/' <<<"$line")
 		f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
 		if grep -qE '[0-9]+ skipped' <<<"$line"; then s=$(sed -E 's/.* ([0-9]+) skipped.*/\1/' <<<"$line"); fi
+	elif line=$(grep -E 'Synthesis: Tested: ' "$log" | tail -n1) && [ -n "$line" ]; then
+		# Criterion: [====] Synthesis: Tested: N | Passing: N | Failing: N | Crashing: N
+		# (Failing already counts the crashed tests.)
+		p=$(sed -E 's/.*Passing: ([0-9]+).*/\1/' <<<"$line")
+		f=$(sed -E 's/.*Failing: ([0-9]+).*/\1/' <<<"$line")
+		s=$(( $(sed -E 's/.*Tested: ([0-9]+).*/\1/' <<<"$line") - p - f ))
+		[ "$s" -lt 0 ] && s=0
 	else
 		echo "!! $name tier printed no result line (exit code $rc): counted as 1 failure; see $log"
 		f=1
