@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Nested tier (design-notes §2): boot an emulated L1 host (QEMU TCG, AMD SVM + NPT) whose /dev/kvm
+# comes from Debian's cloud kernel, and run a payload in it.
+# Usage: tests/nested/l1.sh --payload DIR [--timeout SEC] [--log FILE] [--mem MIB] [--verbose]
+#   DIR is copied to /payload in L1 and DIR/run.sh is run there by busybox sh.
+# Exit: the payload's exit code; 124 = timeout (an emulator hang or a hung payload: see the step
+#   printed), 125 = L1 failed (no /dev/kvm, module load, L1 crash) or harness error, 64 = bad usage.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${PADCELL_CACHE:-/var/cache/padcell}/l1
+gen=${GEN_INIT_CPIO:-$repo/build/kernel/gen_init_cpio}
+busybox=/bin/busybox
+# KVM is required; the rest is staged for later issues (vsock, networking) and loaded if present.
+required_mods="irqbypass kvm kvm-amd"
+optional_mods="vhost vsock vmw_vsock_virtio_transport_common vhost_vsock tun veth bridge"
+
+payload="" timeout_s=600 log="$repo/build/nested/l1-serial.log" mem=2048 verbose=0
+
+die() { echo "l1.sh: $*" >&2; exit 125; }
+usage() {
+	echo "usage: tests/nested/l1.sh --payload DIR [--timeout SEC] [--log FILE] [--mem MIB] [--verbose]" >&2
+	exit 64
+}
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--payload) [ $# -ge 2 ] || usage; payload=$2; shift 2 ;;
+	--timeout) [ $# -ge 2 ] || usage; timeout_s=$2; shift 2 ;;
+	--log) [ $# -ge 2 ] || usage; log=$2; shift 2 ;;
+	--mem) [ $# -ge 2 ] || usage; mem=$2; shift 2 ;;
+	--verbose | -v) verbose=1; shift ;;
+	-h | --help) usage ;;
+	*) echo "l1.sh: unknown argument '$1'" >&2; usage ;;
+	esac
+done
+[ -n "$payload" ] || usage
+[ -f "$payload/run.sh" ] || die "$payload/run.sh not found"
+case "$timeout_s" in '' | *[!0-9]*) usage ;; esac
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing (run: scripts/deps.sh nested)"
+command -v modinfo >/dev/null || die "modinfo missing (run: scripts/deps.sh nested)"
+[ -x "$busybox" ] || die "$busybox missing (run: scripts/deps.sh nested)"
+[ -x "$gen" ] || die "$gen missing (run: make kernel)"
+
+mkdir -p "$cache"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# --- 1. L1 kernel + modules, staged once per Debian package -------------------------------------
+# The concrete package behind the linux-image-cloud-amd64 metapackage.
+resolve_pkg() {
+	apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+		awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
+}
+pkg=$(resolve_pkg || true)
+if [ -z "$pkg" ]; then
+	# No package lists: reuse a staged kernel if there is one, else fetch the lists.
+	pkg=$(ls -t "$cache"/*/.complete 2>/dev/null | head -n1 | xargs -r dirname | xargs -r basename)
+	if [ -z "$pkg" ]; then
+		echo "l1.sh: apt-get update (no package lists)" >&2
+		DEBIAN_FRONTEND=noninteractive apt-get -q update </dev/null >/dev/null || die "apt-get update failed"
+		pkg=$(resolve_pkg || true)
+		[ -n "$pkg" ] || die "cannot resolve linux-image-cloud-amd64 to a kernel package"
+	fi
+fi
+stage=$cache/$pkg
+
+# Module files use '-' or '_' interchangeably with module names; find either spelling.
+find_mod() {
+	local pat
+	pat=$(printf '%s' "$1" | sed 's/[-_]/[-_]/g')
+	find "$2/lib/modules" \( -name "$pat.ko" -o -name "$pat.ko.xz" -o -name "$pat.ko.zst" \) | head -n1
+}
+# Depth-first: dependencies (modinfo -F depends) are written to load-order before the module.
+add_mod() { # name required|optional root
+	local name=$1 need=$2 root=$3 file dep base
+	file=$(find_mod "$name" "$root")
+	if [ -z "$file" ]; then
+		[ "$need" = required ] && die "module $name not found in $pkg"
+		echo "l1.sh: note: optional module $name not in $pkg" >&2
+		return 1
+	fi
+	base=$(basename "$file"); base=${base%.xz}; base=${base%.zst}; base=${base%.ko}
+	grep -q "^$base " "$tmp/stage/load-order" 2>/dev/null && return 0
+	for dep in $(modinfo -F depends "$file" | tr ',' ' '); do
+		add_mod "$dep" "$need" "$root" || return 1
+	done
+	# busybox insmod takes plain .ko files only.
+	case "$file" in
+	*.xz) xz -dc "$file" >"$tmp/stage/modules/$base.ko" ;;
+	*.zst) zstd -qdc "$file" >"$tmp/stage/modules/$base.ko" ;;
+	*) cp "$file" "$tmp/stage/modules/$base.ko" ;;
+	esac
+	echo "$base $need" >>"$tmp/stage/load-order"
+}
+
+if [ ! -f "$stage/.complete" ]; then
+	echo "l1.sh: staging L1 kernel $pkg into $stage"
+	mkdir -p "$tmp/deb" "$tmp/root" "$tmp/stage/modules"
+	(cd "$tmp/deb" && apt-get -q -o APT::Sandbox::User=root download "$pkg" </dev/null >/dev/null) ||
+		die "apt-get download $pkg failed"
+	dpkg-deb -x "$tmp/deb"/*.deb "$tmp/root"
+	cp "$tmp/root"/boot/vmlinuz-* "$tmp/stage/vmlinuz"
+	: >"$tmp/stage/load-order"
+	for m in $required_mods; do add_mod "$m" required "$tmp/root"; done
+	for m in $optional_mods; do add_mod "$m" optional "$tmp/root" || true; done
+	rm -rf "$stage"
+	mv "$tmp/stage" "$stage"
+	touch "$stage/.complete"
+	rm -rf "$tmp/deb" "$tmp/root"
+fi
+
+# --- 2. L1 initramfs: busybox + modules + init + payload, archived by gen_init_cpio (no root) --
+{
+	for d in /dev /proc /sys /tmp /run /root /bin /sbin /usr /usr/bin /usr/sbin /lib /lib/modules; do
+		echo "dir $d 0755 0 0"
+	done
+	echo "nod /dev/console 0600 0 0 c 5 1"
+	echo "file /bin/busybox $busybox 0755 0 0"
+	"$busybox" --list-full | while read -r applet; do
+		[ "$applet" = bin/busybox ] || echo "slink /$applet /bin/busybox 0777 0 0"
+	done
+	echo "file /init $here/l1-init.sh 0755 0 0"
+	echo "file /lib/modules/load-order $stage/load-order 0644 0 0"
+	for ko in "$stage"/modules/*.ko; do
+		echo "file /lib/modules/$(basename "$ko") $ko 0644 0 0"
+	done
+	echo "dir /payload 0755 0 0"
+	(cd "$payload" && find . -mindepth 1 | sort) | while IFS= read -r rel; do
+		rel=${rel#./}
+		case "$rel" in *[[:space:]]*) die "payload path with whitespace: $rel" ;; esac
+		src="$payload/$rel"
+		mode=$(stat -c %a "$src")
+		if [ -L "$src" ]; then
+			echo "slink /payload/$rel $(readlink "$src") 0777 0 0"
+		elif [ -d "$src" ]; then
+			echo "dir /payload/$rel $mode 0 0"
+		elif [ -f "$src" ]; then
+			echo "file /payload/$rel $(cd "$(dirname "$src")" && pwd)/$(basename "$src") $mode 0 0"
+		fi
+	done
+} >"$tmp/list"
+# Uncompressed: L1 runs under TCG, where unpacking plain cpio is much cheaper than inflating it.
+"$gen" "$tmp/list" >"$tmp/l1.cpio"
+
+# --- 3. Boot L1 ---------------------------------------------------------------------------------
+# Two TCG L1s at once would halve each one's speed and make timeouts fire: serialize them.
+exec 9>"$cache/.l1-run.lock"
+flock -w "$timeout_s" 9 || die "another L1 run held $cache/.l1-run.lock for ${timeout_s}s"
+
+mkdir -p "$(dirname "$log")"
+: >"$log"
+echo "l1.sh: booting L1 ($pkg, $(($(stat -c %s "$tmp/l1.cpio") / 1024)) KiB initramfs, timeout ${timeout_s}s, serial log $log)"
+start=$EPOCHREALTIME
+set +e
+timeout -k 10 "$timeout_s" qemu-system-x86_64 -M q35 -accel tcg -cpu EPYC,+svm,+npt -m "$mem" -smp 1 \
+	-nographic -no-reboot -nic none -kernel "$stage/vmlinuz" -initrd "$tmp/l1.cpio" \
+	-append "console=ttyS0 panic=-1 quiet" </dev/null 2>&1 |
+	while IFS= read -r line; do
+		line=${line%$'\r'}
+		printf '%s\n' "$line" >>"$log"
+		if [ "$verbose" = 1 ]; then
+			printf '%s\n' "$line"
+		else
+			case "$line" in
+			*L1-[A-Z]* | RESULT\ * | STEP\ *)
+				printf '[%6.1fs] %s\n' "$(echo "$EPOCHREALTIME - $start" | bc)" "$line" ;;
+			esac
+		fi
+	done
+rc=${PIPESTATUS[0]}
+set -e
+elapsed=$(printf '%.1f' "$(echo "$EPOCHREALTIME - $start" | bc)")
+
+last_marker() { grep -aoE '(L1-[A-Z-]+|RESULT|STEP)( .*)?$' "$log" | tail -n1; }
+show_tail() {
+	echo "---- last 40 lines of the L1 serial log ($log) ----" >&2
+	tail -n 40 "$log" >&2
+	echo "----" >&2
+}
+
+if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+	marker=$(last_marker || true)
+	case "$marker" in
+	"") step="the L1 kernel boot (no marker: QEMU TCG or the L1 kernel hung before /init)" ;;
+	L1-INIT*) step="loading the KVM modules in L1" ;;
+	L1-MODULES-OK*) step="the /dev/kvm check" ;;
+	L1-KVM-OK*) step="starting the payload" ;;
+	L1-PAYLOAD-EXIT*) step="the L1 power-off after the payload finished" ;;
+	*) step="the payload, after its last marker" ;;
+	esac
+	echo "l1.sh: TIMEOUT after ${timeout_s}s in $step; last marker: '${marker:-none}'" >&2
+	echo "l1.sh: a hang before L1-KVM-OK, or with no progress inside the emulator, is most likely" \
+		"an emulator (TCG) hang; rerun before blaming padcell (design-notes §2)" >&2
+	show_tail
+	exit 124
+fi
+
+exit_line=$(grep -aoE 'L1-PAYLOAD-EXIT [0-9]+' "$log" | tail -n1 || true)
+if [ -n "$exit_line" ]; then
+	prc=${exit_line##* }
+	echo "l1.sh: L1 run ${elapsed}s, payload exit $prc"
+	exit "$prc"
+fi
+fail=$(grep -aoE 'L1-FAIL .*' "$log" | tail -n1 || true)
+echo "l1.sh: L1 failed after ${elapsed}s (qemu exit $rc): ${fail:-no L1-PAYLOAD-EXIT marker (L1 crashed?)}" >&2
+show_tail
+exit 125
