@@ -16,6 +16,11 @@ struct dev_host {
 	void (*set_irq)(void *ctx, unsigned irq, int level);
 	void (*event)(void *ctx, enum dev_event ev);
 	void *ctx;
+	/*
+	 * Edge-triggers line irq (a virtio interrupt): the monitor writes the line's irqfd
+	 * when it has one.  May be NULL; then devices pulse set_irq.  Callable from any thread.
+	 */
+	void (*notify_irq)(void *ctx, unsigned irq);
 };
 
 #endif

@@ -65,7 +65,38 @@ static int usage_err(char *err, size_t errlen, const char *fmt, ...)
 	return -EINVAL;
 }
 
-enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEM, OPT_ENTRY, OPT_VERBOSE };
+enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEM, OPT_ENTRY, OPT_VERBOSE, OPT_DRIVE,
+       OPT_SCRATCH };
+
+/* PATH[,ro][,id=NAME]: the path ends at the first comma. */
+static int parse_drive(const char *arg, struct drive_opt *d, char *err, size_t errlen)
+{
+	*d = (struct drive_opt){ 0 };
+	const char *comma = strchr(arg, ',');
+	size_t plen = comma ? (size_t)(comma - arg) : strlen(arg);
+	if (plen == 0)
+		return usage_err(err, errlen, "--drive '%s': expected PATH[,ro][,id=NAME]", arg);
+	if (plen >= sizeof(d->path))
+		return usage_err(err, errlen, "--drive: path is too long");
+	memcpy(d->path, arg, plen);
+	while (comma) {
+		const char *opt = comma + 1;
+		comma = strchr(opt, ',');
+		size_t olen = comma ? (size_t)(comma - opt) : strlen(opt);
+		if (olen == 2 && !strncmp(opt, "ro", 2)) {
+			d->ro = true;
+		} else if (olen > 3 && !strncmp(opt, "id=", 3)) {
+			if (olen - 3 >= sizeof(d->id))
+				return usage_err(err, errlen, "--drive '%s': id is longer than 20 bytes", arg);
+			memcpy(d->id, opt + 3, olen - 3);
+			d->id[olen - 3] = '\0';
+		} else {
+			return usage_err(err, errlen, "--drive '%s': unknown option '%.*s' (expected ro or id=NAME)", arg,
+					 (int)olen, opt);
+		}
+	}
+	return 0;
+}
 
 int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t errlen)
 {
@@ -77,9 +108,14 @@ int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t
 		{ "mem", required_argument, NULL, OPT_MEM },
 		{ "entry", required_argument, NULL, OPT_ENTRY },
 		{ "verbose", no_argument, NULL, OPT_VERBOSE },
+		{ "drive", required_argument, NULL, OPT_DRIVE },
+		{ "scratch", required_argument, NULL, OPT_SCRATCH },
 		{ 0 },
 	};
-	*o = (struct boot_opts){ .cmdline = CLI_DEFAULT_CMDLINE, .mem = CLI_DEFAULT_MEM, .cpus = 1 };
+	memset(o, 0, sizeof(*o));
+	o->cmdline = CLI_DEFAULT_CMDLINE;
+	o->mem = CLI_DEFAULT_MEM;
+	o->cpus = 1;
 	opterr = 0;
 	optind = 1;
 	int c;
@@ -114,6 +150,21 @@ int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t
 			else
 				return usage_err(err, errlen, "--entry '%s': expected auto, linux64 or pvh", optarg);
 			break;
+		case OPT_DRIVE:
+			if (o->ndrives == CLI_MAX_DRIVES)
+				return usage_err(err, errlen, "too many drives: at most %u, --scratch included", CLI_MAX_DRIVES);
+			if (parse_drive(optarg, &o->drives[o->ndrives], err, errlen))
+				return -EINVAL;
+			o->ndrives++;
+			break;
+		case OPT_SCRATCH:
+			if (o->scratch)
+				return usage_err(err, errlen, "--scratch given twice");
+			if (cli_parse_size(optarg, &o->scratch) || o->scratch == 0)
+				return usage_err(err, errlen, "--scratch '%s': expected a size like 64M or 1G", optarg);
+			if (o->scratch % 512)
+				return usage_err(err, errlen, "--scratch '%s': must be a multiple of 512 bytes", optarg);
+			break;
 		case ':':
 			return usage_err(err, errlen, "%s needs a value", argv[optind - 1]);
 		default:
@@ -124,6 +175,8 @@ int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t
 		return usage_err(err, errlen, "unexpected argument '%s' (see padcell --help)", argv[optind]);
 	if (!o->kernel)
 		return usage_err(err, errlen, "boot needs --kernel FILE");
+	if (o->ndrives + (o->scratch ? 1 : 0) > CLI_MAX_DRIVES)
+		return usage_err(err, errlen, "too many drives: at most %u, --scratch included", CLI_MAX_DRIVES);
 	return 0;
 }
 
@@ -133,12 +186,17 @@ void cli_usage(FILE *out)
 	      "\n"
 	      "commands:\n"
 	      "  boot --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--mem SIZE]\n"
-	      "       [--entry auto|linux64|pvh] [--verbose]\n"
+	      "       [--entry auto|linux64|pvh] [--drive PATH[,ro][,id=NAME]]... [--scratch SIZE]\n"
+	      "       [--verbose]\n"
 	      "      Boot a VM with its serial console on this terminal (Ctrl-A x quits).\n"
 	      "      --kernel   vmlinux ELF (PVH note used when present) or bzImage\n"
 	      "      --mem      guest RAM, e.g. 256M, 2G (bare number = MiB; default 256M)\n"
 	      "      --cpus     vCPUs (default 1)\n"
 	      "      --cmdline  kernel command line (default \"" CLI_DEFAULT_CMDLINE "\")\n"
+	      "      --drive    raw disk image as virtio-blk (repeatable; the first is root=/dev/vda,\n"
+	      "                 ro = read-only, id = GET_ID serial, default the file name)\n"
+	      "      --scratch  writable disk of SIZE backed by an unlinked sparse temp file\n"
+	      "                 (after the drives; nothing survives the VM)\n"
 	      "  check\n"
 	      "      Preflight: can this host run padcell VMs, and what kind of KVM is it?\n"
 	      "  help, --help, --version\n"

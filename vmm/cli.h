@@ -19,6 +19,14 @@
 #define CLI_DEFAULT_MEM     (256ULL << 20)
 #define CLI_DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1"
 
+/* One --drive PATH[,ro][,id=NAME]; copied, so argv stays untouched. */
+#define CLI_MAX_DRIVES 8 /* every virtio-mmio slot (vmm/layout.h), --scratch included */
+struct drive_opt {
+	char path[4096];
+	char id[21];     /* "" = the file's basename */
+	bool ro;
+};
+
 struct boot_opts {
 	const char *kernel;
 	const char *initrd;
@@ -27,6 +35,9 @@ struct boot_opts {
 	unsigned cpus;
 	enum boot_entry entry;
 	bool verbose;
+	struct drive_opt drives[CLI_MAX_DRIVES];
+	unsigned ndrives;
+	uint64_t scratch; /* --scratch SIZE in bytes, 0 = none */
 };
 
 /*

@@ -31,6 +31,7 @@
 #define LAYOUT_MMIO_GAP_START    0xc0000000ULL
 #define LAYOUT_MMIO_GAP_END      0x100000000ULL
 #define LAYOUT_VIRTIO_MMIO_BASE  0xd0000000ULL
+#define LAYOUT_VIRTIO_MMIO_STRIDE 0x1000  /* device i at BASE + i * STRIDE            */
 #define LAYOUT_IOAPIC_ADDR       0xfec00000ULL
 #define LAYOUT_LAPIC_ADDR        0xfee00000ULL
 
@@ -44,6 +45,14 @@
 #define LAYOUT_ACPI_PM1_CNT      0x604    /* PM1a control block (2 bytes)           */
 #define LAYOUT_ACPI_PM_LEN       6        /* both blocks, one device                */
 #define LAYOUT_ACPI_SCI_IRQ      9        /* declared in the FADT, never raised     */
+
+/*
+ * Virtio-mmio device i gets ISA IRQ LAYOUT_VIRTIO_IRQS[i] (identity-mapped to an I/O APIC pin,
+ * edge-triggered).  Skipped: 0 PIT, 1 i8042 keyboard, 2 cascade, 3 COM2, 4 COM1, 8 RTC,
+ * 9 ACPI SCI (level, active-low: cannot share with an edge), 12 i8042 aux.
+ */
+#define LAYOUT_VIRTIO_IRQS       { 5, 6, 7, 10, 11, 13, 14, 15 }
+#define LAYOUT_VIRTIO_MAX        8
 
 /* ACPI S5 sleep type: the value of \_S5 in the DSDT, written to PM1a_CNT.SLP_TYP. */
 #define LAYOUT_ACPI_S5_TYPE      5

@@ -15,6 +15,7 @@
 #include "vmm/check.h"
 #include "vmm/cli.h"
 #include "vmm/evloop.h"
+#include "vmm/layout.h"
 #include "vmm/term.h"
 #include "vmm/vm.h"
 
@@ -105,6 +106,33 @@ static unsigned kvm_max_vcpus(int kvm_fd)
 	return n > ACPI_MAX_CPUS ? ACPI_MAX_CPUS : (unsigned)n;
 }
 
+/* Opens every --drive, then the --scratch disk, in device order; on error all are closed again. */
+static int disks_open(const struct boot_opts *o, struct blk_disk *disks, unsigned *n, char *err, size_t errlen)
+{
+	char why[160];
+	*n = 0;
+	for (unsigned i = 0; i < o->ndrives; i++) {
+		const struct drive_opt *d = &o->drives[i];
+		if (blk_disk_open(&disks[*n], d->path, d->ro, d->id[0] ? d->id : NULL, why, sizeof(why))) {
+			snprintf(err, errlen, "--drive '%s': %s", d->path, why);
+			goto err_close;
+		}
+		(*n)++;
+	}
+	if (o->scratch) {
+		if (blk_disk_scratch(&disks[*n], o->scratch, why, sizeof(why))) {
+			snprintf(err, errlen, "--scratch: %s", why);
+			goto err_close;
+		}
+		(*n)++;
+	}
+	return 0;
+err_close:
+	while (*n)
+		blk_disk_close(&disks[--*n]);
+	return -EINVAL;
+}
+
 static int cmd_boot(int argc, char **argv)
 {
 	char err[256];
@@ -130,12 +158,28 @@ static int cmd_boot(int argc, char **argv)
 	}
 
 	int rc = EXIT_HOST_ERROR;
+	struct blk_disk disks[CLI_MAX_DRIVES];
+	unsigned ndisks = 0;
+	static char cmdline[LAYOUT_CMDLINE_MAX];
+	if (disks_open(&o, disks, &ndisks, err, sizeof(err))) {
+		fprintf(stderr, "padcell: %s\n", err);
+		rc = EXIT_USAGE;
+		goto out_files;
+	}
+	/* The first --drive is the root disk; a --scratch disk alone is not. */
+	if (vm_virtio_cmdline(cmdline, sizeof(cmdline), o.cmdline, ndisks,
+			      o.ndrives ? (int)o.drives[0].ro : -1)) {
+		fprintf(stderr, "padcell: the kernel command line with the virtio devices is over %u bytes\n",
+			LAYOUT_CMDLINE_MAX - 1);
+		rc = EXIT_USAGE;
+		goto out_disks;
+	}
 	struct vm vm;
 	struct vm_config cfg = { .mem_size = o.mem, .ncpus = o.cpus, .console_out = STDOUT_FILENO,
-				 .verbose = o.verbose };
+				 .verbose = o.verbose, .disks = disks, .ndisks = ndisks };
 	if (vm_create(&vm, &cfg, err, sizeof(err))) {
 		fprintf(stderr, "padcell: %s\n", err);
-		goto out_files;
+		goto out_disks;
 	}
 	unsigned max = kvm_max_vcpus(vm.kvm_fd);
 	if (o.cpus > max) {
@@ -146,7 +190,7 @@ static int cmd_boot(int argc, char **argv)
 
 	struct boot_config bc = {
 		.entry = o.entry, .kernel = kernel.data, .kernel_size = kernel.size,
-		.initrd = initrd.data, .initrd_size = initrd.size, .cmdline = o.cmdline, .ncpus = o.cpus,
+		.initrd = initrd.data, .initrd_size = initrd.size, .cmdline = cmdline, .ncpus = o.cpus,
 	};
 	struct boot_result br;
 	if (boot_load(&vm.mem, &bc, &br, err, sizeof(err))) {
@@ -178,6 +222,9 @@ static int cmd_boot(int argc, char **argv)
 		fprintf(stderr, "padcell: %s\n", vm.stop_detail[0] ? vm.stop_detail : "VM stopped");
 out_vm:
 	vm_destroy(&vm);
+out_disks:
+	while (ndisks)
+		blk_disk_close(&disks[--ndisks]);
 out_files:
 	file_unmap(&kernel);
 	file_unmap(&initrd);

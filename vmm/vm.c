@@ -57,6 +57,18 @@ static void devhost_set_irq(void *ctx, unsigned irq, int level)
 	vm_irq_line(ctx, irq, level);
 }
 
+/* Virtio interrupts are edges: one irqfd write, or a pulse on the line without one. */
+static void devhost_notify_irq(void *ctx, unsigned irq)
+{
+	struct vm *vm = ctx;
+	uint64_t one = 1;
+	if (irq < sizeof(vm->irqfd_by_gsi) / sizeof(vm->irqfd_by_gsi[0]) && vm->irqfd_by_gsi[irq] >= 0 &&
+	    write(vm->irqfd_by_gsi[irq], &one, sizeof(one)) == sizeof(one))
+		return;
+	vm_irq_line(vm, irq, 1);
+	vm_irq_line(vm, irq, 0);
+}
+
 static void devhost_event(void *ctx, enum dev_event ev)
 {
 	struct vm *vm = ctx;
@@ -77,7 +89,8 @@ static void devhost_event(void *ctx, enum dev_event ev)
 static int vm_add_devices(struct vm *vm, int console_out)
 {
 	int rc;
-	vm->devhost = (struct dev_host){ devhost_set_irq, devhost_event, vm };
+	vm->devhost = (struct dev_host){ .set_irq = devhost_set_irq, .event = devhost_event, .ctx = vm,
+					 .notify_irq = devhost_notify_irq };
 	bus_init(&vm->pio);
 	bus_init(&vm->mmio);
 
@@ -203,15 +216,20 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 		errorf(err, errlen, rc, "cannot register devices: %s", strerror(-rc));
 		goto err_efd;
 	}
+	rc = vm_virtio_add(vm, cfg, err, errlen);
+	if (rc)
+		goto err_virtio;
 	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus) {
 		rc = errorf(err, errlen, -ENOMEM, "out of memory");
-		goto err_efd;
+		goto err_virtio;
 	}
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vm->vcpus[i].fd = -1;
 	return 0;
 
+err_virtio:
+	vm_virtio_destroy(vm);
 err_efd:
 	close(vm->stop_efd);
 err_mem:
@@ -282,6 +300,8 @@ void vm_join(struct vm *vm)
 
 void vm_destroy(struct vm *vm)
 {
+	/* Device workers write guest memory: stop them before it goes. */
+	vm_virtio_destroy(vm);
 	if (vm->vcpus) {
 		for (unsigned i = 0; i < vm->ncpus; i++) {
 			struct vcpu *v = &vm->vcpus[i];

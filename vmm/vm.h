@@ -13,7 +13,9 @@
 #include "devices/i8042.h"
 #include "devices/pvpanic.h"
 #include "devices/serial.h"
+#include "devices/virtio_blk.h"
 #include "vmm/boot_x86_64.h"
+#include "vmm/layout.h"
 #include "vmm/mem.h"
 
 /* Why the VM stopped.  main() maps these to the documented process exit codes. */
@@ -41,6 +43,25 @@ struct vm_config {
 	unsigned ncpus;
 	int console_out; /* fd guest serial output goes to */
 	bool verbose;
+	struct blk_disk *disks; /* opened by the caller, who closes them after vm_destroy */
+	unsigned ndisks;        /* at most LAYOUT_VIRTIO_MAX; device i is /dev/vd('a'+i) */
+};
+
+/* An fd the event loop watches for a device (a queue's ioeventfd); fn runs on the event-loop thread. */
+struct vm_watch {
+	int fd;
+	void (*fn)(void *opaque);
+	void *opaque;
+};
+#define VM_MAX_WATCHES 16
+
+/* One virtio-mmio device: its transport window, interrupt line and KVM notification fds. */
+struct vm_virtio {
+	struct virtio_blk *blk;
+	uint64_t base;
+	unsigned irq;
+	int ioeventfd; /* QueueNotify == 0 lands here without a vCPU exit; -1 if KVM refused */
+	int irqfd;     /* written to raise irq; -1: KVM_IRQ_LINE instead               */
 };
 
 struct vm {
@@ -60,6 +81,11 @@ struct vm {
 	struct i8042 i8042;
 	struct pvpanic pvpanic;
 	struct acpi_pm acpi_pm;
+	struct vm_virtio virtio[LAYOUT_VIRTIO_MAX];
+	unsigned nvirtio;
+	int irqfd_by_gsi[24];    /* -1 where no irqfd is registered */
+	struct vm_watch watches[VM_MAX_WATCHES];
+	unsigned nwatches;
 
 	_Atomic int status;      /* enum vm_status; the first stop wins */
 	int stop_efd;            /* eventfd: signalled when status leaves VM_RUNNING */
@@ -89,6 +115,18 @@ static inline enum vm_status vm_status(struct vm *vm) { return atomic_load(&vm->
 
 /* Interrupt line for a device (in-kernel irqchip). */
 int vm_irq_line(struct vm *vm, unsigned irq, int level);
+
+/* vm_virtio.c: virtio-mmio devices with ioeventfd kicks and irqfd interrupts. */
+int vm_virtio_add(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen);
+void vm_virtio_destroy(struct vm *vm);
+/* Where device i lives: one table, so the command line and the bus always agree. */
+void vm_virtio_slot(unsigned i, uint64_t *base, unsigned *irq);
+/*
+ * The kernel command line padcell passes: the user's, then "root=/dev/vda" (+ " ro") when
+ * root_disk >= 0 (0 writable, 1 read-only) and the user's line has no root=, then one
+ * virtio_mmio.device=<size>@<base>:<irq> per device.  -ENAMETOOLONG if it does not fit.
+ */
+int vm_virtio_cmdline(char *out, size_t outlen, const char *user, unsigned ndev, int root_disk);
 
 /* vcpu.c */
 int vcpu_init(struct vm *vm, struct vcpu *v, unsigned index, const struct boot_result *boot,

@@ -1,0 +1,411 @@
+/* virtio-blk: the guest's requests become preadv/pwritev/fdatasync/fallocate on a worker thread. */
+#include "devices/virtio_blk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <linux/falloc.h>
+#include <linux/virtio_ids.h>
+#include <linux/virtio_mmio.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(struct virtio_blk_outhdr) == 16, "request header is 16 bytes");
+_Static_assert(sizeof(struct virtio_blk_discard_write_zeroes) == 16, "discard range is 16 bytes");
+
+/* ---- backing files ------------------------------------------------------------------- */
+
+static int fail(char *err, size_t errlen, int rc, const char *what)
+{
+	snprintf(err, errlen, "%s", what);
+	return rc;
+}
+
+static int disk_check(struct blk_disk *d, char *err, size_t errlen)
+{
+	struct stat st;
+	if (fstat(d->fd, &st) < 0)
+		return fail(err, errlen, -errno, strerror(errno));
+	if (S_ISDIR(st.st_mode))
+		return fail(err, errlen, -EISDIR, "is a directory");
+	if (!S_ISREG(st.st_mode))
+		return fail(err, errlen, -EINVAL, "not a regular file (padcell takes raw image files)");
+	if (st.st_size == 0)
+		return fail(err, errlen, -EINVAL, "file is empty");
+	if (st.st_size % BLK_SECTOR)
+		return fail(err, errlen, -EINVAL, "size is not a multiple of 512 bytes");
+	/* Two VMs may share a read-only image; nobody shares a writable one. */
+	if (flock(d->fd, (d->ro ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0)
+		return fail(err, errlen, -EBUSY, d->ro ? "opened writable by another process"
+						      : "in use by another process");
+	d->size = st.st_size;
+	return 0;
+}
+
+int blk_disk_open(struct blk_disk *d, const char *path, bool ro, const char *id, char *err, size_t errlen)
+{
+	memset(d, 0, sizeof(*d));
+	d->ro = ro;
+	if (id && strlen(id) > VIRTIO_BLK_ID_BYTES)
+		return fail(err, errlen, -EINVAL, "id= is longer than 20 bytes");
+	if (id && !*id)
+		return fail(err, errlen, -EINVAL, "id= is empty");
+	d->fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (d->fd < 0)
+		return fail(err, errlen, -errno, strerror(errno));
+	int rc = disk_check(d, err, errlen);
+	if (rc) {
+		close(d->fd);
+		d->fd = -1;
+		return rc;
+	}
+	if (id) {
+		strcpy(d->id, id);
+	} else {
+		char *copy = strdup(path);
+		snprintf(d->id, sizeof(d->id), "%s", copy ? basename(copy) : "disk");
+		free(copy);
+	}
+	return 0;
+}
+
+int blk_disk_scratch(struct blk_disk *d, uint64_t size, char *err, size_t errlen)
+{
+	memset(d, 0, sizeof(*d));
+	d->fd = -1;
+	if (size == 0 || size % BLK_SECTOR)
+		return fail(err, errlen, -EINVAL, "size must be a non-zero multiple of 512 bytes");
+	const char *dir = getenv("TMPDIR");
+	if (!dir || !*dir)
+		dir = "/var/tmp"; /* disk-backed, unlike a tmpfs /tmp */
+	/* O_TMPFILE never has a name; where it is unsupported, a named file is unlinked at once. */
+	d->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (d->fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/padcell-scratch-XXXXXX", dir);
+		d->fd = mkostemp(path, O_CLOEXEC);
+		if (d->fd >= 0)
+			unlink(path);
+	}
+	if (d->fd < 0) {
+		char msg[256];
+		snprintf(msg, sizeof(msg), "cannot create a temporary file in %s: %s", dir, strerror(errno));
+		return fail(err, errlen, -errno, msg);
+	}
+	if (ftruncate(d->fd, (off_t)size) < 0) {
+		int e = errno;
+		close(d->fd);
+		d->fd = -1;
+		return fail(err, errlen, -e, strerror(e));
+	}
+	d->size = size;
+	strcpy(d->id, "scratch");
+	return 0;
+}
+
+void blk_disk_close(struct blk_disk *d)
+{
+	if (d->fd >= 0)
+		close(d->fd);
+	d->fd = -1;
+}
+
+/* ---- requests -------------------------------------------------------------------------- */
+
+/* The data part of a chain as iovecs: `skip` bytes in, `len` bytes long, from one stream. */
+static int chain_iov(const struct virtq_chain *c, bool writable, uint64_t skip, uint64_t len,
+		     struct iovec *iov, unsigned *niov)
+{
+	unsigned first = writable ? c->nread : 0, end = writable ? c->nseg : c->nread, n = 0;
+	for (unsigned i = first; i < end && len; i++) {
+		const struct virtq_seg *s = &c->seg[i];
+		if (skip >= s->len) {
+			skip -= s->len;
+			continue;
+		}
+		uint64_t take = s->len - skip;
+		if (take > len)
+			take = len;
+		if (take > BLK_SIZE_MAX)
+			return -1; /* SIZE_MAX is a promise the driver made */
+		iov[n++] = (struct iovec){ s->host + skip, take };
+		len -= take;
+		skip = 0;
+	}
+	*niov = n;
+	return len ? -1 : 0;
+}
+
+/* preadv/pwritev until done; a short transfer (end of file) is an error. */
+static int blk_rw(int fd, struct iovec *iov, unsigned n, uint64_t off, bool write)
+{
+	while (n) {
+		ssize_t r = write ? pwritev(fd, iov, (int)n, (off_t)off) : preadv(fd, iov, (int)n, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		off += r;
+		while (n && (size_t)r >= iov->iov_len) {
+			r -= iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n) {
+			iov->iov_base = (uint8_t *)iov->iov_base + r;
+			iov->iov_len -= r;
+		}
+	}
+	return 0;
+}
+
+static bool in_range(const struct blk_disk *d, uint64_t sector, uint64_t bytes)
+{
+	if (sector > d->size / BLK_SECTOR)
+		return false;
+	return bytes <= d->size - sector * BLK_SECTOR;
+}
+
+static uint8_t blk_zero_range(const struct blk_disk *d, uint64_t off, uint64_t len, bool unmap)
+{
+	int mode = unmap ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+	if (fallocate(d->fd, mode, (off_t)off, (off_t)len) == 0)
+		return VIRTIO_BLK_S_OK;
+	if (errno != EOPNOTSUPP)
+		return VIRTIO_BLK_S_IOERR;
+	static const uint8_t zeros[65536];
+	while (len) {
+		size_t n = len < sizeof(zeros) ? len : sizeof(zeros);
+		ssize_t w = pwrite(d->fd, zeros, n, (off_t)off);
+		if (w <= 0)
+			return VIRTIO_BLK_S_IOERR;
+		off += w;
+		len -= w;
+	}
+	return VIRTIO_BLK_S_OK;
+}
+
+/* DISCARD and WRITE_ZEROES: an array of 16-byte ranges after the header. */
+static uint8_t blk_ranges(const struct blk_disk *d, const struct virtq_chain *c, uint32_t type, uint64_t data_len)
+{
+	if (d->ro)
+		return VIRTIO_BLK_S_UNSUPP; /* not offered on read-only drives */
+	if (data_len == 0 || data_len % sizeof(struct virtio_blk_discard_write_zeroes) ||
+	    data_len / sizeof(struct virtio_blk_discard_write_zeroes) > BLK_DISCARD_SEG_MAX)
+		return VIRTIO_BLK_S_IOERR;
+	unsigned n = data_len / sizeof(struct virtio_blk_discard_write_zeroes);
+	struct virtio_blk_discard_write_zeroes r[BLK_DISCARD_SEG_MAX];
+	virtq_chain_read(c, sizeof(struct virtio_blk_outhdr), r, data_len);
+	for (unsigned i = 0; i < n; i++) { /* validate all before touching the file */
+		uint32_t allowed = type == VIRTIO_BLK_T_WRITE_ZEROES ? VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP : 0;
+		if (r[i].flags & ~allowed)
+			return VIRTIO_BLK_S_UNSUPP;
+		if (r[i].num_sectors > BLK_DISCARD_SECTORS ||
+		    !in_range(d, r[i].sector, (uint64_t)r[i].num_sectors * BLK_SECTOR))
+			return VIRTIO_BLK_S_IOERR;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t off = r[i].sector * BLK_SECTOR, len = (uint64_t)r[i].num_sectors * BLK_SECTOR;
+		if (!len)
+			continue;
+		if (type == VIRTIO_BLK_T_DISCARD) {
+			/* A hint: where the filesystem cannot punch holes, doing nothing is correct. */
+			if (fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0 &&
+			    errno != EOPNOTSUPP)
+				return VIRTIO_BLK_S_IOERR;
+		} else {
+			uint8_t s = blk_zero_range(d, off, len, r[i].flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP);
+			if (s != VIRTIO_BLK_S_OK)
+				return s;
+		}
+	}
+	return VIRTIO_BLK_S_OK;
+}
+
+uint32_t blk_handle_request(const struct blk_disk *d, const struct virtq_chain *c)
+{
+	/* The status byte is the chain's last device-writable byte; without one nothing can be said. */
+	if (c->write_len == 0)
+		return 0;
+	uint64_t data_in = c->write_len - 1; /* device-writable bytes before the status */
+	uint32_t used = 1;
+	uint8_t status = VIRTIO_BLK_S_IOERR;
+	struct virtio_blk_outhdr hdr;
+	struct iovec iov[VIRTQ_MAX_SIZE];
+	unsigned niov;
+
+	if (c->read_len < sizeof(hdr) || c->nseg > BLK_SEG_MAX + 2)
+		goto out;
+	virtq_chain_read(c, 0, &hdr, sizeof(hdr));
+	uint64_t data_out = c->read_len - sizeof(hdr); /* device-readable bytes after the header */
+
+	switch (hdr.type) {
+	case VIRTIO_BLK_T_IN:
+		/* Data lands in device-writable buffers only; a read-only data buffer fails the request. */
+		if (data_out || data_in % BLK_SECTOR || !in_range(d, hdr.sector, data_in))
+			break;
+		if (data_in && (chain_iov(c, true, 0, data_in, iov, &niov) ||
+				blk_rw(d->fd, iov, niov, hdr.sector * BLK_SECTOR, false)))
+			break;
+		used += data_in;
+		status = VIRTIO_BLK_S_OK;
+		break;
+	case VIRTIO_BLK_T_OUT:
+		if (d->ro || data_in || data_out % BLK_SECTOR || !in_range(d, hdr.sector, data_out))
+			break;
+		if (data_out && (chain_iov(c, false, sizeof(hdr), data_out, iov, &niov) ||
+				 blk_rw(d->fd, iov, niov, hdr.sector * BLK_SECTOR, true)))
+			break;
+		status = VIRTIO_BLK_S_OK;
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		status = fdatasync(d->fd) == 0 ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
+		break;
+	case VIRTIO_BLK_T_GET_ID: {
+		/* 20 bytes, NUL-padded, not necessarily NUL-terminated (5.2.6). */
+		char id[VIRTIO_BLK_ID_BYTES] = { 0 };
+		memcpy(id, d->id, strnlen(d->id, sizeof(id)));
+		uint64_t n = data_in < sizeof(id) ? data_in : sizeof(id);
+		if (!n)
+			break;
+		virtq_chain_write(c, 0, id, n);
+		used += n;
+		status = VIRTIO_BLK_S_OK;
+		break;
+	}
+	case VIRTIO_BLK_T_DISCARD:
+	case VIRTIO_BLK_T_WRITE_ZEROES:
+		status = data_in ? VIRTIO_BLK_S_IOERR : blk_ranges(d, c, hdr.type, data_out);
+		break;
+	default:
+		status = VIRTIO_BLK_S_UNSUPP;
+		break;
+	}
+out:
+	virtq_chain_write(c, c->write_len - 1, &status, 1);
+	return used;
+}
+
+/* ---- the device ------------------------------------------------------------------------ */
+
+/* Runs on the event loop (or a vCPU, without ioeventfd): only wakes the worker. */
+static void blk_queue_notify(void *opaque, unsigned q)
+{
+	struct virtio_blk *b = opaque;
+	b->kick = true;
+	pthread_cond_signal(&b->work);
+}
+
+/* Runs on the vCPU that wrote Status 0: wait out the request in flight, whose result is dropped. */
+static void blk_reset(void *opaque)
+{
+	struct virtio_blk *b = opaque;
+	while (b->busy)
+		pthread_cond_wait(&b->idle, &b->t.lock);
+	b->kick = false;
+}
+
+static const struct virtio_dev_ops blk_ops = { .queue_notify = blk_queue_notify, .reset = blk_reset };
+
+/* Pops and serves chains until the queue is empty; I/O runs without the lock. */
+static void blk_drain_queue(struct virtio_blk *b)
+{
+	struct virtio_mmio *t = &b->t;
+	for (;;) {
+		struct virtq *q = virtio_mmio_queue(t, 0);
+		if (!q)
+			return;
+		int rc = virtq_pop(q, t->mem, &b->chain);
+		if (rc < 0) {
+			virtio_mmio_needs_reset(t);
+			return;
+		}
+		if (rc == 0)
+			break;
+		uint64_t resets = t->resets;
+		b->busy = true;
+		pthread_mutex_unlock(&t->lock);
+		uint32_t used = blk_handle_request(b->disk, &b->chain);
+		pthread_mutex_lock(&t->lock);
+		b->busy = false;
+		pthread_cond_broadcast(&b->idle);
+		if (t->resets != resets || !(q = virtio_mmio_queue(t, 0)))
+			return; /* reset while in flight: the driver no longer expects an answer */
+		virtq_push(q, b->chain.head, used);
+		b->completed++;
+		/* Interrupt per completion the driver asked for (EVENT_IDX decides), not per batch. */
+		if (virtq_should_interrupt(q))
+			virtio_mmio_interrupt(t, VIRTIO_MMIO_INT_VRING);
+	}
+}
+
+static void *blk_worker(void *arg)
+{
+	struct virtio_blk *b = arg;
+	pthread_mutex_lock(&b->t.lock);
+	while (!b->stop) {
+		if (!b->kick) {
+			pthread_cond_wait(&b->work, &b->t.lock);
+			continue;
+		}
+		b->kick = false;
+		blk_drain_queue(b);
+	}
+	pthread_mutex_unlock(&b->t.lock);
+	return NULL;
+}
+
+void virtio_blk_init(struct virtio_blk *b, struct blk_disk *disk, const struct guest_mem *mem,
+		     const struct dev_host *host, unsigned irq)
+{
+	memset(b, 0, sizeof(*b));
+	b->disk = disk;
+	uint64_t features = (1ULL << VIRTIO_BLK_F_SIZE_MAX) | (1ULL << VIRTIO_BLK_F_SEG_MAX) |
+			    (1ULL << VIRTIO_BLK_F_FLUSH);
+	if (disk->ro)
+		features |= 1ULL << VIRTIO_BLK_F_RO;
+	else
+		features |= (1ULL << VIRTIO_BLK_F_DISCARD) | (1ULL << VIRTIO_BLK_F_WRITE_ZEROES);
+	b->config.capacity = disk->size / BLK_SECTOR;
+	b->config.size_max = BLK_SIZE_MAX;
+	b->config.seg_max = BLK_SEG_MAX;
+	b->config.max_discard_sectors = BLK_DISCARD_SECTORS;
+	b->config.max_discard_seg = BLK_DISCARD_SEG_MAX;
+	b->config.discard_sector_alignment = 1;
+	b->config.max_write_zeroes_sectors = BLK_DISCARD_SECTORS;
+	b->config.max_write_zeroes_seg = BLK_DISCARD_SEG_MAX;
+	b->config.write_zeroes_may_unmap = 1;
+	virtio_mmio_init(&b->t, mem, host, irq, VIRTIO_ID_BLOCK, features, 1, &b->config, sizeof(b->config),
+			 &blk_ops, b);
+	pthread_cond_init(&b->work, NULL);
+	pthread_cond_init(&b->idle, NULL);
+}
+
+int virtio_blk_start(struct virtio_blk *b)
+{
+	int rc = pthread_create(&b->worker, NULL, blk_worker, b);
+	if (rc)
+		return -rc;
+	b->worker_started = true;
+	return 0;
+}
+
+void virtio_blk_destroy(struct virtio_blk *b)
+{
+	if (b->worker_started) {
+		pthread_mutex_lock(&b->t.lock);
+		b->stop = true;
+		pthread_cond_signal(&b->work);
+		pthread_mutex_unlock(&b->t.lock);
+		pthread_join(b->worker, NULL);
+		b->worker_started = false;
+	}
+	pthread_cond_destroy(&b->work);
+	pthread_cond_destroy(&b->idle);
+	virtio_mmio_destroy(&b->t);
+}

@@ -1,0 +1,63 @@
+/* virtio-blk on a raw image file: request handling, and the worker thread that keeps I/O off the vCPUs. */
+#ifndef PADCELL_VIRTIO_BLK_H
+#define PADCELL_VIRTIO_BLK_H
+
+#include <linux/virtio_blk.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "devices/virtio_mmio.h"
+
+/* Limits advertised in the config space and enforced per request. */
+#define BLK_SEG_MAX          126          /* data segments; +2 for header and status   */
+#define BLK_SIZE_MAX         (1u << 20)   /* bytes in one segment                      */
+#define BLK_DISCARD_SEG_MAX  16           /* ranges in one DISCARD / WRITE_ZEROES      */
+#define BLK_DISCARD_SECTORS  (1u << 22)   /* sectors in one range (2 GiB)              */
+#define BLK_SECTOR           512u
+
+/* An opened backing file.  Opening is the CLI's business; the device only does I/O on it. */
+struct blk_disk {
+	int fd;
+	uint64_t size;                          /* bytes, a multiple of 512 */
+	bool ro;
+	char id[VIRTIO_BLK_ID_BYTES + 1];       /* GET_ID answer, NUL-terminated */
+};
+
+/*
+ * Opens a raw image: read-only ones O_RDONLY (shared lock), writable ones O_RDWR
+ * (exclusive lock).  id NULL means the file's basename, cut to 20 bytes.  Returns 0, or
+ * -errno with err saying what is wrong with the user's input.
+ */
+int blk_disk_open(struct blk_disk *d, const char *path, bool ro, const char *id, char *err, size_t errlen);
+/* A writable, sparse, already-unlinked temporary file of `size` bytes (in $TMPDIR, else /var/tmp). */
+int blk_disk_scratch(struct blk_disk *d, uint64_t size, char *err, size_t errlen);
+void blk_disk_close(struct blk_disk *d);
+
+/*
+ * Executes one request chain against the disk, writes its status byte and returns the
+ * used length (bytes the device wrote into the chain).  Synchronous; the worker calls it.
+ */
+uint32_t blk_handle_request(const struct blk_disk *d, const struct virtq_chain *c);
+
+struct virtio_blk {
+	struct virtio_mmio t;
+	struct blk_disk *disk;
+	struct virtio_blk_config config;
+	pthread_t worker;
+	bool worker_started;
+	pthread_cond_t work, idle;
+	bool kick, stop, busy;
+	struct virtq_chain chain; /* the worker's current request */
+	uint64_t completed;
+};
+
+void virtio_blk_init(struct virtio_blk *b, struct blk_disk *disk, const struct guest_mem *mem,
+		     const struct dev_host *host, unsigned irq);
+/* Starts the I/O worker; -errno on failure. */
+int virtio_blk_start(struct virtio_blk *b);
+/* Stops the worker (waiting for the request in flight) and releases the device, not the disk. */
+void virtio_blk_destroy(struct virtio_blk *b);
+
+#endif
