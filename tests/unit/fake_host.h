@@ -16,6 +16,8 @@ struct fake_host {
 	unsigned last_irq;
 	enum dev_event events[FAKE_MAX_EVENTS];
 	unsigned nevents;
+	unsigned notify_calls;       /* notify_irq (edge) calls, all lines */
+	unsigned notify_last_irq;
 };
 
 static inline void fake_set_irq(void *ctx, unsigned irq, int level)
@@ -35,11 +37,19 @@ static inline void fake_event(void *ctx, enum dev_event ev)
 	f->nevents++;
 }
 
+static inline void fake_notify_irq(void *ctx, unsigned irq)
+{
+	struct fake_host *f = ctx;
+	__atomic_add_fetch(&f->notify_calls, 1, __ATOMIC_SEQ_CST); /* device workers call this */
+	f->notify_last_irq = irq;
+}
+
 static inline void fake_host_init(struct fake_host *f)
 {
 	memset(f, 0, sizeof(*f));
 	f->host.set_irq = fake_set_irq;
 	f->host.event = fake_event;
+	f->host.notify_irq = fake_notify_irq;
 	f->host.ctx = f;
 }
 
