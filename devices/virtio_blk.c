@@ -50,6 +50,7 @@ static int disk_check(struct blk_disk *d, char *err, size_t errlen)
 int blk_disk_open(struct blk_disk *d, const char *path, bool ro, const char *id, char *err, size_t errlen)
 {
 	memset(d, 0, sizeof(*d));
+	d->fd = -1; /* closing a disk that failed to open is harmless */
 	d->ro = ro;
 	if (id && strlen(id) > VIRTIO_BLK_ID_BYTES)
 		return fail(err, errlen, -EINVAL, "id= is longer than 20 bytes");
