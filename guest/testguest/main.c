@@ -64,7 +64,8 @@ static void params_parse(char *s, struct tg_params *p)
 			good = tg_parse_u64(val, vlen, &p->initrd);
 			p->has_initrd = good;
 		} else if (!strcmp(tok, "tg.case")) {
-			static const char *const known[] = { "reset", "poweroff", "panic", "tripfault", "smp" };
+			static const char *const known[] = { "reset", "poweroff", "panic", "tripfault", "smp",
+							     "blk", "blk-hostile" };
 			good = false;
 			for (unsigned i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 				good |= !strcmp(val, known[i]);
@@ -73,6 +74,19 @@ static void params_parse(char *s, struct tg_params *p)
 		}
 		else if (!strcmp(tok, "tg.echo"))
 			p->echo = val;
+		else if (!strcmp(tok, "tg.blk"))
+			good = tg_parse_u64(val, vlen, &p->blk_size);
+		else if (!strcmp(tok, "virtio_mmio.device")) {
+			/* <size>@<base>:<irq>, the way Linux reads it; we need the base. */
+			const char *at = val, *colon;
+			while (*at && *at != '@')
+				at++;
+			for (colon = at; *colon && *colon != ':'; colon++)
+				;
+			good = *at && p->nvirtio < sizeof(p->virtio_base) / sizeof(p->virtio_base[0]) &&
+			       tg_parse_u64(at + 1, (size_t)(colon - at - 1), &p->virtio_base[p->nvirtio]);
+			p->nvirtio += good;
+		}
 		if (!good)
 			tg_fail("cmdline", "cannot parse %s=%s", tok, val);
 	}
@@ -535,13 +549,17 @@ void tg_main(void)
 	tg_check_i8042();
 	if (!strcmp(p.kase, "smp"))
 		tg_check_smp(&b, &ai);
+	if (!strcmp(p.kase, "blk"))
+		tg_check_blk(&p);
+	if (!strcmp(p.kase, "blk-hostile"))
+		tg_check_blk_hostile(&p);
 
 	if (tg_failures()) {
 		tg_printf("FAIL %u checks failed\n", tg_failures());
 		tg_panic();
 	}
 	tg_printf("SUCCESS\n");
-	if (!strcmp(p.kase, "") || !strcmp(p.kase, "reset") || !strcmp(p.kase, "smp"))
+	if (!strcmp(p.kase, "") || !strcmp(p.kase, "reset") || !strcmp(p.kase, "smp") || !strncmp(p.kase, "blk", 3))
 		tg_reset();
 	if (!strcmp(p.kase, "poweroff")) {
 		tg_printf("poweroff: PM1a_CNT 0x%x <- SLP_TYP %u | SLP_EN\n", ai.pm1a_cnt, ai.slp_typ);

@@ -34,6 +34,9 @@ struct tg_params {
 	uint64_t initrd;   /* tg.initrd, bytes             */
 	const char *kase;  /* tg.case, "" = default        */
 	const char *echo;  /* tg.echo or NULL              */
+	uint64_t blk_size; /* tg.blk: bytes of the read-only pattern image (tg.case=blk) */
+	unsigned nvirtio;  /* virtio_mmio.device= entries padcell appended, in order */
+	uint64_t virtio_base[8];
 };
 
 /* One memory-map entry, whichever protocol delivered it. */
@@ -111,6 +114,9 @@ void tg_check_acpi(const struct tg_boot *b, const struct tg_params *p, struct tg
 void tg_check_serial(void);
 void tg_check_i8042(void);
 void tg_check_smp(const struct tg_boot *b, const struct tg_acpi_info *ai);
+/* virtio.c: a polling virtio-blk driver (tg.case=blk and blk-hostile). */
+void tg_check_blk(const struct tg_params *p);
+void tg_check_blk_hostile(const struct tg_params *p);
 
 /* True when [addr, addr+len) lies entirely in one RAM range of the map. */
 bool tg_in_ram(const struct tg_boot *b, uint64_t addr, uint64_t len);

@@ -3,7 +3,8 @@
 # entry protocol, vCPU count, memory size and ending; ends with "N passed, N failed, N skipped".
 #
 # The guest checks what padcell hands it (boot structure, layout, memory map, command line,
-# initrd, ACPI, 8250, i8042, and with tg.case=smp the other vCPUs) and prints "ok"/"FAIL" per
+# initrd, ACPI, 8250, i8042, with tg.case=smp the other vCPUs, with tg.case=blk/blk-hostile the
+# virtio-blk disks through a polling driver) and prints "ok"/"FAIL" per
 # check, then SUCCESS, then ends the VM the way tg.case asks (guest/README.md).  This script
 # checks the exit code, the protocol line, that every check passed, and that the command line
 # the guest saw is byte for byte the one passed.  Negative cases at the end lie to the guest on
@@ -23,7 +24,7 @@ times=()
 
 skip_all() {
 	echo "SKIP: kvm tier: $1"
-	echo "0 passed, 0 failed, $(grep -c '^run_case ' "$SELF") skipped"
+	echo "0 passed, 0 failed, $(grep -cE '^(run_case|check_blk_files) ' "$SELF") skipped"
 	exit 0
 }
 
@@ -52,7 +53,8 @@ ms_now() { date +%s%N | cut -b1-13; }
 # run_case NAME EXPECTED_EXIT PROTO MEM CPUS INITRD(0|1) CASE [padcell args...]
 # Environment for one call: PAD (filler parameter), TG_EXTRA (parameters appended last, so they
 # override), INITRD_FILE (another initrd), EXPECT_FAIL (a negative case: the guest must print a
-# "FAIL <check>" line matching this regex, and not SUCCESS).
+# "FAIL <check>" line matching this regex, and not SUCCESS), CMDLINE_SUFFIX (what padcell appends
+# for --drive/--scratch: root= and virtio_mmio.device= entries), TMPDIR (where --scratch goes).
 run_case() {
 	local name=$1 want_rc=$2 proto=$3 mem=$4 cpus=$5 with_initrd=$6 kase=$7
 	shift 7
@@ -92,7 +94,7 @@ run_case() {
 		why="guest check failed: $(grep -m1 '^FAIL' "$log")"
 	elif ! grep -qx 'SUCCESS' "$log"; then
 		why="guest never printed SUCCESS"
-	elif ! grep -qxF "cmdline: \"$cmdline\"" "$log"; then
+	elif ! grep -qxF "cmdline: \"$cmdline${CMDLINE_SUFFIX:-}\"" "$log"; then
 		why="guest saw a different command line"
 	elif ! grep -qF "tg.echo=$echo_val" "$log"; then
 		why="guest did not echo tg.echo"
@@ -143,6 +145,56 @@ TG_EXTRA="tg.initrd=$INITRD_SIZE" EXPECT_FAIL="initrd" \
 run_case neg-missing-initrd    3 linux64 256M  1 0 ""        --entry linux64
 INITRD_FILE=$BAD_INITRD EXPECT_FAIL="initrd: content differs" \
 run_case neg-corrupt-initrd    3 pvh     256M  1 1 ""        --entry pvh
+
+# virtio-blk (tg.case=blk): a read-only 1 MiB image holding the initrd pattern, a writable image and
+# a scratch disk; the guest's polling driver reads, writes, flushes and asks GET_ID.  Afterwards the
+# host checks the files: the read-only image byte for byte unchanged, the guest's write in the
+# writable image (sectors 2-3 = the pattern shifted by 7), and no scratch file left in TMPDIR.
+BLK_SIZE=1048576
+BLK_RO=$LOGDIR/blk-ro.img BLK_RW=$LOGDIR/blk-rw.img BLK_TMP=$LOGDIR/blk-tmp
+BLK_BAD=$LOGDIR/blk-ro-bad.img
+rm -rf "$BLK_TMP" "$BLK_RW" && mkdir -p "$BLK_TMP" && truncate -s 64K "$BLK_RW" &&
+	"$MKINITRD" "$BLK_SIZE" "$BLK_RO" && cp "$BLK_RO" "$LOGDIR/blk-ro.orig" && cp "$BLK_RO" "$BLK_BAD" &&
+	printf '\x00' | dd of="$BLK_BAD" bs=1 seek=2600 conv=notrunc 2>/dev/null ||
+	{ echo "FAIL build: cannot write the disk images in $LOGDIR"; fail=$((fail + 1)); }
+VIRTIO1=" virtio_mmio.device=4K@0xd0000000:5"
+VIRTIO3=" root=/dev/vda ro$VIRTIO1 virtio_mmio.device=4K@0xd0001000:6 virtio_mmio.device=4K@0xd0002000:7"
+
+check_blk_files() {
+	local name=$1 why=""
+	if ! cmp -s "$BLK_RO" "$LOGDIR/blk-ro.orig"; then
+		why="the read-only image changed"
+	elif ! cmp -s <(dd if="$BLK_RW" bs=512 skip=2 count=2 2>/dev/null) \
+		<(dd if="$BLK_RO" bs=1 skip=7 count=1024 2>/dev/null); then
+		why="the guest's write is not in sectors 2-3 of $BLK_RW"
+	elif [ -n "$(ls -A "$BLK_TMP")" ]; then
+		why="a scratch file was left in $BLK_TMP: $(ls -A "$BLK_TMP" | head -3)"
+	fi
+	if [ -n "$why" ]; then
+		echo "FAIL $name: $why"
+		fail=$((fail + 1))
+	else
+		echo "PASS $name"
+		pass=$((pass + 1))
+	fi
+}
+
+export TMPDIR=$BLK_TMP
+TG_EXTRA="tg.blk=$BLK_SIZE" CMDLINE_SUFFIX=$VIRTIO3 \
+run_case blk-linux64           0 linux64 256M  1 0 blk       --entry linux64 --drive "$BLK_RO,ro,id=tg-ro" --drive "$BLK_RW" --scratch 1M
+TG_EXTRA="tg.blk=$BLK_SIZE" CMDLINE_SUFFIX=$VIRTIO3 \
+run_case blk-pvh-2cpu          0 pvh     256M  2 1 blk       --entry pvh --drive "$BLK_RO,ro,id=tg-ro" --drive "$BLK_RW" --scratch 1M
+check_blk_files blk-host-files
+CMDLINE_SUFFIX=$VIRTIO1 \
+run_case blk-hostile-linux64   0 linux64 256M  1 0 blk-hostile --entry linux64 --scratch 1M
+CMDLINE_SUFFIX=" root=/dev/vda$VIRTIO1" \
+run_case blk-hostile-pvh       0 pvh     3584M 2 0 blk-hostile --entry pvh --drive "$BLK_RW"
+TG_EXTRA="tg.blk=$((2 * BLK_SIZE))" CMDLINE_SUFFIX=$VIRTIO3 EXPECT_FAIL="blk-ro: capacity" \
+run_case neg-blk-wrong-size    3 linux64 256M  1 0 blk       --entry linux64 --drive "$BLK_RO,ro,id=tg-ro" --drive "$BLK_RW" --scratch 1M
+TG_EXTRA="tg.blk=$BLK_SIZE" CMDLINE_SUFFIX=$VIRTIO3 EXPECT_FAIL="blk-ro: sectors 5-7" \
+run_case neg-blk-corrupt-image 3 pvh     256M  1 0 blk       --entry pvh --drive "$BLK_BAD,ro,id=tg-ro" --drive "$BLK_RW" --scratch 1M
+check_blk_files blk-host-files-after-all
+unset TMPDIR
 
 if [ "${#times[@]}" -gt 0 ]; then
 	median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (${#times[@]} + 1) / 2 ))p")
