@@ -81,25 +81,31 @@ int blk_disk_scratch(struct blk_disk *d, uint64_t size, char *err, size_t errlen
 	d->fd = -1;
 	if (size == 0 || size % BLK_SECTOR)
 		return fail(err, errlen, -EINVAL, "size must be a non-zero multiple of 512 bytes");
-	const char *dir = getenv("TMPDIR");
-	if (!dir || !*dir)
-		dir = "/var/tmp"; /* disk-backed, unlike a tmpfs /tmp */
-	/* O_TMPFILE never has a name; where it is unsupported, a named file is unlinked at once. */
-	d->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (d->fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-		char path[4096];
-		snprintf(path, sizeof(path), "%s/padcell-scratch-XXXXXX", dir);
-		d->fd = mkostemp(path, O_CLOEXEC);
-		if (d->fd >= 0)
-			unlink(path);
+	/* $TMPDIR if set; else /var/tmp (disk-backed, unlike a tmpfs /tmp), else /tmp (minimal hosts). */
+	const char *env = getenv("TMPDIR");
+	const char *dirs[] = { env && *env ? env : "/var/tmp", env && *env ? NULL : "/tmp" };
+	const char *dir = dirs[0];
+	int e = 0;
+	for (unsigned i = 0; i < 2 && dirs[i] && d->fd < 0; i++) {
+		dir = dirs[i];
+		/* O_TMPFILE never has a name; where it is unsupported, a named file is unlinked at once. */
+		d->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		if (d->fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+			char path[4096];
+			snprintf(path, sizeof(path), "%s/padcell-scratch-XXXXXX", dir);
+			d->fd = mkostemp(path, O_CLOEXEC);
+			if (d->fd >= 0)
+				unlink(path);
+		}
+		e = errno;
 	}
 	if (d->fd < 0) {
 		char msg[256];
-		snprintf(msg, sizeof(msg), "cannot create a temporary file in %s: %s", dir, strerror(errno));
-		return fail(err, errlen, -errno, msg);
+		snprintf(msg, sizeof(msg), "cannot create a temporary file in %s: %s", dir, strerror(e));
+		return fail(err, errlen, -e, msg);
 	}
 	if (ftruncate(d->fd, (off_t)size) < 0) {
-		int e = errno;
+		e = errno;
 		close(d->fd);
 		d->fd = -1;
 		return fail(err, errlen, -e, strerror(e));

@@ -31,7 +31,7 @@ struct blk_disk {
  * -errno with err saying what is wrong with the user's input.
  */
 int blk_disk_open(struct blk_disk *d, const char *path, bool ro, const char *id, char *err, size_t errlen);
-/* A writable, sparse, already-unlinked temporary file of `size` bytes (in $TMPDIR, else /var/tmp). */
+/* A writable, sparse, already-unlinked temporary file of `size` bytes ($TMPDIR, else /var/tmp, else /tmp). */
 int blk_disk_scratch(struct blk_disk *d, uint64_t size, char *err, size_t errlen);
 void blk_disk_close(struct blk_disk *d);
 

@@ -205,6 +205,8 @@ static int cmd_boot(int argc, char **argv)
 	/* The files are in guest memory now; drop them before the guest runs. */
 	file_unmap(&kernel);
 	file_unmap(&initrd);
+	if (o.verbose && ndisks)
+		fprintf(stderr, "padcell: kernel command line: %s\n", cmdline);
 	if (o.verbose)
 		fprintf(stderr, "padcell: %s entry at 0x%llx, %u vCPU(s), %llu MiB\n", br.pvh ? "PVH" : "64-bit Linux",
 			(unsigned long long)br.entry, o.cpus, (unsigned long long)(o.mem >> 20));
