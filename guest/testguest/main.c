@@ -76,6 +76,10 @@ static void params_parse(char *s, struct tg_params *p)
 			p->echo = val;
 		else if (!strcmp(tok, "tg.blk"))
 			good = tg_parse_u64(val, vlen, &p->blk_size);
+		else if (!strcmp(tok, "tg.blkbench"))
+			good = tg_parse_u64(val, vlen, &p->blk_bench_mib);
+		else if (!strcmp(tok, "tg.blkiops"))
+			good = tg_parse_u64(val, vlen, &p->blk_iops);
 		else if (!strcmp(tok, "virtio_mmio.device")) {
 			/* <size>@<base>:<irq>, the way Linux reads it; we need the base. */
 			const char *at = val, *colon;

@@ -35,6 +35,7 @@ struct tg_params {
 	const char *kase;  /* tg.case, "" = default        */
 	const char *echo;  /* tg.echo or NULL              */
 	uint64_t blk_size; /* tg.blk: bytes of the read-only pattern image (tg.case=blk) */
+	uint64_t blk_bench_mib, blk_iops; /* tg.blkbench, tg.blkiops: timed reads after the blk checks */
 	unsigned nvirtio;  /* virtio_mmio.device= entries padcell appended, in order */
 	uint64_t virtio_base[8];
 };
