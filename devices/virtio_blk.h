@@ -47,14 +47,15 @@ struct virtio_blk {
 	struct virtio_blk_config config;
 	pthread_t worker;
 	bool worker_started;
-	pthread_cond_t work, idle;
-	bool kick, stop, busy;
+	pthread_cond_t idle;
+	int kick_fd;  /* eventfd the worker sleeps on; the monitor makes it queue 0's ioeventfd */
+	bool stop, busy;
 	struct virtq_chain chain; /* the worker's current request */
 	uint64_t completed;
 };
 
-void virtio_blk_init(struct virtio_blk *b, struct blk_disk *disk, const struct guest_mem *mem,
-		     const struct dev_host *host, unsigned irq);
+int virtio_blk_init(struct virtio_blk *b, struct blk_disk *disk, const struct guest_mem *mem,
+		    const struct dev_host *host, unsigned irq);
 /* Starts the I/O worker; -errno on failure. */
 int virtio_blk_start(struct virtio_blk *b);
 /* Stops the worker (waiting for the request in flight) and releases the device, not the disk. */

@@ -19,7 +19,11 @@
  * touching queues or status.
  */
 struct virtio_dev_ops {
-	/* The driver kicked queue q (ioeventfd or a QueueNotify write); q is ready and DRIVER_OK is set. */
+	/*
+	 * The driver kicked queue q through the register file (a QueueNotify exit, or DRIVER_OK
+	 * after kicks that came too early); q is ready and DRIVER_OK is set.  Kicks through a
+	 * KVM ioeventfd go straight to the device's own thread instead.
+	 */
 	void (*queue_notify)(void *opaque, unsigned q);
 	/* The driver reset the device: stop touching the queues before returning. */
 	void (*reset)(void *opaque);
@@ -58,7 +62,7 @@ void virtio_mmio_destroy(struct virtio_mmio *t);
 
 extern const struct bus_ops virtio_mmio_ops;
 
-/* The ioeventfd path: the driver wrote q to QueueNotify.  Takes the lock. */
+/* A kick of queue q from outside the register file (tests, a monitor's own notifier).  Takes the lock. */
 void virtio_mmio_queue_notify(struct virtio_mmio *t, unsigned q);
 
 /* With t->lock held: queue q if the device may use it now (DRIVER_OK, no NEEDS_RESET, ready), else NULL. */

@@ -9,7 +9,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-enum { TAG_STOP = 1, TAG_INPUT, TAG_SIGNAL, TAG_WATCH = 16 /* + index into vm->watches */ };
+enum { TAG_STOP = 1, TAG_INPUT, TAG_SIGNAL };
 
 #define ESCAPE_CHAR 0x01 /* Ctrl-A */
 
@@ -82,11 +82,6 @@ int evloop_run(struct vm *vm, int in_fd, bool escape_keys)
 		ev.data.u32 = TAG_SIGNAL;
 		epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
 	}
-	/* Device fds (queue ioeventfds): their handlers run here, never on a vCPU thread. */
-	for (unsigned i = 0; i < vm->nwatches; i++) {
-		ev.data.u32 = TAG_WATCH + i;
-		epoll_ctl(ep, EPOLL_CTL_ADD, vm->watches[i].fd, &ev);
-	}
 	struct input_state in = { .fd = in_fd, .escape_keys = escape_keys };
 	if (in_fd >= 0) {
 		ev.data.u32 = TAG_INPUT;
@@ -96,9 +91,9 @@ int evloop_run(struct vm *vm, int in_fd, bool escape_keys)
 	}
 
 	while (vm_status(vm) == VM_RUNNING) {
-		struct epoll_event evs[8];
+		struct epoll_event evs[4];
 		/* While input waits for FIFO room, poll the FIFO every few milliseconds. */
-		int n = epoll_wait(ep, evs, 8, in.paused ? 5 : -1);
+		int n = epoll_wait(ep, evs, 4, in.paused ? 5 : -1);
 		if (n < 0 && errno != EINTR)
 			break;
 		if (in.paused) {
@@ -133,10 +128,6 @@ int evloop_run(struct vm *vm, int in_fd, bool escape_keys)
 				break;
 			}
 			default:
-				if (evs[i].data.u32 >= TAG_WATCH && evs[i].data.u32 - TAG_WATCH < vm->nwatches) {
-					const struct vm_watch *w = &vm->watches[evs[i].data.u32 - TAG_WATCH];
-					w->fn(w->opaque);
-				}
 				break;
 			}
 		}

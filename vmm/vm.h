@@ -47,21 +47,13 @@ struct vm_config {
 	unsigned ndisks;        /* at most LAYOUT_VIRTIO_MAX; device i is /dev/vd('a'+i) */
 };
 
-/* An fd the event loop watches for a device (a queue's ioeventfd); fn runs on the event-loop thread. */
-struct vm_watch {
-	int fd;
-	void (*fn)(void *opaque);
-	void *opaque;
-};
-#define VM_MAX_WATCHES 16
-
 /* One virtio-mmio device: its transport window, interrupt line and KVM notification fds. */
 struct vm_virtio {
 	struct virtio_blk *blk;
 	uint64_t base;
 	unsigned irq;
-	int ioeventfd; /* QueueNotify == 0 lands here without a vCPU exit; -1 if KVM refused */
-	int irqfd;     /* written to raise irq; -1: KVM_IRQ_LINE instead               */
+	bool ioeventfd; /* KVM signals the device's worker for QueueNotify == 0 (else a vCPU exit does) */
+	int irqfd;      /* written to raise irq; -1: KVM_IRQ_LINE instead */
 };
 
 struct vm {
@@ -84,8 +76,6 @@ struct vm {
 	struct vm_virtio virtio[LAYOUT_VIRTIO_MAX];
 	unsigned nvirtio;
 	int irqfd_by_gsi[24];    /* -1 where no irqfd is registered */
-	struct vm_watch watches[VM_MAX_WATCHES];
-	unsigned nwatches;
 
 	_Atomic int status;      /* enum vm_status; the first stop wins */
 	int stop_efd;            /* eventfd: signalled when status leaves VM_RUNNING */

@@ -38,23 +38,6 @@ int vm_virtio_cmdline(char *out, size_t outlen, const char *user, unsigned ndev,
 	return n < outlen ? 0 : -ENAMETOOLONG;
 }
 
-/* Event loop: the guest kicked queue 0 of this device. */
-static void virtio_kick(void *opaque)
-{
-	struct vm_virtio *d = opaque;
-	uint64_t n;
-	if (read(d->ioeventfd, &n, sizeof(n)) == sizeof(n))
-		virtio_mmio_queue_notify(&d->blk->t, 0);
-}
-
-static int add_watch(struct vm *vm, int fd, void (*fn)(void *), void *opaque)
-{
-	if (vm->nwatches == VM_MAX_WATCHES)
-		return -ENOSPC;
-	vm->watches[vm->nwatches++] = (struct vm_watch){ fd, fn, opaque };
-	return 0;
-}
-
 /*
  * The notification fds are an optimisation: without them QueueNotify still reaches the
  * device through a vCPU exit (which only wakes the worker), and interrupts go through
@@ -62,21 +45,15 @@ static int add_watch(struct vm *vm, int fd, void (*fn)(void *), void *opaque)
  */
 static void virtio_connect_kvm(struct vm *vm, struct vm_virtio *d)
 {
-	d->ioeventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (d->ioeventfd >= 0) {
-		struct kvm_ioeventfd io = {
-			.datamatch = 0, /* queue index */
-			.addr = d->base + VIRTIO_MMIO_QUEUE_NOTIFY,
-			.len = 4,
-			.fd = d->ioeventfd,
-			.flags = KVM_IOEVENTFD_FLAG_DATAMATCH,
-		};
-		if (ioctl(vm->vm_fd, KVM_IOEVENTFD, &io) < 0 ||
-		    add_watch(vm, d->ioeventfd, virtio_kick, d) < 0) {
-			close(d->ioeventfd);
-			d->ioeventfd = -1;
-		}
-	}
+	/* The worker sleeps on its kick eventfd: KVM signals it for QueueNotify == 0 (queue 0). */
+	struct kvm_ioeventfd io = {
+		.datamatch = 0,
+		.addr = d->base + VIRTIO_MMIO_QUEUE_NOTIFY,
+		.len = 4,
+		.fd = d->blk->kick_fd,
+		.flags = KVM_IOEVENTFD_FLAG_DATAMATCH,
+	};
+	d->ioeventfd = ioctl(vm->vm_fd, KVM_IOEVENTFD, &io) == 0;
 	d->irqfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->irqfd >= 0) {
 		struct kvm_irqfd irqfd = { .fd = (uint32_t)d->irqfd, .gsi = d->irq };
@@ -89,7 +66,7 @@ static void virtio_connect_kvm(struct vm *vm, struct vm_virtio *d)
 	}
 	if (vm->verbose)
 		fprintf(stderr, "padcell: virtio-mmio at 0x%llx irq %u: %s, %s\n", (unsigned long long)d->base, d->irq,
-			d->ioeventfd >= 0 ? "ioeventfd" : "notify by exit", d->irqfd >= 0 ? "irqfd" : "KVM_IRQ_LINE");
+			d->ioeventfd ? "ioeventfd" : "notify by exit", d->irqfd >= 0 ? "irqfd" : "KVM_IRQ_LINE");
 }
 
 int vm_virtio_add(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
@@ -102,16 +79,18 @@ int vm_virtio_add(struct vm *vm, const struct vm_config *cfg, char *err, size_t 
 	}
 	for (unsigned i = 0; i < cfg->ndisks; i++) {
 		struct vm_virtio *d = &vm->virtio[i];
-		*d = (struct vm_virtio){ .ioeventfd = -1, .irqfd = -1 };
+		*d = (struct vm_virtio){ .irqfd = -1 };
 		vm_virtio_slot(i, &d->base, &d->irq);
 		d->blk = calloc(1, sizeof(*d->blk));
-		if (!d->blk) {
-			snprintf(err, errlen, "out of memory");
-			return -ENOMEM;
+		int rc = d->blk ? virtio_blk_init(d->blk, &cfg->disks[i], &vm->mem, &vm->devhost, d->irq) : -ENOMEM;
+		if (rc) {
+			free(d->blk);
+			d->blk = NULL;
+			snprintf(err, errlen, "cannot create virtio-blk device %u: %s", i, strerror(-rc));
+			return rc;
 		}
 		vm->nvirtio++;
-		virtio_blk_init(d->blk, &cfg->disks[i], &vm->mem, &vm->devhost, d->irq);
-		int rc = bus_register(&vm->mmio, d->base, VIRTIO_MMIO_RANGE_LEN, &virtio_mmio_ops, &d->blk->t,
+		rc = bus_register(&vm->mmio, d->base, VIRTIO_MMIO_RANGE_LEN, &virtio_mmio_ops, &d->blk->t,
 				      "virtio-blk");
 		if (!rc)
 			rc = virtio_blk_start(d->blk);
@@ -130,14 +109,11 @@ void vm_virtio_destroy(struct vm *vm)
 		struct vm_virtio *d = &vm->virtio[i];
 		virtio_blk_destroy(d->blk);
 		free(d->blk);
-		if (d->ioeventfd >= 0)
-			close(d->ioeventfd);
 		if (d->irqfd >= 0)
 			close(d->irqfd);
-		*d = (struct vm_virtio){ .ioeventfd = -1, .irqfd = -1 };
+		*d = (struct vm_virtio){ .irqfd = -1 };
 	}
 	vm->nvirtio = 0;
-	vm->nwatches = 0;
 	for (unsigned i = 0; i < sizeof(vm->irqfd_by_gsi) / sizeof(vm->irqfd_by_gsi[0]); i++)
 		vm->irqfd_by_gsi[i] = -1;
 }

@@ -505,7 +505,7 @@ static void dev_setup(void)
 	cr_assert_eq(gmem_init(&mem, TV_MEM), 0);
 	fake_host_init(&fh);
 	open_disk(false);
-	virtio_blk_init(&dev, &disk, &mem, &fh.host, 5);
+	cr_assert_eq(virtio_blk_init(&dev, &disk, &mem, &fh.host, 5), 0);
 	cr_assert_eq(virtio_blk_start(&dev), 0);
 	dev_up();
 }
@@ -573,7 +573,28 @@ Test(blk_dev, requests_complete_on_the_worker_with_an_interrupt)
 Test(blk_dev, ioeventfd_path_kicks_the_worker)
 {
 	ring_read(0, 0, 1);
-	virtio_mmio_queue_notify(&dev.t, 0); /* what the event loop calls */
+	uint64_t one = 1; /* what KVM does when the guest writes QueueNotify with an ioeventfd */
+	cr_assert_eq(write(dev.kick_fd, &one, sizeof(one)), 8);
+	cr_assert(dev_wait(1));
+	ring_read(3, 1, 1);
+	virtio_mmio_queue_notify(&dev.t, 0);
+	cr_assert(dev_wait(2));
+}
+
+Test(blk_dev, kick_before_driver_ok_is_not_lost)
+{
+	/* A kick through the ioeventfd before DRIVER_OK finds no usable queue; DRIVER_OK looks again. */
+	wr(VIRTIO_MMIO_STATUS, 0);
+	memset(gmem_ptr(&mem, TV_AVAIL, 0x2000), 0, 0x2000);
+	tv = (struct tv){ .m = &mem, .num = 16 };
+	ring_read(0, 0, 1);
+	uint64_t one = 1;
+	cr_assert_eq(write(dev.kick_fd, &one, sizeof(one)), 8);
+	usleep(10000);
+	cr_assert_eq(tv_used_idx(&tv), 0);
+	tv.avail_idx = 0;
+	dev_up();
+	ring_read(0, 0, 1);
 	cr_assert(dev_wait(1));
 }
 
