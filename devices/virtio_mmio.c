@@ -95,10 +95,11 @@ void virtio_mmio_queue_notify(struct virtio_mmio *t, unsigned q)
 /* Writing 0 to Status: back to the state after power-on, queues included. */
 static void device_reset(struct virtio_mmio *t)
 {
-	if (t->ops && t->ops->reset)
-		t->ops->reset(t->opaque);
+	/* First, so a device thread that finishes a request while we wait drops it, and pops no more. */
 	t->resets++;
 	t->status = 0;
+	if (t->ops && t->ops->reset)
+		t->ops->reset(t->opaque);
 	t->driver_features = 0;
 	t->device_features_sel = t->driver_features_sel = t->queue_sel = 0;
 	t->interrupt_status = 0;
