@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_mmio.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 
 #include "devices/virtio_blk.h"
 #include "tests/unit/fake_host.h"
+#include "tests/unit/images.h"
 #include "tests/unit/vring.h"
 #include "vmm/cli.h"
 #include "vmm/vm.h"
@@ -768,13 +771,28 @@ static int run_padcell(char *const argv[], const char *tmpdir, char *errbuf, siz
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* A file next to build/tests/unit-tests's directory (build/padcell, build/guest/...), or $PADCELL. */
+static const char *build_path(const char *rel, char *out, size_t outlen)
+{
+	const char *env = getenv("PADCELL");
+	if (env && !strcmp(rel, "padcell"))
+		return env;
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	cr_assert_gt(n, 0);
+	self[n] = '\0';
+	snprintf(out, outlen, "%s/../%s", dirname(self), rel);
+	return out;
+}
+
 Test(blk_cli, padcell_rejects_bad_drives, .init = setup, .fini = teardown, .timeout = 30)
 {
-	const char *bin = "build/padcell";
-	cr_assert_eq(access(bin, X_OK), 0, "build/padcell must be built (make unit builds it)");
+	char binbuf[PATH_MAX];
+	const char *bin = build_path("padcell", binbuf, sizeof(binbuf));
+	cr_assert_eq(access(bin, X_OK), 0, "%s must be built (make unit builds it)", bin);
 	char kernel[160], odd[160], missing[160], unreadable[160], tmp[160], e[512];
 	snprintf(kernel, sizeof(kernel), "%s/kernel", dir);
-	write_image(kernel, 4096); /* never parsed: drives are checked first or the kernel fails */
+	write_image(kernel, 4096);
 	snprintf(odd, sizeof(odd), "%s/odd.img", dir);
 	write_image(odd, 1000);
 	snprintf(missing, sizeof(missing), "%s/missing.img", dir);
@@ -783,9 +801,16 @@ Test(blk_cli, padcell_rejects_bad_drives, .init = setup, .fini = teardown, .time
 	chmod(unreadable, 0);
 	snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
 	mkdir(tmp, 0700);
-	const char *real_kernel = "build/guest/testguest.elf";
-	bool have_guest = access(real_kernel, R_OK) == 0;
-	const char *k = have_guest ? real_kernel : kernel;
+	/* A loadable kernel (a 2-byte ELF: ud2), so the only thing wrong is the drive. */
+	static const uint8_t ud2[] = { 0x0f, 0x0b };
+	struct elf_spec spec = { .code = ud2, .code_len = sizeof(ud2), .entry = 0x100000 };
+	size_t klen;
+	uint8_t *kimg = img_elf(&spec, &klen);
+	int kfd = open(kernel, O_WRONLY | O_TRUNC);
+	cr_assert_eq(write(kfd, kimg, klen), (ssize_t)klen);
+	close(kfd);
+	free(kimg);
+	const char *k = kernel;
 
 	struct { const char *a1, *a2, *want; } cases[] = {
 		{ "--drive", missing, "No such file" },
@@ -812,4 +837,34 @@ Test(blk_cli, padcell_rejects_bad_drives, .init = setup, .fini = teardown, .time
 		cr_assert_eq(run_padcell(argv, tmp, e, sizeof(e)), 2, "%s", e);
 	}
 	chmod(unreadable, 0600);
+}
+
+Test(blk_cli, padcell_with_disks_leaves_nothing_behind, .init = setup, .fini = teardown, .timeout = 30)
+{
+	if (access("/dev/kvm", R_OK | W_OK) != 0)
+		cr_skip_test("needs /dev/kvm");
+	char binbuf[PATH_MAX], kernel[160], tmp[160], e[512];
+	const char *bin = build_path("padcell", binbuf, sizeof(binbuf));
+	/* mov $0x64,%dx; mov $0xfe,%al; out %al,%dx (i8042 reset: exit 0); hlt; jmp .-1 */
+	static const uint8_t reset[] = { 0x66, 0xba, 0x64, 0x00, 0xb0, 0xfe, 0xee, 0xf4, 0xeb, 0xfd };
+	struct elf_spec spec = { .code = reset, .code_len = sizeof(reset), .entry = 0x100000 };
+	size_t klen;
+	uint8_t *kimg = img_elf(&spec, &klen);
+	snprintf(kernel, sizeof(kernel), "%s/kernel", dir);
+	int kfd = open(kernel, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	cr_assert_eq(write(kfd, kimg, klen), (ssize_t)klen);
+	close(kfd);
+	free(kimg);
+	snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
+	mkdir(tmp, 0700);
+	char drive[200];
+	snprintf(drive, sizeof(drive), "%s,ro", img);
+	char *argv[] = { (char *)bin, "boot", "--kernel", kernel, "--mem", "16M", "--drive", drive,
+			 "--scratch", "64M", NULL };
+	int rc = run_padcell(argv, tmp, e, sizeof(e));
+	cr_assert_eq(rc, 0, "exit %d: %s", rc, e);
+	cr_assert_eq(dir_entries(tmp), 0, "no scratch file after the VM");
+	uint8_t now[IMG_SIZE];
+	file_bytes(now);
+	cr_assert_eq(memcmp(now, orig, IMG_SIZE), 0);
 }
