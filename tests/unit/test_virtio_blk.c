@@ -868,3 +868,71 @@ Test(blk_cli, padcell_with_disks_leaves_nothing_behind, .init = setup, .fini = t
 	file_bytes(now);
 	cr_assert_eq(memcmp(now, orig, IMG_SIZE), 0);
 }
+
+/* ---- differential: random I/O through virtio-blk against a plain model file ---- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+static uint64_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+Test(blk, differential_random_io_against_a_model)
+{
+	open_disk(false);
+	static uint8_t model[IMG_SIZE], data[16 * 512], back[16 * 512];
+	memcpy(model, orig, IMG_SIZE);
+	for (unsigned op = 0; op < 3000; op++) {
+		uint64_t sector = rnd() % IMG_SECTORS;
+		uint32_t count = 1 + rnd() % 16;
+		bool fits = sector + count <= IMG_SECTORS;
+		uint32_t len = count * 512;
+		unsigned kind = rnd() % 4;
+		/* Split the data at random points into up to 4 segments. */
+		uint32_t cut[5] = { 0, 0, 0, 0, len };
+		for (int k = 1; k < 4; k++)
+			cut[k] = (uint32_t)(rnd() % (len + 1));
+		for (int a = 1; a < 4; a++) /* sort the cuts */
+			for (int b = a; b > 0 && cut[b] < cut[b - 1]; b--) {
+				uint32_t t = cut[b];
+				cut[b] = cut[b - 1];
+				cut[b - 1] = t;
+			}
+		if (kind == 0 || kind == 1) { /* read (twice as often) */
+			req(VIRTIO_BLK_T_IN, sector);
+			for (int k = 0; k < 4; k++)
+				if (cut[k + 1] > cut[k])
+					seg(back + cut[k], cut[k + 1] - cut[k], true);
+			submit();
+			cr_assert_eq(status, fits ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR, "op %u", op);
+			if (fits)
+				cr_assert_eq(memcmp(back, model + sector * 512, len), 0, "op %u: read differs", op);
+		} else if (kind == 2) {
+			for (uint32_t i = 0; i < len; i++)
+				data[i] = (uint8_t)rnd();
+			req(VIRTIO_BLK_T_OUT, sector);
+			for (int k = 0; k < 4; k++)
+				if (cut[k + 1] > cut[k])
+					seg(data + cut[k], cut[k + 1] - cut[k], false);
+			submit();
+			cr_assert_eq(status, fits ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR, "op %u", op);
+			if (fits)
+				memcpy(model + sector * 512, data, len);
+		} else {
+			struct virtio_blk_discard_write_zeroes r = { .sector = sector, .num_sectors = count,
+								     .flags = (uint32_t)(rnd() & 1) };
+			req(VIRTIO_BLK_T_WRITE_ZEROES, 0);
+			seg(&r, sizeof(r), false);
+			submit();
+			cr_assert_eq(status, fits ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR, "op %u", op);
+			if (fits)
+				memset(model + sector * 512, 0, len);
+		}
+	}
+	uint8_t now[IMG_SIZE];
+	file_bytes(now);
+	cr_assert_eq(memcmp(now, model, IMG_SIZE), 0, "the file equals the model");
+}

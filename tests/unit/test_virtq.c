@@ -373,3 +373,61 @@ Test(virtq, chain_stream_copies_cross_segments)
 	cr_assert_eq(memcmp(w, "YZ", 2), 0);
 	cr_assert_eq(virtq_chain_write(&c, 7, "!!", 2), 1, "clipped at the end");
 }
+
+/* ---- random rings: whatever the guest writes, a popped chain lies entirely in RAM ---- */
+
+static uint64_t fuzz_state = 0x2545f4914f6cdd1dULL;
+static uint64_t fuzz(void)
+{
+	fuzz_state ^= fuzz_state << 13;
+	fuzz_state ^= fuzz_state >> 7;
+	fuzz_state ^= fuzz_state << 17;
+	return fuzz_state;
+}
+
+/* Addresses near the interesting edges: RAM start and end, the gap, wrap-around. */
+static uint64_t fuzz_addr(void)
+{
+	static const uint64_t edges[] = { 0, TV_BUF, TV_MEM - 0x100, TV_MEM, 0xc0000000ULL, 0xfffffffffffff000ULL,
+					  TV_DESC, TV_BUF + 0x10000 };
+	return edges[fuzz() % 8] + (fuzz() % 0x200) - 0x100;
+}
+
+Test(virtq, random_rings_never_escape_ram)
+{
+	uint64_t table = TV_BUF + 0x10000;
+	unsigned popped = 0, refused = 0;
+	for (unsigned round = 0; round < 20000; round++) {
+		for (uint16_t i = 0; i < 8; i++) {
+			uint16_t flags = fuzz() & (VRING_DESC_F_NEXT | VRING_DESC_F_WRITE | VRING_DESC_F_INDIRECT);
+			if (fuzz() % 4) /* mostly valid-looking buffers, sometimes indirect tables */
+				flags &= ~VRING_DESC_F_INDIRECT;
+			uint64_t a = fuzz() % 3 ? TV_BUF + (fuzz() % 0x1000) : fuzz_addr();
+			uint32_t len = fuzz() % 5 ? (uint32_t)(fuzz() % 0x2000) : (uint32_t)fuzz();
+			if (flags & VRING_DESC_F_INDIRECT)
+				a = fuzz() % 2 ? table : a, len = fuzz() % 2 ? 16 * (uint32_t)(fuzz() % 10) : len;
+			tv_desc(&tv, i, a, len, flags, (uint16_t)(fuzz() % 10));
+			tv_idesc(&tv, table, i, fuzz_addr(), (uint32_t)(fuzz() % 0x300), (uint16_t)fuzz(),
+				 (uint16_t)(fuzz() % 10));
+		}
+		tv_avail(&tv, (uint16_t)(fuzz() % 9));
+		int rc = virtq_pop(&q, &mem, &c);
+		cr_assert_neq(rc, 0, "an offered chain is popped or refused");
+		if (rc < 0) {
+			refused++;
+			continue;
+		}
+		popped++;
+		cr_assert_leq(c.nseg, q.num);
+		uint64_t total = 0;
+		for (unsigned k = 0; k < c.nseg; k++) {
+			const uint8_t *p = c.seg[k].host;
+			cr_assert(p >= mem.host && p + c.seg[k].len <= mem.host + mem.size, "segment %u escapes RAM", k);
+			cr_assert_eq(c.seg[k].writable, k >= c.nread, "readable segments come first");
+			total += c.seg[k].len;
+		}
+		cr_assert_eq(total, c.read_len + c.write_len);
+	}
+	cr_assert_gt(popped, 100, "the fuzzer also makes good chains (%u)", popped);
+	cr_assert_gt(refused, 100, "and bad ones (%u)", refused);
+}
