@@ -81,15 +81,18 @@ static void params_parse(char *s, struct tg_params *p)
 		else if (!strcmp(tok, "tg.blkiops"))
 			good = tg_parse_u64(val, vlen, &p->blk_iops);
 		else if (!strcmp(tok, "virtio_mmio.device")) {
-			/* <size>@<base>:<irq>, the way Linux reads it; we need the base. */
+			/* <size>@<base>:<irq>, the way Linux reads it. */
 			const char *at = val, *colon;
 			while (*at && *at != '@')
 				at++;
 			for (colon = at; *colon && *colon != ':'; colon++)
 				;
-			good = *at && p->nvirtio < sizeof(p->virtio_base) / sizeof(p->virtio_base[0]) &&
-			       tg_parse_u64(at + 1, (size_t)(colon - at - 1), &p->virtio_base[p->nvirtio]);
-			p->nvirtio += good;
+			uint64_t irq = 0;
+			good = *at && *colon && p->nvirtio < sizeof(p->virtio_base) / sizeof(p->virtio_base[0]) &&
+			       tg_parse_u64(at + 1, (size_t)(colon - at - 1), &p->virtio_base[p->nvirtio]) &&
+			       tg_parse_u64(colon + 1, strlen(colon + 1), &irq) && irq < 24;
+			if (good)
+				p->virtio_irq[p->nvirtio++] = (unsigned)irq;
 		}
 		if (!good)
 			tg_fail("cmdline", "cannot parse %s=%s", tok, val);

@@ -38,6 +38,7 @@ struct tg_params {
 	uint64_t blk_bench_mib, blk_iops; /* tg.blkbench, tg.blkiops: timed reads after the blk checks */
 	unsigned nvirtio;  /* virtio_mmio.device= entries padcell appended, in order */
 	uint64_t virtio_base[8];
+	unsigned virtio_irq[8];
 };
 
 /* One memory-map entry, whichever protocol delivered it. */
