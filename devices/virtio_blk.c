@@ -42,8 +42,8 @@ static int disk_check(struct blk_disk *d, char *err, size_t errlen)
 		return fail(err, errlen, -EINVAL, "size is not a multiple of 512 bytes");
 	/* Two VMs may share a read-only image; nobody shares a writable one. */
 	if (flock(d->fd, (d->ro ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0)
-		return fail(err, errlen, -EBUSY, d->ro ? "opened writable by another process"
-						      : "in use by another process");
+		return fail(err, errlen, -EBUSY, d->ro ? "opened writable elsewhere (another VM, or another --drive)"
+						      : "in use elsewhere (another VM, or another --drive)");
 	d->size = st.st_size;
 	return 0;
 }
