@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "vmm/boot_x86_64.h"
+#include "vmm/layout.h"
 
 /* Process exit codes (README "Exit codes"). */
 #define EXIT_GUEST_OK    0   /* guest powered off or rebooted            */
@@ -20,7 +21,7 @@
 #define CLI_DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1"
 
 /* One --drive PATH[,ro][,id=NAME]; copied, so argv stays untouched. */
-#define CLI_MAX_DRIVES 8 /* every virtio-mmio slot (vmm/layout.h), --scratch included */
+#define CLI_MAX_DRIVES LAYOUT_VIRTIO_MAX /* every virtio-mmio slot, --scratch included */
 struct drive_opt {
 	char path[4096];
 	char id[21];     /* "" = the file's basename */
