@@ -4,11 +4,11 @@
 #include <asm/e820.h>
 #include <elf.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "vmm/acpi.h"
+#include "vmm/err.h"
 #include "vmm/layout.h"
 #include "vmm/pvh.h"
 
@@ -18,15 +18,6 @@
 #define MIN_BOOT_PROTOCOL  0x020c     /* 2.12: xloadflags, the 64-bit entry is declared */
 #define ELF_INITRD_MAX     0x7fffffffULL
 #define PAGE_SIZE          4096ULL
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
 
 /* Range [off, off+len) lies within a buffer of `size` bytes. */
 static bool in_file(uint64_t off, uint64_t len, size_t size)
@@ -70,17 +61,17 @@ static int elf_parse(const uint8_t *data, size_t size, struct kernel_image *k, c
 {
 	Elf64_Ehdr eh;
 	if (size < sizeof(eh))
-		return fail(err, errlen, -ENOEXEC, "truncated ELF header");
+		return errorf(err, errlen, -ENOEXEC, "truncated ELF header");
 	memcpy(&eh, data, sizeof(eh));
 	if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB)
-		return fail(err, errlen, -ENOEXEC, "not a 64-bit little-endian ELF");
+		return errorf(err, errlen, -ENOEXEC, "not a 64-bit little-endian ELF");
 	if (eh.e_machine != EM_X86_64)
-		return fail(err, errlen, -ENOEXEC, "ELF is not for x86-64 (e_machine %u)", eh.e_machine);
+		return errorf(err, errlen, -ENOEXEC, "ELF is not for x86-64 (e_machine %u)", eh.e_machine);
 	if (eh.e_type != ET_EXEC)
-		return fail(err, errlen, -ENOEXEC, "ELF is not an executable (e_type %u)", eh.e_type);
+		return errorf(err, errlen, -ENOEXEC, "ELF is not an executable (e_type %u)", eh.e_type);
 	if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 || eh.e_phnum > 64 ||
 	    !in_file(eh.e_phoff, (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr), size))
-		return fail(err, errlen, -ENOEXEC, "ELF program headers missing or truncated");
+		return errorf(err, errlen, -ENOEXEC, "ELF program headers missing or truncated");
 
 	k->kind = KERNEL_ELF;
 	k->load_start = UINT64_MAX;
@@ -92,17 +83,17 @@ static int elf_parse(const uint8_t *data, size_t size, struct kernel_image *k, c
 		memcpy(&ph, data + eh.e_phoff + i * sizeof(ph), sizeof(ph));
 		if (ph.p_type == PT_NOTE) {
 			if (elf_find_pvh(data, size, &ph, k))
-				return fail(err, errlen, -ENOEXEC, "malformed ELF note segment");
+				return errorf(err, errlen, -ENOEXEC, "malformed ELF note segment");
 			continue;
 		}
 		if (ph.p_type != PT_LOAD || ph.p_memsz == 0)
 			continue;
 		if (!in_file(ph.p_offset, ph.p_filesz, size))
-			return fail(err, errlen, -ENOEXEC, "truncated ELF: segment %u extends past end of file", i);
+			return errorf(err, errlen, -ENOEXEC, "truncated ELF: segment %u extends past end of file", i);
 		if (ph.p_filesz > ph.p_memsz || ph.p_paddr + ph.p_memsz < ph.p_paddr)
-			return fail(err, errlen, -ENOEXEC, "ELF segment %u has impossible sizes", i);
+			return errorf(err, errlen, -ENOEXEC, "ELF segment %u has impossible sizes", i);
 		if (ph.p_paddr < LAYOUT_HIMEM_START || ph.p_paddr + ph.p_memsz > LAYOUT_MMIO_GAP_START)
-			return fail(err, errlen, -ENOEXEC,
+			return errorf(err, errlen, -ENOEXEC,
 				    "ELF segment %u at 0x%llx-0x%llx is outside 1 MiB..3 GiB", i,
 				    (unsigned long long)ph.p_paddr,
 				    (unsigned long long)(ph.p_paddr + ph.p_memsz));
@@ -113,13 +104,13 @@ static int elf_parse(const uint8_t *data, size_t size, struct kernel_image *k, c
 		loads++;
 	}
 	if (!loads)
-		return fail(err, errlen, -ENOEXEC, "ELF has no loadable segments");
+		return errorf(err, errlen, -ENOEXEC, "ELF has no loadable segments");
 	k->entry64 = eh.e_entry;
 	if (k->entry64 < k->load_start || k->entry64 >= k->load_end)
-		return fail(err, errlen, -ENOEXEC, "ELF entry point 0x%llx is outside its segments",
+		return errorf(err, errlen, -ENOEXEC, "ELF entry point 0x%llx is outside its segments",
 			    (unsigned long long)k->entry64);
 	if (k->has_pvh && (k->pvh_entry < k->load_start || k->pvh_entry >= k->load_end))
-		return fail(err, errlen, -ENOEXEC, "PVH entry 0x%llx is outside the ELF segments",
+		return errorf(err, errlen, -ENOEXEC, "PVH entry 0x%llx is outside the ELF segments",
 			    (unsigned long long)k->pvh_entry);
 	return 0;
 }
@@ -128,23 +119,23 @@ static int bzimage_parse(const uint8_t *data, size_t size, struct kernel_image *
 {
 	struct setup_header h;
 	if (size < SETUP_HDR_OFFSET + sizeof(h))
-		return fail(err, errlen, -ENOEXEC, "truncated bzImage: no room for the setup header");
+		return errorf(err, errlen, -ENOEXEC, "truncated bzImage: no room for the setup header");
 	memcpy(&h, data + SETUP_HDR_OFFSET, sizeof(h));
 	if (h.boot_flag != BOOT_FLAG_MAGIC || h.header != HDRS_MAGIC)
-		return fail(err, errlen, -ENOEXEC, "not a kernel image (no ELF magic, no bzImage 'HdrS' header)");
+		return errorf(err, errlen, -ENOEXEC, "not a kernel image (no ELF magic, no bzImage 'HdrS' header)");
 	if (h.version < MIN_BOOT_PROTOCOL)
-		return fail(err, errlen, -ENOEXEC, "boot protocol %u.%02u is too old (need 2.12 or later)",
+		return errorf(err, errlen, -ENOEXEC, "boot protocol %u.%02u is too old (need 2.12 or later)",
 			    h.version >> 8, h.version & 0xff);
 	if (!(h.loadflags & LOADED_HIGH))
-		return fail(err, errlen, -ENOEXEC, "bzImage is not loadable high (zImage is unsupported)");
+		return errorf(err, errlen, -ENOEXEC, "bzImage is not loadable high (zImage is unsupported)");
 	if (!(h.xloadflags & XLF_KERNEL_64))
-		return fail(err, errlen, -ENOEXEC, "bzImage has no 64-bit entry point (a 32-bit kernel?)");
+		return errorf(err, errlen, -ENOEXEC, "bzImage has no 64-bit entry point (a 32-bit kernel?)");
 
 	unsigned sects = h.setup_sects ? h.setup_sects : 4;
 	size_t setup = (size_t)(sects + 1) * 512;
 	uint64_t pm = (uint64_t)h.syssize * 16;
 	if (setup >= size || pm == 0 || !in_file(setup, pm, size))
-		return fail(err, errlen, -ENOEXEC, "truncated bzImage: header promises %llu bytes, file has %zu",
+		return errorf(err, errlen, -ENOEXEC, "truncated bzImage: header promises %llu bytes, file has %zu",
 			    (unsigned long long)(setup + pm), size);
 
 	/* Relocatable kernels go to their preferred address rounded up to their
@@ -152,17 +143,17 @@ static int bzimage_parse(const uint8_t *data, size_t size, struct kernel_image *
 	uint64_t align = h.kernel_alignment;
 	uint64_t load = h.pref_address ? h.pref_address : LAYOUT_HIMEM_START;
 	if (load >= LAYOUT_MMIO_GAP_START)
-		return fail(err, errlen, -ENOEXEC, "bzImage wants to load at 0x%llx, outside 1 MiB..3 GiB",
+		return errorf(err, errlen, -ENOEXEC, "bzImage wants to load at 0x%llx, outside 1 MiB..3 GiB",
 			    (unsigned long long)load);
 	if (h.relocatable_kernel) {
 		if (align == 0 || (align & (align - 1)))
-			return fail(err, errlen, -ENOEXEC, "bzImage kernel_alignment 0x%llx is not a power of two",
+			return errorf(err, errlen, -ENOEXEC, "bzImage kernel_alignment 0x%llx is not a power of two",
 				    (unsigned long long)align);
 		load = (load + align - 1) & ~(align - 1);
 	}
 	uint64_t need = h.init_size > pm ? h.init_size : pm;
 	if (load < LAYOUT_HIMEM_START || load >= LAYOUT_MMIO_GAP_START || need > LAYOUT_MMIO_GAP_START - load)
-		return fail(err, errlen, -ENOEXEC, "bzImage wants to load at 0x%llx, outside 1 MiB..3 GiB",
+		return errorf(err, errlen, -ENOEXEC, "bzImage wants to load at 0x%llx, outside 1 MiB..3 GiB",
 			    (unsigned long long)load);
 
 	k->kind = KERNEL_BZIMAGE;
@@ -182,7 +173,7 @@ int kernel_parse(const uint8_t *data, size_t size, struct kernel_image *k, char 
 	k->data = data;
 	k->size = size;
 	if (size == 0)
-		return fail(err, errlen, -ENOEXEC, "file is empty");
+		return errorf(err, errlen, -ENOEXEC, "file is empty");
 	if (size >= SELFMAG && memcmp(data, ELFMAG, SELFMAG) == 0)
 		return elf_parse(data, size, k, err, errlen);
 	return bzimage_parse(data, size, k, err, errlen);
@@ -320,7 +311,7 @@ int boot_load(const struct guest_mem *m, const struct boot_config *c, struct boo
 	switch (c->entry) {
 	case BOOT_ENTRY_PVH:
 		if (!k.has_pvh)
-			return fail(err, errlen, -ENOEXEC, "kernel has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)");
+			return errorf(err, errlen, -ENOEXEC, "kernel has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)");
 		pvh = true;
 		break;
 	case BOOT_ENTRY_LINUX64:
@@ -336,12 +327,12 @@ int boot_load(const struct guest_mem *m, const struct boot_config *c, struct boo
 	if (k.kind == KERNEL_BZIMAGE && k.hdr.cmdline_size && k.hdr.cmdline_size < cmdmax)
 		cmdmax = k.hdr.cmdline_size;
 	if (cmdlen > cmdmax)
-		return fail(err, errlen, -E2BIG, "kernel command line is %zu bytes; this kernel accepts at most %llu",
+		return errorf(err, errlen, -E2BIG, "kernel command line is %zu bytes; this kernel accepts at most %llu",
 			    cmdlen, (unsigned long long)cmdmax);
 
 	uint64_t low_end = gmem_low_end(m);
 	if (k.load_end > low_end)
-		return fail(err, errlen, -ENOMEM,
+		return errorf(err, errlen, -ENOMEM,
 			    "guest memory too small: the kernel needs %llu MiB, --mem gives %llu MiB",
 			    (unsigned long long)((k.load_end + (1 << 20) - 1) >> 20),
 			    (unsigned long long)(m->size >> 20));
@@ -354,7 +345,7 @@ int boot_load(const struct guest_mem *m, const struct boot_config *c, struct boo
 			top = k.initrd_addr_max + 1;
 		uint64_t kernel_end = (k.load_end + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 		if (c->initrd_size > top || ((top - c->initrd_size) & ~(PAGE_SIZE - 1)) < kernel_end)
-			return fail(err, errlen, -ENOMEM,
+			return errorf(err, errlen, -ENOMEM,
 				    "guest memory too small: kernel and initrd need %llu MiB, --mem gives %llu MiB",
 				    (unsigned long long)((kernel_end + c->initrd_size + (2 << 20) - 1) >> 20),
 				    (unsigned long long)(m->size >> 20));
@@ -369,7 +360,7 @@ int boot_load(const struct guest_mem *m, const struct boot_config *c, struct boo
 	uint64_t rsdp = 0;
 	rc = acpi_build(m, c->ncpus, &rsdp);
 	if (rc)
-		return fail(err, errlen, rc, "cannot build ACPI tables for %u vCPUs", c->ncpus);
+		return errorf(err, errlen, rc, "cannot build ACPI tables for %u vCPUs", c->ncpus);
 
 	boot_write_gdt(m);
 	boot_write_page_tables(m);

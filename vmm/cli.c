@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vmm/err.h"
 #include "vmm/mem.h"
 
 int cli_parse_size(const char *s, uint64_t *out)
@@ -56,14 +57,7 @@ int cli_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 	return 0;
 }
 
-static int usage_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
+#define usage_err(err, errlen, ...) errorf(err, errlen, -EINVAL, __VA_ARGS__)
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEM, OPT_ENTRY, OPT_VERBOSE, OPT_DRIVE,
        OPT_SCRATCH };

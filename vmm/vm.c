@@ -14,20 +14,12 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "vmm/err.h"
 #include "vmm/layout.h"
 
 /* Real-mode helpers Intel VMX needs somewhere in guest-physical space; inside the MMIO gap. */
 #define KVM_TSS_ADDR          0xfffbd000ULL
 #define KVM_IDENTITY_MAP_ADDR 0xfffbc000ULL
-
-static int errorf(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
 
 void vm_request_stop(struct vm *vm, enum vm_status why, const char *fmt, ...)
 {
