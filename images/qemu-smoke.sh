@@ -6,7 +6,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-timeout_s=120
+timeout_s=60
 [ "${1:-}" = --timeout ] && timeout_s=${2:?--timeout SEC}
 kernel=$repo/build/kernel initrd=$repo/build/images/initramfs.cpio.gz
 for f in "$kernel/bzImage" "$kernel/vmlinux" "$initrd"; do
