@@ -407,7 +407,13 @@ int virtio_blk_init(struct virtio_blk *b, struct blk_disk *disk, const struct gu
 
 int virtio_blk_start(struct virtio_blk *b)
 {
-	int rc = pthread_create(&b->worker, NULL, blk_worker, b);
+	/* A small stack: the worker's frames are shallow, and an 8 MiB default stack can
+	 * cost a 2 MiB huge page on hosts with transparent huge pages set to "always". */
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256u << 10);
+	int rc = pthread_create(&b->worker, &attr, blk_worker, b);
+	pthread_attr_destroy(&attr);
 	if (rc)
 		return -rc;
 	b->worker_started = true;

@@ -12,11 +12,23 @@ int gmem_init(struct guest_mem *m, uint64_t size)
 	memset(m, 0, sizeof(*m));
 	if (size < GMEM_MIN_SIZE || size > GMEM_MAX_SIZE || (size & 0xfff))
 		return -EINVAL;
-	/* NORESERVE: a 2 GiB guest that touches 40 MiB costs 40 MiB, not 2 GiB of commit. */
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
+	/*
+	 * NORESERVE: a 2 GiB guest that touches 40 MiB costs 40 MiB, not 2 GiB of commit.
+	 * The mapping is 2 MiB-aligned and marked for transparent huge pages, so the
+	 * guest's memory can be backed (and mapped by EPT/NPT) in 2 MiB pieces: far fewer
+	 * nested page faults while the guest kernel touches its memory at boot.
+	 */
+	uint64_t align = 2ULL << 20;
+	uint8_t *raw = mmap(NULL, size + align, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (raw == MAP_FAILED)
 		return -errno;
+	uint8_t *p = (uint8_t *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+	if (p > raw)
+		munmap(raw, p - raw);
+	if (raw + align > p)
+		munmap(p + size, (raw + align) - p);
+	madvise(p, size, MADV_HUGEPAGE);
 	/* Guest memory never belongs in a core dump of the monitor. */
 	madvise(p, size, MADV_DONTDUMP);
 	m->host = p;

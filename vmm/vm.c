@@ -257,14 +257,24 @@ int vm_start(struct vm *vm)
 	struct sigaction sa = { .sa_handler = kick_handler };
 	sigemptyset(&sa.sa_mask);
 	sigaction(vcpu_kick_signal(), &sa, NULL);
+	/*
+	 * vCPU threads need little stack.  A small one also keeps a host with
+	 * transparent huge pages set to "always" from backing each 8 MiB default
+	 * stack with a 2 MiB page (measured: +2 MiB resident per thread).
+	 */
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, VM_THREAD_STACK);
 	for (unsigned i = 0; i < vm->ncpus; i++) {
-		int rc = pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i]);
+		int rc = pthread_create(&vm->vcpus[i].thread, &attr, vcpu_thread, &vm->vcpus[i]);
 		if (rc) {
 			vm_request_stop(vm, VM_STOP_HOST_ERROR, "cannot start vCPU thread: %s", strerror(rc));
+			pthread_attr_destroy(&attr);
 			return -rc;
 		}
 		vm->vcpus[i].started = true;
 	}
+	pthread_attr_destroy(&attr);
 	return 0;
 }
 

@@ -29,6 +29,9 @@ enum vm_status {
 	VM_STOP_SIGNAL,    /* padcell was told to stop                   */
 };
 
+/* Stack size for the monitor's own threads (vCPUs, device workers). */
+#define VM_THREAD_STACK (256u << 10)
+
 struct vcpu {
 	struct vm *vm;
 	unsigned index;
