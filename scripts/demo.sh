@@ -38,4 +38,4 @@ echo "demo: padcell exited with \$rc"
 exit \$rc
 RUN
 chmod +x "$payload/run.sh"
-tests/nested/l1.sh --payload "$payload" --timeout 600
+tests/nested/l1.sh --payload "$payload" --timeout 600 --verbose

@@ -12,6 +12,7 @@ kvm-test: $(BUILD)/padcell testguest
 	tests/kvm/run.sh
 
 nested-test: $(TEST_BINS) kernel initramfs
+	@scripts/deps.sh nested
 	tests/nested/boot-test.sh
 
 bench:
