@@ -119,23 +119,49 @@ static int probe_mem(unsigned long guest_mib, const char *text, char **argv)
 		reap(pid, fd);
 		return 1;
 	}
+	/* Guest RAM may be split into adjacent mappings (different madvise flags):
+	 * take the largest mapping and grow it over its contiguous neighbours. */
+	enum { MAXMAP = 4096 };
+	static unsigned long long lo[MAXMAP], hi[MAXMAP], rss[MAXMAP];
+	static bool anon[MAXMAP]; /* no backing path: plain anonymous memory */
+	int n = 0;
 	char line[512];
-	unsigned long long lo, hi, cur_size = 0, total = 0, guest = 0, best_size = 0;
+	unsigned long long total = 0;
 	while (fgets(line, sizeof(line), f)) {
+		unsigned long long a, b;
 		unsigned long kb;
-		if (sscanf(line, "%llx-%llx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-			cur_size = hi - lo;
-		} else if (sscanf(line, "Rss: %lu kB", &kb) == 1) {
-			total += kb;
-			if (cur_size >= (unsigned long long)guest_mib << 20 && cur_size > best_size) {
-				best_size = cur_size;
-				guest = kb;
+		if (sscanf(line, "%llx-%llx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+			if (n < MAXMAP) {
+				lo[n] = a;
+				hi[n] = b;
+				rss[n] = 0;
+				char path[256] = "";
+				sscanf(line, "%*s %*s %*s %*s %*s %255s", path);
+				anon[n] = path[0] == 0;
+				n++;
 			}
+		} else if (sscanf(line, "Rss: %lu kB", &kb) == 1 && n > 0) {
+			rss[n - 1] = kb;
+			total += kb;
 		}
 	}
 	fclose(f);
+	int best = -1;
+	for (int i = 0; i < n; i++)
+		if (best < 0 || hi[i] - lo[i] > hi[best] - lo[best])
+			best = i;
+	int first = best, last = best;
+	while (first > 0 && anon[first - 1] && hi[first - 1] == lo[first])
+		first--;
+	while (last >= 0 && last + 1 < n && anon[last + 1] && lo[last + 1] == hi[last])
+		last++;
+	unsigned long long guest = 0, span = 0;
+	for (int i = first; best >= 0 && i <= last; i++) {
+		guest += rss[i];
+		span += hi[i] - lo[i];
+	}
 	reap(pid, fd);
-	if (!best_size) {
+	if (best < 0 || span < (unsigned long long)guest_mib << 20) {
 		fprintf(stderr, "vmmprobe: no mapping of %lu MiB found\n", guest_mib);
 		return 1;
 	}
