@@ -135,9 +135,9 @@ static int probe_mem(unsigned long guest_mib, const char *text, char **argv)
 				lo[n] = a;
 				hi[n] = b;
 				rss[n] = 0;
-				char path[256] = "";
-				sscanf(line, "%*s %*s %*s %*s %*s %255s", path);
-				anon[n] = path[0] == 0;
+				char mpath[256] = "";
+				sscanf(line, "%*s %*s %*s %*s %*s %255s", mpath);
+				anon[n] = mpath[0] == 0;
 				n++;
 			}
 		} else if (sscanf(line, "Rss: %lu kB", &kb) == 1 && n > 0) {
