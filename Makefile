@@ -16,7 +16,8 @@ VMM_SRCS := vmm/main.c vmm/cli.c vmm/check.c vmm/vm.c vmm/vcpu.c vmm/cpuid.c \
             vmm/mem.c vmm/boot_x86_64.c vmm/acpi.c vmm/term.c vmm/evloop.c vmm/err.c \
             vmm/vm_virtio.c
 DEV_SRCS := devices/bus.c devices/serial.c devices/i8042.c devices/pvpanic.c \
-            devices/acpi_pm.c devices/virtq.c devices/virtio_mmio.c devices/virtio_blk.c
+            devices/acpi_pm.c devices/virtq.c devices/virtio_mmio.c devices/virtio_blk.c \
+            devices/virtio_vsock.c
 
 # Everything but main.c goes into a library the unit tests link against.
 LIB_SRCS := $(filter-out vmm/main.c,$(VMM_SRCS)) $(DEV_SRCS)

@@ -11,7 +11,7 @@
 #include "vmm/mem.h"
 
 #define VIRTIO_MMIO_RANGE_LEN   0x1000 /* one page per device: registers, then config space */
-#define VIRTIO_MMIO_MAX_QUEUES  2
+#define VIRTIO_MMIO_MAX_QUEUES  3 /* virtio-vsock: rx, tx, event */
 
 /*
  * What a device model plugs into the transport.  Every callback runs with the

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "devices/virtio_vsock.h"
 #include "vmm/err.h"
 #include "vmm/mem.h"
 
@@ -60,7 +61,7 @@ int cli_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 #define usage_err(err, errlen, ...) errorf(err, errlen, -EINVAL, __VA_ARGS__)
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEM, OPT_ENTRY, OPT_VERBOSE, OPT_DRIVE,
-       OPT_SCRATCH };
+       OPT_SCRATCH, OPT_VSOCK };
 
 /* PATH[,ro][,id=NAME]: the path ends at the first comma. */
 static int parse_drive(const char *arg, struct drive_opt *d, char *err, size_t errlen)
@@ -92,6 +93,33 @@ static int parse_drive(const char *arg, struct drive_opt *d, char *err, size_t e
 	return 0;
 }
 
+/* PATH[,cid=N]: the path ends at the first comma; CIDs 0-2 are reserved, u32 max is "any". */
+static int parse_vsock(const char *arg, struct boot_opts *o, char *err, size_t errlen)
+{
+	const char *comma = strchr(arg, ',');
+	size_t plen = comma ? (size_t)(comma - arg) : strlen(arg);
+	if (plen == 0)
+		return usage_err(err, errlen, "--vsock '%s': expected PATH[,cid=N]", arg);
+	if (plen > VSOCK_PATH_MAX)
+		return usage_err(err, errlen, "--vsock: path is longer than %u bytes (room is kept for _<port>)",
+				 VSOCK_PATH_MAX);
+	memcpy(o->vsock_path, arg, plen);
+	o->vsock_path[plen] = '\0';
+	o->vsock_cid = VSOCK_DEFAULT_CID;
+	if (!comma)
+		return 0;
+	unsigned long long cid;
+	char *end;
+	const char *num = comma + 1 + 4;
+	if (strncmp(comma + 1, "cid=", 4) || !*num || *num < '0' || *num > '9' ||
+	    (errno = 0, cid = strtoull(num, &end, 10), errno) || *end)
+		return usage_err(err, errlen, "--vsock '%s': expected PATH[,cid=N]", arg);
+	if (cid <= VSOCK_HOST_CID || cid >= UINT32_MAX)
+		return usage_err(err, errlen, "--vsock '%s': cid must be 3 to 4294967294 (0-2 are reserved)", arg);
+	o->vsock_cid = (uint32_t)cid;
+	return 0;
+}
+
 int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t errlen)
 {
 	static const struct option opts[] = {
@@ -104,6 +132,7 @@ int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t
 		{ "verbose", no_argument, NULL, OPT_VERBOSE },
 		{ "drive", required_argument, NULL, OPT_DRIVE },
 		{ "scratch", required_argument, NULL, OPT_SCRATCH },
+		{ "vsock", required_argument, NULL, OPT_VSOCK },
 		{ 0 },
 	};
 	memset(o, 0, sizeof(*o));
@@ -159,6 +188,12 @@ int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t
 			if (o->scratch % 512)
 				return usage_err(err, errlen, "--scratch '%s': must be a multiple of 512 bytes", optarg);
 			break;
+		case OPT_VSOCK:
+			if (o->vsock_path[0])
+				return usage_err(err, errlen, "--vsock given twice");
+			if (parse_vsock(optarg, o, err, errlen))
+				return -EINVAL;
+			break;
 		case ':':
 			return usage_err(err, errlen, "%s needs a value", argv[optind - 1]);
 		default:
@@ -171,6 +206,9 @@ int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t
 		return usage_err(err, errlen, "boot needs --kernel FILE");
 	if (o->ndrives + (o->scratch ? 1 : 0) > CLI_MAX_DRIVES)
 		return usage_err(err, errlen, "too many drives: at most %u, --scratch included", CLI_MAX_DRIVES);
+	if (o->vsock_path[0] && o->ndrives + (o->scratch ? 1 : 0) + 1 > LAYOUT_VIRTIO_MAX)
+		return usage_err(err, errlen, "too many virtio devices: at most %u drives, --scratch and --vsock together",
+				 LAYOUT_VIRTIO_MAX);
 	return 0;
 }
 
@@ -181,7 +219,7 @@ void cli_usage(FILE *out)
 	      "commands:\n"
 	      "  boot --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--mem SIZE]\n"
 	      "       [--entry auto|linux64|pvh] [--drive PATH[,ro][,id=NAME]]... [--scratch SIZE]\n"
-	      "       [--verbose]\n"
+	      "       [--vsock PATH[,cid=N]] [--verbose]\n"
 	      "      Boot a VM with its serial console on this terminal (Ctrl-A x quits).\n"
 	      "      --kernel   vmlinux ELF (PVH note used when present) or bzImage\n"
 	      "      --mem      guest RAM, e.g. 256M, 2G (bare number = MiB; default 256M)\n"
@@ -191,6 +229,9 @@ void cli_usage(FILE *out)
 	      "                 ro = read-only, id = GET_ID serial, default the file name)\n"
 	      "      --scratch  writable disk of SIZE backed by an unlinked sparse temp file\n"
 	      "                 (after the drives; nothing survives the VM)\n"
+	      "      --vsock    virtio-vsock, guest CID N (default 3); host side on the Unix socket\n"
+	      "                 PATH (write \"CONNECT <port>\\n\", get \"OK <hostport>\\n\"); guest\n"
+	      "                 connections to CID 2 port P go to the socket PATH_P\n"
 	      "  check\n"
 	      "      Preflight: can this host run padcell VMs, and what kind of KVM is it?\n"
 	      "  help, --help, --version\n"

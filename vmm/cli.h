@@ -39,6 +39,8 @@ struct boot_opts {
 	struct drive_opt drives[CLI_MAX_DRIVES];
 	unsigned ndrives;
 	uint64_t scratch; /* --scratch SIZE in bytes, 0 = none */
+	char vsock_path[128]; /* --vsock PATH[,cid=N]; "" = no vsock device */
+	uint32_t vsock_cid;   /* 3 unless cid= says otherwise; never 0-2 nor 0xffffffff */
 };
 
 /*

@@ -167,19 +167,31 @@ static int cmd_boot(int argc, char **argv)
 		goto out_files;
 	}
 	/* The first --drive is the root disk; a --scratch disk alone is not. */
-	if (vm_virtio_cmdline(cmdline, sizeof(cmdline), o.cmdline, ndisks,
+	if (vm_virtio_cmdline(cmdline, sizeof(cmdline), o.cmdline, ndisks + (o.vsock_path[0] ? 1 : 0),
 			      o.ndrives ? (int)o.drives[0].ro : -1)) {
 		fprintf(stderr, "padcell: the kernel command line with the virtio devices is over %u bytes\n",
 			LAYOUT_CMDLINE_MAX - 1);
 		rc = EXIT_USAGE;
 		goto out_disks;
 	}
+	/* The vsock socket is claimed before the VM exists: a live or unusable PATH is the user's error. */
+	int vsock_fd = -1;
+	if (o.vsock_path[0]) {
+		vsock_fd = vsock_listen(o.vsock_path, err, sizeof(err));
+		if (vsock_fd < 0) {
+			fprintf(stderr, "padcell: --vsock '%s': %s\n", o.vsock_path, err);
+			rc = EXIT_USAGE;
+			goto out_disks;
+		}
+	}
 	struct vm vm;
 	struct vm_config cfg = { .mem_size = o.mem, .ncpus = o.cpus, .console_out = STDOUT_FILENO,
-				 .verbose = o.verbose, .disks = disks, .ndisks = ndisks };
+				 .verbose = o.verbose, .disks = disks, .ndisks = ndisks,
+				 .vsock_path = o.vsock_path[0] ? o.vsock_path : NULL, .vsock_listen_fd = vsock_fd,
+				 .vsock_cid = o.vsock_cid };
 	if (vm_create(&vm, &cfg, err, sizeof(err))) {
 		fprintf(stderr, "padcell: %s\n", err);
-		goto out_disks;
+		goto out_vsock;
 	}
 	unsigned max = kvm_max_vcpus(vm.kvm_fd);
 	if (o.cpus > max) {
@@ -205,7 +217,7 @@ static int cmd_boot(int argc, char **argv)
 	/* The files are in guest memory now; drop them before the guest runs. */
 	file_unmap(&kernel);
 	file_unmap(&initrd);
-	if (o.verbose && ndisks)
+	if (o.verbose && (ndisks || vsock_fd >= 0))
 		fprintf(stderr, "padcell: kernel command line: %s\n", cmdline);
 	if (o.verbose)
 		fprintf(stderr, "padcell: %s entry at 0x%llx, %u vCPU(s), %llu MiB\n", br.pvh ? "PVH" : "64-bit Linux",
@@ -224,6 +236,11 @@ static int cmd_boot(int argc, char **argv)
 		fprintf(stderr, "padcell: %s\n", vm.stop_detail[0] ? vm.stop_detail : "VM stopped");
 out_vm:
 	vm_destroy(&vm);
+out_vsock:
+	if (vsock_fd >= 0) {
+		close(vsock_fd);
+		unlink(o.vsock_path);
+	}
 out_disks:
 	while (ndisks)
 		blk_disk_close(&disks[--ndisks]);

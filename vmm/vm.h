@@ -14,6 +14,7 @@
 #include "devices/pvpanic.h"
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
+#include "devices/virtio_vsock.h"
 #include "vmm/boot_x86_64.h"
 #include "vmm/layout.h"
 #include "vmm/mem.h"
@@ -48,14 +49,18 @@ struct vm_config {
 	bool verbose;
 	struct blk_disk *disks; /* opened by the caller, who closes them after vm_destroy */
 	unsigned ndisks;        /* at most LAYOUT_VIRTIO_MAX; device i is /dev/vd('a'+i) */
+	const char *vsock_path; /* --vsock: NULL for none; then the next virtio slot after the disks */
+	int vsock_listen_fd;    /* from vsock_listen(vsock_path), the caller's */
+	uint32_t vsock_cid;
 };
 
 /* One virtio-mmio device: its transport window, interrupt line and KVM notification fds. */
 struct vm_virtio {
-	struct virtio_blk *blk;
+	struct virtio_blk *blk;     /* one of blk and vsock */
+	struct virtio_vsock *vsock;
 	uint64_t base;
 	unsigned irq;
-	bool ioeventfd; /* KVM signals the device's worker for QueueNotify == 0 (else a vCPU exit does) */
+	bool ioeventfd; /* KVM signals the device's thread for QueueNotify (else a vCPU exit does) */
 	int irqfd;      /* written to raise irq; -1: KVM_IRQ_LINE instead */
 };
 

@@ -45,13 +45,16 @@ int vm_virtio_cmdline(char *out, size_t outlen, const char *user, unsigned ndev,
  */
 static void virtio_connect_kvm(struct vm *vm, struct vm_virtio *d)
 {
-	/* The worker sleeps on its kick eventfd: KVM signals it for QueueNotify == 0 (queue 0). */
+	/*
+	 * The device thread sleeps on its kick eventfd.  virtio-blk has one queue: KVM signals it
+	 * for QueueNotify == 0.  virtio-vsock serves all three queues in one pass: any value does.
+	 */
 	struct kvm_ioeventfd io = {
 		.datamatch = 0,
 		.addr = d->base + VIRTIO_MMIO_QUEUE_NOTIFY,
 		.len = 4,
-		.fd = d->blk->kick_fd,
-		.flags = KVM_IOEVENTFD_FLAG_DATAMATCH,
+		.fd = d->blk ? d->blk->kick_fd : d->vsock->kick_fd,
+		.flags = d->blk ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0,
 	};
 	d->ioeventfd = ioctl(vm->vm_fd, KVM_IOEVENTFD, &io) == 0;
 	d->irqfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -73,8 +76,9 @@ int vm_virtio_add(struct vm *vm, const struct vm_config *cfg, char *err, size_t 
 {
 	for (unsigned i = 0; i < sizeof(vm->irqfd_by_gsi) / sizeof(vm->irqfd_by_gsi[0]); i++)
 		vm->irqfd_by_gsi[i] = -1;
-	if (cfg->ndisks > LAYOUT_VIRTIO_MAX) {
-		snprintf(err, errlen, "too many virtio devices (%u, at most %u)", cfg->ndisks, LAYOUT_VIRTIO_MAX);
+	unsigned ndev = cfg->ndisks + (cfg->vsock_path ? 1 : 0);
+	if (ndev > LAYOUT_VIRTIO_MAX) {
+		snprintf(err, errlen, "too many virtio devices (%u, at most %u)", ndev, LAYOUT_VIRTIO_MAX);
 		return -EINVAL;
 	}
 	for (unsigned i = 0; i < cfg->ndisks; i++) {
@@ -100,6 +104,31 @@ int vm_virtio_add(struct vm *vm, const struct vm_config *cfg, char *err, size_t 
 		}
 		virtio_connect_kvm(vm, d);
 	}
+	if (cfg->vsock_path) {
+		struct vm_virtio *d = &vm->virtio[vm->nvirtio];
+		*d = (struct vm_virtio){ .irqfd = -1 };
+		vm_virtio_slot(vm->nvirtio, &d->base, &d->irq);
+		d->vsock = calloc(1, sizeof(*d->vsock));
+		int rc = d->vsock ? virtio_vsock_init(d->vsock, cfg->vsock_path, cfg->vsock_listen_fd, cfg->vsock_cid,
+						      &vm->mem, &vm->devhost, d->irq)
+				  : -ENOMEM;
+		if (rc) {
+			free(d->vsock);
+			d->vsock = NULL;
+			snprintf(err, errlen, "cannot create the virtio-vsock device: %s", strerror(-rc));
+			return rc;
+		}
+		vm->nvirtio++;
+		rc = bus_register(&vm->mmio, d->base, VIRTIO_MMIO_RANGE_LEN, &virtio_mmio_ops, &d->vsock->t,
+				  "virtio-vsock");
+		if (!rc)
+			rc = virtio_vsock_start(d->vsock);
+		if (rc) {
+			snprintf(err, errlen, "cannot add the virtio-vsock device: %s", strerror(-rc));
+			return rc;
+		}
+		virtio_connect_kvm(vm, d);
+	}
 	return 0;
 }
 
@@ -107,8 +136,12 @@ void vm_virtio_destroy(struct vm *vm)
 {
 	for (unsigned i = 0; i < vm->nvirtio; i++) {
 		struct vm_virtio *d = &vm->virtio[i];
-		virtio_blk_destroy(d->blk);
+		if (d->blk)
+			virtio_blk_destroy(d->blk);
+		if (d->vsock)
+			virtio_vsock_destroy(d->vsock);
 		free(d->blk);
+		free(d->vsock);
 		if (d->irqfd >= 0)
 			close(d->irqfd);
 		*d = (struct vm_virtio){ .irqfd = -1 };

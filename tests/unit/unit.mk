@@ -5,6 +5,7 @@ UNIT_SRCS := tests/unit/images.c tests/unit/test_gmem.c tests/unit/test_bus.c \
              tests/unit/test_boot.c tests/unit/test_acpi.c tests/unit/test_cli_parse.c \
              tests/unit/test_cli_e2e.c tests/unit/test_vm.c \
              tests/unit/test_virtq.c tests/unit/test_virtio_mmio.c tests/unit/test_virtio_blk.c \
+             tests/unit/test_virtio_vsock.c \
              tests/unit/report.c
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 UNIT_BIN  := $(BUILD)/tests/unit-tests
