@@ -3,7 +3,7 @@
 GUEST_BUILD := $(BUILD)/guest
 TG_SRCS := guest/testguest/main.c guest/testguest/acpi.c guest/testguest/devices.c \
            guest/testguest/smp.c guest/testguest/console.c guest/testguest/exit.c \
-           guest/testguest/lib.c guest/testguest/virtio.c
+           guest/testguest/lib.c guest/testguest/virtio.c guest/testguest/vsock.c
 TG_ASM  := guest/testguest/entry.S guest/testguest/trampoline.S
 TG_OBJS := $(TG_SRCS:%.c=$(BUILD)/%.o) $(TG_ASM:%.S=$(BUILD)/%.o)
 
@@ -17,7 +17,7 @@ TG_LDFLAGS := -nostdlib -static -no-pie -Wl,--build-id=none -Wl,-z,max-page-size
               -Wl,-z,noexecstack -Wl,--no-warn-rwx-segments -Wl,-T,guest/testguest/testguest.ld
 
 .PHONY: testguest
-testguest: $(GUEST_BUILD)/testguest.elf $(GUEST_BUILD)/tg-mkinitrd
+testguest: $(GUEST_BUILD)/testguest.elf $(GUEST_BUILD)/tg-mkinitrd $(GUEST_BUILD)/tg-vsock
 
 $(BUILD)/guest/testguest/%.o: guest/testguest/%.c
 	@mkdir -p $(dir $@)
@@ -32,5 +32,10 @@ $(GUEST_BUILD)/testguest.elf: $(TG_OBJS) guest/testguest/testguest.ld
 
 # Host tool: the initrd pattern the guest checks (guest/testguest/pattern.h).
 $(GUEST_BUILD)/tg-mkinitrd: guest/tools/tg-mkinitrd.c guest/testguest/pattern.h
+	@mkdir -p $(dir $@)
+	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -o $@ $<
+
+# Host tool: runs padcell and checks tg.case=vsock from the host's side (CONNECT, echo, PATH_5000).
+$(GUEST_BUILD)/tg-vsock: guest/tools/tg-vsock.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -o $@ $<

@@ -4,7 +4,8 @@
 #
 # The guest checks what padcell hands it (boot structure, layout, memory map, command line,
 # initrd, ACPI, 8250, i8042, with tg.case=smp the other vCPUs, with tg.case=blk/blk-hostile the
-# virtio-blk disks through a polling driver) and prints "ok"/"FAIL" per
+# virtio-blk disks through a polling driver, with tg.case=vsock virtio-vsock against
+# build/guest/tg-vsock on the host) and prints "ok"/"FAIL" per
 # check, then SUCCESS, then ends the VM the way tg.case asks (guest/README.md).  This script
 # checks the exit code, the protocol line, that every check passed, and that the command line
 # the guest saw is byte for byte the one passed.  Negative cases at the end lie to the guest on
@@ -16,6 +17,7 @@ cd "$(dirname "$SELF")/../.." || exit 1
 PADCELL=${PADCELL:-build/padcell}
 GUEST=${GUEST:-build/guest/testguest.elf}
 MKINITRD=build/guest/tg-mkinitrd
+TGVSOCK=build/guest/tg-vsock
 TIMEOUT=${TIMEOUT:-30}
 LOGDIR=${LOGDIR:-build/test-logs/kvm}
 
@@ -24,7 +26,7 @@ times=()
 
 skip_all() {
 	echo "SKIP: kvm tier: $1"
-	echo "0 passed, 0 failed, $(grep -cE '^(run_case|check_blk_files) ' "$SELF") skipped"
+	echo "0 passed, 0 failed, $(grep -cE '^(run_case|check_blk_files|check_vsock) ' "$SELF") skipped"
 	exit 0
 }
 
@@ -33,7 +35,7 @@ KVM_DEV=${KVM_DEV:-/dev/kvm} # overridable only to exercise the skip path
 [ -e "$KVM_DEV" ] || skip_all "$KVM_DEV does not exist (no KVM on this host)"
 ( exec 3<>"$KVM_DEV" ) 2>/dev/null || skip_all "$KVM_DEV cannot be opened read-write by $(id -un)"
 
-if [ ! -x "$PADCELL" ] || [ ! -f "$GUEST" ] || [ ! -x "$MKINITRD" ]; then
+if [ ! -x "$PADCELL" ] || [ ! -f "$GUEST" ] || [ ! -x "$MKINITRD" ] || [ ! -x "$TGVSOCK" ]; then
 	make -s "$PADCELL" testguest >/dev/null || { echo "FAIL build: make $PADCELL testguest failed"; echo "0 passed, 1 failed"; exit 1; }
 fi
 
@@ -54,7 +56,8 @@ ms_now() { date +%s%N | cut -b1-13; }
 # Environment for one call: PAD (filler parameter), TG_EXTRA (parameters appended last, so they
 # override), INITRD_FILE (another initrd), EXPECT_FAIL (a negative case: the guest must print a
 # "FAIL <check>" line matching this regex, and not SUCCESS), CMDLINE_SUFFIX (what padcell appends
-# for --drive/--scratch: root= and virtio_mmio.device= entries), TMPDIR (where --scratch goes).
+# for --drive/--scratch: root= and virtio_mmio.device= entries), TMPDIR (where --scratch goes),
+# WRAP (a command padcell runs under, e.g. the vsock helper; split on spaces).
 run_case() {
 	local name=$1 want_rc=$2 proto=$3 mem=$4 cpus=$5 with_initrd=$6 kase=$7
 	shift 7
@@ -72,7 +75,8 @@ run_case() {
 
 	local log=$LOGDIR/$name.log t0 t1 rc
 	t0=$(ms_now)
-	timeout "$TIMEOUT" "$PADCELL" "${args[@]}" </dev/null >"$log.raw" 2>&1
+	# shellcheck disable=SC2086 # WRAP is a word list on purpose
+	timeout "$TIMEOUT" ${WRAP:-} "$PADCELL" "${args[@]}" </dev/null >"$log.raw" 2>&1
 	rc=$?
 	t1=$(ms_now)
 	tr -d '\r' <"$log.raw" >"$log" && rm -f "$log.raw"
@@ -194,6 +198,30 @@ run_case neg-blk-wrong-size    3 linux64 256M  1 0 blk       --entry linux64 --d
 TG_EXTRA="tg.blk=$BLK_SIZE" CMDLINE_SUFFIX=$VIRTIO3 EXPECT_FAIL="blk-ro: sectors 5-7" \
 run_case neg-blk-corrupt-image 3 pvh     256M  1 0 blk       --entry pvh --drive "$BLK_BAD,ro,id=tg-ro" --drive "$BLK_RW" --scratch 1M
 check_blk_files blk-host-files-after-all
+
+# virtio-vsock (tg.case=vsock): tg-vsock listens on SOCK_5000, runs padcell with --vsock SOCK, sends
+# "CONNECT 1234" until the guest's polling driver serves port 1234, checks 100000 bytes come back
+# echoed and the greeting the guest sent to CID 2 port 5000 arrives on SOCK_5000.
+check_vsock() {
+	local name=$1 log=$LOGDIR/$1.log sock=$2 why=""
+	for want in "tg-vsock: ok connect" "tg-vsock: ok echo" "tg-vsock: ok greeting" "ok vsock-echo" "ok vsock-connect"; do
+		grep -q "^$want" "$log" 2>/dev/null || { why="no '$want' line in $log"; break; }
+	done
+	[ -z "$why" ] && [ -e "$sock" ] && why="padcell left $sock behind"
+	if [ -n "$why" ]; then
+		echo "FAIL $name-host: $why"; grep -m3 'FAIL' "$log" 2>/dev/null | sed 's/^/  | /'; fail=$((fail + 1))
+	else
+		echo "PASS $name-host"; pass=$((pass + 1))
+	fi
+}
+VSOCK=$LOGDIR/vsock.sock
+rm -f "$VSOCK" "${VSOCK}_5000"
+TG_EXTRA="tg.vsockcid=42" CMDLINE_SUFFIX=" virtio_mmio.device=4K@0xd0000000:5" WRAP="$TGVSOCK $VSOCK 100000 --" \
+run_case vsock-linux64         0 linux64 64M   1 0 vsock     --entry linux64 --vsock "$VSOCK,cid=42"
+check_vsock vsock-linux64 "$VSOCK"
+CMDLINE_SUFFIX=" virtio_mmio.device=4K@0xd0000000:5" WRAP="$TGVSOCK $VSOCK 100000 --" \
+run_case vsock-pvh             0 pvh     64M   1 0 vsock     --entry pvh --vsock "$VSOCK"
+check_vsock vsock-pvh "$VSOCK"
 
 # Not a test: virtio-blk throughput as the polling guest sees it, one request in flight (the run
 # time of tg.case=blk with extra reads, minus the run time without; best of 2).  On PVM the guest
