@@ -17,6 +17,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 me=images/build-rootfs.sh
 die() { echo "$me: $*" >&2; exit 1; }
+# Interrupted builds still run the EXIT trap that removes their temporary directory.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 out=$repo/build/images
 if [ "${1:-}" = --out ]; then out=${2:?--out DIR}; shift 2; fi
@@ -210,7 +214,7 @@ release_dates() {
 }
 key=$({
 	sha256sum "$0" "$here/rootfs/init" "$here/rootfs/selftest" | cut -d' ' -f1
-	echo "packages=$pkgs suite=$suite mirror=$mirror epoch=$epoch"
+	echo "packages=$pkgs suite=$suite mirror=$mirror epoch=$epoch mode=$mode"
 	dpkg-query -W -f='${Package}=${Version}\n' mmdebstrap apt busybox-static e2fsprogs 2>/dev/null
 	release_dates
 } | sha256sum | cut -c1-24)
@@ -242,6 +246,7 @@ mkdir -p "$tmp/t"
 chmod 0755 "$tmp" "$tmp/t" # apt downloads as _apt when it can reach the directory
 # Show mmdebstrap's own progress lines with the elapsed time.  The merged-usr hook makes the
 # /bin -> usr/bin links itself, instead of the usrmerge package that would pull in perl (~50 MB).
+set +e
 TMPDIR=$tmp/t SOURCE_DATE_EPOCH=$epoch mmdebstrap --mode="$mode" --variant=minbase --include="$pkgs" \
 	--aptopt='APT::Install-Recommends "false"' \
 	--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
@@ -251,11 +256,15 @@ TMPDIR=$tmp/t SOURCE_DATE_EPOCH=$epoch mmdebstrap --mode="$mode" --variant=minba
 	"$suite" "$tmp/rootfs.tar" \
 	"deb $mirror/debian $suite main" "deb $mirror/debian $suite-updates main" \
 	"deb $mirror/debian-security $suite-security main" 2>&1 |
-	while IFS= read -r line; do
-		case "$line" in *"(Reading database ..."*"%"*) continue ;; esac # dpkg's percent counter
-		step "mmdebstrap: $line"
+	tee "$tmp/mmdebstrap.log" | while IFS= read -r line; do
+		case "$line" in [IWE]:*) step "mmdebstrap: $line" ;; esac # its steps; the rest is in the log
 	done
-[ "${PIPESTATUS[0]}" = 0 ] && [ -s "$tmp/rootfs.tar" ] || die "mmdebstrap failed (see above)"
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" != 0 ] || [ ! -s "$tmp/rootfs.tar" ]; then
+	tail -n 40 "$tmp/mmdebstrap.log" | sed 's/^/  | /' >&2
+	die "mmdebstrap failed (its last 40 lines are above)"
+fi
 step "rootfs.tar: $(($(stat -c %s "$tmp/rootfs.tar") / 1048576)) MiB"
 
 deb_assemble() { # deb_assemble TAR ROOT HERE BUSYBOX: unpack, add busybox tools and init
@@ -292,3 +301,6 @@ mv -T "$tmp" "$entry" 2>/dev/null || { [ -f "$entry/rootfs-debian.ext4" ] || die
 trap - EXIT
 rm -rf "$tmp"
 copy_out
+# Keep the three newest entries; drop temp directories an interrupted build left a day ago.
+ls -1dt "$cache"/images/[0-9a-f]*/ 2>/dev/null | tail -n +4 | while read -r old; do rm -rf "$old"; done
+find "$cache/images" -maxdepth 1 -name '.tmp-*' -mmin +1440 -exec rm -rf {} + 2>/dev/null || true

@@ -1,0 +1,27 @@
+# Root filesystem images (images/build-rootfs.sh): no root, no loop devices, no mount.
+#   rootfs-min     build/images/rootfs-min.{ext4,erofs}: busybox-static + images/rootfs/init (seconds)
+#   rootfs-debian  build/images/rootfs-debian.ext4: bookworm minbase + python3 by mmdebstrap
+#                  (about a minute cold, needs the Debian mirror; under a second from the cache)
+#   rootfs-check   boot the minimal images in QEMU microvm (TCG) and run their self-test
+#   rootfs-check-debian   the same for the Debian image
+ROOTFS_INPUTS := images/build-rootfs.sh images/rootfs/init images/rootfs/selftest
+
+.PHONY: rootfs-min rootfs-debian rootfs-check rootfs-check-debian
+rootfs-min: $(BUILD)/images/rootfs-min.ext4 $(BUILD)/images/rootfs-min.erofs
+
+$(BUILD)/images/rootfs-min.ext4 $(BUILD)/images/rootfs-min.erofs &: $(ROOTFS_INPUTS)
+	@images/build-rootfs.sh --out $(BUILD)/images min
+
+# Always asks the script: its content-addressed cache decides whether anything is built.
+rootfs-debian:
+	@images/build-rootfs.sh --out $(BUILD)/images debian
+
+rootfs-check: rootfs-min
+	@[ -f $(BUILD)/kernel/bzImage ] || $(MAKE) --no-print-directory kernel
+	@scripts/deps.sh nested
+	@images/rootfs/qemu-check.sh $(BUILD)/images/rootfs-min.ext4 $(BUILD)/images/rootfs-min.erofs
+
+rootfs-check-debian: rootfs-debian
+	@[ -f $(BUILD)/kernel/bzImage ] || $(MAKE) --no-print-directory kernel
+	@scripts/deps.sh nested
+	@images/rootfs/qemu-check.sh $(BUILD)/images/rootfs-debian.ext4
