@@ -54,6 +54,7 @@ deps:
 -include guest/guest.mk
 -include kernel-config/kernel.mk
 -include images/images.mk
+-include images/rootfs.mk
 -include tests/nested/nested.mk
 -include tests/unit/unit.mk
 -include tests/tests.mk

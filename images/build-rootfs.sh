@@ -34,11 +34,7 @@ suite=bookworm
 mirror=${PADCELL_DEBIAN_MIRROR:-http://deb.debian.org}
 
 # Packages: scripts/deps.sh's own group when it has one, plus a clear line for anything missing.
-if grep -q '^[[:space:]]*rootfs)' "$repo/scripts/deps.sh"; then
-	"$repo/scripts/deps.sh" rootfs
-else
-	"$repo/scripts/deps.sh" images
-fi
+if [ "$what" = debian ]; then "$repo/scripts/deps.sh" rootfs debian; else "$repo/scripts/deps.sh" rootfs; fi
 need() { # need PACKAGE FILE...
 	local pkg=$1 f
 	shift

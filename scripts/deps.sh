@@ -12,15 +12,17 @@ group_pkgs() {
 	kernel) echo linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils ;;
 	images) echo busybox-static cpio ;;
 	nested) echo qemu-system-x86 cpio kmod busybox-static ;;
+	rootfs) echo busybox-static e2fsprogs erofs-utils fakeroot ;;
+	debian) echo mmdebstrap fakechroot fakeroot uidmap ;;
 	*) return 1 ;;
 	esac
 }
 
-[ $# -gt 0 ] || die "usage: scripts/deps.sh GROUP... (build kernel images nested)"
+[ $# -gt 0 ] || die "usage: scripts/deps.sh GROUP... (build kernel images nested rootfs debian)"
 
 missing=()
 for group in "$@"; do
-	pkgs=$(group_pkgs "$group") || die "unknown group '$group' (build kernel images nested)"
+	pkgs=$(group_pkgs "$group") || die "unknown group '$group' (build kernel images nested rootfs debian)"
 	for pkg in $pkgs; do
 		status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
 		if [ "$status" != "install ok installed" ]; then

@@ -4,10 +4,8 @@
 TEST_BINS := $(BUILD)/padcell $(BUILD)/padcell-static
 
 test:
-	@scripts/deps.sh build kernel images nested
-	@$(MAKE) --no-print-directory $(TEST_BINS) unit-tests-bin testguest kernel initramfs $(if $(ROOTFS_INPUTS),rootfs-min)
-	@# rootfs-min comes from images/rootfs.mk; where the Makefile does not include it yet, build directly.
-	@$(if $(ROOTFS_INPUTS),:,images/build-rootfs.sh --out $(BUILD)/images min)
+	@scripts/deps.sh build kernel images nested rootfs
+	@$(MAKE) --no-print-directory $(TEST_BINS) unit-tests-bin testguest kernel initramfs rootfs-min
 	@tests/run-all.sh
 
 kvm-test: $(BUILD)/padcell testguest
