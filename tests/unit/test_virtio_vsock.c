@@ -1,6 +1,9 @@
 /* virtio-vsock: packets through real rings, the host's Unix sockets, credit both ways, malformed input. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_mmio.h>
 #include <linux/virtio_ring.h>
@@ -10,10 +13,12 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "devices/virtio_vsock.h"
 #include "tests/unit/fake_host.h"
+#include "tests/unit/images.h"
 #include "vmm/cli.h"
 #include "vmm/mem.h"
 
@@ -150,7 +155,7 @@ static void tx_raw(const void *hdr, uint32_t hdr_len, const void *data, uint32_t
 		desc_put(q, h, buf, hdr_len, 0, 0);
 	}
 	avail_put(q, h);
-	pump(1);
+	virtio_vsock_poll(dev, 0); /* the tx ring is served whether or not an fd is ready */
 }
 
 static struct virtio_vsock_hdr ghdr(uint16_t op, uint32_t src_port, uint32_t dst_port, uint32_t len)
@@ -795,5 +800,146 @@ Test(vsock, worker_thread_serves_a_kick)
 	cr_assert_eq(used_idx(&dq[0]), 1);
 	cr_assert_gt(fh.notify_calls, 0);
 	close(fd);
+	close(srv);
+}
+
+/* ---- padcell itself: --vsock at start and exit ---- */
+
+static int run_padcell(char *const argv[], char *errbuf, size_t errlen)
+{
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(p[1], 2);
+		int null = open("/dev/null", O_RDWR);
+		dup2(null, 0);
+		dup2(null, 1);
+		for (int i = 0; i < 50; i++) { /* a concurrent make may be relinking padcell */
+			execv(argv[0], argv);
+			usleep(100000);
+		}
+		_exit(127);
+	}
+	close(p[1]);
+	ssize_t n = 0, r;
+	while ((r = read(p[0], errbuf + n, errlen - 1 - (size_t)n)) > 0)
+		n += r;
+	errbuf[n] = '\0';
+	close(p[0]);
+	int st;
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+Test(vsock_cli, padcell_claims_and_releases_the_socket_path, .init = setup, .fini = teardown, .timeout = 30)
+{
+	char bin[PATH_MAX], self[PATH_MAX];
+	const char *env = getenv("PADCELL");
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	cr_assert_gt(n, 0);
+	self[n] = '\0';
+	snprintf(bin, sizeof(bin), "%s/../padcell", dirname(self));
+	if (env)
+		snprintf(bin, sizeof(bin), "%s", env);
+	cr_assert_eq(access(bin, X_OK), 0, "%s must be built (make unit builds it)", bin);
+	/* A loadable kernel (a 2-byte ELF: ud2), so the only thing wrong is the vsock path. */
+	char kernel[160], file[160], stale[160], nodir[160], e[512];
+	snprintf(kernel, sizeof(kernel), "%s/kernel", dir);
+	static const uint8_t ud2[] = { 0x0f, 0x0b };
+	struct elf_spec spec = { .code = ud2, .code_len = sizeof(ud2), .entry = 0x100000 };
+	size_t klen;
+	uint8_t *kimg = img_elf(&spec, &klen);
+	int kfd = open(kernel, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	cr_assert_eq(write(kfd, kimg, klen), (ssize_t)klen);
+	close(kfd);
+	free(kimg);
+	snprintf(file, sizeof(file), "%s/file", dir);
+	FILE *f = fopen(file, "w");
+	fclose(f);
+	snprintf(nodir, sizeof(nodir), "%s/no/such", dir);
+	char cid2[200];
+	snprintf(cid2, sizeof(cid2), "%s/x,cid=2", dir);
+
+	struct { const char *arg, *want; } cases[] = {
+		{ path, "another process listens" }, /* the test's own live listener */
+		{ file, "not a socket" },
+		{ nodir, "No such file" },
+		{ cid2, "reserved" },
+	};
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *argv[] = { bin, "boot", "--kernel", kernel, "--mem", "16M", "--vsock", (char *)cases[i].arg, NULL };
+		int rc = run_padcell(argv, e, sizeof(e));
+		cr_assert_eq(rc, 2, "--vsock %s: exit %d (%s)", cases[i].arg, rc, e);
+		cr_assert(!strncmp(e, "padcell: ", 9) && strchr(e, '\n') == e + strlen(e) - 1, "one line: %s", e);
+		cr_assert(strstr(e, cases[i].want), "--vsock %s: %s", cases[i].arg, e);
+	}
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0, "the live socket was removed");
+	cr_assert_eq(stat(file, &st), 0, "a regular file was removed");
+
+	/* A stale socket (nobody listens) is taken over, and padcell removes it at exit. */
+	if (access("/dev/kvm", R_OK | W_OK))
+		cr_skip_test("no usable /dev/kvm: the stale-socket run needs a VM");
+	snprintf(stale, sizeof(stale), "%s/stale.sock", dir);
+	int s = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	memcpy(a.sun_path, stale, strlen(stale) + 1);
+	cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+	close(s);
+	char *argv[] = { bin, "boot", "--kernel", kernel, "--mem", "16M", "--vsock", stale, NULL };
+	int rc = run_padcell(argv, e, sizeof(e));
+	cr_assert_eq(rc, 4, "the ud2 guest crashes its vCPU: exit %d (%s)", rc, e);
+	cr_assert_neq(lstat(stale, &st), 0, "padcell left %s behind", stale);
+}
+
+Test(vsock, random_packets_never_break_padcell)
+{
+	/* A listener on PATH_5000 so some random REQUESTs open real connections. */
+	char p[160];
+	snprintf(p, sizeof(p), "%s_5000", path);
+	int srv = unix_listen(p);
+	srand(4242);
+	static uint8_t payload[8192];
+	for (int i = 0; i < 3000; i++) {
+		struct virtio_vsock_hdr h = ghdr((uint16_t)(rand() % 10), 40000 + (uint32_t)(rand() % 4),
+						 rand() % 3 ? 5000 : (uint32_t)rand(), 0);
+		if (!(rand() % 8))
+			h.type = (uint16_t)(rand() % 4);
+		if (!(rand() % 16))
+			h.src_cid = (uint64_t)rand();
+		if (!(rand() % 16))
+			h.dst_cid = (uint64_t)rand() % 4;
+		h.flags = (uint32_t)rand() % 5;
+		h.buf_alloc = (uint32_t)rand() % 70000;
+		h.fwd_cnt = (uint32_t)rand() % 70000;
+		uint32_t len = rand() % 4 ? (uint32_t)(rand() % 200) : (uint32_t)(rand() % sizeof(payload));
+		h.len = rand() % 8 ? len : (uint32_t)rand();
+		if (rand() % 32)
+			tx_raw(&h, HDR, payload, len);
+		else
+			tx_raw(&h, (uint32_t)(rand() % HDR) + 1, NULL, 0);
+		cr_assert_leq(dev->nconns, VSOCK_MAX_CONNS);
+		cr_assert_leq(dev->rst_pending, 64);
+		/* drain the rx ring like a guest would */
+		while (used_idx(&dq[0]) != dq[0].used_seen) {
+			struct virtio_vsock_hdr r;
+			static uint8_t d[RXBUF];
+			cr_assert(rx(&r, d, sizeof(d)));
+			cr_assert_eq(r.dst_cid, CID);
+		}
+		/* accept and drop what padcell connected, so the backlog never fills */
+		struct pollfd pf = { .fd = srv, .events = POLLIN };
+		while (poll(&pf, 1, 0) == 1) {
+			int fd = accept(srv, NULL, NULL);
+			if (fd < 0)
+				break;
+			if (rand() % 2)
+				close(fd);
+			else
+				shutdown(fd, SHUT_WR);
+		}
+	}
+	cr_assert_eq(rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
 	close(srv);
 }
