@@ -60,7 +60,8 @@ int vsock_listen(const char *path, char *err, size_t errlen)
 			return -EEXIST;
 		}
 		/* A socket file: live if someone accepts on it, stale (left by a crash) if refused. */
-		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		/* Non-blocking: a live socket with a full backlog answers EAGAIN instead of stalling padcell. */
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (probe < 0) {
 			snprintf(err, errlen, "socket: %s", strerror(errno));
 			return -errno;
