@@ -2,12 +2,13 @@
 # Build padcell's root filesystem images without privileges: no mount, no loop device, no chroot.
 # File ownership is kept by fakeroot, images are written by `mkfs.ext4 -d` and `mkfs.erofs`.
 #
-# Usage: images/build-rootfs.sh [--out DIR] min|debian
+# Usage: images/build-rootfs.sh [--out DIR] [--cached-only] min|debian
 #   min     busybox-static + images/rootfs/init  -> DIR/rootfs-min.ext4, DIR/rootfs-min.erofs
 #           (reproducible: same inputs, same bytes)
 #   debian  Debian bookworm minbase + images/rootfs/debian-packages, made by mmdebstrap
 #           -> DIR/rootfs-debian.ext4, cached by content under $PADCELL_CACHE/images/<key>/
-#   DIR defaults to build/images.
+#   DIR defaults to build/images.  --cached-only (debian): copy the image out if the cache has
+#   it, else exit 3 without building (for a test run that must not wait a minute or go online).
 # Environment: PADCELL_CACHE (default /var/cache/padcell, else build/cache when that is not
 # writable), PADCELL_ROOTFS_MODE=auto|unshare|fakechroot (mmdebstrap's mode; auto tries unshare),
 # PADCELL_DEBIAN_MIRROR (default http://deb.debian.org), SOURCE_DATE_EPOCH (timestamps).
@@ -22,10 +23,16 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-out=$repo/build/images
-if [ "${1:-}" = --out ]; then out=${2:?--out DIR}; shift 2; fi
+out=$repo/build/images cached_only=0
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--out) out=${2:?--out DIR}; shift 2 ;;
+	--cached-only) cached_only=1; shift ;;
+	*) break ;;
+	esac
+done
 what=${1:-}
-case "$what" in min | debian) ;; *) die "usage: $me [--out DIR] min|debian" ;; esac
+case "$what" in min | debian) ;; *) die "usage: $me [--out DIR] [--cached-only] min|debian" ;; esac
 
 # Fixed inputs for reproducible images.
 epoch=${SOURCE_DATE_EPOCH:-1700000000}
@@ -233,6 +240,10 @@ if [ -f "$entry/rootfs-debian.ext4" ]; then
 	step "cached: $key"
 	copy_out
 	exit 0
+fi
+if [ "$cached_only" = 1 ]; then
+	echo "$me: rootfs-debian is not cached (key $key); run: make rootfs-debian"
+	exit 3
 fi
 
 step "building $suite + $pkgs with mmdebstrap --mode=$mode (cache key $key; takes a minute or more)"
