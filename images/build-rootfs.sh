@@ -40,7 +40,7 @@ busybox=/bin/busybox
 suite=bookworm
 mirror=${PADCELL_DEBIAN_MIRROR:-http://deb.debian.org}
 
-# Packages: scripts/deps.sh's own group when it has one, plus a clear line for anything missing.
+# Packages: scripts/deps.sh's rootfs group (and debian for the Debian image), then one clear line per missing tool.
 if [ "$what" = debian ]; then "$repo/scripts/deps.sh" rootfs debian; else "$repo/scripts/deps.sh" rootfs; fi
 need() { # need PACKAGE FILE...
 	local pkg=$1 f
