@@ -97,7 +97,7 @@ int main(int argc, char **argv)
 		execv(argv[4], argv + 4);
 		_exit(127);
 	}
-	long long t0 = now_ms(), deadline = t0 + 60000;
+	long long t0 = now_ms(), deadline = t0 + 25000; /* inside the harness's 30 s per case */
 
 	/* Host -> guest: CONNECT 1234 until the guest serves the port (it ignores early requests). */
 	char *out = malloc(nbytes), *back = malloc(nbytes);
@@ -144,9 +144,9 @@ int main(int argc, char **argv)
 			sent += (size_t)n;
 		}
 		shutdown(c, SHUT_WR);
-		size_t got = read_all(c, back, nbytes, now_ms() + 30000);
+		size_t got = read_all(c, back, nbytes, now_ms() + 15000);
 		char extra;
-		ssize_t eof = read_all(c, &extra, 1, now_ms() + 10000);
+		ssize_t eof = read_all(c, &extra, 1, now_ms() + 5000);
 		if (sent != nbytes || got != nbytes || memcmp(out, back, nbytes) || eof != 0) {
 			printf("tg-vsock: FAIL echo: sent %zu of %zu, got back %zu%s%s\n", sent, nbytes, got,
 			       got == nbytes && memcmp(out, back, nbytes) ? ", different bytes" : "",
@@ -160,9 +160,9 @@ int main(int argc, char **argv)
 
 	/* Guest -> host: padcell connected to PATH_5000 for the guest's CID 2 port 5000. */
 	struct pollfd p = { .fd = gl, .events = POLLIN };
-	int g = poll(&p, 1, 10000) == 1 ? accept(gl, NULL, NULL) : -1;
+	int g = poll(&p, 1, 5000) == 1 ? accept(gl, NULL, NULL) : -1;
 	char greet[128] = { 0 };
-	size_t glen = g >= 0 ? read_all(g, greet, sizeof(greet) - 1, now_ms() + 10000) : 0;
+	size_t glen = g >= 0 ? read_all(g, greet, sizeof(greet) - 1, now_ms() + 5000) : 0;
 	if (g < 0 || glen != strlen(GREETING) || memcmp(greet, GREETING, glen)) {
 		printf("tg-vsock: FAIL greeting on %s: %s\"%.*s\"\n", gpath, g < 0 ? "no connection " : "",
 		       (int)glen, greet);
@@ -182,7 +182,7 @@ int main(int argc, char **argv)
 		if (now_ms() >= deadline) {
 			kill(pid, SIGKILL);
 			waitpid(pid, &status, 0);
-			printf("tg-vsock: FAIL padcell still running after 60 s\n");
+			printf("tg-vsock: FAIL padcell still running after 25 s\n");
 			fails++;
 		}
 	}
