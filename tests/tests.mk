@@ -17,7 +17,8 @@ nested-test: $(TEST_BINS) kernel initramfs
 
 bench:
 	@scripts/deps.sh build kernel images nested
-	@$(MAKE) --no-print-directory $(TEST_BINS) kernel initramfs $(BUILD)/vmmprobe $(BUILD)/spin.elf
+	@$(MAKE) --no-print-directory $(TEST_BINS) kernel initramfs $(BUILD)/vmmprobe $(BUILD)/spin.elf $(BUILD)/blkread $(if $(ROOTFS_INPUTS),rootfs-min)
+	@$(if $(ROOTFS_INPUTS),:,[ -f $(BUILD)/images/rootfs-min.ext4 ] || images/build-rootfs.sh --out $(BUILD)/images min)
 	@tests/bench/run.sh
 
 demo:
@@ -28,6 +29,11 @@ demo:
 $(BUILD)/vmmprobe: tests/bench/vmmprobe.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -static -o $@ $<
+
+# The benchmark guest's block reader (runs inside the nested tier's L2 guest).
+$(BUILD)/blkread: tests/bench/blkread.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -O2 -static -o $@ $<
 
 # The benchmark guest: PVH entry, one byte on COM1, then spin (tests/bench/spin.S).
 $(BUILD)/spin.elf: tests/bench/spin.S tests/bench/spin.ld

@@ -5,6 +5,10 @@
 #   nested: inside the emulated L1 host with real KVM, the project's kernel + initramfs:
 #           launch -> init marker and launch -> VMM exit (median of 5 each), and resident memory
 #           at the marker.
+#   nested-blk: inside L1, the stripped kernel booted from a copy of rootfs-min with a 64 MiB
+#           read-only second drive: sequential 1 MiB and random 4 KiB O_DIRECT reads in the guest
+#           (tests/bench/blkread.c), padcell --drive vs QEMU virtio-blk-device, median of 5 each.
+# BENCH_PARTS="host nested blk" (the default) picks the sections to run.
 # Absolute numbers in the nested tier are ~50x slowed by emulation: compare the columns, not
 # the numbers with anything measured elsewhere.
 set -uo pipefail
@@ -20,10 +24,14 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }'; }
 
 rows=()
+parts=" ${BENCH_PARTS:-host nested blk} "
+want() { [[ "$parts" == *" $1 "* ]]; }
 row() { rows+=("$(printf '%-46s %14s %14s %10s' "$@")"); }
 
 echo "==== bench: host /dev/kvm"
-if [ -c /dev/kvm ] && [ -w /dev/kvm ]; then
+if ! want host; then
+	echo "SKIP: not in BENCH_PARTS"
+elif [ -c /dev/kvm ] && [ -w /dev/kvm ]; then
 	kind=$(grep -qwE 'vmx|svm' /proc/cpuinfo && echo hardware || { [ -e /sys/module/kvm_pvm ] && echo PVM || echo unknown; })
 	pf=$($probe first 30 build/padcell boot --kernel $spin --mem 128M) || pf=""
 	qf=$($probe first 20 "${qemu[@]}" -m 128 -kernel $spin) || qf=""
@@ -44,9 +52,10 @@ else
 	echo "SKIP: host part: /dev/kvm is missing or not writable"
 fi
 
+payload=$(mktemp -d) bpayload=$(mktemp -d)
+trap 'rm -rf "$payload" "$bpayload"' EXIT
 echo "==== bench: nested tier (QEMU TCG L1 host with real KVM; takes a few minutes)"
-payload=$(mktemp -d)
-trap 'rm -rf "$payload"' EXIT
+if want nested; then
 cp build/padcell-static "$payload/padcell"
 cp $probe build/kernel/bzImage build/images/initramfs.cpio.gz "$payload/"
 tests/nested/stage-qemu.sh "$payload/qemu" >/dev/null
@@ -88,7 +97,81 @@ if [[ "$pmm" == *vmm_rss_kib=* && "$qmm" == *vmm_rss_kib=* ]]; then
 	row "nested: guest RAM touched at init (MiB)" "$(mib "$(field guest_rss_kib "$pmm")")" "$(mib "$(field guest_rss_kib "$qmm")")" ""
 fi
 
+fi # want nested
+
+echo "==== bench: nested virtio-blk (padcell --drive vs QEMU virtio-blk-device, same kernel, image, guest)"
+# A BENCHMARK-ONLY copy of rootfs-min: its tree unpacked with debugfs, tests/bench/blk-guest.sh as
+# init's selftest hook, blkread added.  The shipped image is not modified.
+if want blk; then
+	bmib=64 bcount=2000 bruns=5
+	if [ -f build/images/rootfs-min.ext4 ] && [ -x build/blkread ]; then
+		tree=$bpayload/tree
+		mkdir -p "$tree"
+		debugfs -R "rdump / $tree" build/images/rootfs-min.ext4 >/dev/null 2>&1
+		mkdir -p "$tree/dev" "$tree/usr/bin"
+		[ -e "$tree/dev/console" ] || mknod -m 0600 "$tree/dev/console" c 5 1
+		[ -e "$tree/dev/null" ] || mknod -m 0666 "$tree/dev/null" c 1 3
+		install -m 0755 tests/bench/blk-guest.sh "$tree/etc/padcell-selftest"
+		install -m 0755 build/blkread "$tree/usr/bin/blkread"
+		mkfs.ext4 -q -F -t ext4 -b 4096 -m 0 -O ^has_journal -d "$tree" "$bpayload/root.img" 16M >/dev/null
+		rm -rf "$tree"
+		cp build/padcell-static "$bpayload/padcell"
+		cp build/kernel/bzImage "$bpayload/"
+		tests/nested/stage-qemu.sh "$bpayload/qemu" >/dev/null
+		cat >"$bpayload/run.sh" <<RUN
+#!/bin/sh
+cd /payload
+# The benchmark disk: $bmib MiB, written (not sparse) in L1's RAM.
+dd if=/dev/zero of=/tmp/bench.img bs=1M count=$bmib 2>/dev/null
+args="padcell.selftest=1 blk.mib=$bmib blk.count=$bcount blk.runs=$bruns"
+for vmm in padcell qemu; do
+	echo "STEP bench-blk-\$vmm"
+	if [ \$vmm = padcell ]; then
+		timeout 300 ./padcell boot --kernel bzImage --mem 256M --drive root.img,ro --drive /tmp/bench.img,ro,id=bench \\
+			--cmdline "console=ttyS0 reboot=k panic=-1 quiet \$args" >/tmp/\$vmm.log 2>&1 </dev/null
+	else
+		timeout 300 ./qemu/bin/qemu-system-x86_64 -L ./qemu/share/qemu -M microvm,acpi=on -accel kvm -cpu host \\
+			-m 256M -nodefaults -no-user-config -display none -serial stdio -no-reboot -kernel bzImage \\
+			-drive id=r,file=root.img,format=raw,if=none,readonly=on -device virtio-blk-device,drive=r \\
+			-drive id=b,file=/tmp/bench.img,format=raw,if=none,readonly=on -device virtio-blk-device,drive=b,serial=bench \\
+			-append "console=ttyS0 reboot=t panic=-1 quiet root=/dev/vda ro \$args" >/tmp/\$vmm.log 2>&1 </dev/null
+	fi
+	echo "BENCH blk \$vmm exit \$?"
+	tr -d '\r' </tmp/\$vmm.log | sed -n "s/^BENCHG /BENCH blk \$vmm /p"
+done
+RUN
+		chmod +x "$bpayload/run.sh"
+		blog=build/nested/bench-blk.log
+		mkdir -p build/nested
+		tests/nested/l1.sh --payload "$bpayload" --timeout 900 --log "$blog" >build/nested/bench-blk.out 2>&1
+		brc=$?
+		grep -ao 'BENCH blk .*' "$blog" | tr -d '\r' >build/nested/bench-blk.lines || true
+		cat build/nested/bench-blk.lines
+		# median VMM KIND FIELD: the median of FIELD over that VMM's runs of KIND (seq or rand).
+		median() {
+			grep "^BENCH blk $1 $2 " build/nested/bench-blk.lines | sed -E "s/.* $3=([0-9.]+).*/\\1/" | sort -n |
+				awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+		}
+		ps=$(median padcell seq mibs) qs=$(median qemu seq mibs) pr=$(median padcell rand iops) qr=$(median qemu rand iops)
+		if [ -n "$ps" ] && [ -n "$qs" ]; then
+			row "nested blk: seq 1 MiB O_DIRECT read (MiB/s)" "$ps" "$qs" "$(ratio "$ps" "$qs")"
+		else
+			echo "nested blk: sequential figures incomplete (l1.sh exit $brc); see build/nested/bench-blk.out and $blog"
+		fi
+		if [ -n "$pr" ] && [ -n "$qr" ]; then
+			row "nested blk: 4 KiB random O_DIRECT read (IOPS)" "$pr" "$qr" "$(ratio "$pr" "$qr")"
+		else
+			echo "nested blk: random-read figures incomplete (l1.sh exit $brc); see build/nested/bench-blk.out and $blog"
+		fi
+	else
+		echo "SKIP: build/images/rootfs-min.ext4 or build/blkread missing (make bench builds them)"
+	fi
+else
+	echo "SKIP: not in BENCH_PARTS"
+fi
+
 echo
 echo "==== padcell beside QEMU microvm (same run, same inputs; 'QEMU/padcell' > 1 means padcell is better)"
 printf '%-46s %14s %14s %10s\n' "measure" "padcell" "QEMU" "QEMU/padcell"
 for r in "${rows[@]}"; do echo "$r"; done
+want blk && echo "(nested blk rows are throughput: their last column is padcell/QEMU, so > 1 still means padcell is better)"
