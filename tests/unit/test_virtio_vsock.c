@@ -943,3 +943,20 @@ Test(vsock, random_packets_never_break_padcell)
 	cr_assert_eq(rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
 	close(srv);
 }
+
+Test(vsock, guest_shutdown_rcv_stops_data_toward_the_guest)
+{
+	int srv = -1;
+	int fd = guest_connect(&srv, 40070, 256 << 10);
+	struct virtio_vsock_hdr s = ghdr(VIRTIO_VSOCK_OP_SHUTDOWN, 40070, 5000, 0);
+	s.flags = VIRTIO_VSOCK_SHUTDOWN_RCV;
+	tx(s, NULL);
+	cr_assert_eq(write(fd, "ignored", 7), 7);
+	cr_assert(rx_none(), "data sent to a guest that shut down receiving");
+	/* it can still send */
+	tx(ghdr(VIRTIO_VSOCK_OP_RW, 40070, 5000, 2), "hi");
+	char buf[8];
+	cr_assert_eq(read_timeout(fd, buf, sizeof(buf), 1000), 2);
+	close(fd);
+	close(srv);
+}
