@@ -174,4 +174,4 @@ echo
 echo "==== padcell beside QEMU microvm (same run, same inputs; 'QEMU/padcell' > 1 means padcell is better)"
 printf '%-46s %14s %14s %10s\n' "measure" "padcell" "QEMU" "QEMU/padcell"
 for r in "${rows[@]}"; do echo "$r"; done
-want blk && echo "(nested blk rows are throughput: their last column is padcell/QEMU, so > 1 still means padcell is better)"
+if want blk; then echo "(nested blk rows are throughput: their last column is padcell/QEMU, so > 1 still means padcell is better)"; fi
