@@ -16,9 +16,8 @@ nested-test: $(TEST_BINS) kernel initramfs
 	tests/nested/boot-test.sh
 
 bench:
-	@scripts/deps.sh build kernel images nested
-	@$(MAKE) --no-print-directory $(TEST_BINS) kernel initramfs $(BUILD)/vmmprobe $(BUILD)/spin.elf $(BUILD)/blkread $(if $(ROOTFS_INPUTS),rootfs-min)
-	@$(if $(ROOTFS_INPUTS),:,[ -f $(BUILD)/images/rootfs-min.ext4 ] || images/build-rootfs.sh --out $(BUILD)/images min)
+	@scripts/deps.sh build kernel images nested rootfs
+	@$(MAKE) --no-print-directory $(TEST_BINS) kernel initramfs rootfs-min $(BUILD)/vmmprobe $(BUILD)/spin.elf $(BUILD)/blkread
 	@tests/bench/run.sh
 
 demo:
