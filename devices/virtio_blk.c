@@ -129,24 +129,12 @@ void blk_disk_close(struct blk_disk *d)
 static int chain_iov(const struct virtq_chain *c, bool writable, uint64_t skip, uint64_t len,
 		     struct iovec *iov, unsigned *niov)
 {
-	unsigned first = writable ? c->nread : 0, end = writable ? c->nseg : c->nread, n = 0;
-	for (unsigned i = first; i < end && len; i++) {
-		const struct virtq_seg *s = &c->seg[i];
-		if (skip >= s->len) {
-			skip -= s->len;
-			continue;
-		}
-		uint64_t take = s->len - skip;
-		if (take > len)
-			take = len;
-		if (take > BLK_SIZE_MAX)
+	if (virtq_chain_iov(c, writable, skip, len, iov, niov) != len)
+		return -1;
+	for (unsigned i = 0; i < *niov; i++)
+		if (iov[i].iov_len > BLK_SIZE_MAX)
 			return -1; /* SIZE_MAX is a promise the driver made */
-		iov[n++] = (struct iovec){ s->host + skip, take };
-		len -= take;
-		skip = 0;
-	}
-	*niov = n;
-	return len ? -1 : 0;
+	return 0;
 }
 
 /* preadv/pwritev until done; a short transfer (end of file) is an error. */

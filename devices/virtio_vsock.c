@@ -263,20 +263,8 @@ static void conn_guest_data(struct virtio_vsock *v, struct vsock_conn *c, const 
 	c->rx_cnt += len;
 	if (!c->buf_len && c->fd >= 0) {
 		struct iovec iov[VIRTQ_MAX_SIZE];
-		int n = 0;
-		uint64_t skip = off, left = len;
-		for (unsigned i = 0; i < ch->nread && left; i++) {
-			if (skip >= ch->seg[i].len) {
-				skip -= ch->seg[i].len;
-				continue;
-			}
-			uint64_t take = ch->seg[i].len - skip;
-			if (take > left)
-				take = left;
-			iov[n++] = (struct iovec){ ch->seg[i].host + skip, take };
-			left -= take;
-			skip = 0;
-		}
+		unsigned n;
+		virtq_chain_iov(ch, false, off, len, iov, &n);
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
 		ssize_t w;
 		do
@@ -549,20 +537,8 @@ static int64_t conn_fill(struct virtio_vsock *v, struct vsock_conn *c, const str
 	if (want > VSOCK_BUF_ALLOC)
 		want = VSOCK_BUF_ALLOC;
 	struct iovec iov[VIRTQ_MAX_SIZE];
-	int n = 0;
-	uint64_t skip = HDR_LEN, left = want;
-	for (unsigned i = ch->nread; i < ch->nseg && left; i++) {
-		if (skip >= ch->seg[i].len) {
-			skip -= ch->seg[i].len;
-			continue;
-		}
-		uint64_t take = ch->seg[i].len - skip;
-		if (take > left)
-			take = left;
-		iov[n++] = (struct iovec){ ch->seg[i].host + skip, take };
-		left -= take;
-		skip = 0;
-	}
+	unsigned n;
+	virtq_chain_iov(ch, true, HDR_LEN, want, iov, &n);
 	ssize_t r;
 	do
 		r = readv(c->fd, iov, n);

@@ -1,6 +1,8 @@
 /* Split virtqueue walking: the guest writes these rings, so every index, address and length is checked. */
 #include "devices/virtq.h"
 
+#include <sys/uio.h>
+
 #include <errno.h>
 #include <linux/virtio_ring.h>
 #include <string.h>
@@ -217,4 +219,26 @@ uint64_t virtq_chain_read(const struct virtq_chain *c, uint64_t off, void *dst, 
 uint64_t virtq_chain_write(const struct virtq_chain *c, uint64_t off, const void *src, uint64_t len)
 {
 	return chain_copy(c, true, off, (uint8_t *)src, len, true);
+}
+
+uint64_t virtq_chain_iov(const struct virtq_chain *c, bool writable, uint64_t skip, uint64_t len,
+			 struct iovec *iov, unsigned *niov)
+{
+	unsigned first = writable ? c->nread : 0, end = writable ? c->nseg : c->nread, n = 0;
+	uint64_t left = len;
+	for (unsigned i = first; i < end && left; i++) {
+		const struct virtq_seg *seg = &c->seg[i];
+		if (skip >= seg->len) {
+			skip -= seg->len;
+			continue;
+		}
+		uint64_t take = seg->len - skip;
+		if (take > left)
+			take = left;
+		iov[n++] = (struct iovec){ seg->host + skip, take };
+		left -= take;
+		skip = 0;
+	}
+	*niov = n;
+	return len - left;
 }

@@ -72,6 +72,16 @@ void virtq_reset(struct virtq *q);
  */
 int virtq_pop(struct virtq *q, const struct guest_mem *m, struct virtq_chain *c);
 
+/*
+ * Maps part of one direction of a popped chain (its readable or its writable
+ * segments) as iovecs: `len` bytes starting `skip` bytes in.  Fills at most
+ * VIRTQ_MAX_SIZE entries; returns how many bytes were mapped (less than len when
+ * the chain is shorter) and the entry count in *niov.
+ */
+struct iovec;
+uint64_t virtq_chain_iov(const struct virtq_chain *c, bool writable, uint64_t skip, uint64_t len,
+			 struct iovec *iov, unsigned *niov);
+
 /* Puts (head, written bytes) on the used ring and publishes the new used index. */
 void virtq_push(struct virtq *q, uint16_t head, uint32_t len);
 
