@@ -609,7 +609,7 @@ static bool rx_fill(struct virtio_vsock *v)
 			idle = 0;
 		}
 		if (used < 0) {
-			q->last_avail--; /* nothing was written: the buffer stays the driver's, next in line */
+			virtq_unpop(q); /* nothing was written: the buffer stays the driver's, next in line */
 			continue;
 		}
 		virtq_push(q, v->chain.head, (uint32_t)used);

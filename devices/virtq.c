@@ -242,3 +242,8 @@ uint64_t virtq_chain_iov(const struct virtq_chain *c, bool writable, uint64_t sk
 	*niov = n;
 	return len - left;
 }
+
+void virtq_unpop(struct virtq *q)
+{
+	q->last_avail--;
+}

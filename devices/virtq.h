@@ -82,6 +82,9 @@ struct iovec;
 uint64_t virtq_chain_iov(const struct virtq_chain *c, bool writable, uint64_t skip, uint64_t len,
 			 struct iovec *iov, unsigned *niov);
 
+/* Gives back the chain virtq_pop() returned last, untouched: the next pop returns it again. */
+void virtq_unpop(struct virtq *q);
+
 /* Puts (head, written bytes) on the used ring and publishes the new used index. */
 void virtq_push(struct virtq *q, uint16_t head, uint32_t len);
 
