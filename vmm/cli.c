@@ -61,7 +61,10 @@ int cli_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 #define usage_err(err, errlen, ...) errorf(err, errlen, -EINVAL, __VA_ARGS__)
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEM, OPT_ENTRY, OPT_VERBOSE, OPT_DRIVE,
-       OPT_SCRATCH, OPT_VSOCK };
+       OPT_SCRATCH, OPT_VSOCK,
+       /* run */
+       OPT_ROOTFS, OPT_ENV, OPT_CWD, OPT_USER, OPT_TIMEOUT, OPT_BOOT_TIMEOUT, OPT_NO_STDIN, OPT_FROM,
+       OPT_SNAPSHOT_WHEN_READY };
 
 /* PATH[,ro][,id=NAME]: the path ends at the first comma. */
 static int parse_drive(const char *arg, struct drive_opt *d, char *err, size_t errlen)
@@ -120,96 +123,213 @@ static int parse_vsock(const char *arg, struct boot_opts *o, char *err, size_t e
 	return 0;
 }
 
-int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t errlen)
+/* The options every VM-creating command shares (boot, run). */
+#define VM_LONG_OPTS \
+		{ "kernel", required_argument, NULL, OPT_KERNEL }, \
+		{ "initrd", required_argument, NULL, OPT_INITRD }, \
+		{ "cmdline", required_argument, NULL, OPT_CMDLINE }, \
+		{ "cpus", required_argument, NULL, OPT_CPUS }, \
+		{ "mem", required_argument, NULL, OPT_MEM }, \
+		{ "entry", required_argument, NULL, OPT_ENTRY }, \
+		{ "verbose", no_argument, NULL, OPT_VERBOSE }, \
+		{ "drive", required_argument, NULL, OPT_DRIVE }, \
+		{ "scratch", required_argument, NULL, OPT_SCRATCH }, \
+		{ "vsock", required_argument, NULL, OPT_VSOCK }
+
+static void vm_opts_defaults(struct boot_opts *o)
 {
-	static const struct option opts[] = {
-		{ "kernel", required_argument, NULL, OPT_KERNEL },
-		{ "initrd", required_argument, NULL, OPT_INITRD },
-		{ "cmdline", required_argument, NULL, OPT_CMDLINE },
-		{ "cpus", required_argument, NULL, OPT_CPUS },
-		{ "mem", required_argument, NULL, OPT_MEM },
-		{ "entry", required_argument, NULL, OPT_ENTRY },
-		{ "verbose", no_argument, NULL, OPT_VERBOSE },
-		{ "drive", required_argument, NULL, OPT_DRIVE },
-		{ "scratch", required_argument, NULL, OPT_SCRATCH },
-		{ "vsock", required_argument, NULL, OPT_VSOCK },
-		{ 0 },
-	};
 	memset(o, 0, sizeof(*o));
 	o->cmdline = CLI_DEFAULT_CMDLINE;
 	o->mem = CLI_DEFAULT_MEM;
 	o->cpus = 1;
-	opterr = 0;
-	optind = 1;
-	int c;
-	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_KERNEL: o->kernel = optarg; break;
-		case OPT_INITRD: o->initrd = optarg; break;
-		case OPT_CMDLINE: o->cmdline = optarg; break;
-		case OPT_VERBOSE: o->verbose = true; break;
-		case OPT_CPUS:
-			/* The upper bound against KVM's limit is checked once /dev/kvm is open. */
-			if (cli_parse_uint(optarg, 1, 4096, &o->cpus))
-				return usage_err(err, errlen, "--cpus '%s': expected a whole number from 1 up", optarg);
-			break;
-		case OPT_MEM: {
-			int rc = cli_parse_size(optarg, &o->mem);
-			if (rc)
-				return usage_err(err, errlen, "--mem '%s': expected a size like 256M or 2G", optarg);
-			if (o->mem < GMEM_MIN_SIZE || o->mem > GMEM_MAX_SIZE)
-				return usage_err(err, errlen, "--mem '%s': must be between 2 MiB and 1 TiB", optarg);
-			if (o->mem & 0xfff)
-				return usage_err(err, errlen, "--mem '%s': must be a multiple of 4 KiB", optarg);
-			break;
-		}
-		case OPT_ENTRY:
-			if (!strcmp(optarg, "auto"))
-				o->entry = BOOT_ENTRY_AUTO;
-			else if (!strcmp(optarg, "linux64"))
-				o->entry = BOOT_ENTRY_LINUX64;
-			else if (!strcmp(optarg, "pvh"))
-				o->entry = BOOT_ENTRY_PVH;
-			else
-				return usage_err(err, errlen, "--entry '%s': expected auto, linux64 or pvh", optarg);
-			break;
-		case OPT_DRIVE:
-			if (o->ndrives == CLI_MAX_DRIVES)
-				return usage_err(err, errlen, "too many drives: at most %u, --scratch included", CLI_MAX_DRIVES);
-			if (parse_drive(optarg, &o->drives[o->ndrives], err, errlen))
-				return -EINVAL;
-			o->ndrives++;
-			break;
-		case OPT_SCRATCH:
-			if (o->scratch)
-				return usage_err(err, errlen, "--scratch given twice");
-			if (cli_parse_size(optarg, &o->scratch) || o->scratch == 0)
-				return usage_err(err, errlen, "--scratch '%s': expected a size like 64M or 1G", optarg);
-			if (o->scratch % 512)
-				return usage_err(err, errlen, "--scratch '%s': must be a multiple of 512 bytes", optarg);
-			break;
-		case OPT_VSOCK:
-			if (o->vsock_path[0])
-				return usage_err(err, errlen, "--vsock given twice");
-			if (parse_vsock(optarg, o, err, errlen))
-				return -EINVAL;
-			break;
-		case ':':
-			return usage_err(err, errlen, "%s needs a value", argv[optind - 1]);
-		default:
-			return usage_err(err, errlen, "unknown option '%s' (see padcell --help)", argv[optind - 1]);
-		}
+}
+
+/* One VM option (c from VM_LONG_OPTS).  1: not a VM option; 0: taken; -EINVAL with err set. */
+static int parse_vm_opt(int c, const char *arg, struct boot_opts *o, char *err, size_t errlen)
+{
+	switch (c) {
+	case OPT_KERNEL: o->kernel = arg; return 0;
+	case OPT_INITRD: o->initrd = arg; return 0;
+	case OPT_CMDLINE: o->cmdline = arg; return 0;
+	case OPT_VERBOSE: o->verbose = true; return 0;
+	case OPT_CPUS:
+		/* The upper bound against KVM's limit is checked once /dev/kvm is open. */
+		if (cli_parse_uint(arg, 1, 4096, &o->cpus))
+			return usage_err(err, errlen, "--cpus '%s': expected a whole number from 1 up", arg);
+		return 0;
+	case OPT_MEM:
+		if (cli_parse_size(arg, &o->mem))
+			return usage_err(err, errlen, "--mem '%s': expected a size like 256M or 2G", arg);
+		if (o->mem < GMEM_MIN_SIZE || o->mem > GMEM_MAX_SIZE)
+			return usage_err(err, errlen, "--mem '%s': must be between 2 MiB and 1 TiB", arg);
+		if (o->mem & 0xfff)
+			return usage_err(err, errlen, "--mem '%s': must be a multiple of 4 KiB", arg);
+		return 0;
+	case OPT_ENTRY:
+		if (!strcmp(arg, "auto"))
+			o->entry = BOOT_ENTRY_AUTO;
+		else if (!strcmp(arg, "linux64"))
+			o->entry = BOOT_ENTRY_LINUX64;
+		else if (!strcmp(arg, "pvh"))
+			o->entry = BOOT_ENTRY_PVH;
+		else
+			return usage_err(err, errlen, "--entry '%s': expected auto, linux64 or pvh", arg);
+		return 0;
+	case OPT_DRIVE:
+		if (o->ndrives == CLI_MAX_DRIVES)
+			return usage_err(err, errlen, "too many drives: at most %u, --scratch included", CLI_MAX_DRIVES);
+		if (parse_drive(arg, &o->drives[o->ndrives], err, errlen))
+			return -EINVAL;
+		o->ndrives++;
+		return 0;
+	case OPT_SCRATCH:
+		if (o->scratch)
+			return usage_err(err, errlen, "--scratch given twice");
+		if (cli_parse_size(arg, &o->scratch) || o->scratch == 0)
+			return usage_err(err, errlen, "--scratch '%s': expected a size like 64M or 1G", arg);
+		if (o->scratch % 512)
+			return usage_err(err, errlen, "--scratch '%s': must be a multiple of 512 bytes", arg);
+		return 0;
+	case OPT_VSOCK:
+		if (o->vsock_path[0])
+			return usage_err(err, errlen, "--vsock given twice");
+		if (parse_vsock(arg, o, err, errlen))
+			return -EINVAL;
+		return 0;
+	default:
+		return 1;
 	}
-	if (optind < argc)
-		return usage_err(err, errlen, "unexpected argument '%s' (see padcell --help)", argv[optind]);
-	if (!o->kernel)
-		return usage_err(err, errlen, "boot needs --kernel FILE");
+}
+
+/* getopt's own complaints, worded once. */
+static int getopt_err(int c, char **argv, char *err, size_t errlen)
+{
+	if (c == ':')
+		return usage_err(err, errlen, "%s needs a value", argv[optind - 1]);
+	return usage_err(err, errlen, "unknown option '%s' (see padcell --help)", argv[optind - 1]);
+}
+
+/* Checks that hold whatever command made the VM. */
+static int vm_opts_check(const struct boot_opts *o, char *err, size_t errlen)
+{
 	if (o->ndrives + (o->scratch ? 1 : 0) > CLI_MAX_DRIVES)
 		return usage_err(err, errlen, "too many drives: at most %u, --scratch included", CLI_MAX_DRIVES);
 	if (o->vsock_path[0] && o->ndrives + (o->scratch ? 1 : 0) + 1 > LAYOUT_VIRTIO_MAX)
 		return usage_err(err, errlen, "too many virtio devices: at most %u drives, --scratch and --vsock together",
 				 LAYOUT_VIRTIO_MAX);
 	return 0;
+}
+
+int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t errlen)
+{
+	static const struct option opts[] = { VM_LONG_OPTS, { 0 } };
+	vm_opts_defaults(o);
+	opterr = 0;
+	optind = 1;
+	int c;
+	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+		int rc = parse_vm_opt(c, optarg, o, err, errlen);
+		if (rc < 0)
+			return rc;
+		if (rc > 0)
+			return getopt_err(c, argv, err, errlen);
+	}
+	if (optind < argc)
+		return usage_err(err, errlen, "unexpected argument '%s' (see padcell --help)", argv[optind]);
+	if (!o->kernel)
+		return usage_err(err, errlen, "boot needs --kernel FILE");
+	return vm_opts_check(o, err, errlen);
+}
+
+int cli_parse_run(int argc, char **argv, struct run_opts *o, char *err, size_t errlen)
+{
+	static const struct option opts[] = {
+		VM_LONG_OPTS,
+		{ "rootfs", required_argument, NULL, OPT_ROOTFS },
+		{ "env", required_argument, NULL, OPT_ENV },
+		{ "cwd", required_argument, NULL, OPT_CWD },
+		{ "user", required_argument, NULL, OPT_USER },
+		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ "boot-timeout", required_argument, NULL, OPT_BOOT_TIMEOUT },
+		{ "no-stdin", no_argument, NULL, OPT_NO_STDIN },
+		{ "from", required_argument, NULL, OPT_FROM },
+		{ "snapshot-when-ready", required_argument, NULL, OPT_SNAPSHOT_WHEN_READY },
+		{ 0 },
+	};
+	memset(o, 0, sizeof(*o));
+	vm_opts_defaults(&o->vm);
+	o->boot_timeout = CLI_DEFAULT_BOOT_TIMEOUT;
+	/* Which VM-shaping options were given: they cannot be mixed with --from. */
+	const char *shaping = NULL;
+	opterr = 0;
+	optind = 1;
+	int c;
+	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+		int rc = parse_vm_opt(c, optarg, &o->vm, err, errlen);
+		if (rc < 0)
+			return rc;
+		if (rc == 0) {
+			if (c != OPT_VERBOSE && c != OPT_VSOCK && c != OPT_SCRATCH)
+				shaping = argv[optind - 1];
+			continue;
+		}
+		switch (c) {
+		case OPT_ROOTFS:
+			o->rootfs = optarg;
+			shaping = "--rootfs";
+			break;
+		case OPT_ENV:
+			if (!strchr(optarg, '=') || optarg[0] == '=')
+				return usage_err(err, errlen, "--env '%s': expected NAME=VALUE", optarg);
+			if (o->nenv == CLI_MAX_ENV)
+				return usage_err(err, errlen, "too many --env: at most %u", CLI_MAX_ENV);
+			o->env[o->nenv++] = optarg;
+			break;
+		case OPT_CWD:
+			if (optarg[0] != '/')
+				return usage_err(err, errlen, "--cwd '%s': expected an absolute path in the guest", optarg);
+			o->cwd = optarg;
+			break;
+		case OPT_USER:
+			if (!optarg[0])
+				return usage_err(err, errlen, "--user: expected NAME or UID[:GID]");
+			o->user = optarg;
+			break;
+		case OPT_TIMEOUT:
+			if (cli_parse_uint(optarg, 1, 7 * 24 * 3600, &o->timeout))
+				return usage_err(err, errlen, "--timeout '%s': expected whole seconds from 1 up", optarg);
+			break;
+		case OPT_BOOT_TIMEOUT:
+			if (cli_parse_uint(optarg, 1, 3600, &o->boot_timeout))
+				return usage_err(err, errlen, "--boot-timeout '%s': expected whole seconds from 1 to 3600",
+						 optarg);
+			break;
+		case OPT_NO_STDIN: o->no_stdin = true; break;
+		case OPT_FROM: o->from = optarg; break;
+		case OPT_SNAPSHOT_WHEN_READY: o->snapshot_dir = optarg; break;
+		default:
+			return getopt_err(c, argv, err, errlen);
+		}
+	}
+	if (optind < argc && !strcmp(argv[optind - 1], "--")) {
+		/* getopt stopped after "--": everything left is the command. */
+	} else if (optind < argc) {
+		return usage_err(err, errlen, "unexpected argument '%s': put the command after -- (padcell run -- CMD)",
+				 argv[optind]);
+	}
+	if (optind < argc) {
+		o->argv = argv + optind;
+		o->argc = argc - optind;
+	}
+	if (!o->argv && !o->snapshot_dir)
+		return usage_err(err, errlen, "run needs a command: padcell run [options] -- CMD [ARGS...]");
+	if (o->from && shaping)
+		return usage_err(err, errlen, "%s cannot be used with --from: the snapshot fixes the VM's shape", shaping);
+	if (o->from && o->vm.scratch)
+		return usage_err(err, errlen, "--scratch cannot be used with --from: the snapshot's scratch disk is copied");
+	if (o->from && o->snapshot_dir)
+		return usage_err(err, errlen, "--snapshot-when-ready cannot be used with --from");
+	return vm_opts_check(&o->vm, err, errlen);
 }
 
 void cli_usage(FILE *out)

@@ -43,6 +43,28 @@ struct boot_opts {
 	uint32_t vsock_cid;   /* 3 unless cid= says otherwise; never 0-2 nor 0xffffffff */
 };
 
+/* `padcell run`: the VM options above plus what to run in it. */
+#define CLI_MAX_ENV 256
+#define CLI_DEFAULT_BOOT_TIMEOUT 60 /* seconds from start until the agent must be ready */
+struct run_opts {
+	struct boot_opts vm;       /* kernel NULL = the default kernel */
+	const char *rootfs;        /* --rootfs IMAGE, NULL = the default image ("none": no root disk) */
+	const char *env[CLI_MAX_ENV + 1]; /* --env K=V, NULL-terminated */
+	unsigned nenv;
+	const char *cwd;           /* --cwd DIR */
+	const char *user;          /* --user NAME|UID[:GID] */
+	unsigned timeout;          /* --timeout SEC, 0 = none */
+	unsigned boot_timeout;     /* --boot-timeout SEC */
+	bool no_stdin;             /* --no-stdin */
+	const char *from;          /* --from DIR: restore a snapshot instead of booting */
+	const char *snapshot_dir;  /* --snapshot-when-ready DIR */
+	char **argv;               /* the command after "--"; NULL when none was given */
+	int argc;
+};
+
+/* Parses `padcell run` (argv[0] is "run").  0, or -EINVAL with err set. */
+int cli_parse_run(int argc, char **argv, struct run_opts *o, char *err, size_t errlen);
+
 /*
  * Sizes: a number with an optional K/M/G/T suffix (binary, optional trailing
  * "B" or "iB"); a bare number means MiB.  Returns 0 or -EINVAL/-ERANGE.

@@ -1,0 +1,203 @@
+/* launch_boot: one path from options to a VM ready to start, and one path back. */
+#include "vmm/launch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vmm/acpi.h"
+#include "vmm/err.h"
+
+int file_map(const char *path, struct file_map *f, char *err, size_t errlen)
+{
+	f->data = NULL;
+	f->size = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errorf(err, errlen, -errno, "%s", strerror(errno));
+	struct stat st;
+	int rc = 0;
+	if (fstat(fd, &st) < 0) {
+		rc = errorf(err, errlen, -errno, "%s", strerror(errno));
+	} else if (!S_ISREG(st.st_mode)) {
+		rc = errorf(err, errlen, -EINVAL, "not a regular file");
+	} else if (st.st_size == 0) {
+		rc = errorf(err, errlen, -EINVAL, "file is empty");
+	} else {
+		void *p = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (p == MAP_FAILED) {
+			rc = errorf(err, errlen, -errno, "cannot map: %s", strerror(errno));
+		} else {
+			f->data = p;
+			f->size = st.st_size;
+		}
+	}
+	close(fd);
+	return rc;
+}
+
+void file_unmap(struct file_map *f)
+{
+	if (f->data)
+		munmap((void *)f->data, f->size);
+	f->data = NULL;
+}
+
+int launch_exit_code(struct vm *vm)
+{
+	switch (vm_status(vm)) {
+	case VM_STOP_POWEROFF:
+	case VM_STOP_REBOOT:
+		return EXIT_GUEST_OK;
+	case VM_STOP_PANIC:
+		return EXIT_GUEST_PANIC;
+	case VM_STOP_CRASH:
+		return EXIT_GUEST_CRASH;
+	case VM_STOP_SIGNAL:
+		return 128 + (vm->stop_signal ? vm->stop_signal : SIGINT);
+	case VM_STOP_HOST_ERROR:
+	case VM_RUNNING:
+	default:
+		return EXIT_HOST_ERROR;
+	}
+}
+
+/* KVM's vCPU limit, capped by what the MADT can describe. */
+static unsigned kvm_max_vcpus(int kvm_fd)
+{
+	int n = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+	if (n <= 0)
+		n = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+	if (n <= 0)
+		n = 1;
+	return n > ACPI_MAX_CPUS ? ACPI_MAX_CPUS : (unsigned)n;
+}
+
+int disks_open(const struct boot_opts *o, struct blk_disk *disks, unsigned *n, char *err, size_t errlen)
+{
+	char why[160];
+	*n = 0;
+	for (unsigned i = 0; i < o->ndrives; i++) {
+		const struct drive_opt *d = &o->drives[i];
+		if (blk_disk_open(&disks[*n], d->path, d->ro, d->id[0] ? d->id : NULL, why, sizeof(why))) {
+			snprintf(err, errlen, "--drive '%s': %s", d->path, why);
+			goto err_close;
+		}
+		(*n)++;
+	}
+	if (o->scratch) {
+		if (blk_disk_scratch(&disks[*n], o->scratch, why, sizeof(why))) {
+			snprintf(err, errlen, "--scratch: %s", why);
+			goto err_close;
+		}
+		(*n)++;
+	}
+	return 0;
+err_close:
+	while (*n)
+		blk_disk_close(&disks[--*n]);
+	return -EINVAL;
+}
+
+int launch_boot(struct launch *l, const struct boot_opts *o, int console_fd, char *err, size_t errlen)
+{
+	memset(l, 0, sizeof(*l));
+	l->vsock_fd = -1;
+	char why[256];
+	int rc = EXIT_USAGE;
+
+	if (file_map(o->kernel, &l->kernel, why, sizeof(why))) {
+		snprintf(err, errlen, "cannot read kernel '%s': %s", o->kernel, why);
+		goto fail;
+	}
+	struct kernel_image k;
+	if (kernel_parse(l->kernel.data, l->kernel.size, &k, why, sizeof(why))) {
+		snprintf(err, errlen, "kernel '%s' is not bootable: %s", o->kernel, why);
+		goto fail;
+	}
+	if (o->entry == BOOT_ENTRY_PVH && !k.has_pvh) {
+		snprintf(err, errlen, "kernel '%s' has no PVH entry note; use --entry linux64", o->kernel);
+		goto fail;
+	}
+	if (o->initrd && file_map(o->initrd, &l->initrd, why, sizeof(why))) {
+		snprintf(err, errlen, "cannot read initrd '%s': %s", o->initrd, why);
+		goto fail;
+	}
+	if (disks_open(o, l->disks, &l->ndisks, err, errlen))
+		goto fail;
+	/* The first --drive is the root disk; a --scratch disk alone is not. */
+	if (vm_virtio_cmdline(l->cmdline, sizeof(l->cmdline), o->cmdline, l->ndisks + (o->vsock_path[0] ? 1 : 0),
+			      o->ndrives ? (int)o->drives[0].ro : -1)) {
+		snprintf(err, errlen, "the kernel command line with the virtio devices is over %u bytes",
+			 LAYOUT_CMDLINE_MAX - 1);
+		goto fail;
+	}
+	/* The vsock socket is claimed before the VM exists: a live or unusable PATH is the user's error. */
+	if (o->vsock_path[0]) {
+		l->vsock_fd = vsock_listen(o->vsock_path, why, sizeof(why));
+		if (l->vsock_fd < 0) {
+			snprintf(err, errlen, "--vsock '%s': %s", o->vsock_path, why);
+			goto fail;
+		}
+		snprintf(l->vsock_path, sizeof(l->vsock_path), "%s", o->vsock_path);
+	}
+	struct vm_config cfg = { .mem_size = o->mem, .ncpus = o->cpus, .console_out = console_fd,
+				 .verbose = o->verbose, .disks = l->disks, .ndisks = l->ndisks,
+				 .vsock_path = l->vsock_fd >= 0 ? l->vsock_path : NULL, .vsock_listen_fd = l->vsock_fd,
+				 .vsock_cid = o->vsock_cid };
+	rc = EXIT_HOST_ERROR;
+	if (vm_create(&l->vm, &cfg, err, errlen))
+		goto fail;
+	l->vm_made = true;
+	unsigned max = kvm_max_vcpus(l->vm.kvm_fd);
+	if (o->cpus > max) {
+		snprintf(err, errlen, "--cpus %u is more than this host's KVM allows (%u)", o->cpus, max);
+		rc = EXIT_USAGE;
+		goto fail;
+	}
+	struct boot_config bc = {
+		.entry = o->entry, .kernel = l->kernel.data, .kernel_size = l->kernel.size,
+		.initrd = l->initrd.data, .initrd_size = l->initrd.size, .cmdline = l->cmdline, .ncpus = o->cpus,
+	};
+	if (boot_load(&l->vm.mem, &bc, &l->br, err, errlen)) {
+		rc = EXIT_USAGE;
+		goto fail;
+	}
+	if (vm_setup_vcpus(&l->vm, &l->br, err, errlen))
+		goto fail;
+	/* The files are in guest memory now; drop them before the guest runs. */
+	file_unmap(&l->kernel);
+	file_unmap(&l->initrd);
+	if (o->verbose && (l->ndisks || l->vsock_fd >= 0))
+		fprintf(stderr, "padcell: kernel command line: %s\n", l->cmdline);
+	if (o->verbose)
+		fprintf(stderr, "padcell: %s entry at 0x%llx, %u vCPU(s), %llu MiB\n", l->br.pvh ? "PVH" : "64-bit Linux",
+			(unsigned long long)l->br.entry, o->cpus, (unsigned long long)(o->mem >> 20));
+	return 0;
+fail:
+	launch_teardown(l);
+	return rc;
+}
+
+void launch_teardown(struct launch *l)
+{
+	if (l->vm_made)
+		vm_destroy(&l->vm);
+	l->vm_made = false;
+	if (l->vsock_fd >= 0) {
+		close(l->vsock_fd);
+		unlink(l->vsock_path);
+	}
+	l->vsock_fd = -1;
+	while (l->ndisks)
+		blk_disk_close(&l->disks[--l->ndisks]);
+	file_unmap(&l->kernel);
+	file_unmap(&l->initrd);
+}

@@ -1,0 +1,49 @@
+/* Making a VM from command-line options: input files, disks, vsock socket, KVM, loaded kernel, vCPUs.
+ * Shared by `boot` and `run`, so both build a VM the same way and undo it the same way. */
+#ifndef PADCELL_LAUNCH_H
+#define PADCELL_LAUNCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmm/cli.h"
+#include "vmm/vm.h"
+
+/* A read-only mapping of a whole input file. */
+struct file_map {
+	const uint8_t *data;
+	size_t size;
+};
+int file_map(const char *path, struct file_map *f, char *err, size_t errlen);
+void file_unmap(struct file_map *f);
+
+struct launch {
+	struct file_map kernel, initrd;
+	struct blk_disk disks[CLI_MAX_DRIVES];
+	unsigned ndisks;
+	int vsock_fd;              /* the listening socket at vsock_path, or -1 */
+	char vsock_path[128];
+	struct vm vm;
+	bool vm_made;
+	struct boot_result br;
+	char cmdline[LAYOUT_CMDLINE_MAX];
+};
+
+/*
+ * Opens and checks everything o names, creates the VM with console output to console_fd, loads
+ * the kernel and sets up the vCPUs (not started).  Returns 0, or a process exit code (EXIT_USAGE
+ * for the user's mistakes, EXIT_HOST_ERROR otherwise) with err set; then nothing is left behind
+ * and launch_teardown() is a no-op.
+ */
+int launch_boot(struct launch *l, const struct boot_opts *o, int console_fd, char *err, size_t errlen);
+
+/* Closes and removes everything launch_boot made, the VM first.  Safe to call twice. */
+void launch_teardown(struct launch *l);
+
+/* The documented exit code for how the VM ended. */
+int launch_exit_code(struct vm *vm);
+
+/* Opens every --drive, then the --scratch disk, in device order; on error all are closed again. */
+int disks_open(const struct boot_opts *o, struct blk_disk *disks, unsigned *n, char *err, size_t errlen);
+
+#endif
