@@ -165,6 +165,7 @@ static struct vsock_conn *conn_alloc(struct virtio_vsock *v, int fd)
 		c->fd = fd;
 		c->state = VSOCK_LINE;
 		c->readable = true;
+		c->deadline_ms = now_ms() + VSOCK_LINE_MS;
 		v->nconns++;
 		return c;
 	}
@@ -702,7 +703,7 @@ static int next_timeout(struct virtio_vsock *v, int timeout_ms)
 	int64_t now = now_ms();
 	for (unsigned i = 0; i < VSOCK_MAX_CONNS && v->nconns; i++) {
 		const struct vsock_conn *c = &v->conns[i];
-		if (c->state != VSOCK_REQ_SENT)
+		if (c->state != VSOCK_REQ_SENT && c->state != VSOCK_LINE)
 			continue;
 		int64_t left = c->deadline_ms > now ? c->deadline_ms - now : 0;
 		if (timeout_ms < 0 || left < timeout_ms)
@@ -745,6 +746,8 @@ void virtio_vsock_poll(struct virtio_vsock *v, int timeout_ms)
 		struct vsock_conn *c = &v->conns[i];
 		if (c->state == VSOCK_LINE && c->readable)
 			conn_read_line(v, c);
+		if (c->state == VSOCK_LINE && now >= c->deadline_ms)
+			conn_reset(v, c); /* no complete CONNECT line in time: the slot goes back */
 		else if (c->state == VSOCK_REQ_SENT && now >= c->deadline_ms && !(c->pending & VSOCK_P_RST))
 			conn_reset(v, c); /* the guest did not answer in 2 s: the client sees its socket close */
 	}

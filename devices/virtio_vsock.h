@@ -16,6 +16,7 @@
 #define VSOCK_BUF_ALLOC     (64u << 10)    /* what padcell buffers per connection, guest -> host */
 #define VSOCK_CONNECT_LINE  32u            /* "CONNECT <port>\n", newline included               */
 #define VSOCK_CONNECT_MS    2000           /* the guest's time to answer a host-initiated REQUEST */
+#define VSOCK_LINE_MS       2000           /* a host client's time to finish its CONNECT line     */
 #define VSOCK_PATH_MAX      96u            /* sun_path (108) less "_<port>" (11) and the NUL     */
 #define VSOCK_FIRST_EPHEMERAL 1024u        /* host ports padcell allocates for host clients      */
 
@@ -41,7 +42,7 @@ struct vsock_conn {
 	uint32_t host_port, guest_port;
 	bool host_initiated;
 	unsigned pending;            /* VSOCK_P_* */
-	int64_t deadline_ms;         /* VSOCK_REQ_SENT: give up then */
+	int64_t deadline_ms;         /* VSOCK_LINE, VSOCK_REQ_SENT: give up then */
 	/* host -> guest: never more than the guest's credit */
 	uint32_t peer_buf_alloc, peer_fwd_cnt;
 	uint32_t tx_cnt;             /* payload bytes sent to the guest */

@@ -510,6 +510,21 @@ Test(vsock, bad_connect_lines_close_the_client)
 	cr_assert(rx_none());
 }
 
+/* A client that connects and never finishes its line gives its slot back after VSOCK_LINE_MS. */
+Test(vsock, unfinished_connect_line_times_out)
+{
+	int c = unix_connect(path);
+	cr_assert_eq(write(c, "CONNECT 7", 9), 9);
+	char buf[8];
+	cr_assert_eq(read_timeout(c, buf, sizeof(buf), VSOCK_LINE_MS / 2), -2, "closed too early");
+	cr_assert_eq(dev->nconns, 1);
+	ssize_t r = read_timeout(c, buf, sizeof(buf), VSOCK_LINE_MS + 1000);
+	cr_assert(r == 0 || r == -1, "still open after %d ms (%zd)", VSOCK_LINE_MS, r);
+	cr_assert_eq(dev->nconns, 0);
+	cr_assert(rx_none(), "the guest heard of a connection that never was");
+	close(c);
+}
+
 Test(vsock, padcell_never_exceeds_the_guest_credit)
 {
 	int srv = -1;
