@@ -17,7 +17,7 @@ nested-test: $(TEST_BINS) kernel initramfs
 
 bench:
 	@scripts/deps.sh build kernel images nested rootfs
-	@$(MAKE) --no-print-directory $(TEST_BINS) kernel initramfs rootfs-min $(BUILD)/vmmprobe $(BUILD)/spin.elf $(BUILD)/blkread
+	@$(MAKE) --no-print-directory $(TEST_BINS) kernel initramfs rootfs-min $(BUILD)/vmmprobe $(BUILD)/spin.elf $(BUILD)/blkread $(BUILD)/vsockbench
 	@tests/bench/run.sh
 
 demo:
@@ -31,6 +31,11 @@ $(BUILD)/vmmprobe: tests/bench/vmmprobe.c
 
 # The benchmark guest's block reader (runs inside the nested tier's L2 guest).
 $(BUILD)/blkread: tests/bench/blkread.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -O2 -static -o $@ $<
+
+# vsock throughput: the guest's sender and the host's sink (tests/bench/vsockbench.c).
+$(BUILD)/vsockbench: tests/bench/vsockbench.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -O2 -static -o $@ $<
 
