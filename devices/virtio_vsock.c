@@ -211,11 +211,12 @@ static uint32_t peer_credit(const struct vsock_conn *c)
 	return in_flight >= c->peer_buf_alloc ? 0 : c->peer_buf_alloc - in_flight;
 }
 
-/* After fwd_cnt moved: tell the guest once a quarter of its credit has come back (no deadlock:
- * a guest stalled on a full window has always earned an update by the time the buffer drains). */
+/* After fwd_cnt moved: tell the guest once half of its credit has come back, so it keeps sending
+ * on the other half while the update travels (no deadlock: a guest stalled on a full window has
+ * always earned an update by the time the buffer drains). */
 static void conn_maybe_credit(struct vsock_conn *c)
 {
-	if (c->fwd_cnt - c->fwd_cnt_told >= VSOCK_BUF_ALLOC / 4)
+	if (c->fwd_cnt - c->fwd_cnt_told >= VSOCK_BUF_ALLOC / 2)
 		c->pending |= VSOCK_P_CREDIT;
 }
 

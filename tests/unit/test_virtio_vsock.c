@@ -609,11 +609,11 @@ Test(vsock, credit_update_when_the_host_drains)
 	int srv = -1;
 	int fd = guest_connect(&srv, 40013, 256 << 10);
 	static uint8_t chunk[4096];
-	for (int i = 0; i < 8; i++)
+	for (unsigned i = 0; i < VSOCK_BUF_ALLOC / 2 / sizeof(chunk) + 2; i++)
 		tx(ghdr(VIRTIO_VSOCK_OP_RW, 40013, 5000, sizeof(chunk)), chunk);
-	/* 32 KiB forwarded straight into the socket: at least one CREDIT_UPDATE told the guest */
+	/* half the window forwarded straight into the socket: a CREDIT_UPDATE told the guest */
 	struct virtio_vsock_hdr h = rx_expect(VIRTIO_VSOCK_OP_CREDIT_UPDATE);
-	cr_assert_geq(h.fwd_cnt, VSOCK_BUF_ALLOC / 4);
+	cr_assert_geq(h.fwd_cnt, VSOCK_BUF_ALLOC / 2);
 	close(fd);
 	close(srv);
 }
