@@ -263,20 +263,20 @@ int cli_parse_run(int argc, char **argv, struct run_opts *o, char *err, size_t e
 	const char *shaping = NULL;
 	opterr = 0;
 	optind = 1;
-	int c;
-	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+	int c, li = -1;
+	while ((c = getopt_long(argc, argv, "+:", opts, &li)) != -1) {
 		int rc = parse_vm_opt(c, optarg, &o->vm, err, errlen);
 		if (rc < 0)
 			return rc;
 		if (rc == 0) {
-			if (c != OPT_VERBOSE && c != OPT_VSOCK && c != OPT_SCRATCH)
-				shaping = argv[optind - 1];
+			if (c != OPT_VERBOSE && c != OPT_VSOCK && c != OPT_SCRATCH && li >= 0)
+				shaping = opts[li].name;
 			continue;
 		}
 		switch (c) {
 		case OPT_ROOTFS:
 			o->rootfs = optarg;
-			shaping = "--rootfs";
+			shaping = "rootfs";
 			break;
 		case OPT_ENV:
 			if (!strchr(optarg, '=') || optarg[0] == '=')
@@ -324,7 +324,7 @@ int cli_parse_run(int argc, char **argv, struct run_opts *o, char *err, size_t e
 	if (!o->argv && !o->snapshot_dir)
 		return usage_err(err, errlen, "run needs a command: padcell run [options] -- CMD [ARGS...]");
 	if (o->from && shaping)
-		return usage_err(err, errlen, "%s cannot be used with --from: the snapshot fixes the VM's shape", shaping);
+		return usage_err(err, errlen, "--%s cannot be used with --from: the snapshot fixes the VM's shape", shaping);
 	if (o->from && o->vm.scratch)
 		return usage_err(err, errlen, "--scratch cannot be used with --from: the snapshot's scratch disk is copied");
 	if (o->from && o->snapshot_dir)

@@ -174,3 +174,76 @@ Test(cli_boot, reparse_resets_state)
 	cr_assert_eq(PARSE("--kernel", "k2"), 0, "getopt state must not leak between calls: %s", err);
 	cr_assert_str_eq(o.kernel, "k2");
 }
+
+/* ---- cli_parse_run ---- */
+
+static struct run_opts ro;
+
+static int parse_run(int argc, char **argv)
+{
+	err[0] = '\0';
+	return cli_parse_run(argc, argv, &ro, err, sizeof(err));
+}
+
+#define RARGV(...) (char *[]){ "run", __VA_ARGS__, NULL }
+#define RARGC(...) ((int)(sizeof((char *[]){ "run", __VA_ARGS__ }) / sizeof(char *)))
+#define RUN(...) parse_run(RARGC(__VA_ARGS__), RARGV(__VA_ARGS__))
+
+Test(cli_run, command_after_double_dash)
+{
+	cr_assert_eq(RUN("--", "python3", "-c", "print(1)"), 0, "%s", err);
+	cr_assert_eq(ro.argc, 3);
+	cr_assert_str_eq(ro.argv[0], "python3");
+	cr_assert_str_eq(ro.argv[2], "print(1)");
+	cr_assert_null(ro.vm.kernel, "the default kernel is resolved later");
+	cr_assert_null(ro.rootfs);
+	cr_assert_eq(ro.vm.mem, CLI_DEFAULT_MEM);
+	cr_assert_eq(ro.boot_timeout, CLI_DEFAULT_BOOT_TIMEOUT);
+	cr_assert_eq(ro.timeout, 0);
+	/* options after -- belong to the command */
+	cr_assert_eq(RUN("--mem", "512M", "--", "ls", "--mem"), 0, "%s", err);
+	cr_assert_eq(ro.vm.mem, 512 * MiB);
+	cr_assert_str_eq(ro.argv[1], "--mem");
+}
+
+Test(cli_run, run_options)
+{
+	cr_assert_eq(RUN("--env", "A=1", "--env", "B=x=y", "--cwd", "/tmp", "--user", "1000:1000", "--timeout", "5",
+			 "--no-stdin", "--cpus", "2", "--rootfs", "r.img", "--kernel", "k", "--", "true"), 0, "%s", err);
+	cr_assert_eq(ro.nenv, 2);
+	cr_assert_str_eq(ro.env[1], "B=x=y");
+	cr_assert_null(ro.env[2]);
+	cr_assert_str_eq(ro.cwd, "/tmp");
+	cr_assert_str_eq(ro.user, "1000:1000");
+	cr_assert_eq(ro.timeout, 5);
+	cr_assert(ro.no_stdin);
+	cr_assert_eq(ro.vm.cpus, 2);
+	cr_assert_str_eq(ro.rootfs, "r.img");
+	cr_assert_str_eq(ro.vm.kernel, "k");
+	cr_assert_eq(RUN("--from", "snap", "--vsock", "/tmp/v.sock", "--", "true"), 0, "%s", err);
+	cr_assert_str_eq(ro.from, "snap");
+	cr_assert_eq(RUN("--snapshot-when-ready", "snap"), 0, "no command is fine when only snapshotting: %s", err);
+	cr_assert_null(ro.argv);
+}
+
+Test(cli_run, errors)
+{
+	assert_usage_error(RUN("--mem", "256M"));                         /* no command */
+	cr_assert(strstr(err, "--") != NULL, "says how: %s", err);
+	assert_usage_error(RUN("python3"));                               /* no -- */
+	assert_usage_error(RUN("--env", "NOEQUALS", "--", "true"));
+	assert_usage_error(RUN("--env", "=x", "--", "true"));
+	assert_usage_error(RUN("--cwd", "relative", "--", "true"));
+	assert_usage_error(RUN("--timeout", "0", "--", "true"));
+	assert_usage_error(RUN("--timeout", "soon", "--", "true"));
+	assert_usage_error(RUN("--boot-timeout", "0", "--", "true"));
+	assert_usage_error(RUN("--bogus", "--", "true"));
+	cr_assert(strstr(err, "--bogus") != NULL, "%s", err);
+	/* --from fixes the VM's shape */
+	assert_usage_error(RUN("--from", "d", "--mem", "1G", "--", "true"));
+	cr_assert(strstr(err, "--mem") != NULL, "names the clash: %s", err);
+	assert_usage_error(RUN("--from", "d", "--kernel", "k", "--", "true"));
+	assert_usage_error(RUN("--from", "d", "--rootfs", "r", "--", "true"));
+	assert_usage_error(RUN("--from", "d", "--scratch", "64M", "--", "true"));
+	assert_usage_error(RUN("--from", "d", "--snapshot-when-ready", "e", "--", "true"));
+}
