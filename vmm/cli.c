@@ -64,7 +64,9 @@ enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEM, OPT_ENTRY, 
        OPT_SCRATCH, OPT_VSOCK,
        /* run */
        OPT_ROOTFS, OPT_ENV, OPT_CWD, OPT_USER, OPT_TIMEOUT, OPT_BOOT_TIMEOUT, OPT_NO_STDIN, OPT_FROM,
-       OPT_SNAPSHOT_WHEN_READY };
+       OPT_SNAPSHOT_WHEN_READY,
+       /* boot */
+       OPT_API_SOCK };
 
 /* PATH[,ro][,id=NAME]: the path ends at the first comma. */
 static int parse_drive(const char *arg, struct drive_opt *d, char *err, size_t errlen)
@@ -222,7 +224,8 @@ static int vm_opts_check(const struct boot_opts *o, char *err, size_t errlen)
 
 int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t errlen)
 {
-	static const struct option opts[] = { VM_LONG_OPTS, { 0 } };
+	static const struct option opts[] = { VM_LONG_OPTS, { "api-sock", required_argument, NULL, OPT_API_SOCK },
+					      { 0 } };
 	vm_opts_defaults(o);
 	opterr = 0;
 	optind = 1;
@@ -231,8 +234,16 @@ int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t
 		int rc = parse_vm_opt(c, optarg, o, err, errlen);
 		if (rc < 0)
 			return rc;
-		if (rc > 0)
+		if (rc == 0)
+			continue;
+		if (c != OPT_API_SOCK)
 			return getopt_err(c, argv, err, errlen);
+		if (o->api_sock)
+			return usage_err(err, errlen, "--api-sock given twice");
+		/* A Unix socket path: sun_path holds 107 bytes and a NUL. */
+		if (!optarg[0] || strlen(optarg) > 107)
+			return usage_err(err, errlen, "--api-sock '%s': expected a socket path of 1 to 107 bytes", optarg);
+		o->api_sock = optarg;
 	}
 	if (optind < argc)
 		return usage_err(err, errlen, "unexpected argument '%s' (see padcell --help)", argv[optind]);
@@ -339,7 +350,7 @@ void cli_usage(FILE *out)
 	      "commands:\n"
 	      "  boot --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--mem SIZE]\n"
 	      "       [--entry auto|linux64|pvh] [--drive PATH[,ro][,id=NAME]]... [--scratch SIZE]\n"
-	      "       [--vsock PATH[,cid=N]] [--verbose]\n"
+	      "       [--vsock PATH[,cid=N]] [--api-sock PATH] [--verbose]\n"
 	      "      Boot a VM with its serial console on this terminal (Ctrl-A x quits).\n"
 	      "      --kernel   vmlinux ELF (PVH note used when present) or bzImage\n"
 	      "      --mem      guest RAM, e.g. 256M, 2G (bare number = MiB; default 256M)\n"
@@ -352,6 +363,13 @@ void cli_usage(FILE *out)
 	      "      --vsock    virtio-vsock, guest CID N (default 3); host side on the Unix socket\n"
 	      "                 PATH (write \"CONNECT <port>\\n\", get \"OK <hostport>\\n\"); guest\n"
 	      "                 connections to CID 2 port P go to the socket PATH_P\n"
+	      "      --api-sock control socket: Firecracker's HTTP API for GET /, PATCH /vm\n"
+	      "                 (pause, resume) and PUT /snapshot/create\n"
+	      "  snapshot --api-sock PATH --to DIR [--leave-paused]\n"
+	      "      Snapshot a running VM into DIR/state and DIR/mem: pause, write, resume\n"
+	      "      (a VM that was paused stays paused; --leave-paused keeps it paused).\n"
+	      "  pause|resume|status --api-sock PATH\n"
+	      "      Pause or resume the VM behind a control socket, or print its state.\n"
 	      "  check\n"
 	      "      Preflight: can this host run padcell VMs, and what kind of KVM is it?\n"
 	      "  help, --help, --version\n"

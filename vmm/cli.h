@@ -41,6 +41,7 @@ struct boot_opts {
 	uint64_t scratch; /* --scratch SIZE in bytes, 0 = none */
 	char vsock_path[128]; /* --vsock PATH[,cid=N]; "" = no vsock device */
 	uint32_t vsock_cid;   /* 3 unless cid= says otherwise; never 0-2 nor 0xffffffff */
+	const char *api_sock; /* boot --api-sock PATH: the control socket; NULL = none */
 };
 
 /* `padcell run`: the VM options above plus what to run in it. */

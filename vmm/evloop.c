@@ -9,7 +9,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-enum { TAG_STOP = 1, TAG_INPUT, TAG_SIGNAL };
+enum { TAG_STOP = 1, TAG_INPUT, TAG_SIGNAL, TAG_HOOK /* + hook index */ };
 
 #define ESCAPE_CHAR 0x01 /* Ctrl-A */
 
@@ -66,6 +66,13 @@ static bool input_read(struct vm *vm, struct input_state *in)
 
 int evloop_run(struct vm *vm, int in_fd, bool escape_keys)
 {
+	return evloop_run_hooks(vm, in_fd, escape_keys, NULL, 0);
+}
+
+int evloop_run_hooks(struct vm *vm, int in_fd, bool escape_keys, const struct evloop_hook *hooks, unsigned nhooks)
+{
+	if (nhooks > EVLOOP_MAX_HOOKS)
+		return -EINVAL;
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0)
 		return -errno;
@@ -89,11 +96,22 @@ int evloop_run(struct vm *vm, int in_fd, bool escape_keys)
 		if (epoll_ctl(ep, EPOLL_CTL_ADD, in_fd, &ev) < 0)
 			in.fd = -1;
 	}
+	for (unsigned i = 0; i < nhooks; i++) {
+		ev.events = EPOLLIN;
+		ev.data.u32 = TAG_HOOK + i;
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, hooks[i].fd, &ev) < 0) {
+			int e = errno;
+			if (sfd >= 0)
+				close(sfd);
+			close(ep);
+			return -e;
+		}
+	}
 
 	while (vm_status(vm) == VM_RUNNING) {
-		struct epoll_event evs[4];
+		struct epoll_event evs[4 + EVLOOP_MAX_HOOKS];
 		/* While input waits for FIFO room, poll the FIFO every few milliseconds. */
-		int n = epoll_wait(ep, evs, 4, in.paused ? 5 : -1);
+		int n = epoll_wait(ep, evs, 4 + EVLOOP_MAX_HOOKS, in.paused ? 5 : -1);
 		if (n < 0 && errno != EINTR)
 			break;
 		if (in.paused) {
@@ -128,6 +146,10 @@ int evloop_run(struct vm *vm, int in_fd, bool escape_keys)
 				break;
 			}
 			default:
+				if (evs[i].data.u32 >= TAG_HOOK && evs[i].data.u32 < TAG_HOOK + nhooks) {
+					const struct evloop_hook *h = &hooks[evs[i].data.u32 - TAG_HOOK];
+					h->ready(h->ctx);
+				}
 				break;
 			}
 		}

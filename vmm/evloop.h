@@ -11,4 +11,15 @@
  */
 int evloop_run(struct vm *vm, int in_fd, bool escape_keys);
 
+/* One more fd for the loop to watch (the API socket's epoll set): ready(ctx) runs when it is readable. */
+struct evloop_hook {
+	int fd;
+	void (*ready)(void *ctx);
+	void *ctx;
+};
+#define EVLOOP_MAX_HOOKS 4
+
+/* evloop_run, also serving up to EVLOOP_MAX_HOOKS hooks on the loop's own thread. */
+int evloop_run_hooks(struct vm *vm, int in_fd, bool escape_keys, const struct evloop_hook *hooks, unsigned nhooks);
+
 #endif

@@ -14,6 +14,7 @@
 #include "vmm/acpi.h"
 #include "vmm/check.h"
 #include "vmm/cli.h"
+#include "vmm/cmd_snapshot.h"
 #include "vmm/evloop.h"
 #include "vmm/launch.h"
 #include "vmm/layout.h"
@@ -78,6 +79,10 @@ int main(int argc, char **argv)
 	const char *cmd = argv[1];
 	if (!strcmp(cmd, "boot"))
 		return cmd_boot(argc - 1, argv + 1);
+	if (!strcmp(cmd, "snapshot"))
+		return cmd_snapshot(argc - 1, argv + 1);
+	if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume") || !strcmp(cmd, "status"))
+		return cmd_pause_resume(argc - 1, argv + 1);
 	if (!strcmp(cmd, "check"))
 		return check_run(stdout) ? EXIT_HOST_ERROR : 0;
 	if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {

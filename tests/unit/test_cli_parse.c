@@ -175,6 +175,31 @@ Test(cli_boot, reparse_resets_state)
 	cr_assert_str_eq(o.kernel, "k2");
 }
 
+Test(cli_boot, api_sock)
+{
+	cr_assert_eq(PARSE("--kernel", "k"), 0, "%s", err);
+	cr_assert_null(o.api_sock, "no control socket unless asked");
+	cr_assert_eq(PARSE("--kernel", "k", "--api-sock", "/run/vm.sock"), 0, "%s", err);
+	cr_assert_str_eq(o.api_sock, "/run/vm.sock");
+	cr_assert_eq(PARSE("--api-sock=/tmp/a", "--kernel", "k"), 0, "%s", err);
+	cr_assert_str_eq(o.api_sock, "/tmp/a");
+	assert_usage_error(PARSE("--kernel", "k", "--api-sock"));
+	assert_usage_error(PARSE("--kernel", "k", "--api-sock", ""));
+	assert_usage_error(PARSE("--kernel", "k", "--api-sock", "/a", "--api-sock", "/b"));
+	cr_assert(strstr(err, "twice") != NULL, "%s", err);
+	char longp[120];
+	memset(longp, 'x', sizeof(longp) - 1);
+	longp[sizeof(longp) - 1] = '\0';
+	assert_usage_error(PARSE("--kernel", "k", "--api-sock", longp));
+	cr_assert(strstr(err, "107") != NULL, "%s", err);
+	longp[107] = '\0';
+	cr_assert_eq(PARSE("--kernel", "k", "--api-sock", longp), 0, "107 bytes fit: %s", err);
+	/* Only boot has it: run refuses it. */
+	cr_assert_neq(cli_parse_run(4, (char *[]){ "run", "--api-sock", "/a", "--", NULL }, &(struct run_opts){ 0 }, err,
+				    sizeof(err)),
+		      0);
+}
+
 /* ---- cli_parse_run ---- */
 
 static struct run_opts ro;

@@ -1,0 +1,867 @@
+/*
+ * The control socket: routes with fake VM ops (status codes and bodies), the server over a real
+ * Unix socket (split, pipelined, oversized and malformed requests, keep-alive, the client limit),
+ * the socket path rules, the client's errors, and `padcell snapshot|pause|resume` against it.
+ */
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "vmm/api.h"
+#include "vmm/api_client.h"
+#include "vmm/cli.h"
+#include "vmm/cmd_snapshot.h"
+#include "vmm/http.h"
+
+/* ---- a fake VM -------------------------------------------------------------------------------- */
+
+struct fake_vm {
+	bool paused;
+	int pauses, resumes, snapshots;
+	int pause_rc, snapshot_rc; /* what the next call returns */
+	char state_path[PATH_MAX], mem_path[PATH_MAX];
+};
+
+static int fake_pause(void *ctx, char *err, size_t errlen)
+{
+	struct fake_vm *f = ctx;
+	f->pauses++;
+	if (f->pause_rc) {
+		snprintf(err, errlen, "vCPU 0 would not stop");
+		return f->pause_rc;
+	}
+	f->paused = true;
+	return 0;
+}
+
+static int fake_resume(void *ctx, char *err, size_t errlen)
+{
+	struct fake_vm *f = ctx;
+	f->resumes++;
+	f->paused = false;
+	return 0;
+}
+
+static bool fake_is_paused(void *ctx)
+{
+	return ((struct fake_vm *)ctx)->paused;
+}
+
+static int fake_snapshot(void *ctx, const char *state_path, const char *mem_path, char *err, size_t errlen)
+{
+	struct fake_vm *f = ctx;
+	f->snapshots++;
+	snprintf(f->state_path, sizeof(f->state_path), "%s", state_path);
+	snprintf(f->mem_path, sizeof(f->mem_path), "%s", mem_path);
+	if (f->snapshot_rc) {
+		snprintf(err, errlen, "%s: %s", mem_path, strerror(-f->snapshot_rc));
+		return f->snapshot_rc;
+	}
+	return 0;
+}
+
+static struct api_config fake_config(struct fake_vm *f)
+{
+	return (struct api_config){
+		.id = "test-vm",
+		.vmm_version = "9.9.9",
+		.ops = { .ctx = f, .pause = fake_pause, .resume = fake_resume, .is_paused = fake_is_paused,
+			 .snapshot = fake_snapshot },
+	};
+}
+
+/* ---- api_handle: routes and JSON ----------------------------------------------------------------- */
+
+static int call(struct fake_vm *f, const char *method, const char *path, const char *body, char *out)
+{
+	struct api_config cfg = fake_config(f);
+	int status = -1;
+	api_handle(&cfg, method, path, body, body ? strlen(body) : 0, &status, out, 2048);
+	return status;
+}
+
+/* The fault_message of a body, asserting the body is exactly {"fault_message": string}. */
+static const char *fault_msg(const char *body)
+{
+	static char msg[2048];
+	json_error_t je;
+	json_t *o = json_loads(body, 0, &je);
+	cr_assert_not_null(o, "not JSON: %s", body);
+	cr_assert_eq(json_object_size(o), 1, "%s", body);
+	const char *m = json_string_value(json_object_get(o, "fault_message"));
+	cr_assert_not_null(m, "no fault_message: %s", body);
+	snprintf(msg, sizeof(msg), "%s", m);
+	json_decref(o);
+	return msg;
+}
+
+Test(api_routes, get_root_describes_the_instance)
+{
+	struct fake_vm f = { 0 };
+	char out[2048];
+	cr_assert_eq(call(&f, "GET", "/", NULL, out), 200);
+	json_t *o = json_loads(out, 0, NULL);
+	cr_assert_not_null(o, "%s", out);
+	cr_assert_str_eq(json_string_value(json_object_get(o, "id")), "test-vm");
+	cr_assert_str_eq(json_string_value(json_object_get(o, "state")), "Running");
+	cr_assert_str_eq(json_string_value(json_object_get(o, "vmm_version")), "9.9.9");
+	cr_assert_str_eq(json_string_value(json_object_get(o, "app_name")), "padcell");
+	cr_assert_eq(json_object_size(o), 4);
+	json_decref(o);
+	f.paused = true;
+	cr_assert_eq(call(&f, "GET", "/", NULL, out), 200);
+	cr_assert(strstr(out, "\"state\":\"Paused\""), "%s", out);
+	cr_assert_eq(call(&f, "GET", "/", "{}", out), 400);
+	cr_assert_str_eq(fault_msg(out), "GET request cannot have a body.");
+}
+
+Test(api_routes, unknown_paths_and_methods)
+{
+	struct fake_vm f = { 0 };
+	char out[2048];
+	cr_assert_eq(call(&f, "GET", "/machine-config", NULL, out), 400);
+	cr_assert_str_eq(fault_msg(out), "Invalid request method and/or path: GET /machine-config.");
+	cr_assert_eq(call(&f, "PUT", "/vm", "{\"state\":\"Paused\"}", out), 400);
+	cr_assert(strstr(fault_msg(out), "Invalid request method and/or path: PUT /vm"));
+	cr_assert_eq(call(&f, "GET", "/vm", NULL, out), 400);
+	cr_assert_eq(call(&f, "POST", "/", NULL, out), 400);
+	cr_assert_eq(call(&f, "PATCH", "/snapshot/create", "{}", out), 400);
+	cr_assert_eq(call(&f, "get", "/", NULL, out), 400, "methods are case-sensitive");
+	cr_assert_eq(f.pauses + f.resumes + f.snapshots, 0);
+}
+
+Test(api_routes, patch_vm_pause_and_resume)
+{
+	struct fake_vm f = { 0 };
+	char out[2048];
+	cr_assert_eq(call(&f, "PATCH", "/vm", "{\"state\": \"Paused\"}", out), 204);
+	cr_assert_str_eq(out, "");
+	cr_assert(f.paused);
+	cr_assert_eq(f.pauses, 1);
+	/* Already paused: done, without pausing again. */
+	cr_assert_eq(call(&f, "PATCH", "/vm/", "{\"state\": \"Paused\"}", out), 204);
+	cr_assert_eq(f.pauses, 1);
+	cr_assert_eq(call(&f, "PATCH", "/vm", "{\"state\":\"Resumed\"}", out), 204);
+	cr_assert(!f.paused);
+	cr_assert_eq(f.resumes, 1);
+	cr_assert_eq(call(&f, "PATCH", "/vm", "{\"state\":\"Resumed\"}", out), 204);
+	cr_assert_eq(f.resumes, 1);
+}
+
+Test(api_routes, patch_vm_bad_bodies)
+{
+	struct fake_vm f = { 0 };
+	char out[2048];
+	static const struct {
+		const char *body, *msg;
+	} bad[] = {
+		{ "{\"state\":\"Frozen\"}", "unknown state \"Frozen\"" },
+		{ "{\"state\":\"paused\"}", "unknown state" },
+		{ "{\"state\":5}", "\"state\" must be a non-empty string" },
+		{ "{\"state\":null}", "must be a non-empty string" },
+		{ "{\"state\":\"\"}", "must be a non-empty string" },
+		{ "{}", "missing field \"state\"" },
+		{ "{\"state\":\"Paused\",\"extra\":1}", "unknown field \"extra\"" },
+		{ "{\"state\":\"Paused\",\"state\":\"Paused\"}", "not valid JSON" },
+		{ "[\"Paused\"]", "must be a JSON object" },
+		{ "\"Paused\"", "not valid JSON" },
+		{ "{\"state\":\"Paused\"", "not valid JSON" },
+		{ "{\"state\":\"Paused\"} x", "not valid JSON" },
+		{ "{\"state\":\"Pa\\u0000used\"}", "not valid JSON" },
+		{ "", "needs a JSON body" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(call(&f, "PATCH", "/vm", bad[i].body, out), 400, "%s", bad[i].body);
+		const char *m = fault_msg(out);
+		cr_assert(strstr(m, bad[i].msg), "body %s: fault '%s', expected '%s'", bad[i].body, m, bad[i].msg);
+	}
+	cr_assert_eq(f.pauses + f.resumes, 0);
+}
+
+Test(api_routes, pause_failure_is_reported)
+{
+	struct fake_vm f = { .pause_rc = -EIO };
+	char out[2048];
+	cr_assert_eq(call(&f, "PATCH", "/vm", "{\"state\":\"Paused\"}", out), 500);
+	cr_assert_str_eq(fault_msg(out), "cannot pause the VM: vCPU 0 would not stop");
+	f.pause_rc = -EINVAL;
+	cr_assert_eq(call(&f, "PATCH", "/vm", "{\"state\":\"Paused\"}", out), 400);
+	cr_assert(!f.paused);
+}
+
+Test(api_routes, snapshot_needs_a_paused_vm)
+{
+	struct fake_vm f = { 0 };
+	char out[2048];
+	const char *req = "{\"snapshot_path\":\"/s/state\",\"mem_file_path\":\"/s/mem\"}";
+	cr_assert_eq(call(&f, "PUT", "/snapshot/create", req, out), 400);
+	cr_assert(strstr(fault_msg(out), "pause it first"), "%s", out);
+	cr_assert_eq(f.snapshots, 0);
+	f.paused = true;
+	cr_assert_eq(call(&f, "PUT", "/snapshot/create", req, out), 204);
+	cr_assert_eq(f.snapshots, 1);
+	cr_assert_str_eq(f.state_path, "/s/state");
+	cr_assert_str_eq(f.mem_path, "/s/mem");
+	cr_assert(f.paused, "a snapshot leaves the VM paused");
+	cr_assert_eq(call(&f, "PUT", "/snapshot/create",
+			  "{\"snapshot_type\":\"Full\",\"snapshot_path\":\"a\",\"mem_file_path\":\"b\"}", out),
+		     204);
+	cr_assert_str_eq(f.state_path, "a");
+}
+
+Test(api_routes, snapshot_bad_bodies)
+{
+	struct fake_vm f = { .paused = true };
+	char out[2048];
+	static const struct {
+		const char *body, *msg;
+	} bad[] = {
+		{ "{\"snapshot_type\":\"Diff\",\"snapshot_path\":\"a\",\"mem_file_path\":\"b\"}", "diff snapshots are not supported" },
+		{ "{\"snapshot_type\":\"Half\",\"snapshot_path\":\"a\",\"mem_file_path\":\"b\"}", "unknown snapshot_type" },
+		{ "{\"snapshot_type\":1,\"snapshot_path\":\"a\",\"mem_file_path\":\"b\"}", "\"snapshot_type\" must be" },
+		{ "{\"snapshot_path\":\"a\"}", "missing field \"mem_file_path\"" },
+		{ "{\"mem_file_path\":\"b\"}", "missing field \"snapshot_path\"" },
+		{ "{\"snapshot_path\":[],\"mem_file_path\":\"b\"}", "\"snapshot_path\" must be" },
+		{ "{\"snapshot_path\":\"a\",\"mem_file_path\":true}", "\"mem_file_path\" must be" },
+		{ "{\"snapshot_path\":\"a\",\"mem_file_path\":\"a\"}", "the same file" },
+		{ "{\"snapshot_path\":\"a\",\"mem_file_path\":\"b\",\"version\":\"1.0\"}", "unknown field \"version\"" },
+		{ "nope", "not valid JSON" },
+		{ "", "needs a JSON body" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(call(&f, "PUT", "/snapshot/create", bad[i].body, out), 400, "%s", bad[i].body);
+		const char *m = fault_msg(out);
+		cr_assert(strstr(m, bad[i].msg), "body %s: fault '%s', expected '%s'", bad[i].body, m, bad[i].msg);
+	}
+	cr_assert_eq(f.snapshots, 0);
+}
+
+Test(api_routes, snapshot_errors_map_to_400_or_500)
+{
+	struct fake_vm f = { .paused = true, .snapshot_rc = -ENOENT };
+	char out[2048];
+	const char *req = "{\"snapshot_path\":\"/no/state\",\"mem_file_path\":\"/no/mem\"}";
+	cr_assert_eq(call(&f, "PUT", "/snapshot/create", req, out), 400);
+	cr_assert_str_eq(fault_msg(out), "cannot create the snapshot: /no/mem: No such file or directory");
+	f.snapshot_rc = -ENOSPC;
+	cr_assert_eq(call(&f, "PUT", "/snapshot/create", req, out), 500);
+	cr_assert(strstr(fault_msg(out), "No space left on device"));
+}
+
+Test(api_routes, fault_messages_stay_json)
+{
+	struct fake_vm f = { 0 };
+	char out[2048];
+	/* A path with invalid UTF-8 and quotes comes back inside a valid JSON string. */
+	cr_assert_eq(call(&f, "GET", "/\xff\"x", NULL, out), 400);
+	cr_assert(strstr(fault_msg(out), "?\"x"), "%s", out);
+	/* A long path is cut, and the body is still JSON. */
+	char path[1100] = "/";
+	memset(path + 1, 'p', sizeof(path) - 2);
+	path[sizeof(path) - 1] = '\0';
+	cr_assert_eq(call(&f, "GET", path, NULL, out), 400);
+	fault_msg(out);
+}
+
+/* ---- the server over a real socket ------------------------------------------------------------- */
+
+struct server {
+	char dir[64];
+	char path[128];
+	struct fake_vm vm;
+	struct api_server *s;
+	int stop;
+	pthread_t thread;
+};
+
+static void *serve(void *arg)
+{
+	struct server *sv = arg;
+	for (;;) {
+		struct pollfd p[2] = { { .fd = api_server_fd(sv->s), .events = POLLIN }, { .fd = sv->stop, .events = POLLIN } };
+		if (poll(p, 2, -1) < 0)
+			continue;
+		if (p[1].revents)
+			return NULL;
+		if (p[0].revents)
+			api_server_service(sv->s);
+	}
+}
+
+static struct server *server_start(void)
+{
+	struct server *sv = calloc(1, sizeof(*sv));
+	strcpy(sv->dir, "/tmp/padcell-api-XXXXXX");
+	cr_assert_not_null(mkdtemp(sv->dir));
+	snprintf(sv->path, sizeof(sv->path), "%s/api.sock", sv->dir);
+	char err[256];
+	int fd = api_listen(sv->path, err, sizeof(err));
+	cr_assert_geq(fd, 0, "%s", err);
+	struct stat st;
+	cr_assert_eq(stat(sv->path, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0600, "the control socket is the owner's only");
+	struct api_config cfg = fake_config(&sv->vm);
+	sv->s = api_server_new(fd, sv->path, &cfg, err, sizeof(err));
+	cr_assert_not_null(sv->s, "%s", err);
+	sv->stop = eventfd(0, EFD_CLOEXEC);
+	pthread_create(&sv->thread, NULL, serve, sv);
+	return sv;
+}
+
+static void server_stop(struct server *sv)
+{
+	uint64_t one = 1;
+	cr_assert_eq(write(sv->stop, &one, 8), 8);
+	pthread_join(sv->thread, NULL);
+	api_server_destroy(sv->s);
+	cr_assert_eq(access(sv->path, F_OK), -1, "the socket file is removed");
+	close(sv->stop);
+	rmdir(sv->dir);
+	free(sv);
+}
+
+static int raw_connect(const char *path)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "%s", strerror(errno));
+	struct timeval tv = { .tv_sec = 5 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+static void send_str(int fd, const char *s, size_t n)
+{
+	cr_assert_eq(send(fd, s, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+/* Reads one response (head + Content-Length body) from fd; returns its status, body into out. */
+static int read_response(int fd, char *out, size_t outlen, bool *keep_alive)
+{
+	static char buf[HTTP_HEAD_MAX + HTTP_BODY_MAX];
+	static size_t len; /* bytes of a following response already read: pipelining */
+	struct http_response r;
+	char why[128];
+	for (;;) {
+		int pr = http_parse_response_head(buf, len, &r, why, sizeof(why));
+		cr_assert_geq(pr, 0, "bad response: %s", why);
+		if (pr == 1 && len - r.head_len >= r.content_length)
+			break;
+		ssize_t n = recv(fd, buf + len, sizeof(buf) - len, 0);
+		cr_assert_gt(n, 0, "connection ended before a whole response (%zu bytes in)", len);
+		len += (size_t)n;
+	}
+	cr_assert_lt(r.content_length, outlen);
+	memcpy(out, buf + r.head_len, r.content_length);
+	out[r.content_length] = '\0';
+	size_t used = r.head_len + r.content_length;
+	memmove(buf, buf + used, len - used);
+	len -= used;
+	if (keep_alive)
+		*keep_alive = r.keep_alive;
+	return r.status;
+}
+
+static void assert_closed(int fd)
+{
+	char c;
+	cr_assert_eq(recv(fd, &c, 1, 0), 0, "the server should have closed the connection");
+}
+
+Test(api_server, client_round_trip)
+{
+	struct server *sv = server_start();
+	struct api_client c;
+	char err[512];
+	cr_assert_eq(api_client_connect(&c, sv->path, err, sizeof(err)), 0, "%s", err);
+	struct api_info info;
+	cr_assert_eq(api_client_info(&c, &info, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(info.state, "Running");
+	cr_assert_str_eq(info.id, "test-vm");
+	cr_assert_str_eq(info.vmm_version, "9.9.9");
+	cr_assert_eq(api_client_snapshot(&c, "/x/state", "/x/mem", err, sizeof(err)), -EIO);
+	cr_assert(strstr(err, "pause it first"), "%s", err);
+	cr_assert_eq(api_client_set_paused(&c, true, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(api_client_info(&c, &info, err, sizeof(err)), 0);
+	cr_assert_str_eq(info.state, "Paused");
+	cr_assert_eq(api_client_snapshot(&c, "/x/state", "/x/mem", err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(sv->vm.state_path, "/x/state");
+	cr_assert_eq(api_client_set_paused(&c, false, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(api_client_info(&c, &info, err, sizeof(err)), 0);
+	cr_assert_str_eq(info.state, "Running");
+	/* All of it on one keep-alive connection. */
+	cr_assert_eq(api_server_clients(sv->s), 1);
+	api_client_close(&c);
+	server_stop(sv);
+}
+
+Test(api_server, byte_by_byte_request)
+{
+	struct server *sv = server_start();
+	int fd = raw_connect(sv->path);
+	const char *req = "PATCH /vm HTTP/1.1\r\nHost: localhost\r\nContent-Length: 18\r\n\r\n{\"state\":\"Paused\"}";
+	for (size_t i = 0; req[i]; i++) {
+		send_str(fd, req + i, 1);
+		usleep(200);
+	}
+	char body[4096];
+	bool ka;
+	cr_assert_eq(read_response(fd, body, sizeof(body), &ka), 204);
+	cr_assert(ka);
+	cr_assert(sv->vm.paused);
+	close(fd);
+	server_stop(sv);
+}
+
+Test(api_server, pipelined_requests_answered_in_order)
+{
+	struct server *sv = server_start();
+	int fd = raw_connect(sv->path);
+	const char *reqs = "GET / HTTP/1.1\r\n\r\n"
+			   "PATCH /vm HTTP/1.1\r\nContent-Length: 18\r\n\r\n{\"state\":\"Paused\"}"
+			   "GET / HTTP/1.1\r\n\r\n"
+			   "GET /nope HTTP/1.1\r\n\r\n"
+			   "GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
+	send_str(fd, reqs, strlen(reqs));
+	char body[4096];
+	cr_assert_eq(read_response(fd, body, sizeof(body), NULL), 200);
+	cr_assert(strstr(body, "\"Running\""), "%s", body);
+	cr_assert_eq(read_response(fd, body, sizeof(body), NULL), 204);
+	cr_assert_eq(read_response(fd, body, sizeof(body), NULL), 200);
+	cr_assert(strstr(body, "\"Paused\""), "%s", body);
+	cr_assert_eq(read_response(fd, body, sizeof(body), NULL), 400);
+	cr_assert(strstr(fault_msg(body), "Invalid request method and/or path"));
+	bool ka = true;
+	cr_assert_eq(read_response(fd, body, sizeof(body), &ka), 200);
+	cr_assert(!ka, "Connection: close is answered with close");
+	assert_closed(fd);
+	close(fd);
+	server_stop(sv);
+}
+
+Test(api_server, oversize_head_is_400_and_closes)
+{
+	struct server *sv = server_start();
+	int fd = raw_connect(sv->path);
+	char *big = malloc(HTTP_HEAD_MAX + 1000);
+	int k = sprintf(big, "GET / HTTP/1.1\r\nX-Pad: ");
+	memset(big + k, 'a', HTTP_HEAD_MAX + 1000 - k);
+	send_str(fd, big, HTTP_HEAD_MAX + 1000);
+	free(big);
+	char body[4096];
+	bool ka = true;
+	cr_assert_eq(read_response(fd, body, sizeof(body), &ka), 400);
+	cr_assert(strstr(fault_msg(body), "over 8192 bytes"));
+	cr_assert(!ka);
+	assert_closed(fd);
+	close(fd);
+	server_stop(sv);
+}
+
+Test(api_server, oversize_body_is_413)
+{
+	struct server *sv = server_start();
+	int fd = raw_connect(sv->path);
+	const char *req = "PUT /snapshot/create HTTP/1.1\r\nContent-Length: 70000\r\n\r\n";
+	send_str(fd, req, strlen(req));
+	char body[4096];
+	cr_assert_eq(read_response(fd, body, sizeof(body), NULL), 413);
+	cr_assert(strstr(fault_msg(body), "65536"));
+	assert_closed(fd);
+	close(fd);
+	server_stop(sv);
+}
+
+Test(api_server, body_of_exactly_the_limit_is_read)
+{
+	struct server *sv = server_start();
+	int fd = raw_connect(sv->path);
+	/* A 64 KiB body of JSON whitespace around a valid object: read whole, then parsed. */
+	char *req = malloc(HTTP_BODY_MAX + 256);
+	int k = sprintf(req, "PATCH /vm HTTP/1.1\r\nContent-Length: %u\r\n\r\n", HTTP_BODY_MAX);
+	memset(req + k, ' ', HTTP_BODY_MAX);
+	memcpy(req + k, "{\"state\":\"Paused\"}", 18);
+	send_str(fd, req, (size_t)k + HTTP_BODY_MAX);
+	free(req);
+	char body[4096];
+	cr_assert_eq(read_response(fd, body, sizeof(body), NULL), 204);
+	cr_assert(sv->vm.paused);
+	close(fd);
+	server_stop(sv);
+}
+
+Test(api_server, put_without_content_length_is_411)
+{
+	struct server *sv = server_start();
+	int fd = raw_connect(sv->path);
+	const char *req = "PUT /snapshot/create HTTP/1.1\r\nHost: x\r\n\r\n";
+	send_str(fd, req, strlen(req));
+	char body[4096];
+	cr_assert_eq(read_response(fd, body, sizeof(body), NULL), 411);
+	cr_assert(strstr(fault_msg(body), "Content-Length"));
+	assert_closed(fd);
+	close(fd);
+	fd = raw_connect(sv->path);
+	req = "PATCH /vm HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n12\r\n{\"state\":\"Paused\"}\r\n0\r\n\r\n";
+	send_str(fd, req, strlen(req));
+	cr_assert_eq(read_response(fd, body, sizeof(body), NULL), 411);
+	assert_closed(fd);
+	close(fd);
+	cr_assert(!sv->vm.paused);
+	server_stop(sv);
+}
+
+Test(api_server, malformed_request_is_400_json)
+{
+	struct server *sv = server_start();
+	int fd = raw_connect(sv->path);
+	const char *req = "HELLO\r\n\r\n";
+	send_str(fd, req, strlen(req));
+	char body[4096];
+	cr_assert_eq(read_response(fd, body, sizeof(body), NULL), 400);
+	cr_assert(strstr(fault_msg(body), "malformed request line"));
+	assert_closed(fd);
+	close(fd);
+	server_stop(sv);
+}
+
+Test(api_server, expect_100_continue)
+{
+	struct server *sv = server_start();
+	int fd = raw_connect(sv->path);
+	const char *head = "PATCH /vm HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 18\r\n\r\n";
+	send_str(fd, head, strlen(head));
+	char buf[256];
+	ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+	cr_assert_gt(n, 0);
+	buf[n] = '\0';
+	cr_assert_str_eq(buf, "HTTP/1.1 100 Continue\r\n\r\n");
+	send_str(fd, "{\"state\":\"Paused\"}", 18);
+	char body[4096];
+	cr_assert_eq(read_response(fd, body, sizeof(body), NULL), 204);
+	close(fd);
+	server_stop(sv);
+}
+
+Test(api_server, http10_closes_after_answer)
+{
+	struct server *sv = server_start();
+	int fd = raw_connect(sv->path);
+	const char *req = "GET / HTTP/1.0\r\n\r\n";
+	send_str(fd, req, strlen(req));
+	char body[4096];
+	bool ka = true;
+	cr_assert_eq(read_response(fd, body, sizeof(body), &ka), 200);
+	cr_assert(!ka);
+	assert_closed(fd);
+	close(fd);
+	server_stop(sv);
+}
+
+Test(api_server, half_request_then_hangup_is_dropped)
+{
+	struct server *sv = server_start();
+	int fd = raw_connect(sv->path);
+	send_str(fd, "GET / HT", 8);
+	shutdown(fd, SHUT_WR);
+	assert_closed(fd);
+	close(fd);
+	/* The server still answers others. */
+	struct api_client c;
+	char err[256];
+	struct api_info info;
+	cr_assert_eq(api_client_connect(&c, sv->path, err, sizeof(err)), 0);
+	cr_assert_eq(api_client_info(&c, &info, err, sizeof(err)), 0, "%s", err);
+	api_client_close(&c);
+	server_stop(sv);
+}
+
+Test(api_server, at_most_eight_clients_least_recent_evicted)
+{
+	struct server *sv = server_start();
+	int fds[API_MAX_CLIENTS];
+	char body[4096];
+	for (unsigned i = 0; i < API_MAX_CLIENTS; i++) {
+		fds[i] = raw_connect(sv->path);
+		/* One request each, in order, so connection 0 is the least recently active. */
+		send_str(fds[i], "GET / HTTP/1.1\r\n\r\n", 18);
+		cr_assert_eq(read_response(fds[i], body, sizeof(body), NULL), 200);
+	}
+	cr_assert_eq(api_server_clients(sv->s), API_MAX_CLIENTS);
+	int extra = raw_connect(sv->path);
+	send_str(extra, "GET / HTTP/1.1\r\n\r\n", 18);
+	cr_assert_eq(read_response(extra, body, sizeof(body), NULL), 200);
+	cr_assert_eq(api_server_clients(sv->s), API_MAX_CLIENTS);
+	assert_closed(fds[0]);
+	/* The others are still served. */
+	for (unsigned i = 1; i < API_MAX_CLIENTS; i++) {
+		send_str(fds[i], "GET / HTTP/1.1\r\n\r\n", 18);
+		cr_assert_eq(read_response(fds[i], body, sizeof(body), NULL), 200, "client %u", i);
+	}
+	for (unsigned i = 0; i < API_MAX_CLIENTS; i++)
+		close(fds[i]);
+	close(extra);
+	server_stop(sv);
+}
+
+Test(api_server, client_gone_mid_answer_does_not_hurt)
+{
+	struct server *sv = server_start();
+	for (int i = 0; i < 20; i++) {
+		int fd = raw_connect(sv->path);
+		send_str(fd, "GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n", 36);
+		close(fd);
+	}
+	struct api_client c;
+	char err[256];
+	struct api_info info;
+	cr_assert_eq(api_client_connect(&c, sv->path, err, sizeof(err)), 0);
+	cr_assert_eq(api_client_info(&c, &info, err, sizeof(err)), 0, "%s", err);
+	api_client_close(&c);
+	server_stop(sv);
+}
+
+/* ---- the socket path ------------------------------------------------------------------------------ */
+
+static void tmpdir(char *dir)
+{
+	strcpy(dir, "/tmp/padcell-api-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+}
+
+Test(api_listen, stale_socket_is_replaced)
+{
+	char dir[64], path[128], err[256];
+	tmpdir(dir);
+	snprintf(path, sizeof(path), "%s/s", dir);
+	/* A socket file nobody listens on: what a crashed padcell leaves. */
+	int old = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	strcpy(a.sun_path, path);
+	cr_assert_eq(bind(old, (struct sockaddr *)&a, sizeof(a)), 0);
+	close(old);
+	int fd = api_listen(path, err, sizeof(err));
+	cr_assert_geq(fd, 0, "%s", err);
+	struct api_client c;
+	cr_assert_eq(api_client_connect(&c, path, err, sizeof(err)), 0, "%s", err);
+	api_client_close(&c);
+	close(fd);
+	unlink(path);
+	rmdir(dir);
+}
+
+Test(api_listen, live_socket_and_other_files_are_refused)
+{
+	char dir[64], path[128], err[256];
+	tmpdir(dir);
+	snprintf(path, sizeof(path), "%s/s", dir);
+	int live = api_listen(path, err, sizeof(err));
+	cr_assert_geq(live, 0, "%s", err);
+	cr_assert_eq(api_listen(path, err, sizeof(err)), -EADDRINUSE);
+	cr_assert_str_eq(err, "in use by another process");
+	close(live);
+	unlink(path);
+
+	FILE *f = fopen(path, "w");
+	fputs("keep me", f);
+	fclose(f);
+	cr_assert_eq(api_listen(path, err, sizeof(err)), -EEXIST);
+	cr_assert(strstr(err, "not a socket"), "%s", err);
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_size, 7, "the file is left alone");
+	unlink(path);
+
+	char longp[200];
+	memset(longp, 'x', sizeof(longp) - 1);
+	longp[sizeof(longp) - 1] = '\0';
+	cr_assert_eq(api_listen(longp, err, sizeof(err)), -ENAMETOOLONG);
+	snprintf(path, sizeof(path), "%s/no/such/dir/s", dir);
+	cr_assert_lt(api_listen(path, err, sizeof(err)), 0);
+	rmdir(dir);
+}
+
+/* ---- the client's errors -------------------------------------------------------------------------- */
+
+/* A server thread that answers one connection with fixed bytes, then closes. */
+struct canned {
+	int lfd;
+	const char *answer;
+	pthread_t t;
+};
+
+static void *canned_serve(void *arg)
+{
+	struct canned *c = arg;
+	int fd = accept(c->lfd, NULL, NULL);
+	char buf[4096];
+	usleep(20000);
+	(void)!recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	(void)!send(fd, c->answer, strlen(c->answer), MSG_NOSIGNAL);
+	close(fd);
+	return NULL;
+}
+
+static int client_against(const char *answer, char *err, size_t errlen)
+{
+	char dir[64], path[128];
+	tmpdir(dir);
+	snprintf(path, sizeof(path), "%s/s", dir);
+	struct canned c = { .answer = answer };
+	c.lfd = api_listen(path, err, errlen);
+	cr_assert_geq(c.lfd, 0);
+	pthread_create(&c.t, NULL, canned_serve, &c);
+	struct api_client cl;
+	struct api_info info;
+	int rc = api_client_connect(&cl, path, err, errlen);
+	if (!rc)
+		rc = api_client_info(&cl, &info, err, errlen);
+	api_client_close(&cl);
+	pthread_join(c.t, NULL);
+	close(c.lfd);
+	unlink(path);
+	rmdir(dir);
+	return rc;
+}
+
+Test(api_client, not_padcell)
+{
+	char err[512];
+	cr_assert_eq(client_against("SSH-2.0-OpenSSH_9.2\r\n", err, sizeof(err)), -EPROTO);
+	cr_assert(strstr(err, "does not speak HTTP"), "%s", err);
+	cr_assert_eq(client_against("", err, sizeof(err)), -EPROTO);
+	cr_assert(strstr(err, "without an answer"), "%s", err);
+	const char *other = "{\"id\":\"anonymous-instance\",\"state\":\"Running\",\"vmm_version\":\"1.7\",\"app_name\":\"X\"}";
+	char answer[512];
+	snprintf(answer, sizeof(answer), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(other), other);
+	cr_assert_eq(client_against(answer, err, sizeof(err)), -EPROTO);
+	cr_assert(strstr(err, "the API of X, not padcell"), "%s", err);
+	cr_assert_eq(client_against("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", err, sizeof(err)), -EPROTO);
+	cr_assert(strstr(err, "not with padcell's API"), "%s", err);
+	cr_assert_eq(client_against("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}", err, sizeof(err)), -EPROTO);
+	cr_assert(strstr(err, "in the middle of the answer"), "%s", err);
+}
+
+Test(api_client, missing_foreign_and_dead_sockets)
+{
+	char dir[64], path[128], err[512];
+	tmpdir(dir);
+	struct api_client c;
+	snprintf(path, sizeof(path), "%s/none", dir);
+	cr_assert_eq(api_client_connect(&c, path, err, sizeof(err)), -ENOENT);
+	cr_assert(strstr(err, "does not exist"), "%s", err);
+	snprintf(path, sizeof(path), "%s/file", dir);
+	FILE *f = fopen(path, "w");
+	fclose(f);
+	cr_assert_eq(api_client_connect(&c, path, err, sizeof(err)), -ENOTSOCK);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/dead", dir);
+	int s = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	strcpy(a.sun_path, path);
+	cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+	close(s);
+	cr_assert_eq(api_client_connect(&c, path, err, sizeof(err)), -ECONNREFUSED);
+	cr_assert(strstr(err, "has the VM exited"), "%s", err);
+	unlink(path);
+	rmdir(dir);
+}
+
+/* ---- padcell snapshot / pause / resume against a fake VM ---------------------------------------- */
+
+static int run_cmd(int (*fn)(int, char **), const char *a0, const char *a1, const char *a2, const char *a3,
+		   const char *a4, const char *a5)
+{
+	char *argv[] = { (char *)a0, (char *)a1, (char *)a2, (char *)a3, (char *)a4, (char *)a5, NULL };
+	int argc = 0;
+	while (argv[argc])
+		argc++;
+	return fn(argc, argv);
+}
+
+Test(api_cmd, snapshot_pauses_snapshots_resumes, .init = cr_redirect_stderr)
+{
+	struct server *sv = server_start();
+	char to[128], want[PATH_MAX + 16];
+	snprintf(to, sizeof(to), "%s/snaps/one", sv->dir);
+	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--api-sock", sv->path, "--to", to, NULL), 0);
+	cr_assert_eq(sv->vm.pauses, 1);
+	cr_assert_eq(sv->vm.snapshots, 1);
+	cr_assert_eq(sv->vm.resumes, 1);
+	cr_assert(!sv->vm.paused);
+	char abs[PATH_MAX];
+	cr_assert_not_null(realpath(to, abs), "the directory was made");
+	snprintf(want, sizeof(want), "%s/state", abs);
+	cr_assert_str_eq(sv->vm.state_path, want);
+	snprintf(want, sizeof(want), "%s/mem", abs);
+	cr_assert_str_eq(sv->vm.mem_path, want);
+
+	/* --leave-paused */
+	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--api-sock", sv->path, "--to", to, "--leave-paused"), 0);
+	cr_assert(sv->vm.paused);
+	cr_assert_eq(sv->vm.resumes, 1);
+	/* Already paused: snapshotted and left paused. */
+	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--api-sock", sv->path, "--to", to, NULL), 0);
+	cr_assert(sv->vm.paused);
+	cr_assert_eq(sv->vm.pauses, 2);
+	cr_assert_eq(sv->vm.snapshots, 3);
+	cr_assert_eq(sv->vm.resumes, 1);
+	rmdir(to);
+	snprintf(want, sizeof(want), "%s/snaps", sv->dir);
+	rmdir(want);
+	server_stop(sv);
+}
+
+Test(api_cmd, snapshot_failure_resumes_and_leaves_nothing, .init = cr_redirect_stderr)
+{
+	struct server *sv = server_start();
+	sv->vm.snapshot_rc = -ENOSPC;
+	char to[128];
+	snprintf(to, sizeof(to), "%s/snap", sv->dir);
+	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--api-sock", sv->path, "--to", to, NULL), EXIT_HOST_ERROR);
+	cr_assert_eq(sv->vm.snapshots, 1);
+	cr_assert(!sv->vm.paused, "the VM runs again");
+	cr_assert_eq(access(to, F_OK), -1, "the directory made for it is gone");
+	server_stop(sv);
+}
+
+Test(api_cmd, usage_errors, .init = cr_redirect_stderr)
+{
+	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--to", "/tmp/x", NULL, NULL, NULL), EXIT_USAGE);
+	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--api-sock", "/tmp/x", NULL, NULL, NULL), EXIT_USAGE);
+	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--api-sock", "/nonexistent/api.sock", "--to", "/tmp/x", NULL),
+		     EXIT_USAGE);
+	cr_assert_eq(access("/tmp/x", F_OK), -1, "no directory made for a VM that is not there");
+	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--bogus", NULL, NULL, NULL, NULL), EXIT_USAGE);
+	cr_assert_eq(run_cmd(cmd_pause_resume, "pause", NULL, NULL, NULL, NULL, NULL), EXIT_USAGE);
+	cr_assert_eq(run_cmd(cmd_pause_resume, "pause", "--api-sock", "/nonexistent/api.sock", NULL, NULL, NULL), EXIT_USAGE);
+	cr_assert_eq(run_cmd(cmd_pause_resume, "resume", "--api-sock", NULL, NULL, NULL, NULL), EXIT_USAGE);
+	cr_assert_eq(run_cmd(cmd_pause_resume, "resume", "--api-sock", "/x", "extra", NULL, NULL), EXIT_USAGE);
+}
+
+Test(api_cmd, pause_resume_status, .init = cr_redirect_stdout)
+{
+	struct server *sv = server_start();
+	cr_assert_eq(run_cmd(cmd_pause_resume, "pause", "--api-sock", sv->path, NULL, NULL, NULL), 0);
+	cr_assert(sv->vm.paused);
+	cr_assert_eq(run_cmd(cmd_pause_resume, "status", "--api-sock", sv->path, NULL, NULL, NULL), 0);
+	cr_assert_eq(run_cmd(cmd_pause_resume, "resume", "--api-sock", sv->path, NULL, NULL, NULL), 0);
+	cr_assert(!sv->vm.paused);
+	cr_assert_eq(run_cmd(cmd_pause_resume, "status", "--api-sock", sv->path, NULL, NULL, NULL), 0);
+	fflush(stdout);
+	cr_assert_stdout_eq_str("Paused\nRunning\n");
+	server_stop(sv);
+}

@@ -1,0 +1,603 @@
+/*
+ * The control socket's server: Firecracker-shaped routes over the bounded HTTP parser, JSON by
+ * Jansson, sockets driven without blocking from the monitor's event loop (no thread of its own).
+ */
+#include "vmm/api.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "vmm/err.h"
+#include "vmm/http.h"
+
+#define IN_CAP   (HTTP_HEAD_MAX + HTTP_BODY_MAX) /* the largest request the parser lets through */
+#define OUT_CAP  4096u                          /* a 100 Continue and one response, always enough */
+#define BODY_CAP 2048u                          /* a response body: fault messages are cut to fit */
+#define TAG_LISTEN UINT32_MAX
+
+/* ---- the listening socket ------------------------------------------------------------------- */
+
+static int addr_of(struct sockaddr_un *a, const char *path)
+{
+	memset(a, 0, sizeof(*a));
+	a->sun_family = AF_UNIX;
+	size_t n = strlen(path);
+	if (n == 0 || n > API_PATH_MAX)
+		return -ENAMETOOLONG;
+	memcpy(a->sun_path, path, n);
+	return 0;
+}
+
+int api_listen(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un a;
+	if (addr_of(&a, path))
+		return errorf(err, errlen, -ENAMETOOLONG, "the path must be 1 to %u bytes", API_PATH_MAX);
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return errorf(err, errlen, -EEXIST, "exists and is not a socket; remove it or choose another path");
+		/* Live if someone accepts on it; stale (left by a crash) if the connection is refused.
+		 * Non-blocking: a live socket with a full backlog answers EAGAIN rather than stalling. */
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (probe < 0)
+			return errorf(err, errlen, -errno, "socket: %s", strerror(errno));
+		int rc = connect(probe, (struct sockaddr *)&a, sizeof(a));
+		int e = errno;
+		close(probe);
+		if (rc == 0 || e == EAGAIN)
+			return errorf(err, errlen, -EADDRINUSE, "in use by another process");
+		if (e != ECONNREFUSED)
+			return errorf(err, errlen, -e, "exists and cannot be checked: %s", strerror(e));
+		if (unlink(path) < 0)
+			return errorf(err, errlen, -errno, "stale socket cannot be removed: %s", strerror(errno));
+	} else if (errno != ENOENT) {
+		return errorf(err, errlen, -errno, "%s", strerror(errno));
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return errorf(err, errlen, -errno, "socket: %s", strerror(errno));
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		int e = errno;
+		close(fd);
+		return errorf(err, errlen, -e, "cannot create the socket: %s", strerror(e));
+	}
+	/* Whoever can connect can pause the VM and write snapshots as this user: owner only.  Done
+	 * before listen(), so nobody can connect while the mode is still the umask's. */
+	if (chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
+		int e = errno;
+		close(fd);
+		unlink(path);
+		return errorf(err, errlen, -e, "cannot listen: %s", strerror(e));
+	}
+	return fd;
+}
+
+/* ---- routes and JSON ------------------------------------------------------------------------ */
+
+/* {"fault_message": msg}; bytes JSON cannot carry as they are (invalid UTF-8) become '?'. */
+static void fault(int *status, int code, char *body, size_t bodylen, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+static void fault(int *status, int code, char *body, size_t bodylen, const char *fmt, ...)
+{
+	char msg[BODY_CAP / 2];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	json_t *s = json_string(msg);
+	if (!s) {
+		for (char *p = msg; *p; p++)
+			if ((unsigned char)*p >= 0x80)
+				*p = '?';
+		s = json_string(msg);
+	}
+	json_t *o = json_object();
+	char *text = NULL;
+	if (s && o && !json_object_set_new(o, "fault_message", s)) {
+		s = NULL;
+		text = json_dumps(o, JSON_COMPACT);
+	}
+	json_decref(s);
+	json_decref(o);
+	*status = code;
+	snprintf(body, bodylen, "%s", text ? text : "{\"fault_message\":\"out of memory\"}");
+	free(text);
+}
+
+/* An errno from the VM side: the request's fault (400) or the host's (500). */
+static int status_for(int rc)
+{
+	switch (-rc) {
+	case EINVAL: case EBUSY: case ENOENT: case ENOTDIR: case EISDIR: case EEXIST: case EACCES:
+	case EPERM: case ENAMETOOLONG: case EROFS: case ENOTSUP: case ELOOP: case EXDEV:
+		return 400;
+	default:
+		return 500;
+	}
+}
+
+/* Parses the body as one JSON object whose keys are all in allowed (NULL-terminated). */
+static json_t *body_object(const char *what, const char *req, size_t len, const char *const *allowed, int *status,
+			   char *body, size_t bodylen)
+{
+	if (len == 0) {
+		fault(status, 400, body, bodylen, "%s needs a JSON body", what);
+		return NULL;
+	}
+	json_error_t je;
+	json_t *o = json_loadb(req, len, JSON_REJECT_DUPLICATES, &je);
+	if (!o) {
+		fault(status, 400, body, bodylen, "%s: the body is not valid JSON: %s (line %d, column %d)", what, je.text,
+		      je.line, je.column);
+		return NULL;
+	}
+	if (!json_is_object(o)) {
+		fault(status, 400, body, bodylen, "%s: the body must be a JSON object", what);
+		json_decref(o);
+		return NULL;
+	}
+	const char *key;
+	json_t *v;
+	json_object_foreach(o, key, v) {
+		bool known = false;
+		for (const char *const *a = allowed; *a && !known; a++)
+			known = !strcmp(key, *a);
+		if (!known) {
+			fault(status, 400, body, bodylen, "%s: unknown field \"%s\"", what, key);
+			json_decref(o);
+			return NULL;
+		}
+	}
+	return o;
+}
+
+/* A string field: 1 present, 0 absent, -1 present but not a non-empty string (fault written). */
+static int string_field(json_t *o, const char *what, const char *key, const char **out, int *status, char *body,
+			size_t bodylen)
+{
+	json_t *v = json_object_get(o, key);
+	if (!v)
+		return 0;
+	if (!json_is_string(v) || json_string_length(v) == 0) {
+		fault(status, 400, body, bodylen, "%s: \"%s\" must be a non-empty string", what, key);
+		return -1;
+	}
+	*out = json_string_value(v);
+	return 1;
+}
+
+static void get_info(const struct api_config *cfg, int *status, char *body, size_t bodylen)
+{
+	bool paused = cfg->ops.is_paused && cfg->ops.is_paused(cfg->ops.ctx);
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "id", cfg->id ? cfg->id : "padcell", "state",
+			      paused ? "Paused" : "Running", "vmm_version", cfg->vmm_version ? cfg->vmm_version : "",
+			      "app_name", "padcell");
+	char *text = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(o);
+	if (!text || strlen(text) >= bodylen) {
+		free(text);
+		fault(status, 500, body, bodylen, "cannot describe the instance");
+		return;
+	}
+	*status = 200;
+	snprintf(body, bodylen, "%s", text);
+	free(text);
+}
+
+static void patch_vm(const struct api_config *cfg, const char *req, size_t len, int *status, char *body,
+		     size_t bodylen)
+{
+	static const char *const keys[] = { "state", NULL };
+	const char *what = "PATCH /vm";
+	json_t *o = body_object(what, req, len, keys, status, body, bodylen);
+	if (!o)
+		return;
+	const char *state = NULL;
+	int have = string_field(o, what, "state", &state, status, body, bodylen);
+	if (have == 0)
+		fault(status, 400, body, bodylen, "%s: missing field \"state\" (\"Paused\" or \"Resumed\")", what);
+	if (have <= 0)
+		goto out;
+	bool pause = !strcmp(state, "Paused");
+	if (!pause && strcmp(state, "Resumed")) {
+		fault(status, 400, body, bodylen, "%s: unknown state \"%s\": expected \"Paused\" or \"Resumed\"", what,
+		      state);
+		goto out;
+	}
+	int (*op)(void *, char *, size_t) = pause ? cfg->ops.pause : cfg->ops.resume;
+	if (!op || !cfg->ops.is_paused) {
+		fault(status, 400, body, bodylen, "this VM cannot be %s", pause ? "paused" : "resumed");
+		goto out;
+	}
+	/* Pausing a paused VM, or resuming a running one, is already done. */
+	if (cfg->ops.is_paused(cfg->ops.ctx) != pause) {
+		char why[BODY_CAP / 2] = "";
+		int rc = op(cfg->ops.ctx, why, sizeof(why));
+		if (rc) {
+			fault(status, status_for(rc), body, bodylen, "cannot %s the VM: %s", pause ? "pause" : "resume",
+			      why[0] ? why : strerror(-rc));
+			goto out;
+		}
+	}
+	*status = 204;
+	body[0] = '\0';
+out:
+	json_decref(o);
+}
+
+static void put_snapshot(const struct api_config *cfg, const char *req, size_t len, int *status, char *body,
+			 size_t bodylen)
+{
+	static const char *const keys[] = { "snapshot_type", "snapshot_path", "mem_file_path", NULL };
+	const char *what = "PUT /snapshot/create";
+	json_t *o = body_object(what, req, len, keys, status, body, bodylen);
+	if (!o)
+		return;
+	const char *type = "Full", *state_path = NULL, *mem_path = NULL;
+	int t = string_field(o, what, "snapshot_type", &type, status, body, bodylen);
+	int s = t < 0 ? -1 : string_field(o, what, "snapshot_path", &state_path, status, body, bodylen);
+	int m = s < 0 ? -1 : string_field(o, what, "mem_file_path", &mem_path, status, body, bodylen);
+	if (m < 0)
+		goto out;
+	if (!strcmp(type, "Diff")) {
+		fault(status, 400, body, bodylen, "%s: diff snapshots are not supported: use \"Full\"", what);
+		goto out;
+	}
+	if (strcmp(type, "Full")) {
+		fault(status, 400, body, bodylen, "%s: unknown snapshot_type \"%s\": expected \"Full\"", what, type);
+		goto out;
+	}
+	if (!s || !m) {
+		fault(status, 400, body, bodylen, "%s: missing field \"%s\"", what, !s ? "snapshot_path" : "mem_file_path");
+		goto out;
+	}
+	if (!strcmp(state_path, mem_path)) {
+		fault(status, 400, body, bodylen, "%s: snapshot_path and mem_file_path are the same file", what);
+		goto out;
+	}
+	if (!cfg->ops.snapshot || !cfg->ops.is_paused) {
+		fault(status, 400, body, bodylen, "this VM cannot be snapshotted");
+		goto out;
+	}
+	if (!cfg->ops.is_paused(cfg->ops.ctx)) {
+		fault(status, 400, body, bodylen,
+		      "the VM is running: pause it first (PATCH /vm {\"state\": \"Paused\"}), then create the snapshot");
+		goto out;
+	}
+	char why[BODY_CAP / 2] = "";
+	int rc = cfg->ops.snapshot(cfg->ops.ctx, state_path, mem_path, why, sizeof(why));
+	if (rc) {
+		fault(status, status_for(rc), body, bodylen, "cannot create the snapshot: %s", why[0] ? why : strerror(-rc));
+		goto out;
+	}
+	*status = 204;
+	body[0] = '\0';
+out:
+	json_decref(o);
+}
+
+void api_handle(const struct api_config *cfg, const char *method, const char *path, const char *req_body,
+		size_t req_len, int *status, char *body, size_t bodylen)
+{
+	/* "/vm/" names the same resource as "/vm". */
+	char p[HTTP_PATH_MAX];
+	snprintf(p, sizeof(p), "%s", path);
+	size_t n = strlen(p);
+	while (n > 1 && p[n - 1] == '/')
+		p[--n] = '\0';
+
+	if (!strcmp(method, "GET") && req_len) {
+		fault(status, 400, body, bodylen, "GET request cannot have a body.");
+		return;
+	}
+	if (!strcmp(p, "/") && !strcmp(method, "GET"))
+		get_info(cfg, status, body, bodylen);
+	else if (!strcmp(p, "/vm") && !strcmp(method, "PATCH"))
+		patch_vm(cfg, req_body, req_len, status, body, bodylen);
+	else if (!strcmp(p, "/snapshot/create") && !strcmp(method, "PUT"))
+		put_snapshot(cfg, req_body, req_len, status, body, bodylen);
+	else
+		fault(status, 400, body, bodylen, "Invalid request method and/or path: %s %s.", method, path);
+}
+
+/* ---- connections ---------------------------------------------------------------------------- */
+
+struct api_conn {
+	int fd;               /* -1: a free slot */
+	char *in;             /* IN_CAP bytes while open */
+	size_t in_len;
+	char out[OUT_CAP];
+	size_t out_len, out_off;
+	bool sent_continue;   /* the 100 Continue for the request being read is out */
+	bool closing;         /* close once out is written */
+	bool eof;             /* the client will send no more */
+	bool writing;         /* epoll watches EPOLLOUT, not EPOLLIN */
+	uint64_t last_active;
+};
+
+struct api_server {
+	int ep;
+	int lfd;
+	char path[API_PATH_MAX + 1]; /* "" = nothing to unlink */
+	char id[128], version[64];
+	struct api_config cfg;
+	struct api_conn conns[API_MAX_CLIENTS];
+	uint64_t tick; /* activity counter: the least recently active connection is evicted first */
+};
+
+static void conn_close(struct api_server *s, struct api_conn *c)
+{
+	if (c->fd < 0)
+		return;
+	epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	free(c->in);
+	*c = (struct api_conn){ .fd = -1 };
+}
+
+static void conn_watch(struct api_server *s, struct api_conn *c)
+{
+	bool want_out = c->out_len > c->out_off;
+	if (want_out == c->writing)
+		return;
+	struct epoll_event ev = { .events = want_out ? EPOLLOUT : EPOLLIN, .data.u32 = (uint32_t)(c - s->conns) };
+	epoll_ctl(s->ep, EPOLL_CTL_MOD, c->fd, &ev);
+	c->writing = want_out;
+}
+
+/* Writes what the socket takes.  false: the connection is gone (closed here). */
+static bool conn_flush(struct api_server *s, struct api_conn *c)
+{
+	while (c->out_off < c->out_len) {
+		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (n <= 0) {
+			conn_close(s, c);
+			return false;
+		}
+		c->out_off += (size_t)n;
+	}
+	if (c->out_off == c->out_len) {
+		c->out_off = c->out_len = 0;
+		if (c->closing) {
+			conn_close(s, c);
+			return false;
+		}
+	}
+	conn_watch(s, c);
+	return true;
+}
+
+static void queue(struct api_conn *c, const char *data, size_t len)
+{
+	if (len > OUT_CAP - c->out_len)
+		len = OUT_CAP - c->out_len; /* cannot happen: OUT_CAP holds a 100 Continue and a response */
+	memcpy(c->out + c->out_len, data, len);
+	c->out_len += len;
+}
+
+static void respond(struct api_conn *c, int status, const char *body, bool keep_alive)
+{
+	char buf[OUT_CAP];
+	int n = http_format_response(buf, sizeof(buf), status, body[0] ? body : NULL, keep_alive);
+	if (n < 0) {
+		n = http_format_response(buf, sizeof(buf), 500, "{\"fault_message\":\"response too large\"}", false);
+		keep_alive = false;
+	}
+	queue(c, buf, (size_t)n);
+	if (!keep_alive)
+		c->closing = true;
+}
+
+/*
+ * Answers every complete request in the input buffer, one at a time: the next is parsed only
+ * once the previous answer is written, so a pipelining client cannot make padcell queue output.
+ */
+static void conn_process(struct api_server *s, struct api_conn *c)
+{
+	while (c->fd >= 0 && !c->closing && c->out_len == 0 && c->in_len) {
+		struct http_request req;
+		char why[256];
+		int rc = http_parse_request_head(c->in, c->in_len, &req, why, sizeof(why));
+		char body[BODY_CAP];
+		int status;
+		if (rc == 0) {
+			if (c->eof)
+				c->closing = true; /* a partial request and no more to come */
+			break;
+		}
+		if (rc < 0) {
+			fault(&status, -rc, body, sizeof(body), "%s", why);
+			respond(c, status, body, false);
+		} else if (req.content_length > c->in_len - req.head_len) {
+			if (c->eof) {
+				c->closing = true;
+				break;
+			}
+			if (req.expect_continue && !c->sent_continue) {
+				static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+				queue(c, cont, sizeof(cont) - 1);
+				c->sent_continue = true;
+				conn_flush(s, c);
+			}
+			break;
+		} else {
+			bool needs_body = !strcmp(req.method, "PUT") || !strcmp(req.method, "PATCH");
+			if (needs_body && !req.has_length) {
+				fault(&status, 411, body, sizeof(body), "%s needs a body with Content-Length", req.method);
+				respond(c, status, body, false);
+			} else {
+				api_handle(&s->cfg, req.method, req.path, c->in + req.head_len, req.content_length, &status, body,
+					   sizeof(body));
+				respond(c, status, body, req.keep_alive);
+			}
+			size_t used = req.head_len + req.content_length;
+			memmove(c->in, c->in + used, c->in_len - used);
+			c->in_len -= used;
+			c->sent_continue = false;
+		}
+		if (c->closing)
+			c->in_len = 0;
+		if (!conn_flush(s, c))
+			return;
+	}
+	/* Done when told to close, or when the client has finished sending and all is answered. */
+	if (c->fd >= 0 && (c->closing || c->eof) && c->out_len == 0)
+		conn_close(s, c);
+	else if (c->fd >= 0)
+		conn_watch(s, c);
+}
+
+static void conn_readable(struct api_server *s, struct api_conn *c)
+{
+	c->last_active = ++s->tick;
+	if (c->in_len < IN_CAP) {
+		ssize_t n = recv(c->fd, c->in + c->in_len, IN_CAP - c->in_len, MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n < 0) {
+			conn_close(s, c);
+			return;
+		}
+		if (n == 0)
+			c->eof = true;
+		c->in_len += (size_t)n;
+	}
+	conn_process(s, c);
+}
+
+static void accept_all(struct api_server *s)
+{
+	for (int i = 0; i < 16; i++) {
+		int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return;
+		struct api_conn *slot = NULL, *oldest = NULL;
+		for (unsigned k = 0; k < API_MAX_CLIENTS && !slot; k++) {
+			struct api_conn *c = &s->conns[k];
+			if (c->fd < 0)
+				slot = c;
+			else if (!oldest || c->last_active < oldest->last_active)
+				oldest = c;
+		}
+		if (!slot) {
+			/* Full: the connection idle the longest makes room (keep-alive clients that went quiet). */
+			conn_close(s, oldest);
+			slot = oldest;
+		}
+		slot->in = malloc(IN_CAP);
+		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)(slot - s->conns) };
+		if (!slot->in || epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			free(slot->in);
+			slot->in = NULL;
+			close(fd);
+			continue;
+		}
+		slot->fd = fd;
+		slot->last_active = ++s->tick;
+	}
+}
+
+struct api_server *api_server_new(int listen_fd, const char *path, const struct api_config *cfg, char *err,
+				  size_t errlen)
+{
+	struct api_server *s = calloc(1, sizeof(*s));
+	if (!s) {
+		errorf(err, errlen, -ENOMEM, "out of memory");
+		goto err_fd;
+	}
+	for (unsigned i = 0; i < API_MAX_CLIENTS; i++)
+		s->conns[i].fd = -1;
+	s->lfd = listen_fd;
+	if (path)
+		snprintf(s->path, sizeof(s->path), "%s", path);
+	s->cfg = *cfg;
+	snprintf(s->id, sizeof(s->id), "%s", cfg->id ? cfg->id : "padcell");
+	snprintf(s->version, sizeof(s->version), "%s", cfg->vmm_version ? cfg->vmm_version : "");
+	s->cfg.id = s->id;
+	s->cfg.vmm_version = s->version;
+	s->ep = epoll_create1(EPOLL_CLOEXEC);
+	if (s->ep < 0) {
+		errorf(err, errlen, -errno, "epoll: %s", strerror(errno));
+		goto err_free;
+	}
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = TAG_LISTEN };
+	if (epoll_ctl(s->ep, EPOLL_CTL_ADD, listen_fd, &ev) < 0) {
+		errorf(err, errlen, -errno, "epoll: %s", strerror(errno));
+		goto err_ep;
+	}
+	return s;
+err_ep:
+	close(s->ep);
+err_free:
+	free(s);
+err_fd:
+	close(listen_fd);
+	if (path)
+		unlink(path);
+	return NULL;
+}
+
+void api_server_destroy(struct api_server *s)
+{
+	if (!s)
+		return;
+	for (unsigned i = 0; i < API_MAX_CLIENTS; i++)
+		conn_close(s, &s->conns[i]);
+	close(s->lfd);
+	if (s->path[0])
+		unlink(s->path);
+	close(s->ep);
+	free(s);
+}
+
+int api_server_fd(const struct api_server *s)
+{
+	return s->ep;
+}
+
+unsigned api_server_clients(const struct api_server *s)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < API_MAX_CLIENTS; i++)
+		n += s->conns[i].fd >= 0;
+	return n;
+}
+
+void api_server_service(struct api_server *s)
+{
+	struct epoll_event evs[API_MAX_CLIENTS + 1];
+	int n = epoll_wait(s->ep, evs, API_MAX_CLIENTS + 1, 0);
+	for (int i = 0; i < n; i++) {
+		uint32_t tag = evs[i].data.u32;
+		if (tag == TAG_LISTEN) {
+			accept_all(s);
+			continue;
+		}
+		if (tag >= API_MAX_CLIENTS)
+			continue;
+		struct api_conn *c = &s->conns[tag];
+		if (c->fd < 0)
+			continue; /* closed by an eviction earlier in this batch */
+		if (c->writing) {
+			if (conn_flush(s, c))
+				conn_process(s, c);
+		} else {
+			conn_readable(s, c);
+		}
+	}
+}

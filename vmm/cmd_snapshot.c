@@ -1,0 +1,171 @@
+/*
+ * `padcell snapshot --api-sock PATH --to DIR`: pause the VM, write DIR/state and DIR/mem through
+ * its control socket, resume it.  `pause`, `resume` and `status` are the same socket's smaller verbs.
+ */
+#include "vmm/cmd_snapshot.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vmm/api_client.h"
+#include "vmm/cli.h"
+
+enum { OPT_API_SOCK = 256, OPT_TO, OPT_LEAVE_PAUSED };
+
+static int fail(int code, const char *fmt, const char *a, const char *b)
+{
+	fprintf(stderr, "padcell: ");
+	fprintf(stderr, fmt, a, b);
+	fputc('\n', stderr);
+	return code;
+}
+
+/* Connecting and checking it is padcell: a missing, foreign or dead socket is the user's to fix. */
+static int open_api(struct api_client *c, const char *path, struct api_info *info)
+{
+	char err[512];
+	if (api_client_connect(c, path, err, sizeof(err)) || api_client_info(c, info, err, sizeof(err))) {
+		api_client_close(c);
+		return fail(EXIT_USAGE, "--api-sock: %s%s", err, "");
+	}
+	return 0;
+}
+
+/* mkdir -p.  *made: whether dir itself was created here (so a failure can take it away again). */
+static int make_dirs(const char *dir, bool *made)
+{
+	char p[PATH_MAX];
+	*made = false;
+	if (snprintf(p, sizeof(p), "%s", dir) >= (int)sizeof(p))
+		return -ENAMETOOLONG;
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*s = '/';
+	}
+	if (mkdir(p, 0755) == 0)
+		*made = true;
+	else if (errno != EEXIST)
+		return -errno;
+	struct stat st;
+	if (stat(p, &st) < 0)
+		return -errno;
+	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+int cmd_snapshot(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "api-sock", required_argument, NULL, OPT_API_SOCK },
+		{ "to", required_argument, NULL, OPT_TO },
+		{ "leave-paused", no_argument, NULL, OPT_LEAVE_PAUSED },
+		{ 0 },
+	};
+	const char *sock = NULL, *to = NULL;
+	bool leave_paused = false;
+	opterr = 0;
+	optind = 1;
+	int c;
+	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_API_SOCK: sock = optarg; break;
+		case OPT_TO: to = optarg; break;
+		case OPT_LEAVE_PAUSED: leave_paused = true; break;
+		case ':': return fail(EXIT_USAGE, "%s needs a value%s", argv[optind - 1], "");
+		default: return fail(EXIT_USAGE, "unknown option '%s' (see padcell --help)%s", argv[optind - 1], "");
+		}
+	}
+	if (optind < argc)
+		return fail(EXIT_USAGE, "unexpected argument '%s' (see padcell --help)%s", argv[optind], "");
+	if (!sock || !to || !to[0])
+		return fail(EXIT_USAGE, "usage: padcell snapshot --api-sock PATH --to DIR [--leave-paused]%s%s", "", "");
+
+	struct api_client cl;
+	struct api_info info;
+	int rc = open_api(&cl, sock, &info);
+	if (rc)
+		return rc;
+	char err[1024], abs[PATH_MAX], state_path[PATH_MAX + 8], mem_path[PATH_MAX + 8];
+	bool made = false;
+	int e = make_dirs(to, &made);
+	if (e) {
+		api_client_close(&cl);
+		return fail(EXIT_USAGE, "--to '%s': cannot create the directory: %s", to, strerror(-e));
+	}
+	/* The VM resolves paths from its own working directory: send absolute ones. */
+	if (!realpath(to, abs)) {
+		rc = fail(EXIT_USAGE, "--to '%s': %s", to, strerror(errno));
+		goto out;
+	}
+	snprintf(state_path, sizeof(state_path), "%s/state", abs);
+	snprintf(mem_path, sizeof(mem_path), "%s/mem", abs);
+
+	bool was_paused = !strcmp(info.state, "Paused");
+	if (!was_paused && api_client_set_paused(&cl, true, err, sizeof(err))) {
+		rc = fail(EXIT_HOST_ERROR, "cannot pause the VM: %s%s", err, "");
+		goto out;
+	}
+	if (api_client_snapshot(&cl, state_path, mem_path, err, sizeof(err))) {
+		rc = fail(EXIT_HOST_ERROR, "snapshot failed: %s%s", err, "");
+		/* The VM goes back to how it was. */
+		if (!was_paused && api_client_set_paused(&cl, false, err, sizeof(err)))
+			fail(EXIT_HOST_ERROR, "and the VM could not be resumed: %s%s", err, "");
+		goto out;
+	}
+	made = false; /* the directory holds the snapshot now */
+	if (!was_paused && !leave_paused && api_client_set_paused(&cl, false, err, sizeof(err))) {
+		rc = fail(EXIT_HOST_ERROR, "the snapshot is in %s, but the VM could not be resumed: %s", abs, err);
+		goto out;
+	}
+out:
+	if (made)
+		rmdir(to);
+	api_client_close(&cl);
+	return rc;
+}
+
+int cmd_pause_resume(int argc, char **argv)
+{
+	static const struct option opts[] = { { "api-sock", required_argument, NULL, OPT_API_SOCK }, { 0 } };
+	const char *verb = argv[0], *sock = NULL;
+	opterr = 0;
+	optind = 1;
+	int c;
+	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+		if (c == OPT_API_SOCK)
+			sock = optarg;
+		else if (c == ':')
+			return fail(EXIT_USAGE, "%s needs a value%s", argv[optind - 1], "");
+		else
+			return fail(EXIT_USAGE, "unknown option '%s' (see padcell --help)%s", argv[optind - 1], "");
+	}
+	if (optind < argc)
+		return fail(EXIT_USAGE, "unexpected argument '%s' (see padcell --help)%s", argv[optind], "");
+	if (!sock)
+		return fail(EXIT_USAGE, "usage: padcell %s --api-sock PATH%s", verb, "");
+	struct api_client cl;
+	struct api_info info;
+	int rc = open_api(&cl, sock, &info);
+	if (rc)
+		return rc;
+	char err[1024];
+	if (!strcmp(verb, "status")) {
+		printf("%s\n", info.state);
+	} else {
+		bool pause = !strcmp(verb, "pause");
+		if (api_client_set_paused(&cl, pause, err, sizeof(err)))
+			rc = fail(EXIT_HOST_ERROR, "cannot %s the VM: %s", verb, err);
+	}
+	api_client_close(&cl);
+	return rc;
+}
