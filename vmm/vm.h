@@ -89,6 +89,15 @@ struct vm {
 	int stop_efd;            /* eventfd: signalled when status leaves VM_RUNNING */
 	char stop_detail[160];   /* e.g. the exit reason and RIP of a crash */
 	int stop_signal;         /* for VM_STOP_SIGNAL: which signal, 0 for the console escape */
+
+	/* Pause (vm_pause): vCPU threads park on pause_cond; the lock covers the fields below. */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	bool pause_sync;         /* pause_lock/pause_cond initialised */
+	_Atomic bool pause_req;  /* vCPUs: park at the top of the run loop */
+	unsigned parked;         /* vCPU threads parked, their last exit completed */
+	unsigned exited;         /* vCPU threads that left their run loop */
+	bool paused;             /* parked and device threads quiesced */
 };
 
 /*
@@ -110,6 +119,17 @@ void vm_join(struct vm *vm);
 void vm_request_stop(struct vm *vm, enum vm_status why, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static inline enum vm_status vm_status(struct vm *vm) { return atomic_load(&vm->status); }
+
+/*
+ * Pause: kicks every vCPU out of KVM_RUN, completes its last I/O or MMIO exit and parks it,
+ * then stops the device threads (no request in flight, no guest-memory writes).  Returns when
+ * all of that is done; 0 or -errno with err set.  Pausing a paused VM is 0.  A paused VM still
+ * stops (vm_request_stop wakes the parked vCPUs, which then leave their loops).
+ */
+int vm_pause(struct vm *vm, char *err, size_t errlen);
+/* Restarts the device threads, then unparks the vCPUs.  Resuming a running VM is 0. */
+int vm_resume(struct vm *vm, char *err, size_t errlen);
+bool vm_is_paused(struct vm *vm);
 
 /* Interrupt line for a device (in-kernel irqchip). */
 int vm_irq_line(struct vm *vm, unsigned irq, int level);
