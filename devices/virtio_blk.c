@@ -408,19 +408,33 @@ int virtio_blk_start(struct virtio_blk *b)
 	return 0;
 }
 
+void virtio_blk_pause(struct virtio_blk *b)
+{
+	if (!b->worker_started)
+		return;
+	pthread_mutex_lock(&b->t.lock);
+	b->stop = true;
+	pthread_mutex_unlock(&b->t.lock);
+	blk_queue_notify(b, 0);
+	pthread_join(b->worker, NULL);
+	b->worker_started = false;
+	b->stop = false;
+}
+
+int virtio_blk_resume(struct virtio_blk *b)
+{
+	if (b->worker_started)
+		return 0;
+	int rc = virtio_blk_start(b);
+	/* A kick the stopping worker swallowed, or one that came while it was gone: look again. */
+	if (!rc)
+		blk_queue_notify(b, 0);
+	return rc;
+}
+
 void virtio_blk_destroy(struct virtio_blk *b)
 {
-	if (b->worker_started) {
-		pthread_mutex_lock(&b->t.lock);
-		b->stop = true;
-		pthread_mutex_unlock(&b->t.lock);
-		uint64_t one = 1;
-		if (write(b->kick_fd, &one, sizeof(one)) < 0) {
-			/* cannot fail on an eventfd we own */
-		}
-		pthread_join(b->worker, NULL);
-		b->worker_started = false;
-	}
+	virtio_blk_pause(b);
 	pthread_cond_destroy(&b->idle);
 	close(b->kick_fd);
 	virtio_mmio_destroy(&b->t);

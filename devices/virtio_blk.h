@@ -58,6 +58,12 @@ int virtio_blk_init(struct virtio_blk *b, struct blk_disk *disk, const struct gu
 		    const struct dev_host *host, unsigned irq);
 /* Starts the I/O worker; -errno on failure. */
 int virtio_blk_start(struct virtio_blk *b);
+/*
+ * Pause: stops the worker once the request in flight is done (no guest-memory writes after);
+ * the queue state stays in the transport.  Resume starts it again and has it look at the queue.
+ */
+void virtio_blk_pause(struct virtio_blk *b);
+int virtio_blk_resume(struct virtio_blk *b);
 /* Stops the worker (waiting for the request in flight) and releases the device, not the disk. */
 void virtio_blk_destroy(struct virtio_blk *b);
 

@@ -847,16 +847,32 @@ int virtio_vsock_start(struct virtio_vsock *v)
 	return 0;
 }
 
+void virtio_vsock_pause(struct virtio_vsock *v)
+{
+	if (!v->thread_started)
+		return;
+	pthread_mutex_lock(&v->t.lock);
+	v->stop = true;
+	pthread_mutex_unlock(&v->t.lock);
+	vsock_kick(v);
+	pthread_join(v->thread, NULL);
+	v->thread_started = false;
+	v->stop = false;
+}
+
+int virtio_vsock_resume(struct virtio_vsock *v)
+{
+	if (v->thread_started)
+		return 0;
+	int rc = virtio_vsock_start(v);
+	if (!rc)
+		vsock_kick(v); /* the kick the stopping thread swallowed, if any */
+	return rc;
+}
+
 void virtio_vsock_destroy(struct virtio_vsock *v)
 {
-	if (v->thread_started) {
-		pthread_mutex_lock(&v->t.lock);
-		v->stop = true;
-		pthread_mutex_unlock(&v->t.lock);
-		vsock_kick(v);
-		pthread_join(v->thread, NULL);
-		v->thread_started = false;
-	}
+	virtio_vsock_pause(v);
 	conns_close_all(v);
 	close(v->epoll_fd);
 	close(v->kick_fd);

@@ -99,6 +99,12 @@ int virtio_vsock_init(struct virtio_vsock *v, const char *path, int listen_fd, u
 /* One pass of the device loop: wait up to timeout_ms for sockets or kicks, then do all that is due. */
 void virtio_vsock_poll(struct virtio_vsock *v, int timeout_ms);
 int virtio_vsock_start(struct virtio_vsock *v);
+/*
+ * Pause: stops the device thread (no guest-memory access after); connections stay open and
+ * their data waits in the sockets.  Resume starts the thread again.
+ */
+void virtio_vsock_pause(struct virtio_vsock *v);
+int virtio_vsock_resume(struct virtio_vsock *v);
 /* Stops the thread and closes every connection (not listen_fd). */
 void virtio_vsock_destroy(struct virtio_vsock *v);
 

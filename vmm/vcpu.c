@@ -310,6 +310,29 @@ static enum vcpu_action exit_system_event(struct vcpu *v)
 	return VCPU_STOP;
 }
 
+/*
+ * Parks the vCPU for vm_pause().  An I/O or MMIO exit is only finished (an IN's value in RAX,
+ * RIP past the instruction) when KVM_RUN is entered again, so first re-enter with
+ * immediate_exit set: KVM completes the instruction and returns EINTR without running the
+ * guest.  Then the registers KVM reports are final, and the vCPU waits until resumed or stopped.
+ */
+static void vcpu_park(struct vcpu *v)
+{
+	struct vm *vm = v->vm;
+	__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	if (ioctl(v->fd, KVM_RUN, 0) == 0 && vm->verbose)
+		fprintf(stderr, "padcell: vcpu%u: KVM_RUN ran despite immediate_exit (exit %u)\n", v->index,
+			v->run->exit_reason);
+	__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->parked++;
+	pthread_cond_broadcast(&vm->pause_cond);
+	while (atomic_load(&vm->pause_req) && vm_status(vm) == VM_RUNNING)
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	vm->parked--;
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
 static const exit_handler exit_handlers[] = {
 	[KVM_EXIT_IO] = exit_io,
 	[KVM_EXIT_MMIO] = exit_mmio,
@@ -330,6 +353,10 @@ void *vcpu_thread(void *arg)
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
 	while (vm_status(vm) == VM_RUNNING) {
+		if (atomic_load(&vm->pause_req)) {
+			vcpu_park(v);
+			continue;
+		}
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
@@ -350,5 +377,9 @@ void *vcpu_thread(void *arg)
 		if (h(v) == VCPU_STOP)
 			break;
 	}
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->exited++;
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
 	return NULL;
 }

@@ -36,6 +36,12 @@ void vm_request_stop(struct vm *vm, enum vm_status why, const char *fmt, ...)
 	if (write(vm->stop_efd, &one, sizeof(one)) < 0) {
 		/* The counter cannot overflow with one write per VM; nothing to do. */
 	}
+	/* Parked vCPUs wake up and leave their loops: a paused VM can always be stopped. */
+	if (vm->pause_sync) {
+		pthread_mutex_lock(&vm->pause_lock);
+		pthread_cond_broadcast(&vm->pause_cond);
+		pthread_mutex_unlock(&vm->pause_lock);
+	}
 }
 
 int vm_irq_line(struct vm *vm, unsigned irq, int level)
@@ -122,6 +128,10 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 	vm->ncpus = cfg->ncpus;
 	vm->verbose = cfg->verbose;
 	atomic_init(&vm->status, VM_RUNNING);
+	atomic_init(&vm->pause_req, false);
+	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_cond_init(&vm->pause_cond, NULL);
+	vm->pause_sync = true;
 
 	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (vm->kvm_fd < 0) {
@@ -234,6 +244,9 @@ err_kvm:
 	close(vm->kvm_fd);
 	vm->kvm_fd = vm->vm_fd = vm->stop_efd = -1;
 	vm->cpuid = NULL;
+	pthread_mutex_destroy(&vm->pause_lock);
+	pthread_cond_destroy(&vm->pause_cond);
+	vm->pause_sync = false;
 	return rc;
 }
 
@@ -290,6 +303,106 @@ void vm_kick_all(struct vm *vm)
 	}
 }
 
+/* ---- pause and resume ----------------------------------------------------------------- */
+
+/* Device threads stop with no request in flight; their queue state stays in the transports. */
+static void vm_devices_pause(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->nvirtio; i++) {
+		if (vm->virtio[i].blk)
+			virtio_blk_pause(vm->virtio[i].blk);
+		if (vm->virtio[i].vsock)
+			virtio_vsock_pause(vm->virtio[i].vsock);
+	}
+}
+
+static int vm_devices_resume(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->nvirtio; i++) {
+		int rc = 0;
+		if (vm->virtio[i].blk)
+			rc = virtio_blk_resume(vm->virtio[i].blk);
+		if (vm->virtio[i].vsock)
+			rc = virtio_vsock_resume(vm->virtio[i].vsock);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static unsigned vm_threads_started(struct vm *vm)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		n += vm->vcpus && vm->vcpus[i].started;
+	return n;
+}
+
+int vm_pause(struct vm *vm, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	if (vm->paused) {
+		pthread_mutex_unlock(&vm->pause_lock);
+		return 0;
+	}
+	if (vm_status(vm) != VM_RUNNING) {
+		pthread_mutex_unlock(&vm->pause_lock);
+		return errorf(err, errlen, -ESHUTDOWN, "the VM is shutting down");
+	}
+	atomic_store(&vm->pause_req, true);
+	pthread_mutex_unlock(&vm->pause_lock);
+
+	/* pause_req is visible before immediate_exit: a vCPU that clears the latter sees the former. */
+	vm_kick_all(vm);
+	unsigned started = vm_threads_started(vm);
+	pthread_mutex_lock(&vm->pause_lock);
+	while (vm->parked + vm->exited < started && vm_status(vm) == VM_RUNNING)
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	pthread_mutex_unlock(&vm->pause_lock);
+	if (vm_status(vm) != VM_RUNNING) {
+		atomic_store(&vm->pause_req, false);
+		return errorf(err, errlen, -ESHUTDOWN, "the VM stopped while pausing: %s",
+			      vm->stop_detail[0] ? vm->stop_detail : "stopped");
+	}
+	vm_devices_pause(vm);
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->paused = true;
+	pthread_mutex_unlock(&vm->pause_lock);
+	if (vm->verbose)
+		fprintf(stderr, "padcell: VM paused\n");
+	return 0;
+}
+
+int vm_resume(struct vm *vm, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	bool paused = vm->paused;
+	pthread_mutex_unlock(&vm->pause_lock);
+	if (!paused)
+		return 0;
+	if (vm_status(vm) != VM_RUNNING)
+		return errorf(err, errlen, -ESHUTDOWN, "the VM is shutting down");
+	int rc = vm_devices_resume(vm);
+	if (rc)
+		return errorf(err, errlen, rc, "cannot restart the device threads: %s", strerror(-rc));
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->paused = false;
+	atomic_store(&vm->pause_req, false);
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+	if (vm->verbose)
+		fprintf(stderr, "padcell: VM resumed\n");
+	return 0;
+}
+
+bool vm_is_paused(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	bool p = vm->paused;
+	pthread_mutex_unlock(&vm->pause_lock);
+	return p;
+}
+
 void vm_join(struct vm *vm)
 {
 	for (unsigned i = 0; i < vm->ncpus; i++) {
@@ -329,4 +442,9 @@ void vm_destroy(struct vm *vm)
 	free(vm->cpuid);
 	vm->cpuid = NULL;
 	vm->kvm_fd = vm->vm_fd = vm->stop_efd = -1;
+	if (vm->pause_sync) {
+		pthread_mutex_destroy(&vm->pause_lock);
+		pthread_cond_destroy(&vm->pause_cond);
+		vm->pause_sync = false;
+	}
 }
