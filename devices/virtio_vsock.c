@@ -162,6 +162,9 @@ static struct vsock_conn *conn_alloc(struct virtio_vsock *v, int fd)
 		struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = i };
 		if (epoll_ctl(v->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
 			return NULL;
+		/* Room for two credit windows in the socket, so a busy stream seldom lands in c->buf. */
+		int sndbuf = 2 * VSOCK_BUF_ALLOC;
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 		c->fd = fd;
 		c->state = VSOCK_LINE;
 		c->readable = true;
