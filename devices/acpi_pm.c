@@ -86,6 +86,23 @@ void acpi_pm_init(struct acpi_pm *pm, const struct dev_host *host)
 	pm->control = PM1_CNT_SCI_EN;
 }
 
+void acpi_pm_save(struct acpi_pm *pm, struct acpi_pm_state *st)
+{
+	pthread_mutex_lock(&pm->lock);
+	*st = (struct acpi_pm_state){ .status = pm->status, .enable = pm->enable, .control = pm->control };
+	pthread_mutex_unlock(&pm->lock);
+}
+
+void acpi_pm_load(struct acpi_pm *pm, const struct acpi_pm_state *st)
+{
+	pthread_mutex_lock(&pm->lock);
+	pm->status = st->status;
+	pm->enable = st->enable;
+	/* As a register write leaves it: SLP_EN never latches, SCI_EN always reads 1 (ACPI is on). */
+	pm->control = (uint16_t)((st->control & ~PM1_CNT_SLP_EN) | PM1_CNT_SCI_EN);
+	pthread_mutex_unlock(&pm->lock);
+}
+
 void acpi_pm_destroy(struct acpi_pm *pm)
 {
 	pthread_mutex_destroy(&pm->lock);

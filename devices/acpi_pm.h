@@ -19,6 +19,12 @@ struct acpi_pm {
 };
 
 extern const struct bus_ops acpi_pm_ops;
+/* Snapshot state (fixed layout). */
+struct acpi_pm_state {
+	uint16_t status, enable, control, pad;
+};
+void acpi_pm_save(struct acpi_pm *pm, struct acpi_pm_state *st);
+void acpi_pm_load(struct acpi_pm *pm, const struct acpi_pm_state *st);
 void acpi_pm_init(struct acpi_pm *pm, const struct dev_host *host);
 void acpi_pm_destroy(struct acpi_pm *pm);
 

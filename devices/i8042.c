@@ -147,6 +147,29 @@ void i8042_init(struct i8042 *k, const struct dev_host *host)
 	k->output_port = 0x03; /* reset line high (inactive), A20 enabled */
 }
 
+void i8042_save(struct i8042 *k, struct i8042_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&k->lock);
+	st->status = k->status;
+	st->cmd_byte = k->cmd_byte;
+	st->out = k->out;
+	st->pending_cmd = k->pending_cmd;
+	st->output_port = k->output_port;
+	pthread_mutex_unlock(&k->lock);
+}
+
+void i8042_load(struct i8042 *k, const struct i8042_state *st)
+{
+	pthread_mutex_lock(&k->lock);
+	k->status = st->status;
+	k->cmd_byte = st->cmd_byte;
+	k->out = st->out;
+	k->pending_cmd = st->pending_cmd;
+	k->output_port = st->output_port;
+	pthread_mutex_unlock(&k->lock);
+}
+
 void i8042_destroy(struct i8042 *k)
 {
 	pthread_mutex_destroy(&k->lock);

@@ -18,6 +18,14 @@ struct i8042 {
 #define I8042_RANGE_LEN 5
 extern const struct bus_ops i8042_ops;
 
+/* Snapshot state (fixed layout). */
+struct i8042_state {
+	uint8_t status, cmd_byte, out, pending_cmd, output_port;
+	uint8_t pad[3];
+};
+void i8042_save(struct i8042 *k, struct i8042_state *st);
+void i8042_load(struct i8042 *k, const struct i8042_state *st);
+
 void i8042_init(struct i8042 *k, const struct dev_host *host);
 void i8042_destroy(struct i8042 *k);
 

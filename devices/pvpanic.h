@@ -12,5 +12,8 @@ struct pvpanic {
 
 extern const struct bus_ops pvpanic_ops;
 void pvpanic_init(struct pvpanic *p, const struct dev_host *host);
+/* Snapshot state: crash_loaded, the one field that changes. */
+static inline uint32_t pvpanic_save(const struct pvpanic *p) { return p->crash_loaded; }
+static inline void pvpanic_load(struct pvpanic *p, uint32_t v) { p->crash_loaded = v; }
 
 #endif

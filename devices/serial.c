@@ -204,6 +204,53 @@ void serial_destroy(struct serial *s)
 	pthread_mutex_destroy(&s->lock);
 }
 
+void serial_save(struct serial *s, struct serial_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&s->lock);
+	st->ier = s->ier;
+	st->iir_thri_pending = s->iir_thri_pending;
+	st->lcr = s->lcr;
+	st->mcr = s->mcr;
+	st->lsr = s->lsr;
+	st->msr = s->msr;
+	st->scr = s->scr;
+	st->dll = s->dll;
+	st->dlm = s->dlm;
+	st->fcr = s->fcr;
+	st->rx_count = (uint8_t)s->rx_count;
+	for (unsigned i = 0; i < s->rx_count; i++)
+		st->rx[i] = s->rx[(s->rx_head + i) % SERIAL_FIFO_SIZE];
+	pthread_mutex_unlock(&s->lock);
+}
+
+int serial_load(struct serial *s, const struct serial_state *st)
+{
+	if (st->rx_count > SERIAL_FIFO_SIZE)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	s->ier = st->ier;
+	s->iir_thri_pending = st->iir_thri_pending;
+	s->lcr = st->lcr;
+	s->mcr = st->mcr;
+	s->lsr = st->lsr;
+	s->msr = st->msr;
+	s->scr = st->scr;
+	s->dll = st->dll;
+	s->dlm = st->dlm;
+	s->fcr = st->fcr;
+	s->rx_head = 0;
+	s->rx_count = st->rx_count;
+	memcpy(s->rx, st->rx, sizeof(s->rx));
+	/* KVM's line level is not part of the irqchip state: drive it from the registers again. */
+	s->irq_level = 0;
+	if (s->host && s->host->set_irq)
+		s->host->set_irq(s->host->ctx, s->irq, 0);
+	serial_update_irq(s);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
 size_t serial_rx_room(struct serial *s)
 {
 	pthread_mutex_lock(&s->lock);

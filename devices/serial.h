@@ -24,6 +24,18 @@ struct serial {
 
 extern const struct bus_ops serial_ops;
 
+/* Snapshot state: the registers and the receive FIFO in order (fixed layout, padcell's format). */
+struct serial_state {
+	uint8_t ier, iir_thri_pending, lcr, mcr, lsr, msr, scr, dll, dlm, fcr;
+	uint8_t rx_count;
+	uint8_t pad[5];
+	uint8_t rx[SERIAL_FIFO_SIZE];
+};
+_Static_assert(sizeof(struct serial_state) == 16 + SERIAL_FIFO_SIZE, "serial_state layout");
+void serial_save(struct serial *s, struct serial_state *st);
+/* -EINVAL for an impossible state.  Re-raises the interrupt line the state implies. */
+int serial_load(struct serial *s, const struct serial_state *st);
+
 /* Output bytes go to out_fd (-1 drops them); the interrupt is `irq` via `host`. */
 void serial_init(struct serial *s, int out_fd, unsigned irq, const struct dev_host *host);
 void serial_destroy(struct serial *s);

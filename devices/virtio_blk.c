@@ -66,6 +66,10 @@ int blk_disk_open(struct blk_disk *d, const char *path, bool ro, const char *id,
 		d->fd = -1;
 		return rc;
 	}
+	/* Kept for snapshots, which reopen the image by name; absolute, so any directory will do. */
+	char *abs = realpath(path, NULL);
+	snprintf(d->path, sizeof(d->path), "%s", abs ? abs : path);
+	free(abs);
 	if (id) {
 		strcpy(d->id, id);
 	} else {
@@ -112,6 +116,7 @@ int blk_disk_scratch(struct blk_disk *d, uint64_t size, char *err, size_t errlen
 		return fail(err, errlen, -e, strerror(e));
 	}
 	d->size = size;
+	d->scratch = true;
 	strcpy(d->id, "scratch");
 	return 0;
 }
@@ -406,6 +411,21 @@ int virtio_blk_start(struct virtio_blk *b)
 		return -rc;
 	b->worker_started = true;
 	return 0;
+}
+
+void virtio_blk_save(struct virtio_blk *b, struct virtio_blk_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	virtio_mmio_save(&b->t, &st->t);
+	st->capacity = b->config.capacity;
+	st->ro = b->disk->ro;
+}
+
+int virtio_blk_load(struct virtio_blk *b, const struct virtio_blk_state *st)
+{
+	if (st->capacity != b->config.capacity || st->ro != (uint8_t)b->disk->ro)
+		return -EINVAL;
+	return virtio_mmio_load(&b->t, &st->t);
 }
 
 void virtio_blk_pause(struct virtio_blk *b)

@@ -23,6 +23,8 @@ struct blk_disk {
 	uint64_t size;                          /* bytes, a multiple of 512 */
 	bool ro;
 	char id[VIRTIO_BLK_ID_BYTES + 1];       /* GET_ID answer, NUL-terminated */
+	bool scratch;                           /* blk_disk_scratch: a nameless temporary file */
+	char path[4096];                        /* blk_disk_open: the image's absolute path (snapshots) */
 };
 
 /*
@@ -63,6 +65,15 @@ int virtio_blk_start(struct virtio_blk *b);
  * the queue state stays in the transport.  Resume starts it again and has it look at the queue.
  */
 void virtio_blk_pause(struct virtio_blk *b);
+/* Snapshot state: the transport and what the guest was told about the disk (fixed layout). */
+struct virtio_blk_state {
+	struct virtio_mmio_state t;
+	uint64_t capacity;
+	uint8_t ro, pad[7];
+};
+void virtio_blk_save(struct virtio_blk *b, struct virtio_blk_state *st);
+/* -EINVAL when the state is not for a disk like this one (size, read-only) or does not check out. */
+int virtio_blk_load(struct virtio_blk *b, const struct virtio_blk_state *st);
 int virtio_blk_resume(struct virtio_blk *b);
 /* Stops the worker (waiting for the request in flight) and releases the device, not the disk. */
 void virtio_blk_destroy(struct virtio_blk *b);

@@ -4,6 +4,7 @@
 #include <linux/virtio_config.h>
 #include <linux/virtio_mmio.h>
 #include <linux/virtio_ring.h>
+#include <errno.h>
 #include <string.h>
 
 #define VIRTIO_MMIO_MAGIC   0x74726976 /* "virt" */
@@ -248,6 +249,49 @@ static void virtio_mmio_write(void *opaque, uint64_t off, const void *data, uint
 	pthread_mutex_lock(&t->lock);
 	reg_write(t, off, v);
 	pthread_mutex_unlock(&t->lock);
+}
+
+void virtio_mmio_save(struct virtio_mmio *t, struct virtio_mmio_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&t->lock);
+	st->device_id = t->device_id;
+	st->nqueues = t->nqueues;
+	st->device_features = t->device_features;
+	st->driver_features = t->driver_features;
+	st->device_features_sel = t->device_features_sel;
+	st->driver_features_sel = t->driver_features_sel;
+	st->queue_sel = t->queue_sel;
+	st->status = t->status;
+	st->interrupt_status = t->interrupt_status;
+	st->config_generation = t->config_generation;
+	for (unsigned i = 0; i < t->nqueues; i++)
+		virtq_save(&t->queues[i], &st->queues[i]);
+	pthread_mutex_unlock(&t->lock);
+}
+
+int virtio_mmio_load(struct virtio_mmio *t, const struct virtio_mmio_state *st)
+{
+	if (st->device_id != t->device_id || st->nqueues != t->nqueues || st->device_features != t->device_features ||
+	    (st->driver_features & ~st->device_features))
+		return -EINVAL;
+	pthread_mutex_lock(&t->lock);
+	t->driver_features = st->driver_features;
+	t->device_features_sel = st->device_features_sel;
+	t->driver_features_sel = st->driver_features_sel;
+	t->queue_sel = st->queue_sel;
+	t->status = st->status;
+	t->interrupt_status = st->interrupt_status;
+	t->config_generation = st->config_generation;
+	int rc = 0;
+	for (unsigned i = 0; i < t->nqueues && !rc; i++)
+		rc = virtq_load(&t->queues[i], t->mem, &st->queues[i]);
+	if (rc) {
+		device_reset(t);
+		rc = -EINVAL;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return rc;
 }
 
 const struct bus_ops virtio_mmio_ops = { .read = virtio_mmio_read, .write = virtio_mmio_write };

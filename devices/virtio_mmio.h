@@ -52,6 +52,23 @@ struct virtio_mmio {
 	uint64_t resets;           /* bumped by every reset: work begun before it is dropped */
 };
 
+/* Snapshot state of a transport (fixed layout): registers, negotiated features and the queues. */
+struct virtio_mmio_state {
+	uint32_t device_id, nqueues;
+	uint64_t device_features, driver_features;
+	uint32_t device_features_sel, driver_features_sel, queue_sel;
+	uint32_t status, interrupt_status, config_generation;
+	struct virtq_state queues[VIRTIO_MMIO_MAX_QUEUES];
+};
+_Static_assert(sizeof(struct virtio_mmio_state) == 48 + 40 * VIRTIO_MMIO_MAX_QUEUES, "virtio_mmio_state layout");
+/* Takes the lock. */
+void virtio_mmio_save(struct virtio_mmio *t, struct virtio_mmio_state *st);
+/*
+ * Takes the lock.  -EINVAL when st is for another kind of device, other offered features or
+ * another queue count, or a queue does not check out; then t is reset.
+ */
+int virtio_mmio_load(struct virtio_mmio *t, const struct virtio_mmio_state *st);
+
 /* Feature bits every padcell device offers: VERSION_1, INDIRECT_DESC and EVENT_IDX. */
 uint64_t virtio_mmio_transport_features(void);
 

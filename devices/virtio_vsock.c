@@ -850,6 +850,20 @@ int virtio_vsock_start(struct virtio_vsock *v)
 	return 0;
 }
 
+void virtio_vsock_save(struct virtio_vsock *v, struct virtio_vsock_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	virtio_mmio_save(&v->t, &st->t);
+	st->guest_cid = v->guest_cid;
+}
+
+int virtio_vsock_load(struct virtio_vsock *v, const struct virtio_vsock_state *st)
+{
+	if (st->guest_cid != v->guest_cid)
+		return -EINVAL;
+	return virtio_mmio_load(&v->t, &st->t);
+}
+
 void virtio_vsock_pause(struct virtio_vsock *v)
 {
 	if (!v->thread_started)

@@ -104,6 +104,14 @@ int virtio_vsock_start(struct virtio_vsock *v);
  * their data waits in the sockets.  Resume starts the thread again.
  */
 void virtio_vsock_pause(struct virtio_vsock *v);
+/* Snapshot state: the transport and the guest's CID; connections are not saved (fixed layout). */
+struct virtio_vsock_state {
+	struct virtio_mmio_state t;
+	uint32_t guest_cid, pad;
+};
+void virtio_vsock_save(struct virtio_vsock *v, struct virtio_vsock_state *st);
+/* -EINVAL for another CID or a transport state that does not check out. */
+int virtio_vsock_load(struct virtio_vsock *v, const struct virtio_vsock_state *st);
 int virtio_vsock_resume(struct virtio_vsock *v);
 /* Stops the thread and closes every connection (not listen_fd). */
 void virtio_vsock_destroy(struct virtio_vsock *v);

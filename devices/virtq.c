@@ -65,6 +65,38 @@ int virtq_enable(struct virtq *q, const struct guest_mem *m, bool event_idx)
 	return 0;
 }
 
+void virtq_save(const struct virtq *q, struct virtq_state *st)
+{
+	*st = (struct virtq_state){
+		.num = q->num, .last_avail = q->last_avail, .used_idx = q->used_idx,
+		.signalled_used = q->signalled_used, .ready = q->ready, .event_idx = q->event_idx,
+		.desc_gpa = q->desc_gpa, .avail_gpa = q->avail_gpa, .used_gpa = q->used_gpa,
+	};
+}
+
+int virtq_load(struct virtq *q, const struct guest_mem *m, const struct virtq_state *st)
+{
+	if (st->ready > 1 || st->event_idx > 1 || st->num > VIRTQ_MAX_SIZE)
+		return -EINVAL;
+	virtq_reset(q);
+	q->num = st->num;
+	q->desc_gpa = st->desc_gpa;
+	q->avail_gpa = st->avail_gpa;
+	q->used_gpa = st->used_gpa;
+	q->event_idx = st->event_idx;
+	if (st->ready) {
+		int rc = virtq_enable(q, m, st->event_idx);
+		if (rc) {
+			virtq_reset(q);
+			return rc;
+		}
+	}
+	q->last_avail = st->last_avail;
+	q->used_idx = st->used_idx;
+	q->signalled_used = st->signalled_used;
+	return 0;
+}
+
 /* The guest may rewrite a descriptor while we look: read each one exactly once. */
 static struct vring_desc desc_load(const struct vring_desc *table, unsigned i)
 {

@@ -60,6 +60,17 @@ enum virtq_err {
 };
 const char *virtq_strerror(enum virtq_err e);
 
+/* Snapshot state of one queue (fixed layout): what the driver set up and where the device is. */
+struct virtq_state {
+	uint16_t num, last_avail, used_idx, signalled_used;
+	uint8_t ready, event_idx, pad[6];
+	uint64_t desc_gpa, avail_gpa, used_gpa;
+};
+_Static_assert(sizeof(struct virtq_state) == 40, "virtq_state layout");
+void virtq_save(const struct virtq *q, struct virtq_state *st);
+/* Sets q from st; a ready queue is checked and translated as virtq_enable does.  -EINVAL/-EFAULT. */
+int virtq_load(struct virtq *q, const struct guest_mem *m, const struct virtq_state *st);
+
 /* Checks num (power of two, 1..VIRTQ_MAX_SIZE), alignment and that all three rings are RAM. */
 int virtq_enable(struct virtq *q, const struct guest_mem *m, bool event_idx);
 void virtq_reset(struct virtq *q);
