@@ -62,6 +62,14 @@ void api_server_service(struct api_server *s);
 unsigned api_server_clients(const struct api_server *s);
 
 /*
+ * The server for a VM (vmm/api_vm.c): its pause, resume and snapshot, instance id "padcell-<pid>".
+ * As api_server_new otherwise.
+ */
+struct vm;
+struct api_server *api_vm_serve(struct vm *vm, int listen_fd, const char *path, const char *version, char *err,
+				size_t errlen);
+
+/*
  * The routing and JSON half, apart from sockets: answers one request.  Writes the status into
  * *status and a JSON body (or "" for none) into body.  Exposed for unit tests.
  */

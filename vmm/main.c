@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "vmm/acpi.h"
+#include "vmm/api.h"
 #include "vmm/check.h"
 #include "vmm/cli.h"
 #include "vmm/cmd_snapshot.h"
@@ -31,6 +32,11 @@ static int die_usage(const char *fmt, const char *a, const char *b)
 	return EXIT_USAGE;
 }
 
+static void api_service(void *server)
+{
+	api_server_service(server);
+}
+
 static int cmd_boot(int argc, char **argv)
 {
 	char err[320];
@@ -38,17 +44,37 @@ static int cmd_boot(int argc, char **argv)
 	if (cli_parse_boot(argc, argv, &o, err, sizeof(err)))
 		return die_usage("%s%s", err, "");
 
+	/* The control socket is claimed first: a live or unusable PATH is the user's error, found
+	 * before anything is built. */
+	int api_fd = -1;
+	if (o.api_sock) {
+		api_fd = api_listen(o.api_sock, err, sizeof(err));
+		if (api_fd < 0)
+			return die_usage("--api-sock '%s': %s", o.api_sock, err);
+	}
 	static struct launch l;
 	int rc = launch_boot(&l, &o, STDOUT_FILENO, err, sizeof(err));
 	if (rc) {
+		if (api_fd >= 0) {
+			close(api_fd);
+			unlink(o.api_sock);
+		}
 		fprintf(stderr, "padcell: %s\n", err);
 		return rc;
 	}
 	struct vm *vm = &l.vm;
+	struct api_server *api = NULL;
+	if (api_fd >= 0 && !(api = api_vm_serve(vm, api_fd, o.api_sock, PADCELL_VERSION, err, sizeof(err)))) {
+		launch_teardown(&l);
+		fprintf(stderr, "padcell: --api-sock '%s': %s\n", o.api_sock, err);
+		return EXIT_HOST_ERROR;
+	}
+	struct evloop_hook hook = { .fd = api ? api_server_fd(api) : -1, .ready = api_service, .ctx = api };
 	struct term term;
 	term_raw(&term, STDIN_FILENO);
 	if (vm_start(vm) == 0 || vm_status(vm) != VM_RUNNING)
-		evloop_run(vm, STDIN_FILENO, term.raw);
+		evloop_run_hooks(vm, STDIN_FILENO, term.raw, &hook, api ? 1 : 0);
+	api_server_destroy(api); /* no more requests: the socket goes before the VM does */
 	vm_kick_all(vm);
 	vm_join(vm);
 	term_restore(&term);

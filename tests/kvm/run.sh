@@ -26,7 +26,7 @@ times=()
 
 skip_all() {
 	echo "SKIP: kvm tier: $1"
-	echo "0 passed, 0 failed, $(grep -cE '^(run_case|check_blk_files|check_vsock) ' "$SELF") skipped"
+	echo "0 passed, 0 failed, $(grep -cE '^(run_case|check_blk_files|check_vsock|check_api_[a-z_]+)$|^(run_case|check_blk_files|check_vsock) ' "$SELF") skipped"
 	exit 0
 }
 
@@ -222,6 +222,109 @@ check_vsock vsock-linux64 "$VSOCK"
 CMDLINE_SUFFIX=" virtio_mmio.device=4K@0xd0000000:5" WRAP="$TGVSOCK $VSOCK 100000 --" \
 run_case vsock-pvh             0 pvh     64M   1 0 vsock     --entry pvh --vsock "$VSOCK"
 check_vsock vsock-pvh "$VSOCK"
+
+# Control socket (--api-sock): the guest reads 2 GiB from its first disk (tg.blkbench: seconds of
+# polling I/O), and padcell is paused and resumed through the socket mid-run.  While paused nothing is
+# read (the process's rchar in /proc/PID/io stands still); after resuming the guest reads again and
+# still ends with SUCCESS.  A second padcell on the same live socket is refused; a padcell killed
+# with SIGKILL leaves a stale socket that the next one takes over; a paused VM still stops on
+# SIGTERM; the socket is gone after every normal exit.
+API_SOCK=$LOGDIR/api.sock
+API_GUEST=(boot --kernel "$GUEST" --mem 64M --entry linux64 --drive "$BLK_RO,ro,id=tg-ro" --drive "$BLK_RW"
+	--scratch 1M --api-sock "$API_SOCK" --cmdline "tg.case=blk tg.blk=$BLK_SIZE tg.blkbench=2048")
+api_state() { "$PADCELL" status --api-sock "$API_SOCK" 2>&1; }
+api_rchar() { awk '/^rchar/ {print $2}' "/proc/$1/io" 2>/dev/null; }
+api_wait_sock() { for _ in $(seq 100); do [ -S "$API_SOCK" ] && return 0; sleep 0.05; done; return 1; }
+# api_wait PID SECONDS: its exit code, or 124 (and SIGKILL) when it is still running after SECONDS.
+api_wait() {
+	local n=$(($2 * 20))
+	while kill -0 "$1" 2>/dev/null && [ "$n" -gt 0 ]; do sleep 0.05; n=$((n - 1)); done
+	if kill -0 "$1" 2>/dev/null; then kill -KILL "$1"; wait "$1" 2>/dev/null; return 124; fi
+	wait "$1"
+}
+api_result() { # NAME WHY LOG
+	if [ -n "$2" ]; then
+		echo "FAIL $1: $2 (log $3)"; tail -n 5 "$3" 2>/dev/null | sed 's/^/  | /'; fail=$((fail + 1))
+	else
+		echo "PASS $1"; pass=$((pass + 1))
+	fi
+}
+
+check_api_stale() {
+	local name=api-stale-socket log=$LOGDIR/api-stale-socket.log why="" pid
+	rm -f "$API_SOCK"
+	"$PADCELL" "${API_GUEST[@]}" </dev/null >"$log" 2>&1 &
+	pid=$!
+	if ! api_wait_sock; then why="no socket at $API_SOCK"; fi
+	kill -KILL "$pid"; wait "$pid" 2>/dev/null
+	[ -z "$why" ] && [ ! -S "$API_SOCK" ] && why="SIGKILL left no stale socket to test with"
+	api_result "$name" "$why" "$log"
+}
+
+check_api_pause_resume() {
+	local name=api-pause-resume log=$LOGDIR/api-pause-resume.log why="" pid st r0 r1 rc
+	[ -S "$API_SOCK" ] || why="no stale socket left by api-stale-socket"
+	"$PADCELL" "${API_GUEST[@]}" </dev/null >"$log" 2>&1 &
+	pid=$!
+	if [ -n "$why" ]; then :
+	elif ! api_wait_sock; then why="no socket at $API_SOCK"
+	elif ! st=$(api_state) || [ "$st" != Running ]; then why="GET / said '$st', not Running"
+	elif command -v curl >/dev/null &&
+		! curl -sf --unix-socket "$API_SOCK" http://localhost/ | grep -q '"app_name":"padcell"'; then
+		why="curl GET / did not name padcell"
+	elif "$PADCELL" "${API_GUEST[@]}" </dev/null >"$log.second" 2>&1; rc=$? && [ "$rc" -ne 2 ]; then
+		why="a second padcell on the live socket exited $rc, not 2"
+	elif ! grep -q "^padcell: --api-sock '$API_SOCK': in use by another process" "$log.second"; then
+		why="the second padcell did not say the socket is in use: $(head -c 200 "$log.second")"
+	elif ! "$PADCELL" pause --api-sock "$API_SOCK" >"$log.client" 2>&1; then
+		why="padcell pause failed: $(cat "$log.client")"
+	elif ! st=$(api_state) || [ "$st" != Paused ]; then why="GET / after the pause said '$st'"
+	else
+		sleep 0.2; r0=$(api_rchar "$pid"); sleep 1; r1=$(api_rchar "$pid")
+		if [ -z "$r0" ] || [ -z "$r1" ]; then why="cannot read /proc/$pid/io"
+		elif [ $((r1 - r0)) -gt 262144 ]; then why="the guest read $((r1 - r0)) bytes in 1 s while paused"
+		elif ! kill -0 "$pid" 2>/dev/null; then why="padcell exited while paused"
+		elif ! "$PADCELL" resume --api-sock "$API_SOCK" >"$log.client" 2>&1; then
+			why="padcell resume failed: $(cat "$log.client")"
+		elif ! st=$(api_state) || [ "$st" != Running ]; then why="GET / after resuming said '$st'"
+		else
+			r0=$(api_rchar "$pid"); sleep 0.3; r1=$(api_rchar "$pid")
+			[ $((r1 - r0)) -gt 1048576 ] || why="the guest read only $((r1 - r0)) bytes in 0.3 s after resuming"
+		fi
+	fi
+	api_wait "$pid" "$TIMEOUT"
+	rc=$?
+	tr -d '\r' <"$log" >"$log.tmp" && mv "$log.tmp" "$log"
+	if [ -n "$why" ]; then :
+	elif [ "$rc" -ne 0 ]; then why="exit code $rc, expected 0"
+	elif grep -q '^FAIL' "$log"; then why="guest check failed: $(grep -m1 '^FAIL' "$log")"
+	elif ! grep -qx SUCCESS "$log"; then why="guest never printed SUCCESS"
+	elif [ -e "$API_SOCK" ]; then why="padcell left $API_SOCK behind"
+	fi
+	api_result "$name" "$why" "$log"
+}
+
+check_api_paused_sigterm() {
+	local name=api-paused-sigterm log=$LOGDIR/api-paused-sigterm.log why="" pid rc
+	"$PADCELL" "${API_GUEST[@]}" </dev/null >"$log" 2>&1 &
+	pid=$!
+	if ! api_wait_sock; then why="no socket at $API_SOCK"
+	elif ! "$PADCELL" pause --api-sock "$API_SOCK" >"$log.client" 2>&1; then
+		why="padcell pause failed: $(cat "$log.client")"
+	fi
+	kill -TERM "$pid"
+	api_wait "$pid" 5
+	rc=$?
+	if [ -n "$why" ]; then :
+	elif [ "$rc" -ne 143 ]; then why="exit code $rc after SIGTERM to a paused VM, expected 143"
+	elif [ -e "$API_SOCK" ]; then why="padcell left $API_SOCK behind"
+	fi
+	api_result "$name" "$why" "$log"
+}
+
+check_api_stale
+check_api_pause_resume
+check_api_paused_sigterm
 
 # Not a test: virtio-blk throughput as the polling guest sees it, one request in flight (the run
 # time of tg.case=blk with extra reads, minus the run time without; best of 2).  On PVM the guest

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "vmm/api.h"
@@ -864,4 +865,66 @@ Test(api_cmd, pause_resume_status, .init = cr_redirect_stdout)
 	fflush(stdout);
 	cr_assert_stdout_eq_str("Paused\nRunning\n");
 	server_stop(sv);
+}
+
+/* ---- padcell boot --api-sock: the path is checked before anything is built ---------------------- */
+
+static int run_padcell(char *const argv[], char *err, size_t errlen)
+{
+	char self[PATH_MAX], bin[PATH_MAX + 16];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	cr_assert_gt(n, 0);
+	self[n] = '\0';
+	*strrchr(self, '/') = '\0';
+	snprintf(bin, sizeof(bin), "%s/../padcell", self);
+	const char *env = getenv("PADCELL");
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(p[1], 2);
+		close(p[0]);
+		execv(env ? env : bin, argv);
+		_exit(127);
+	}
+	close(p[1]);
+	size_t len = 0;
+	ssize_t r;
+	while (len < errlen - 1 && (r = read(p[0], err + len, errlen - 1 - len)) > 0)
+		len += (size_t)r;
+	err[len] = '\0';
+	close(p[0]);
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+Test(api_boot, unusable_api_sock_is_exit_2, .timeout = 20)
+{
+	char dir[64], path[128], err[1024], want[256];
+	tmpdir(dir);
+	snprintf(path, sizeof(path), "%s/file", dir);
+	FILE *f = fopen(path, "w");
+	fputs("data", f);
+	fclose(f);
+	/* The kernel does not even exist: the socket path is refused first. */
+	int rc = run_padcell((char *const[]){ "padcell", "boot", "--kernel", "/nonexistent", "--api-sock", path, NULL }, err,
+			     sizeof(err));
+	cr_assert_eq(rc, EXIT_USAGE, "exit %d: %s", rc, err);
+	snprintf(want, sizeof(want), "padcell: --api-sock '%s': exists and is not a socket", path);
+	cr_assert_eq(strncmp(err, want, strlen(want)), 0, "%s", err);
+	cr_assert_eq(strchr(err, '\n'), err + strlen(err) - 1, "one line: %s", err);
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_size, 4, "the file is left alone");
+	unlink(path);
+
+	/* A usable path but a bad kernel: the socket made for it is removed again. */
+	snprintf(path, sizeof(path), "%s/api.sock", dir);
+	rc = run_padcell((char *const[]){ "padcell", "boot", "--kernel", "/nonexistent", "--api-sock", path, NULL }, err,
+			 sizeof(err));
+	cr_assert_eq(rc, EXIT_USAGE, "exit %d: %s", rc, err);
+	cr_assert(strstr(err, "cannot read kernel"), "%s", err);
+	cr_assert_eq(access(path, F_OK), -1, "padcell left %s behind", path);
+	rmdir(dir);
 }

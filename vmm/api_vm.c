@@ -1,0 +1,34 @@
+/* The control socket wired to a VM: GET / reads vm_is_paused(), PATCH /vm pauses and resumes. */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "vmm/api.h"
+#include "vmm/vm.h"
+
+static int op_pause(void *ctx, char *err, size_t errlen)
+{
+	return vm_pause(ctx, err, errlen);
+}
+
+static int op_resume(void *ctx, char *err, size_t errlen)
+{
+	return vm_resume(ctx, err, errlen);
+}
+
+static bool op_is_paused(void *ctx)
+{
+	return vm_is_paused(ctx);
+}
+
+struct api_server *api_vm_serve(struct vm *vm, int listen_fd, const char *path, const char *version, char *err,
+				size_t errlen)
+{
+	char id[32];
+	snprintf(id, sizeof(id), "padcell-%d", (int)getpid());
+	struct api_config cfg = {
+		.id = id,
+		.vmm_version = version,
+		.ops = { .ctx = vm, .pause = op_pause, .resume = op_resume, .is_paused = op_is_paused },
+	};
+	return api_server_new(listen_fd, path, &cfg, err, errlen);
+}
