@@ -15,6 +15,7 @@
 #include "vmm/api.h"
 #include "vmm/check.h"
 #include "vmm/cli.h"
+#include "vmm/cmd_restore.h"
 #include "vmm/cmd_snapshot.h"
 #include "vmm/evloop.h"
 #include "vmm/launch.h"
@@ -105,6 +106,8 @@ int main(int argc, char **argv)
 	const char *cmd = argv[1];
 	if (!strcmp(cmd, "boot"))
 		return cmd_boot(argc - 1, argv + 1);
+	if (!strcmp(cmd, "restore"))
+		return cmd_restore(argc - 1, argv + 1, PADCELL_VERSION);
 	if (!strcmp(cmd, "snapshot"))
 		return cmd_snapshot(argc - 1, argv + 1);
 	if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume") || !strcmp(cmd, "status"))

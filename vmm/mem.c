@@ -44,6 +44,22 @@ int gmem_init(struct guest_mem *m, uint64_t size)
 	return 0;
 }
 
+int gmem_init_file(struct guest_mem *m, uint64_t size, int fd)
+{
+	memset(m, 0, sizeof(*m));
+	if (size < GMEM_MIN_SIZE || size > GMEM_MAX_SIZE || (size & 0xfff))
+		return -EINVAL;
+	uint8_t *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	madvise(p, size, MADV_DONTDUMP);
+	m->host = p;
+	m->size = size;
+	m->low_size = size < LAYOUT_MMIO_GAP_START ? size : LAYOUT_MMIO_GAP_START;
+	m->from_file = true;
+	return 0;
+}
+
 void gmem_destroy(struct guest_mem *m)
 {
 	if (m->host)

@@ -16,6 +16,7 @@ struct guest_mem {
 	uint8_t *host;
 	uint64_t size;
 	uint64_t low_size;
+	bool from_file;  /* gmem_init_file: untouched pages hold the file's data, not zeros */
 };
 
 /* Smallest and largest RAM sizes padcell accepts. */
@@ -24,6 +25,12 @@ struct guest_mem {
 
 /* Maps `size` bytes (a multiple of 4 KiB) of zeroed, lazily allocated RAM. -errno on failure. */
 int gmem_init(struct guest_mem *m, uint64_t size);
+/*
+ * Maps the first `size` bytes of file fd privately (copy-on-write) as guest RAM: pages load
+ * from the file when first touched, guest writes never reach it, and mappings of one file
+ * share its clean pages.  The caller may close fd afterwards.  -errno on failure.
+ */
+int gmem_init_file(struct guest_mem *m, uint64_t size, int fd);
 void gmem_destroy(struct guest_mem *m);
 
 /* Host pointer for [gpa, gpa+len), or NULL unless the whole range is RAM. len 0 is refused. */

@@ -159,26 +159,33 @@ static int vcpu_set_lapic(struct vcpu *v)
 	return ioctl(v->fd, KVM_SET_LAPIC, &l) < 0 ? -errno : 0;
 }
 
-int vcpu_init(struct vm *vm, struct vcpu *v, unsigned index, const struct boot_result *boot,
-	      char *err, size_t errlen)
+int vcpu_create(struct vm *vm, struct vcpu *v, unsigned index, char *err, size_t errlen)
 {
-	const char *what;
-	int rc;
 	v->vm = vm;
 	v->index = index;
 	v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, index);
 	if (v->fd < 0) {
-		rc = -errno;
-		what = "KVM_CREATE_VCPU";
-		goto fail;
+		int rc = -errno;
+		snprintf(err, errlen, "cannot create vCPU %u (KVM_CREATE_VCPU): %s", index, strerror(-rc));
+		return rc;
 	}
 	v->run = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
 	if (v->run == MAP_FAILED) {
+		int rc = -errno;
 		v->run = NULL;
-		rc = -errno;
-		what = "mmap of kvm_run";
-		goto fail;
+		snprintf(err, errlen, "cannot create vCPU %u (mmap of kvm_run): %s", index, strerror(-rc));
+		return rc;
 	}
+	return 0;
+}
+
+int vcpu_init(struct vm *vm, struct vcpu *v, unsigned index, const struct boot_result *boot,
+	      char *err, size_t errlen)
+{
+	const char *what;
+	int rc = vcpu_create(vm, v, index, err, errlen);
+	if (rc)
+		return rc;
 
 	size_t csize = sizeof(*vm->cpuid) + vm->cpuid->nent * sizeof(vm->cpuid->entries[0]);
 	struct kvm_cpuid2 *c = malloc(csize);

@@ -178,7 +178,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 	 * their I/O buses, installing the first slot waits out an SRCU grace period
 	 * (measured: 6-8 ms instead of 0.1 ms), which would dominate start-up.
 	 */
-	rc = gmem_init(&vm->mem, cfg->mem_size);
+	rc = cfg->mem_from_file ? gmem_init_file(&vm->mem, cfg->mem_size, cfg->mem_fd) : gmem_init(&vm->mem, cfg->mem_size);
 	if (rc) {
 		errorf(err, errlen, rc, "cannot allocate %llu MiB of guest memory: %s",
 		       (unsigned long long)(cfg->mem_size >> 20), strerror(-rc));
@@ -435,6 +435,11 @@ void vm_destroy(struct vm *vm)
 		close(vm->stop_efd);
 	}
 	gmem_destroy(&vm->mem);
+	/* After the devices: their workers did I/O on these. */
+	while (vm->own_ndisks)
+		blk_disk_close(&vm->own_disks[--vm->own_ndisks]);
+	free(vm->own_disks);
+	vm->own_disks = NULL;
 	if (vm->vm_fd >= 0)
 		close(vm->vm_fd);
 	if (vm->kvm_fd >= 0)

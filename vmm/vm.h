@@ -52,6 +52,8 @@ struct vm_config {
 	const char *vsock_path; /* --vsock: NULL for none; then the next virtio slot after the disks */
 	int vsock_listen_fd;    /* from vsock_listen(vsock_path), the caller's */
 	uint32_t vsock_cid;
+	int mem_fd;             /* with mem_from_file: guest RAM is this file, mapped copy-on-write (restore) */
+	bool mem_from_file;
 };
 
 /* One virtio-mmio device: its transport window, interrupt line and KVM notification fds. */
@@ -98,6 +100,9 @@ struct vm {
 	unsigned parked;         /* vCPU threads parked, their last exit completed */
 	unsigned exited;         /* vCPU threads that left their run loop */
 	bool paused;             /* parked and device threads quiesced */
+
+	struct blk_disk *own_disks; /* disks vm_restore opened; closed by vm_destroy */
+	unsigned own_ndisks;
 };
 
 /*
@@ -147,6 +152,8 @@ void vm_virtio_slot(unsigned i, uint64_t *base, unsigned *irq);
 int vm_virtio_cmdline(char *out, size_t outlen, const char *user, unsigned ndev, int root_disk);
 
 /* vcpu.c */
+/* Creates vCPU `index` and maps its kvm_run; registers are KVM's reset state. */
+int vcpu_create(struct vm *vm, struct vcpu *v, unsigned index, char *err, size_t errlen);
 int vcpu_init(struct vm *vm, struct vcpu *v, unsigned index, const struct boot_result *boot,
 	      char *err, size_t errlen);
 void *vcpu_thread(void *arg);

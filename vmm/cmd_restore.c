@@ -1,0 +1,151 @@
+/* `padcell restore --from DIR`: a VM brought back from a snapshot, run like `boot` runs one. */
+#include "vmm/cmd_restore.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmm/api.h"
+#include "vmm/cli.h"
+#include "vmm/evloop.h"
+#include "vmm/launch.h"
+#include "vmm/snapshot.h"
+#include "vmm/term.h"
+#include "vmm/vm.h"
+
+enum { OPT_FROM = 256, OPT_STATE, OPT_MEM, OPT_VSOCK, OPT_API_SOCK, OPT_VERBOSE };
+
+struct restore_opts {
+	const char *from, *state, *mem, *vsock, *api_sock;
+	bool verbose;
+};
+
+static int usage_error(const char *fmt, const char *a)
+{
+	fprintf(stderr, "padcell: ");
+	fprintf(stderr, fmt, a);
+	fputc('\n', stderr);
+	return EXIT_USAGE;
+}
+
+static int parse(int argc, char **argv, struct restore_opts *o)
+{
+	static const struct option opts[] = {
+		{ "from", required_argument, NULL, OPT_FROM },
+		{ "state", required_argument, NULL, OPT_STATE },
+		{ "mem", required_argument, NULL, OPT_MEM },
+		{ "vsock", required_argument, NULL, OPT_VSOCK },
+		{ "api-sock", required_argument, NULL, OPT_API_SOCK },
+		{ "verbose", no_argument, NULL, OPT_VERBOSE },
+		{ 0 },
+	};
+	*o = (struct restore_opts){ 0 };
+	opterr = 0;
+	optind = 1;
+	int c;
+	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_FROM: o->from = optarg; break;
+		case OPT_STATE: o->state = optarg; break;
+		case OPT_MEM: o->mem = optarg; break;
+		case OPT_VSOCK: o->vsock = optarg; break;
+		case OPT_API_SOCK: o->api_sock = optarg; break;
+		case OPT_VERBOSE: o->verbose = true; break;
+		case ':': return usage_error("restore: %s needs a value", argv[optind - 1]);
+		default: return usage_error("restore: unknown option '%s' (see padcell --help)", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return usage_error("restore: unexpected argument '%s'", argv[optind]);
+	if (!o->from && !(o->state && o->mem))
+		return usage_error("restore: give --from DIR (with DIR/state and DIR/mem), or --state FILE and --mem FILE%s", "");
+	if (o->from && (o->state || o->mem))
+		return usage_error("restore: --from DIR names both files; leave out --state and --mem%s", "");
+	if (o->vsock && strchr(o->vsock, ','))
+		return usage_error("restore: --vsock takes only a PATH; the guest keeps the snapshot's CID (%s)", o->vsock);
+	if (o->vsock && strlen(o->vsock) > VSOCK_PATH_MAX)
+		return usage_error("restore: --vsock path is longer than 96 bytes: %s", o->vsock);
+	return 0;
+}
+
+static void api_service(void *server)
+{
+	api_server_service(server);
+}
+
+int cmd_restore(int argc, char **argv, const char *version)
+{
+	struct timespec ts0;
+	clock_gettime(CLOCK_MONOTONIC, &ts0);
+	struct restore_opts o;
+	if (parse(argc, argv, &o))
+		return EXIT_USAGE;
+	char state[4200], mem[4200], err[512], why[256];
+	snprintf(state, sizeof(state), "%s%s", o.from ? o.from : o.state, o.from ? "/state" : "");
+	snprintf(mem, sizeof(mem), "%s%s", o.from ? o.from : o.mem, o.from ? "/mem" : "");
+
+	/* Sockets first: a live or unusable PATH is the user's error, found before anything is built. */
+	int api_fd = -1, vsock_fd = -1, rc = EXIT_USAGE;
+	if (o.api_sock && (api_fd = api_listen(o.api_sock, why, sizeof(why))) < 0) {
+		fprintf(stderr, "padcell: --api-sock '%s': %s\n", o.api_sock, why);
+		return EXIT_USAGE;
+	}
+	if (o.vsock && (vsock_fd = vsock_listen(o.vsock, why, sizeof(why))) < 0) {
+		fprintf(stderr, "padcell: --vsock '%s': %s\n", o.vsock, why);
+		goto out_sockets;
+	}
+	static struct vm vm;
+	struct vm_config cfg = { .console_out = STDOUT_FILENO, .verbose = o.verbose, .vsock_path = o.vsock,
+				 .vsock_listen_fd = vsock_fd };
+	int r = vm_restore(&vm, &cfg, state, mem, err, sizeof(err));
+	if (r) {
+		fprintf(stderr, "padcell: cannot restore: %s\n", err);
+		rc = r == -EINVAL || r == -ENOENT ? EXIT_USAGE : EXIT_HOST_ERROR;
+		goto out_sockets;
+	}
+	struct api_server *api = NULL;
+	if (api_fd >= 0) {
+		api = api_vm_serve(&vm, api_fd, o.api_sock, version, why, sizeof(why));
+		api_fd = -1; /* the server's now, closed even on failure */
+		if (!api) {
+			fprintf(stderr, "padcell: --api-sock '%s': %s\n", o.api_sock, why);
+			vm_destroy(&vm);
+			rc = EXIT_HOST_ERROR;
+			goto out_sockets;
+		}
+	}
+	struct evloop_hook hook = { .fd = api ? api_server_fd(api) : -1, .ready = api_service, .ctx = api };
+	struct term term;
+	term_raw(&term, STDIN_FILENO);
+	if (vm_start(&vm) == 0) {
+		if (o.verbose) {
+			struct timespec ts1;
+			clock_gettime(CLOCK_MONOTONIC, &ts1);
+			fprintf(stderr, "padcell: restore: %.3f ms from start to vCPUs running\n",
+				(ts1.tv_sec - ts0.tv_sec) * 1e3 + (ts1.tv_nsec - ts0.tv_nsec) / 1e6);
+		}
+	}
+	if (vm_status(&vm) == VM_RUNNING)
+		evloop_run_hooks(&vm, STDIN_FILENO, term.raw, &hook, api ? 1 : 0);
+	api_server_destroy(api);
+	vm_kick_all(&vm);
+	vm_join(&vm);
+	term_restore(&term);
+	rc = launch_exit_code(&vm);
+	if (rc != EXIT_GUEST_OK || o.verbose)
+		fprintf(stderr, "padcell: %s\n", vm.stop_detail[0] ? vm.stop_detail : "VM stopped");
+	vm_destroy(&vm);
+out_sockets:
+	if (vsock_fd >= 0) {
+		close(vsock_fd);
+		unlink(o.vsock);
+	}
+	if (api_fd >= 0) {
+		close(api_fd);
+		unlink(o.api_sock);
+	}
+	return rc;
+}
