@@ -1,8 +1,9 @@
-/* The control socket wired to a VM: GET / reads vm_is_paused(), PATCH /vm pauses and resumes. */
+/* The control socket wired to a VM: GET / reads vm_is_paused(), PATCH /vm pauses and resumes, PUT /snapshot/create snapshots. */
 #include <stdio.h>
 #include <unistd.h>
 
 #include "vmm/api.h"
+#include "vmm/snapshot.h"
 #include "vmm/vm.h"
 
 static int op_pause(void *ctx, char *err, size_t errlen)
@@ -20,6 +21,11 @@ static bool op_is_paused(void *ctx)
 	return vm_is_paused(ctx);
 }
 
+static int op_snapshot(void *ctx, const char *state_path, const char *mem_path, char *err, size_t errlen)
+{
+	return snapshot_create(ctx, state_path, mem_path, err, errlen);
+}
+
 struct api_server *api_vm_serve(struct vm *vm, int listen_fd, const char *path, const char *version, char *err,
 				size_t errlen)
 {
@@ -28,7 +34,8 @@ struct api_server *api_vm_serve(struct vm *vm, int listen_fd, const char *path, 
 	struct api_config cfg = {
 		.id = id,
 		.vmm_version = version,
-		.ops = { .ctx = vm, .pause = op_pause, .resume = op_resume, .is_paused = op_is_paused },
+		.ops = { .ctx = vm, .pause = op_pause, .resume = op_resume, .is_paused = op_is_paused,
+			 .snapshot = op_snapshot },
 	};
 	return api_server_new(listen_fd, path, &cfg, err, errlen);
 }

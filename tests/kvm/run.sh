@@ -322,9 +322,47 @@ check_api_paused_sigterm() {
 	api_result "$name" "$why" "$log"
 }
 
+# padcell snapshot through the socket, mid-run: a snapshot of a running VM is refused by the API
+# ("pause it first"); the CLI pauses, writes DIR/state and DIR/mem, resumes; --leave-paused leaves it
+# paused; the guest still ends with SUCCESS.
+check_api_snapshot() {
+	local name=api-snapshot log=$LOGDIR/api-snapshot.log why="" pid st rc dir=$LOGDIR/api-snap
+	rm -rf "$dir"
+	"$PADCELL" "${API_GUEST[@]}" </dev/null >"$log" 2>&1 &
+	pid=$!
+	if ! api_wait_sock; then why="no socket at $API_SOCK"
+	elif command -v curl >/dev/null &&
+		! curl -s --unix-socket "$API_SOCK" -X PUT http://localhost/snapshot/create \
+			-d "{\"snapshot_path\":\"$dir-x/state\",\"mem_file_path\":\"$dir-x/mem\"}" | grep -q 'pause it first'; then
+		why="PUT /snapshot/create on a running VM was not refused with 'pause it first'"
+	elif ! "$PADCELL" snapshot --api-sock "$API_SOCK" --to "$dir/one" >"$log.client" 2>&1; then
+		why="padcell snapshot failed: $(cat "$log.client")"
+	elif [ ! -s "$dir/one/state" ] || [ ! -s "$dir/one/mem" ]; then why="no $dir/one/state and mem"
+	elif ! st=$(api_state) || [ "$st" != Running ]; then why="after the snapshot GET / said '$st', not Running"
+	elif ! "$PADCELL" snapshot --api-sock "$API_SOCK" --to "$dir/two" --leave-paused >"$log.client" 2>&1; then
+		why="padcell snapshot --leave-paused failed: $(cat "$log.client")"
+	elif ! st=$(api_state) || [ "$st" != Paused ]; then why="after --leave-paused GET / said '$st', not Paused"
+	elif [ ! -s "$dir/two/state" ]; then why="no $dir/two/state"
+	elif ! "$PADCELL" resume --api-sock "$API_SOCK" >"$log.client" 2>&1; then
+		why="padcell resume failed: $(cat "$log.client")"
+	fi
+	api_wait "$pid" "$TIMEOUT"
+	rc=$?
+	tr -d '\r' <"$log" >"$log.tmp" && mv "$log.tmp" "$log"
+	if [ -n "$why" ]; then :
+	elif [ "$rc" -ne 0 ]; then why="exit code $rc, expected 0"
+	elif grep -q '^FAIL' "$log"; then why="guest check failed: $(grep -m1 '^FAIL' "$log")"
+	elif ! grep -qx SUCCESS "$log"; then why="guest never printed SUCCESS"
+	elif [ -e "$dir-x" ]; then why="the refused snapshot left $dir-x"
+	fi
+	rm -rf "$dir"
+	api_result "$name" "$why" "$log"
+}
+
 check_api_stale
 check_api_pause_resume
 check_api_paused_sigterm
+check_api_snapshot
 
 # Not a test: virtio-blk throughput as the polling guest sees it, one request in flight (the run
 # time of tg.case=blk with extra reads, minus the run time without; best of 2).  On PVM the guest
