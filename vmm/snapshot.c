@@ -276,23 +276,20 @@ static int vcpu_msrs_get(struct vcpu *v, const struct msr_list *l, struct kvm_ms
 	return 0;
 }
 
-static int vcpu_cpuid_get(struct vcpu *v, struct kvm_cpuid2 **out)
+/*
+ * The CPUID padcell gave the vCPU: vm->cpuid patched for it, as vcpu_init does.  Not
+ * KVM_GET_CPUID2, which on PVM reports the host's CPUID rather than what was set.
+ */
+static int vcpu_cpuid_get(struct vm *vm, struct vcpu *v, struct kvm_cpuid2 **out)
 {
-	for (unsigned n = 128; n <= 4096; n *= 2) {
-		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
-		if (!c)
-			return -ENOMEM;
-		c->nent = n;
-		if (ioctl(v->fd, KVM_GET_CPUID2, c) == 0) {
-			*out = c;
-			return 0;
-		}
-		int e = errno;
-		free(c);
-		if (e != E2BIG)
-			return -e;
-	}
-	return -E2BIG;
+	size_t size = sizeof(*vm->cpuid) + vm->cpuid->nent * sizeof(vm->cpuid->entries[0]);
+	struct kvm_cpuid2 *c = malloc(size);
+	if (!c)
+		return -ENOMEM;
+	memcpy(c, vm->cpuid, size);
+	cpuid_patch_for_vcpu(c, v->index, vm->ncpus);
+	*out = c;
+	return 0;
 }
 
 /* Size of the XSAVE area KVM_GET_XSAVE(2) fills: 0 when KVM has no XSAVE state. */
@@ -361,8 +358,8 @@ static int vcpu_save(struct vm *vm, struct vcpu *v, const struct msr_list *ml, s
 	snap_enc_add(e, SNAP_SEC_MSRS, i, msrs, nmsrs * sizeof(*msrs));
 	free(msrs);
 	struct kvm_cpuid2 *cpuid = NULL;
-	if ((rc = vcpu_cpuid_get(v, &cpuid)))
-		return errorf(err, errlen, rc, "KVM_GET_CPUID2 failed: %s", strerror(-rc));
+	if ((rc = vcpu_cpuid_get(vm, v, &cpuid)))
+		return errorf(err, errlen, rc, "out of memory");
 	snap_enc_add(e, SNAP_SEC_CPUID, i, cpuid->entries, cpuid->nent * sizeof(cpuid->entries[0]));
 	free(cpuid);
 	return 0;
@@ -989,6 +986,22 @@ int vm_restore(struct vm *vm, const struct vm_config *cfg, const char *state_pat
 		    (rc = vcpu_load(vm, &vm->vcpus[i], &sv, h->tsc_khz, err, errlen)))
 			goto fail;
 	}
+	/*
+	 * From now on the VM's CPUID is the snapshot's (vCPU 0's entries; the per-vCPU fields are
+	 * patched again for each), so snapshotting this VM again saves what its vCPUs really have.
+	 */
+	uint64_t clen;
+	const void *c0 = snap_find(&sv, SNAP_SEC_CPUID, 0, &clen);
+	struct kvm_cpuid2 *own = malloc(sizeof(*own) + clen);
+	if (!own) {
+		rc = errorf(err, errlen, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	own->nent = (uint32_t)(clen / sizeof(own->entries[0]));
+	own->padding = 0;
+	memcpy(own->entries, c0, clen);
+	free(vm->cpuid);
+	vm->cpuid = own;
 	uint64_t t_vcpus = now_ns(CLOCK_MONOTONIC);
 	/* kvmclock continues from the snapshot's time: the guest sees no jump in its monotonic clock. */
 	struct kvm_clock_data clock;

@@ -65,7 +65,7 @@ static void params_parse(char *s, struct tg_params *p)
 			p->has_initrd = good;
 		} else if (!strcmp(tok, "tg.case")) {
 			static const char *const known[] = { "reset", "poweroff", "panic", "tripfault", "smp",
-							     "blk", "blk-hostile", "vsock" };
+							     "blk", "blk-hostile", "vsock", "count" };
 			good = false;
 			for (unsigned i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 				good |= !strcmp(val, known[i]);
@@ -80,6 +80,10 @@ static void params_parse(char *s, struct tg_params *p)
 			good = tg_parse_u64(val, vlen, &p->blk_bench_mib);
 		else if (!strcmp(tok, "tg.blkiops"))
 			good = tg_parse_u64(val, vlen, &p->blk_iops);
+		else if (!strcmp(tok, "tg.count"))
+			good = tg_parse_u64(val, vlen, &p->count);
+		else if (!strcmp(tok, "tg.spin"))
+			good = tg_parse_u64(val, vlen, &p->spin);
 		else if (!strcmp(tok, "tg.vsockcid"))
 			good = tg_parse_u64(val, vlen, &p->vsock_cid);
 		else if (!strcmp(tok, "virtio_mmio.device")) {
@@ -564,6 +568,8 @@ void tg_main(void)
 		tg_check_blk_hostile(&p);
 	if (!strcmp(p.kase, "vsock"))
 		tg_check_vsock(&p);
+	if (!strcmp(p.kase, "count"))
+		tg_count(&p);
 
 	if (tg_failures()) {
 		tg_printf("FAIL %u checks failed\n", tg_failures());
@@ -571,7 +577,7 @@ void tg_main(void)
 	}
 	tg_printf("SUCCESS\n");
 	if (!strcmp(p.kase, "") || !strcmp(p.kase, "reset") || !strcmp(p.kase, "smp") || !strncmp(p.kase, "blk", 3) ||
-	    !strcmp(p.kase, "vsock"))
+	    !strcmp(p.kase, "vsock") || !strcmp(p.kase, "count"))
 		tg_reset();
 	if (!strcmp(p.kase, "poweroff")) {
 		tg_printf("poweroff: PM1a_CNT 0x%x <- SLP_TYP %u | SLP_EN\n", ai.pm1a_cnt, ai.slp_typ);

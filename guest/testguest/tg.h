@@ -37,6 +37,7 @@ struct tg_params {
 	uint64_t blk_size; /* tg.blk: bytes of the read-only pattern image (tg.case=blk) */
 	uint64_t blk_bench_mib, blk_iops; /* tg.blkbench, tg.blkiops: timed reads after the blk checks */
 	uint64_t vsock_cid; /* tg.vsockcid: the cid= padcell was given (tg.case=vsock); 0 = not checked */
+	uint64_t count, spin; /* tg.count, tg.spin: steps and spin per step (tg.case=count); 0 = default */
 	unsigned nvirtio;  /* virtio_mmio.device= entries padcell appended, in order */
 	uint64_t virtio_base[8];
 	unsigned virtio_irq[8];
@@ -122,6 +123,8 @@ void tg_check_blk(const struct tg_params *p);
 void tg_check_blk_hostile(const struct tg_params *p);
 /* vsock.c: a polling virtio-vsock driver; connects to CID 2 port 5000, then echoes on port 1234. */
 void tg_check_vsock(const struct tg_params *p);
+/* count.c: tg.case=count, counting for snapshot/restore tests. */
+void tg_count(const struct tg_params *p);
 
 /* True when [addr, addr+len) lies entirely in one RAM range of the map. */
 bool tg_in_ram(const struct tg_boot *b, uint64_t addr, uint64_t len);

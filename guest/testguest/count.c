@@ -1,0 +1,64 @@
+/* tg.case=count: counts in memory and on the serial line, for snapshot/restore tests on the host. */
+#include "tg.h"
+
+/*
+ * Each step writes the count into a static and into one of 64 pages at 16 MiB (so the
+ * snapshot has guest memory worth saving), spins a while, checks both copies and that the TSC
+ * did not run backwards, and prints "COUNT n".  A snapshot restored anywhere in the run must
+ * carry on from where it was: the host compares the output before the snapshot plus the
+ * restored run's output with the uninterrupted run's.
+ */
+#define COUNT_AREA    (16ULL << 20)
+#define COUNT_PAGES   64
+#define COUNT_DEFAULT 300
+#define SPIN_DEFAULT  3000
+
+static inline uint64_t rdtsc(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+void tg_count(const struct tg_params *p)
+{
+	static volatile uint64_t count;
+	uint64_t n = p->count ? p->count : COUNT_DEFAULT;
+	uint64_t spin = p->spin ? p->spin : SPIN_DEFAULT;
+	if (p->mem && p->mem < COUNT_AREA + COUNT_PAGES * 4096ULL) {
+		tg_fail("count", "needs more than %u MiB of RAM", (unsigned)(COUNT_AREA >> 20));
+		return;
+	}
+	volatile uint64_t *area = (volatile uint64_t *)(uintptr_t)COUNT_AREA;
+	uint64_t last_tsc = rdtsc();
+	for (count = 1; count <= n; count++) {
+		volatile uint64_t *slot = area + (count % COUNT_PAGES) * 512;
+		slot[0] = count;
+		slot[1] = ~count;
+		for (volatile uint64_t i = 0; i < spin; i++)
+			;
+		if (slot[0] != count || slot[1] != ~count) {
+			tg_fail("count", "memory lost the count at %lu (%lu)", (unsigned long)count, (unsigned long)slot[0]);
+			return;
+		}
+		uint64_t t = rdtsc();
+		if (t < last_tsc) {
+			tg_fail("count", "TSC went backwards at %lu (0x%lx -> 0x%lx)", (unsigned long)count,
+				(unsigned long)last_tsc, (unsigned long)t);
+			return;
+		}
+		last_tsc = t;
+		tg_printf("COUNT %lu\n", (unsigned long)count);
+	}
+	/* Every page still holds the last count written to it. */
+	for (uint64_t i = 0; i < COUNT_PAGES && i < n; i++) {
+		uint64_t want = n - ((n - i) % COUNT_PAGES);
+		volatile uint64_t *slot = area + i * 512;
+		if (want >= 1 && (slot[0] != want || slot[1] != ~want)) {
+			tg_fail("count", "page %lu holds %lu, not %lu", (unsigned long)i, (unsigned long)slot[0],
+				(unsigned long)want);
+			return;
+		}
+	}
+	tg_ok("count", "%lu counted", (unsigned long)n);
+}
