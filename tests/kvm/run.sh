@@ -235,6 +235,10 @@ API_GUEST=(boot --kernel "$GUEST" --mem 64M --entry linux64 --drive "$BLK_RO,ro,
 api_state() { "$PADCELL" status --api-sock "$API_SOCK" 2>&1; }
 api_rchar() { awk '/^rchar/ {print $2}' "/proc/$1/io" 2>/dev/null; }
 api_wait_sock() { for _ in $(seq 100); do [ -S "$API_SOCK" ] && return 0; sleep 0.05; done; return 1; }
+# The pause goes into the 2 GiB read (blk-bench), after the interrupt checks: blk-irq reads the
+# 8259's IRR right after a completion, racing KVM's asynchronous irqfd injection, and a pause/resume
+# in that window can make it fail (seen ~1 in 40 runs paused at random early points).
+api_wait_bench() { for _ in $(seq 200); do grep -q '^ok blk-irq' "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 # api_wait PID SECONDS: its exit code, or 124 (and SIGKILL) when it is still running after SECONDS.
 api_wait() {
 	local n=$(($2 * 20))
@@ -268,6 +272,7 @@ check_api_pause_resume() {
 	pid=$!
 	if [ -n "$why" ]; then :
 	elif ! api_wait_sock; then why="no socket at $API_SOCK"
+	elif ! api_wait_bench "$log"; then why="the guest never reached its disk read (no 'ok blk-irq' line)"
 	elif ! st=$(api_state) || [ "$st" != Running ]; then why="GET / said '$st', not Running"
 	elif command -v curl >/dev/null &&
 		! curl -sf --unix-socket "$API_SOCK" http://localhost/ | grep -q '"app_name":"padcell"'; then
@@ -331,6 +336,7 @@ check_api_snapshot() {
 	"$PADCELL" "${API_GUEST[@]}" </dev/null >"$log" 2>&1 &
 	pid=$!
 	if ! api_wait_sock; then why="no socket at $API_SOCK"
+	elif ! api_wait_bench "$log"; then why="the guest never reached its disk read (no 'ok blk-irq' line)"
 	elif command -v curl >/dev/null &&
 		! curl -s --unix-socket "$API_SOCK" -X PUT http://localhost/snapshot/create \
 			-d "{\"snapshot_path\":\"$dir-x/state\",\"mem_file_path\":\"$dir-x/mem\"}" | grep -q 'pause it first'; then
