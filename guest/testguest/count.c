@@ -10,6 +10,7 @@
  */
 #define COUNT_AREA    (16ULL << 20)
 #define COUNT_PAGES   64
+#define FILL_AREA     (32ULL << 20)
 #define COUNT_DEFAULT 300
 #define SPIN_DEFAULT  3000
 
@@ -29,6 +30,15 @@ void tg_count(const struct tg_params *p)
 		tg_fail("count", "needs more than %u MiB of RAM", (unsigned)(COUNT_AREA >> 20));
 		return;
 	}
+	if (p->fill && p->mem && p->mem < FILL_AREA + (p->fill << 20)) {
+		tg_fail("count", "tg.fill=%lu does not fit in RAM", (unsigned long)p->fill);
+		return;
+	}
+	/* One non-zero word per page is enough to make every page count in a snapshot. */
+	for (uint64_t off = 0; off < (p->fill << 20); off += 4096)
+		*(volatile uint64_t *)(uintptr_t)(FILL_AREA + off) = off | 1;
+	if (p->fill)
+		tg_printf("count: filled %lu MiB\n", (unsigned long)p->fill);
 	volatile uint64_t *area = (volatile uint64_t *)(uintptr_t)COUNT_AREA;
 	uint64_t last_tsc = rdtsc();
 	for (count = 1; count <= n; count++) {

@@ -82,6 +82,8 @@ static void params_parse(char *s, struct tg_params *p)
 			good = tg_parse_u64(val, vlen, &p->blk_iops);
 		else if (!strcmp(tok, "tg.count"))
 			good = tg_parse_u64(val, vlen, &p->count);
+		else if (!strcmp(tok, "tg.fill"))
+			good = tg_parse_u64(val, vlen, &p->fill);
 		else if (!strcmp(tok, "tg.spin"))
 			good = tg_parse_u64(val, vlen, &p->spin);
 		else if (!strcmp(tok, "tg.vsockcid"))

@@ -26,7 +26,7 @@ times=()
 
 skip_all() {
 	echo "SKIP: kvm tier: $1"
-	echo "0 passed, 0 failed, $(grep -cE '^(run_case|check_blk_files|check_vsock|check_api_[a-z_]+)$|^(run_case|check_blk_files|check_vsock) ' "$SELF") skipped"
+	echo "0 passed, 0 failed, $(grep -cE '^(run_case|check_blk_files|check_vsock|check_api_[a-z_]+|check_snapshot_[a-z]+)$|^(run_case|check_blk_files|check_vsock|check_snapshot_count) ' "$SELF") skipped"
 	exit 0
 }
 
@@ -369,6 +369,153 @@ check_api_stale
 check_api_pause_resume
 check_api_paused_sigterm
 check_api_snapshot
+
+# Snapshot and restore (tg.case=count: the guest counts in memory and prints "COUNT n" per step).
+# The VM is paused mid-run, its serial output so far kept, snapshotted (it stays paused) and
+# resumed to the end.  Each restore from the same files must print exactly the rest of that
+# uninterrupted run: output-before-snapshot + restored output == the whole run, byte for byte (no
+# restart from 0, no gap, no repeat).  The memory file is sparse; a restored VM snapshots again; a
+# corrupt state file, another snapshot's memory, a truncated memory file are refused with exit 2;
+# and killing padcell while it writes a snapshot never leaves one that restores.
+SNAP_DIR=$LOGDIR/snap
+SNAP_SOCK=$LOGDIR/snap.sock
+snap_wait_line() { # FILE REGEX: wait up to 20 s for a line
+	for _ in $(seq 400); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1
+}
+# snap_take NAME LOG DIR PID: pause, keep LOG so far as LOG.before, snapshot into DIR, resume.
+snap_take() {
+	"$PADCELL" pause --api-sock "$SNAP_SOCK" >"$2.client" 2>&1 || { echo "padcell pause failed: $(cat "$2.client")"; return 1; }
+	cp "$2" "$2.before"
+	"$PADCELL" snapshot --api-sock "$SNAP_SOCK" --to "$3" >"$2.client" 2>&1 || { echo "padcell snapshot failed: $(cat "$2.client")"; return 1; }
+	cmp -s "$2" "$2.before" || { echo "the guest printed while paused"; return 1; }
+	[ "$("$PADCELL" status --api-sock "$SNAP_SOCK" 2>&1)" = Paused ] || { echo "a paused VM did not stay paused through the snapshot"; return 1; }
+	"$PADCELL" resume --api-sock "$SNAP_SOCK" >"$2.client" 2>&1 || { echo "padcell resume failed: $(cat "$2.client")"; return 1; }
+}
+# snap_restore_check NAME DIR FULL BEFORE N: restore DIR N times; each must continue FULL from BEFORE.
+snap_restore_check() {
+	local k rc out
+	for k in $(seq "$5"); do
+		out=$LOGDIR/$1.restore$k
+		timeout "$TIMEOUT" "$PADCELL" restore --from "$2" --verbose </dev/null >"$out" 2>"$out.err"
+		rc=$?
+		[ "$rc" -eq 0 ] || { echo "restore $k exited $rc: $(grep -m1 '^padcell' "$out.err")"; return 1; }
+		grep -q '^padcell: restore: .* ms from start to vCPUs running' "$out.err" || { echo "restore $k: no timing line with --verbose"; return 1; }
+		cat "$4" "$out" | cmp -s - "$3" || { echo "restore $k did not continue the run exactly (see $out)"; return 1; }
+	done
+}
+# check_snapshot_count NAME MEM CPUS ENTRY
+check_snapshot_count() {
+	local name=$1 log=$LOGDIR/$1.log why="" pid rc dir=$SNAP_DIR/$1 kib
+	rm -rf "$dir" "$SNAP_SOCK"
+	"$PADCELL" boot --kernel "$GUEST" --mem "$2" --cpus "$3" --entry "$4" --api-sock "$SNAP_SOCK" \
+		--cmdline "tg.case=count tg.count=150" </dev/null >"$log" 2>"$log.err" &
+	pid=$!
+	if ! snap_wait_line "$log" '^COUNT 30[[:space:]]*$'; then why="the guest never reached COUNT 30"
+	else why=$(snap_take "$name" "$log" "$dir" "$pid"); fi
+	api_wait "$pid" "$TIMEOUT"
+	rc=$?
+	if [ -n "$why" ]; then :
+	elif [ "$rc" -ne 0 ]; then why="the snapshotted run exited $rc"
+	elif ! grep -q "^SUCCESS" "$log"; then why="the snapshotted run never printed SUCCESS"
+	elif grep -q '^SUCCESS' "$log.before" || ! grep -q '^COUNT 30[[:space:]]*$' "$log.before"; then why="the snapshot was not taken mid-count"
+	elif [ "$(stat -c %s "$dir/mem")" -ne $(( $(numfmt --from=iec "$2") + 4096 )) ]; then why="mem is $(stat -c %s "$dir/mem") bytes, not RAM + 4096"
+	elif kib=$(du -k "$dir/mem" | cut -f1) && [ "$kib" -gt 8192 ]; then why="mem uses $kib KiB of disk: not sparse"
+	else why=$(snap_restore_check "$name" "$dir" "$log" "$log.before" 2); fi
+	api_result "$name" "$why" "$log"
+}
+check_snapshot_count snapshot-restore-linux64 128M 1 linux64
+check_snapshot_count snapshot-restore-pvh-2cpu 256M 2 pvh
+
+# A restored VM is paused and snapshotted again (its memory is the first snapshot's file, mapped
+# copy-on-write); restoring the second snapshot continues where that one was taken.
+check_snapshot_again() {
+	local name=snapshot-of-restored log=$LOGDIR/snapshot-of-restored.log why="" pid rc
+	local first=$SNAP_DIR/snapshot-restore-linux64 dir=$SNAP_DIR/again full=$LOGDIR/snapshot-restore-linux64.log
+	rm -rf "$dir" "$SNAP_SOCK"
+	"$PADCELL" restore --from "$first" --api-sock "$SNAP_SOCK" </dev/null >"$log" 2>"$log.err" &
+	pid=$!
+	if [ ! -s "$first/state" ]; then why="no first snapshot to start from"
+	elif ! snap_wait_line "$log" '^COUNT 60[[:space:]]*$'; then why="the restored guest never reached COUNT 60"
+	else why=$(snap_take "$name" "$log" "$dir" "$pid"); fi
+	api_wait "$pid" "$TIMEOUT"
+	rc=$?
+	cat "$LOGDIR/snapshot-restore-linux64.log.before" "$log.before" >"$log.prefix"
+	if [ -n "$why" ]; then :
+	elif [ "$rc" -ne 0 ]; then why="the restored run exited $rc"
+	elif ! cat "$LOGDIR/snapshot-restore-linux64.log.before" "$log" | cmp -s - "$full"; then why="the restored run did not continue the first run exactly"
+	else why=$(snap_restore_check "$name" "$dir" "$full" "$log.prefix" 1); fi
+	api_result "$name" "$why" "$log"
+}
+check_snapshot_again
+
+# Snapshots that must not restore: one line, exit 2, nothing started.
+check_snapshot_refusals() {
+	local name=snapshot-refusals log=$LOGDIR/snapshot-refusals.log why="" a=$SNAP_DIR/snapshot-restore-linux64 b=$SNAP_DIR/again
+	local bad=$SNAP_DIR/bad rc
+	: >"$log"
+	# refuse DIR STATE MEM REGEX
+	refuse() {
+		"$PADCELL" restore --state "$2" --mem "$3" </dev/null >>"$log" 2>"$log.err"
+		rc=$?
+		cat "$log.err" >>"$log"
+		if [ "$rc" -ne 2 ]; then echo "$1: exit $rc, expected 2"; return 1; fi
+		if [ "$(wc -l <"$log.err")" -ne 1 ] || ! grep -qE "^padcell: .*$4" "$log.err"; then echo "$1: said '$(cat "$log.err")'"; return 1; fi
+	}
+	rm -rf "$bad" && mkdir -p "$bad"
+	if [ ! -s "$a/state" ] || [ ! -s "$b/state" ]; then why="no snapshots to corrupt"
+	else
+		cp "$a/state" "$bad/flipped" && printf '\x55' | dd of="$bad/flipped" bs=1 seek=4000 conv=notrunc 2>/dev/null
+		head -c 3000 "$a/state" >"$bad/short"
+		cp --sparse=always "$a/mem" "$bad/mem-short" && truncate -s -4096 "$bad/mem-short"
+		why=$(refuse flipped-byte "$bad/flipped" "$a/mem" 'checksum mismatch' &&
+			refuse truncated-state "$bad/short" "$a/mem" 'truncated' &&
+			refuse other-snapshot-memory "$a/state" "$b/mem" 'belongs to another snapshot' &&
+			refuse short-memory "$a/state" "$bad/mem-short" 'the snapshot needs' &&
+			refuse missing-memory "$a/state" "$bad/none" 'No such file' &&
+			refuse not-a-snapshot "$GUEST" "$a/mem" 'not a padcell snapshot state file')
+	fi
+	rm -rf "$bad"
+	api_result "$name" "$why" "$log"
+}
+check_snapshot_refusals
+
+# SIGKILL to padcell while it writes a snapshot (512 MiB of guest memory to write) over an existing
+# one, at several moments: afterwards DIR/state is either absent or restores a run that continues
+# exactly; a state file never pairs with the other snapshot's memory.  At least one kill must land
+# while the files were still being written (temporary files left behind), or the case proves nothing.
+check_snapshot_kill() {
+	local name=snapshot-kill log=$LOGDIR/snapshot-kill.log why="" pid dir=$SNAP_DIR/kill delay mid=0 out rc
+	: >"$log"
+	for delay in 0.05 0.2 0.4 0.8; do
+		rm -rf "$dir" "$SNAP_SOCK"
+		"$PADCELL" boot --kernel "$GUEST" --mem 1G --api-sock "$SNAP_SOCK" \
+			--cmdline "tg.case=count tg.count=100000 tg.fill=512" </dev/null >"$log.run" 2>&1 &
+		pid=$!
+		if ! snap_wait_line "$log.run" '^COUNT 3[[:space:]]*$'; then why="the guest never started counting"; kill -KILL "$pid"; wait "$pid" 2>/dev/null; break; fi
+		# a complete snapshot first, so a kill has an old one to (not) leave half-replaced
+		if ! "$PADCELL" snapshot --api-sock "$SNAP_SOCK" --to "$dir" >>"$log" 2>&1; then why="the first snapshot failed"; kill -KILL "$pid"; wait "$pid" 2>/dev/null; break; fi
+		"$PADCELL" snapshot --api-sock "$SNAP_SOCK" --to "$dir" >>"$log" 2>&1 &
+		sleep "$delay"
+		kill -KILL "$pid"; wait "$pid" 2>/dev/null; wait
+		ls -a "$dir" >>"$log"
+		ls -a "$dir" | grep -q '\.tmp-' && mid=$((mid + 1))
+		if [ -e "$dir/state" ]; then
+			out=$LOGDIR/snapshot-kill.restore
+			timeout "$TIMEOUT" "$PADCELL" restore --from "$dir" --api-sock "$SNAP_SOCK" </dev/null >"$out" 2>&1 &
+			rc=$!
+			if ! snap_wait_line "$out" '^COUNT [0-9]+[[:space:]]*$'; then why="after a kill at ${delay}s DIR/state exists but does not restore: $(head -c 300 "$out")"; fi
+			kill -KILL "$rc" 2>/dev/null; wait "$rc" 2>/dev/null
+			[ -n "$why" ] && break
+		fi
+	done
+	rm -f "$SNAP_SOCK"
+	[ -z "$why" ] && [ "$mid" -eq 0 ] && why="no kill landed while the snapshot was being written"
+	echo "snapshot-kill: $mid of 4 kills landed mid-write" >>"$log"
+	rm -rf "$dir"
+	api_result "$name" "$why" "$log"
+}
+check_snapshot_kill
+rm -rf "$SNAP_DIR"
 
 # Not a test: virtio-blk throughput as the polling guest sees it, one request in flight (the run
 # time of tg.case=blk with extra reads, minus the run time without; best of 2).  On PVM the guest
