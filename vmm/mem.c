@@ -2,8 +2,10 @@
 #include "vmm/mem.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "vmm/layout.h"
 
@@ -52,6 +54,12 @@ int gmem_init_file(struct guest_mem *m, uint64_t size, int fd)
 	uint8_t *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
 	if (p == MAP_FAILED)
 		return -errno;
+	m->file_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (m->file_fd < 0) {
+		int rc = -errno;
+		munmap(p, size);
+		return rc;
+	}
 	madvise(p, size, MADV_DONTDUMP);
 	m->host = p;
 	m->size = size;
@@ -64,6 +72,8 @@ void gmem_destroy(struct guest_mem *m)
 {
 	if (m->host)
 		munmap(m->host, m->size);
+	if (m->from_file)
+		close(m->file_fd);
 	memset(m, 0, sizeof(*m));
 }
 

@@ -17,6 +17,7 @@ struct guest_mem {
 	uint64_t size;
 	uint64_t low_size;
 	bool from_file;  /* gmem_init_file: untouched pages hold the file's data, not zeros */
+	int file_fd;     /* with from_file: that file, kept open (a snapshot skips its holes) */
 };
 
 /* Smallest and largest RAM sizes padcell accepts. */
@@ -28,7 +29,7 @@ int gmem_init(struct guest_mem *m, uint64_t size);
 /*
  * Maps the first `size` bytes of file fd privately (copy-on-write) as guest RAM: pages load
  * from the file when first touched, guest writes never reach it, and mappings of one file
- * share its clean pages.  The caller may close fd afterwards.  -errno on failure.
+ * share its clean pages.  A duplicate of fd stays in file_fd; the caller closes its own.
  */
 int gmem_init_file(struct guest_mem *m, uint64_t size, int fd);
 void gmem_destroy(struct guest_mem *m);

@@ -126,13 +126,33 @@ static int pagemap_fd(void)
 #define PM_PRESENT (1ull << 63)
 #define PM_SWAPPED (1ull << 62)
 
-/*
- * Writes [host, host+size) into fd at 0: pages that are all zero are left as holes.  anon:
- * the mapping is anonymous, so pages pagemap reports untouched are zero without looking.
- */
-static int write_sparse(int fd, const uint8_t *host, uint64_t size, bool anon)
+/* Whether byte off of file src lies in a hole; *cur caches the data extent around the last answer. */
+static bool file_hole_at(int src, uint64_t off, uint64_t cur[2])
 {
-	int pm = anon ? pagemap_fd() : -1;
+	if (off >= cur[1]) { /* offsets only grow: the cached extent answers until past its end */
+		off_t data = lseek(src, (off_t)off, SEEK_DATA);
+		if (data < 0) {
+			/* ENXIO: only holes from here on; anything else: assume data, and look. */
+			cur[0] = cur[1] = errno == ENXIO ? UINT64_MAX : off;
+			return errno == ENXIO;
+		}
+		off_t hole = lseek(src, data, SEEK_HOLE);
+		cur[0] = (uint64_t)data;
+		cur[1] = hole < 0 ? (uint64_t)data + PAGE : (uint64_t)hole;
+	}
+	return off < cur[0];
+}
+
+/*
+ * Writes guest memory into fd at 0: pages that are all zero are left as holes.  A page pagemap
+ * reports untouched is zero without looking when the memory is anonymous, and when it is mapped
+ * from a file (a restored VM) and the file has a hole there.
+ */
+static int write_sparse(int fd, const struct guest_mem *m)
+{
+	const uint8_t *host = m->host;
+	uint64_t size = m->size, cur[2] = { 0, 0 };
+	int pm = pagemap_fd();
 	enum { BATCH = 512 };
 	uint64_t ent[BATCH];
 	uint64_t run_start = 0, run_len = 0;
@@ -146,7 +166,9 @@ static int write_sparse(int fd, const uint8_t *host, uint64_t size, bool anon)
 		}
 		for (uint64_t i = 0; i < npages && !rc; i++) {
 			uint64_t o = off + i * PAGE;
-			bool zero = (have_pm && !(ent[i] & (PM_PRESENT | PM_SWAPPED))) || page_is_zero(host + o);
+			bool untouched = have_pm && !(ent[i] & (PM_PRESENT | PM_SWAPPED));
+			bool zero = (untouched && (!m->from_file || file_hole_at(m->file_fd, o, cur))) ||
+				    page_is_zero(host + o);
 			if (!zero && run_len && run_start + run_len == o && run_len < (8u << 20)) {
 				run_len += PAGE;
 				continue;
@@ -496,7 +518,7 @@ int snapshot_create(struct vm *vm, const char *state_path, const char *mem_path,
 	mf->made = true;
 	nfiles++;
 	if (ftruncate(fd, (off_t)vm->mem.size) < 0 ||
-	    (errno = -write_sparse(fd, vm->mem.host, vm->mem.size, !vm->mem.from_file)) != 0 ||
+	    (errno = -write_sparse(fd, &vm->mem)) != 0 ||
 	    (errno = -data_file_finish(fd, h.id, vm->mem.size)) != 0) {
 		rc = errorf(err, errlen, -errno, "cannot write the memory file '%s': %s", mem_path, strerror(errno));
 		goto out;
