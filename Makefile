@@ -18,6 +18,8 @@ VMM_SRCS := vmm/main.c vmm/cli.c vmm/check.c vmm/vm.c vmm/vcpu.c vmm/cpuid.c \
             vmm/vm_virtio.c vmm/launch.c vmm/http.c vmm/api.c vmm/api_client.c vmm/cmd_snapshot.c vmm/api_vm.c
 # Snapshots: the state-file format, snapshot/restore, and `padcell restore`.
 VMM_SRCS += vmm/snapshot_fmt.c vmm/snapshot.c vmm/cmd_restore.c
+# The guest agent's protocol (shared with guest/agent), its client, run/exec/cp.
+VMM_SRCS += guest/agent/proto.c vmm/agent_client.c vmm/cmd_agent.c vmm/cmd_run.c
 DEV_SRCS := devices/bus.c devices/serial.c devices/i8042.c devices/pvpanic.c \
             devices/acpi_pm.c devices/virtq.c devices/virtio_mmio.c devices/virtio_blk.c \
             devices/virtio_vsock.c

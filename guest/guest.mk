@@ -40,3 +40,11 @@ $(GUEST_BUILD)/tg-mkinitrd: guest/tools/tg-mkinitrd.c guest/testguest/pattern.h
 $(GUEST_BUILD)/tg-vsock: guest/tools/tg-vsock.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -o $@ $<
+
+# The guest agent (guest/agent): static, init of the run images (/sbin/padcell-agent), and run
+# by the unit tests as an ordinary host process (--serve-fd).
+.PHONY: agent
+agent: $(GUEST_BUILD)/padcell-agent
+$(GUEST_BUILD)/padcell-agent: guest/agent/agent.c guest/agent/proto.c guest/agent/proto.h
+	@mkdir -p $(dir $@)
+	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -static -o $@ guest/agent/agent.c guest/agent/proto.c

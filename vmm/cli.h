@@ -15,6 +15,9 @@
 #define EXIT_USAGE       2   /* bad command line or input files          */
 #define EXIT_GUEST_PANIC 3   /* guest kernel panicked                    */
 #define EXIT_GUEST_CRASH 4   /* triple fault, KVM internal error, etc.   */
+/* run / exec: the command's own exit code, 128+N when a signal N killed it, and: */
+#define EXIT_CMD_TIMEOUT 124 /* --timeout fired; the command's process group was killed */
+#define EXIT_RUN_FAILED  125 /* the VM, the agent or padcell failed before the command ended */
 /* 128+N: padcell was stopped by signal N (130 for SIGINT, and for Ctrl-A x). */
 
 #define CLI_DEFAULT_MEM     (256ULL << 20)

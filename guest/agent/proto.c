@@ -1,0 +1,282 @@
+/* Guest agent protocol: encoding, checked decoding and frame I/O (guest/agent/proto.h). */
+#include "guest/agent/proto.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	put32(p, (uint32_t)v);
+	put32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+void agent_hdr_encode(uint8_t out[AGENT_HDR_LEN], uint32_t len, uint16_t type, uint16_t flags)
+{
+	put32(out, len);
+	out[4] = (uint8_t)type;
+	out[5] = (uint8_t)(type >> 8);
+	out[6] = (uint8_t)flags;
+	out[7] = (uint8_t)(flags >> 8);
+}
+
+int agent_hdr_decode(const uint8_t in[AGENT_HDR_LEN], struct agent_hdr *h)
+{
+	h->len = get32(in);
+	h->type = (uint16_t)(in[4] | in[5] << 8);
+	h->flags = (uint16_t)(in[6] | in[7] << 8);
+	if (h->type < AGENT_HELLO || h->type > AGENT_TYPE_MAX || h->len > AGENT_MAX_PAYLOAD || h->flags)
+		return -EPROTO;
+	return 0;
+}
+
+void agent_hello_encode(uint8_t out[AGENT_HELLO_LEN], const struct agent_hello *h)
+{
+	put32(out, h->version);
+	put32(out + 4, h->flags);
+	put32(out + 8, h->ready_ms);
+}
+
+int agent_hello_decode(const uint8_t *p, size_t len, struct agent_hello *h)
+{
+	if (len != AGENT_HELLO_LEN)
+		return -EPROTO;
+	h->version = get32(p);
+	h->flags = get32(p + 4);
+	h->ready_ms = get32(p + 8);
+	return 0;
+}
+
+void agent_sync_encode(uint8_t out[AGENT_SYNC_LEN], const struct agent_sync *s)
+{
+	put64(out, s->realtime_ns);
+	memcpy(out + 8, s->seed, sizeof(s->seed));
+}
+
+int agent_sync_decode(const uint8_t *p, size_t len, struct agent_sync *s)
+{
+	if (len != AGENT_SYNC_LEN)
+		return -EPROTO;
+	s->realtime_ns = get64(p);
+	memcpy(s->seed, p + 8, sizeof(s->seed));
+	return 0;
+}
+
+void agent_u32_encode(uint8_t out[4], uint32_t v)
+{
+	put32(out, v);
+}
+
+void agent_exit_encode(uint8_t out[8], uint32_t how, int32_t code)
+{
+	put32(out, how);
+	put32(out + 4, (uint32_t)code);
+}
+
+int agent_exit_decode(const uint8_t *p, size_t len, uint32_t *how, int32_t *code)
+{
+	if (len != 8)
+		return -EPROTO;
+	*how = get32(p);
+	*code = (int32_t)get32(p + 4);
+	if (*how < AGENT_EXITED || *how > AGENT_TIMEDOUT)
+		return -EPROTO;
+	if (*how == AGENT_EXITED && (*code < 0 || *code > 255))
+		return -EPROTO;
+	if (*how == AGENT_SIGNALED && (*code < 1 || *code > 64))
+		return -EPROTO;
+	return 0;
+}
+
+/* Appends s and its NUL; -E2BIG when it does not fit. */
+static int put_str(uint8_t *out, size_t cap, size_t *off, const char *s)
+{
+	size_t n = strlen(s) + 1;
+	if (n > cap - *off)
+		return -E2BIG;
+	memcpy(out + *off, s, n);
+	*off += n;
+	return 0;
+}
+
+int agent_exec_encode(uint8_t *out, size_t cap, const char *const *argv, const char *const *envv, const char *cwd,
+		      const char *user, uint32_t timeout_ms, uint32_t flags)
+{
+	if (cap > AGENT_MAX_PAYLOAD)
+		cap = AGENT_MAX_PAYLOAD;
+	uint32_t argc = 0, envc = 0;
+	while (argv && argv[argc])
+		argc++;
+	while (envv && envv[envc])
+		envc++;
+	if (argc == 0 || argc > AGENT_MAX_ARGS || envc > AGENT_MAX_ENV || cap < 16)
+		return argc == 0 ? -EINVAL : -E2BIG;
+	for (uint32_t i = 0; i < envc; i++)
+		if (!strchr(envv[i], '=') || envv[i][0] == '=')
+			return -EINVAL;
+	put32(out, timeout_ms);
+	put32(out + 4, flags);
+	put32(out + 8, argc);
+	put32(out + 12, envc);
+	size_t off = 16;
+	if (put_str(out, cap, &off, cwd ? cwd : "") || put_str(out, cap, &off, user ? user : ""))
+		return -E2BIG;
+	for (uint32_t i = 0; i < argc; i++)
+		if (put_str(out, cap, &off, argv[i]))
+			return -E2BIG;
+	for (uint32_t i = 0; i < envc; i++)
+		if (put_str(out, cap, &off, envv[i]))
+			return -E2BIG;
+	return (int)off;
+}
+
+/* The NUL-terminated string at *off, inside len: NULL when it runs off the end. */
+static const char *take_str(const uint8_t *p, size_t len, size_t *off)
+{
+	if (*off >= len)
+		return NULL;
+	const uint8_t *nul = memchr(p + *off, '\0', len - *off);
+	if (!nul)
+		return NULL;
+	const char *s = (const char *)p + *off;
+	*off = (size_t)(nul - p) + 1;
+	return s;
+}
+
+int agent_exec_decode(const uint8_t *p, size_t len, struct agent_exec *e)
+{
+	if (len < 16 || len > AGENT_MAX_PAYLOAD)
+		return -EPROTO;
+	e->timeout_ms = get32(p);
+	e->flags = get32(p + 4);
+	e->argc = get32(p + 8);
+	e->envc = get32(p + 12);
+	if (e->flags & ~AGENT_EXEC_STDIN)
+		return -EPROTO;
+	if (e->argc == 0 || e->argc > AGENT_MAX_ARGS || e->envc > AGENT_MAX_ENV)
+		return -EPROTO;
+	size_t off = 16;
+	if (!(e->cwd = take_str(p, len, &off)) || !(e->user = take_str(p, len, &off)))
+		return -EPROTO;
+	if (strlen(e->cwd) >= AGENT_MAX_PATH || (e->cwd[0] && e->cwd[0] != '/'))
+		return -EPROTO;
+	for (uint32_t i = 0; i < e->argc; i++)
+		if (!(e->argv[i] = take_str(p, len, &off)))
+			return -EPROTO;
+	e->argv[e->argc] = NULL;
+	if (!e->argv[0][0])
+		return -EPROTO;
+	for (uint32_t i = 0; i < e->envc; i++) {
+		const char *s = take_str(p, len, &off);
+		if (!s || s[0] == '=' || !strchr(s, '='))
+			return -EPROTO;
+		e->envv[i] = s;
+	}
+	e->envv[e->envc] = NULL;
+	return off == len ? 0 : -EPROTO; /* nothing may trail the last string */
+}
+
+int agent_put_encode(uint8_t *out, size_t cap, uint32_t mode, const char *path)
+{
+	size_t n = strlen(path);
+	if (n == 0 || n >= AGENT_MAX_PATH || 4 + n > cap)
+		return -E2BIG;
+	put32(out, mode);
+	memcpy(out + 4, path, n);
+	return (int)(4 + n);
+}
+
+int agent_path_decode(const uint8_t *p, size_t len, char *path, size_t pathcap)
+{
+	if (len == 0 || len >= AGENT_MAX_PATH || len >= pathcap || memchr(p, '\0', len))
+		return -EPROTO;
+	memcpy(path, p, len);
+	path[len] = '\0';
+	return 0;
+}
+
+int agent_put_decode(const uint8_t *p, size_t len, uint32_t *mode, char *path, size_t pathcap)
+{
+	if (len < 5)
+		return -EPROTO;
+	*mode = get32(p);
+	if (*mode & ~07777u)
+		return -EPROTO;
+	return agent_path_decode(p + 4, len - 4, path, pathcap);
+}
+
+int agent_write_frame(int fd, uint16_t type, const void *payload, uint32_t len)
+{
+	uint8_t hdr[AGENT_HDR_LEN];
+	agent_hdr_encode(hdr, len, type, 0);
+	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)payload, len } };
+	int n = len ? 2 : 1;
+	struct iovec *v = iov;
+	while (n) {
+		ssize_t w = writev(fd, v, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		while (n && (size_t)w >= v->iov_len) {
+			w -= (ssize_t)v->iov_len;
+			v++;
+			n--;
+		}
+		if (n) {
+			v->iov_base = (uint8_t *)v->iov_base + w;
+			v->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+/* Reads exactly len bytes: 0, 1 for end of stream before the first byte, or -errno. */
+static int read_full(int fd, uint8_t *p, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t r = read(fd, p + got, len - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return got ? -EPROTO : 1;
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+int agent_read_frame(int fd, struct agent_hdr *h, uint8_t *payload, size_t payload_cap)
+{
+	uint8_t hdr[AGENT_HDR_LEN];
+	int rc = read_full(fd, hdr, sizeof(hdr));
+	if (rc == 1)
+		return -EPIPE;
+	if (rc)
+		return rc;
+	if (agent_hdr_decode(hdr, h) || h->len > payload_cap)
+		return -EPROTO;
+	rc = read_full(fd, payload, h->len);
+	return rc == 1 ? -EPROTO : rc;
+}

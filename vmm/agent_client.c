@@ -1,0 +1,293 @@
+/* Host side of the guest agent protocol: connect, HELLO, SYNC, EXEC with streams, files, poweroff. */
+#include "vmm/agent_client.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "devices/virtio_vsock.h"
+#include "vmm/err.h"
+
+static uint8_t frame_buf[AGENT_MAX_PAYLOAD];
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One CONNECT attempt: the fd, -EAGAIN when the guest refused or the VM is not up yet, -errno. */
+static int connect_once(const char *path, uint32_t port, int64_t deadline, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return errorf(err, errlen, -ENAMETOOLONG, "socket path '%s' is too long", path);
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return errorf(err, errlen, -errno, "socket: %s", strerror(errno));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		close(fd);
+		if (e == ENOENT || e == ECONNREFUSED)
+			return errorf(err, errlen, -EAGAIN, "nothing listens on %s (is the VM running with --vsock %s?)",
+				      path, path);
+		return errorf(err, errlen, -e, "cannot connect to %s: %s", path, strerror(e));
+	}
+	char line[40];
+	int n = snprintf(line, sizeof(line), "CONNECT %u\n", port);
+	if (write(fd, line, (size_t)n) != n) {
+		close(fd);
+		return errorf(err, errlen, -EAGAIN, "the VM closed the socket");
+	}
+	/* "OK <port>\n", one byte at a time: what follows is the agent's, not ours to consume. */
+	size_t got = 0;
+	while (got < sizeof(line) - 1) {
+		int left = (int)(deadline - now_ms());
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (left <= 0 || poll(&p, 1, left) <= 0) {
+			close(fd);
+			return errorf(err, errlen, -ETIMEDOUT, "no answer to CONNECT %u", port);
+		}
+		ssize_t r = read(fd, line + got, 1);
+		if (r <= 0) {
+			close(fd);
+			return errorf(err, errlen, -EAGAIN, "the guest refused port %u (is the agent running?)", port);
+		}
+		if (line[got++] == '\n')
+			break;
+	}
+	line[got] = '\0';
+	if (strncmp(line, "OK ", 3)) {
+		close(fd);
+		return errorf(err, errlen, -EPROTO, "unexpected answer to CONNECT: '%.*s'", (int)strcspn(line, "\n"), line);
+	}
+	return fd;
+}
+
+int agent_connect(const char *vsock_path, uint32_t port, int timeout_ms, char *err, size_t errlen)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	for (;;) {
+		int fd = connect_once(vsock_path, port, deadline, err, errlen);
+		if (fd != -EAGAIN || now_ms() >= deadline)
+			return fd;
+		usleep(20000);
+	}
+}
+
+/* Reads one frame, turning ERROR into its message. */
+static int read_frame(int fd, struct agent_hdr *h, char *err, size_t errlen)
+{
+	int rc = agent_read_frame(fd, h, frame_buf, sizeof(frame_buf));
+	if (rc == -EPIPE)
+		return errorf(err, errlen, -EPIPE, "the agent closed the connection");
+	if (rc == -EPROTO)
+		return errorf(err, errlen, -EPROTO, "malformed frame from the agent");
+	if (rc)
+		return errorf(err, errlen, rc, "reading from the agent: %s", strerror(-rc));
+	if (h->type == AGENT_ERROR)
+		return errorf(err, errlen, -EIO, "the agent says: %.*s", (int)(h->len > 400 ? 400 : h->len),
+			      (const char *)frame_buf);
+	return 0;
+}
+
+static int expect_ok(int fd, char *err, size_t errlen)
+{
+	struct agent_hdr h;
+	int rc = read_frame(fd, &h, err, errlen);
+	if (rc)
+		return rc;
+	if (h.type != AGENT_OK || h.len)
+		return errorf(err, errlen, -EPROTO, "the agent answered frame type %u where OK was due", h.type);
+	return 0;
+}
+
+static int send_frame(int fd, uint16_t type, const void *p, uint32_t len, char *err, size_t errlen)
+{
+	int rc = agent_write_frame(fd, type, p, len);
+	return rc ? errorf(err, errlen, rc, "writing to the agent: %s", strerror(-rc)) : 0;
+}
+
+int agent_hello(int fd, struct agent_hello *out, char *err, size_t errlen)
+{
+	struct agent_hdr h;
+	int rc = read_frame(fd, &h, err, errlen);
+	if (rc)
+		return rc;
+	if (h.type != AGENT_HELLO || agent_hello_decode(frame_buf, h.len, out))
+		return errorf(err, errlen, -EPROTO, "the guest did not greet with the agent's HELLO (not padcell-agent?)");
+	if (out->version != AGENT_PROTO_VERSION)
+		return errorf(err, errlen, -EPROTO, "the guest agent speaks protocol version %u, this padcell %u: "
+			      "rebuild the image with this padcell's agent", out->version, AGENT_PROTO_VERSION);
+	return 0;
+}
+
+int agent_sync(int fd, char *err, size_t errlen)
+{
+	struct agent_sync s;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	s.realtime_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	if (getrandom(s.seed, sizeof(s.seed), 0) != (ssize_t)sizeof(s.seed))
+		return errorf(err, errlen, -EIO, "getrandom: %s", strerror(errno));
+	uint8_t b[AGENT_SYNC_LEN];
+	agent_sync_encode(b, &s);
+	int rc = send_frame(fd, AGENT_SYNC, b, sizeof(b), err, errlen);
+	return rc ? rc : expect_ok(fd, err, errlen);
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len)
+{
+	while (len) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+int agent_exec(int fd, const struct agent_exec_req *req, int out_fd, int err_fd, int sig_fd,
+	       struct agent_exec_result *res, char *err, size_t errlen)
+{
+	int n = agent_exec_encode(frame_buf, sizeof(frame_buf), (const char *const *)req->argv,
+				  (const char *const *)req->env, req->cwd, req->user, req->timeout_ms,
+				  req->stdin_fd >= 0 ? AGENT_EXEC_STDIN : 0);
+	if (n < 0)
+		return errorf(err, errlen, n, n == -E2BIG ? "the command and its environment are over %u bytes"
+							 : "the command is empty or an --env entry has no '='",
+			      AGENT_MAX_PAYLOAD);
+	int rc = send_frame(fd, AGENT_EXEC, frame_buf, (uint32_t)n, err, errlen);
+	if (rc)
+		return rc;
+	int in = req->stdin_fd;
+	bool out_ok = true, err_ok = true; /* a closed host stdout (head) must not stop the command's stderr */
+	static uint8_t inbuf[AGENT_MAX_PAYLOAD];
+	for (;;) {
+		struct pollfd p[3];
+		int np = 0, i_conn, i_in = -1, i_sig = -1;
+		i_conn = np;
+		p[np++] = (struct pollfd){ .fd = fd, .events = POLLIN };
+		if (in >= 0) {
+			i_in = np;
+			p[np++] = (struct pollfd){ .fd = in, .events = POLLIN };
+		}
+		if (sig_fd >= 0) {
+			i_sig = np;
+			p[np++] = (struct pollfd){ .fd = sig_fd, .events = POLLIN };
+		}
+		if (poll(p, (nfds_t)np, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return errorf(err, errlen, -errno, "poll: %s", strerror(errno));
+		}
+		if (i_sig >= 0 && (p[i_sig].revents & POLLIN)) {
+			struct signalfd_siginfo si;
+			if (read(sig_fd, &si, sizeof(si)) == sizeof(si)) {
+				uint8_t b[4];
+				agent_u32_encode(b, si.ssi_signo);
+				if ((rc = send_frame(fd, AGENT_SIGNAL, b, 4, err, errlen)))
+					return rc;
+			}
+		}
+		if (i_in >= 0 && p[i_in].revents) {
+			ssize_t r = read(in, inbuf, sizeof(inbuf));
+			if (r < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (r <= 0)
+				in = -1; /* end of input (or an unreadable stdin): tell the command */
+			if ((rc = send_frame(fd, AGENT_STDIN, inbuf, r > 0 ? (uint32_t)r : 0, err, errlen)))
+				return rc;
+		}
+		if (p[i_conn].revents) {
+			struct agent_hdr h;
+			if ((rc = read_frame(fd, &h, err, errlen)))
+				return rc;
+			switch (h.type) {
+			case AGENT_STDOUT:
+				if (out_ok && write_all(out_fd, frame_buf, h.len))
+					out_ok = false;
+				break;
+			case AGENT_STDERR:
+				if (err_ok && write_all(err_fd, frame_buf, h.len))
+					err_ok = false;
+				break;
+			case AGENT_EXIT: {
+				uint32_t how;
+				int32_t code;
+				if (agent_exit_decode(frame_buf, h.len, &how, &code))
+					return errorf(err, errlen, -EPROTO, "malformed EXIT from the agent");
+				res->how = (int)how;
+				res->code = code;
+				return 0;
+			}
+			default:
+				return errorf(err, errlen, -EPROTO, "unexpected frame type %u from the agent", h.type);
+			}
+		}
+	}
+}
+
+int agent_put_file(int fd, int src_fd, const char *guest_path, unsigned mode, char *err, size_t errlen)
+{
+	int n = agent_put_encode(frame_buf, sizeof(frame_buf), mode & 07777u, guest_path);
+	if (n < 0)
+		return errorf(err, errlen, -EINVAL, "guest path '%s' is empty or too long", guest_path);
+	int rc = send_frame(fd, AGENT_PUT, frame_buf, (uint32_t)n, err, errlen);
+	if (rc || (rc = expect_ok(fd, err, errlen)))
+		return rc;
+	static uint8_t buf[AGENT_MAX_PAYLOAD];
+	for (;;) {
+		ssize_t r = read(src_fd, buf, sizeof(buf));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return errorf(err, errlen, -errno, "reading the source: %s", strerror(errno));
+		if ((rc = send_frame(fd, AGENT_DATA, buf, (uint32_t)r, err, errlen)))
+			return rc;
+		if (r == 0)
+			break;
+	}
+	return expect_ok(fd, err, errlen);
+}
+
+int agent_get_file(int fd, const char *guest_path, int dst_fd, char *err, size_t errlen)
+{
+	size_t len = strlen(guest_path);
+	if (len == 0 || len >= AGENT_MAX_PATH)
+		return errorf(err, errlen, -EINVAL, "guest path '%s' is empty or too long", guest_path);
+	int rc = send_frame(fd, AGENT_GET, guest_path, (uint32_t)len, err, errlen);
+	if (rc)
+		return rc;
+	for (;;) {
+		struct agent_hdr h;
+		if ((rc = read_frame(fd, &h, err, errlen)))
+			return rc;
+		if (h.type != AGENT_DATA)
+			return errorf(err, errlen, -EPROTO, "unexpected frame type %u during a download", h.type);
+		if (h.len == 0)
+			return 0;
+		if ((rc = write_all(dst_fd, frame_buf, h.len)))
+			return errorf(err, errlen, rc, "writing the copy: %s", strerror(-rc));
+	}
+}
+
+int agent_poweroff(int fd, char *err, size_t errlen)
+{
+	int rc = send_frame(fd, AGENT_POWEROFF, NULL, 0, err, errlen);
+	return rc ? rc : expect_ok(fd, err, errlen);
+}
