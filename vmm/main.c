@@ -15,6 +15,8 @@
 #include "vmm/api.h"
 #include "vmm/check.h"
 #include "vmm/cli.h"
+#include "vmm/cmd_agent.h"
+#include "vmm/cmd_run.h"
 #include "vmm/cmd_restore.h"
 #include "vmm/cmd_snapshot.h"
 #include "vmm/evloop.h"
@@ -106,6 +108,12 @@ int main(int argc, char **argv)
 	const char *cmd = argv[1];
 	if (!strcmp(cmd, "boot"))
 		return cmd_boot(argc - 1, argv + 1);
+	if (!strcmp(cmd, "run"))
+		return cmd_run(argc - 1, argv + 1);
+	if (!strcmp(cmd, "exec"))
+		return cmd_exec(argc - 1, argv + 1);
+	if (!strcmp(cmd, "cp"))
+		return cmd_cp(argc - 1, argv + 1);
 	if (!strcmp(cmd, "restore"))
 		return cmd_restore(argc - 1, argv + 1, PADCELL_VERSION);
 	if (!strcmp(cmd, "snapshot"))

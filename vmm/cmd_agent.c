@@ -1,0 +1,242 @@
+/* `padcell exec` and `padcell cp`: the guest agent of a running VM, over its vsock Unix socket. */
+#include "vmm/cmd_agent.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmm/agent_client.h"
+#include "vmm/cli.h"
+
+#define CONNECT_TIMEOUT_MS 5000
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int fail(int code, const char *msg)
+{
+	fprintf(stderr, "padcell: %s\n", msg);
+	return code;
+}
+
+/* Connect + HELLO: the fd, or -1 with the message printed. */
+static int open_agent(const char *vsock, bool verbose)
+{
+	char err[320];
+	double t0 = now_ms();
+	int fd = agent_connect(vsock, AGENT_PORT, CONNECT_TIMEOUT_MS, err, sizeof(err));
+	if (fd < 0) {
+		fail(0, err);
+		return -1;
+	}
+	struct agent_hello h;
+	if (agent_hello(fd, &h, err, sizeof(err))) {
+		fail(0, err);
+		close(fd);
+		return -1;
+	}
+	if (verbose)
+		fprintf(stderr, "padcell: agent connected in %.1f ms (ready %u ms after the guest booted)\n",
+			now_ms() - t0, h.ready_ms);
+	return fd;
+}
+
+enum { O_VSOCK = 256, O_ENV, O_CWD, O_USER, O_TIMEOUT, O_NO_STDIN, O_VERBOSE };
+
+int cmd_exec(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "vsock", required_argument, NULL, O_VSOCK },
+		{ "env", required_argument, NULL, O_ENV },
+		{ "cwd", required_argument, NULL, O_CWD },
+		{ "user", required_argument, NULL, O_USER },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "no-stdin", no_argument, NULL, O_NO_STDIN },
+		{ "verbose", no_argument, NULL, O_VERBOSE },
+		{ 0 },
+	};
+	const char *vsock = NULL, *cwd = NULL, *user = NULL;
+	static const char *env[CLI_MAX_ENV + 1];
+	unsigned nenv = 0, timeout = 0;
+	bool no_stdin = false, verbose = false;
+	char msg[320];
+	opterr = 0;
+	optind = 1;
+	int c;
+	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+		switch (c) {
+		case O_VSOCK: vsock = optarg; break;
+		case O_ENV:
+			if (!strchr(optarg, '=') || optarg[0] == '=') {
+				snprintf(msg, sizeof(msg), "--env '%s': expected NAME=VALUE", optarg);
+				return fail(EXIT_USAGE, msg);
+			}
+			if (nenv == CLI_MAX_ENV)
+				return fail(EXIT_USAGE, "too many --env");
+			env[nenv++] = optarg;
+			break;
+		case O_CWD:
+			if (optarg[0] != '/')
+				return fail(EXIT_USAGE, "--cwd: expected an absolute path in the guest");
+			cwd = optarg;
+			break;
+		case O_USER: user = optarg; break;
+		case O_TIMEOUT:
+			if (cli_parse_uint(optarg, 1, 7 * 24 * 3600, &timeout))
+				return fail(EXIT_USAGE, "--timeout: expected whole seconds from 1 up");
+			break;
+		case O_NO_STDIN: no_stdin = true; break;
+		case O_VERBOSE: verbose = true; break;
+		case ':':
+			snprintf(msg, sizeof(msg), "%s needs a value", argv[optind - 1]);
+			return fail(EXIT_USAGE, msg);
+		default:
+			snprintf(msg, sizeof(msg), "unknown option '%s' (see padcell --help)", argv[optind - 1]);
+			return fail(EXIT_USAGE, msg);
+		}
+	}
+	if (!vsock)
+		return fail(EXIT_USAGE, "exec needs --vsock PATH (the socket of a VM booted with --vsock PATH)");
+	if (optind >= argc || strcmp(argv[optind - 1], "--"))
+		return fail(EXIT_USAGE, "exec needs a command: padcell exec --vsock PATH [options] -- CMD [ARGS...]");
+
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	int sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	int fd = open_agent(vsock, verbose);
+	if (fd < 0) {
+		close(sfd);
+		return EXIT_RUN_FAILED;
+	}
+	struct agent_exec_req req = { .argv = argv + optind, .env = (char *const *)env, .cwd = cwd, .user = user,
+				      .timeout_ms = timeout * 1000u, .stdin_fd = no_stdin ? -1 : STDIN_FILENO };
+	struct agent_exec_result res;
+	double t0 = now_ms();
+	int rc = agent_exec(fd, &req, STDOUT_FILENO, STDERR_FILENO, sfd, &res, msg, sizeof(msg));
+	close(fd);
+	close(sfd);
+	if (rc)
+		return fail(EXIT_RUN_FAILED, msg);
+	if (verbose)
+		fprintf(stderr, "padcell: command %.1f ms\n", now_ms() - t0);
+	switch (res.how) {
+	case AGENT_EXITED: return res.code;
+	case AGENT_SIGNALED: return 128 + res.code;
+	default:
+		fprintf(stderr, "padcell: the command timed out after %u s and was killed with its process group\n", timeout);
+		return EXIT_CMD_TIMEOUT;
+	}
+}
+
+/* "vm:/path" -> "/path"; NULL for a host path. */
+static const char *guest_path(const char *s)
+{
+	return strncmp(s, "vm:", 3) ? NULL : s + 3;
+}
+
+int cmd_cp(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "vsock", required_argument, NULL, O_VSOCK },
+		{ "verbose", no_argument, NULL, O_VERBOSE },
+		{ 0 },
+	};
+	const char *vsock = NULL;
+	bool verbose = false;
+	char msg[320];
+	opterr = 0;
+	optind = 1;
+	int c;
+	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+		if (c == O_VSOCK) {
+			vsock = optarg;
+		} else if (c == O_VERBOSE) {
+			verbose = true;
+		} else {
+			snprintf(msg, sizeof(msg), c == ':' ? "%s needs a value" : "unknown option '%s' (see padcell --help)",
+				 argv[optind - 1]);
+			return fail(EXIT_USAGE, msg);
+		}
+	}
+	if (!vsock)
+		return fail(EXIT_USAGE, "cp needs --vsock PATH (the socket of a VM booted with --vsock PATH)");
+	if (argc - optind != 2)
+		return fail(EXIT_USAGE, "usage: padcell cp --vsock PATH SRC DST (one of them vm:/path in the guest)");
+	const char *src = argv[optind], *dst = argv[optind + 1];
+	const char *gsrc = guest_path(src), *gdst = guest_path(dst);
+	if (!gsrc == !gdst)
+		return fail(EXIT_USAGE, "cp: exactly one of SRC and DST must be a guest path written vm:/path");
+	if ((gsrc && gsrc[0] != '/') || (gdst && gdst[0] != '/'))
+		return fail(EXIT_USAGE, "cp: guest paths are absolute: vm:/path");
+
+	int local = -1;
+	unsigned mode = 0644;
+	if (gdst) {
+		local = strcmp(src, "-") ? open(src, O_RDONLY | O_CLOEXEC) : STDIN_FILENO;
+		struct stat st;
+		if (local < 0 || fstat(local, &st) < 0) {
+			snprintf(msg, sizeof(msg), "cannot read '%s': %s", src, strerror(errno));
+			return fail(EXIT_USAGE, msg);
+		}
+		if (S_ISREG(st.st_mode))
+			mode = st.st_mode & 07777;
+	}
+	int fd = open_agent(vsock, verbose);
+	if (fd < 0) {
+		if (local > STDIN_FILENO)
+			close(local);
+		return EXIT_RUN_FAILED;
+	}
+	int rc;
+	double t0 = now_ms();
+	if (gdst) {
+		rc = agent_put_file(fd, local, gdst, mode, msg, sizeof(msg));
+		if (local > STDIN_FILENO)
+			close(local);
+	} else {
+		/* Written beside the destination and renamed: a failed copy leaves no partial file. */
+		char tmp[4096];
+		bool to_stdout = !strcmp(dst, "-");
+		if (!to_stdout && snprintf(tmp, sizeof(tmp), "%s.padcell-cp.%d", dst, (int)getpid()) >= (int)sizeof(tmp)) {
+			close(fd);
+			return fail(EXIT_USAGE, "cp: destination path too long");
+		}
+		local = to_stdout ? STDOUT_FILENO : open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (local < 0) {
+			snprintf(msg, sizeof(msg), "cannot create '%s': %s", dst, strerror(errno));
+			close(fd);
+			return fail(EXIT_USAGE, msg);
+		}
+		rc = agent_get_file(fd, gsrc, local, msg, sizeof(msg));
+		if (!to_stdout) {
+			if (!rc && fsync(local) < 0)
+				rc = -errno, snprintf(msg, sizeof(msg), "writing '%s': %s", dst, strerror(errno));
+			close(local);
+			if (!rc && rename(tmp, dst) < 0)
+				rc = -errno, snprintf(msg, sizeof(msg), "cannot rename into '%s': %s", dst, strerror(errno));
+			if (rc)
+				unlink(tmp);
+		}
+	}
+	close(fd);
+	if (rc)
+		return fail(EXIT_RUN_FAILED, msg);
+	if (verbose)
+		fprintf(stderr, "padcell: copied in %.1f ms\n", now_ms() - t0);
+	return 0;
+}

@@ -1,0 +1,563 @@
+/*
+ * `padcell run`: one command in a fresh microVM.  Boot (or restore), wait for the guest agent to
+ * connect, run the command with this process's stdin/stdout/stderr, hand back its exit code, and
+ * leave nothing behind: the VM, its private socket directory and its scratch disk all go.
+ */
+#include "vmm/cmd_run.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "guest/agent/proto.h"
+#include "vmm/agent_client.h"
+#include "vmm/cli.h"
+#include "vmm/err.h"
+#include "vmm/launch.h"
+#include "vmm/snapshot.h"
+
+#define RUN_DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1 quiet"
+#define RUN_AGENT_INIT      "/sbin/padcell-agent"
+#define CONSOLE_TAIL        3000 /* bytes of guest console shown when the VM fails */
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/*
+ * The default kernel or root image: $PADCELL_KERNEL / $PADCELL_ROOTFS, else share/padcell/NAME
+ * beside the executable (build/share/padcell after `make images`) or one level up (an installed
+ * bin/padcell finds ../share/padcell).
+ */
+int run_default_file(const char *env, const char *name, char *out, size_t outlen, char *err, size_t errlen)
+{
+	const char *e = getenv(env);
+	if (e && *e) {
+		snprintf(out, outlen, "%s", e);
+		return 0;
+	}
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return errorf(err, errlen, -ENOENT, "cannot find padcell's own path to look for the default %s", name);
+	exe[n] = '\0';
+	char *slash = strrchr(exe, '/');
+	if (slash)
+		*slash = '\0';
+	static const char *const rel[] = { "share/padcell", "../share/padcell" };
+	for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+		if (snprintf(out, outlen, "%s/%s/%s", exe, rel[i], name) >= (int)outlen)
+			continue;
+		if (access(out, R_OK) == 0)
+			return 0;
+	}
+	return errorf(err, errlen, -ENOENT,
+		      "no default %s in %s/share/padcell or %s/../share/padcell: build it with `make images`, "
+		      "set $%s, or pass --%s FILE", name, exe, exe, env, strcmp(env, "PADCELL_KERNEL") ? "rootfs" : "kernel");
+}
+
+struct console_ring {
+	int rfd;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	uint64_t total;            /* bytes seen; the last CONSOLE_TAIL of them are in buf */
+	char buf[CONSOLE_TAIL];
+};
+
+struct run {
+	struct run_opts o;
+	struct launch l;
+	struct vm *vm;
+	char dir[64];              /* private directory for the sockets, "" when none was made */
+	char vsock_path[128];
+	char ready_path[160];      /* vsock_path_<AGENT_PORT>: the agent's ready connection lands here */
+	int ready_fd;
+	int console_fd;            /* where the guest console goes: a pipe to the ring, or stderr */
+	bool console_mine;
+	struct console_ring ring;
+	int sig_fd;
+	double t_start, t_vm, t_ready, t_cmd;
+};
+
+/*
+ * The guest console of a run: kept, bounded, only to show why a VM failed.  A pipe from the serial
+ * device to a thread that keeps the last CONSOLE_TAIL bytes; a guest flooding its console costs
+ * nothing but that thread's time.
+ */
+static void *ring_thread(void *arg)
+{
+	struct console_ring *r = arg;
+	char buf[4096];
+	for (;;) {
+		ssize_t n = read(r->rfd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		pthread_mutex_lock(&r->lock);
+		for (ssize_t i = 0; i < n; i++)
+			r->buf[(r->total + (uint64_t)i) % CONSOLE_TAIL] = buf[i];
+		r->total += (uint64_t)n;
+		pthread_mutex_unlock(&r->lock);
+	}
+	return NULL;
+}
+
+static int ring_start(struct console_ring *r, int *wfd)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	r->rfd = p[0];
+	r->total = 0;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, VM_THREAD_STACK);
+	int rc = pthread_create(&r->thread, &attr, ring_thread, r);
+	pthread_attr_destroy(&attr);
+	if (rc) {
+		close(p[0]);
+		close(p[1]);
+		return -rc;
+	}
+	*wfd = p[1];
+	return 0;
+}
+
+/* Closes the write end (after the VM is gone), waits for the reader. */
+static void ring_stop(struct console_ring *r, int wfd)
+{
+	close(wfd);
+	pthread_join(r->thread, NULL);
+	close(r->rfd);
+}
+
+/* Prints the end of the guest console: why a VM that never became ready failed. */
+static void console_tail(struct run *r)
+{
+	if (!r->console_mine)
+		return;
+	pthread_mutex_lock(&r->ring.lock);
+	uint64_t total = r->ring.total;
+	size_t n = total < CONSOLE_TAIL ? (size_t)total : CONSOLE_TAIL;
+	char out[CONSOLE_TAIL];
+	for (size_t i = 0; i < n; i++)
+		out[i] = r->ring.buf[(total - n + i) % CONSOLE_TAIL];
+	pthread_mutex_unlock(&r->ring.lock);
+	if (!n)
+		return;
+	fprintf(stderr, "padcell: last %zu bytes of the guest console:\n", n);
+	fwrite(out, 1, n, stderr);
+	if (out[n - 1] != '\n')
+		fputc('\n', stderr);
+}
+
+/* A Unix listening socket at path (a stale socket file there is replaced). */
+static int listen_unix(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return errorf(err, errlen, -ENAMETOOLONG, "socket path '%s' is too long", path);
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return errorf(err, errlen, -errno, "socket: %s", strerror(errno));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0) {
+		int e = errno;
+		close(fd);
+		return errorf(err, errlen, -e, "cannot listen on %s: %s", path, strerror(e));
+	}
+	return fd;
+}
+
+/* The private directory and the two socket paths: the VM's vsock socket and the ready socket. */
+static int run_paths(struct run *r, char *err, size_t errlen)
+{
+	if (r->o.vm.vsock_path[0]) {
+		snprintf(r->vsock_path, sizeof(r->vsock_path), "%s", r->o.vm.vsock_path);
+	} else {
+		const char *base = getenv("XDG_RUNTIME_DIR");
+		if (!base || !*base || access(base, W_OK) || strlen(base) > 40)
+			base = "/tmp";
+		snprintf(r->dir, sizeof(r->dir), "%s/padcell-run.XXXXXX", base);
+		if (!mkdtemp(r->dir)) {
+			int e = errno;
+			r->dir[0] = '\0';
+			return errorf(err, errlen, -e, "cannot make a private directory in %s: %s", base, strerror(e));
+		}
+		snprintf(r->vsock_path, sizeof(r->vsock_path), "%s/vsock", r->dir);
+		snprintf(r->o.vm.vsock_path, sizeof(r->o.vm.vsock_path), "%s", r->vsock_path);
+		r->o.vm.vsock_cid = 3;
+	}
+	snprintf(r->ready_path, sizeof(r->ready_path), "%s_%u", r->vsock_path, AGENT_PORT);
+	return 0;
+}
+
+static void run_cleanup(struct run *r)
+{
+	if (r->ready_fd >= 0) {
+		close(r->ready_fd);
+		unlink(r->ready_path);
+		r->ready_fd = -1;
+	}
+	if (r->vm) {
+		vm_request_stop(r->vm, VM_STOP_POWEROFF, "the command finished");
+		vm_kick_all(r->vm);
+		vm_join(r->vm);
+	}
+	launch_teardown(&r->l);
+	r->vm = NULL;
+	if (r->dir[0]) {
+		unlink(r->vsock_path);
+		rmdir(r->dir);
+		r->dir[0] = '\0';
+	}
+	if (r->console_mine)
+		ring_stop(&r->ring, r->console_fd);
+	r->console_mine = false;
+}
+
+/*
+ * Waits for the agent's ready connection, the VM's end, a signal or the boot timeout.
+ * Returns the connection, or a negative value with *code set to the exit code.
+ */
+static int wait_ready(struct run *r, int *code, char *err, size_t errlen)
+{
+	double deadline = r->t_start + r->o.boot_timeout * 1e3;
+	for (;;) {
+		struct pollfd p[3] = {
+			{ .fd = r->ready_fd, .events = POLLIN },
+			{ .fd = r->vm->stop_efd, .events = POLLIN },
+			{ .fd = r->sig_fd, .events = POLLIN },
+		};
+		double left = deadline - now_ms();
+		if (left <= 0) {
+			*code = EXIT_RUN_FAILED;
+			return errorf(err, errlen, -ETIMEDOUT,
+				      "the guest agent did not become ready within %u s (--boot-timeout); is %s in the image?",
+				      r->o.boot_timeout, RUN_AGENT_INIT);
+		}
+		int n = poll(p, 3, (int)left + 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			*code = EXIT_RUN_FAILED;
+			return errorf(err, errlen, -errno, "poll: %s", strerror(errno));
+		}
+		if (p[2].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			if (read(r->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+				*code = 128 + (int)si.ssi_signo;
+				return errorf(err, errlen, -EINTR, "stopped by signal %u before the command ran", si.ssi_signo);
+			}
+		}
+		if (p[1].revents & POLLIN) {
+			*code = EXIT_RUN_FAILED;
+			return errorf(err, errlen, -EPIPE, "the VM stopped before its agent was ready: %s",
+				      r->vm->stop_detail[0] ? r->vm->stop_detail : "no reason given");
+		}
+		if (p[0].revents & POLLIN) {
+			int c = accept4(r->ready_fd, NULL, NULL, SOCK_CLOEXEC);
+			if (c >= 0)
+				return c;
+		}
+	}
+}
+
+/* While the command runs: if the VM dies, cut the agent connection so agent_exec returns. */
+struct watch {
+	struct vm *vm;
+	int conn;
+	int done_efd;
+};
+
+static void *watch_thread(void *arg)
+{
+	struct watch *w = arg;
+	struct pollfd p[2] = { { .fd = w->vm->stop_efd, .events = POLLIN }, { .fd = w->done_efd, .events = POLLIN } };
+	while (poll(p, 2, -1) < 0 && errno == EINTR)
+		;
+	if (p[0].revents & POLLIN)
+		shutdown(w->conn, SHUT_RDWR);
+	return NULL;
+}
+
+/* Pauses the VM, writes DIR/state and DIR/mem, resumes it. */
+static int snapshot_to_dir(struct vm *vm, const char *dir, char *err, size_t errlen)
+{
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return errorf(err, errlen, -errno, "--snapshot-when-ready: cannot make %s: %s", dir, strerror(errno));
+	char state[PATH_MAX], mem[PATH_MAX], why[256];
+	if (snprintf(state, sizeof(state), "%s/state", dir) >= (int)sizeof(state) ||
+	    snprintf(mem, sizeof(mem), "%s/mem", dir) >= (int)sizeof(mem))
+		return errorf(err, errlen, -ENAMETOOLONG, "--snapshot-when-ready: path too long");
+	if (vm_pause(vm, why, sizeof(why)))
+		return errorf(err, errlen, -EIO, "cannot pause the VM for its snapshot: %s", why);
+	int rc = snapshot_create(vm, state, mem, why, sizeof(why));
+	char why2[256];
+	int rc2 = vm_resume(vm, why2, sizeof(why2));
+	if (rc)
+		return errorf(err, errlen, rc, "snapshot to %s failed: %s", dir, why);
+	if (rc2)
+		return errorf(err, errlen, rc2, "cannot resume the VM after its snapshot: %s", why2);
+	return 0;
+}
+
+/* --from DIR: the VM is DIR/state + DIR/mem (copy-on-write), its vsock device on our path. */
+static int run_restore(struct run *r, char *err, size_t errlen)
+{
+	char state[PATH_MAX], mem[PATH_MAX], why[256];
+	if (snprintf(state, sizeof(state), "%s/state", r->o.from) >= (int)sizeof(state) ||
+	    snprintf(mem, sizeof(mem), "%s/mem", r->o.from) >= (int)sizeof(mem)) {
+		snprintf(err, errlen, "--from: path too long");
+		return EXIT_USAGE;
+	}
+	struct launch *l = &r->l;
+	memset(l, 0, sizeof(*l));
+	l->vsock_fd = vsock_listen(r->vsock_path, why, sizeof(why));
+	if (l->vsock_fd < 0) {
+		snprintf(err, errlen, "--vsock '%s': %s", r->vsock_path, why);
+		return EXIT_USAGE;
+	}
+	snprintf(l->vsock_path, sizeof(l->vsock_path), "%s", r->vsock_path);
+	struct vm_config cfg = { .console_out = r->console_fd, .verbose = r->o.vm.verbose,
+				 .vsock_path = l->vsock_path, .vsock_listen_fd = l->vsock_fd,
+				 .vsock_cid = r->o.vm.vsock_cid };
+	int rc = vm_restore(&l->vm, &cfg, state, mem, why, sizeof(why));
+	if (rc) {
+		snprintf(err, errlen, "cannot restore the snapshot in %s: %s", r->o.from, why);
+		launch_teardown(l);
+		return rc == -EINVAL ? EXIT_USAGE : EXIT_RUN_FAILED;
+	}
+	l->vm_made = true;
+	return 0;
+}
+
+static int run_main(struct run *r)
+{
+	char err[512];
+	int code = EXIT_RUN_FAILED;
+	r->t_start = now_ms();
+
+	/* The guest console: its tail kept and shown only if the VM fails (all of it on stderr with --verbose). */
+	if (r->o.vm.verbose) {
+		r->console_fd = STDERR_FILENO;
+	} else {
+		int rc = ring_start(&r->ring, &r->console_fd);
+		if (rc) {
+			fprintf(stderr, "padcell: cannot keep the guest console: %s\n", strerror(-rc));
+			return EXIT_RUN_FAILED;
+		}
+		r->console_mine = true;
+	}
+	if (run_paths(r, err, sizeof(err)))
+		goto fail;
+	r->ready_fd = listen_unix(r->ready_path, err, sizeof(err));
+	if (r->ready_fd < 0)
+		goto fail;
+
+	if (r->o.from) {
+		code = run_restore(r, err, sizeof(err));
+		if (code)
+			goto fail_quiet_console;
+	} else {
+		code = launch_boot(&r->l, &r->o.vm, r->console_fd, err, sizeof(err));
+		if (code) {
+			code = code == EXIT_USAGE ? EXIT_USAGE : EXIT_RUN_FAILED;
+			goto fail_quiet_console;
+		}
+	}
+	r->vm = &r->l.vm;
+	code = EXIT_RUN_FAILED;
+	if (vm_start(r->vm)) {
+		snprintf(err, sizeof(err), "cannot start the vCPUs: %s",
+			 r->vm->stop_detail[0] ? r->vm->stop_detail : "thread creation failed");
+		goto fail;
+	}
+	r->t_vm = now_ms();
+
+	int conn;
+	if (r->o.from) {
+		/* A restored agent is already listening; its old connections were reset. */
+		conn = agent_connect(r->vsock_path, AGENT_PORT, (int)(r->o.boot_timeout * 1000), err, sizeof(err));
+		if (conn < 0)
+			goto fail;
+	} else {
+		conn = wait_ready(r, &code, err, sizeof(err));
+		if (conn < 0)
+			goto fail;
+	}
+	struct agent_hello hello;
+	if (agent_hello(conn, &hello, err, sizeof(err))) {
+		close(conn);
+		goto fail;
+	}
+	r->t_ready = now_ms();
+	if (r->o.from && agent_sync(conn, err, sizeof(err))) {
+		close(conn);
+		goto fail;
+	}
+	if (r->o.vm.verbose)
+		fprintf(stderr, "padcell: agent ready %.1f ms after start (VM running at %.1f ms; in the guest %u ms after boot)\n",
+			r->t_ready - r->t_start, r->t_vm - r->t_start, hello.ready_ms);
+
+	if (r->o.snapshot_dir) {
+		double t0 = now_ms();
+		if (snapshot_to_dir(r->vm, r->o.snapshot_dir, err, sizeof(err))) {
+			close(conn);
+			goto fail;
+		}
+		if (r->o.vm.verbose)
+			fprintf(stderr, "padcell: snapshot written to %s in %.1f ms\n", r->o.snapshot_dir, now_ms() - t0);
+	}
+	if (!r->o.argv) {
+		close(conn);
+		code = 0;
+		goto out;
+	}
+
+	struct agent_exec_req req = {
+		.argv = r->o.argv, .env = (char *const *)r->o.env, .cwd = r->o.cwd, .user = r->o.user,
+		.timeout_ms = r->o.timeout * 1000u, .stdin_fd = r->o.no_stdin ? -1 : STDIN_FILENO,
+	};
+	struct agent_exec_result res;
+	struct watch w = { .vm = r->vm, .conn = conn, .done_efd = eventfd(0, EFD_CLOEXEC) };
+	pthread_t wt;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, VM_THREAD_STACK);
+	bool watching = w.done_efd >= 0 && pthread_create(&wt, &attr, watch_thread, &w) == 0;
+	pthread_attr_destroy(&attr);
+	int erc = agent_exec(conn, &req, STDOUT_FILENO, STDERR_FILENO, r->sig_fd, &res, err, sizeof(err));
+	if (watching) {
+		uint64_t one = 1;
+		if (write(w.done_efd, &one, sizeof(one)) < 0) {
+			/* cannot fail for a fresh eventfd */
+		}
+		pthread_join(wt, NULL);
+	}
+	if (w.done_efd >= 0)
+		close(w.done_efd);
+	close(conn);
+	r->t_cmd = now_ms();
+	if (erc) {
+		if (vm_status(r->vm) != VM_RUNNING)
+			snprintf(err + strlen(err), sizeof(err) - strlen(err), " (the VM stopped: %s)", r->vm->stop_detail);
+		goto fail;
+	}
+	switch (res.how) {
+	case AGENT_EXITED: code = res.code; break;
+	case AGENT_SIGNALED: code = 128 + res.code; break;
+	case AGENT_TIMEDOUT:
+		code = EXIT_CMD_TIMEOUT;
+		fprintf(stderr, "padcell: the command timed out after %u s and was killed with its process group\n",
+			r->o.timeout);
+		break;
+	default: code = EXIT_RUN_FAILED; break;
+	}
+	if (r->o.vm.verbose)
+		fprintf(stderr, "padcell: command %.1f ms\n", r->t_cmd - r->t_ready);
+out: {
+	double t0 = now_ms();
+	run_cleanup(r);
+	if (r->o.vm.verbose)
+		fprintf(stderr, "padcell: teardown %.1f ms, total %.1f ms\n", now_ms() - t0, now_ms() - r->t_start);
+	return code;
+}
+fail:
+	fprintf(stderr, "padcell: %s\n", err);
+	console_tail(r);
+	run_cleanup(r);
+	return code;
+fail_quiet_console:
+	fprintf(stderr, "padcell: %s\n", err);
+	run_cleanup(r);
+	return code;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static struct run r;
+	char err[512];
+	memset(&r, 0, sizeof(r));
+	r.ready_fd = -1;
+	r.console_fd = -1;
+	if (cli_parse_run(argc, argv, &r.o, err, sizeof(err))) {
+		fprintf(stderr, "padcell: %s\n", err);
+		return EXIT_USAGE;
+	}
+	static char kernel[PATH_MAX], rootfs[PATH_MAX], cmdline[LAYOUT_CMDLINE_MAX];
+	if (!r.o.from) {
+		if (!r.o.vm.kernel) {
+			if (run_default_file("PADCELL_KERNEL", "vmlinuz", kernel, sizeof(kernel), err, sizeof(err))) {
+				fprintf(stderr, "padcell: %s\n", err);
+				return EXIT_USAGE;
+			}
+			r.o.vm.kernel = kernel;
+		}
+		if (!r.o.rootfs) {
+			if (run_default_file("PADCELL_ROOTFS", "rootfs.ext4", rootfs, sizeof(rootfs), err, sizeof(err))) {
+				fprintf(stderr, "padcell: %s\n", err);
+				return EXIT_USAGE;
+			}
+			r.o.rootfs = rootfs;
+		}
+		/* The root image is the first disk, read-only; the user's --drive and --scratch follow. */
+		if (strcmp(r.o.rootfs, "none")) {
+			struct boot_opts *vm = &r.o.vm;
+			if (vm->ndrives + (vm->scratch ? 1 : 0) + 2 > LAYOUT_VIRTIO_MAX) {
+				fprintf(stderr, "padcell: too many drives for run: at most %u besides the root image and vsock\n",
+					LAYOUT_VIRTIO_MAX - 2);
+				return EXIT_USAGE;
+			}
+			memmove(&vm->drives[1], &vm->drives[0], vm->ndrives * sizeof(vm->drives[0]));
+			vm->drives[0] = (struct drive_opt){ .ro = true };
+			if (strlen(r.o.rootfs) >= sizeof(vm->drives[0].path)) {
+				fprintf(stderr, "padcell: --rootfs path is too long\n");
+				return EXIT_USAGE;
+			}
+			strcpy(vm->drives[0].path, r.o.rootfs);
+			strcpy(vm->drives[0].id, "rootfs");
+			vm->ndrives++;
+		}
+		/* The agent is init unless the user's command line names another. */
+		const char *user = strcmp(r.o.vm.cmdline, CLI_DEFAULT_CMDLINE) ? r.o.vm.cmdline : RUN_DEFAULT_CMDLINE;
+		if (strstr(user, "init="))
+			snprintf(cmdline, sizeof(cmdline), "%s", user);
+		else if (snprintf(cmdline, sizeof(cmdline), "%s init=" RUN_AGENT_INIT, user) >= (int)sizeof(cmdline)) {
+			fprintf(stderr, "padcell: --cmdline is too long\n");
+			return EXIT_USAGE;
+		}
+		r.o.vm.cmdline = cmdline;
+	}
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	r.sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (r.sig_fd < 0) {
+		fprintf(stderr, "padcell: signalfd: %s\n", strerror(errno));
+		return EXIT_RUN_FAILED;
+	}
+	int code = run_main(&r);
+	close(r.sig_fd);
+	return code;
+}
