@@ -2,11 +2,15 @@
 # Build padcell's root filesystem images without privileges: no mount, no loop device, no chroot.
 # File ownership is kept by fakeroot, images are written by `mkfs.ext4 -d` and `mkfs.erofs`.
 #
-# Usage: images/build-rootfs.sh [--out DIR] [--cached-only] min|debian
+# Usage: images/build-rootfs.sh [--out DIR] [--cached-only] [--agent FILE] min|debian
 #   min     busybox-static + images/rootfs/init  -> DIR/rootfs-min.ext4, DIR/rootfs-min.erofs
 #           (reproducible: same inputs, same bytes)
 #   debian  Debian bookworm minbase + images/rootfs/debian-packages, made by mmdebstrap
 #           -> DIR/rootfs-debian.ext4, cached by content under $PADCELL_CACHE/images/<key>/
+#   --agent FILE  the static guest agent (build/guest/padcell-agent), installed as
+#           /sbin/padcell-agent: `padcell run` boots with init=/sbin/padcell-agent.  The Debian
+#           image is cached without it and gets it written in afterwards (debugfs), so a new agent
+#           never costs an mmdebstrap run.
 #   DIR defaults to build/images.  --cached-only (debian): copy the image out if the cache has
 #   it, else exit 3 without building (for a test run that must not wait a minute or go online).
 # Environment: PADCELL_CACHE (default /var/cache/padcell, else build/cache when that is not
@@ -23,16 +27,21 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-out=$repo/build/images cached_only=0
+out=$repo/build/images cached_only=0 agent=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--out) out=${2:?--out DIR}; shift 2 ;;
+	--agent) agent=${2:?--agent FILE}; shift 2 ;;
 	--cached-only) cached_only=1; shift ;;
 	*) break ;;
 	esac
 done
 what=${1:-}
-case "$what" in min | debian) ;; *) die "usage: $me [--out DIR] [--cached-only] min|debian" ;; esac
+case "$what" in min | debian) ;; *) die "usage: $me [--out DIR] [--cached-only] [--agent FILE] min|debian" ;; esac
+if [ -n "$agent" ]; then
+	[ -f "$agent" ] && [ -x "$agent" ] || die "--agent $agent: not an executable file (make $agent builds it)"
+	agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
+fi
 
 # Fixed inputs for reproducible images.
 epoch=${SOURCE_DATE_EPOCH:-1700000000}
@@ -69,6 +78,7 @@ skeleton() { # skeleton ROOT
 	chmod 0700 "$1/root"
 	install -m 0755 "$here/rootfs/init" "$1/sbin/init"
 	install -m 0755 "$here/rootfs/selftest" "$1/etc/padcell-selftest"
+	if [ -n "$agent" ]; then install -m 0755 "$agent" "$1/sbin/padcell-agent"; fi
 }
 
 # busybox with one symlink per applet under DIR; the applets' own subdirectories when FLAT is 0.
@@ -230,8 +240,20 @@ if ! mkdir -p "$cache/images" 2>/dev/null || [ ! -w "$cache/images" ]; then
 fi
 entry=$cache/images/$key
 
+# The agent goes in after the cache: /usr/sbin/padcell-agent (/sbin is usr/sbin), root-owned, 0755.
+add_agent() { # add_agent IMAGE
+	[ -n "$agent" ] || return 0
+	printf '%s\n' "cd /usr/sbin" "rm padcell-agent" "write $agent padcell-agent" \
+		"sif padcell-agent mode 0100755" "sif padcell-agent uid 0" "sif padcell-agent gid 0" \
+		"sif padcell-agent mtime @$epoch" |
+		E2FSPROGS_FAKE_TIME=$epoch debugfs -w -f - "$1" >/dev/null 2>&1
+	debugfs -R "stat /usr/sbin/padcell-agent" "$1" 2>/dev/null | grep -q "Size: $(stat -c %s "$agent")\b" ||
+		die "could not write the agent into $1 (is the image full?)"
+	fsck_ext4 "$1"
+}
 copy_out() {
 	cp --sparse=always "$entry/rootfs-debian.ext4" "$out/.rootfs-debian.ext4.tmp"
+	add_agent "$out/.rootfs-debian.ext4.tmp"
 	mv "$out/.rootfs-debian.ext4.tmp" "$out/rootfs-debian.ext4"
 	step "rootfs-debian.ext4: $(stat -c %s "$out/rootfs-debian.ext4") bytes (cache $entry)"
 }

@@ -8,3 +8,15 @@ $(BUILD)/images/initramfs.cpio.gz: images/build-initramfs.sh images/init.sh $(BU
 
 $(BUILD)/kernel/gen_init_cpio:
 	@$(MAKE) --no-print-directory kernel
+
+# The default guest `padcell run` boots when given no --kernel/--rootfs: build/share/padcell/vmlinuz
+# (the project's kernel) and rootfs.ext4 (the Debian image: python3 and the agent as init).  padcell
+# looks in share/padcell beside its own binary, then ../share/padcell (an installed bin/padcell).
+.PHONY: images
+images: $(BUILD)/padcell kernel rootfs-debian
+	@mkdir -p $(BUILD)/share/padcell
+	@cp $(BUILD)/kernel/bzImage $(BUILD)/share/padcell/.vmlinuz.tmp
+	@mv $(BUILD)/share/padcell/.vmlinuz.tmp $(BUILD)/share/padcell/vmlinuz
+	@cp --sparse=always $(BUILD)/images/rootfs-debian.ext4 $(BUILD)/share/padcell/.rootfs.ext4.tmp
+	@mv $(BUILD)/share/padcell/.rootfs.ext4.tmp $(BUILD)/share/padcell/rootfs.ext4
+	@echo "images: $(BUILD)/share/padcell/vmlinuz and rootfs.ext4 are padcell run's defaults"

@@ -11,12 +11,12 @@ ROOTFS_INPUTS := images/build-rootfs.sh images/rootfs/init images/rootfs/selftes
 .PHONY: rootfs-min rootfs-debian rootfs-check rootfs-check-debian rootfs-check-debian-cached
 rootfs-min: $(BUILD)/images/rootfs-min.ext4 $(BUILD)/images/rootfs-min.erofs
 
-$(BUILD)/images/rootfs-min.ext4 $(BUILD)/images/rootfs-min.erofs &: $(ROOTFS_INPUTS)
-	@images/build-rootfs.sh --out $(BUILD)/images min
+$(BUILD)/images/rootfs-min.ext4 $(BUILD)/images/rootfs-min.erofs &: $(ROOTFS_INPUTS) $(GUEST_BUILD)/padcell-agent
+	@images/build-rootfs.sh --out $(BUILD)/images --agent $(GUEST_BUILD)/padcell-agent min
 
 # Always asks the script: its content-addressed cache decides whether anything is built.
-rootfs-debian:
-	@images/build-rootfs.sh --out $(BUILD)/images debian
+rootfs-debian: $(GUEST_BUILD)/padcell-agent
+	@images/build-rootfs.sh --out $(BUILD)/images --agent $(GUEST_BUILD)/padcell-agent debian
 
 rootfs-check: rootfs-min
 	@[ -f $(BUILD)/kernel/bzImage ] || $(MAKE) --no-print-directory kernel
