@@ -8,3 +8,8 @@ nested-qemu: kernel initramfs
 nested-compare: $(BUILD)/padcell-static kernel initramfs
 	@scripts/deps.sh nested
 	tests/nested/boot-test.sh --vmm both
+
+# The raw CONNECT-protocol client of the run test (tests/nested/rawconnect.c): static, runs in L1.
+$(BUILD)/rawconnect: tests/nested/rawconnect.c guest/agent/proto.c guest/agent/proto.h
+	@mkdir -p $(dir $@)
+	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -static -o $@ tests/nested/rawconnect.c guest/agent/proto.c
