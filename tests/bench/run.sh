@@ -8,7 +8,12 @@
 #   nested-blk: inside L1, the stripped kernel booted from a copy of rootfs-min with a 64 MiB
 #           read-only second drive: sequential 1 MiB and random 4 KiB O_DIRECT reads in the guest
 #           (tests/bench/blkread.c), padcell --drive vs QEMU virtio-blk-device, median of 5 each.
-# BENCH_PARTS="host nested blk" (the default) picks the sections to run.
+#   nested-vsock: inside L1, the same kernel and a copy of rootfs-min: guest -> host stream
+#           throughput (tests/bench/vsockbench.c, 5 x 64 MiB), padcell --vsock (Unix socket on
+#           the host) vs QEMU vhost-vsock-device (AF_VSOCK on the host), median; and
+#           `padcell run -- true` end to end with its split (VM running, agent ready, command,
+#           teardown), median of 5.
+# BENCH_PARTS="host nested blk vsock" (the default) picks the sections to run.
 # Absolute numbers in the nested tier are ~50x slowed by emulation: compare the columns, not
 # the numbers with anything measured elsewhere.
 set -uo pipefail
@@ -24,7 +29,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }'; }
 
 rows=()
-parts=" ${BENCH_PARTS:-host nested blk} "
+parts=" ${BENCH_PARTS:-host nested blk vsock} "
 want() { [[ "$parts" == *" $1 "* ]]; }
 row() { rows+=("$(printf '%-46s %14s %14s %10s' "$@")"); }
 
@@ -52,8 +57,13 @@ else
 	echo "SKIP: host part: /dev/kvm is missing or not writable"
 fi
 
-payload=$(mktemp -d) bpayload=$(mktemp -d)
-trap 'rm -rf "$payload" "$bpayload"' EXIT
+payload=$(mktemp -d) bpayload=$(mktemp -d) vpayload=$(mktemp -d)
+trap 'rm -rf "$payload" "$bpayload" "$vpayload"' EXIT
+# median FILE PATTERN FIELD: the median of FIELD=value over the lines of FILE matching PATTERN.
+median_of() {
+	grep -E "$2" "$1" | sed -nE "s/.* $3=([0-9.]+).*/\\1/p" | sort -n |
+		awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 echo "==== bench: nested tier (QEMU TCG L1 host with real KVM; takes a few minutes)"
 if want nested; then
 cp build/padcell-static "$payload/padcell"
@@ -170,8 +180,96 @@ else
 	echo "SKIP: not in BENCH_PARTS"
 fi
 
+echo "==== bench: nested vsock and run (padcell --vsock vs QEMU vhost-vsock-device; padcell run -- true)"
+# A BENCHMARK-ONLY copy of rootfs-min (which has the agent): tests/bench/vsock-guest.sh as init's
+# selftest hook and vsockbench added.  The shipped image is not modified.
+if want vsock; then
+	vmib=64 vruns=5
+	if [ -f build/images/rootfs-min.ext4 ] && [ -x build/vsockbench ]; then
+		tree=$vpayload/tree
+		mkdir -p "$tree"
+		debugfs -R "rdump / $tree" build/images/rootfs-min.ext4 >/dev/null 2>&1
+		mkdir -p "$tree/dev" "$tree/usr/bin"
+		[ -e "$tree/dev/console" ] || mknod -m 0600 "$tree/dev/console" c 5 1
+		[ -e "$tree/dev/null" ] || mknod -m 0666 "$tree/dev/null" c 1 3
+		install -m 0755 tests/bench/vsock-guest.sh "$tree/etc/padcell-selftest"
+		install -m 0755 build/vsockbench "$tree/usr/bin/vsockbench"
+		mkfs.ext4 -q -F -t ext4 -b 4096 -m 0 -O ^has_journal -d "$tree" "$vpayload/root.img" 24M >/dev/null
+		rm -rf "$tree"
+		cp build/padcell-static "$vpayload/padcell"
+		cp build/vsockbench build/kernel/bzImage build/images/rootfs-min.ext4 "$vpayload/"
+		tests/nested/stage-qemu.sh "$vpayload/qemu" >/dev/null
+		cat >"$vpayload/run.sh" <<RUN
+#!/bin/sh
+cd /payload
+args="console=ttyS0 reboot=k panic=-1 quiet padcell.selftest=1 vsock.mib=$vmib vsock.runs=$vruns vsock.port=5001"
+for vmm in padcell qemu; do
+	echo "STEP bench-vsock-\$vmm"
+	if [ \$vmm = padcell ]; then
+		./vsockbench sink-unix /tmp/v.sock_5001 $vruns >/tmp/sink-\$vmm.txt 2>&1 &
+		sink=\$!
+		timeout 300 ./padcell boot --kernel bzImage --mem 256M --drive root.img,ro --vsock /tmp/v.sock \\
+			--cmdline "\$args" >/tmp/\$vmm.log 2>&1 </dev/null
+	else
+		./vsockbench sink-vsock 5001 $vruns >/tmp/sink-\$vmm.txt 2>&1 &
+		sink=\$!
+		timeout 300 ./qemu/bin/qemu-system-x86_64 -L ./qemu/share/qemu -M microvm,acpi=on -accel kvm -cpu host \\
+			-m 256M -nodefaults -no-user-config -display none -serial stdio -no-reboot -kernel bzImage \\
+			-drive id=r,file=root.img,format=raw,if=none,readonly=on -device virtio-blk-device,drive=r \\
+			-device vhost-vsock-device,guest-cid=3 \\
+			-append "\$args root=/dev/vda ro" >/tmp/\$vmm.log 2>&1 </dev/null
+	fi
+	echo "BENCH vsock \$vmm exit \$?"
+	kill \$sink 2>/dev/null; wait \$sink 2>/dev/null
+	sed "s/^/BENCH vsock \$vmm /" /tmp/sink-\$vmm.txt
+	tr -d '\r' </tmp/\$vmm.log | grep -a BENCHG | sed "s/^/BENCH vsock \$vmm guest /"
+done
+i=0
+while [ \$i -lt 5 ]; do
+	echo "STEP bench-run-\$i"
+	timeout 120 ./padcell run --verbose --kernel bzImage --rootfs rootfs-min.ext4 --mem 256M -- true >/tmp/run.log 2>&1 </dev/null
+	rc=\$?
+	tr -d '\r' </tmp/run.log | grep -a '^padcell: \(agent ready\|command\|teardown\)' | tr '\n' ' ' | sed "s/^/BENCH run exit=\$rc /"
+	echo
+	i=\$((i + 1))
+done
+RUN
+		chmod +x "$vpayload/run.sh"
+		vlog=build/nested/bench-vsock.log
+		mkdir -p build/nested
+		tests/nested/l1.sh --payload "$vpayload" --timeout 900 --log "$vlog" >build/nested/bench-vsock.out 2>&1
+		vrc=$?
+		grep -ao 'BENCH \(vsock\|run\) .*' "$vlog" | tr -d '\r' >build/nested/bench-vsock.lines || true
+		cat build/nested/bench-vsock.lines
+		pv=$(median_of build/nested/bench-vsock.lines '^BENCH vsock padcell bytes=' mibs)
+		qv=$(median_of build/nested/bench-vsock.lines '^BENCH vsock qemu bytes=' mibs)
+		if [ -n "$pv" ] && [ -n "$qv" ]; then
+			row "nested vsock: guest->host stream (MiB/s)" "$pv" "$qv" "$(ratio "$pv" "$qv")"
+		else
+			echo "nested vsock: throughput figures incomplete (l1.sh exit $vrc); see build/nested/bench-vsock.out and $vlog"
+		fi
+		# padcell: agent ready 123.4 ms after start (VM running at 5.6 ms; ...) command 7.8 ms teardown 9.0 ms, total 140.2 ms
+		sed -nE 's/^BENCH run exit=0 .*agent ready ([0-9.]+) ms after start \(VM running at ([0-9.]+) ms.*command ([0-9.]+) ms.*teardown ([0-9.]+) ms, total ([0-9.]+) ms.*/vm=\2 ready=\1 cmd=\3 down=\4 total=\5 x/p' \
+			build/nested/bench-vsock.lines | sed 's/^/R /' >build/nested/bench-run.lines
+		rt=$(median_of build/nested/bench-run.lines '^R ' total)
+		if [ -n "$rt" ]; then
+			row "nested: padcell run -- true, total (ms)" "$rt" "" ""
+			row "  VM created and running (ms)" "$(median_of build/nested/bench-run.lines '^R ' vm)" "" ""
+			row "  agent ready, from start (ms)" "$(median_of build/nested/bench-run.lines '^R ' ready)" "" ""
+			row "  command (ms)" "$(median_of build/nested/bench-run.lines '^R ' cmd)" "" ""
+			row "  teardown (ms)" "$(median_of build/nested/bench-run.lines '^R ' down)" "" ""
+		else
+			echo "nested run: no successful padcell run -- true (l1.sh exit $vrc); see $vlog"
+		fi
+	else
+		echo "SKIP: build/images/rootfs-min.ext4 or build/vsockbench missing (make bench builds them)"
+	fi
+else
+	echo "SKIP: not in BENCH_PARTS"
+fi
+
 echo
 echo "==== padcell beside QEMU microvm (same run, same inputs; 'QEMU/padcell' > 1 means padcell is better)"
 printf '%-46s %14s %14s %10s\n' "measure" "padcell" "QEMU" "QEMU/padcell"
 for r in "${rows[@]}"; do echo "$r"; done
-if want blk; then echo "(nested blk rows are throughput: their last column is padcell/QEMU, so > 1 still means padcell is better)"; fi
+if want blk || want vsock; then echo "(nested blk and vsock rows are throughput: their last column is padcell/QEMU, so > 1 still means padcell is better)"; fi
