@@ -48,6 +48,7 @@ run_tier unit   build/tests/unit-tests --jobs 2
 run_tier kvm    tests/kvm/run.sh
 run_tier nested tests/nested/boot-test.sh
 run_tier nested-blk tests/nested/blk-test.sh
+run_tier nested-run tests/nested/run-test.sh
 
 echo "==== summary"
 for l in "${summary[@]}"; do echo "  $l"; done

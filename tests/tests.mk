@@ -5,7 +5,7 @@ TEST_BINS := $(BUILD)/padcell $(BUILD)/padcell-static
 
 test:
 	@scripts/deps.sh build kernel images nested rootfs
-	@$(MAKE) --no-print-directory $(TEST_BINS) unit-tests-bin testguest kernel initramfs rootfs-min
+	@$(MAKE) --no-print-directory $(TEST_BINS) unit-tests-bin testguest kernel initramfs rootfs-min $(BUILD)/rawconnect
 	@tests/run-all.sh
 
 kvm-test: $(BUILD)/padcell testguest
