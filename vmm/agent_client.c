@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,6 +162,43 @@ static int write_all(int fd, const uint8_t *p, size_t len)
 	return 0;
 }
 
+/*
+ * Frames waiting to go to the agent: at most one STDIN frame and a few SIGNALs.  The connection is
+ * only ever written when poll says it has room (MSG_DONTWAIT), so padcell keeps reading the
+ * agent's output while its own sends wait: neither side can end up blocked writing to the other.
+ */
+#define OUTQ_SIGNALS 32
+struct outq {
+	uint8_t buf[AGENT_HDR_LEN + AGENT_MAX_PAYLOAD + OUTQ_SIGNALS * (AGENT_HDR_LEN + 4)];
+	size_t off, len;
+};
+
+static bool outq_add(struct outq *q, uint16_t type, const void *p, uint32_t len)
+{
+	if (q->off == q->len)
+		q->off = q->len = 0;
+	if (AGENT_HDR_LEN + (size_t)len > sizeof(q->buf) - q->len)
+		return false;
+	agent_hdr_encode(q->buf + q->len, len, type, 0);
+	if (len)
+		memcpy(q->buf + q->len + AGENT_HDR_LEN, p, len);
+	q->len += AGENT_HDR_LEN + len;
+	return true;
+}
+
+static int outq_flush(int fd, struct outq *q)
+{
+	while (q->off < q->len) {
+		ssize_t w = send(fd, q->buf + q->off, q->len - q->off, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+		q->off += (size_t)w;
+	}
+	return 0;
+}
+
 int agent_exec(int fd, const struct agent_exec_req *req, int out_fd, int err_fd, int sig_fd,
 	       struct agent_exec_result *res, char *err, size_t errlen)
 {
@@ -176,13 +214,17 @@ int agent_exec(int fd, const struct agent_exec_req *req, int out_fd, int err_fd,
 		return rc;
 	int in = req->stdin_fd;
 	bool out_ok = true, err_ok = true; /* a closed host stdout (head) must not stop the command's stderr */
+	static struct outq q;
+	q.off = q.len = 0;
+	uint32_t in_flight = 0; /* stdin bytes sent and not yet acknowledged (AGENT_STDIN_WINDOW) */
 	static uint8_t inbuf[AGENT_MAX_PAYLOAD];
 	for (;;) {
 		struct pollfd p[3];
 		int np = 0, i_conn, i_in = -1, i_sig = -1;
 		i_conn = np;
-		p[np++] = (struct pollfd){ .fd = fd, .events = POLLIN };
-		if (in >= 0) {
+		p[np++] = (struct pollfd){ .fd = fd, .events = (short)(POLLIN | (q.off < q.len ? POLLOUT : 0)) };
+		/* More stdin only when the last frame is out and the agent's window has room. */
+		if (in >= 0 && q.off == q.len && in_flight < AGENT_STDIN_WINDOW) {
 			i_in = np;
 			p[np++] = (struct pollfd){ .fd = in, .events = POLLIN };
 		}
@@ -200,20 +242,28 @@ int agent_exec(int fd, const struct agent_exec_req *req, int out_fd, int err_fd,
 			if (read(sig_fd, &si, sizeof(si)) == sizeof(si)) {
 				uint8_t b[4];
 				agent_u32_encode(b, si.ssi_signo);
-				if ((rc = send_frame(fd, AGENT_SIGNAL, b, 4, err, errlen)))
-					return rc;
+				outq_add(&q, AGENT_SIGNAL, b, 4); /* beyond OUTQ_SIGNALS queued, more of them add nothing */
 			}
 		}
 		if (i_in >= 0 && p[i_in].revents) {
-			ssize_t r = read(in, inbuf, sizeof(inbuf));
+			size_t room = AGENT_STDIN_WINDOW - in_flight;
+			ssize_t r = read(in, inbuf, room < sizeof(inbuf) ? room : sizeof(inbuf));
 			if (r < 0 && (errno == EINTR || errno == EAGAIN))
 				continue;
 			if (r <= 0)
 				in = -1; /* end of input (or an unreadable stdin): tell the command */
-			if ((rc = send_frame(fd, AGENT_STDIN, inbuf, r > 0 ? (uint32_t)r : 0, err, errlen)))
-				return rc;
+			outq_add(&q, AGENT_STDIN, inbuf, r > 0 ? (uint32_t)r : 0);
+			if (r > 0)
+				in_flight += (uint32_t)r;
 		}
-		if (p[i_conn].revents) {
+		if (q.off < q.len && outq_flush(fd, &q)) {
+			/* The agent stopped reading (it may have sent EXIT and closed): what it sent still
+			 * decides the outcome, so read on instead of failing here. */
+			q.off = q.len = 0;
+			in = -1;
+			sig_fd = -1;
+		}
+		if (p[i_conn].revents & (POLLIN | POLLHUP | POLLERR)) {
 			struct agent_hdr h;
 			if ((rc = read_frame(fd, &h, err, errlen)))
 				return rc;
@@ -226,6 +276,13 @@ int agent_exec(int fd, const struct agent_exec_req *req, int out_fd, int err_fd,
 				if (err_ok && write_all(err_fd, frame_buf, h.len))
 					err_ok = false;
 				break;
+			case AGENT_STDIN_ACK: {
+				uint32_t acked;
+				if (agent_u32_decode(frame_buf, h.len, &acked) || acked > in_flight)
+					return errorf(err, errlen, -EPROTO, "malformed STDIN_ACK from the agent");
+				in_flight -= acked;
+				break;
+			}
 			case AGENT_EXIT: {
 				uint32_t how;
 				int32_t code;

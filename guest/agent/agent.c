@@ -350,6 +350,8 @@ static void child_exec(const struct agent_exec *e, int in, int out, int err_fd)
 	dup2(in, STDIN_FILENO);
 	dup2(out, STDOUT_FILENO);
 	dup2(err_fd, STDERR_FILENO);
+	/* Nothing else of the agent's: --serve-fd's connection, for one, is not close-on-exec. */
+	close_range(3, ~0u, 0);
 	signal(SIGPIPE, SIG_DFL);
 	signal(SIGHUP, SIG_DFL);
 	sigset_t none;
@@ -462,17 +464,21 @@ static int do_exec(int conn, const uint8_t *p, uint32_t len)
 	bool out_open = true, err_open = true, host_dead = false, conn_open = true;
 	bool exited = false;
 	int status = 0;
-	/* stdin: one frame waiting for room in the pipe */
+	/* Stdin the command has not read yet: never more than the window the host keeps to. */
 	static uint8_t inbuf[AGENT_MAX_PAYLOAD];
-	uint32_t in_len = 0, in_off = 0;
+	static uint8_t ring[AGENT_STDIN_WINDOW];
+	size_t r_head = 0, r_len = 0;
+	uint32_t unacked = 0; /* stdin bytes consumed (or dropped) and not yet acknowledged */
+	bool in_eof = false;
 
 	while (out_open || err_open || !exited) {
 		struct pollfd pf[5];
 		int n = 0, i_out = -1, i_err = -1, i_conn = -1, i_in = -1, i_sig = -1;
 		if (out_open) { i_out = n; pf[n++] = (struct pollfd){ .fd = outp[0], .events = POLLIN }; }
 		if (err_open) { i_err = n; pf[n++] = (struct pollfd){ .fd = errp[0], .events = POLLIN }; }
-		if (conn_open && in_len == 0) { i_conn = n; pf[n++] = (struct pollfd){ .fd = conn, .events = POLLIN }; }
-		if (in_len && in_w >= 0) { i_in = n; pf[n++] = (struct pollfd){ .fd = in_w, .events = POLLOUT }; }
+		/* Always read the host: SIGNAL frames and its disconnect must not wait behind stdin. */
+		if (conn_open) { i_conn = n; pf[n++] = (struct pollfd){ .fd = conn, .events = POLLIN }; }
+		if (r_len && in_w >= 0) { i_in = n; pf[n++] = (struct pollfd){ .fd = in_w, .events = POLLOUT }; }
 		if (!exited && sfd >= 0) { i_sig = n; pf[n++] = (struct pollfd){ .fd = sfd, .events = POLLIN }; }
 		/* Without a signalfd, poll the child now and then. */
 		int r = poll(pf, (nfds_t)n, sfd >= 0 ? -1 : 50);
@@ -495,19 +501,22 @@ static int do_exec(int conn, const uint8_t *p, uint32_t len)
 		if (i_err >= 0 && pf[i_err].revents && !pump_pipe(conn, errp[0], AGENT_STDERR, &host_dead))
 			err_open = false;
 		if (i_in >= 0 && pf[i_in].revents) {
-			ssize_t w = write(in_w, inbuf + in_off, in_len - in_off);
+			size_t chunk = r_len < sizeof(ring) - r_head ? r_len : sizeof(ring) - r_head;
+			ssize_t w = write(in_w, ring + r_head, chunk);
 			if (w > 0) {
-				in_off += (uint32_t)w;
-				if (in_off == in_len)
-					in_len = in_off = 0;
+				r_head = (r_head + (size_t)w) % sizeof(ring);
+				r_len -= (size_t)w;
+				unacked += (uint32_t)w;
 			} else if (w < 0 && errno != EAGAIN && errno != EINTR) {
 				close(in_w); /* the command closed its stdin: drop the rest */
 				in_w = -1;
-				in_len = in_off = 0;
+				unacked += (uint32_t)r_len;
+				r_len = 0;
 			}
 		}
 		if (i_conn >= 0 && pf[i_conn].revents) {
 			struct agent_hdr h;
+			uint32_t sig;
 			int rc = agent_read_frame(conn, &h, inbuf, sizeof(inbuf));
 			if (rc) {
 				/* The host went away: the command goes too. */
@@ -516,16 +525,22 @@ static int do_exec(int conn, const uint8_t *p, uint32_t len)
 				kill(-pid, SIGKILL);
 			} else if (h.type == AGENT_STDIN) {
 				if (h.len == 0) {
-					if (in_w >= 0)
-						close(in_w);
-					in_w = -1;
-				} else if (in_w >= 0) {
-					in_len = h.len;
-					in_off = 0;
+					in_eof = true;
+				} else if (in_w < 0) {
+					unacked += h.len; /* nobody reads it: dropped, and acknowledged */
+				} else if (h.len > sizeof(ring) - r_len) {
+					send_error(conn, "stdin beyond the %u-byte window", AGENT_STDIN_WINDOW);
+					conn_open = false;
+					host_dead = true;
+					kill(-pid, SIGKILL);
+				} else {
+					size_t tail = (r_head + r_len) % sizeof(ring);
+					size_t first = h.len < sizeof(ring) - tail ? h.len : sizeof(ring) - tail;
+					memcpy(ring + tail, inbuf, first);
+					memcpy(ring, inbuf + first, h.len - first);
+					r_len += h.len;
 				}
-			} else if (h.type == AGENT_SIGNAL && h.len == 4) {
-				uint32_t sig = (uint32_t)inbuf[0] | (uint32_t)inbuf[1] << 8 | (uint32_t)inbuf[2] << 16 |
-					       (uint32_t)inbuf[3] << 24;
+			} else if (h.type == AGENT_SIGNAL && agent_u32_decode(inbuf, h.len, &sig) == 0) {
 				if (sig >= 1 && sig <= 64 && !exited)
 					kill(-pid, (int)sig);
 			} else {
@@ -534,6 +549,19 @@ static int do_exec(int conn, const uint8_t *p, uint32_t len)
 				host_dead = true;
 				kill(-pid, SIGKILL);
 			}
+		}
+		/* After the host's frame: an end of input or dropped stdin must not wait for the next event. */
+		if (in_eof && r_len == 0 && in_w >= 0) {
+			close(in_w);
+			in_w = -1;
+		}
+		/* Acknowledge in batches, and whatever is left once the command has caught up. */
+		if (unacked && (r_len == 0 || unacked >= AGENT_STDIN_WINDOW / 4)) {
+			uint8_t b[4];
+			agent_u32_encode(b, unacked);
+			if (!host_dead && agent_write_frame(conn, AGENT_STDIN_ACK, b, sizeof(b)))
+				host_dead = true;
+			unacked = 0;
 		}
 		if (exited && !out_open && !err_open)
 			break;

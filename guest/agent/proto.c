@@ -86,6 +86,14 @@ void agent_u32_encode(uint8_t out[4], uint32_t v)
 	put32(out, v);
 }
 
+int agent_u32_decode(const uint8_t *p, size_t len, uint32_t *v)
+{
+	if (len != 4)
+		return -EPROTO;
+	*v = get32(p);
+	return 0;
+}
+
 void agent_exit_encode(uint8_t out[8], uint32_t how, int32_t code)
 {
 	put32(out, how);

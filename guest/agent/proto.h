@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AGENT_PROTO_VERSION 1u
+#define AGENT_PROTO_VERSION 2u   /* 2: STDIN_ACK flow control for stdin */
 #define AGENT_PORT          1024u          /* the agent listens here; it also calls the host here when ready */
 #define AGENT_HDR_LEN       8u
 #define AGENT_MAX_PAYLOAD   (64u << 10)    /* one frame's payload */
@@ -20,6 +20,14 @@
 #define AGENT_MAX_ENV       4096u          /* environment entries of one EXEC */
 #define AGENT_MAX_CONNS     16u            /* connections the agent serves at once; more wait in the backlog */
 #define AGENT_MAX_PATH      4096u
+/*
+ * Stdin flow control: the host never has more than AGENT_STDIN_WINDOW bytes of STDIN payload sent
+ * and not yet acknowledged by STDIN_ACK, and the agent holds that much for a command that is slow
+ * to read.  So the agent can always read its connection while a command runs: SIGNAL frames and the
+ * host's disconnect are seen at once, even behind stdin the command does not read, and neither side
+ * ever blocks writing while the other blocks writing.  A host that overruns the window is cut off.
+ */
+#define AGENT_STDIN_WINDOW  (256u << 10)
 
 enum agent_type {
 	AGENT_HELLO = 1,   /* agent -> host: struct agent_hello                                     */
@@ -36,7 +44,8 @@ enum agent_type {
 	AGENT_OK,          /* either way: done                                                       */
 	AGENT_ERROR,       /* either way: a one-line message (no NUL); the connection then ends     */
 	AGENT_POWEROFF,    /* host -> agent: sync and power the VM off (only when the agent is init) */
-	AGENT_TYPE_MAX = AGENT_POWEROFF,
+	AGENT_STDIN_ACK,   /* agent -> host: u32 stdin bytes the command has consumed (see below)     */
+	AGENT_TYPE_MAX = AGENT_STDIN_ACK,
 };
 
 enum agent_exit_how {
@@ -86,8 +95,9 @@ void agent_hello_encode(uint8_t out[AGENT_HELLO_LEN], const struct agent_hello *
 int agent_hello_decode(const uint8_t *p, size_t len, struct agent_hello *h);
 void agent_sync_encode(uint8_t out[AGENT_SYNC_LEN], const struct agent_sync *s);
 int agent_sync_decode(const uint8_t *p, size_t len, struct agent_sync *s);
-/* u32 payloads: SIGNAL (signal number) and the first word of PUT (mode). */
+/* u32 payloads: SIGNAL (signal number), STDIN_ACK (bytes) and the first word of PUT (mode). */
 void agent_u32_encode(uint8_t out[4], uint32_t v);
+int agent_u32_decode(const uint8_t *p, size_t len, uint32_t *v); /* -EPROTO unless len is 4 */
 int agent_exit_decode(const uint8_t *p, size_t len, uint32_t *how, int32_t *code);
 void agent_exit_encode(uint8_t out[8], uint32_t how, int32_t code);
 
