@@ -303,7 +303,7 @@ int agent_put_file(int fd, int src_fd, const char *guest_path, unsigned mode, ch
 {
 	int n = agent_put_encode(frame_buf, sizeof(frame_buf), mode & 07777u, guest_path);
 	if (n < 0)
-		return errorf(err, errlen, -EINVAL, "guest path '%s' is empty or too long", guest_path);
+		return errorf(err, errlen, -EINVAL, "guest path '%s' is not absolute, or too long", guest_path);
 	int rc = send_frame(fd, AGENT_PUT, frame_buf, (uint32_t)n, err, errlen);
 	if (rc || (rc = expect_ok(fd, err, errlen)))
 		return rc;
@@ -325,8 +325,8 @@ int agent_put_file(int fd, int src_fd, const char *guest_path, unsigned mode, ch
 int agent_get_file(int fd, const char *guest_path, int dst_fd, char *err, size_t errlen)
 {
 	size_t len = strlen(guest_path);
-	if (len == 0 || len >= AGENT_MAX_PATH)
-		return errorf(err, errlen, -EINVAL, "guest path '%s' is empty or too long", guest_path);
+	if (len == 0 || len >= AGENT_MAX_PATH || guest_path[0] != '/')
+		return errorf(err, errlen, -EINVAL, "guest path '%s' is not absolute, or too long", guest_path);
 	int rc = send_frame(fd, AGENT_GET, guest_path, (uint32_t)len, err, errlen);
 	if (rc)
 		return rc;

@@ -206,7 +206,7 @@ int agent_exec_decode(const uint8_t *p, size_t len, struct agent_exec *e)
 int agent_put_encode(uint8_t *out, size_t cap, uint32_t mode, const char *path)
 {
 	size_t n = strlen(path);
-	if (n == 0 || n >= AGENT_MAX_PATH || 4 + n > cap)
+	if (n == 0 || n >= AGENT_MAX_PATH || path[0] != '/' || 4 + n > cap)
 		return -E2BIG;
 	put32(out, mode);
 	memcpy(out + 4, path, n);
@@ -215,7 +215,8 @@ int agent_put_encode(uint8_t *out, size_t cap, uint32_t mode, const char *path)
 
 int agent_path_decode(const uint8_t *p, size_t len, char *path, size_t pathcap)
 {
-	if (len == 0 || len >= AGENT_MAX_PATH || len >= pathcap || memchr(p, '\0', len))
+	/* Absolute only: the agent's own working directory is nothing the host should depend on. */
+	if (len == 0 || len >= AGENT_MAX_PATH || len >= pathcap || p[0] != '/' || memchr(p, '\0', len))
 		return -EPROTO;
 	memcpy(path, p, len);
 	path[len] = '\0';

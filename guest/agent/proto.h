@@ -111,7 +111,7 @@ int agent_exec_encode(uint8_t *out, size_t cap, const char *const *argv, const c
 		      const char *user, uint32_t timeout_ms, uint32_t flags);
 int agent_exec_decode(const uint8_t *p, size_t len, struct agent_exec *e);
 
-/* PUT payload: u32 mode, then the path (no NUL, 1..AGENT_MAX_PATH-1 bytes).  GET: the path alone. */
+/* PUT payload: u32 mode, then the absolute path (no NUL, 1..AGENT_MAX_PATH-1 bytes).  GET: the path alone. */
 int agent_put_encode(uint8_t *out, size_t cap, uint32_t mode, const char *path);
 int agent_put_decode(const uint8_t *p, size_t len, uint32_t *mode, char *path, size_t pathcap);
 int agent_path_decode(const uint8_t *p, size_t len, char *path, size_t pathcap);

@@ -308,3 +308,18 @@ Test(agent_flow, stdin_ack_and_u32_payloads)
 	cr_assert_eq(agent_hdr_decode(h, &d), 0);
 	cr_assert_eq(d.type, AGENT_STDIN_ACK);
 }
+
+/* Guest paths are absolute: a relative one would depend on the agent's own working directory. */
+Test(agent_flow, guest_paths_are_absolute)
+{
+	uint8_t b[64];
+	char path[64];
+	uint32_t mode;
+	cr_assert_lt(agent_put_encode(b, sizeof(b), 0644, "tmp/f"), 0);
+	b[0] = 0xa4, b[1] = 0x01, b[2] = 0, b[3] = 0;
+	memcpy(b + 4, "tmp/f", 5);
+	cr_assert_eq(agent_put_decode(b, 9, &mode, path, sizeof(path)), -EPROTO);
+	cr_assert_eq(agent_path_decode((const uint8_t *)"tmp/f", 5, path, sizeof(path)), -EPROTO);
+	cr_assert_eq(agent_path_decode((const uint8_t *)"/tmp/f", 6, path, sizeof(path)), 0);
+	cr_assert_str_eq(path, "/tmp/f");
+}
