@@ -496,10 +496,12 @@ static void hdr_for(const struct virtio_vsock *v, struct vsock_conn *c, struct v
 }
 
 /* Does c have something for the guest right now? */
-static bool conn_wants_rx(const struct vsock_conn *c)
+static bool conn_wants_rx(const struct virtio_vsock *v, const struct vsock_conn *c)
 {
 	if (c->state <= VSOCK_LINE)
 		return false;
+	if (v->reset_wait && c->pending == VSOCK_P_REQUEST)
+		return false; /* the guest is still tearing down its old connections */
 	if (c->pending)
 		return true;
 	return c->state == VSOCK_ESTABLISHED && c->readable && c->fd >= 0 && !c->host_eof &&
@@ -580,7 +582,7 @@ static bool rx_fill(struct virtio_vsock *v)
 		struct vsock_conn *c = NULL;
 		if (!v->rst_pending) {
 			c = &v->conns[v->rr];
-			if (!conn_wants_rx(c)) {
+			if (!conn_wants_rx(v, c)) {
 				v->rr = (v->rr + 1) % VSOCK_MAX_CONNS;
 				idle++;
 				continue;
@@ -673,7 +675,20 @@ static bool event_send(struct virtio_vsock *v)
 		virtq_chain_write(&v->chain, 0, &ev, sizeof(ev));
 	virtq_push(q, v->chain.head, used);
 	v->reset_pending = false;
+	v->reset_wait = true;
+	v->reset_wait_until = now_ms() + VSOCK_RESET_WAIT_MS;
+	v->reset_avail = virtq_avail_idx(q);
 	return true;
+}
+
+/* Has the guest handled the reset (posted an event buffer since), or waited long enough? */
+static void reset_wait_check(struct virtio_vsock *v, int64_t now)
+{
+	if (!v->reset_wait)
+		return;
+	struct virtq *q = virtio_mmio_queue(&v->t, VSOCK_Q_EVENT);
+	if (!q || virtq_avail_idx(q) != v->reset_avail || now >= v->reset_wait_until)
+		v->reset_wait = false;
 }
 
 static void interrupt_if_asked(struct virtio_vsock *v, unsigned qi, bool pushed)
@@ -710,6 +725,14 @@ static int next_timeout(struct virtio_vsock *v, int timeout_ms)
 		if (c->state != VSOCK_REQ_SENT && c->state != VSOCK_LINE)
 			continue;
 		int64_t left = c->deadline_ms > now ? c->deadline_ms - now : 0;
+		if (timeout_ms < 0 || left < timeout_ms)
+			timeout_ms = (int)left;
+	}
+	if (v->reset_wait) {
+		/* The driver may re-post without a kick (its avail_event is stale after a restore): look often. */
+		int64_t left = v->reset_wait_until > now ? v->reset_wait_until - now : 0;
+		if (left > 5)
+			left = 5;
 		if (timeout_ms < 0 || left < timeout_ms)
 			timeout_ms = (int)left;
 	}
@@ -756,6 +779,7 @@ void virtio_vsock_poll(struct virtio_vsock *v, int timeout_ms)
 			conn_reset(v, c); /* the guest did not answer in 2 s: the client sees its socket close */
 	}
 	bool tx = tx_drain(v);
+	reset_wait_check(v, now);
 	bool rx = rx_fill(v);
 	bool evq = event_send(v);
 	interrupt_if_asked(v, VSOCK_Q_TX, tx);
@@ -798,6 +822,7 @@ static void vsock_reset(void *opaque)
 	struct virtio_vsock *v = opaque;
 	conns_close_all(v);
 	v->reset_pending = false;
+	v->reset_wait = false;
 }
 
 static const struct virtio_dev_ops vsock_ops = { .queue_notify = vsock_queue_notify, .reset = vsock_reset };

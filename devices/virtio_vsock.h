@@ -20,6 +20,7 @@
 #define VSOCK_CONNECT_LINE  32u            /* "CONNECT <port>\n", newline included               */
 #define VSOCK_CONNECT_MS    2000           /* the guest's time to answer a host-initiated REQUEST */
 #define VSOCK_LINE_MS       2000           /* a host client's time to finish its CONNECT line     */
+#define VSOCK_RESET_WAIT_MS 1000           /* most a host CONNECT waits for the guest to handle a reset */
 #define VSOCK_PATH_MAX      96u            /* sun_path (108) less "_<port>" (11) and the NUL     */
 #define VSOCK_FIRST_EPHEMERAL 1024u        /* host ports padcell allocates for host clients      */
 
@@ -75,6 +76,15 @@ struct virtio_vsock {
 	unsigned nconns;             /* slots not VSOCK_FREE */
 	uint32_t next_port;
 	bool reset_pending;          /* TRANSPORT_RESET waiting for an event buffer */
+	/*
+	 * TRANSPORT_RESET delivered, the guest not done with it yet: Linux resets every connected
+	 * socket when it handles the event, silently (no RST), so a connection the host opened
+	 * meanwhile would die unseen.  REQUESTs wait until the driver re-posts an event buffer,
+	 * which it does right after handling the event (or VSOCK_RESET_WAIT_MS passed).
+	 */
+	bool reset_wait;
+	int64_t reset_wait_until;
+	uint16_t reset_avail;        /* the event queue's avail idx when the reset went out */
 	unsigned rst_pending;        /* RSTs for packets of no connection, waiting for rx buffers */
 	struct virtio_vsock_hdr rst_queue[64];
 	unsigned rr;                 /* round-robin start for rx */

@@ -279,3 +279,8 @@ void virtq_unpop(struct virtq *q)
 {
 	q->last_avail--;
 }
+
+uint16_t virtq_avail_idx(const struct virtq *q)
+{
+	return __atomic_load_n(&q->avail->idx, __ATOMIC_ACQUIRE);
+}

@@ -93,6 +93,9 @@ struct iovec;
 uint64_t virtq_chain_iov(const struct virtq_chain *c, bool writable, uint64_t skip, uint64_t len,
 			 struct iovec *iov, unsigned *niov);
 
+/* The driver's avail idx as it is now (how many buffers it has ever made available). */
+uint16_t virtq_avail_idx(const struct virtq *q);
+
 /* Gives back the chain virtq_pop() returned last, untouched: the next pop returns it again. */
 void virtq_unpop(struct virtq *q);
 

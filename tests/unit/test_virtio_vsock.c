@@ -775,6 +775,46 @@ Test(vsock, transport_reset_event_closes_everything)
 	close(srv);
 }
 
+/* After a reset event, a host CONNECT's REQUEST waits until the guest re-posts an event buffer
+ * (it has handled the reset) or VSOCK_RESET_WAIT_MS passed: else the guest would reset it unseen. */
+Test(vsock, connect_after_reset_waits_for_the_guest)
+{
+	struct dq *e = &dq[2];
+	/* Linux keeps several event buffers posted: one more waiting is no sign of anything */
+	desc_put(e, 0, e->bufs, 4, VRING_DESC_F_WRITE, 0);
+	avail_put(e, 0);
+	desc_put(e, 1, e->bufs + 64, 4, VRING_DESC_F_WRITE, 0);
+	avail_put(e, 1);
+	virtio_vsock_transport_reset(dev);
+	cr_assert_eq(used_idx(e), 1);
+	cr_assert(dev->reset_wait);
+	int c = unix_connect(path);
+	cr_assert_eq(write(c, "CONNECT 9\n", 10), 10);
+	pump(20);
+	cr_assert(rx_none(), "REQUEST sent before the guest handled the reset");
+	/* the driver handled the event and posted its buffer again */
+	desc_put(e, 0, e->bufs, 4, VRING_DESC_F_WRITE, 0);
+	avail_put(e, 0);
+	pump(2);
+	struct virtio_vsock_hdr h = rx_expect(VIRTIO_VSOCK_OP_REQUEST);
+	cr_assert_eq(h.dst_port, 9);
+	cr_assert_not(dev->reset_wait);
+	close(c);
+	/* a guest that never re-posts: the wait ends after VSOCK_RESET_WAIT_MS */
+	virtio_vsock_transport_reset(dev);
+	cr_assert_eq(used_idx(e), 2);
+	cr_assert(dev->reset_wait);
+	c = unix_connect(path);
+	cr_assert_eq(write(c, "CONNECT 10\n", 11), 11);
+	pump(20);
+	cr_assert(rx_none());
+	usleep(VSOCK_RESET_WAIT_MS * 1000);
+	pump(2);
+	h = rx_expect(VIRTIO_VSOCK_OP_REQUEST);
+	cr_assert_eq(h.dst_port, 10);
+	close(c);
+}
+
 Test(vsock, device_reset_closes_connections)
 {
 	int srv = -1;
