@@ -225,6 +225,7 @@ static int vm_opts_check(const struct boot_opts *o, char *err, size_t errlen)
 int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t errlen)
 {
 	static const struct option opts[] = { VM_LONG_OPTS, { "api-sock", required_argument, NULL, OPT_API_SOCK },
+					      { "snapshot-when-ready", required_argument, NULL, OPT_SNAPSHOT_WHEN_READY },
 					      { 0 } };
 	vm_opts_defaults(o);
 	opterr = 0;
@@ -236,6 +237,10 @@ int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t
 			return rc;
 		if (rc == 0)
 			continue;
+		if (c == OPT_SNAPSHOT_WHEN_READY) {
+			o->snapshot_dir = optarg;
+			continue;
+		}
 		if (c != OPT_API_SOCK)
 			return getopt_err(c, argv, err, errlen);
 		if (o->api_sock)
@@ -249,6 +254,8 @@ int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t
 		return usage_err(err, errlen, "unexpected argument '%s' (see padcell --help)", argv[optind]);
 	if (!o->kernel)
 		return usage_err(err, errlen, "boot needs --kernel FILE");
+	if (o->snapshot_dir && !o->vsock_path[0])
+		return usage_err(err, errlen, "--snapshot-when-ready needs --vsock PATH: the agent says it is ready over vsock");
 	return vm_opts_check(o, err, errlen);
 }
 
@@ -348,9 +355,26 @@ void cli_usage(FILE *out)
 	fputs("usage: padcell <command> [options]\n"
 	      "\n"
 	      "commands:\n"
+	      "  run [VM options] [--rootfs IMAGE] [--env K=V]... [--cwd DIR] [--user U]\n"
+	      "      [--timeout SEC] [--no-stdin] [--boot-timeout SEC] [--from DIR]\n"
+	      "      [--snapshot-when-ready DIR] -- CMD [ARGS...]\n"
+	      "      Run CMD in a fresh microVM: stdin passed in, stdout/stderr streamed back,\n"
+	      "      its exit code returned, the VM gone afterwards.  The kernel and read-only\n"
+	      "      root image default to share/padcell/{vmlinuz,rootfs.ext4} beside padcell\n"
+	      "      (`make images`; $PADCELL_KERNEL, $PADCELL_ROOTFS override); the guest agent\n"
+	      "      (/sbin/padcell-agent) is init.  --from DIR restores a snapshot instead of\n"
+	      "      booting (a clone: many at once are fine); --snapshot-when-ready DIR writes\n"
+	      "      one once the agent is ready.  VM options are boot's; --verbose shows the\n"
+	      "      console and the boot / agent-ready / command times.\n"
+	      "  exec --vsock PATH [--env K=V]... [--cwd DIR] [--user U] [--timeout SEC]\n"
+	      "       [--no-stdin] [--verbose] -- CMD [ARGS...]\n"
+	      "      Run CMD in a running VM (booted with --vsock PATH and the agent as init).\n"
+	      "  cp --vsock PATH SRC DST\n"
+	      "      Copy a file in or out of a running VM; one side is vm:/path, '-' is stdio.\n"
 	      "  boot --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--mem SIZE]\n"
 	      "       [--entry auto|linux64|pvh] [--drive PATH[,ro][,id=NAME]]... [--scratch SIZE]\n"
-	      "       [--vsock PATH[,cid=N]] [--api-sock PATH] [--verbose]\n"
+	      "       [--vsock PATH[,cid=N]] [--api-sock PATH] [--snapshot-when-ready DIR]\n"
+	      "       [--verbose]\n"
 	      "      Boot a VM with its serial console on this terminal (Ctrl-A x quits).\n"
 	      "      --kernel   vmlinux ELF (PVH note used when present) or bzImage\n"
 	      "      --mem      guest RAM, e.g. 256M, 2G (bare number = MiB; default 256M)\n"
@@ -365,6 +389,9 @@ void cli_usage(FILE *out)
 	      "                 connections to CID 2 port P go to the socket PATH_P\n"
 	      "      --api-sock control socket: Firecracker's HTTP API for GET /, PATCH /vm\n"
 	      "                 (pause, resume) and PUT /snapshot/create\n"
+	      "      --snapshot-when-ready  snapshot into DIR once the guest agent says it is ready\n"
+	      "  restore --from DIR [--vsock PATH] [--api-sock PATH] [--verbose]\n"
+	      "      Restore a snapshot: memory mapped copy-on-write, the VM continues where it was.\n"
 	      "  snapshot --api-sock PATH --to DIR [--leave-paused]\n"
 	      "      Snapshot a running VM into DIR/state and DIR/mem: pause, write, resume\n"
 	      "      (a VM that was paused stays paused; --leave-paused keeps it paused).\n"
@@ -380,6 +407,10 @@ void cli_usage(FILE *out)
 	      "  2  bad usage or bad input (unknown flag, missing or corrupt kernel, bad size)\n"
 	      "  3  the guest kernel panicked\n"
 	      "  4  the guest crashed the vCPU (triple fault, KVM internal or emulation error)\n"
-	      "  128+N  padcell was stopped by signal N (Ctrl-A x counts as 130)\n",
+	      "  128+N  padcell was stopped by signal N (Ctrl-A x counts as 130)\n"
+	      "run and exec: the command's exit code; 128+N when signal N killed it;\n"
+	      "  124  the command hit --timeout (its whole process group was killed)\n"
+	      "  125  the VM, the agent or padcell failed before the command ended\n"
+	      "  2    bad usage or bad input, as above\n",
 	      out);
 }

@@ -45,6 +45,7 @@ struct boot_opts {
 	char vsock_path[128]; /* --vsock PATH[,cid=N]; "" = no vsock device */
 	uint32_t vsock_cid;   /* 3 unless cid= says otherwise; never 0-2 nor 0xffffffff */
 	const char *api_sock; /* boot --api-sock PATH: the control socket; NULL = none */
+	const char *snapshot_dir; /* boot --snapshot-when-ready DIR (needs --vsock) */
 };
 
 /* `padcell run`: the VM options above plus what to run in it. */

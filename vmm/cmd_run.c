@@ -281,6 +281,71 @@ static int wait_ready(struct run *r, int *code, char *err, size_t errlen)
 	}
 }
 
+/*
+ * Waits until fd is readable; meanwhile a signal, the VM's end or the deadline (boot timeout)
+ * end the wait with *code and err set.  0 when fd is readable.
+ */
+static int wait_event(struct run *r, int fd, double deadline, int *code, char *err, size_t errlen)
+{
+	for (;;) {
+		struct pollfd p[3] = {
+			{ .fd = fd, .events = POLLIN },
+			{ .fd = r->vm->stop_efd, .events = POLLIN },
+			{ .fd = r->sig_fd, .events = POLLIN },
+		};
+		double left = deadline - now_ms();
+		if (left <= 0) {
+			*code = EXIT_RUN_FAILED;
+			return errorf(err, errlen, -ETIMEDOUT, "the guest agent did not answer within %u s (--boot-timeout)",
+				      r->o.boot_timeout);
+		}
+		int n = poll(p, 3, (int)left + 1); /* poll skips a negative fd: then only the other two count */
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			*code = EXIT_RUN_FAILED;
+			return errorf(err, errlen, -errno, "poll: %s", strerror(errno));
+		}
+		struct pollfd *sig = &p[2], *stop = &p[1];
+		if (sig->revents & POLLIN) {
+			struct signalfd_siginfo si;
+			if (read(r->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+				*code = 128 + (int)si.ssi_signo;
+				return errorf(err, errlen, -EINTR, "stopped by signal %u before the command ran", si.ssi_signo);
+			}
+		}
+		if (stop->revents & POLLIN) {
+			*code = EXIT_RUN_FAILED;
+			return errorf(err, errlen, -EPIPE, "the VM stopped before its agent answered: %s",
+				      r->vm->stop_detail[0] ? r->vm->stop_detail : "no reason given");
+		}
+		if (fd >= 0 && p[0].revents)
+			return 0;
+	}
+}
+
+/* --from: the restored agent's listener, asked again until it answers or the boot timeout. */
+static int connect_restored(struct run *r, int *code, char *err, size_t errlen)
+{
+	double deadline = r->t_start + r->o.boot_timeout * 1e3;
+	for (;;) {
+		int fd = agent_connect(r->vsock_path, AGENT_PORT, 1000, err, errlen);
+		if (fd >= 0)
+			return fd;
+		if (now_ms() >= deadline) {
+			*code = EXIT_RUN_FAILED;
+			return fd;
+		}
+		/* a signal or the VM's end between tries */
+		struct pollfd p[2] = { { .fd = r->vm->stop_efd, .events = POLLIN }, { .fd = r->sig_fd, .events = POLLIN } };
+		if (poll(p, 2, 0) > 0) {
+			int rc = wait_event(r, -1, deadline, code, err, errlen);
+			if (rc)
+				return rc;
+		}
+	}
+}
+
 /* While the command runs: if the VM dies, cut the agent connection so agent_exec returns. */
 struct watch {
 	struct vm *vm;
@@ -350,6 +415,67 @@ static int run_restore(struct run *r, char *err, size_t errlen)
 	return 0;
 }
 
+int ready_snap_listen(struct ready_snap *s, const char *vsock_path, const char *dir, char *err, size_t errlen)
+{
+	s->dir = dir;
+	s->started = false;
+	snprintf(s->ready_path, sizeof(s->ready_path), "%s_%u", vsock_path, AGENT_PORT);
+	s->ready_fd = listen_unix(s->ready_path, err, errlen);
+	return s->ready_fd < 0 ? s->ready_fd : 0;
+}
+
+static void *ready_snap_thread(void *arg)
+{
+	struct ready_snap *s = arg;
+	for (;;) {
+		struct pollfd p[2] = { { .fd = s->ready_fd, .events = POLLIN }, { .fd = s->vm->stop_efd, .events = POLLIN } };
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return NULL;
+		}
+		if (p[1].revents)
+			return NULL;
+		int c = accept4(s->ready_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0)
+			continue;
+		char err[400];
+		struct agent_hello h;
+		double t0 = now_ms();
+		if (agent_hello(c, &h, err, sizeof(err)) || snapshot_to_dir(s->vm, s->dir, err, sizeof(err)))
+			fprintf(stderr, "\r\npadcell: --snapshot-when-ready: %s\r\n", err);
+		else
+			fprintf(stderr, "\r\npadcell: the agent was ready %u ms after boot; snapshot written to %s in %.1f ms\r\n",
+				h.ready_ms, s->dir, now_ms() - t0);
+		close(c);
+		return NULL;
+	}
+}
+
+int ready_snap_start(struct ready_snap *s, struct vm *vm)
+{
+	s->vm = vm;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, VM_THREAD_STACK);
+	int rc = pthread_create(&s->thread, &attr, ready_snap_thread, s);
+	pthread_attr_destroy(&attr);
+	s->started = rc == 0;
+	return -rc;
+}
+
+void ready_snap_finish(struct ready_snap *s)
+{
+	if (s->started)
+		pthread_join(s->thread, NULL);
+	s->started = false;
+	if (s->ready_fd >= 0) {
+		close(s->ready_fd);
+		unlink(s->ready_path);
+	}
+	s->ready_fd = -1;
+}
+
 static int run_main(struct run *r)
 {
 	char err[512];
@@ -396,7 +522,7 @@ static int run_main(struct run *r)
 	int conn;
 	if (r->o.from) {
 		/* A restored agent is already listening; its old connections were reset. */
-		conn = agent_connect(r->vsock_path, AGENT_PORT, (int)(r->o.boot_timeout * 1000), err, sizeof(err));
+		conn = connect_restored(r, &code, err, sizeof(err));
 		if (conn < 0)
 			goto fail;
 	} else {
@@ -405,7 +531,8 @@ static int run_main(struct run *r)
 			goto fail;
 	}
 	struct agent_hello hello;
-	if (agent_hello(conn, &hello, err, sizeof(err))) {
+	if (wait_event(r, conn, r->t_start + r->o.boot_timeout * 1e3, &code, err, sizeof(err)) ||
+	    agent_hello(conn, &hello, err, sizeof(err))) {
 		close(conn);
 		goto fail;
 	}

@@ -9,4 +9,25 @@ int cmd_run(int argc, char **argv);
 /* The default kernel or root image: $env, else share/padcell/name beside or above the executable. */
 int run_default_file(const char *env, const char *name, char *out, size_t outlen, char *err, size_t errlen);
 
+/*
+ * boot --snapshot-when-ready DIR: a thread that waits for the agent's ready call on the VM's
+ * vsock PATH_<AGENT_PORT>, then pauses the VM, writes DIR/state and DIR/mem, and resumes it.
+ */
+#include <pthread.h>
+#include <stdbool.h>
+struct vm;
+struct ready_snap {
+	struct vm *vm;
+	const char *dir;
+	int ready_fd;
+	char ready_path[160];
+	bool verbose;
+	pthread_t thread;
+	bool started;
+};
+int ready_snap_listen(struct ready_snap *s, const char *vsock_path, const char *dir, char *err, size_t errlen);
+int ready_snap_start(struct ready_snap *s, struct vm *vm);
+/* After the VM stopped: joins the thread, removes the socket. */
+void ready_snap_finish(struct ready_snap *s);
+
 #endif

@@ -56,7 +56,12 @@ static int cmd_boot(int argc, char **argv)
 			return die_usage("--api-sock '%s': %s", o.api_sock, err);
 	}
 	static struct launch l;
+	struct ready_snap snap = { .ready_fd = -1 };
 	int rc = launch_boot(&l, &o, STDOUT_FILENO, err, sizeof(err));
+	if (!rc && o.snapshot_dir && ready_snap_listen(&snap, o.vsock_path, o.snapshot_dir, err, sizeof(err))) {
+		launch_teardown(&l);
+		rc = EXIT_USAGE;
+	}
 	if (rc) {
 		if (api_fd >= 0) {
 			close(api_fd);
@@ -75,11 +80,15 @@ static int cmd_boot(int argc, char **argv)
 	struct evloop_hook hook = { .fd = api ? api_server_fd(api) : -1, .ready = api_service, .ctx = api };
 	struct term term;
 	term_raw(&term, STDIN_FILENO);
-	if (vm_start(vm) == 0 || vm_status(vm) != VM_RUNNING)
+	if (vm_start(vm) == 0 || vm_status(vm) != VM_RUNNING) {
+		if (o.snapshot_dir && ready_snap_start(&snap, vm))
+			fprintf(stderr, "padcell: --snapshot-when-ready: cannot start its thread\n");
 		evloop_run_hooks(vm, STDIN_FILENO, term.raw, &hook, api ? 1 : 0);
+	}
 	api_server_destroy(api); /* no more requests: the socket goes before the VM does */
 	vm_kick_all(vm);
 	vm_join(vm);
+	ready_snap_finish(&snap);
 	term_restore(&term);
 
 	rc = launch_exit_code(vm);
