@@ -17,7 +17,7 @@ nested-test: $(TEST_BINS) kernel initramfs
 
 bench:
 	@scripts/deps.sh build kernel images nested rootfs
-	@$(MAKE) --no-print-directory $(TEST_BINS) kernel initramfs rootfs-min $(BUILD)/vmmprobe $(BUILD)/spin.elf $(BUILD)/blkread $(BUILD)/vsockbench
+	@$(MAKE) --no-print-directory $(TEST_BINS) testguest kernel initramfs rootfs-min $(BUILD)/vmmprobe $(BUILD)/spin.elf $(BUILD)/blkread $(BUILD)/vsockbench
 	@tests/bench/run.sh
 
 demo:

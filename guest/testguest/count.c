@@ -6,7 +6,9 @@
  * snapshot has guest memory worth saving), spins a while, checks both copies and that the TSC
  * did not run backwards, and prints "COUNT n".  A snapshot restored anywhere in the run must
  * carry on from where it was: the host compares the output before the snapshot plus the
- * restored run's output with the uninterrupted run's.
+ * restored run's output with the uninterrupted run's.  With tg.reread=N each step also reads back
+ * and checks the next N pages of the tg.fill area, cyclically, and prints "count: fill checked"
+ * after every full pass (so clones restored from one snapshot really read its memory).
  */
 #define COUNT_AREA    (16ULL << 20)
 #define COUNT_PAGES   64
@@ -41,6 +43,7 @@ void tg_count(const struct tg_params *p)
 		tg_printf("count: filled %lu MiB\n", (unsigned long)p->fill);
 	volatile uint64_t *area = (volatile uint64_t *)(uintptr_t)COUNT_AREA;
 	uint64_t last_tsc = rdtsc();
+	uint64_t fill_pages = p->fill << 8, next = 0;
 	for (count = 1; count <= n; count++) {
 		volatile uint64_t *slot = area + (count % COUNT_PAGES) * 512;
 		slot[0] = count;
@@ -58,6 +61,18 @@ void tg_count(const struct tg_params *p)
 			return;
 		}
 		last_tsc = t;
+		for (uint64_t k = 0; k < p->reread && fill_pages; k++) {
+			uint64_t off = next << 12;
+			uint64_t v = *(volatile uint64_t *)(uintptr_t)(FILL_AREA + off);
+			if (v != (off | 1)) {
+				tg_fail("count", "fill page at 0x%lx holds 0x%lx", (unsigned long)(FILL_AREA + off), (unsigned long)v);
+				return;
+			}
+			if (++next == fill_pages) {
+				next = 0;
+				tg_printf("count: fill checked\n");
+			}
+		}
 		tg_printf("COUNT %lu\n", (unsigned long)count);
 	}
 	/* Every page still holds the last count written to it. */

@@ -84,6 +84,8 @@ static void params_parse(char *s, struct tg_params *p)
 			good = tg_parse_u64(val, vlen, &p->count);
 		else if (!strcmp(tok, "tg.fill"))
 			good = tg_parse_u64(val, vlen, &p->fill);
+		else if (!strcmp(tok, "tg.reread"))
+			good = tg_parse_u64(val, vlen, &p->reread);
 		else if (!strcmp(tok, "tg.spin"))
 			good = tg_parse_u64(val, vlen, &p->spin);
 		else if (!strcmp(tok, "tg.vsockcid"))

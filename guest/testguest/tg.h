@@ -39,6 +39,7 @@ struct tg_params {
 	uint64_t vsock_cid; /* tg.vsockcid: the cid= padcell was given (tg.case=vsock); 0 = not checked */
 	uint64_t count, spin; /* tg.count, tg.spin: steps and spin per step (tg.case=count); 0 = default */
 	uint64_t fill;        /* tg.fill: MiB of memory at 32 MiB the count case fills first (a big snapshot) */
+	uint64_t reread;      /* tg.reread: fill pages the count case reads back and checks per step; 0 = none */
 	unsigned nvirtio;  /* virtio_mmio.device= entries padcell appended, in order */
 	uint64_t virtio_base[8];
 	unsigned virtio_irq[8];

@@ -13,13 +13,19 @@
 #           the host) vs QEMU vhost-vsock-device (AF_VSOCK on the host), median; and
 #           `padcell run -- true` end to end with its split (VM running, agent ready, command,
 #           teardown), median of 5.
-# BENCH_PARTS="host nested blk vsock" (the default) picks the sections to run.
+#   restore: this machine's /dev/kvm, the test guest (tg.case=count): exec of `padcell restore`
+#           -> the guest's first byte, 128 MiB / 512 MiB / 2 GiB (median of 30), beside QEMU
+#           microvm's `-incoming "exec:cat FILE"` of a migrate-to-file of the same guest (median
+#           of 20); resident memory of 10 clones restored at once from one 512 MiB snapshot.
+# BENCH_PARTS="host restore nested blk vsock" (the default) picks the sections to run.
+# PADCELL, GUEST, VMMPROBE override build/padcell, build/guest/testguest.elf, build/vmmprobe
+# (the restore section's binaries; the host section always uses build/).
 # Absolute numbers in the nested tier are ~50x slowed by emulation: compare the columns, not
 # the numbers with anything measured elsewhere.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
-probe=build/vmmprobe spin=build/spin.elf
+probe=${VMMPROBE:-build/vmmprobe} spin=build/spin.elf
 # QEMU's default CPU model: `-cpu host` aborts on PVM hosts (an MSR KVM refuses there).
 qemu=(qemu-system-x86_64 -M microvm -accel kvm -nodefaults -no-user-config -display none
 	-serial stdio -no-reboot)
@@ -29,7 +35,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }'; }
 
 rows=()
-parts=" ${BENCH_PARTS:-host nested blk vsock} "
+parts=" ${BENCH_PARTS:-host restore nested blk vsock} "
 want() { [[ "$parts" == *" $1 "* ]]; }
 row() { rows+=("$(printf '%-46s %14s %14s %10s' "$@")"); }
 
@@ -57,8 +63,115 @@ else
 	echo "SKIP: host part: /dev/kvm is missing or not writable"
 fi
 
+echo "==== bench: restore from a snapshot (host /dev/kvm, the test guest; padcell restore vs QEMU -incoming)"
+# The test guest (tg.case=count, tg.spin=1) prints a COUNT line about every 0.5 ms, so its first
+# stdout byte after exec marks it running again.  It fills 64 MiB first, so the memory file holds
+# data.  padcell: boot with --api-sock, snapshot at COUNT 200, time `padcell restore --from DIR`
+# (median of 30) and padcell's own --verbose "restore: X ms" (median of 30 more).  QEMU: the same guest
+# on microvm, `migrate "exec:cat > FILE"` from its monitor at COUNT 200 (live: a VM stopped first
+# stays paused on the other side), then `-incoming "exec:cat FILE"` (median of 20).  Clones: a
+# 512 MiB VM fills 256 MiB and reads all of it back in a loop (tg.reread); it is snapshotted after
+# one full pass; 10 restores of that snapshot run at once until each has read the whole fill
+# again; their summed Pss (file pages shared by n processes count 1/n in each) and RSS are set
+# beside the snapshotted VM's touched guest RAM.
+rdir=$(mktemp -d)
+trap 'rm -rf "$rdir"' EXIT
+if ! want restore; then
+	echo "SKIP: not in BENCH_PARTS"
+elif ! [ -c /dev/kvm ] || ! [ -w /dev/kvm ]; then
+	echo "SKIP: restore part: /dev/kvm is missing or not writable"
+elif ! [ -f "${GUEST:-build/guest/testguest.elf}" ]; then
+	echo "SKIP: restore part: ${GUEST:-build/guest/testguest.elf} missing (make bench builds it)"
+else
+	tg=${GUEST:-build/guest/testguest.elf} pad=${PADCELL:-build/padcell}
+	# wait_line FILE REGEX: up to 30 s for a line of FILE to match.
+	wait_line() { for _ in $(seq 600); do grep -qaE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+	# pad_snapshot MIB CMDLINE MARKER DIR: boot, wait for MARKER, snapshot into DIR, stop the VM.
+	# The snapshotted VM's resident split (vmmprobe memof) goes to DIR.mem.
+	pad_snapshot() {
+		local log=$rdir/boot.log bp ok=1
+		rm -f "$rdir/api.sock"
+		$pad boot --kernel $tg --mem "$1M" --api-sock "$rdir/api.sock" --cmdline "$2" </dev/null >"$log" 2>&1 &
+		bp=$!
+		if ! wait_line "$log" "$3"; then echo "padcell: the guest never printed '$3' (see below)"; tail -3 "$log"; ok=0
+		else
+			$probe memof "$bp" "$1" >"$4.mem" || ok=0
+			$pad snapshot --api-sock "$rdir/api.sock" --to "$4" || ok=0
+		fi
+		kill "$bp" 2>/dev/null; wait "$bp" 2>/dev/null
+		[ $ok = 1 ] && [ -s "$4/state" ]
+	}
+	# qemu_snapshot MIB CMDLINE MARKER FILE: the same with QEMU's migrate-to-file.
+	qemu_snapshot() {
+		local log=$rdir/qboot.log qp ok=1
+		rm -f "$rdir/q.sock"
+		"${qemu[@]}" -m "$1" -kernel $tg -append "$2" -monitor "unix:$rdir/q.sock,server=on,wait=off" \
+			</dev/null >"$log" 2>"$log.err" &
+		qp=$!
+		if ! wait_line "$log" "$3"; then why="the guest never printed '$3' ($(head -c 200 "$log.err"))"; ok=0
+		elif ! $probe hmp "$rdir/q.sock" "migrate \"exec:cat > $4\"" "info migrate" quit >"$rdir/hmp.out" 2>&1 ||
+			! grep -q 'Migration status: completed' "$rdir/hmp.out"; then
+			why="migrate to file failed: $(grep -a -m1 -iE 'error|fail|status' "$rdir/hmp.out" | tr -d '\r')"; ok=0
+		fi
+		kill "$qp" 2>/dev/null; wait "$qp" 2>/dev/null
+		[ $ok = 1 ] && [ -s "$4" ]
+	}
+	# verbose_ms DIR: padcell's own "restore: X ms from start to vCPUs running", median of 30
+	# restores run the same way as the exec timing (vmmprobe first, stderr kept).
+	verbose_ms() {
+		rm -f "$rdir/verbose.err"
+		VMMPROBE_STDERR=$rdir/verbose.err $probe first 30 $pad restore --from "$1" --verbose >/dev/null || return
+		sed -nE 's/.*restore: ([0-9.]+) ms from start to vCPUs running.*/\1/p' "$rdir/verbose.err" | sort -n |
+			awk '{ v[NR] = $1 } END { if (NR) printf "%.2f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+	}
+	command -v "${qemu[0]}" >/dev/null || echo "SKIP: QEMU restore: ${qemu[0]} is not installed"
+	for mib in 128 512 2048; do
+		cmd="tg.case=count tg.mem=${mib}M tg.count=100000000 tg.spin=1 tg.fill=64"
+		pr="" pv="" qr="" why=""
+		if pad_snapshot $mib "$cmd" '^COUNT 200' "$rdir/p$mib"; then
+			pr=$($probe first 30 $pad restore --from "$rdir/p$mib") || pr=""
+			pv=$(verbose_ms "$rdir/p$mib")
+			echo "padcell restore $mib MiB: $pr (own figure: ${pv:-?} ms; memory file $(du -k "$rdir/p$mib/mem" | cut -f1) KiB on disk)"
+		else
+			echo "padcell restore $mib MiB: the snapshot failed"
+		fi
+		if ! command -v "${qemu[0]}" >/dev/null; then :
+		elif qemu_snapshot $mib "$cmd" '^COUNT 200' "$rdir/q$mib"; then
+			qr=$($probe first 20 "${qemu[@]}" -m $mib -kernel $tg -append "$cmd" -incoming "exec:cat $rdir/q$mib") || qr=""
+			echo "qemu    restore $mib MiB: $qr (migration file $(du -k "$rdir/q$mib" | cut -f1) KiB)"
+			[ -n "$qr" ] || echo "SKIP: QEMU restore $mib MiB: the restored guest printed nothing"
+		else
+			echo "SKIP: QEMU restore $mib MiB: $why"
+		fi
+		rm -rf "$rdir/p$mib" "$rdir/q$mib"
+		if [ -n "$pr" ]; then
+			qcol=SKIP
+			[ -n "$qr" ] && qcol=$(ms "$(field median_us "$qr")")
+			row "host: restore $mib MiB, exec -> running (ms)" "$(ms "$(field median_us "$pr")")" "$qcol" \
+				"$([ -n "$qr" ] && ratio "$(field median_us "$qr")" "$(field median_us "$pr")")"
+			[ -n "$pv" ] && row "  padcell's own: start -> vCPUs running (ms)" "$pv" "" ""
+		fi
+	done
+	ccmd="tg.case=count tg.mem=512M tg.count=100000000 tg.spin=1 tg.fill=256 tg.reread=1024"
+	if pad_snapshot 512 "$ccmd" 'count: fill checked' "$rdir/clone"; then
+		one=$(field guest_rss_kib "$(cat "$rdir/clone.mem")")
+		cl=$($probe clones 10 'count: fill checked' $pad restore --from "$rdir/clone") || cl=""
+		echo "snapshotted VM: $(cat "$rdir/clone.mem"); 10 clones: ${cl:-failed}"
+		if [ -n "$cl" ] && [ -n "$one" ]; then
+			row "host: one 512 MiB VM, guest RAM touched (MiB)" "$(mib "$one")" "" ""
+			row "host: 10 clones of it, sum of Pss (MiB)" "$(mib "$(field pss_kib "$cl")")" "" ""
+			row "host: 10 clones of it, sum of RSS (MiB)" "$(mib "$(field rss_kib "$cl")")" "" ""
+			row "host: 10 clones' Pss / one VM's touched RAM" \
+				"$(awk -v a="$(field pss_kib "$cl")" -v b="$one" 'BEGIN { printf "%.2fx", a / b }')" "" ""
+		fi
+	else
+		echo "clones: the 512 MiB snapshot failed"
+	fi
+	rm -rf "$rdir/clone"
+fi
+
 payload=$(mktemp -d) bpayload=$(mktemp -d) vpayload=$(mktemp -d)
-trap 'rm -rf "$payload" "$bpayload" "$vpayload"' EXIT
+trap 'rm -rf "$rdir" "$payload" "$bpayload" "$vpayload"' EXIT
 # median FILE PATTERN FIELD: the median of FIELD=value over the lines of FILE matching PATTERN.
 median_of() {
 	grep -E "$2" "$1" | sed -nE "s/.* $3=([0-9.]+).*/\\1/p" | sort -n |
@@ -273,3 +386,9 @@ echo "==== padcell beside QEMU microvm (same run, same inputs; 'QEMU/padcell' > 
 printf '%-46s %14s %14s %10s\n' "measure" "padcell" "QEMU" "QEMU/padcell"
 for r in "${rows[@]}"; do echo "$r"; done
 if want blk || want vsock; then echo "(nested blk and vsock rows are throughput: their last column is padcell/QEMU, so > 1 still means padcell is better)"; fi
+if want restore; then
+	echo "(restore rows: exec of the restoring VMM -> the restored guest's first serial byte; padcell's own figure is its"
+	echo " --verbose 'start -> vCPUs running'; QEMU restores a migrate-to-file with -incoming \"exec:cat FILE\". Clone rows:"
+	echo " 10 restores of one 512 MiB snapshot, each having read the guest's 256 MiB fill again, summed; Pss counts a"
+	echo " page shared by n clones 1/n in each, RSS counts it in full in each; targets: restore < 5 ms, Pss/touched < 2x)"
+fi
