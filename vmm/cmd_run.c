@@ -250,9 +250,13 @@ static int wait_ready(struct run *r, int *code, char *err, size_t errlen)
 		double left = deadline - now_ms();
 		if (left <= 0) {
 			*code = EXIT_RUN_FAILED;
+			/* PVM runs only PVM-enabled guest kernels: a standard one hangs silently. */
+			bool pvm = access("/sys/module/kvm_pvm", F_OK) == 0;
 			return errorf(err, errlen, -ETIMEDOUT,
-				      "the guest agent did not become ready within %u s (--boot-timeout); is %s in the image?",
-				      r->o.boot_timeout, RUN_AGENT_INIT);
+				      "the guest agent did not become ready within %u s (--boot-timeout); is %s in the image?%s",
+				      r->o.boot_timeout, RUN_AGENT_INIT,
+				      pvm ? " This host's /dev/kvm is PVM, where a standard Linux kernel cannot boot (see padcell check)"
+					  : "");
 		}
 		int n = poll(p, 3, (int)left + 1);
 		if (n < 0 && errno == EINTR)
