@@ -17,7 +17,7 @@ nested-test: $(TEST_BINS) kernel initramfs
 
 bench:
 	@scripts/deps.sh build kernel images nested rootfs
-	@$(MAKE) --no-print-directory $(TEST_BINS) testguest kernel initramfs rootfs-min $(BUILD)/vmmprobe $(BUILD)/spin.elf $(BUILD)/blkread $(BUILD)/vsockbench
+	@$(MAKE) --no-print-directory $(TEST_BINS) testguest kernel initramfs rootfs-min $(BUILD)/vmmprobe $(BUILD)/spin.elf $(BUILD)/blkread $(BUILD)/vsockbench $(BUILD)/usock
 	@tests/bench/run.sh
 
 demo:
@@ -33,6 +33,11 @@ $(BUILD)/vmmprobe: tests/bench/vmmprobe.c
 $(BUILD)/blkread: tests/bench/blkread.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -O2 -static -o $@ $<
+
+# The nested restore benchmark's QEMU monitor client (tests/bench/usock.c), static: it runs in L1.
+$(BUILD)/usock: tests/bench/usock.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -static -o $@ $<
 
 # vsock throughput: the guest's sender and the host's sink (tests/bench/vsockbench.c).
 $(BUILD)/vsockbench: tests/bench/vsockbench.c

@@ -35,7 +35,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }'; }
 
 rows=()
-parts=" ${BENCH_PARTS:-host restore nested blk vsock} "
+parts=" ${BENCH_PARTS:-host restore nested blk vsock snap} "
 want() { [[ "$parts" == *" $1 "* ]]; }
 row() { rows+=("$(printf '%-46s %14s %14s %10s' "$@")"); }
 
@@ -376,6 +376,44 @@ RUN
 		fi
 	else
 		echo "SKIP: build/images/rootfs-min.ext4 or build/vsockbench missing (make bench builds them)"
+	fi
+else
+	echo "SKIP: not in BENCH_PARTS"
+fi
+
+echo "==== bench: nested restore (padcell snapshot + restore vs QEMU migrate-to-file + -incoming; run --from vs cold run)"
+# tests/bench/restore-l1.sh runs in L1: the same tick guest restored by each VMM, exec -> first
+# byte (median of 5); then padcell run -- true from a snapshot and cold, 5 each.
+if want snap; then
+	if [ -x build/usock ] && [ -f build/images/rootfs-min.ext4 ]; then
+		spayload=$(mktemp -d)
+		cp build/padcell-static "$spayload/padcell"
+		cp $probe build/usock build/kernel/bzImage build/images/initramfs.cpio.gz build/images/rootfs-min.ext4 "$spayload/"
+		cp tests/bench/restore-l1.sh "$spayload/run.sh"
+		tests/nested/stage-qemu.sh "$spayload/qemu" >/dev/null
+		slog=build/nested/bench-restore.log
+		mkdir -p build/nested
+		tests/nested/l1.sh --payload "$spayload" --timeout 900 --log "$slog" >build/nested/bench-restore.out 2>&1
+		src=$?
+		rm -rf "$spayload"
+		grep -ao 'BENCH \(restore\|runfrom\) .*' "$slog" | tr -d '\r' >build/nested/bench-restore.lines || true
+		cat build/nested/bench-restore.lines
+		pr=$(grep '^BENCH restore padcell median_us=' build/nested/bench-restore.lines | tail -n1)
+		qr=$(grep '^BENCH restore qemu median_us=' build/nested/bench-restore.lines | tail -n1)
+		if [ -n "$pr" ] && [ -n "$qr" ]; then
+			row "nested: restore, exec -> guest running (ms)" "$(ms "$(field median_us "$pr")")" \
+				"$(ms "$(field median_us "$qr")")" "$(ratio "$(field median_us "$qr")" "$(field median_us "$pr")")"
+		else
+			echo "nested restore: figures incomplete (l1.sh exit $src); see build/nested/bench-restore.out and $slog"
+		fi
+		rf=$(median_of build/nested/bench-restore.lines '^BENCH runfrom from total=' total)
+		rc=$(median_of build/nested/bench-restore.lines '^BENCH runfrom cold total=' total)
+		if [ -n "$rf" ] && [ -n "$rc" ]; then
+			row "nested: run -- true from a snapshot (ms)" "$rf" "" ""
+			row "nested: run -- true, cold boot (ms)" "$rc" "" "cold/--from $(ratio "$rc" "$rf")"
+		fi
+	else
+		echo "SKIP: build/usock or build/images/rootfs-min.ext4 missing (make bench builds them)"
 	fi
 else
 	echo "SKIP: not in BENCH_PARTS"
