@@ -165,6 +165,23 @@ for i in 1 2 3; do
 done
 result concurrent "$why" "3 VMs at once, each output, stderr and exit code right, ${secs}s"
 
+# --- SIGTERM to padcell run: forwarded to the command, then everything torn down -----------------
+echo "STEP run-sigterm"
+t0=$(now)
+./padcell run $R -- sh -c 'echo started; exec sleep 100' >$W/term.out 2>$W/term.err </dev/null &
+tp=$!
+i=0
+while [ "$(cat $W/term.out 2>/dev/null)" != started ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+kill -TERM $tp
+wait $tp
+rc=$?
+secs=$(since "$t0")
+why=""
+[ "$(cat $W/term.out)" = started ] || why="$why the command never started;"
+[ "$rc" = 143 ] || why="$why exit $rc (want 143: the command killed by the forwarded SIGTERM);"
+[ "$(cat /proc/[0-9]*/comm 2>/dev/null | grep -cx padcell)" = 0 ] || why="$why a padcell process is left;"
+result sigterm "$why" "SIGTERM reached the command (exit 143), VM gone, ${secs}s"
+
 # --- nothing left behind -------------------------------------------------------------------------
 left=$(ls -d /tmp/padcell-run.* 2>/dev/null | wc -l)
 result nothing-left "$([ "$left" = 0 ] || echo " $left /tmp/padcell-run.* directories left")" "no private socket directory left in /tmp"

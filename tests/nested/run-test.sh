@@ -12,7 +12,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 timeout_s=600 case_timeout=90 log=$repo/build/nested/run-test-serial.log verbose=()
-expected=12
+expected=13
 
 die() { echo "run-test.sh: $*" >&2; exit 1; }
 usage() {
