@@ -1,0 +1,55 @@
+# Shared by the nested case tiers (run-test.sh, snap-test.sh, debian-test.sh), sourced by bash:
+# their options, the payload directory, the L1 run and the summary of its RESULT lines.
+# The caller sets `tier` (the RESULT prefix: RESULT <tier>-<case>), `expected` (its case count),
+# `timeout_s` and `case_timeout` (defaults), then calls tier_args "$@", fills "$payload" (its
+# run.sh, files) and calls tier_run.  The payload gets a `config` with CASE_TIMEOUT.
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+me=$(basename "$0")
+
+die() { echo "$me: $*" >&2; exit 1; }
+
+tier_args() {
+	log=$repo/build/nested/$tier-test-serial.log verbose=()
+	while [ $# -gt 0 ]; do
+		case "$1" in
+		--timeout) [ $# -ge 2 ] || tier_usage; timeout_s=$2; shift 2 ;;
+		--case-timeout) [ $# -ge 2 ] || tier_usage; case_timeout=$2; shift 2 ;;
+		--log) [ $# -ge 2 ] || tier_usage; log=$2; shift 2 ;;
+		--verbose | -v) verbose=(--verbose); shift ;;
+		*) tier_usage ;;
+		esac
+	done
+	payload=$(mktemp -d)
+	trap 'rm -rf "$payload"' EXIT
+}
+
+tier_usage() {
+	echo "usage: tests/nested/$me [--timeout SEC] [--case-timeout SEC] [--log FILE] [--verbose]" >&2
+	exit 2
+}
+
+# Runs the payload in L1 and reports: exit 0 when all expected cases passed, 1 when one failed or
+# is missing, l1.sh's 124/125 when L1 itself did not finish.
+tier_run() {
+	echo "CASE_TIMEOUT=$case_timeout" >"$payload/config"
+	local l1_rc results pass fail missing
+	set +e
+	"$here/l1.sh" --payload "$payload" --timeout "$timeout_s" --log "$log" "${verbose[@]}"
+	l1_rc=$?
+	set -e
+	results=$(grep -aE "^RESULT $tier-" "$log" | tr -d '\r' || true)
+	pass=$(grep -c ' PASS' <<<"$results" || true)
+	fail=$(grep -c ' FAIL' <<<"$results" || true)
+	missing=$((expected - pass - fail))
+	[ "$missing" -lt 0 ] && missing=0
+	echo "==== nested $tier test summary ($log) ===="
+	[ -n "$results" ] && sed 's/^RESULT /  /' <<<"$results"
+	echo "  $pass passed, $((fail + missing)) failed ($missing missing of $expected)"
+	if [ "$l1_rc" = 124 ] || [ "$l1_rc" = 125 ]; then
+		echo "$me: L1 did not finish (l1.sh exit $l1_rc, see above)" >&2
+		exit "$l1_rc"
+	fi
+	[ "$pass" = "$expected" ] && [ "$fail" = 0 ] || exit 1
+	echo "$me: all $expected cases passed"
+}
