@@ -18,6 +18,7 @@
 
 #include "guest/agent/proto.h"
 #include "vmm/agent_client.h"
+#include "tests/unit/agent_harness.h"
 
 /* ---- encode / decode ---- */
 
@@ -169,24 +170,7 @@ static pid_t agent_pid;
 
 static int start_agent(void)
 {
-	char exe[PATH_MAX], agent[PATH_MAX + 32];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	cr_assert_gt(n, 0);
-	exe[n] = '\0';
-	*strrchr(exe, '/') = '\0'; /* BUILD/tests */
-	snprintf(agent, sizeof(agent), "%s/../guest/padcell-agent", exe);
-	cr_assert_eq(access(agent, X_OK), 0, "%s missing (make agent)", agent);
-	int sp[2];
-	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
-	agent_pid = fork();
-	cr_assert_geq(agent_pid, 0);
-	if (agent_pid == 0) {
-		dup2(sp[1], 3);
-		execl(agent, agent, "--serve-fd", "3", (char *)NULL);
-		_exit(127);
-	}
-	close(sp[1]);
-	return sp[0];
+	return agent_spawn(&agent_pid);
 }
 
 static int agent_end(int fd)

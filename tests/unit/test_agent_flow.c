@@ -21,33 +21,18 @@
 
 #include "guest/agent/proto.h"
 #include "vmm/agent_client.h"
+#include "tests/unit/agent_harness.h"
 
 static pid_t agent_pid;
 static char err[512];
 
-/* BUILD/guest/padcell-agent --serve-fd 3 on one end of a socket pair; returns the other end. */
+/* The agent on a socket pair, its HELLO read; returns the host's end. */
 static int flow_start_agent(void)
 {
-	char exe[PATH_MAX], agent[PATH_MAX + 32];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	cr_assert_gt(n, 0);
-	exe[n] = '\0';
-	*strrchr(exe, '/') = '\0';
-	snprintf(agent, sizeof(agent), "%s/../guest/padcell-agent", exe);
-	cr_assert_eq(access(agent, X_OK), 0, "%s missing (make agent)", agent);
-	int sp[2];
-	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
-	agent_pid = fork();
-	cr_assert_geq(agent_pid, 0);
-	if (agent_pid == 0) {
-		dup2(sp[1], 3); /* not close-on-exec: the agent must not hand it to the command */
-		execl(agent, agent, "--serve-fd", "3", (char *)NULL);
-		_exit(127);
-	}
-	close(sp[1]);
+	int fd = agent_spawn(&agent_pid);
 	struct agent_hello h;
-	cr_assert_eq(agent_hello(sp[0], &h, err, sizeof(err)), 0, "%s", err);
-	return sp[0];
+	cr_assert_eq(agent_hello(fd, &h, err, sizeof(err)), 0, "%s", err);
+	return fd;
 }
 
 /* Waits up to ms for the agent to exit; true if it did. */
