@@ -235,57 +235,6 @@ static void run_cleanup(struct run *r)
 }
 
 /*
- * Waits for the agent's ready connection, the VM's end, a signal or the boot timeout.
- * Returns the connection, or a negative value with *code set to the exit code.
- */
-static int wait_ready(struct run *r, int *code, char *err, size_t errlen)
-{
-	double deadline = r->t_start + r->o.boot_timeout * 1e3;
-	for (;;) {
-		struct pollfd p[3] = {
-			{ .fd = r->ready_fd, .events = POLLIN },
-			{ .fd = r->vm->stop_efd, .events = POLLIN },
-			{ .fd = r->sig_fd, .events = POLLIN },
-		};
-		double left = deadline - now_ms();
-		if (left <= 0) {
-			*code = EXIT_RUN_FAILED;
-			/* PVM runs only PVM-enabled guest kernels: a standard one hangs silently. */
-			bool pvm = access("/sys/module/kvm_pvm", F_OK) == 0;
-			return errorf(err, errlen, -ETIMEDOUT,
-				      "the guest agent did not become ready within %u s (--boot-timeout); is %s in the image?%s",
-				      r->o.boot_timeout, RUN_AGENT_INIT,
-				      pvm ? " This host's /dev/kvm is PVM, where a standard Linux kernel cannot boot (see padcell check)"
-					  : "");
-		}
-		int n = poll(p, 3, (int)left + 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			*code = EXIT_RUN_FAILED;
-			return errorf(err, errlen, -errno, "poll: %s", strerror(errno));
-		}
-		if (p[2].revents & POLLIN) {
-			struct signalfd_siginfo si;
-			if (read(r->sig_fd, &si, sizeof(si)) == sizeof(si)) {
-				*code = 128 + (int)si.ssi_signo;
-				return errorf(err, errlen, -EINTR, "stopped by signal %u before the command ran", si.ssi_signo);
-			}
-		}
-		if (p[1].revents & POLLIN) {
-			*code = EXIT_RUN_FAILED;
-			return errorf(err, errlen, -EPIPE, "the VM stopped before its agent was ready: %s",
-				      r->vm->stop_detail[0] ? r->vm->stop_detail : "no reason given");
-		}
-		if (p[0].revents & POLLIN) {
-			int c = accept4(r->ready_fd, NULL, NULL, SOCK_CLOEXEC);
-			if (c >= 0)
-				return c;
-		}
-	}
-}
-
-/*
  * Waits until fd is readable; meanwhile a signal, the VM's end or the deadline (boot timeout)
  * end the wait with *code and err set.  0 when fd is readable.
  */
@@ -300,8 +249,13 @@ static int wait_event(struct run *r, int fd, double deadline, int *code, char *e
 		double left = deadline - now_ms();
 		if (left <= 0) {
 			*code = EXIT_RUN_FAILED;
-			return errorf(err, errlen, -ETIMEDOUT, "the guest agent did not answer within %u s (--boot-timeout)",
-				      r->o.boot_timeout);
+			/* PVM runs only PVM-enabled guest kernels: a standard one hangs silently. */
+			bool pvm = access("/sys/module/kvm_pvm", F_OK) == 0;
+			return errorf(err, errlen, -ETIMEDOUT,
+				      "the guest agent did not become ready within %u s (--boot-timeout); is %s in the image?%s",
+				      r->o.boot_timeout, RUN_AGENT_INIT,
+				      pvm ? " This host's /dev/kvm is PVM, where a standard Linux kernel cannot boot (see padcell check)"
+					  : "");
 		}
 		int n = poll(p, 3, (int)left + 1); /* poll skips a negative fd: then only the other two count */
 		if (n < 0 && errno == EINTR)
@@ -320,11 +274,25 @@ static int wait_event(struct run *r, int fd, double deadline, int *code, char *e
 		}
 		if (stop->revents & POLLIN) {
 			*code = EXIT_RUN_FAILED;
-			return errorf(err, errlen, -EPIPE, "the VM stopped before its agent answered: %s",
+			return errorf(err, errlen, -EPIPE, "the VM stopped before its agent was ready: %s",
 				      r->vm->stop_detail[0] ? r->vm->stop_detail : "no reason given");
 		}
 		if (fd >= 0 && p[0].revents)
 			return 0;
+	}
+}
+
+/* Waits (as wait_event does) for the agent's ready call; returns the connection, or < 0 with *code set. */
+static int wait_ready(struct run *r, int *code, char *err, size_t errlen)
+{
+	double deadline = r->t_start + r->o.boot_timeout * 1e3;
+	for (;;) {
+		int rc = wait_event(r, r->ready_fd, deadline, code, err, errlen);
+		if (rc)
+			return rc;
+		int c = accept4(r->ready_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (c >= 0)
+			return c;
 	}
 }
 
