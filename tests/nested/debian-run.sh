@@ -1,12 +1,9 @@
 #!/bin/sh
 # Nested cases on the Debian image (the default image of `padcell run`), inside L1 as /payload/run.sh.
 cd /payload || exit 1
-. ./config # CASE_TIMEOUT
-fails=0
+. ./config # CASE_TIMEOUT TIER
+. ./case-lib.sh
 R="--kernel bzImage --rootfs rootfs-debian.ext4 --mem 512M"
-result() {
-	if [ -z "$2" ]; then echo "RESULT debian-$1 PASS $3"; else echo "RESULT debian-$1 FAIL$2"; fails=$((fails + 1)); fi
-}
 echo "STEP debian-python"
 timeout "$CASE_TIMEOUT" ./padcell run $R -- python3 -c 'import sys; print(6*7); print("py", sys.version.split()[0], file=sys.stderr); sys.exit(5)' \
 	>/tmp/o 2>/tmp/e </dev/null

@@ -3,17 +3,11 @@
 # One line per case: RESULT run-<case> PASS|FAIL <detail>; a `STEP run-<case>` line before each so a
 # timeout names the hung case.  A failed case shows its stderr (padcell's message and console tail).
 cd /payload || exit 1
-. ./config # CASE_TIMEOUT
-fails=0
+. ./config # CASE_TIMEOUT TIER
+. ./case-lib.sh
 W=/run/rt
 mkdir -p $W
 R="--kernel bzImage --rootfs rootfs-min.ext4 --mem 256M"
-now() { cut -d' ' -f1 /proc/uptime; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-result() { # result NAME WHY DETAIL: PASS when WHY is empty
-	if [ -z "$2" ]; then echo "RESULT run-$1 PASS $3"; else echo "RESULT run-$1 FAIL$2"; fails=$((fails + 1)); fi
-}
-show() { sed "s/^/  [$1] /" "$2" | head -n 40; }
 sha() { sha256sum <"$1" | cut -d' ' -f1; }
 # prun NAME ARGS...: padcell run under the case timeout, stdout/stderr to $W/NAME.out/.err; sets rc, secs.
 prun() {

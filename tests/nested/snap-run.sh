@@ -3,18 +3,12 @@
 # One line per case: RESULT snap-<case> PASS|FAIL <detail>; a `STEP snap-<case>` line before each so
 # a timeout names the hung case.
 cd /payload || exit 1
-. ./config # CASE_TIMEOUT
-fails=0
+. ./config # CASE_TIMEOUT TIER
+. ./case-lib.sh
 W=/run/st
 mkdir -p $W
 R="--kernel bzImage --rootfs rootfs-min.ext4 --mem 256M"
 AGENT="console=ttyS0 reboot=k panic=-1 quiet init=/sbin/padcell-agent"
-now() { cut -d' ' -f1 /proc/uptime; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-result() { # result NAME WHY DETAIL: PASS when WHY is empty
-	if [ -z "$2" ]; then echo "RESULT snap-$1 PASS $3"; else echo "RESULT snap-$1 FAIL$2"; fails=$((fails + 1)); fi
-}
-show() { sed "s/^/  [$1] /" "$2" | head -n 40; }
 # wait_agent SOCK PID: until `padcell exec -- true` works (or the VM is gone / the case times out)
 wait_agent() {
 	t=$(now)

@@ -2,7 +2,8 @@
 # their options, the payload directory, the L1 run and the summary of its RESULT lines.
 # The caller sets `tier` (the RESULT prefix: RESULT <tier>-<case>), `expected` (its case count),
 # `timeout_s` and `case_timeout` (defaults), then calls tier_args "$@", fills "$payload" (its
-# run.sh, files) and calls tier_run.  The payload gets a `config` with CASE_TIMEOUT.
+# run.sh, files) and calls tier_run.  The payload gets a `config` with CASE_TIMEOUT and TIER, and
+# case-lib.sh (the helpers its run.sh sources).
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 me=$(basename "$0")
@@ -32,7 +33,8 @@ tier_usage() {
 # Runs the payload in L1 and reports: exit 0 when all expected cases passed, 1 when one failed or
 # is missing, l1.sh's 124/125 when L1 itself did not finish.
 tier_run() {
-	echo "CASE_TIMEOUT=$case_timeout" >"$payload/config"
+	printf 'CASE_TIMEOUT=%s\nTIER=%s\n' "$case_timeout" "$tier" >"$payload/config"
+	cp "$here/case-lib.sh" "$payload/case-lib.sh"
 	local l1_rc results pass fail missing
 	set +e
 	"$here/l1.sh" --payload "$payload" --timeout "$timeout_s" --log "$log" "${verbose[@]}"
