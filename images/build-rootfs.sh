@@ -331,5 +331,5 @@ trap - EXIT
 rm -rf "$tmp"
 copy_out
 # Keep the three newest entries; drop temp directories an interrupted build left a day ago.
-ls -1dt "$cache"/images/[0-9a-f]*/ 2>/dev/null | tail -n +4 | while read -r old; do rm -rf "$old"; done
+{ ls -1dt "$cache"/images/[0-9a-f]*/ 2>/dev/null || true; } | tail -n +4 | while read -r old; do rm -rf "$old"; done
 find "$cache/images" -maxdepth 1 -name '.tmp-*' -mmin +1440 -exec rm -rf {} + 2>/dev/null || true

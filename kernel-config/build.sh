@@ -52,7 +52,9 @@ fi
 # A new fragment starts from the newest complete build of the same source, if any: Kbuild
 # tracks which objects depend on which options, so only what the change touches is rebuilt.
 if [ ! -d "$obj" ]; then
-	seed=$(ls -td "$cache"/*/.padcell-complete 2>/dev/null | head -n1 | xargs -r dirname)
+	# (No complete build yet is the normal cold case: the glob then matches nothing, and ls's
+	# failure must not end the script under pipefail.)
+	seed=$( { ls -td "$cache"/*/.padcell-complete 2>/dev/null || true; } | head -n1 | xargs -r dirname)
 	if [ -n "$seed" ] && [ "$(cat "$seed/.padcell-source" 2>/dev/null)" = "$version" ]; then
 		echo "seeding from $seed (incremental rebuild)"
 		cp -a "$seed" "$obj.tmp" && rm -f "$obj.tmp/.padcell-complete" && mv "$obj.tmp" "$obj"

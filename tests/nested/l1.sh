@@ -55,7 +55,7 @@ resolve_pkg() {
 pkg=$(resolve_pkg || true)
 if [ -z "$pkg" ]; then
 	# No package lists: reuse a staged kernel if there is one, else fetch the lists.
-	pkg=$(ls -t "$cache"/*/.complete 2>/dev/null | head -n1 | xargs -r dirname | xargs -r basename)
+	pkg=$( { ls -t "$cache"/*/.complete 2>/dev/null || true; } | head -n1 | xargs -r dirname | xargs -r basename)
 	if [ -z "$pkg" ]; then
 		echo "l1.sh: apt-get update (no package lists)" >&2
 		DEBIAN_FRONTEND=noninteractive apt-get -q update </dev/null >/dev/null || die "apt-get update failed"
