@@ -13,13 +13,13 @@ PADCELL_LDLIBS := -ljansson -lpthread
 STATIC  ?= 1
 PADCELL_LDFLAGS := $(if $(filter 1,$(STATIC)),-static)
 
-VMM_SRCS := vmm/main.c vmm/cli.c vmm/check.c vmm/vm.c vmm/vcpu.c vmm/cpuid.c \
-            vmm/mem.c vmm/boot_x86_64.c vmm/acpi.c vmm/term.c vmm/evloop.c vmm/err.c \
-            vmm/vm_virtio.c vmm/launch.c vmm/http.c vmm/api.c vmm/api_client.c vmm/cmd_snapshot.c vmm/api_vm.c
+VMM_SRCS := vmm/main.c vmm/cmd/cli.c vmm/cmd/check.c vmm/vm.c vmm/vcpu.c vmm/x86/cpuid.c \
+            vmm/mem.c vmm/x86/boot_x86_64.c vmm/x86/acpi.c vmm/term.c vmm/evloop.c vmm/err.c \
+            vmm/vm_virtio.c vmm/launch.c vmm/api/http.c vmm/api/api.c vmm/api/api_client.c vmm/cmd/snapshot.c vmm/api/api_vm.c vmm/cmd/boot.c
 # Snapshots: the state-file format, snapshot/restore, and `padcell restore`.
-VMM_SRCS += vmm/snapshot_fmt.c vmm/snapshot.c vmm/cmd_restore.c
+VMM_SRCS += vmm/snapshot_fmt.c vmm/snapshot.c vmm/cmd/restore.c
 # The guest agent's protocol (shared with guest/agent), its client, run/exec/cp.
-VMM_SRCS += guest/agent/proto.c vmm/agent_client.c vmm/cmd_agent.c vmm/cmd_run.c
+VMM_SRCS += guest/agent/proto.c vmm/agent/agent_client.c vmm/cmd/agent.c vmm/cmd/run.c
 DEV_SRCS := devices/bus.c devices/serial.c devices/i8042.c devices/pvpanic.c \
             devices/acpi_pm.c devices/virtq.c devices/virtio_mmio.c devices/virtio_blk.c \
             devices/virtio_vsock.c
@@ -37,10 +37,10 @@ $(BUILD)/%.o: %.c
 	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -c $< -o $@
 
 # The DSDT is written in ASL and compiled by Debian's iasl at build time.
-$(BUILD)/vmm/dsdt.aml: vmm/dsdt.asl vmm/layout.h
+$(BUILD)/vmm/dsdt.aml: vmm/x86/dsdt.asl vmm/x86/layout.h
 	@mkdir -p $(dir $@)
 	iasl -p $(BUILD)/vmm/dsdt -vs -oa $< >/dev/null
-$(BUILD)/vmm/dsdt_blob.o: vmm/dsdt_blob.S $(BUILD)/vmm/dsdt.aml
+$(BUILD)/vmm/dsdt_blob.o: vmm/x86/dsdt_blob.S $(BUILD)/vmm/dsdt.aml
 	$(CC) -c -DDSDT_AML='"$(BUILD)/vmm/dsdt.aml"' $< -o $@
 
 $(BUILD)/libpadcell.a: $(LIB_OBJS)

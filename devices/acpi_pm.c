@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "vmm/layout.h"
+#include "vmm/x86/layout.h"
 
 /* ACPI 6.x, 4.8.3.1 and 4.8.3.2: PM1 status/enable and control bits we model. */
 #define PM1_STS_WAK     (1u << 15)

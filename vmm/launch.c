@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vmm/acpi.h"
+#include "vmm/x86/acpi.h"
 #include "vmm/err.h"
 
 int file_map(const char *path, struct file_map *f, char *err, size_t errlen)

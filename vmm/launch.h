@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vmm/cli.h"
+#include "vmm/cmd/cli.h"
 #include "vmm/vm.h"
 
 /* A read-only mapping of a whole input file. */

@@ -7,7 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "vmm/layout.h"
+#include "vmm/x86/layout.h"
 
 int gmem_init(struct guest_mem *m, uint64_t size)
 {

@@ -12,9 +12,9 @@
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_vsock.h"
-#include "vmm/acpi.h"
+#include "vmm/x86/acpi.h"
 #include "vmm/err.h"
-#include "vmm/layout.h"
+#include "vmm/x86/layout.h"
 #include "vmm/mem.h"
 
 #define SNAP_MAX_MSRS   1024u

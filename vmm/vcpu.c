@@ -9,7 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "vmm/layout.h"
+#include "vmm/x86/layout.h"
 #include "vmm/vm.h"
 
 #define KICK_SIGNAL SIGUSR1

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "vmm/err.h"
-#include "vmm/layout.h"
+#include "vmm/x86/layout.h"
 
 /* Real-mode helpers Intel VMX needs somewhere in guest-physical space; inside the MMIO gap. */
 #define KVM_TSS_ADDR          0xfffbd000ULL

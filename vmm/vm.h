@@ -15,8 +15,8 @@
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_vsock.h"
-#include "vmm/boot_x86_64.h"
-#include "vmm/layout.h"
+#include "vmm/x86/boot_x86_64.h"
+#include "vmm/x86/layout.h"
 #include "vmm/mem.h"
 
 /* Why the VM stopped.  main() maps these to the documented process exit codes. */

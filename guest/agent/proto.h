@@ -1,6 +1,6 @@
 /*
  * The guest agent protocol: one definition for the agent (guest/agent/agent.c) and the host client
- * (vmm/agent_client.c).  README "Guest agent protocol" documents it for other clients.
+ * (vmm/agent/agent_client.c).  README "Guest agent protocol" documents it for other clients.
  *
  * A stream (vsock port AGENT_PORT, or any stream socket) carries frames: an 8-byte little-endian
  * header {u32 len, u16 type, u16 flags} and len payload bytes, len <= AGENT_MAX_PAYLOAD.  The agent

@@ -1,7 +1,7 @@
 /* ACPI checks: RSDP, XSDT, FADT (padcell's PM1a blocks), DSDT (\_S5) and MADT (one LAPIC per vCPU). */
 #include "acpi.h"
 #include "tg.h"
-#include "vmm/layout.h"
+#include "vmm/x86/layout.h"
 
 #define AML_NAME_OP    0x08
 #define AML_PACKAGE_OP 0x12
@@ -93,7 +93,7 @@ static void check_fadt(const struct tg_boot *b, const struct acpi_fadt *f, struc
 		tg_fail("fadt", "length %u: too short for X_DSDT (ACPI 2.0+)", f->hdr.length);
 		return;
 	}
-	/* The contract (vmm/layout.h): fixed-hardware ACPI, PM1a event and control blocks. */
+	/* The contract (vmm/x86/layout.h): fixed-hardware ACPI, PM1a event and control blocks. */
 	if (f->flags & ACPI_FADT_HW_REDUCED)
 		tg_fail("fadt", "HW_REDUCED_ACPI is set; padcell describes fixed-hardware PM1a blocks");
 	else if (f->pm1a_evt_blk != LAYOUT_ACPI_PM1_EVT || f->pm1_evt_len != 4)

@@ -2,6 +2,6 @@
 #ifndef TG_ACPI_H
 #define TG_ACPI_H
 
-#include "vmm/acpi_tables.h"
+#include "vmm/x86/acpi_tables.h"
 
 #endif

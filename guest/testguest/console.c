@@ -2,7 +2,7 @@
 #include <linux/serial_reg.h>
 
 #include "tg.h"
-#include "vmm/layout.h"
+#include "vmm/x86/layout.h"
 
 #define COM1 LAYOUT_COM1_PORT
 

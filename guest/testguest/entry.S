@@ -5,7 +5,7 @@
  * on page tables of its own.  Both record the state they were entered with, clear
  * the bss, switch to the guest's stack and call tg_main.
  */
-#include "vmm/layout.h"
+#include "vmm/x86/layout.h"
 
 #define TG_PROTO_LINUX64 1
 #define TG_PROTO_PVH     2

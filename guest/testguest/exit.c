@@ -1,6 +1,6 @@
 /* The ways the test guest ends its VM, each through the device the monitor watches. */
 #include "tg.h"
-#include "vmm/layout.h"
+#include "vmm/x86/layout.h"
 
 #define I8042_PULSE_RESET 0xfe
 #define PM1_CNT_SLP_EN    (1u << 13)

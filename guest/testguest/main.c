@@ -4,8 +4,8 @@
 
 #include "pattern.h"
 #include "tg.h"
-#include "vmm/layout.h"
-#include "vmm/pvh.h"
+#include "vmm/x86/layout.h"
+#include "vmm/x86/pvh.h"
 
 #define BOOT_FLAG_MAGIC 0xaa55
 #define HDRS_MAGIC      0x53726448 /* "HdrS" */
@@ -259,7 +259,7 @@ static void boot_from_pvh(const struct tg_entry_state *st, struct tg_boot *b)
 		b->map[b->nmap++] = (struct tg_mem_range){ mm[i].addr, mm[i].size, mm[i].type };
 }
 
-/* Where vmm/layout.h says padcell puts each boot structure: a moved structure is a contract change. */
+/* Where vmm/x86/layout.h says padcell puts each boot structure: a moved structure is a contract change. */
 static void check_layout(const struct tg_entry_state *st, const struct tg_boot *b)
 {
 	bool pvh = st->proto == TG_PROTO_PVH;
@@ -278,7 +278,7 @@ static void check_layout(const struct tg_entry_state *st, const struct tg_boot *
 		tg_fail("layout", "PVH module list at 0x%lx, layout.h says 0x%x", b->modlist_addr,
 			LAYOUT_PVH_MODLIST_ADDR);
 	else
-		tg_ok("layout", "boot structure 0x%lx, command line 0x%lx, RSDP 0x%lx as vmm/layout.h places them",
+		tg_ok("layout", "boot structure 0x%lx, command line 0x%lx, RSDP 0x%lx as vmm/x86/layout.h places them",
 		      st->info, b->cmdline_addr, b->rsdp);
 }
 

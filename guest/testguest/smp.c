@@ -2,7 +2,7 @@
  * in long mode. */
 #include "smp.h"
 #include "tg.h"
-#include "vmm/layout.h"
+#include "vmm/x86/layout.h"
 
 /* Local APIC registers (Intel SDM vol. 3, 11.4.1), memory-mapped at LAYOUT_LAPIC_ADDR. */
 #define APIC_ID      0x020

@@ -3,7 +3,7 @@
 #define TG_SMP_H
 
 /* Start-up page for application processors: below 1 MiB, clear of padcell's boot data
- * (vmm/layout.h puts nothing between the command line page and the EBDA). */
+ * (vmm/x86/layout.h puts nothing between the command line page and the EBDA). */
 #define TG_TRAMP_ADDR 0x30000
 
 /* Application processors woken at most (more only cost time under emulation), and their stacks. */

@@ -2,8 +2,8 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "vmm/acpi.h"
-#include "vmm/layout.h"
+#include "vmm/x86/acpi.h"
+#include "vmm/x86/layout.h"
 #include "vmm/mem.h"
 
 static struct guest_mem m;
@@ -127,7 +127,7 @@ static void check_fadt(const uint8_t *f)
 
 /*
  * The AML must agree with layout.h: Name(_S5, Package(){ S5_TYPE, ... }) and the
- * pvpanic device's I/O port.  Both are written by hand in vmm/dsdt.asl.
+ * pvpanic device's I/O port.  Both are written by hand in vmm/x86/dsdt.asl.
  */
 static void check_dsdt(const uint8_t *d)
 {

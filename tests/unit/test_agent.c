@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "guest/agent/proto.h"
-#include "vmm/agent_client.h"
+#include "vmm/agent/agent_client.h"
 #include "tests/unit/agent_harness.h"
 
 /* ---- encode / decode ---- */

@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "guest/agent/proto.h"
-#include "vmm/agent_client.h"
+#include "vmm/agent/agent_client.h"
 #include "tests/unit/agent_harness.h"
 
 static pid_t agent_pid;

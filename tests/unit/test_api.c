@@ -20,11 +20,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "vmm/api.h"
-#include "vmm/api_client.h"
-#include "vmm/cli.h"
-#include "vmm/cmd_snapshot.h"
-#include "vmm/http.h"
+#include "vmm/api/api.h"
+#include "vmm/api/api_client.h"
+#include "vmm/cmd/cli.h"
+#include "vmm/cmd/cmd.h"
+#include "vmm/api/http.h"
 
 /* ---- a fake VM -------------------------------------------------------------------------------- */
 

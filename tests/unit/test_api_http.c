@@ -1,11 +1,11 @@
-/* vmm/http.c: request and response heads from split, pipelined, oversized and malformed input. */
+/* vmm/api/http.c: request and response heads from split, pipelined, oversized and malformed input. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "vmm/http.h"
+#include "vmm/api/http.h"
 
 static int parse(const char *s, struct http_request *r)
 {

@@ -6,10 +6,10 @@
 #include <string.h>
 
 #include "tests/unit/images.h"
-#include "vmm/boot_x86_64.h"
-#include "vmm/layout.h"
+#include "vmm/x86/boot_x86_64.h"
+#include "vmm/x86/layout.h"
 #include "vmm/mem.h"
-#include "vmm/pvh.h"
+#include "vmm/x86/pvh.h"
 
 #define MiB (1ULL << 20)
 #define GiB (1ULL << 30)

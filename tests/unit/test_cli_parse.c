@@ -4,7 +4,7 @@
 #include <limits.h>
 #include <string.h>
 
-#include "vmm/cli.h"
+#include "vmm/cmd/cli.h"
 
 #define KiB (1ULL << 10)
 #define MiB (1ULL << 20)

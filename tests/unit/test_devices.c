@@ -7,7 +7,7 @@
 #include "devices/i8042.h"
 #include "devices/pvpanic.h"
 #include "tests/unit/fake_host.h"
-#include "vmm/layout.h"
+#include "vmm/x86/layout.h"
 
 static struct fake_host fh;
 static struct bus b;

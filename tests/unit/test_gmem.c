@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <stdint.h>
 
-#include "vmm/layout.h"
+#include "vmm/x86/layout.h"
 #include "vmm/mem.h"
 
 #define MiB (1ULL << 20)

@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "tests/unit/images.h"
-#include "vmm/boot_x86_64.h"
-#include "vmm/layout.h"
+#include "vmm/x86/boot_x86_64.h"
+#include "vmm/x86/layout.h"
 
 #define MiB (1ULL << 20)
 

@@ -8,7 +8,7 @@
 #include "devices/bus.h"
 #include "devices/serial.h"
 #include "tests/unit/fake_host.h"
-#include "vmm/layout.h"
+#include "vmm/x86/layout.h"
 
 #define COM1 LAYOUT_COM1_PORT
 #define IRQ  LAYOUT_COM1_IRQ

@@ -17,7 +17,7 @@
 #include "tests/unit/fake_host.h"
 #include "tests/unit/images.h"
 #include "tests/unit/vring.h"
-#include "vmm/cli.h"
+#include "vmm/cmd/cli.h"
 #include "vmm/vm.h"
 
 #define IMG_SECTORS 64

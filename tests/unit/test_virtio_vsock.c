@@ -19,7 +19,7 @@
 #include "devices/virtio_vsock.h"
 #include "tests/unit/fake_host.h"
 #include "tests/unit/images.h"
-#include "vmm/cli.h"
+#include "vmm/cmd/cli.h"
 #include "vmm/mem.h"
 
 #define CID      3u

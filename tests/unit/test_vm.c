@@ -111,7 +111,7 @@ Test(cpuid, sixty_four_cpus) { check_topology(63, 64); }
 Test(cpuid, max_cpus) { check_topology(0, 254); check_topology(253, 254); }
 
 /*
- * Regression (found by this test, fixed in 92fa704), vmm/cpuid.c cpuid_patch_for_vcpu(), case 4:
+ * Regression (found by this test, fixed in 92fa704), vmm/x86/cpuid.c cpuid_patch_for_vcpu(), case 4:
  * EAX[31:26] ("addressable core IDs in the package - 1") is six bits, and
  * `((ncpus - 1) & 0x3f) << 26` wrapped for more than 64 vCPUs: 100 vCPUs read as 36
  * cores, 65 as 1, contradicting leaves 0xb/0x1f.

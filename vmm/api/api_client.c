@@ -1,5 +1,5 @@
-/* The control socket's client: blocking requests with a deadline, answers parsed by vmm/http.c and Jansson. */
-#include "vmm/api_client.h"
+/* The control socket's client: blocking requests with a deadline, answers parsed by vmm/api/http.c and Jansson. */
+#include "vmm/api/api_client.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "vmm/err.h"
-#include "vmm/http.h"
+#include "vmm/api/http.h"
 
 static long long now_ms(void)
 {

@@ -1,5 +1,5 @@
 /* `padcell restore --from DIR`: a VM brought back from a snapshot, run like `boot` runs one. */
-#include "vmm/cmd_restore.h"
+#include "vmm/cmd/cmd.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -8,8 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "vmm/api.h"
-#include "vmm/cli.h"
+#include "vmm/api/api.h"
+#include "vmm/cmd/cli.h"
 #include "vmm/evloop.h"
 #include "vmm/launch.h"
 #include "vmm/snapshot.h"
@@ -76,7 +76,7 @@ static void api_service(void *server)
 	api_server_service(server);
 }
 
-int cmd_restore(int argc, char **argv, const char *version)
+int cmd_restore(int argc, char **argv)
 {
 	struct timespec ts0;
 	clock_gettime(CLOCK_MONOTONIC, &ts0);
@@ -108,7 +108,7 @@ int cmd_restore(int argc, char **argv, const char *version)
 	}
 	struct api_server *api = NULL;
 	if (api_fd >= 0) {
-		api = api_vm_serve(&vm, api_fd, o.api_sock, version, why, sizeof(why));
+		api = api_vm_serve(&vm, api_fd, o.api_sock, PADCELL_VERSION, why, sizeof(why));
 		api_fd = -1; /* the server's now, closed even on failure */
 		if (!api) {
 			fprintf(stderr, "padcell: --api-sock '%s': %s\n", o.api_sock, why);

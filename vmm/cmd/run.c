@@ -3,7 +3,8 @@
  * connect, run the command with this process's stdin/stdout/stderr, hand back its exit code, and
  * leave nothing behind: the VM, its private socket directory and its scratch disk all go.
  */
-#include "vmm/cmd_run.h"
+#include "vmm/cmd/run.h"
+#include "vmm/cmd/cmd.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,8 +24,8 @@
 #include <unistd.h>
 
 #include "guest/agent/proto.h"
-#include "vmm/agent_client.h"
-#include "vmm/cli.h"
+#include "vmm/agent/agent_client.h"
+#include "vmm/cmd/cli.h"
 #include "vmm/err.h"
 #include "vmm/launch.h"
 #include "vmm/snapshot.h"

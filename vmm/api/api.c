@@ -2,7 +2,7 @@
  * The control socket's server: Firecracker-shaped routes over the bounded HTTP parser, JSON by
  * Jansson, sockets driven without blocking from the monitor's event loop (no thread of its own).
  */
-#include "vmm/api.h"
+#include "vmm/api/api.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "vmm/err.h"
-#include "vmm/http.h"
+#include "vmm/api/http.h"
 
 #define IN_CAP   (HTTP_HEAD_MAX + HTTP_BODY_MAX) /* the largest request the parser lets through */
 #define OUT_CAP  4096u                          /* a 100 Continue and one response, always enough */

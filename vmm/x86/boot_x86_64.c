@@ -1,5 +1,5 @@
 /* x86-64 boot: parse and place the kernel, then build the structures its entry point reads. */
-#include "vmm/boot_x86_64.h"
+#include "vmm/x86/boot_x86_64.h"
 
 #include <asm/e820.h>
 #include <elf.h>
@@ -7,10 +7,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "vmm/acpi.h"
+#include "vmm/x86/acpi.h"
 #include "vmm/err.h"
-#include "vmm/layout.h"
-#include "vmm/pvh.h"
+#include "vmm/x86/layout.h"
+#include "vmm/x86/pvh.h"
 
 #define SETUP_HDR_OFFSET   0x1f1
 #define BOOT_FLAG_MAGIC    0xaa55

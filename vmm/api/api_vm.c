@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#include "vmm/api.h"
+#include "vmm/api/api.h"
 #include "vmm/snapshot.h"
 #include "vmm/vm.h"
 

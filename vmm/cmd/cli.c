@@ -1,5 +1,5 @@
 /* Option parsing for the padcell subcommands; errors come back as one line for main(). */
-#include "vmm/cli.h"
+#include "vmm/cmd/cli.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* A blocking client for padcell's control socket (vmm/api.h): one keep-alive connection, one request at a time. */
+/* A blocking client for padcell's control socket (vmm/api/api.h): one keep-alive connection, one request at a time. */
 #ifndef PADCELL_API_CLIENT_H
 #define PADCELL_API_CLIENT_H
 

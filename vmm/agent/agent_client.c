@@ -1,5 +1,5 @@
 /* Host side of the guest agent protocol: connect, HELLO, SYNC, EXEC with streams, files, poweroff. */
-#include "vmm/agent_client.h"
+#include "vmm/agent/agent_client.h"
 
 #include <errno.h>
 #include <poll.h>

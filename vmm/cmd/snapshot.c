@@ -2,7 +2,7 @@
  * `padcell snapshot --api-sock PATH --to DIR`: pause the VM, write DIR/state and DIR/mem through
  * its control socket, resume it.  `pause`, `resume` and `status` are the same socket's smaller verbs.
  */
-#include "vmm/cmd_snapshot.h"
+#include "vmm/cmd/cmd.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vmm/api_client.h"
-#include "vmm/cli.h"
+#include "vmm/api/api_client.h"
+#include "vmm/cmd/cli.h"
 
 enum { OPT_API_SOCK = 256, OPT_TO, OPT_LEAVE_PAUSED };
 

@@ -3,7 +3,7 @@
  * pipelined ones.  Everything is bounded: the head by HTTP_HEAD_MAX, a body by HTTP_BODY_MAX, so a
  * client can never make padcell buffer more.  Lines may end in CRLF or a bare LF (RFC 9112 2.2).
  */
-#include "vmm/http.h"
+#include "vmm/api/http.h"
 
 #include <ctype.h>
 #include <errno.h>

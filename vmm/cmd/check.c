@@ -1,5 +1,7 @@
 /* Preflight checks: is /dev/kvm usable, which KVM is it, and what does padcell need from it. */
-#include "vmm/check.h"
+#include "vmm/cmd/check.h"
+#include "vmm/cmd/cli.h"
+#include "vmm/cmd/cmd.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -9,7 +11,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "vmm/acpi.h"
+#include "vmm/x86/acpi.h"
 
 static bool cpu_has_flag(const char *flag)
 {
@@ -112,4 +114,13 @@ int check_run(FILE *out)
 	else
 		fprintf(out, "result: ready\n");
 	return problems ? 1 : 0;
+}
+
+int cmd_check(int argc, char **argv)
+{
+	if (argc > 1) {
+		fprintf(stderr, "padcell: check takes no arguments (got '%s')\n", argv[1]);
+		return EXIT_USAGE;
+	}
+	return check_run(stdout) ? EXIT_HOST_ERROR : 0;
 }

@@ -62,7 +62,7 @@ void api_server_service(struct api_server *s);
 unsigned api_server_clients(const struct api_server *s);
 
 /*
- * The server for a VM (vmm/api_vm.c): its pause, resume and snapshot, instance id "padcell-<pid>".
+ * The server for a VM (vmm/api/api_vm.c): its pause, resume and snapshot, instance id "padcell-<pid>".
  * As api_server_new otherwise.
  */
 struct vm;

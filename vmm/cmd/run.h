@@ -4,8 +4,6 @@
 
 #include <stddef.h>
 
-int cmd_run(int argc, char **argv);
-
 /* The default kernel or root image: $env, else share/padcell/name beside or above the executable. */
 int run_default_file(const char *env, const char *name, char *out, size_t outlen, char *err, size_t errlen);
 

@@ -1,11 +1,11 @@
 /* ACPI table construction: CPUs in the MADT, power-off through PM1a, pvpanic in the DSDT. */
-#include "vmm/acpi.h"
+#include "vmm/x86/acpi.h"
 
 #include <errno.h>
 #include <string.h>
 
-#include "vmm/acpi_tables.h"
-#include "vmm/layout.h"
+#include "vmm/x86/acpi_tables.h"
+#include "vmm/x86/layout.h"
 
 /*
  * Why ACPI rather than an MP table: Linux can only power off and find pvpanic
@@ -24,7 +24,7 @@
 
 
 
-/* The DSDT AML, compiled from vmm/dsdt.asl by iasl and linked in (vmm/dsdt_blob.S). */
+/* The DSDT AML, compiled from vmm/x86/dsdt.asl by iasl and linked in (vmm/x86/dsdt_blob.S). */
 extern const uint8_t padcell_dsdt_aml[];
 extern const uint8_t padcell_dsdt_aml_end[];
 

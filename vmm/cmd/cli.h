@@ -6,8 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vmm/boot_x86_64.h"
-#include "vmm/layout.h"
+#include "vmm/x86/boot_x86_64.h"
+#include "vmm/x86/layout.h"
 
 /* Process exit codes (README "Exit codes"). */
 #define EXIT_GUEST_OK    0   /* guest powered off or rebooted            */

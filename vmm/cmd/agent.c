@@ -1,5 +1,5 @@
 /* `padcell exec` and `padcell cp`: the guest agent of a running VM, over its vsock Unix socket. */
-#include "vmm/cmd_agent.h"
+#include "vmm/cmd/cmd.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,8 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "vmm/agent_client.h"
-#include "vmm/cli.h"
+#include "vmm/agent/agent_client.h"
+#include "vmm/cmd/cli.h"
 
 #define CONNECT_TIMEOUT_MS 5000
 

@@ -1,5 +1,5 @@
 /*
- * padcell's DSDT, compiled by iasl at build time.  Port numbers must match vmm/layout.h
+ * padcell's DSDT, compiled by iasl at build time.  Port numbers must match vmm/x86/layout.h
  * (LAYOUT_PVPANIC_PORT) and the \_S5 value LAYOUT_ACPI_S5_TYPE.
  */
 DefinitionBlock ("dsdt.aml", "DSDT", 2, "PADCEL", "PADCELL ", 1)
