@@ -13,7 +13,7 @@ PADCELL_LDLIBS := -ljansson -lpthread
 STATIC  ?= 1
 PADCELL_LDFLAGS := $(if $(filter 1,$(STATIC)),-static)
 
-VMM_SRCS := vmm/main.c vmm/cmd/cli.c vmm/cmd/check.c vmm/vm.c vmm/vcpu.c vmm/x86/cpuid.c \
+VMM_SRCS := vmm/main.c vmm/cmd/cli.c vmm/cmd/check.c vmm/vm.c vmm/vcpu.c vmm/x86/cpuid.c vmm/util.c \
             vmm/mem.c vmm/x86/boot_x86_64.c vmm/x86/acpi.c vmm/term.c vmm/evloop.c vmm/err.c \
             vmm/vm_virtio.c vmm/launch.c vmm/api/http.c vmm/api/api.c vmm/api/api_client.c vmm/cmd/snapshot.c vmm/api/api_vm.c vmm/cmd/boot.c
 # Snapshots: the state-file format, snapshot/restore, and `padcell restore`.

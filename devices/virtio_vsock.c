@@ -13,11 +13,10 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
-#include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "vmm/util.h"
 
 _Static_assert(sizeof(struct virtio_vsock_hdr) == 44, "vsock packet header is 44 bytes");
 _Static_assert(sizeof(struct virtio_vsock_config) == 8, "vsock config is 8 bytes");
@@ -27,71 +26,25 @@ _Static_assert(sizeof(struct virtio_vsock_event) == 4, "vsock event is 4 bytes")
 #define TAG_KICK   UINT64_MAX
 #define TAG_LISTEN (UINT64_MAX - 1)
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- the host side: the listening socket and the CONNECT line ------------------------- */
-
-static int path_addr(struct sockaddr_un *a, const char *path)
-{
-	memset(a, 0, sizeof(*a));
-	a->sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(a->sun_path))
-		return -ENAMETOOLONG;
-	strcpy(a->sun_path, path);
-	return 0;
-}
 
 int vsock_listen(const char *path, char *err, size_t errlen)
 {
-	struct sockaddr_un a;
-	if (!*path || strlen(path) > VSOCK_PATH_MAX || path_addr(&a, path)) {
+	if (!*path || strlen(path) > VSOCK_PATH_MAX) {
 		snprintf(err, errlen, "path must be 1 to %u bytes (room is left for _<port>)", VSOCK_PATH_MAX);
 		return -ENAMETOOLONG;
 	}
-	struct stat st;
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen, "exists and is not a socket");
-			return -EEXIST;
-		}
-		/* A socket file: live if someone accepts on it, stale (left by a crash) if refused. */
-		/* Non-blocking: a live socket with a full backlog answers EAGAIN instead of stalling padcell. */
-		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-		if (probe < 0) {
-			snprintf(err, errlen, "socket: %s", strerror(errno));
-			return -errno;
-		}
-		int rc = connect(probe, (struct sockaddr *)&a, sizeof(a));
-		int e = errno;
-		close(probe);
-		if (rc == 0 || e == EAGAIN) {
-			snprintf(err, errlen, "in use: another process listens on it");
-			return -EADDRINUSE;
-		}
-		if (e != ECONNREFUSED) {
-			snprintf(err, errlen, "exists and cannot be checked: %s", strerror(e));
-			return -e;
-		}
-		if (unlink(path) < 0) {
-			snprintf(err, errlen, "stale socket cannot be removed: %s", strerror(errno));
-			return -errno;
-		}
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		return -errno;
-	}
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 128) < 0) {
-		int e = errno;
-		snprintf(err, errlen, "%s", strerror(e));
-		close(fd);
-		return -e;
+	enum unix_step at;
+	int fd = unix_listen(path, 128, 0, SOCK_NONBLOCK, &at);
+	if (fd >= 0)
+		return fd;
+	switch (at) {
+	case UNIX_STEP_NOT_SOCKET: snprintf(err, errlen, "exists and is not a socket"); break;
+	case UNIX_STEP_LIVE: snprintf(err, errlen, "in use: another process listens on it"); break;
+	case UNIX_STEP_PROBE: snprintf(err, errlen, "exists and cannot be checked: %s", strerror(-fd)); break;
+	case UNIX_STEP_STALE: snprintf(err, errlen, "stale socket cannot be removed: %s", strerror(-fd)); break;
+	case UNIX_STEP_SOCKET: snprintf(err, errlen, "socket: %s", strerror(-fd)); break;
+	default: snprintf(err, errlen, "%s", strerror(-fd)); break;
 	}
 	return fd;
 }
@@ -315,13 +268,10 @@ static void queue_rst(struct virtio_vsock *v, const struct virtio_vsock_hdr *h)
 static void guest_request(struct virtio_vsock *v, const struct virtio_vsock_hdr *h)
 {
 	char path[VSOCK_PATH_MAX + 16];
-	struct sockaddr_un a;
 	snprintf(path, sizeof(path), "%s_%u", v->path, h->dst_port);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0 || path_addr(&a, path) || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+	int fd = unix_connect(path, SOCK_NONBLOCK, NULL);
+	if (fd < 0) {
 		/* Nobody listens (or the backlog is full: a Unix connect does not wait). */
-		if (fd >= 0)
-			close(fd);
 		queue_rst(v, h);
 		return;
 	}

@@ -9,6 +9,8 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "vmm/util.h"
+
 enum { TAG_STOP = 1, TAG_INPUT, TAG_SIGNAL, TAG_HOOK /* + hook index */ };
 
 #define ESCAPE_CHAR 0x01 /* Ctrl-A */
@@ -76,12 +78,7 @@ int evloop_run_hooks(struct vm *vm, int in_fd, bool escape_keys, const struct ev
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0)
 		return -errno;
-	sigset_t sigs;
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGHUP);
-	int sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	int sfd = stop_signals_fd();
 
 	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = TAG_STOP };
 	epoll_ctl(ep, EPOLL_CTL_ADD, vm->stop_efd, &ev);

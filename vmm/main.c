@@ -5,6 +5,7 @@
 
 #include "vmm/cmd/cli.h"
 #include "vmm/cmd/cmd.h"
+#include "vmm/util.h"
 
 static const struct {
 	const char *name;
@@ -27,10 +28,7 @@ int main(int argc, char **argv)
 	/* Termination signals are read through a signalfd by the event loop; a closed
 	 * console must not kill the monitor mid-write. */
 	sigset_t sigs;
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGHUP);
+	stop_signals(&sigs);
 	sigprocmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 

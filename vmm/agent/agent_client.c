@@ -11,39 +11,28 @@
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "devices/virtio_vsock.h"
 #include "vmm/err.h"
+#include "vmm/util.h"
 
 static uint8_t frame_buf[AGENT_MAX_PAYLOAD];
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* One CONNECT attempt: the fd, -EAGAIN when the guest refused or the VM is not up yet, -errno. */
-static int connect_once(const char *path, uint32_t port, int64_t deadline, char *err, size_t errlen)
+static int connect_once(const char *path, uint32_t port, double deadline, char *err, size_t errlen)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return errorf(err, errlen, -ENAMETOOLONG, "socket path '%s' is too long", path);
-	strcpy(sa.sun_path, path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return errorf(err, errlen, -errno, "socket: %s", strerror(errno));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-		close(fd);
-		if (e == ENOENT || e == ECONNREFUSED)
+	enum unix_step at;
+	int fd = unix_connect(path, 0, &at);
+	if (fd < 0) {
+		if (at == UNIX_STEP_PATH)
+			return errorf(err, errlen, fd, "socket path '%s' is too long", path);
+		if (at == UNIX_STEP_SOCKET)
+			return errorf(err, errlen, fd, "socket: %s", strerror(-fd));
+		if (fd == -ENOENT || fd == -ECONNREFUSED)
 			return errorf(err, errlen, -EAGAIN, "nothing listens on %s (is the VM running with --vsock %s?)",
 				      path, path);
-		return errorf(err, errlen, -e, "cannot connect to %s: %s", path, strerror(e));
+		return errorf(err, errlen, fd, "cannot connect to %s: %s", path, strerror(-fd));
 	}
 	char line[40];
 	int n = snprintf(line, sizeof(line), "CONNECT %u\n", port);
@@ -78,7 +67,7 @@ static int connect_once(const char *path, uint32_t port, int64_t deadline, char 
 
 int agent_connect(const char *vsock_path, uint32_t port, int timeout_ms, char *err, size_t errlen)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	double deadline = now_ms() + timeout_ms;
 	for (;;) {
 		int fd = connect_once(vsock_path, port, deadline, err, errlen);
 		if (fd != -EAGAIN || now_ms() >= deadline)

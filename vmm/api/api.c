@@ -13,11 +13,10 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "vmm/err.h"
+#include "vmm/util.h"
 #include "vmm/api/http.h"
 
 #define IN_CAP   (HTTP_HEAD_MAX + HTTP_BODY_MAX) /* the largest request the parser lets through */
@@ -27,60 +26,28 @@
 
 /* ---- the listening socket ------------------------------------------------------------------- */
 
-static int addr_of(struct sockaddr_un *a, const char *path)
-{
-	memset(a, 0, sizeof(*a));
-	a->sun_family = AF_UNIX;
-	size_t n = strlen(path);
-	if (n == 0 || n > API_PATH_MAX)
-		return -ENAMETOOLONG;
-	memcpy(a->sun_path, path, n);
-	return 0;
-}
-
 int api_listen(const char *path, char *err, size_t errlen)
 {
-	struct sockaddr_un a;
-	if (addr_of(&a, path))
+	size_t n = strlen(path);
+	if (n == 0 || n > API_PATH_MAX)
 		return errorf(err, errlen, -ENAMETOOLONG, "the path must be 1 to %u bytes", API_PATH_MAX);
-	struct stat st;
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode))
-			return errorf(err, errlen, -EEXIST, "exists and is not a socket; remove it or choose another path");
-		/* Live if someone accepts on it; stale (left by a crash) if the connection is refused.
-		 * Non-blocking: a live socket with a full backlog answers EAGAIN rather than stalling. */
-		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-		if (probe < 0)
-			return errorf(err, errlen, -errno, "socket: %s", strerror(errno));
-		int rc = connect(probe, (struct sockaddr *)&a, sizeof(a));
-		int e = errno;
-		close(probe);
-		if (rc == 0 || e == EAGAIN)
-			return errorf(err, errlen, -EADDRINUSE, "in use by another process");
-		if (e != ECONNREFUSED)
-			return errorf(err, errlen, -e, "exists and cannot be checked: %s", strerror(e));
-		if (unlink(path) < 0)
-			return errorf(err, errlen, -errno, "stale socket cannot be removed: %s", strerror(errno));
-	} else if (errno != ENOENT) {
-		return errorf(err, errlen, -errno, "%s", strerror(errno));
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return errorf(err, errlen, -errno, "socket: %s", strerror(errno));
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		int e = errno;
-		close(fd);
-		return errorf(err, errlen, -e, "cannot create the socket: %s", strerror(e));
-	}
-	/* Whoever can connect can pause the VM and write snapshots as this user: owner only.  Done
+	/* Whoever can connect can pause the VM and write snapshots as this user: owner only, set
 	 * before listen(), so nobody can connect while the mode is still the umask's. */
-	if (chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
-		int e = errno;
-		close(fd);
-		unlink(path);
-		return errorf(err, errlen, -e, "cannot listen: %s", strerror(e));
+	enum unix_step at;
+	int fd = unix_listen(path, 16, 0600, SOCK_NONBLOCK, &at);
+	if (fd >= 0)
+		return fd;
+	switch (at) {
+	case UNIX_STEP_NOT_SOCKET:
+		return errorf(err, errlen, fd, "exists and is not a socket; remove it or choose another path");
+	case UNIX_STEP_LIVE: return errorf(err, errlen, fd, "in use by another process");
+	case UNIX_STEP_PROBE: return errorf(err, errlen, fd, "exists and cannot be checked: %s", strerror(-fd));
+	case UNIX_STEP_STALE: return errorf(err, errlen, fd, "stale socket cannot be removed: %s", strerror(-fd));
+	case UNIX_STEP_SOCKET: return errorf(err, errlen, fd, "socket: %s", strerror(-fd));
+	case UNIX_STEP_BIND: return errorf(err, errlen, fd, "cannot create the socket: %s", strerror(-fd));
+	case UNIX_STEP_LISTEN: return errorf(err, errlen, fd, "cannot listen: %s", strerror(-fd));
+	default: return errorf(err, errlen, fd, "%s", strerror(-fd));
 	}
-	return fd;
 }
 
 /* ---- routes and JSON ------------------------------------------------------------------------ */

@@ -9,19 +9,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "vmm/err.h"
+#include "vmm/util.h"
 #include "vmm/api/http.h"
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int api_client_connect(struct api_client *c, const char *path, char *err, size_t errlen)
 {
@@ -40,18 +32,14 @@ int api_client_connect(struct api_client *c, const char *path, char *err, size_t
 	}
 	if (!S_ISSOCK(st.st_mode))
 		return errorf(err, errlen, -ENOTSOCK, "'%s' is not a socket", path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	enum unix_step at;
+	int fd = unix_connect(path, 0, &at);
+	if (fd < 0 && at == UNIX_STEP_SOCKET)
+		return errorf(err, errlen, fd, "socket: %s", strerror(-fd));
+	if (fd == -ECONNREFUSED)
+		return errorf(err, errlen, fd, "'%s': nobody is serving this socket (has the VM exited?)", path);
 	if (fd < 0)
-		return errorf(err, errlen, -errno, "socket: %s", strerror(errno));
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	memcpy(a.sun_path, path, n);
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		int e = errno;
-		close(fd);
-		if (e == ECONNREFUSED)
-			return errorf(err, errlen, -e, "'%s': nobody is serving this socket (has the VM exited?)", path);
-		return errorf(err, errlen, -e, "cannot connect to '%s': %s", path, strerror(e));
-	}
+		return errorf(err, errlen, fd, "cannot connect to '%s': %s", path, strerror(-fd));
 	c->fd = fd;
 	return 0;
 }
@@ -64,14 +52,14 @@ void api_client_close(struct api_client *c)
 }
 
 /* Waits until fd is ready for events, or the deadline.  0, or -ETIMEDOUT. */
-static int wait_fd(int fd, short events, long long deadline)
+static int wait_fd(int fd, short events, double deadline)
 {
 	for (;;) {
-		long long left = deadline - now_ms();
+		double left = deadline - now_ms();
 		if (left <= 0)
 			return -ETIMEDOUT;
 		struct pollfd p = { .fd = fd, .events = events };
-		int n = poll(&p, 1, left > 60000 ? 60000 : (int)left);
+		int n = poll(&p, 1, left > 60000 ? 60000 : (int)left + 1); /* +1: no busy loop on a fraction */
 		if (n > 0)
 			return 0;
 		if (n < 0 && errno != EINTR)
@@ -79,7 +67,7 @@ static int wait_fd(int fd, short events, long long deadline)
 	}
 }
 
-static int send_all(struct api_client *c, const char *buf, size_t len, long long deadline, char *err,
+static int send_all(struct api_client *c, const char *buf, size_t len, double deadline, char *err,
 		    size_t errlen)
 {
 	while (len) {
@@ -110,7 +98,7 @@ int api_client_request(struct api_client *c, const char *method, const char *pat
 		if (rc)
 			return rc;
 	}
-	long long deadline = now_ms() + c->timeout_ms;
+	double deadline = now_ms() + c->timeout_ms;
 	size_t jlen = json ? strlen(json) : 0;
 	if (jlen > HTTP_BODY_MAX)
 		return errorf(err, errlen, -E2BIG, "request body over %u bytes", HTTP_BODY_MAX);

@@ -4,26 +4,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "vmm/agent/agent_client.h"
 #include "vmm/cmd/cli.h"
+#include "vmm/util.h"
 
 #define CONNECT_TIMEOUT_MS 5000
-
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static int fail(int code, const char *msg)
 {
@@ -112,12 +103,7 @@ int cmd_exec(int argc, char **argv)
 	if (optind >= argc || strcmp(argv[optind - 1], "--"))
 		return fail(EXIT_USAGE, "exec needs a command: padcell exec --vsock PATH [options] -- CMD [ARGS...]");
 
-	sigset_t sigs;
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGHUP);
-	int sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	int sfd = stop_signals_fd(); /* < 0: the command cannot be sent signals, and runs all the same */
 	int fd = open_agent(vsock, verbose);
 	if (fd < 0) {
 		close(sfd);

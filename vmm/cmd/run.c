@@ -19,8 +19,6 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "guest/agent/proto.h"
@@ -29,17 +27,11 @@
 #include "vmm/err.h"
 #include "vmm/launch.h"
 #include "vmm/snapshot.h"
+#include "vmm/util.h"
 
 #define RUN_DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1 quiet"
 #define RUN_AGENT_INIT      "/sbin/padcell-agent"
 #define CONSOLE_TAIL        3000 /* bytes of guest console shown when the VM fails */
-
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /*
  * The default kernel or root image: $PADCELL_KERNEL / $PADCELL_ROOTFS, else share/padcell/NAME
@@ -173,19 +165,15 @@ static void console_tail(struct run *r)
 /* A Unix listening socket at path (a stale socket file there is replaced). */
 static int listen_unix(const char *path, char *err, size_t errlen)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return errorf(err, errlen, -ENAMETOOLONG, "socket path '%s' is too long", path);
-	strcpy(sa.sun_path, path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return errorf(err, errlen, -errno, "socket: %s", strerror(errno));
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0) {
-		int e = errno;
-		close(fd);
-		return errorf(err, errlen, -e, "cannot listen on %s: %s", path, strerror(e));
-	}
-	return fd;
+	enum unix_step at;
+	int fd = unix_listen(path, 4, 0, 0, &at);
+	if (fd >= 0)
+		return fd;
+	if (at == UNIX_STEP_PATH)
+		return errorf(err, errlen, fd, "socket path '%s' is too long", path);
+	if (at == UNIX_STEP_SOCKET)
+		return errorf(err, errlen, fd, "socket: %s", strerror(-fd));
+	return errorf(err, errlen, fd, "cannot listen on %s: %s", path, strerror(-fd));
 }
 
 /* The private directory and the two socket paths: the VM's vsock socket and the ready socket. */
@@ -647,14 +635,9 @@ int cmd_run(int argc, char **argv)
 		}
 		r.o.vm.cmdline = cmdline;
 	}
-	sigset_t sigs;
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGHUP);
-	r.sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	r.sig_fd = stop_signals_fd();
 	if (r.sig_fd < 0) {
-		fprintf(stderr, "padcell: signalfd: %s\n", strerror(errno));
+		fprintf(stderr, "padcell: signalfd: %s\n", strerror(-r.sig_fd));
 		return EXIT_RUN_FAILED;
 	}
 	int code = run_main(&r);
