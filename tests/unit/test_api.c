@@ -25,6 +25,7 @@
 #include "vmm/cmd/cli.h"
 #include "vmm/cmd/cmd.h"
 #include "vmm/api/http.h"
+#include "vmm/util.h"
 
 /* ---- a fake VM -------------------------------------------------------------------------------- */
 
@@ -335,10 +336,8 @@ static void server_stop(struct server *sv)
 
 static int raw_connect(const char *path)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-	cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "%s", strerror(errno));
+	int fd = unix_connect(path, 0, NULL);
+	cr_assert_geq(fd, 0, "%s", strerror(-fd));
 	struct timeval tv = { .tv_sec = 5 };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	return fd;

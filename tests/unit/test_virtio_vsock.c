@@ -21,6 +21,7 @@
 #include "tests/unit/images.h"
 #include "vmm/cmd/cli.h"
 #include "vmm/mem.h"
+#include "vmm/util.h"
 
 #define CID      3u
 #define QN       64u
@@ -204,23 +205,16 @@ static bool rx_none(void)
 	return used_idx(&dq[0]) == dq[0].used_seen || !rx(&h, scratch, sizeof(scratch));
 }
 
-static int unix_listen(const char *p)
+static int listen_at(const char *p)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	cr_assert_lt(strlen(p), sizeof(a.sun_path));
-	memcpy(a.sun_path, p, strlen(p) + 1);
-	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	cr_assert_eq(listen(fd, 2048), 0);
+	int fd = unix_listen(p, 2048, 0, 0, NULL);
+	cr_assert_geq(fd, 0, "listen on %s: %s", p, strerror(-fd));
 	return fd;
 }
-static int unix_connect(const char *p)
+static int connect_to(const char *p)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	cr_assert_lt(strlen(p), sizeof(a.sun_path));
-	memcpy(a.sun_path, p, strlen(p) + 1);
-	cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	int fd = unix_connect(p, 0, NULL);
+	cr_assert_geq(fd, 0, "connect to %s: %s", p, strerror(-fd));
 	return fd;
 }
 static ssize_t read_timeout(int fd, void *buf, size_t len, int ms)
@@ -343,7 +337,7 @@ static int guest_connect(int *srv, uint32_t gport, uint32_t buf_alloc)
 	char p[160];
 	snprintf(p, sizeof(p), "%s_5000", path);
 	if (*srv < 0)
-		*srv = unix_listen(p);
+		*srv = listen_at(p);
 	struct virtio_vsock_hdr h = ghdr(VIRTIO_VSOCK_OP_REQUEST, gport, 5000, 0);
 	h.buf_alloc = buf_alloc;
 	tx(h, NULL);
@@ -427,7 +421,7 @@ Test(vsock, host_vanishing_resets_the_guest)
 /* A host client: CONNECT line (plus early data), the guest sees a REQUEST. */
 static int host_connect(const char *line, struct virtio_vsock_hdr *req)
 {
-	int c = unix_connect(path);
+	int c = connect_to(path);
 	cr_assert_eq(write(c, line, strlen(line)), (ssize_t)strlen(line));
 	*req = rx_expect(VIRTIO_VSOCK_OP_REQUEST);
 	cr_assert_geq(req->src_port, VSOCK_FIRST_EPHEMERAL);
@@ -485,7 +479,7 @@ Test(vsock, bad_connect_lines_close_the_client)
 	const char *bad[] = { "CONNECT abc\n", "HELLO 12\n", "CONNECT 99999999999\n",
 			      "CONNECT 0000000000000000000000000001234\n", "0123456789012345678901234567890123456789" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		int c = unix_connect(path);
+		int c = connect_to(path);
 		cr_assert_eq(write(c, bad[i], strlen(bad[i])), (ssize_t)strlen(bad[i]));
 		char buf[8];
 		ssize_t r = read_timeout(c, buf, sizeof(buf), 1000);
@@ -493,7 +487,7 @@ Test(vsock, bad_connect_lines_close_the_client)
 		close(c);
 	}
 	/* a line in pieces is fine */
-	int c = unix_connect(path);
+	int c = connect_to(path);
 	cr_assert_eq(write(c, "CONN", 4), 4);
 	pump(3);
 	cr_assert_eq(write(c, "ECT 9\n", 6), 6);
@@ -501,7 +495,7 @@ Test(vsock, bad_connect_lines_close_the_client)
 	cr_assert_eq(h.dst_port, 9);
 	close(c);
 	/* no newline, peer gone: closed, nothing sent to the guest */
-	c = unix_connect(path);
+	c = connect_to(path);
 	cr_assert_eq(write(c, "CONNECT 5", 9), 9);
 	close(c);
 	cr_assert(rx_none());
@@ -513,7 +507,7 @@ Test(vsock, bad_connect_lines_close_the_client)
 /* A client that connects and never finishes its line gives its slot back after VSOCK_LINE_MS. */
 Test(vsock, unfinished_connect_line_times_out)
 {
-	int c = unix_connect(path);
+	int c = connect_to(path);
 	cr_assert_eq(write(c, "CONNECT 7", 9), 9);
 	char buf[8];
 	cr_assert_eq(read_timeout(c, buf, sizeof(buf), VSOCK_LINE_MS / 2), -2, "closed too early");
@@ -718,7 +712,7 @@ Test(vsock, connection_limit_is_1023)
 	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
 	char p[160];
 	snprintf(p, sizeof(p), "%s_5000", path);
-	int srv = unix_listen(p);
+	int srv = listen_at(p);
 	for (uint32_t i = 0; i < VSOCK_MAX_CONNS; i++) {
 		tx(ghdr(VIRTIO_VSOCK_OP_REQUEST, 50000 + i, 5000, 0), NULL);
 		struct virtio_vsock_hdr h = rx_expect(VIRTIO_VSOCK_OP_RESPONSE);
@@ -728,7 +722,7 @@ Test(vsock, connection_limit_is_1023)
 	tx(ghdr(VIRTIO_VSOCK_OP_REQUEST, 60000, 5000, 0), NULL);
 	rx_expect(VIRTIO_VSOCK_OP_RST);
 	/* a host client beyond the limit is closed at once */
-	int c = unix_connect(path);
+	int c = connect_to(path);
 	char buf[8];
 	cr_assert_eq(read_timeout(c, buf, sizeof(buf), 1000), 0);
 	close(c);
@@ -788,7 +782,7 @@ Test(vsock, connect_after_reset_waits_for_the_guest)
 	virtio_vsock_transport_reset(dev);
 	cr_assert_eq(used_idx(e), 1);
 	cr_assert(dev->reset_wait);
-	int c = unix_connect(path);
+	int c = connect_to(path);
 	cr_assert_eq(write(c, "CONNECT 9\n", 10), 10);
 	pump(20);
 	cr_assert(rx_none(), "REQUEST sent before the guest handled the reset");
@@ -804,7 +798,7 @@ Test(vsock, connect_after_reset_waits_for_the_guest)
 	virtio_vsock_transport_reset(dev);
 	cr_assert_eq(used_idx(e), 2);
 	cr_assert(dev->reset_wait);
-	c = unix_connect(path);
+	c = connect_to(path);
 	cr_assert_eq(write(c, "CONNECT 10\n", 11), 11);
 	pump(20);
 	cr_assert(rx_none());
@@ -832,7 +826,7 @@ Test(vsock, worker_thread_serves_a_kick)
 	int srv = -1;
 	char p[160];
 	snprintf(p, sizeof(p), "%s_5000", path);
-	srv = unix_listen(p);
+	srv = listen_at(p);
 	cr_assert_eq(virtio_vsock_start(dev), 0);
 	struct virtio_vsock_hdr h = ghdr(VIRTIO_VSOCK_OP_REQUEST, 40060, 5000, 0);
 	/* as in tx(), but the thread does the work after a QueueNotify */
@@ -953,7 +947,7 @@ Test(vsock, random_packets_never_break_padcell)
 	/* A listener on PATH_5000 so some random REQUESTs open real connections. */
 	char p[160];
 	snprintf(p, sizeof(p), "%s_5000", path);
-	int srv = unix_listen(p);
+	int srv = listen_at(p);
 	srand(4242);
 	static uint8_t payload[8192];
 	for (int i = 0; i < 3000; i++) {
