@@ -133,20 +133,20 @@ int launch_boot(struct launch *l, const struct boot_opts *o, int console_fd, cha
 	if (disks_open(o, l->disks, &l->ndisks, err, errlen))
 		goto fail;
 	/* The first --drive is the root disk; a --scratch disk alone is not. */
-	if (vm_virtio_cmdline(l->cmdline, sizeof(l->cmdline), o->cmdline, l->ndisks + (o->vsock_path[0] ? 1 : 0),
+	if (vm_virtio_cmdline(l->cmdline, sizeof(l->cmdline), o->cmdline, l->ndisks + (o->vsock_path ? 1 : 0),
 			      o->ndrives ? (int)o->drives[0].ro : -1)) {
 		snprintf(err, errlen, "the kernel command line with the virtio devices is over %u bytes",
 			 LAYOUT_CMDLINE_MAX - 1);
 		goto fail;
 	}
 	/* The vsock socket is claimed before the VM exists: a live or unusable PATH is the user's error. */
-	if (o->vsock_path[0]) {
+	if (o->vsock_path) {
 		l->vsock_fd = vsock_listen(o->vsock_path, why, sizeof(why));
 		if (l->vsock_fd < 0) {
 			snprintf(err, errlen, "--vsock '%s': %s", o->vsock_path, why);
 			goto fail;
 		}
-		snprintf(l->vsock_path, sizeof(l->vsock_path), "%s", o->vsock_path);
+		l->vsock_path = o->vsock_path;
 	}
 	struct vm_config cfg = { .mem_size = o->mem, .ncpus = o->cpus, .console_out = console_fd,
 				 .verbose = o->verbose, .disks = l->disks, .ndisks = l->ndisks,

@@ -22,7 +22,7 @@ struct launch {
 	struct blk_disk disks[CLI_MAX_DRIVES];
 	unsigned ndisks;
 	int vsock_fd;              /* the listening socket at vsock_path, or -1 */
-	char vsock_path[128];
+	const char *vsock_path;    /* the options' --vsock PATH, which outlive the launch */
 	struct vm vm;
 	bool vm_made;
 	struct boot_result br;

@@ -272,3 +272,27 @@ Test(cli_run, errors)
 	assert_usage_error(RUN("--from", "d", "--scratch", "64M", "--", "true"));
 	assert_usage_error(RUN("--from", "d", "--snapshot-when-ready", "e", "--", "true"));
 }
+
+/* Values point into argv; a PATH cut at a comma is a copy, and argv is left as the user typed it. */
+Test(cli_boot, values_point_into_argv_and_cut_ones_are_copies)
+{
+	char drive[] = "d.img,ro,id=root", vsock[] = "/tmp/v.sock,cid=9", kernel[] = "k", plain[] = "e.img";
+	char *argv[] = { "boot", "--kernel", kernel, "--drive", drive, "--drive", plain, "--vsock", vsock, NULL };
+	cr_assert_eq(parse(9, argv), 0, "%s", err);
+	cr_assert_eq(o.kernel, kernel);
+	cr_assert_eq(o.drives[1].path, plain, "a whole value is argv's own string");
+	cr_assert_str_eq(o.drives[0].path, "d.img");
+	cr_assert_str_eq(o.drives[0].id, "root");
+	cr_assert_str_eq(o.vsock_path, "/tmp/v.sock");
+	cr_assert_eq(o.vsock_cid, 9);
+	cr_assert_str_eq(drive, "d.img,ro,id=root", "argv untouched");
+	cr_assert_str_eq(vsock, "/tmp/v.sock,cid=9", "argv untouched");
+	cr_assert_eq(o.nowned, 2);
+	cli_opts_free(&o);
+	cr_assert_eq(o.nowned, 0);
+	cli_opts_free(&o); /* twice is fine */
+	/* A failed parse keeps nothing. */
+	char *bad[] = { "boot", "--kernel", "k", "--drive", "a.img,ro", "--drive", "b.img,rw", NULL };
+	cr_assert_neq(parse(7, bad), 0);
+	cr_assert_eq(o.nowned, 0);
+}

@@ -59,7 +59,7 @@ int cmd_exec(int argc, char **argv)
 		{ 0 },
 	};
 	const char *vsock = NULL, *cwd = NULL, *user = NULL;
-	static const char *env[CLI_MAX_ENV + 1];
+	const char *env[CLI_MAX_ENV + 1] = { 0 };
 	unsigned nenv = 0, timeout = 0;
 	bool no_stdin = false, verbose = false;
 	char msg[320];

@@ -25,48 +25,45 @@ static void api_service(void *server)
 	api_server_service(server);
 }
 
-int cmd_boot(int argc, char **argv)
+/* The VM o describes, from its sockets to its exit code. */
+static int boot_vm(const struct boot_opts *o)
 {
 	char err[320];
-	struct boot_opts o;
-	if (cli_parse_boot(argc, argv, &o, err, sizeof(err)))
-		return die_usage("%s%s", err, "");
-
 	/* The control socket is claimed first: a live or unusable PATH is the user's error, found
 	 * before anything is built. */
 	int api_fd = -1;
-	if (o.api_sock) {
-		api_fd = api_listen(o.api_sock, err, sizeof(err));
+	if (o->api_sock) {
+		api_fd = api_listen(o->api_sock, err, sizeof(err));
 		if (api_fd < 0)
-			return die_usage("--api-sock '%s': %s", o.api_sock, err);
+			return die_usage("--api-sock '%s': %s", o->api_sock, err);
 	}
-	static struct launch l;
+	struct launch l;
 	struct ready_snap snap = { .ready_fd = -1 };
-	int rc = launch_boot(&l, &o, STDOUT_FILENO, err, sizeof(err));
-	if (!rc && o.snapshot_dir && ready_snap_listen(&snap, o.vsock_path, o.snapshot_dir, err, sizeof(err))) {
+	int rc = launch_boot(&l, o, STDOUT_FILENO, err, sizeof(err));
+	if (!rc && o->snapshot_dir && ready_snap_listen(&snap, o->vsock_path, o->snapshot_dir, err, sizeof(err))) {
 		launch_teardown(&l);
 		rc = EXIT_USAGE;
 	}
 	if (rc) {
 		if (api_fd >= 0) {
 			close(api_fd);
-			unlink(o.api_sock);
+			unlink(o->api_sock);
 		}
 		fprintf(stderr, "padcell: %s\n", err);
 		return rc;
 	}
 	struct vm *vm = &l.vm;
 	struct api_server *api = NULL;
-	if (api_fd >= 0 && !(api = api_vm_serve(vm, api_fd, o.api_sock, PADCELL_VERSION, err, sizeof(err)))) {
+	if (api_fd >= 0 && !(api = api_vm_serve(vm, api_fd, o->api_sock, PADCELL_VERSION, err, sizeof(err)))) {
 		launch_teardown(&l);
-		fprintf(stderr, "padcell: --api-sock '%s': %s\n", o.api_sock, err);
+		fprintf(stderr, "padcell: --api-sock '%s': %s\n", o->api_sock, err);
 		return EXIT_HOST_ERROR;
 	}
 	struct evloop_hook hook = { .fd = api ? api_server_fd(api) : -1, .ready = api_service, .ctx = api };
 	struct term term;
 	term_raw(&term, STDIN_FILENO);
 	if (vm_start(vm) == 0 || vm_status(vm) != VM_RUNNING) {
-		if (o.snapshot_dir && ready_snap_start(&snap, vm))
+		if (o->snapshot_dir && ready_snap_start(&snap, vm))
 			fprintf(stderr, "padcell: --snapshot-when-ready: cannot start its thread\n");
 		evloop_run_hooks(vm, STDIN_FILENO, term.raw, &hook, api ? 1 : 0);
 	}
@@ -77,9 +74,19 @@ int cmd_boot(int argc, char **argv)
 	term_restore(&term);
 
 	rc = launch_exit_code(vm);
-	if (rc != EXIT_GUEST_OK || o.verbose)
+	if (rc != EXIT_GUEST_OK || o->verbose)
 		fprintf(stderr, "padcell: %s\n", vm->stop_detail[0] ? vm->stop_detail : "VM stopped");
 	launch_teardown(&l);
 	return rc;
 }
 
+int cmd_boot(int argc, char **argv)
+{
+	char err[320];
+	struct boot_opts o;
+	if (cli_parse_boot(argc, argv, &o, err, sizeof(err)))
+		return die_usage("%s%s", err, "");
+	int rc = boot_vm(&o);
+	cli_opts_free(&o);
+	return rc;
+}

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,17 +69,40 @@ enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEM, OPT_ENTRY, 
        /* boot */
        OPT_API_SOCK };
 
+/*
+ * arg itself when the value is all of it, else the first len bytes as a copy the options own.
+ * The copy, not a NUL written over the comma: argv's strings may be read-only (a caller's string
+ * literals), and /proc/PID/cmdline keeps showing what the user typed.
+ */
+static const char *opt_value(struct boot_opts *o, const char *arg, size_t len, char *err, size_t errlen)
+{
+	if (!arg[len])
+		return arg;
+	char *copy = o->nowned < sizeof(o->owned) / sizeof(o->owned[0]) ? strndup(arg, len) : NULL;
+	if (!copy) {
+		errorf(err, errlen, -ENOMEM, "out of memory");
+		return NULL;
+	}
+	o->owned[o->nowned++] = copy;
+	return copy;
+}
+
+void cli_opts_free(struct boot_opts *o)
+{
+	while (o->nowned)
+		free(o->owned[--o->nowned]);
+}
+
 /* PATH[,ro][,id=NAME]: the path ends at the first comma. */
-static int parse_drive(const char *arg, struct drive_opt *d, char *err, size_t errlen)
+static int parse_drive(const char *arg, struct boot_opts *o, struct drive_opt *d, char *err, size_t errlen)
 {
 	*d = (struct drive_opt){ 0 };
 	const char *comma = strchr(arg, ',');
 	size_t plen = comma ? (size_t)(comma - arg) : strlen(arg);
 	if (plen == 0)
 		return usage_err(err, errlen, "--drive '%s': expected PATH[,ro][,id=NAME]", arg);
-	if (plen >= sizeof(d->path))
+	if (plen >= PATH_MAX)
 		return usage_err(err, errlen, "--drive: path is too long");
-	memcpy(d->path, arg, plen);
 	while (comma) {
 		const char *opt = comma + 1;
 		comma = strchr(opt, ',');
@@ -95,7 +119,8 @@ static int parse_drive(const char *arg, struct drive_opt *d, char *err, size_t e
 					 (int)olen, opt);
 		}
 	}
-	return 0;
+	d->path = opt_value(o, arg, plen, err, errlen); /* last: a bad option leaves nothing to free */
+	return d->path ? 0 : -ENOMEM;
 }
 
 /* PATH[,cid=N]: the path ends at the first comma; CIDs 0-2 are reserved, u32 max is "any". */
@@ -108,21 +133,21 @@ static int parse_vsock(const char *arg, struct boot_opts *o, char *err, size_t e
 	if (plen > VSOCK_PATH_MAX)
 		return usage_err(err, errlen, "--vsock: path is longer than %u bytes (room is kept for _<port>)",
 				 VSOCK_PATH_MAX);
-	memcpy(o->vsock_path, arg, plen);
-	o->vsock_path[plen] = '\0';
 	o->vsock_cid = VSOCK_DEFAULT_CID;
-	if (!comma)
-		return 0;
-	unsigned long long cid;
-	char *end;
-	const char *num = comma + 1 + 4;
-	if (strncmp(comma + 1, "cid=", 4) || !*num || *num < '0' || *num > '9' ||
-	    (errno = 0, cid = strtoull(num, &end, 10), errno) || *end)
-		return usage_err(err, errlen, "--vsock '%s': expected PATH[,cid=N]", arg);
-	if (cid <= VSOCK_HOST_CID || cid >= UINT32_MAX)
-		return usage_err(err, errlen, "--vsock '%s': cid must be 3 to 4294967294 (0-2 are reserved)", arg);
-	o->vsock_cid = (uint32_t)cid;
-	return 0;
+	if (comma) {
+		unsigned long long cid;
+		char *end;
+		const char *num = comma + 1 + 4;
+		if (strncmp(comma + 1, "cid=", 4) || !*num || *num < '0' || *num > '9' ||
+		    (errno = 0, cid = strtoull(num, &end, 10), errno) || *end)
+			return usage_err(err, errlen, "--vsock '%s': expected PATH[,cid=N]", arg);
+		if (cid <= VSOCK_HOST_CID || cid >= UINT32_MAX)
+			return usage_err(err, errlen, "--vsock '%s': cid must be 3 to 4294967294 (0-2 are reserved)",
+					 arg);
+		o->vsock_cid = (uint32_t)cid;
+	}
+	o->vsock_path = opt_value(o, arg, plen, err, errlen);
+	return o->vsock_path ? 0 : -ENOMEM;
 }
 
 /* The options every VM-creating command shares (boot, run). */
@@ -180,7 +205,7 @@ static int parse_vm_opt(int c, const char *arg, struct boot_opts *o, char *err, 
 	case OPT_DRIVE:
 		if (o->ndrives == CLI_MAX_DRIVES)
 			return usage_err(err, errlen, "too many drives: at most %u, --scratch included", CLI_MAX_DRIVES);
-		if (parse_drive(arg, &o->drives[o->ndrives], err, errlen))
+		if (parse_drive(arg, o, &o->drives[o->ndrives], err, errlen))
 			return -EINVAL;
 		o->ndrives++;
 		return 0;
@@ -193,7 +218,7 @@ static int parse_vm_opt(int c, const char *arg, struct boot_opts *o, char *err, 
 			return usage_err(err, errlen, "--scratch '%s': must be a multiple of 512 bytes", arg);
 		return 0;
 	case OPT_VSOCK:
-		if (o->vsock_path[0])
+		if (o->vsock_path)
 			return usage_err(err, errlen, "--vsock given twice");
 		if (parse_vsock(arg, o, err, errlen))
 			return -EINVAL;
@@ -216,13 +241,13 @@ static int vm_opts_check(const struct boot_opts *o, char *err, size_t errlen)
 {
 	if (o->ndrives + (o->scratch ? 1 : 0) > CLI_MAX_DRIVES)
 		return usage_err(err, errlen, "too many drives: at most %u, --scratch included", CLI_MAX_DRIVES);
-	if (o->vsock_path[0] && o->ndrives + (o->scratch ? 1 : 0) + 1 > LAYOUT_VIRTIO_MAX)
+	if (o->vsock_path && o->ndrives + (o->scratch ? 1 : 0) + 1 > LAYOUT_VIRTIO_MAX)
 		return usage_err(err, errlen, "too many virtio devices: at most %u drives, --scratch and --vsock together",
 				 LAYOUT_VIRTIO_MAX);
 	return 0;
 }
 
-int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t errlen)
+static int parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t errlen)
 {
 	static const struct option opts[] = { VM_LONG_OPTS, { "api-sock", required_argument, NULL, OPT_API_SOCK },
 					      { "snapshot-when-ready", required_argument, NULL, OPT_SNAPSHOT_WHEN_READY },
@@ -254,12 +279,12 @@ int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t
 		return usage_err(err, errlen, "unexpected argument '%s' (see padcell --help)", argv[optind]);
 	if (!o->kernel)
 		return usage_err(err, errlen, "boot needs --kernel FILE");
-	if (o->snapshot_dir && !o->vsock_path[0])
+	if (o->snapshot_dir && !o->vsock_path)
 		return usage_err(err, errlen, "--snapshot-when-ready needs --vsock PATH: the agent says it is ready over vsock");
 	return vm_opts_check(o, err, errlen);
 }
 
-int cli_parse_run(int argc, char **argv, struct run_opts *o, char *err, size_t errlen)
+static int parse_run(int argc, char **argv, struct run_opts *o, char *err, size_t errlen)
 {
 	static const struct option opts[] = {
 		VM_LONG_OPTS,
@@ -348,6 +373,23 @@ int cli_parse_run(int argc, char **argv, struct run_opts *o, char *err, size_t e
 	if (o->from && o->snapshot_dir)
 		return usage_err(err, errlen, "--snapshot-when-ready cannot be used with --from");
 	return vm_opts_check(&o->vm, err, errlen);
+}
+
+/* A failed parse frees what it copied: the caller frees only the options it goes on to use. */
+int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t errlen)
+{
+	int rc = parse_boot(argc, argv, o, err, errlen);
+	if (rc)
+		cli_opts_free(o);
+	return rc;
+}
+
+int cli_parse_run(int argc, char **argv, struct run_opts *o, char *err, size_t errlen)
+{
+	int rc = parse_run(argc, argv, o, err, errlen);
+	if (rc)
+		cli_opts_free(&o->vm);
+	return rc;
 }
 
 void cli_usage(FILE *out)

@@ -23,11 +23,15 @@
 #define CLI_DEFAULT_MEM     (256ULL << 20)
 #define CLI_DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1"
 
-/* One --drive PATH[,ro][,id=NAME]; copied, so argv stays untouched. */
+/*
+ * Option values point into argv, which lives as long as the process; argv itself stays untouched.
+ * A value cut from a longer argument (PATH of "PATH,ro") is a copy the options own: after a
+ * successful parse, cli_opts_free() releases them.
+ */
 #define CLI_MAX_DRIVES LAYOUT_VIRTIO_MAX /* every virtio-mmio slot, --scratch included */
-struct drive_opt {
-	char path[4096];
-	char id[21];     /* "" = the file's basename */
+struct drive_opt {              /* one --drive PATH[,ro][,id=NAME] */
+	const char *path;
+	char id[21];            /* "" = the file's basename */
 	bool ro;
 };
 
@@ -42,10 +46,12 @@ struct boot_opts {
 	struct drive_opt drives[CLI_MAX_DRIVES];
 	unsigned ndrives;
 	uint64_t scratch; /* --scratch SIZE in bytes, 0 = none */
-	char vsock_path[128]; /* --vsock PATH[,cid=N]; "" = no vsock device */
+	const char *vsock_path; /* --vsock PATH[,cid=N], at most VSOCK_PATH_MAX bytes; NULL = no vsock device */
 	uint32_t vsock_cid;   /* 3 unless cid= says otherwise; never 0-2 nor 0xffffffff */
 	const char *api_sock; /* boot --api-sock PATH: the control socket; NULL = none */
 	const char *snapshot_dir; /* boot --snapshot-when-ready DIR (needs --vsock) */
+	char *owned[CLI_MAX_DRIVES + 1]; /* the cut copies: one per --drive, one for --vsock */
+	unsigned nowned;
 };
 
 /* `padcell run`: the VM options above plus what to run in it. */
@@ -67,7 +73,7 @@ struct run_opts {
 	int argc;
 };
 
-/* Parses `padcell run` (argv[0] is "run").  0, or -EINVAL with err set. */
+/* Parses `padcell run` (argv[0] is "run").  0, or -EINVAL with err set (nothing to free). */
 int cli_parse_run(int argc, char **argv, struct run_opts *o, char *err, size_t errlen);
 
 /*
@@ -78,8 +84,11 @@ int cli_parse_size(const char *s, uint64_t *out);
 /* Decimal unsigned in [min, max]. */
 int cli_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
 
-/* Parses `padcell boot` options (argv[0] is "boot").  0, or -EINVAL with err set. */
+/* Parses `padcell boot` options (argv[0] is "boot").  0, or -EINVAL with err set (nothing to free). */
 int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t errlen);
+
+/* Frees the copies a successful cli_parse_boot or cli_parse_run made.  Safe to call twice. */
+void cli_opts_free(struct boot_opts *o);
 
 #include <stdio.h>
 void cli_usage(FILE *out);

@@ -97,7 +97,7 @@ int cmd_restore(int argc, char **argv)
 		fprintf(stderr, "padcell: --vsock '%s': %s\n", o.vsock, why);
 		goto out_sockets;
 	}
-	static struct vm vm;
+	struct vm vm;
 	struct vm_config cfg = { .console_out = STDOUT_FILENO, .verbose = o.verbose, .vsock_path = o.vsock,
 				 .vsock_listen_fd = vsock_fd };
 	int r = vm_restore(&vm, &cfg, state, mem, err, sizeof(err));

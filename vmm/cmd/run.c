@@ -179,7 +179,7 @@ static int listen_unix(const char *path, char *err, size_t errlen)
 /* The private directory and the two socket paths: the VM's vsock socket and the ready socket. */
 static int run_paths(struct run *r, char *err, size_t errlen)
 {
-	if (r->o.vm.vsock_path[0]) {
+	if (r->o.vm.vsock_path) {
 		snprintf(r->vsock_path, sizeof(r->vsock_path), "%s", r->o.vm.vsock_path);
 	} else {
 		const char *base = getenv("XDG_RUNTIME_DIR");
@@ -192,7 +192,7 @@ static int run_paths(struct run *r, char *err, size_t errlen)
 			return errorf(err, errlen, -e, "cannot make a private directory in %s: %s", base, strerror(e));
 		}
 		snprintf(r->vsock_path, sizeof(r->vsock_path), "%s/vsock", r->dir);
-		snprintf(r->o.vm.vsock_path, sizeof(r->o.vm.vsock_path), "%s", r->vsock_path);
+		r->o.vm.vsock_path = r->vsock_path;
 		r->o.vm.vsock_cid = 3;
 	}
 	snprintf(r->ready_path, sizeof(r->ready_path), "%s_%u", r->vsock_path, AGENT_PORT);
@@ -362,7 +362,7 @@ static int run_restore(struct run *r, char *err, size_t errlen)
 		snprintf(err, errlen, "--vsock '%s': %s", r->vsock_path, why);
 		return EXIT_USAGE;
 	}
-	snprintf(l->vsock_path, sizeof(l->vsock_path), "%s", r->vsock_path);
+	l->vsock_path = r->vsock_path;
 	struct vm_config cfg = { .console_out = r->console_fd, .verbose = r->o.vm.verbose,
 				 .vsock_path = l->vsock_path, .vsock_listen_fd = l->vsock_fd,
 				 .vsock_cid = r->o.vm.vsock_cid };
@@ -582,7 +582,7 @@ fail_quiet_console:
 
 int cmd_run(int argc, char **argv)
 {
-	static struct run r;
+	struct run r;
 	char err[512];
 	memset(&r, 0, sizeof(r));
 	r.ready_fd = -1;
@@ -591,19 +591,20 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "padcell: %s\n", err);
 		return EXIT_USAGE;
 	}
-	static char kernel[PATH_MAX], rootfs[PATH_MAX], cmdline[LAYOUT_CMDLINE_MAX];
+	char kernel[PATH_MAX], rootfs[PATH_MAX], cmdline[LAYOUT_CMDLINE_MAX];
+	int code = EXIT_USAGE;
 	if (!r.o.from) {
 		if (!r.o.vm.kernel) {
 			if (run_default_file("PADCELL_KERNEL", "vmlinuz", kernel, sizeof(kernel), err, sizeof(err))) {
 				fprintf(stderr, "padcell: %s\n", err);
-				return EXIT_USAGE;
+				goto out;
 			}
 			r.o.vm.kernel = kernel;
 		}
 		if (!r.o.rootfs) {
 			if (run_default_file("PADCELL_ROOTFS", "rootfs.ext4", rootfs, sizeof(rootfs), err, sizeof(err))) {
 				fprintf(stderr, "padcell: %s\n", err);
-				return EXIT_USAGE;
+				goto out;
 			}
 			r.o.rootfs = rootfs;
 		}
@@ -613,16 +614,14 @@ int cmd_run(int argc, char **argv)
 			if (vm->ndrives + (vm->scratch ? 1 : 0) + 2 > LAYOUT_VIRTIO_MAX) {
 				fprintf(stderr, "padcell: too many drives for run: at most %u besides the root image and vsock\n",
 					LAYOUT_VIRTIO_MAX - 2);
-				return EXIT_USAGE;
+				goto out;
+			}
+			if (strlen(r.o.rootfs) >= PATH_MAX) {
+				fprintf(stderr, "padcell: --rootfs path is too long\n");
+				goto out;
 			}
 			memmove(&vm->drives[1], &vm->drives[0], vm->ndrives * sizeof(vm->drives[0]));
-			vm->drives[0] = (struct drive_opt){ .ro = true };
-			if (strlen(r.o.rootfs) >= sizeof(vm->drives[0].path)) {
-				fprintf(stderr, "padcell: --rootfs path is too long\n");
-				return EXIT_USAGE;
-			}
-			strcpy(vm->drives[0].path, r.o.rootfs);
-			strcpy(vm->drives[0].id, "rootfs");
+			vm->drives[0] = (struct drive_opt){ .path = r.o.rootfs, .id = "rootfs", .ro = true };
 			vm->ndrives++;
 		}
 		/* The agent is init unless the user's command line names another. */
@@ -631,16 +630,19 @@ int cmd_run(int argc, char **argv)
 			snprintf(cmdline, sizeof(cmdline), "%s", user);
 		else if (snprintf(cmdline, sizeof(cmdline), "%s init=" RUN_AGENT_INIT, user) >= (int)sizeof(cmdline)) {
 			fprintf(stderr, "padcell: --cmdline is too long\n");
-			return EXIT_USAGE;
+			goto out;
 		}
 		r.o.vm.cmdline = cmdline;
 	}
 	r.sig_fd = stop_signals_fd();
 	if (r.sig_fd < 0) {
 		fprintf(stderr, "padcell: signalfd: %s\n", strerror(-r.sig_fd));
-		return EXIT_RUN_FAILED;
+		code = EXIT_RUN_FAILED;
+		goto out;
 	}
-	int code = run_main(&r);
+	code = run_main(&r);
 	close(r.sig_fd);
+out:
+	cli_opts_free(&r.o.vm);
 	return code;
 }
