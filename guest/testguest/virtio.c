@@ -327,7 +327,7 @@ static void check_irq(struct vblk *d, unsigned irq)
 	 * (each IRR read is a port exit, so this is many seconds even on hardware).
 	 */
 	uint8_t irr = pic_irr();
-	for (unsigned long spins = 0; !(irr & (1u << irq)) && spins < 20000000ul; spins++)
+	for (unsigned long spins = 0; !(irr & (1u << irq)) && spins < 2000000ul; spins++)
 		irr = pic_irr();
 	if (s || !(isr & VIRTIO_MMIO_INT_VRING) || !(irr & (1u << irq)))
 		return tg_fail("blk-irq", "completion wanted an interrupt: status %u, InterruptStatus 0x%x, PIC IRR 0x%x",
