@@ -1,17 +1,30 @@
 # Test tiers.  `make test` installs what it needs, builds everything, runs every tier.
-.PHONY: test unit kvm-test nested-test bench demo
+.PHONY: test unit kvm-test kvm-inproc nested-test bench demo
 
 TEST_BINS := $(BUILD)/padcell $(BUILD)/padcell-static
 
 test:
 	@scripts/deps.sh build kernel images nested rootfs
-	@$(MAKE) --no-print-directory $(TEST_BINS) unit-tests-bin testguest kernel initramfs rootfs-min $(BUILD)/rawconnect
+	@$(MAKE) --no-print-directory $(TEST_BINS) unit-tests-bin $(KVM_INPROC_BIN) testguest kernel initramfs rootfs-min $(BUILD)/rawconnect
 	@$(MAKE) --no-print-directory rootfs-debian || \
 		echo "WARNING: the Debian image did not build (Debian mirror unreachable?): the nested-debian tier will be skipped"
 	@tests/run-all.sh
 
 kvm-test: $(BUILD)/padcell testguest
 	tests/kvm/run.sh
+
+# In-process KVM tests (tests/kvm/inproc.c): the library itself boots, snapshots and restores the
+# test guest and compares the two VMs.  Beside the shell-driven KVM tier, not instead of it.
+KVM_INPROC_BIN := $(BUILD)/tests/kvm-inproc
+$(KVM_INPROC_BIN): $(BUILD)/tests/kvm/inproc.o $(BUILD)/tests/kvm/report.o $(BUILD)/libpadcell.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(PADCELL_LDLIBS)
+# The unit tests' summary line, named for this tier.
+$(BUILD)/tests/kvm/report.o: tests/unit/report.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -DREPORT_TIER='"kvm-inproc"' -c $< -o $@
+kvm-inproc: $(KVM_INPROC_BIN) testguest
+	$(KVM_INPROC_BIN) --jobs 1
 
 nested-test: $(TEST_BINS) kernel initramfs
 	@scripts/deps.sh nested

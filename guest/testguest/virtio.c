@@ -310,6 +310,9 @@ static uint8_t pic_irr(void)
 	return inb(0x20);
 }
 
+/* Register reads (each a VM exit) the interrupt check waits at most: a hang guard, seconds. */
+#define IRQ_WAIT_READS 200000u
+
 static void check_irq(struct vblk *d, unsigned irq)
 {
 	if (irq >= 8)
@@ -319,16 +322,19 @@ static void check_irq(struct vblk *d, unsigned irq)
 	rings.avail.used_event = d->used_seen;
 	pic_reset_masked();
 	uint8_t s = vblk_rw(d, VIRTIO_BLK_T_IN, 1, buf, SECTOR, false);
-	uint32_t isr = mmio_rd(d, VIRTIO_MMIO_INTERRUPT_STATUS);
 	/*
-	 * KVM injects an irqfd's edge from a kernel worker when it cannot do so in the writer's
-	 * context, so on a loaded host the IRR bit can appear a while after the device has
-	 * finished: wait for it.  The bound only keeps a lost interrupt from hanging the guest
-	 * (each IRR read is a port exit, so this is many seconds even on hardware).
+	 * The device publishes the used entry, then sets InterruptStatus and signals its irqfd, and
+	 * KVM injects from its own context: both may land after the completion is visible.  Wait
+	 * for them; the bound only guards against a hang.
 	 */
-	uint8_t irr = pic_irr();
-	for (unsigned long spins = 0; !(irr & (1u << irq)) && spins < 2000000ul; spins++)
+	uint32_t isr = 0;
+	uint8_t irr = 0;
+	for (unsigned i = 0; i < IRQ_WAIT_READS; i++) {
+		isr = mmio_rd(d, VIRTIO_MMIO_INTERRUPT_STATUS);
 		irr = pic_irr();
+		if ((isr & VIRTIO_MMIO_INT_VRING) && (irr & (1u << irq)))
+			break;
+	}
 	if (s || !(isr & VIRTIO_MMIO_INT_VRING) || !(irr & (1u << irq)))
 		return tg_fail("blk-irq", "completion wanted an interrupt: status %u, InterruptStatus 0x%x, PIC IRR 0x%x",
 			       s, isr, irr);

@@ -19,6 +19,7 @@ GUEST=${GUEST:-build/guest/testguest.elf}
 MKINITRD=build/guest/tg-mkinitrd
 TGVSOCK=build/guest/tg-vsock
 TIMEOUT=${TIMEOUT:-30}
+HANG=${HANG:-60} # seconds any awaited event (a socket, a console line) may take: a hang guard only
 LOGDIR=${LOGDIR:-build/test-logs/kvm}
 
 pass=0 fail=0 skip=0
@@ -234,11 +235,10 @@ API_GUEST=(boot --kernel "$GUEST" --mem 64M --entry linux64 --drive "$BLK_RO,ro,
 	--scratch 1M --api-sock "$API_SOCK" --cmdline "tg.case=blk tg.blk=$BLK_SIZE tg.blkbench=2048")
 api_state() { "$PADCELL" status --api-sock "$API_SOCK" 2>&1; }
 api_rchar() { awk '/^rchar/ {print $2}' "/proc/$1/io" 2>/dev/null; }
-api_wait_sock() { for _ in $(seq 100); do [ -S "$API_SOCK" ] && return 0; sleep 0.05; done; return 1; }
-# The pause goes into the 2 GiB read (blk-bench), after the interrupt checks: blk-irq reads the
-# 8259's IRR right after a completion, racing KVM's asynchronous irqfd injection, and a pause/resume
-# in that window can make it fail (seen ~1 in 40 runs paused at random early points).
-api_wait_bench() { for _ in $(seq 200); do grep -q '^ok blk-irq' "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+api_wait_sock() { for _ in $(seq $((HANG * 20))); do [ -S "$API_SOCK" ] && return 0; sleep 0.05; done; return 1; }
+# The pause goes into the 2 GiB read (blk-bench), after the interrupt checks, so the checks before
+# it run undisturbed and the pause lands in seconds of steady disk reads.
+api_wait_bench() { for _ in $(seq $((HANG * 20))); do grep -q '^ok blk-irq' "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 # api_wait PID SECONDS: its exit code, or 124 (and SIGKILL) when it is still running after SECONDS.
 api_wait() {
 	local n=$(($2 * 20))
@@ -293,8 +293,13 @@ check_api_pause_resume() {
 			why="padcell resume failed: $(cat "$log.client")"
 		elif ! st=$(api_state) || [ "$st" != Running ]; then why="GET / after resuming said '$st'"
 		else
-			r0=$(api_rchar "$pid"); sleep 0.3; r1=$(api_rchar "$pid")
-			[ $((r1 - r0)) -gt 1048576 ] || why="the guest read only $((r1 - r0)) bytes in 0.3 s after resuming"
+			# reading again: more than 1 MiB once resumed (however long a loaded machine takes)
+			r0=$(api_rchar "$pid") r1=$r0
+			for _ in $(seq $((HANG * 20))); do
+				r1=$(api_rchar "$pid"); [ -n "$r1" ] && [ $((r1 - r0)) -gt 1048576 ] && break
+				kill -0 "$pid" 2>/dev/null || break; sleep 0.05
+			done
+			[ -n "$r1" ] && [ $((r1 - r0)) -gt 1048576 ] || why="the guest read only $((r1 - r0)) bytes after resuming"
 		fi
 	fi
 	api_wait "$pid" "$TIMEOUT"
@@ -318,7 +323,7 @@ check_api_paused_sigterm() {
 		why="padcell pause failed: $(cat "$log.client")"
 	fi
 	kill -TERM "$pid"
-	api_wait "$pid" 5
+	api_wait "$pid" "$TIMEOUT"
 	rc=$?
 	if [ -n "$why" ]; then :
 	elif [ "$rc" -ne 143 ]; then why="exit code $rc after SIGTERM to a paused VM, expected 143"
@@ -379,8 +384,8 @@ check_api_snapshot
 # and killing padcell while it writes a snapshot never leaves one that restores.
 SNAP_DIR=$LOGDIR/snap
 SNAP_SOCK=$LOGDIR/snap.sock
-snap_wait_line() { # FILE REGEX: wait up to 20 s for a line
-	for _ in $(seq 400); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1
+snap_wait_line() { # FILE REGEX: wait for a line (up to HANG seconds: a hang guard)
+	for _ in $(seq $((HANG * 20))); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1
 }
 # snap_take NAME LOG DIR PID: pause, keep LOG so far as LOG.before, snapshot into DIR, resume.
 snap_take() {
@@ -482,11 +487,12 @@ check_snapshot_refusals
 # SIGKILL to padcell while it writes a snapshot (512 MiB of guest memory to write) over an existing
 # one, at several moments: afterwards DIR/state is either absent or restores a run that continues
 # exactly; a state file never pairs with the other snapshot's memory.  At least one kill must land
-# while the files were still being written (temporary files left behind), or the case proves nothing.
+# while the files were still being written (temporary files left behind), or the case proves nothing:
+# the first kill ("tmp") waits for a temporary file to appear, so it lands mid-write on any machine.
 check_snapshot_kill() {
 	local name=snapshot-kill log=$LOGDIR/snapshot-kill.log why="" pid dir=$SNAP_DIR/kill delay mid=0 out rc
 	: >"$log"
-	for delay in 0.05 0.2 0.4 0.8; do
+	for delay in tmp 0.05 0.2 0.4 0.8; do
 		rm -rf "$dir" "$SNAP_SOCK"
 		"$PADCELL" boot --kernel "$GUEST" --mem 1G --api-sock "$SNAP_SOCK" \
 			--cmdline "tg.case=count tg.count=100000 tg.fill=512" </dev/null >"$log.run" 2>&1 &
@@ -495,7 +501,11 @@ check_snapshot_kill() {
 		# a complete snapshot first, so a kill has an old one to (not) leave half-replaced
 		if ! "$PADCELL" snapshot --api-sock "$SNAP_SOCK" --to "$dir" >>"$log" 2>&1; then why="the first snapshot failed"; kill -KILL "$pid"; wait "$pid" 2>/dev/null; break; fi
 		"$PADCELL" snapshot --api-sock "$SNAP_SOCK" --to "$dir" >>"$log" 2>&1 &
-		sleep "$delay"
+		if [ "$delay" = tmp ]; then
+			for _ in $(seq $((HANG * 100))); do ls -a "$dir" | grep -q '\.tmp-' && break; sleep 0.01; done
+		else
+			sleep "$delay"
+		fi
 		kill -KILL "$pid"; wait "$pid" 2>/dev/null; wait
 		ls -a "$dir" >>"$log"
 		ls -a "$dir" | grep -q '\.tmp-' && mid=$((mid + 1))
@@ -510,7 +520,7 @@ check_snapshot_kill() {
 	done
 	rm -f "$SNAP_SOCK"
 	[ -z "$why" ] && [ "$mid" -eq 0 ] && why="no kill landed while the snapshot was being written"
-	echo "snapshot-kill: $mid of 4 kills landed mid-write" >>"$log"
+	echo "snapshot-kill: $mid of 5 kills landed mid-write" >>"$log"
 	rm -rf "$dir"
 	api_result "$name" "$why" "$log"
 }

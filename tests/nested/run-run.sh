@@ -61,7 +61,8 @@ cmd=$(sed -n 's/^padcell: command \([0-9.]*\) ms.*/\1/p' $W/timeout.err)
 why=""
 [ "$rc" = 124 ] || why="$why exit $rc (want 124);"
 [ -n "$ready" ] && [ -n "$cmd" ] || why="$why no timing lines from --verbose;"
-[ -n "$cmd" ] && awk -v c="$cmd" 'BEGIN { exit !(c >= 1900 && c < 8000) }' || why="$why command took '$cmd' ms (want about 2000);"
+# --timeout 2 must fire, not early; the upper bound only says it fired at all (a loaded host is slow)
+[ -n "$cmd" ] && awk -v c="$cmd" 'BEGIN { exit !(c >= 1900 && c < 30000) }' || why="$why command took '$cmd' ms (want about 2000);"
 result timeout "$why" "exit 124, command ended after ${cmd} ms (agent ready at ${ready} ms), ${secs}s in all"
 [ -n "$why" ] && grep -v '^\[' $W/timeout.err | show timeout /dev/stdin
 

@@ -41,7 +41,14 @@ wait_agent $W/v.sock $vmpid || why="$why the agent never answered;"
 # held open across the snapshot: reset by the restore in every clone
 ./padcell exec --vsock $W/v.sock --no-stdin -- sleep 300 >/dev/null 2>&1 &
 holder=$!
-sleep 1
+# the snapshot waits until that command runs in the guest (not a fixed second: a loaded host may
+# take longer); the pattern "sleep 30[0]" matches the command, not this probe's own command line
+t=$(now)
+until ./padcell exec --vsock $W/v.sock --no-stdin -- sh -c 'grep -l "sleep 30[0]" /proc/[0-9]*/cmdline >/dev/null 2>&1' \
+	>/dev/null 2>&1; do
+	[ "$(awk -v s="$(since "$t")" -v m="$CASE_TIMEOUT" 'BEGIN { print (s < m) }')" = 1 ] || { why="$why the held command never started;"; break; }
+	sleep 0.3
+done
 t0=$(now)
 ./padcell snapshot --api-sock $W/api.sock --to /run/snap >$W/snap.out 2>&1 || why="$why padcell snapshot failed: $(head -c 300 $W/snap.out);"
 ssecs=$(since "$t0")
@@ -102,7 +109,7 @@ result urandom "$why" "first 32 bytes of /dev/urandom: $(head -c 16 $W/r1.out)..
 # --- the connection open at snapshot time was reset: its command is gone; new ones work ----------
 echo "STEP snap-vsock-reset"
 timeout "$CASE_TIMEOUT" ./padcell run --from /run/snap -- sh -c \
-	'i=0; while [ $i -lt 100 ]; do grep -l "sleep 30[0]" /proc/[0-9]*/cmdline >/dev/null 2>&1 || { echo gone after $i; exit 0; }; sleep 0.1; i=$((i + 1)); done; echo still running; exit 1' \
+	'i=0; while [ $i -lt 600 ]; do grep -l "sleep 30[0]" /proc/[0-9]*/cmdline >/dev/null 2>&1 || { echo gone after $i; exit 0; }; sleep 0.1; i=$((i + 1)); done; echo still running; exit 1' \
 	>$W/reset.out 2>$W/reset.err </dev/null
 rc=$?
 why=""
@@ -166,7 +173,13 @@ wait_agent $W/k.sock $kpid || why="$why the agent never answered;"
 timeout "$CASE_TIMEOUT" ./padcell exec --vsock $W/k.sock --no-stdin -- sh -c 'head -c 314572800 /dev/urandom >/dev/shm/big' >/dev/null 2>&1
 ./padcell snapshot --api-sock $W/kapi.sock --to /run/snapk >$W/ks.out 2>&1 &
 spid=$!
-sleep 0.3
+# the kill lands mid-write on any machine: once the first temporary file exists (the state file,
+# renamed last, cannot be in place yet), not after a fixed 0.3 s a fast host may finish in
+t=$(now)
+until ls -a /run/snapk 2>/dev/null | grep -q '\.tmp-'; do
+	[ "$(awk -v s="$(since "$t")" -v m="$CASE_TIMEOUT" 'BEGIN { print (s < m) }')" = 1 ] || break
+	sleep 0.05
+done
 kill -9 $kpid
 wait $kpid 2>/dev/null
 wait $spid 2>/dev/null
@@ -175,7 +188,7 @@ timeout "$CASE_TIMEOUT" ./padcell restore --from /run/snapk >$W/kr.out 2>&1 </de
 krc=$?
 [ -f /run/snapk/state ] && why="$why a state file exists after the kill;"
 [ "$krc" = 2 ] || why="$why restore exit $krc (want 2, refused): $(head -c 200 $W/kr.out);"
-result kill "$why" "SIGKILL 0.3 s into a 300 MiB snapshot: no state file, restore refused: $(head -n1 $W/kr.out)"
+result kill "$why" "SIGKILL while a 300 MiB snapshot is written: no state file, restore refused: $(head -n1 $W/kr.out)"
 [ -n "$why" ] && show kill $W/kls.out
 
 [ "$fails" -eq 0 ]

@@ -9,6 +9,11 @@
  * line here, and the closing line counts passes, failures and skips in the form
  * tests/run-all.sh reads.
  */
+/* The tier name the line starts with: one report.c for every Criterion binary. */
+#ifndef REPORT_TIER
+#define REPORT_TIER "unit"
+#endif
+
 /* Report hooks run in the runner process, so a plain counter sees every test. */
 static size_t skipped;
 
@@ -25,6 +30,6 @@ ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
 	/* Criterion's tests_failed already includes the crashed ones, and its tests_skipped
 	 * the ones --filter left out; only skips a test asked for count here. */
-	fprintf(stderr, "unit: %zu passed, %zu failed, %zu skipped\n", stats->tests_passed,
+	fprintf(stderr, REPORT_TIER ": %zu passed, %zu failed, %zu skipped\n", stats->tests_passed,
 		stats->tests_failed, skipped);
 }

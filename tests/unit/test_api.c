@@ -707,9 +707,22 @@ static void *canned_serve(void *arg)
 {
 	struct canned *c = arg;
 	int fd = accept(c->lfd, NULL, NULL);
+	/*
+	 * Read the whole request (the client's GET has no body) before answering and closing:
+	 * closing a Unix socket with unread data resets the connection, and the client would see
+	 * ECONNRESET instead of the answer.  Blocking reads; the poll is only a hang guard.
+	 */
 	char buf[4096];
-	usleep(20000);
-	(void)!recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	size_t n = 0;
+	while (n < sizeof(buf) - 1 && !memmem(buf, n, "\r\n\r\n", 4)) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 30000) != 1)
+			break;
+		ssize_t r = recv(fd, buf + n, sizeof(buf) - 1 - n, 0);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
 	(void)!send(fd, c->answer, strlen(c->answer), MSG_NOSIGNAL);
 	close(fd);
 	return NULL;

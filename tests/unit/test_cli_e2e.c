@@ -63,9 +63,11 @@ static void slurp(int fd, char *buf, size_t cap)
 
 /*
  * Runs padcell with argv (NULL-terminated, without argv[0]), stdin from /dev/null;
- * sends `sig` after `sig_ms` milliseconds when sig is non-zero.
+ * sends `sig` when sig is non-zero, once padcell's stdout holds the guest's first byte: by then
+ * padcell has blocked the signals its event loop reads (a signal sent earlier, while it is
+ * still being exec'd, would kill it before it can say why).
  */
-static void run_sig(struct run *r, int timeout_s, int sig, int sig_ms, char *const args[])
+static void run_sig(struct run *r, int timeout_s, int sig, char *const args[])
 {
 	const char *bin = padcell_path();
 	for (int i = 0; i < 100 && access(bin, X_OK) != 0; i++)
@@ -99,8 +101,8 @@ static void run_sig(struct run *r, int timeout_s, int sig, int sig_ms, char *con
 		if (w == pid)
 			break;
 		clock_gettime(CLOCK_MONOTONIC, &now);
-		long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
-		if (sig && ms >= sig_ms) {
+		struct stat ost;
+		if (sig && fstat(ofd, &ost) == 0 && ost.st_size > 0) {
 			kill(pid, sig);
 			sig = 0;
 		}
@@ -122,7 +124,7 @@ static void run_sig(struct run *r, int timeout_s, int sig, int sig_ms, char *con
 
 static void run(struct run *r, int timeout_s, char *const args[])
 {
-	run_sig(r, timeout_s, 0, 0, args);
+	run_sig(r, timeout_s, 0, args);
 }
 
 #define RUN(r, ...) run((r), 10, (char *const[]){ __VA_ARGS__, NULL })
@@ -212,8 +214,9 @@ static const uint8_t guest_check_start_info[] = {
 	0x66, 0xba, 0xf8, 0x03, 0xee,
 	0x66, 0xba, 0x64, 0x00, 0xb0, 0xfe, 0xee, 0xf4, 0xeb, 0xfd,
 };
-/* cli; hlt; jmp .-1: sleeps until padcell is stopped from outside */
-static const uint8_t guest_sleep[] = { 0xfa, 0xf4, 0xeb, 0xfd };
+/* mov $0x3f8,%dx; mov $'S',%al; out %al,%dx; then cli; hlt; jmp .-1: says it runs, then
+ * sleeps until padcell is stopped from outside */
+static const uint8_t guest_sleep[] = { 0x66, 0xba, 0xf8, 0x03, 0xb0, 'S', 0xee, 0xfa, 0xf4, 0xeb, 0xfd };
 /* ud2: no IDT, so #UD escalates to a triple fault */
 static const uint8_t guest_crash[] = { 0x0f, 0x0b };
 
@@ -517,7 +520,7 @@ Test(cli_e2e, sigterm_exits_143, .timeout = 20)
 	REQUIRE_KVM();
 	char *k = guest_file(guest_sleep, sizeof(guest_sleep));
 	struct run r;
-	run_sig(&r, 10, SIGTERM, 300, (char *const[]){ "boot", "--kernel", k, "--mem", "16M", NULL });
+	run_sig(&r, 10, SIGTERM, (char *const[]){ "boot", "--kernel", k, "--mem", "16M", NULL });
 	cr_assert_eq(r.status, 128 + SIGTERM, "exit %d, stderr: %s", r.status, r.err);
 	cr_assert_eq(r.err_lines, 1, "one line saying why: %s", r.err);
 	cr_assert_eq(strncmp(r.err, "padcell: ", 9), 0, "%s", r.err);
@@ -555,7 +558,23 @@ static const uint8_t guest_echo[] = {
 struct chunk {
 	const char *data;
 	size_t len;
+	size_t echoed; /* bytes the guest echoes once padcell has passed this chunk on */
 };
+
+/* A hang guard only: how long a loaded machine may take for output padcell owes us. */
+#define E2E_HANG_MS 15000
+
+/* Waits until file fd holds at least `size` bytes; false after the hang guard. */
+static bool wait_file_size(int fd, off_t size)
+{
+	for (int i = 0; i < E2E_HANG_MS; i++) {
+		struct stat st;
+		if (fstat(fd, &st) == 0 && st.st_size >= size)
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
 
 /* Runs padcell on guest_echo with a pty as its terminal; once 'R' is out, types the chunks. */
 static void run_pty(struct run *r, const struct chunk *chunks, size_t nchunks)
@@ -583,18 +602,25 @@ static void run_pty(struct run *r, const struct chunk *chunks, size_t nchunks)
 		exec_padcell(bin, (char *const[]){ "padcell", "boot", "--kernel", k, "--mem", "16M", NULL });
 	}
 	/* Wait for the guest's 'R': by then padcell has put the terminal in raw mode. */
-	for (int i = 0; i < 5000; i++) {
-		struct stat st;
-		if (fstat(ofd, &st) == 0 && st.st_size > 0)
-			break;
-		usleep(1000);
-	}
+	cr_assert(wait_file_size(ofd, 1), "the guest never printed 'R'");
+	/*
+	 * Each chunk reaches padcell in a read of its own: the next is typed only once the guest
+	 * has echoed this one.  A chunk padcell holds back (a lone Ctrl-A) shows nothing to wait
+	 * for; after it, a pause makes a separate read likely (no assertion depends on it).
+	 */
+	off_t echoed = 1;
 	for (size_t i = 0; i < nchunks; i++) {
-		usleep(200 * 1000); /* so each chunk reaches padcell in a read of its own */
 		cr_assert_eq(write(master, chunks[i].data, chunks[i].len), (ssize_t)chunks[i].len);
+		echoed += (off_t)chunks[i].echoed;
+		if (i + 1 == nchunks)
+			break;
+		if (chunks[i].echoed)
+			cr_assert(wait_file_size(ofd, echoed), "chunk %zu was not echoed", i);
+		else
+			usleep(200 * 1000);
 	}
 	int st = 0;
-	for (int i = 0; i < 5000; i++) {
+	for (int i = 0; i < E2E_HANG_MS / 2; i++) {
 		if (waitpid(pid, &st, WNOHANG) == pid)
 			goto done;
 		/* Keep the pty's output side drained (padcell writes nothing there, but be safe). */
@@ -625,7 +651,7 @@ Test(cli_e2e, console_input_reaches_guest, .timeout = 20)
 {
 	REQUIRE_KVM();
 	struct run r;
-	const struct chunk c[] = { { "hello", 5 }, { "q", 1 } };
+	const struct chunk c[] = { { "hello", 5, 5 }, { "q", 1, 1 } };
 	run_pty(&r, c, 2);
 	cr_assert_eq(r.status, 0, "exit %d, stderr: %s", r.status, r.err);
 	cr_assert_str_eq(r.out, "Rhelloq");
@@ -635,7 +661,7 @@ Test(cli_e2e, ctrl_a_x_exits_130, .timeout = 20)
 {
 	REQUIRE_KVM();
 	struct run r;
-	const struct chunk c[] = { { "ab", 2 }, { "\x01x", 2 } };
+	const struct chunk c[] = { { "ab", 2, 2 }, { "\x01x", 2, 0 } };
 	run_pty(&r, c, 2);
 	cr_assert_eq(r.status, 130, "exit %d, stderr: %s", r.status, r.err);
 	cr_assert_str_eq(r.out, "Rab", "nothing of the escape reaches the guest");
@@ -647,7 +673,7 @@ Test(cli_e2e, ctrl_a_ctrl_a_sends_one_ctrl_a, .timeout = 20)
 {
 	REQUIRE_KVM();
 	struct run r;
-	const struct chunk c[] = { { "a\x01\x01" "b", 4 }, { "\x01", 1 }, { "c", 1 }, { "q", 1 } };
+	const struct chunk c[] = { { "a\x01\x01" "b", 4, 3 }, { "\x01", 1, 0 }, { "c", 1, 2 }, { "q", 1, 1 } };
 	run_pty(&r, c, 4);
 	cr_assert_eq(r.status, 0, "exit %d, stderr: %s", r.status, r.err);
 	/* Ctrl-A then an ordinary key sends both. */
@@ -667,7 +693,7 @@ Test(cli_e2e, regression_lone_ctrl_a_then_full_read_keeps_every_byte, .timeout =
 	memset(block, 'b', sizeof(block));
 	block[63] = 'z';
 	struct run r;
-	const struct chunk c[] = { { "\x01", 1 }, { block, sizeof(block) }, { "q", 1 } };
+	const struct chunk c[] = { { "\x01", 1, 0 }, { block, sizeof(block), 1 + sizeof(block) }, { "q", 1, 1 } };
 	run_pty(&r, c, 3);
 	cr_assert_eq(r.status, 0, "exit %d, stderr: %s", r.status, r.err);
 	char want[80] = "R\x01";
@@ -751,17 +777,23 @@ static double idle_cpu_with_input(size_t typed)
 	cr_assert_eq(grantpt(master), 0);
 	cr_assert_eq(unlockpt(master), 0);
 	char *slave = ptsname(master);
+	char outp[] = "/tmp/padcell-out-XXXXXX";
+	int ofd = mkstemp(outp);
+	cr_assert_geq(ofd, 0);
+	unlink(outp);
 	pid_t pid = fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		setsid();
 		int in = open(slave, O_RDWR), null = open("/dev/null", O_WRONLY);
 		dup2(in, 0);
-		dup2(null, 1);
+		dup2(ofd, 1);
 		dup2(null, 2);
 		exec_padcell(bin, (char *const[]){ "padcell", "boot", "--kernel", k, "--mem", "16M", NULL });
 	}
-	usleep(300 * 1000); /* booted, terminal in raw mode */
+	/* The guest's 'S': booted, the terminal in raw mode, the boot's own CPU time spent. */
+	cr_assert(wait_file_size(ofd, 1), "the guest never printed 'S'");
+	close(ofd);
 	char buf[512];
 	memset(buf, 'a', sizeof(buf));
 	if (typed)
@@ -810,7 +842,7 @@ Test(cli_e2e, console_bulk_input_all_delivered, .timeout = 30)
 	for (size_t i = 0; i < sizeof(bulk); i++)
 		bulk[i] = (char)('A' + i % 26);
 	struct run r;
-	const struct chunk c[] = { { bulk, sizeof(bulk) }, { "q", 1 } };
+	const struct chunk c[] = { { bulk, sizeof(bulk), sizeof(bulk) }, { "q", 1, 1 } };
 	run_pty(&r, c, 2);
 	cr_assert_eq(r.status, 0, "exit %d, stderr: %s", r.status, r.err);
 	cr_assert_eq(strlen(r.out), 1 + sizeof(bulk) + 1, "got %zu bytes", strlen(r.out));
@@ -836,17 +868,17 @@ Test(cli_e2e, guest_reads_past_ram, .timeout = 20)
 }
 
 /* jmp . : a vCPU that never exits on its own still stops on a signal. */
-static const uint8_t guest_spin[] = { 0xeb, 0xfe };
+static const uint8_t guest_spin[] = { 0x66, 0xba, 0xf8, 0x03, 0xb0, 'S', 0xee, 0xeb, 0xfe }; /* 'S', then jmp . */
 
 Test(cli_e2e, busy_guest_stops_on_sigint_and_sighup, .timeout = 30)
 {
 	REQUIRE_KVM();
 	char *k = guest_file(guest_spin, sizeof(guest_spin));
 	struct run r;
-	run_sig(&r, 10, SIGINT, 300, (char *const[]){ "boot", "--kernel", k, "--mem", "16M", "--cpus", "2", NULL });
+	run_sig(&r, 10, SIGINT, (char *const[]){ "boot", "--kernel", k, "--mem", "16M", "--cpus", "2", NULL });
 	cr_assert_eq(r.status, 130, "SIGINT: exit %d, stderr: %s", r.status, r.err);
 	cr_assert_eq(r.err_lines, 1, "%s", r.err);
-	run_sig(&r, 10, SIGHUP, 300, (char *const[]){ "boot", "--kernel", k, "--mem", "16M", NULL });
+	run_sig(&r, 10, SIGHUP, (char *const[]){ "boot", "--kernel", k, "--mem", "16M", NULL });
 	cr_assert_eq(r.status, 128 + SIGHUP, "SIGHUP: exit %d, stderr: %s", r.status, r.err);
 	unlink(k);
 	free(k);

@@ -488,10 +488,10 @@ static void dev_up(void)
 				       VIRTIO_CONFIG_S_DRIVER_OK);
 }
 
-/* Polls like a guest driver: until used idx reaches want or NEEDS_RESET shows, at most 5 s. */
+/* Polls like a guest driver: until used idx reaches want or NEEDS_RESET shows (a 30 s hang guard). */
 static bool dev_wait(uint16_t want)
 {
-	for (int i = 0; i < 5000; i++) {
+	for (int i = 0; i < 30000; i++) {
 		if (tv_used_idx(&tv) == want)
 			return true;
 		if (rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET)
