@@ -63,6 +63,7 @@ struct run_opts {
 	bool no_stdin;             /* --no-stdin */
 	const char *from;          /* --from DIR: restore a snapshot instead of booting */
 	const char *snapshot_dir;  /* --snapshot-when-ready DIR */
+	bool allow_pvm;            /* --allow-pvm: cold-boot even on a PVM host (refused there otherwise) */
 	char **argv;               /* the command after "--"; NULL when none was given */
 	int argc;
 };

@@ -25,6 +25,7 @@
 
 #include "guest/agent/proto.h"
 #include "vmm/agent/agent_client.h"
+#include "vmm/cmd/check.h"
 #include "vmm/cmd/cli.h"
 #include "vmm/err.h"
 #include "vmm/launch.h"
@@ -601,6 +602,16 @@ int cmd_run(int argc, char **argv)
 	r.console_fd = -1;
 	if (cli_parse_run(argc, argv, &r.o, err, sizeof(err))) {
 		fprintf(stderr, "padcell: %s\n", err);
+		return EXIT_USAGE;
+	}
+	/*
+	 * On PVM a standard Linux kernel spins in instruction emulation until --boot-timeout: say so
+	 * now.  A restore (--from) is not a boot, and whatever runs there is the snapshot's business.
+	 */
+	if (!r.o.from && !r.o.allow_pvm && host_kvm_kind() == HOST_KVM_PVM) {
+		fprintf(stderr, "padcell: this host's /dev/kvm is PVM (kvm_pvm, no VT-x/AMD-V), where a standard Linux "
+				"kernel cannot boot; run on a host with hardware KVM, or see run work here in the nested tier "
+				"with `make demo` (--allow-pvm boots anyway)\n");
 		return EXIT_USAGE;
 	}
 	static char kernel[PATH_MAX], rootfs[PATH_MAX], cmdline[LAYOUT_CMDLINE_MAX];
