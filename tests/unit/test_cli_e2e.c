@@ -602,6 +602,40 @@ Test(cli_e2e, run_allow_pvm_boots, .timeout = 30)
 	free(k);
 }
 
+/* boot refuses only what cannot boot on PVM: a Linux kernel; the tiny guests above boot there. */
+Test(cli_e2e, boot_linux_on_pvm_refused_at_once, .timeout = 30)
+{
+	if (host_kvm_kind() != HOST_KVM_PVM)
+		cr_skip_test("not a PVM host (no /sys/module/kvm_pvm, or VT-x/AMD-V present)");
+	struct bz_spec bs = img_bz_default();
+	size_t n;
+	uint8_t *img = img_bzimage(&bs, &n);
+	char *bz = img_write_tmp(img, n);
+	free(img);
+	/* a vmlinux-like ELF: the poweroff guest with a "Linux" note */
+	struct elf_spec es = { .code = guest_poweroff, .code_len = sizeof(guest_poweroff), .entry = 0x100000,
+			       .linux_note = 1 };
+	img = img_elf(&es, &n);
+	char *vmlinux = img_write_tmp(img, n);
+	free(img);
+	struct run r;
+	double t0 = mono_s();
+	RUN(&r, "boot", "--kernel", bz, "--mem", "16M");
+	assert_pvm_refusal(&r, mono_s() - t0, "boot of a bzImage");
+	cr_assert(strstr(r.err, bz), "names the kernel: %s", r.err);
+	t0 = mono_s();
+	RUN(&r, "boot", "--kernel", vmlinux, "--mem", "16M");
+	assert_pvm_refusal(&r, mono_s() - t0, "boot of an ELF with a Linux note");
+	if (kvm_usable()) {
+		RUN(&r, "boot", "--allow-pvm", "--kernel", vmlinux, "--mem", "16M");
+		cr_assert_eq(r.status, 0, "--allow-pvm boots it (and it powers off): exit %d, stderr: %s", r.status, r.err);
+	}
+	unlink(bz);
+	unlink(vmlinux);
+	free(bz);
+	free(vmlinux);
+}
+
 /* ---- the serial console on a terminal (a pty as stdin) ---- */
 
 /*

@@ -226,6 +226,7 @@ int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t
 {
 	static const struct option opts[] = { VM_LONG_OPTS, { "api-sock", required_argument, NULL, OPT_API_SOCK },
 					      { "snapshot-when-ready", required_argument, NULL, OPT_SNAPSHOT_WHEN_READY },
+					      { "allow-pvm", no_argument, NULL, OPT_ALLOW_PVM },
 					      { 0 } };
 	vm_opts_defaults(o);
 	opterr = 0;
@@ -239,6 +240,10 @@ int cli_parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t
 			continue;
 		if (c == OPT_SNAPSHOT_WHEN_READY) {
 			o->snapshot_dir = optarg;
+			continue;
+		}
+		if (c == OPT_ALLOW_PVM) {
+			o->allow_pvm = true;
 			continue;
 		}
 		if (c != OPT_API_SOCK)
@@ -378,8 +383,11 @@ void cli_usage(FILE *out)
 	      "  boot --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--mem SIZE]\n"
 	      "       [--entry auto|linux64|pvh] [--drive PATH[,ro][,id=NAME]]... [--scratch SIZE]\n"
 	      "       [--vsock PATH[,cid=N]] [--api-sock PATH] [--snapshot-when-ready DIR]\n"
-	      "       [--verbose]\n"
+	      "       [--allow-pvm] [--verbose]\n"
 	      "      Boot a VM with its serial console on this terminal (Ctrl-A x quits).\n"
+	      "      On a PVM host a Linux kernel (a bzImage, or a vmlinux with its \"Linux\"\n"
+	      "      note) is refused at once (exit 2): it cannot boot there; other guests\n"
+	      "      boot; --allow-pvm boots it anyway.\n"
 	      "      --kernel   vmlinux ELF (PVH note used when present) or bzImage\n"
 	      "      --mem      guest RAM, e.g. 256M, 2G (bare number = MiB; default 256M)\n"
 	      "      --cpus     vCPUs (default 1)\n"

@@ -46,6 +46,7 @@ struct boot_opts {
 	uint32_t vsock_cid;   /* 3 unless cid= says otherwise; never 0-2 nor 0xffffffff */
 	const char *api_sock; /* boot --api-sock PATH: the control socket; NULL = none */
 	const char *snapshot_dir; /* boot --snapshot-when-ready DIR (needs --vsock) */
+	bool allow_pvm;           /* boot --allow-pvm: boot a Linux kernel even on a PVM host */
 };
 
 /* `padcell run`: the VM options above plus what to run in it. */
