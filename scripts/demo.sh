@@ -14,7 +14,7 @@ since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; 
 t_start=$EPOCHREALTIME
 
 # --- 1. build (every part is cached: a warm run takes seconds) ------------------------------------
-say "building what is missing: padcell, the guest kernel, the Debian image with python3 (about 10 min cold, seconds warm)"
+say "building what is missing: padcell, the guest kernel, the Debian image with python3 (10-20 min cold on 2 cores, seconds warm)"
 t=$EPOCHREALTIME
 scripts/deps.sh build kernel images rootfs debian
 "${MAKE:-make}" --no-print-directory images build/padcell-static || { say "the build failed (above)"; exit 1; }
@@ -32,16 +32,17 @@ if build/padcell check >build/demo-check.log 2>&1; then
 	exit "$rc"
 fi
 
-if [ ! -e /dev/kvm ]; then
+log=build/demo-check.log
+if grep -q '\] /dev/kvm .*missing' "$log"; then
 	why="this host has no /dev/kvm"
-elif [ -e /sys/module/kvm_pvm ] && ! grep -qwE 'vmx|svm' /proc/cpuinfo; then
-	why="this host's /dev/kvm is PVM (kvm_pvm, no VT-x/AMD-V), where a standard Linux kernel cannot boot"
-elif [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
+elif grep -q '\] /dev/kvm .*not accessible' "$log"; then
 	why="/dev/kvm is not accessible to you"
+elif grep -q '\] virtualization .*PVM' "$log"; then
+	why="this host's /dev/kvm is PVM (kvm_pvm, no VT-x/AMD-V), where a standard Linux kernel cannot boot"
 else
-	why="padcell check found a problem ($(grep '^result:' build/demo-check.log | head -n1))"
+	why="padcell check found a problem ($(grep '^result:' "$log" | head -n1))"
 fi
-say "$why: running the same steps inside the nested tier (QEMU TCG emulates an AMD host whose real KVM boots the guest; everything is ~50x slower there; about 3-4 min)"
+say "$why: running the same steps inside the nested tier (QEMU TCG emulates an AMD host whose real KVM boots the guest; everything is slower there; about half a minute)"
 
 # --- 3. the nested tier: the same steps in L1, with padcell's defaults beside it --------------------
 scripts/deps.sh nested
@@ -64,7 +65,7 @@ tests/nested/l1.sh --payload "$payload" --timeout $((4 * step_timeout + 300)) \
 	while IFS= read -r line; do
 		case "$line" in
 		demo:* | l1.sh:*) printf '%s\n' "$line" ;;
-		L1-KVM-OK*) say "L1 is up $(since "$t") s after staging it with /dev/kvm (${line#L1-KVM-OK }); the steps run there now" ;;
+		L1-KVM-OK*) say "L1 is up with /dev/kvm (${line#L1-KVM-OK }) after $(since "$t") s (staging and its boot); the steps run there now" ;;
 		L1-FAIL*) printf '%s\n' "$line" ;;
 		esac
 	done
