@@ -42,7 +42,7 @@ elif grep -q '\] virtualization .*PVM' "$log"; then
 else
 	why="padcell check found a problem ($(grep '^result:' "$log" | head -n1))"
 fi
-say "$why: running the same steps inside the nested tier (QEMU TCG emulates an AMD host whose real KVM boots the guest; everything is slower there; about half a minute)"
+say "$why: running the same steps inside the nested tier (QEMU TCG emulates an AMD host whose real KVM boots the guest; everything is slower there; under a minute)"
 
 # --- 3. the nested tier: the same steps in L1, with padcell's defaults beside it --------------------
 scripts/deps.sh nested
