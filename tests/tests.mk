@@ -35,10 +35,9 @@ bench:
 	@$(MAKE) --no-print-directory $(TEST_BINS) testguest kernel initramfs rootfs-min $(BUILD)/vmmprobe $(BUILD)/spin.elf $(BUILD)/blkread $(BUILD)/vsockbench $(BUILD)/usock
 	@tests/bench/run.sh
 
+# scripts/demo.sh installs and builds what it needs itself (padcell, kernel, Debian image).
 demo:
-	@scripts/deps.sh build kernel images nested
-	@$(MAKE) --no-print-directory $(TEST_BINS) kernel initramfs
-	@scripts/demo.sh
+	@MAKE="$(MAKE)" scripts/demo.sh
 
 $(BUILD)/vmmprobe: tests/bench/vmmprobe.c
 	@mkdir -p $(dir $@)

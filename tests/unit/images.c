@@ -28,7 +28,7 @@ uint8_t *img_elf(const struct elf_spec *s, size_t *size)
 	eh.e_phoff = IMG_ELF_PH_LOAD;
 	eh.e_ehsize = sizeof(eh);
 	eh.e_phentsize = sizeof(Elf64_Phdr);
-	eh.e_phnum = s->pvh_descsz ? 2 : 1;
+	eh.e_phnum = s->pvh_descsz || s->linux_note ? 2 : 1;
 	memcpy(buf, &eh, sizeof(eh));
 
 	Elf64_Phdr load = {
@@ -38,15 +38,27 @@ uint8_t *img_elf(const struct elf_spec *s, size_t *size)
 	};
 	memcpy(buf + IMG_ELF_PH_LOAD, &load, sizeof(load));
 
+	size_t notes = 0;
+	uint8_t *p = buf + IMG_ELF_NOTE_OFF;
 	if (s->pvh_descsz) {
 		Elf64_Nhdr n = { .n_namesz = 4, .n_descsz = s->pvh_descsz, .n_type = 18 };
-		uint8_t *p = buf + IMG_ELF_NOTE_OFF;
 		memcpy(p, &n, sizeof(n));
 		memcpy(p + sizeof(n), "Xen", 4);
 		memcpy(p + sizeof(n) + 4, &s->pvh_entry, s->pvh_descsz);
+		notes = sizeof(n) + 4 + s->pvh_descsz;
+	}
+	if (s->linux_note) {
+		/* LINUX_ELFNOTE_BUILD_SALT (0x100): name "Linux" padded to 8, a 4-byte salt */
+		Elf64_Nhdr n = { .n_namesz = 6, .n_descsz = 4, .n_type = 0x100 };
+		memcpy(p + notes, &n, sizeof(n));
+		memcpy(p + notes + sizeof(n), "Linux", 6);
+		memcpy(p + notes + sizeof(n) + 8, "salt", 4);
+		notes += sizeof(n) + 8 + 4;
+	}
+	if (notes) {
 		Elf64_Phdr note = {
 			.p_type = PT_NOTE, .p_flags = PF_R, .p_offset = IMG_ELF_NOTE_OFF,
-			.p_filesz = sizeof(n) + 4 + s->pvh_descsz, .p_align = 4,
+			.p_filesz = notes, .p_align = 4,
 		};
 		memcpy(buf + IMG_ELF_PH_NOTE, &note, sizeof(note));
 	}

@@ -7,7 +7,8 @@
 
 /*
  * ELF64 x86-64 ET_EXEC: the ELF header, program headers at offset 64 (one PT_LOAD,
- * plus a PT_NOTE when pvh_descsz is 4 or 8), the note, then `code` at IMG_ELF_CODE_OFF.
+ * plus a PT_NOTE when pvh_descsz is 4 or 8 or linux_note is set), the notes, then `code` at
+ * IMG_ELF_CODE_OFF.
  */
 #define IMG_ELF_CODE_OFF 0x200
 
@@ -19,6 +20,7 @@ struct elf_spec {
 	uint64_t entry;       /* e_entry (default paddr when 0)                    */
 	unsigned pvh_descsz;  /* 0: no note; 4 or 8: Xen PHYS32_ENTRY note        */
 	uint64_t pvh_entry;
+	int linux_note;       /* non-zero: a "Linux" note (as every vmlinux has) after any PVH note */
 };
 
 /* Returns a malloc'ed image and its size. */

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "tests/unit/images.h"
+#include "vmm/cmd/check.h"
 
 struct run {
 	int status;       /* exit code, or 128+signal, or -1 on timeout */
@@ -537,6 +538,105 @@ Test(cli_e2e, check_command, .timeout = 20)
 	if (access("/dev/kvm", R_OK | W_OK) != 0)
 		cr_assert_eq(r.status, 1, "check without /dev/kvm must fail");
 	cr_assert(strstr(r.out, "result:") != NULL, "check ends with a result line:\n%s", r.out);
+}
+
+/* ---- run on a PVM host: refused at once, booted only with --allow-pvm ---- */
+
+static double mono_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The refusal: exit 2, one line, naming PVM, the way out (make demo) and the flag that insists. */
+static void assert_pvm_refusal(const struct run *r, double secs, const char *what)
+{
+	assert_usage(r, what);
+	cr_assert(strstr(r->err, "PVM") && strstr(r->err, "cannot boot"), "%s: says why: %s", what, r->err);
+	cr_assert(strstr(r->err, "make demo") && strstr(r->err, "hardware KVM"), "%s: says the way out: %s", what, r->err);
+	cr_assert(strstr(r->err, "--allow-pvm"), "%s: names the flag: %s", what, r->err);
+	/* at once: not after a --boot-timeout (60 s by default) spent in instruction emulation */
+	cr_assert_lt(secs, 2.0, "%s: took %.2f s", what, secs);
+}
+
+Test(cli_e2e, run_on_pvm_refused_at_once, .timeout = 30)
+{
+	if (host_kvm_kind() != HOST_KVM_PVM)
+		cr_skip_test("not a PVM host (no /sys/module/kvm_pvm, or VT-x/AMD-V present)");
+	char *k = guest_file(guest_poweroff, sizeof(guest_poweroff));
+	char dir[] = "/tmp/padcell-pvm-XXXXXX";
+	cr_assert_not_null(mkdtemp(dir));
+	char snap[64];
+	snprintf(snap, sizeof(snap), "%s/snap", dir);
+	struct run r;
+	double t0 = mono_s();
+	RUN(&r, "run", "--kernel", k, "--rootfs", "none", "--", "true");
+	assert_pvm_refusal(&r, mono_s() - t0, "run --kernel");
+	t0 = mono_s();
+	RUN(&r, "run", "--", "python3", "-c", "print(1)"); /* the default kernel and image, found or not */
+	assert_pvm_refusal(&r, mono_s() - t0, "run with the defaults");
+	t0 = mono_s();
+	RUN(&r, "run", "--kernel", k, "--rootfs", "none", "--snapshot-when-ready", snap);
+	assert_pvm_refusal(&r, mono_s() - t0, "run --snapshot-when-ready");
+	cr_assert_neq(access(snap, F_OK), 0, "a refused run made no snapshot directory");
+	/* a restore is not a boot: --from gets as far as reading the snapshot */
+	RUN(&r, "run", "--from", dir, "--", "true");
+	cr_assert_eq(r.status, 2, "run --from: exit %d, stderr: %s", r.status, r.err);
+	cr_assert(strstr(r.err, "cannot restore the snapshot") && !strstr(r.err, "PVM"), "run --from: %s", r.err);
+	rmdir(dir);
+	unlink(k);
+	free(k);
+}
+
+Test(cli_e2e, run_allow_pvm_boots, .timeout = 30)
+{
+	REQUIRE_KVM();
+	if (host_kvm_kind() != HOST_KVM_PVM)
+		cr_skip_test("not a PVM host: run boots without --allow-pvm here");
+	/* A guest that powers off at once: it booted, and stopped before any agent could call. */
+	char *k = guest_file(guest_poweroff, sizeof(guest_poweroff));
+	struct run r;
+	RUN(&r, "run", "--allow-pvm", "--kernel", k, "--rootfs", "none", "--mem", "16M", "--boot-timeout", "8", "--", "true");
+	cr_assert_eq(r.status, 125, "exit %d, stderr: %s", r.status, r.err);
+	cr_assert(strstr(r.err, "the VM stopped before its agent was ready"), "it booted the guest: %s", r.err);
+	cr_assert_null(strstr(r.err, "--allow-pvm"), "no refusal: %s", r.err);
+	unlink(k);
+	free(k);
+}
+
+/* boot refuses only what cannot boot on PVM: a Linux kernel; the tiny guests above boot there. */
+Test(cli_e2e, boot_linux_on_pvm_refused_at_once, .timeout = 30)
+{
+	if (host_kvm_kind() != HOST_KVM_PVM)
+		cr_skip_test("not a PVM host (no /sys/module/kvm_pvm, or VT-x/AMD-V present)");
+	struct bz_spec bs = img_bz_default();
+	size_t n;
+	uint8_t *img = img_bzimage(&bs, &n);
+	char *bz = img_write_tmp(img, n);
+	free(img);
+	/* a vmlinux-like ELF: the poweroff guest with a "Linux" note */
+	struct elf_spec es = { .code = guest_poweroff, .code_len = sizeof(guest_poweroff), .entry = 0x100000,
+			       .linux_note = 1 };
+	img = img_elf(&es, &n);
+	char *vmlinux = img_write_tmp(img, n);
+	free(img);
+	struct run r;
+	double t0 = mono_s();
+	RUN(&r, "boot", "--kernel", bz, "--mem", "16M");
+	assert_pvm_refusal(&r, mono_s() - t0, "boot of a bzImage");
+	cr_assert(strstr(r.err, bz), "names the kernel: %s", r.err);
+	t0 = mono_s();
+	RUN(&r, "boot", "--kernel", vmlinux, "--mem", "16M");
+	assert_pvm_refusal(&r, mono_s() - t0, "boot of an ELF with a Linux note");
+	if (kvm_usable()) {
+		RUN(&r, "boot", "--allow-pvm", "--kernel", vmlinux, "--mem", "16M");
+		cr_assert_eq(r.status, 0, "--allow-pvm boots it (and it powers off): exit %d, stderr: %s", r.status, r.err);
+	}
+	unlink(bz);
+	unlink(vmlinux);
+	free(bz);
+	free(vmlinux);
 }
 
 /* ---- the serial console on a terminal (a pty as stdin) ---- */

@@ -249,6 +249,10 @@ Test(cli_run, run_options)
 	cr_assert_str_eq(ro.from, "snap");
 	cr_assert_eq(RUN("--snapshot-when-ready", "snap"), 0, "no command is fine when only snapshotting: %s", err);
 	cr_assert_null(ro.argv);
+	cr_assert_not(ro.allow_pvm, "a PVM host's refusal is on by default");
+	cr_assert_eq(RUN("--allow-pvm", "--", "true"), 0, "%s", err);
+	cr_assert(ro.allow_pvm);
+	cr_assert_eq(RUN("--from", "snap", "--allow-pvm", "--", "true"), 0, "a permission, not a VM shape: %s", err);
 }
 
 Test(cli_run, errors)

@@ -50,6 +50,7 @@ Test(loader_elf, minimal_exec_accepted)
 	cr_assert_eq(k.load_end, 0x100000 + sizeof(code) + 0x1000, "memsz counts, bss included");
 	cr_assert_eq(k.entry64, 0x100000);
 	cr_assert_not(k.has_pvh);
+	cr_assert_not(k.is_linux, "no \"Linux\" note: a freestanding guest");
 	cr_assert_eq(k.data, img);
 	cr_assert_eq(k.size, n);
 	free(img);
@@ -91,6 +92,31 @@ Test(loader_elf, other_notes_are_skipped)
 	memcpy(img + IMG_ELF_NOTE_OFF + sizeof(*nh), "Gnu", 4); /* not the Xen owner */
 	cr_assert_eq(parse(img, n), 0, "%s", err);
 	cr_assert_not(k.has_pvh);
+	free(img);
+}
+
+/* Every vmlinux carries a "Linux" note (LINUX_ELFNOTE_BUILD_SALT): that is how boot knows it is Linux. */
+Test(loader_elf, linux_note_marks_linux)
+{
+	struct elf_spec s = { .code = code, .code_len = sizeof(code), .linux_note = 1 };
+	size_t n;
+	uint8_t *img = img_elf(&s, &n);
+	cr_assert_eq(parse(img, n), 0, "%s", err);
+	cr_assert(k.is_linux);
+	cr_assert_not(k.has_pvh);
+	free(img);
+	/* after the PVH note in the same segment, as in a real vmlinux: both are found */
+	s.pvh_descsz = 8;
+	s.pvh_entry = 0x100020;
+	img = img_elf(&s, &n);
+	cr_assert_eq(parse(img, n), 0, "%s", err);
+	cr_assert(k.is_linux, "the note after the PVH one is read too");
+	cr_assert(k.has_pvh);
+	cr_assert_eq(k.pvh_entry, 0x100020);
+	/* "Linu" is not "Linux" */
+	memcpy(img + IMG_ELF_NOTE_OFF + sizeof(Elf64_Nhdr) + 4 + 8 + sizeof(Elf64_Nhdr), "Linu", 5);
+	cr_assert_eq(parse(img, n), 0, "%s", err);
+	cr_assert_not(k.is_linux);
 	free(img);
 }
 
@@ -310,6 +336,7 @@ Test(loader_bz, valid_bzimage)
 	cr_assert_eq(k.load_end, 16 * MiB + s.init_size, "init_size reserves the decompression room");
 	cr_assert_eq(k.hdr.version, 0x020f);
 	cr_assert_not(k.has_pvh);
+	cr_assert(k.is_linux, "a bzImage is Linux's own format");
 	free(img);
 }
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "vmm/api/api.h"
+#include "vmm/cmd/check.h"
 #include "vmm/cmd/cli.h"
 #include "vmm/cmd/cmd.h"
 #include "vmm/cmd/run.h"
@@ -29,6 +30,25 @@ static void api_service(void *server)
 static int boot_vm(const struct boot_opts *o)
 {
 	char err[320];
+	/*
+	 * On PVM a Linux kernel spins in instruction emulation and never comes up: say so now.  Tiny
+	 * freestanding guests (the kvm tier's) run fine there, so only a kernel that says it is
+	 * Linux is refused.  A file that does not parse is launch_boot's to report.
+	 */
+	if (!o->allow_pvm && host_kvm_kind() == HOST_KVM_PVM) {
+		struct file_map f;
+		struct kernel_image k;
+		bool is_linux = !file_map(o->kernel, &f, err, sizeof(err)) &&
+				!kernel_parse(f.data, f.size, &k, err, sizeof(err)) && k.is_linux;
+		file_unmap(&f);
+		if (is_linux) {
+			fprintf(stderr, "padcell: this host's /dev/kvm is PVM (kvm_pvm, no VT-x/AMD-V), where the Linux "
+					"kernel '%s' cannot boot; run on a host with hardware KVM, or in the nested tier "
+					"(`make demo` shows it) (--allow-pvm boots anyway)\n", o->kernel);
+			return EXIT_USAGE;
+		}
+	}
+
 	/* The control socket is claimed first: a live or unusable PATH is the user's error, found
 	 * before anything is built. */
 	int api_fd = -1;

@@ -36,6 +36,13 @@ static bool cpu_has_flag(const char *flag)
 	return found;
 }
 
+enum host_kvm host_kvm_kind(void)
+{
+	if (cpu_has_flag("vmx") || cpu_has_flag("svm"))
+		return HOST_KVM_HARDWARE;
+	return access("/sys/module/kvm_pvm", F_OK) == 0 ? HOST_KVM_PVM : HOST_KVM_UNKNOWN;
+}
+
 static void row(FILE *out, const char *status, const char *what, const char *detail)
 {
 	fprintf(out, "  [%-4s] %-28s %s\n", status, what, detail);
@@ -98,7 +105,7 @@ int check_run(FILE *out)
 	close(kvm);
 
 	row(out, vmx || svm ? "ok" : "warn", "virtualization", kind);
-	if (pvm && !vmx && !svm) {
+	if (host_kvm_kind() == HOST_KVM_PVM) {
 		fprintf(out,
 			"note: this host's KVM is PVM (software virtualization). Standard Linux guest kernels\n"
 			"      cannot run here: they need a kernel built with CONFIG_PVM_GUEST. Tiny polling\n"

@@ -65,7 +65,7 @@ enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEM, OPT_ENTRY, 
        OPT_SCRATCH, OPT_VSOCK,
        /* run */
        OPT_ROOTFS, OPT_ENV, OPT_CWD, OPT_USER, OPT_TIMEOUT, OPT_BOOT_TIMEOUT, OPT_NO_STDIN, OPT_FROM,
-       OPT_SNAPSHOT_WHEN_READY,
+       OPT_SNAPSHOT_WHEN_READY, OPT_ALLOW_PVM,
        /* boot */
        OPT_API_SOCK };
 
@@ -251,6 +251,7 @@ static int parse_boot(int argc, char **argv, struct boot_opts *o, char *err, siz
 {
 	static const struct option opts[] = { VM_LONG_OPTS, { "api-sock", required_argument, NULL, OPT_API_SOCK },
 					      { "snapshot-when-ready", required_argument, NULL, OPT_SNAPSHOT_WHEN_READY },
+					      { "allow-pvm", no_argument, NULL, OPT_ALLOW_PVM },
 					      { 0 } };
 	vm_opts_defaults(o);
 	opterr = 0;
@@ -264,6 +265,10 @@ static int parse_boot(int argc, char **argv, struct boot_opts *o, char *err, siz
 			continue;
 		if (c == OPT_SNAPSHOT_WHEN_READY) {
 			o->snapshot_dir = optarg;
+			continue;
+		}
+		if (c == OPT_ALLOW_PVM) {
+			o->allow_pvm = true;
 			continue;
 		}
 		if (c != OPT_API_SOCK)
@@ -297,6 +302,7 @@ static int parse_run(int argc, char **argv, struct run_opts *o, char *err, size_
 		{ "no-stdin", no_argument, NULL, OPT_NO_STDIN },
 		{ "from", required_argument, NULL, OPT_FROM },
 		{ "snapshot-when-ready", required_argument, NULL, OPT_SNAPSHOT_WHEN_READY },
+		{ "allow-pvm", no_argument, NULL, OPT_ALLOW_PVM },
 		{ 0 },
 	};
 	memset(o, 0, sizeof(*o));
@@ -350,6 +356,7 @@ static int parse_run(int argc, char **argv, struct run_opts *o, char *err, size_
 		case OPT_NO_STDIN: o->no_stdin = true; break;
 		case OPT_FROM: o->from = optarg; break;
 		case OPT_SNAPSHOT_WHEN_READY: o->snapshot_dir = optarg; break;
+		case OPT_ALLOW_PVM: o->allow_pvm = true; break;
 		default:
 			return getopt_err(c, argv, err, errlen);
 		}
@@ -399,7 +406,7 @@ void cli_usage(FILE *out)
 	      "commands:\n"
 	      "  run [VM options] [--rootfs IMAGE] [--env K=V]... [--cwd DIR] [--user U]\n"
 	      "      [--timeout SEC] [--no-stdin] [--boot-timeout SEC] [--from DIR]\n"
-	      "      [--snapshot-when-ready DIR] -- CMD [ARGS...]\n"
+	      "      [--snapshot-when-ready DIR] [--allow-pvm] -- CMD [ARGS...]\n"
 	      "      Run CMD in a fresh microVM: stdin passed in, stdout/stderr streamed back,\n"
 	      "      its exit code returned, the VM gone afterwards.  The kernel and read-only\n"
 	      "      root image default to share/padcell/{vmlinuz,rootfs.ext4} beside padcell\n"
@@ -407,7 +414,9 @@ void cli_usage(FILE *out)
 	      "      (/sbin/padcell-agent) is init.  --from DIR restores a snapshot instead of\n"
 	      "      booting (a clone: many at once are fine); --snapshot-when-ready DIR writes\n"
 	      "      one once the agent is ready.  VM options are boot's; --verbose shows the\n"
-	      "      console and the boot / agent-ready / command times.\n"
+	      "      console and the boot / agent-ready / command times.  On a PVM host\n"
+	      "      (/dev/kvm without VT-x/AMD-V) a cold boot is refused at once (exit 2):\n"
+	      "      a standard Linux kernel cannot boot there; --allow-pvm tries anyway.\n"
 	      "  exec --vsock PATH [--env K=V]... [--cwd DIR] [--user U] [--timeout SEC]\n"
 	      "       [--no-stdin] [--verbose] -- CMD [ARGS...]\n"
 	      "      Run CMD in a running VM (booted with --vsock PATH and the agent as init).\n"
@@ -416,8 +425,11 @@ void cli_usage(FILE *out)
 	      "  boot --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--mem SIZE]\n"
 	      "       [--entry auto|linux64|pvh] [--drive PATH[,ro][,id=NAME]]... [--scratch SIZE]\n"
 	      "       [--vsock PATH[,cid=N]] [--api-sock PATH] [--snapshot-when-ready DIR]\n"
-	      "       [--verbose]\n"
+	      "       [--allow-pvm] [--verbose]\n"
 	      "      Boot a VM with its serial console on this terminal (Ctrl-A x quits).\n"
+	      "      On a PVM host a Linux kernel (a bzImage, or a vmlinux with its \"Linux\"\n"
+	      "      note) is refused at once (exit 2): it cannot boot there; other guests\n"
+	      "      boot; --allow-pvm boots it anyway.\n"
 	      "      --kernel   vmlinux ELF (PVH note used when present) or bzImage\n"
 	      "      --mem      guest RAM, e.g. 256M, 2G (bare number = MiB; default 256M)\n"
 	      "      --cpus     vCPUs (default 1)\n"

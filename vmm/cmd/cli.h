@@ -50,6 +50,7 @@ struct boot_opts {
 	uint32_t vsock_cid;   /* 3 unless cid= says otherwise; never 0-2 nor 0xffffffff */
 	const char *api_sock; /* boot --api-sock PATH: the control socket; NULL = none */
 	const char *snapshot_dir; /* boot --snapshot-when-ready DIR (needs --vsock) */
+	bool allow_pvm;           /* boot --allow-pvm: boot a Linux kernel even on a PVM host */
 	char *owned[CLI_MAX_DRIVES + 1]; /* the cut copies: one per --drive, one for --vsock */
 	unsigned nowned;
 };
@@ -69,6 +70,7 @@ struct run_opts {
 	bool no_stdin;             /* --no-stdin */
 	const char *from;          /* --from DIR: restore a snapshot instead of booting */
 	const char *snapshot_dir;  /* --snapshot-when-ready DIR */
+	bool allow_pvm;            /* --allow-pvm: cold-boot even on a PVM host (refused there otherwise) */
 	char **argv;               /* the command after "--"; NULL when none was given */
 	int argc;
 };

@@ -23,6 +23,7 @@
 
 #include "guest/agent/proto.h"
 #include "vmm/agent/agent_client.h"
+#include "vmm/cmd/check.h"
 #include "vmm/cmd/cli.h"
 #include "vmm/err.h"
 #include "vmm/launch.h"
@@ -593,6 +594,16 @@ int cmd_run(int argc, char **argv)
 	}
 	char kernel[PATH_MAX], rootfs[PATH_MAX], cmdline[LAYOUT_CMDLINE_MAX];
 	int code = EXIT_USAGE;
+	/*
+	 * On PVM a standard Linux kernel spins in instruction emulation until --boot-timeout: say so
+	 * now.  A restore (--from) is not a boot, and whatever runs there is the snapshot's business.
+	 */
+	if (!r.o.from && !r.o.allow_pvm && host_kvm_kind() == HOST_KVM_PVM) {
+		fprintf(stderr, "padcell: this host's /dev/kvm is PVM (kvm_pvm, no VT-x/AMD-V), where a standard Linux "
+				"kernel cannot boot; run on a host with hardware KVM, or see run work here in the nested tier "
+				"with `make demo` (--allow-pvm boots anyway)\n");
+		goto out;
+	}
 	if (!r.o.from) {
 		if (!r.o.vm.kernel) {
 			if (run_default_file("PADCELL_KERNEL", "vmlinuz", kernel, sizeof(kernel), err, sizeof(err))) {

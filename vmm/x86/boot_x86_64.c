@@ -25,8 +25,11 @@ static bool in_file(uint64_t off, uint64_t len, size_t size)
 	return off <= size && len <= size - off;
 }
 
-/* Looks for XEN_ELFNOTE_PHYS32_ENTRY in one PT_NOTE segment. */
-static int elf_find_pvh(const uint8_t *data, size_t size, const Elf64_Phdr *ph, struct kernel_image *k)
+/*
+ * Reads one PT_NOTE segment: XEN_ELFNOTE_PHYS32_ENTRY gives the PVH entry; any note named "Linux"
+ * (LINUX_ELFNOTE_BUILD_SALT is in every vmlinux since 4.18) says the kernel is Linux.
+ */
+static int elf_scan_notes(const uint8_t *data, size_t size, const Elf64_Phdr *ph, struct kernel_image *k)
 {
 	uint64_t off = ph->p_offset, end = ph->p_offset + ph->p_filesz;
 	if (!in_file(ph->p_offset, ph->p_filesz, size))
@@ -50,7 +53,8 @@ static int elf_find_pvh(const uint8_t *data, size_t size, const Elf64_Phdr *ph, 
 				return -1;
 			k->has_pvh = true;
 			k->pvh_entry = v;
-			return 0;
+		} else if (n.n_namesz == 6 && memcmp(data + name_off, "Linux", 6) == 0) {
+			k->is_linux = true;
 		}
 		off = next;
 	}
@@ -82,7 +86,7 @@ static int elf_parse(const uint8_t *data, size_t size, struct kernel_image *k, c
 		Elf64_Phdr ph;
 		memcpy(&ph, data + eh.e_phoff + i * sizeof(ph), sizeof(ph));
 		if (ph.p_type == PT_NOTE) {
-			if (elf_find_pvh(data, size, &ph, k))
+			if (elf_scan_notes(data, size, &ph, k))
 				return errorf(err, errlen, -ENOEXEC, "malformed ELF note segment");
 			continue;
 		}
@@ -157,6 +161,7 @@ static int bzimage_parse(const uint8_t *data, size_t size, struct kernel_image *
 			    (unsigned long long)load);
 
 	k->kind = KERNEL_BZIMAGE;
+	k->is_linux = true; /* the format is Linux's own boot protocol */
 	k->hdr = h;
 	k->setup_size = setup;
 	k->pm_size = pm;

@@ -27,6 +27,7 @@ struct kernel_image {
 	uint64_t entry64;              /* 64-bit entry (ELF e_entry, bzImage +0x200) */
 	bool has_pvh;
 	uint64_t pvh_entry;            /* 32-bit PVH entry from the ELF note        */
+	bool is_linux;                 /* a bzImage, or an ELF with a "Linux" note    */
 	/* bzImage only: */
 	struct setup_header hdr;
 	size_t setup_size;             /* real-mode part in the file, skipped         */
