@@ -312,6 +312,11 @@ static void blk_reset(void *opaque)
 		pthread_cond_wait(&b->idle, &b->t.lock);
 }
 
+static void blk_wake(void *arg)
+{
+	blk_queue_notify(arg, 0);
+}
+
 static const struct virtio_dev_ops blk_ops = { .queue_notify = blk_queue_notify, .reset = blk_reset };
 
 /* Pops and serves chains until the queue is empty; I/O runs without the lock. */
@@ -359,7 +364,7 @@ static void *blk_worker(void *arg)
 		if (read(b->kick_fd, &n, sizeof(n)) < 0 && errno != EINTR)
 			break;
 		pthread_mutex_lock(&b->t.lock);
-		if (b->stop) {
+		if (b->worker.stop) {
 			pthread_mutex_unlock(&b->t.lock);
 			break;
 		}
@@ -395,22 +400,13 @@ int virtio_blk_init(struct virtio_blk *b, struct blk_disk *disk, const struct gu
 	virtio_mmio_init(&b->t, mem, host, irq, VIRTIO_ID_BLOCK, features, 1, &b->config, sizeof(b->config),
 			 &blk_ops, b);
 	pthread_cond_init(&b->idle, NULL);
+	devthread_init(&b->worker, &b->t.lock, blk_worker, blk_wake, b);
 	return 0;
 }
 
 int virtio_blk_start(struct virtio_blk *b)
 {
-	/* A small stack: the worker's frames are shallow, and an 8 MiB default stack can
-	 * cost a 2 MiB huge page on hosts with transparent huge pages set to "always". */
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 256u << 10);
-	int rc = pthread_create(&b->worker, &attr, blk_worker, b);
-	pthread_attr_destroy(&attr);
-	if (rc)
-		return -rc;
-	b->worker_started = true;
-	return 0;
+	return devthread_start(&b->worker);
 }
 
 void virtio_blk_save(struct virtio_blk *b, struct virtio_blk_state *st)
@@ -430,26 +426,12 @@ int virtio_blk_load(struct virtio_blk *b, const struct virtio_blk_state *st)
 
 void virtio_blk_pause(struct virtio_blk *b)
 {
-	if (!b->worker_started)
-		return;
-	pthread_mutex_lock(&b->t.lock);
-	b->stop = true;
-	pthread_mutex_unlock(&b->t.lock);
-	blk_queue_notify(b, 0);
-	pthread_join(b->worker, NULL);
-	b->worker_started = false;
-	b->stop = false;
+	devthread_stop(&b->worker);
 }
 
 int virtio_blk_resume(struct virtio_blk *b)
 {
-	if (b->worker_started)
-		return 0;
-	int rc = virtio_blk_start(b);
-	/* A kick the stopping worker swallowed, or one that came while it was gone: look again. */
-	if (!rc)
-		blk_queue_notify(b, 0);
-	return rc;
+	return devthread_resume(&b->worker);
 }
 
 void virtio_blk_destroy(struct virtio_blk *b)

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "devices/devthread.h"
 #include "devices/virtio_mmio.h"
 
 /* Limits advertised in the config space and enforced per request. */
@@ -47,11 +48,10 @@ struct virtio_blk {
 	struct virtio_mmio t;
 	struct blk_disk *disk;
 	struct virtio_blk_config config;
-	pthread_t worker;
-	bool worker_started;
+	struct devthread worker;
 	pthread_cond_t idle;
 	int kick_fd;  /* eventfd the worker sleeps on; the monitor makes it queue 0's ioeventfd */
-	bool stop, busy;
+	bool busy;    /* a request in flight, the lock dropped */
 	struct virtq_chain chain; /* the worker's current request */
 	uint64_t completed;
 };

@@ -793,7 +793,7 @@ static void *vsock_thread(void *arg)
 	struct virtio_vsock *v = arg;
 	for (;;) {
 		pthread_mutex_lock(&v->t.lock);
-		bool stop = v->stop;
+		bool stop = v->thread.stop;
 		pthread_mutex_unlock(&v->t.lock);
 		if (stop)
 			break;
@@ -802,8 +802,9 @@ static void *vsock_thread(void *arg)
 	return NULL;
 }
 
-static void vsock_kick(struct virtio_vsock *v)
+static void vsock_kick(void *arg)
 {
+	struct virtio_vsock *v = arg;
 	uint64_t one = 1;
 	if (write(v->kick_fd, &one, sizeof(one)) < 0) {
 		/* cannot fail on an eventfd we own short of overflow, which the loop's reads prevent */
@@ -852,6 +853,7 @@ int virtio_vsock_init(struct virtio_vsock *v, const char *path, int listen_fd, u
 	    (listen_fd >= 0 && epoll_ctl(v->epoll_fd, EPOLL_CTL_ADD, listen_fd, &lev) < 0))
 		goto err_fds;
 	virtio_mmio_init(&v->t, mem, host, irq, VIRTIO_ID_VSOCK, 0, 3, &v->config, sizeof(v->config), &vsock_ops, v);
+	devthread_init(&v->thread, &v->t.lock, vsock_thread, vsock_kick, v);
 	return 0;
 err_fds:
 	rc = -errno;
@@ -864,15 +866,7 @@ err_fds:
 
 int virtio_vsock_start(struct virtio_vsock *v)
 {
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 256u << 10);
-	int rc = pthread_create(&v->thread, &attr, vsock_thread, v);
-	pthread_attr_destroy(&attr);
-	if (rc)
-		return -rc;
-	v->thread_started = true;
-	return 0;
+	return devthread_start(&v->thread);
 }
 
 void virtio_vsock_save(struct virtio_vsock *v, struct virtio_vsock_state *st)
@@ -891,25 +885,12 @@ int virtio_vsock_load(struct virtio_vsock *v, const struct virtio_vsock_state *s
 
 void virtio_vsock_pause(struct virtio_vsock *v)
 {
-	if (!v->thread_started)
-		return;
-	pthread_mutex_lock(&v->t.lock);
-	v->stop = true;
-	pthread_mutex_unlock(&v->t.lock);
-	vsock_kick(v);
-	pthread_join(v->thread, NULL);
-	v->thread_started = false;
-	v->stop = false;
+	devthread_stop(&v->thread);
 }
 
 int virtio_vsock_resume(struct virtio_vsock *v)
 {
-	if (v->thread_started)
-		return 0;
-	int rc = virtio_vsock_start(v);
-	if (!rc)
-		vsock_kick(v); /* the kick the stopping thread swallowed, if any */
-	return rc;
+	return devthread_resume(&v->thread);
 }
 
 void virtio_vsock_destroy(struct virtio_vsock *v)

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "devices/devthread.h"
 #include "devices/virtio_mmio.h"
 
 #define VSOCK_HOST_CID      2u
@@ -89,8 +90,7 @@ struct virtio_vsock {
 	struct virtio_vsock_hdr rst_queue[64];
 	unsigned rr;                 /* round-robin start for rx */
 	uint64_t dropped;            /* malformed packets dropped (tests look) */
-	pthread_t thread;
-	bool thread_started, stop;
+	struct devthread thread;
 	struct virtq_chain chain;
 };
 
