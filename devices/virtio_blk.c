@@ -16,6 +16,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "vmm/err.h"
+#include "vmm/snapshot_fmt.h"
+
 _Static_assert(sizeof(struct virtio_blk_outhdr) == 16, "request header is 16 bytes");
 _Static_assert(sizeof(struct virtio_blk_discard_write_zeroes) == 16, "discard range is 16 bytes");
 
@@ -440,4 +443,149 @@ void virtio_blk_destroy(struct virtio_blk *b)
 	pthread_cond_destroy(&b->idle);
 	close(b->kick_fd);
 	virtio_mmio_destroy(&b->t);
+}
+
+/* ---- the device interface ---------------------------------------------------------------- */
+
+static int blk_dev_start(struct device *d)
+{
+	return virtio_blk_start(d->dev);
+}
+
+static void blk_dev_pause(struct device *d)
+{
+	virtio_blk_pause(d->dev);
+}
+
+static int blk_dev_resume(struct device *d)
+{
+	return virtio_blk_resume(d->dev);
+}
+
+static void blk_dev_save(struct device *d, void *st)
+{
+	virtio_blk_save(d->dev, st);
+}
+
+static int blk_dev_load(struct device *d, const void *st, char *err, size_t errlen)
+{
+	if (virtio_blk_load(d->dev, st))
+		return errorf(err, errlen, -EINVAL, "the snapshot's virtio-blk device %u does not fit its disk", d->index);
+	return 0;
+}
+
+/*
+ * The disk as the snapshot knows it: a --drive by its absolute path; a scratch disk, whose
+ * contents are the guest's, as a copy "<state file's name>.disk<slot>" beside the state file.
+ */
+static int blk_dev_save_backing(struct device *d, struct dev_snap_out *o, char *err, size_t errlen)
+{
+	const struct blk_disk *disk = ((struct virtio_blk *)d->dev)->disk;
+	struct snap_disk *sd = calloc(1, sizeof(*sd));
+	if (!sd)
+		return errorf(err, errlen, -ENOMEM, "out of memory");
+	sd->size = disk->size;
+	sd->ro = disk->ro;
+	sd->scratch = disk->scratch;
+	snprintf(sd->id, sizeof(sd->id), "%s", disk->id);
+	int rc = 0;
+	if (disk->scratch) {
+		snprintf(sd->path, sizeof(sd->path), "%s.disk%u", o->state_base, d->index);
+		if ((rc = o->add_file(o, sd->path, disk->fd, disk->size)))
+			errorf(err, errlen, rc, "out of memory");
+	} else {
+		snprintf(sd->path, sizeof(sd->path), "%s", disk->path);
+	}
+	if (!rc)
+		o->add(o, SNAP_SEC_DISK, d->index, sd, sizeof(*sd));
+	free(sd);
+	return rc;
+}
+
+static void blk_dev_restored(struct device *d)
+{
+	virtio_mmio_notify_all(&((struct virtio_blk *)d->dev)->t);
+}
+
+static void blk_dev_destroy(struct device *d)
+{
+	virtio_blk_destroy(d->dev);
+	free(d->dev);
+}
+
+static const struct dev_ops blk_dev_ops = {
+	.name = "virtio-blk",
+	.start = blk_dev_start,
+	.pause = blk_dev_pause,
+	.resume = blk_dev_resume,
+	.snap_section = SNAP_SEC_BLK,
+	.state_size = sizeof(struct virtio_blk_state),
+	.save = blk_dev_save,
+	.load = blk_dev_load,
+	.save_backing = blk_dev_save_backing,
+	.restored = blk_dev_restored,
+	.destroy = blk_dev_destroy,
+};
+
+int virtio_blk_create(struct device *d, const struct guest_mem *mem, const struct dev_host *host, const void *params)
+{
+	struct virtio_blk *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	int rc = virtio_blk_init(b, (struct blk_disk *)params, mem, host, d->irq);
+	if (rc) {
+		free(b);
+		return rc;
+	}
+	d->ops = &blk_dev_ops;
+	d->dev = b;
+	d->virtio = d->bus_opaque = &b->t;
+	d->bus_ops = &virtio_mmio_ops;
+	d->len = VIRTIO_MMIO_RANGE_LEN;
+	/* One queue: KVM need signal the worker only for QueueNotify == 0. */
+	d->kick_fd = b->kick_fd;
+	d->kick_datamatch = true;
+	return 0;
+}
+
+unsigned virtio_blk_disk_count(const struct dev_snap_in *in)
+{
+	unsigned n = 0;
+	while (in->find(in, SNAP_SEC_DISK, n, NULL))
+		n++;
+	return n;
+}
+
+int virtio_blk_disk_restore(const struct dev_snap_in *in, unsigned index, struct blk_disk *d, char *err, size_t errlen)
+{
+	const struct snap_disk *sd = in->find(in, SNAP_SEC_DISK, index, NULL);
+	if (!sd)
+		return -ENOENT;
+	char why[256];
+	int rc;
+	if (sd->scratch) {
+		char path[8200];
+		snprintf(path, sizeof(path), "%s/%s", in->dir, sd->path);
+		int src = in->open_file(in, path, "scratch-disk copy", sd->size, err, errlen);
+		if (src < 0)
+			return src;
+		rc = blk_disk_scratch(d, sd->size, why, sizeof(why));
+		if (rc)
+			errorf(err, errlen, rc, "scratch disk: %s", why);
+		else if ((rc = in->copy_file(d->fd, src, sd->size)))
+			errorf(err, errlen, rc, "cannot copy the scratch disk '%s': %s", path, strerror(-rc));
+		else
+			snprintf(d->id, sizeof(d->id), "%.20s", sd->id);
+		close(src);
+	} else {
+		rc = blk_disk_open(d, sd->path, sd->ro, sd->id, why, sizeof(why));
+		if (rc)
+			rc = errorf(err, errlen, -EINVAL, "the snapshot's disk '%s': %s", sd->path, why);
+		else if (d->size != sd->size)
+			rc = errorf(err, errlen, -EINVAL, "the snapshot's disk '%s' was %llu bytes, now %llu", sd->path,
+				    (unsigned long long)sd->size, (unsigned long long)d->size);
+	}
+	if (rc)
+		blk_disk_close(d);
+	return rc;
 }

@@ -19,6 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vmm/err.h"
+#include "vmm/snapshot_fmt.h"
+
 _Static_assert(sizeof(struct virtio_vsock_hdr) == 44, "vsock packet header is 44 bytes");
 _Static_assert(sizeof(struct virtio_vsock_config) == 8, "vsock config is 8 bytes");
 _Static_assert(sizeof(struct virtio_vsock_event) == 4, "vsock event is 4 bytes");
@@ -900,4 +903,91 @@ void virtio_vsock_destroy(struct virtio_vsock *v)
 	close(v->epoll_fd);
 	close(v->kick_fd);
 	virtio_mmio_destroy(&v->t);
+}
+
+/* ---- the device interface ---------------------------------------------------------------- */
+
+static int vsock_dev_start(struct device *d)
+{
+	return virtio_vsock_start(d->dev);
+}
+
+static void vsock_dev_pause(struct device *d)
+{
+	virtio_vsock_pause(d->dev);
+}
+
+static int vsock_dev_resume(struct device *d)
+{
+	return virtio_vsock_resume(d->dev);
+}
+
+static void vsock_dev_save(struct device *d, void *st)
+{
+	virtio_vsock_save(d->dev, st);
+}
+
+static int vsock_dev_load(struct device *d, const void *st, char *err, size_t errlen)
+{
+	if (virtio_vsock_load(d->dev, st))
+		return errorf(err, errlen, -EINVAL, "corrupt: virtio-vsock state");
+	return 0;
+}
+
+/* Connections did not survive: the guest hears so and drops its own; listeners stay. */
+static void vsock_dev_restored(struct device *d)
+{
+	struct virtio_vsock *v = d->dev;
+	virtio_vsock_transport_reset(v);
+	virtio_mmio_notify_all(&v->t);
+}
+
+static void vsock_dev_destroy(struct device *d)
+{
+	virtio_vsock_destroy(d->dev);
+	free(d->dev);
+}
+
+static const struct dev_ops vsock_dev_ops = {
+	.name = "virtio-vsock",
+	.start = vsock_dev_start,
+	.pause = vsock_dev_pause,
+	.resume = vsock_dev_resume,
+	.snap_section = SNAP_SEC_VSOCK,
+	.state_size = sizeof(struct virtio_vsock_state),
+	.save = vsock_dev_save,
+	.load = vsock_dev_load,
+	.restored = vsock_dev_restored,
+	.destroy = vsock_dev_destroy,
+};
+
+int virtio_vsock_create(struct device *d, const struct guest_mem *mem, const struct dev_host *host, const void *params)
+{
+	const struct vsock_params *p = params;
+	struct virtio_vsock *v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	int rc = virtio_vsock_init(v, p->path, p->listen_fd, p->guest_cid, mem, host, d->irq);
+	if (rc) {
+		free(v);
+		return rc;
+	}
+	d->ops = &vsock_dev_ops;
+	d->dev = v;
+	d->virtio = d->bus_opaque = &v->t;
+	d->bus_ops = &virtio_mmio_ops;
+	d->len = VIRTIO_MMIO_RANGE_LEN;
+	/* One pass of the device loop serves all three queues: any QueueNotify value wakes it. */
+	d->kick_fd = v->kick_fd;
+	d->kick_datamatch = false;
+	return 0;
+}
+
+int virtio_vsock_cid_restore(const struct dev_snap_in *in, unsigned index, uint32_t *cid)
+{
+	const struct virtio_vsock_state *st = in->find(in, SNAP_SEC_VSOCK, index, NULL);
+	if (!st)
+		return -ENOENT;
+	*cid = st->guest_cid;
+	return 0;
 }
