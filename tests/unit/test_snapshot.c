@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "devices/acpi_pm.h"
+#include "devices/i8042.h"
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_mmio.h"
