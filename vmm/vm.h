@@ -28,7 +28,7 @@ enum vm_status {
 	VM_STOP_SIGNAL,    /* padcell was told to stop                   */
 };
 
-/* Stack size for the monitor's own threads (vCPUs, device workers). */
+/* Stack size for the monitor's own threads (vCPUs; device workers use DEVTHREAD_STACK, the same). */
 #define VM_THREAD_STACK (256u << 10)
 
 struct vcpu {
