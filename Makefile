@@ -15,14 +15,15 @@ PADCELL_LDFLAGS := $(if $(filter 1,$(STATIC)),-static)
 
 VMM_SRCS := vmm/main.c vmm/cmd/cli.c vmm/cmd/check.c vmm/vm.c vmm/vcpu.c vmm/x86/cpuid.c vmm/util.c \
             vmm/mem.c vmm/x86/boot_x86_64.c vmm/x86/acpi.c vmm/term.c vmm/evloop.c vmm/err.c \
-            vmm/vm_virtio.c vmm/launch.c vmm/api/http.c vmm/api/api.c vmm/api/api_client.c vmm/cmd/snapshot.c vmm/api/api_vm.c vmm/cmd/boot.c
-# Snapshots: the state-file format, snapshot/restore, and `padcell restore`.
-VMM_SRCS += vmm/snapshot_fmt.c vmm/snapshot.c vmm/cmd/restore.c
+            vmm/vm_virtio.c vmm/vm_devices.c vmm/launch.c vmm/api/http.c vmm/api/api.c vmm/api/api_client.c vmm/cmd/snapshot.c vmm/api/api_vm.c vmm/cmd/boot.c
+# Snapshots: the state-file format, its files, x86 and device state, snapshot/restore, and `padcell restore`.
+VMM_SRCS += vmm/snapshot_fmt.c vmm/snapshot_io.c vmm/x86/snapshot_x86.c vmm/snapshot_dev.c vmm/snapshot.c \
+            vmm/cmd/restore.c
 # The guest agent's protocol (shared with guest/agent), its client, run/exec/cp.
 VMM_SRCS += guest/agent/proto.c vmm/agent/agent_client.c vmm/cmd/agent.c vmm/cmd/run.c
 DEV_SRCS := devices/bus.c devices/serial.c devices/i8042.c devices/pvpanic.c \
             devices/acpi_pm.c devices/virtq.c devices/virtio_mmio.c devices/virtio_blk.c \
-            devices/virtio_vsock.c
+            devices/virtio_vsock.c devices/devthread.c
 
 # Everything but main.c goes into a library the unit tests link against.
 LIB_SRCS := $(filter-out vmm/main.c,$(VMM_SRCS)) $(DEV_SRCS)

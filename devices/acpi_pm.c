@@ -1,9 +1,12 @@
 /* PM1a registers: SLP_EN with the \_S5 sleep type from the DSDT means power off. */
 #include "devices/acpi_pm.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vmm/x86/layout.h"
+#include "vmm/snapshot_fmt.h"
 
 /* ACPI 6.x, 4.8.3.1 and 4.8.3.2: PM1 status/enable and control bits we model. */
 #define PM1_STS_WAK     (1u << 15)
@@ -106,4 +109,45 @@ void acpi_pm_load(struct acpi_pm *pm, const struct acpi_pm_state *st)
 void acpi_pm_destroy(struct acpi_pm *pm)
 {
 	pthread_mutex_destroy(&pm->lock);
+}
+
+/* ---- the device interface ---------------------------------------------------------------- */
+
+static void acpi_pm_dev_save(struct device *d, void *st)
+{
+	acpi_pm_save(d->dev, st);
+}
+
+static int acpi_pm_dev_load(struct device *d, const void *st, char *err, size_t errlen)
+{
+	acpi_pm_load(d->dev, st);
+	return 0;
+}
+
+static void acpi_pm_dev_destroy(struct device *d)
+{
+	acpi_pm_destroy(d->dev);
+	free(d->dev);
+}
+
+static const struct dev_ops acpi_pm_dev_ops = {
+	.name = "acpi-pm1a",
+	.snap_section = SNAP_SEC_ACPI_PM,
+	.state_size = sizeof(struct acpi_pm_state),
+	.save = acpi_pm_dev_save,
+	.load = acpi_pm_dev_load,
+	.destroy = acpi_pm_dev_destroy,
+};
+
+int acpi_pm_create(struct device *d, const struct guest_mem *mem, const struct dev_host *host, const void *params)
+{
+	struct acpi_pm *pm = calloc(1, sizeof(*pm));
+	if (!pm)
+		return -ENOMEM;
+	acpi_pm_init(pm, host);
+	d->ops = &acpi_pm_dev_ops;
+	d->dev = d->bus_opaque = pm;
+	d->bus_ops = &acpi_pm_ops;
+	d->len = LAYOUT_ACPI_PM_LEN;
+	return 0;
 }

@@ -7,6 +7,7 @@
 
 #include "devices/bus.h"
 #include "devices/devhost.h"
+#include "devices/device.h"
 
 /*
  * One bus range of LAYOUT_ACPI_PM_LEN ports: PM1a_STS (offset 0, 16 bits),
@@ -27,5 +28,8 @@ void acpi_pm_save(struct acpi_pm *pm, struct acpi_pm_state *st);
 void acpi_pm_load(struct acpi_pm *pm, const struct acpi_pm_state *st);
 void acpi_pm_init(struct acpi_pm *pm, const struct dev_host *host);
 void acpi_pm_destroy(struct acpi_pm *pm);
+
+/* As a device (devices/device.h): the PM1a blocks at d->base; no params. */
+dev_create_fn acpi_pm_create;
 
 #endif

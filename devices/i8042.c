@@ -1,7 +1,11 @@
 /* i8042 keyboard controller: the reset pulse ends the VM; the rest answers the driver's probes. */
 #include "devices/i8042.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "vmm/snapshot_fmt.h"
 
 /* Status register bits. */
 #define ST_OBF      0x01 /* output buffer full: data waiting at port 0x60 */
@@ -173,4 +177,45 @@ void i8042_load(struct i8042 *k, const struct i8042_state *st)
 void i8042_destroy(struct i8042 *k)
 {
 	pthread_mutex_destroy(&k->lock);
+}
+
+/* ---- the device interface ---------------------------------------------------------------- */
+
+static void i8042_dev_save(struct device *d, void *st)
+{
+	i8042_save(d->dev, st);
+}
+
+static int i8042_dev_load(struct device *d, const void *st, char *err, size_t errlen)
+{
+	i8042_load(d->dev, st);
+	return 0;
+}
+
+static void i8042_dev_destroy(struct device *d)
+{
+	i8042_destroy(d->dev);
+	free(d->dev);
+}
+
+static const struct dev_ops i8042_dev_ops = {
+	.name = "i8042",
+	.snap_section = SNAP_SEC_I8042,
+	.state_size = sizeof(struct i8042_state),
+	.save = i8042_dev_save,
+	.load = i8042_dev_load,
+	.destroy = i8042_dev_destroy,
+};
+
+int i8042_create(struct device *d, const struct guest_mem *mem, const struct dev_host *host, const void *params)
+{
+	struct i8042 *k = calloc(1, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	i8042_init(k, host);
+	d->ops = &i8042_dev_ops;
+	d->dev = d->bus_opaque = k;
+	d->bus_ops = &i8042_ops;
+	d->len = I8042_RANGE_LEN;
+	return 0;
 }

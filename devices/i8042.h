@@ -7,6 +7,7 @@
 
 #include "devices/bus.h"
 #include "devices/devhost.h"
+#include "devices/device.h"
 
 struct i8042 {
 	pthread_mutex_t lock;
@@ -28,5 +29,8 @@ void i8042_load(struct i8042 *k, const struct i8042_state *st);
 
 void i8042_init(struct i8042 *k, const struct dev_host *host);
 void i8042_destroy(struct i8042 *k);
+
+/* As a device (devices/device.h): the controller's range at d->base; no params. */
+dev_create_fn i8042_create;
 
 #endif

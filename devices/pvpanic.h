@@ -4,6 +4,7 @@
 
 #include "devices/bus.h"
 #include "devices/devhost.h"
+#include "devices/device.h"
 
 struct pvpanic {
 	const struct dev_host *host;
@@ -15,5 +16,8 @@ void pvpanic_init(struct pvpanic *p, const struct dev_host *host);
 /* Snapshot state: crash_loaded, the one field that changes. */
 static inline uint32_t pvpanic_save(const struct pvpanic *p) { return p->crash_loaded; }
 static inline void pvpanic_load(struct pvpanic *p, uint32_t v) { p->crash_loaded = v; }
+
+/* As a device (devices/device.h): its port at d->base; no params. */
+dev_create_fn pvpanic_create;
 
 #endif

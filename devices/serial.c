@@ -4,8 +4,12 @@
 #include <errno.h>
 #include <linux/serial_reg.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "vmm/err.h"
+#include "vmm/snapshot_fmt.h"
 
 /*
  * Transmission is instantaneous: a byte written to THR goes straight to the host
@@ -268,4 +272,47 @@ size_t serial_input(struct serial *s, const uint8_t *buf, size_t len)
 	serial_update_irq(s);
 	pthread_mutex_unlock(&s->lock);
 	return n;
+}
+
+/* ---- the device interface ---------------------------------------------------------------- */
+
+static void serial_dev_save(struct device *d, void *st)
+{
+	serial_save(d->dev, st);
+}
+
+static int serial_dev_load(struct device *d, const void *st, char *err, size_t errlen)
+{
+	if (serial_load(d->dev, st))
+		return errorf(err, errlen, -EINVAL, "corrupt: serial state");
+	return 0;
+}
+
+static void serial_dev_destroy(struct device *d)
+{
+	serial_destroy(d->dev);
+	free(d->dev);
+}
+
+static const struct dev_ops serial_dev_ops = {
+	.name = "com1",
+	.snap_section = SNAP_SEC_SERIAL,
+	.state_size = sizeof(struct serial_state),
+	.save = serial_dev_save,
+	.load = serial_dev_load,
+	.destroy = serial_dev_destroy,
+};
+
+int serial_create(struct device *d, const struct guest_mem *mem, const struct dev_host *host, const void *params)
+{
+	const struct serial_params *p = params;
+	struct serial *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	serial_init(s, p->out_fd, d->irq, host);
+	d->ops = &serial_dev_ops;
+	d->dev = d->bus_opaque = s;
+	d->bus_ops = &serial_ops;
+	d->len = 8;
+	return 0;
 }

@@ -8,6 +8,7 @@
 
 #include "devices/bus.h"
 #include "devices/devhost.h"
+#include "devices/device.h"
 
 #define SERIAL_FIFO_SIZE 64
 
@@ -43,5 +44,11 @@ void serial_destroy(struct serial *s);
 size_t serial_input(struct serial *s, const uint8_t *buf, size_t len);
 /* Free space in the receive FIFO, so the event loop reads no more than fits. */
 size_t serial_rx_room(struct serial *s);
+
+/* As a device (devices/device.h): the UART at d->base, interrupt d->irq; params a struct serial_params. */
+struct serial_params {
+	int out_fd;
+};
+dev_create_fn serial_create;
 
 #endif

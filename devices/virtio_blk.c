@@ -16,6 +16,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "vmm/err.h"
+#include "vmm/snapshot_fmt.h"
+
 _Static_assert(sizeof(struct virtio_blk_outhdr) == 16, "request header is 16 bytes");
 _Static_assert(sizeof(struct virtio_blk_discard_write_zeroes) == 16, "discard range is 16 bytes");
 
@@ -312,6 +315,11 @@ static void blk_reset(void *opaque)
 		pthread_cond_wait(&b->idle, &b->t.lock);
 }
 
+static void blk_wake(void *arg)
+{
+	blk_queue_notify(arg, 0);
+}
+
 static const struct virtio_dev_ops blk_ops = { .queue_notify = blk_queue_notify, .reset = blk_reset };
 
 /* Pops and serves chains until the queue is empty; I/O runs without the lock. */
@@ -359,7 +367,7 @@ static void *blk_worker(void *arg)
 		if (read(b->kick_fd, &n, sizeof(n)) < 0 && errno != EINTR)
 			break;
 		pthread_mutex_lock(&b->t.lock);
-		if (b->stop) {
+		if (b->worker.stop) {
 			pthread_mutex_unlock(&b->t.lock);
 			break;
 		}
@@ -395,22 +403,13 @@ int virtio_blk_init(struct virtio_blk *b, struct blk_disk *disk, const struct gu
 	virtio_mmio_init(&b->t, mem, host, irq, VIRTIO_ID_BLOCK, features, 1, &b->config, sizeof(b->config),
 			 &blk_ops, b);
 	pthread_cond_init(&b->idle, NULL);
+	devthread_init(&b->worker, &b->t.lock, blk_worker, blk_wake, b);
 	return 0;
 }
 
 int virtio_blk_start(struct virtio_blk *b)
 {
-	/* A small stack: the worker's frames are shallow, and an 8 MiB default stack can
-	 * cost a 2 MiB huge page on hosts with transparent huge pages set to "always". */
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 256u << 10);
-	int rc = pthread_create(&b->worker, &attr, blk_worker, b);
-	pthread_attr_destroy(&attr);
-	if (rc)
-		return -rc;
-	b->worker_started = true;
-	return 0;
+	return devthread_start(&b->worker);
 }
 
 void virtio_blk_save(struct virtio_blk *b, struct virtio_blk_state *st)
@@ -430,26 +429,12 @@ int virtio_blk_load(struct virtio_blk *b, const struct virtio_blk_state *st)
 
 void virtio_blk_pause(struct virtio_blk *b)
 {
-	if (!b->worker_started)
-		return;
-	pthread_mutex_lock(&b->t.lock);
-	b->stop = true;
-	pthread_mutex_unlock(&b->t.lock);
-	blk_queue_notify(b, 0);
-	pthread_join(b->worker, NULL);
-	b->worker_started = false;
-	b->stop = false;
+	devthread_stop(&b->worker);
 }
 
 int virtio_blk_resume(struct virtio_blk *b)
 {
-	if (b->worker_started)
-		return 0;
-	int rc = virtio_blk_start(b);
-	/* A kick the stopping worker swallowed, or one that came while it was gone: look again. */
-	if (!rc)
-		blk_queue_notify(b, 0);
-	return rc;
+	return devthread_resume(&b->worker);
 }
 
 void virtio_blk_destroy(struct virtio_blk *b)
@@ -458,4 +443,149 @@ void virtio_blk_destroy(struct virtio_blk *b)
 	pthread_cond_destroy(&b->idle);
 	close(b->kick_fd);
 	virtio_mmio_destroy(&b->t);
+}
+
+/* ---- the device interface ---------------------------------------------------------------- */
+
+static int blk_dev_start(struct device *d)
+{
+	return virtio_blk_start(d->dev);
+}
+
+static void blk_dev_pause(struct device *d)
+{
+	virtio_blk_pause(d->dev);
+}
+
+static int blk_dev_resume(struct device *d)
+{
+	return virtio_blk_resume(d->dev);
+}
+
+static void blk_dev_save(struct device *d, void *st)
+{
+	virtio_blk_save(d->dev, st);
+}
+
+static int blk_dev_load(struct device *d, const void *st, char *err, size_t errlen)
+{
+	if (virtio_blk_load(d->dev, st))
+		return errorf(err, errlen, -EINVAL, "the snapshot's virtio-blk device %u does not fit its disk", d->index);
+	return 0;
+}
+
+/*
+ * The disk as the snapshot knows it: a --drive by its absolute path; a scratch disk, whose
+ * contents are the guest's, as a copy "<state file's name>.disk<slot>" beside the state file.
+ */
+static int blk_dev_save_backing(struct device *d, struct dev_snap_out *o, char *err, size_t errlen)
+{
+	const struct blk_disk *disk = ((struct virtio_blk *)d->dev)->disk;
+	struct snap_disk *sd = calloc(1, sizeof(*sd));
+	if (!sd)
+		return errorf(err, errlen, -ENOMEM, "out of memory");
+	sd->size = disk->size;
+	sd->ro = disk->ro;
+	sd->scratch = disk->scratch;
+	snprintf(sd->id, sizeof(sd->id), "%s", disk->id);
+	int rc = 0;
+	if (disk->scratch) {
+		snprintf(sd->path, sizeof(sd->path), "%s.disk%u", o->state_base, d->index);
+		if ((rc = o->add_file(o, sd->path, disk->fd, disk->size)))
+			errorf(err, errlen, rc, "out of memory");
+	} else {
+		snprintf(sd->path, sizeof(sd->path), "%s", disk->path);
+	}
+	if (!rc)
+		o->add(o, SNAP_SEC_DISK, d->index, sd, sizeof(*sd));
+	free(sd);
+	return rc;
+}
+
+static void blk_dev_restored(struct device *d)
+{
+	virtio_mmio_notify_all(&((struct virtio_blk *)d->dev)->t);
+}
+
+static void blk_dev_destroy(struct device *d)
+{
+	virtio_blk_destroy(d->dev);
+	free(d->dev);
+}
+
+static const struct dev_ops blk_dev_ops = {
+	.name = "virtio-blk",
+	.start = blk_dev_start,
+	.pause = blk_dev_pause,
+	.resume = blk_dev_resume,
+	.snap_section = SNAP_SEC_BLK,
+	.state_size = sizeof(struct virtio_blk_state),
+	.save = blk_dev_save,
+	.load = blk_dev_load,
+	.save_backing = blk_dev_save_backing,
+	.restored = blk_dev_restored,
+	.destroy = blk_dev_destroy,
+};
+
+int virtio_blk_create(struct device *d, const struct guest_mem *mem, const struct dev_host *host, const void *params)
+{
+	struct virtio_blk *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	int rc = virtio_blk_init(b, (struct blk_disk *)params, mem, host, d->irq);
+	if (rc) {
+		free(b);
+		return rc;
+	}
+	d->ops = &blk_dev_ops;
+	d->dev = b;
+	d->virtio = d->bus_opaque = &b->t;
+	d->bus_ops = &virtio_mmio_ops;
+	d->len = VIRTIO_MMIO_RANGE_LEN;
+	/* One queue: KVM need signal the worker only for QueueNotify == 0. */
+	d->kick_fd = b->kick_fd;
+	d->kick_datamatch = true;
+	return 0;
+}
+
+unsigned virtio_blk_disk_count(const struct dev_snap_in *in)
+{
+	unsigned n = 0;
+	while (in->find(in, SNAP_SEC_DISK, n, NULL))
+		n++;
+	return n;
+}
+
+int virtio_blk_disk_restore(const struct dev_snap_in *in, unsigned index, struct blk_disk *d, char *err, size_t errlen)
+{
+	const struct snap_disk *sd = in->find(in, SNAP_SEC_DISK, index, NULL);
+	if (!sd)
+		return -ENOENT;
+	char why[256];
+	int rc;
+	if (sd->scratch) {
+		char path[8200];
+		snprintf(path, sizeof(path), "%s/%s", in->dir, sd->path);
+		int src = in->open_file(in, path, "scratch-disk copy", sd->size, err, errlen);
+		if (src < 0)
+			return src;
+		rc = blk_disk_scratch(d, sd->size, why, sizeof(why));
+		if (rc)
+			errorf(err, errlen, rc, "scratch disk: %s", why);
+		else if ((rc = in->copy_file(d->fd, src, sd->size)))
+			errorf(err, errlen, rc, "cannot copy the scratch disk '%s': %s", path, strerror(-rc));
+		else
+			snprintf(d->id, sizeof(d->id), "%.20s", sd->id);
+		close(src);
+	} else {
+		rc = blk_disk_open(d, sd->path, sd->ro, sd->id, why, sizeof(why));
+		if (rc)
+			rc = errorf(err, errlen, -EINVAL, "the snapshot's disk '%s': %s", sd->path, why);
+		else if (d->size != sd->size)
+			rc = errorf(err, errlen, -EINVAL, "the snapshot's disk '%s' was %llu bytes, now %llu", sd->path,
+				    (unsigned long long)sd->size, (unsigned long long)d->size);
+	}
+	if (rc)
+		blk_disk_close(d);
+	return rc;
 }

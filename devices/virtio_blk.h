@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "devices/device.h"
+#include "devices/devthread.h"
 #include "devices/virtio_mmio.h"
 
 /* Limits advertised in the config space and enforced per request. */
@@ -47,11 +49,10 @@ struct virtio_blk {
 	struct virtio_mmio t;
 	struct blk_disk *disk;
 	struct virtio_blk_config config;
-	pthread_t worker;
-	bool worker_started;
+	struct devthread worker;
 	pthread_cond_t idle;
 	int kick_fd;  /* eventfd the worker sleeps on; the monitor makes it queue 0's ioeventfd */
-	bool stop, busy;
+	bool busy;    /* a request in flight, the lock dropped */
 	struct virtq_chain chain; /* the worker's current request */
 	uint64_t completed;
 };
@@ -77,5 +78,16 @@ int virtio_blk_load(struct virtio_blk *b, const struct virtio_blk_state *st);
 int virtio_blk_resume(struct virtio_blk *b);
 /* Stops the worker (waiting for the request in flight) and releases the device, not the disk. */
 void virtio_blk_destroy(struct virtio_blk *b);
+
+/* As a device (devices/device.h): a virtio-mmio window at d->base, interrupt d->irq; params the struct blk_disk. */
+dev_create_fn virtio_blk_create;
+/* How many disks the snapshot has: they are in virtio slots 0..n-1. */
+unsigned virtio_blk_disk_count(const struct dev_snap_in *in);
+/*
+ * Reopens the disk of the snapshot's virtio slot `index`: a --drive by its path (it must still
+ * have its size), a scratch disk as a new private copy of the snapshot's.  -ENOENT when that slot
+ * had no disk; else 0, or -errno with err set and d closed.
+ */
+int virtio_blk_disk_restore(const struct dev_snap_in *in, unsigned index, struct blk_disk *d, char *err, size_t errlen);
 
 #endif

@@ -93,6 +93,12 @@ void virtio_mmio_queue_notify(struct virtio_mmio *t, unsigned q)
 	pthread_mutex_unlock(&t->lock);
 }
 
+void virtio_mmio_notify_all(struct virtio_mmio *t)
+{
+	for (unsigned q = 0; q < t->nqueues; q++)
+		virtio_mmio_queue_notify(t, q);
+}
+
 /* Writing 0 to Status: back to the state after power-on, queues included. */
 static void device_reset(struct virtio_mmio *t)
 {

@@ -82,6 +82,9 @@ extern const struct bus_ops virtio_mmio_ops;
 /* A kick of queue q from outside the register file (tests, a monitor's own notifier).  Takes the lock. */
 void virtio_mmio_queue_notify(struct virtio_mmio *t, unsigned q);
 
+/* Every queue kicked once (after a restore: kicks the saved device thread never saw; a spurious look is harmless). */
+void virtio_mmio_notify_all(struct virtio_mmio *t);
+
 /* With t->lock held: queue q if the device may use it now (DRIVER_OK, no NEEDS_RESET, ready), else NULL. */
 struct virtq *virtio_mmio_queue(struct virtio_mmio *t, unsigned q);
 /* With t->lock held: set InterruptStatus bits and raise the device's interrupt. */

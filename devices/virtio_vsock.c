@@ -16,6 +16,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "vmm/err.h"
+#include "vmm/snapshot_fmt.h"
 #include "vmm/util.h"
 
 _Static_assert(sizeof(struct virtio_vsock_hdr) == 44, "vsock packet header is 44 bytes");
@@ -743,7 +745,7 @@ static void *vsock_thread(void *arg)
 	struct virtio_vsock *v = arg;
 	for (;;) {
 		pthread_mutex_lock(&v->t.lock);
-		bool stop = v->stop;
+		bool stop = v->thread.stop;
 		pthread_mutex_unlock(&v->t.lock);
 		if (stop)
 			break;
@@ -752,8 +754,9 @@ static void *vsock_thread(void *arg)
 	return NULL;
 }
 
-static void vsock_kick(struct virtio_vsock *v)
+static void vsock_kick(void *arg)
 {
+	struct virtio_vsock *v = arg;
 	uint64_t one = 1;
 	if (write(v->kick_fd, &one, sizeof(one)) < 0) {
 		/* cannot fail on an eventfd we own short of overflow, which the loop's reads prevent */
@@ -802,6 +805,7 @@ int virtio_vsock_init(struct virtio_vsock *v, const char *path, int listen_fd, u
 	    (listen_fd >= 0 && epoll_ctl(v->epoll_fd, EPOLL_CTL_ADD, listen_fd, &lev) < 0))
 		goto err_fds;
 	virtio_mmio_init(&v->t, mem, host, irq, VIRTIO_ID_VSOCK, 0, 3, &v->config, sizeof(v->config), &vsock_ops, v);
+	devthread_init(&v->thread, &v->t.lock, vsock_thread, vsock_kick, v);
 	return 0;
 err_fds:
 	rc = -errno;
@@ -814,15 +818,7 @@ err_fds:
 
 int virtio_vsock_start(struct virtio_vsock *v)
 {
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 256u << 10);
-	int rc = pthread_create(&v->thread, &attr, vsock_thread, v);
-	pthread_attr_destroy(&attr);
-	if (rc)
-		return -rc;
-	v->thread_started = true;
-	return 0;
+	return devthread_start(&v->thread);
 }
 
 void virtio_vsock_save(struct virtio_vsock *v, struct virtio_vsock_state *st)
@@ -841,25 +837,12 @@ int virtio_vsock_load(struct virtio_vsock *v, const struct virtio_vsock_state *s
 
 void virtio_vsock_pause(struct virtio_vsock *v)
 {
-	if (!v->thread_started)
-		return;
-	pthread_mutex_lock(&v->t.lock);
-	v->stop = true;
-	pthread_mutex_unlock(&v->t.lock);
-	vsock_kick(v);
-	pthread_join(v->thread, NULL);
-	v->thread_started = false;
-	v->stop = false;
+	devthread_stop(&v->thread);
 }
 
 int virtio_vsock_resume(struct virtio_vsock *v)
 {
-	if (v->thread_started)
-		return 0;
-	int rc = virtio_vsock_start(v);
-	if (!rc)
-		vsock_kick(v); /* the kick the stopping thread swallowed, if any */
-	return rc;
+	return devthread_resume(&v->thread);
 }
 
 void virtio_vsock_destroy(struct virtio_vsock *v)
@@ -869,4 +852,91 @@ void virtio_vsock_destroy(struct virtio_vsock *v)
 	close(v->epoll_fd);
 	close(v->kick_fd);
 	virtio_mmio_destroy(&v->t);
+}
+
+/* ---- the device interface ---------------------------------------------------------------- */
+
+static int vsock_dev_start(struct device *d)
+{
+	return virtio_vsock_start(d->dev);
+}
+
+static void vsock_dev_pause(struct device *d)
+{
+	virtio_vsock_pause(d->dev);
+}
+
+static int vsock_dev_resume(struct device *d)
+{
+	return virtio_vsock_resume(d->dev);
+}
+
+static void vsock_dev_save(struct device *d, void *st)
+{
+	virtio_vsock_save(d->dev, st);
+}
+
+static int vsock_dev_load(struct device *d, const void *st, char *err, size_t errlen)
+{
+	if (virtio_vsock_load(d->dev, st))
+		return errorf(err, errlen, -EINVAL, "corrupt: virtio-vsock state");
+	return 0;
+}
+
+/* Connections did not survive: the guest hears so and drops its own; listeners stay. */
+static void vsock_dev_restored(struct device *d)
+{
+	struct virtio_vsock *v = d->dev;
+	virtio_vsock_transport_reset(v);
+	virtio_mmio_notify_all(&v->t);
+}
+
+static void vsock_dev_destroy(struct device *d)
+{
+	virtio_vsock_destroy(d->dev);
+	free(d->dev);
+}
+
+static const struct dev_ops vsock_dev_ops = {
+	.name = "virtio-vsock",
+	.start = vsock_dev_start,
+	.pause = vsock_dev_pause,
+	.resume = vsock_dev_resume,
+	.snap_section = SNAP_SEC_VSOCK,
+	.state_size = sizeof(struct virtio_vsock_state),
+	.save = vsock_dev_save,
+	.load = vsock_dev_load,
+	.restored = vsock_dev_restored,
+	.destroy = vsock_dev_destroy,
+};
+
+int virtio_vsock_create(struct device *d, const struct guest_mem *mem, const struct dev_host *host, const void *params)
+{
+	const struct vsock_params *p = params;
+	struct virtio_vsock *v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	int rc = virtio_vsock_init(v, p->path, p->listen_fd, p->guest_cid, mem, host, d->irq);
+	if (rc) {
+		free(v);
+		return rc;
+	}
+	d->ops = &vsock_dev_ops;
+	d->dev = v;
+	d->virtio = d->bus_opaque = &v->t;
+	d->bus_ops = &virtio_mmio_ops;
+	d->len = VIRTIO_MMIO_RANGE_LEN;
+	/* One pass of the device loop serves all three queues: any QueueNotify value wakes it. */
+	d->kick_fd = v->kick_fd;
+	d->kick_datamatch = false;
+	return 0;
+}
+
+int virtio_vsock_cid_restore(const struct dev_snap_in *in, unsigned index, uint32_t *cid)
+{
+	const struct virtio_vsock_state *st = in->find(in, SNAP_SEC_VSOCK, index, NULL);
+	if (!st)
+		return -ENOENT;
+	*cid = st->guest_cid;
+	return 0;
 }

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "devices/device.h"
+#include "devices/devthread.h"
 #include "devices/virtio_mmio.h"
 
 #define VSOCK_HOST_CID      2u
@@ -89,8 +91,7 @@ struct virtio_vsock {
 	struct virtio_vsock_hdr rst_queue[64];
 	unsigned rr;                 /* round-robin start for rx */
 	uint64_t dropped;            /* malformed packets dropped (tests look) */
-	pthread_t thread;
-	bool thread_started, stop;
+	struct devthread thread;
 	struct virtq_chain chain;
 };
 
@@ -131,5 +132,15 @@ void virtio_vsock_transport_reset(struct virtio_vsock *v);
 
 /* Tests: handle one packet from the guest as if popped from the tx queue; caller holds t.lock. */
 void vsock_handle_packet(struct virtio_vsock *v, const struct virtio_vsock_hdr *h, const struct virtq_chain *c);
+
+/* As a device (devices/device.h): a virtio-mmio window at d->base, interrupt d->irq; params a struct vsock_params. */
+struct vsock_params {
+	const char *path;
+	int listen_fd;  /* from vsock_listen(path), the caller's */
+	uint32_t guest_cid;
+};
+dev_create_fn virtio_vsock_create;
+/* The CID of the snapshot's vsock device in virtio slot `index`: 0, or -ENOENT when it has none there. */
+int virtio_vsock_cid_restore(const struct dev_snap_in *in, unsigned index, uint32_t *cid);
 
 #endif

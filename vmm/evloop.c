@@ -27,7 +27,7 @@ struct input_state {
 /* Feed what fits of the pending input to the serial port. */
 static void input_flush(struct vm *vm, struct input_state *in)
 {
-	size_t n = serial_input(&vm->serial, in->pending, in->pending_len);
+	size_t n = serial_input(vm->console, in->pending, in->pending_len);
 	memmove(in->pending, in->pending + n, in->pending_len - n);
 	in->pending_len -= n;
 	in->paused = in->pending_len > 0;

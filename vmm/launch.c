@@ -12,6 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vmm/api/api.h"
+#include "vmm/evloop.h"
+#include "vmm/term.h"
 #include "vmm/x86/acpi.h"
 #include "vmm/err.h"
 
@@ -67,6 +70,34 @@ int launch_exit_code(struct vm *vm)
 	default:
 		return EXIT_HOST_ERROR;
 	}
+}
+
+static void api_service(void *server)
+{
+	api_server_service(server);
+}
+
+int launch_run_until_stop(struct vm *vm, struct api_server *api, bool verbose, const struct launch_run_hooks *hooks)
+{
+	struct evloop_hook hook = { .fd = api ? api_server_fd(api) : -1, .ready = api_service, .ctx = api };
+	struct term term;
+	term_raw(&term, STDIN_FILENO);
+	int rc = vm_start(vm);
+	if (hooks && hooks->after_start)
+		hooks->after_start(vm, rc, hooks->ctx);
+	/* A VM that could not start, or already stopped, has nothing for the loop to wait for. */
+	if (vm_status(vm) == VM_RUNNING)
+		evloop_run_hooks(vm, STDIN_FILENO, term.raw, &hook, api ? 1 : 0);
+	api_server_destroy(api); /* no more requests: the socket goes before the VM does */
+	vm_kick_all(vm);
+	vm_join(vm);
+	if (hooks && hooks->joined)
+		hooks->joined(hooks->ctx);
+	term_restore(&term);
+	rc = launch_exit_code(vm);
+	if (rc != EXIT_GUEST_OK || verbose)
+		fprintf(stderr, "padcell: %s\n", vm->stop_detail[0] ? vm->stop_detail : "VM stopped");
+	return rc;
 }
 
 /* KVM's vCPU limit, capped by what the MADT can describe. */

@@ -43,6 +43,21 @@ void launch_teardown(struct launch *l);
 /* The documented exit code for how the VM ended. */
 int launch_exit_code(struct vm *vm);
 
+/*
+ * What `boot` and `restore` do with a VM once it is built: starts the vCPUs, runs the event loop
+ * on the terminal (serving api, when not NULL, until the VM stops; api is destroyed before the
+ * vCPUs are joined), joins them and restores the terminal.  after_start(vm, vm_start's result,
+ * ctx) and joined(ctx) may be NULL.  Says how the VM ended (always when verbose) and returns the
+ * documented exit code; the VM is the caller's to tear down.
+ */
+struct launch_run_hooks {
+	void (*after_start)(struct vm *vm, int rc, void *ctx);
+	void (*joined)(void *ctx);
+	void *ctx;
+};
+struct api_server;
+int launch_run_until_stop(struct vm *vm, struct api_server *api, bool verbose, const struct launch_run_hooks *hooks);
+
 /* Opens every --drive, then the --scratch disk, in device order; on error all are closed again. */
 int disks_open(const struct boot_opts *o, struct blk_disk *disks, unsigned *n, char *err, size_t errlen);
 

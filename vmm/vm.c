@@ -83,30 +83,38 @@ static void devhost_event(void *ctx, enum dev_event ev)
 	}
 }
 
-/* Every device the machine has, registered in one place, in the order a PC decodes them. */
-static int vm_add_devices(struct vm *vm, int console_out)
+int vm_pio_add(struct vm *vm, uint64_t base, unsigned irq, dev_create_fn *create, const void *params,
+	       char *err, size_t errlen)
 {
-	int rc;
-	vm->devhost = (struct dev_host){ .set_irq = devhost_set_irq, .event = devhost_event, .ctx = vm,
-					 .notify_irq = devhost_notify_irq };
-	bus_init(&vm->pio);
-	bus_init(&vm->mmio);
+	if (vm->ndevices >= VM_MAX_DEVICES)
+		return errorf(err, errlen, -ENOSPC, "cannot register devices: %s", strerror(ENOSPC));
+	struct device *d = &vm->devices[vm->ndevices];
+	*d = (struct device){ .base = base, .irq = irq, .kick_fd = -1, .irqfd = -1 };
+	int rc = create(d, &vm->mem, &vm->devhost, params);
+	if (rc)
+		return errorf(err, errlen, rc, "cannot register devices: %s", strerror(-rc));
+	vm->ndevices++;
+	rc = bus_register(&vm->pio, base, d->len, d->bus_ops, d->bus_opaque, d->ops->name);
+	if (!rc && d->ops->start)
+		rc = d->ops->start(d);
+	if (rc)
+		return errorf(err, errlen, rc, "cannot register devices: %s", strerror(-rc));
+	return 0;
+}
 
-	i8042_init(&vm->i8042, &vm->devhost);
-	rc = bus_register(&vm->pio, LAYOUT_I8042_DATA_PORT, I8042_RANGE_LEN, &i8042_ops, &vm->i8042, "i8042");
-	if (rc)
-		return rc;
-	serial_init(&vm->serial, console_out, LAYOUT_COM1_IRQ, &vm->devhost);
-	rc = bus_register(&vm->pio, LAYOUT_COM1_PORT, 8, &serial_ops, &vm->serial, "com1");
-	if (rc)
-		return rc;
-	pvpanic_init(&vm->pvpanic, &vm->devhost);
-	rc = bus_register(&vm->pio, LAYOUT_PVPANIC_PORT, 1, &pvpanic_ops, &vm->pvpanic, "pvpanic");
-	if (rc)
-		return rc;
-	acpi_pm_init(&vm->acpi_pm, &vm->devhost);
-	return bus_register(&vm->pio, LAYOUT_ACPI_PM1_EVT, LAYOUT_ACPI_PM_LEN, &acpi_pm_ops, &vm->acpi_pm,
-			    "acpi-pm1a");
+void vm_devices_destroy(struct vm *vm)
+{
+	while (vm->ndevices) {
+		struct device *d = &vm->devices[--vm->ndevices];
+		d->ops->destroy(d);
+		if (d->irqfd >= 0)
+			close(d->irqfd);
+		*d = (struct device){ .kick_fd = -1, .irqfd = -1 };
+	}
+	vm->nvirtio = 0;
+	vm->console = NULL;
+	for (unsigned i = 0; i < sizeof(vm->irqfd_by_gsi) / sizeof(vm->irqfd_by_gsi[0]); i++)
+		vm->irqfd_by_gsi[i] = -1;
 }
 
 static int vm_set_memslot(struct vm *vm, uint32_t slot, uint64_t gpa, uint64_t size, void *host)
@@ -213,26 +221,26 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 		rc = errorf(err, errlen, -errno, "eventfd: %s", strerror(errno));
 		goto err_mem;
 	}
-	rc = vm_add_devices(vm, cfg->console_out);
-	if (rc) {
-		errorf(err, errlen, rc, "cannot register devices: %s", strerror(-rc));
-		goto err_efd;
-	}
-	rc = vm_virtio_add(vm, cfg, err, errlen);
+	vm->devhost = (struct dev_host){ .set_irq = devhost_set_irq, .event = devhost_event, .ctx = vm,
+					 .notify_irq = devhost_notify_irq };
+	bus_init(&vm->pio);
+	bus_init(&vm->mmio);
+	for (unsigned i = 0; i < sizeof(vm->irqfd_by_gsi) / sizeof(vm->irqfd_by_gsi[0]); i++)
+		vm->irqfd_by_gsi[i] = -1;
+	rc = vm_devices_add(vm, cfg, err, errlen);
 	if (rc)
-		goto err_virtio;
+		goto err_devices;
 	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus) {
 		rc = errorf(err, errlen, -ENOMEM, "out of memory");
-		goto err_virtio;
+		goto err_devices;
 	}
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vm->vcpus[i].fd = -1;
 	return 0;
 
-err_virtio:
-	vm_virtio_destroy(vm);
-err_efd:
+err_devices:
+	vm_devices_destroy(vm);
 	close(vm->stop_efd);
 err_mem:
 	gmem_destroy(&vm->mem);
@@ -308,22 +316,18 @@ void vm_kick_all(struct vm *vm)
 /* Device threads stop with no request in flight; their queue state stays in the transports. */
 static void vm_devices_pause(struct vm *vm)
 {
-	for (unsigned i = 0; i < vm->nvirtio; i++) {
-		if (vm->virtio[i].blk)
-			virtio_blk_pause(vm->virtio[i].blk);
-		if (vm->virtio[i].vsock)
-			virtio_vsock_pause(vm->virtio[i].vsock);
+	for (unsigned i = 0; i < vm->ndevices; i++) {
+		struct device *d = &vm->devices[i];
+		if (d->ops->pause)
+			d->ops->pause(d);
 	}
 }
 
 static int vm_devices_resume(struct vm *vm)
 {
-	for (unsigned i = 0; i < vm->nvirtio; i++) {
-		int rc = 0;
-		if (vm->virtio[i].blk)
-			rc = virtio_blk_resume(vm->virtio[i].blk);
-		if (vm->virtio[i].vsock)
-			rc = virtio_vsock_resume(vm->virtio[i].vsock);
+	for (unsigned i = 0; i < vm->ndevices; i++) {
+		struct device *d = &vm->devices[i];
+		int rc = d->ops->resume ? d->ops->resume(d) : 0;
 		if (rc)
 			return rc;
 	}
@@ -416,7 +420,7 @@ void vm_join(struct vm *vm)
 void vm_destroy(struct vm *vm)
 {
 	/* Device workers write guest memory: stop them before it goes. */
-	vm_virtio_destroy(vm);
+	vm_devices_destroy(vm);
 	if (vm->vcpus) {
 		for (unsigned i = 0; i < vm->ncpus; i++) {
 			struct vcpu *v = &vm->vcpus[i];
@@ -428,12 +432,8 @@ void vm_destroy(struct vm *vm)
 		free(vm->vcpus);
 		vm->vcpus = NULL;
 	}
-	if (vm->stop_efd >= 0) {
-		serial_destroy(&vm->serial);
-		i8042_destroy(&vm->i8042);
-		acpi_pm_destroy(&vm->acpi_pm);
+	if (vm->stop_efd >= 0)
 		close(vm->stop_efd);
-	}
 	gmem_destroy(&vm->mem);
 	/* After the devices: their workers did I/O on these. */
 	while (vm->own_ndisks)

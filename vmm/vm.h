@@ -7,11 +7,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "devices/acpi_pm.h"
 #include "devices/bus.h"
 #include "devices/devhost.h"
-#include "devices/i8042.h"
-#include "devices/pvpanic.h"
+#include "devices/device.h"
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_vsock.h"
@@ -30,7 +28,7 @@ enum vm_status {
 	VM_STOP_SIGNAL,    /* padcell was told to stop                   */
 };
 
-/* Stack size for the monitor's own threads (vCPUs, device workers). */
+/* Stack size for the monitor's own threads (vCPUs; device workers use DEVTHREAD_STACK, the same). */
 #define VM_THREAD_STACK (256u << 10)
 
 struct vcpu {
@@ -56,15 +54,8 @@ struct vm_config {
 	bool mem_from_file;
 };
 
-/* One virtio-mmio device: its transport window, interrupt line and KVM notification fds. */
-struct vm_virtio {
-	struct virtio_blk *blk;     /* one of blk and vsock */
-	struct virtio_vsock *vsock;
-	uint64_t base;
-	unsigned irq;
-	bool ioeventfd; /* KVM signals the device's thread for QueueNotify (else a vCPU exit does) */
-	int irqfd;      /* written to raise irq; -1: KVM_IRQ_LINE instead */
-};
+/* The legacy PC devices (UART, i8042, ACPI PM, pvpanic) and the virtio-mmio slots. */
+#define VM_MAX_DEVICES (4 + LAYOUT_VIRTIO_MAX)
 
 struct vm {
 	int kvm_fd;
@@ -79,12 +70,11 @@ struct vm {
 	bool verbose;
 
 	struct dev_host devhost;
-	struct serial serial;
-	struct i8042 i8042;
-	struct pvpanic pvpanic;
-	struct acpi_pm acpi_pm;
-	struct vm_virtio virtio[LAYOUT_VIRTIO_MAX];
-	unsigned nvirtio;
+	/* Every device, in the order vm_devices_add added them: paused, saved, restored and destroyed in loops. */
+	struct device devices[VM_MAX_DEVICES];
+	unsigned ndevices;
+	unsigned nvirtio;        /* of those, virtio-mmio slots taken */
+	struct serial *console;  /* the UART the event loop feeds host input to */
 	int irqfd_by_gsi[24];    /* -1 where no irqfd is registered */
 
 	_Atomic int status;      /* enum vm_status; the first stop wins */
@@ -139,9 +129,26 @@ bool vm_is_paused(struct vm *vm);
 /* Interrupt line for a device (in-kernel irqchip). */
 int vm_irq_line(struct vm *vm, unsigned irq, int level);
 
-/* vm_virtio.c: virtio-mmio devices with ioeventfd kicks and irqfd interrupts. */
-int vm_virtio_add(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen);
-void vm_virtio_destroy(struct vm *vm);
+/*
+ * vm_devices.c, the one place that knows which devices a VM has: adds them all in boot order
+ * (OpenBSD vmd's init_emulated_hw), 0 or -errno with err set.  Called by vm_create.
+ */
+int vm_devices_add(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen);
+/*
+ * Its restore half (vmd's restore_emulated_hw): fills in what cfg needs to make the snapshot's
+ * devices again (disks reopened into `disks`, LAYOUT_VIRTIO_MAX of them; the vsock CID), or
+ * refuses a cfg that does not fit the snapshot.  0 or -errno with err set; disks closed then.
+ */
+int vm_devices_config_restore(const struct dev_snap_in *in, struct vm_config *cfg, struct blk_disk *disks,
+			      char *err, size_t errlen);
+
+/* A port-I/O device at [base, base + its length) with interrupt irq, made by create(params), started. */
+int vm_pio_add(struct vm *vm, uint64_t base, unsigned irq, dev_create_fn *create, const void *params,
+	       char *err, size_t errlen);
+/* vm_virtio.c: a virtio-mmio device in the next free slot, with ioeventfd kicks and irqfd interrupts. */
+int vm_virtio_add(struct vm *vm, dev_create_fn *create, const void *params, char *err, size_t errlen);
+/* Stops and releases every device, the last added first; the VM's notification fds with them. */
+void vm_devices_destroy(struct vm *vm);
 /* Where device i lives: one table, so the command line and the bus always agree. */
 void vm_virtio_slot(unsigned i, uint64_t *base, unsigned *irq);
 /*

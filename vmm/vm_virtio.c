@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "vmm/err.h"
 #include "vmm/vm.h"
 
 static const unsigned char virtio_irqs[LAYOUT_VIRTIO_MAX] = LAYOUT_VIRTIO_IRQS;
@@ -40,23 +41,22 @@ int vm_virtio_cmdline(char *out, size_t outlen, const char *user, unsigned ndev,
 
 /*
  * The notification fds are an optimisation: without them QueueNotify still reaches the
- * device through a vCPU exit (which only wakes the worker), and interrupts go through
+ * device through a vCPU exit (which only wakes its thread), and interrupts go through
  * KVM_IRQ_LINE.  So a refusal from KVM is not an error.
  */
-static void virtio_connect_kvm(struct vm *vm, struct vm_virtio *d)
+static void virtio_connect_kvm(struct vm *vm, struct device *d)
 {
-	/*
-	 * The device thread sleeps on its kick eventfd.  virtio-blk has one queue: KVM signals it
-	 * for QueueNotify == 0.  virtio-vsock serves all three queues in one pass: any value does.
-	 */
-	struct kvm_ioeventfd io = {
-		.datamatch = 0,
-		.addr = d->base + VIRTIO_MMIO_QUEUE_NOTIFY,
-		.len = 4,
-		.fd = d->blk ? d->blk->kick_fd : d->vsock->kick_fd,
-		.flags = d->blk ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0,
-	};
-	d->ioeventfd = ioctl(vm->vm_fd, KVM_IOEVENTFD, &io) == 0;
+	/* The device thread sleeps on its kick eventfd; the device says which QueueNotify values wake it. */
+	if (d->kick_fd >= 0) {
+		struct kvm_ioeventfd io = {
+			.datamatch = 0,
+			.addr = d->base + VIRTIO_MMIO_QUEUE_NOTIFY,
+			.len = 4,
+			.fd = d->kick_fd,
+			.flags = d->kick_datamatch ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0,
+		};
+		d->ioeventfd = ioctl(vm->vm_fd, KVM_IOEVENTFD, &io) == 0;
+	}
 	d->irqfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->irqfd >= 0) {
 		struct kvm_irqfd irqfd = { .fd = (uint32_t)d->irqfd, .gsi = d->irq };
@@ -72,81 +72,25 @@ static void virtio_connect_kvm(struct vm *vm, struct vm_virtio *d)
 			d->ioeventfd ? "ioeventfd" : "notify by exit", d->irqfd >= 0 ? "irqfd" : "KVM_IRQ_LINE");
 }
 
-int vm_virtio_add(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+int vm_virtio_add(struct vm *vm, dev_create_fn *create, const void *params, char *err, size_t errlen)
 {
-	for (unsigned i = 0; i < sizeof(vm->irqfd_by_gsi) / sizeof(vm->irqfd_by_gsi[0]); i++)
-		vm->irqfd_by_gsi[i] = -1;
-	unsigned ndev = cfg->ndisks + (cfg->vsock_path ? 1 : 0);
-	if (ndev > LAYOUT_VIRTIO_MAX) {
-		snprintf(err, errlen, "too many virtio devices (%u, at most %u)", ndev, LAYOUT_VIRTIO_MAX);
-		return -EINVAL;
-	}
-	for (unsigned i = 0; i < cfg->ndisks; i++) {
-		struct vm_virtio *d = &vm->virtio[i];
-		*d = (struct vm_virtio){ .irqfd = -1 };
-		vm_virtio_slot(i, &d->base, &d->irq);
-		d->blk = calloc(1, sizeof(*d->blk));
-		int rc = d->blk ? virtio_blk_init(d->blk, &cfg->disks[i], &vm->mem, &vm->devhost, d->irq) : -ENOMEM;
-		if (rc) {
-			free(d->blk);
-			d->blk = NULL;
-			snprintf(err, errlen, "cannot create virtio-blk device %u: %s", i, strerror(-rc));
-			return rc;
-		}
-		vm->nvirtio++;
-		rc = bus_register(&vm->mmio, d->base, VIRTIO_MMIO_RANGE_LEN, &virtio_mmio_ops, &d->blk->t,
-				      "virtio-blk");
-		if (!rc)
-			rc = virtio_blk_start(d->blk);
-		if (rc) {
-			snprintf(err, errlen, "cannot add virtio-blk device %u: %s", i, strerror(-rc));
-			return rc;
-		}
-		virtio_connect_kvm(vm, d);
-	}
-	if (cfg->vsock_path) {
-		struct vm_virtio *d = &vm->virtio[vm->nvirtio];
-		*d = (struct vm_virtio){ .irqfd = -1 };
-		vm_virtio_slot(vm->nvirtio, &d->base, &d->irq);
-		d->vsock = calloc(1, sizeof(*d->vsock));
-		int rc = d->vsock ? virtio_vsock_init(d->vsock, cfg->vsock_path, cfg->vsock_listen_fd, cfg->vsock_cid,
-						      &vm->mem, &vm->devhost, d->irq)
-				  : -ENOMEM;
-		if (rc) {
-			free(d->vsock);
-			d->vsock = NULL;
-			snprintf(err, errlen, "cannot create the virtio-vsock device: %s", strerror(-rc));
-			return rc;
-		}
-		vm->nvirtio++;
-		rc = bus_register(&vm->mmio, d->base, VIRTIO_MMIO_RANGE_LEN, &virtio_mmio_ops, &d->vsock->t,
-				  "virtio-vsock");
-		if (!rc)
-			rc = virtio_vsock_start(d->vsock);
-		if (rc) {
-			snprintf(err, errlen, "cannot add the virtio-vsock device: %s", strerror(-rc));
-			return rc;
-		}
-		virtio_connect_kvm(vm, d);
-	}
+	if (vm->nvirtio >= LAYOUT_VIRTIO_MAX || vm->ndevices >= VM_MAX_DEVICES)
+		return errorf(err, errlen, -EINVAL, "too many virtio devices (at most %u)", LAYOUT_VIRTIO_MAX);
+	unsigned slot = vm->nvirtio;
+	struct device *d = &vm->devices[vm->ndevices];
+	*d = (struct device){ .index = slot, .kick_fd = -1, .irqfd = -1 };
+	vm_virtio_slot(slot, &d->base, &d->irq);
+	int rc = create(d, &vm->mem, &vm->devhost, params);
+	if (rc)
+		return errorf(err, errlen, rc, "cannot create virtio device %u: %s", slot, strerror(-rc));
+	vm->ndevices++;
+	vm->nvirtio++;
+	rc = bus_register(&vm->mmio, d->base, d->len, d->bus_ops, d->bus_opaque, d->ops->name);
+	if (!rc && d->ops->start)
+		rc = d->ops->start(d);
+	if (rc)
+		return errorf(err, errlen, rc, "cannot add the %s device in virtio slot %u: %s", d->ops->name, slot,
+			      strerror(-rc));
+	virtio_connect_kvm(vm, d);
 	return 0;
-}
-
-void vm_virtio_destroy(struct vm *vm)
-{
-	for (unsigned i = 0; i < vm->nvirtio; i++) {
-		struct vm_virtio *d = &vm->virtio[i];
-		if (d->blk)
-			virtio_blk_destroy(d->blk);
-		if (d->vsock)
-			virtio_vsock_destroy(d->vsock);
-		free(d->blk);
-		free(d->vsock);
-		if (d->irqfd >= 0)
-			close(d->irqfd);
-		*d = (struct vm_virtio){ .irqfd = -1 };
-	}
-	vm->nvirtio = 0;
-	for (unsigned i = 0; i < sizeof(vm->irqfd_by_gsi) / sizeof(vm->irqfd_by_gsi[0]); i++)
-		vm->irqfd_by_gsi[i] = -1;
 }

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "devices/acpi_pm.h"
+#include "devices/i8042.h"
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_mmio.h"
@@ -668,9 +670,9 @@ Test(snapshot_devices, virtio_blk_disk_must_match)
 	/* Pause and resume leave the worker running and the queue where it was. */
 	cr_assert_eq(virtio_blk_start(b), 0);
 	virtio_blk_pause(b);
-	cr_assert(!b->worker_started);
+	cr_assert(!b->worker.started);
 	cr_assert_eq(virtio_blk_resume(b), 0);
-	cr_assert(b->worker_started);
+	cr_assert(b->worker.started);
 	cr_assert_eq(b->t.queues[0].last_avail, 17);
 	virtio_blk_destroy(a);
 	virtio_blk_destroy(b);

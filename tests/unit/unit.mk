@@ -1,7 +1,7 @@
 # Criterion unit tests: device state machines on a fake bus, loaders and ACPI on real guest_mem,
 # and the CLI driven end to end.  `make unit` builds and runs them; `make unit-tests-bin` only builds.
 UNIT_SRCS := tests/unit/images.c tests/unit/test_gmem.c tests/unit/test_bus.c \
-             tests/unit/test_serial.c tests/unit/test_devices.c tests/unit/test_loader.c \
+             tests/unit/test_serial.c tests/unit/test_devices.c tests/unit/test_device_ops.c tests/unit/test_loader.c \
              tests/unit/test_boot.c tests/unit/test_acpi.c tests/unit/test_cli_parse.c \
              tests/unit/test_cli_e2e.c tests/unit/test_vm.c \
              tests/unit/test_virtq.c tests/unit/test_virtio_mmio.c tests/unit/test_virtio_blk.c \

@@ -8,9 +8,7 @@
 #include "vmm/cmd/cli.h"
 #include "vmm/cmd/cmd.h"
 #include "vmm/cmd/run.h"
-#include "vmm/evloop.h"
 #include "vmm/launch.h"
-#include "vmm/term.h"
 #include "vmm/vm.h"
 
 static int die_usage(const char *fmt, const char *a, const char *b)
@@ -21,9 +19,16 @@ static int die_usage(const char *fmt, const char *a, const char *b)
 	return EXIT_USAGE;
 }
 
-static void api_service(void *server)
+/* --snapshot-when-ready: its thread waits for the guest's ready call, once the vCPUs run. */
+static void snap_after_start(struct vm *vm, int rc, void *ctx)
 {
-	api_server_service(server);
+	if (ready_snap_start(ctx, vm))
+		fprintf(stderr, "padcell: --snapshot-when-ready: cannot start its thread\n");
+}
+
+static void snap_joined(void *ctx)
+{
+	ready_snap_finish(ctx);
 }
 
 /* The VM o describes, from its sockets to its exit code. */
@@ -79,23 +84,10 @@ static int boot_vm(const struct boot_opts *o)
 		fprintf(stderr, "padcell: --api-sock '%s': %s\n", o->api_sock, err);
 		return EXIT_HOST_ERROR;
 	}
-	struct evloop_hook hook = { .fd = api ? api_server_fd(api) : -1, .ready = api_service, .ctx = api };
-	struct term term;
-	term_raw(&term, STDIN_FILENO);
-	if (vm_start(vm) == 0 || vm_status(vm) != VM_RUNNING) {
-		if (o->snapshot_dir && ready_snap_start(&snap, vm))
-			fprintf(stderr, "padcell: --snapshot-when-ready: cannot start its thread\n");
-		evloop_run_hooks(vm, STDIN_FILENO, term.raw, &hook, api ? 1 : 0);
-	}
-	api_server_destroy(api); /* no more requests: the socket goes before the VM does */
-	vm_kick_all(vm);
-	vm_join(vm);
-	ready_snap_finish(&snap);
-	term_restore(&term);
-
-	rc = launch_exit_code(vm);
-	if (rc != EXIT_GUEST_OK || o->verbose)
-		fprintf(stderr, "padcell: %s\n", vm->stop_detail[0] ? vm->stop_detail : "VM stopped");
+	struct launch_run_hooks hooks = { .joined = snap_joined, .ctx = &snap };
+	if (o->snapshot_dir)
+		hooks.after_start = snap_after_start;
+	rc = launch_run_until_stop(vm, api, o->verbose, &hooks);
 	launch_teardown(&l);
 	return rc;
 }

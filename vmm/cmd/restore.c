@@ -10,10 +10,8 @@
 
 #include "vmm/api/api.h"
 #include "vmm/cmd/cli.h"
-#include "vmm/evloop.h"
 #include "vmm/launch.h"
 #include "vmm/snapshot.h"
-#include "vmm/term.h"
 #include "vmm/vm.h"
 
 enum { OPT_FROM = 256, OPT_STATE, OPT_MEM, OPT_VSOCK, OPT_API_SOCK, OPT_VERBOSE };
@@ -71,9 +69,16 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 	return 0;
 }
 
-static void api_service(void *server)
+/* --verbose: restore latency as a user sees it, from padcell's start to running vCPUs. */
+static void timing_after_start(struct vm *vm, int rc, void *ctx)
 {
-	api_server_service(server);
+	const struct timespec *ts0 = ctx;
+	if (rc)
+		return;
+	struct timespec ts1;
+	clock_gettime(CLOCK_MONOTONIC, &ts1);
+	fprintf(stderr, "padcell: restore: %.3f ms from start to vCPUs running\n",
+		(ts1.tv_sec - ts0->tv_sec) * 1e3 + (ts1.tv_nsec - ts0->tv_nsec) / 1e6);
 }
 
 int cmd_restore(int argc, char **argv)
@@ -117,26 +122,8 @@ int cmd_restore(int argc, char **argv)
 			goto out_sockets;
 		}
 	}
-	struct evloop_hook hook = { .fd = api ? api_server_fd(api) : -1, .ready = api_service, .ctx = api };
-	struct term term;
-	term_raw(&term, STDIN_FILENO);
-	if (vm_start(&vm) == 0) {
-		if (o.verbose) {
-			struct timespec ts1;
-			clock_gettime(CLOCK_MONOTONIC, &ts1);
-			fprintf(stderr, "padcell: restore: %.3f ms from start to vCPUs running\n",
-				(ts1.tv_sec - ts0.tv_sec) * 1e3 + (ts1.tv_nsec - ts0.tv_nsec) / 1e6);
-		}
-	}
-	if (vm_status(&vm) == VM_RUNNING)
-		evloop_run_hooks(&vm, STDIN_FILENO, term.raw, &hook, api ? 1 : 0);
-	api_server_destroy(api);
-	vm_kick_all(&vm);
-	vm_join(&vm);
-	term_restore(&term);
-	rc = launch_exit_code(&vm);
-	if (rc != EXIT_GUEST_OK || o.verbose)
-		fprintf(stderr, "padcell: %s\n", vm.stop_detail[0] ? vm.stop_detail : "VM stopped");
+	struct launch_run_hooks hooks = { .after_start = o.verbose ? timing_after_start : NULL, .ctx = &ts0 };
+	rc = launch_run_until_stop(&vm, api, o.verbose, &hooks);
 	vm_destroy(&vm);
 out_sockets:
 	if (vsock_fd >= 0) {

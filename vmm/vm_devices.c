@@ -1,0 +1,69 @@
+/* The one place that says which devices a VM has, in boot order, and how a snapshot's are made again. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "devices/acpi_pm.h"
+#include "devices/i8042.h"
+#include "devices/pvpanic.h"
+#include "devices/serial.h"
+#include "devices/virtio_blk.h"
+#include "devices/virtio_vsock.h"
+#include "vmm/err.h"
+#include "vmm/vm.h"
+
+/*
+ * A new device kind is its own file in devices/ (its dev_ops and create function) and one line
+ * here.  The order is the order of their state in a snapshot, and of the virtio-mmio slots the
+ * command line announces: disks first (/dev/vda is slot 0), then vsock.
+ */
+int vm_devices_add(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+{
+	unsigned nvirtio = cfg->ndisks + (cfg->vsock_path ? 1 : 0);
+	if (nvirtio > LAYOUT_VIRTIO_MAX)
+		return errorf(err, errlen, -EINVAL, "too many virtio devices (%u, at most %u)", nvirtio, LAYOUT_VIRTIO_MAX);
+	const struct serial_params com1 = { .out_fd = cfg->console_out };
+	int rc;
+	if ((rc = vm_pio_add(vm, LAYOUT_COM1_PORT, LAYOUT_COM1_IRQ, serial_create, &com1, err, errlen)))
+		return rc;
+	vm->console = vm->devices[vm->ndevices - 1].dev;
+	if ((rc = vm_pio_add(vm, LAYOUT_I8042_DATA_PORT, 0, i8042_create, NULL, err, errlen)) ||
+	    (rc = vm_pio_add(vm, LAYOUT_ACPI_PM1_EVT, 0, acpi_pm_create, NULL, err, errlen)) ||
+	    (rc = vm_pio_add(vm, LAYOUT_PVPANIC_PORT, 0, pvpanic_create, NULL, err, errlen)))
+		return rc;
+
+	for (unsigned i = 0; i < cfg->ndisks; i++)
+		if ((rc = vm_virtio_add(vm, virtio_blk_create, &cfg->disks[i], err, errlen)))
+			return rc;
+	const struct vsock_params vsock = { .path = cfg->vsock_path, .listen_fd = cfg->vsock_listen_fd,
+					    .guest_cid = cfg->vsock_cid };
+	if (cfg->vsock_path && (rc = vm_virtio_add(vm, virtio_vsock_create, &vsock, err, errlen)))
+		return rc;
+	return 0;
+}
+
+int vm_devices_config_restore(const struct dev_snap_in *in, struct vm_config *cfg, struct blk_disk *disks,
+			      char *err, size_t errlen)
+{
+	/* The snapshot format keeps disks in slots 0..n-1 and the vsock device, if any, right after. */
+	unsigned ndisks = virtio_blk_disk_count(in);
+	uint32_t cid;
+	bool has_vsock = virtio_vsock_cid_restore(in, ndisks, &cid) == 0;
+	if (has_vsock != (cfg->vsock_path != NULL))
+		return errorf(err, errlen, -EINVAL, has_vsock ? "the snapshot's VM has a vsock device: give --vsock PATH"
+							      : "the snapshot's VM has no vsock device: leave out --vsock");
+	cfg->ndisks = 0;
+	for (unsigned i = 0; i < ndisks; i++) {
+		int rc = virtio_blk_disk_restore(in, i, &disks[i], err, errlen);
+		if (rc) {
+			while (i)
+				blk_disk_close(&disks[--i]);
+			return rc;
+		}
+	}
+	cfg->disks = disks;
+	cfg->ndisks = ndisks;
+	if (has_vsock)
+		cfg->vsock_cid = cid;
+	return 0;
+}
