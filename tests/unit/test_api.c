@@ -706,7 +706,14 @@ struct canned {
 static void *canned_serve(void *arg)
 {
 	struct canned *c = arg;
-	int fd = accept(c->lfd, NULL, NULL);
+	/*
+	 * api_listen's socket is non-blocking (the monitor's event loop accepts from it): wait for
+	 * the client to connect before accepting, or accept fails with EAGAIN whenever this thread
+	 * wins the race.  The poll's bound is only a hang guard.
+	 */
+	struct pollfd lp = { .fd = c->lfd, .events = POLLIN };
+	int fd = poll(&lp, 1, 30000) == 1 ? accept(c->lfd, NULL, NULL) : -1;
+	cr_assert_geq(fd, 0, "the client never connected");
 	/*
 	 * Read the whole request (the client's GET has no body) before answering and closing:
 	 * closing a Unix socket with unread data resets the connection, and the client would see
