@@ -24,7 +24,7 @@ DEV_SRCS := devices/bus.c devices/serial.c devices/i8042.c devices/pvpanic.c \
             devices/acpi_pm.c devices/virtq.c devices/virtio_mmio.c devices/virtio_blk.c \
             devices/virtio_vsock.c devices/ratelimit.c
 # The network egress core: policy, frame gate, DNS, SNI/Host (pure; not yet wired to a NIC).
-NET_SRCS := vmm/net/policy.c vmm/net/gate.c vmm/net/dns.c
+NET_SRCS := vmm/net/policy.c vmm/net/gate.c vmm/net/dns.c vmm/net/sni.c
 
 # Everything but main.c goes into a library the unit tests link against.
 LIB_SRCS := $(filter-out vmm/main.c,$(VMM_SRCS)) $(DEV_SRCS) $(NET_SRCS)

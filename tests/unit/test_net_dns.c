@@ -1,4 +1,4 @@
-/* vmm/net/dns: hostile queries (truncation, pointer loops, long labels and names, lying counts) and replies read back. */
+/* vmm/net/dns: hostile queries (truncation, pointer loops, long labels and names, lying counts); replies read back. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdlib.h>

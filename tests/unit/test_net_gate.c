@@ -1,4 +1,4 @@
-/* vmm/net/gate: hand-built guest frames through every drop rule, the policy checks, DNS diversion, and the RST builder. */
+/* vmm/net/gate: hand-built guest frames through every drop rule, the policy, DNS diversion, and the RST builder. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>

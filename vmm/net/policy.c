@@ -167,8 +167,7 @@ static bool valid_name(const char *s)
 	}
 }
 
-/* Lower-cases name into out and drops one trailing dot; false if it is not a valid host name. */
-static bool normalize_name(const char *name, char out[POLICY_NAME_MAX + 1])
+bool policy_normalize_name(const char *name, char out[POLICY_NAME_MAX + 1])
 {
 	size_t n = strlen(name);
 	if (n > 0 && name[n - 1] == '.')
@@ -195,7 +194,7 @@ static bool name_matches(const struct policy_rule *r, const char *name)
 bool policy_check_name(const struct policy *p, const char *name, uint16_t port, struct policy_decision *d)
 {
 	char norm[POLICY_NAME_MAX + 1];
-	if (!normalize_name(name, norm))
+	if (!policy_normalize_name(name, norm))
 		return decide(d, false, "%s", "not a valid host name");
 	for (size_t i = 0; i < p->nrules; i++) {
 		const struct policy_rule *r = &p->rules[i];
@@ -210,7 +209,7 @@ bool policy_check_name(const struct policy *p, const char *name, uint16_t port, 
 bool policy_check_dns(const struct policy *p, const char *name, struct policy_decision *d)
 {
 	char norm[POLICY_NAME_MAX + 1];
-	if (!normalize_name(name, norm))
+	if (!policy_normalize_name(name, norm))
 		return decide(d, false, "%s", "not a valid host name");
 	for (size_t i = 0; i < p->nrules; i++)
 		if (name_matches(&p->rules[i], norm))
@@ -344,7 +343,7 @@ int policy_parse_rule(const char *s, struct policy_rule *r, char *err, size_t er
 	}
 	if (strchr(name, '*'))
 		return errorf(err, errlen, -EINVAL, "allow rule '%s': a wildcard is only '*.' at the start of a domain", s);
-	if (!normalize_name(name, r->name))
+	if (!policy_normalize_name(name, r->name))
 		return errorf(err, errlen, -EINVAL,
 			      "allow rule '%s': '%s' is not an IPv4 address, CIDR or domain name "
 			      "(letters, digits, '-', '_'; labels of 1-63)", s, name);

@@ -100,6 +100,13 @@ bool policy_check_name(const struct policy *p, const char *name, uint16_t port, 
 /* Decides whether padcell resolves a name for the guest: some rule allows it on some port. */
 bool policy_check_dns(const struct policy *p, const char *name, struct policy_decision *d);
 
+/*
+ * The one definition of a host name padcell matches: letters, digits, '-' and '_', labels of
+ * 1..63 not starting or ending with '-', at most 253 characters.  Writes name lower-cased and
+ * without one trailing dot into out; false (out undefined) if it is not such a name.
+ */
+bool policy_normalize_name(const char *name, char out[POLICY_NAME_MAX + 1]);
+
 /* If addr lies in a refused range (fixed or own), returns that range's description, else NULL. */
 const char *policy_refused_range(const struct policy *p, uint32_t addr);
 
