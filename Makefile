@@ -23,10 +23,12 @@ VMM_SRCS += vmm/snapshot_fmt.c vmm/snapshot_io.c vmm/x86/snapshot_x86.c vmm/snap
 VMM_SRCS += guest/agent/proto.c vmm/agent/agent_client.c vmm/cmd/agent.c vmm/cmd/run.c
 DEV_SRCS := devices/bus.c devices/serial.c devices/i8042.c devices/pvpanic.c \
             devices/acpi_pm.c devices/virtq.c devices/virtio_mmio.c devices/virtio_blk.c \
-            devices/virtio_vsock.c devices/devthread.c
+            devices/virtio_vsock.c devices/devthread.c devices/ratelimit.c
+# The network egress core: policy, frame gate, DNS, SNI/Host (pure; not yet wired to a NIC).
+NET_SRCS := vmm/net/policy.c vmm/net/gate.c vmm/net/dns.c vmm/net/sni.c
 
 # Everything but main.c goes into a library the unit tests link against.
-LIB_SRCS := $(filter-out vmm/main.c,$(VMM_SRCS)) $(DEV_SRCS)
+LIB_SRCS := $(filter-out vmm/main.c,$(VMM_SRCS)) $(DEV_SRCS) $(NET_SRCS)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/vmm/dsdt_blob.o
 
 .PHONY: all padcell test demo bench unit kvm-test nested-test deps clean
