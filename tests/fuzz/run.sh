@@ -36,7 +36,7 @@ max_len_of() {
 	case "$1" in
 	http|api) echo 20000 ;;
 	snapshot) echo 65536 ;;
-	loader) echo 65536 ;;
+	loader|virtq_blk) echo 65536 ;;
 	agent_client|agent_proto) echo 140000 ;;
 	*) echo 16384 ;;
 	esac
