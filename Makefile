@@ -66,6 +66,7 @@ deps:
 -include tests/nested/nested.mk
 -include tests/unit/unit.mk
 -include tests/tests.mk
+-include tests/fuzz/fuzz.mk
 
 clean:
 	rm -rf $(BUILD)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages a padcell build/test group needs, only those that are missing.
-# Usage: scripts/deps.sh GROUP...   (groups: build kernel images nested)
+# Usage: scripts/deps.sh GROUP...   (groups: build kernel images nested rootfs debian fuzz)
 # Safe to run repeatedly, non-interactively (CI, no stdin); installing needs root.
 set -euo pipefail
 
@@ -14,15 +14,17 @@ group_pkgs() {
 	nested) echo qemu-system-x86 cpio kmod busybox-static ;;
 	rootfs) echo busybox-static e2fsprogs erofs-utils fakeroot ;;
 	debian) echo mmdebstrap fakechroot fakeroot uidmap ;;
+	# libFuzzer (-fsanitize=fuzzer) and its ASan/UBSan runtimes come with clang, not gcc.
+	fuzz)   echo clang libclang-rt-14-dev ;;
 	*) return 1 ;;
 	esac
 }
 
-[ $# -gt 0 ] || die "usage: scripts/deps.sh GROUP... (build kernel images nested rootfs debian)"
+[ $# -gt 0 ] || die "usage: scripts/deps.sh GROUP... (build kernel images nested rootfs debian fuzz)"
 
 missing=()
 for group in "$@"; do
-	pkgs=$(group_pkgs "$group") || die "unknown group '$group' (build kernel images nested rootfs debian)"
+	pkgs=$(group_pkgs "$group") || die "unknown group '$group' (build kernel images nested rootfs debian fuzz)"
 	for pkg in $pkgs; do
 		status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
 		if [ "$status" != "install ok installed" ]; then

@@ -45,6 +45,8 @@ run_tier() {
 }
 
 run_tier unit   build/tests/unit-tests --jobs 2
+run_tier unit-san tests/unit/run-san.sh
+run_tier fuzz   tests/fuzz/run.sh --seconds 10
 run_tier kvm    tests/kvm/run.sh
 run_tier kvm-inproc build/tests/kvm-inproc --jobs 1
 run_tier nested tests/nested/boot-test.sh

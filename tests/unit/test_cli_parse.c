@@ -203,6 +203,7 @@ Test(cli_boot, api_sock)
 /* ---- cli_parse_run ---- */
 
 static struct run_opts ro;
+static char *run_argv[64];
 
 static int parse_run(int argc, char **argv)
 {
@@ -210,7 +211,9 @@ static int parse_run(int argc, char **argv)
 	return cli_parse_run(argc, argv, &ro, err, sizeof(err));
 }
 
-#define RARGV(...) (char *[]){ "run", __VA_ARGS__, NULL }
+/* ro.argv points into the argv given, so the array must outlive the assertion that parses:
+ * a compound literal inside cr_assert_eq() ends with the assertion's block. */
+#define RARGV(...) memcpy(run_argv, (char *[]){ "run", __VA_ARGS__, NULL }, sizeof((char *[]){ "run", __VA_ARGS__, NULL }))
 #define RARGC(...) ((int)(sizeof((char *[]){ "run", __VA_ARGS__ }) / sizeof(char *)))
 #define RUN(...) parse_run(RARGC(__VA_ARGS__), RARGV(__VA_ARGS__))
 

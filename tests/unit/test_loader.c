@@ -421,3 +421,27 @@ Test(loader_bz, regression_pref_address_wraps)
 	assert_rejected(img, n, "pref_address at 4 GiB");
 	free(img);
 }
+
+/*
+ * Regression (found by tests/fuzz/fuzz_loader.c): a bzImage whose protected-mode part (syssize)
+ * ends before +0x200 was accepted, with its 64-bit entry past everything loaded and reserved
+ * (load_end = load + 16 bytes): the guest jumped into zeroed memory and crashed its vCPU, where
+ * padcell should have refused the kernel as truncated.
+ */
+Test(loader_bz, regression_pm_part_without_the_64_bit_entry)
+{
+	struct bz_spec s = img_bz_default();
+	s.pm_len = 16;
+	s.init_size = 0;
+	bz_reject(&s, "16-byte protected-mode part");
+	s.pm_len = 0x200;
+	bz_reject(&s, "entry exactly at the end of the protected-mode part");
+	s.pm_len = 0x210;
+	size_t n;
+	uint8_t *img = img_bzimage(&s, &n);
+	struct kernel_image ki;
+	char why[256];
+	cr_assert_eq(kernel_parse(img, n, &ki, why, sizeof(why)), 0, "%s", why);
+	cr_assert(ki.entry64 < ki.load_end);
+	free(img);
+}

@@ -716,9 +716,11 @@ Test(blk_cli, drive_options)
 	cr_assert(o.drives[1].ro);
 	cr_assert_str_eq(o.drives[1].id, "base");
 	cr_assert_eq(o.scratch, 64ULL << 20);
+	cli_opts_free(&o);
 	cr_assert_eq(PARSE("--kernel", "k", "--drive", "c.img,id=x,ro"), 0, "%s", perr);
 	cr_assert(o.drives[0].ro);
 	cr_assert_eq(o.scratch, 0, "state does not leak between parses");
+	cli_opts_free(&o);
 }
 
 Test(blk_cli, drive_errors)

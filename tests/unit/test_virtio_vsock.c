@@ -311,6 +311,7 @@ Test(vsock_line, cli_option)
 	char *cid[] = { "boot", "--kernel", "k", "--vsock", "/tmp/v.sock,cid=77", NULL };
 	cr_assert_eq(cli_parse_boot(5, cid, &o, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(o.vsock_cid, 77);
+	cli_opts_free(&o);
 	const char *bad[] = { "/tmp/v,cid=0", "/tmp/v,cid=1", "/tmp/v,cid=2", "/tmp/v,cid=4294967295",
 			      "/tmp/v,cid=4294967296", "/tmp/v,cid=", "/tmp/v,cid=-3", "/tmp/v,cid=3x", "/tmp/v,foo",
 			      ",cid=3", "" };

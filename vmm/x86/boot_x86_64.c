@@ -141,6 +141,10 @@ static int bzimage_parse(const uint8_t *data, size_t size, struct kernel_image *
 	if (setup >= size || pm == 0 || !in_file(setup, pm, size))
 		return errorf(err, errlen, -ENOEXEC, "truncated bzImage: header promises %llu bytes, file has %zu",
 			    (unsigned long long)(setup + pm), size);
+	if (pm <= 0x200)
+		return errorf(err, errlen, -ENOEXEC,
+			      "truncated bzImage: a %llu-byte protected-mode part has no 64-bit entry at +0x200",
+			      (unsigned long long)pm);
 
 	/* Relocatable kernels go to their preferred address rounded up to their
 	 * alignment; others move themselves there, so loading at it is always right. */
