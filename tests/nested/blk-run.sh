@@ -19,7 +19,7 @@ vm() {
 	name=$1 log=$2
 	shift 2
 	t0=$(now)
-	timeout "$CASE_TIMEOUT" ./padcell boot --kernel bzImage --mem "$MEM" "$@" >"$log.raw" 2>&1 </dev/null
+	timeout -k 10 "$CASE_TIMEOUT" ./padcell boot --kernel bzImage --mem "$MEM" "$@" >"$log.raw" 2>&1 </dev/null
 	rc=$?
 	[ "$rc" = 143 ] && rc=timeout
 	secs=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
@@ -89,7 +89,7 @@ before=$(sha256sum <rootfs-min.ext4)
 t0=$(now)
 for i in 1 2; do
 	(
-		timeout "$CASE_TIMEOUT" ./padcell boot --kernel bzImage --mem "$MEM" --drive rootfs-min.ext4,ro \
+		timeout -k 10 "$CASE_TIMEOUT" ./padcell boot --kernel bzImage --mem "$MEM" --drive rootfs-min.ext4,ro \
 			--cmdline "console=ttyS0 reboot=k panic=-1 quiet" >/run/blk/shared$i.raw 2>&1 </dev/null
 		echo $? >/run/blk/shared$i.rc
 	) &

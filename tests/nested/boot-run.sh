@@ -15,7 +15,7 @@ run_case() {
 	log=/tmp/$vmm-$name.log
 	echo "STEP $vmm-$name"
 	t0=$(now)
-	timeout "$CASE_TIMEOUT" sh /payload/vmm-run.sh "$vmm" "$kernel" "$cpus" "$extra" >"$log.raw" 2>&1 </dev/null
+	timeout -k 10 "$CASE_TIMEOUT" sh /payload/vmm-run.sh "$vmm" "$kernel" "$cpus" "$extra" >"$log.raw" 2>&1 </dev/null
 	rc=$?
 	# busybox timeout exits 143 when it had to send SIGTERM.
 	[ "$rc" = 143 ] && rc=timeout

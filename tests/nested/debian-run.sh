@@ -5,7 +5,7 @@ cd /payload || exit 1
 . ./case-lib.sh
 R="--kernel bzImage --rootfs rootfs-debian.ext4 --mem 512M"
 echo "STEP debian-python"
-timeout "$CASE_TIMEOUT" ./padcell run $R -- python3 -c 'import sys; print(6*7); print("py", sys.version.split()[0], file=sys.stderr); sys.exit(5)' \
+timeout -k 10 "$CASE_TIMEOUT" ./padcell run $R -- python3 -c 'import sys; print(6*7); print("py", sys.version.split()[0], file=sys.stderr); sys.exit(5)' \
 	>/tmp/o 2>/tmp/e </dev/null
 rc=$?
 why=""
@@ -15,7 +15,7 @@ grep -q '^py 3\.' /tmp/e || why="$why stderr '$(head -c 300 /tmp/e)';"
 result python "$why" "python3 -c: stdout 42, stderr '$(head -n1 /tmp/e)', exit 5"
 
 echo "STEP debian-user-env-cwd"
-timeout "$CASE_TIMEOUT" ./padcell run $R --user nobody --env GREETING=hello --cwd /tmp -- \
+timeout -k 10 "$CASE_TIMEOUT" ./padcell run $R --user nobody --env GREETING=hello --cwd /tmp -- \
 	python3 -c 'import os; print(os.getuid(), os.environ["GREETING"], os.getcwd(), os.environ["HOME"])' >/tmp/o 2>/tmp/e </dev/null
 rc=$?
 why=""
@@ -24,7 +24,7 @@ why=""
 result user-env-cwd "$why" "--user nobody --env --cwd: $(cat /tmp/o)"
 
 echo "STEP debian-readonly-root"
-timeout "$CASE_TIMEOUT" ./padcell run $R -- sh -c 'touch /usr/x 2>&1; echo rc=$?; cat /etc/debian_version' >/tmp/o 2>/tmp/e </dev/null
+timeout -k 10 "$CASE_TIMEOUT" ./padcell run $R -- sh -c 'touch /usr/x 2>&1; echo rc=$?; cat /etc/debian_version' >/tmp/o 2>/tmp/e </dev/null
 rc=$?
 why=""
 [ "$rc" = 0 ] || why="$why exit $rc;"

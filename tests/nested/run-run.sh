@@ -14,7 +14,7 @@ prun() {
 	n=$1
 	shift
 	t0=$(now)
-	timeout "$CASE_TIMEOUT" ./padcell run $R "$@" >$W/$n.out 2>$W/$n.err
+	timeout -k 10 "$CASE_TIMEOUT" ./padcell run $R "$@" >$W/$n.out 2>$W/$n.err
 	rc=$?
 	secs=$(since "$t0")
 }
@@ -82,10 +82,10 @@ result exec-ready "$([ $ok = yes ] || echo " padcell exec never succeeded: $(tai
 
 echo "STEP run-exec-timeout-no-orphans"
 t0=$(now)
-timeout "$CASE_TIMEOUT" ./padcell exec --vsock /run/v.sock --no-stdin --timeout 2 -- sh -c 'sleep 300 & sleep 301' >$W/et.out 2>$W/et.err
+timeout -k 10 "$CASE_TIMEOUT" ./padcell exec --vsock /run/v.sock --no-stdin --timeout 2 -- sh -c 'sleep 300 & sleep 301' >$W/et.out 2>$W/et.err
 rc=$?
 secs=$(since "$t0")
-timeout "$CASE_TIMEOUT" ./padcell exec --vsock /run/v.sock --no-stdin -- \
+timeout -k 10 "$CASE_TIMEOUT" ./padcell exec --vsock /run/v.sock --no-stdin -- \
 	sh -c 'for p in /proc/[0-9]*; do tr "\0" " " <$p/cmdline 2>/dev/null; echo; done' >$W/ps.out 2>&1
 left=$(grep -c 'sleep 30[01]' $W/ps.out)
 why=""
@@ -96,11 +96,11 @@ result exec-timeout "$why" "exit 124 in ${secs}s, no process of the command's gr
 
 echo "STEP run-cp"
 head -c 1234567 /dev/urandom >$W/cpin
-timeout "$CASE_TIMEOUT" ./padcell cp --vsock /run/v.sock $W/cpin vm:/tmp/copied >$W/cp.err 2>&1
+timeout -k 10 "$CASE_TIMEOUT" ./padcell cp --vsock /run/v.sock $W/cpin vm:/tmp/copied >$W/cp.err 2>&1
 rc1=$?
-timeout "$CASE_TIMEOUT" ./padcell cp --vsock /run/v.sock vm:/tmp/copied $W/cpback >>$W/cp.err 2>&1
+timeout -k 10 "$CASE_TIMEOUT" ./padcell cp --vsock /run/v.sock vm:/tmp/copied $W/cpback >>$W/cp.err 2>&1
 rc2=$?
-inguest=$(timeout "$CASE_TIMEOUT" ./padcell exec --vsock /run/v.sock --no-stdin -- sha256sum /tmp/copied 2>>$W/cp.err | cut -d' ' -f1)
+inguest=$(timeout -k 10 "$CASE_TIMEOUT" ./padcell exec --vsock /run/v.sock --no-stdin -- sha256sum /tmp/copied 2>>$W/cp.err | cut -d' ' -f1)
 why=""
 [ "$rc1" = 0 ] && [ "$rc2" = 0 ] || why="$why cp exit $rc1/$rc2: $(head -c 300 $W/cp.err);"
 [ "$inguest" = "$(sha $W/cpin)" ] || why="$why guest file sha256 '$inguest';"
@@ -115,7 +115,7 @@ why=""
 result raw-connect "$why" "$(tr '\n' ' ' <$W/raw.out)"
 
 echo "STEP run-boot-poweroff"
-timeout "$CASE_TIMEOUT" ./padcell exec --vsock /run/v.sock --no-stdin -- poweroff -f >/dev/null 2>&1
+timeout -k 10 "$CASE_TIMEOUT" ./padcell exec --vsock /run/v.sock --no-stdin -- poweroff -f >/dev/null 2>&1
 t0=$(now)
 while kill -0 $bootpid 2>/dev/null && [ "$(awk -v s="$(since "$t0")" -v m="$CASE_TIMEOUT" 'BEGIN { print (s < m) }')" = 1 ]; do sleep 0.2; done
 kill $bootpid 2>/dev/null
@@ -133,7 +133,7 @@ t0=$(now)
 why=""
 i=1
 while [ $i -le 20 ]; do
-	timeout "$CASE_TIMEOUT" ./padcell run $R -- sh -c "echo seq-$i; exit $((i % 7))" >$W/seq.out 2>$W/seq.err </dev/null
+	timeout -k 10 "$CASE_TIMEOUT" ./padcell run $R -- sh -c "echo seq-$i; exit $((i % 7))" >$W/seq.out 2>$W/seq.err </dev/null
 	rc=$?
 	[ "$rc" = $((i % 7)) ] || why="$why run $i exit $rc (want $((i % 7)));"
 	[ "$(cat $W/seq.out)" = "seq-$i" ] || why="$why run $i printed '$(head -c 100 $W/seq.out)';"
@@ -147,7 +147,7 @@ result sequential "$why" "20 runs, each output and exit code right, ${secs}s ($(
 echo "STEP run-concurrent"
 t0=$(now)
 for i in 1 2 3; do
-	( timeout "$CASE_TIMEOUT" ./padcell run $R -- sh -c "sleep 2; echo conc-$i; echo e$i >&2; exit $((10 + i))" \
+	( timeout -k 10 "$CASE_TIMEOUT" ./padcell run $R -- sh -c "sleep 2; echo conc-$i; echo e$i >&2; exit $((10 + i))" \
 		>$W/c$i.out 2>$W/c$i.err </dev/null; echo $? >$W/c$i.rc ) &
 done
 wait

@@ -68,7 +68,7 @@ t0=$(now)
 why=""
 i=1
 while [ $i -le 5 ]; do
-	timeout "$CASE_TIMEOUT" ./padcell run --from /run/snap -- sh -c "cat /tmp/marker /scratch/f; echo clone-$i; exit $((i + 20))" \
+	timeout -k 10 "$CASE_TIMEOUT" ./padcell run --from /run/snap -- sh -c "cat /tmp/marker /scratch/f; echo clone-$i; exit $((i + 20))" \
 		>$W/seq.out 2>$W/seq.err </dev/null
 	rc=$?
 	[ "$rc" = $((i + 20)) ] || why="$why clone $i exit $rc;"
@@ -83,7 +83,7 @@ result sequential "$why" "5 clones in a row: tmpfs and scratch files from before
 echo "STEP snap-concurrent"
 t0=$(now)
 for i in 1 2 3; do
-	( timeout "$CASE_TIMEOUT" ./padcell run --from /run/snap -- sh -c "echo mine-$i >/scratch/mine; sleep 1; cat /scratch/mine; ls /scratch | tr '\n' ' '" \
+	( timeout -k 10 "$CASE_TIMEOUT" ./padcell run --from /run/snap -- sh -c "echo mine-$i >/scratch/mine; sleep 1; cat /scratch/mine; ls /scratch | tr '\n' ' '" \
 		>$W/c$i.out 2>$W/c$i.err </dev/null; echo $? >$W/c$i.rc ) &
 done
 wait
@@ -98,7 +98,7 @@ result concurrent "$why" "3 clones at once, each its own scratch disk and output
 # --- two clones' randomness differs (the agent reseeds from the host) --------------------------
 echo "STEP snap-urandom"
 for i in 1 2; do
-	timeout "$CASE_TIMEOUT" ./padcell run --from /run/snap -- sh -c 'head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n"' \
+	timeout -k 10 "$CASE_TIMEOUT" ./padcell run --from /run/snap -- sh -c 'head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n"' \
 		>$W/r$i.out 2>$W/r$i.err </dev/null
 done
 why=""
@@ -108,7 +108,7 @@ result urandom "$why" "first 32 bytes of /dev/urandom: $(head -c 16 $W/r1.out)..
 
 # --- the connection open at snapshot time was reset: its command is gone; new ones work ----------
 echo "STEP snap-vsock-reset"
-timeout "$CASE_TIMEOUT" ./padcell run --from /run/snap -- sh -c \
+timeout -k 10 "$CASE_TIMEOUT" ./padcell run --from /run/snap -- sh -c \
 	'i=0; while [ $i -lt 600 ]; do grep -l "sleep 30[0]" /proc/[0-9]*/cmdline >/dev/null 2>&1 || { echo gone after $i; exit 0; }; sleep 0.1; i=$((i + 1)); done; echo still running; exit 1' \
 	>$W/reset.out 2>$W/reset.err </dev/null
 rc=$?
@@ -118,9 +118,9 @@ result vsock-reset "$why" "the exec connection held at snapshot time was reset i
 
 # --- run --from timing beside a cold run ---------------------------------------------------------
 echo "STEP snap-timing"
-timeout "$CASE_TIMEOUT" ./padcell run --verbose --from /run/snap -- true >$W/tf.out 2>$W/tf.err </dev/null
+timeout -k 10 "$CASE_TIMEOUT" ./padcell run --verbose --from /run/snap -- true >$W/tf.out 2>$W/tf.err </dev/null
 rf=$?
-timeout "$CASE_TIMEOUT" ./padcell run --verbose $R -- true >$W/tc.out 2>$W/tc.err </dev/null
+timeout -k 10 "$CASE_TIMEOUT" ./padcell run --verbose $R -- true >$W/tc.out 2>$W/tc.err </dev/null
 rcold=$?
 tf=$(sed -n 's/^padcell: teardown .*total \([0-9.]*\) ms.*/\1/p' $W/tf.err)
 tc=$(sed -n 's/^padcell: teardown .*total \([0-9.]*\) ms.*/\1/p' $W/tc.err)
@@ -133,9 +133,9 @@ result timing "$why" "run --from -- true ${tf} ms, cold run -- true ${tc} ms"
 # --- run --snapshot-when-ready, then a clone of it -------------------------------------------
 echo "STEP snap-run-when-ready"
 rm -rf /run/snap2
-timeout "$CASE_TIMEOUT" ./padcell run $R --snapshot-when-ready /run/snap2 -- echo first >$W/w1.out 2>$W/w1.err </dev/null
+timeout -k 10 "$CASE_TIMEOUT" ./padcell run $R --snapshot-when-ready /run/snap2 -- echo first >$W/w1.out 2>$W/w1.err </dev/null
 r1=$?
-timeout "$CASE_TIMEOUT" ./padcell run --from /run/snap2 -- echo second >$W/w2.out 2>$W/w2.err </dev/null
+timeout -k 10 "$CASE_TIMEOUT" ./padcell run --from /run/snap2 -- echo second >$W/w2.out 2>$W/w2.err </dev/null
 r2=$?
 why=""
 [ "$r1" = 0 ] && [ "$(cat $W/w1.out)" = first ] || why="$why snapshotting run: exit $r1 '$(cat $W/w1.out)' $(head -c 200 $W/w1.err);"
@@ -152,7 +152,7 @@ t0=$(now)
 while [ ! -f /run/snap3/state ] && kill -0 $bpid 2>/dev/null && [ "$(awk -v s="$(since "$t0")" -v m="$CASE_TIMEOUT" 'BEGIN { print (s < m) }')" = 1 ]; do sleep 0.3; done
 wait_agent $W/b.sock $bpid
 vm_end $W/b.sock $bpid
-timeout "$CASE_TIMEOUT" ./padcell run --from /run/snap3 -- echo third >$W/w3.out 2>$W/w3.err </dev/null
+timeout -k 10 "$CASE_TIMEOUT" ./padcell run --from /run/snap3 -- echo third >$W/w3.out 2>$W/w3.err </dev/null
 r3=$?
 why=""
 [ -f /run/snap3/state ] || why="$why no snapshot written;"
@@ -170,7 +170,7 @@ kpid=$!
 why=""
 wait_agent $W/k.sock $kpid || why="$why the agent never answered;"
 # 300 MiB of random data in guest RAM: a memory file that takes a while to write
-timeout "$CASE_TIMEOUT" ./padcell exec --vsock $W/k.sock --no-stdin -- sh -c 'head -c 314572800 /dev/urandom >/dev/shm/big' >/dev/null 2>&1
+timeout -k 10 "$CASE_TIMEOUT" ./padcell exec --vsock $W/k.sock --no-stdin -- sh -c 'head -c 314572800 /dev/urandom >/dev/shm/big' >/dev/null 2>&1
 ./padcell snapshot --api-sock $W/kapi.sock --to /run/snapk >$W/ks.out 2>&1 &
 spid=$!
 # the kill lands mid-write on any machine: once the first temporary file exists (the state file,
@@ -184,7 +184,7 @@ kill -9 $kpid
 wait $kpid 2>/dev/null
 wait $spid 2>/dev/null
 ls -la /run/snapk >$W/kls.out 2>&1
-timeout "$CASE_TIMEOUT" ./padcell restore --from /run/snapk >$W/kr.out 2>&1 </dev/null
+timeout -k 10 "$CASE_TIMEOUT" ./padcell restore --from /run/snapk >$W/kr.out 2>&1 </dev/null
 krc=$?
 [ -f /run/snapk/state ] && why="$why a state file exists after the kill;"
 [ "$krc" = 2 ] || why="$why restore exit $krc (want 2, refused): $(head -c 200 $W/kr.out);"
