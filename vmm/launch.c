@@ -97,6 +97,10 @@ int launch_run_until_stop(struct vm *vm, struct api_server *api, bool verbose, c
 	rc = launch_exit_code(vm);
 	if (rc != EXIT_GUEST_OK || verbose)
 		fprintf(stderr, "padcell: %s\n", vm->stop_detail[0] ? vm->stop_detail : "VM stopped");
+	uint64_t dropped = vm->console ? serial_out_dropped(vm->console) : 0;
+	if (verbose && dropped)
+		fprintf(stderr, "padcell: %llu bytes of console output were dropped (nobody read the console)\n",
+			(unsigned long long)dropped);
 	return rc;
 }
 

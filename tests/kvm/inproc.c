@@ -501,3 +501,46 @@ Test(inproc, memory_of_the_wrong_size_or_snapshot_is_refused)
 	snap_dir_remove(&a);
 	snap_dir_remove(&b);
 }
+
+/* ---- a console nobody reads ------------------------------------------------------------------ */
+
+/*
+ * The guest's console is a pipe whose reader never reads: once it is full, the UART keeps
+ * output in its bounded ring and then drops the oldest, and the vCPU never blocks in write()
+ * (it used to, holding the UART lock, so pause, stop and console input hung behind it).
+ */
+Test(inproc, console_nobody_reads_never_blocks_pause_or_stop)
+{
+	require_kvm();
+	static struct launch l;
+	int p[2];
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0); /* both ends blocking, as `padcell boot | less` has it */
+	static char cmdline[128];
+	snprintf(cmdline, sizeof(cmdline), "tg.case=count tg.count=" COUNT_STEPS " tg.spin=1 tg.cpus=1");
+	struct boot_opts o = { .kernel = guest_path(), .cmdline = cmdline, .mem = 64ULL << 20, .cpus = 1,
+			       .entry = BOOT_ENTRY_LINUX64 };
+	char err[512];
+	cr_assert_eq(launch_boot(&l, &o, p[1], err, sizeof(err)), 0, "launch_boot: %s", err);
+	cr_assert_eq(vm_start(&l.vm), 0, "vm_start: %s", l.vm.stop_detail);
+	/* Wait (an event, not a time) until the pipe and the ring are full and bytes are dropped. */
+	for (unsigned i = 0; serial_out_dropped(l.vm.console) == 0; i++) {
+		cr_assert_lt(i, HANG_GUARD_S * 100u, "hang guard: the guest's output was never dropped");
+		cr_assert_eq(vm_status(&l.vm), VM_RUNNING, "the VM stopped: %s", l.vm.stop_detail);
+		nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
+	}
+	cr_assert_leq(l.vm.console->out_len, SERIAL_OUT_BUF);
+	vm_pause_ok(&l.vm);
+	cr_assert_eq(serial_input(l.vm.console, (const uint8_t *)"x", 1), 1, "console input while output is stuck");
+	cr_assert_eq(vm_resume(&l.vm, err, sizeof(err)), 0, "vm_resume: %s", err);
+	uint64_t dropped = serial_out_dropped(l.vm.console);
+	for (unsigned i = 0; serial_out_dropped(l.vm.console) == dropped; i++) {
+		cr_assert_lt(i, HANG_GUARD_S * 100u, "hang guard: the resumed guest printed nothing");
+		nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
+	}
+	vm_stop_and_join(&l.vm);
+	/* The pipe's own flags were left alone: padcell wrote through a copy of its own. */
+	cr_assert_eq(fcntl(p[1], F_GETFL) & O_NONBLOCK, 0);
+	launch_teardown(&l);
+	close(p[0]);
+	close(p[1]);
+}
