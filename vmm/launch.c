@@ -17,14 +17,18 @@
 #include "vmm/term.h"
 #include "vmm/x86/acpi.h"
 #include "vmm/err.h"
+#include "vmm/util.h"
 
 int file_map(const char *path, struct file_map *f, char *err, size_t errlen)
 {
 	f->data = NULL;
 	f->size = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	const char *kind = NULL;
+	int fd = open_user_file(path, O_RDONLY, false, &kind);
+	if (fd < 0 && kind)
+		return errorf(err, errlen, fd, "not a regular file (%s)", kind);
 	if (fd < 0)
-		return errorf(err, errlen, -errno, "%s", strerror(errno));
+		return errorf(err, errlen, fd, "%s", strerror(-fd));
 	struct stat st;
 	int rc = 0;
 	if (fstat(fd, &st) < 0) {

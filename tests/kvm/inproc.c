@@ -544,3 +544,84 @@ Test(inproc, console_nobody_reads_never_blocks_pause_or_stop)
 	close(p[0]);
 	close(p[1]);
 }
+
+/* ---- a snapshot's files are compared by inode, not by spelling ----------------------------- */
+
+static unsigned dir_entries(const char *dir)
+{
+	unsigned n = 0;
+	DIR *dh = opendir(dir);
+	cr_assert_not_null(dh);
+	struct dirent *e;
+	while ((e = readdir(dh)))
+		n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	closedir(dh);
+	return n;
+}
+
+static void assert_snapshot_refused(struct vm *vm, const char *state, const char *mem, const char *why)
+{
+	char err[512] = "";
+	int rc = snapshot_create(vm, state, mem, err, sizeof(err));
+	cr_assert_eq(rc, -EINVAL, "snapshot to %s + %s: %d (%s), not -EINVAL", state, mem, rc, err);
+	cr_assert(strstr(err, why), "snapshot to %s + %s said '%s', not '%s'", state, mem, err, why);
+}
+
+Test(inproc, snapshot_paths_compared_by_inode_and_special_files_refused)
+{
+	require_kvm();
+	static struct launch l;
+	struct console con;
+	struct snap_dir d;
+	snap_dir_make(&d);
+	char drive[128], alias[160], copy[160], fifo[128], err[512];
+	snprintf(drive, sizeof(drive), "%s/disk.img", d.dir);
+	int fd = open(drive, O_RDWR | O_CREAT | O_EXCL, 0600);
+	static uint8_t pattern[1 << 16];
+	for (size_t i = 0; i < sizeof(pattern); i++)
+		pattern[i] = (uint8_t)(i * 7);
+	cr_assert_eq(write(fd, pattern, sizeof(pattern)), (ssize_t)sizeof(pattern));
+	close(fd);
+	snprintf(fifo, sizeof(fifo), "%s/fifo", d.dir);
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+
+	static char cmdline[128];
+	snprintf(cmdline, sizeof(cmdline), "tg.case=count tg.count=" COUNT_STEPS " tg.spin=100 tg.cpus=1");
+	struct boot_opts o = { .kernel = guest_path(), .cmdline = cmdline, .mem = 64ULL << 20, .cpus = 1,
+			       .entry = BOOT_ENTRY_LINUX64, .ndrives = 1, .scratch = 1 << 20 };
+	o.drives[0] = (struct drive_opt){ .path = drive };
+	console_open(&con);
+	cr_assert_eq(launch_boot(&l, &o, con.wfd, err, sizeof(err)), 0, "launch_boot: %s", err);
+	cr_assert_eq(vm_start(&l.vm), 0, "vm_start: %s", l.vm.stop_detail);
+	console_wait(&con, 0, "COUNT 5\r\n", &l.vm);
+	vm_pause_ok(&l.vm);
+
+	/* The state file in another spelling, existing or not yet. */
+	snprintf(alias, sizeof(alias), "%s//./state", d.dir);
+	assert_snapshot_refused(&l.vm, d.state, alias, "the same file");
+	/* The scratch disk's copy (slot 1: the drive is slot 0). */
+	snprintf(copy, sizeof(copy), "%s/./state.disk1", d.dir);
+	assert_snapshot_refused(&l.vm, d.state, copy, "scratch-disk copy");
+	/* The VM's own drive, as memory or as state, in another spelling. */
+	snprintf(alias, sizeof(alias), "%s//disk.img", d.dir);
+	assert_snapshot_refused(&l.vm, d.state, alias, "the VM's own drives");
+	assert_snapshot_refused(&l.vm, alias, d.mem, "the VM's own drives");
+	/* A FIFO as either file. */
+	assert_snapshot_refused(&l.vm, d.state, fifo, "FIFO");
+	assert_snapshot_refused(&l.vm, fifo, d.mem, "FIFO");
+	cr_assert_eq(dir_entries(d.dir), 2, "a refused snapshot left files behind");
+	fd = open(drive, O_RDONLY);
+	static uint8_t back[sizeof(pattern)];
+	cr_assert_eq(read(fd, back, sizeof(back)), (ssize_t)sizeof(back));
+	close(fd);
+	cr_assert_eq(memcmp(back, pattern, sizeof(back)), 0, "the drive was overwritten");
+
+	/* The right names still work, and a FIFO as the memory file of a restore is refused at once. */
+	cr_assert_eq(snapshot_create(&l.vm, d.state, d.mem, err, sizeof(err)), 0, "snapshot_create: %s", err);
+	vm_stop_and_join(&l.vm);
+	launch_teardown(&l);
+	console_close(&con);
+	assert_refused(d.state, fifo, "FIFO");
+	assert_refused(fifo, d.mem, "FIFO");
+	snap_dir_remove(&d);
+}
