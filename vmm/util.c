@@ -136,7 +136,7 @@ int accept_or_shed(int lfd, int flags, int *spare)
 		if (fd >= 0)
 			close(fd);
 		*spare = spare_fd_open();
-		return -EMFILE;
+		return -ECONNABORTED;
 	}
 }
 

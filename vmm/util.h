@@ -38,11 +38,14 @@ int unix_connect(const char *path, int flags, enum unix_step *at);
  * accept4(lfd, flags) that cannot make a level-triggered loop spin when the process is out of
  * descriptors: on EMFILE/ENFILE it closes *spare (a descriptor kept for this), accepts the
  * waiting client, closes it at once (the client sees its connection end) and takes the spare
- * again.  Returns the new fd, -EAGAIN when nobody waits, -EMFILE when one client was shed this
- * way (call again for the next), or another -errno.  *spare is -1 when it could not be taken
+ * again.  Returns the new fd, -EAGAIN when nobody waits, -ECONNABORTED when one client was shed
+ * this way (call again for the next), -EMFILE when out of descriptors with no spare to shed
+ * with, or another -errno.  *spare is -1 when it could not be taken
  * back; it is retried on the next call.
  */
 int accept_or_shed(int lfd, int flags, int *spare);
+/* Descriptors padcell asks for at start (RLIMIT_NOFILE, up to the hard limit): the fd budget. */
+#define PADCELL_NOFILE 4096
 /* A spare descriptor for accept_or_shed (/dev/null, close-on-exec): the fd or -errno. */
 int spare_fd_open(void);
 
