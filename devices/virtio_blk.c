@@ -67,6 +67,8 @@ int blk_disk_open(struct blk_disk *d, const char *path, bool ro, const char *id,
 	if (d->fd < 0) {
 		int rc = d->fd;
 		d->fd = -1;
+		if (rc == -EISDIR)
+			return fail(err, errlen, rc, "is a directory");
 		if (kind) {
 			char msg[128];
 			snprintf(msg, sizeof(msg), "not a regular file (%s; padcell takes raw image files)", kind);

@@ -170,7 +170,7 @@ int open_user_file(const char *path, int flags, bool allow_blk, const char **kin
 		if (kind)
 			*kind = file_kind(st.st_mode);
 		close(fd);
-		return -EINVAL;
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 	}
 	int fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {

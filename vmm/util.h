@@ -55,8 +55,9 @@ int spare_fd_open(void);
  * Opens a file the user named, without ever blocking on it: O_NONBLOCK while opening (a FIFO or
  * a device would otherwise wait for a peer), then the file must be a regular file (or, with
  * allow_blk, a block device), and O_NONBLOCK is cleared again.  flags are open(2)'s (O_CLOEXEC
- * and O_NOCTTY are added).  Returns the fd, or -errno: -EINVAL for another kind of file (*kind,
- * if not NULL, then names it: "a FIFO", "a directory", ...), -errno of open or fstat otherwise.
+ * and O_NOCTTY are added).  Returns the fd, or -errno: -EISDIR for a directory, -EINVAL for
+ * another kind of file (*kind, if not NULL, then names it: "a FIFO", "a directory", ...), -errno
+ * of open or fstat otherwise.
  */
 int open_user_file(const char *path, int flags, bool allow_blk, const char **kind);
 /* "a FIFO", "a directory", "a socket", "a character device", ... for st_mode. */
