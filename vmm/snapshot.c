@@ -220,6 +220,7 @@ int vm_restore(struct vm *vm, const struct vm_config *cfg, const char *state_pat
 	c.mem_size = h->mem_size;
 	c.ncpus = h->ncpus;
 	c.mem_fd = mem_fd;
+	c.mem_path = mem_path;
 	c.mem_from_file = true;
 	if ((rc = vm_create(vm, &c, err, errlen)))
 		goto fail;

@@ -75,11 +75,17 @@ int unix_listen(const char *path, int backlog, mode_t mode, int flags, enum unix
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
 	if (fd < 0)
 		return fail_at(at, UNIX_STEP_SOCKET, -errno);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		rc = fail_at(at, UNIX_STEP_BIND, -errno);
+	/* Born owner-only: bind() takes the umask, so nobody else's connect can ever pass, even for
+	 * the moment before chmod.  (The umask is the process's; padcell listens before its threads.) */
+	mode_t old = umask(0177);
+	rc = bind(fd, (struct sockaddr *)&a, sizeof(a));
+	int e = errno;
+	umask(old);
+	if (rc < 0) {
+		rc = fail_at(at, UNIX_STEP_BIND, -e);
 		goto err_close;
 	}
-	if ((mode && chmod(path, mode) < 0) || listen(fd, backlog) < 0) {
+	if (chmod(path, mode ? mode : 0600) < 0 || listen(fd, backlog) < 0) {
 		rc = fail_at(at, UNIX_STEP_LISTEN, -errno);
 		goto err_unlink;
 	}

@@ -25,9 +25,9 @@ enum unix_step {
 
 /*
  * A listening socket at path, made SOCK_CLOEXEC | flags (e.g. SOCK_NONBLOCK).  A live socket or
- * any other file at path is refused; a stale socket, one nobody listens on, is replaced.  mode,
- * unless 0, is set on the socket file before listen(), so nobody connects while the umask's mode
- * holds.  Returns the fd, or -errno with *at (if at is not NULL) saying which step failed.
+ * any other file at path is refused; a stale socket, one nobody listens on, is replaced.  The
+ * socket file is created owner-only (0600, whatever the umask) and then given mode (0: stays
+ * 0600) before listen(): no other user can connect to padcell's vsock, ready or API socket.  Returns the fd, or -errno with *at (if at is not NULL) saying which step failed.
  */
 int unix_listen(const char *path, int backlog, mode_t mode, int flags, enum unix_step *at);
 

@@ -625,3 +625,38 @@ Test(inproc, snapshot_paths_compared_by_inode_and_special_files_refused)
 	assert_refused(fifo, d.mem, "FIFO");
 	snap_dir_remove(&d);
 }
+
+/* ---- a memory file truncated under a running clone ---------------------------------------- */
+
+/*
+ * The restored VM's RAM is its memory file, mapped copy-on-write: truncating the file takes the
+ * pages it has not copied.  A touch from padcell (here the test thread, as a device would) gets
+ * SIGBUS, and a vCPU gets EFAULT from KVM_RUN: either way the VM stops with a host error naming
+ * the file (exit code 1), and the process lives on.
+ */
+Test(inproc, truncated_memory_file_stops_the_vm_with_a_clear_error)
+{
+	require_kvm();
+	struct snap_dir d;
+	good_snapshot(&d);
+	static struct vm vm;
+	struct console c;
+	restore_ok(&vm, &c, &d);
+	cr_assert_eq(vm_start(&vm), 0, "vm_start: %s", vm.stop_detail);
+	console_wait(&c, 0, "COUNT", &vm);
+	cr_assert_eq(truncate(d.mem, 0), 0);
+	uint64_t v = 0;
+	gmem_read(&vm.mem, 48ULL << 20, &v, sizeof(v)); /* never touched by the guest: from the file */
+	for (unsigned i = 0; vm_status(&vm) == VM_RUNNING; i++) {
+		cr_assert_lt(i, HANG_GUARD_S * 100u, "hang guard: the VM ran on over a truncated memory file");
+		nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
+	}
+	cr_assert_eq(vm_status(&vm), VM_STOP_HOST_ERROR, "stopped as %d: %s", vm_status(&vm), vm.stop_detail);
+	cr_assert(strstr(vm.stop_detail, d.mem) && strstr(vm.stop_detail, "truncated"), "%s", vm.stop_detail);
+	cr_assert_eq(launch_exit_code(&vm), 1);
+	vm_kick_all(&vm);
+	vm_join(&vm);
+	vm_destroy(&vm);
+	console_close(&c);
+	snap_dir_remove(&d);
+}
