@@ -637,3 +637,40 @@ Test(net_slirp, arp_and_an_allowed_connection_through_libslirp)
 	free(dev);
 	gmem_destroy(&mem);
 }
+
+/* ---- the command line ---- */
+
+#include "vmm/cmd/cli.h"
+
+Test(net_cli, no_nic_unless_asked)
+{
+	char *argv[] = { "boot", "--kernel", "k", NULL };
+	struct boot_opts o;
+	char err[512];
+	cr_assert_eq(cli_parse_boot(3, argv, &o, err, sizeof(err)), 0, "%s", err);
+	cr_assert_not(o.net.net);
+	cli_opts_free(&o);
+}
+
+Test(net_cli, allow_implies_net_and_rules_are_checked)
+{
+	char *argv[] = { "boot", "--kernel", "k", "--allow", "pypi.org:443", "--allow", "*.pythonhosted.org:443",
+			 "--allow-internet", "--net-log", "/tmp/x.log", NULL };
+	struct boot_opts o;
+	char err[512];
+	cr_assert_eq(cli_parse_boot(10, argv, &o, err, sizeof(err)), 0, "%s", err);
+	cr_assert(o.net.net);
+	cr_assert(o.net.allow_internet);
+	cr_assert_eq(o.net.nallow, 2);
+	cr_assert_str_eq(o.net.allow[1], "*.pythonhosted.org:443");
+	cr_assert_str_eq(o.net.log, "/tmp/x.log");
+	cli_opts_free(&o);
+	char *bad[] = { "boot", "--kernel", "k", "--allow", "10.0.0.0/33", NULL };
+	cr_assert_eq(cli_parse_boot(5, bad, &o, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "--allow"), "%s", err);
+	char *run[] = { "run", "--from", "d", "--allow", "1.2.3.4", "--", "true", NULL };
+	struct run_opts r;
+	cr_assert_eq(cli_parse_run(7, run, &r, err, sizeof(err)), 0, "network flags go with --from: %s", err);
+	cr_assert(r.vm.net.net);
+	cli_opts_free(&r.vm);
+}
