@@ -364,10 +364,17 @@ static int run_restore(struct run *r, char *err, size_t errlen)
 		return EXIT_USAGE;
 	}
 	l->vsock_path = r->vsock_path;
+	l->net.log_fd = -1;
+	int rc;
+	/* The snapshot's NIC, if it has one, gets a fresh stack with the policy given now. */
+	if (r->o.vm.net.net && (rc = launch_net(&r->o.vm.net, &l->net, err, errlen))) {
+		launch_teardown(l);
+		return rc;
+	}
 	struct vm_config cfg = { .console_out = r->console_fd, .verbose = r->o.vm.verbose,
 				 .vsock_path = l->vsock_path, .vsock_listen_fd = l->vsock_fd,
-				 .vsock_cid = r->o.vm.vsock_cid };
-	int rc = vm_restore(&l->vm, &cfg, state, mem, why, sizeof(why));
+				 .vsock_cid = r->o.vm.vsock_cid, .net = r->o.vm.net.net ? &l->net : NULL };
+	rc = vm_restore(&l->vm, &cfg, state, mem, why, sizeof(why));
 	if (rc) {
 		snprintf(err, errlen, "cannot restore the snapshot in %s: %s", r->o.from, why);
 		launch_teardown(l);
