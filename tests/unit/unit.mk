@@ -8,6 +8,7 @@ UNIT_SRCS := tests/unit/images.c tests/unit/test_gmem.c tests/unit/test_bus.c \
              tests/unit/test_virtio_vsock.c \
              tests/unit/test_api_http.c tests/unit/test_api.c \
              tests/unit/test_snapshot.c tests/unit/test_agent.c tests/unit/test_agent_flow.c \
+             tests/unit/test_agent_hostile.c \
              tests/unit/test_util.c \
              tests/unit/report.c
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
