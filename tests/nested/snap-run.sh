@@ -42,10 +42,11 @@ wait_agent $W/v.sock $vmpid || why="$why the agent never answered;"
 ./padcell exec --vsock $W/v.sock --no-stdin -- sleep 300 >/dev/null 2>&1 &
 holder=$!
 # the snapshot waits until that command runs in the guest (not a fixed second: a loaded host may
-# take longer); the pattern "sleep 30[0]" matches the command, not this probe's own command line
+# take longer).  /proc/PID/cmdline separates the arguments with NULs: compare it whole, so this
+# probe's own command line (which holds the words, not that byte string) never matches.
+HELD='for f in /proc/[0-9]*/cmdline; do [ "$( { tr "\000" " " <$f; } 2>/dev/null)" = "sleep 300 " ] && exit 0; done; exit 1'
 t=$(now)
-until ./padcell exec --vsock $W/v.sock --no-stdin -- sh -c 'grep -l "sleep 30[0]" /proc/[0-9]*/cmdline >/dev/null 2>&1' \
-	>/dev/null 2>&1; do
+until ./padcell exec --vsock $W/v.sock --no-stdin -- sh -c "$HELD" >/dev/null 2>&1; do
 	[ "$(awk -v s="$(since "$t")" -v m="$CASE_TIMEOUT" 'BEGIN { print (s < m) }')" = 1 ] || { why="$why the held command never started;"; break; }
 	sleep 0.3
 done
@@ -109,7 +110,7 @@ result urandom "$why" "first 32 bytes of /dev/urandom: $(head -c 16 $W/r1.out)..
 # --- the connection open at snapshot time was reset: its command is gone; new ones work ----------
 echo "STEP snap-vsock-reset"
 timeout -k 10 "$CASE_TIMEOUT" ./padcell run --from /run/snap -- sh -c \
-	'i=0; while [ $i -lt 600 ]; do grep -l "sleep 30[0]" /proc/[0-9]*/cmdline >/dev/null 2>&1 || { echo gone after $i; exit 0; }; sleep 0.1; i=$((i + 1)); done; echo still running; exit 1' \
+	"i=0; while [ \$i -lt 600 ]; do sh -c '$HELD' || { echo gone after \$i; exit 0; }; sleep 0.1; i=\$((i + 1)); done; echo still running; exit 1" \
 	>$W/reset.out 2>$W/reset.err </dev/null
 rc=$?
 why=""
