@@ -26,6 +26,8 @@ int devthread_start(struct devthread *t)
 	t->jail_born = jail_thread_born();
 	int rc = pthread_create(&t->thread, &attr, devthread_main, t);
 	pthread_attr_destroy(&attr);
+	if (rc && !t->jail_born)
+		jail_thread_unborn();
 	if (rc)
 		return -rc;
 	t->started = true;

@@ -130,6 +130,8 @@ static int ring_start(struct console_ring *r, int *wfd)
 	r->jail_born = jail_thread_born();
 	int rc = pthread_create(&r->thread, &attr, ring_thread, r);
 	pthread_attr_destroy(&attr);
+	if (rc && !r->jail_born)
+		jail_thread_unborn();
 	if (rc) {
 		close(p[0]);
 		close(p[1]);
@@ -206,6 +208,7 @@ static int run_paths(struct run *r, char *err, size_t errlen)
 
 static void run_cleanup(struct run *r)
 {
+	jail_abort(); /* a run that never confined: the console thread waits at the jail's gate */
 	if (r->ready_fd >= 0) {
 		close(r->ready_fd);
 		unlink(r->ready_path);

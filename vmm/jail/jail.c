@@ -18,7 +18,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-enum gate { GATE_UNARMED, GATE_ARMED, GATE_OPEN, GATE_CONFINED };
+/*
+ * ARMED: threads born now wait.  JOIN: they drop their bounding set, set NO_NEW_PRIVS and join
+ * Landlock while they still may (before the uid switch takes CAP_SETPCAP away), then report.
+ * CONFINED: the process filter is on everywhere; they drop the rest and narrow their filter.
+ * OPEN: no confinement after all (an error path); they just run.
+ */
+enum gate { GATE_UNARMED, GATE_ARMED, GATE_JOIN, GATE_OPEN, GATE_CONFINED };
 
 static struct {
 	pthread_mutex_t lock;
@@ -194,7 +200,7 @@ void jail_own_path(const char *path)
 
 void jail_abort(void)
 {
-	if (J.gate == GATE_ARMED)
+	if (J.gate == GATE_ARMED || J.gate == GATE_JOIN)
 		gate_set(GATE_OPEN);
 }
 
@@ -322,8 +328,19 @@ int jail_confine(uint64_t mem_size, char *err, size_t errlen)
 		goto fail;
 	}
 	/* Bounding set while CAP_SETPCAP is still there, then the ids, then the rest of the capabilities. */
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
 	for (int c = 0; c <= J.cap_last; c++)
 		prctl(PR_CAPBSET_DROP, c, 0, 0, 0);
+	/* The threads already there do the same for themselves; the uid switch waits for them. */
+	pthread_mutex_lock(&J.lock);
+	J.gate = GATE_JOIN;
+	pthread_cond_broadcast(&J.cond);
+	while (J.unjoined)
+		pthread_cond_wait(&J.cond, &J.lock);
+	pthread_mutex_unlock(&J.lock);
+	if (J.ruleset_fd >= 0)
+		close(J.ruleset_fd);
+	J.ruleset_fd = -1;
 	if ((rc = ids_switch(err, errlen)))
 		goto fail;
 	if ((rc = caps_drop_thread())) {
@@ -338,17 +355,10 @@ int jail_confine(uint64_t mem_size, char *err, size_t errlen)
 	}
 	if ((rc = jail_seccomp_load_process(err, errlen)))
 		goto fail;
-	pthread_mutex_lock(&J.lock);
-	if (!J.unjoined && J.ruleset_fd >= 0) {
-		close(J.ruleset_fd);
-		J.ruleset_fd = -1;
-	}
-	J.gate = GATE_CONFINED;
-	pthread_cond_broadcast(&J.cond);
-	pthread_mutex_unlock(&J.lock);
+	gate_set(GATE_CONFINED);
 	return 0;
 fail:
-	gate_set(GATE_OPEN);
+	jail_abort();
 	return rc;
 }
 
@@ -371,40 +381,63 @@ bool jail_thread_born(void)
 	return false;
 }
 
+void jail_thread_unborn(void)
+{
+	pthread_mutex_lock(&J.lock);
+	if (J.unjoined)
+		J.unjoined--;
+	pthread_cond_broadcast(&J.cond);
+	pthread_mutex_unlock(&J.lock);
+}
+
+/* Waits while the gate is below JOIN, or is JOIN when past_join; the gate then. */
+static enum gate gate_wait(bool past_join)
+{
+	pthread_mutex_lock(&J.lock);
+	while (J.gate == GATE_ARMED || (past_join && J.gate == GATE_JOIN))
+		pthread_cond_wait(&J.cond, &J.lock);
+	enum gate g = J.gate;
+	pthread_mutex_unlock(&J.lock);
+	return g;
+}
+
+static void thread_die(enum jail_kind kind, const char *what, int rc)
+{
+	fprintf(stderr, "padcell: jail: a %s thread cannot %s: %s\n", kind_names[kind], what, strerror(-rc));
+	_exit(EXIT_JAIL_VIOLATION);
+}
+
 void jail_thread_begin(enum jail_kind kind, bool born_confined)
 {
 	if (!jail_armed())
 		return;
 	thread_kind = kind;
 	if (!born_confined) {
-		pthread_mutex_lock(&J.lock);
-		while (J.gate == GATE_ARMED)
-			pthread_cond_wait(&J.cond, &J.lock);
-		bool confined = J.gate == GATE_CONFINED;
-		pthread_mutex_unlock(&J.lock);
-		if (!confined)
-			return;
+		if (gate_wait(false) != GATE_JOIN)
+			return; /* OPEN: no confinement */
 		/* what the main thread did for itself and cannot do for others */
-		bool ok = caps_drop_thread() == 0 && (J.ruleset_fd < 0 || jail_landlock_restrict(J.ruleset_fd) == 0);
+		prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+		for (int c = 0; c <= J.cap_last; c++)
+			prctl(PR_CAPBSET_DROP, c, 0, 0, 0);
+		int rc = prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ? -errno : 0;
+		if (!rc && J.ruleset_fd >= 0)
+			rc = jail_landlock_restrict(J.ruleset_fd);
+		if (rc)
+			thread_die(kind, "join the jail", rc);
 		pthread_mutex_lock(&J.lock);
-		if (--J.unjoined == 0 && J.ruleset_fd >= 0) {
-			close(J.ruleset_fd);
-			J.ruleset_fd = -1;
-		}
+		J.unjoined--;
+		pthread_cond_broadcast(&J.cond);
 		pthread_mutex_unlock(&J.lock);
-		if (!ok) {
-			fprintf(stderr, "padcell: jail: a %s thread cannot confine itself\n", kind_names[kind]);
-			_exit(EXIT_JAIL_VIOLATION);
-		}
+		if (gate_wait(true) != GATE_CONFINED)
+			return;
+		if ((rc = caps_drop_thread()))
+			thread_die(kind, "drop its capabilities", rc);
 	} else if (!jail_confined()) {
 		return;
 	}
 	int rc = kind == JAIL_CONTROL ? jail_seccomp_load_control() : jail_seccomp_load(kind);
-	if (rc) {
-		fprintf(stderr, "padcell: jail: a %s thread cannot load its seccomp filter: %s\n", kind_names[kind],
-			strerror(-rc));
-		_exit(EXIT_JAIL_VIOLATION);
-	}
+	if (rc)
+		thread_die(kind, "load its seccomp filter", rc);
 	test_hook(kind);
 }
 

@@ -83,6 +83,8 @@ bool jail_confined(void);
 
 /* Called by a thread's creator just before pthread_create; the result goes to jail_thread_begin. */
 bool jail_thread_born(void);
+/* ... and this when pthread_create failed after jail_thread_born said false. */
+void jail_thread_unborn(void);
 
 /*
  * First thing in a thread of this kind.  born_confined: the thread was created after
