@@ -10,6 +10,7 @@
 
 #include "vmm/api/api.h"
 #include "vmm/cmd/cli.h"
+#include "vmm/jail/jail.h"
 #include "vmm/launch.h"
 #include "vmm/snapshot.h"
 #include "vmm/vm.h"
@@ -19,6 +20,7 @@ enum { OPT_FROM = 256, OPT_STATE, OPT_MEM, OPT_VSOCK, OPT_API_SOCK, OPT_VERBOSE 
 struct restore_opts {
 	const char *from, *state, *mem, *vsock, *api_sock;
 	bool verbose;
+	struct jail_opts jail;
 };
 
 static int usage_error(const char *fmt, const char *a)
@@ -38,13 +40,22 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		{ "vsock", required_argument, NULL, OPT_VSOCK },
 		{ "api-sock", required_argument, NULL, OPT_API_SOCK },
 		{ "verbose", no_argument, NULL, OPT_VERBOSE },
+		JAIL_LONG_OPTS,
 		{ 0 },
 	};
 	*o = (struct restore_opts){ 0 };
+	jail_opts_init(&o->jail);
+	char jerr[160];
+	int jrc;
 	opterr = 0;
 	optind = 1;
 	int c;
 	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+		if (jail_opt_parse(&o->jail, c, optarg, &jrc, jerr, sizeof(jerr))) {
+			if (jrc)
+				return usage_error("restore: %s", jerr);
+			continue;
+		}
 		switch (c) {
 		case OPT_FROM: o->from = optarg; break;
 		case OPT_STATE: o->state = optarg; break;
@@ -92,6 +103,11 @@ int cmd_restore(int argc, char **argv)
 	snprintf(state, sizeof(state), "%s%s", o.from ? o.from : o.state, o.from ? "/state" : "");
 	snprintf(mem, sizeof(mem), "%s%s", o.from ? o.from : o.mem, o.from ? "/mem" : "");
 
+	if (jail_prepare(&o.jail, err, sizeof(err)))
+		return usage_error("restore: %s", err);
+	/* What the VM touches after confinement: its sockets (removed at exit), API snapshots beside them. */
+	jail_allow_path(o.api_sock, false);
+	jail_allow_path(o.vsock, false);
 	/* Sockets first: a live or unusable PATH is the user's error, found before anything is built. */
 	int api_fd = -1, vsock_fd = -1, rc = EXIT_USAGE;
 	if (o.api_sock && (api_fd = api_listen(o.api_sock, why, sizeof(why))) < 0) {
