@@ -25,6 +25,8 @@ struct dev_snap_out {
 	 * snapshot is written.  0 or -errno.
 	 */
 	int (*add_file)(struct dev_snap_out *o, const char *name, int fd, uint64_t size);
+	/* Names a host file the device has open (a drive), which the snapshot must not overwrite. */
+	void (*uses_file)(struct dev_snap_out *o, int fd);
 	const char *state_base; /* the state file's name without its directory */
 	void *ctx;
 };

@@ -6,10 +6,14 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "vmm/err.h"
 #include "vmm/snapshot_fmt.h"
+#include "vmm/util.h"
 
 /*
  * Transmission is instantaneous: a byte written to THR goes straight to the host
@@ -17,6 +21,14 @@
  * interrupt is pending whenever the guest enabled it and has not yet read IIR
  * since its last write.  Reading IIR while it reports THRI clears that condition,
  * as on the real part.
+ *
+ * The host side never blocks: a console nobody reads (a full pipe, a stopped terminal) would
+ * otherwise hold a vCPU in write() with the UART lock taken, and pause, stop and console input
+ * behind it.  Bytes the fd does not take wait in a bounded ring that the event loop flushes
+ * when the fd is writable again; a full ring drops its oldest bytes, so a reader who comes
+ * back sees the latest output.  Flow control through THRE was the alternative, but Linux's
+ * console spins up to 10 ms per character on a THRE that stays clear, and its tty layer waits
+ * for THRI: a guest would crawl or hang on a console nobody reads.
  */
 
 static void serial_update_irq(struct serial *s)
@@ -86,6 +98,39 @@ static uint8_t serial_msr(const struct serial *s)
 	return s->msr;
 }
 
+/* Writes up to n bytes without blocking: how many went, 0 when the fd is full.  Lock held. */
+static size_t serial_out_try(struct serial *s, const uint8_t *p, size_t n, bool *gone)
+{
+	ssize_t w;
+	do
+		w = s->out_sock ? send(s->out_fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL) : write(s->out_fd, p, n);
+	while (w < 0 && errno == EINTR);
+	if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+		*gone = true; /* EPIPE, EIO: nobody will ever read it */
+	return w > 0 ? (size_t)w : 0;
+}
+
+/* The ring's bytes to the fd, oldest first, while it takes them.  Lock held; true when empty. */
+static bool serial_out_drain(struct serial *s)
+{
+	bool gone = false;
+	while (s->out_len && !gone) {
+		unsigned chunk = SERIAL_OUT_BUF - s->out_head;
+		if (chunk > s->out_len)
+			chunk = s->out_len;
+		size_t w = serial_out_try(s, s->out_buf + s->out_head, chunk, &gone);
+		if (!w && !gone)
+			break;
+		s->out_head = (s->out_head + (unsigned)w) % SERIAL_OUT_BUF;
+		s->out_len -= (unsigned)w;
+	}
+	if (gone) {
+		s->out_dropped += s->out_len;
+		s->out_head = s->out_len = 0;
+	}
+	return s->out_len == 0;
+}
+
 static void serial_transmit(struct serial *s, uint8_t byte)
 {
 	if (s->mcr & UART_MCR_LOOP) {
@@ -94,11 +139,31 @@ static void serial_transmit(struct serial *s, uint8_t byte)
 	}
 	if (s->out_fd < 0)
 		return;
-	for (;;) {
-		ssize_t n = write(s->out_fd, &byte, 1);
-		if (n == 1 || (n < 0 && errno != EINTR))
-			return; /* a closed or full console must not stall the guest forever */
+	/* Order: what already waits goes first. */
+	if (serial_out_drain(s)) {
+		bool gone = false;
+		if (serial_out_try(s, &byte, 1, &gone) || gone) {
+			s->out_dropped += gone;
+			return;
+		}
 	}
+	if (!s->out_buf) {
+		s->out_dropped++;
+		return;
+	}
+	if (s->out_len == 0 && s->out_wake_fd >= 0) {
+		uint64_t one = 1;
+		if (write(s->out_wake_fd, &one, sizeof(one)) < 0) {
+			/* EAGAIN: the counter is already set, the loop will look */
+		}
+	}
+	if (s->out_len == SERIAL_OUT_BUF) {
+		s->out_head = (s->out_head + 1) % SERIAL_OUT_BUF;
+		s->out_len--;
+		s->out_dropped++;
+	}
+	s->out_buf[(s->out_head + s->out_len) % SERIAL_OUT_BUF] = byte;
+	s->out_len++;
 }
 
 static void serial_read(void *opaque, uint64_t offset, void *data, uint32_t len)
@@ -196,7 +261,16 @@ void serial_init(struct serial *s, int out_fd, unsigned irq, const struct dev_ho
 {
 	memset(s, 0, sizeof(*s));
 	pthread_mutex_init(&s->lock, NULL);
-	s->out_fd = out_fd;
+	s->out_fd = -1;
+	s->out_restore_flags = -1;
+	s->out_wake_fd = -1;
+	if (out_fd >= 0) {
+		s->out_fd = fd_nonblocking_copy(out_fd, &s->out_sock, &s->out_restore_flags);
+		if (s->out_fd < 0)
+			s->out_fd = -1; /* out of descriptors: the console is lost, the guest runs on */
+		s->out_buf = malloc(SERIAL_OUT_BUF);
+		s->out_wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	}
 	s->irq = irq;
 	s->host = host;
 	s->lsr = UART_LSR_TEMT | UART_LSR_THRE;
@@ -205,7 +279,50 @@ void serial_init(struct serial *s, int out_fd, unsigned irq, const struct dev_ho
 
 void serial_destroy(struct serial *s)
 {
+	if (s->out_fd >= 0) {
+		serial_out_drain(s); /* a last try, without waiting */
+		if (s->out_restore_flags >= 0)
+			fcntl(s->out_fd, F_SETFL, s->out_restore_flags);
+		close(s->out_fd);
+	}
+	if (s->out_wake_fd >= 0)
+		close(s->out_wake_fd);
+	free(s->out_buf);
+	s->out_fd = s->out_wake_fd = -1;
+	s->out_buf = NULL;
 	pthread_mutex_destroy(&s->lock);
+}
+
+int serial_out_wake_fd(struct serial *s)
+{
+	return s->out_wake_fd;
+}
+
+int serial_out_fd(struct serial *s)
+{
+	return s->out_fd;
+}
+
+bool serial_out_flush(struct serial *s)
+{
+	pthread_mutex_lock(&s->lock);
+	if (s->out_wake_fd >= 0) {
+		uint64_t cnt;
+		if (read(s->out_wake_fd, &cnt, sizeof(cnt)) < 0) {
+			/* EAGAIN: not signalled since the last flush */
+		}
+	}
+	bool empty = s->out_fd < 0 || serial_out_drain(s);
+	pthread_mutex_unlock(&s->lock);
+	return empty;
+}
+
+uint64_t serial_out_dropped(struct serial *s)
+{
+	pthread_mutex_lock(&s->lock);
+	uint64_t n = s->out_dropped;
+	pthread_mutex_unlock(&s->lock);
+	return n;
 }
 
 void serial_save(struct serial *s, struct serial_state *st)

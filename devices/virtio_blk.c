@@ -18,6 +18,7 @@
 
 #include "vmm/err.h"
 #include "vmm/snapshot_fmt.h"
+#include "vmm/util.h"
 
 _Static_assert(sizeof(struct virtio_blk_outhdr) == 16, "request header is 16 bytes");
 _Static_assert(sizeof(struct virtio_blk_discard_write_zeroes) == 16, "discard range is 16 bytes");
@@ -60,9 +61,21 @@ int blk_disk_open(struct blk_disk *d, const char *path, bool ro, const char *id,
 		return fail(err, errlen, -EINVAL, "id= is longer than 20 bytes");
 	if (id && !*id)
 		return fail(err, errlen, -EINVAL, "id= is empty");
-	d->fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-	if (d->fd < 0)
-		return fail(err, errlen, -errno, strerror(errno));
+	/* Never blocks: a FIFO (or a tape) is refused before open() could wait for its peer. */
+	const char *kind = NULL;
+	d->fd = open_user_file(path, ro ? O_RDONLY : O_RDWR, false, &kind);
+	if (d->fd < 0) {
+		int rc = d->fd;
+		d->fd = -1;
+		if (rc == -EISDIR)
+			return fail(err, errlen, rc, "is a directory");
+		if (kind) {
+			char msg[128];
+			snprintf(msg, sizeof(msg), "not a regular file (%s; padcell takes raw image files)", kind);
+			return fail(err, errlen, rc, msg);
+		}
+		return fail(err, errlen, rc, strerror(-rc));
+	}
 	int rc = disk_check(d, err, errlen);
 	if (rc) {
 		close(d->fd);
@@ -495,6 +508,8 @@ static int blk_dev_save_backing(struct device *d, struct dev_snap_out *o, char *
 			errorf(err, errlen, rc, "out of memory");
 	} else {
 		snprintf(sd->path, sizeof(sd->path), "%s", disk->path);
+		if (o->uses_file)
+			o->uses_file(o, disk->fd);
 	}
 	if (!rc)
 		o->add(o, SNAP_SEC_DISK, d->index, sd, sizeof(*sd));

@@ -105,9 +105,17 @@ static void conn_reset(struct virtio_vsock *v, struct vsock_conn *c)
 	c->pending = VSOCK_P_RST;
 }
 
+unsigned vsock_conn_cap(void)
+{
+	unsigned long lim = nofile_limit();
+	unsigned long cap = lim > VSOCK_FD_RESERVE + VSOCK_MIN_CONNS ? lim - VSOCK_FD_RESERVE : VSOCK_MIN_CONNS;
+	return cap < VSOCK_MAX_CONNS ? (unsigned)cap : VSOCK_MAX_CONNS;
+}
+
 static struct vsock_conn *conn_alloc(struct virtio_vsock *v, int fd)
 {
-	if (v->nconns >= VSOCK_MAX_CONNS)
+	/* The limit is looked up each time: a guest must never take the monitor's last descriptors. */
+	if (v->nconns >= vsock_conn_cap())
 		return NULL;
 	for (unsigned i = 0; i < VSOCK_MAX_CONNS; i++) {
 		struct vsock_conn *c = &v->conns[i];
@@ -388,14 +396,13 @@ void vsock_handle_packet(struct virtio_vsock *v, const struct virtio_vsock_hdr *
 static void listen_accept(struct virtio_vsock *v)
 {
 	for (;;) {
-		int fd = accept4(v->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd < 0) {
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			return; /* EAGAIN, or out of fds: the backlog keeps them until the next edge */
-		}
+		int fd = accept_or_shed(v->listen_fd, SOCK_CLOEXEC | SOCK_NONBLOCK, &v->spare_fd);
+		if (fd == -ECONNABORTED)
+			continue; /* out of descriptors: that client was closed, the next may fit */
+		if (fd < 0)
+			return; /* EAGAIN (or out of descriptors with no spare: the next edge retries) */
 		if (!conn_alloc(v, fd))
-			close(fd); /* 1023 connections already */
+			close(fd); /* the connection cap */
 	}
 }
 
@@ -784,7 +791,7 @@ int virtio_vsock_init(struct virtio_vsock *v, const char *path, int listen_fd, u
 		      const struct guest_mem *mem, const struct dev_host *host, unsigned irq)
 {
 	memset(v, 0, sizeof(*v));
-	v->epoll_fd = v->kick_fd = -1;
+	v->epoll_fd = v->kick_fd = v->spare_fd = -1;
 	if (strlen(path) > VSOCK_PATH_MAX || guest_cid <= VSOCK_HOST_CID || guest_cid == UINT32_MAX)
 		return -EINVAL;
 	strcpy(v->path, path);
@@ -806,6 +813,7 @@ int virtio_vsock_init(struct virtio_vsock *v, const char *path, int listen_fd, u
 		goto err_fds;
 	virtio_mmio_init(&v->t, mem, host, irq, VIRTIO_ID_VSOCK, 0, 3, &v->config, sizeof(v->config), &vsock_ops, v);
 	devthread_init(&v->thread, &v->t.lock, vsock_thread, vsock_kick, v);
+	v->spare_fd = spare_fd_open();
 	return 0;
 err_fds:
 	rc = -errno;
@@ -851,6 +859,8 @@ void virtio_vsock_destroy(struct virtio_vsock *v)
 	conns_close_all(v);
 	close(v->epoll_fd);
 	close(v->kick_fd);
+	if (v->spare_fd >= 0)
+		close(v->spare_fd);
 	virtio_mmio_destroy(&v->t);
 }
 

@@ -15,6 +15,14 @@
 #define VSOCK_HOST_CID      2u
 #define VSOCK_DEFAULT_CID   3u
 #define VSOCK_MAX_CONNS     1023u          /* host clients waiting for a line count too          */
+/*
+ * Each connection costs a host descriptor, so the guest may hold at most the soft RLIMIT_NOFILE
+ * less this reserve (254 vCPUs, and 130 for the monitor's own: disks, eventfds, the API, a
+ * snapshot's files), and never fewer than VSOCK_MIN_CONNS: with padcell's 4096 that is 1023,
+ * with a limit of 1024 it is 640.
+ */
+#define VSOCK_FD_RESERVE    384u
+#define VSOCK_MIN_CONNS     16u
 /* What padcell buffers per connection, guest -> host (only what the host socket cannot take yet;
  * at most 1023 x 256 KiB in all).  64 KiB measured 0.3x QEMU's vhost-vsock in the nested tier: the
  * guest stalled on credit every 64 KiB.  vhost's default window is 256 KiB too. */
@@ -76,6 +84,7 @@ struct virtio_vsock {
 	int kick_fd;                 /* the monitor makes it the ioeventfd of every queue */
 	struct vsock_conn conns[VSOCK_MAX_CONNS];
 	unsigned nconns;             /* slots not VSOCK_FREE */
+	int spare_fd;                /* for accept_or_shed: a client past the fd limit is closed, not left waiting */
 	uint32_t next_port;
 	bool reset_pending;          /* TRANSPORT_RESET waiting for an event buffer */
 	/*
@@ -100,6 +109,9 @@ struct virtio_vsock {
  * or any other file, is refused.  Returns the fd or -errno with err saying why.
  */
 int vsock_listen(const char *path, char *err, size_t errlen);
+
+/* How many connections fit in the descriptor budget now (VSOCK_FD_RESERVE). */
+unsigned vsock_conn_cap(void);
 
 /* "CONNECT <port>\n" (any case, at most 32 bytes, the newline included): 0 and *port, or -EINVAL. */
 int vsock_parse_connect(const char *line, size_t len, uint32_t *port);

@@ -1,4 +1,4 @@
-/* epoll loop: console input, termination signals, and the stop eventfd. */
+/* epoll loop: console input and output, termination signals, and the stop eventfd. */
 #include "vmm/evloop.h"
 
 #include <errno.h>
@@ -11,7 +11,7 @@
 
 #include "vmm/util.h"
 
-enum { TAG_STOP = 1, TAG_INPUT, TAG_SIGNAL, TAG_HOOK /* + hook index */ };
+enum { TAG_STOP = 1, TAG_INPUT, TAG_SIGNAL, TAG_OUT_WAKE, TAG_OUT, TAG_HOOK /* + hook index */ };
 
 #define ESCAPE_CHAR 0x01 /* Ctrl-A */
 
@@ -71,6 +71,23 @@ int evloop_run(struct vm *vm, int in_fd, bool escape_keys)
 	return evloop_run_hooks(vm, in_fd, escape_keys, NULL, 0);
 }
 
+/*
+ * Guest output the console fd did not take waits in the UART's ring: flush it, and watch the fd
+ * for room only while something waits (a full pipe stays "not writable" without costing a wakeup).
+ */
+static void console_out(struct vm *vm, int ep, bool *watching)
+{
+	bool empty = serial_out_flush(vm->console);
+	int fd = serial_out_fd(vm->console);
+	if (fd < 0 || empty == !*watching)
+		return;
+	struct epoll_event ev = { .events = EPOLLOUT, .data.u32 = TAG_OUT };
+	if (!empty && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0)
+		*watching = true;
+	else if (empty && epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL) == 0)
+		*watching = false;
+}
+
 int evloop_run_hooks(struct vm *vm, int in_fd, bool escape_keys, const struct evloop_hook *hooks, unsigned nhooks)
 {
 	if (nhooks > EVLOOP_MAX_HOOKS)
@@ -93,6 +110,11 @@ int evloop_run_hooks(struct vm *vm, int in_fd, bool escape_keys, const struct ev
 		if (epoll_ctl(ep, EPOLL_CTL_ADD, in_fd, &ev) < 0)
 			in.fd = -1;
 	}
+	bool out_watching = false;
+	if (vm->console && serial_out_wake_fd(vm->console) >= 0) {
+		ev.data.u32 = TAG_OUT_WAKE;
+		epoll_ctl(ep, EPOLL_CTL_ADD, serial_out_wake_fd(vm->console), &ev);
+	}
 	for (unsigned i = 0; i < nhooks; i++) {
 		ev.events = EPOLLIN;
 		ev.data.u32 = TAG_HOOK + i;
@@ -106,9 +128,9 @@ int evloop_run_hooks(struct vm *vm, int in_fd, bool escape_keys, const struct ev
 	}
 
 	while (vm_status(vm) == VM_RUNNING) {
-		struct epoll_event evs[4 + EVLOOP_MAX_HOOKS];
+		struct epoll_event evs[6 + EVLOOP_MAX_HOOKS];
 		/* While input waits for FIFO room, poll the FIFO every few milliseconds. */
-		int n = epoll_wait(ep, evs, 4 + EVLOOP_MAX_HOOKS, in.paused ? 5 : -1);
+		int n = epoll_wait(ep, evs, 6 + EVLOOP_MAX_HOOKS, in.paused ? 5 : -1);
 		if (n < 0 && errno != EINTR)
 			break;
 		if (in.paused) {
@@ -133,6 +155,10 @@ int evloop_run_hooks(struct vm *vm, int in_fd, bool escape_keys, const struct ev
 					ev.data.u32 = TAG_INPUT;
 					epoll_ctl(ep, EPOLL_CTL_MOD, in.fd, &ev);
 				}
+				break;
+			case TAG_OUT_WAKE:
+			case TAG_OUT:
+				console_out(vm, ep, &out_watching);
 				break;
 			case TAG_SIGNAL: {
 				struct signalfd_siginfo si;

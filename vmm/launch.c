@@ -18,14 +18,18 @@
 #include "vmm/x86/acpi.h"
 #include "vmm/err.h"
 #include "vmm/jail/jail.h"
+#include "vmm/util.h"
 
 int file_map(const char *path, struct file_map *f, char *err, size_t errlen)
 {
 	f->data = NULL;
 	f->size = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	const char *kind = NULL;
+	int fd = open_user_file(path, O_RDONLY, false, &kind);
+	if (fd < 0 && kind)
+		return errorf(err, errlen, fd, "not a regular file (%s)", kind);
 	if (fd < 0)
-		return errorf(err, errlen, -errno, "%s", strerror(errno));
+		return errorf(err, errlen, fd, "%s", strerror(-fd));
 	struct stat st;
 	int rc = 0;
 	if (fstat(fd, &st) < 0) {
@@ -109,6 +113,10 @@ int launch_run_until_stop(struct vm *vm, struct api_server *api, bool verbose, c
 	rc = launch_exit_code(vm);
 	if (rc != EXIT_GUEST_OK || verbose)
 		fprintf(stderr, "padcell: %s\n", vm->stop_detail[0] ? vm->stop_detail : "VM stopped");
+	uint64_t dropped = vm->console ? serial_out_dropped(vm->console) : 0;
+	if (verbose && dropped)
+		fprintf(stderr, "padcell: %llu bytes of console output were dropped (nobody read the console)\n",
+			(unsigned long long)dropped);
 	return rc;
 }
 

@@ -31,6 +31,8 @@ int main(int argc, char **argv)
 	stop_signals(&sigs);
 	sigprocmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* The fd budget: a guest's vsock connections are capped below it (devices/virtio_vsock.h). */
+	nofile_raise(PADCELL_NOFILE);
 
 	if (argc < 2) {
 		cli_usage(stderr);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include "vmm/snapshot_dev.h"
 #include "vmm/snapshot_fmt.h"
 #include "vmm/snapshot_io.h"
+#include "vmm/util.h"
 #include "vmm/vm.h"
 #include "vmm/x86/snapshot_x86.h"
 
@@ -24,6 +26,42 @@ static uint64_t now_ns(int clock)
 }
 
 /* ---- saving ------------------------------------------------------------------------------------ */
+
+/*
+ * The files a snapshot writes must be files of their own, compared by what they are, not how
+ * they are spelt ("/d//s" is "/d/s"): the state and memory files are renamed into place last,
+ * so two of them naming one file would leave one missing and the VM's drive overwritten by
+ * guest RAM.  Refused (-EINVAL): state and memory the same file, either one a scratch-disk copy
+ * this snapshot makes, or one of the VM's own drives; an existing file there that is not a
+ * regular file (a FIFO, a device).
+ */
+static int snap_paths_check(const char *state_path, const char *mem_path, const struct snap_dev_out *devs,
+			    char *err, size_t errlen)
+{
+	const char *paths[2] = { state_path, mem_path }, *what[2] = { "snapshot_path", "mem_file_path" };
+	if (same_file_path(state_path, mem_path))
+		return errorf(err, errlen, -EINVAL, "snapshot_path and mem_file_path are the same file ('%s', '%s')",
+			      state_path, mem_path);
+	char dir[4096];
+	snap_dir_of(state_path, dir, sizeof(dir));
+	for (unsigned p = 0; p < 2; p++) {
+		struct stat st;
+		if (stat(paths[p], &st) == 0 && !S_ISREG(st.st_mode))
+			return errorf(err, errlen, -EINVAL, "%s '%s' is %s, not a regular file", what[p], paths[p],
+				      file_kind(st.st_mode));
+		for (unsigned i = 0; i < devs->ncopies; i++) {
+			char name[8200];
+			snprintf(name, sizeof(name), "%s/%s", dir, devs->copies[i].name);
+			if (same_file_path(paths[p], name))
+				return errorf(err, errlen, -EINVAL, "%s '%s' is the scratch-disk copy this snapshot writes ('%s')",
+					      what[p], paths[p], name);
+		}
+		for (unsigned i = 0; i < devs->nused; i++)
+			if (path_is_fd(paths[p], devs->used[i]))
+				return errorf(err, errlen, -EINVAL, "%s '%s' is one of the VM's own drives", what[p], paths[p]);
+	}
+	return 0;
+}
 
 int snapshot_create(struct vm *vm, const char *state_path, const char *mem_path, char *err, size_t errlen)
 {
@@ -60,7 +98,8 @@ int snapshot_create(struct vm *vm, const char *state_path, const char *mem_path,
 		if ((rc = x86_vcpu_save(vm, &vm->vcpus[i], &ml, &e, err, errlen)))
 			goto out;
 	if ((rc = x86_machine_save(vm, &e, err, errlen)) ||
-	    (rc = snap_devices_save(vm, devs, &e, state_path, err, errlen)))
+	    (rc = snap_devices_save(vm, devs, &e, state_path, err, errlen)) ||
+	    (rc = snap_paths_check(state_path, mem_path, devs, err, errlen)))
 		goto out;
 	if ((rc = snap_enc_finish(&e))) {
 		errorf(err, errlen, rc, "out of memory");
@@ -181,6 +220,7 @@ int vm_restore(struct vm *vm, const struct vm_config *cfg, const char *state_pat
 	c.mem_size = h->mem_size;
 	c.ncpus = h->ncpus;
 	c.mem_fd = mem_fd;
+	c.mem_path = mem_path;
 	c.mem_from_file = true;
 	if ((rc = vm_create(vm, &c, err, errlen)))
 		goto fail;

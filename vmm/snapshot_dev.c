@@ -28,12 +28,20 @@ static int out_add_file(struct dev_snap_out *o, const char *name, int fd, uint64
 	return 0;
 }
 
+static void out_uses_file(struct dev_snap_out *o, int fd)
+{
+	struct snap_dev_out *s = o->ctx;
+	if (s->nused < sizeof(s->used) / sizeof(s->used[0]))
+		s->used[s->nused++] = fd;
+}
+
 int snap_devices_save(struct vm *vm, struct snap_dev_out *o, struct snap_enc *e, const char *state_path, char *err,
 		      size_t errlen)
 {
 	*o = (struct snap_dev_out){ .e = e };
 	snap_base_of(state_path, o->base, sizeof(o->base));
-	o->out = (struct dev_snap_out){ .add = out_add, .add_file = out_add_file, .state_base = o->base, .ctx = o };
+	o->out = (struct dev_snap_out){ .add = out_add, .add_file = out_add_file,
+				     .uses_file = out_uses_file, .state_base = o->base, .ctx = o };
 	for (unsigned i = 0; i < vm->ndevices; i++) {
 		struct device *d = &vm->devices[i];
 		int rc;

@@ -19,6 +19,8 @@ struct snap_dev_out {
 		uint64_t size;
 	} copies[LAYOUT_VIRTIO_MAX];
 	unsigned ncopies;
+	int used[LAYOUT_VIRTIO_MAX]; /* host files the devices have open (dev_snap_out.uses_file) */
+	unsigned nused;
 };
 
 /* Every device's sections, in device order, into e; the data files they ask for into o->copies. */

@@ -12,6 +12,7 @@
 
 #include "vmm/err.h"
 #include "vmm/snapshot_fmt.h"
+#include "vmm/util.h"
 
 #define PAGE 4096u
 
@@ -238,10 +239,12 @@ int snap_data_finish(int fd, const uint8_t id[SNAP_ID_BYTES], uint64_t size)
 
 int snap_state_read(const char *path, uint8_t **buf, size_t *len, char *err, size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	const char *kind = NULL;
+	int fd = open_user_file(path, O_RDONLY, false, &kind);
+	if (fd < 0 && kind)
+		return errorf(err, errlen, -EINVAL, "state file '%s': not a regular file (%s)", path, kind);
 	if (fd < 0)
-		return errorf(err, errlen, errno == ENOENT ? -EINVAL : -errno, "state file '%s': %s", path,
-			      strerror(errno));
+		return errorf(err, errlen, fd == -ENOENT ? -EINVAL : fd, "state file '%s': %s", path, strerror(-fd));
 	struct stat st;
 	int rc = 0;
 	if (fstat(fd, &st) < 0) {
@@ -272,10 +275,12 @@ int snap_state_read(const char *path, uint8_t **buf, size_t *len, char *err, siz
 int snap_data_open(const char *path, const char *what, const uint8_t id[SNAP_ID_BYTES], uint64_t size,
 			  char *err, size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	const char *kind = NULL;
+	int fd = open_user_file(path, O_RDONLY, false, &kind);
+	if (fd < 0 && kind)
+		return errorf(err, errlen, -EINVAL, "%s '%s': not a regular file (%s)", what, path, kind);
 	if (fd < 0)
-		return errorf(err, errlen, errno == ENOENT ? -EINVAL : -errno, "%s '%s': %s", what, path,
-			      strerror(errno));
+		return errorf(err, errlen, fd == -ENOENT ? -EINVAL : fd, "%s '%s': %s", what, path, strerror(-fd));
 	struct stat st;
 	char why[160];
 	uint8_t tr[SNAP_DATA_TRAILER];

@@ -2,7 +2,13 @@
 #include "vmm/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -69,11 +75,17 @@ int unix_listen(const char *path, int backlog, mode_t mode, int flags, enum unix
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
 	if (fd < 0)
 		return fail_at(at, UNIX_STEP_SOCKET, -errno);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		rc = fail_at(at, UNIX_STEP_BIND, -errno);
+	/* Born owner-only: bind() takes the umask, so nobody else's connect can ever pass, even for
+	 * the moment before chmod.  (The umask is the process's; padcell listens before its threads.) */
+	mode_t old = umask(0177);
+	rc = bind(fd, (struct sockaddr *)&a, sizeof(a));
+	int e = errno;
+	umask(old);
+	if (rc < 0) {
+		rc = fail_at(at, UNIX_STEP_BIND, -e);
 		goto err_close;
 	}
-	if ((mode && chmod(path, mode) < 0) || listen(fd, backlog) < 0) {
+	if (chmod(path, mode ? mode : 0600) < 0 || listen(fd, backlog) < 0) {
 		rc = fail_at(at, UNIX_STEP_LISTEN, -errno);
 		goto err_unlink;
 	}
@@ -99,6 +111,163 @@ int unix_connect(const char *path, int flags, enum unix_step *at)
 		return fail_at(at, UNIX_STEP_CONNECT, -e);
 	}
 	return fd;
+}
+
+int spare_fd_open(void)
+{
+	int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+int accept_or_shed(int lfd, int flags, int *spare)
+{
+	if (*spare < 0)
+		*spare = spare_fd_open(); /* may still fail: then EMFILE is passed on */
+	for (;;) {
+		int fd = accept4(lfd, NULL, NULL, flags);
+		if (fd >= 0)
+			return fd;
+		int e = errno;
+		if (e == EINTR || e == ECONNABORTED)
+			continue;
+		if (e == EWOULDBLOCK)
+			return -EAGAIN;
+		if ((e != EMFILE && e != ENFILE) || *spare < 0)
+			return -e;
+		/* The client stays in the backlog, so a level-triggered epoll would wake at once,
+		 * forever: take it with the spare descriptor's slot and let it go. */
+		close(*spare);
+		*spare = -1;
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0)
+			close(fd);
+		*spare = spare_fd_open();
+		return -ECONNABORTED;
+	}
+}
+
+const char *file_kind(mode_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG: return "a regular file";
+	case S_IFDIR: return "a directory";
+	case S_IFIFO: return "a FIFO";
+	case S_IFSOCK: return "a socket";
+	case S_IFCHR: return "a character device";
+	case S_IFBLK: return "a block device";
+	case S_IFLNK: return "a symbolic link";
+	default: return "a special file";
+	}
+}
+
+int open_user_file(const char *path, int flags, bool allow_blk, const char **kind)
+{
+	/* O_NONBLOCK: opening a FIFO with no writer (or a tape, a modem line) would wait forever. */
+	int fd = open(path, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	if (!S_ISREG(st.st_mode) && !(allow_blk && S_ISBLK(st.st_mode))) {
+		if (kind)
+			*kind = file_kind(st.st_mode);
+		close(fd);
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+	}
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+/* The directory part and the final name of path, as dirname/basename would (copies). */
+static void path_split(const char *path, char *dir, char *base, size_t len)
+{
+	char a[PATH_MAX], b[PATH_MAX];
+	snprintf(a, sizeof(a), "%s", path);
+	snprintf(b, sizeof(b), "%s", path);
+	snprintf(dir, len, "%s", dirname(a));
+	snprintf(base, len, "%s", basename(b));
+}
+
+bool same_file_path(const char *a, const char *b)
+{
+	if (!strcmp(a, b))
+		return true;
+	struct stat sa, sb;
+	if (stat(a, &sa) == 0 && stat(b, &sb) == 0 && same_inode(&sa, &sb))
+		return true;
+	char da[PATH_MAX], ba[PATH_MAX], db[PATH_MAX], bb[PATH_MAX];
+	path_split(a, da, ba, sizeof(da));
+	path_split(b, db, bb, sizeof(db));
+	if (strcmp(ba, bb))
+		return false;
+	struct stat pa, pb;
+	if (stat(da, &pa) < 0 || stat(db, &pb) < 0)
+		return !strcmp(da, db);
+	return same_inode(&pa, &pb);
+}
+
+bool path_is_fd(const char *path, int fd)
+{
+	struct stat sp, sf;
+	return fd >= 0 && stat(path, &sp) == 0 && fstat(fd, &sf) == 0 && same_inode(&sp, &sf);
+}
+
+int fd_nonblocking_copy(int fd, bool *is_socket, int *restore_flags)
+{
+	*is_socket = false;
+	*restore_flags = -1;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISSOCK(st.st_mode)) {
+		*is_socket = S_ISSOCK(st.st_mode);
+		int c = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		return c < 0 ? -errno : c;
+	}
+	/* A new open file of its own: O_NONBLOCK there leaves the shell's terminal or pipe alone. */
+	char proc[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	int c = open(proc, O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (c >= 0) {
+		struct stat sc;
+		if (fstat(c, &sc) == 0 && same_inode(&sc, &st))
+			return c;
+		close(c);
+	}
+	c = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (c < 0)
+		return -errno;
+	int fl = fcntl(c, F_GETFL);
+	if (fl >= 0 && !(fl & O_NONBLOCK) && fcntl(c, F_SETFL, fl | O_NONBLOCK) == 0)
+		*restore_flags = fl;
+	return c;
+}
+
+unsigned long nofile_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 1024;
+	return rl.rlim_cur == RLIM_INFINITY ? ULONG_MAX : (unsigned long)rl.rlim_cur;
+}
+
+unsigned long nofile_raise(unsigned long want)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	return nofile_limit();
 }
 
 double now_ms(void)

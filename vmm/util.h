@@ -3,6 +3,8 @@
 #define PADCELL_UTIL_H
 
 #include <signal.h>
+#include <stdbool.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* ---- Unix stream sockets -------------------------------------------------------------------- */
@@ -23,14 +25,78 @@ enum unix_step {
 
 /*
  * A listening socket at path, made SOCK_CLOEXEC | flags (e.g. SOCK_NONBLOCK).  A live socket or
- * any other file at path is refused; a stale socket, one nobody listens on, is replaced.  mode,
- * unless 0, is set on the socket file before listen(), so nobody connects while the umask's mode
- * holds.  Returns the fd, or -errno with *at (if at is not NULL) saying which step failed.
+ * any other file at path is refused; a stale socket, one nobody listens on, is replaced.  The
+ * socket file is created owner-only (0600, whatever the umask) and then given mode (0: stays
+ * 0600) before listen(): no other user can connect to padcell's vsock, ready or API socket.  Returns the fd, or -errno with *at (if at is not NULL) saying which step failed.
  */
 int unix_listen(const char *path, int backlog, mode_t mode, int flags, enum unix_step *at);
 
 /* A socket (SOCK_CLOEXEC | flags) connected to path: the fd, or -errno with *at set as above. */
 int unix_connect(const char *path, int flags, enum unix_step *at);
+
+/*
+ * accept4(lfd, flags) that cannot make a level-triggered loop spin when the process is out of
+ * descriptors: on EMFILE/ENFILE it closes *spare (a descriptor kept for this), accepts the
+ * waiting client, closes it at once (the client sees its connection end) and takes the spare
+ * again.  Returns the new fd, -EAGAIN when nobody waits, -ECONNABORTED when one client was shed
+ * this way (call again for the next), -EMFILE when out of descriptors with no spare to shed
+ * with, or another -errno.  *spare is -1 when it could not be taken
+ * back; it is retried on the next call.
+ */
+int accept_or_shed(int lfd, int flags, int *spare);
+/* Descriptors padcell asks for at start (RLIMIT_NOFILE, up to the hard limit): the fd budget. */
+#define PADCELL_NOFILE 4096
+/* A spare descriptor for accept_or_shed (/dev/null, close-on-exec): the fd or -errno. */
+int spare_fd_open(void);
+
+/* ---- files the user names ------------------------------------------------------------------ */
+
+/*
+ * Opens a file the user named, without ever blocking on it: O_NONBLOCK while opening (a FIFO or
+ * a device would otherwise wait for a peer), then the file must be a regular file (or, with
+ * allow_blk, a block device), and O_NONBLOCK is cleared again.  flags are open(2)'s (O_CLOEXEC
+ * and O_NOCTTY are added).  Returns the fd, or -errno: -EISDIR for a directory, -EINVAL for
+ * another kind of file (*kind, if not NULL, then names it: "a FIFO", "a directory", ...), -errno
+ * of open or fstat otherwise.
+ */
+int open_user_file(const char *path, int flags, bool allow_blk, const char **kind);
+/* "a FIFO", "a directory", "a socket", "a character device", ... for st_mode. */
+const char *file_kind(mode_t mode);
+
+/* Whether a and b are the same file (st_dev and st_ino). */
+static inline bool same_inode(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+/*
+ * Whether paths a and b name the same directory entry, however spelt ("/d//s", "/d/./s",
+ * symlinked directories): the same final name in the same directory (by inode), or, for files
+ * that exist, the same inode.  Neither file need exist; a parent that does not exist compares
+ * by spelling.
+ */
+bool same_file_path(const char *a, const char *b);
+/* Whether path, if it exists (symlinks followed), is the file open as fd. */
+bool path_is_fd(const char *path, int fd);
+
+/* ---- descriptors ------------------------------------------------------------------------------ */
+
+/*
+ * A copy of fd for writing that never blocks, without touching the flags of fd's own open file
+ * (a terminal or pipe shared with the shell): a fresh open of /proc/self/fd/N with O_NONBLOCK
+ * for pipes, FIFOs and terminals; a dup for regular files and block devices (which do not
+ * block) and for sockets (write them with MSG_DONTWAIT: *is_socket says so).  Where /proc
+ * cannot reopen it, a dup with O_NONBLOCK set on the shared file, and *restore_flags holds the
+ * flags to put back when done (else -1).  Close-on-exec.  The fd or -errno.
+ */
+int fd_nonblocking_copy(int fd, bool *is_socket, int *restore_flags);
+
+/*
+ * Raises the soft RLIMIT_NOFILE to want (at most the hard limit).  Returns the soft limit in
+ * force afterwards.
+ */
+unsigned long nofile_raise(unsigned long want);
+/* The soft RLIMIT_NOFILE now. */
+unsigned long nofile_limit(void);
 
 /* ---- time ------------------------------------------------------------------------------------ */
 

@@ -371,8 +371,14 @@ void *vcpu_thread(void *arg)
 				__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
 				continue;
 			}
-			vm_request_stop(vm, VM_STOP_HOST_ERROR, "vCPU %u: KVM_RUN failed: %s", v->index,
-					strerror(errno));
+			if (errno == EFAULT && vm->mem_file[0])
+				/* KVM could not fault in guest RAM: the file it is mapped from lost pages. */
+				vm_request_stop(vm, VM_STOP_HOST_ERROR,
+						"the memory file '%.100s' was truncated or replaced under the VM: "
+						"vCPU %u cannot run (KVM_RUN: %s)", vm->mem_file, v->index, strerror(EFAULT));
+			else
+				vm_request_stop(vm, VM_STOP_HOST_ERROR, "vCPU %u: KVM_RUN failed: %s", v->index,
+						strerror(errno));
 			break;
 		}
 		uint32_t reason = v->run->exit_reason;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -22,8 +23,29 @@
 #define KVM_TSS_ADDR          0xfffbd000ULL
 #define KVM_IDENTITY_MAP_ADDR 0xfffbc000ULL
 
+/* A restored VM's memory file shorter than its RAM: the guest lost pages (it was truncated). */
+static bool vm_mem_file_lost(struct vm *vm)
+{
+	struct stat st;
+	return vm->mem_file[0] && vm->mem.from_file && vm->mem.file_fd >= 0 && fstat(vm->mem.file_fd, &st) == 0 &&
+	       (uint64_t)st.st_size < vm->mem.size;
+}
+
 void vm_request_stop(struct vm *vm, enum vm_status why, const char *fmt, ...)
 {
+	/*
+	 * A guest whose RAM file was truncated reads zeros where its page tables were and crashes
+	 * (triple fault), or KVM_RUN fails: that is the host's doing, and the message names the file.
+	 */
+	if ((why == VM_STOP_CRASH || why == VM_STOP_HOST_ERROR) && vm_mem_file_lost(vm)) {
+		int running = VM_RUNNING;
+		if (atomic_compare_exchange_strong(&vm->status, &running, VM_STOP_HOST_ERROR)) {
+			memcpy(vm->stop_detail, vm->mem_fault_detail, sizeof(vm->stop_detail));
+			fmt = NULL;
+			goto wake;
+		}
+		return;
+	}
 	int expected = VM_RUNNING;
 	if (!atomic_compare_exchange_strong(&vm->status, &expected, why))
 		return;
@@ -33,6 +55,7 @@ void vm_request_stop(struct vm *vm, enum vm_status why, const char *fmt, ...)
 		vsnprintf(vm->stop_detail, sizeof(vm->stop_detail), fmt, ap);
 		va_end(ap);
 	}
+wake:;
 	uint64_t one = 1;
 	if (write(vm->stop_efd, &one, sizeof(one)) < 0) {
 		/* The counter cannot overflow with one write per VM; nothing to do. */
@@ -130,6 +153,8 @@ static int vm_set_memslot(struct vm *vm, uint32_t slot, uint64_t gpa, uint64_t s
 	return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;
 }
 
+static void vm_guard_mem_file(struct vm *vm, const char *path);
+
 int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
 {
 	int rc;
@@ -194,6 +219,8 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
 		       (unsigned long long)(cfg->mem_size >> 20), strerror(-rc));
 		goto err_vm;
 	}
+	if (cfg->mem_from_file)
+		vm_guard_mem_file(vm, cfg->mem_path ? cfg->mem_path : "(the snapshot's)");
 	rc = vm_set_memslot(vm, 0, 0, vm->mem.low_size, vm->mem.host);
 	if (!rc && gmem_high_size(&vm->mem))
 		rc = vm_set_memslot(vm, 1, LAYOUT_MMIO_GAP_END, gmem_high_size(&vm->mem),
@@ -301,8 +328,55 @@ int vm_start(struct vm *vm)
 	return 0;
 }
 
+/*
+ * A memory file truncated under a restored VM: its pages are gone, and a touch from padcell (a
+ * device reading a ring, a snapshot reading RAM) raises SIGBUS.  The handler, process-wide as
+ * signal handlers are, maps a zero page over the faulting page so the access completes, and
+ * stops the VM with a host error naming the file; the guest never runs on.  Faults outside guest
+ * RAM keep the default action.  One guarded VM per process (padcell runs one VM per process).
+ */
+static struct vm *_Atomic sigbus_vm;
+
+static void vm_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	struct vm *vm = atomic_load(&sigbus_vm);
+	uint8_t *a = si->si_addr;
+	if (!vm || !vm->mem.host || a < vm->mem.host || a >= vm->mem.host + vm->mem.size) {
+		signal(sig, SIG_DFL); /* not ours: the retried access dies as it would have */
+		return;
+	}
+	void *page = (void *)((uintptr_t)a & ~(uintptr_t)4095);
+	mmap(page, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	int expected = VM_RUNNING;
+	if (atomic_compare_exchange_strong(&vm->status, &expected, VM_STOP_HOST_ERROR)) {
+		memcpy(vm->stop_detail, vm->mem_fault_detail, sizeof(vm->stop_detail));
+		uint64_t one = 1;
+		if (write(vm->stop_efd, &one, sizeof(one)) < 0) {
+			/* nothing to do in a handler */
+		}
+	}
+}
+
+static void vm_guard_mem_file(struct vm *vm, const char *path)
+{
+	snprintf(vm->mem_file, sizeof(vm->mem_file), "%s", path);
+	snprintf(vm->mem_fault_detail, sizeof(vm->mem_fault_detail),
+		 "the memory file '%.80s' was truncated or replaced under the VM: its pages are gone", path);
+	struct sigaction sa = { .sa_sigaction = vm_sigbus, .sa_flags = SA_SIGINFO | SA_NODEFER };
+	sigemptyset(&sa.sa_mask);
+	atomic_store(&sigbus_vm, vm);
+	sigaction(SIGBUS, &sa, NULL);
+}
+
 void vm_kick_all(struct vm *vm)
 {
+	/* A stop that came from a signal handler could not wake parked vCPUs: do it here. */
+	if (vm->pause_sync && vm_status(vm) != VM_RUNNING) {
+		pthread_mutex_lock(&vm->pause_lock);
+		pthread_cond_broadcast(&vm->pause_cond);
+		pthread_mutex_unlock(&vm->pause_lock);
+	}
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		struct vcpu *v = &vm->vcpus[i];
 		if (!v->started)
@@ -421,6 +495,8 @@ void vm_join(struct vm *vm)
 
 void vm_destroy(struct vm *vm)
 {
+	struct vm *self = vm;
+	atomic_compare_exchange_strong(&sigbus_vm, &self, NULL);
 	/* Device workers write guest memory: stop them before it goes. */
 	vm_devices_destroy(vm);
 	if (vm->vcpus) {

@@ -51,6 +51,7 @@ struct vm_config {
 	int vsock_listen_fd;    /* from vsock_listen(vsock_path), the caller's */
 	uint32_t vsock_cid;
 	int mem_fd;             /* with mem_from_file: guest RAM is this file, mapped copy-on-write (restore) */
+	const char *mem_path;   /* its name, for the error if it is truncated under the VM */
 	bool mem_from_file;
 };
 
@@ -90,6 +91,10 @@ struct vm {
 	unsigned parked;         /* vCPU threads parked, their last exit completed */
 	unsigned exited;         /* vCPU threads that left their run loop */
 	bool paused;             /* parked and device threads quiesced */
+
+	/* Guest RAM from a file (restore): a truncated file faults (SIGBUS, or EFAULT from KVM_RUN). */
+	char mem_file[256];
+	char mem_fault_detail[160]; /* stop_detail for that, written ahead: the SIGBUS handler only copies it */
 
 	struct blk_disk *own_disks; /* disks vm_restore opened; closed by vm_destroy */
 	unsigned own_ndisks;

@@ -501,3 +501,162 @@ Test(inproc, memory_of_the_wrong_size_or_snapshot_is_refused)
 	snap_dir_remove(&a);
 	snap_dir_remove(&b);
 }
+
+/* ---- a console nobody reads ------------------------------------------------------------------ */
+
+/*
+ * The guest's console is a pipe whose reader never reads: once it is full, the UART keeps
+ * output in its bounded ring and then drops the oldest, and the vCPU never blocks in write()
+ * (it used to, holding the UART lock, so pause, stop and console input hung behind it).
+ */
+Test(inproc, console_nobody_reads_never_blocks_pause_or_stop)
+{
+	require_kvm();
+	static struct launch l;
+	int p[2];
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0); /* both ends blocking, as `padcell boot | less` has it */
+	static char cmdline[128];
+	snprintf(cmdline, sizeof(cmdline), "tg.case=count tg.count=" COUNT_STEPS " tg.spin=1 tg.cpus=1");
+	struct boot_opts o = { .kernel = guest_path(), .cmdline = cmdline, .mem = 64ULL << 20, .cpus = 1,
+			       .entry = BOOT_ENTRY_LINUX64 };
+	char err[512];
+	cr_assert_eq(launch_boot(&l, &o, p[1], err, sizeof(err)), 0, "launch_boot: %s", err);
+	cr_assert_eq(vm_start(&l.vm), 0, "vm_start: %s", l.vm.stop_detail);
+	/* Wait (an event, not a time) until the pipe and the ring are full and bytes are dropped. */
+	for (unsigned i = 0; serial_out_dropped(l.vm.console) == 0; i++) {
+		cr_assert_lt(i, HANG_GUARD_S * 100u, "hang guard: the guest's output was never dropped");
+		cr_assert_eq(vm_status(&l.vm), VM_RUNNING, "the VM stopped: %s", l.vm.stop_detail);
+		nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
+	}
+	cr_assert_leq(l.vm.console->out_len, SERIAL_OUT_BUF);
+	vm_pause_ok(&l.vm);
+	cr_assert_eq(serial_input(l.vm.console, (const uint8_t *)"x", 1), 1, "console input while output is stuck");
+	cr_assert_eq(vm_resume(&l.vm, err, sizeof(err)), 0, "vm_resume: %s", err);
+	uint64_t dropped = serial_out_dropped(l.vm.console);
+	for (unsigned i = 0; serial_out_dropped(l.vm.console) == dropped; i++) {
+		cr_assert_lt(i, HANG_GUARD_S * 100u, "hang guard: the resumed guest printed nothing");
+		nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
+	}
+	vm_stop_and_join(&l.vm);
+	/* The pipe's own flags were left alone: padcell wrote through a copy of its own. */
+	cr_assert_eq(fcntl(p[1], F_GETFL) & O_NONBLOCK, 0);
+	launch_teardown(&l);
+	close(p[0]);
+	close(p[1]);
+}
+
+/* ---- a snapshot's files are compared by inode, not by spelling ----------------------------- */
+
+static unsigned dir_entries(const char *dir)
+{
+	unsigned n = 0;
+	DIR *dh = opendir(dir);
+	cr_assert_not_null(dh);
+	struct dirent *e;
+	while ((e = readdir(dh)))
+		n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	closedir(dh);
+	return n;
+}
+
+static void assert_snapshot_refused(struct vm *vm, const char *state, const char *mem, const char *why)
+{
+	char err[512] = "";
+	int rc = snapshot_create(vm, state, mem, err, sizeof(err));
+	cr_assert_eq(rc, -EINVAL, "snapshot to %s + %s: %d (%s), not -EINVAL", state, mem, rc, err);
+	cr_assert(strstr(err, why), "snapshot to %s + %s said '%s', not '%s'", state, mem, err, why);
+}
+
+Test(inproc, snapshot_paths_compared_by_inode_and_special_files_refused)
+{
+	require_kvm();
+	static struct launch l;
+	struct console con;
+	struct snap_dir d;
+	snap_dir_make(&d);
+	char drive[128], alias[160], copy[160], fifo[128], err[512];
+	snprintf(drive, sizeof(drive), "%s/disk.img", d.dir);
+	int fd = open(drive, O_RDWR | O_CREAT | O_EXCL, 0600);
+	static uint8_t pattern[1 << 16];
+	for (size_t i = 0; i < sizeof(pattern); i++)
+		pattern[i] = (uint8_t)(i * 7);
+	cr_assert_eq(write(fd, pattern, sizeof(pattern)), (ssize_t)sizeof(pattern));
+	close(fd);
+	snprintf(fifo, sizeof(fifo), "%s/fifo", d.dir);
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+
+	static char cmdline[128];
+	snprintf(cmdline, sizeof(cmdline), "tg.case=count tg.count=" COUNT_STEPS " tg.spin=100 tg.cpus=1");
+	struct boot_opts o = { .kernel = guest_path(), .cmdline = cmdline, .mem = 64ULL << 20, .cpus = 1,
+			       .entry = BOOT_ENTRY_LINUX64, .ndrives = 1, .scratch = 1 << 20 };
+	o.drives[0] = (struct drive_opt){ .path = drive };
+	console_open(&con);
+	cr_assert_eq(launch_boot(&l, &o, con.wfd, err, sizeof(err)), 0, "launch_boot: %s", err);
+	cr_assert_eq(vm_start(&l.vm), 0, "vm_start: %s", l.vm.stop_detail);
+	console_wait(&con, 0, "COUNT 5\r\n", &l.vm);
+	vm_pause_ok(&l.vm);
+
+	/* The state file in another spelling, existing or not yet. */
+	snprintf(alias, sizeof(alias), "%s//./state", d.dir);
+	assert_snapshot_refused(&l.vm, d.state, alias, "the same file");
+	/* The scratch disk's copy (slot 1: the drive is slot 0). */
+	snprintf(copy, sizeof(copy), "%s/./state.disk1", d.dir);
+	assert_snapshot_refused(&l.vm, d.state, copy, "scratch-disk copy");
+	/* The VM's own drive, as memory or as state, in another spelling. */
+	snprintf(alias, sizeof(alias), "%s//disk.img", d.dir);
+	assert_snapshot_refused(&l.vm, d.state, alias, "the VM's own drives");
+	assert_snapshot_refused(&l.vm, alias, d.mem, "the VM's own drives");
+	/* A FIFO as either file. */
+	assert_snapshot_refused(&l.vm, d.state, fifo, "FIFO");
+	assert_snapshot_refused(&l.vm, fifo, d.mem, "FIFO");
+	cr_assert_eq(dir_entries(d.dir), 2, "a refused snapshot left files behind");
+	fd = open(drive, O_RDONLY);
+	static uint8_t back[sizeof(pattern)];
+	cr_assert_eq(read(fd, back, sizeof(back)), (ssize_t)sizeof(back));
+	close(fd);
+	cr_assert_eq(memcmp(back, pattern, sizeof(back)), 0, "the drive was overwritten");
+
+	/* The right names still work, and a FIFO as the memory file of a restore is refused at once. */
+	cr_assert_eq(snapshot_create(&l.vm, d.state, d.mem, err, sizeof(err)), 0, "snapshot_create: %s", err);
+	vm_stop_and_join(&l.vm);
+	launch_teardown(&l);
+	console_close(&con);
+	assert_refused(d.state, fifo, "FIFO");
+	assert_refused(fifo, d.mem, "FIFO");
+	snap_dir_remove(&d);
+}
+
+/* ---- a memory file truncated under a running clone ---------------------------------------- */
+
+/*
+ * The restored VM's RAM is its memory file, mapped copy-on-write: truncating the file takes the
+ * pages it has not copied.  A touch from padcell (here the test thread, as a device would) gets
+ * SIGBUS, and a vCPU gets EFAULT from KVM_RUN: either way the VM stops with a host error naming
+ * the file (exit code 1), and the process lives on.
+ */
+Test(inproc, truncated_memory_file_stops_the_vm_with_a_clear_error)
+{
+	require_kvm();
+	struct snap_dir d;
+	good_snapshot(&d);
+	static struct vm vm;
+	struct console c;
+	restore_ok(&vm, &c, &d);
+	cr_assert_eq(vm_start(&vm), 0, "vm_start: %s", vm.stop_detail);
+	console_wait(&c, 0, "COUNT", &vm);
+	cr_assert_eq(truncate(d.mem, 0), 0);
+	uint64_t v = 0;
+	gmem_read(&vm.mem, 48ULL << 20, &v, sizeof(v)); /* never touched by the guest: from the file */
+	for (unsigned i = 0; vm_status(&vm) == VM_RUNNING; i++) {
+		cr_assert_lt(i, HANG_GUARD_S * 100u, "hang guard: the VM ran on over a truncated memory file");
+		nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
+	}
+	cr_assert_eq(vm_status(&vm), VM_STOP_HOST_ERROR, "stopped as %d: %s", vm_status(&vm), vm.stop_detail);
+	cr_assert(strstr(vm.stop_detail, d.mem) && strstr(vm.stop_detail, "truncated"), "%s", vm.stop_detail);
+	cr_assert_eq(launch_exit_code(&vm), 1);
+	vm_kick_all(&vm);
+	vm_join(&vm);
+	vm_destroy(&vm);
+	console_close(&c);
+	snap_dir_remove(&d);
+}

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -946,4 +947,100 @@ Test(api_boot, unusable_api_sock_is_exit_2, .timeout = 20)
 	cr_assert(strstr(err, "cannot read kernel"), "%s", err);
 	cr_assert_eq(access(path, F_OK), -1, "padcell left %s behind", path);
 	rmdir(dir);
+}
+
+/* ---- out of descriptors: the level-triggered accept must not spin, and must recover ---------- */
+
+/*
+ * In a child (its RLIMIT_NOFILE lowered, every descriptor taken): a client waiting to be accepted
+ * used to stay in the backlog, so the listening socket stayed readable and the event loop woke
+ * forever.  Now it is shed (closed) with the spare descriptor: the server's fd goes quiet after a
+ * bounded number of wakeups, and once descriptors are free again a new client is served.
+ * Exit codes say what failed.
+ */
+static int emfile_child(const char *sock)
+{
+	struct fake_vm f = { 0 };
+	struct api_config cfg = fake_config(&f);
+	char err[256];
+	struct rlimit rl = { .rlim_cur = 64, .rlim_max = 64 };
+	getrlimit(RLIMIT_NOFILE, &rl);
+	rl.rlim_cur = 64;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 10;
+	int lfd = api_listen(sock, err, sizeof(err));
+	if (lfd < 0)
+		return 11;
+	struct api_server *s = api_server_new(lfd, sock, &cfg, err, sizeof(err));
+	if (!s)
+		return 12;
+	int c1 = unix_connect(sock, 0, NULL);
+	if (c1 < 0)
+		return 13;
+	int fill[64], nfill = 0;
+	while (nfill < 64 && (fill[nfill] = dup(0)) >= 0)
+		nfill++;
+	if (nfill == 64)
+		return 14; /* never ran out */
+	/* Serve while the server's fd says there is work, as the event loop would. */
+	unsigned loops = 0;
+	struct pollfd p = { .fd = api_server_fd(s), .events = POLLIN };
+	while (loops < 1000 && poll(&p, 1, 0) == 1) {
+		api_server_service(s);
+		loops++;
+	}
+	if (loops >= 1000)
+		return 15; /* spinning */
+	if (api_server_accept_wakeups(s) > 4)
+		return 16;
+	char b;
+	struct pollfd cp = { .fd = c1, .events = POLLIN };
+	if (poll(&cp, 1, 5000) != 1 || recv(c1, &b, 1, 0) > 0)
+		return 17; /* the shed client must see its connection end */
+	close(c1);
+	/* Descriptors free again: a new client is served. */
+	for (int i = 0; i < nfill; i++)
+		close(fill[i]);
+	int c2 = unix_connect(sock, 0, NULL);
+	if (c2 < 0)
+		return 18;
+	const char req[] = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+	if (write(c2, req, sizeof(req) - 1) != (ssize_t)(sizeof(req) - 1))
+		return 19;
+	char out[1024];
+	size_t got = 0;
+	for (unsigned i = 0; i < 1000 && got < sizeof(out) - 1; i++) {
+		struct pollfd sp = { .fd = api_server_fd(s), .events = POLLIN };
+		if (poll(&sp, 1, 10) == 1)
+			api_server_service(s);
+		ssize_t n = recv(c2, out + got, sizeof(out) - 1 - got, MSG_DONTWAIT);
+		if (n == 0)
+			break;
+		if (n > 0)
+			got += (size_t)n;
+	}
+	out[got] = '\0';
+	if (!strstr(out, "HTTP/1.1 200"))
+		return 20;
+	close(c2);
+	api_server_destroy(s);
+	return 0;
+}
+
+Test(api_server, out_of_descriptors_accept_does_not_spin_and_recovers, .timeout = 60)
+{
+	char dir[] = "/tmp/padcell-api-emfile-XXXXXX";
+	cr_assert_not_null(mkdtemp(dir));
+	char sock[96];
+	snprintf(sock, sizeof(sock), "%s/api.sock", dir);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(emfile_child(sock));
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	unlink(sock);
+	rmdir(dir);
+	cr_assert(WIFEXITED(st), "the child died");
+	cr_assert_eq(WEXITSTATUS(st), 0, "step %d failed (15: the accept loop spun)", WEXITSTATUS(st));
 }

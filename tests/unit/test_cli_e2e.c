@@ -1,5 +1,6 @@
 /* padcell as a user runs it: exit codes and the one-line error contract, plus tiny KVM guests. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -1030,6 +1031,67 @@ Test(cli_e2e, verbose_names_the_entry, .timeout = 20)
 		if (!strchr(p, '\n'))
 			break;
 	}
+	unlink(k);
+	free(k);
+}
+
+/* ---- special files are refused before they can block ---- */
+
+/*
+ * A FIFO nobody writes would block open() forever; every path the user names is opened without
+ * blocking and refused unless it is a regular file: one line naming the FIFO, exit 2, in time
+ * (run()'s timeout is the hang guard: a hang shows as exit -1), and nothing left beside it.
+ */
+static void assert_fifo_refused(const struct run *r, const char *what, const char *dir)
+{
+	assert_usage(r, what);
+	cr_assert(strstr(r->err, "FIFO") || strstr(r->err, "Not a directory"), "%s: %s", what, r->err);
+	unsigned n = 0;
+	DIR *dh = opendir(dir);
+	cr_assert_not_null(dh);
+	struct dirent *e;
+	while ((e = readdir(dh)))
+		n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	closedir(dh);
+	cr_assert_eq(n, 2, "%s: something was left beside the FIFOs in %s", what, dir);
+}
+
+Test(cli_e2e, fifo_paths_are_refused_without_blocking, .timeout = 120)
+{
+	char dir[] = "/tmp/padcell-fifo-XXXXXX";
+	cr_assert_not_null(mkdtemp(dir));
+	char fifo[64], state[64];
+	snprintf(fifo, sizeof(fifo), "%s/f", dir);
+	snprintf(state, sizeof(state), "%s/state", dir); /* restore --from DIR opens DIR/state */
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+	cr_assert_eq(mkfifo(state, 0600), 0);
+	char *k = guest_file(guest_hello, sizeof(guest_hello));
+	char ro[80];
+	snprintf(ro, sizeof(ro), "%s,ro", fifo);
+	struct run r;
+
+	RUN(&r, "boot", "--kernel", fifo);
+	assert_fifo_refused(&r, "--kernel FIFO", dir);
+	RUN(&r, "boot", "--kernel", k, "--initrd", fifo);
+	assert_fifo_refused(&r, "--initrd FIFO", dir);
+	RUN(&r, "boot", "--kernel", k, "--drive", ro);
+	assert_fifo_refused(&r, "--drive FIFO,ro", dir);
+	RUN(&r, "boot", "--kernel", k, "--drive", fifo);
+	assert_fifo_refused(&r, "--drive FIFO", dir);
+	RUN(&r, "run", "--kernel", k, "--rootfs", fifo, "--allow-pvm", "--", "true");
+	assert_fifo_refused(&r, "run --rootfs FIFO", dir);
+	RUN(&r, "restore", "--state", fifo, "--mem", state);
+	assert_fifo_refused(&r, "restore --state FIFO", dir);
+	RUN(&r, "restore", "--from", dir);
+	assert_fifo_refused(&r, "restore --from DIR with DIR/state a FIFO", dir);
+	setenv("TMPDIR", fifo, 1);
+	RUN(&r, "boot", "--kernel", k, "--scratch", "1M");
+	unsetenv("TMPDIR");
+	assert_fifo_refused(&r, "--scratch with $TMPDIR a FIFO", dir);
+
+	unlink(fifo);
+	unlink(state);
+	rmdir(dir);
 	unlink(k);
 	free(k);
 }

@@ -2,6 +2,9 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <linux/serial_reg.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -280,4 +283,95 @@ Test(serial, linux_autoconfig_probe)
 	wr(UART_MCR, UART_MCR_LOOP | 0x0a);
 	cr_assert_eq(rd(UART_MSR) & 0xf0, 0x90);
 	wr(UART_MCR, 0);
+}
+
+/* ---- a console nobody reads: never blocks, bounded, drops the oldest ---- */
+
+struct writer {
+	struct serial *s;
+	size_t n;
+};
+
+static void *writer_thread(void *arg)
+{
+	struct writer *w = arg;
+	for (size_t i = 0; i < w->n; i++) {
+		uint8_t v = (uint8_t)(i % 251);
+		serial_ops.write(w->s, UART_TX, &v, 1);
+	}
+	return NULL;
+}
+
+/* The writer (a vCPU) must finish, and console input and state saving must get the lock meanwhile:
+ * the hang guard (the test's timeout) fails it if the UART blocks on the full pipe. */
+Test(serial, full_pipe_nobody_reads_never_blocks_the_guest, .timeout = 60)
+{
+	struct serial c;
+	int p[2];
+	cr_assert_eq(pipe(p), 0); /* blocking, like a shell's pipe to `less` */
+	serial_init(&c, p[1], IRQ, &fh.host);
+	int psize = fcntl(p[1], F_GETPIPE_SZ);
+	cr_assert_gt(psize, 0);
+	struct writer w = { .s = &c, .n = (size_t)psize + SERIAL_OUT_BUF + 100000 };
+	pthread_t t;
+	cr_assert_eq(pthread_create(&t, NULL, writer_thread, &w), 0);
+	struct serial_state st;
+	for (int i = 0; i < 1000; i++) {
+		serial_input(&c, (const uint8_t *)"k", 1);
+		serial_save(&c, &st);
+		uint8_t v;
+		serial_ops.read(&c, UART_RX, &v, 1);
+	}
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_eq(fcntl(p[1], F_GETFL) & O_NONBLOCK, 0, "the caller's pipe was made non-blocking");
+	cr_assert_eq(serial_out_dropped(&c), w.n - (size_t)psize - SERIAL_OUT_BUF, "dropped bytes counted");
+	cr_assert_eq(c.out_len, SERIAL_OUT_BUF, "the ring is bounded");
+	uint8_t v;
+	serial_ops.read(&c, UART_LSR, &v, 1);
+	cr_assert_eq(v & UART_LSR_THRE, UART_LSR_THRE, "the guest is never held back");
+
+	/* The pipe holds the first bytes; once it is read, a flush sends the latest SERIAL_OUT_BUF. */
+	uint8_t *buf = malloc((size_t)psize + SERIAL_OUT_BUF);
+	size_t got = 0;
+	while (got < (size_t)psize) {
+		ssize_t n = read(p[0], buf + got, (size_t)psize - got);
+		cr_assert_gt(n, 0);
+		got += (size_t)n;
+	}
+	for (size_t i = 0; i < got; i++)
+		cr_assert_eq(buf[i], i % 251, "byte %zu of the pipe", i);
+	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	for (int round = 0; round < 1000 && got < (size_t)psize + SERIAL_OUT_BUF; round++) {
+		serial_out_flush(&c);
+		ssize_t n = read(p[0], buf + got, (size_t)psize + SERIAL_OUT_BUF - got);
+		if (n > 0)
+			got += (size_t)n;
+	}
+	cr_assert_eq(got, (size_t)psize + SERIAL_OUT_BUF);
+	cr_assert(serial_out_flush(&c), "nothing left waiting");
+	size_t first = w.n - SERIAL_OUT_BUF; /* the index of the oldest byte kept */
+	for (size_t i = 0; i < SERIAL_OUT_BUF; i++)
+		cr_assert_eq(buf[(size_t)psize + i], (first + i) % 251, "kept byte %zu is the latest output", i);
+	free(buf);
+	serial_destroy(&c);
+	close(p[0]);
+	close(p[1]);
+}
+
+Test(serial, closed_console_drops_and_counts)
+{
+	struct serial c;
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	serial_init(&c, p[1], IRQ, &fh.host);
+	close(p[0]); /* EPIPE from now on (SIGPIPE is ignored by padcell and here) */
+	signal(SIGPIPE, SIG_IGN);
+	for (int i = 0; i < 10; i++) {
+		uint8_t v = 'z';
+		serial_ops.write(&c, UART_TX, &v, 1);
+	}
+	cr_assert_eq(serial_out_dropped(&c), 10);
+	cr_assert_eq(c.out_len, 0);
+	serial_destroy(&c);
+	close(p[1]);
 }

@@ -189,3 +189,22 @@ Test(stop_signals, the_set_and_its_signalfd)
 	close(fd);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 }
+
+/* The vsock socket and PATH_1024 (mode 0) are owner-only whatever the umask, like the API socket. */
+Test(unix_sock, listen_makes_the_socket_owner_only_whatever_the_umask)
+{
+	char d[] = "/tmp/padcell-umask-XXXXXX";
+	cr_assert_not_null(mkdtemp(d));
+	char p[64];
+	snprintf(p, sizeof(p), "%s/s", d);
+	mode_t old = umask(0);
+	int fd = unix_listen(p, 4, 0, 0, NULL);
+	umask(old);
+	cr_assert_geq(fd, 0);
+	struct stat st;
+	cr_assert_eq(stat(p, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0600, "mode %o", st.st_mode & 0777);
+	close(fd);
+	unlink(p);
+	rmdir(d);
+}

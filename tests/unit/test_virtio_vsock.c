@@ -1045,3 +1045,40 @@ Test(vsock, guest_shutdown_rcv_stops_data_toward_the_guest)
 	close(fd);
 	close(srv);
 }
+
+/*
+ * The guest cannot take the monitor's descriptors: with RLIMIT_NOFILE at 1024 it may hold
+ * 1024 - VSOCK_FD_RESERVE connections, and one more is refused with a reset (its PATH_P is
+ * never even connected).
+ */
+Test(vsock, connections_capped_below_the_fd_limit)
+{
+	struct rlimit rl;
+	getrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_max < 1024)
+		cr_skip_test("RLIMIT_NOFILE hard limit %llu is below 1024", (unsigned long long)rl.rlim_max);
+	rl.rlim_cur = 1024;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	unsigned cap = vsock_conn_cap();
+	cr_assert_eq(cap, 1024 - VSOCK_FD_RESERVE);
+	char p[160];
+	snprintf(p, sizeof(p), "%s_5000", path);
+	int srv = listen_at(p);
+	for (uint32_t i = 0; i < cap; i++) {
+		tx(ghdr(VIRTIO_VSOCK_OP_REQUEST, 50000 + i, 5000, 0), NULL);
+		struct virtio_vsock_hdr h = rx_expect(VIRTIO_VSOCK_OP_RESPONSE);
+		cr_assert_eq(h.dst_port, 50000 + i);
+	}
+	cr_assert_eq(dev->nconns, cap);
+	tx(ghdr(VIRTIO_VSOCK_OP_REQUEST, 60000, 5000, 0), NULL);
+	struct virtio_vsock_hdr h = rx_expect(VIRTIO_VSOCK_OP_RST);
+	cr_assert_eq(h.dst_port, 60000);
+	cr_assert_eq(dev->nconns, cap);
+	/* The monitor still has its reserve: descriptors are there for its own work. */
+	int spare[64];
+	for (unsigned i = 0; i < 64; i++)
+		cr_assert_geq(spare[i] = dup(0), 0, "the guest's connections left the monitor no descriptors");
+	for (unsigned i = 0; i < 64; i++)
+		close(spare[i]);
+	close(srv);
+}

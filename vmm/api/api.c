@@ -301,7 +301,22 @@ struct api_server {
 	struct api_config cfg;
 	struct api_conn conns[API_MAX_CLIENTS];
 	uint64_t tick; /* activity counter: the least recently active connection is evicted first */
+	int spare_fd;  /* for accept_or_shed: out of descriptors, a client is closed instead of spinning */
+	bool listen_off; /* out of descriptors with no spare: the listening socket is not watched */
+	uint64_t accept_wakeups; /* times the listening socket woke the server (tests look) */
 };
+
+/* Watches the listening socket again once a descriptor may be free (a connection closed). */
+static void listen_rearm(struct api_server *s)
+{
+	if (!s->listen_off)
+		return;
+	if (s->spare_fd < 0)
+		s->spare_fd = spare_fd_open();
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = TAG_LISTEN };
+	if (epoll_ctl(s->ep, EPOLL_CTL_MOD, s->lfd, &ev) == 0)
+		s->listen_off = false;
+}
 
 static void conn_close(struct api_server *s, struct api_conn *c)
 {
@@ -311,6 +326,7 @@ static void conn_close(struct api_server *s, struct api_conn *c)
 	close(c->fd);
 	free(c->in);
 	*c = (struct api_conn){ .fd = -1 };
+	listen_rearm(s);
 }
 
 static void conn_watch(struct api_server *s, struct api_conn *c)
@@ -449,8 +465,19 @@ static void conn_readable(struct api_server *s, struct api_conn *c)
 
 static void accept_all(struct api_server *s)
 {
+	s->accept_wakeups++;
 	for (int i = 0; i < 16; i++) {
-		int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		/* Level-triggered: a client left in the backlog wakes the loop again at once, so one
+		 * that cannot be given a descriptor is closed (accept_or_shed), never left there. */
+		int fd = accept_or_shed(s->lfd, SOCK_NONBLOCK | SOCK_CLOEXEC, &s->spare_fd);
+		if (fd == -ECONNABORTED)
+			continue;
+		if (fd == -EMFILE || fd == -ENFILE) {
+			struct epoll_event ev = { .events = 0, .data.u32 = TAG_LISTEN };
+			if (epoll_ctl(s->ep, EPOLL_CTL_MOD, s->lfd, &ev) == 0)
+				s->listen_off = true; /* until a connection closes */
+			return;
+		}
 		if (fd < 0)
 			return;
 		struct api_conn *slot = NULL, *oldest = NULL;
@@ -490,6 +517,7 @@ struct api_server *api_server_new(int listen_fd, const char *path, const struct 
 	for (unsigned i = 0; i < API_MAX_CLIENTS; i++)
 		s->conns[i].fd = -1;
 	s->lfd = listen_fd;
+	s->spare_fd = spare_fd_open();
 	if (path)
 		snprintf(s->path, sizeof(s->path), "%s", path);
 	s->cfg = *cfg;
@@ -511,6 +539,8 @@ struct api_server *api_server_new(int listen_fd, const char *path, const struct 
 err_ep:
 	close(s->ep);
 err_free:
+	if (s->spare_fd >= 0)
+		close(s->spare_fd);
 	free(s);
 err_fd:
 	close(listen_fd);
@@ -529,7 +559,14 @@ void api_server_destroy(struct api_server *s)
 	if (s->path[0])
 		unlink(s->path);
 	close(s->ep);
+	if (s->spare_fd >= 0)
+		close(s->spare_fd);
 	free(s);
+}
+
+uint64_t api_server_accept_wakeups(const struct api_server *s)
+{
+	return s->accept_wakeups;
 }
 
 int api_server_fd(const struct api_server *s)

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define API_MAX_CLIENTS 8    /* connections served at once; a ninth evicts the least recently active */
 #define API_PATH_MAX    107  /* sun_path less its terminating NUL */
@@ -60,6 +61,8 @@ void api_server_service(struct api_server *s);
 
 /* How many connections are open (for tests). */
 unsigned api_server_clients(const struct api_server *s);
+/* How many times the listening socket woke the server (for tests: out of descriptors must not spin). */
+uint64_t api_server_accept_wakeups(const struct api_server *s);
 
 /*
  * The server for a VM (vmm/api/api_vm.c): its pause, resume and snapshot, instance id "padcell-<pid>".
