@@ -471,6 +471,7 @@ static int run_main(struct run *r)
 	jail_allow_path(r->vsock_path, false);
 	jail_allow_path(r->o.snapshot_dir, true);
 	if (r->dir[0]) {
+		jail_allow_rmdir(r->dir);
 		jail_own_path(r->dir);
 		jail_own_path(r->vsock_path);
 		jail_own_path(r->ready_path);

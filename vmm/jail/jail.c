@@ -36,6 +36,8 @@ static struct {
 	unsigned unjoined;       /* threads born before confinement that have not joined yet */
 	char dirs[JAIL_MAX_DIRS * 2 + 8][4096];
 	unsigned ndirs;
+	char rmdir_parents[4][4096]; /* where a directory of the VM's own is removed at exit */
+	unsigned nrmdir;
 	char owned[4][4096];     /* the VM's own files, handed to --uid when it switches */
 	unsigned nowned;
 	int test_kind;           /* PADCELL_TEST_HOOKS: the kind that makes a forbidden call, or -1 */
@@ -192,6 +194,22 @@ void jail_allow_path(const char *path, bool is_dir)
 	J.ndirs++;
 }
 
+void jail_allow_rmdir(const char *dir)
+{
+	if (!jail_armed() && J.o.off)
+		return;
+	if (!dir || J.nrmdir >= sizeof(J.rmdir_parents) / sizeof(J.rmdir_parents[0]))
+		return;
+	char real[4096];
+	if (!realpath(dir, real))
+		return;
+	char *slash = strrchr(real, '/');
+	if (!slash || slash == real)
+		return; /* a directory in / is never the VM's to remove */
+	*slash = '\0';
+	snprintf(J.rmdir_parents[J.nrmdir++], sizeof(J.rmdir_parents[0]), "%s", real);
+}
+
 void jail_own_path(const char *path)
 {
 	if (path && J.nowned < sizeof(J.owned) / sizeof(J.owned[0]))
@@ -320,7 +338,10 @@ int jail_confine(uint64_t mem_size, char *err, size_t errlen)
 	for (unsigned i = 0; i < J.ndirs; i++)
 		dirs[i] = J.dirs[i];
 	char why[256];
-	J.ruleset_fd = jail_landlock_make(dirs, J.ndirs, why, sizeof(why));
+	const char *rmdir_parents[sizeof(J.rmdir_parents) / sizeof(J.rmdir_parents[0])];
+	for (unsigned i = 0; i < J.nrmdir; i++)
+		rmdir_parents[i] = J.rmdir_parents[i];
+	J.ruleset_fd = jail_landlock_make(dirs, J.ndirs, rmdir_parents, J.nrmdir, why, sizeof(why));
 	if (J.ruleset_fd < 0) {
 		fprintf(stderr, "padcell: jail: %s: the monitor's file access is not restricted\n", why);
 	} else if ((rc = jail_landlock_restrict(J.ruleset_fd))) {

@@ -63,6 +63,11 @@ int jail_prepare(const struct jail_opts *o, char *err, size_t errlen);
 
 /* A path the VM uses after confinement: its directory (dir itself when is_dir) stays writable. */
 void jail_allow_path(const char *path, bool is_dir);
+/*
+ * The directory dir (one of the VM's own, made before confinement) is removed at exit: Landlock
+ * then needs REMOVE_DIR on its parent, and only that (empty directories, as rmdir allows).
+ */
+void jail_allow_rmdir(const char *dir);
 
 /* A file of the VM's own (its private directory, its sockets): chowned to --uid when that switches. */
 void jail_own_path(const char *path);
@@ -111,7 +116,8 @@ int jail_seccomp_load(enum jail_kind kind);
 int jail_seccomp_load_control(void);
 const char *jail_syscall_name(int nr);
 int jail_landlock_abi(void);
-int jail_landlock_make(const char *const *dirs, unsigned ndirs, char *err, size_t errlen);
+int jail_landlock_make(const char *const *dirs, unsigned ndirs, const char *const *rmdir_parents, unsigned nrmdir,
+		       char *err, size_t errlen);
 int jail_landlock_restrict(int ruleset_fd);
 int jail_ns_enter(bool root, char *what, size_t whatlen);
 void jail_cgroup_probe(struct jail_support *s);

@@ -63,7 +63,8 @@ static int add_dir(int ruleset, const char *path, uint64_t allowed)
  * refused outright; with ABI 6, so are signals and abstract sockets outside the process.
  * Returns the ruleset fd, or -errno.
  */
-int jail_landlock_make(const char *const *dirs, unsigned ndirs, char *err, size_t errlen)
+int jail_landlock_make(const char *const *dirs, unsigned ndirs, const char *const *rmdir_parents, unsigned nrmdir,
+		       char *err, size_t errlen)
 {
 	int abi = jail_landlock_abi();
 	if (abi <= 0) {
@@ -90,6 +91,14 @@ int jail_landlock_make(const char *const *dirs, unsigned ndirs, char *err, size_
 		int rc = add_dir(rs, dirs[i], rw);
 		if (rc && rc != -ENOENT) {
 			snprintf(err, errlen, "Landlock rule for %s: %s", dirs[i], strerror(-rc));
+			close(rs);
+			return rc;
+		}
+	}
+	for (unsigned i = 0; i < nrmdir; i++) {
+		int rc = add_dir(rs, rmdir_parents[i], LANDLOCK_ACCESS_FS_REMOVE_DIR);
+		if (rc && rc != -ENOENT) {
+			snprintf(err, errlen, "Landlock rule for %s: %s", rmdir_parents[i], strerror(-rc));
 			close(rs);
 			return rc;
 		}

@@ -53,6 +53,10 @@ static const struct rule rules[] = {
 	ARG(rt_sigaction, C, NOT, 0, SIGSYS), /* nobody replaces the violation handler */
 	SYS(getrandom, ALL), SYS(fstat, ALL), SYS(newfstatat, ALL), SYS(lseek, ALL), SYS(sigaltstack, ALL),
 	SYS(rseq, ALL), SYS(set_robust_list, ALL), /* a new thread's first calls, under its creator's filter */
+	/* reading a limit (new_limit NULL): the vsock device sizes its connection cap from RLIMIT_NOFILE */
+	ARG(prlimit64, V | D, EQ, 2, 0),
+	/* the console: a UART write on a vCPU thread goes to a socket with send (stdout under a supervisor) */
+	SYS(sendto, V),
 	/* vCPU threads: the run loop and the devices behind its exits */
 	IOCTL(KVM_RUN, V), IOCTL(KVM_GET_REGS, V), IOCTL(KVM_IRQ_LINE, V | D | C),
 	/* device workers: disk I/O, the vsock device's Unix sockets, their event loops */
