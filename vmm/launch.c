@@ -157,10 +157,37 @@ err_close:
 	return -EINVAL;
 }
 
+int launch_net(const struct net_opts *o, struct net_params *p, char *err, size_t errlen)
+{
+	*p = (struct net_params){ .rules = o->allow, .nrules = o->nallow, .open = o->allow_internet, .log_fd = -1 };
+	if (!net_slirp_built_in()) {
+		char why[256];
+		net_slirp_backend(NULL, why, sizeof(why));
+		snprintf(err, errlen, "--net: %s", why);
+		return EXIT_USAGE;
+	}
+	if (o->log) {
+		p->log_fd = open(o->log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+		if (p->log_fd < 0) {
+			snprintf(err, errlen, "--net-log '%s': %s", o->log, strerror(errno));
+			return EXIT_USAGE;
+		}
+	}
+	return 0;
+}
+
+void launch_net_close(struct net_params *p)
+{
+	if (p->log_fd >= 0)
+		close(p->log_fd);
+	p->log_fd = -1;
+}
+
 int launch_boot(struct launch *l, const struct boot_opts *o, int console_fd, char *err, size_t errlen)
 {
 	memset(l, 0, sizeof(*l));
 	l->vsock_fd = -1;
+	l->net.log_fd = -1;
 	char why[256];
 	int rc = EXIT_USAGE;
 
@@ -184,7 +211,15 @@ int launch_boot(struct launch *l, const struct boot_opts *o, int console_fd, cha
 	if (disks_open(o, l->disks, &l->ndisks, err, errlen))
 		goto fail;
 	/* The first --drive is the root disk; a --scratch disk alone is not. */
-	if (vm_virtio_cmdline(l->cmdline, sizeof(l->cmdline), o->cmdline, l->ndisks + (o->vsock_path ? 1 : 0),
+	if (o->net.net && launch_net(&o->net, &l->net, err, errlen))
+		goto fail;
+	/* With a NIC, the guest agent learns its addresses from padcell.net= (virtio_net.h). */
+	char user[LAYOUT_CMDLINE_MAX], netarg[96] = "";
+	if (o->net.net)
+		virtio_net_cmdline(netarg, sizeof(netarg));
+	if (snprintf(user, sizeof(user), "%s%s%s", o->cmdline, *netarg ? " " : "", netarg) >= (int)sizeof(user) ||
+	    vm_virtio_cmdline(l->cmdline, sizeof(l->cmdline), user,
+			      l->ndisks + (o->vsock_path ? 1 : 0) + (o->net.net ? 1 : 0),
 			      o->ndrives ? (int)o->drives[0].ro : -1)) {
 		snprintf(err, errlen, "the kernel command line with the virtio devices is over %u bytes",
 			 LAYOUT_CMDLINE_MAX - 1);
@@ -202,7 +237,7 @@ int launch_boot(struct launch *l, const struct boot_opts *o, int console_fd, cha
 	struct vm_config cfg = { .mem_size = o->mem, .ncpus = o->cpus, .console_out = console_fd,
 				 .verbose = o->verbose, .disks = l->disks, .ndisks = l->ndisks,
 				 .vsock_path = l->vsock_fd >= 0 ? l->vsock_path : NULL, .vsock_listen_fd = l->vsock_fd,
-				 .vsock_cid = o->vsock_cid };
+				 .vsock_cid = o->vsock_cid, .net = o->net.net ? &l->net : NULL };
 	rc = EXIT_HOST_ERROR;
 	if (vm_create(&l->vm, &cfg, err, errlen))
 		goto fail;
@@ -226,7 +261,7 @@ int launch_boot(struct launch *l, const struct boot_opts *o, int console_fd, cha
 	/* The files are in guest memory now; drop them before the guest runs. */
 	file_unmap(&l->kernel);
 	file_unmap(&l->initrd);
-	if (o->verbose && (l->ndisks || l->vsock_fd >= 0))
+	if (o->verbose && (l->ndisks || l->vsock_fd >= 0 || o->net.net))
 		fprintf(stderr, "padcell: kernel command line: %s\n", l->cmdline);
 	if (o->verbose)
 		fprintf(stderr, "padcell: %s entry at 0x%llx, %u vCPU(s), %llu MiB\n", l->br.pvh ? "PVH" : "64-bit Linux",
@@ -242,6 +277,7 @@ void launch_teardown(struct launch *l)
 	if (l->vm_made)
 		vm_destroy(&l->vm);
 	l->vm_made = false;
+	launch_net_close(&l->net);
 	if (l->vsock_fd >= 0) {
 		close(l->vsock_fd);
 		unlink(l->vsock_path);

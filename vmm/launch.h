@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "devices/virtio_net.h"
 #include "vmm/cmd/cli.h"
 #include "vmm/vm.h"
 
@@ -23,6 +24,8 @@ struct launch {
 	unsigned ndisks;
 	int vsock_fd;              /* the listening socket at vsock_path, or -1 */
 	const char *vsock_path;    /* the options' --vsock PATH, which outlive the launch */
+	struct net_params net;     /* when o->net.net: the NIC's policy; net_log_fd is its --net-log */
+	int net_log_fd;
 	struct vm vm;
 	bool vm_made;
 	struct boot_result br;
@@ -36,6 +39,14 @@ struct launch {
  * and launch_teardown() is a no-op.
  */
 int launch_boot(struct launch *l, const struct boot_opts *o, int console_fd, char *err, size_t errlen);
+
+/*
+ * The NIC's parameters from the network options (boot, run and restore): checks this padcell
+ * has a stack and opens --net-log for appending.  0, or EXIT_USAGE with err set.  launch_net_close()
+ * closes the log.
+ */
+int launch_net(const struct net_opts *o, struct net_params *p, char *err, size_t errlen);
+void launch_net_close(struct net_params *p);
 
 /* Closes and removes everything launch_boot made, the VM first.  Safe to call twice. */
 void launch_teardown(struct launch *l);

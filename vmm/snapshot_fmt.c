@@ -11,6 +11,7 @@
 #include "devices/i8042.h"
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
+#include "devices/virtio_net.h"
 #include "devices/virtio_vsock.h"
 #include "vmm/x86/acpi.h"
 #include "vmm/err.h"
@@ -205,6 +206,7 @@ static const char *const sec_names[SNAP_SEC_MAX] = {
 	[SNAP_SEC_CLOCK] = "CLOCK", [SNAP_SEC_SERIAL] = "serial", [SNAP_SEC_I8042] = "i8042",
 	[SNAP_SEC_ACPI_PM] = "ACPI PM", [SNAP_SEC_PVPANIC] = "pvpanic", [SNAP_SEC_DISK] = "disk",
 	[SNAP_SEC_BLK] = "virtio-blk", [SNAP_SEC_VSOCK] = "virtio-vsock",
+	[SNAP_SEC_NET] = "virtio-net",
 };
 
 /* Exact size, or 0 for the variable-length sections. */
@@ -229,6 +231,7 @@ static uint64_t sec_size(uint32_t type)
 	case SNAP_SEC_DISK: return sizeof(struct snap_disk);
 	case SNAP_SEC_BLK: return sizeof(struct virtio_blk_state);
 	case SNAP_SEC_VSOCK: return sizeof(struct virtio_vsock_state);
+	case SNAP_SEC_NET: return sizeof(struct virtio_net_state);
 	default: return 0;
 	}
 }

@@ -15,7 +15,7 @@
  * a snapshot is only restored by the padcell format version that wrote it.
  */
 #define SNAP_MAGIC      "PADCSNAP"
-#define SNAP_VERSION    1u
+#define SNAP_VERSION    2u /* 2: the virtio-net section */
 #define SNAP_END_MAGIC  0x444e4553u /* "SEND" */
 #define SNAP_MAX_SECTIONS 4096u
 #define SNAP_MAX_SIZE   (64u << 20)  /* no state file is near this; a bigger one is refused unread */
@@ -68,6 +68,7 @@ enum snap_sec {
 	SNAP_SEC_DISK,            /* struct snap_disk; index = virtio slot */
 	SNAP_SEC_BLK,             /* struct virtio_blk_state; index = virtio slot */
 	SNAP_SEC_VSOCK,           /* struct virtio_vsock_state; index = virtio slot */
+	SNAP_SEC_NET,             /* struct virtio_net_state; index = virtio slot */
 	SNAP_SEC_MAX
 };
 

@@ -50,6 +50,7 @@ struct vm_config {
 	const char *vsock_path; /* --vsock: NULL for none; then the next virtio slot after the disks */
 	int vsock_listen_fd;    /* from vsock_listen(vsock_path), the caller's */
 	uint32_t vsock_cid;
+	const struct net_params *net; /* --net/--allow: NULL for no NIC (the default); the slot after vsock */
 	int mem_fd;             /* with mem_from_file: guest RAM is this file, mapped copy-on-write (restore) */
 	const char *mem_path;   /* its name, for the error if it is truncated under the VM */
 	bool mem_from_file;

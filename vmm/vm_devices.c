@@ -8,6 +8,7 @@
 #include "devices/pvpanic.h"
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
+#include "devices/virtio_net.h"
 #include "devices/virtio_vsock.h"
 #include "vmm/err.h"
 #include "vmm/vm.h"
@@ -15,11 +16,11 @@
 /*
  * A new device kind is its own file in devices/ (its dev_ops and create function) and one line
  * here.  The order is the order of their state in a snapshot, and of the virtio-mmio slots the
- * command line announces: disks first (/dev/vda is slot 0), then vsock.
+ * command line announces: disks first (/dev/vda is slot 0), then vsock, then the NIC.
  */
 int vm_devices_add(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
 {
-	unsigned nvirtio = cfg->ndisks + (cfg->vsock_path ? 1 : 0);
+	unsigned nvirtio = cfg->ndisks + (cfg->vsock_path ? 1 : 0) + (cfg->net ? 1 : 0);
 	if (nvirtio > LAYOUT_VIRTIO_MAX)
 		return errorf(err, errlen, -EINVAL, "too many virtio devices (%u, at most %u)", nvirtio, LAYOUT_VIRTIO_MAX);
 	const struct serial_params com1 = { .out_fd = cfg->console_out };
@@ -39,6 +40,8 @@ int vm_devices_add(struct vm *vm, const struct vm_config *cfg, char *err, size_t
 					    .guest_cid = cfg->vsock_cid };
 	if (cfg->vsock_path && (rc = vm_virtio_add(vm, virtio_vsock_create, &vsock, err, errlen)))
 		return rc;
+	if (cfg->net && (rc = vm_virtio_add(vm, virtio_net_create, cfg->net, err, errlen)))
+		return rc;
 	return 0;
 }
 
@@ -52,6 +55,13 @@ int vm_devices_config_restore(const struct dev_snap_in *in, struct vm_config *cf
 	if (has_vsock != (cfg->vsock_path != NULL))
 		return errorf(err, errlen, -EINVAL, has_vsock ? "the snapshot's VM has a vsock device: give --vsock PATH"
 							      : "the snapshot's VM has no vsock device: leave out --vsock");
+	/* A snapshot's NIC comes back with a fresh stack and the policy given now (none given: deny all). */
+	static const struct net_params deny_all = { .log_fd = -1 };
+	bool has_net = virtio_net_in_snapshot(in, ndisks + (has_vsock ? 1 : 0));
+	if (!has_net && cfg->net)
+		return errorf(err, errlen, -EINVAL, "the snapshot's VM has no network device: leave out --net and --allow");
+	if (has_net && !cfg->net)
+		cfg->net = &deny_all;
 	cfg->ndisks = 0;
 	for (unsigned i = 0; i < ndisks; i++) {
 		int rc = virtio_blk_disk_restore(in, i, &disks[i], err, errlen);

@@ -2,6 +2,8 @@
 #include "vmm/agent/agent_client.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -11,6 +13,8 @@
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "devices/virtio_vsock.h"
@@ -19,11 +23,92 @@
 
 static uint8_t frame_buf[AGENT_MAX_PAYLOAD];
 
+void agent_conn_init(struct agent_conn *c, int fd, int sig_fd, int abort_fd)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	c->sig_fd = sig_fd;
+	c->abort_fd = abort_fd;
+	c->frame_ms = AGENT_FRAME_MS;
+	c->reply_ms = AGENT_REPLY_MS;
+	c->grace_ms = AGENT_SIGNAL_GRACE_MS;
+	c->slack_ms = AGENT_TIMEOUT_SLACK_MS;
+}
+
+#define CONN_POLL_MAX 6
+
+/*
+ * The one wait of this client: until one of p[0..n) has its events, a stop signal arrives on
+ * c->sig_fd (-EINTR, c->signo set), c->abort_fd is readable and none of p is (-ECONNABORTED), or
+ * deadline (now_ms(); 0: none) passes (-ETIMEDOUT).  A signal wins over ready fds, so a stream
+ * that never pauses cannot starve it.  Returns how many of p are ready, with their revents.
+ */
+static int conn_poll(struct agent_conn *c, struct pollfd *p, int n, double deadline)
+{
+	struct pollfd all[CONN_POLL_MAX];
+	if (n)
+		memcpy(all, p, (size_t)n * sizeof(*p));
+	int i_sig = n, i_abort = n + 1;
+	all[i_sig] = (struct pollfd){ .fd = c->sig_fd, .events = POLLIN };     /* poll skips a negative fd */
+	all[i_abort] = (struct pollfd){ .fd = c->abort_fd, .events = POLLIN };
+	for (;;) {
+		int timeout = -1;
+		if (deadline > 0) {
+			double left = deadline - now_ms();
+			timeout = left <= 0 ? 0 : (int)left + 1;
+		}
+		int k = poll(all, (nfds_t)n + 2, timeout);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (all[i_sig].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			if (read(c->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+				c->signo = (int)si.ssi_signo;
+				return -EINTR;
+			}
+		}
+		int ready = 0;
+		for (int i = 0; i < n; i++) {
+			p[i].revents = all[i].revents;
+			ready += p[i].revents != 0;
+		}
+		if (ready)
+			return ready;
+		if (all[i_abort].revents)
+			return -ECONNABORTED;
+		if (deadline > 0 && now_ms() >= deadline)
+			return -ETIMEDOUT;
+	}
+}
+
+/* A pause of ms that a stop signal or the abort fd cut short: 0 when it ran its course. */
+static int conn_sleep(struct agent_conn *c, int ms)
+{
+	int rc = conn_poll(c, NULL, 0, now_ms() + ms);
+	return rc == -ETIMEDOUT ? 0 : rc;
+}
+
+/* The message for a wait that ended early; `what` says what was being waited for. */
+static int wait_error(struct agent_conn *c, int rc, const char *what, char *err, size_t errlen)
+{
+	if (rc == -EINTR)
+		return errorf(err, errlen, rc, "stopped by signal %d while waiting for %s", c->signo, what);
+	if (rc == -ECONNABORTED)
+		return errorf(err, errlen, rc, "the VM stopped while padcell waited for %s", what);
+	if (rc == -ETIMEDOUT)
+		return errorf(err, errlen, rc, "the agent sent no %s within %d s", what, c->reply_ms / 1000);
+	return errorf(err, errlen, rc, "waiting for %s: %s", what, strerror(-rc));
+}
+
 /* One CONNECT attempt: the fd, -EAGAIN when the guest refused or the VM is not up yet, -errno. */
-static int connect_once(const char *path, uint32_t port, double deadline, char *err, size_t errlen)
+static int connect_once(struct agent_conn *c, const char *path, uint32_t port, double deadline, char *err,
+			size_t errlen)
 {
 	enum unix_step at;
-	int fd = unix_connect(path, 0, &at);
+	/* Non-blocking: a listener that never accepts (its backlog full) must not hold connect(). */
+	int fd = unix_connect(path, SOCK_NONBLOCK, &at);
 	if (fd < 0) {
 		if (at == UNIX_STEP_PATH)
 			return errorf(err, errlen, fd, "socket path '%s' is too long", path);
@@ -32,24 +117,30 @@ static int connect_once(const char *path, uint32_t port, double deadline, char *
 		if (fd == -ENOENT || fd == -ECONNREFUSED)
 			return errorf(err, errlen, -EAGAIN, "nothing listens on %s (is the VM running with --vsock %s?)",
 				      path, path);
+		if (fd == -EAGAIN)
+			return errorf(err, errlen, -EAGAIN, "%s accepts no connection (its backlog is full)", path);
 		return errorf(err, errlen, fd, "cannot connect to %s: %s", path, strerror(-fd));
 	}
 	char line[40];
 	int n = snprintf(line, sizeof(line), "CONNECT %u\n", port);
-	if (write(fd, line, (size_t)n) != n) {
+	if (send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) != n) {
 		close(fd);
 		return errorf(err, errlen, -EAGAIN, "the VM closed the socket");
 	}
 	/* "OK <port>\n", one byte at a time: what follows is the agent's, not ours to consume. */
 	size_t got = 0;
 	while (got < sizeof(line) - 1) {
-		int left = (int)(deadline - now_ms());
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		if (left <= 0 || poll(&p, 1, left) <= 0) {
+		int rc = conn_poll(c, &p, 1, deadline);
+		if (rc < 0) {
 			close(fd);
-			return errorf(err, errlen, -ETIMEDOUT, "no answer to CONNECT %u", port);
+			if (rc == -ETIMEDOUT)
+				return errorf(err, errlen, rc, "no answer to CONNECT %u", port);
+			return wait_error(c, rc, "the answer to CONNECT", err, errlen);
 		}
-		ssize_t r = read(fd, line + got, 1);
+		ssize_t r = recv(fd, line + got, 1, MSG_DONTWAIT);
+		if (r < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
 		if (r <= 0) {
 			close(fd);
 			return errorf(err, errlen, -EAGAIN, "the guest refused port %u (is the agent running?)", port);
@@ -58,64 +149,173 @@ static int connect_once(const char *path, uint32_t port, double deadline, char *
 			break;
 	}
 	line[got] = '\0';
-	if (strncmp(line, "OK ", 3)) {
+	if (strncmp(line, "OK ", 3) || line[got - 1] != '\n') {
 		close(fd);
 		return errorf(err, errlen, -EPROTO, "unexpected answer to CONNECT: '%.*s'", (int)strcspn(line, "\n"), line);
 	}
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0)
+		fcntl(fd, F_SETFL, fl & ~O_NONBLOCK); /* every read and write of ours is MSG_DONTWAIT */
 	return fd;
 }
 
-int agent_connect(const char *vsock_path, uint32_t port, int timeout_ms, char *err, size_t errlen)
+int agent_conn_open(struct agent_conn *c, const char *vsock_path, uint32_t port, int timeout_ms, char *err,
+		    size_t errlen)
 {
 	double deadline = now_ms() + timeout_ms;
 	for (;;) {
-		int fd = connect_once(vsock_path, port, deadline, err, errlen);
+		int fd = connect_once(c, vsock_path, port, deadline, err, errlen);
+		if (fd >= 0) {
+			c->fd = fd;
+			c->got = 0;
+			return 0;
+		}
 		if (fd != -EAGAIN || now_ms() >= deadline)
 			return fd;
-		usleep(20000);
+		int rc = conn_sleep(c, 20);
+		if (rc)
+			return wait_error(c, rc, "the agent to listen", err, errlen);
 	}
 }
 
-/* Reads one frame, turning ERROR into its message. */
-static int read_frame(int fd, struct agent_hdr *h, char *err, size_t errlen)
+/*
+ * Reads what has arrived of the current frame, without waiting: 1 when it is complete (c->h, its
+ * payload in frame_buf), 0 when more is due, -EPIPE at a clean end of stream before a frame,
+ * -EPROTO for a bad header or a frame cut short, -errno.
+ */
+static int conn_recv(struct agent_conn *c)
 {
-	int rc = agent_read_frame(fd, h, frame_buf, sizeof(frame_buf));
+	for (;;) {
+		if (c->got >= AGENT_HDR_LEN && c->got == AGENT_HDR_LEN + c->h.len) {
+			c->got = 0;
+			return 1;
+		}
+		bool in_hdr = c->got < AGENT_HDR_LEN;
+		uint8_t *dst = in_hdr ? c->hdr + c->got : frame_buf + (c->got - AGENT_HDR_LEN);
+		size_t want = in_hdr ? AGENT_HDR_LEN - c->got : AGENT_HDR_LEN + c->h.len - c->got;
+		ssize_t r = recv(c->fd, dst, want, MSG_DONTWAIT);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+		if (r == 0)
+			return c->got ? -EPROTO : -EPIPE;
+		if (c->got == 0)
+			c->frame_t0 = now_ms();
+		c->got += (size_t)r;
+		if (in_hdr && c->got == AGENT_HDR_LEN && agent_hdr_decode(c->hdr, &c->h))
+			return -EPROTO;
+	}
+}
+
+/* When the frame being received must be complete; 0 when none is under way. */
+static double conn_frame_deadline(const struct agent_conn *c)
+{
+	return c->got ? c->frame_t0 + c->frame_ms : 0;
+}
+
+/* The message for conn_recv's errors, and ERROR frames turned into theirs. */
+static int frame_error(struct agent_conn *c, int rc, char *err, size_t errlen)
+{
 	if (rc == -EPIPE)
 		return errorf(err, errlen, -EPIPE, "the agent closed the connection");
 	if (rc == -EPROTO)
-		return errorf(err, errlen, -EPROTO, "malformed frame from the agent");
+		return errorf(err, errlen, -EPROTO, "malformed frame from the agent (a bad header or a frame cut short)");
+	if (rc == -ETIMEDOUT)
+		return errorf(err, errlen, rc, "the agent sent %zu bytes of a frame and then nothing for %d s", c->got,
+			      c->frame_ms / 1000);
+	return errorf(err, errlen, rc, "reading from the agent: %s", strerror(-rc));
+}
+
+static int error_frame(const struct agent_conn *c, char *err, size_t errlen)
+{
+	return errorf(err, errlen, -EIO, "the agent says: %.*s", (int)(c->h.len > 400 ? 400 : c->h.len),
+		      (const char *)frame_buf);
+}
+
+/*
+ * Reads one frame whose first byte must come before deadline (0: none), turning ERROR into its
+ * message; what names the frame for a wait that ends early.
+ */
+static int read_frame(struct agent_conn *c, double deadline, const char *what, char *err, size_t errlen)
+{
+	for (;;) {
+		int rc = conn_recv(c);
+		if (rc == 1)
+			return c->h.type == AGENT_ERROR ? error_frame(c, err, errlen) : 0;
+		if (rc < 0)
+			return frame_error(c, rc, err, errlen);
+		struct pollfd p = { .fd = c->fd, .events = POLLIN };
+		double fd_deadline = conn_frame_deadline(c);
+		rc = conn_poll(c, &p, 1, fd_deadline ? fd_deadline : deadline);
+		if (rc == -ETIMEDOUT && fd_deadline)
+			return frame_error(c, rc, err, errlen);
+		if (rc < 0)
+			return wait_error(c, rc, what, err, errlen);
+	}
+}
+
+/* A reply: its first byte within reply_ms. */
+static int read_reply(struct agent_conn *c, const char *what, char *err, size_t errlen)
+{
+	return read_frame(c, now_ms() + c->reply_ms, what, err, errlen);
+}
+
+static int expect_ok(struct agent_conn *c, const char *what, char *err, size_t errlen)
+{
+	int rc = read_reply(c, what, err, errlen);
 	if (rc)
-		return errorf(err, errlen, rc, "reading from the agent: %s", strerror(-rc));
-	if (h->type == AGENT_ERROR)
-		return errorf(err, errlen, -EIO, "the agent says: %.*s", (int)(h->len > 400 ? 400 : h->len),
-			      (const char *)frame_buf);
+		return rc;
+	if (c->h.type != AGENT_OK || c->h.len)
+		return errorf(err, errlen, -EPROTO, "the agent answered frame type %u where OK was due", c->h.type);
 	return 0;
 }
 
-static int expect_ok(int fd, char *err, size_t errlen)
+/* Sends one frame, all of it taken by the agent within reply_ms. */
+static int send_frame(struct agent_conn *c, uint16_t type, const void *p, uint32_t len, char *err, size_t errlen)
 {
-	struct agent_hdr h;
-	int rc = read_frame(fd, &h, err, errlen);
-	if (rc)
-		return rc;
-	if (h.type != AGENT_OK || h.len)
-		return errorf(err, errlen, -EPROTO, "the agent answered frame type %u where OK was due", h.type);
+	uint8_t hdr[AGENT_HDR_LEN];
+	agent_hdr_encode(hdr, len, type, 0);
+	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)p, len } };
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+	double deadline = now_ms() + c->reply_ms;
+	while (m.msg_iovlen) {
+		ssize_t w = sendmsg(c->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+			return errorf(err, errlen, -errno, "writing to the agent: %s", strerror(errno));
+		if (w < 0) {
+			struct pollfd pf = { .fd = c->fd, .events = POLLOUT };
+			int rc = conn_poll(c, &pf, 1, deadline);
+			if (rc == -ETIMEDOUT)
+				return errorf(err, errlen, rc, "the agent took nothing of a frame padcell sent for %d s",
+					      c->reply_ms / 1000);
+			if (rc < 0)
+				return wait_error(c, rc, "the agent to read", err, errlen);
+			continue;
+		}
+		while (m.msg_iovlen && (size_t)w >= m.msg_iov->iov_len) {
+			w -= (ssize_t)m.msg_iov->iov_len;
+			m.msg_iov++;
+			m.msg_iovlen--;
+		}
+		if (m.msg_iovlen) {
+			m.msg_iov->iov_base = (uint8_t *)m.msg_iov->iov_base + w;
+			m.msg_iov->iov_len -= (size_t)w;
+		}
+	}
 	return 0;
 }
 
-static int send_frame(int fd, uint16_t type, const void *p, uint32_t len, char *err, size_t errlen)
+int agent_conn_hello(struct agent_conn *c, double deadline, struct agent_hello *out, char *err, size_t errlen)
 {
-	int rc = agent_write_frame(fd, type, p, len);
-	return rc ? errorf(err, errlen, rc, "writing to the agent: %s", strerror(-rc)) : 0;
-}
-
-int agent_hello(int fd, struct agent_hello *out, char *err, size_t errlen)
-{
-	struct agent_hdr h;
-	int rc = read_frame(fd, &h, err, errlen);
+	int rc = read_frame(c, deadline, "the agent's HELLO", err, errlen);
+	if (rc == -ETIMEDOUT && !c->got)
+		return errorf(err, errlen, rc, "the agent sent no HELLO in time");
 	if (rc)
 		return rc;
-	if (h.type != AGENT_HELLO || agent_hello_decode(frame_buf, h.len, out))
+	if (c->h.type != AGENT_HELLO || agent_hello_decode(frame_buf, c->h.len, out))
 		return errorf(err, errlen, -EPROTO, "the guest did not greet with the agent's HELLO (not padcell-agent?)");
 	if (out->version != AGENT_PROTO_VERSION)
 		return errorf(err, errlen, -EPROTO, "the guest agent speaks protocol version %u, this padcell %u: "
@@ -123,7 +323,7 @@ int agent_hello(int fd, struct agent_hello *out, char *err, size_t errlen)
 	return 0;
 }
 
-int agent_sync(int fd, char *err, size_t errlen)
+int agent_conn_sync(struct agent_conn *c, char *err, size_t errlen)
 {
 	struct agent_sync s;
 	struct timespec ts;
@@ -133,22 +333,8 @@ int agent_sync(int fd, char *err, size_t errlen)
 		return errorf(err, errlen, -EIO, "getrandom: %s", strerror(errno));
 	uint8_t b[AGENT_SYNC_LEN];
 	agent_sync_encode(b, &s);
-	int rc = send_frame(fd, AGENT_SYNC, b, sizeof(b), err, errlen);
-	return rc ? rc : expect_ok(fd, err, errlen);
-}
-
-static int write_all(int fd, const uint8_t *p, size_t len)
-{
-	while (len) {
-		ssize_t w = write(fd, p, len);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
+	int rc = send_frame(c, AGENT_SYNC, b, sizeof(b), err, errlen);
+	return rc ? rc : expect_ok(c, "the answer to SYNC", err, errlen);
 }
 
 /*
@@ -188,8 +374,99 @@ static int outq_flush(int fd, struct outq *q)
 	return 0;
 }
 
-int agent_exec(int fd, const struct agent_exec_req *req, int out_fd, int err_fd, int sig_fd,
-	       struct agent_exec_result *res, char *err, size_t errlen)
+/*
+ * Output on its way to one of the host's fds.  Written only when poll says the fd has room, and
+ * then at most PIPE_BUF bytes at a time to anything but a regular file — a pipe with room takes
+ * that much without blocking — so a reader that stops (`| less` left alone) holds the output
+ * back, never padcell's waits.  While a frame's payload waits here no further frame is read: the
+ * agent, and the command behind it, are held back in turn.
+ */
+struct hostout {
+	int fd;
+	bool ok;      /* false once a write failed (a closed pipe): the rest is dropped */
+	bool regular; /* a file: never blocks, written in one go */
+	int error;    /* errno of the failed write */
+	const uint8_t *p;
+	size_t len;
+};
+
+static void hostout_init(struct hostout *o, int fd)
+{
+	struct stat st;
+	o->fd = fd;
+	o->ok = true;
+	o->error = 0;
+	o->regular = fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+	o->len = 0;
+}
+
+static void hostout_write(struct hostout *o)
+{
+	while (o->len) {
+		size_t n = o->regular || o->len < PIPE_BUF ? o->len : PIPE_BUF;
+		ssize_t w = write(o->fd, o->p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN)
+			return;
+		if (w <= 0) {
+			o->error = w < 0 ? errno : EIO;
+			o->ok = false; /* a closed host stdout (head) must not stop the command's stderr */
+			o->len = 0;
+			return;
+		}
+		o->p += w;
+		o->len -= (size_t)w;
+		if (!o->regular)
+			return; /* back to poll before the next chunk */
+	}
+}
+
+/* Handles a frame of a running command: 1 when it was EXIT (res filled), 0 to go on, -errno. */
+static int exec_frame(struct agent_conn *c, struct hostout *out, struct hostout *errout, uint32_t *in_flight,
+		      struct agent_exec_result *res, char *err, size_t errlen)
+{
+	switch (c->h.type) {
+	case AGENT_STDOUT:
+	case AGENT_STDERR: {
+		struct hostout *o = c->h.type == AGENT_STDOUT ? out : errout;
+		if (o->ok && c->h.len) {
+			o->p = frame_buf;
+			o->len = c->h.len;
+		}
+		return 0;
+	}
+	case AGENT_STDIN_ACK: {
+		uint32_t acked;
+		if (agent_u32_decode(frame_buf, c->h.len, &acked) || acked > *in_flight)
+			return errorf(err, errlen, -EPROTO, "malformed STDIN_ACK from the agent");
+		*in_flight -= acked;
+		return 0;
+	}
+	case AGENT_EXIT: {
+		uint32_t how;
+		int32_t code;
+		if (agent_exit_decode(frame_buf, c->h.len, &how, &code))
+			return errorf(err, errlen, -EPROTO, "malformed EXIT from the agent");
+		res->how = (int)how;
+		res->code = code;
+		return 1;
+	}
+	case AGENT_ERROR:
+		return error_frame(c, err, errlen);
+	default:
+		return errorf(err, errlen, -EPROTO, "unexpected frame type %u from the agent", c->h.type);
+	}
+}
+
+/* The earlier of two deadlines, either of which may be unset (0). */
+static double earliest(double a, double b)
+{
+	return !a ? b : !b ? a : a < b ? a : b;
+}
+
+int agent_conn_exec(struct agent_conn *c, const struct agent_exec_req *req, int out_fd, int err_fd,
+		    struct agent_exec_result *res, char *err, size_t errlen)
 {
 	int n = agent_exec_encode(frame_buf, sizeof(frame_buf), (const char *const *)req->argv,
 				  (const char *const *)req->env, req->cwd, req->user, req->timeout_ms,
@@ -198,42 +475,76 @@ int agent_exec(int fd, const struct agent_exec_req *req, int out_fd, int err_fd,
 		return errorf(err, errlen, n, n == -E2BIG ? "the command and its environment are over %u bytes"
 							 : "the command is empty or an --env entry has no '='",
 			      AGENT_MAX_PAYLOAD);
-	int rc = send_frame(fd, AGENT_EXEC, frame_buf, (uint32_t)n, err, errlen);
+	int rc = send_frame(c, AGENT_EXEC, frame_buf, (uint32_t)n, err, errlen);
 	if (rc)
 		return rc;
 	int in = req->stdin_fd;
-	bool out_ok = true, err_ok = true; /* a closed host stdout (head) must not stop the command's stderr */
+	struct hostout out, errout;
+	hostout_init(&out, out_fd);
+	hostout_init(&errout, err_fd);
 	static struct outq q;
 	q.off = q.len = 0;
 	uint32_t in_flight = 0; /* stdin bytes sent and not yet acknowledged (AGENT_STDIN_WINDOW) */
 	static uint8_t inbuf[AGENT_MAX_PAYLOAD];
+	/* The agent enforces the timeout; this deadline is only for an agent that never reports it. */
+	double timeout_at = req->timeout_ms ? now_ms() + req->timeout_ms + c->slack_ms : 0;
+	double grace_at = 0;    /* set once a stop signal has been forwarded */
+	int forwarded = 0;      /* that signal */
+	bool can_signal = true; /* false once the agent stopped reading: a signal then ends the wait */
 	for (;;) {
 		struct pollfd p[3];
-		int np = 0, i_conn, i_in = -1, i_sig = -1;
-		i_conn = np;
-		p[np++] = (struct pollfd){ .fd = fd, .events = (short)(POLLIN | (q.off < q.len ? POLLOUT : 0)) };
+		int np = 0, i_conn = -1, i_in = -1, i_out = -1;
+		struct hostout *pending = out.len ? &out : errout.len ? &errout : NULL;
+		/* No further frame while one waits for the host's reader; the queue goes out regardless. */
+		short conn_ev = (short)((pending ? 0 : POLLIN) | (q.off < q.len ? POLLOUT : 0));
+		if (conn_ev) {
+			i_conn = np;
+			p[np++] = (struct pollfd){ .fd = c->fd, .events = conn_ev };
+		}
+		if (pending) {
+			i_out = np;
+			p[np++] = (struct pollfd){ .fd = pending->fd, .events = POLLOUT };
+		}
 		/* More stdin only when the last frame is out and the agent's window has room. */
 		if (in >= 0 && q.off == q.len && in_flight < AGENT_STDIN_WINDOW) {
 			i_in = np;
 			p[np++] = (struct pollfd){ .fd = in, .events = POLLIN };
 		}
-		if (sig_fd >= 0) {
-			i_sig = np;
-			p[np++] = (struct pollfd){ .fd = sig_fd, .events = POLLIN };
+		double deadline = earliest(earliest(timeout_at, grace_at), conn_frame_deadline(c));
+		rc = conn_poll(c, p, np, deadline);
+		if (rc == -EINTR) {
+			if (forwarded || !can_signal)
+				return errorf(err, errlen, rc, forwarded ? "stopped by a second signal %d" : "stopped by signal %d",
+					      c->signo);
+			uint8_t b[4];
+			agent_u32_encode(b, (uint32_t)c->signo);
+			outq_add(&q, AGENT_SIGNAL, b, 4);
+			forwarded = c->signo;
+			grace_at = now_ms() + c->grace_ms;
+			continue;
 		}
-		if (poll(p, (nfds_t)np, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			return errorf(err, errlen, -errno, "poll: %s", strerror(errno));
-		}
-		if (i_sig >= 0 && (p[i_sig].revents & POLLIN)) {
-			struct signalfd_siginfo si;
-			if (read(sig_fd, &si, sizeof(si)) == sizeof(si)) {
-				uint8_t b[4];
-				agent_u32_encode(b, si.ssi_signo);
-				outq_add(&q, AGENT_SIGNAL, b, 4); /* beyond OUTQ_SIGNALS queued, more of them add nothing */
+		if (rc == -ETIMEDOUT) {
+			double now = now_ms();
+			if (grace_at && now >= grace_at) {
+				c->signo = forwarded;
+				return errorf(err, errlen, -EINTR, "stopped by signal %d: the command did not end within %d s of it",
+					      forwarded, c->grace_ms / 1000);
 			}
+			if (conn_frame_deadline(c) && now >= conn_frame_deadline(c))
+				return frame_error(c, rc, err, errlen);
+			if (timeout_at && now >= timeout_at) {
+				res->how = AGENT_TIMEDOUT;
+				res->code = 0;
+				return 0;
+			}
+			continue;
 		}
+		if (rc == -ECONNABORTED)
+			return errorf(err, errlen, rc, "the VM stopped while the command ran");
+		if (rc < 0)
+			return errorf(err, errlen, rc, "poll: %s", strerror(-rc));
+		if (i_out >= 0 && p[i_out].revents)
+			hostout_write(pending);
 		if (i_in >= 0 && p[i_in].revents) {
 			size_t room = AGENT_STDIN_WINDOW - in_flight;
 			ssize_t r = read(in, inbuf, room < sizeof(inbuf) ? room : sizeof(inbuf));
@@ -245,95 +556,150 @@ int agent_exec(int fd, const struct agent_exec_req *req, int out_fd, int err_fd,
 			if (r > 0)
 				in_flight += (uint32_t)r;
 		}
-		if (q.off < q.len && outq_flush(fd, &q)) {
+		if (q.off < q.len && outq_flush(c->fd, &q)) {
 			/* The agent stopped reading (it may have sent EXIT and closed): what it sent still
 			 * decides the outcome, so read on instead of failing here. */
 			q.off = q.len = 0;
 			in = -1;
-			sig_fd = -1;
+			can_signal = false;
 		}
-		if (p[i_conn].revents & (POLLIN | POLLHUP | POLLERR)) {
-			struct agent_hdr h;
-			if ((rc = read_frame(fd, &h, err, errlen)))
-				return rc;
-			switch (h.type) {
-			case AGENT_STDOUT:
-				if (out_ok && write_all(out_fd, frame_buf, h.len))
-					out_ok = false;
-				break;
-			case AGENT_STDERR:
-				if (err_ok && write_all(err_fd, frame_buf, h.len))
-					err_ok = false;
-				break;
-			case AGENT_STDIN_ACK: {
-				uint32_t acked;
-				if (agent_u32_decode(frame_buf, h.len, &acked) || acked > in_flight)
-					return errorf(err, errlen, -EPROTO, "malformed STDIN_ACK from the agent");
-				in_flight -= acked;
-				break;
-			}
-			case AGENT_EXIT: {
-				uint32_t how;
-				int32_t code;
-				if (agent_exit_decode(frame_buf, h.len, &how, &code))
-					return errorf(err, errlen, -EPROTO, "malformed EXIT from the agent");
-				res->how = (int)how;
-				res->code = code;
-				return 0;
-			}
-			default:
-				return errorf(err, errlen, -EPROTO, "unexpected frame type %u from the agent", h.type);
+		if (i_conn >= 0 && (conn_ev & POLLIN) && (p[i_conn].revents & (POLLIN | POLLHUP | POLLERR))) {
+			/* Every whole frame that is here, until one's output has to wait for the host. */
+			while (!out.len && !errout.len) {
+				rc = conn_recv(c);
+				if (rc == 0)
+					break;
+				if (rc < 0)
+					return frame_error(c, rc, err, errlen);
+				rc = exec_frame(c, &out, &errout, &in_flight, res, err, errlen);
+				if (rc)
+					return rc < 0 ? rc : 0;
+				hostout_write(&out); /* a file, or a pipe with room: at once */
+				hostout_write(&errout);
 			}
 		}
 	}
 }
 
-int agent_put_file(int fd, int src_fd, const char *guest_path, unsigned mode, char *err, size_t errlen)
+int agent_conn_put_file(struct agent_conn *c, int src_fd, const char *guest_path, unsigned mode, char *err,
+			size_t errlen)
 {
 	int n = agent_put_encode(frame_buf, sizeof(frame_buf), mode & 07777u, guest_path);
 	if (n < 0)
 		return errorf(err, errlen, -EINVAL, "guest path '%s' is not absolute, or too long", guest_path);
-	int rc = send_frame(fd, AGENT_PUT, frame_buf, (uint32_t)n, err, errlen);
-	if (rc || (rc = expect_ok(fd, err, errlen)))
+	int rc = send_frame(c, AGENT_PUT, frame_buf, (uint32_t)n, err, errlen);
+	if (rc || (rc = expect_ok(c, "the answer to PUT", err, errlen)))
 		return rc;
 	static uint8_t buf[AGENT_MAX_PAYLOAD];
 	for (;;) {
+		/* The source may be a pipe that never ends: waiting for it stays interruptible, with no
+		 * deadline (what the user feeds padcell is the user's business). */
+		struct pollfd p = { .fd = src_fd, .events = POLLIN };
+		rc = conn_poll(c, &p, 1, 0);
+		if (rc < 0)
+			return wait_error(c, rc, "the source to copy", err, errlen);
 		ssize_t r = read(src_fd, buf, sizeof(buf));
-		if (r < 0 && errno == EINTR)
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (r < 0)
 			return errorf(err, errlen, -errno, "reading the source: %s", strerror(errno));
-		if ((rc = send_frame(fd, AGENT_DATA, buf, (uint32_t)r, err, errlen)))
+		if ((rc = send_frame(c, AGENT_DATA, buf, (uint32_t)r, err, errlen)))
 			return rc;
 		if (r == 0)
 			break;
 	}
-	return expect_ok(fd, err, errlen);
+	return expect_ok(c, "the end of the upload", err, errlen);
 }
 
-int agent_get_file(int fd, const char *guest_path, int dst_fd, char *err, size_t errlen)
+int agent_conn_get_file(struct agent_conn *c, const char *guest_path, int dst_fd, char *err, size_t errlen)
 {
 	size_t len = strlen(guest_path);
 	if (len == 0 || len >= AGENT_MAX_PATH || guest_path[0] != '/')
 		return errorf(err, errlen, -EINVAL, "guest path '%s' is not absolute, or too long", guest_path);
-	int rc = send_frame(fd, AGENT_GET, guest_path, (uint32_t)len, err, errlen);
+	int rc = send_frame(c, AGENT_GET, guest_path, (uint32_t)len, err, errlen);
 	if (rc)
 		return rc;
+	struct hostout o;
+	hostout_init(&o, dst_fd);
 	for (;;) {
-		struct agent_hdr h;
-		if ((rc = read_frame(fd, &h, err, errlen)))
+		if ((rc = read_reply(c, "the file's data", err, errlen)))
 			return rc;
-		if (h.type != AGENT_DATA)
-			return errorf(err, errlen, -EPROTO, "unexpected frame type %u during a download", h.type);
-		if (h.len == 0)
+		if (c->h.type != AGENT_DATA)
+			return errorf(err, errlen, -EPROTO, "unexpected frame type %u during a download", c->h.type);
+		if (c->h.len == 0)
 			return 0;
-		if ((rc = write_all(dst_fd, frame_buf, h.len)))
-			return errorf(err, errlen, rc, "writing the copy: %s", strerror(-rc));
+		/* a file at once; stdout, maybe a pipe, as it makes room, interruptibly */
+		o.p = frame_buf;
+		o.len = c->h.len;
+		while (o.len) {
+			if (!o.regular) {
+				struct pollfd p = { .fd = dst_fd, .events = POLLOUT };
+				rc = conn_poll(c, &p, 1, 0);
+				if (rc < 0)
+					return wait_error(c, rc, "room to write the copy", err, errlen);
+			}
+			hostout_write(&o);
+			if (!o.ok)
+				return errorf(err, errlen, -o.error, "writing the copy: %s", strerror(o.error));
+		}
 	}
+}
+
+int agent_conn_poweroff(struct agent_conn *c, char *err, size_t errlen)
+{
+	int rc = send_frame(c, AGENT_POWEROFF, NULL, 0, err, errlen);
+	return rc ? rc : expect_ok(c, "the answer to POWEROFF", err, errlen);
+}
+
+/* ---- the same on a bare fd ---- */
+
+int agent_connect(const char *vsock_path, uint32_t port, int timeout_ms, char *err, size_t errlen)
+{
+	struct agent_conn c;
+	agent_conn_init(&c, -1, -1, -1);
+	int rc = agent_conn_open(&c, vsock_path, port, timeout_ms, err, errlen);
+	return rc ? rc : c.fd;
+}
+
+int agent_hello(int fd, struct agent_hello *out, char *err, size_t errlen)
+{
+	struct agent_conn c;
+	agent_conn_init(&c, fd, -1, -1);
+	return agent_conn_hello(&c, 0, out, err, errlen);
+}
+
+int agent_sync(int fd, char *err, size_t errlen)
+{
+	struct agent_conn c;
+	agent_conn_init(&c, fd, -1, -1);
+	return agent_conn_sync(&c, err, errlen);
+}
+
+int agent_exec(int fd, const struct agent_exec_req *req, int out_fd, int err_fd, int sig_fd,
+	       struct agent_exec_result *res, char *err, size_t errlen)
+{
+	struct agent_conn c;
+	agent_conn_init(&c, fd, sig_fd, -1);
+	return agent_conn_exec(&c, req, out_fd, err_fd, res, err, errlen);
+}
+
+int agent_put_file(int fd, int src_fd, const char *guest_path, unsigned mode, char *err, size_t errlen)
+{
+	struct agent_conn c;
+	agent_conn_init(&c, fd, -1, -1);
+	return agent_conn_put_file(&c, src_fd, guest_path, mode, err, errlen);
+}
+
+int agent_get_file(int fd, const char *guest_path, int dst_fd, char *err, size_t errlen)
+{
+	struct agent_conn c;
+	agent_conn_init(&c, fd, -1, -1);
+	return agent_conn_get_file(&c, guest_path, dst_fd, err, errlen);
 }
 
 int agent_poweroff(int fd, char *err, size_t errlen)
 {
-	int rc = send_frame(fd, AGENT_POWEROFF, NULL, 0, err, errlen);
-	return rc ? rc : expect_ok(fd, err, errlen);
+	struct agent_conn c;
+	agent_conn_init(&c, fd, -1, -1);
+	return agent_conn_poweroff(&c, err, errlen);
 }

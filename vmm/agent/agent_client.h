@@ -8,17 +8,62 @@
 #include "guest/agent/proto.h"
 
 /*
- * Connects to a VM's vsock Unix socket and asks for guest port `port` (Firecracker's
- * "CONNECT <port>\n" / "OK <hostport>\n").  Retries while the guest refuses, until timeout_ms.
- * Returns the connected fd or -errno with err set.
+ * Bounds on what the agent may make padcell wait for (README "Guest agent protocol", "Waits").
+ * A frame, once its first byte is here, must be complete within AGENT_FRAME_MS; an answer the
+ * host waits for (SYNC's OK, PUT's OKs, each DATA of a GET, POWEROFF's OK) must begin within
+ * AGENT_REPLY_MS, and each frame the host sends must be taken within it.  A running command's
+ * output has no deadline (a command may be silent), but with a timeout the agent must report
+ * its end within AGENT_TIMEOUT_SLACK_MS of it.  After a stop signal has been forwarded to a
+ * command, the command has AGENT_SIGNAL_GRACE_MS to end.
  */
-int agent_connect(const char *vsock_path, uint32_t port, int timeout_ms, char *err, size_t errlen);
+#define AGENT_FRAME_MS         10000
+#define AGENT_REPLY_MS         60000
+#define AGENT_TIMEOUT_SLACK_MS 5000
+#define AGENT_SIGNAL_GRACE_MS  2000
 
-/* Reads the agent's HELLO; -EPROTO for another protocol version or anything else first. */
-int agent_hello(int fd, struct agent_hello *out, char *err, size_t errlen);
+/*
+ * One connection to an agent and what may cut its waits short.  Every wait of this client — the
+ * CONNECT handshake, each frame read and write, a stream loop, local input for a copy — is one
+ * poll on the fds it needs plus sig_fd and abort_fd, against a deadline:
+ *   - a stop signal read from sig_fd (a signalfd of stop_signals(), or -1) ends it with -EINTR
+ *     and signo set; agent_conn_exec forwards the first one to the command instead (below);
+ *   - abort_fd (e.g. the VM's stop eventfd, or -1) readable ends it with -ECONNABORTED, once
+ *     nothing more is buffered on the connection: the peer is gone and will send nothing more;
+ *   - a passed deadline ends it with -ETIMEDOUT.
+ * Every function returns 0 or -errno with err set to one line.
+ */
+struct agent_conn {
+	int fd;
+	int sig_fd;
+	int abort_fd;
+	int frame_ms, reply_ms, grace_ms, slack_ms; /* the bounds above; a test may make them short */
+	int signo;                                  /* out: the stop signal that ended a wait */
+	/* private: the frame being received, resumed across waits */
+	uint8_t hdr[AGENT_HDR_LEN];
+	size_t got;
+	double frame_t0;
+	struct agent_hdr h;
+};
+
+/* A connection on fd (or -1 until agent_conn_open) with the default bounds. */
+void agent_conn_init(struct agent_conn *c, int fd, int sig_fd, int abort_fd);
+
+/*
+ * Connects to a VM's vsock Unix socket and asks for guest port `port` (Firecracker's
+ * "CONNECT <port>\n" / "OK <hostport>\n"), retrying while the guest refuses, until timeout_ms;
+ * sets c->fd.  -EAGAIN (nothing listens / the guest refused until the end), -ETIMEDOUT, -EINTR.
+ */
+int agent_conn_open(struct agent_conn *c, const char *vsock_path, uint32_t port, int timeout_ms, char *err,
+		    size_t errlen);
+
+/*
+ * Reads the agent's HELLO, which must begin before deadline (now_ms(); 0: no deadline, only
+ * signals and abort_fd end the wait); -EPROTO for another protocol version or anything else first.
+ */
+int agent_conn_hello(struct agent_conn *c, double deadline, struct agent_hello *out, char *err, size_t errlen);
 
 /* Sends SYNC (this host's realtime clock, 32 bytes from getrandom) and waits for the agent's OK. */
-int agent_sync(int fd, char *err, size_t errlen);
+int agent_conn_sync(struct agent_conn *c, char *err, size_t errlen);
 
 struct agent_exec_req {
 	char *const *argv;
@@ -36,18 +81,38 @@ struct agent_exec_result {
 
 /*
  * Runs one command on a connection that has had its HELLO: stdin_fd is streamed to it, its
- * stdout and stderr frames are written to out_fd and err_fd as they come, and signals read from
- * sig_fd (a signalfd, or -1) are forwarded to its process group.  Returns 0 with the result once
- * EXIT arrives; -errno with err set when the connection fails or the agent reports an error.
+ * stdout and stderr frames are written to out_fd and err_fd as they come (a pipe nobody reads
+ * holds the output back, never the waits).  Returns 0 with the result once EXIT arrives.
+ *
+ * The first stop signal is forwarded to the command's process group; if the command has not
+ * ended AGENT_SIGNAL_GRACE_MS later, or a second stop signal comes, it returns -EINTR with
+ * c->signo the signal that ended the wait (closing the connection then kills the command).  A
+ * command with a timeout whose end the agent does not report within AGENT_TIMEOUT_SLACK_MS of it
+ * is reported as AGENT_TIMEDOUT all the same.  -ECONNABORTED when abort_fd fires, -EPIPE when the
+ * agent hangs up, -EPROTO or -ETIMEDOUT for a malformed or stalled frame, -EIO for its ERROR.
  */
-int agent_exec(int fd, const struct agent_exec_req *req, int out_fd, int err_fd, int sig_fd,
-	       struct agent_exec_result *res, char *err, size_t errlen);
+int agent_conn_exec(struct agent_conn *c, const struct agent_exec_req *req, int out_fd, int err_fd,
+		    struct agent_exec_result *res, char *err, size_t errlen);
 
 /* Copies src_fd to guest_path (created or truncated, mode), or guest_path to dst_fd. */
-int agent_put_file(int fd, int src_fd, const char *guest_path, unsigned mode, char *err, size_t errlen);
-int agent_get_file(int fd, const char *guest_path, int dst_fd, char *err, size_t errlen);
+int agent_conn_put_file(struct agent_conn *c, int src_fd, const char *guest_path, unsigned mode, char *err,
+			size_t errlen);
+int agent_conn_get_file(struct agent_conn *c, const char *guest_path, int dst_fd, char *err, size_t errlen);
 
 /* Asks the agent (when it is init) to power the VM off. */
+int agent_conn_poweroff(struct agent_conn *c, char *err, size_t errlen);
+
+/*
+ * The same calls on a bare fd: the default bounds, no abort fd, a signal fd only for exec, and
+ * no deadline for HELLO.  Tests and the fuzzers use these.
+ */
+int agent_connect(const char *vsock_path, uint32_t port, int timeout_ms, char *err, size_t errlen);
+int agent_hello(int fd, struct agent_hello *out, char *err, size_t errlen);
+int agent_sync(int fd, char *err, size_t errlen);
+int agent_exec(int fd, const struct agent_exec_req *req, int out_fd, int err_fd, int sig_fd,
+	       struct agent_exec_result *res, char *err, size_t errlen);
+int agent_put_file(int fd, int src_fd, const char *guest_path, unsigned mode, char *err, size_t errlen);
+int agent_get_file(int fd, const char *guest_path, int dst_fd, char *err, size_t errlen);
 int agent_poweroff(int fd, char *err, size_t errlen);
 
 #endif

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,26 +23,50 @@ static int fail(int code, const char *msg)
 	return code;
 }
 
-/* Connect + HELLO: the fd, or -1 with the message printed. */
-static int open_agent(const char *vsock, bool verbose)
+/*
+ * The stop signals for exec and cp, read through a signalfd by every wait of the agent client.
+ * Without one (signalfd failed) they are unblocked instead: their default action then ends
+ * padcell, and the shell sees 128+N all the same.
+ */
+static int open_signals(void)
+{
+	int sfd = stop_signals_fd();
+	if (sfd < 0) {
+		sigset_t set;
+		stop_signals(&set);
+		sigprocmask(SIG_UNBLOCK, &set, NULL);
+	}
+	return sfd;
+}
+
+/* The exit code for a failed agent call: 128+N after stop signal N, else 125. */
+static int agent_fail_code(const struct agent_conn *c, int rc)
+{
+	return rc == -EINTR && c->signo > 0 ? 128 + c->signo : EXIT_RUN_FAILED;
+}
+
+/*
+ * Connect + HELLO on c (its signal fd set): 0, or the exit code with the message printed.  HELLO
+ * has no deadline of its own: the agent serves AGENT_MAX_CONNS connections at once and a further
+ * one waits in its backlog, silent, until one ends; a signal still ends the wait at once.
+ */
+static int open_agent(struct agent_conn *c, const char *vsock, bool verbose)
 {
 	char err[320];
 	double t0 = now_ms();
-	int fd = agent_connect(vsock, AGENT_PORT, CONNECT_TIMEOUT_MS, err, sizeof(err));
-	if (fd < 0) {
-		fail(0, err);
-		return -1;
-	}
+	int rc = agent_conn_open(c, vsock, AGENT_PORT, CONNECT_TIMEOUT_MS, err, sizeof(err));
+	if (rc)
+		return fail(agent_fail_code(c, rc), err);
 	struct agent_hello h;
-	if (agent_hello(fd, &h, err, sizeof(err))) {
-		fail(0, err);
-		close(fd);
-		return -1;
+	if ((rc = agent_conn_hello(c, 0, &h, err, sizeof(err)))) {
+		close(c->fd);
+		c->fd = -1;
+		return fail(agent_fail_code(c, rc), err);
 	}
 	if (verbose)
 		fprintf(stderr, "padcell: agent connected in %.1f ms (ready %u ms after the guest booted)\n",
 			now_ms() - t0, h.ready_ms);
-	return fd;
+	return 0;
 }
 
 enum { O_VSOCK = 256, O_ENV, O_CWD, O_USER, O_TIMEOUT, O_NO_STDIN, O_VERBOSE };
@@ -103,21 +128,26 @@ int cmd_exec(int argc, char **argv)
 	if (optind >= argc || strcmp(argv[optind - 1], "--"))
 		return fail(EXIT_USAGE, "exec needs a command: padcell exec --vsock PATH [options] -- CMD [ARGS...]");
 
-	int sfd = stop_signals_fd(); /* < 0: the command cannot be sent signals, and runs all the same */
-	int fd = open_agent(vsock, verbose);
-	if (fd < 0) {
-		close(sfd);
-		return EXIT_RUN_FAILED;
+	int sfd = open_signals();
+	struct agent_conn conn;
+	agent_conn_init(&conn, -1, sfd, -1);
+	int code = open_agent(&conn, vsock, verbose);
+	if (code) {
+		if (sfd >= 0)
+			close(sfd);
+		return code;
 	}
 	struct agent_exec_req req = { .argv = argv + optind, .env = (char *const *)env, .cwd = cwd, .user = user,
 				      .timeout_ms = timeout * 1000u, .stdin_fd = no_stdin ? -1 : STDIN_FILENO };
 	struct agent_exec_result res;
 	double t0 = now_ms();
-	int rc = agent_exec(fd, &req, STDOUT_FILENO, STDERR_FILENO, sfd, &res, msg, sizeof(msg));
-	close(fd);
-	close(sfd);
+	/* Closing the connection while the command runs kills it: also after a signal ended the wait. */
+	int rc = agent_conn_exec(&conn, &req, STDOUT_FILENO, STDERR_FILENO, &res, msg, sizeof(msg));
+	close(conn.fd);
+	if (sfd >= 0)
+		close(sfd);
 	if (rc)
-		return fail(EXIT_RUN_FAILED, msg);
+		return fail(agent_fail_code(&conn, rc), msg);
 	if (verbose)
 		fprintf(stderr, "padcell: command %.1f ms\n", now_ms() - t0);
 	switch (res.how) {
@@ -182,16 +212,21 @@ int cmd_cp(int argc, char **argv)
 		if (S_ISREG(st.st_mode))
 			mode = st.st_mode & 07777;
 	}
-	int fd = open_agent(vsock, verbose);
-	if (fd < 0) {
+	int sfd = open_signals();
+	struct agent_conn conn;
+	agent_conn_init(&conn, -1, sfd, -1);
+	int code = open_agent(&conn, vsock, verbose);
+	if (code) {
 		if (local > STDIN_FILENO)
 			close(local);
-		return EXIT_RUN_FAILED;
+		if (sfd >= 0)
+			close(sfd);
+		return code;
 	}
 	int rc;
 	double t0 = now_ms();
 	if (gdst) {
-		rc = agent_put_file(fd, local, gdst, mode, msg, sizeof(msg));
+		rc = agent_conn_put_file(&conn, local, gdst, mode, msg, sizeof(msg));
 		if (local > STDIN_FILENO)
 			close(local);
 	} else {
@@ -199,16 +234,20 @@ int cmd_cp(int argc, char **argv)
 		char tmp[4096];
 		bool to_stdout = !strcmp(dst, "-");
 		if (!to_stdout && snprintf(tmp, sizeof(tmp), "%s.padcell-cp.%d", dst, (int)getpid()) >= (int)sizeof(tmp)) {
-			close(fd);
+			close(conn.fd);
+			if (sfd >= 0)
+				close(sfd);
 			return fail(EXIT_USAGE, "cp: destination path too long");
 		}
 		local = to_stdout ? STDOUT_FILENO : open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 		if (local < 0) {
 			snprintf(msg, sizeof(msg), "cannot create '%s': %s", dst, strerror(errno));
-			close(fd);
+			close(conn.fd);
+			if (sfd >= 0)
+				close(sfd);
 			return fail(EXIT_USAGE, msg);
 		}
-		rc = agent_get_file(fd, gsrc, local, msg, sizeof(msg));
+		rc = agent_conn_get_file(&conn, gsrc, local, msg, sizeof(msg));
 		if (!to_stdout) {
 			if (!rc && fsync(local) < 0)
 				rc = -errno, snprintf(msg, sizeof(msg), "writing '%s': %s", dst, strerror(errno));
@@ -219,9 +258,11 @@ int cmd_cp(int argc, char **argv)
 				unlink(tmp);
 		}
 	}
-	close(fd);
+	close(conn.fd);
+	if (sfd >= 0)
+		close(sfd);
 	if (rc)
-		return fail(EXIT_RUN_FAILED, msg);
+		return fail(agent_fail_code(&conn, rc), msg);
 	if (verbose)
 		fprintf(stderr, "padcell: copied in %.1f ms\n", now_ms() - t0);
 	return 0;

@@ -12,6 +12,7 @@
 #include "devices/virtio_vsock.h"
 #include "vmm/err.h"
 #include "vmm/mem.h"
+#include "vmm/net/policy.h"
 
 int cli_parse_size(const char *s, uint64_t *out)
 {
@@ -162,7 +163,8 @@ static int parse_vsock(const char *arg, struct boot_opts *o, char *err, size_t e
 		{ "drive", required_argument, NULL, OPT_DRIVE }, \
 		{ "scratch", required_argument, NULL, OPT_SCRATCH }, \
 		{ "vsock", required_argument, NULL, OPT_VSOCK }, \
-		JAIL_LONG_OPTS
+		JAIL_LONG_OPTS, \
+		CLI_NET_LONG_OPTS
 
 static void vm_opts_defaults(struct boot_opts *o)
 {
@@ -171,6 +173,39 @@ static void vm_opts_defaults(struct boot_opts *o)
 	o->mem = CLI_DEFAULT_MEM;
 	o->cpus = 1;
 	jail_opts_init(&o->jail);
+}
+
+int cli_parse_net_opt(int c, const char *arg, struct net_opts *o, char *err, size_t errlen)
+{
+	switch (c) {
+	case CLI_OPT_NET: o->net = true; return 0;
+	case CLI_OPT_ALLOW_INTERNET: o->net = o->allow_internet = true; return 0;
+	case CLI_OPT_NET_LOG:
+		if (o->log)
+			return usage_err(err, errlen, "--net-log given twice");
+		if (!arg[0])
+			return usage_err(err, errlen, "--net-log: expected a file name");
+		o->log = arg;
+		o->net = true;
+		return 0;
+	case CLI_OPT_ALLOW: {
+		if (o->nallow == CLI_MAX_ALLOW)
+			return usage_err(err, errlen, "too many --allow rules: at most %u", CLI_MAX_ALLOW);
+		struct policy_rule *r = malloc(sizeof(*r));
+		if (!r)
+			return usage_err(err, errlen, "out of memory");
+		char why[400];
+		int rc = policy_parse_rule(arg, r, why, sizeof(why));
+		free(r);
+		if (rc)
+			return usage_err(err, errlen, "--allow: %s", why);
+		o->allow[o->nallow++] = arg;
+		o->net = true;
+		return 0;
+	}
+	default:
+		return 1;
+	}
 }
 
 /* One VM option (c from VM_LONG_OPTS).  1: not a VM option; 0: taken; -EINVAL with err set. */
@@ -229,7 +264,7 @@ static int parse_vm_opt(int c, const char *arg, struct boot_opts *o, char *err, 
 			return -EINVAL;
 		return 0;
 	default:
-		return 1;
+		return cli_parse_net_opt(c, arg, &o->net, err, errlen);
 	}
 }
 
@@ -246,8 +281,8 @@ static int vm_opts_check(const struct boot_opts *o, char *err, size_t errlen)
 {
 	if (o->ndrives + (o->scratch ? 1 : 0) > CLI_MAX_DRIVES)
 		return usage_err(err, errlen, "too many drives: at most %u, --scratch included", CLI_MAX_DRIVES);
-	if (o->vsock_path && o->ndrives + (o->scratch ? 1 : 0) + 1 > LAYOUT_VIRTIO_MAX)
-		return usage_err(err, errlen, "too many virtio devices: at most %u drives, --scratch and --vsock together",
+	if (o->ndrives + (o->scratch ? 1 : 0) + (o->vsock_path ? 1 : 0) + (o->net.net ? 1 : 0) > LAYOUT_VIRTIO_MAX)
+		return usage_err(err, errlen, "too many virtio devices: at most %u drives, --scratch, --vsock and --net together",
 				 LAYOUT_VIRTIO_MAX);
 	return 0;
 }
@@ -323,6 +358,7 @@ static int parse_run(int argc, char **argv, struct run_opts *o, char *err, size_
 		if (rc < 0)
 			return rc;
 		if (rc == 0) {
+			/* (the jail's and the NIC's options, numbered from 1000 up, do not shape the VM) */
 			if (c != OPT_VERBOSE && c != OPT_VSOCK && c != OPT_SCRATCH && c < JAIL_OPT_NO_JAIL && li >= 0)
 				shaping = opts[li].name;
 			continue;
@@ -449,8 +485,20 @@ void cli_usage(FILE *out)
 	      "      --api-sock control socket: Firecracker's HTTP API for GET /, PATCH /vm\n"
 	      "                 (pause, resume) and PUT /snapshot/create\n"
 	      "      --snapshot-when-ready  snapshot into DIR once the guest agent says it is ready\n"
-	      "  restore --from DIR [--vsock PATH] [--api-sock PATH] [--verbose]\n"
+	      "  network (boot, run, restore; default: no NIC at all):\n"
+	      "      --net      a virtio-net NIC (10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3)\n"
+	      "                 that reaches nothing: every connection is refused with a reset\n"
+	      "      --allow RULE  allow TARGET[:PORTS][/PROTO] (repeatable; implies --net):\n"
+	      "                 an IPv4 address, CIDR, domain or *.domain; PORTS N or N-M;\n"
+	      "                 PROTO tcp (default) or udp; names no rule allows get NXDOMAIN\n"
+	      "      --allow-internet  any public address (implies --net); loopback, private,\n"
+	      "                 link-local and the host's ranges stay refused unless a rule names them\n"
+	      "      --net-log FILE  append every egress decision as a JSON line\n"
+	      "                 (needs a padcell built with libslirp: make STATIC=0)\n"
+	      "  restore --from DIR [--vsock PATH] [--api-sock PATH] [--net|--allow RULE...] [--verbose]\n"
 	      "      Restore a snapshot: memory mapped copy-on-write, the VM continues where it was.\n"
+	      "      A snapshot's NIC gets a fresh stack (open connections are gone) with the\n"
+	      "      policy given here; none given: deny everything.\n"
 	      "  snapshot --api-sock PATH --to DIR [--leave-paused]\n"
 	      "      Snapshot a running VM into DIR/state and DIR/mem: pause, write, resume\n"
 	      "      (a VM that was paused stays paused; --leave-paused keeps it paused).\n"

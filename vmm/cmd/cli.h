@@ -36,6 +36,24 @@ struct drive_opt {              /* one --drive PATH[,ro][,id=NAME] */
 	bool ro;
 };
 
+/* --net, --allow RULE (repeatable, implies --net), --allow-internet (implies --net), --net-log FILE. */
+#define CLI_MAX_ALLOW 1024 /* POLICY_MAX_RULES */
+struct net_opts {
+	bool net;                         /* a NIC at all; default none */
+	const char *allow[CLI_MAX_ALLOW]; /* rules as typed, each checked by the parser */
+	unsigned nallow;
+	bool allow_internet;
+	const char *log;                  /* --net-log FILE */
+};
+enum { CLI_OPT_NET = 0x4e00, CLI_OPT_ALLOW, CLI_OPT_ALLOW_INTERNET, CLI_OPT_NET_LOG };
+#define CLI_NET_LONG_OPTS \
+		{ "net", no_argument, NULL, CLI_OPT_NET }, \
+		{ "allow", required_argument, NULL, CLI_OPT_ALLOW }, \
+		{ "allow-internet", no_argument, NULL, CLI_OPT_ALLOW_INTERNET }, \
+		{ "net-log", required_argument, NULL, CLI_OPT_NET_LOG }
+/* One network option (c a CLI_OPT_ code).  1: not one; 0: taken; -EINVAL with err set (a bad rule says why). */
+int cli_parse_net_opt(int c, const char *arg, struct net_opts *o, char *err, size_t errlen);
+
 struct boot_opts {
 	const char *kernel;
 	const char *initrd;
@@ -53,6 +71,7 @@ struct boot_opts {
 	const char *snapshot_dir; /* boot --snapshot-when-ready DIR (needs --vsock) */
 	bool allow_pvm;           /* boot --allow-pvm: boot a Linux kernel even on a PVM host */
 	struct jail_opts jail;    /* --no-jail, --seccomp, --uid, --gid, --jail-dir */
+	struct net_opts net;      /* boot and run: the NIC and its egress policy */
 	char *owned[CLI_MAX_DRIVES + 1]; /* the cut copies: one per --drive, one for --vsock */
 	unsigned nowned;
 };

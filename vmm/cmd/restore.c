@@ -17,10 +17,12 @@
 
 enum { OPT_FROM = 256, OPT_STATE, OPT_MEM, OPT_VSOCK, OPT_API_SOCK, OPT_VERBOSE };
 
+
 struct restore_opts {
 	const char *from, *state, *mem, *vsock, *api_sock;
 	bool verbose;
 	struct jail_opts jail;
+	struct net_opts net; /* the snapshot's NIC gets a fresh stack with this policy (none given: deny all) */
 };
 
 static int usage_error(const char *fmt, const char *a)
@@ -41,6 +43,7 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		{ "api-sock", required_argument, NULL, OPT_API_SOCK },
 		{ "verbose", no_argument, NULL, OPT_VERBOSE },
 		JAIL_LONG_OPTS,
+		CLI_NET_LONG_OPTS,
 		{ 0 },
 	};
 	*o = (struct restore_opts){ 0 };
@@ -56,6 +59,12 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 				return usage_error("restore: %s", jerr);
 			continue;
 		}
+		char why[512];
+		int rc = cli_parse_net_opt(c, optarg, &o->net, why, sizeof(why));
+		if (rc < 0)
+			return usage_error("restore: %s", why);
+		if (rc == 0)
+			continue;
 		switch (c) {
 		case OPT_FROM: o->from = optarg; break;
 		case OPT_STATE: o->state = optarg; break;
@@ -110,6 +119,7 @@ int cmd_restore(int argc, char **argv)
 	jail_allow_path(o.vsock, false);
 	/* Sockets first: a live or unusable PATH is the user's error, found before anything is built. */
 	int api_fd = -1, vsock_fd = -1, rc = EXIT_USAGE;
+	struct net_params net = { .log_fd = -1 };
 	if (o.api_sock && (api_fd = api_listen(o.api_sock, why, sizeof(why))) < 0) {
 		fprintf(stderr, "padcell: --api-sock '%s': %s\n", o.api_sock, why);
 		return EXIT_USAGE;
@@ -118,9 +128,13 @@ int cmd_restore(int argc, char **argv)
 		fprintf(stderr, "padcell: --vsock '%s': %s\n", o.vsock, why);
 		goto out_sockets;
 	}
+	if (o.net.net && launch_net(&o.net, &net, err, sizeof(err))) {
+		fprintf(stderr, "padcell: %s\n", err);
+		goto out_sockets;
+	}
 	struct vm vm;
 	struct vm_config cfg = { .console_out = STDOUT_FILENO, .verbose = o.verbose, .vsock_path = o.vsock,
-				 .vsock_listen_fd = vsock_fd };
+				 .vsock_listen_fd = vsock_fd, .net = o.net.net ? &net : NULL };
 	int r = vm_restore(&vm, &cfg, state, mem, err, sizeof(err));
 	if (r) {
 		fprintf(stderr, "padcell: cannot restore: %s\n", err);
@@ -142,6 +156,7 @@ int cmd_restore(int argc, char **argv)
 	rc = launch_run_until_stop(&vm, api, o.verbose, &hooks);
 	vm_destroy(&vm);
 out_sockets:
+	launch_net_close(&net);
 	if (vsock_fd >= 0) {
 		close(vsock_fd);
 		unlink(o.vsock);

@@ -293,44 +293,38 @@ static int wait_ready(struct run *r, int *code, char *err, size_t errlen)
 	}
 }
 
-/* --from: the restored agent's listener, asked again until it answers or the boot timeout. */
-static int connect_restored(struct run *r, int *code, char *err, size_t errlen)
+/*
+ * The exit code for an agent call on c that failed with rc (err set): 128+N after stop signal N,
+ * else 125 — when the VM stopped, with the reason added to err.
+ */
+static int run_conn_code(struct run *r, const struct agent_conn *c, int rc, char *err, size_t errlen)
+{
+	if (rc == -EINTR && c->signo > 0)
+		return 128 + c->signo;
+	if (vm_status(r->vm) != VM_RUNNING) {
+		size_t n = strlen(err);
+		snprintf(err + n, errlen - n, " (the VM stopped: %s)",
+			 r->vm->stop_detail[0] ? r->vm->stop_detail : "no reason given");
+	}
+	return EXIT_RUN_FAILED;
+}
+
+/*
+ * --from: the restored agent's listener, asked again until it answers or the boot timeout; a
+ * signal or the VM's end stops the asking at once.  0 with c->fd set, or < 0 with *code set.
+ */
+static int connect_restored(struct run *r, struct agent_conn *c, int *code, char *err, size_t errlen)
 {
 	double deadline = r->t_start + r->o.boot_timeout * 1e3;
 	for (;;) {
-		int fd = agent_connect(r->vsock_path, AGENT_PORT, 1000, err, errlen);
-		if (fd >= 0)
-			return fd;
-		if (now_ms() >= deadline) {
-			*code = EXIT_RUN_FAILED;
-			return fd;
-		}
-		/* a signal or the VM's end between tries */
-		struct pollfd p[2] = { { .fd = r->vm->stop_efd, .events = POLLIN }, { .fd = r->sig_fd, .events = POLLIN } };
-		if (poll(p, 2, 0) > 0) {
-			int rc = wait_event(r, -1, deadline, code, err, errlen);
-			if (rc)
-				return rc;
+		int rc = agent_conn_open(c, r->vsock_path, AGENT_PORT, 1000, err, errlen);
+		if (rc == 0)
+			return 0;
+		if (rc == -EINTR || rc == -ECONNABORTED || now_ms() >= deadline) {
+			*code = run_conn_code(r, c, rc, err, errlen);
+			return rc;
 		}
 	}
-}
-
-/* While the command runs: if the VM dies, cut the agent connection so agent_exec returns. */
-struct watch {
-	struct vm *vm;
-	int conn;
-	int done_efd;
-};
-
-static void *watch_thread(void *arg)
-{
-	struct watch *w = arg;
-	struct pollfd p[2] = { { .fd = w->vm->stop_efd, .events = POLLIN }, { .fd = w->done_efd, .events = POLLIN } };
-	while (poll(p, 2, -1) < 0 && errno == EINTR)
-		;
-	if (p[0].revents & POLLIN)
-		shutdown(w->conn, SHUT_RDWR);
-	return NULL;
 }
 
 /* Pauses the VM, writes DIR/state and DIR/mem, resumes it. */
@@ -371,10 +365,17 @@ static int run_restore(struct run *r, char *err, size_t errlen)
 		return EXIT_USAGE;
 	}
 	l->vsock_path = r->vsock_path;
+	l->net.log_fd = -1;
+	int rc;
+	/* The snapshot's NIC, if it has one, gets a fresh stack with the policy given now. */
+	if (r->o.vm.net.net && (rc = launch_net(&r->o.vm.net, &l->net, err, errlen))) {
+		launch_teardown(l);
+		return rc;
+	}
 	struct vm_config cfg = { .console_out = r->console_fd, .verbose = r->o.vm.verbose,
 				 .vsock_path = l->vsock_path, .vsock_listen_fd = l->vsock_fd,
-				 .vsock_cid = r->o.vm.vsock_cid };
-	int rc = vm_restore(&l->vm, &cfg, state, mem, why, sizeof(why));
+				 .vsock_cid = r->o.vm.vsock_cid, .net = r->o.vm.net.net ? &l->net : NULL };
+	rc = vm_restore(&l->vm, &cfg, state, mem, why, sizeof(why));
 	if (rc) {
 		snprintf(err, errlen, "cannot restore the snapshot in %s: %s", r->o.from, why);
 		launch_teardown(l);
@@ -393,25 +394,35 @@ int ready_snap_listen(struct ready_snap *s, const char *vsock_path, const char *
 	return s->ready_fd < 0 ? s->ready_fd : 0;
 }
 
+/*
+ * Waits for one ready call, then snapshots.  Nothing it waits for can hold it: the VM's end or
+ * ready_snap_finish (quit_efd) end the accept, and the caller's HELLO must come within
+ * AGENT_FRAME_MS, with quit_efd ending that wait too (a guest that connects and sends nothing,
+ * or half a frame, cannot keep the join waiting).
+ */
 static void *ready_snap_thread(void *arg)
 {
 	struct ready_snap *s = arg;
 	for (;;) {
-		struct pollfd p[2] = { { .fd = s->ready_fd, .events = POLLIN }, { .fd = s->vm->stop_efd, .events = POLLIN } };
-		if (poll(p, 2, -1) < 0) {
+		struct pollfd p[3] = { { .fd = s->ready_fd, .events = POLLIN }, { .fd = s->vm->stop_efd, .events = POLLIN },
+				       { .fd = s->quit_efd, .events = POLLIN } };
+		if (poll(p, 3, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			return NULL;
 		}
-		if (p[1].revents)
+		if (p[1].revents || p[2].revents)
 			return NULL;
-		int c = accept4(s->ready_fd, NULL, NULL, SOCK_CLOEXEC);
+		int c = accept4(s->ready_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (c < 0)
 			continue;
 		char err[400];
 		struct agent_hello h;
+		struct agent_conn conn;
+		agent_conn_init(&conn, c, -1, s->quit_efd);
 		double t0 = now_ms();
-		if (agent_hello(c, &h, err, sizeof(err)) || snapshot_to_dir(s->vm, s->dir, err, sizeof(err)))
+		if (agent_conn_hello(&conn, t0 + AGENT_FRAME_MS, &h, err, sizeof(err)) ||
+		    snapshot_to_dir(s->vm, s->dir, err, sizeof(err)))
 			fprintf(stderr, "\r\npadcell: --snapshot-when-ready: %s\r\n", err);
 		else
 			fprintf(stderr, "\r\npadcell: the agent was ready %u ms after boot; snapshot written to %s in %.1f ms\r\n",
@@ -424,19 +435,30 @@ static void *ready_snap_thread(void *arg)
 int ready_snap_start(struct ready_snap *s, struct vm *vm)
 {
 	s->vm = vm;
+	s->quit_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->quit_efd < 0)
+		return -errno;
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, VM_THREAD_STACK);
 	int rc = pthread_create(&s->thread, &attr, ready_snap_thread, s);
 	pthread_attr_destroy(&attr);
 	s->started = rc == 0;
+	if (rc)
+		close(s->quit_efd);
 	return -rc;
 }
 
 void ready_snap_finish(struct ready_snap *s)
 {
-	if (s->started)
+	if (s->started) {
+		uint64_t one = 1;
+		if (write(s->quit_efd, &one, sizeof(one)) < 0) {
+			/* cannot fail for a fresh eventfd */
+		}
 		pthread_join(s->thread, NULL);
+		close(s->quit_efd);
+	}
 	s->started = false;
 	if (s->ready_fd >= 0) {
 		close(s->ready_fd);
@@ -504,43 +526,42 @@ static int run_main(struct run *r)
 	}
 	r->t_vm = now_ms();
 
-	int conn;
+	/* Every wait on the agent ends at a stop signal, or when the VM stops (its stop eventfd). */
+	struct agent_conn conn;
+	agent_conn_init(&conn, -1, r->sig_fd, r->vm->stop_efd);
+	double boot_deadline = r->t_start + r->o.boot_timeout * 1e3;
+	int rc;
 	if (r->o.from) {
 		/* A restored agent is already listening; its old connections were reset. */
-		conn = connect_restored(r, &code, err, sizeof(err));
-		if (conn < 0)
+		if (connect_restored(r, &conn, &code, err, sizeof(err)) < 0)
 			goto fail;
 	} else {
-		conn = wait_ready(r, &code, err, sizeof(err));
-		if (conn < 0)
+		conn.fd = wait_ready(r, &code, err, sizeof(err));
+		if (conn.fd < 0)
 			goto fail;
 	}
 	struct agent_hello hello;
-	if (wait_event(r, conn, r->t_start + r->o.boot_timeout * 1e3, &code, err, sizeof(err)) ||
-	    agent_hello(conn, &hello, err, sizeof(err))) {
-		close(conn);
-		goto fail;
+	if (wait_event(r, conn.fd, boot_deadline, &code, err, sizeof(err)))
+		goto fail_conn;
+	if ((rc = agent_conn_hello(&conn, boot_deadline, &hello, err, sizeof(err))) ||
+	    (r->o.from && (rc = agent_conn_sync(&conn, err, sizeof(err))))) {
+		code = run_conn_code(r, &conn, rc, err, sizeof(err));
+		goto fail_conn;
 	}
 	r->t_ready = now_ms();
-	if (r->o.from && agent_sync(conn, err, sizeof(err))) {
-		close(conn);
-		goto fail;
-	}
 	if (r->o.vm.verbose)
 		fprintf(stderr, "padcell: agent ready %.1f ms after start (VM running at %.1f ms; in the guest %u ms after boot)\n",
 			r->t_ready - r->t_start, r->t_vm - r->t_start, hello.ready_ms);
 
 	if (r->o.snapshot_dir) {
 		double t0 = now_ms();
-		if (snapshot_to_dir(r->vm, r->o.snapshot_dir, err, sizeof(err))) {
-			close(conn);
-			goto fail;
-		}
+		if (snapshot_to_dir(r->vm, r->o.snapshot_dir, err, sizeof(err)))
+			goto fail_conn;
 		if (r->o.vm.verbose)
 			fprintf(stderr, "padcell: snapshot written to %s in %.1f ms\n", r->o.snapshot_dir, now_ms() - t0);
 	}
 	if (!r->o.argv) {
-		close(conn);
+		close(conn.fd);
 		code = 0;
 		goto out;
 	}
@@ -550,28 +571,11 @@ static int run_main(struct run *r)
 		.timeout_ms = r->o.timeout * 1000u, .stdin_fd = r->o.no_stdin ? -1 : STDIN_FILENO,
 	};
 	struct agent_exec_result res;
-	struct watch w = { .vm = r->vm, .conn = conn, .done_efd = eventfd(0, EFD_CLOEXEC) };
-	pthread_t wt;
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, VM_THREAD_STACK);
-	bool watching = w.done_efd >= 0 && pthread_create(&wt, &attr, watch_thread, &w) == 0;
-	pthread_attr_destroy(&attr);
-	int erc = agent_exec(conn, &req, STDOUT_FILENO, STDERR_FILENO, r->sig_fd, &res, err, sizeof(err));
-	if (watching) {
-		uint64_t one = 1;
-		if (write(w.done_efd, &one, sizeof(one)) < 0) {
-			/* cannot fail for a fresh eventfd */
-		}
-		pthread_join(wt, NULL);
-	}
-	if (w.done_efd >= 0)
-		close(w.done_efd);
-	close(conn);
+	rc = agent_conn_exec(&conn, &req, STDOUT_FILENO, STDERR_FILENO, &res, err, sizeof(err));
+	close(conn.fd);
 	r->t_cmd = now_ms();
-	if (erc) {
-		if (vm_status(r->vm) != VM_RUNNING)
-			snprintf(err + strlen(err), sizeof(err) - strlen(err), " (the VM stopped: %s)", r->vm->stop_detail);
+	if (rc) {
+		code = run_conn_code(r, &conn, rc, err, sizeof(err));
 		goto fail;
 	}
 	switch (res.how) {
@@ -593,9 +597,12 @@ out: {
 		fprintf(stderr, "padcell: teardown %.1f ms, total %.1f ms\n", now_ms() - t0, now_ms() - r->t_start);
 	return code;
 }
+fail_conn:
+	close(conn.fd);
 fail:
 	fprintf(stderr, "padcell: %s\n", err);
-	console_tail(r);
+	if (code <= 128) /* a stop signal is not the guest's failure: its console is not shown */
+		console_tail(r);
 	run_cleanup(r);
 	return code;
 fail_quiet_console:

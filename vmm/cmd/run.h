@@ -10,6 +10,8 @@ int run_default_file(const char *env, const char *name, char *out, size_t outlen
 /*
  * boot --snapshot-when-ready DIR: a thread that waits for the agent's ready call on the VM's
  * vsock PATH_<AGENT_PORT>, then pauses the VM, writes DIR/state and DIR/mem, and resumes it.
+ * The caller's HELLO must come within AGENT_FRAME_MS, and ready_snap_finish ends any wait of the
+ * thread at once: a guest that connects and sends nothing cannot hold the join.
  */
 #include <pthread.h>
 #include <stdbool.h>
@@ -22,10 +24,11 @@ struct ready_snap {
 	bool verbose;
 	pthread_t thread;
 	bool started;
+	int quit_efd;              /* written by ready_snap_finish: the thread's waits end */
 };
 int ready_snap_listen(struct ready_snap *s, const char *vsock_path, const char *dir, char *err, size_t errlen);
 int ready_snap_start(struct ready_snap *s, struct vm *vm);
-/* After the VM stopped: joins the thread, removes the socket. */
+/* After the VM stopped (or at any time): ends the thread's waits, joins it, removes the socket. */
 void ready_snap_finish(struct ready_snap *s);
 
 #endif

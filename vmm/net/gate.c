@@ -296,3 +296,59 @@ int gate_build_rst(const uint8_t *seg, size_t len, uint8_t *out, size_t outlen)
 	memcpy(out + ETH_HLEN + sizeof(oi), &ot, sizeof(ot));
 	return GATE_RST_LEN;
 }
+
+int gate_build_udp_reply(const uint8_t *dgram, size_t len, const uint8_t *payload, size_t plen, uint8_t *out,
+			 size_t outlen)
+{
+	struct ethhdr eh;
+	struct iphdr ih;
+	struct udphdr uh;
+
+	if (len < ETH_HLEN + sizeof(ih) + sizeof(uh))
+		return -EINVAL;
+	memcpy(&eh, dgram, sizeof(eh));
+	memcpy(&ih, dgram + ETH_HLEN, sizeof(ih));
+	if (ntohs(eh.h_proto) != ETH_P_IP || ih.version != 4 || ih.ihl < 5 || ih.protocol != IPPROTO_UDP ||
+	    len < ETH_HLEN + (size_t)ih.ihl * 4 + sizeof(uh))
+		return -EINVAL;
+	memcpy(&uh, dgram + ETH_HLEN + (size_t)ih.ihl * 4, sizeof(uh));
+	size_t ulen = sizeof(uh) + plen, total = ETH_HLEN + sizeof(ih) + ulen;
+	if (sizeof(ih) + ulen > 65535 || outlen < total)
+		return -ENOSPC;
+
+	struct ethhdr oe;
+	memcpy(oe.h_dest, eh.h_source, ETH_ALEN);
+	memcpy(oe.h_source, eh.h_dest, ETH_ALEN);
+	oe.h_proto = htons(ETH_P_IP);
+
+	struct iphdr oi;
+	memset(&oi, 0, sizeof(oi));
+	oi.version = 4;
+	oi.ihl = 5;
+	oi.tot_len = htons((uint16_t)(sizeof(oi) + ulen));
+	oi.frag_off = htons(IP_DF_BIT);
+	oi.ttl = 64;
+	oi.protocol = IPPROTO_UDP;
+	oi.saddr = ih.daddr;
+	oi.daddr = ih.saddr;
+	oi.check = htons((uint16_t)~csum_fold(csum_add(0, &oi, sizeof(oi))));
+
+	struct udphdr ou = { .source = uh.dest, .dest = uh.source, .len = htons((uint16_t)ulen) };
+	uint8_t pseudo[12];
+	memcpy(pseudo, &oi.saddr, 4);
+	memcpy(pseudo + 4, &oi.daddr, 4);
+	pseudo[8] = 0;
+	pseudo[9] = IPPROTO_UDP;
+	pseudo[10] = (uint8_t)(ulen >> 8);
+	pseudo[11] = (uint8_t)ulen;
+	/* payload follows an 8-byte header, so the two sums join on an even offset */
+	uint32_t sum = csum_add(csum_add(csum_add(0, pseudo, sizeof(pseudo)), &ou, sizeof(ou)), payload, plen);
+	uint16_t c = (uint16_t)~csum_fold(sum);
+	ou.check = htons(c ? c : 0xffff); /* 0 would mean "no checksum" (RFC 768) */
+
+	memcpy(out, &oe, sizeof(oe));
+	memcpy(out + ETH_HLEN, &oi, sizeof(oi));
+	memcpy(out + ETH_HLEN + sizeof(oi), &ou, sizeof(ou));
+	memcpy(out + ETH_HLEN + sizeof(oi) + sizeof(ou), payload, plen);
+	return (int)total;
+}

@@ -56,4 +56,13 @@ enum gate_verdict gate_inspect(const struct gate_cfg *cfg, const struct policy *
  */
 int gate_build_rst(const uint8_t *seg, size_t len, uint8_t *out, size_t outlen);
 
+/*
+ * Builds, into out, a UDP datagram answering `dgram` (a guest frame gate_inspect() parsed as
+ * IPv4/UDP, e.g. a GATE_DNS query): Ethernet and IP addresses and the ports swapped, `payload`
+ * as its data, IPv4 and UDP checksums filled in.  Returns the frame's length, -EINVAL if dgram
+ * is not a well-formed IPv4 UDP frame, -ENOSPC if outlen (or 65535 for the IP packet) is too small.
+ */
+int gate_build_udp_reply(const uint8_t *dgram, size_t len, const uint8_t *payload, size_t plen, uint8_t *out,
+			 size_t outlen);
+
 #endif

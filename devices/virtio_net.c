@@ -1,0 +1,585 @@
+/* virtio-net: tx frames copied once, judged by the gate on that copy, then handed to the backend; rx frames from it. */
+#include "devices/virtio_net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/virtio_ids.h>
+#include <linux/virtio_mmio.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmm/err.h"
+#include "vmm/net/dns.h"
+#include "vmm/snapshot_fmt.h"
+
+_Static_assert(sizeof(struct virtio_net_hdr_v1) == 12, "VERSION_1 header is 12 bytes");
+_Static_assert(NET_MTU <= 65535, "the config's mtu field is 16 bits");
+
+/* ---- the decision log ------------------------------------------------------------------ */
+
+/* A JSON string body: quotes, backslashes and control bytes escaped; the rule text is the user's. */
+static size_t json_str(char *out, size_t outlen, const char *s)
+{
+	size_t o = 0;
+	for (; *s && o + 7 < outlen; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			o += (size_t)snprintf(out + o, outlen - o, "\\%c", c);
+		else if (c < 0x20)
+			o += (size_t)snprintf(out + o, outlen - o, "\\u%04x", c);
+		else
+			out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	return o;
+}
+
+/*
+ * One JSON line per decision: {"time":…,"proto":…,"dst":…,"verdict":…,"why":…}.  One write()
+ * each, so lines from several VMs sharing a file (O_APPEND) never interleave.
+ */
+static void net_log(struct virtio_net *n, const char *proto, const char *dst, const char *verdict, const char *why)
+{
+	if (n->log_fd < 0)
+		return;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	char t[40], d[300], w[2 * POLICY_TEXT_MAX + 200], line[1024];
+	strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%S", &tm);
+	json_str(d, sizeof(d), dst);
+	json_str(w, sizeof(w), why);
+	int len = snprintf(line, sizeof(line), "{\"time\":\"%s.%03ldZ\",\"proto\":\"%s\",\"dst\":\"%s\",\"verdict\":\"%s\",\"why\":\"%s\"}\n",
+			   t, ts.tv_nsec / 1000000, proto, d, verdict, w);
+	if (len > 0 && (size_t)len < sizeof(line) && write(n->log_fd, line, (size_t)len) < 0) {
+		/* a full disk loses log lines, never the guest's traffic */
+	}
+}
+
+static const char *proto_name(uint8_t p)
+{
+	return p == 6 ? "tcp" : p == 17 ? "udp" : p == 1 ? "icmp" : "other";
+}
+
+static void log_gate(struct virtio_net *n, const struct gate_result *r)
+{
+	if (n->log_fd < 0)
+		return;
+	/* Segments of known connections are not decisions; everything else is. */
+	if (r->verdict == GATE_PASS && !r->policy_checked)
+		return;
+	char dst[64];
+	struct in_addr a = { .s_addr = htonl(r->dst) };
+	if (r->proto == 6 || r->proto == 17)
+		snprintf(dst, sizeof(dst), "%s:%u", inet_ntoa(a), r->dport);
+	else if (r->proto)
+		snprintf(dst, sizeof(dst), "%s", inet_ntoa(a));
+	else
+		snprintf(dst, sizeof(dst), "-");
+	const char *v = r->verdict == GATE_PASS ? "allow" : r->verdict == GATE_REJECT_TCP ? "reject" : "drop";
+	net_log(n, proto_name(r->proto), dst, v, r->policy_checked ? r->decision.why : r->reason);
+}
+
+/* ---- rx: frames for the guest ---------------------------------------------------------- */
+
+/*
+ * Puts one frame on the rx queue.  1: delivered, or dropped for good (no driver, a broken
+ * ring, a buffer too small for it); 0: no buffer yet, keep it.  With t.lock held.
+ */
+static int rx_put(struct virtio_net *n, const uint8_t *frame, size_t len, bool *pushed)
+{
+	struct virtio_mmio *t = &n->t;
+	struct virtq *q = virtio_mmio_queue(t, NET_Q_RX);
+	if (!q) {
+		n->stats.rx_dropped++; /* no driver (yet): a NIC that is down drops */
+		return 1;
+	}
+	int rc = virtq_pop(q, t->mem, &n->chain);
+	if (rc < 0) {
+		virtio_mmio_needs_reset(t);
+		n->stats.rx_dropped++;
+		return 1;
+	}
+	if (rc == 0)
+		return 0;
+	const struct virtq_chain *c = &n->chain;
+	if (c->read_len) {
+		/* a device-readable rx buffer breaks the spec: give it back empty, drop nothing else */
+		virtq_push(q, c->head, 0);
+		*pushed = true;
+		n->stats.rx_dropped++;
+		return 1;
+	}
+	if (c->write_len < NET_HDR_LEN + len) {
+		/* Smaller than the frame (the driver lowered its MTU): the frame goes, the buffer stays. */
+		virtq_unpop(q);
+		n->stats.rx_dropped++;
+		return 1;
+	}
+	/* No offloads negotiated: flags, GSO and checksum fields zero; one buffer per frame. */
+	struct virtio_net_hdr_v1 h = { .num_buffers = 1 };
+	virtq_chain_write(c, 0, &h, sizeof(h));
+	virtq_chain_write(c, NET_HDR_LEN, frame, len);
+	virtq_push(q, c->head, (uint32_t)(NET_HDR_LEN + len));
+	*pushed = true;
+	n->stats.rx_frames++;
+	return 1;
+}
+
+static void rx_interrupt(struct virtio_net *n, bool pushed)
+{
+	struct virtq *q = virtio_mmio_queue(&n->t, NET_Q_RX);
+	if (pushed && q && virtq_should_interrupt(q))
+		virtio_mmio_interrupt(&n->t, VIRTIO_MMIO_INT_VRING);
+}
+
+/* Backlogged frames onto the queue while it has buffers.  With t.lock held. */
+static void rx_flush(struct virtio_net *n)
+{
+	bool pushed = false;
+	while (n->bl_n) {
+		unsigned i = n->bl_head;
+		if (!rx_put(n, n->backlog[i].data, n->backlog[i].len, &pushed))
+			break;
+		free(n->backlog[i].data);
+		n->backlog[i].data = NULL;
+		n->bl_head = (i + 1) % NET_RX_BACKLOG;
+		n->bl_n--;
+	}
+	rx_interrupt(n, pushed);
+}
+
+static void backlog_clear(struct virtio_net *n)
+{
+	while (n->bl_n) {
+		free(n->backlog[n->bl_head].data);
+		n->backlog[n->bl_head].data = NULL;
+		n->bl_head = (n->bl_head + 1) % NET_RX_BACKLOG;
+		n->bl_n--;
+	}
+}
+
+void virtio_net_deliver(struct virtio_net *n, const uint8_t *frame, size_t len)
+{
+	pthread_mutex_lock(&n->t.lock);
+	bool pushed = false;
+	if (len < 14 || len > NET_FRAME_MAX) {
+		n->stats.rx_dropped++;
+	} else if (n->bl_n || !rx_put(n, frame, len, &pushed)) {
+		/* In order: behind what already waits.  A full backlog drops, as a full NIC ring would. */
+		uint8_t *copy = n->bl_n < NET_RX_BACKLOG ? malloc(len) : NULL;
+		if (!copy) {
+			n->stats.rx_dropped++;
+		} else {
+			memcpy(copy, frame, len);
+			unsigned i = (n->bl_head + n->bl_n) % NET_RX_BACKLOG;
+			n->backlog[i].data = copy;
+			n->backlog[i].len = len;
+			n->bl_n++;
+		}
+	}
+	rx_interrupt(n, pushed);
+	pthread_mutex_unlock(&n->t.lock);
+}
+
+/* ---- tx: frames from the guest --------------------------------------------------------- */
+
+/* padcell's own answer to a DNS query the gate handed over: nothing is sent upstream. */
+static void tx_dns(struct virtio_net *n, const uint8_t *frame, size_t len, const struct gate_result *r)
+{
+	struct dns_query q;
+	uint8_t reply[DNS_UDP_MAX], out[ETH_HLEN + 28 + DNS_UDP_MAX];
+	uint8_t rcode;
+	n->stats.dns_queries++;
+	switch (dns_parse_query(frame + r->payload_off, r->payload_len, &q)) {
+	case DNS_QUERY_OK: {
+		struct policy_decision d;
+		if (!policy_check_dns(&n->policy, q.name, &d)) {
+			rcode = DNS_RCODE_NXDOMAIN; /* no rule allows it: no upstream query either */
+			net_log(n, "dns", q.name, "nxdomain", d.why);
+		} else {
+			/*
+			 * Allowed names are to be resolved on the host (c-ares, which honours /etc/hosts
+			 * and resolv.conf in a static binary); not there yet, so SERVFAIL, which resolvers
+			 * treat as "try later", never as "does not exist".
+			 */
+			rcode = DNS_RCODE_SERVFAIL;
+			net_log(n, "dns", q.name, "servfail", "allowed, but this padcell does not resolve names yet");
+		}
+		break;
+	}
+	case DNS_QUERY_BADNAME:
+		rcode = DNS_RCODE_NXDOMAIN;
+		break;
+	case DNS_QUERY_FORMERR:
+		rcode = DNS_RCODE_FORMERR;
+		break;
+	case DNS_QUERY_NOTIMP:
+		rcode = DNS_RCODE_NOTIMP;
+		break;
+	default:
+		return; /* too short, or a response: silence */
+	}
+	int rlen = dns_build_reply(&q, rcode, NULL, 0, NET_DNS_TTL, reply, sizeof(reply));
+	if (rlen < 0)
+		return;
+	int flen = gate_build_udp_reply(frame, len, reply, (size_t)rlen, out, sizeof(out));
+	if (flen > 0)
+		virtio_net_deliver(n, out, (size_t)flen);
+}
+
+/* The frame in n->txbuf after its header: through the gate, then wherever the verdict says. */
+static void tx_frame(struct virtio_net *n)
+{
+	const uint8_t *frame = n->txbuf + NET_HDR_LEN;
+	size_t len = n->txlen - NET_HDR_LEN;
+	struct gate_result r;
+	enum gate_verdict v = gate_inspect(&n->gate, &n->policy, frame, len, &r);
+	log_gate(n, &r);
+	switch (v) {
+	case GATE_PASS:
+		n->stats.tx_passed++;
+		if (n->be_ok)
+			n->be.ops->send(n->be.ctx, frame, len);
+		break;
+	case GATE_REJECT_TCP: {
+		/* Refused before any host socket exists, and said so at once: the guest's connect() fails. */
+		n->stats.tx_rejected++;
+		uint8_t rst[GATE_RST_LEN];
+		if (gate_build_rst(frame, len, rst, sizeof(rst)) == GATE_RST_LEN)
+			virtio_net_deliver(n, rst, sizeof(rst));
+		break;
+	}
+	case GATE_DNS:
+		tx_dns(n, frame, len, &r);
+		break;
+	case GATE_DROP:
+	default:
+		n->stats.tx_dropped++;
+		break;
+	}
+}
+
+/*
+ * Pops one tx chain and copies its frame into n->txbuf; the chain goes back to the guest at
+ * once, so the gate and the backend see bytes the guest can no longer change.  1: a frame is
+ * in txbuf; 0: the queue is empty (or broken).  With t.lock held.
+ */
+static int tx_pop(struct virtio_net *n)
+{
+	struct virtio_mmio *t = &n->t;
+	for (;;) {
+		struct virtq *q = virtio_mmio_queue(t, NET_Q_TX);
+		if (!q)
+			return 0;
+		int rc = virtq_pop(q, t->mem, &n->chain);
+		if (rc < 0) {
+			virtio_mmio_needs_reset(t);
+			return 0;
+		}
+		if (rc == 0)
+			return 0;
+		const struct virtq_chain *c = &n->chain;
+		/* tx buffers are device-readable only; the header must be whole; no frame over the copy's size */
+		bool ok = c->write_len == 0 && c->read_len >= NET_HDR_LEN && c->read_len <= NET_HDR_LEN + NET_FRAME_MAX;
+		if (ok) {
+			n->txlen = (size_t)virtq_chain_read(c, 0, n->txbuf, c->read_len);
+			struct virtio_net_hdr_v1 h;
+			memcpy(&h, n->txbuf, sizeof(h));
+			/* No CSUM or GSO was offered: a header asking for either is the guest's error. */
+			ok = n->txlen == c->read_len && h.flags == 0 && h.gso_type == VIRTIO_NET_HDR_GSO_NONE;
+		}
+		virtq_push(q, c->head, 0);
+		if (virtq_should_interrupt(q))
+			virtio_mmio_interrupt(t, VIRTIO_MMIO_INT_VRING);
+		n->stats.tx_frames++;
+		if (ok)
+			return 1;
+		n->stats.tx_bad++;
+	}
+}
+
+static void tx_drain(struct virtio_net *n)
+{
+	for (;;) {
+		pthread_mutex_lock(&n->t.lock);
+		int got = tx_pop(n);
+		pthread_mutex_unlock(&n->t.lock);
+		if (!got)
+			return;
+		tx_frame(n);
+	}
+}
+
+/* ---- the device loop ------------------------------------------------------------------- */
+
+#define NET_MAX_POLLFDS 256
+
+void virtio_net_poll(struct virtio_net *n, int timeout_ms)
+{
+	if (!n->be_open && n->be.ops) {
+		int rc = n->be.ops->open(n->be.ctx, n);
+		if (rc)
+			fprintf(stderr, "padcell: virtio-net: the %s stack did not start: %s; frames are dropped\n",
+				n->be.ops->name, strerror(-rc));
+		n->be_open = true; /* once: a stack that cannot start is not retried on every frame */
+		n->be_ok = rc == 0;
+	}
+	tx_drain(n);
+	pthread_mutex_lock(&n->t.lock);
+	rx_flush(n);
+	pthread_mutex_unlock(&n->t.lock);
+
+	struct pollfd fds[NET_MAX_POLLFDS];
+	fds[0] = (struct pollfd){ .fd = n->kick_fd, .events = POLLIN };
+	unsigned nfds = 1;
+	if (n->be_ok)
+		nfds += n->be.ops->poll_fill(n->be.ctx, fds + 1, NET_MAX_POLLFDS - 1, &timeout_ms);
+	int rc = poll(fds, nfds, timeout_ms);
+	if (rc > 0 && (fds[0].revents & POLLIN)) {
+		uint64_t cnt;
+		if (read(n->kick_fd, &cnt, sizeof(cnt)) < 0) {
+			/* EAGAIN: nothing to drain */
+		}
+	}
+	if (n->be_ok)
+		n->be.ops->poll_done(n->be.ctx, fds + 1, nfds - 1, rc);
+}
+
+static void *net_thread(void *arg)
+{
+	struct virtio_net *n = arg;
+	for (;;) {
+		pthread_mutex_lock(&n->t.lock);
+		bool stop = n->thread.stop;
+		pthread_mutex_unlock(&n->t.lock);
+		if (stop)
+			break;
+		virtio_net_poll(n, -1);
+	}
+	return NULL;
+}
+
+static void net_kick(void *arg)
+{
+	struct virtio_net *n = arg;
+	uint64_t one = 1;
+	if (write(n->kick_fd, &one, sizeof(one)) < 0) {
+		/* the counter cannot overflow: the thread drains it on every pass */
+	}
+}
+
+static void net_queue_notify(void *opaque, unsigned q)
+{
+	net_kick(opaque);
+}
+
+/* Frames waiting for the old driver are of no use to the next one. */
+static void net_reset(void *opaque)
+{
+	backlog_clear(opaque);
+}
+
+static const struct virtio_dev_ops net_ops = { .queue_notify = net_queue_notify, .reset = net_reset };
+
+/* The stack's virtual addresses and the host's own are refused unless a rule names them exactly. */
+static void net_own_addrs(struct policy *p)
+{
+	policy_add_own(p, NET_GATEWAY_IP, POLICY_OWN_STACK);
+	policy_add_own(p, NET_DNS_IP, POLICY_OWN_STACK);
+	policy_add_own(p, NET_GUEST_IP, POLICY_OWN_STACK);
+}
+
+int virtio_net_init(struct virtio_net *n, const struct net_params *p, const struct guest_mem *mem,
+		    const struct dev_host *host, unsigned irq, char *err, size_t errlen)
+{
+	memset(n, 0, sizeof(*n));
+	n->kick_fd = -1;
+	n->log_fd = p->log_fd;
+	policy_init(&n->policy);
+	int rc = policy_replace(&n->policy, p->rules, p->nrules, p->open, err, errlen);
+	if (rc)
+		goto err_policy;
+	net_own_addrs(&n->policy);
+	if (p->backend) {
+		n->be = *p->backend;
+	} else if ((rc = net_slirp_backend(&n->be, err, errlen))) {
+		goto err_policy;
+	}
+	rc = -ENOMEM;
+	n->txbuf = malloc(NET_HDR_LEN + NET_FRAME_MAX);
+	if (!n->txbuf) {
+		errorf(err, errlen, rc, "out of memory");
+		goto err_backend;
+	}
+	n->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (n->kick_fd < 0) {
+		rc = errorf(err, errlen, -errno, "eventfd: %s", strerror(errno));
+		goto err_txbuf;
+	}
+	const uint8_t mac[ETH_ALEN] = NET_GUEST_MAC;
+	memcpy(n->config.mac, mac, ETH_ALEN);
+	n->config.mtu = NET_MTU;
+	memcpy(n->gate.guest_mac, mac, ETH_ALEN);
+	n->gate.guest_ip = NET_GUEST_IP;
+	n->gate.dns_ip = NET_DNS_IP;
+	n->gate.mtu = NET_MTU;
+	/* MAC and MTU only: no checksum or segmentation offloads, so every frame is whole and checked. */
+	uint64_t features = (1ULL << VIRTIO_NET_F_MAC) | (1ULL << VIRTIO_NET_F_MTU);
+	virtio_mmio_init(&n->t, mem, host, irq, VIRTIO_ID_NET, features, 2, &n->config, sizeof(n->config), &net_ops, n);
+	devthread_init(&n->thread, &n->t.lock, net_thread, net_kick, n);
+	return 0;
+
+err_txbuf:
+	free(n->txbuf);
+err_backend:
+	if (!p->backend && n->be.ops)
+		n->be.ops->close(n->be.ctx);
+err_policy:
+	policy_destroy(&n->policy);
+	return rc;
+}
+
+int virtio_net_start(struct virtio_net *n)
+{
+	return devthread_start(&n->thread);
+}
+
+void virtio_net_pause(struct virtio_net *n)
+{
+	devthread_stop(&n->thread);
+}
+
+int virtio_net_resume(struct virtio_net *n)
+{
+	return devthread_resume(&n->thread);
+}
+
+void virtio_net_destroy(struct virtio_net *n)
+{
+	virtio_net_pause(n);
+	if (n->be.ops)
+		n->be.ops->close(n->be.ctx);
+	pthread_mutex_lock(&n->t.lock);
+	backlog_clear(n);
+	pthread_mutex_unlock(&n->t.lock);
+	free(n->txbuf);
+	close(n->kick_fd);
+	policy_destroy(&n->policy);
+	virtio_mmio_destroy(&n->t);
+}
+
+void virtio_net_save(struct virtio_net *n, struct virtio_net_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	virtio_mmio_save(&n->t, &st->t);
+	memcpy(st->mac, n->config.mac, sizeof(st->mac));
+	st->mtu = n->config.mtu;
+}
+
+int virtio_net_load(struct virtio_net *n, const struct virtio_net_state *st)
+{
+	if (memcmp(st->mac, n->config.mac, sizeof(st->mac)) || st->mtu != n->config.mtu)
+		return -EINVAL;
+	return virtio_mmio_load(&n->t, &st->t);
+}
+
+int virtio_net_cmdline(char *out, size_t outlen)
+{
+	struct in_addr ip = { htonl(NET_GUEST_IP) }, gw = { htonl(NET_GATEWAY_IP) }, dns = { htonl(NET_DNS_IP) };
+	char a[16], b[16], c[16];
+	snprintf(a, sizeof(a), "%s", inet_ntoa(ip));
+	snprintf(b, sizeof(b), "%s", inet_ntoa(gw));
+	snprintf(c, sizeof(c), "%s", inet_ntoa(dns));
+	int len = snprintf(out, outlen, "padcell.net=%s/%u,%s,%s,%u", a, NET_PREFIX, b, c, NET_MTU);
+	return len > 0 && (size_t)len < outlen ? 0 : -ENAMETOOLONG;
+}
+
+/* ---- the device interface ---------------------------------------------------------------- */
+
+static int net_dev_start(struct device *d)
+{
+	return virtio_net_start(d->dev);
+}
+
+static void net_dev_pause(struct device *d)
+{
+	virtio_net_pause(d->dev);
+}
+
+static int net_dev_resume(struct device *d)
+{
+	return virtio_net_resume(d->dev);
+}
+
+static void net_dev_save(struct device *d, void *st)
+{
+	virtio_net_save(d->dev, st);
+}
+
+static int net_dev_load(struct device *d, const void *st, char *err, size_t errlen)
+{
+	if (virtio_net_load(d->dev, st))
+		return errorf(err, errlen, -EINVAL, "corrupt: virtio-net state");
+	return 0;
+}
+
+/*
+ * A restored NIC has a fresh stack: the snapshot's connections are gone, and the guest's next
+ * segment on one of them meets a stack that never heard of it (and resets it).
+ */
+static void net_dev_restored(struct device *d)
+{
+	virtio_mmio_notify_all(&((struct virtio_net *)d->dev)->t);
+}
+
+static void net_dev_destroy(struct device *d)
+{
+	virtio_net_destroy(d->dev);
+	free(d->dev);
+}
+
+static const struct dev_ops net_dev_ops = {
+	.name = "virtio-net",
+	.start = net_dev_start,
+	.pause = net_dev_pause,
+	.resume = net_dev_resume,
+	.snap_section = SNAP_SEC_NET,
+	.state_size = sizeof(struct virtio_net_state),
+	.save = net_dev_save,
+	.load = net_dev_load,
+	.restored = net_dev_restored,
+	.destroy = net_dev_destroy,
+};
+
+int virtio_net_create(struct device *d, const struct guest_mem *mem, const struct dev_host *host, const void *params)
+{
+	struct virtio_net *n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	char err[256]; /* the CLI checked the rules and the backend already: what is left is -ENOMEM and the like */
+	int rc = virtio_net_init(n, params, mem, host, d->irq, err, sizeof(err));
+	if (rc) {
+		free(n);
+		return rc;
+	}
+	d->ops = &net_dev_ops;
+	d->dev = n;
+	d->virtio = d->bus_opaque = &n->t;
+	d->bus_ops = &virtio_mmio_ops;
+	d->len = VIRTIO_MMIO_RANGE_LEN;
+	/* One pass of the device loop serves both queues: any QueueNotify value wakes it. */
+	d->kick_fd = n->kick_fd;
+	d->kick_datamatch = false;
+	return 0;
+}
+
+bool virtio_net_in_snapshot(const struct dev_snap_in *in, unsigned index)
+{
+	return in->find(in, SNAP_SEC_NET, index, NULL) != NULL;
+}

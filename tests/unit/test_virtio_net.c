@@ -1,0 +1,676 @@
+/* virtio-net on real rings and a fake host: tx through the gate to a fake backend, rx with EVENT_IDX, hostile chains, libslirp in-process. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_mmio.h>
+#include <linux/virtio_ring.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "devices/virtio_net.h"
+#include "tests/unit/fake_host.h"
+#include "vmm/mem.h"
+#include "vmm/net/dns.h"
+
+#define QN 64u
+#define RXBUF (NET_HDR_LEN + NET_FRAME_MAX)
+#define DENIED 0x08080808u  /* 8.8.8.8 */
+#define ALLOWED 0x5db8d822u /* 93.184.216.34, allowed on 443 */
+
+static struct guest_mem mem;
+static struct fake_host fh;
+static struct virtio_net *dev;
+
+/* ---- a fake backend: records what the gate passed, answers with frames on demand ---- */
+
+static struct {
+	unsigned opened, sent, closed;
+	uint8_t last[NET_FRAME_MAX];
+	size_t last_len;
+	struct virtio_net *n;
+	uint8_t inject[2048];
+	size_t inject_len; /* delivered from poll_done when set */
+} fb;
+
+static int fb_open(void *ctx, struct virtio_net *n)
+{
+	fb.opened++;
+	fb.n = n;
+	return 0;
+}
+static void fb_send(void *ctx, const uint8_t *frame, size_t len)
+{
+	fb.sent++;
+	memcpy(fb.last, frame, len);
+	fb.last_len = len;
+}
+static unsigned fb_fill(void *ctx, struct pollfd *fds, unsigned max, int *timeout_ms) { return 0; }
+static void fb_done(void *ctx, struct pollfd *fds, unsigned n, int rc)
+{
+	if (fb.inject_len) {
+		virtio_net_deliver(fb.n, fb.inject, fb.inject_len);
+		fb.inject_len = 0;
+	}
+}
+static void fb_close(void *ctx) { fb.closed++; }
+static const struct net_backend_ops fb_ops = { "fake", fb_open, fb_send, fb_fill, fb_done, fb_close };
+static const struct net_backend fake_be = { &fb_ops, NULL };
+
+/* ---- the driver's side: two queues ---- */
+
+struct dq {
+	uint64_t desc, avail, used, bufs;
+	uint16_t avail_idx;
+};
+static struct dq dq[2];
+
+static uint32_t rd(uint64_t off)
+{
+	uint32_t v;
+	virtio_mmio_ops.read(&dev->t, off, &v, 4);
+	return v;
+}
+static void wr(uint64_t off, uint32_t v) { virtio_mmio_ops.write(&dev->t, off, &v, 4); }
+
+static void desc_put(struct dq *q, uint16_t i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
+{
+	struct vring_desc d = { .addr = addr, .len = len, .flags = flags, .next = next };
+	gmem_write(&mem, q->desc + 16ULL * i, &d, sizeof(d));
+}
+static void avail_put(struct dq *q, uint16_t head)
+{
+	gmem_write(&mem, q->avail + 4 + 2ULL * (q->avail_idx % QN), &head, 2);
+	q->avail_idx++;
+	gmem_write(&mem, q->avail + 2, &q->avail_idx, 2);
+}
+static uint16_t used_idx(struct dq *q)
+{
+	uint16_t v;
+	gmem_read(&mem, q->used + 2, &v, 2);
+	return v;
+}
+static struct vring_used_elem used_elem(struct dq *q, uint16_t slot)
+{
+	struct vring_used_elem e;
+	gmem_read(&mem, q->used + 4 + 8ULL * (slot % QN), &e, sizeof(e));
+	return e;
+}
+/* The driver's used_event (EVENT_IDX): interrupt once used idx passes it. */
+static void used_event_put(struct dq *q, uint16_t v) { gmem_write(&mem, q->avail + 4 + 2ULL * QN, &v, 2); }
+
+static void rx_post(uint16_t i)
+{
+	desc_put(&dq[0], i, dq[0].bufs + (uint64_t)i * 0x20000, RXBUF, VRING_DESC_F_WRITE, 0);
+	avail_put(&dq[0], i);
+}
+
+static void dev_up(unsigned nrx)
+{
+	wr(VIRTIO_MMIO_STATUS, 0);
+	wr(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+	wr(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+	uint32_t f0 = rd(VIRTIO_MMIO_DEVICE_FEATURES);
+	cr_assert(f0 & (1u << VIRTIO_NET_F_MAC));
+	cr_assert(f0 & (1u << VIRTIO_NET_F_MTU));
+	cr_assert_not(f0 & (1u << VIRTIO_NET_F_CSUM), "no offloads");
+	cr_assert_not(f0 & (1u << VIRTIO_NET_F_GUEST_TSO4), "no offloads");
+	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+	wr(VIRTIO_MMIO_DRIVER_FEATURES, (1u << VIRTIO_NET_F_MAC) | (1u << VIRTIO_NET_F_MTU) |
+						(1u << VIRTIO_RING_F_EVENT_IDX));
+	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+	wr(VIRTIO_MMIO_DRIVER_FEATURES, 1u << (VIRTIO_F_VERSION_1 - 32));
+	wr(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+	static const uint8_t zero[0x4000];
+	for (unsigned q = 0; q < 2; q++) {
+		gmem_write(&mem, 0x10000 + 0x10000ULL * q, zero, sizeof(zero)); /* descriptors, avail, used: fresh */
+		gmem_write(&mem, 0x14000 + 0x10000ULL * q, zero, sizeof(zero));
+		gmem_write(&mem, 0x18000 + 0x10000ULL * q, zero, sizeof(zero));
+		dq[q] = (struct dq){ .desc = 0x10000 + 0x10000ULL * q, .avail = 0x14000 + 0x10000ULL * q,
+				     .used = 0x18000 + 0x10000ULL * q, .bufs = 0x100000 + 0x1000000ULL * q };
+		wr(VIRTIO_MMIO_QUEUE_SEL, q);
+		wr(VIRTIO_MMIO_QUEUE_NUM, QN);
+		wr(VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)dq[q].desc);
+		wr(VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)dq[q].avail);
+		wr(VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)dq[q].used);
+		wr(VIRTIO_MMIO_QUEUE_READY, 1);
+	}
+	wr(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK |
+				       VIRTIO_CONFIG_S_DRIVER_OK);
+	cr_assert(rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_DRIVER_OK);
+	for (uint16_t i = 0; i < nrx; i++)
+		rx_post(i);
+}
+
+static void make_dev(const struct net_backend *be, const char *const *rules, size_t nrules)
+{
+	cr_assert_eq(gmem_init(&mem, 64ULL << 20), 0);
+	fake_host_init(&fh);
+	memset(&fb, 0, sizeof(fb));
+	dev = calloc(1, sizeof(*dev));
+	struct net_params p = { .rules = rules, .nrules = nrules, .log_fd = -1, .backend = be };
+	char err[256];
+	cr_assert_eq(virtio_net_init(dev, &p, &mem, &fh.host, 5, err, sizeof(err)), 0, "%s", err);
+}
+
+static void setup(void)
+{
+	static const char *const rules[] = { "93.184.216.34:443", "pypi.org:443" };
+	make_dev(&fake_be, rules, 2);
+	dev_up(8);
+}
+
+static void teardown(void)
+{
+	virtio_net_destroy(dev);
+	free(dev);
+	gmem_destroy(&mem);
+}
+
+TestSuite(virtio_net, .init = setup, .fini = teardown, .timeout = 30);
+
+/* ---- guest frames ---- */
+
+static const uint8_t guest_mac[6] = NET_GUEST_MAC;
+static const uint8_t gw_mac[6] = { 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02 };
+static uint8_t f[NET_FRAME_MAX + 64];
+static size_t flen;
+
+static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v; }
+static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)(v >> 16)), put16(p + 2, (uint16_t)v); }
+static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t get32(const uint8_t *p) { return (uint32_t)get16(p) << 16 | get16(p + 2); }
+
+static uint32_t t_sum(const uint8_t *b, size_t n, uint32_t sum)
+{
+	for (size_t i = 0; i < n; i++)
+		sum += (i % 2 == 0) ? (uint32_t)b[i] * 256 : b[i];
+	return sum;
+}
+static uint16_t t_fold(uint32_t sum)
+{
+	while (sum > 0xffff)
+		sum = (sum >> 16) + (sum & 0xffff);
+	return (uint16_t)~sum;
+}
+
+static uint8_t *ipv4(uint8_t proto, uint32_t dst, size_t l4len)
+{
+	memset(f, 0, 14 + 20 + l4len);
+	memcpy(f, gw_mac, 6);
+	memcpy(f + 6, guest_mac, 6);
+	put16(f + 12, 0x0800);
+	uint8_t *ip = f + 14;
+	ip[0] = 0x45;
+	put16(ip + 2, (uint16_t)(20 + l4len));
+	put16(ip + 6, 0x4000);
+	ip[8] = 64;
+	ip[9] = proto;
+	put32(ip + 12, NET_GUEST_IP);
+	put32(ip + 16, dst);
+	put16(ip + 10, t_fold(t_sum(ip, 20, 0)));
+	flen = 14 + 20 + l4len;
+	return ip + 20;
+}
+
+/* The TCP/UDP checksum over the pseudo-header, for frames the real stack must accept. */
+static void l4_csum(unsigned csum_off)
+{
+	uint8_t *ip = f + 14, *l4 = ip + 20;
+	size_t l4len = flen - 34;
+	uint8_t ph[12];
+	memcpy(ph, ip + 12, 8);
+	ph[8] = 0;
+	ph[9] = ip[9];
+	put16(ph + 10, (uint16_t)l4len);
+	put16(l4 + csum_off, 0);
+	put16(l4 + csum_off, t_fold(t_sum(l4, l4len, t_sum(ph, 12, 0))));
+}
+
+static void syn(uint32_t dst, uint16_t dport)
+{
+	uint8_t *t = ipv4(IPPROTO_TCP, dst, 20);
+	put16(t, 40000);
+	put16(t + 2, dport);
+	put32(t + 4, 1000);
+	t[12] = 5 << 4;
+	t[13] = 0x02; /* SYN */
+	put16(t + 14, 65535);
+	l4_csum(16);
+}
+
+static void arp_request(uint32_t target)
+{
+	memset(f, 0, 42);
+	memset(f, 0xff, 6);
+	memcpy(f + 6, guest_mac, 6);
+	put16(f + 12, 0x0806);
+	uint8_t *a = f + 14;
+	put16(a, 1);
+	put16(a + 2, 0x0800);
+	a[4] = 6;
+	a[5] = 4;
+	put16(a + 6, 1);
+	memcpy(a + 8, guest_mac, 6);
+	put32(a + 14, NET_GUEST_IP);
+	put32(a + 24, target);
+	flen = 42;
+}
+
+/* A DNS A query for name to the stack's DNS address. */
+static void dns_query(const char *name, uint16_t id)
+{
+	uint8_t q[300];
+	size_t n = 0;
+	memset(q, 0, 12);
+	put16(q, id);
+	put16(q + 2, 0x0100); /* RD */
+	put16(q + 4, 1);
+	n = 12;
+	for (const char *p = name; *p;) {
+		const char *dot = strchr(p, '.');
+		size_t l = dot ? (size_t)(dot - p) : strlen(p);
+		q[n++] = (uint8_t)l;
+		memcpy(q + n, p, l);
+		n += l;
+		p += l + (dot ? 1 : 0);
+	}
+	q[n++] = 0;
+	put16(q + n, 1), n += 2;
+	put16(q + n, 1), n += 2;
+	uint8_t *u = ipv4(IPPROTO_UDP, NET_DNS_IP, 8 + n);
+	put16(u, 33333);
+	put16(u + 2, 53);
+	put16(u + 4, (uint16_t)(8 + n));
+	memcpy(u + 8, q, n);
+	l4_csum(6);
+}
+
+/* ---- tx chains ---- */
+
+static uint16_t tx_next;
+
+/* The frame in f (after a zero virtio_net_hdr) as one device-readable descriptor. */
+static void tx_send(void)
+{
+	uint16_t i = tx_next++ % QN;
+	uint64_t buf = dq[1].bufs + (uint64_t)i * 0x20000;
+	uint8_t hdr[NET_HDR_LEN] = { 0 };
+	gmem_write(&mem, buf, hdr, sizeof(hdr));
+	gmem_write(&mem, buf + NET_HDR_LEN, f, flen);
+	desc_put(&dq[1], i, buf, (uint32_t)(NET_HDR_LEN + flen), 0, 0);
+	avail_put(&dq[1], i);
+}
+
+static void pump(void)
+{
+	for (int i = 0; i < 3; i++)
+		virtio_net_poll(dev, 0);
+}
+
+/* The rx frame in used slot `slot`: its length (after the header) and bytes. */
+static size_t rx_frame(uint16_t slot, uint8_t *out)
+{
+	struct vring_used_elem e = used_elem(&dq[0], slot);
+	cr_assert_geq(e.len, NET_HDR_LEN + 14);
+	struct virtio_net_hdr_v1 h;
+	uint64_t buf = dq[0].bufs + (uint64_t)e.id * 0x20000;
+	gmem_read(&mem, buf, &h, sizeof(h));
+	cr_assert_eq(h.num_buffers, 1, "VERSION_1 without MRG_RXBUF: num_buffers is 1");
+	cr_assert_eq(h.flags, 0);
+	cr_assert_eq(h.gso_type, VIRTIO_NET_HDR_GSO_NONE);
+	gmem_read(&mem, buf + NET_HDR_LEN, out, e.len - NET_HDR_LEN);
+	return e.len - NET_HDR_LEN;
+}
+
+Test(virtio_net, config_has_mac_and_mtu)
+{
+	uint8_t mac[6];
+	for (unsigned i = 0; i < 6; i++) {
+		uint8_t b;
+		virtio_mmio_ops.read(&dev->t, 0x100 + i, &b, 1);
+		mac[i] = b;
+	}
+	cr_assert_arr_eq(mac, guest_mac, 6);
+	uint16_t mtu;
+	virtio_mmio_ops.read(&dev->t, 0x100 + offsetof(struct virtio_net_config, mtu), &mtu, 2);
+	cr_assert_eq(mtu, NET_MTU);
+	cr_assert_eq(rd(VIRTIO_MMIO_DEVICE_ID), 1u);
+}
+
+Test(virtio_net, allowed_frames_reach_the_backend)
+{
+	arp_request(NET_GATEWAY_IP);
+	tx_send();
+	syn(ALLOWED, 443);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.opened, 1);
+	cr_assert_eq(fb.sent, 2);
+	cr_assert_eq(fb.last_len, flen);
+	cr_assert_arr_eq(fb.last, f, flen);
+	cr_assert_eq(used_idx(&dq[1]), 2, "both tx chains go back");
+	cr_assert_eq(used_elem(&dq[1], 0).len, 0, "tx buffers are read, not written");
+	cr_assert_eq(dev->stats.tx_passed, 2);
+}
+
+Test(virtio_net, denied_syn_is_answered_with_a_reset)
+{
+	syn(DENIED, 80);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 0, "the stack never hears of it");
+	cr_assert_eq(dev->stats.tx_rejected, 1);
+	cr_assert_eq(used_idx(&dq[0]), 1, "a reset on rx");
+	uint8_t r[NET_FRAME_MAX];
+	size_t n = rx_frame(0, r);
+	cr_assert_eq(n, GATE_RST_LEN);
+	cr_assert_arr_eq(r, guest_mac, 6);
+	cr_assert_eq(get32(r + 14 + 12), DENIED, "from the address the guest dialled");
+	cr_assert_eq(get32(r + 14 + 16), NET_GUEST_IP);
+	cr_assert_eq(get16(r + 34), 80);
+	cr_assert_eq(get16(r + 36), 40000);
+	cr_assert_eq(r[34 + 13], 0x14, "RST|ACK");
+	cr_assert_eq(get32(r + 34 + 8), 1001, "acks the SYN");
+	cr_assert_gt(fh.notify_calls, 0, "an interrupt for it");
+}
+
+Test(virtio_net, runt_and_oversized_frames_are_dropped)
+{
+	memset(f, 0, 10);
+	flen = 10;
+	tx_send();
+	ipv4(IPPROTO_UDP, ALLOWED, NET_MTU - 20 + 1); /* one byte over the MTU */
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 0);
+	cr_assert_eq(dev->stats.tx_dropped, 2);
+	cr_assert_eq(used_idx(&dq[1]), 2);
+	cr_assert_eq(used_idx(&dq[0]), 0);
+	cr_assert_not(rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+}
+
+Test(virtio_net, dns_for_a_name_no_rule_allows_is_nxdomain)
+{
+	dns_query("evil.example", 0x4242);
+	tx_send();
+	dns_query("pypi.org", 0x4343);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 0, "DNS never goes to the stack");
+	cr_assert_eq(used_idx(&dq[0]), 2);
+	uint8_t r[NET_FRAME_MAX];
+	size_t n = rx_frame(0, r);
+	cr_assert_geq(n, 42 + 12);
+	cr_assert_eq(get32(r + 26), NET_DNS_IP, "from the DNS address");
+	cr_assert_eq(get16(r + 34), 53);
+	cr_assert_eq(get16(r + 36), 33333);
+	const uint8_t *d = r + 42;
+	cr_assert_eq(get16(d), 0x4242);
+	cr_assert_eq(get16(d + 2) & 0x800f, 0x8000 | DNS_RCODE_NXDOMAIN);
+	n = rx_frame(1, r);
+	d = r + 42;
+	cr_assert_eq(get16(d), 0x4343);
+	/* allowed, but no resolver yet: SERVFAIL, never a made-up answer */
+	cr_assert_eq(get16(d + 2) & 0x800f, 0x8000 | DNS_RCODE_SERVFAIL);
+}
+
+Test(virtio_net, rx_waits_for_buffers_and_honours_event_idx)
+{
+	/* No rx buffers beyond the 8 posted: fill them, then two more wait in the backlog. */
+	for (unsigned i = 0; i < 10; i++) {
+		fb.inject_len = 60;
+		memset(fb.inject, (int)i, 60);
+		memcpy(fb.inject, guest_mac, 6);
+		virtio_net_poll(dev, 0);
+	}
+	cr_assert_eq(used_idx(&dq[0]), 8);
+	cr_assert_eq(dev->bl_n, 2);
+	/* EVENT_IDX: the driver wants no interrupt before used idx passes 20. */
+	used_event_put(&dq[0], 20);
+	unsigned before = fh.notify_calls;
+	rx_post(8);
+	virtio_net_poll(dev, 0);
+	cr_assert_eq(used_idx(&dq[0]), 9);
+	cr_assert_eq(fh.notify_calls, before, "no interrupt the driver did not ask for");
+	used_event_put(&dq[0], 9);
+	rx_post(9);
+	virtio_net_poll(dev, 0);
+	cr_assert_eq(used_idx(&dq[0]), 10);
+	cr_assert_eq(dev->bl_n, 0);
+	cr_assert_gt(fh.notify_calls, before);
+	uint8_t r[NET_FRAME_MAX];
+	cr_assert_eq(rx_frame(9, r), 60);
+	cr_assert_eq(r[59], 9, "in order");
+}
+
+Test(virtio_net, write_only_and_short_tx_chains_are_dropped)
+{
+	/* a device-writable tx descriptor */
+	desc_put(&dq[1], 0, dq[1].bufs, 100, VRING_DESC_F_WRITE, 0);
+	avail_put(&dq[1], 0);
+	/* a header cut short */
+	desc_put(&dq[1], 1, dq[1].bufs, NET_HDR_LEN - 4, 0, 0);
+	avail_put(&dq[1], 1);
+	/* a header asking for a checksum offload nobody offered */
+	uint8_t h[NET_HDR_LEN + 60] = { VIRTIO_NET_HDR_F_NEEDS_CSUM };
+	gmem_write(&mem, dq[1].bufs + 0x1000, h, sizeof(h));
+	desc_put(&dq[1], 2, dq[1].bufs + 0x1000, sizeof(h), 0, 0);
+	avail_put(&dq[1], 2);
+	pump();
+	cr_assert_eq(dev->stats.tx_bad, 3);
+	cr_assert_eq(fb.sent, 0);
+	cr_assert_eq(used_idx(&dq[1]), 3, "each given back");
+	cr_assert_not(rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+	/* and the queue still works */
+	syn(ALLOWED, 443);
+	tx_next = 3;
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 1);
+}
+
+static void expect_needs_reset(void)
+{
+	pump();
+	cr_assert(rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+	cr_assert_eq(fb.sent, 0);
+}
+
+Test(virtio_net, zero_length_descriptor_breaks_the_device)
+{
+	desc_put(&dq[1], 0, dq[1].bufs, 0, 0, 0);
+	avail_put(&dq[1], 0);
+	expect_needs_reset();
+}
+
+Test(virtio_net, looping_chain_breaks_the_device)
+{
+	desc_put(&dq[1], 0, dq[1].bufs, 16, VRING_DESC_F_NEXT, 1);
+	desc_put(&dq[1], 1, dq[1].bufs, 16, VRING_DESC_F_NEXT, 0);
+	avail_put(&dq[1], 0);
+	expect_needs_reset();
+}
+
+Test(virtio_net, out_of_range_address_breaks_the_device)
+{
+	desc_put(&dq[1], 0, (64ULL << 20) - 8, 64, 0, 0);
+	avail_put(&dq[1], 0);
+	expect_needs_reset();
+}
+
+Test(virtio_net, rx_buffer_too_small_drops_the_frame_keeps_the_buffer)
+{
+	/* re-post slot 0 as a tiny buffer: a 60-byte frame does not fit 12 + 20 */
+	wr(VIRTIO_MMIO_STATUS, 0);
+	dev_up(0);
+	desc_put(&dq[0], 0, dq[0].bufs, NET_HDR_LEN + 20, VRING_DESC_F_WRITE, 0);
+	avail_put(&dq[0], 0);
+	fb.inject_len = 60;
+	memset(fb.inject, 0, 60);
+	virtio_net_poll(dev, 0);
+	cr_assert_eq(used_idx(&dq[0]), 0);
+	cr_assert_eq(dev->stats.rx_dropped, 1);
+	fb.inject_len = 20;
+	virtio_net_poll(dev, 0);
+	cr_assert_eq(used_idx(&dq[0]), 1, "the buffer served the next frame that fits");
+}
+
+Test(virtio_net, save_load_keeps_queues_and_identity)
+{
+	struct virtio_net_state st;
+	virtio_net_save(dev, &st);
+	cr_assert_arr_eq(st.mac, guest_mac, 6);
+	struct virtio_net *other = calloc(1, sizeof(*other));
+	struct net_params p = { .log_fd = -1, .backend = &fake_be };
+	char err[256];
+	cr_assert_eq(virtio_net_init(other, &p, &mem, &fh.host, 5, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(virtio_net_load(other, &st), 0);
+	cr_assert(other->t.queues[NET_Q_RX].ready);
+	st.mtu = 1500;
+	cr_assert_eq(virtio_net_load(other, &st), -EINVAL);
+	virtio_net_destroy(other);
+	free(other);
+}
+
+Test(virtio_net, bad_rule_is_refused)
+{
+	struct virtio_net *other = calloc(1, sizeof(*other));
+	static const char *const rules[] = { "10.0.0.0/33" };
+	struct net_params p = { .rules = rules, .nrules = 1, .log_fd = -1, .backend = &fake_be };
+	char err[256] = "";
+	cr_assert_eq(virtio_net_init(other, &p, &mem, &fh.host, 5, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "10.0.0.0/33"), "%s", err);
+	free(other);
+}
+
+Test(virtio_net, decisions_are_logged_as_json_lines)
+{
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	dev->log_fd = p[1];
+	syn(DENIED, 80);
+	tx_send();
+	dns_query("evil.example", 1);
+	tx_send();
+	pump();
+	close(p[1]);
+	dev->log_fd = -1;
+	char buf[4096] = "";
+	ssize_t n = read(p[0], buf, sizeof(buf) - 1);
+	close(p[0]);
+	cr_assert_gt(n, 0);
+	cr_assert(strstr(buf, "\"dst\":\"8.8.8.8:80\",\"verdict\":\"reject\""), "%s", buf);
+	cr_assert(strstr(buf, "\"dst\":\"evil.example\",\"verdict\":\"nxdomain\""), "%s", buf);
+	cr_assert(strstr(buf, "{\"time\":\""), "%s", buf);
+}
+
+/* ---- the real stack, in process ---- */
+
+TestSuite(net_slirp, .timeout = 30);
+
+Test(net_slirp, arp_and_an_allowed_connection_through_libslirp)
+{
+	if (!net_slirp_built_in())
+		cr_skip_test("built without libslirp");
+	/* A listener on host loopback: refused unless a rule names it exactly, as this one does. */
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	cr_assert_eq(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(l, 4), 0);
+	socklen_t sl = sizeof(sa);
+	getsockname(l, (struct sockaddr *)&sa, &sl);
+	uint16_t port = ntohs(sa.sin_port);
+	char rule[32];
+	snprintf(rule, sizeof(rule), "127.0.0.1:%u", port);
+	const char *rules[] = { rule };
+	make_dev(NULL, rules, 1);
+	dev_up(16);
+
+	arp_request(NET_GATEWAY_IP);
+	tx_send();
+	pump();
+	cr_assert_geq(used_idx(&dq[0]), 1, "slirp answered the ARP");
+	uint8_t r[NET_FRAME_MAX];
+	size_t n = rx_frame(0, r);
+	cr_assert_geq(n, 42);
+	cr_assert_eq(get16(r + 12), 0x0806);
+	cr_assert_eq(get16(r + 14 + 6), 2, "an ARP reply");
+	cr_assert_eq(get32(r + 14 + 14), NET_GATEWAY_IP);
+
+	/* A denied SYN never reaches slirp; the allowed one makes slirp connect on the host. */
+	syn(DENIED, 80);
+	tx_send();
+	syn(0x7f000001, port);
+	tx_send();
+	uint16_t seen = used_idx(&dq[0]);
+	int c = -1;
+	for (int i = 0; i < 200 && c < 0; i++) {
+		virtio_net_poll(dev, 10);
+		struct pollfd pl = { .fd = l, .events = POLLIN };
+		if (poll(&pl, 1, 0) == 1)
+			c = accept(l, NULL, NULL);
+	}
+	cr_assert_geq(c, 0, "slirp connected to the allowed listener");
+	/* and the guest hears a SYN-ACK (after the gate's RST for the denied one) */
+	bool synack = false;
+	for (int i = 0; i < 100 && !synack; i++) {
+		virtio_net_poll(dev, 10);
+		for (uint16_t s = seen; s != used_idx(&dq[0]); s++) {
+			n = rx_frame(s, r);
+			if (n >= 54 && get16(r + 12) == 0x0800 && r[23] == IPPROTO_TCP && get16(r + 34) == port &&
+			    (r[47] & 0x12) == 0x12)
+				synack = true;
+		}
+	}
+	cr_assert(synack, "SYN-ACK from the stack");
+	cr_assert_eq(dev->stats.tx_rejected, 1);
+	close(c);
+	close(l);
+	virtio_net_destroy(dev);
+	free(dev);
+	gmem_destroy(&mem);
+}
+
+/* ---- the command line ---- */
+
+#include "vmm/cmd/cli.h"
+
+Test(net_cli, no_nic_unless_asked)
+{
+	char *argv[] = { "boot", "--kernel", "k", NULL };
+	struct boot_opts o;
+	char err[512];
+	cr_assert_eq(cli_parse_boot(3, argv, &o, err, sizeof(err)), 0, "%s", err);
+	cr_assert_not(o.net.net);
+	cli_opts_free(&o);
+}
+
+Test(net_cli, allow_implies_net_and_rules_are_checked)
+{
+	char *argv[] = { "boot", "--kernel", "k", "--allow", "pypi.org:443", "--allow", "*.pythonhosted.org:443",
+			 "--allow-internet", "--net-log", "/tmp/x.log", NULL };
+	struct boot_opts o;
+	char err[512];
+	cr_assert_eq(cli_parse_boot(10, argv, &o, err, sizeof(err)), 0, "%s", err);
+	cr_assert(o.net.net);
+	cr_assert(o.net.allow_internet);
+	cr_assert_eq(o.net.nallow, 2);
+	cr_assert_str_eq(o.net.allow[1], "*.pythonhosted.org:443");
+	cr_assert_str_eq(o.net.log, "/tmp/x.log");
+	cli_opts_free(&o);
+	char *bad[] = { "boot", "--kernel", "k", "--allow", "10.0.0.0/33", NULL };
+	cr_assert_eq(cli_parse_boot(5, bad, &o, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "--allow"), "%s", err);
+	char *run[] = { "run", "--from", "d", "--allow", "1.2.3.4", "--", "true", NULL };
+	struct run_opts r;
+	cr_assert_eq(cli_parse_run(7, run, &r, err, sizeof(err)), 0, "network flags go with --from: %s", err);
+	cr_assert(r.vm.net.net);
+	cli_opts_free(&r.vm);
+}
