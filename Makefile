@@ -7,7 +7,8 @@ BUILD   := build
 PADCELL_CFLAGS := -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-parameter \
                   -D_GNU_SOURCE -I. -MMD -MP $(if $(filter 1,$(WERROR)),-Werror)
 # Jansson (libjansson-dev): JSON for the control socket's API; its static .a links cleanly.
-PADCELL_LDLIBS := -ljansson -lpthread
+# libseccomp (libseccomp-dev): the jail's BPF filters built from one table; its static .a links cleanly.
+PADCELL_LDLIBS := -ljansson -lseccomp -lpthread
 # padcell links statically by default: one file to copy into a jail or an initramfs,
 # and no dynamic loader on the start-up path (measured: ~0.4 ms of a ~2.5 ms start).
 STATIC  ?= 1
@@ -32,6 +33,8 @@ VMM_SRCS += guest/agent/proto.c vmm/agent/agent_client.c vmm/cmd/agent.c vmm/cmd
 DEV_SRCS := devices/bus.c devices/serial.c devices/i8042.c devices/pvpanic.c \
             devices/acpi_pm.c devices/virtq.c devices/virtio_mmio.c devices/virtio_blk.c \
             devices/virtio_vsock.c devices/devthread.c devices/ratelimit.c
+# The jail: the monitor confines itself (seccomp, Landlock, namespaces, privileges).
+VMM_SRCS += vmm/jail/jail.c vmm/jail/seccomp.c vmm/jail/landlock.c vmm/jail/ns.c vmm/jail/cgroup.c
 # virtio-net and its backend (libslirp with SLIRP=1, else a stub that refuses --net).
 DEV_SRCS += devices/virtio_net.c devices/net_slirp.c
 # The network egress core: policy, frame gate, DNS, SNI/Host (pure; devices/virtio_net.c runs them).
@@ -65,6 +68,13 @@ $(BUILD)/padcell: $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a
 # Always static, whatever STATIC says: the nested tier's L1 host has only busybox.
 $(BUILD)/padcell-static: $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a
 	$(CC) -static $(LDFLAGS) -o $@ $^ $(PADCELL_LDLIBS)
+
+# A test build: PADCELL_JAIL_TEST_VIOLATION=KIND makes that thread kind call a forbidden syscall.
+$(BUILD)/vmm/jail/jail-test.o: vmm/jail/jail.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -DPADCELL_TEST_HOOKS -c $< -o $@
+$(BUILD)/padcell-jailtest: $(BUILD)/vmm/main.o $(BUILD)/vmm/jail/jail-test.o $(BUILD)/libpadcell.a
+	$(CC) $(PADCELL_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PADCELL_LDLIBS)
 
 deps:
 	scripts/deps.sh build

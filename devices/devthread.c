@@ -1,9 +1,19 @@
 /* Device worker threads: one start/stop/resume sequence for virtio-blk, virtio-vsock and whatever comes next. */
 #include "devices/devthread.h"
 
+#include "vmm/jail/jail.h"
+
 void devthread_init(struct devthread *t, pthread_mutex_t *lock, void *(*fn)(void *), void (*wake)(void *), void *arg)
 {
 	*t = (struct devthread){ .lock = lock, .fn = fn, .wake = wake, .arg = arg };
+}
+
+/* Every device worker confines itself before it does any work (vmm/jail). */
+static void *devthread_main(void *arg)
+{
+	struct devthread *t = arg;
+	jail_thread_begin(JAIL_DEVICE, t->jail_born);
+	return t->fn(t->arg);
 }
 
 int devthread_start(struct devthread *t)
@@ -13,8 +23,11 @@ int devthread_start(struct devthread *t)
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, DEVTHREAD_STACK);
-	int rc = pthread_create(&t->thread, &attr, t->fn, t->arg);
+	t->jail_born = jail_thread_born();
+	int rc = pthread_create(&t->thread, &attr, devthread_main, t);
 	pthread_attr_destroy(&attr);
+	if (rc && !t->jail_born)
+		jail_thread_unborn();
 	if (rc)
 		return -rc;
 	t->started = true;

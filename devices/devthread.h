@@ -16,6 +16,7 @@ struct devthread {
 	pthread_t thread;
 	bool started;
 	bool stop;
+	bool jail_born; /* created before the jail confined the process (vmm/jail) */
 	pthread_mutex_t *lock;
 	void *(*fn)(void *arg);
 	void (*wake)(void *arg);

@@ -8,7 +8,7 @@ die() { echo "scripts/deps.sh: $*" >&2; exit 1; }
 
 group_pkgs() {
 	case "$1" in
-	build)  echo gcc make libcriterion-dev acpica-tools pkg-config libjansson-dev libslirp-dev ;;
+	build)  echo gcc make libcriterion-dev acpica-tools pkg-config libjansson-dev libseccomp-dev libslirp-dev ;;
 	kernel) echo linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils ;;
 	images) echo busybox-static cpio ;;
 	nested) echo qemu-system-x86 cpio kmod busybox-static ;;

@@ -17,6 +17,7 @@
 #include "vmm/term.h"
 #include "vmm/x86/acpi.h"
 #include "vmm/err.h"
+#include "vmm/jail/jail.h"
 #include "vmm/util.h"
 
 int file_map(const char *path, struct file_map *f, char *err, size_t errlen)
@@ -86,7 +87,18 @@ int launch_run_until_stop(struct vm *vm, struct api_server *api, bool verbose, c
 	struct evloop_hook hook = { .fd = api ? api_server_fd(api) : -1, .ready = api_service, .ctx = api };
 	struct term term;
 	term_raw(&term, STDIN_FILENO);
-	int rc = vm_start(vm);
+	/* Everything is open and the VM is built: confine, then run the guest. */
+	char err[256];
+	int rc = jail_confine(vm->mem.size, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "padcell: jail: %s\n", err);
+		vm_request_stop(vm, VM_STOP_HOST_ERROR, "the jail could not confine the monitor");
+		api_server_destroy(api);
+		term_restore(&term);
+		return EXIT_HOST_ERROR;
+	}
+	rc = vm_start(vm);
+	jail_control_narrow();
 	if (hooks && hooks->after_start)
 		hooks->after_start(vm, rc, hooks->ctx);
 	/* A VM that could not start, or already stopped, has nothing for the loop to wait for. */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "vmm/err.h"
+#include "vmm/jail/jail.h"
 #include "vmm/snapshot_fmt.h"
 #include "vmm/util.h"
 
@@ -312,6 +313,9 @@ int snap_files_create(struct snap_files *f, const char *final, const char *besid
 	struct snap_file *sf = &f->files[f->n];
 	*sf = (struct snap_file){ 0 };
 	int fd = snap_tmp_create(final, sf->tmp, sizeof(sf->tmp));
+	if (fd < 0 && (fd == -EACCES || fd == -EPERM) && jail_confined())
+		return errorf(err, errlen, fd, "cannot create a file beside '%s': the jail allows snapshots only beneath "
+			      "the API socket's directory and --jail-dir directories (start the VM with --jail-dir DIR)", beside);
 	if (fd < 0)
 		return errorf(err, errlen, fd, "cannot create a file beside '%s': %s", beside, strerror(-fd));
 	snprintf(sf->final, sizeof(sf->final), "%s", final);

@@ -11,6 +11,7 @@
 
 #include "vmm/x86/layout.h"
 #include "vmm/vm.h"
+#include "vmm/jail/jail.h"
 
 #define KICK_SIGNAL SIGUSR1
 
@@ -354,6 +355,7 @@ void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
 	struct vm *vm = v->vm;
+	jail_thread_begin(JAIL_VCPU, true); /* vCPUs start only once the process is confined */
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, KICK_SIGNAL);

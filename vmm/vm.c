@@ -17,6 +17,7 @@
 
 #include "vmm/err.h"
 #include "vmm/x86/layout.h"
+#include "vmm/jail/jail.h"
 
 /* Real-mode helpers Intel VMX needs somewhere in guest-physical space; inside the MMIO gap. */
 #define KVM_TSS_ADDR          0xfffbd000ULL
@@ -127,6 +128,7 @@ int vm_pio_add(struct vm *vm, uint64_t base, unsigned irq, dev_create_fn *create
 
 void vm_devices_destroy(struct vm *vm)
 {
+	jail_abort(); /* device threads held at the jail's gate go on, to stop */
 	while (vm->ndevices) {
 		struct device *d = &vm->devices[--vm->ndevices];
 		d->ops->destroy(d);

@@ -17,7 +17,7 @@
 #           -> the guest's first byte, 128 MiB / 512 MiB / 2 GiB (median of 30), beside QEMU
 #           microvm's `-incoming "exec:cat FILE"` of a migrate-to-file of the same guest (median
 #           of 20); resident memory of 10 clones restored at once from one 512 MiB snapshot.
-# BENCH_PARTS="host restore nested blk vsock" (the default) picks the sections to run.
+# BENCH_PARTS="host restore jail nested blk vsock" (the default) picks the sections to run.
 # PADCELL, GUEST, VMMPROBE override build/padcell, build/guest/testguest.elf, build/vmmprobe
 # (the restore section's binaries; the host section always uses build/).
 # Absolute numbers in the nested tier are ~50x slowed by emulation: compare the columns, not
@@ -35,7 +35,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }'; }
 
 rows=()
-parts=" ${BENCH_PARTS:-host restore nested blk vsock snap} "
+parts=" ${BENCH_PARTS:-host restore jail nested blk vsock snap} "
 want() { [[ "$parts" == *" $1 "* ]]; }
 row() { rows+=("$(printf '%-46s %14s %14s %10s' "$@")"); }
 
@@ -419,10 +419,48 @@ else
 	echo "SKIP: not in BENCH_PARTS"
 fi
 
+echo "==== bench: the jail (host /dev/kvm): exec -> first byte and restore, jail on vs --no-jail"
+# The same padcell, the same inputs, with and without --no-jail, median of 30 each: the jail's
+# cost on the start-up path (seccomp filters built and loaded, Landlock, namespaces, privileges).
+# "QEMU" columns hold the --no-jail figure here; the last column is jail/no-jail.
+jrows=()
+if ! want jail; then
+	echo "SKIP: not in BENCH_PARTS"
+elif ! [ -c /dev/kvm ] || ! [ -w /dev/kvm ] || ! [ -f "${GUEST:-build/guest/testguest.elf}" ]; then
+	echo "SKIP: jail part: /dev/kvm or the test guest missing"
+else
+	tg=${GUEST:-build/guest/testguest.elf} pad=${PADCELL:-build/padcell} jdir=$(mktemp -d)
+	jon=$($probe first 30 $pad boot --kernel $spin --mem 128M) || jon=""
+	joff=$($probe first 30 $pad boot --kernel $spin --mem 128M --no-jail) || joff=""
+	rm -f "$jdir/api.sock"
+	$pad boot --kernel $tg --mem 128M --api-sock "$jdir/api.sock" --cmdline "tg.case=count tg.spin=1 tg.count=1000000" \
+		</dev/null >"$jdir/boot.log" 2>&1 &
+	jp=$!
+	for _ in $(seq 600); do grep -qa '^COUNT 200' "$jdir/boot.log" 2>/dev/null && break; sleep 0.05; done
+	$pad snapshot --api-sock "$jdir/api.sock" --to "$jdir/snap" >/dev/null 2>&1
+	kill "$jp" 2>/dev/null; wait "$jp" 2>/dev/null
+	ron="" roff=""
+	if [ -s "$jdir/snap/state" ]; then
+		ron=$($probe first 30 $pad restore --from "$jdir/snap") || ron=""
+		roff=$($probe first 30 $pad restore --from "$jdir/snap" --no-jail) || roff=""
+	fi
+	rm -rf "$jdir"
+	echo "jail on  first byte: $jon"; echo "--no-jail first byte: $joff"
+	echo "jail on  restore:    $ron"; echo "--no-jail restore:    $roff"
+	jrow() { jrows+=("$(printf '%-46s %14s %14s %10s' "$1" "$(ms "$(field median_us "$2")")" "$(ms "$(field median_us "$3")")" \
+		"$(awk -v a="$(field median_us "$2")" -v b="$(field median_us "$3")" 'BEGIN { printf "+%.2f ms", (a - b) / 1000 }')")"); }
+	[ -n "$jon" ] && [ -n "$joff" ] && jrow "host: exec -> first byte, jail on / off (ms)" "$jon" "$joff"
+	[ -n "$ron" ] && [ -n "$roff" ] && jrow "host: restore 128 MiB -> first byte, on / off" "$ron" "$roff"
+fi
+
 echo
 echo "==== padcell beside QEMU microvm (same run, same inputs; 'QEMU/padcell' > 1 means padcell is better)"
 printf '%-46s %14s %14s %10s\n' "measure" "padcell" "QEMU" "QEMU/padcell"
 for r in "${rows[@]}"; do echo "$r"; done
+if [ ${#jrows[@]} -gt 0 ]; then
+	printf '%-46s %14s %14s %10s\n' "the jail (same padcell)" "jail on" "--no-jail" "jail costs"
+	for r in "${jrows[@]}"; do echo "$r"; done
+fi
 if want blk || want vsock; then echo "(nested blk and vsock rows are throughput: their last column is padcell/QEMU, so > 1 still means padcell is better)"; fi
 if want restore; then
 	echo "(restore rows: exec of the restoring VMM -> the restored guest's first serial byte; padcell's own figure is its"

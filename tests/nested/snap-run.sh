@@ -32,7 +32,7 @@ vm_end() {
 echo "STEP snap-prepare"
 rm -rf /run/snap $W/v.sock*
 timeout $((CASE_TIMEOUT * 3)) ./padcell boot --kernel bzImage --mem 256M --drive rootfs-min.ext4,ro --scratch 64M \
-	--vsock $W/v.sock --api-sock $W/api.sock --cmdline "$AGENT" >$W/prep.log 2>&1 </dev/null &
+	--vsock $W/v.sock --api-sock $W/api.sock --jail-dir /run --cmdline "$AGENT" >$W/prep.log 2>&1 </dev/null &
 vmpid=$!
 why=""
 wait_agent $W/v.sock $vmpid || why="$why the agent never answered;"
@@ -166,7 +166,7 @@ result boot-when-ready "$why" "boot --snapshot-when-ready wrote it, the VM kept 
 echo "STEP snap-kill"
 rm -rf /run/snapk $W/k.sock* $W/kapi.sock
 timeout $((CASE_TIMEOUT * 2)) ./padcell boot --kernel bzImage --mem 1G --drive rootfs-min.ext4,ro --vsock $W/k.sock \
-	--api-sock $W/kapi.sock --cmdline "$AGENT" >$W/k.log 2>&1 </dev/null &
+	--api-sock $W/kapi.sock --jail-dir /run --cmdline "$AGENT" >$W/k.log 2>&1 </dev/null &
 kpid=$!
 why=""
 wait_agent $W/k.sock $kpid || why="$why the agent never answered;"

@@ -8,6 +8,7 @@
 #include "vmm/cmd/cli.h"
 #include "vmm/cmd/cmd.h"
 #include "vmm/cmd/run.h"
+#include "vmm/jail/jail.h"
 #include "vmm/launch.h"
 #include "vmm/vm.h"
 
@@ -54,6 +55,12 @@ static int boot_vm(const struct boot_opts *o)
 		}
 	}
 
+	if (jail_prepare(&o->jail, err, sizeof(err)))
+		return die_usage("%s%s", err, "");
+	/* What the VM touches after confinement: its sockets (removed at exit), its snapshots. */
+	jail_allow_path(o->api_sock, false);
+	jail_allow_path(o->vsock_path, false);
+	jail_allow_path(o->snapshot_dir, true);
 	/* The control socket is claimed first: a live or unusable PATH is the user's error, found
 	 * before anything is built. */
 	int api_fd = -1;

@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "vmm/jail/jail.h"
 #include "vmm/x86/acpi.h"
 
 static bool cpu_has_flag(const char *flag)
@@ -116,6 +117,17 @@ int check_run(FILE *out)
 	access("/dev/net/tun", F_OK) == 0 ? row(out, "ok", "/dev/net/tun", "present (networking, later features)")
 					  : row(out, "warn", "/dev/net/tun", "missing (networking, later features)");
 
+	/* The jail (README "The jail"): what this host lets padcell confine itself with. */
+	struct jail_support js;
+	jail_probe(&js);
+	row(out, js.seccomp ? "ok" : "FAIL", "seccomp filters", js.seccomp ? "available" : "missing: padcell cannot confine itself (--no-jail runs anyway)");
+	if (!js.seccomp)
+		problems++;
+	snprintf(buf, sizeof(buf), "ABI %d", js.landlock_abi);
+	row(out, js.landlock_abi ? "ok" : "warn", "Landlock", js.landlock_abi ? buf : "missing: the monitor's file access is not restricted");
+	row(out, js.userns ? "ok" : "warn", "user namespaces", js.userns ? "allowed (rootless runs get network/IPC/UTS namespaces)"
+								 : "not allowed for unprivileged users");
+	row(out, js.cgroup2_delegated ? "ok" : "warn", "cgroup v2 delegated", js.cgroup_detail);
 	if (problems)
 		fprintf(out, "result: %d problem(s): standard guest kernels will not run on this host\n", problems);
 	else

@@ -163,6 +163,7 @@ static int parse_vsock(const char *arg, struct boot_opts *o, char *err, size_t e
 		{ "drive", required_argument, NULL, OPT_DRIVE }, \
 		{ "scratch", required_argument, NULL, OPT_SCRATCH }, \
 		{ "vsock", required_argument, NULL, OPT_VSOCK }, \
+		JAIL_LONG_OPTS, \
 		CLI_NET_LONG_OPTS
 
 static void vm_opts_defaults(struct boot_opts *o)
@@ -171,6 +172,7 @@ static void vm_opts_defaults(struct boot_opts *o)
 	o->cmdline = CLI_DEFAULT_CMDLINE;
 	o->mem = CLI_DEFAULT_MEM;
 	o->cpus = 1;
+	jail_opts_init(&o->jail);
 }
 
 int cli_parse_net_opt(int c, const char *arg, struct net_opts *o, char *err, size_t errlen)
@@ -209,6 +211,9 @@ int cli_parse_net_opt(int c, const char *arg, struct net_opts *o, char *err, siz
 /* One VM option (c from VM_LONG_OPTS).  1: not a VM option; 0: taken; -EINVAL with err set. */
 static int parse_vm_opt(int c, const char *arg, struct boot_opts *o, char *err, size_t errlen)
 {
+	int jrc;
+	if (jail_opt_parse(&o->jail, c, arg, &jrc, err, errlen))
+		return jrc;
 	switch (c) {
 	case OPT_KERNEL: o->kernel = arg; return 0;
 	case OPT_INITRD: o->initrd = arg; return 0;
@@ -353,7 +358,8 @@ static int parse_run(int argc, char **argv, struct run_opts *o, char *err, size_
 		if (rc < 0)
 			return rc;
 		if (rc == 0) {
-			if (c != OPT_VERBOSE && c != OPT_VSOCK && c != OPT_SCRATCH && c < CLI_OPT_NET && li >= 0)
+			/* (the jail's and the NIC's options, numbered from 1000 up, do not shape the VM) */
+			if (c != OPT_VERBOSE && c != OPT_VSOCK && c != OPT_SCRATCH && c < JAIL_OPT_NO_JAIL && li >= 0)
 				shaping = opts[li].name;
 			continue;
 		}

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vmm/jail/jail.h"
 #include "vmm/x86/boot_x86_64.h"
 #include "vmm/x86/layout.h"
 
@@ -69,6 +70,7 @@ struct boot_opts {
 	const char *api_sock; /* boot --api-sock PATH: the control socket; NULL = none */
 	const char *snapshot_dir; /* boot --snapshot-when-ready DIR (needs --vsock) */
 	bool allow_pvm;           /* boot --allow-pvm: boot a Linux kernel even on a PVM host */
+	struct jail_opts jail;    /* --no-jail, --seccomp, --uid, --gid, --jail-dir */
 	struct net_opts net;      /* boot and run: the NIC and its egress policy */
 	char *owned[CLI_MAX_DRIVES + 1]; /* the cut copies: one per --drive, one for --vsock */
 	unsigned nowned;

@@ -10,6 +10,7 @@
 
 #include "vmm/api/api.h"
 #include "vmm/cmd/cli.h"
+#include "vmm/jail/jail.h"
 #include "vmm/launch.h"
 #include "vmm/snapshot.h"
 #include "vmm/vm.h"
@@ -20,6 +21,7 @@ enum { OPT_FROM = 256, OPT_STATE, OPT_MEM, OPT_VSOCK, OPT_API_SOCK, OPT_VERBOSE 
 struct restore_opts {
 	const char *from, *state, *mem, *vsock, *api_sock;
 	bool verbose;
+	struct jail_opts jail;
 	struct net_opts net; /* the snapshot's NIC gets a fresh stack with this policy (none given: deny all) */
 };
 
@@ -40,14 +42,23 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		{ "vsock", required_argument, NULL, OPT_VSOCK },
 		{ "api-sock", required_argument, NULL, OPT_API_SOCK },
 		{ "verbose", no_argument, NULL, OPT_VERBOSE },
+		JAIL_LONG_OPTS,
 		CLI_NET_LONG_OPTS,
 		{ 0 },
 	};
 	*o = (struct restore_opts){ 0 };
+	jail_opts_init(&o->jail);
+	char jerr[160];
+	int jrc;
 	opterr = 0;
 	optind = 1;
 	int c;
 	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+		if (jail_opt_parse(&o->jail, c, optarg, &jrc, jerr, sizeof(jerr))) {
+			if (jrc)
+				return usage_error("restore: %s", jerr);
+			continue;
+		}
 		char why[512];
 		int rc = cli_parse_net_opt(c, optarg, &o->net, why, sizeof(why));
 		if (rc < 0)
@@ -101,6 +112,11 @@ int cmd_restore(int argc, char **argv)
 	snprintf(state, sizeof(state), "%s%s", o.from ? o.from : o.state, o.from ? "/state" : "");
 	snprintf(mem, sizeof(mem), "%s%s", o.from ? o.from : o.mem, o.from ? "/mem" : "");
 
+	if (jail_prepare(&o.jail, err, sizeof(err)))
+		return usage_error("restore: %s", err);
+	/* What the VM touches after confinement: its sockets (removed at exit), API snapshots beside them. */
+	jail_allow_path(o.api_sock, false);
+	jail_allow_path(o.vsock, false);
 	/* Sockets first: a live or unusable PATH is the user's error, found before anything is built. */
 	int api_fd = -1, vsock_fd = -1, rc = EXIT_USAGE;
 	struct net_params net = { .log_fd = -1 };

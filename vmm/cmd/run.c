@@ -26,6 +26,7 @@
 #include "vmm/cmd/check.h"
 #include "vmm/cmd/cli.h"
 #include "vmm/err.h"
+#include "vmm/jail/jail.h"
 #include "vmm/launch.h"
 #include "vmm/snapshot.h"
 #include "vmm/util.h"
@@ -70,6 +71,7 @@ struct console_ring {
 	int rfd;
 	pthread_t thread;
 	pthread_mutex_t lock;
+	bool jail_born;            /* started before the jail confined the process */
 	uint64_t total;            /* bytes seen; the last CONSOLE_TAIL of them are in buf */
 	char buf[CONSOLE_TAIL];
 };
@@ -97,6 +99,7 @@ struct run {
 static void *ring_thread(void *arg)
 {
 	struct console_ring *r = arg;
+	jail_thread_begin(JAIL_CONTROL, r->jail_born); /* guest output: confined like the rest */
 	char buf[4096];
 	for (;;) {
 		ssize_t n = read(r->rfd, buf, sizeof(buf));
@@ -124,8 +127,11 @@ static int ring_start(struct console_ring *r, int *wfd)
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, VM_THREAD_STACK);
+	r->jail_born = jail_thread_born();
 	int rc = pthread_create(&r->thread, &attr, ring_thread, r);
 	pthread_attr_destroy(&attr);
+	if (rc && !r->jail_born)
+		jail_thread_unborn();
 	if (rc) {
 		close(p[0]);
 		close(p[1]);
@@ -202,6 +208,7 @@ static int run_paths(struct run *r, char *err, size_t errlen)
 
 static void run_cleanup(struct run *r)
 {
+	jail_abort(); /* a run that never confined: the console thread waits at the jail's gate */
 	if (r->ready_fd >= 0) {
 		close(r->ready_fd);
 		unlink(r->ready_path);
@@ -482,6 +489,15 @@ static int run_main(struct run *r)
 	r->ready_fd = listen_unix(r->ready_path, err, sizeof(err));
 	if (r->ready_fd < 0)
 		goto fail;
+	/* What the VM touches after confinement: its socket directory (its own), its snapshots. */
+	jail_allow_path(r->vsock_path, false);
+	jail_allow_path(r->o.snapshot_dir, true);
+	if (r->dir[0]) {
+		jail_allow_rmdir(r->dir);
+		jail_own_path(r->dir);
+		jail_own_path(r->vsock_path);
+		jail_own_path(r->ready_path);
+	}
 
 	if (r->o.from) {
 		code = run_restore(r, err, sizeof(err));
@@ -496,7 +512,14 @@ static int run_main(struct run *r)
 	}
 	r->vm = &r->l.vm;
 	code = EXIT_RUN_FAILED;
-	if (vm_start(r->vm)) {
+	/* Everything is open and the VM is built: confine, then run the guest. */
+	if (jail_confine(r->vm->mem.size, err, sizeof(err))) {
+		snprintf(err + strlen(err), sizeof(err) - strlen(err), " (the jail could not confine the monitor)");
+		goto fail;
+	}
+	int started = vm_start(r->vm);
+	jail_control_narrow();
+	if (started) {
 		snprintf(err, sizeof(err), "cannot start the vCPUs: %s",
 			 r->vm->stop_detail[0] ? r->vm->stop_detail : "thread creation failed");
 		goto fail;
@@ -651,6 +674,10 @@ int cmd_run(int argc, char **argv)
 			goto out;
 		}
 		r.o.vm.cmdline = cmdline;
+	}
+	if (jail_prepare(&r.o.vm.jail, err, sizeof(err))) {
+		fprintf(stderr, "padcell: %s\n", err);
+		goto out;
 	}
 	r.sig_fd = stop_signals_fd();
 	if (r.sig_fd < 0) {

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Jail tier: the monitor's confinement, seen from outside on this host's /dev/kvm with the test
+# guest.  For a running padcell: /proc/PID/status (Seccomp 2, NoNewPrivs 1, CapEff/CapBnd 0, the
+# uid) for every thread, its namespaces, its fd table; --uid; --no-jail; a forbidden syscall in
+# each thread kind (build/padcell-jailtest); a rootless run.  Ends with "N passed, N failed, N skipped".
+set -uo pipefail
+SELF=$(readlink -f "$0")
+cd "$(dirname "$SELF")/../.." || exit 1
+
+LOGDIR=${LOGDIR:-build/test-logs/jail}
+HANG=${HANG:-30}
+pass=0 fail=0 skip=0
+ncases=$(grep -cE '^(case_[a-z_]+)$' "$SELF")
+
+if [ ! -e /dev/kvm ] || ! ( exec 3<>/dev/kvm ) 2>/dev/null; then
+	echo "SKIP: jail tier: /dev/kvm is missing or cannot be opened"; echo "0 passed, 0 failed, $ncases skipped"; exit 0
+fi
+make -s build/padcell build/padcell-jailtest testguest >/dev/null || { echo "FAIL build"; echo "0 passed, 1 failed"; exit 1; }
+rm -rf "$LOGDIR"; mkdir -p "$LOGDIR"
+chmod 0755 "$LOGDIR"
+cp build/padcell build/padcell-jailtest build/guest/testguest.elf "$LOGDIR/" || exit 1
+PADCELL=$LOGDIR/padcell JAILTEST=$LOGDIR/padcell-jailtest GUEST=$LOGDIR/testguest.elf
+SOCK=$LOGDIR/api.sock
+
+result() { # NAME WHY LOG
+	if [ -n "$2" ]; then
+		echo "FAIL $1: $2 (log $3)"; tail -n 5 "$3" 2>/dev/null | sed 's/^/  | /'; fail=$((fail + 1))
+	else
+		echo "PASS $1"; pass=$((pass + 1))
+	fi
+}
+wait_sock() { for _ in $(seq $((HANG * 20))); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
+wait_line() { for _ in $(seq $((HANG * 20))); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+# A guest that runs for a while: counting, with a vsock device (a device thread) and an API socket.
+LONG=(boot --kernel "$GUEST" --mem 64M --cpus 2 --api-sock "$SOCK" --vsock "$LOGDIR/v.sock"
+	--cmdline "tg.case=count tg.count=100000 tg.cpus=2")
+
+# status_of PID FIELD: the field's value from /proc/PID/status, every thread's the same or "mixed".
+status_of() {
+	local vals
+	vals=$(for t in /proc/"$1"/task/*; do awk -v f="$2:" '$1 == f {print $2}' "$t/status"; done | sort -u)
+	[ "$(wc -l <<<"$vals")" -eq 1 ] && echo "$vals" || echo mixed
+}
+
+# check_confined PID UID: why the running monitor PID is not confined as it should be, or "".
+check_confined() {
+	local pid=$1 uid=$2 v
+	for f in Seccomp:2 NoNewPrivs:1 CapEff:0000000000000000 CapPrm:0000000000000000 CapBnd:0000000000000000 \
+		CapAmb:0000000000000000; do
+		v=$(status_of "$pid" "${f%%:*}")
+		[ "$v" = "${f#*:}" ] || { echo "${f%%:*} is $v in /proc/$pid/task/*/status, expected ${f#*:}"; return; }
+	done
+	v=$(awk '$1 == "Uid:" {print $2 "," $3 "," $4}' "/proc/$pid/status")
+	[ "$v" = "$uid,$uid,$uid" ] || { echo "Uid is $v, expected $uid"; return; }
+	[ "$(readlink "/proc/$pid/ns/net")" != "$(readlink /proc/self/ns/net)" ] || { echo "still in the host's network namespace"; return; }
+	[ "$(readlink "/proc/$pid/ns/ipc")" != "$(readlink /proc/self/ns/ipc)" ] || { echo "still in the host's IPC namespace"; return; }
+	# The fd table: the terminal/stdio, KVM, sockets, eventfds, epoll, pipes; no file the VM does not use.
+	local bad
+	bad=$(for fd in /proc/"$pid"/fd/*; do readlink "$fd"; done |
+		grep -vE '^(/dev/null|/dev/kvm|/dev/pts/[0-9]+|anon_inode:(kvm-vm|kvm-vcpu:[0-9]+|\[eventfd\]|\[eventpoll\]|\[signalfd\]|\[timerfd\]|seccomp notify)|socket:\[[0-9]+\]|pipe:\[[0-9]+\]|'"$(readlink -f "$LOGDIR")"'/.*)$')
+	[ -z "$bad" ] || { echo "unexpected fds: $(tr '\n' ' ' <<<"$bad")"; return; }
+	grep -q "^Seccomp_filters:[[:space:]]*[23]" "/proc/$pid/task/$pid/status" || { echo "the control thread has no filter of its own"; return; }
+}
+
+case_status() {
+	local log=$LOGDIR/status.log why="" pid
+	rm -f "$SOCK"
+	exec 7</dev/null 8>/dev/null # inherited fds padcell must close
+	"$PADCELL" "${LONG[@]}" </dev/null >"$log" 2>&1 &
+	pid=$!
+	exec 7<&- 8>&-
+	if ! wait_sock "$SOCK" || ! wait_line "$log" '^COUNT 3'; then why="the guest never counted"
+	else why=$(check_confined "$pid" "$(id -u)"); fi
+	kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+	[ -z "$why" ] && grep -q 'jail:' "$log" && why="padcell printed a jail warning: $(grep -m1 'jail:' "$log")"
+	[ -z "$why" ] && [ -e "$SOCK" ] && why="the API socket is still there after exit"
+	result jail-status "$why" "$log"
+}
+
+case_uid() {
+	local log=$LOGDIR/uid.log why="" pid
+	if [ "$(id -u)" != 0 ]; then echo "SKIP jail-uid: needs root"; skip=$((skip + 1)); return; fi
+	rm -f "$SOCK"
+	"$PADCELL" "${LONG[@]}" --uid 65534 --gid 65534 </dev/null >"$log" 2>&1 &
+	pid=$!
+	if ! wait_sock "$SOCK" || ! wait_line "$log" '^COUNT 3'; then why="the guest never counted"
+	else why=$(check_confined "$pid" 65534); fi
+	kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+	result jail-uid "$why" "$log"
+}
+
+case_no_jail() {
+	local log=$LOGDIR/nojail.log why="" rc
+	timeout 30 "$PADCELL" boot --kernel "$GUEST" --mem 64M --no-jail </dev/null >"$log" 2>&1
+	rc=$?
+	if [ "$rc" -ne 0 ]; then why="exit $rc"
+	elif [ "$(grep -c 'warning: --no-jail' "$log")" -ne 1 ]; then why="no one-line --no-jail warning"
+	elif ! grep -q '^SUCCESS' "$log"; then why="no SUCCESS"; fi
+	result jail-no-jail "$why" "$log"
+}
+
+# A forbidden syscall (personality) in each thread kind ends the VM with exit 159, naming it.
+violation() { # KIND
+	local log=$LOGDIR/violation-$1.log why="" rc
+	rm -f "$SOCK"
+	PADCELL_JAIL_TEST_VIOLATION=$1 timeout 30 "$JAILTEST" "${LONG[@]}" </dev/null >"$log" 2>&1
+	rc=$?
+	if [ "$rc" -ne 159 ]; then why="exit $rc, expected 159"
+	elif ! grep -qi "the $1 thread made a forbidden system call, personality (135)" "$log"; then
+		why="no message naming the $1 thread and personality"
+	elif [ -e "$SOCK" ]; then :; fi
+	result "jail-violation-$1" "$why" "$log"
+}
+case_violation_vcpu() { violation vcpu; }
+case_violation_device() { violation device; }
+case_violation_control() { violation control; }
+
+# --seccomp=log: the same call is logged, not fatal.
+case_seccomp_log() {
+	local log=$LOGDIR/seccomp-log.log why="" rc
+	PADCELL_JAIL_TEST_VIOLATION=vcpu timeout 30 "$JAILTEST" boot --kernel "$GUEST" --mem 64M --seccomp=log </dev/null >"$log" 2>&1
+	rc=$?
+	[ "$rc" -eq 0 ] || why="exit $rc, expected 0 (a logged call is not fatal)"
+	result jail-seccomp-log "$why" "$log"
+}
+
+# Rootless: an unprivileged user with access to /dev/kvm (a private bind mount of a node it may open).
+case_rootless() {
+	local log=$LOGDIR/rootless.log why="" pid sock=$LOGDIR/rl/api.sock
+	if [ "$(id -u)" != 0 ] || ! command -v setpriv >/dev/null || ! command -v unshare >/dev/null; then
+		echo "SKIP jail-rootless: needs root, setpriv and unshare to make an unprivileged kvm user"; skip=$((skip + 1)); return
+	fi
+	mkdir -p "$LOGDIR/rl"; chown 65534:65534 "$LOGDIR/rl"
+	unshare -m sh -c "mount --make-rprivate / && mknod -m 0660 '$LOGDIR/rl/kvm' c 10 232 && chgrp 65534 '$LOGDIR/rl/kvm' &&
+		mount --bind '$LOGDIR/rl/kvm' /dev/kvm &&
+		exec setpriv --reuid 65534 --regid 65534 --clear-groups '$PADCELL' boot --kernel '$GUEST' --mem 64M \
+			--api-sock '$sock' --cmdline 'tg.case=count tg.count=100000'" </dev/null >"$log" 2>&1 &
+	if ! wait_sock "$sock" || ! wait_line "$log" '^COUNT 3'; then why="the guest never counted"
+	else
+		pid=$(pgrep -u 65534 -f "$PADCELL boot" | head -n1)
+		if [ -z "$pid" ]; then why="no padcell running as uid 65534"
+		else
+			why=$(check_confined "$pid" 65534)
+			[ -z "$why" ] && [ "$(readlink "/proc/$pid/ns/user")" = "$(readlink /proc/self/ns/user)" ] && why="no user namespace"
+			kill -TERM "$pid"
+		fi
+	fi
+	wait 2>/dev/null
+	[ -z "$why" ] && [ -e "$sock" ] && why="the API socket is still there after exit"
+	result jail-rootless "$why" "$log"
+}
+
+case_status
+case_uid
+case_no_jail
+case_violation_vcpu
+case_violation_device
+case_violation_control
+case_seccomp_log
+case_rootless
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,125 @@
+/*
+ * The monitor's confinement: after everything the VM needs is open and the VM exists, padcell
+ * takes away its own ability to do anything else (seccomp, Landlock, namespaces, no capabilities,
+ * no privileges, bounded rlimits) and only then runs the guest.
+ *
+ * The sequence, called from the commands (boot, run, restore):
+ *   jail_prepare()    at the command's start, single-threaded: closes inherited fds, unshares the
+ *                     namespaces, arms the gate that holds device threads until confinement;
+ *   jail_allow_path() for each path the VM still touches at run time (Landlock's allow-list);
+ *   jail_confine()    once the VM is built, before its first vCPU runs;
+ *   jail_control_narrow() on the control thread once the vCPU threads exist;
+ *   jail_abort()      on error paths between prepare and confine (the gate opens unconfined).
+ * Threads call jail_thread_begin() first thing; it is a no-op when the jail is not armed (unit
+ * tests, in-process tests, --no-jail).
+ *
+ * The jail is process state by nature (one process, one jail), so it lives in this module's
+ * statics rather than in the VM handle.
+ */
+#ifndef PADCELL_JAIL_H
+#define PADCELL_JAIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A seccomp violation: the process ends with 128 + SIGSYS, as a shell shows a SIGSYS death. */
+#define EXIT_JAIL_VIOLATION 159
+
+#define JAIL_MAX_DIRS 8
+
+/* Thread kinds, each with its own seccomp allow-list (vmm/jail/seccomp.c). */
+enum jail_kind {
+	JAIL_CONTROL, /* the main thread: event loop, API, agent client, snapshots; and its helpers */
+	JAIL_VCPU,    /* KVM_RUN and the device models' exit handlers */
+	JAIL_DEVICE,  /* device workers: virtio-blk, virtio-vsock */
+	JAIL_KINDS
+};
+
+enum jail_seccomp_mode { JAIL_SECCOMP_KILL, JAIL_SECCOMP_LOG };
+
+struct jail_opts {
+	bool off;                      /* --no-jail */
+	enum jail_seccomp_mode seccomp; /* --seccomp=kill|log */
+	long uid, gid;                 /* --uid/--gid; -1 = keep the invoking user's */
+	const char *dirs[JAIL_MAX_DIRS]; /* --jail-dir DIR: more directories the VM may write at run time */
+	unsigned ndirs;
+};
+
+/* Options shared by boot, run and restore: getopt_long rows and their handler. */
+enum { JAIL_OPT_NO_JAIL = 1000, JAIL_OPT_SECCOMP, JAIL_OPT_UID, JAIL_OPT_GID, JAIL_OPT_DIR };
+#define JAIL_LONG_OPTS                                                                   \
+	{ "no-jail", no_argument, NULL, JAIL_OPT_NO_JAIL },                              \
+		{ "seccomp", required_argument, NULL, JAIL_OPT_SECCOMP },                \
+		{ "uid", required_argument, NULL, JAIL_OPT_UID },                        \
+		{ "gid", required_argument, NULL, JAIL_OPT_GID },                        \
+		{ "jail-dir", required_argument, NULL, JAIL_OPT_DIR }
+void jail_opts_init(struct jail_opts *o);
+/* 1 when opt is a jail option (then 0 or -EINVAL with err set is in *rc), 0 when it is not. */
+int jail_opt_parse(struct jail_opts *o, int opt, const char *arg, int *rc, char *err, size_t errlen);
+
+/* Starts the sequence (see above).  Returns 0, or -errno with err set (the command should stop). */
+int jail_prepare(const struct jail_opts *o, char *err, size_t errlen);
+
+/* A path the VM uses after confinement: its directory (dir itself when is_dir) stays writable. */
+void jail_allow_path(const char *path, bool is_dir);
+/*
+ * The directory dir (one of the VM's own, made before confinement) is removed at exit: Landlock
+ * then needs REMOVE_DIR on its parent, and only that (empty directories, as rmdir allows).
+ */
+void jail_allow_rmdir(const char *dir);
+
+/* A file of the VM's own (its private directory, its sockets): chowned to --uid when that switches. */
+void jail_own_path(const char *path);
+
+/* Confines the process (mem_size bounds RLIMIT_FSIZE).  0, or -errno with err set. */
+int jail_confine(uint64_t mem_size, char *err, size_t errlen);
+
+/* The control thread's own, narrower seccomp filter, once the vCPU threads are started. */
+void jail_control_narrow(void);
+
+/* Opens the gate without confining: an error path before jail_confine. */
+void jail_abort(void);
+
+/* True between jail_prepare (jail on) and the end of the process. */
+bool jail_armed(void);
+/* True once jail_confine succeeded: a thread created now inherits the confinement. */
+bool jail_confined(void);
+
+/* Called by a thread's creator just before pthread_create; the result goes to jail_thread_begin. */
+bool jail_thread_born(void);
+/* ... and this when pthread_create failed after jail_thread_born said false. */
+void jail_thread_unborn(void);
+
+/*
+ * First thing in a thread of this kind.  born_confined: the thread was created after
+ * jail_confine (it inherits everything and only narrows its filter); otherwise it waits for the
+ * confinement and applies the per-thread parts (capabilities, Landlock) itself.
+ */
+void jail_thread_begin(enum jail_kind kind, bool born_confined);
+
+/* For `padcell check`. */
+struct jail_support {
+	bool seccomp;         /* seccomp filter mode available */
+	bool userns;          /* an unprivileged user namespace can be made */
+	int landlock_abi;     /* 0 = none */
+	bool cgroup2;         /* a cgroup v2 hierarchy is mounted */
+	bool cgroup2_delegated; /* ... and this user may make a leaf in it */
+	char cgroup_detail[160];
+};
+void jail_probe(struct jail_support *s);
+
+/* ---- inside vmm/jail ---- */
+int jail_seccomp_build(enum jail_seccomp_mode mode, char *err, size_t errlen);
+int jail_seccomp_load_process(char *err, size_t errlen);
+int jail_seccomp_load(enum jail_kind kind);
+int jail_seccomp_load_control(void);
+const char *jail_syscall_name(int nr);
+int jail_landlock_abi(void);
+int jail_landlock_make(const char *const *dirs, unsigned ndirs, const char *const *rmdir_parents, unsigned nrmdir,
+		       char *err, size_t errlen);
+int jail_landlock_restrict(int ruleset_fd);
+int jail_ns_enter(bool root, char *what, size_t whatlen);
+void jail_cgroup_probe(struct jail_support *s);
+
+#endif
