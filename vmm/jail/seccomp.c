@@ -116,8 +116,8 @@ static int rule_add(scmp_filter_ctx ctx, const struct rule *r)
 		break;
 	case HAS: cmp = SCMP_CMP(r->arg, SCMP_CMP_MASKED_EQ, r->val, r->val); break;
 	case LACKS: cmp = SCMP_CMP(r->arg, SCMP_CMP_MASKED_EQ, r->val, 0); break;
-	case NOT: cmp = SCMP_CMP(r->arg, SCMP_CMP_NE, r->val); break;
-	case PID: cmp = SCMP_CMP(r->arg, SCMP_CMP_EQ, (uint64_t)getpid()); break;
+	case NOT: cmp = SCMP_CMP(r->arg, SCMP_CMP_NE, r->val, 0); break;
+	case PID: cmp = SCMP_CMP(r->arg, SCMP_CMP_EQ, (uint64_t)getpid(), 0); break;
 	default: return -EINVAL;
 	}
 	return seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, r->nr, 1, &cmp);
