@@ -1,4 +1,4 @@
-/* Writes the fuzz seeds that are built, not typed: state files from the format's encoder, kernels, agent frames, virtqueue requests. */
+/* Writes the fuzz seeds that are built, not typed: state files from the format's encoder, kernels, agent frames, virtqueue requests, network frames and a ClientHello. */
 #include <errno.h>
 #include <linux/kvm.h>
 #include <linux/virtio_blk.h>
@@ -278,6 +278,234 @@ static void blk_seeds(bool event_idx)
 	free(all);
 }
 
+/* ---- the network: guest frames (ARP, SYNs, a DNS query, a ping), a ClientHello, rules ---- */
+
+static const uint8_t guest_mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
+static const uint8_t gw_mac[6] = { 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02 };
+#define GUEST_IP 0x0a00020fu
+
+static size_t be16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v; return 2; }
+static size_t be32(uint8_t *p, uint32_t v) { be16(p, (uint16_t)(v >> 16)); return 2 + be16(p + 2, (uint16_t)v); }
+
+static uint16_t csum(uint32_t s, const uint8_t *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		s += i % 2 ? b[i] : (uint32_t)b[i] << 8;
+	while (s > 0xffff)
+		s = (s & 0xffff) + (s >> 16);
+	return (uint16_t)~s;
+}
+
+static size_t arp_frame(uint8_t *f)
+{
+	memset(f, 0, 42);
+	memset(f, 0xff, 6);
+	memcpy(f + 6, guest_mac, 6);
+	be16(f + 12, 0x0806);
+	be16(f + 14, 1), be16(f + 16, 0x0800), f[18] = 6, f[19] = 4, be16(f + 20, 1);
+	memcpy(f + 22, guest_mac, 6);
+	be32(f + 28, GUEST_IP);
+	be32(f + 38, 0x0a000202u);
+	return 42;
+}
+
+/* Ethernet + IPv4 to dst + an L4 header and payload (l4, l4len), the L4 checksum at csum_off. */
+static size_t ip_frame(uint8_t *f, uint8_t proto, uint32_t dst, const uint8_t *l4, size_t l4len, int csum_off)
+{
+	memcpy(f, gw_mac, 6);
+	memcpy(f + 6, guest_mac, 6);
+	be16(f + 12, 0x0800);
+	uint8_t *ip = f + 14;
+	memset(ip, 0, 20);
+	ip[0] = 0x45;
+	be16(ip + 2, (uint16_t)(20 + l4len));
+	be16(ip + 4, 0x1234);
+	be16(ip + 6, 0x4000);
+	ip[8] = 64;
+	ip[9] = proto;
+	be32(ip + 12, GUEST_IP);
+	be32(ip + 16, dst);
+	be16(ip + 10, csum(0, ip, 20));
+	memcpy(ip + 20, l4, l4len);
+	uint8_t ph[12];
+	memcpy(ph, ip + 12, 8);
+	ph[8] = 0, ph[9] = proto;
+	be16(ph + 10, (uint16_t)l4len);
+	uint32_t s = 0;
+	for (size_t i = 0; i < 12; i++)
+		s += i % 2 ? ph[i] : (uint32_t)ph[i] << 8;
+	if (csum_off >= 0)
+		be16(ip + 20 + csum_off, proto == 1 ? csum(0, ip + 20, l4len) : csum(s, ip + 20, l4len));
+	return 14 + 20 + l4len;
+}
+
+static size_t syn_frame(uint8_t *f, uint32_t dst, uint16_t port)
+{
+	uint8_t t[20] = { 0 };
+	be16(t, 40000), be16(t + 2, port), be32(t + 4, 1000);
+	t[12] = 5 << 4, t[13] = 0x02;
+	be16(t + 14, 65535);
+	return ip_frame(f, 6, dst, t, sizeof(t), 16);
+}
+
+/* A DNS query for name (dotted), type qtype, with id. */
+static size_t dns_msg(uint8_t *q, const char *name, uint16_t qtype, uint16_t id)
+{
+	size_t n = 0;
+	memset(q, 0, 12);
+	be16(q, id), be16(q + 2, 0x0100), be16(q + 4, 1);
+	n = 12;
+	for (const char *p = name; *p;) {
+		const char *dot = strchr(p, '.');
+		size_t l = dot ? (size_t)(dot - p) : strlen(p);
+		q[n++] = (uint8_t)l;
+		memcpy(q + n, p, l);
+		n += l;
+		p += l + (dot ? 1 : 0);
+	}
+	q[n++] = 0;
+	n += be16(q + n, qtype);
+	n += be16(q + n, 1);
+	return n;
+}
+
+static size_t dns_frame(uint8_t *f, const char *name)
+{
+	uint8_t u[300];
+	size_t n = dns_msg(u + 8, name, 1, 0x4242);
+	be16(u, 33333), be16(u + 2, 53), be16(u + 4, (uint16_t)(8 + n)), be16(u + 6, 0);
+	return ip_frame(f, 17, 0x0a000203u, u, 8 + n, 6);
+}
+
+static size_t ping_frame(uint8_t *f, uint32_t dst)
+{
+	uint8_t e[16] = { 8, 0, 0, 0, 0x12, 0x34, 0, 1, 'p', 'a', 'd', 'c', 'e', 'l', 'l', '!' };
+	return ip_frame(f, 1, dst, e, sizeof(e), 2);
+}
+
+/* A ClientHello as a TLS 1.3 client sends it: session id, suites, SNI, groups, versions, key share. */
+static size_t client_hello(uint8_t *out, const char *host, size_t record_split)
+{
+	uint8_t b[1024];
+	size_t n = 0, hl = strlen(host);
+	n += be16(b + n, 0x0303);
+	for (int i = 0; i < 32; i++)
+		b[n++] = (uint8_t)(i * 7);
+	b[n++] = 32;
+	for (int i = 0; i < 32; i++)
+		b[n++] = (uint8_t)(0xa0 + i);
+	static const uint16_t suites[] = { 0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9 };
+	n += be16(b + n, sizeof(suites));
+	for (size_t i = 0; i < sizeof(suites) / 2; i++)
+		n += be16(b + n, suites[i]);
+	b[n++] = 1, b[n++] = 0;
+	size_t ext_len_at = n;
+	n += 2;
+	/* server_name */
+	n += be16(b + n, 0), n += be16(b + n, (uint16_t)(hl + 5)), n += be16(b + n, (uint16_t)(hl + 3));
+	b[n++] = 0;
+	n += be16(b + n, (uint16_t)hl);
+	memcpy(b + n, host, hl), n += hl;
+	/* supported_groups: x25519, secp256r1 */
+	n += be16(b + n, 10), n += be16(b + n, 6), n += be16(b + n, 4), n += be16(b + n, 29), n += be16(b + n, 23);
+	/* ALPN: h2, http/1.1 */
+	n += be16(b + n, 16), n += be16(b + n, 14), n += be16(b + n, 12);
+	b[n++] = 2, memcpy(b + n, "h2", 2), n += 2;
+	b[n++] = 8, memcpy(b + n, "http/1.1", 8), n += 8;
+	/* supported_versions: 1.3, 1.2 */
+	n += be16(b + n, 43), n += be16(b + n, 5), b[n++] = 4, n += be16(b + n, 0x0304), n += be16(b + n, 0x0303);
+	/* key_share: x25519 */
+	n += be16(b + n, 51), n += be16(b + n, 38), n += be16(b + n, 36), n += be16(b + n, 29), n += be16(b + n, 32);
+	for (int i = 0; i < 32; i++)
+		b[n++] = (uint8_t)(0x55 ^ i);
+	be16(b + ext_len_at, (uint16_t)(n - ext_len_at - 2));
+
+	uint8_t hs[1100];
+	hs[0] = 1, hs[1] = 0, be16(hs + 2, (uint16_t)n);
+	memcpy(hs + 4, b, n);
+	size_t hsl = n + 4, o = 0, first = record_split && record_split < hsl ? record_split : hsl;
+	for (size_t at = 0, len = first; at < hsl; at += len, len = hsl - at) {
+		out[o++] = 0x16, out[o++] = 3, out[o++] = 1;
+		o += be16(out + o, (uint16_t)len);
+		memcpy(out + o, hs + at, len), o += len;
+	}
+	return o;
+}
+
+static void net_seeds(void)
+{
+	uint8_t f[2048], s[4096];
+	size_t n;
+	struct { const char *name; size_t len; uint8_t frame[512]; } fr[6];
+	fr[0].name = "arp-request", fr[0].len = arp_frame(fr[0].frame);
+	fr[1].name = "syn-denied", fr[1].len = syn_frame(fr[1].frame, 0x09090909u, 80);
+	fr[2].name = "syn-allowed", fr[2].len = syn_frame(fr[2].frame, 0x5db8d822u, 443);
+	fr[3].name = "dns-query", fr[3].len = dns_frame(fr[3].frame, "pypi.org");
+	fr[4].name = "ping", fr[4].len = ping_frame(fr[4].frame, 0x08080808u);
+	fr[5].name = "syn-metadata", fr[5].len = syn_frame(fr[5].frame, 0xa9fea9feu, 80);
+	for (int i = 0; i < 6; i++) {
+		s[0] = 0; /* closed mode, MTU 1500 */
+		put("gate", fr[i].name, s, 1, fr[i].frame, fr[i].len);
+	}
+
+	/* dns: two addresses, a 512-byte buffer, TTL 60, then the query */
+	uint8_t pre[2 + 4 + 8] = { 2, 0 };
+	be32(pre + 2, 60), be32(pre + 6, 0x5db8d822u), be32(pre + 10, 0x01010101u);
+	uint8_t msg[300];
+	n = dns_msg(msg, "pypi.org", 1, 0x1234);
+	put("dns", "a-pypi", pre, sizeof(pre), msg, n);
+	n = dns_msg(msg, "files.PythonHosted.org", 28, 0x1235);
+	put("dns", "aaaa-mixed-case", pre, sizeof(pre), msg, n);
+	/* a well-formed question whose name is no host name (a space in a label) */
+	n = dns_msg(msg, "bad name.example", 1, 0x1236);
+	put("dns", "badname", pre, sizeof(pre), msg, n);
+
+	/* sni: a seed byte for the chunking, then the stream */
+	s[0] = 7;
+	n = client_hello(s + 1, "files.pythonhosted.org", 0);
+	put("sni", "client-hello", s, 1 + n, NULL, 0);
+	n = client_hello(s + 1, "pypi.org", 100);
+	put("sni", "client-hello-two-records", s, 1 + n, NULL, 0);
+	static const char get[] = "GET /simple/ HTTP/1.1\r\nHost: pypi.org\r\nUser-Agent: pip/24.0\r\nAccept: */*\r\n\r\n";
+	put("sni", "http-get", s, 1, get, sizeof(get) - 1);
+	static const char post[] = "POST /upload HTTP/1.0\r\nHost: example.com:8080\r\nContent-Length: 2\r\n\r\nhi";
+	put("sni", "http-post-port", s, 1, post, sizeof(post) - 1);
+
+	/* policy: a flags byte, then rules one a line */
+	static const char rules[] = "pypi.org:443\n*.pythonhosted.org\n93.184.216.34:80-443\n10.1.0.0/16/udp\n"
+				    "1.1.1.1:53/udp\n0.0.0.0/0\nEXAMPLE.com.\n10.0.2.2:8000\n169.254.169.254";
+	s[0] = 0;
+	put("policy", "rules", s, 1, rules, sizeof(rules) - 1);
+	static const char bad[] = "pypi.org:0\n*.*.org\n10.1.0.1/16\n::1\nexample.com/udp\n1.2.3.4:90-80\n-a.org";
+	s[0] = 1;
+	put("policy", "bad-rules-open", s, 1, bad, sizeof(bad) - 1);
+
+	/* virtio_net: queues of 8 and 16 with their rings in the image, rx buffers, the frames on tx, a host frame */
+	n = 0;
+	s[n++] = 3 | (2 << 4) | 0x80;
+	uint16_t offs[6] = { 0x1000 / 16, 0x2000 / 2, 0x3000 / 4, 0x4000 / 16, 0x5000 / 2, 0x6000 / 4 };
+	memcpy(s + n, offs, sizeof(offs)), n += sizeof(offs);
+	s[n++] = 0, s[n++] = 0; /* no image: the rings start zeroed */
+	for (uint8_t i = 0; i < 4; i++) {
+		s[n++] = 3, s[n++] = i; /* an rx buffer of 4096 */
+		s[n++] = 0x00, s[n++] = 0x10;
+	}
+	for (int i = 0; i < 6; i++) {
+		s[n++] = 2, s[n++] = (uint8_t)i, s[n++] = 0;
+		s[n++] = (uint8_t)fr[i].len, s[n++] = (uint8_t)(fr[i].len >> 8);
+		memcpy(s + n, fr[i].frame, fr[i].len), n += fr[i].len;
+	}
+	size_t rl = arp_frame(f);
+	memcpy(f, guest_mac, 6), memcpy(f + 6, gw_mac, 6);
+	f[21] = 2; /* the gateway's ARP reply */
+	s[n++] = 4, s[n++] = (uint8_t)rl, s[n++] = 0;
+	memcpy(s + n, f, rl), n += rl;
+	s[n++] = 5, s[n++] = (uint8_t)rl, s[n++] = 0;
+	memcpy(s + n, f, rl), n += rl;
+	s[n++] = 0;
+	put("virtio_net", "arp-syns-dns-ping", s, n, NULL, 0);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -292,5 +520,6 @@ int main(int argc, char **argv)
 	agent_seeds();
 	blk_seeds(false);
 	blk_seeds(true);
+	net_seeds();
 	return 0;
 }

@@ -36,7 +36,8 @@ max_len_of() {
 	case "$1" in
 	http|api) echo 20000 ;;
 	snapshot) echo 65536 ;;
-	loader|virtq_blk) echo 65536 ;;
+	loader|virtq_blk|virtio_net) echo 65536 ;;
+	sni) echo 20000 ;; # past SNI_MAX_INPUT, where the parser must give up
 	agent_client|agent_proto) echo 140000 ;;
 	*) echo 16384 ;;
 	esac
