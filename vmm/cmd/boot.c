@@ -55,7 +55,9 @@ static int boot_vm(const struct boot_opts *o)
 		}
 	}
 
-	if (jail_prepare(&o->jail, err, sizeof(err)))
+	struct jail_opts jail = o->jail;
+	jail.host_net = o->net.net;
+	if (jail_prepare(&jail, err, sizeof(err)))
 		return die_usage("%s%s", err, "");
 	/* What the VM touches after confinement: its sockets (removed at exit), its snapshots. */
 	jail_allow_path(o->api_sock, false);

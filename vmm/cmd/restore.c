@@ -112,6 +112,7 @@ int cmd_restore(int argc, char **argv)
 	snprintf(state, sizeof(state), "%s%s", o.from ? o.from : o.state, o.from ? "/state" : "");
 	snprintf(mem, sizeof(mem), "%s%s", o.from ? o.from : o.mem, o.from ? "/mem" : "");
 
+	o.jail.host_net = o.net.net;
 	if (jail_prepare(&o.jail, err, sizeof(err)))
 		return usage_error("restore: %s", err);
 	/* What the VM touches after confinement: its sockets (removed at exit), API snapshots beside them. */

@@ -675,6 +675,7 @@ int cmd_run(int argc, char **argv)
 		}
 		r.o.vm.cmdline = cmdline;
 	}
+	r.o.vm.jail.host_net = r.o.vm.net.net;
 	if (jail_prepare(&r.o.vm.jail, err, sizeof(err))) {
 		fprintf(stderr, "padcell: %s\n", err);
 		goto out;

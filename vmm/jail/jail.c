@@ -133,6 +133,13 @@ int jail_prepare(const struct jail_opts *o, char *err, size_t errlen)
 				"namespaces or privilege drop)\n");
 		return 0;
 	}
+	/*
+	 * The NIC's user-mode stack dials out with AF_INET sockets from its device thread, which the
+	 * filters do not allow yet: refuse the combination plainly instead of killing the VM later.
+	 */
+	if (o->host_net)
+		return snprintf(err, errlen, "the jail does not cover a NIC yet: --net (and --allow, --allow-internet, "
+				"--net-log) need --no-jail for now"), -ENOTSUP;
 	J.o = *o;
 	bool root = geteuid() == 0;
 	if (!root && ((o->uid >= 0 && o->uid != (long)getuid()) || (o->gid >= 0 && o->gid != (long)getgid())))
@@ -149,7 +156,7 @@ int jail_prepare(const struct jail_opts *o, char *err, size_t errlen)
 	syscall(SYS_close_range, 3u, ~0u, 0u);
 	J.cap_last = read_int("/proc/sys/kernel/cap_last_cap", 40);
 	char what[64];
-	int rc = jail_ns_enter(root, what, sizeof(what));
+	int rc = jail_ns_enter(root, o->host_net, what, sizeof(what));
 	if (rc)
 		fprintf(stderr, "padcell: jail: no new namespaces (%s: %s); Landlock alone keeps the monitor from host files\n",
 			what, strerror(-rc));

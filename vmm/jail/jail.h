@@ -44,6 +44,7 @@ struct jail_opts {
 	long uid, gid;                 /* --uid/--gid; -1 = keep the invoking user's */
 	const char *dirs[JAIL_MAX_DIRS]; /* --jail-dir DIR: more directories the VM may write at run time */
 	unsigned ndirs;
+	bool host_net;                 /* a NIC's user-mode stack dials out: keep the host's network namespace */
 };
 
 /* Options shared by boot, run and restore: getopt_long rows and their handler. */
@@ -119,7 +120,7 @@ int jail_landlock_abi(void);
 int jail_landlock_make(const char *const *dirs, unsigned ndirs, const char *const *rmdir_parents, unsigned nrmdir,
 		       char *err, size_t errlen);
 int jail_landlock_restrict(int ruleset_fd);
-int jail_ns_enter(bool root, char *what, size_t whatlen);
+int jail_ns_enter(bool root, bool host_net, char *what, size_t whatlen);
 void jail_cgroup_probe(struct jail_support *s);
 
 #endif

@@ -22,13 +22,14 @@ static int write_file(const char *path, const char *text)
 /*
  * Unshares network, IPC and UTS namespaces; not root, it first makes a user namespace that maps
  * only the caller's own uid and gid (the same numbers inside), which must happen while the
- * process is single-threaded.  No tap device exists yet, so the VM never needs the host's
- * network: a fresh, empty network namespace always.  The mount namespace and a PID namespace
+ * process is single-threaded.  Without a NIC the VM never needs the host's network: a fresh,
+ * empty network namespace.  With one (host_net), the NIC's user-mode stack makes its host
+ * sockets in this process, so the host's network namespace stays.  The mount namespace and a PID namespace
  * are not used (see README "The jail").  Returns 0, or -errno with what set to the step that failed.
  */
-int jail_ns_enter(bool root, char *what, size_t whatlen)
+int jail_ns_enter(bool root, bool host_net, char *what, size_t whatlen)
 {
-	int flags = CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
+	int flags = (host_net ? 0 : CLONE_NEWNET) | CLONE_NEWIPC | CLONE_NEWUTS;
 	if (!root) {
 		uid_t uid = getuid();
 		gid_t gid = getgid();
