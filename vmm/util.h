@@ -98,6 +98,24 @@ unsigned long nofile_raise(unsigned long want);
 /* The soft RLIMIT_NOFILE now. */
 unsigned long nofile_limit(void);
 
+/* ---- text from the guest ---------------------------------------------------------------------- */
+
+/*
+ * Text the guest chose (an agent's ERROR message, the console tail, an answer to CONNECT) made
+ * safe for the host's terminal before padcell prints it in its own messages: printable ASCII and
+ * well-formed UTF-8 stay as they are; every other byte becomes a visible escape — \x1b for ESC
+ * (so no CSI/OSC sequence can move the cursor, clear the screen or set the title), \r, \b,
+ * \x7f, the C1 controls 0x80-0x9f whether raw or UTF-8-encoded (U+0080-U+009F), bytes that are
+ * not well-formed UTF-8 (overlong forms, surrogates, beyond U+10FFFF, cut-off sequences), and
+ * the bidirectional overrides U+202A-U+202E and U+2066-U+2069, each byte as \xHH; a backslash
+ * becomes \\ so an escape cannot be faked.  With TEXT_MULTILINE newlines stay (a CR right
+ * before one is dropped: the serial console's CRLF) and a tab stays; otherwise they are \n and
+ * \t too.  The result, NUL-terminated, fills at most size bytes; when the input does not fit
+ * it ends in "..." (never half an escape or half a character).  Returns its length.
+ */
+#define TEXT_MULTILINE 1u
+size_t text_escape(char *dst, size_t size, const void *src, size_t len, unsigned flags);
+
 /* ---- time ------------------------------------------------------------------------------------ */
 
 /* Milliseconds on the monotonic clock, with the fraction (whole values stay exact). */

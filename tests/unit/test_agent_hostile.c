@@ -40,7 +40,12 @@ enum fake_mode {
 	FAKE_HELLO_SILENT, /* HELLO, then reads and answers nothing */
 	FAKE_NO_EXIT,      /* HELLO, takes EXEC (and SIGNALs), never sends EXIT */
 	FAKE_ABSURD_LEN,   /* HELLO, then a header with length 0xffffffff */
+	FAKE_ERROR_ESC,    /* HELLO, then ERROR with terminal escapes for the first request */
+	FAKE_BAD_CONNECT,  /* answers CONNECT with terminal escapes instead of OK */
 };
+
+/* What a hostile agent would like the host's terminal to do: clear it, set its title, overwrite. */
+#define HOSTILE_TEXT "\x1b[2J\x1b]0;pwned\x07\rgone\b\x9b" "31m"
 
 struct fake {
 	pid_t pid;
@@ -61,6 +66,16 @@ static void fake_serve(int c, enum fake_mode m, int rep)
 	size_t got = 0;
 	while (got < sizeof(line) - 1 && read(c, line + got, 1) == 1 && line[got++] != '\n')
 		;
+	if (m == FAKE_BAD_CONNECT) {
+		static const char bad[] = "\x1b[2J\x1b]0;pwned\x07\n";
+		if (write(c, bad, sizeof(bad) - 1) != (ssize_t)sizeof(bad) - 1)
+			return;
+		fake_put(rep, 'S');
+		while (read(c, line, sizeof(line)) > 0)
+			;
+		fake_put(rep, 'E');
+		return;
+	}
 	if (write(c, "OK 1\n", 5) != 5)
 		return;
 	uint8_t hdr[AGENT_HDR_LEN], hb[AGENT_HELLO_LEN];
@@ -81,6 +96,16 @@ static void fake_serve(int c, enum fake_mode m, int rep)
 	}
 	static uint8_t p[AGENT_MAX_PAYLOAD];
 	struct agent_hdr h;
+	if (m == FAKE_ERROR_ESC) {
+		if (agent_read_frame(c, &h, p, sizeof(p)))
+			return;
+		fake_put(rep, 'S');
+		agent_write_frame(c, AGENT_ERROR, HOSTILE_TEXT, sizeof(HOSTILE_TEXT) - 1);
+		while (read(c, p, sizeof(p)) > 0)
+			;
+		fake_put(rep, 'E');
+		return;
+	}
 	/* NO_EXIT is silent once the command is under way: after the EXEC */
 	if (m == FAKE_NO_EXIT && (agent_read_frame(c, &h, p, sizeof(p)) || h.type != AGENT_EXEC))
 		return;
@@ -385,6 +410,48 @@ Test(agent_hostile, exec_and_cp_absurd_length_is_125, .timeout = 60)
 	cr_assert_eq(o.status, 125, "cp: exit %d: %s", o.status, o.err);
 	assert_one_line(&o, "malformed frame");
 	cr_assert_neq(access(dst, F_OK), 0, "a failed copy left %s", dst);
+	fake_stop(&f);
+}
+
+/* ---- guest text reaches the terminal escaped (issue 11, class 6) ---- */
+
+/* Nothing in o's stderr a terminal would act on: ESC, CR, BS, BEL, raw C1; one line only. */
+static void assert_no_controls(const struct outcome *o)
+{
+	for (const unsigned char *p = (const unsigned char *)o->err; *p; p++)
+		cr_assert(!((*p < 0x20 && *p != '\n') || *p == 0x7f || (*p >= 0x80 && *p <= 0x9f)),
+			  "byte 0x%02x reached the terminal: %s", *p, o->err);
+}
+
+Test(agent_hostile, exec_and_cp_show_an_error_with_escapes_escaped, .timeout = 60)
+{
+	struct fake f;
+	fake_start(&f, FAKE_ERROR_ESC);
+	struct outcome o;
+	padcell_against(&f, EXEC_ARGV(&f, "--", "true"), 0, 0, 0, &o);
+	cr_assert_eq(o.status, 125, "exec: exit %d: %s", o.status, o.err);
+	assert_one_line(&o, "the agent says: \\x1b[2J\\x1b]0;pwned\\x07\\rgone\\b\\x9b31m");
+	assert_no_controls(&o);
+	char dst[128];
+	snprintf(dst, sizeof(dst), "%s/copy", f.dir);
+	padcell_against(&f, (char *const[]){ "padcell", "cp", "--vsock", f.path, "vm:/etc/hostname", dst, NULL }, 0, 0,
+			0, &o);
+	cr_assert_eq(o.status, 125, "cp: exit %d: %s", o.status, o.err);
+	assert_one_line(&o, "the agent says: \\x1b[2J");
+	assert_no_controls(&o);
+	cr_assert_neq(access(dst, F_OK), 0, "a failed copy left %s", dst);
+	fake_stop(&f);
+}
+
+Test(agent_hostile, an_answer_to_connect_with_escapes_is_escaped, .timeout = 60)
+{
+	struct fake f;
+	fake_start(&f, FAKE_BAD_CONNECT);
+	struct outcome o;
+	padcell_against(&f, EXEC_ARGV(&f, "--", "true"), 0, 0, 0, &o);
+	cr_assert_eq(o.status, 125, "exit %d: %s", o.status, o.err);
+	assert_one_line(&o, "unexpected answer to CONNECT: '\\x1b[2J\\x1b]0;pwned\\x07'");
+	assert_no_controls(&o);
 	fake_stop(&f);
 }
 

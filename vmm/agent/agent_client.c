@@ -151,7 +151,9 @@ static int connect_once(struct agent_conn *c, const char *path, uint32_t port, d
 	line[got] = '\0';
 	if (strncmp(line, "OK ", 3) || line[got - 1] != '\n') {
 		close(fd);
-		return errorf(err, errlen, -EPROTO, "unexpected answer to CONNECT: '%.*s'", (int)strcspn(line, "\n"), line);
+		char shown[4 * sizeof(line) + 4]; /* whoever listens on the socket chose these bytes */
+		text_escape(shown, sizeof(shown), line, line[got - 1] == '\n' ? got - 1 : got, 0);
+		return errorf(err, errlen, -EPROTO, "unexpected answer to CONNECT: '%s'", shown);
 	}
 	int fl = fcntl(fd, F_GETFL);
 	if (fl >= 0)
@@ -227,10 +229,16 @@ static int frame_error(struct agent_conn *c, int rc, char *err, size_t errlen)
 	return errorf(err, errlen, rc, "reading from the agent: %s", strerror(-rc));
 }
 
+/*
+ * The agent's own words, made safe for the terminal (util.h text_escape): one line, escapes for
+ * control bytes and bad UTF-8, at most AGENT_ERROR_SHOWN bytes of it.
+ */
+#define AGENT_ERROR_SHOWN 400
 static int error_frame(const struct agent_conn *c, char *err, size_t errlen)
 {
-	return errorf(err, errlen, -EIO, "the agent says: %.*s", (int)(c->h.len > 400 ? 400 : c->h.len),
-		      (const char *)frame_buf);
+	char shown[AGENT_ERROR_SHOWN + 1];
+	text_escape(shown, sizeof(shown), frame_buf, c->h.len, 0);
+	return errorf(err, errlen, -EIO, "the agent says: %s", shown);
 }
 
 /*
