@@ -33,6 +33,7 @@ void agent_conn_init(struct agent_conn *c, int fd, int sig_fd, int abort_fd)
 	c->reply_ms = AGENT_REPLY_MS;
 	c->grace_ms = AGENT_SIGNAL_GRACE_MS;
 	c->slack_ms = AGENT_TIMEOUT_SLACK_MS;
+	c->get_max = AGENT_GET_MAX_DEFAULT;
 }
 
 #define CONN_POLL_MAX 6
@@ -629,6 +630,7 @@ int agent_conn_get_file(struct agent_conn *c, const char *guest_path, int dst_fd
 		return rc;
 	struct hostout o;
 	hostout_init(&o, dst_fd);
+	uint64_t total = 0;
 	for (;;) {
 		if ((rc = read_reply(c, "the file's data", err, errlen)))
 			return rc;
@@ -636,6 +638,11 @@ int agent_conn_get_file(struct agent_conn *c, const char *guest_path, int dst_fd
 			return errorf(err, errlen, -EPROTO, "unexpected frame type %u during a download", c->h.type);
 		if (c->h.len == 0)
 			return 0;
+		/* Checked before writing: what the bound refuses never reaches the host's disk. */
+		if (c->h.len > c->get_max - total)
+			return errorf(err, errlen, -EFBIG, "'%s' is over %llu bytes, the bound of this copy (cp --max-size)",
+				      guest_path, (unsigned long long)c->get_max);
+		total += c->h.len;
 		/* a file at once; stdout, maybe a pipe, as it makes room, interruptibly */
 		o.p = frame_buf;
 		o.len = c->h.len;
