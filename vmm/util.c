@@ -377,3 +377,17 @@ size_t text_escape(char *dst, size_t size, const void *src, size_t len, unsigned
 	dst[out] = '\0';
 	return out;
 }
+
+int file_id_of(int fd, struct file_id *id)
+{
+	struct statx sx;
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_SYNC_AS_STAT, STATX_BASIC_STATS | STATX_BTIME, &sx) < 0)
+		return -errno;
+	id->dev = ((uint64_t)sx.stx_dev_major << 32) | sx.stx_dev_minor;
+	id->ino = sx.stx_ino;
+	id->size = sx.stx_size;
+	id->btime_ns = (sx.stx_mask & STATX_BTIME)
+			       ? (uint64_t)sx.stx_btime.tv_sec * 1000000000u + sx.stx_btime.tv_nsec
+			       : 0;
+	return 0;
+}

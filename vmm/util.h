@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -62,6 +63,17 @@ int spare_fd_open(void);
 int open_user_file(const char *path, int flags, bool allow_blk, const char **kind);
 /* "a FIFO", "a directory", "a socket", "a character device", ... for st_mode. */
 const char *file_kind(mode_t mode);
+
+/*
+ * A file's identity, to know it again later by more than its name: device, inode, size, and its
+ * birth time (statx STATX_BTIME, 0 where the file system keeps none).  Writes do not change it;
+ * a copy, a new file under the old name or another host's file have another.
+ */
+struct file_id {
+	uint64_t dev, ino, size, btime_ns;
+};
+/* The identity of the file open as fd: 0 or -errno. */
+int file_id_of(int fd, struct file_id *id);
 
 /* Whether a and b are the same file (st_dev and st_ino). */
 static inline bool same_inode(const struct stat *a, const struct stat *b)
