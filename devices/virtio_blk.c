@@ -77,11 +77,17 @@ int blk_disk_open(struct blk_disk *d, const char *path, bool ro, const char *id,
 		return fail(err, errlen, rc, strerror(-rc));
 	}
 	int rc = disk_check(d, err, errlen);
+	struct file_id fid;
+	if (!rc && (rc = file_id_of(d->fd, &fid)))
+		fail(err, errlen, rc, strerror(-rc));
 	if (rc) {
 		close(d->fd);
 		d->fd = -1;
 		return rc;
 	}
+	d->dev = fid.dev;
+	d->ino = fid.ino;
+	d->btime_ns = fid.btime_ns;
 	/* Kept for snapshots, which reopen the image by name; absolute, so any directory will do. */
 	char *abs = realpath(path, NULL);
 	snprintf(d->path, sizeof(d->path), "%s", abs ? abs : path);
@@ -508,6 +514,9 @@ static int blk_dev_save_backing(struct device *d, struct dev_snap_out *o, char *
 			errorf(err, errlen, rc, "out of memory");
 	} else {
 		snprintf(sd->path, sizeof(sd->path), "%s", disk->path);
+		sd->dev = disk->dev;
+		sd->ino = disk->ino;
+		sd->btime_ns = disk->btime_ns;
 		if (o->uses_file)
 			o->uses_file(o, disk->fd);
 	}
@@ -571,14 +580,28 @@ unsigned virtio_blk_disk_count(const struct dev_snap_in *in)
 	return n;
 }
 
-int virtio_blk_disk_restore(const struct dev_snap_in *in, unsigned index, struct blk_disk *d, char *err, size_t errlen)
+int virtio_blk_disk_restore(const struct dev_snap_in *in, unsigned index, const char *user_path, struct blk_disk *d,
+			    char *err, size_t errlen)
 {
 	const struct snap_disk *sd = in->find(in, SNAP_SEC_DISK, index, NULL);
 	if (!sd)
 		return -ENOENT;
 	char why[256];
 	int rc;
-	if (sd->scratch) {
+	if (user_path && sd->scratch) {
+		memset(d, 0, sizeof(*d));
+		d->fd = -1;
+		rc = errorf(err, errlen, -EINVAL, "--drive %u=%s: slot %u is the snapshot's scratch disk, whose contents "
+			    "are in the snapshot; only a --drive can be replaced", index, user_path, index);
+	} else if (user_path) {
+		/* The user's own choice: like a --drive at boot, as the snapshot had it (ro or not). */
+		rc = blk_disk_open(d, user_path, sd->ro, sd->id, why, sizeof(why));
+		if (rc)
+			rc = errorf(err, errlen, -EINVAL, "--drive %u=%s: %s", index, user_path, why);
+		else if (d->size != sd->size)
+			rc = errorf(err, errlen, -EINVAL, "--drive %u=%s: %llu bytes, the snapshot's disk %u was %llu", index,
+				    user_path, (unsigned long long)d->size, index, (unsigned long long)sd->size);
+	} else if (sd->scratch) {
 		char path[8200];
 		snprintf(path, sizeof(path), "%s/%s", in->dir, sd->path);
 		int src = in->open_file(in, path, "scratch-disk copy", sd->size, err, errlen);
@@ -599,6 +622,14 @@ int virtio_blk_disk_restore(const struct dev_snap_in *in, unsigned index, struct
 		else if (d->size != sd->size)
 			rc = errorf(err, errlen, -EINVAL, "the snapshot's disk '%s' was %llu bytes, now %llu", sd->path,
 				    (unsigned long long)sd->size, (unsigned long long)d->size);
+		/* A read-only drive by path and size (a shared base image on another host is fine); a
+		 * writable one only if it is the very file, which a crafted state file cannot name. */
+		else if (!sd->ro && (d->dev != sd->dev || d->ino != sd->ino || d->btime_ns != sd->btime_ns))
+			rc = errorf(err, errlen, -EINVAL,
+				    "the snapshot's writable disk %u '%s' is not the file the snapshot was taken with "
+				    "(another device, inode or birth time: a copy, another host's snapshot, or a crafted "
+				    "state file); if it is the right disk, name it: restore --drive %u=%s", index, sd->path,
+				    index, sd->path);
 	}
 	if (rc)
 		blk_disk_close(d);

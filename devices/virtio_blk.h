@@ -27,6 +27,7 @@ struct blk_disk {
 	char id[VIRTIO_BLK_ID_BYTES + 1];       /* GET_ID answer, NUL-terminated */
 	bool scratch;                           /* blk_disk_scratch: a nameless temporary file */
 	char path[4096];                        /* blk_disk_open: the image's absolute path (snapshots) */
+	uint64_t dev, ino, btime_ns;            /* blk_disk_open: the file's identity (util.h file_id) */
 };
 
 /*
@@ -84,10 +85,15 @@ dev_create_fn virtio_blk_create;
 /* How many disks the snapshot has: they are in virtio slots 0..n-1. */
 unsigned virtio_blk_disk_count(const struct dev_snap_in *in);
 /*
- * Reopens the disk of the snapshot's virtio slot `index`: a --drive by its path (it must still
- * have its size), a scratch disk as a new private copy of the snapshot's.  -ENOENT when that slot
- * had no disk; else 0, or -errno with err set and d closed.
+ * Reopens the disk of the snapshot's virtio slot `index`: a scratch disk as a new private copy of
+ * the snapshot's; a --drive by its path, which must still have its size — and, for a writable
+ * one, still be the same file (device, inode, birth time), else it is refused: a state file may
+ * have been copied from another host or crafted to name any file.  `user_path`, if not NULL, is the
+ * user's own choice for the slot (restore --drive N=PATH): opened instead, as read-only as the
+ * snapshot's drive was, with only its size checked.  -ENOENT when that slot had no disk; else 0,
+ * or -errno with err set and d closed.
  */
-int virtio_blk_disk_restore(const struct dev_snap_in *in, unsigned index, struct blk_disk *d, char *err, size_t errlen);
+int virtio_blk_disk_restore(const struct dev_snap_in *in, unsigned index, const char *user_path, struct blk_disk *d,
+			    char *err, size_t errlen);
 
 #endif

@@ -121,6 +121,11 @@ int snap_decode(const uint8_t *buf, size_t len, struct snap_view *view, char *er
 	if (len < sizeof(h) + 8)
 		return errorf(err, errlen, -EINVAL, "truncated (%zu bytes)", len);
 	memcpy(&h, buf, sizeof(h));
+	if (h.version == 2)
+		return errorf(err, errlen, -EINVAL,
+			      "written by padcell snapshot format version 2, which names its drives by path alone; "
+			      "this padcell reads version %u only (it checks a drive is the same file): take the "
+			      "snapshot again", SNAP_VERSION);
 	if (h.version != SNAP_VERSION)
 		return errorf(err, errlen, -EINVAL,
 			      "written by padcell snapshot format version %u; this padcell reads version %u only",
@@ -318,6 +323,10 @@ int snap_check_machine(const struct snap_view *v, char *err, size_t errlen)
 			return errorf(err, errlen, -EINVAL, "corrupt: disk %u", d);
 		if (sd->scratch && strchr(sd->path, '/'))
 			return errorf(err, errlen, -EINVAL, "corrupt: disk %u's copy is not beside the state file", d);
+		if (!sd->scratch && sd->path[0] != '/')
+			return errorf(err, errlen, -EINVAL, "corrupt: disk %u's path is not absolute", d);
+		if (sd->scratch && (sd->dev || sd->ino || sd->btime_ns))
+			return errorf(err, errlen, -EINVAL, "corrupt: scratch disk %u with a host file's identity", d);
 	}
 	for (unsigned i = 0; i < v->nsec; i++)
 		if (v->sec[i].type == SNAP_SEC_BLK && v->sec[i].index >= ndisk)

@@ -15,7 +15,7 @@
  * a snapshot is only restored by the padcell format version that wrote it.
  */
 #define SNAP_MAGIC      "PADCSNAP"
-#define SNAP_VERSION    2u /* 2: the virtio-net section */
+#define SNAP_VERSION    3u /* 2: the virtio-net section; 3: a drive's identity in struct snap_disk */
 #define SNAP_END_MAGIC  0x444e4553u /* "SEND" */
 #define SNAP_MAX_SECTIONS 4096u
 #define SNAP_MAX_SIZE   (64u << 20)  /* no state file is near this; a bigger one is refused unread */
@@ -72,13 +72,21 @@ enum snap_sec {
 	SNAP_SEC_MAX
 };
 
-/* A disk as the snapshot knows it.  A scratch disk's contents are in the file `copy`. */
+/*
+ * A disk as the snapshot knows it.  A scratch disk's contents are in the file `path` beside the
+ * state file; a --drive is the host file at `path`, and restore reopens a writable one only if it
+ * is still that file (util.h struct file_id: dev, ino, birth time; and size), since a state file
+ * can be crafted to name any file.  All identity fields are 0 for a scratch disk.
+ */
 struct snap_disk {
 	uint64_t size;
 	uint8_t ro, scratch, pad[6];
 	char id[24];              /* NUL-terminated, at most 20 bytes */
 	char path[4096];          /* a --drive's absolute path; a scratch copy's file name beside the state */
+	uint64_t dev, ino;        /* the --drive's identity when the snapshot was taken */
+	uint64_t btime_ns;
 };
+_Static_assert(sizeof(struct snap_disk) == 4160, "snap_disk layout");
 
 /* ---- writing ------------------------------------------------------------------------------- */
 

@@ -1,10 +1,11 @@
-/* Unix-socket listen/connect with the stale-socket probe, now_ms, and the stop signals, written once. */
+/* Unix-socket listen/connect with the stale-socket probe, now_ms, the stop signals and guest text escaping, written once. */
 #include "vmm/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,4 +292,102 @@ int stop_signals_fd(void)
 	stop_signals(&set);
 	int fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	return fd < 0 ? -errno : fd;
+}
+
+/*
+ * The length of the well-formed UTF-8 sequence at p (n bytes left) that is safe to show as it
+ * is, or 0: a lead byte with the continuation bytes it needs, not an overlong form, a surrogate,
+ * beyond U+10FFFF, a C1 control or a bidirectional override.
+ */
+static size_t utf8_safe_len(const uint8_t *p, size_t n)
+{
+	size_t need;
+	uint32_t cp;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		need = 2, cp = p[0] & 0x1fu;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		need = 3, cp = p[0] & 0x0fu;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		need = 4, cp = p[0] & 0x07u;
+	else
+		return 0;
+	if (n < need)
+		return 0;
+	for (size_t i = 1; i < need; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3fu);
+	}
+	static const uint32_t min_of[5] = { 0, 0, 0x80, 0x800, 0x10000 };
+	if (cp < min_of[need] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	if (cp <= 0x9f || (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069))
+		return 0; /* C1 controls, which some terminals obey; text that reads backwards */
+	return need;
+}
+
+size_t text_escape(char *dst, size_t size, const void *src, size_t len, unsigned flags)
+{
+	static const char hex[] = "0123456789abcdef";
+	const uint8_t *p = src;
+	if (!size)
+		return 0;
+	/* Room is kept for "..." until the last unit is known to fit without it. */
+	size_t out = 0, cap = size - 1;
+	bool multi = flags & TEXT_MULTILINE;
+	for (size_t i = 0; i < len;) {
+		char unit[8];
+		size_t ulen = 0, used = 1;
+		uint8_t b = p[i];
+		if (b == '\\') {
+			unit[0] = unit[1] = '\\', ulen = 2;
+		} else if (b >= 0x20 && b < 0x7f) {
+			unit[0] = (char)b, ulen = 1;
+		} else if (b == '\n' || b == '\t') {
+			if (multi)
+				unit[0] = (char)b, ulen = 1;
+			else
+				unit[0] = '\\', unit[1] = b == '\n' ? 'n' : 't', ulen = 2;
+		} else if (multi && b == '\r' && i + 1 < len && p[i + 1] == '\n') {
+			ulen = 0; /* CRLF: the newline alone */
+		} else if (b >= 0x80 && (used = utf8_safe_len(p + i, len - i))) {
+			memcpy(unit, p + i, used);
+			ulen = used;
+		} else {
+			used = 1;
+			if (b == '\r' || b == '\b')
+				unit[0] = '\\', unit[1] = b == '\r' ? 'r' : 'b', ulen = 2;
+			else
+				unit[0] = '\\', unit[1] = 'x', unit[2] = hex[b >> 4], unit[3] = hex[b & 15], ulen = 4;
+		}
+		bool last = i + used >= len;
+		size_t room = last ? cap : (cap >= 3 ? cap - 3 : 0);
+		if (out + ulen > room) {
+			if (cap >= 3) {
+				/* what fits with "..." after it; the units already out left room for it */
+				memcpy(dst + out, "...", 3);
+				out += 3;
+			}
+			break;
+		}
+		memcpy(dst + out, unit, ulen);
+		out += ulen;
+		i += used;
+	}
+	dst[out] = '\0';
+	return out;
+}
+
+int file_id_of(int fd, struct file_id *id)
+{
+	struct statx sx;
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_SYNC_AS_STAT, STATX_BASIC_STATS | STATX_BTIME, &sx) < 0)
+		return -errno;
+	id->dev = ((uint64_t)sx.stx_dev_major << 32) | sx.stx_dev_minor;
+	id->ino = sx.stx_ino;
+	id->size = sx.stx_size;
+	id->btime_ns = (sx.stx_mask & STATX_BTIME)
+			       ? (uint64_t)sx.stx_btime.tv_sec * 1000000000u + sx.stx_btime.tv_nsec
+			       : 0;
+	return 0;
 }

@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -63,6 +64,17 @@ int open_user_file(const char *path, int flags, bool allow_blk, const char **kin
 /* "a FIFO", "a directory", "a socket", "a character device", ... for st_mode. */
 const char *file_kind(mode_t mode);
 
+/*
+ * A file's identity, to know it again later by more than its name: device, inode, size, and its
+ * birth time (statx STATX_BTIME, 0 where the file system keeps none).  Writes do not change it;
+ * a copy, a new file under the old name or another host's file have another.
+ */
+struct file_id {
+	uint64_t dev, ino, size, btime_ns;
+};
+/* The identity of the file open as fd: 0 or -errno. */
+int file_id_of(int fd, struct file_id *id);
+
 /* Whether a and b are the same file (st_dev and st_ino). */
 static inline bool same_inode(const struct stat *a, const struct stat *b)
 {
@@ -97,6 +109,24 @@ int fd_nonblocking_copy(int fd, bool *is_socket, int *restore_flags);
 unsigned long nofile_raise(unsigned long want);
 /* The soft RLIMIT_NOFILE now. */
 unsigned long nofile_limit(void);
+
+/* ---- text from the guest ---------------------------------------------------------------------- */
+
+/*
+ * Text the guest chose (an agent's ERROR message, the console tail, an answer to CONNECT) made
+ * safe for the host's terminal before padcell prints it in its own messages: printable ASCII and
+ * well-formed UTF-8 stay as they are; every other byte becomes a visible escape — \x1b for ESC
+ * (so no CSI/OSC sequence can move the cursor, clear the screen or set the title), \r, \b,
+ * \x7f, the C1 controls 0x80-0x9f whether raw or UTF-8-encoded (U+0080-U+009F), bytes that are
+ * not well-formed UTF-8 (overlong forms, surrogates, beyond U+10FFFF, cut-off sequences), and
+ * the bidirectional overrides U+202A-U+202E and U+2066-U+2069, each byte as \xHH; a backslash
+ * becomes \\ so an escape cannot be faked.  With TEXT_MULTILINE newlines stay (a CR right
+ * before one is dropped: the serial console's CRLF) and a tab stays; otherwise they are \n and
+ * \t too.  The result, NUL-terminated, fills at most size bytes; when the input does not fit
+ * it ends in "..." (never half an escape or half a character).  Returns its length.
+ */
+#define TEXT_MULTILINE 1u
+size_t text_escape(char *dst, size_t size, const void *src, size_t len, unsigned flags);
 
 /* ---- time ------------------------------------------------------------------------------------ */
 

@@ -54,6 +54,8 @@ struct vm_config {
 	int mem_fd;             /* with mem_from_file: guest RAM is this file, mapped copy-on-write (restore) */
 	const char *mem_path;   /* its name, for the error if it is truncated under the VM */
 	bool mem_from_file;
+	/* restore: LAYOUT_VIRTIO_MAX paths, entry i replacing the snapshot's drive in slot i (NULL: keep it), or NULL */
+	const char *const *restore_drives;
 };
 
 /* The legacy PC devices (UART, i8042, ACPI PM, pvpanic) and the virtio-mmio slots. */

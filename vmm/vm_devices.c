@@ -63,8 +63,13 @@ int vm_devices_config_restore(const struct dev_snap_in *in, struct vm_config *cf
 	if (has_net && !cfg->net)
 		cfg->net = &deny_all;
 	cfg->ndisks = 0;
+	for (unsigned i = ndisks; cfg->restore_drives && i < LAYOUT_VIRTIO_MAX; i++)
+		if (cfg->restore_drives[i])
+			return errorf(err, errlen, -EINVAL, "--drive %u=%s: the snapshot's VM has no disk %u (%u disk%s)", i,
+				      cfg->restore_drives[i], i, ndisks, ndisks == 1 ? "" : "s");
 	for (unsigned i = 0; i < ndisks; i++) {
-		int rc = virtio_blk_disk_restore(in, i, &disks[i], err, errlen);
+		int rc = virtio_blk_disk_restore(in, i, cfg->restore_drives ? cfg->restore_drives[i] : NULL, &disks[i], err,
+						 errlen);
 		if (rc) {
 			while (i)
 				blk_disk_close(&disks[--i]);

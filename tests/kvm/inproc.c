@@ -660,3 +660,64 @@ Test(inproc, truncated_memory_file_stops_the_vm_with_a_clear_error)
 	console_close(&c);
 	snap_dir_remove(&d);
 }
+
+/* ---- a writable drive comes back only as the file it was (issue 11, class 6) ------------------- */
+
+/*
+ * A snapshot of a VM with a writable drive: restored as it is; after the image was replaced by a
+ * copy under the same name (another inode) refused, naming the way out; restored again with that
+ * copy named by the user (restore --drive 0=PATH), and the restored VM runs on.
+ */
+Test(inproc, a_writable_drive_is_reopened_only_as_the_same_file)
+{
+	require_kvm();
+	static struct launch l;
+	struct console con;
+	struct snap_dir d;
+	snap_dir_make(&d);
+	char drive[128], copy[160], err[512];
+	snprintf(drive, sizeof(drive), "%s/disk.img", d.dir);
+	int fd = open(drive, O_RDWR | O_CREAT | O_EXCL, 0600);
+	cr_assert_eq(ftruncate(fd, 1 << 20), 0);
+	close(fd);
+	static char cmdline[128];
+	snprintf(cmdline, sizeof(cmdline), "tg.case=count tg.count=" COUNT_STEPS " tg.spin=100 tg.cpus=1");
+	struct boot_opts o = { .kernel = guest_path(), .cmdline = cmdline, .mem = 64ULL << 20, .cpus = 1,
+			       .entry = BOOT_ENTRY_LINUX64, .ndrives = 1 };
+	o.drives[0] = (struct drive_opt){ .path = drive };
+	console_open(&con);
+	cr_assert_eq(launch_boot(&l, &o, con.wfd, err, sizeof(err)), 0, "launch_boot: %s", err);
+	cr_assert_eq(vm_start(&l.vm), 0, "vm_start: %s", l.vm.stop_detail);
+	console_wait(&con, 0, "COUNT 5\r\n", &l.vm);
+	vm_pause_ok(&l.vm);
+	cr_assert_eq(snapshot_create(&l.vm, d.state, d.mem, err, sizeof(err)), 0, "snapshot_create: %s", err);
+	vm_stop_and_join(&l.vm);
+	launch_teardown(&l);
+	console_close(&con);
+
+	/* the same file: restored */
+	static struct vm vm;
+	struct console c;
+	restore_ok(&vm, &c, &d);
+	vm_destroy(&vm);
+	console_close(&c);
+
+	/* a copy in its place: refused, in one line that names --drive */
+	snprintf(copy, sizeof(copy), "%s/disk.copy", d.dir);
+	copy_file(drive, copy, 1 << 20);
+	cr_assert_eq(rename(copy, drive), 0);
+	assert_refused(d.state, d.mem, "is not the file the snapshot was taken with");
+	assert_refused(d.state, d.mem, "restore --drive 0=");
+
+	/* named by the user: restored, and it runs */
+	const char *drives[LAYOUT_VIRTIO_MAX] = { [0] = drive };
+	console_open(&c);
+	struct vm_config cfg = { .console_out = c.wfd, .vsock_listen_fd = -1, .restore_drives = drives };
+	cr_assert_eq(vm_restore(&vm, &cfg, d.state, d.mem, err, sizeof(err)), 0, "vm_restore: %s", err);
+	cr_assert_eq(vm_start(&vm), 0, "vm_start: %s", vm.stop_detail);
+	console_wait(&c, 0, "COUNT", &vm);
+	vm_stop_and_join(&vm);
+	vm_destroy(&vm);
+	console_close(&c);
+	snap_dir_remove(&d);
+}

@@ -40,7 +40,13 @@ enum fake_mode {
 	FAKE_HELLO_SILENT, /* HELLO, then reads and answers nothing */
 	FAKE_NO_EXIT,      /* HELLO, takes EXEC (and SIGNALs), never sends EXIT */
 	FAKE_ABSURD_LEN,   /* HELLO, then a header with length 0xffffffff */
+	FAKE_ERROR_ESC,    /* HELLO, then ERROR with terminal escapes for the first request */
+	FAKE_BAD_CONNECT,  /* answers CONNECT with terminal escapes instead of OK */
+	FAKE_GET_FOREVER,  /* HELLO, then DATA for a GET without end (until the host hangs up) */
 };
+
+/* What a hostile agent would like the host's terminal to do: clear it, set its title, overwrite. */
+#define HOSTILE_TEXT "\x1b[2J\x1b]0;pwned\x07\rgone\b\x9b" "31m"
 
 struct fake {
 	pid_t pid;
@@ -61,6 +67,16 @@ static void fake_serve(int c, enum fake_mode m, int rep)
 	size_t got = 0;
 	while (got < sizeof(line) - 1 && read(c, line + got, 1) == 1 && line[got++] != '\n')
 		;
+	if (m == FAKE_BAD_CONNECT) {
+		static const char bad[] = "\x1b[2J\x1b]0;pwned\x07\n";
+		if (write(c, bad, sizeof(bad) - 1) != (ssize_t)sizeof(bad) - 1)
+			return;
+		fake_put(rep, 'S');
+		while (read(c, line, sizeof(line)) > 0)
+			;
+		fake_put(rep, 'E');
+		return;
+	}
 	if (write(c, "OK 1\n", 5) != 5)
 		return;
 	uint8_t hdr[AGENT_HDR_LEN], hb[AGENT_HELLO_LEN];
@@ -81,6 +97,22 @@ static void fake_serve(int c, enum fake_mode m, int rep)
 	}
 	static uint8_t p[AGENT_MAX_PAYLOAD];
 	struct agent_hdr h;
+	if (m == FAKE_ERROR_ESC || m == FAKE_GET_FOREVER) {
+		if (agent_read_frame(c, &h, p, sizeof(p)))
+			return;
+		fake_put(rep, 'S');
+		if (m == FAKE_ERROR_ESC) {
+			agent_write_frame(c, AGENT_ERROR, HOSTILE_TEXT, sizeof(HOSTILE_TEXT) - 1);
+		} else {
+			memset(p, 'x', sizeof(p));
+			while (agent_write_frame(c, AGENT_DATA, p, sizeof(p)) == 0)
+				;
+		}
+		while (read(c, p, sizeof(p)) > 0)
+			;
+		fake_put(rep, 'E');
+		return;
+	}
 	/* NO_EXIT is silent once the command is under way: after the EXEC */
 	if (m == FAKE_NO_EXIT && (agent_read_frame(c, &h, p, sizeof(p)) || h.type != AGENT_EXEC))
 		return;
@@ -388,6 +420,82 @@ Test(agent_hostile, exec_and_cp_absurd_length_is_125, .timeout = 60)
 	fake_stop(&f);
 }
 
+/* ---- guest text reaches the terminal escaped; a download has a bound (issue 11, class 6) ---- */
+
+/* Nothing in o's stderr a terminal would act on: ESC, CR, BS, BEL, raw C1; one line only. */
+static void assert_no_controls(const struct outcome *o)
+{
+	for (const unsigned char *p = (const unsigned char *)o->err; *p; p++)
+		cr_assert(!((*p < 0x20 && *p != '\n') || *p == 0x7f || (*p >= 0x80 && *p <= 0x9f)),
+			  "byte 0x%02x reached the terminal: %s", *p, o->err);
+}
+
+Test(agent_hostile, exec_and_cp_show_an_error_with_escapes_escaped, .timeout = 60)
+{
+	struct fake f;
+	fake_start(&f, FAKE_ERROR_ESC);
+	struct outcome o;
+	padcell_against(&f, EXEC_ARGV(&f, "--", "true"), 0, 0, 0, &o);
+	cr_assert_eq(o.status, 125, "exec: exit %d: %s", o.status, o.err);
+	assert_one_line(&o, "the agent says: \\x1b[2J\\x1b]0;pwned\\x07\\rgone\\b\\x9b31m");
+	assert_no_controls(&o);
+	char dst[128];
+	snprintf(dst, sizeof(dst), "%s/copy", f.dir);
+	padcell_against(&f, (char *const[]){ "padcell", "cp", "--vsock", f.path, "vm:/etc/hostname", dst, NULL }, 0, 0,
+			0, &o);
+	cr_assert_eq(o.status, 125, "cp: exit %d: %s", o.status, o.err);
+	assert_one_line(&o, "the agent says: \\x1b[2J");
+	assert_no_controls(&o);
+	cr_assert_neq(access(dst, F_OK), 0, "a failed copy left %s", dst);
+	fake_stop(&f);
+}
+
+Test(agent_hostile, an_answer_to_connect_with_escapes_is_escaped, .timeout = 60)
+{
+	struct fake f;
+	fake_start(&f, FAKE_BAD_CONNECT);
+	struct outcome o;
+	padcell_against(&f, EXEC_ARGV(&f, "--", "true"), 0, 0, 0, &o);
+	cr_assert_eq(o.status, 125, "exit %d: %s", o.status, o.err);
+	assert_one_line(&o, "unexpected answer to CONNECT: '\\x1b[2J\\x1b]0;pwned\\x07'");
+	assert_no_controls(&o);
+	fake_stop(&f);
+}
+
+/* An agent that streams a download without end: the bound refuses it, and no file is left. */
+Test(agent_hostile, cp_out_over_max_size_is_refused_and_leaves_nothing, .timeout = 60)
+{
+	struct fake f;
+	fake_start(&f, FAKE_GET_FOREVER);
+	char dst[128];
+	snprintf(dst, sizeof(dst), "%s/copy", f.dir);
+	struct outcome o;
+	padcell_against(&f, (char *const[]){ "padcell", "cp", "--vsock", f.path, "--max-size", "1M", "vm:/dev/zero", dst,
+					     NULL }, 0, 0, 0, &o);
+	cr_assert_eq(o.status, 125, "exit %d: %s", o.status, o.err);
+	assert_one_line(&o, "'/dev/zero' is over 1048576 bytes, the bound of this copy (cp --max-size)");
+	cr_assert(fake_saw(&f, 'E'), "padcell left its connection open");
+	/* nothing but the socket is left in the directory: no copy, no temporary */
+	unlink(f.path);
+	cr_assert_eq(rmdir(f.dir), 0, "%s not empty after the refused copy", f.dir);
+	mkdir(f.dir, 0700);
+	fake_stop(&f);
+}
+
+Test(agent_hostile, cp_max_size_must_be_a_size, .timeout = 60)
+{
+	static const char *const bad[] = { "0", "-1", "1Q", "" };
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct outcome o;
+		int errfd;
+		pid_t pid = padcell_spawn((char *const[]){ "padcell", "cp", "--vsock", "/nonexistent/v.sock", "--max-size",
+							   (char *)bad[i], "vm:/x", "/tmp/y", NULL }, &errfd);
+		padcell_wait(pid, errfd, mono_s(), &o);
+		cr_assert_eq(o.status, 2, "--max-size '%s': exit %d: %s", bad[i], o.status, o.err);
+		assert_one_line(&o, "--max-size");
+	}
+}
+
 /* ---- the same waits in-process, with short bounds ---- */
 
 static char err[512];
@@ -648,4 +756,46 @@ Test(ready_snap, silent_ready_caller_does_not_hold_the_join, .timeout = 60)
 Test(ready_snap, half_a_hello_does_not_hold_the_join, .timeout = 60)
 {
 	ready_snap_case("\x0c\0\0\0\x01", 5);
+}
+
+/* The download bound in-process: the frame that would pass it is not written; the bound itself is fine. */
+Test(agent_waits, a_download_is_bounded_before_the_frame_that_passes_it)
+{
+	struct agent_conn c;
+	int peer;
+	conn_pair(&c, &peer, -1, -1);
+	cr_assert_eq(c.get_max, AGENT_GET_MAX_DEFAULT);
+	cr_assert_eq(AGENT_GET_MAX_DEFAULT, 1ull << 30);
+	char path[] = "/tmp/padcell-hostile-get-XXXXXX";
+	int dst = mkstemp(path);
+	cr_assert_geq(dst, 0);
+	unlink(path);
+	static uint8_t data[1000];
+	memset(data, 'd', sizeof(data));
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(agent_write_frame(peer, AGENT_DATA, data, sizeof(data)), 0);
+	cr_assert_eq(agent_write_frame(peer, AGENT_DATA, NULL, 0), 0);
+	c.get_max = 2500;
+	cr_assert_eq(agent_conn_get_file(&c, "/x", dst, err, sizeof(err)), -EFBIG, "%s", err);
+	cr_assert(strstr(err, "over 2500 bytes"), "%s", err);
+	struct stat st;
+	cr_assert_eq(fstat(dst, &st), 0);
+	cr_assert_eq(st.st_size, 2000, "%lld bytes written", (long long)st.st_size);
+	close(peer);
+	close(c.fd);
+
+	/* exactly the bound: the copy is whole */
+	conn_pair(&c, &peer, -1, -1);
+	cr_assert_eq(ftruncate(dst, 0), 0);
+	cr_assert_eq(lseek(dst, 0, SEEK_SET), 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(agent_write_frame(peer, AGENT_DATA, data, sizeof(data)), 0);
+	cr_assert_eq(agent_write_frame(peer, AGENT_DATA, NULL, 0), 0);
+	c.get_max = 3000;
+	cr_assert_eq(agent_conn_get_file(&c, "/x", dst, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(fstat(dst, &st), 0);
+	cr_assert_eq(st.st_size, 3000);
+	close(peer);
+	close(c.fd);
+	close(dst);
 }

@@ -1095,3 +1095,18 @@ Test(cli_e2e, fifo_paths_are_refused_without_blocking, .timeout = 120)
 	unlink(k);
 	free(k);
 }
+
+/* restore --drive N=PATH: parsed strictly, before anything is opened. */
+Test(cli_e2e, restore_drive_option_is_parsed_strictly)
+{
+	static const char *const bad[] = { "x.img", "=x.img", "0=", "8=/x.img", "-1=/x.img", "1x=/x.img" };
+	struct run r;
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		RUN(&r, "restore", "--from", "/nonexistent", "--drive", (char *)bad[i]);
+		assert_usage(&r, bad[i]);
+		cr_assert(strstr(r.err, "--drive"), "%s: %s", bad[i], r.err);
+	}
+	RUN(&r, "restore", "--from", "/nonexistent", "--drive", "0=/a.img", "--drive", "0=/b.img");
+	assert_usage(&r, "twice");
+	cr_assert(strstr(r.err, "named twice"), "%s", r.err);
+}

@@ -424,8 +424,9 @@ static void write_file(const char *path, const void *data, size_t len)
 	close(fd);
 }
 
-/* A state file with no disks and no vsock device, and a memory file of the right size. */
-static void write_snapshot(const char *state, const char *mem, const uint8_t *mem_id, uint64_t mem_size)
+/* A state file with no vsock device, `disk` (if not NULL) as disk 0, and a memory file of the right size. */
+static void write_snapshot_with(const char *state, const char *mem, const uint8_t *mem_id, uint64_t mem_size,
+				const struct snap_disk *disk)
 {
 	struct sec_spec all[64];
 	unsigned n = machine_specs(all);
@@ -439,6 +440,11 @@ static void write_snapshot(const char *state, const char *mem, const uint8_t *me
 		snap_enc_add(&e, all[i].type, all[i].index, p, all[i].len);
 		free(p);
 	}
+	if (disk) {
+		struct virtio_blk_state bs = { .capacity = disk->size / 512, .ro = disk->ro };
+		snap_enc_add(&e, SNAP_SEC_DISK, 0, disk, sizeof(*disk));
+		snap_enc_add(&e, SNAP_SEC_BLK, 0, &bs, sizeof(bs));
+	}
 	cr_assert_eq(snap_enc_finish(&e), 0);
 	write_file(state, e.buf, e.len);
 	snap_enc_free(&e);
@@ -451,6 +457,12 @@ static void write_snapshot(const char *state, const char *mem, const uint8_t *me
 		cr_assert_eq(pwrite(fd, tr, sizeof(tr), (off_t)mem_size - SNAP_DATA_TRAILER), (ssize_t)sizeof(tr));
 		close(fd);
 	}
+}
+
+/* A state file with no disks and no vsock device, and a memory file of the right size. */
+static void write_snapshot(const char *state, const char *mem, const uint8_t *mem_id, uint64_t mem_size)
+{
+	write_snapshot_with(state, mem, mem_id, mem_size, NULL);
 }
 
 static void restore_setup(void)
@@ -534,6 +546,183 @@ Test(snapshot_restore, vsock_must_match)
 	struct vm_config cfg = { .console_out = -1, .vsock_path = "/tmp/x.sock", .vsock_listen_fd = -1 };
 	cr_assert_eq(vm_restore(&vm, &cfg, state, mem, err, sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, "no vsock device"), "%s", err);
+}
+
+/* ---- a drive is reopened only if it is the file the snapshot was taken with (issue 11, class 6) ---- */
+
+/* A 1 MiB image at path (made anew: a new inode). */
+static void make_image(const char *path, char fill_byte)
+{
+	static char buf[1 << 20];
+	memset(buf, fill_byte, sizeof(buf));
+	unlink(path);
+	write_file(path, buf, sizeof(buf));
+}
+
+/* The snapshot's record of the image at path, as blk_disk_save_backing writes it. */
+static struct snap_disk disk_record(const char *path, bool ro)
+{
+	struct blk_disk d;
+	char why[256];
+	cr_assert_eq(blk_disk_open(&d, path, ro, NULL, why, sizeof(why)), 0, "%s", why);
+	struct snap_disk sd = { .size = d.size, .ro = ro, .dev = d.dev, .ino = d.ino, .btime_ns = d.btime_ns };
+	strcpy(sd.id, "disk");
+	snprintf(sd.path, sizeof(sd.path), "%s", d.path);
+	blk_disk_close(&d);
+	return sd;
+}
+
+static const struct snap_disk *rec_disk;
+static const void *rec_find(const struct dev_snap_in *in, uint32_t type, uint32_t index, uint64_t *len)
+{
+	if (type != SNAP_SEC_DISK || index != 0)
+		return NULL;
+	if (len)
+		*len = sizeof(*rec_disk);
+	return rec_disk;
+}
+
+/* virtio_blk_disk_restore of `sd` as slot 0 (user_path: restore --drive 0=PATH): its rc; the disk closed. */
+static int disk_restore(const struct snap_disk *sd, const char *user_path, char *err, size_t errlen)
+{
+	rec_disk = sd;
+	struct dev_snap_in in = { .find = rec_find, .dir = dir };
+	struct blk_disk d;
+	int rc = virtio_blk_disk_restore(&in, 0, user_path, &d, err, errlen);
+	if (rc == 0)
+		blk_disk_close(&d);
+	return rc;
+}
+
+Test(snapshot_restore, a_state_file_naming_another_file_as_a_writable_disk_is_refused)
+{
+	char state[128], mem[128], disk[128], victim[128], err[1024];
+	snprintf(state, sizeof(state), "%s/state", dir);
+	snprintf(mem, sizeof(mem), "%s/mem", dir);
+	snprintf(disk, sizeof(disk), "%s/disk.img", dir);
+	snprintf(victim, sizeof(victim), "%s/victim", dir);
+	make_image(disk, 'd');
+	make_image(victim, 'v'); /* the host file a crafted state file would have the guest write */
+	struct snap_disk sd = disk_record(disk, false);
+	cr_assert_neq(sd.ino, 0);
+	/* the path changed to the other file, the identity left as it was */
+	snprintf(sd.path, sizeof(sd.path), "%s", victim);
+	write_snapshot_with(state, mem, test_id, (64ULL << 20) + SNAP_DATA_TRAILER, &sd);
+	cr_assert_eq(try_restore(state, mem, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "writable disk 0") && strstr(err, victim) &&
+		  strstr(err, "is not the file the snapshot was taken with"), "%s", err);
+	cr_assert_null(strchr(err, '\n'), "one line: %s", err);
+	/* a crafted identity of zeros is no better */
+	sd.dev = sd.ino = sd.btime_ns = 0;
+	write_snapshot_with(state, mem, test_id, (64ULL << 20) + SNAP_DATA_TRAILER, &sd);
+	cr_assert_eq(try_restore(state, mem, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "is not the file the snapshot was taken with"), "%s", err);
+	/* the victim is untouched */
+	int fd = open(victim, O_RDONLY);
+	char c = 0;
+	cr_assert_eq(pread(fd, &c, 1, 4096), 1);
+	cr_assert_eq(c, 'v');
+	close(fd);
+}
+
+Test(snapshot_restore, disk_identity_rules)
+{
+	char disk[128], other[128], err[1024];
+	snprintf(disk, sizeof(disk), "%s/disk.img", dir);
+	snprintf(other, sizeof(other), "%s/other.img", dir);
+	make_image(disk, 'd');
+	make_image(other, 'o');
+	struct snap_disk rw = disk_record(disk, false), ro = disk_record(disk, true);
+	/* the very file: reopened, writable or not */
+	cr_assert_eq(disk_restore(&rw, NULL, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(disk_restore(&ro, NULL, err, sizeof(err)), 0, "%s", err);
+	/* writes do not change the identity */
+	int fd = open(disk, O_WRONLY);
+	cr_assert_eq(pwrite(fd, "x", 1, 512), 1);
+	close(fd);
+	cr_assert_eq(disk_restore(&rw, NULL, err, sizeof(err)), 0, "%s", err);
+	/* a copy under the old name (a new inode): a writable drive is refused, a read-only one is not */
+	make_image(disk, 'c');
+	cr_assert_eq(disk_restore(&rw, NULL, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "is not the file the snapshot was taken with") && strstr(err, "--drive 0="), "%s", err);
+	cr_assert_eq(disk_restore(&ro, NULL, err, sizeof(err)), 0, "%s", err);
+	/* ... but a read-only one must keep its size */
+	fd = open(disk, O_WRONLY);
+	cr_assert_eq(ftruncate(fd, 2 << 20), 0);
+	close(fd);
+	cr_assert_eq(disk_restore(&ro, NULL, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "was 1048576 bytes, now 2097152"), "%s", err);
+	/* the user names the file: taken for the writable slot, its size still checked */
+	cr_assert_eq(disk_restore(&rw, other, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(disk_restore(&rw, disk, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "--drive 0=") && strstr(err, "2097152 bytes"), "%s", err);
+	/* a scratch disk's contents are the snapshot's: not replaceable */
+	struct snap_disk scratch = { .size = 1 << 20, .scratch = 1 };
+	strcpy(scratch.id, "scratch");
+	strcpy(scratch.path, "state.disk0");
+	cr_assert_eq(disk_restore(&scratch, other, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "scratch disk"), "%s", err);
+}
+
+Test(snapshot_restore, a_drive_override_for_a_slot_without_a_disk_is_refused)
+{
+	char state[128], mem[128], disk[128], err[1024];
+	snprintf(state, sizeof(state), "%s/state", dir);
+	snprintf(mem, sizeof(mem), "%s/mem", dir);
+	snprintf(disk, sizeof(disk), "%s/disk.img", dir);
+	make_image(disk, 'd');
+	struct snap_disk sd = disk_record(disk, false);
+	write_snapshot_with(state, mem, test_id, (64ULL << 20) + SNAP_DATA_TRAILER, &sd);
+	const char *drives[LAYOUT_VIRTIO_MAX] = { [3] = disk };
+	static struct vm vm;
+	struct vm_config cfg = { .console_out = -1, .restore_drives = drives };
+	cr_assert_eq(vm_restore(&vm, &cfg, state, mem, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "--drive 3=") && strstr(err, "no disk 3 (1 disk)"), "%s", err);
+}
+
+Test(snapshot_fmt, version_2_is_refused_with_a_reason)
+{
+	struct snap_header h = test_header(NCPUS);
+	struct snap_enc e;
+	snap_enc_init(&e, &h);
+	cr_assert_eq(snap_enc_finish(&e), 0);
+	((struct snap_header *)e.buf)->version = 2;
+	uint32_t crc = snap_crc32(0, e.buf, e.len - 8);
+	memcpy(e.buf + e.len - 8, &crc, 4);
+	struct snap_view v;
+	char err[512];
+	cr_assert_eq(snap_decode(e.buf, e.len, &v, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "version 2, which names its drives by path alone") && strstr(err, "take the snapshot again"),
+		  "%s", err);
+	snap_enc_free(&e);
+}
+
+Test(snapshot_fmt, a_scratch_disk_with_an_identity_or_a_relative_drive_is_corrupt)
+{
+	struct sec_spec all[64];
+	unsigned n = machine_specs(all);
+	for (int bad = 0; bad < 2; bad++) {
+		struct snap_header h = test_header(NCPUS);
+		struct snap_enc e;
+		snap_enc_init(&e, &h);
+		for (unsigned i = 0; i < n; i++) {
+			struct snap_disk *p = section_data(&all[i]);
+			if (all[i].type == SNAP_SEC_DISK && p->scratch && bad == 0)
+				p->ino = 12;
+			if (all[i].type == SNAP_SEC_DISK && !p->scratch && bad == 1)
+				strcpy(p->path, "images/root.img");
+			snap_enc_add(&e, all[i].type, all[i].index, p, all[i].len);
+			free(p);
+		}
+		cr_assert_eq(snap_enc_finish(&e), 0);
+		struct snap_view v;
+		char err[512];
+		cr_assert_eq(snap_decode(e.buf, e.len, &v, err, sizeof(err)), 0, "%s", err);
+		cr_assert_eq(snap_check_machine(&v, err, sizeof(err)), -EINVAL);
+		cr_assert(strstr(err, bad == 0 ? "with a host file's identity" : "not absolute"), "%s", err);
+		snap_view_free(&v);
+		snap_enc_free(&e);
+	}
 }
 
 /* ---- device state ------------------------------------------------------------------------------------ */

@@ -1,4 +1,4 @@
-/* vmm/util: the Unix-socket helpers (live, stale and foreign files at the path), now_ms, the stop signals. */
+/* vmm/util: the Unix-socket helpers (live, stale and foreign files at the path), now_ms, the stop signals, text_escape. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -207,4 +207,98 @@ Test(unix_sock, listen_makes_the_socket_owner_only_whatever_the_umask)
 	close(fd);
 	unlink(p);
 	rmdir(d);
+}
+
+/* ---- text_escape: guest text made safe for the host terminal ---- */
+
+static const char *esc(const char *in, size_t len, unsigned flags)
+{
+	static char out[512];
+	size_t n = text_escape(out, sizeof(out), in, len, flags);
+	cr_assert_eq(n, strlen(out));
+	return out;
+}
+#define ESC(lit, flags) esc(lit, sizeof(lit) - 1, flags)
+
+/* No byte a terminal acts on survives: below 0x20 but newline (multi-line), DEL, raw 0x80-0x9f. */
+static void assert_inert(const char *s, bool multi)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		cr_assert(!((*p < 0x20 && !(multi && (*p == '\n' || *p == '\t'))) || *p == 0x7f),
+			  "control byte 0x%02x at %zu in '%s'", *p, (size_t)(p - (const unsigned char *)s), s);
+}
+
+Test(text_escape, plain_text_and_utf8_stay)
+{
+	cr_assert_str_eq(ESC("disk full: /tmp/x", 0), "disk full: /tmp/x");
+	cr_assert_str_eq(ESC("gr\xc3\xbc\xc3\x9f \xe2\x82\xac \xf0\x9f\x98\x80", 0), "gr\xc3\xbc\xc3\x9f \xe2\x82\xac \xf0\x9f\x98\x80");
+	cr_assert_str_eq(ESC("a\\x1b", 0), "a\\\\x1b"); /* a backslash cannot fake an escape */
+	cr_assert_str_eq(ESC("", 0), "");
+}
+
+Test(text_escape, esc_csi_osc_and_c0_controls)
+{
+	const char *s = ESC("\x1b[2J\x1b[H\x1b]0;owned\x07 a\rb\bc\x7f\x00z", 0);
+	cr_assert_str_eq(s, "\\x1b[2J\\x1b[H\\x1b]0;owned\\x07 a\\rb\\bc\\x7f\\x00z");
+	assert_inert(s, false);
+	cr_assert_str_eq(ESC("one\ntwo\tthree", 0), "one\\ntwo\\tthree");
+}
+
+Test(text_escape, c1_controls_raw_and_encoded)
+{
+	/* 0x9b is CSI and 0x9d OSC to a terminal in 8-bit mode; U+009B the same in UTF-8 to some */
+	const char *s = ESC("\x9b" "2J\x9d" "0;t\x9c|\xc2\x9b" "2J|\xc2\x80|\xc2\x9f|\xc2\xa0", 0);
+	cr_assert_str_eq(s, "\\x9b2J\\x9d0;t\\x9c|\\xc2\\x9b2J|\\xc2\\x80|\\xc2\\x9f|\xc2\xa0");
+	assert_inert(s, false);
+	/* text that would read backwards: U+202E, U+2067 */
+	cr_assert_str_eq(ESC("a\xe2\x80\xae" "b\xe2\x81\xa7", 0), "a\\xe2\\x80\\xaeb\\xe2\\x81\\xa7");
+}
+
+Test(text_escape, invalid_utf8)
+{
+	cr_assert_str_eq(ESC("\xc0\xaf", 0), "\\xc0\\xaf");                 /* overlong '/' */
+	cr_assert_str_eq(ESC("\xe0\x80\xaf", 0), "\\xe0\\x80\\xaf");         /* overlong, 3 bytes */
+	cr_assert_str_eq(ESC("\xed\xa0\x80", 0), "\\xed\\xa0\\x80");         /* a surrogate */
+	cr_assert_str_eq(ESC("\xf4\x90\x80\x80", 0), "\\xf4\\x90\\x80\\x80"); /* beyond U+10FFFF */
+	cr_assert_str_eq(ESC("\xff\xfe", 0), "\\xff\\xfe");
+	cr_assert_str_eq(ESC("ab\xe2\x82", 0), "ab\\xe2\\x82");             /* cut off at the end */
+	cr_assert_str_eq(ESC("\xe2\x82x", 0), "\\xe2\\x82x");               /* cut off by ASCII */
+}
+
+Test(text_escape, multiline_keeps_newlines_only)
+{
+	const char *s = ESC("boot\r\nline two\r\n\x1b[31mred\x1b[0m\rover\n", TEXT_MULTILINE);
+	cr_assert_str_eq(s, "boot\nline two\n\\x1b[31mred\\x1b[0m\\rover\n");
+	assert_inert(s, true);
+}
+
+Test(text_escape, long_input_is_bounded_and_never_cut_inside_an_escape)
+{
+	static char in[10000], out[64];
+	memset(in, 'a', sizeof(in));
+	size_t n = text_escape(out, sizeof(out), in, sizeof(in), 0);
+	cr_assert_eq(n, sizeof(out) - 1);
+	cr_assert_eq(strcmp(out + n - 3, "..."), 0, "%s", out);
+	/* all escapes: the output ends in whole \xHH units, then "..." */
+	memset(in, 0x1b, sizeof(in));
+	for (size_t size = 1; size < sizeof(out); size++) {
+		n = text_escape(out, size, in, sizeof(in), 0);
+		cr_assert_lt(n, size);
+		if (size < 4)
+			continue;
+		cr_assert_eq(strcmp(out + n - 3, "..."), 0, "size %zu: %s", size, out);
+		cr_assert_eq((n - 3) % 4, 0, "size %zu: half an escape in %s", size, out);
+	}
+	/* input that fits exactly needs no "..." */
+	cr_assert_eq(text_escape(out, 5, "\x1b", 1, 0), 4);
+	cr_assert_str_eq(out, "\\x1b");
+	/* a 4-byte character is not split: it goes whole or not at all */
+	memset(in, 0, 16);
+	memcpy(in, "ab\xf0\x9f\x98\x80", 6);
+	n = text_escape(out, 8, in, 6, 0);
+	cr_assert_str_eq(out, "ab\xf0\x9f\x98\x80");
+	n = text_escape(out, 7, in, 6, 0);
+	cr_assert_str_eq(out, "ab\xf0\x9f\x98\x80"); /* the last unit may use the room kept for "..." */
+	n = text_escape(out, 6, in, 6, 0);
+	cr_assert_str_eq(out, "ab...");
 }

@@ -33,6 +33,7 @@ void agent_conn_init(struct agent_conn *c, int fd, int sig_fd, int abort_fd)
 	c->reply_ms = AGENT_REPLY_MS;
 	c->grace_ms = AGENT_SIGNAL_GRACE_MS;
 	c->slack_ms = AGENT_TIMEOUT_SLACK_MS;
+	c->get_max = AGENT_GET_MAX_DEFAULT;
 }
 
 #define CONN_POLL_MAX 6
@@ -151,7 +152,9 @@ static int connect_once(struct agent_conn *c, const char *path, uint32_t port, d
 	line[got] = '\0';
 	if (strncmp(line, "OK ", 3) || line[got - 1] != '\n') {
 		close(fd);
-		return errorf(err, errlen, -EPROTO, "unexpected answer to CONNECT: '%.*s'", (int)strcspn(line, "\n"), line);
+		char shown[4 * sizeof(line) + 4]; /* whoever listens on the socket chose these bytes */
+		text_escape(shown, sizeof(shown), line, line[got - 1] == '\n' ? got - 1 : got, 0);
+		return errorf(err, errlen, -EPROTO, "unexpected answer to CONNECT: '%s'", shown);
 	}
 	int fl = fcntl(fd, F_GETFL);
 	if (fl >= 0)
@@ -227,10 +230,16 @@ static int frame_error(struct agent_conn *c, int rc, char *err, size_t errlen)
 	return errorf(err, errlen, rc, "reading from the agent: %s", strerror(-rc));
 }
 
+/*
+ * The agent's own words, made safe for the terminal (util.h text_escape): one line, escapes for
+ * control bytes and bad UTF-8, at most AGENT_ERROR_SHOWN bytes of it.
+ */
+#define AGENT_ERROR_SHOWN 400
 static int error_frame(const struct agent_conn *c, char *err, size_t errlen)
 {
-	return errorf(err, errlen, -EIO, "the agent says: %.*s", (int)(c->h.len > 400 ? 400 : c->h.len),
-		      (const char *)frame_buf);
+	char shown[AGENT_ERROR_SHOWN + 1];
+	text_escape(shown, sizeof(shown), frame_buf, c->h.len, 0);
+	return errorf(err, errlen, -EIO, "the agent says: %s", shown);
 }
 
 /*
@@ -621,6 +630,7 @@ int agent_conn_get_file(struct agent_conn *c, const char *guest_path, int dst_fd
 		return rc;
 	struct hostout o;
 	hostout_init(&o, dst_fd);
+	uint64_t total = 0;
 	for (;;) {
 		if ((rc = read_reply(c, "the file's data", err, errlen)))
 			return rc;
@@ -628,6 +638,11 @@ int agent_conn_get_file(struct agent_conn *c, const char *guest_path, int dst_fd
 			return errorf(err, errlen, -EPROTO, "unexpected frame type %u during a download", c->h.type);
 		if (c->h.len == 0)
 			return 0;
+		/* Checked before writing: what the bound refuses never reaches the host's disk. */
+		if (c->h.len > c->get_max - total)
+			return errorf(err, errlen, -EFBIG, "'%s' is over %llu bytes, the bound of this copy (cp --max-size)",
+				      guest_path, (unsigned long long)c->get_max);
+		total += c->h.len;
 		/* a file at once; stdout, maybe a pipe, as it makes room, interruptibly */
 		o.p = frame_buf;
 		o.len = c->h.len;

@@ -20,6 +20,11 @@
 #define AGENT_REPLY_MS         60000
 #define AGENT_TIMEOUT_SLACK_MS 5000
 #define AGENT_SIGNAL_GRACE_MS  2000
+/*
+ * The most bytes a download (GET) may bring unless the caller says otherwise (cp --max-size):
+ * GET announces no size, and a hostile agent could otherwise stream until the host's disk is full.
+ */
+#define AGENT_GET_MAX_DEFAULT  (1ull << 30)
 
 /*
  * One connection to an agent and what may cut its waits short.  Every wait of this client — the
@@ -37,6 +42,7 @@ struct agent_conn {
 	int sig_fd;
 	int abort_fd;
 	int frame_ms, reply_ms, grace_ms, slack_ms; /* the bounds above; a test may make them short */
+	uint64_t get_max;                           /* the bound on a GET's bytes (AGENT_GET_MAX_DEFAULT) */
 	int signo;                                  /* out: the stop signal that ended a wait */
 	/* private: the frame being received, resumed across waits */
 	uint8_t hdr[AGENT_HDR_LEN];
@@ -94,7 +100,10 @@ struct agent_exec_result {
 int agent_conn_exec(struct agent_conn *c, const struct agent_exec_req *req, int out_fd, int err_fd,
 		    struct agent_exec_result *res, char *err, size_t errlen);
 
-/* Copies src_fd to guest_path (created or truncated, mode), or guest_path to dst_fd. */
+/*
+ * Copies src_fd to guest_path (created or truncated, mode), or guest_path to dst_fd.  A download
+ * that would pass c->get_max bytes ends with -EFBIG before the frame that passes it is written.
+ */
 int agent_conn_put_file(struct agent_conn *c, int src_fd, const char *guest_path, unsigned mode, char *err,
 			size_t errlen);
 int agent_conn_get_file(struct agent_conn *c, const char *guest_path, int dst_fd, char *err, size_t errlen);

@@ -69,7 +69,7 @@ static int open_agent(struct agent_conn *c, const char *vsock, bool verbose)
 	return 0;
 }
 
-enum { O_VSOCK = 256, O_ENV, O_CWD, O_USER, O_TIMEOUT, O_NO_STDIN, O_VERBOSE };
+enum { O_VSOCK = 256, O_ENV, O_CWD, O_USER, O_TIMEOUT, O_NO_STDIN, O_VERBOSE, O_MAX_SIZE };
 
 int cmd_exec(int argc, char **argv)
 {
@@ -170,10 +170,12 @@ int cmd_cp(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "vsock", required_argument, NULL, O_VSOCK },
 		{ "verbose", no_argument, NULL, O_VERBOSE },
+		{ "max-size", required_argument, NULL, O_MAX_SIZE },
 		{ 0 },
 	};
 	const char *vsock = NULL;
 	bool verbose = false;
+	uint64_t max_size = AGENT_GET_MAX_DEFAULT;
 	char msg[320];
 	opterr = 0;
 	optind = 1;
@@ -183,6 +185,10 @@ int cmd_cp(int argc, char **argv)
 			vsock = optarg;
 		} else if (c == O_VERBOSE) {
 			verbose = true;
+		} else if (c == O_MAX_SIZE) {
+			if (cli_parse_size(optarg, &max_size) || !max_size)
+				return fail(EXIT_USAGE, "--max-size: expected a size above 0 (K, M, G, T; a bare number is MiB; "
+							"B for bytes)");
 		} else {
 			snprintf(msg, sizeof(msg), c == ':' ? "%s needs a value" : "unknown option '%s' (see padcell --help)",
 				 argv[optind - 1]);
@@ -215,6 +221,7 @@ int cmd_cp(int argc, char **argv)
 	int sfd = open_signals();
 	struct agent_conn conn;
 	agent_conn_init(&conn, -1, sfd, -1);
+	conn.get_max = max_size;
 	int code = open_agent(&conn, vsock, verbose);
 	if (code) {
 		if (local > STDIN_FILENO)

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,13 +16,15 @@
 #include "vmm/snapshot.h"
 #include "vmm/vm.h"
 
-enum { OPT_FROM = 256, OPT_STATE, OPT_MEM, OPT_VSOCK, OPT_API_SOCK, OPT_VERBOSE };
+enum { OPT_FROM = 256, OPT_STATE, OPT_MEM, OPT_VSOCK, OPT_API_SOCK, OPT_VERBOSE, OPT_DRIVE };
 
 
 struct restore_opts {
 	const char *from, *state, *mem, *vsock, *api_sock;
 	bool verbose;
 	struct jail_opts jail;
+	const char *drives[LAYOUT_VIRTIO_MAX]; /* --drive N=PATH: the user's file for the snapshot's drive N */
+	bool any_drive;
 	struct net_opts net; /* the snapshot's NIC gets a fresh stack with this policy (none given: deny all) */
 };
 
@@ -43,6 +46,7 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		{ "api-sock", required_argument, NULL, OPT_API_SOCK },
 		{ "verbose", no_argument, NULL, OPT_VERBOSE },
 		JAIL_LONG_OPTS,
+		{ "drive", required_argument, NULL, OPT_DRIVE },
 		CLI_NET_LONG_OPTS,
 		{ 0 },
 	};
@@ -72,6 +76,19 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		case OPT_VSOCK: o->vsock = optarg; break;
 		case OPT_API_SOCK: o->api_sock = optarg; break;
 		case OPT_VERBOSE: o->verbose = true; break;
+		case OPT_DRIVE: {
+			char *end;
+			unsigned long n = strtoul(optarg, &end, 10);
+			if (end == optarg || *end != '=' || !end[1] || optarg[0] < '0' || optarg[0] > '9')
+				return usage_error("restore: --drive '%s': expected N=PATH (the snapshot's disk N, from 0)", optarg);
+			if (n >= LAYOUT_VIRTIO_MAX)
+				return usage_error("restore: --drive '%s': a VM has at most 8 disks (0 to 7)", optarg);
+			if (o->drives[n])
+				return usage_error("restore: --drive '%s': that disk is named twice", optarg);
+			o->drives[n] = end + 1;
+			o->any_drive = true;
+			break;
+		}
 		case ':': return usage_error("restore: %s needs a value", argv[optind - 1]);
 		default: return usage_error("restore: unknown option '%s' (see padcell --help)", argv[optind - 1]);
 		}
@@ -135,7 +152,8 @@ int cmd_restore(int argc, char **argv)
 	}
 	struct vm vm;
 	struct vm_config cfg = { .console_out = STDOUT_FILENO, .verbose = o.verbose, .vsock_path = o.vsock,
-				 .vsock_listen_fd = vsock_fd, .net = o.net.net ? &net : NULL };
+				 .vsock_listen_fd = vsock_fd, .net = o.net.net ? &net : NULL,
+				 .restore_drives = o.any_drive ? o.drives : NULL };
 	int r = vm_restore(&vm, &cfg, state, mem, err, sizeof(err));
 	if (r) {
 		fprintf(stderr, "padcell: cannot restore: %s\n", err);

@@ -163,9 +163,16 @@ static void console_tail(struct run *r)
 	pthread_mutex_unlock(&r->ring.lock);
 	if (!n)
 		return;
+	/* The guest's bytes, shown in padcell's own message: escaped (util.h text_escape), newlines
+	 * kept.  A tail that begins inside a UTF-8 character starts after it. */
+	size_t skip = 0;
+	while (n == CONSOLE_TAIL && skip < 3 && skip < n && ((uint8_t)out[skip] & 0xc0) == 0x80)
+		skip++;
+	static char shown[4 * CONSOLE_TAIL + 4];
+	size_t len = text_escape(shown, sizeof(shown), out + skip, n - skip, TEXT_MULTILINE);
 	fprintf(stderr, "padcell: last %zu bytes of the guest console:\n", n);
-	fwrite(out, 1, n, stderr);
-	if (out[n - 1] != '\n')
+	fwrite(shown, 1, len, stderr);
+	if (!len || shown[len - 1] != '\n')
 		fputc('\n', stderr);
 }
 
