@@ -226,6 +226,38 @@ enum gate_verdict gate_inspect(const struct gate_cfg *cfg, const struct policy *
 	}
 }
 
+/* The Ethernet and IPv4 headers of a reply to (eh, ih): addresses swapped, l4len bytes after them. */
+static void reply_headers(const struct ethhdr *eh, const struct iphdr *ih, uint8_t proto, size_t l4len,
+			  struct ethhdr *oe, struct iphdr *oi)
+{
+	memcpy(oe->h_dest, eh->h_source, ETH_ALEN);
+	memcpy(oe->h_source, eh->h_dest, ETH_ALEN);
+	oe->h_proto = htons(ETH_P_IP);
+	memset(oi, 0, sizeof(*oi));
+	oi->version = 4;
+	oi->ihl = 5;
+	oi->tot_len = htons((uint16_t)(sizeof(*oi) + l4len));
+	oi->frag_off = htons(IP_DF_BIT);
+	oi->ttl = 64;
+	oi->protocol = proto;
+	oi->saddr = ih->daddr;
+	oi->daddr = ih->saddr;
+	oi->check = htons((uint16_t)~csum_fold(csum_add(0, oi, sizeof(*oi))));
+}
+
+/* The sum of the TCP/UDP pseudo-header: source, destination, zero, protocol, segment length. */
+static uint32_t pseudo_sum(const struct iphdr *oi, size_t l4len)
+{
+	uint8_t pseudo[12];
+	memcpy(pseudo, &oi->saddr, 4);
+	memcpy(pseudo + 4, &oi->daddr, 4);
+	pseudo[8] = 0;
+	pseudo[9] = oi->protocol;
+	pseudo[10] = (uint8_t)(l4len >> 8);
+	pseudo[11] = (uint8_t)l4len;
+	return csum_add(0, pseudo, sizeof(pseudo));
+}
+
 int gate_build_rst(const uint8_t *seg, size_t len, uint8_t *out, size_t outlen)
 {
 	struct ethhdr eh;
@@ -251,21 +283,8 @@ int gate_build_rst(const uint8_t *seg, size_t len, uint8_t *out, size_t outlen)
 	uint32_t seglen = (uint32_t)(tot - sizeof(ih) - hlen) + th.syn + th.fin;
 
 	struct ethhdr oe;
-	memcpy(oe.h_dest, eh.h_source, ETH_ALEN);
-	memcpy(oe.h_source, eh.h_dest, ETH_ALEN);
-	oe.h_proto = htons(ETH_P_IP);
-
 	struct iphdr oi;
-	memset(&oi, 0, sizeof(oi));
-	oi.version = 4;
-	oi.ihl = 5;
-	oi.tot_len = htons(sizeof(oi) + sizeof(th));
-	oi.frag_off = htons(IP_DF_BIT);
-	oi.ttl = 64;
-	oi.protocol = IPPROTO_TCP;
-	oi.saddr = ih.daddr;
-	oi.daddr = ih.saddr;
-	oi.check = htons((uint16_t)~csum_fold(csum_add(0, &oi, sizeof(oi))));
+	reply_headers(&eh, &ih, IPPROTO_TCP, sizeof(th), &oe, &oi);
 
 	struct tcphdr ot;
 	memset(&ot, 0, sizeof(ot));
@@ -280,15 +299,7 @@ int gate_build_rst(const uint8_t *seg, size_t len, uint8_t *out, size_t outlen)
 		ot.ack_seq = htonl(ntohl(th.seq) + seglen);
 		ot.ack = 1;
 	}
-	/* the pseudo-header: source, destination, zero, protocol, TCP length */
-	uint8_t pseudo[12];
-	memcpy(pseudo, &oi.saddr, 4);
-	memcpy(pseudo + 4, &oi.daddr, 4);
-	pseudo[8] = 0;
-	pseudo[9] = IPPROTO_TCP;
-	pseudo[10] = 0;
-	pseudo[11] = sizeof(ot);
-	uint32_t sum = csum_add(csum_add(0, pseudo, sizeof(pseudo)), &ot, sizeof(ot));
+	uint32_t sum = csum_add(pseudo_sum(&oi, sizeof(ot)), &ot, sizeof(ot));
 	ot.check = htons((uint16_t)~csum_fold(sum));
 
 	memcpy(out, &oe, sizeof(oe));
@@ -317,32 +328,12 @@ int gate_build_udp_reply(const uint8_t *dgram, size_t len, const uint8_t *payloa
 		return -ENOSPC;
 
 	struct ethhdr oe;
-	memcpy(oe.h_dest, eh.h_source, ETH_ALEN);
-	memcpy(oe.h_source, eh.h_dest, ETH_ALEN);
-	oe.h_proto = htons(ETH_P_IP);
-
 	struct iphdr oi;
-	memset(&oi, 0, sizeof(oi));
-	oi.version = 4;
-	oi.ihl = 5;
-	oi.tot_len = htons((uint16_t)(sizeof(oi) + ulen));
-	oi.frag_off = htons(IP_DF_BIT);
-	oi.ttl = 64;
-	oi.protocol = IPPROTO_UDP;
-	oi.saddr = ih.daddr;
-	oi.daddr = ih.saddr;
-	oi.check = htons((uint16_t)~csum_fold(csum_add(0, &oi, sizeof(oi))));
+	reply_headers(&eh, &ih, IPPROTO_UDP, ulen, &oe, &oi);
 
 	struct udphdr ou = { .source = uh.dest, .dest = uh.source, .len = htons((uint16_t)ulen) };
-	uint8_t pseudo[12];
-	memcpy(pseudo, &oi.saddr, 4);
-	memcpy(pseudo + 4, &oi.daddr, 4);
-	pseudo[8] = 0;
-	pseudo[9] = IPPROTO_UDP;
-	pseudo[10] = (uint8_t)(ulen >> 8);
-	pseudo[11] = (uint8_t)ulen;
 	/* payload follows an 8-byte header, so the two sums join on an even offset */
-	uint32_t sum = csum_add(csum_add(csum_add(0, pseudo, sizeof(pseudo)), &ou, sizeof(ou)), payload, plen);
+	uint32_t sum = csum_add(csum_add(pseudo_sum(&oi, ulen), &ou, sizeof(ou)), payload, plen);
 	uint16_t c = (uint16_t)~csum_fold(sum);
 	ou.check = htons(c ? c : 0xffff); /* 0 would mean "no checksum" (RFC 768) */
 
