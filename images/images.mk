@@ -6,8 +6,10 @@ $(BUILD)/images/initramfs.cpio.gz: images/build-initramfs.sh images/init.sh $(BU
 	@scripts/deps.sh images
 	@images/build-initramfs.sh $@
 
-$(BUILD)/kernel/gen_init_cpio:
-	@$(MAKE) --no-print-directory kernel
+# gen_init_cpio comes out of the kernel build; an order-only prerequisite so a parallel make runs
+# that build once, not twice at the same time.
+$(BUILD)/kernel/gen_init_cpio: | kernel
+	@test -x $@ || { echo "$@ missing after the kernel build"; exit 1; }
 
 # The default guest `padcell run` boots when given no --kernel/--rootfs: build/share/padcell/vmlinuz
 # (the project's kernel) and rootfs.ext4 (the Debian image: python3 and the agent as init).  padcell

@@ -35,6 +35,14 @@ if [ -f "$obj/.padcell-complete" ]; then
 fi
 
 mkdir -p "$cache"
+# One build at a time per cache: two checkouts (or a parallel make) sharing the cache would
+# otherwise extract and configure into the same directories at once.
+exec 8>"$cache/.build.lock"
+flock 8 || die "cannot lock $cache/.build.lock"
+if [ -f "$obj/.padcell-complete" ]; then
+	copy_out
+	exit 0
+fi
 # One pristine source tree per package version; builds go to O=<hash> so a fragment change
 # does not re-extract. Extract into a temporary directory and rename, so an interrupted
 # extraction never looks complete.

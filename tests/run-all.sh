@@ -7,6 +7,7 @@ mkdir -p "$logs"
 
 total_pass=0 total_fail=0 total_skip=0
 summary=()
+failed_cases=()
 
 # Adds one tier's counts.  A tier that printed no counts at all counts as one failure.
 count_tier() {
@@ -32,6 +33,10 @@ count_tier() {
 		f=1
 	fi
 	total_pass=$((total_pass + p)); total_fail=$((total_fail + f)); total_skip=$((total_skip + s))
+	# The failing cases by name, so the summary alone says what broke.
+	if [ "$f" -gt 0 ]; then
+		failed_cases+=("$name: $(grep -E '\[FAIL\]|^[[:space:]]*[A-Za-z0-9_.-]+ +FAIL |crashed|sanitizer report' "$log" | sed -E 's/\x1b\[[0-9;]*m//g' | head -n 12 | tr '\n' ';')")
+	fi
 	summary+=("$(printf '%-8s %4d passed, %3d failed, %3d skipped' "$name" "$p" "$f" "$s")")
 }
 
@@ -58,5 +63,6 @@ run_tier nested-debian tests/nested/debian-test.sh
 
 echo "==== summary"
 for l in "${summary[@]}"; do echo "  $l"; done
+for l in "${failed_cases[@]}"; do echo "  failed in $l"; done
 echo "$total_pass passed, $total_fail failed, $total_skip skipped"
 [ "$total_fail" -eq 0 ]
