@@ -721,15 +721,20 @@ static void run_pty(struct run *r, const struct chunk *chunks, size_t nchunks)
 			usleep(200 * 1000);
 	}
 	int st = 0;
+	bool drain = true;
 	for (int i = 0; i < E2E_HANG_MS / 2; i++) {
 		if (waitpid(pid, &st, WNOHANG) == pid)
 			goto done;
-		/* Keep the pty's output side drained (padcell writes nothing there, but be safe). */
+		/*
+		 * Keep the pty's output side drained (padcell writes nothing there, but be safe).  A
+		 * read error (EIO) means padcell just closed its side while exiting: stop draining and
+		 * keep waiting for its status, which is the result.
+		 */
 		struct pollfd p = { master, POLLIN, 0 };
-		if (poll(&p, 1, 0) > 0) {
+		if (drain && poll(&p, 1, 0) > 0) {
 			char junk[256];
 			if (read(master, junk, sizeof(junk)) < 0)
-				break;
+				drain = false;
 		}
 		usleep(2000);
 	}
