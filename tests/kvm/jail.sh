@@ -54,10 +54,18 @@ check_confined() {
 	[ "$v" = "$uid,$uid,$uid" ] || { echo "Uid is $v, expected $uid"; return; }
 	[ "$(readlink "/proc/$pid/ns/net")" != "$(readlink /proc/self/ns/net)" ] || { echo "still in the host's network namespace"; return; }
 	[ "$(readlink "/proc/$pid/ns/ipc")" != "$(readlink /proc/self/ns/ipc)" ] || { echo "still in the host's IPC namespace"; return; }
-	# The fd table: the terminal/stdio, KVM, sockets, eventfds, epoll, pipes; no file the VM does not use.
+	[ "$(readlink "/proc/$pid/ns/mnt")" != "$(readlink /proc/self/ns/mnt)" ] || { echo "still in the host's mount namespace"; return; }
+	# The root is the empty jail: nothing in it, and it is the only mount the monitor has.
+	[ -z "$(ls -A "/proc/$pid/root/" 2>&1)" ] || { echo "/proc/$pid/root is not empty: $(ls -A "/proc/$pid/root/" 2>&1 | head -c 200)"; return; }
+	v=$(wc -l <"/proc/$pid/mountinfo")
+	[ "$v" -eq 1 ] && grep -q ' / / ro,.* - tmpfs padcell-jail ' "/proc/$pid/mountinfo" ||
+		{ echo "mounts in the jail: $(tr '\n' '|' <"/proc/$pid/mountinfo" | head -c 300)"; return; }
+	# The fd table: the terminal/stdio, KVM, sockets, eventfds, epoll, pipes, the VM's own directories
+	# (held for after confinement) and its /proc/PID (snapshots read its pagemap); nothing else.  A file
+	# on a mount the jail detached reads relative to that mount (/dev/kvm as /kvm, /proc/PID as /PID).
 	local bad
 	bad=$(for fd in /proc/"$pid"/fd/*; do readlink "$fd"; done |
-		grep -vE '^(/dev/null|/dev/kvm|/dev/pts/[0-9]+|anon_inode:(kvm-vm|kvm-vcpu:[0-9]+|\[eventfd\]|\[eventpoll\]|\[signalfd\]|\[timerfd\]|seccomp notify)|socket:\[[0-9]+\]|pipe:\[[0-9]+\]|'"$(readlink -f "$LOGDIR")"'/.*)$')
+		grep -vE '^((/dev)?/null|(/dev)?/kvm|/dev/pts/[0-9]+|(/proc)?/'"$pid"'|anon_inode:(kvm-vm|kvm-vcpu:[0-9]+|\[eventfd\]|\[eventpoll\]|\[signalfd\]|\[timerfd\]|seccomp notify)|socket:\[[0-9]+\]|pipe:\[[0-9]+\]|'"$(readlink -f "$LOGDIR")"'(/.*)?)$')
 	[ -z "$bad" ] || { echo "unexpected fds: $(tr '\n' ' ' <<<"$bad")"; return; }
 	grep -q "^Seccomp_filters:[[:space:]]*[23]" "/proc/$pid/task/$pid/status" || { echo "the control thread has no filter of its own"; return; }
 }
@@ -88,6 +96,36 @@ case_uid() {
 	kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
 	result jail-uid "$why" "$log"
 }
+
+# ns_alive NS: whether any process is still in mount namespace NS (a "mnt:[N]" link).
+ns_alive() { for p in /proc/[0-9]*; do [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$1" ] && return 0; done; return 1; }
+
+# The jail (an empty tmpfs in the monitor's own mount namespace) is gone after exit and after
+# SIGKILL: no process is left in that namespace and the host never saw the mount (the jail makes
+# no host directory at all: the tmpfs is mounted over /tmp inside that namespace); meanwhile a snapshot through the API still lands beside the socket (held directory fds).
+jail_gone() { # HOW (TERM or KILL)
+	local log=$LOGDIR/gone-$1.log why="" pid ns
+	rm -f "$SOCK"; rm -rf "$LOGDIR/snap-$1"
+	"$PADCELL" "${LONG[@]}" </dev/null >"$log" 2>&1 &
+	pid=$!
+	if ! wait_sock "$SOCK" || ! wait_line "$log" '^COUNT 3'; then why="the guest never counted"
+	else
+		ns=$(readlink "/proc/$pid/ns/mnt")
+		grep -q padcell-jail /proc/self/mountinfo && why="the jail's mount reached the host's mount namespace"
+		[ -z "$why" ] && ! "$PADCELL" snapshot --api-sock "$SOCK" --to "$LOGDIR/snap-$1" >>"$log" 2>&1 && why="the snapshot failed"
+		[ -z "$why" ] && [ ! -s "$LOGDIR/snap-$1/state" ] && why="no state file after the snapshot"
+	fi
+	kill -"$1" "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+	if [ -z "$why" ]; then
+		for _ in $(seq $((HANG * 20))); do ns_alive "$ns" || break; sleep 0.05; done
+		if ns_alive "$ns"; then why="a process is still in the jail's mount namespace $ns"
+		elif grep -q padcell-jail /proc/self/mountinfo; then why="a padcell-jail mount is left on the host"; fi
+	fi
+	[ -z "$why" ] && [ "$1" = TERM ] && [ -e "$SOCK" ] && why="the API socket is still there after exit"
+	result "jail-gone-after-$1" "$why" "$log"
+}
+case_gone_exit() { jail_gone TERM; }
+case_gone_kill() { jail_gone KILL; }
 
 case_no_jail() {
 	local log=$LOGDIR/nojail.log why="" rc
@@ -152,6 +190,8 @@ case_rootless() {
 
 case_status
 case_uid
+case_gone_exit
+case_gone_kill
 case_no_jail
 case_violation_vcpu
 case_violation_device
