@@ -16,10 +16,15 @@ if [ ! -e /dev/kvm ] || ! ( exec 3<>/dev/kvm ) 2>/dev/null; then
 	echo "SKIP: jail tier: /dev/kvm is missing or cannot be opened"; echo "0 passed, 0 failed, $ncases skipped"; exit 0
 fi
 make -s build/padcell build/padcell-jailtest testguest >/dev/null || { echo "FAIL build"; echo "0 passed, 1 failed"; exit 1; }
+# The NIC needs libslirp, which links only into a dynamic padcell (README): built beside, in build/dyn.
+make -s -j2 STATIC=0 BUILD=build/dyn build/dyn/padcell build/dyn/padcell-jailtest >/dev/null ||
+	{ echo "FAIL build (STATIC=0)"; echo "0 passed, 1 failed"; exit 1; }
 rm -rf "$LOGDIR"; mkdir -p "$LOGDIR"
 chmod 0755 "$LOGDIR"
 cp build/padcell build/padcell-jailtest build/guest/testguest.elf "$LOGDIR/" || exit 1
+cp build/dyn/padcell "$LOGDIR/padcell-net" && cp build/dyn/padcell-jailtest "$LOGDIR/padcell-net-jailtest" || exit 1
 PADCELL=$LOGDIR/padcell JAILTEST=$LOGDIR/padcell-jailtest GUEST=$LOGDIR/testguest.elf
+NETPADCELL=$LOGDIR/padcell-net NETJAILTEST=$LOGDIR/padcell-net-jailtest
 SOCK=$LOGDIR/api.sock
 
 result() { # NAME WHY LOG
@@ -42,9 +47,10 @@ status_of() {
 	[ "$(wc -l <<<"$vals")" -eq 1 ] && echo "$vals" || echo mixed
 }
 
-# check_confined PID UID: why the running monitor PID is not confined as it should be, or "".
+# check_confined PID UID [host-net]: why the running monitor PID is not confined as it should be, or "".
+# host-net: a VM with a NIC, whose stack dials out from the host's network namespace.
 check_confined() {
-	local pid=$1 uid=$2 v
+	local pid=$1 uid=$2 net=${3:-} v
 	for f in Seccomp:2 NoNewPrivs:1 CapEff:0000000000000000 CapPrm:0000000000000000 CapBnd:0000000000000000 \
 		CapAmb:0000000000000000; do
 		v=$(status_of "$pid" "${f%%:*}")
@@ -52,7 +58,13 @@ check_confined() {
 	done
 	v=$(awk '$1 == "Uid:" {print $2 "," $3 "," $4}' "/proc/$pid/status")
 	[ "$v" = "$uid,$uid,$uid" ] || { echo "Uid is $v, expected $uid"; return; }
-	[ "$(readlink "/proc/$pid/ns/net")" != "$(readlink /proc/self/ns/net)" ] || { echo "still in the host's network namespace"; return; }
+	if [ "$net" = host-net ]; then
+		[ "$(readlink "/proc/$pid/ns/net")" = "$(readlink /proc/self/ns/net)" ] || { echo "a NIC's monitor left the host's network namespace"; return; }
+	else
+		for v in /proc/"$pid"/task/*; do
+			[ "$(readlink "$v/ns/net")" != "$(readlink /proc/self/ns/net)" ] || { echo "thread ${v##*/} still in the host's network namespace"; return; }
+		done
+	fi
 	[ "$(readlink "/proc/$pid/ns/ipc")" != "$(readlink /proc/self/ns/ipc)" ] || { echo "still in the host's IPC namespace"; return; }
 	[ "$(readlink "/proc/$pid/ns/mnt")" != "$(readlink /proc/self/ns/mnt)" ] || { echo "still in the host's mount namespace"; return; }
 	# The root is the empty jail: nothing in it, and it is the only mount the monitor has.
@@ -127,6 +139,20 @@ jail_gone() { # HOW (TERM or KILL)
 case_gone_exit() { jail_gone TERM; }
 case_gone_kill() { jail_gone KILL; }
 
+# A VM with a NIC (libslirp on its own thread, the network-stack filter): confined like any other,
+# in the host's network namespace; the NIC thread's forbidden call is reported as such.
+case_net() {
+	local log=$LOGDIR/net.log why="" pid
+	rm -f "$SOCK"
+	"$NETPADCELL" "${LONG[@]}" --net </dev/null >"$log" 2>&1 &
+	pid=$!
+	if ! wait_sock "$SOCK" || ! wait_line "$log" '^COUNT 3'; then why="the guest never counted"
+	else why=$(check_confined "$pid" "$(id -u)" host-net); fi
+	kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+	[ -z "$why" ] && grep -q 'jail:' "$log" && why="padcell printed a jail warning: $(grep -m1 'jail:' "$log")"
+	result jail-net "$why" "$log"
+}
+
 case_no_jail() {
 	local log=$LOGDIR/nojail.log why="" rc
 	timeout 30 "$PADCELL" boot --kernel "$GUEST" --mem 64M --no-jail </dev/null >"$log" 2>&1
@@ -138,20 +164,22 @@ case_no_jail() {
 }
 
 # A forbidden syscall (personality) in each thread kind ends the VM with exit 159, naming it.
-violation() { # KIND
-	local log=$LOGDIR/violation-$1.log why="" rc
+violation() { # KIND [BINARY EXTRA-FLAGS...]
+	local log=$LOGDIR/violation-$1.log why="" rc kind=$1 bin=${2:-$JAILTEST}
+	shift; [ $# -gt 0 ] && shift
 	rm -f "$SOCK"
-	PADCELL_JAIL_TEST_VIOLATION=$1 timeout 30 "$JAILTEST" "${LONG[@]}" </dev/null >"$log" 2>&1
+	PADCELL_JAIL_TEST_VIOLATION=$kind timeout 30 "$bin" "${LONG[@]}" "$@" </dev/null >"$log" 2>&1
 	rc=$?
 	if [ "$rc" -ne 159 ]; then why="exit $rc, expected 159"
-	elif ! grep -qi "the $1 thread made a forbidden system call, personality (135)" "$log"; then
-		why="no message naming the $1 thread and personality"
-	elif [ -e "$SOCK" ]; then :; fi
-	result "jail-violation-$1" "$why" "$log"
+	elif ! grep -qi "the $kind thread made a forbidden system call, personality (135)" "$log"; then
+		why="no message naming the $kind thread and personality"
+	fi
+	result "jail-violation-$kind" "$why" "$log"
 }
 case_violation_vcpu() { violation vcpu; }
 case_violation_device() { violation device; }
 case_violation_control() { violation control; }
+case_violation_network() { violation network "$NETJAILTEST" --net; }
 
 # --seccomp=log: the same call is logged, not fatal.
 case_seccomp_log() {
@@ -196,6 +224,8 @@ case_no_jail
 case_violation_vcpu
 case_violation_device
 case_violation_control
+case_violation_network
+case_net
 case_seccomp_log
 case_rootless
 echo "$pass passed, $fail failed, $skip skipped"

@@ -157,13 +157,6 @@ static int prepare(const struct jail_opts *o, char *err, size_t errlen)
 				"namespaces or privilege drop)\n");
 		return 0;
 	}
-	/*
-	 * The NIC's user-mode stack dials out with AF_INET sockets from its device thread, which the
-	 * filters do not allow yet: refuse the combination plainly instead of killing the VM later.
-	 */
-	if (o->host_net)
-		return snprintf(err, errlen, "the jail does not cover a NIC yet: --net (and --allow, --allow-internet, "
-				"--net-log) need --no-jail for now"), -ENOTSUP;
 	J.o = *o;
 	bool root = geteuid() == 0;
 	if (!root && ((o->uid >= 0 && o->uid != (long)getuid()) || (o->gid >= 0 && o->gid != (long)getgid())))
@@ -571,11 +564,15 @@ static void test_hook(enum jail_kind kind)
  */
 static void net_and_root(void)
 {
-	int rc = jail_ns_net_wait();
-	if (rc >= 0)
-		rc = jail_ns_net_join();
-	if (rc < 0)
-		fprintf(stderr, "padcell: jail: no network namespace (%s); seccomp allows Unix sockets only\n", strerror(-rc));
+	int rc = 0;
+	if (!J.o.host_net) { /* a NIC's stack dials out from the host's network namespace */
+		rc = jail_ns_net_wait();
+		if (rc >= 0)
+			rc = jail_ns_net_join();
+		if (rc < 0)
+			fprintf(stderr, "padcell: jail: no network namespace (%s); seccomp allows Unix sockets only\n",
+				strerror(-rc));
+	}
 	reach_add("/proc/self", false); /* snapshots read its pagemap */
 	for (unsigned i = 0; i < J.nreach; i++)
 		J.reach[i].fd = open(J.reach[i].path, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -741,7 +738,7 @@ void jail_thread_begin(enum jail_kind kind, bool born_confined)
 		/* what the main thread did for itself and cannot do for others */
 		caps_drop_bounding();
 		int rc = prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ? -errno : 0;
-		if (J.ns)
+		if (J.ns && !J.o.host_net)
 			jail_ns_net_join(); /* the main thread said it if this fails */
 		if (!rc && J.ruleset_fd >= 0)
 			rc = jail_landlock_restrict(J.ruleset_fd);

@@ -25,9 +25,19 @@ static int rule_add(scmp_filter_ctx ctx, const struct rule *r)
 	case LACKS: cmp = SCMP_CMP(r->arg, SCMP_CMP_MASKED_EQ, r->val, 0); break;
 	case NOT: cmp = SCMP_CMP(r->arg, SCMP_CMP_NE, r->val, 0); break;
 	case PID: cmp = SCMP_CMP(r->arg, SCMP_CMP_EQ, JAIL_BPF_PID_MAGIC, 0); break;
+	case FAIL: return seccomp_rule_add(ctx, SCMP_ACT_ERRNO((uint32_t)r->val), r->nr, 0);
 	default: return -EINVAL;
 	}
 	return seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, r->nr, 1, &cmp);
+}
+
+/* Whether a row other than a FAIL one allows syscall nr to a kind in mask. */
+static int allowed(int nr, unsigned mask)
+{
+	for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++)
+		if (rules[i].nr == nr && (rules[i].kinds & mask) && rules[i].test != FAIL)
+			return 1;
+	return 0;
 }
 
 /* One program into *insns (malloc'd); its length, or -errno. */
@@ -45,7 +55,7 @@ static long build_one(unsigned mask, uint32_t deny, struct sock_filter **insns)
 	if (!rc && (mask & C))
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
 	for (size_t i = 0; !rc && i < sizeof(rules) / sizeof(rules[0]); i++)
-		if (rules[i].kinds & mask)
+		if ((rules[i].kinds & mask) && !(rules[i].test == FAIL && allowed(rules[i].nr, mask)))
 			rc = rule_add(ctx, &rules[i]);
 	if (!rc)
 		seccomp_syscall_priority(ctx, SCMP_SYS(ioctl), 255); /* KVM_RUN first */
