@@ -73,11 +73,12 @@ check_confined() {
 	[ "$v" -eq 1 ] && grep -q ' / / ro,.* - tmpfs padcell-jail ' "/proc/$pid/mountinfo" ||
 		{ echo "mounts in the jail: $(tr '\n' '|' <"/proc/$pid/mountinfo" | head -c 300)"; return; }
 	# The fd table: the terminal/stdio, KVM, sockets, eventfds, epoll, pipes, the VM's own directories
-	# (held for after confinement) and its /proc/PID (snapshots read its pagemap); nothing else.  A file
+	# (held for after confinement), its /proc/PID (snapshots read its pagemap) and with --uid-range its
+	# uid's lock file; nothing else.  A file
 	# on a mount the jail detached reads relative to that mount (/dev/kvm as /kvm, /proc/PID as /PID).
 	local bad
 	bad=$(for fd in /proc/"$pid"/fd/*; do readlink "$fd"; done |
-		grep -vE '^((/dev)?/null|(/dev)?/kvm|/dev/pts/[0-9]+|(/proc)?/'"$pid"'|anon_inode:(kvm-vm|kvm-vcpu:[0-9]+|\[eventfd\]|\[eventpoll\]|\[signalfd\]|\[timerfd\]|seccomp notify)|socket:\[[0-9]+\]|pipe:\[[0-9]+\]|'"$(readlink -f "$LOGDIR")"'(/.*)?)$')
+		grep -vE '^((/dev)?/null|(/dev)?/kvm|/dev/pts/[0-9]+|(/proc)?/'"$pid"'|anon_inode:(kvm-vm|kvm-vcpu:[0-9]+|\[eventfd\]|\[eventpoll\]|\[signalfd\]|\[timerfd\]|seccomp notify)|(/run)?/padcell/uids/[0-9]+|socket:\[[0-9]+\]|pipe:\[[0-9]+\]|'"$(readlink -f "$LOGDIR")"'(/.*)?)$')
 	[ -z "$bad" ] || { echo "unexpected fds: $(tr '\n' ' ' <<<"$bad")"; return; }
 	grep -q "^Seccomp_filters:[[:space:]]*[23]" "/proc/$pid/task/$pid/status" || { echo "the control thread has no filter of its own"; return; }
 }
@@ -153,6 +154,41 @@ case_net() {
 	result jail-net "$why" "$log"
 }
 
+# --uid-range as root: two VMs at once get two different uids of the range (each holds its uid's
+# lock file), a third finds the range full (one line, exit 2, nothing left running); a snapshot
+# through the API lands in a directory `padcell snapshot` made and handed to the VM's uid.
+case_uid_range() {
+	local log=$LOGDIR/uid-range.log why="" p1 p2 u1 u2 rc s1=$LOGDIR/ur1.sock s2=$LOGDIR/ur2.sock
+	if [ "$(id -u)" != 0 ]; then echo "SKIP jail-uid-range: needs root"; skip=$((skip + 1)); return; fi
+	local range=$((600000 + RANDOM % 1000 * 2)):2
+	rm -f "$s1" "$s2"; rm -rf "$LOGDIR/ur-snap"; : >"$log"
+	"$PADCELL" boot --kernel "$GUEST" --mem 64M --api-sock "$s1" --uid-range "$range" \
+		--cmdline "tg.case=count tg.count=100000" </dev/null >"$log.1" 2>&1 &
+	p1=$!
+	PADCELL_UID_RANGE=$range "$PADCELL" boot --kernel "$GUEST" --mem 64M --api-sock "$s2" \
+		--cmdline "tg.case=count tg.count=100000" </dev/null >"$log.2" 2>&1 &
+	p2=$!
+	if ! wait_sock "$s1" || ! wait_sock "$s2" || ! wait_line "$log.1" '^COUNT 3' || ! wait_line "$log.2" '^COUNT 3'; then
+		why="the guests never counted"
+	else
+		u1=$(awk '$1 == "Uid:" {print $2}' "/proc/$p1/status"); u2=$(awk '$1 == "Uid:" {print $2}' "/proc/$p2/status")
+		if [ "$u1" = "$u2" ] || [ "$u1" = 0 ] || [ "$u2" = 0 ]; then why="the two VMs run as uids $u1 and $u2"
+		else why=$(check_confined "$p1" "$u1"); fi
+		if [ -z "$why" ]; then
+			timeout 30 "$PADCELL" boot --kernel "$GUEST" --mem 64M --uid-range "$range" </dev/null >>"$log" 2>&1
+			rc=$?
+			[ "$rc" -eq 2 ] && grep -q 'all 2 uids are in use' "$log" || why="a third VM in a full range: exit $rc"
+		fi
+		if [ -z "$why" ]; then
+			"$PADCELL" snapshot --api-sock "$s1" --to "$LOGDIR/ur-snap" >>"$log" 2>&1 || why="the snapshot of a VM running as uid $u1 failed"
+			[ -z "$why" ] && [ ! -s "$LOGDIR/ur-snap/state" ] && why="no state file"
+		fi
+	fi
+	kill -TERM "$p1" "$p2" 2>/dev/null; wait "$p1" "$p2" 2>/dev/null
+	cat "$log.1" "$log.2" >>"$log"
+	result jail-uid-range "$why" "$log"
+}
+
 case_no_jail() {
 	local log=$LOGDIR/nojail.log why="" rc
 	timeout 30 "$PADCELL" boot --kernel "$GUEST" --mem 64M --no-jail </dev/null >"$log" 2>&1
@@ -218,6 +254,7 @@ case_rootless() {
 
 case_status
 case_uid
+case_uid_range
 case_gone_exit
 case_gone_kill
 case_no_jail

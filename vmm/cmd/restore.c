@@ -135,6 +135,8 @@ int cmd_restore(int argc, char **argv)
 	/* What the VM touches after confinement: its sockets (removed at exit), API snapshots beside them. */
 	jail_allow_path(o.api_sock, false);
 	jail_allow_connect(o.vsock);
+	jail_own_path(o.api_sock); /* with --uid/--uid-range: the VM's uid owns its sockets */
+	jail_own_path(o.vsock);
 	/* Sockets first: a live or unusable PATH is the user's error, found before anything is built. */
 	int api_fd = -1, vsock_fd = -1, rc = EXIT_USAGE;
 	struct net_params net = { .log_fd = -1 };

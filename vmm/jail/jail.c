@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/file.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -73,10 +75,33 @@ static int parse_id(const char *arg, long *out)
 	return 0;
 }
 
+/* START:COUNT, both decimal, COUNT >= 1, the range within uids 1..2^31-2 (never root, never -1). */
+static int parse_range(const char *arg, long *start, long *count)
+{
+	char *end;
+	errno = 0;
+	long s = strtol(arg, &end, 10);
+	if (errno || end == arg || *end != ':' || s < 1)
+		return -EINVAL;
+	const char *c = end + 1;
+	long n = strtol(c, &end, 10);
+	if (errno || end == c || *end || n < 1 || n > 0x7ffffffe - s)
+		return -EINVAL;
+	*start = s;
+	*count = n;
+	return 0;
+}
+
 int jail_opt_parse(struct jail_opts *o, int opt, const char *arg, int *rc, char *err, size_t errlen)
 {
 	*rc = 0;
 	switch (opt) {
+	case JAIL_OPT_UID_RANGE:
+		if (parse_range(arg, &o->uid_start, &o->uid_count)) {
+			snprintf(err, errlen, "--uid-range takes START:COUNT (uids START..START+COUNT-1, START >= 1), not '%s'", arg);
+			*rc = -EINVAL;
+		}
+		return 1;
 	case JAIL_OPT_NO_JAIL: o->off = true; return 1;
 	case JAIL_OPT_SECCOMP:
 		if (!strcmp(arg, "kill"))
@@ -150,6 +175,46 @@ static int read_int(const char *path, int dflt)
 	return v;
 }
 
+/*
+ * A uid of --uid-range no other running VM has: each uid's lock file under JAIL_UID_LOCK_DIR is
+ * flock'ed for the life of the process (the kernel lets go of it however the process ends, also
+ * on SIGKILL), trying from a random place in the range so starts rarely contend.  The gid is the
+ * uid's number too.
+ */
+static int uid_pick(char *err, size_t errlen)
+{
+	if (mkdir("/run/padcell", 0755) < 0 && errno != EEXIST)
+		return snprintf(err, errlen, "--uid-range: cannot make /run/padcell: %s", strerror(errno)), -errno;
+	if (mkdir(JAIL_UID_LOCK_DIR, 0700) < 0 && errno != EEXIST)
+		return snprintf(err, errlen, "--uid-range: cannot make %s: %s", JAIL_UID_LOCK_DIR, strerror(errno)), -errno;
+	int dfd = open(JAIL_UID_LOCK_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (dfd < 0)
+		return snprintf(err, errlen, "--uid-range: cannot open %s: %s", JAIL_UID_LOCK_DIR, strerror(errno)), -errno;
+	uint32_t r = 0;
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+		r = (uint32_t)getpid();
+	for (long i = 0; i < J.o.uid_count; i++) {
+		long uid = J.o.uid_start + (long)((r + (uint64_t)i) % (uint64_t)J.o.uid_count);
+		char name[24];
+		snprintf(name, sizeof(name), "%ld", uid);
+		int fd = openat(dfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd < 0) {
+			int e = errno;
+			close(dfd);
+			return snprintf(err, errlen, "--uid-range: cannot open %s/%s: %s", JAIL_UID_LOCK_DIR, name, strerror(e)), -e;
+		}
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			close(dfd);
+			J.o.uid = J.o.gid = uid; /* fd stays open: the lock is this VM's until it ends */
+			return 0;
+		}
+		close(fd);
+	}
+	close(dfd);
+	return snprintf(err, errlen, "--uid-range %ld:%ld: all %ld uids are in use by running VMs", J.o.uid_start,
+			J.o.uid_count, J.o.uid_count), -EBUSY;
+}
+
 static int prepare(const struct jail_opts *o, char *err, size_t errlen)
 {
 	if (o->off) {
@@ -161,6 +226,13 @@ static int prepare(const struct jail_opts *o, char *err, size_t errlen)
 	bool root = geteuid() == 0;
 	if (!root && ((o->uid >= 0 && o->uid != (long)getuid()) || (o->gid >= 0 && o->gid != (long)getgid())))
 		return snprintf(err, errlen, "--uid/--gid switch users only when padcell runs as root"), -EPERM;
+	const char *env = getenv("PADCELL_UID_RANGE");
+	if (o->uid < 0 && !o->uid_count && env && *env && parse_range(env, &J.o.uid_start, &J.o.uid_count))
+		return snprintf(err, errlen, "PADCELL_UID_RANGE takes START:COUNT, not '%s'", env), -EINVAL;
+	if (J.o.uid_count && o->uid >= 0)
+		return snprintf(err, errlen, "--uid and --uid-range exclude each other"), -EINVAL;
+	if (J.o.uid_count && !root)
+		return snprintf(err, errlen, "--uid-range switches users only when padcell runs as root"), -EPERM;
 	if (J.o.uid >= 0 && J.o.gid < 0)
 		J.o.gid = J.o.uid;
 #ifdef PADCELL_TEST_HOOKS
@@ -171,6 +243,11 @@ static int prepare(const struct jail_opts *o, char *err, size_t errlen)
 #endif
 	/* Whatever the parent left open is not the VM's. */
 	syscall(SYS_close_range, 3u, ~0u, 0u);
+	if (J.o.uid_count) {
+		int rc = uid_pick(err, errlen);
+		if (rc)
+			return rc;
+	}
 	J.cap_last = -1; /* found by the first caps_drop_bounding */
 	char what[64];
 	if (!getcwd(J.cwd, sizeof(J.cwd)))
@@ -475,9 +552,13 @@ static int ids_switch(char *err, size_t errlen)
 {
 	if (J.o.uid < 0)
 		return 0;
-	for (unsigned i = 0; i < J.nowned; i++)
-		if (lchown(J.owned[i], J.o.uid, J.o.gid) < 0 && errno != ENOENT)
-			return snprintf(err, errlen, "cannot hand %s to uid %ld: %s", J.owned[i], J.o.uid, strerror(errno)), -errno;
+	for (unsigned i = 0; i < J.nowned; i++) {
+		char rel[4096];
+		int dfd = jail_at(J.owned[i], rel, sizeof(rel)); /* the root may be the empty jail by now */
+		int rc = dfd < 0 && dfd != AT_FDCWD ? dfd : fchownat(dfd, rel, J.o.uid, J.o.gid, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+		if (rc && rc != -ENOENT)
+			return snprintf(err, errlen, "cannot hand %s to uid %ld: %s", J.owned[i], J.o.uid, strerror(-rc)), rc;
+	}
 	/* glibc applies these to every thread of the process */
 	if (setgroups(0, NULL) < 0 || setresgid(J.o.gid, J.o.gid, J.o.gid) < 0 || setresuid(J.o.uid, J.o.uid, J.o.uid) < 0)
 		return snprintf(err, errlen, "cannot switch to uid %ld gid %ld: %s", J.o.uid, J.o.gid, strerror(errno)), -errno;

@@ -44,19 +44,23 @@ struct jail_opts {
 	bool off;                      /* --no-jail */
 	enum jail_seccomp_mode seccomp; /* --seccomp=kill|log */
 	long uid, gid;                 /* --uid/--gid; -1 = keep the invoking user's */
+	long uid_start, uid_count;     /* --uid-range START:COUNT (or $PADCELL_UID_RANGE): a free uid per VM; count 0 = none */
 	const char *dirs[JAIL_MAX_DIRS]; /* --jail-dir DIR: more directories the VM may write at run time */
 	unsigned ndirs;
 	bool host_net;                 /* a NIC's user-mode stack dials out: keep the host's network namespace */
 };
 
 /* Options shared by boot, run and restore: getopt_long rows and their handler. */
-enum { JAIL_OPT_NO_JAIL = 1000, JAIL_OPT_SECCOMP, JAIL_OPT_UID, JAIL_OPT_GID, JAIL_OPT_DIR };
+enum { JAIL_OPT_NO_JAIL = 1000, JAIL_OPT_SECCOMP, JAIL_OPT_UID, JAIL_OPT_GID, JAIL_OPT_DIR, JAIL_OPT_UID_RANGE };
+/* Where the per-uid lock files of --uid-range live (root only). */
+#define JAIL_UID_LOCK_DIR "/run/padcell/uids"
 #define JAIL_LONG_OPTS                                                                   \
 	{ "no-jail", no_argument, NULL, JAIL_OPT_NO_JAIL },                              \
 		{ "seccomp", required_argument, NULL, JAIL_OPT_SECCOMP },                \
 		{ "uid", required_argument, NULL, JAIL_OPT_UID },                        \
 		{ "gid", required_argument, NULL, JAIL_OPT_GID },                        \
-		{ "jail-dir", required_argument, NULL, JAIL_OPT_DIR }
+		{ "jail-dir", required_argument, NULL, JAIL_OPT_DIR },                   \
+		{ "uid-range", required_argument, NULL, JAIL_OPT_UID_RANGE }
 void jail_opts_init(struct jail_opts *o);
 /* 1 when opt is a jail option (then 0 or -EINVAL with err set is in *rc), 0 when it is not. */
 int jail_opt_parse(struct jail_opts *o, int opt, const char *arg, int *rc, char *err, size_t errlen);
