@@ -88,7 +88,11 @@ int jail_ns_enter(bool root, bool host_net, char *what, size_t whatlen)
 	}
 	sethostname("padcell", 7);
 	if (!host_net) {
-		int rc = pthread_create(&NET.thread, NULL, net_maker, NULL);
+		pthread_attr_t attr; /* a shallow thread: a small stack, not glibc's 8 MiB default */
+		pthread_attr_init(&attr);
+		pthread_attr_setstacksize(&attr, 64u << 10);
+		int rc = pthread_create(&NET.thread, &attr, net_maker, NULL);
+		pthread_attr_destroy(&attr);
 		if (rc) {
 			snprintf(what, whatlen, "network namespace thread");
 			return -rc;
