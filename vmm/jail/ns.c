@@ -90,7 +90,7 @@ int jail_ns_enter(bool root, bool host_net, char *what, size_t whatlen)
 	if (!host_net) {
 		pthread_attr_t attr; /* a shallow thread: a small stack, not glibc's 8 MiB default */
 		pthread_attr_init(&attr);
-		pthread_attr_setstacksize(&attr, 64u << 10);
+		pthread_attr_setstacksize(&attr, 256u << 10); /* as device threads: room for the static TLS */
 		int rc = pthread_create(&NET.thread, &attr, net_maker, NULL);
 		pthread_attr_destroy(&attr);
 		if (rc) {
