@@ -5,14 +5,14 @@
 
 void devthread_init(struct devthread *t, pthread_mutex_t *lock, void *(*fn)(void *), void (*wake)(void *), void *arg)
 {
-	*t = (struct devthread){ .lock = lock, .fn = fn, .wake = wake, .arg = arg };
+	*t = (struct devthread){ .lock = lock, .fn = fn, .wake = wake, .arg = arg, .jail_kind = JAIL_DEVICE };
 }
 
 /* Every device worker confines itself before it does any work (vmm/jail). */
 static void *devthread_main(void *arg)
 {
 	struct devthread *t = arg;
-	jail_thread_begin(JAIL_DEVICE, t->jail_born);
+	jail_thread_begin((enum jail_kind)t->jail_kind, t->jail_born);
 	return t->fn(t->arg);
 }
 

@@ -17,6 +17,7 @@ struct devthread {
 	bool started;
 	bool stop;
 	bool jail_born; /* created before the jail confined the process (vmm/jail) */
+	int jail_kind;  /* its seccomp allow-list: JAIL_DEVICE unless the device says otherwise */
 	pthread_mutex_t *lock;
 	void *(*fn)(void *arg);
 	void (*wake)(void *arg);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "vmm/err.h"
+#include "vmm/jail/jail.h"
 #include "vmm/net/dns.h"
 #include "vmm/snapshot_fmt.h"
 
@@ -433,6 +434,7 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 	uint64_t features = (1ULL << VIRTIO_NET_F_MAC) | (1ULL << VIRTIO_NET_F_MTU);
 	virtio_mmio_init(&n->t, mem, host, irq, VIRTIO_ID_NET, features, 2, &n->config, sizeof(n->config), &net_ops, n);
 	devthread_init(&n->thread, &n->t.lock, net_thread, net_kick, n);
+	n->thread.jail_kind = JAIL_NET; /* libslirp's host sockets: the jail's network-stack filter */
 	return 0;
 
 err_txbuf:

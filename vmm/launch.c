@@ -99,6 +99,11 @@ int launch_run_until_stop(struct vm *vm, struct api_server *api, bool verbose, c
 	}
 	rc = vm_start(vm);
 	jail_control_narrow();
+	uint64_t jp, jc;
+	jail_cost(&jp, &jc);
+	if (verbose && jc)
+		fprintf(stderr, "padcell: jail: %.0f us at start (namespaces %.0f, confinement %.0f)\n", (jp + jc) / 1e3,
+			jp / 1e3, jc / 1e3);
 	if (hooks && hooks->after_start)
 		hooks->after_start(vm, rc, hooks->ctx);
 	/* A VM that could not start, or already stopped, has nothing for the loop to wait for. */
@@ -280,7 +285,7 @@ void launch_teardown(struct launch *l)
 	launch_net_close(&l->net);
 	if (l->vsock_fd >= 0) {
 		close(l->vsock_fd);
-		unlink(l->vsock_path);
+		jail_unlink(l->vsock_path);
 	}
 	l->vsock_fd = -1;
 	while (l->ndisks)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "vmm/err.h"
+#include "vmm/jail/jail.h"
 #include "vmm/snapshot_dev.h"
 #include "vmm/snapshot_fmt.h"
 #include "vmm/snapshot_io.h"
@@ -46,7 +47,7 @@ static int snap_paths_check(const char *state_path, const char *mem_path, const 
 	snap_dir_of(state_path, dir, sizeof(dir));
 	for (unsigned p = 0; p < 2; p++) {
 		struct stat st;
-		if (stat(paths[p], &st) == 0 && !S_ISREG(st.st_mode))
+		if (jail_stat(paths[p], &st) == 0 && !S_ISREG(st.st_mode))
 			return errorf(err, errlen, -EINVAL, "%s '%s' is %s, not a regular file", what[p], paths[p],
 				      file_kind(st.st_mode));
 		for (unsigned i = 0; i < devs->ncopies; i++) {

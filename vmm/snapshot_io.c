@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,9 +37,9 @@ void snap_base_of(const char *path, char *out, size_t outlen)
 
 int snap_fsync_dir(const char *dir)
 {
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = jail_open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	int rc = fsync(fd) < 0 ? -errno : 0;
 	close(fd);
 	return rc;
@@ -52,10 +53,20 @@ int snap_tmp_create(const char *path, char *tmp, size_t tmplen)
 	snap_base_of(path, base, sizeof(base));
 	if ((size_t)snprintf(tmp, tmplen, "%s/.%s.tmp-XXXXXX", dir, base) >= tmplen)
 		return -ENAMETOOLONG;
-	int fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	return fd;
+	/* mkostemp's job, through the jail (whose root is empty: the directory is a held fd) */
+	static const char chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+	char *x = tmp + strlen(tmp) - 6;
+	for (int attempt = 0; attempt < 100; attempt++) {
+		uint8_t r[6];
+		if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+			return -EIO;
+		for (int i = 0; i < 6; i++)
+			x[i] = chars[r[i] % (sizeof(chars) - 1)];
+		int fd = jail_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd != -EEXIST)
+			return fd;
+	}
+	return -EEXIST;
 }
 
 int snap_pwrite_all(int fd, const void *buf, size_t len, off_t off)
@@ -110,7 +121,8 @@ static bool page_is_zero(const uint8_t *p)
  */
 static int pagemap_fd(void)
 {
-	return open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	int fd = jail_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
+	return fd < 0 ? -1 : fd;
 }
 
 #define PM_PRESENT (1ull << 63)
@@ -334,20 +346,22 @@ int snap_files_commit(struct snap_files *f, const char *mem_path, char *err, siz
 	 * all; the state, which makes a snapshot, comes last.  A kill or a full disk at any point
 	 * leaves either no state file or a complete, matching set.
 	 */
-	if (unlink(state->final) < 0 && errno != ENOENT)
-		return errorf(err, errlen, -errno, "cannot replace '%s': %s", state->final, strerror(errno));
+	int urc = jail_unlink(state->final);
+	if (urc && urc != -ENOENT)
+		return errorf(err, errlen, urc, "cannot replace '%s': %s", state->final, strerror(-urc));
 	snap_fsync_dir(dir);
 	for (unsigned i = 0; i + 1 < f->n; i++) {
-		if (rename(f->files[i].tmp, f->files[i].final) < 0)
-			return errorf(err, errlen, -errno, "cannot rename into '%s': %s", f->files[i].final,
-				      strerror(errno));
+		int rrc = jail_rename(f->files[i].tmp, f->files[i].final);
+		if (rrc)
+			return errorf(err, errlen, rrc, "cannot rename into '%s': %s", f->files[i].final, strerror(-rrc));
 		f->files[i].made = false;
 	}
 	char mdir[4096];
 	snap_dir_of(mem_path, mdir, sizeof(mdir));
 	snap_fsync_dir(mdir);
-	if (rename(state->tmp, state->final) < 0)
-		return errorf(err, errlen, -errno, "cannot rename into '%s': %s", state->final, strerror(errno));
+	int src = jail_rename(state->tmp, state->final);
+	if (src)
+		return errorf(err, errlen, src, "cannot rename into '%s': %s", state->final, strerror(-src));
 	state->made = false;
 	int rc = snap_fsync_dir(dir);
 	if (rc)
@@ -359,6 +373,6 @@ void snap_files_abort(struct snap_files *f)
 {
 	for (unsigned i = 0; i < f->n; i++)
 		if (f->files[i].made)
-			unlink(f->files[i].tmp);
+			jail_unlink(f->files[i].tmp);
 	f->n = 0;
 }

@@ -1,5 +1,6 @@
 /* Unix-socket listen/connect with the stale-socket probe, now_ms, the stop signals and guest text escaping, written once. */
 #include "vmm/util.h"
+#include "vmm/jail/jail.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -101,7 +102,11 @@ err_close:
 int unix_connect(const char *path, int flags, enum unix_step *at)
 {
 	struct sockaddr_un a;
-	if (unix_addr(&a, path))
+	char name[sizeof(a.sun_path)];
+	int rc = jail_unix_path(path, name, sizeof(name)); /* the jail's root is empty: from its working directory */
+	if (rc)
+		return fail_at(at, UNIX_STEP_PATH, rc);
+	if (unix_addr(&a, name))
 		return fail_at(at, UNIX_STEP_PATH, -ENAMETOOLONG);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
 	if (fd < 0)
@@ -203,7 +208,7 @@ bool same_file_path(const char *a, const char *b)
 	if (!strcmp(a, b))
 		return true;
 	struct stat sa, sb;
-	if (stat(a, &sa) == 0 && stat(b, &sb) == 0 && same_inode(&sa, &sb))
+	if (jail_stat(a, &sa) == 0 && jail_stat(b, &sb) == 0 && same_inode(&sa, &sb))
 		return true;
 	char da[PATH_MAX], ba[PATH_MAX], db[PATH_MAX], bb[PATH_MAX];
 	path_split(a, da, ba, sizeof(da));
@@ -211,7 +216,7 @@ bool same_file_path(const char *a, const char *b)
 	if (strcmp(ba, bb))
 		return false;
 	struct stat pa, pb;
-	if (stat(da, &pa) < 0 || stat(db, &pb) < 0)
+	if (jail_stat(da, &pa) < 0 || jail_stat(db, &pb) < 0)
 		return !strcmp(da, db);
 	return same_inode(&pa, &pb);
 }
@@ -219,7 +224,7 @@ bool same_file_path(const char *a, const char *b)
 bool path_is_fd(const char *path, int fd)
 {
 	struct stat sp, sf;
-	return fd >= 0 && stat(path, &sp) == 0 && fstat(fd, &sf) == 0 && same_inode(&sp, &sf);
+	return fd >= 0 && jail_stat(path, &sp) == 0 && fstat(fd, &sf) == 0 && same_inode(&sp, &sf);
 }
 
 int fd_nonblocking_copy(int fd, bool *is_socket, int *restore_flags)

@@ -9,7 +9,7 @@ FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno
 FUZZ_CFLAGS := $(filter-out -MMD -MP,$(PADCELL_CFLAGS)) -MMD -MP -O1 -g $(FUZZ_SAN) -Wno-gnu-variable-sized-type-not-at-end
 FUZZ_NAMES  := http api snapshot agent_proto agent_client loader virtq_blk vsock gate dns sni policy virtio_net
 FUZZ_BINS   := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/bin/fuzz_%)
-FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o) $(FUZZ_BUILD)/obj/vmm/dsdt_blob.o
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o) $(FUZZ_BUILD)/obj/vmm/dsdt_blob.o $(FUZZ_BUILD)/obj/vmm/jail/seccomp_bpf.o
 SECONDS     ?= 60
 
 .PHONY: fuzz fuzz-bin fuzz-seeds
@@ -27,6 +27,10 @@ $(FUZZ_BUILD)/obj/%.o: %.c
 $(FUZZ_BUILD)/obj/vmm/dsdt_blob.o: vmm/x86/dsdt_blob.S $(BUILD)/vmm/dsdt.aml
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -c -DDSDT_AML='"$(BUILD)/vmm/dsdt.aml"' $< -o $@
+
+$(FUZZ_BUILD)/obj/vmm/jail/seccomp_bpf.o: $(BUILD)/vmm/jail/seccomp_bpf.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 
 $(FUZZ_BUILD)/libpadcell.a: $(FUZZ_LIB_OBJS)
 	ar rcs $@ $^

@@ -16,10 +16,15 @@ if [ ! -e /dev/kvm ] || ! ( exec 3<>/dev/kvm ) 2>/dev/null; then
 	echo "SKIP: jail tier: /dev/kvm is missing or cannot be opened"; echo "0 passed, 0 failed, $ncases skipped"; exit 0
 fi
 make -s build/padcell build/padcell-jailtest testguest >/dev/null || { echo "FAIL build"; echo "0 passed, 1 failed"; exit 1; }
+# The NIC needs libslirp, which links only into a dynamic padcell (README): built beside, in build/dyn.
+make -s -j2 STATIC=0 BUILD=build/dyn build/dyn/padcell build/dyn/padcell-jailtest >/dev/null ||
+	{ echo "FAIL build (STATIC=0)"; echo "0 passed, 1 failed"; exit 1; }
 rm -rf "$LOGDIR"; mkdir -p "$LOGDIR"
 chmod 0755 "$LOGDIR"
 cp build/padcell build/padcell-jailtest build/guest/testguest.elf "$LOGDIR/" || exit 1
+cp build/dyn/padcell "$LOGDIR/padcell-net" && cp build/dyn/padcell-jailtest "$LOGDIR/padcell-net-jailtest" || exit 1
 PADCELL=$LOGDIR/padcell JAILTEST=$LOGDIR/padcell-jailtest GUEST=$LOGDIR/testguest.elf
+NETPADCELL=$LOGDIR/padcell-net NETJAILTEST=$LOGDIR/padcell-net-jailtest
 SOCK=$LOGDIR/api.sock
 
 result() { # NAME WHY LOG
@@ -42,9 +47,10 @@ status_of() {
 	[ "$(wc -l <<<"$vals")" -eq 1 ] && echo "$vals" || echo mixed
 }
 
-# check_confined PID UID: why the running monitor PID is not confined as it should be, or "".
+# check_confined PID UID [host-net]: why the running monitor PID is not confined as it should be, or "".
+# host-net: a VM with a NIC, whose stack dials out from the host's network namespace.
 check_confined() {
-	local pid=$1 uid=$2 v
+	local pid=$1 uid=$2 net=${3:-} v
 	for f in Seccomp:2 NoNewPrivs:1 CapEff:0000000000000000 CapPrm:0000000000000000 CapBnd:0000000000000000 \
 		CapAmb:0000000000000000; do
 		v=$(status_of "$pid" "${f%%:*}")
@@ -52,12 +58,27 @@ check_confined() {
 	done
 	v=$(awk '$1 == "Uid:" {print $2 "," $3 "," $4}' "/proc/$pid/status")
 	[ "$v" = "$uid,$uid,$uid" ] || { echo "Uid is $v, expected $uid"; return; }
-	[ "$(readlink "/proc/$pid/ns/net")" != "$(readlink /proc/self/ns/net)" ] || { echo "still in the host's network namespace"; return; }
+	if [ "$net" = host-net ]; then
+		[ "$(readlink "/proc/$pid/ns/net")" = "$(readlink /proc/self/ns/net)" ] || { echo "a NIC's monitor left the host's network namespace"; return; }
+	else
+		for v in /proc/"$pid"/task/*; do
+			[ "$(readlink "$v/ns/net")" != "$(readlink /proc/self/ns/net)" ] || { echo "thread ${v##*/} still in the host's network namespace"; return; }
+		done
+	fi
 	[ "$(readlink "/proc/$pid/ns/ipc")" != "$(readlink /proc/self/ns/ipc)" ] || { echo "still in the host's IPC namespace"; return; }
-	# The fd table: the terminal/stdio, KVM, sockets, eventfds, epoll, pipes; no file the VM does not use.
+	[ "$(readlink "/proc/$pid/ns/mnt")" != "$(readlink /proc/self/ns/mnt)" ] || { echo "still in the host's mount namespace"; return; }
+	# The root is the empty jail: nothing in it, and it is the only mount the monitor has.
+	[ -z "$(ls -A "/proc/$pid/root/" 2>&1)" ] || { echo "/proc/$pid/root is not empty: $(ls -A "/proc/$pid/root/" 2>&1 | head -c 200)"; return; }
+	v=$(wc -l <"/proc/$pid/mountinfo")
+	[ "$v" -eq 1 ] && grep -q ' / / ro,.* - tmpfs padcell-jail ' "/proc/$pid/mountinfo" ||
+		{ echo "mounts in the jail: $(tr '\n' '|' <"/proc/$pid/mountinfo" | head -c 300)"; return; }
+	# The fd table: the terminal/stdio, KVM, sockets, eventfds, epoll, pipes, the VM's own directories
+	# (held for after confinement), its /proc/PID (snapshots read its pagemap) and with --uid-range its
+	# uid's lock file; nothing else.  A file
+	# on a mount the jail detached reads relative to that mount (/dev/kvm as /kvm, /proc/PID as /PID).
 	local bad
 	bad=$(for fd in /proc/"$pid"/fd/*; do readlink "$fd"; done |
-		grep -vE '^(/dev/null|/dev/kvm|/dev/pts/[0-9]+|anon_inode:(kvm-vm|kvm-vcpu:[0-9]+|\[eventfd\]|\[eventpoll\]|\[signalfd\]|\[timerfd\]|seccomp notify)|socket:\[[0-9]+\]|pipe:\[[0-9]+\]|'"$(readlink -f "$LOGDIR")"'/.*)$')
+		grep -vE '^((/dev)?/null|(/dev)?/kvm|/dev/pts/[0-9]+|(/proc)?/'"$pid"'|anon_inode:(kvm-vm|kvm-vcpu:[0-9]+|\[eventfd\]|\[eventpoll\]|\[signalfd\]|\[timerfd\]|seccomp notify)|(/run)?/padcell/uids/[0-9]+|socket:\[[0-9]+\]|pipe:\[[0-9]+\]|'"$(readlink -f "$LOGDIR")"'(/.*)?)$')
 	[ -z "$bad" ] || { echo "unexpected fds: $(tr '\n' ' ' <<<"$bad")"; return; }
 	grep -q "^Seccomp_filters:[[:space:]]*[23]" "/proc/$pid/task/$pid/status" || { echo "the control thread has no filter of its own"; return; }
 }
@@ -89,6 +110,85 @@ case_uid() {
 	result jail-uid "$why" "$log"
 }
 
+# ns_alive NS: whether any process is still in mount namespace NS (a "mnt:[N]" link).
+ns_alive() { for p in /proc/[0-9]*; do [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$1" ] && return 0; done; return 1; }
+
+# The jail (an empty tmpfs in the monitor's own mount namespace) is gone after exit and after
+# SIGKILL: no process is left in that namespace and the host never saw the mount (the jail makes
+# no host directory at all: the tmpfs is mounted over /tmp inside that namespace); meanwhile a snapshot through the API still lands beside the socket (held directory fds).
+jail_gone() { # HOW (TERM or KILL)
+	local log=$LOGDIR/gone-$1.log why="" pid ns
+	rm -f "$SOCK"; rm -rf "$LOGDIR/snap-$1"
+	"$PADCELL" "${LONG[@]}" </dev/null >"$log" 2>&1 &
+	pid=$!
+	if ! wait_sock "$SOCK" || ! wait_line "$log" '^COUNT 3'; then why="the guest never counted"
+	else
+		ns=$(readlink "/proc/$pid/ns/mnt")
+		grep -q padcell-jail /proc/self/mountinfo && why="the jail's mount reached the host's mount namespace"
+		[ -z "$why" ] && ! "$PADCELL" snapshot --api-sock "$SOCK" --to "$LOGDIR/snap-$1" >>"$log" 2>&1 && why="the snapshot failed"
+		[ -z "$why" ] && [ ! -s "$LOGDIR/snap-$1/state" ] && why="no state file after the snapshot"
+	fi
+	kill -"$1" "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+	if [ -z "$why" ]; then
+		for _ in $(seq $((HANG * 20))); do ns_alive "$ns" || break; sleep 0.05; done
+		if ns_alive "$ns"; then why="a process is still in the jail's mount namespace $ns"
+		elif grep -q padcell-jail /proc/self/mountinfo; then why="a padcell-jail mount is left on the host"; fi
+	fi
+	[ -z "$why" ] && [ "$1" = TERM ] && [ -e "$SOCK" ] && why="the API socket is still there after exit"
+	result "jail-gone-after-$1" "$why" "$log"
+}
+case_gone_exit() { jail_gone TERM; }
+case_gone_kill() { jail_gone KILL; }
+
+# A VM with a NIC (libslirp on its own thread, the network-stack filter): confined like any other,
+# in the host's network namespace; the NIC thread's forbidden call is reported as such.
+case_net() {
+	local log=$LOGDIR/net.log why="" pid
+	rm -f "$SOCK"
+	"$NETPADCELL" "${LONG[@]}" --net </dev/null >"$log" 2>&1 &
+	pid=$!
+	if ! wait_sock "$SOCK" || ! wait_line "$log" '^COUNT 3'; then why="the guest never counted"
+	else why=$(check_confined "$pid" "$(id -u)" host-net); fi
+	kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+	[ -z "$why" ] && grep -q 'jail:' "$log" && why="padcell printed a jail warning: $(grep -m1 'jail:' "$log")"
+	result jail-net "$why" "$log"
+}
+
+# --uid-range as root: two VMs at once get two different uids of the range (each holds its uid's
+# lock file), a third finds the range full (one line, exit 2, nothing left running); a snapshot
+# through the API lands in a directory `padcell snapshot` made and handed to the VM's uid.
+case_uid_range() {
+	local log=$LOGDIR/uid-range.log why="" p1 p2 u1 u2 rc s1=$LOGDIR/ur1.sock s2=$LOGDIR/ur2.sock
+	if [ "$(id -u)" != 0 ]; then echo "SKIP jail-uid-range: needs root"; skip=$((skip + 1)); return; fi
+	local range=$((600000 + RANDOM % 1000 * 2)):2
+	rm -f "$s1" "$s2"; rm -rf "$LOGDIR/ur-snap"; : >"$log"
+	"$PADCELL" boot --kernel "$GUEST" --mem 64M --api-sock "$s1" --uid-range "$range" \
+		--cmdline "tg.case=count tg.count=100000" </dev/null >"$log.1" 2>&1 &
+	p1=$!
+	PADCELL_UID_RANGE=$range "$PADCELL" boot --kernel "$GUEST" --mem 64M --api-sock "$s2" \
+		--cmdline "tg.case=count tg.count=100000" </dev/null >"$log.2" 2>&1 &
+	p2=$!
+	if ! wait_sock "$s1" || ! wait_sock "$s2" || ! wait_line "$log.1" '^COUNT 3' || ! wait_line "$log.2" '^COUNT 3'; then
+		why="the guests never counted"
+	else
+		u1=$(awk '$1 == "Uid:" {print $2}' "/proc/$p1/status"); u2=$(awk '$1 == "Uid:" {print $2}' "/proc/$p2/status")
+		if [ "$u1" = "$u2" ] || [ "$u1" = 0 ] || [ "$u2" = 0 ]; then why="the two VMs run as uids $u1 and $u2"
+		else why=$(check_confined "$p1" "$u1"); fi
+		if [ -z "$why" ]; then
+			timeout 30 "$PADCELL" boot --kernel "$GUEST" --mem 64M --uid-range "$range" </dev/null >>"$log" 2>&1
+			rc=$?
+			[ "$rc" -eq 2 ] && grep -q 'all 2 uids are in use' "$log" || why="a third VM in a full range: exit $rc"
+		fi
+		if [ -z "$why" ]; then
+			"$PADCELL" snapshot --api-sock "$s1" --to "$LOGDIR/ur-snap" >>"$log" 2>&1 || why="the snapshot of a VM running as uid $u1 failed"
+			[ -z "$why" ] && [ ! -s "$LOGDIR/ur-snap/state" ] && why="no state file"
+		fi
+	fi
+	kill -TERM "$p1" "$p2" 2>/dev/null; wait "$p1" "$p2" 2>/dev/null
+	cat "$log.1" "$log.2" >>"$log"
+	result jail-uid-range "$why" "$log"
+}
+
 case_no_jail() {
 	local log=$LOGDIR/nojail.log why="" rc
 	timeout 30 "$PADCELL" boot --kernel "$GUEST" --mem 64M --no-jail </dev/null >"$log" 2>&1
@@ -100,20 +200,22 @@ case_no_jail() {
 }
 
 # A forbidden syscall (personality) in each thread kind ends the VM with exit 159, naming it.
-violation() { # KIND
-	local log=$LOGDIR/violation-$1.log why="" rc
+violation() { # KIND [BINARY EXTRA-FLAGS...]
+	local log=$LOGDIR/violation-$1.log why="" rc kind=$1 bin=${2:-$JAILTEST}
+	shift; [ $# -gt 0 ] && shift
 	rm -f "$SOCK"
-	PADCELL_JAIL_TEST_VIOLATION=$1 timeout 30 "$JAILTEST" "${LONG[@]}" </dev/null >"$log" 2>&1
+	PADCELL_JAIL_TEST_VIOLATION=$kind timeout 30 "$bin" "${LONG[@]}" "$@" </dev/null >"$log" 2>&1
 	rc=$?
 	if [ "$rc" -ne 159 ]; then why="exit $rc, expected 159"
-	elif ! grep -qi "the $1 thread made a forbidden system call, personality (135)" "$log"; then
-		why="no message naming the $1 thread and personality"
-	elif [ -e "$SOCK" ]; then :; fi
-	result "jail-violation-$1" "$why" "$log"
+	elif ! grep -qi "the $kind thread made a forbidden system call, personality (135)" "$log"; then
+		why="no message naming the $kind thread and personality"
+	fi
+	result "jail-violation-$kind" "$why" "$log"
 }
 case_violation_vcpu() { violation vcpu; }
 case_violation_device() { violation device; }
 case_violation_control() { violation control; }
+case_violation_network() { violation network "$NETJAILTEST" --net; }
 
 # --seccomp=log: the same call is logged, not fatal.
 case_seccomp_log() {
@@ -152,10 +254,15 @@ case_rootless() {
 
 case_status
 case_uid
+case_uid_range
+case_gone_exit
+case_gone_kill
 case_no_jail
 case_violation_vcpu
 case_violation_device
 case_violation_control
+case_violation_network
+case_net
 case_seccomp_log
 case_rootless
 echo "$pass passed, $fail failed, $skip skipped"

@@ -12,6 +12,7 @@ UNIT_SRCS := tests/unit/images.c tests/unit/test_gmem.c tests/unit/test_bus.c \
              tests/unit/test_util.c \
              tests/unit/test_ratelimit.c tests/unit/test_net_policy.c tests/unit/test_net_gate.c \
              tests/unit/test_net_dns.c tests/unit/test_net_sni.c \
+             tests/unit/test_jail.c \
              tests/unit/report.c
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 UNIT_BIN  := $(BUILD)/tests/unit-tests
@@ -41,7 +42,8 @@ unit: $(UNIT_BIN) $(BUILD)/padcell $(GUEST_BUILD)/padcell-agent
 # build/san/padcell and build/san/guest/padcell-agent are links to them.
 SAN_BUILD  := $(BUILD)/san
 SAN_FLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-SAN_OBJS   := $(LIB_SRCS:%.c=$(SAN_BUILD)/%.o) $(SAN_BUILD)/vmm/dsdt_blob.o $(UNIT_SRCS:%.c=$(SAN_BUILD)/%.o)
+SAN_OBJS   := $(LIB_SRCS:%.c=$(SAN_BUILD)/%.o) $(SAN_BUILD)/vmm/dsdt_blob.o $(SAN_BUILD)/vmm/jail/seccomp_bpf.o \
+              $(UNIT_SRCS:%.c=$(SAN_BUILD)/%.o)
 SAN_UNIT_BIN := $(SAN_BUILD)/tests/unit-tests
 
 .PHONY: unit-san unit-san-bin
@@ -57,6 +59,11 @@ $(SAN_BUILD)/%.o: %.c
 $(SAN_BUILD)/vmm/dsdt_blob.o: vmm/x86/dsdt_blob.S $(BUILD)/vmm/dsdt.aml
 	@mkdir -p $(dir $@)
 	$(CC) -c -DDSDT_AML='"$(BUILD)/vmm/dsdt.aml"' $< -o $@
+
+# the jail's generated programs (Makefile)
+$(SAN_BUILD)/vmm/jail/seccomp_bpf.o: $(BUILD)/vmm/jail/seccomp_bpf.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) $(SAN_FLAGS) -c $< -o $@
 
 $(SAN_UNIT_BIN): $(SAN_OBJS)
 	@mkdir -p $(dir $@)

@@ -3,6 +3,7 @@
  * Jansson, sockets driven without blocking from the monitor's event loop (no thread of its own).
  */
 #include "vmm/api/api.h"
+#include "vmm/jail/jail.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -557,7 +558,7 @@ void api_server_destroy(struct api_server *s)
 		conn_close(s, &s->conns[i]);
 	close(s->lfd);
 	if (s->path[0])
-		unlink(s->path);
+		jail_unlink(s->path); /* through the jail: its root is empty by now */
 	close(s->ep);
 	if (s->spare_fd >= 0)
 		close(s->spare_fd);

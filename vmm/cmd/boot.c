@@ -61,7 +61,9 @@ static int boot_vm(const struct boot_opts *o)
 		return die_usage("%s%s", err, "");
 	/* What the VM touches after confinement: its sockets (removed at exit), its snapshots. */
 	jail_allow_path(o->api_sock, false);
-	jail_allow_path(o->vsock_path, false);
+	jail_allow_connect(o->vsock_path);
+	jail_own_path(o->api_sock); /* with --uid/--uid-range: the VM's uid owns its sockets */
+	jail_own_path(o->vsock_path);
 	jail_allow_path(o->snapshot_dir, true);
 	/* The control socket is claimed first: a live or unusable PATH is the user's error, found
 	 * before anything is built. */

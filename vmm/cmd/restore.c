@@ -134,7 +134,9 @@ int cmd_restore(int argc, char **argv)
 		return usage_error("restore: %s", err);
 	/* What the VM touches after confinement: its sockets (removed at exit), API snapshots beside them. */
 	jail_allow_path(o.api_sock, false);
-	jail_allow_path(o.vsock, false);
+	jail_allow_connect(o.vsock);
+	jail_own_path(o.api_sock); /* with --uid/--uid-range: the VM's uid owns its sockets */
+	jail_own_path(o.vsock);
 	/* Sockets first: a live or unusable PATH is the user's error, found before anything is built. */
 	int api_fd = -1, vsock_fd = -1, rc = EXIT_USAGE;
 	struct net_params net = { .log_fd = -1 };
@@ -178,11 +180,11 @@ out_sockets:
 	launch_net_close(&net);
 	if (vsock_fd >= 0) {
 		close(vsock_fd);
-		unlink(o.vsock);
+		jail_unlink(o.vsock);
 	}
 	if (api_fd >= 0) {
 		close(api_fd);
-		unlink(o.api_sock);
+		jail_unlink(o.api_sock);
 	}
 	return rc;
 }

@@ -218,7 +218,7 @@ static void run_cleanup(struct run *r)
 	jail_abort(); /* a run that never confined: the console thread waits at the jail's gate */
 	if (r->ready_fd >= 0) {
 		close(r->ready_fd);
-		unlink(r->ready_path);
+		jail_unlink(r->ready_path);
 		r->ready_fd = -1;
 	}
 	if (r->vm) {
@@ -229,8 +229,8 @@ static void run_cleanup(struct run *r)
 	launch_teardown(&r->l);
 	r->vm = NULL;
 	if (r->dir[0]) {
-		unlink(r->vsock_path);
-		rmdir(r->dir);
+		jail_unlink(r->vsock_path);
+		jail_rmdir(r->dir);
 		r->dir[0] = '\0';
 	}
 	if (r->console_mine)
@@ -337,8 +337,9 @@ static int connect_restored(struct run *r, struct agent_conn *c, int *code, char
 /* Pauses the VM, writes DIR/state and DIR/mem, resumes it. */
 static int snapshot_to_dir(struct vm *vm, const char *dir, char *err, size_t errlen)
 {
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return errorf(err, errlen, -errno, "--snapshot-when-ready: cannot make %s: %s", dir, strerror(errno));
+	int mrc = jail_mkdir(dir, 0755);
+	if (mrc && mrc != -EEXIST)
+		return errorf(err, errlen, mrc, "--snapshot-when-ready: cannot make %s: %s", dir, strerror(-mrc));
 	char state[PATH_MAX], mem[PATH_MAX], why[256];
 	if (snprintf(state, sizeof(state), "%s/state", dir) >= (int)sizeof(state) ||
 	    snprintf(mem, sizeof(mem), "%s/mem", dir) >= (int)sizeof(mem))
@@ -469,7 +470,7 @@ void ready_snap_finish(struct ready_snap *s)
 	s->started = false;
 	if (s->ready_fd >= 0) {
 		close(s->ready_fd);
-		unlink(s->ready_path);
+		jail_unlink(s->ready_path);
 	}
 	s->ready_fd = -1;
 }
@@ -497,7 +498,7 @@ static int run_main(struct run *r)
 	if (r->ready_fd < 0)
 		goto fail;
 	/* What the VM touches after confinement: its socket directory (its own), its snapshots. */
-	jail_allow_path(r->vsock_path, false);
+	jail_allow_connect(r->vsock_path);
 	jail_allow_path(r->o.snapshot_dir, true);
 	if (r->dir[0]) {
 		jail_allow_rmdir(r->dir);

@@ -102,6 +102,15 @@ int cmd_snapshot(int argc, char **argv)
 		api_client_close(&cl);
 		return fail(EXIT_USAGE, "--to '%s': cannot create the directory: %s", to, strerror(-e));
 	}
+	/*
+	 * A jailed monitor started as root runs as another uid (--uid, --uid-range) and owns its API
+	 * socket: a directory made here for its files is handed to that uid, so it can write them.
+	 */
+	struct stat sst;
+	if (made && geteuid() == 0 && stat(sock, &sst) == 0 && sst.st_uid != 0 && chown(to, sst.st_uid, sst.st_gid) < 0) {
+		rc = fail(EXIT_HOST_ERROR, "--to '%s': cannot hand it to the VM's uid: %s", to, strerror(errno));
+		goto out;
+	}
 	/* The VM resolves paths from its own working directory: send absolute ones. */
 	if (!realpath(to, abs)) {
 		rc = fail(EXIT_USAGE, "--to '%s': %s", to, strerror(errno));

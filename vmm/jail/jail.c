@@ -13,9 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/file.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /*
@@ -41,10 +44,20 @@ static struct {
 	char owned[4][4096];     /* the VM's own files, handed to --uid when it switches */
 	unsigned nowned;
 	int test_kind;           /* PADCELL_TEST_HOOKS: the kind that makes a forbidden call, or -1 */
+	uint64_t prepare_ns, confine_ns; /* what the jail cost the start (--verbose) */
+	bool ns;                 /* the namespaces were made: pivot at confinement */
+	bool pivoted;            /* the root is the empty jail: host paths go through reach[] */
+	char cwd[4096];          /* the working directory at start, for relative paths */
+	struct reach {           /* a host directory the VM still uses, by name and by an fd held from before */
+		char path[4096]; /* absolute, no ".", "..", "//" */
+		int fd;
+		bool connect;    /* Unix sockets are connected to beneath it: it is the working directory */
+	} reach[JAIL_MAX_DIRS * 4 + 12];
+	unsigned nreach;
 } J = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, GATE_UNARMED, .ruleset_fd = -1, .test_kind = -1 };
 
 static __thread int thread_kind = JAIL_CONTROL;
-static const char *const kind_names[JAIL_KINDS] = { "control", "vCPU", "device" };
+static const char *const kind_names[JAIL_KINDS] = { "control", "vCPU", "device", "network" };
 
 void jail_opts_init(struct jail_opts *o)
 {
@@ -62,10 +75,33 @@ static int parse_id(const char *arg, long *out)
 	return 0;
 }
 
+/* START:COUNT, both decimal, COUNT >= 1, the range within uids 1..2^31-2 (never root, never -1). */
+static int parse_range(const char *arg, long *start, long *count)
+{
+	char *end;
+	errno = 0;
+	long s = strtol(arg, &end, 10);
+	if (errno || end == arg || *end != ':' || s < 1)
+		return -EINVAL;
+	const char *c = end + 1;
+	long n = strtol(c, &end, 10);
+	if (errno || end == c || *end || n < 1 || n > 0x7ffffffe - s)
+		return -EINVAL;
+	*start = s;
+	*count = n;
+	return 0;
+}
+
 int jail_opt_parse(struct jail_opts *o, int opt, const char *arg, int *rc, char *err, size_t errlen)
 {
 	*rc = 0;
 	switch (opt) {
+	case JAIL_OPT_UID_RANGE:
+		if (parse_range(arg, &o->uid_start, &o->uid_count)) {
+			snprintf(err, errlen, "--uid-range takes START:COUNT (uids START..START+COUNT-1, START >= 1), not '%s'", arg);
+			*rc = -EINVAL;
+		}
+		return 1;
 	case JAIL_OPT_NO_JAIL: o->off = true; return 1;
 	case JAIL_OPT_SECCOMP:
 		if (!strcmp(arg, "kill"))
@@ -94,6 +130,19 @@ int jail_opt_parse(struct jail_opts *o, int opt, const char *arg, int *rc, char 
 		return 1;
 	default: return 0;
 	}
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+void jail_cost(uint64_t *prepare_ns, uint64_t *confine_ns)
+{
+	*prepare_ns = J.prepare_ns;
+	*confine_ns = J.confine_ns;
 }
 
 bool jail_armed(void)
@@ -126,24 +175,64 @@ static int read_int(const char *path, int dflt)
 	return v;
 }
 
-int jail_prepare(const struct jail_opts *o, char *err, size_t errlen)
+/*
+ * A uid of --uid-range no other running VM has: each uid's lock file under JAIL_UID_LOCK_DIR is
+ * flock'ed for the life of the process (the kernel lets go of it however the process ends, also
+ * on SIGKILL), trying from a random place in the range so starts rarely contend.  The gid is the
+ * uid's number too.
+ */
+static int uid_pick(char *err, size_t errlen)
+{
+	if (mkdir("/run/padcell", 0755) < 0 && errno != EEXIST)
+		return snprintf(err, errlen, "--uid-range: cannot make /run/padcell: %s", strerror(errno)), -errno;
+	if (mkdir(JAIL_UID_LOCK_DIR, 0700) < 0 && errno != EEXIST)
+		return snprintf(err, errlen, "--uid-range: cannot make %s: %s", JAIL_UID_LOCK_DIR, strerror(errno)), -errno;
+	int dfd = open(JAIL_UID_LOCK_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (dfd < 0)
+		return snprintf(err, errlen, "--uid-range: cannot open %s: %s", JAIL_UID_LOCK_DIR, strerror(errno)), -errno;
+	uint32_t r = 0;
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+		r = (uint32_t)getpid();
+	for (long i = 0; i < J.o.uid_count; i++) {
+		long uid = J.o.uid_start + (long)((r + (uint64_t)i) % (uint64_t)J.o.uid_count);
+		char name[24];
+		snprintf(name, sizeof(name), "%ld", uid);
+		int fd = openat(dfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd < 0) {
+			int e = errno;
+			close(dfd);
+			return snprintf(err, errlen, "--uid-range: cannot open %s/%s: %s", JAIL_UID_LOCK_DIR, name, strerror(e)), -e;
+		}
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			close(dfd);
+			J.o.uid = J.o.gid = uid; /* fd stays open: the lock is this VM's until it ends */
+			return 0;
+		}
+		close(fd);
+	}
+	close(dfd);
+	return snprintf(err, errlen, "--uid-range %ld:%ld: all %ld uids are in use by running VMs", J.o.uid_start,
+			J.o.uid_count, J.o.uid_count), -EBUSY;
+}
+
+static int prepare(const struct jail_opts *o, char *err, size_t errlen)
 {
 	if (o->off) {
 		fprintf(stderr, "padcell: warning: --no-jail: the monitor runs unconfined (no seccomp, Landlock, "
 				"namespaces or privilege drop)\n");
 		return 0;
 	}
-	/*
-	 * The NIC's user-mode stack dials out with AF_INET sockets from its device thread, which the
-	 * filters do not allow yet: refuse the combination plainly instead of killing the VM later.
-	 */
-	if (o->host_net)
-		return snprintf(err, errlen, "the jail does not cover a NIC yet: --net (and --allow, --allow-internet, "
-				"--net-log) need --no-jail for now"), -ENOTSUP;
 	J.o = *o;
 	bool root = geteuid() == 0;
 	if (!root && ((o->uid >= 0 && o->uid != (long)getuid()) || (o->gid >= 0 && o->gid != (long)getgid())))
 		return snprintf(err, errlen, "--uid/--gid switch users only when padcell runs as root"), -EPERM;
+	const char *env = getenv("PADCELL_UID_RANGE");
+	if (o->uid < 0 && !o->uid_count && env && *env && parse_range(env, &J.o.uid_start, &J.o.uid_count))
+		return snprintf(err, errlen, "PADCELL_UID_RANGE takes START:COUNT, not '%s'", env), -EINVAL;
+	if (J.o.uid_count && o->uid >= 0)
+		return snprintf(err, errlen, "--uid and --uid-range exclude each other"), -EINVAL;
+	if (J.o.uid_count && !root)
+		return snprintf(err, errlen, "--uid-range switches users only when padcell runs as root"), -EPERM;
 	if (J.o.uid >= 0 && J.o.gid < 0)
 		J.o.gid = J.o.uid;
 #ifdef PADCELL_TEST_HOOKS
@@ -154,9 +243,17 @@ int jail_prepare(const struct jail_opts *o, char *err, size_t errlen)
 #endif
 	/* Whatever the parent left open is not the VM's. */
 	syscall(SYS_close_range, 3u, ~0u, 0u);
-	J.cap_last = read_int("/proc/sys/kernel/cap_last_cap", 40);
+	if (J.o.uid_count) {
+		int rc = uid_pick(err, errlen);
+		if (rc)
+			return rc;
+	}
+	J.cap_last = -1; /* found by the first caps_drop_bounding */
 	char what[64];
+	if (!getcwd(J.cwd, sizeof(J.cwd)))
+		snprintf(J.cwd, sizeof(J.cwd), "/");
 	int rc = jail_ns_enter(root, o->host_net, what, sizeof(what));
+	J.ns = rc == 0;
 	if (rc)
 		fprintf(stderr, "padcell: jail: no new namespaces (%s: %s); Landlock alone keeps the monitor from host files\n",
 			what, strerror(-rc));
@@ -164,6 +261,199 @@ int jail_prepare(const struct jail_opts *o, char *err, size_t errlen)
 		jail_allow_path(o->dirs[i], true);
 	J.gate = GATE_ARMED;
 	return 0;
+}
+
+/* path made absolute (from the start's working directory) with "." and empty components gone; -EACCES for "..". */
+static int lexical(const char *path, char *out, size_t outlen)
+{
+	char in[8192];
+	if ((size_t)snprintf(in, sizeof(in), "%s%s%s", path[0] == '/' ? "" : J.cwd, path[0] == '/' ? "" : "/", path) >=
+	    sizeof(in))
+		return -ENAMETOOLONG;
+	size_t at = 0;
+	char *save = NULL;
+	for (char *c = strtok_r(in, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+		if (!strcmp(c, "."))
+			continue;
+		if (!strcmp(c, ".."))
+			return -EACCES; /* nothing beneath a held directory needs it, and it could climb out */
+		size_t n = strlen(c);
+		if (at + 1 + n + 1 > outlen)
+			return -ENAMETOOLONG;
+		out[at++] = '/';
+		memcpy(out + at, c, n);
+		at += n;
+	}
+	if (!at)
+		out[at++] = '/';
+	out[at] = '\0';
+	return 0;
+}
+
+static void reach_add(const char *dir, bool connect)
+{
+	char abs[4096];
+	if (lexical(dir, abs, sizeof(abs)))
+		return;
+	for (unsigned i = 0; i < J.nreach; i++)
+		if (!strcmp(J.reach[i].path, abs)) {
+			J.reach[i].connect |= connect;
+			return;
+		}
+	if (J.nreach < sizeof(J.reach) / sizeof(J.reach[0])) {
+		snprintf(J.reach[J.nreach].path, sizeof(J.reach[0].path), "%s", abs);
+		J.reach[J.nreach].fd = -1;
+		J.reach[J.nreach++].connect = connect;
+	}
+}
+
+/* Where a path lies: its held directory's index (the longest that holds it) and the rest, or -EACCES. */
+static int reach_find(const char *path, char *rel, size_t rellen)
+{
+	char abs[4096];
+	int rc = lexical(path, abs, sizeof(abs));
+	if (rc)
+		return rc;
+	int best = -1;
+	size_t best_len = 0;
+	for (unsigned i = 0; i < J.nreach; i++) {
+		size_t n = strlen(J.reach[i].path);
+		bool root = n == 1;
+		if (J.reach[i].fd < 0 || (!root && (strncmp(abs, J.reach[i].path, n) || (abs[n] && abs[n] != '/'))))
+			continue;
+		if (best < 0 || n > best_len)
+			best = (int)i, best_len = n;
+	}
+	if (best < 0)
+		return -EACCES;
+	const char *rest = abs + (best_len == 1 ? 1 : best_len + (abs[best_len] == '/'));
+	if ((size_t)snprintf(rel, rellen, "%s", *rest ? rest : ".") >= rellen)
+		return -ENAMETOOLONG;
+	return best;
+}
+
+int jail_at(const char *path, char *rel, size_t rellen)
+{
+	if (!J.pivoted) {
+		if ((size_t)snprintf(rel, rellen, "%s", path) >= rellen)
+			return -ENAMETOOLONG;
+		return AT_FDCWD;
+	}
+	int i = reach_find(path, rel, rellen);
+	return i < 0 ? i : J.reach[i].fd;
+}
+
+int jail_unix_path(const char *path, char *out, size_t outlen)
+{
+	if (!J.pivoted) {
+		if ((size_t)snprintf(out, outlen, "%s", path) >= outlen)
+			return -ENAMETOOLONG;
+		return 0;
+	}
+	int i = reach_find(path, out, outlen);
+	/* connect(2) has no dirfd: only beneath the working directory (the vsock socket's) */
+	return i < 0 ? i : J.reach[i].connect ? 0 : -EACCES;
+}
+
+int jail_unlink(const char *path)
+{
+	char rel[4096];
+	int dfd = jail_at(path, rel, sizeof(rel));
+	if (dfd < 0 && dfd != AT_FDCWD)
+		return dfd;
+	return unlinkat(dfd, rel, 0) < 0 ? -errno : 0;
+}
+
+int jail_rmdir(const char *path)
+{
+	char parent[4096], rel[4096];
+	snprintf(parent, sizeof(parent), "%s", path);
+	char *slash = strrchr(parent, '/');
+	if (!J.pivoted || !slash || !slash[1])
+		return rmdir(path) < 0 ? -errno : 0;
+	*slash = '\0';
+	/* the directory itself is held (its fd stays open), so name it from its parent's */
+	char name[8200];
+	int i = reach_find(*parent ? parent : "/", rel, sizeof(rel));
+	if (i < 0)
+		return i;
+	if ((size_t)snprintf(name, sizeof(name), "%s/%s", rel, slash + 1) >= sizeof(name))
+		return -ENAMETOOLONG;
+	return unlinkat(J.reach[i].fd, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+}
+
+int jail_stat(const char *path, struct stat *st)
+{
+	char rel[4096];
+	int dfd = jail_at(path, rel, sizeof(rel));
+	if (dfd < 0 && dfd != AT_FDCWD)
+		return dfd;
+	return fstatat(dfd, rel, st, 0) < 0 ? -errno : 0;
+}
+
+int jail_mkdir(const char *path, mode_t mode)
+{
+	char rel[4096];
+	int dfd = jail_at(path, rel, sizeof(rel));
+	if (dfd < 0 && dfd != AT_FDCWD)
+		return dfd;
+	return mkdirat(dfd, rel, mode) < 0 ? -errno : 0;
+}
+
+int jail_rename(const char *from, const char *to)
+{
+	char rfrom[4096], rto[4096];
+	int ffd = jail_at(from, rfrom, sizeof(rfrom)), tfd = jail_at(to, rto, sizeof(rto));
+	if (ffd < 0 && ffd != AT_FDCWD)
+		return ffd;
+	if (tfd < 0 && tfd != AT_FDCWD)
+		return tfd;
+	return renameat(ffd, rfrom, tfd, rto) < 0 ? -errno : 0;
+}
+
+int jail_open(const char *path, int flags, mode_t mode)
+{
+	char rel[4096];
+	int dfd = jail_at(path, rel, sizeof(rel));
+	if (dfd < 0 && dfd != AT_FDCWD)
+		return dfd;
+	int fd = openat(dfd, rel, flags, mode);
+	return fd < 0 ? -errno : fd;
+}
+
+void jail_allow_connect(const char *path)
+{
+	if (!path)
+		return;
+	jail_allow_path(path, false);
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	reach_add(dir, true);
+}
+
+/* A held directory under both names: its real path, and as the user spelt it (a symlink on the way). */
+static void reach_spelt(const char *path, bool is_dir, const char *real)
+{
+	reach_add(real, false);
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!is_dir) {
+		if (!slash)
+			snprintf(dir, sizeof(dir), ".");
+		else if (slash == dir)
+			dir[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	reach_add(dir, false);
 }
 
 void jail_allow_path(const char *path, bool is_dir)
@@ -189,6 +479,7 @@ void jail_allow_path(const char *path, bool is_dir)
 			return;
 		snprintf(d, sizeof(J.dirs[0]), "%s", tmp);
 		J.ndirs++;
+		reach_spelt(path, false, d);
 		return;
 	}
 	if (!is_dir) {
@@ -199,6 +490,7 @@ void jail_allow_path(const char *path, bool is_dir)
 			*slash = '\0';
 	}
 	J.ndirs++;
+	reach_spelt(path, is_dir, d);
 }
 
 void jail_allow_rmdir(const char *dir)
@@ -215,6 +507,7 @@ void jail_allow_rmdir(const char *dir)
 		return; /* a directory in / is never the VM's to remove */
 	*slash = '\0';
 	snprintf(J.rmdir_parents[J.nrmdir++], sizeof(J.rmdir_parents[0]), "%s", real);
+	reach_spelt(dir, false, real);
 }
 
 void jail_own_path(const char *path)
@@ -231,12 +524,25 @@ void jail_abort(void)
 
 /* ---- privileges ---------------------------------------------------------------------------- */
 
-/* This thread's capabilities, all of them: bounding and ambient sets, then permitted/effective. */
-static int caps_drop_thread(void)
+/*
+ * This thread's bounding and ambient sets, while it still has CAP_SETPCAP.  The kernel's last
+ * capability is where PR_CAPBSET_DROP says EINVAL (found once, no /proc read); EPERM (no
+ * CAP_SETPCAP, checked first by the kernel) means there is nothing this thread could drop.
+ */
+static void caps_drop_bounding(void)
 {
 	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-	for (int c = 0; c <= J.cap_last; c++)
-		prctl(PR_CAPBSET_DROP, c, 0, 0, 0); /* EPERM without CAP_SETPCAP: then there was nothing to drop */
+	for (int c = 0; c < 64 && (J.cap_last < 0 || c <= J.cap_last); c++)
+		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0) {
+			if (errno == EINVAL)
+				J.cap_last = c - 1;
+			break; /* EINVAL: past the last; EPERM: no CAP_SETPCAP, nothing to drop */
+		}
+}
+
+/* This thread's permitted, effective and inheritable sets (its bounding set is already empty). */
+static int caps_drop_thread(void)
+{
 	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
 	struct __user_cap_data_struct d[2] = { 0 };
 	return syscall(SYS_capset, &h, d) < 0 ? -errno : 0;
@@ -246,9 +552,13 @@ static int ids_switch(char *err, size_t errlen)
 {
 	if (J.o.uid < 0)
 		return 0;
-	for (unsigned i = 0; i < J.nowned; i++)
-		if (lchown(J.owned[i], J.o.uid, J.o.gid) < 0 && errno != ENOENT)
-			return snprintf(err, errlen, "cannot hand %s to uid %ld: %s", J.owned[i], J.o.uid, strerror(errno)), -errno;
+	for (unsigned i = 0; i < J.nowned; i++) {
+		char rel[4096];
+		int dfd = jail_at(J.owned[i], rel, sizeof(rel)); /* the root may be the empty jail by now */
+		int rc = dfd < 0 && dfd != AT_FDCWD ? dfd : fchownat(dfd, rel, J.o.uid, J.o.gid, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+		if (rc && rc != -ENOENT)
+			return snprintf(err, errlen, "cannot hand %s to uid %ld: %s", J.owned[i], J.o.uid, strerror(-rc)), rc;
+	}
 	/* glibc applies these to every thread of the process */
 	if (setgroups(0, NULL) < 0 || setresgid(J.o.gid, J.o.gid, J.o.gid) < 0 || setresuid(J.o.uid, J.o.uid, J.o.uid) < 0)
 		return snprintf(err, errlen, "cannot switch to uid %ld gid %ld: %s", J.o.uid, J.o.gid, strerror(errno)), -errno;
@@ -328,11 +638,56 @@ static void test_hook(enum jail_kind kind)
 
 /* ---- the sequence --------------------------------------------------------------------------- */
 
-int jail_confine(uint64_t mem_size, char *err, size_t errlen)
+/*
+ * This thread into the network namespace made meanwhile, then every directory the VM still uses
+ * held as an fd and the root swapped for an empty tmpfs.  What cannot be done is said once, and
+ * Landlock alone keeps the monitor from host files (paths are then used as they are).
+ */
+static void net_and_root(void)
+{
+	int rc = 0;
+	if (!J.o.host_net) { /* a NIC's stack dials out from the host's network namespace */
+		rc = jail_ns_net_wait();
+		if (rc >= 0)
+			rc = jail_ns_net_join();
+		if (rc < 0)
+			fprintf(stderr, "padcell: jail: no network namespace (%s); seccomp allows Unix sockets only\n",
+				strerror(-rc));
+	}
+	reach_add("/proc/self", false); /* snapshots read its pagemap */
+	for (unsigned i = 0; i < J.nreach; i++)
+		J.reach[i].fd = open(J.reach[i].path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int here = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	struct stat st;
+	const char *mountpoint = stat("/tmp", &st) == 0 && S_ISDIR(st.st_mode) ? "/tmp" : "/dev";
+	char what[96];
+	rc = jail_ns_pivot(mountpoint, what, sizeof(what));
+	if (rc) {
+		if (here >= 0 && fchdir(here) < 0)
+			rc = -errno;
+		fprintf(stderr, "padcell: jail: no empty root (%s: %s); Landlock alone keeps the monitor from host files\n",
+			what, strerror(-rc));
+		for (unsigned i = 0; i < J.nreach; i++)
+			if (J.reach[i].fd >= 0)
+				close(J.reach[i].fd);
+		for (unsigned i = 0; i < J.nreach; i++)
+			J.reach[i].fd = -1;
+	} else {
+		J.pivoted = true;
+		/* connect(2) names a socket from the working directory: the vsock socket's, where PATH_P lie */
+		for (unsigned i = 0; i < J.nreach; i++)
+			if (J.reach[i].connect && J.reach[i].fd >= 0 && fchdir(J.reach[i].fd) == 0)
+				break;
+	}
+	if (here >= 0)
+		close(here);
+}
+
+static int confine(uint64_t mem_size, char *err, size_t errlen)
 {
 	if (J.gate != GATE_ARMED)
 		return 0;
-	int rc = jail_seccomp_build(J.o.seccomp, err, errlen);
+	int rc = jail_seccomp_build(J.o.seccomp, J.o.host_net, err, errlen);
 	if (rc)
 		goto fail;
 	limits_set(mem_size);
@@ -349,6 +704,9 @@ int jail_confine(uint64_t mem_size, char *err, size_t errlen)
 	for (unsigned i = 0; i < J.nrmdir; i++)
 		rmdir_parents[i] = J.rmdir_parents[i];
 	J.ruleset_fd = jail_landlock_make(dirs, J.ndirs, rmdir_parents, J.nrmdir, why, sizeof(why));
+	/* The network namespace, then the empty root: both before Landlock, which forbids mounting. */
+	if (J.ns)
+		net_and_root();
 	if (J.ruleset_fd < 0) {
 		fprintf(stderr, "padcell: jail: %s: the monitor's file access is not restricted\n", why);
 	} else if ((rc = jail_landlock_restrict(J.ruleset_fd))) {
@@ -356,9 +714,7 @@ int jail_confine(uint64_t mem_size, char *err, size_t errlen)
 		goto fail;
 	}
 	/* Bounding set while CAP_SETPCAP is still there, then the ids, then the rest of the capabilities. */
-	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-	for (int c = 0; c <= J.cap_last; c++)
-		prctl(PR_CAPBSET_DROP, c, 0, 0, 0);
+	caps_drop_bounding();
 	/* The threads already there do the same for themselves; the uid switch waits for them. */
 	pthread_mutex_lock(&J.lock);
 	J.gate = GATE_JOIN;
@@ -369,6 +725,7 @@ int jail_confine(uint64_t mem_size, char *err, size_t errlen)
 	if (J.ruleset_fd >= 0)
 		close(J.ruleset_fd);
 	J.ruleset_fd = -1;
+	jail_ns_net_done();
 	if ((rc = ids_switch(err, errlen)))
 		goto fail;
 	if ((rc = caps_drop_thread())) {
@@ -387,6 +744,22 @@ int jail_confine(uint64_t mem_size, char *err, size_t errlen)
 	return 0;
 fail:
 	jail_abort();
+	return rc;
+}
+
+int jail_prepare(const struct jail_opts *o, char *err, size_t errlen)
+{
+	uint64_t t0 = now_ns();
+	int rc = prepare(o, err, errlen);
+	J.prepare_ns = now_ns() - t0;
+	return rc;
+}
+
+int jail_confine(uint64_t mem_size, char *err, size_t errlen)
+{
+	uint64_t t0 = now_ns();
+	int rc = confine(mem_size, err, errlen);
+	J.confine_ns = J.gate == GATE_CONFINED ? now_ns() - t0 : 0;
 	return rc;
 }
 
@@ -444,10 +817,10 @@ void jail_thread_begin(enum jail_kind kind, bool born_confined)
 		if (gate_wait(false) != GATE_JOIN)
 			return; /* OPEN: no confinement */
 		/* what the main thread did for itself and cannot do for others */
-		prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-		for (int c = 0; c <= J.cap_last; c++)
-			prctl(PR_CAPBSET_DROP, c, 0, 0, 0);
+		caps_drop_bounding();
 		int rc = prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ? -errno : 0;
+		if (J.ns && !J.o.host_net)
+			jail_ns_net_join(); /* the main thread said it if this fails */
 		if (!rc && J.ruleset_fd >= 0)
 			rc = jail_landlock_restrict(J.ruleset_fd);
 		if (rc)

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 /* A seccomp violation: the process ends with 128 + SIGSYS, as a shell shows a SIGSYS death. */
 #define EXIT_JAIL_VIOLATION 159
@@ -33,6 +34,7 @@ enum jail_kind {
 	JAIL_CONTROL, /* the main thread: event loop, API, agent client, snapshots; and its helpers */
 	JAIL_VCPU,    /* KVM_RUN and the device models' exit handlers */
 	JAIL_DEVICE,  /* device workers: virtio-blk, virtio-vsock */
+	JAIL_NET,     /* the NIC's worker: virtio-net and libslirp's host sockets (AF_INET, AF_INET6) */
 	JAIL_KINDS
 };
 
@@ -42,19 +44,23 @@ struct jail_opts {
 	bool off;                      /* --no-jail */
 	enum jail_seccomp_mode seccomp; /* --seccomp=kill|log */
 	long uid, gid;                 /* --uid/--gid; -1 = keep the invoking user's */
+	long uid_start, uid_count;     /* --uid-range START:COUNT (or $PADCELL_UID_RANGE): a free uid per VM; count 0 = none */
 	const char *dirs[JAIL_MAX_DIRS]; /* --jail-dir DIR: more directories the VM may write at run time */
 	unsigned ndirs;
 	bool host_net;                 /* a NIC's user-mode stack dials out: keep the host's network namespace */
 };
 
 /* Options shared by boot, run and restore: getopt_long rows and their handler. */
-enum { JAIL_OPT_NO_JAIL = 1000, JAIL_OPT_SECCOMP, JAIL_OPT_UID, JAIL_OPT_GID, JAIL_OPT_DIR };
+enum { JAIL_OPT_NO_JAIL = 1000, JAIL_OPT_SECCOMP, JAIL_OPT_UID, JAIL_OPT_GID, JAIL_OPT_DIR, JAIL_OPT_UID_RANGE };
+/* Where the per-uid lock files of --uid-range live (root only). */
+#define JAIL_UID_LOCK_DIR "/run/padcell/uids"
 #define JAIL_LONG_OPTS                                                                   \
 	{ "no-jail", no_argument, NULL, JAIL_OPT_NO_JAIL },                              \
 		{ "seccomp", required_argument, NULL, JAIL_OPT_SECCOMP },                \
 		{ "uid", required_argument, NULL, JAIL_OPT_UID },                        \
 		{ "gid", required_argument, NULL, JAIL_OPT_GID },                        \
-		{ "jail-dir", required_argument, NULL, JAIL_OPT_DIR }
+		{ "jail-dir", required_argument, NULL, JAIL_OPT_DIR },                   \
+		{ "uid-range", required_argument, NULL, JAIL_OPT_UID_RANGE }
 void jail_opts_init(struct jail_opts *o);
 /* 1 when opt is a jail option (then 0 or -EINVAL with err set is in *rc), 0 when it is not. */
 int jail_opt_parse(struct jail_opts *o, int opt, const char *arg, int *rc, char *err, size_t errlen);
@@ -70,11 +76,34 @@ void jail_allow_path(const char *path, bool is_dir);
  */
 void jail_allow_rmdir(const char *dir);
 
+/*
+ * After confinement the root is an empty tmpfs (when the namespaces could be made): a host path
+ * the VM still uses is reached through the held fd of one of the directories above.
+ * jail_at: the dirfd and the rest of path for an *at() call (AT_FDCWD and path itself when the
+ * root was not swapped), or -EACCES when path lies beneath none of them.
+ * jail_unix_path: what to put in sun_path for connect(2) (beneath jail_allow_connect's directory).
+ * jail_unlink/jail_rmdir: unlink(2)/rmdir(2) through them; 0 or -errno.
+ */
+int jail_at(const char *path, char *rel, size_t rellen);
+int jail_unix_path(const char *path, char *out, size_t outlen);
+int jail_unlink(const char *path);
+int jail_rmdir(const char *path);
+/* stat(2), mkdir(2), rename(2), open(2) the same way; 0 (an fd for jail_open) or -errno. */
+int jail_stat(const char *path, struct stat *st);
+int jail_mkdir(const char *path, mode_t mode);
+int jail_rename(const char *from, const char *to);
+int jail_open(const char *path, int flags, mode_t mode);
+/* Like jail_allow_path(path, false); Unix sockets beside path are connected to after confinement. */
+void jail_allow_connect(const char *path);
+
 /* A file of the VM's own (its private directory, its sockets): chowned to --uid when that switches. */
 void jail_own_path(const char *path);
 
 /* Confines the process (mem_size bounds RLIMIT_FSIZE).  0, or -errno with err set. */
 int jail_confine(uint64_t mem_size, char *err, size_t errlen);
+
+/* What the jail cost this start: jail_prepare's and jail_confine's time (0 when off). */
+void jail_cost(uint64_t *prepare_ns, uint64_t *confine_ns);
 
 /* The control thread's own, narrower seccomp filter, once the vCPU threads are started. */
 void jail_control_narrow(void);
@@ -111,7 +140,7 @@ struct jail_support {
 void jail_probe(struct jail_support *s);
 
 /* ---- inside vmm/jail ---- */
-int jail_seccomp_build(enum jail_seccomp_mode mode, char *err, size_t errlen);
+int jail_seccomp_build(enum jail_seccomp_mode mode, bool net, char *err, size_t errlen);
 int jail_seccomp_load_process(char *err, size_t errlen);
 int jail_seccomp_load(enum jail_kind kind);
 int jail_seccomp_load_control(void);
@@ -121,6 +150,10 @@ int jail_landlock_make(const char *const *dirs, unsigned ndirs, const char *cons
 		       char *err, size_t errlen);
 int jail_landlock_restrict(int ruleset_fd);
 int jail_ns_enter(bool root, bool host_net, char *what, size_t whatlen);
+int jail_ns_net_wait(void);
+int jail_ns_net_join(void);
+void jail_ns_net_done(void);
+int jail_ns_pivot(const char *mountpoint, char *what, size_t whatlen);
 void jail_cgroup_probe(struct jail_support *s);
 
 #endif
