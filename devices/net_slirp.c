@@ -18,8 +18,7 @@ int net_slirp_backend(struct net_backend *be, char *err, size_t errlen)
 {
 	(void)be;
 	return errorf(err, errlen, -ENOTSUP,
-		      "this padcell was built without libslirp (a static build: Debian ships no libslirp.a); "
-		      "build with make STATIC=0 for networking");
+		      "this padcell was built without libslirp (make SLIRP=0); build it with SLIRP=1 for networking");
 }
 
 #else

@@ -18,7 +18,7 @@ kvm-test: $(BUILD)/padcell testguest
 KVM_INPROC_BIN := $(BUILD)/tests/kvm-inproc
 $(KVM_INPROC_BIN): $(BUILD)/tests/kvm/inproc.o $(BUILD)/tests/kvm/report.o $(BUILD)/libpadcell.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(PADCELL_LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LIB_DYN_LDLIBS)
 # The unit tests' summary line, named for this tier.
 $(BUILD)/tests/kvm/report.o: tests/unit/report.c
 	@mkdir -p $(dir $@)

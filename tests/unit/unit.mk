@@ -28,8 +28,7 @@ $(UNIT_SLIRP_OBJ): devices/net_slirp.c
 
 $(UNIT_BIN): $(UNIT_OBJS) $(UNIT_SLIRP_OBJ) $(BUILD)/libpadcell.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(UNIT_OBJS) $(UNIT_SLIRP_OBJ) $(BUILD)/libpadcell.a -lcriterion $(PADCELL_LDLIBS) \
-		$(if $(filter 1,$(SLIRP)),,$(SLIRP_LDLIBS))
+	$(CC) $(LDFLAGS) -o $@ $(UNIT_OBJS) $(UNIT_SLIRP_OBJ) $(BUILD)/libpadcell.a -lcriterion $(PADCELL_LDLIBS) $(SLIRP_DYN_LDLIBS)
 
 # The end-to-end tests spawn build/padcell, so it is built first.
 unit: $(UNIT_BIN) $(BUILD)/padcell $(GUEST_BUILD)/padcell-agent
@@ -60,7 +59,7 @@ $(SAN_BUILD)/vmm/dsdt_blob.o: vmm/x86/dsdt_blob.S $(BUILD)/vmm/dsdt.aml
 
 $(SAN_UNIT_BIN): $(SAN_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_FLAGS) $(LDFLAGS) -o $@ $(SAN_OBJS) -lcriterion $(PADCELL_LDLIBS)
+	$(CC) $(SAN_FLAGS) $(LDFLAGS) -o $@ $(SAN_OBJS) -lcriterion $(LIB_DYN_LDLIBS)
 
 $(SAN_BUILD)/padcell: $(BUILD)/padcell
 	@mkdir -p $(dir $@)

@@ -495,7 +495,6 @@ void cli_usage(FILE *out)
 	      "      --allow-internet  any public address (implies --net); loopback, private,\n"
 	      "                 link-local and the host's ranges stay refused unless a rule names them\n"
 	      "      --net-log FILE  append every egress decision as a JSON line\n"
-	      "                 (needs a padcell built with libslirp: make STATIC=0)\n"
 	      "  restore --from DIR [--vsock PATH] [--api-sock PATH] [--drive N=PATH]...\n"
 	      "          [--net|--allow RULE...] [--verbose]\n"
 	      "      Restore a snapshot: memory mapped copy-on-write, the VM continues where it was.\n"
