@@ -14,6 +14,8 @@ prefix=$cache/libslirp-$version
 
 [ -f "$prefix/.padcell-complete" ] && { echo "$prefix"; exit 0; }
 
+# Cold: the build's packages and deb-src entries (idempotent; installing needs root).
+"$(dirname "$0")/deps.sh" build slirp-src >&2
 for tool in meson ninja dpkg-source; do
 	command -v "$tool" >/dev/null || die "$tool missing (run scripts/deps.sh build)"
 done
