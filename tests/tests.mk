@@ -5,7 +5,7 @@ TEST_BINS := $(BUILD)/padcell $(BUILD)/padcell-static
 
 test:
 	@scripts/deps.sh build kernel images nested rootfs fuzz
-	@$(MAKE) --no-print-directory $(TEST_BINS) unit-tests-bin $(KVM_INPROC_BIN) unit-san-bin fuzz-bin testguest kernel initramfs rootfs-min $(BUILD)/rawconnect
+	@$(MAKE) --no-print-directory $(TEST_BINS) unit-tests-bin $(KVM_INPROC_BIN) unit-san-bin fuzz-bin testguest kernel initramfs rootfs-min $(BUILD)/rawconnect $(BUILD)/upstream
 	@$(MAKE) --no-print-directory rootfs-debian || \
 		echo "WARNING: the Debian image did not build (Debian mirror unreachable?): the nested-debian tier will be skipped"
 	@tests/run-all.sh
