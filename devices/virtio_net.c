@@ -577,12 +577,34 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 	n->gate.guest_ip = NET_GUEST_IP;
 	n->gate.dns_ip = NET_DNS_IP;
 	n->gate.mtu = NET_MTU;
+	/*
+	 * Published ports: the stack is made now, not at the first poll, so a port that cannot be
+	 * listened on is the user's error at start, in one line, with nothing left running.
+	 */
+	for (size_t i = 0; i < p->npublish; i++) {
+		if (!n->be_open) {
+			n->be_open = true;
+			if ((rc = n->be.ops->open(n->be.ctx, n))) {
+				errorf(err, errlen, rc, "the %s stack did not start: %s", n->be.ops->name, strerror(-rc));
+				goto err_kick;
+			}
+			n->be_ok = true;
+		}
+		if (!n->be.ops->publish) {
+			rc = errorf(err, errlen, -ENOTSUP, "--publish: the %s stack cannot publish ports", n->be.ops->name);
+			goto err_kick;
+		}
+		if ((rc = n->be.ops->publish(n->be.ctx, &p->publish[i], err, errlen)))
+			goto err_kick;
+	}
 	/* MAC and MTU only: no checksum or segmentation offloads, so every frame is whole and checked. */
 	uint64_t features = (1ULL << VIRTIO_NET_F_MAC) | (1ULL << VIRTIO_NET_F_MTU);
 	virtio_mmio_init(&n->t, mem, host, irq, VIRTIO_ID_NET, features, 2, &n->config, sizeof(n->config), &net_ops, n);
 	devthread_init(&n->thread, &n->t.lock, net_thread, net_kick, n);
 	return 0;
 
+err_kick:
+	close(n->kick_fd);
 err_txbuf:
 	free(n->txbuf);
 err_resolver:

@@ -15,6 +15,7 @@
 #include "devices/virtio_mmio.h"
 #include "vmm/net/gate.h"
 #include "vmm/net/policy.h"
+#include "vmm/net/publish.h"
 
 /*
  * The guest's network, fixed (the guest learns it from padcell.net= on its command line):
@@ -74,6 +75,8 @@ struct net_backend_ops {
 	void (*poll_done)(void *ctx, struct pollfd *fds, unsigned n, int rc);
 	/* Releases the stack: every connection it had is gone. */
 	void (*close)(void *ctx);
+	/* After open: listen on p's host address and port, forwarding to the guest.  0 or -errno, err set. */
+	int (*publish)(void *ctx, const struct net_publish *p, char *err, size_t errlen);
 };
 
 struct net_backend {
@@ -91,6 +94,9 @@ struct net_params {
 	const struct net_backend *backend;
 	/* NULL: the host's resolv.conf; else c-ares servers such as "127.0.0.1:5353" (tests). */
 	const char *dns_servers;
+	/* --publish: host TCP ports forwarded to the guest; the stack listens on them from init on. */
+	const struct net_publish *publish;
+	size_t npublish;
 };
 
 struct net_stats {

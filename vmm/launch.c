@@ -159,7 +159,8 @@ err_close:
 
 int launch_net(const struct net_opts *o, struct net_params *p, char *err, size_t errlen)
 {
-	*p = (struct net_params){ .rules = o->allow, .nrules = o->nallow, .open = o->allow_internet, .log_fd = -1 };
+	*p = (struct net_params){ .rules = o->allow, .nrules = o->nallow, .open = o->allow_internet, .log_fd = -1,
+				  .publish = o->publish, .npublish = o->npublish };
 	if (!net_slirp_built_in()) {
 		char why[256];
 		net_slirp_backend(NULL, why, sizeof(why));

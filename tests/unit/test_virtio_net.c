@@ -60,7 +60,7 @@ static void fb_done(void *ctx, struct pollfd *fds, unsigned n, int rc)
 	}
 }
 static void fb_close(void *ctx) { fb.closed++; }
-static const struct net_backend_ops fb_ops = { "fake", fb_open, fb_send, fb_fill, fb_done, fb_close };
+static const struct net_backend_ops fb_ops = { "fake", fb_open, fb_send, fb_fill, fb_done, fb_close, NULL };
 static const struct net_backend fake_be = { &fb_ops, NULL };
 
 /* ---- the driver's side: two queues ---- */
@@ -212,6 +212,9 @@ static void up_stop(void)
 	up.fd = -1;
 }
 
+static const struct net_publish *mk_publish; /* --publish for the next make_dev */
+static size_t mk_npublish;
+
 static void make_dev(const struct net_backend *be, const char *const *rules, size_t nrules)
 {
 	cr_assert_eq(gmem_init(&mem, 64ULL << 20), 0);
@@ -220,7 +223,7 @@ static void make_dev(const struct net_backend *be, const char *const *rules, siz
 	dev = calloc(1, sizeof(*dev));
 	up_start();
 	struct net_params p = { .rules = rules, .nrules = nrules, .log_fd = -1, .backend = be,
-				.dns_servers = up.servers };
+				.dns_servers = up.servers, .publish = mk_publish, .npublish = mk_npublish };
 	char err[256];
 	cr_assert_eq(virtio_net_init(dev, &p, &mem, &fh.host, 5, err, sizeof(err)), 0, "%s", err);
 }
@@ -833,9 +836,125 @@ Test(net_slirp, arp_and_an_allowed_connection_through_libslirp)
 	gmem_destroy(&mem);
 }
 
+/* A free port on host loopback (bound and closed again: nothing else on this machine takes it meanwhile). */
+static uint16_t free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	socklen_t sl = sizeof(sa);
+	getsockname(fd, (struct sockaddr *)&sa, &sl);
+	close(fd);
+	return ntohs(sa.sin_port);
+}
+
+Test(net_slirp, a_published_port_reaches_the_guest)
+{
+	if (!net_slirp_built_in())
+		cr_skip_test("built without libslirp");
+	struct net_publish pub;
+	char spec[32], err[256];
+	uint16_t port = free_port();
+	snprintf(spec, sizeof(spec), "%u:8000", port);
+	cr_assert_eq(net_publish_parse(spec, &pub, err, sizeof(err)), 0, "%s", err);
+	mk_publish = &pub, mk_npublish = 1;
+	make_dev(NULL, NULL, 0);
+	mk_publish = NULL, mk_npublish = 0;
+	dev_up(16);
+	arp_request(NET_GATEWAY_IP); /* slirp learns the guest's MAC */
+	tx_send();
+	pump();
+	uint16_t seen = used_idx(&dq[0]);
+
+	/* The stack listens from init on: a host client connects, and the guest is offered a SYN to port 8000. */
+	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int rc = connect(c, (struct sockaddr *)&sa, sizeof(sa));
+	cr_assert(rc == 0 || errno == EINPROGRESS, "connect: %s", strerror(errno));
+	bool syn_seen = false;
+	uint8_t r[NET_FRAME_MAX];
+	for (int i = 0; i < 200 && !syn_seen; i++) {
+		virtio_net_poll(dev, 10);
+		for (uint16_t s = seen; s != used_idx(&dq[0]); s++) {
+			size_t n = rx_frame(s, r);
+			if (n >= 54 && get16(r + 12) == 0x0800 && r[23] == IPPROTO_TCP && get32(r + 30) == NET_GUEST_IP &&
+			    get16(r + 36) == 8000 && (r[47] & 0x12) == 0x02)
+				syn_seen = true;
+		}
+		seen = used_idx(&dq[0]);
+	}
+	cr_assert(syn_seen, "a SYN to 10.0.2.15:8000");
+	close(c);
+	virtio_net_destroy(dev);
+	free(dev);
+	gmem_destroy(&mem);
+	up_stop();
+}
+
+Test(net_slirp, a_port_that_cannot_be_published_fails_at_init)
+{
+	if (!net_slirp_built_in())
+		cr_skip_test("built without libslirp");
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	cr_assert_eq(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(l, 1), 0);
+	socklen_t sl = sizeof(sa);
+	getsockname(l, (struct sockaddr *)&sa, &sl);
+	struct net_publish pub;
+	char spec[32], err[256] = "";
+	snprintf(spec, sizeof(spec), "127.0.0.1:%u:80", ntohs(sa.sin_port));
+	cr_assert_eq(net_publish_parse(spec, &pub, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(gmem_init(&mem, 64ULL << 20), 0);
+	fake_host_init(&fh);
+	struct virtio_net *n = calloc(1, sizeof(*n));
+	struct net_params p = { .log_fd = -1, .dns_servers = "127.0.0.1:9", .publish = &pub, .npublish = 1 };
+	cr_assert_neq(virtio_net_init(n, &p, &mem, &fh.host, 5, err, sizeof(err)), 0, "a port in use was published");
+	cr_assert(strstr(err, "cannot listen on 127.0.0.1:"), "%s", err);
+	free(n);
+	gmem_destroy(&mem);
+	close(l);
+}
+
 /* ---- the command line ---- */
 
 #include "vmm/cmd/cli.h"
+
+Test(net_cli, publish_values)
+{
+	struct net_publish p;
+	char err[256];
+	cr_assert_eq(net_publish_parse("8080:80", &p, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(p.host_addr, 0x7f000001u, "host loopback by default");
+	cr_assert_eq(p.host_port, 8080);
+	cr_assert_eq(p.guest_port, 80);
+	cr_assert_eq(net_publish_parse("0.0.0.0:1:65535", &p, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(p.host_addr, 0);
+	cr_assert_eq(p.guest_port, 65535);
+	static const char *bad[] = { "", "80", ":80", "80:", "0:80", "80:0", "65536:80", "80:65536", "x:80", "80:8o",
+				     "1.2.3:80:80", "localhost:80:80", ":80:80", "1.2.3.4::80", "+80:80", "80:-1",
+				     "1.2.3.4:5:6:7", "123456789012345678901234567890123456789012345678:1" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		cr_assert_eq(net_publish_parse(bad[i], &p, err, sizeof(err)), -EINVAL, "'%s' accepted", bad[i]);
+		cr_assert(strstr(err, "--publish"), "%s", err);
+	}
+}
+
+Test(net_cli, publish_implies_net_and_a_port_once)
+{
+	char *argv[] = { "boot", "--kernel", "k", "--publish", "8080:80", "--publish", "0.0.0.0:9090:90", NULL };
+	struct boot_opts o;
+	char err[512];
+	cr_assert_eq(cli_parse_boot(7, argv, &o, err, sizeof(err)), 0, "%s", err);
+	cr_assert(o.net.net);
+	cr_assert_eq(o.net.npublish, 2);
+	cr_assert_eq(o.net.publish[1].host_port, 9090);
+	cli_opts_free(&o);
+	char *dup[] = { "boot", "--kernel", "k", "--publish", "8080:80", "--publish", "0.0.0.0:8080:81", NULL };
+	cr_assert_neq(cli_parse_boot(7, dup, &o, err, sizeof(err)), 0);
+	cr_assert(strstr(err, "already published"), "%s", err);
+}
 
 Test(net_cli, no_nic_unless_asked)
 {
