@@ -139,10 +139,11 @@ unsigned net_resolver_poll_fill(struct net_resolver *r, struct pollfd *fds, unsi
 	if (!r->pending)
 		return 0;
 	ares_socket_t socks[ARES_GETSOCK_MAXNUM];
-	int bits = ares_getsock(r->ch, socks, ARES_GETSOCK_MAXNUM);
+	/* The bitmask by hand: ares.h's ARES_GETSOCK_WRITABLE shifts a signed 1 into bit 31 for socket 15. */
+	unsigned bits = (unsigned)ares_getsock(r->ch, socks, ARES_GETSOCK_MAXNUM);
 	unsigned n = 0;
-	for (int i = 0; i < ARES_GETSOCK_MAXNUM && n < max; i++) {
-		short ev = (ARES_GETSOCK_READABLE(bits, i) ? POLLIN : 0) | (ARES_GETSOCK_WRITABLE(bits, i) ? POLLOUT : 0);
+	for (unsigned i = 0; i < ARES_GETSOCK_MAXNUM && n < max; i++) {
+		short ev = (short)((bits & (1u << i) ? POLLIN : 0) | (bits & (1u << (i + ARES_GETSOCK_MAXNUM)) ? POLLOUT : 0));
 		if (ev)
 			fds[n++] = (struct pollfd){ .fd = socks[i], .events = ev };
 	}
