@@ -120,6 +120,22 @@ if mode == "main":
     except OSError as e:
         print("SHA error %s" % e, flush=True)
 
+elif mode == "serve":
+    # A server the guest starts, reached from the host through --publish: one request, then exit.
+    l = socket.socket()
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(("0.0.0.0", 8000))
+    l.listen(4)
+    l.settimeout(120)
+    try:
+        c, peer = l.accept()
+        c.settimeout(30)
+        req = c.recv(4096)
+        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\npublished-ok\n")
+        c.close()
+        check("serve", req.startswith(b"GET /"), "one request from %s:%d" % peer)
+    except OSError as e:
+        check("serve", False, "accept: %s" % e)
 elif mode == "clone-allowed":
     try_get("clone-get", "198.51.100.10", "/hello.txt", b"hello-a")
 elif mode == "clone-denied":

@@ -25,7 +25,7 @@ ip link set veth0 netns $inet
 ip addr add 198.51.100.1/24 dev va
 ip link set va up
 t=$(now)
-until [ -f $W/inet-ready ] && wget -q -T 5 -O /dev/null http://198.51.100.10/hello.txt 2>/dev/null; do
+until [ -f $W/inet-ready ] && ./upstream get 198.51.100.10 80 /hello.txt >/dev/null 2>&1; do
 	awk -v s="$(since "$t")" 'BEGIN { exit !(s > 60) }' && break
 	sleep 0.2
 done
@@ -76,6 +76,32 @@ set -- $(grep -a '^SHA ' $W/main.out | head -n1)
 [ "$3" = 67108864 ] || why="$why $3 bytes (want 67108864);"
 mbps=$(awk -v b="$3" -v s="$4" 'BEGIN { if (s > 0) printf "%.1f", b * 8 / s / 1e6; else print "?" }')
 result download-64m "$why" "64 MiB intact (sha256 ${big_sha%"${big_sha#????????????}"}...) in $4 s: $mbps Mbit/s (nested, TCG L1)"
+
+# --- ingress: --publish to a server the guest starts ------------------------------------------
+echo "STEP net-publish"
+timeout -k 10 "$CASE_TIMEOUT" ./padcell run $R --publish 18080:8000 --net-log $W/pub.log -- python3 -c "$(cat net-guest.py)" serve \
+	>$W/pub.out 2>$W/pub.out.err </dev/null &
+pub=$!
+got="" listen="" t=$(now)
+while kill -0 $pub 2>/dev/null && awk -v s="$(since "$t")" -v m="$CASE_TIMEOUT" 'BEGIN { exit !(s < m) }'; do
+	l=$(netstat -ltn 2>/dev/null | grep ':18080 ')
+	[ -n "$l" ] && listen=$l
+	# before the guest's server listens, the guest resets the forwarded connection: try again
+	# (L1's busybox wget cannot be the client: static glibc's NSS lookups crash it)
+	got=$(./upstream get 127.0.0.1 18080 / 2>$W/wget.err) && [ -n "$got" ] && break
+	conns=$(netstat -tn 2>/dev/null | grep ':18080' | tr -s ' ' | tr '\n' ';')
+	sleep 0.5
+done
+wait $pub
+rc=$?
+why=""
+[ "$got" = published-ok ] || why="$why the host got '$(printf %s "$got" | head -c 100)' (client: $(head -c 100 $W/wget.err); connections: $conns; decisions: $(tail -n 3 $W/pub.log | tr '\n' ' '));"
+[ "$rc" = 0 ] || why="$why padcell run exited $rc: $(tail -c 300 $W/pub.out.err);"
+grep -q '^CHECK serve ok' $W/pub.out || why="$why guest: $(tail -c 200 $W/pub.out);"
+result publish "$why" "host 127.0.0.1:18080 -> guest :8000: '$got', $(grep '^CHECK serve' $W/pub.out | cut -d' ' -f4-)"
+why=""
+case "$listen" in *127.0.0.1:18080*) ;; *) why=" listening as '$listen' (want 127.0.0.1:18080 only)" ;; esac
+result publish-loopback "$why" "listening on $(echo $listen | cut -d' ' -f4)"
 
 # --- a snapshot with a NIC, and clones of it -----------------------------------------------------
 echo "STEP net-snapshot"

@@ -6,6 +6,9 @@
  *   upstream udp-sink ADDR PORT LOGFILE      appends one line per datagram received on ADDR:PORT,
  *       so the test can prove that UDP the policy refuses never arrived.
  * Both run until killed.
+ *   upstream get ADDR PORT PATH              one HTTP/1.0 GET (10 s bound per step), the body on
+ *       stdout; exit 0 on a 200 answer.  L1's busybox wget cannot be used: static glibc's NSS
+ *       lookups crash it, even for a numeric address.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -14,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "vmm/net/dns.h"
@@ -51,6 +55,42 @@ static int udp_sink(const char *addr, const char *port, const char *logpath)
 	}
 }
 
+static int http_get(const char *addr, const char *port, const char *path)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(port)) };
+	if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+		fprintf(stderr, "upstream get: '%s' is not an IPv4 address\n", addr);
+		return 2;
+	}
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct timeval tv = { .tv_sec = 10 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		perror("upstream get: connect");
+		return 1;
+	}
+	char req[512], buf[65536];
+	int rl = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr);
+	if (rl < 0 || (size_t)rl >= sizeof(req) || write(fd, req, (size_t)rl) != rl) {
+		perror("upstream get: write");
+		return 1;
+	}
+	size_t n = 0;
+	ssize_t r;
+	while (n < sizeof(buf) - 1 && (r = read(fd, buf + n, sizeof(buf) - 1 - n)) > 0)
+		n += (size_t)r;
+	close(fd);
+	buf[n] = '\0';
+	char *body = strstr(buf, "\r\n\r\n");
+	if (!body) {
+		fprintf(stderr, "upstream get: no HTTP answer (%zu bytes)\n", n);
+		return 1;
+	}
+	fputs(body + 4, stdout);
+	return strncmp(buf, "HTTP/1.0 200", 12) && strncmp(buf, "HTTP/1.1 200", 12) ? 1 : 0;
+}
+
 static int dns(int argc, char **argv);
 
 int main(int argc, char **argv)
@@ -59,7 +99,10 @@ int main(int argc, char **argv)
 		return udp_sink(argv[2], argv[3], argv[4]);
 	if (argc >= 4 && !strcmp(argv[1], "dns"))
 		return dns(argc - 1, argv + 1);
-	fprintf(stderr, "usage: upstream dns ADDR LOGFILE NAME=IPV4... | upstream udp-sink ADDR PORT LOGFILE\n");
+	if (argc == 5 && !strcmp(argv[1], "get"))
+		return http_get(argv[2], argv[3], argv[4]);
+	fprintf(stderr, "usage: upstream dns ADDR LOGFILE NAME=IPV4... | upstream udp-sink ADDR PORT LOGFILE | "
+		"upstream get ADDR PORT PATH\n");
 	return 2;
 }
 
