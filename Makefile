@@ -9,19 +9,34 @@ PADCELL_CFLAGS := -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-parameter \
 # Jansson (libjansson-dev): JSON for the control socket's API; its static .a links cleanly.
 # libseccomp (libseccomp-dev): the jail's BPF filters, made from one table at build time by
 # vmm/jail/mkfilters.c (a build-time program); padcell itself does not link it.
-PADCELL_LDLIBS := -ljansson -lpthread
+# c-ares (libc-ares-dev, which ships libcares.a): the NIC's host-side resolver for names a rule allows.
+# It reads /etc/hosts and resolv.conf itself (glibc's getaddrinfo needs NSS modules at run time, which
+# a static binary cannot load reliably) and resolves asynchronously on the NIC's own poll loop.
+PADCELL_LDLIBS := -ljansson -lcares -lpthread
 # padcell links statically by default: one file to copy into a jail or an initramfs,
 # and no dynamic loader on the start-up path (measured: ~0.4 ms of a ~2.5 ms start).
 STATIC  ?= 1
 PADCELL_LDFLAGS := $(if $(filter 1,$(STATIC)),-static)
-# libslirp (libslirp-dev): the NIC's user-mode TCP/IP stack.  Debian ships only libslirp.so (no .a),
-# so it links into a dynamic padcell only: SLIRP=1 by default when STATIC=0.  Without it --net is refused.
-SLIRP   ?= $(if $(filter 1,$(STATIC)),0,1)
-SLIRP_LDLIBS := -lslirp
+# libslirp (libslirp-dev): the NIC's user-mode TCP/IP stack.  Debian ships only libslirp.so, so a static
+# padcell links the libslirp.a that scripts/libslirp-static.sh builds from Debian's source package of the
+# installed version (cached in $(PADCELL_CACHE)); it needs glib, whose libglib-2.0.a libglib2.0-dev ships
+# (and libpcre2-8.a, libpcre2-dev).  A dynamic padcell (STATIC=0) links the system's libslirp.so.
+# SLIRP=0 builds without it: --net is then refused with one line.
+PADCELL_CACHE ?= /var/cache/padcell
+SLIRP   ?= 1
+SLIRP_DYN_LDLIBS := -lslirp
+SLIRP_STATIC_LDLIBS := $(BUILD)/libslirp.a -lglib-2.0 -lm -lpcre2-8
 ifeq ($(SLIRP),1)
 PADCELL_CFLAGS += -DPADCELL_SLIRP -I/usr/include/slirp
-PADCELL_LDLIBS += $(SLIRP_LDLIBS)
+SLIRP_LDLIBS := $(if $(filter 1,$(STATIC)),$(SLIRP_STATIC_LDLIBS),$(SLIRP_DYN_LDLIBS))
+SLIRP_DEP := $(if $(filter 1,$(STATIC)),$(BUILD)/libslirp.a)
+else
+SLIRP_LDLIBS :=
+SLIRP_STATIC_LDLIBS :=
+SLIRP_DEP :=
 endif
+# What the dynamically linked test binaries (unit, kvm-inproc, sanitizers, fuzz) link with libpadcell.a.
+LIB_DYN_LDLIBS := $(PADCELL_LDLIBS) $(if $(filter 1,$(SLIRP)),$(SLIRP_DYN_LDLIBS))
 
 VMM_SRCS := vmm/main.c vmm/cmd/cli.c vmm/cmd/check.c vmm/vm.c vmm/vcpu.c vmm/x86/cpuid.c vmm/util.c \
             vmm/mem.c vmm/x86/boot_x86_64.c vmm/x86/acpi.c vmm/term.c vmm/evloop.c vmm/err.c \
@@ -37,9 +52,9 @@ DEV_SRCS := devices/bus.c devices/serial.c devices/i8042.c devices/pvpanic.c \
 # The jail: the monitor confines itself (seccomp, Landlock, namespaces, privileges).
 VMM_SRCS += vmm/jail/jail.c vmm/jail/seccomp.c vmm/jail/landlock.c vmm/jail/ns.c vmm/jail/cgroup.c
 # virtio-net and its backend (libslirp with SLIRP=1, else a stub that refuses --net).
-DEV_SRCS += devices/virtio_net.c devices/net_slirp.c
+DEV_SRCS += devices/virtio_net.c devices/net_slirp.c devices/net_resolve.c
 # The network egress core: policy, frame gate, DNS, SNI/Host (pure; devices/virtio_net.c runs them).
-NET_SRCS := vmm/net/policy.c vmm/net/gate.c vmm/net/dns.c vmm/net/sni.c
+NET_SRCS := vmm/net/policy.c vmm/net/gate.c vmm/net/dns.c vmm/net/sni.c vmm/net/publish.c
 
 # Everything but main.c goes into a library the unit tests link against.
 LIB_SRCS := $(filter-out vmm/main.c,$(VMM_SRCS)) $(DEV_SRCS) $(NET_SRCS)
@@ -74,19 +89,24 @@ $(BUILD)/vmm/jail/seccomp_bpf.o: $(BUILD)/vmm/jail/seccomp_bpf.c
 $(BUILD)/libpadcell.a: $(LIB_OBJS)
 	ar rcs $@ $^
 
-$(BUILD)/padcell: $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a
-	$(CC) $(PADCELL_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PADCELL_LDLIBS)
+# libslirp.a, built once per libslirp-dev version into the shared cache and copied here.
+$(BUILD)/libslirp.a: scripts/libslirp-static.sh
+	@mkdir -p $(BUILD)
+	@prefix=$$(PADCELL_CACHE=$(PADCELL_CACHE) scripts/libslirp-static.sh) && cp "$$prefix/lib/libslirp.a" $@
+
+$(BUILD)/padcell: $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a $(SLIRP_DEP)
+	$(CC) $(PADCELL_LDFLAGS) $(LDFLAGS) -o $@ $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a $(SLIRP_LDLIBS) $(PADCELL_LDLIBS)
 
 # Always static, whatever STATIC says: the nested tier's L1 host has only busybox.
-$(BUILD)/padcell-static: $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a
-	$(CC) -static $(LDFLAGS) -o $@ $^ $(PADCELL_LDLIBS)
+$(BUILD)/padcell-static: $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a $(if $(SLIRP_STATIC_LDLIBS),$(BUILD)/libslirp.a)
+	$(CC) -static $(LDFLAGS) -o $@ $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a $(SLIRP_STATIC_LDLIBS) $(PADCELL_LDLIBS)
 
 # A test build: PADCELL_JAIL_TEST_VIOLATION=KIND makes that thread kind call a forbidden syscall.
 $(BUILD)/vmm/jail/jail-test.o: vmm/jail/jail.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -DPADCELL_TEST_HOOKS -c $< -o $@
-$(BUILD)/padcell-jailtest: $(BUILD)/vmm/main.o $(BUILD)/vmm/jail/jail-test.o $(BUILD)/libpadcell.a
-	$(CC) $(PADCELL_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PADCELL_LDLIBS)
+$(BUILD)/padcell-jailtest: $(BUILD)/vmm/main.o $(BUILD)/vmm/jail/jail-test.o $(BUILD)/libpadcell.a $(SLIRP_DEP)
+	$(CC) $(PADCELL_LDFLAGS) $(LDFLAGS) -o $@ $(BUILD)/vmm/main.o $(BUILD)/vmm/jail/jail-test.o $(BUILD)/libpadcell.a $(SLIRP_LDLIBS) $(PADCELL_LDLIBS)
 
 deps:
 	scripts/deps.sh build

@@ -18,8 +18,7 @@ int net_slirp_backend(struct net_backend *be, char *err, size_t errlen)
 {
 	(void)be;
 	return errorf(err, errlen, -ENOTSUP,
-		      "this padcell was built without libslirp (a static build: Debian ships no libslirp.a); "
-		      "build with make STATIC=0 for networking");
+		      "this padcell was built without libslirp (make SLIRP=0); build it with SLIRP=1 for networking");
 }
 
 #else
@@ -259,6 +258,23 @@ static void slirp_close(void *ctx)
 	free(s);
 }
 
+/*
+ * slirp listens on the host address and port now and, for each connection there, opens one to
+ * the guest's port from its gateway address: the guest sees a client at 10.0.2.2.
+ */
+static int slirp_publish(void *ctx, const struct net_publish *p, char *err, size_t errlen)
+{
+	struct net_slirp *s = ctx;
+	errno = 0;
+	if (slirp_add_hostfwd(s->slirp, 0, in4(p->host_addr), p->host_port, in4(NET_GUEST_IP), p->guest_port) < 0) {
+		int e = errno ? errno : EADDRINUSE;
+		struct in_addr a = in4(p->host_addr);
+		return errorf(err, errlen, -e, "--publish '%s': cannot listen on %s:%u: %s", p->text, inet_ntoa(a),
+			      p->host_port, strerror(e));
+	}
+	return 0;
+}
+
 static const struct net_backend_ops slirp_ops = {
 	.name = "libslirp",
 	.open = slirp_open,
@@ -266,6 +282,7 @@ static const struct net_backend_ops slirp_ops = {
 	.poll_fill = slirp_poll_fill,
 	.poll_done = slirp_poll_done,
 	.close = slirp_close,
+	.publish = slirp_publish,
 };
 
 int net_slirp_backend(struct net_backend *be, char *err, size_t errlen)

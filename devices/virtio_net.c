@@ -190,11 +190,135 @@ void virtio_net_deliver(struct virtio_net *n, const uint8_t *frame, size_t len)
 
 /* ---- tx: frames from the guest --------------------------------------------------------- */
 
-/* padcell's own answer to a DNS query the gate handed over: nothing is sent upstream. */
+/* ---- DNS: padcell answers the guest itself ----------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Remembers that addr was resolved for name (refreshing an existing pin, or replacing the oldest). */
+static void pin_add(struct virtio_net *n, uint32_t addr, const char *name)
+{
+	int64_t exp = now_ms() + NET_PIN_MS;
+	struct net_pin *slot = NULL;
+	for (unsigned i = 0; i < n->npins; i++) {
+		struct net_pin *p = &n->pins[i];
+		if (p->addr == addr && !strcmp(p->name, name)) {
+			p->expire_ms = exp;
+			return;
+		}
+		if (!slot || p->expire_ms < slot->expire_ms)
+			slot = p;
+	}
+	if (n->npins < NET_PINS_MAX)
+		slot = &n->pins[n->npins++];
+	slot->addr = addr;
+	slot->expire_ms = exp;
+	size_t len = strnlen(name, sizeof(slot->name) - 1); /* a normalised name: at most 253 */
+	memcpy(slot->name, name, len);
+	slot->name[len] = '\0';
+}
+
+/*
+ * A SYN no address rule allows, to an address padcell resolved for an allowed name: the name's
+ * rules decide, on the SYN's port.  True (d filled) if one allows it.
+ */
+static bool pin_allows(struct virtio_net *n, uint32_t addr, uint16_t port, struct policy_decision *d)
+{
+	int64_t now = now_ms();
+	for (unsigned i = 0; i < n->npins; i++) {
+		struct net_pin *p = &n->pins[i];
+		if (p->addr == addr && p->expire_ms > now && policy_check_name(&n->policy, p->name, port, d)) {
+			char why[sizeof(d->why) + sizeof(p->name) + 32];
+			int len = snprintf(why, sizeof(why), "%s (resolved for %s)", d->why, p->name);
+			size_t keep = len < 0 ? 0 : (size_t)len < sizeof(d->why) ? (size_t)len : sizeof(d->why) - 1;
+			memcpy(d->why, why, keep); /* cut to the log's field if need be */
+			d->why[keep] = '\0';
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Sends the reply to the query in frame (the guest's UDP datagram to 10.0.2.3:53). */
+static void dns_reply(struct virtio_net *n, const uint8_t *frame, size_t len, const struct dns_query *q, uint8_t rcode,
+		      const uint32_t *addrs, size_t naddrs)
+{
+	uint8_t reply[DNS_UDP_MAX], out[ETH_HLEN + 28 + DNS_UDP_MAX];
+	int rlen = dns_build_reply(q, rcode, addrs, naddrs, NET_DNS_TTL, reply, sizeof(reply));
+	if (rlen < 0)
+		return;
+	int flen = gate_build_udp_reply(frame, len, reply, (size_t)rlen, out, sizeof(out));
+	if (flen > 0)
+		virtio_net_deliver(n, out, (size_t)flen);
+}
+
+/* A query waiting for the host's resolver: the guest's frame (for the reply's headers) and its question. */
+struct dns_pending {
+	struct virtio_net *n;
+	struct dns_query q;
+	size_t len;
+	uint8_t frame[];
+};
+
+/*
+ * The host's answer: addresses in ranges the policy refuses are dropped (DNS rebinding: an
+ * allowed name must not lead the guest to the host, its LAN or the metadata service), unless an
+ * address rule opens them; the rest are pinned to the name and sent to the guest.
+ */
+static void dns_resolved(void *arg, int status, const uint32_t *addrs, size_t naddrs)
+{
+	struct dns_pending *p = arg;
+	struct virtio_net *n = p->n;
+	if (status == -ECANCELED) {
+		free(p); /* the NIC is going away: nobody to answer */
+		return;
+	}
+	uint32_t keep[NET_RESOLVE_MAX_ADDRS];
+	size_t nkeep = 0, dropped = 0;
+	for (size_t i = 0; i < naddrs; i++) {
+		struct policy_decision d;
+		if (policy_refused_range(&n->policy, addrs[i]) && !policy_check_addr(&n->policy, addrs[i], 0, IPPROTO_ICMP, &d))
+			dropped++;
+		else
+			keep[nkeep++] = addrs[i];
+	}
+	n->stats.dns_rebind_dropped += dropped;
+	uint8_t rcode;
+	char why[128];
+	const char *verdict;
+	if (status == 0) {
+		rcode = DNS_RCODE_NOERROR;
+		n->stats.dns_resolved++;
+		for (size_t i = 0; i < nkeep; i++)
+			pin_add(n, keep[i], p->q.name);
+		verdict = "resolved";
+		if (dropped)
+			snprintf(why, sizeof(why), "%zu address(es), %zu in refused ranges dropped", nkeep, dropped);
+		else
+			snprintf(why, sizeof(why), "%zu address(es)", nkeep);
+	} else if (status == -ENOENT) {
+		rcode = DNS_RCODE_NXDOMAIN;
+		verdict = "nxdomain";
+		snprintf(why, sizeof(why), "the host's resolver: no such name");
+	} else {
+		rcode = DNS_RCODE_SERVFAIL;
+		n->stats.dns_failed++;
+		verdict = "servfail";
+		snprintf(why, sizeof(why), "the host's resolver: %s", status == -ETIMEDOUT ? "timed out" : "failed");
+	}
+	net_log(n, "dns", p->q.name, verdict, why);
+	dns_reply(n, p->frame, p->len, &p->q, rcode, keep, nkeep);
+	free(p);
+}
+
+/* padcell's own answer to a DNS query the gate handed over: only names a rule allows go to the host's resolver. */
 static void tx_dns(struct virtio_net *n, const uint8_t *frame, size_t len, const struct gate_result *r)
 {
 	struct dns_query q;
-	uint8_t reply[DNS_UDP_MAX], out[ETH_HLEN + 28 + DNS_UDP_MAX];
 	uint8_t rcode;
 	n->stats.dns_queries++;
 	switch (dns_parse_query(frame + r->payload_off, r->payload_len, &q)) {
@@ -203,15 +327,31 @@ static void tx_dns(struct virtio_net *n, const uint8_t *frame, size_t len, const
 		if (!policy_check_dns(&n->policy, q.name, &d)) {
 			rcode = DNS_RCODE_NXDOMAIN; /* no rule allows it: no upstream query either */
 			net_log(n, "dns", q.name, "nxdomain", d.why);
-		} else {
-			/*
-			 * Allowed names are to be resolved on the host (c-ares, which honours /etc/hosts
-			 * and resolv.conf in a static binary); not there yet, so SERVFAIL, which resolvers
-			 * treat as "try later", never as "does not exist".
-			 */
-			rcode = DNS_RCODE_SERVFAIL;
-			net_log(n, "dns", q.name, "servfail", "allowed, but this padcell does not resolve names yet");
+			break;
 		}
+		if (q.qtype != DNS_TYPE_A || q.qclass != DNS_CLASS_IN) {
+			rcode = DNS_RCODE_NOERROR; /* AAAA and the rest: "no data", so the guest uses IPv4 */
+			break;
+		}
+		if (!n->resolver || len > NET_DNS_FRAME_MAX) {
+			rcode = n->resolver ? DNS_RCODE_REFUSED : DNS_RCODE_SERVFAIL;
+			net_log(n, "dns", q.name, "servfail", n->resolver ? "query frame too long" : "no host resolver");
+			break;
+		}
+		struct dns_pending *p = malloc(sizeof(*p) + len);
+		if (!p) {
+			rcode = DNS_RCODE_SERVFAIL;
+			break;
+		}
+		p->n = n;
+		p->q = q;
+		p->len = len;
+		memcpy(p->frame, frame, len);
+		if (net_resolve_start(n->resolver, q.name, dns_resolved, p) == 0)
+			return; /* answered from dns_resolved() */
+		free(p);
+		rcode = DNS_RCODE_SERVFAIL; /* too many in flight: resolvers retry SERVFAIL later */
+		net_log(n, "dns", q.name, "servfail", "too many queries in flight");
 		break;
 	}
 	case DNS_QUERY_BADNAME:
@@ -226,12 +366,7 @@ static void tx_dns(struct virtio_net *n, const uint8_t *frame, size_t len, const
 	default:
 		return; /* too short, or a response: silence */
 	}
-	int rlen = dns_build_reply(&q, rcode, NULL, 0, NET_DNS_TTL, reply, sizeof(reply));
-	if (rlen < 0)
-		return;
-	int flen = gate_build_udp_reply(frame, len, reply, (size_t)rlen, out, sizeof(out));
-	if (flen > 0)
-		virtio_net_deliver(n, out, (size_t)flen);
+	dns_reply(n, frame, len, &q, rcode, NULL, 0);
 }
 
 /* The frame in n->txbuf after its header: through the gate, then wherever the verdict says. */
@@ -241,6 +376,12 @@ static void tx_frame(struct virtio_net *n)
 	size_t len = n->txlen - NET_HDR_LEN;
 	struct gate_result r;
 	enum gate_verdict v = gate_inspect(&n->gate, &n->policy, frame, len, &r);
+	/* A SYN to an address resolved for an allowed name, outside every refused range: the name decides. */
+	if (v == GATE_REJECT_TCP && r.policy_checked && !policy_refused_range(&n->policy, r.dst) &&
+	    pin_allows(n, r.dst, r.dport, &r.decision)) {
+		r.decision.allow = true;
+		r.verdict = v = GATE_PASS;
+	}
 	log_gate(n, &r);
 	switch (v) {
 	case GATE_PASS:
@@ -338,9 +479,10 @@ void virtio_net_poll(struct virtio_net *n, int timeout_ms)
 
 	struct pollfd fds[NET_MAX_POLLFDS];
 	fds[0] = (struct pollfd){ .fd = n->kick_fd, .events = POLLIN };
-	unsigned nfds = 1;
+	unsigned nres = n->resolver ? net_resolver_poll_fill(n->resolver, fds + 1, 32, &timeout_ms) : 0;
+	unsigned nfds = 1 + nres;
 	if (n->be_ok)
-		nfds += n->be.ops->poll_fill(n->be.ctx, fds + 1, NET_MAX_POLLFDS - 1, &timeout_ms);
+		nfds += n->be.ops->poll_fill(n->be.ctx, fds + nfds, NET_MAX_POLLFDS - nfds, &timeout_ms);
 	int rc = poll(fds, nfds, timeout_ms);
 	if (rc > 0 && (fds[0].revents & POLLIN)) {
 		uint64_t cnt;
@@ -348,8 +490,10 @@ void virtio_net_poll(struct virtio_net *n, int timeout_ms)
 			/* EAGAIN: nothing to drain */
 		}
 	}
+	if (n->resolver)
+		net_resolver_poll_done(n->resolver, fds + 1, rc > 0 ? nres : 0);
 	if (n->be_ok)
-		n->be.ops->poll_done(n->be.ctx, fds + 1, nfds - 1, rc);
+		n->be.ops->poll_done(n->be.ctx, fds + 1 + nres, nfds - 1 - nres, rc);
 }
 
 static void *net_thread(void *arg)
@@ -412,11 +556,15 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 	} else if ((rc = net_slirp_backend(&n->be, err, errlen))) {
 		goto err_policy;
 	}
+	/* Now, not on the device thread: c-ares reads resolv.conf at init, before any jail. */
+	rc = net_resolver_open(&n->resolver, p->dns_servers, err, errlen);
+	if (rc)
+		goto err_backend;
 	rc = -ENOMEM;
 	n->txbuf = malloc(NET_HDR_LEN + NET_FRAME_MAX);
 	if (!n->txbuf) {
 		errorf(err, errlen, rc, "out of memory");
-		goto err_backend;
+		goto err_resolver;
 	}
 	n->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (n->kick_fd < 0) {
@@ -430,6 +578,26 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 	n->gate.guest_ip = NET_GUEST_IP;
 	n->gate.dns_ip = NET_DNS_IP;
 	n->gate.mtu = NET_MTU;
+	/*
+	 * Published ports: the stack is made now, not at the first poll, so a port that cannot be
+	 * listened on is the user's error at start, in one line, with nothing left running.
+	 */
+	for (size_t i = 0; i < p->npublish; i++) {
+		if (!n->be_open) {
+			n->be_open = true;
+			if ((rc = n->be.ops->open(n->be.ctx, n))) {
+				errorf(err, errlen, rc, "the %s stack did not start: %s", n->be.ops->name, strerror(-rc));
+				goto err_kick;
+			}
+			n->be_ok = true;
+		}
+		if (!n->be.ops->publish) {
+			rc = errorf(err, errlen, -ENOTSUP, "--publish: the %s stack cannot publish ports", n->be.ops->name);
+			goto err_kick;
+		}
+		if ((rc = n->be.ops->publish(n->be.ctx, &p->publish[i], err, errlen)))
+			goto err_kick;
+	}
 	/* MAC and MTU only: no checksum or segmentation offloads, so every frame is whole and checked. */
 	uint64_t features = (1ULL << VIRTIO_NET_F_MAC) | (1ULL << VIRTIO_NET_F_MTU);
 	virtio_mmio_init(&n->t, mem, host, irq, VIRTIO_ID_NET, features, 2, &n->config, sizeof(n->config), &net_ops, n);
@@ -437,8 +605,12 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 	n->thread.jail_kind = JAIL_NET; /* libslirp's host sockets: the jail's network-stack filter */
 	return 0;
 
+err_kick:
+	close(n->kick_fd);
 err_txbuf:
 	free(n->txbuf);
+err_resolver:
+	net_resolver_close(n->resolver);
 err_backend:
 	if (!p->backend && n->be.ops)
 		n->be.ops->close(n->be.ctx);
@@ -465,6 +637,8 @@ int virtio_net_resume(struct virtio_net *n)
 void virtio_net_destroy(struct virtio_net *n)
 {
 	virtio_net_pause(n);
+	net_resolver_close(n->resolver); /* queries in flight are dropped, unanswered */
+	n->resolver = NULL;
 	if (n->be.ops)
 		n->be.ops->close(n->be.ctx);
 	pthread_mutex_lock(&n->t.lock);

@@ -11,9 +11,11 @@
 
 #include "devices/device.h"
 #include "devices/devthread.h"
+#include "devices/net_resolve.h"
 #include "devices/virtio_mmio.h"
 #include "vmm/net/gate.h"
 #include "vmm/net/policy.h"
+#include "vmm/net/publish.h"
 
 /*
  * The guest's network, fixed (the guest learns it from padcell.net= on its command line):
@@ -37,6 +39,20 @@
 #define NET_FRAME_MAX  (14u + 65535u)
 #define NET_RX_BACKLOG 256u              /* frames waiting for guest rx buffers, then dropped */
 #define NET_DNS_TTL    60u
+/*
+ * Addresses padcell resolved for an allowed name stay "pinned" to that name: a SYN to one is
+ * decided by the name's rules (policy_check_name) while no address rule allows it.  Kept for
+ * NET_PIN_MS after the last answer (longer than the TTL the guest was given); the oldest goes first.
+ */
+#define NET_PINS_MAX   256u
+#define NET_PIN_MS     (10u * 60u * 1000u)
+#define NET_DNS_FRAME_MAX 1514u /* a query frame longer than this is not resolved (REFUSED) */
+
+struct net_pin {
+	uint32_t addr;
+	int64_t expire_ms;
+	char name[POLICY_NAME_MAX + 1];
+};
 
 enum net_queue { NET_Q_RX = 0, NET_Q_TX = 1 };
 
@@ -59,6 +75,8 @@ struct net_backend_ops {
 	void (*poll_done)(void *ctx, struct pollfd *fds, unsigned n, int rc);
 	/* Releases the stack: every connection it had is gone. */
 	void (*close)(void *ctx);
+	/* After open: listen on p's host address and port, forwarding to the guest.  0 or -errno, err set. */
+	int (*publish)(void *ctx, const struct net_publish *p, char *err, size_t errlen);
 };
 
 struct net_backend {
@@ -74,12 +92,17 @@ struct net_params {
 	int log_fd;               /* --net-log: JSON lines appended here; -1 for none (the caller's fd) */
 	/* NULL: the built-in stack (libslirp), or -ENOTSUP when this padcell was built without it. */
 	const struct net_backend *backend;
+	/* NULL: the host's resolv.conf; else c-ares servers such as "127.0.0.1:5353" (tests). */
+	const char *dns_servers;
+	/* --publish: host TCP ports forwarded to the guest; the stack listens on them from init on. */
+	const struct net_publish *publish;
+	size_t npublish;
 };
 
 struct net_stats {
 	uint64_t tx_frames, tx_passed, tx_dropped, tx_rejected, tx_bad;
 	uint64_t rx_frames, rx_dropped;
-	uint64_t dns_queries;
+	uint64_t dns_queries, dns_resolved, dns_failed, dns_rebind_dropped;
 };
 
 struct virtio_net {
@@ -99,6 +122,9 @@ struct virtio_net {
 	struct { uint8_t *data; size_t len; } backlog[NET_RX_BACKLOG];
 	unsigned bl_head, bl_n;
 	struct net_stats stats;
+	struct net_resolver *resolver;
+	struct net_pin pins[NET_PINS_MAX]; /* device thread only */
+	unsigned npins;
 };
 
 /* 0 or -errno (err says why): a bad rule, no backend, no memory. */

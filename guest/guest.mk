@@ -45,6 +45,7 @@ $(GUEST_BUILD)/tg-vsock: guest/tools/tg-vsock.c
 # by the unit tests as an ordinary host process (--serve-fd).
 .PHONY: agent
 agent: $(GUEST_BUILD)/padcell-agent
-$(GUEST_BUILD)/padcell-agent: guest/agent/agent.c guest/agent/proto.c guest/agent/proto.h
+AGENT_SRCS := guest/agent/agent.c guest/agent/proto.c guest/agent/netcfg.c
+$(GUEST_BUILD)/padcell-agent: $(AGENT_SRCS) guest/agent/proto.h guest/agent/netcfg.h
 	@mkdir -p $(dir $@)
-	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -static -o $@ guest/agent/agent.c guest/agent/proto.c
+	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -static -o $@ $(AGENT_SRCS)

@@ -78,6 +78,8 @@ skeleton() { # skeleton ROOT
 	chmod 0700 "$1/root"
 	install -m 0755 "$here/rootfs/init" "$1/sbin/init"
 	install -m 0755 "$here/rootfs/selftest" "$1/etc/padcell-selftest"
+	# The root is read-only: the agent writes the NIC's resolver into /run (tmpfs).
+	ln -sfn /run/resolv.conf "$1/etc/resolv.conf"
 	if [ -n "$agent" ]; then install -m 0755 "$agent" "$1/sbin/padcell-agent"; fi
 }
 
@@ -313,6 +315,9 @@ deb_assemble() { # deb_assemble TAR ROOT HERE BUSYBOX: unpack, add busybox tools
 	install -m 0755 "$here/rootfs/init" "$root/sbin/init"
 	install -m 0755 "$here/rootfs/selftest" "$root/etc/padcell-selftest"
 	echo padcell >"$root/etc/hostname"
+	# The root is read-only: the agent writes the NIC's resolver into /run (tmpfs).
+	rm -f "$root/etc/resolv.conf"
+	ln -s /run/resolv.conf "$root/etc/resolv.conf"
 	chown -R 0:0 "$root/usr/lib/padcell" "$root/sbin/init" "$root/etc/padcell-selftest" "$root/etc/hostname" "$root/scratch"
 }
 step "unpacking and adding init"

@@ -5,7 +5,7 @@ TEST_BINS := $(BUILD)/padcell $(BUILD)/padcell-static
 
 test:
 	@scripts/deps.sh build kernel images nested rootfs fuzz
-	@$(MAKE) --no-print-directory $(TEST_BINS) unit-tests-bin $(KVM_INPROC_BIN) unit-san-bin fuzz-bin testguest kernel initramfs rootfs-min $(BUILD)/rawconnect
+	@$(MAKE) --no-print-directory $(TEST_BINS) unit-tests-bin $(KVM_INPROC_BIN) unit-san-bin fuzz-bin testguest kernel initramfs rootfs-min $(BUILD)/rawconnect $(BUILD)/upstream
 	@$(MAKE) --no-print-directory rootfs-debian || \
 		echo "WARNING: the Debian image did not build (Debian mirror unreachable?): the nested-debian tier will be skipped"
 	@tests/run-all.sh
@@ -18,7 +18,7 @@ kvm-test: $(BUILD)/padcell testguest
 KVM_INPROC_BIN := $(BUILD)/tests/kvm-inproc
 $(KVM_INPROC_BIN): $(BUILD)/tests/kvm/inproc.o $(BUILD)/tests/kvm/report.o $(BUILD)/libpadcell.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(PADCELL_LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LIB_DYN_LDLIBS)
 # The unit tests' summary line, named for this tier.
 $(BUILD)/tests/kvm/report.o: tests/unit/report.c
 	@mkdir -p $(dir $@)

@@ -1,12 +1,15 @@
 /* launch_boot: one path from options to a VM ready to start, and one path back. */
 #include "vmm/launch.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -164,12 +167,36 @@ err_close:
 
 int launch_net(const struct net_opts *o, struct net_params *p, char *err, size_t errlen)
 {
-	*p = (struct net_params){ .rules = o->allow, .nrules = o->nallow, .open = o->allow_internet, .log_fd = -1 };
+	*p = (struct net_params){ .rules = o->allow, .nrules = o->nallow, .open = o->allow_internet, .log_fd = -1,
+				  .publish = o->publish, .npublish = o->npublish };
 	if (!net_slirp_built_in()) {
 		char why[256];
 		net_slirp_backend(NULL, why, sizeof(why));
 		snprintf(err, errlen, "--net: %s", why);
 		return EXIT_USAGE;
+	}
+	/*
+	 * A published port must be free now, the user's error in one line; the stack listens on it
+	 * when the NIC is made (a port taken in between fails there, as the device's error).
+	 */
+	for (unsigned i = 0; i < o->npublish; i++) {
+		const struct net_publish *pub = &o->publish[i];
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int one = 1;
+		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(pub->host_port),
+					  .sin_addr.s_addr = htonl(pub->host_addr) };
+		int rc = fd < 0 ? -errno : 0;
+		/* SO_REUSEADDR as slirp sets it: a port in TIME_WAIT is free, a listening one is not */
+		if (!rc && (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+			    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0))
+			rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		if (rc) {
+			snprintf(err, errlen, "--publish '%s': cannot listen on %s:%u: %s", pub->text,
+				 inet_ntoa(sa.sin_addr), pub->host_port, strerror(-rc));
+			return EXIT_USAGE;
+		}
 	}
 	if (o->log) {
 		p->log_fd = open(o->log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);

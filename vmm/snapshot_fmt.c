@@ -265,7 +265,7 @@ int snap_check_machine(const struct snap_view *v, char *err, size_t errlen)
 	if (h->mem_size < GMEM_MIN_SIZE || h->mem_size > GMEM_MAX_SIZE || (h->mem_size & 0xfff) ||
 	    h->mem_file_size != h->mem_size + SNAP_DATA_TRAILER)
 		return errorf(err, errlen, -EINVAL, "corrupt: memory size %llu", (unsigned long long)h->mem_size);
-	unsigned ndisk = 0, nvsock = 0;
+	unsigned ndisk = 0, nvsock = 0, nnet = 0;
 	for (unsigned i = 0; i < v->nsec; i++) {
 		uint32_t t = v->sec[i].type, idx = v->sec[i].index;
 		uint64_t len = v->sec[i].len;
@@ -289,13 +289,14 @@ int snap_check_machine(const struct snap_view *v, char *err, size_t errlen)
 				      (unsigned long long)len);
 		if (t == SNAP_SEC_IRQCHIP && idx > 2)
 			return errorf(err, errlen, -EINVAL, "corrupt: IRQCHIP section for chip %u", idx);
-		if ((t == SNAP_SEC_DISK || t == SNAP_SEC_BLK || t == SNAP_SEC_VSOCK) && idx >= LAYOUT_VIRTIO_MAX)
+		bool slot = t == SNAP_SEC_DISK || t == SNAP_SEC_BLK || t == SNAP_SEC_VSOCK || t == SNAP_SEC_NET;
+		if (slot && idx >= LAYOUT_VIRTIO_MAX)
 			return errorf(err, errlen, -EINVAL, "corrupt: %s section for virtio slot %u", sec_names[t], idx);
-		if (!sec_per_vcpu(t) && t != SNAP_SEC_IRQCHIP && t != SNAP_SEC_DISK && t != SNAP_SEC_BLK &&
-		    t != SNAP_SEC_VSOCK && idx != 0)
+		if (!sec_per_vcpu(t) && t != SNAP_SEC_IRQCHIP && !slot && idx != 0)
 			return errorf(err, errlen, -EINVAL, "corrupt: %s section with index %u", sec_names[t], idx);
 		ndisk += t == SNAP_SEC_DISK;
 		nvsock += t == SNAP_SEC_VSOCK;
+		nnet += t == SNAP_SEC_NET;
 	}
 	static const uint32_t per_vcpu[] = { SNAP_SEC_REGS, SNAP_SEC_SREGS, SNAP_SEC_FPU, SNAP_SEC_MSRS,
 					     SNAP_SEC_LAPIC, SNAP_SEC_EVENTS, SNAP_SEC_MP_STATE,
@@ -334,6 +335,9 @@ int snap_check_machine(const struct snap_view *v, char *err, size_t errlen)
 				      v->sec[i].index);
 	if (nvsock > 1 || (nvsock && !snap_find(v, SNAP_SEC_VSOCK, ndisk, NULL)))
 		return errorf(err, errlen, -EINVAL, "corrupt: virtio-vsock device not after the disks");
+	/* The NIC, if any, comes after the disks and the vsock device (vmm/vm_devices.c's order). */
+	if (nnet > 1 || (nnet && !snap_find(v, SNAP_SEC_NET, ndisk + nvsock, NULL)))
+		return errorf(err, errlen, -EINVAL, "corrupt: virtio-net device not after the disks and vsock");
 	return 0;
 }
 

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "guest/agent/netcfg.h"
 #include "guest/agent/proto.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -183,6 +184,25 @@ static void setup_scratch(void)
 	closedir(d);
 }
 
+/*
+ * lo always; eth0 when padcell gave the VM a NIC (padcell.net= on the command line): address,
+ * netmask, MTU, default route, and /run/resolv.conf (the images' /etc/resolv.conf links there,
+ * since the root is read-only).
+ */
+static void setup_net(void)
+{
+	static char cmdline[4096];
+	struct netcfg c;
+	int have = read_small("/proc/cmdline", cmdline, sizeof(cmdline)) ? netcfg_parse_cmdline(cmdline, &c) : 0;
+	if (have < 0)
+		logf_("padcell.net= is malformed: eth0 stays down");
+	char err[200];
+	if (netcfg_apply(have > 0 ? &c : NULL, "eth0", "/run/resolv.conf", err, sizeof(err)))
+		logf_("network: %s", err);
+	else if (have > 0)
+		logf_("eth0 up, mtu %u", c.mtu);
+}
+
 static void init_system(void)
 {
 	mount_one("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
@@ -196,6 +216,7 @@ static void init_system(void)
 	if (sethostname("padcell", 7) < 0)
 		logf_("sethostname: %s", strerror(errno));
 	setup_scratch();
+	setup_net();
 	/* A console that goes away must not kill init. */
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);

@@ -42,14 +42,14 @@ $(FUZZ_BUILD)/h/%.o: tests/fuzz/%.c
 
 $(FUZZ_BUILD)/bin/fuzz_%: $(FUZZ_BUILD)/h/fuzz_%.o $(FUZZ_BUILD)/libpadcell.a
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< $(FUZZ_BUILD)/libpadcell.a $(PADCELL_LDLIBS)
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< $(FUZZ_BUILD)/libpadcell.a $(LIB_DYN_LDLIBS)
 
 # The seed generator: builds the seeds that are awkward to write by hand (a state file from the
 # format's encoder, ELF and bzImage kernels, EXEC frames) with the library's own encoders.
 $(FUZZ_BUILD)/mkseeds: tests/fuzz/mkseeds.c tests/unit/images.c $(FUZZ_BUILD)/libpadcell.a
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(filter-out -MMD -MP,$(FUZZ_CFLAGS)) -o $@ tests/fuzz/mkseeds.c tests/unit/images.c \
-		$(FUZZ_BUILD)/libpadcell.a $(PADCELL_LDLIBS)
+		$(FUZZ_BUILD)/libpadcell.a $(LIB_DYN_LDLIBS)
 
 fuzz-seeds: $(FUZZ_BUILD)/mkseeds
 	$(FUZZ_BUILD)/mkseeds tests/fuzz/corpus

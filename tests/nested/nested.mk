@@ -13,3 +13,9 @@ nested-compare: $(BUILD)/padcell-static kernel initramfs
 $(BUILD)/rawconnect: tests/nested/rawconnect.c guest/agent/proto.c guest/agent/proto.h
 	@mkdir -p $(dir $@)
 	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -static -o $@ tests/nested/rawconnect.c guest/agent/proto.c
+
+# The net tier's "internet" UDP services (tests/nested/upstream.c: a DNS server that logs what it is
+# asked, a UDP sink): static, run in L1's test netns; the DNS one on padcell's own wire code.
+$(BUILD)/upstream: tests/nested/upstream.c vmm/net/dns.c vmm/net/dns.h
+	@mkdir -p $(dir $@)
+	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -static -o $@ tests/nested/upstream.c vmm/net/dns.c

@@ -18,6 +18,7 @@
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_mmio.h"
+#include "devices/virtio_net.h"
 #include "devices/virtio_vsock.h"
 #include "tests/unit/fake_host.h"
 #include "vmm/snapshot.h"
@@ -917,4 +918,40 @@ Test(snapshot_devices, vsock_cid)
 	virtio_vsock_destroy(c);
 	free(a), free(b), free(c);
 	gmem_destroy(&mem);
+}
+
+/* A NIC's section sits in the virtio slot after the disks and the vsock device; anywhere else, or twice, is corrupt. */
+Test(snapshot_fmt, a_nic_after_the_disks_and_vsock)
+{
+	static const struct { unsigned idx[2], n; bool ok; } cases[] = {
+		{ { NDISKS + 1 }, 1, true },
+		{ { NDISKS }, 1, false },            /* the vsock device's slot */
+		{ { 0 }, 1, false },                 /* a disk's */
+		{ { NDISKS + 2 }, 1, false },        /* a gap */
+		{ { LAYOUT_VIRTIO_MAX }, 1, false }, /* past the slots */
+		{ { NDISKS + 1, NDISKS + 2 }, 2, false },
+	};
+	for (unsigned c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct sec_spec all[64];
+		unsigned n = machine_specs(all);
+		struct snap_header h = test_header(NCPUS);
+		struct snap_enc e;
+		snap_enc_init(&e, &h);
+		for (unsigned i = 0; i < n; i++) {
+			void *p = section_data(&all[i]);
+			snap_enc_add(&e, all[i].type, all[i].index, p, all[i].len);
+			free(p);
+		}
+		uint8_t st[sizeof(struct virtio_net_state)] = { 0 };
+		for (unsigned k = 0; k < cases[c].n; k++)
+			snap_enc_add(&e, SNAP_SEC_NET, cases[c].idx[k], st, sizeof(st));
+		cr_assert_eq(snap_enc_finish(&e), 0);
+		char err[256] = "";
+		int rc = decode_check(e.buf, e.len, err, sizeof(err));
+		if (cases[c].ok)
+			cr_assert_eq(rc, 0, "case %u: %s", c, err);
+		else
+			cr_assert(rc == -EINVAL && strstr(err, "corrupt"), "case %u accepted (%d, %s)", c, rc, err);
+		snap_enc_free(&e);
+	}
 }

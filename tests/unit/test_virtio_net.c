@@ -60,7 +60,7 @@ static void fb_done(void *ctx, struct pollfd *fds, unsigned n, int rc)
 	}
 }
 static void fb_close(void *ctx) { fb.closed++; }
-static const struct net_backend_ops fb_ops = { "fake", fb_open, fb_send, fb_fill, fb_done, fb_close };
+static const struct net_backend_ops fb_ops = { "fake", fb_open, fb_send, fb_fill, fb_done, fb_close, NULL };
 static const struct net_backend fake_be = { &fb_ops, NULL };
 
 /* ---- the driver's side: two queues ---- */
@@ -148,13 +148,82 @@ static void dev_up(unsigned nrx)
 		rx_post(i);
 }
 
+/*
+ * A fake upstream DNS server on 127.0.0.1, the only resolver the NIC is given (never the host's
+ * resolv.conf: no test query leaves the machine).  It answers from the table below, NXDOMAIN for
+ * any other name, and records what it was asked; the test serves it between device polls.
+ */
+static struct {
+	int fd;
+	char servers[32];
+	unsigned queries;
+	char last[DNS_TEXT_NAME_MAX + 2];
+} up = { .fd = -1 };
+
+static const struct { const char *name; uint32_t addrs[3]; size_t n; } up_zone[] = {
+	{ "pypi.org", { 0xcb007107u }, 1 },                                      /* 203.0.113.7 */
+	{ "multi.example.com", { 0x0a000005u, 0x7f000001u, 0xcb007109u }, 3 },   /* 10.0.0.5, 127.0.0.1, 203.0.113.9 */
+	{ "inner.example.com", { 0xc0a80101u }, 1 },                             /* 192.168.1.1 */
+	{ "meta.example.com", { 0xa9fea9feu }, 1 },                              /* 169.254.169.254 */
+};
+
+static void up_start(void)
+{
+	up.fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	cr_assert_geq(up.fd, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	cr_assert_eq(bind(up.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	socklen_t sl = sizeof(sa);
+	getsockname(up.fd, (struct sockaddr *)&sa, &sl);
+	snprintf(up.servers, sizeof(up.servers), "127.0.0.1:%u", ntohs(sa.sin_port));
+	up.queries = 0;
+	up.last[0] = '\0';
+}
+
+static void up_serve(void)
+{
+	uint8_t q[1500], out[DNS_UDP_MAX];
+	struct sockaddr_in from;
+	socklen_t fl = sizeof(from);
+	ssize_t n;
+	while ((n = recvfrom(up.fd, q, sizeof(q), 0, (struct sockaddr *)&from, &fl)) > 0) {
+		struct dns_query dq_;
+		if (dns_parse_query(q, (size_t)n, &dq_) != DNS_QUERY_OK)
+			continue;
+		up.queries++;
+		snprintf(up.last, sizeof(up.last), "%s", dq_.name);
+		uint8_t rcode = DNS_RCODE_NXDOMAIN;
+		const uint32_t *addrs = NULL;
+		size_t na = 0;
+		for (size_t i = 0; i < sizeof(up_zone) / sizeof(up_zone[0]); i++)
+			if (!strcmp(dq_.name, up_zone[i].name))
+				rcode = DNS_RCODE_NOERROR, addrs = up_zone[i].addrs, na = up_zone[i].n;
+		int len = dns_build_reply(&dq_, rcode, addrs, na, 30, out, sizeof(out));
+		if (len > 0)
+			sendto(up.fd, out, (size_t)len, 0, (struct sockaddr *)&from, fl);
+		fl = sizeof(from);
+	}
+}
+
+static void up_stop(void)
+{
+	if (up.fd >= 0)
+		close(up.fd);
+	up.fd = -1;
+}
+
+static const struct net_publish *mk_publish; /* --publish for the next make_dev */
+static size_t mk_npublish;
+
 static void make_dev(const struct net_backend *be, const char *const *rules, size_t nrules)
 {
 	cr_assert_eq(gmem_init(&mem, 64ULL << 20), 0);
 	fake_host_init(&fh);
 	memset(&fb, 0, sizeof(fb));
 	dev = calloc(1, sizeof(*dev));
-	struct net_params p = { .rules = rules, .nrules = nrules, .log_fd = -1, .backend = be };
+	up_start();
+	struct net_params p = { .rules = rules, .nrules = nrules, .log_fd = -1, .backend = be,
+				.dns_servers = up.servers, .publish = mk_publish, .npublish = mk_npublish };
 	char err[256];
 	cr_assert_eq(virtio_net_init(dev, &p, &mem, &fh.host, 5, err, sizeof(err)), 0, "%s", err);
 }
@@ -171,6 +240,7 @@ static void teardown(void)
 	virtio_net_destroy(dev);
 	free(dev);
 	gmem_destroy(&mem);
+	up_stop();
 }
 
 TestSuite(virtio_net, .init = setup, .fini = teardown, .timeout = 30);
@@ -314,6 +384,39 @@ static void pump(void)
 		virtio_net_poll(dev, 0);
 }
 
+static size_t rx_frame(uint16_t slot, uint8_t *out);
+
+/* Polls the device and serves the fake upstream until `want` rx frames were used: bounded (20 s), not timed. */
+static void pump_until_rx(uint16_t want)
+{
+	for (int i = 0; i < 2000 && used_idx(&dq[0]) < want; i++) {
+		virtio_net_poll(dev, 10);
+		up_serve();
+	}
+	cr_assert_geq(used_idx(&dq[0]), want, "the answer came back");
+}
+
+/* The A records of the DNS reply in rx slot `slot`: rcode returned, addresses into a. */
+static unsigned dns_answer(uint16_t slot, uint16_t id, uint32_t *a, size_t *na)
+{
+	static uint8_t r[NET_FRAME_MAX];
+	size_t n = rx_frame(slot, r);
+	cr_assert_geq(n, 42 + 12);
+	const uint8_t *d = r + 42;
+	cr_assert_eq(get16(d), id);
+	size_t an = get16(d + 6), o = 12;
+	while (d[o]) /* the question's name, uncompressed */
+		o += 1u + d[o];
+	o += 5;
+	*na = 0;
+	for (size_t i = 0; i < an; i++, o += 16) {
+		cr_assert_leq(42 + o + 16, n);
+		cr_assert_eq(get16(d + o + 2), 1, "an A record");
+		a[(*na)++] = get32(d + o + 12);
+	}
+	return get16(d + 2) & 0xf;
+}
+
 /* The rx frame in used slot `slot`: its length (after the header) and bytes. */
 static size_t rx_frame(uint16_t slot, uint8_t *out)
 {
@@ -400,11 +503,14 @@ Test(virtio_net, dns_for_a_name_no_rule_allows_is_nxdomain)
 {
 	dns_query("evil.example", 0x4242);
 	tx_send();
-	dns_query("pypi.org", 0x4343);
-	tx_send();
 	pump();
 	cr_assert_eq(fb.sent, 0, "DNS never goes to the stack");
-	cr_assert_eq(used_idx(&dq[0]), 2);
+	cr_assert_eq(used_idx(&dq[0]), 1);
+	up_serve();
+	cr_assert_eq(up.queries, 0, "a name no rule allows is never asked upstream");
+	dns_query("pypi.org", 0x4343);
+	tx_send();
+	pump_until_rx(2);
 	uint8_t r[NET_FRAME_MAX];
 	size_t n = rx_frame(0, r);
 	cr_assert_geq(n, 42 + 12);
@@ -414,11 +520,103 @@ Test(virtio_net, dns_for_a_name_no_rule_allows_is_nxdomain)
 	const uint8_t *d = r + 42;
 	cr_assert_eq(get16(d), 0x4242);
 	cr_assert_eq(get16(d + 2) & 0x800f, 0x8000 | DNS_RCODE_NXDOMAIN);
-	n = rx_frame(1, r);
-	d = r + 42;
-	cr_assert_eq(get16(d), 0x4343);
-	/* allowed, but no resolver yet: SERVFAIL, never a made-up answer */
-	cr_assert_eq(get16(d + 2) & 0x800f, 0x8000 | DNS_RCODE_SERVFAIL);
+	/* allowed: resolved by the host's resolver (here the fake upstream), once */
+	uint32_t a[16];
+	size_t na;
+	cr_assert_eq(dns_answer(1, 0x4343, a, &na), DNS_RCODE_NOERROR);
+	cr_assert_eq(na, 1);
+	cr_assert_eq(a[0], 0xcb007107u);
+	cr_assert_eq(up.queries, 1);
+	cr_assert_str_eq(up.last, "pypi.org");
+}
+
+Test(virtio_net, a_resolved_address_is_allowed_on_the_names_ports_only)
+{
+	syn(0xcb007107u, 443);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 0, "before padcell resolved pypi.org, its address is nobody's");
+	cr_assert_eq(used_idx(&dq[0]), 1, "a reset");
+	dns_query("pypi.org", 7);
+	tx_send();
+	pump_until_rx(2);
+	syn(0xcb007107u, 443);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 1, "the SYN to the resolved address on the rule's port reaches the stack");
+	syn(0xcb007107u, 80);
+	tx_send();
+	syn(0xcb007108u, 443);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 1, "another port, another address: refused");
+	cr_assert_eq(used_idx(&dq[0]), 4, "two resets");
+}
+
+Test(virtio_net, upstream_nxdomain_and_aaaa)
+{
+	static const char *const rules[] = { "*.example.com:443" };
+	virtio_net_destroy(dev);
+	free(dev);
+	gmem_destroy(&mem);
+	up_stop();
+	make_dev(&fake_be, rules, 1);
+	dev_up(8);
+	dns_query("gone.example.com", 9);
+	tx_send();
+	pump_until_rx(1);
+	uint32_t a[16];
+	size_t na;
+	cr_assert_eq(dns_answer(0, 9, a, &na), DNS_RCODE_NXDOMAIN, "the upstream's NXDOMAIN");
+	cr_assert_eq(up.queries, 1);
+	/* AAAA: no data at once, nothing asked upstream (the guest has no IPv6) */
+	dns_query("multi.example.com", 10);
+	f[flen - 3] = 28; /* QTYPE AAAA */
+	l4_csum(6);
+	tx_send();
+	pump_until_rx(2);
+	cr_assert_eq(dns_answer(1, 10, a, &na), DNS_RCODE_NOERROR);
+	cr_assert_eq(na, 0);
+	cr_assert_eq(up.queries, 1);
+}
+
+Test(virtio_net, answers_in_refused_ranges_are_dropped)
+{
+	static const char *const rules[] = { "*.example.com:443" };
+	virtio_net_destroy(dev);
+	free(dev);
+	gmem_destroy(&mem);
+	up_stop();
+	make_dev(&fake_be, rules, 1);
+	dev_up(8);
+	dns_query("multi.example.com", 1);
+	tx_send();
+	dns_query("inner.example.com", 2);
+	tx_send();
+	dns_query("meta.example.com", 3);
+	tx_send();
+	pump_until_rx(3);
+	uint32_t a[16];
+	size_t na;
+	/* answers may come back in any order: find each by its id */
+	for (uint16_t slot = 0; slot < 3; slot++) {
+		static uint8_t r[NET_FRAME_MAX];
+		rx_frame(slot, r);
+		uint16_t id = get16(r + 42);
+		cr_assert_eq(dns_answer(slot, id, a, &na), DNS_RCODE_NOERROR);
+		if (id == 1) {
+			cr_assert_eq(na, 1, "10.0.0.5 and 127.0.0.1 dropped");
+			cr_assert_eq(a[0], 0xcb007109u);
+		} else {
+			cr_assert_eq(na, 0, "id %u: its only address is refused", id);
+		}
+	}
+	cr_assert_eq(dev->stats.dns_rebind_dropped, 4);
+	/* and a dropped address was not pinned */
+	syn(0xc0a80101u, 443);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 0);
 }
 
 Test(virtio_net, rx_waits_for_buffers_and_honours_event_idx)
@@ -638,9 +836,125 @@ Test(net_slirp, arp_and_an_allowed_connection_through_libslirp)
 	gmem_destroy(&mem);
 }
 
+/* A free port on host loopback (bound and closed again: nothing else on this machine takes it meanwhile). */
+static uint16_t free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	socklen_t sl = sizeof(sa);
+	getsockname(fd, (struct sockaddr *)&sa, &sl);
+	close(fd);
+	return ntohs(sa.sin_port);
+}
+
+Test(net_slirp, a_published_port_reaches_the_guest)
+{
+	if (!net_slirp_built_in())
+		cr_skip_test("built without libslirp");
+	struct net_publish pub;
+	char spec[32], err[256];
+	uint16_t port = free_port();
+	snprintf(spec, sizeof(spec), "%u:8000", port);
+	cr_assert_eq(net_publish_parse(spec, &pub, err, sizeof(err)), 0, "%s", err);
+	mk_publish = &pub, mk_npublish = 1;
+	make_dev(NULL, NULL, 0);
+	mk_publish = NULL, mk_npublish = 0;
+	dev_up(16);
+	arp_request(NET_GATEWAY_IP); /* slirp learns the guest's MAC */
+	tx_send();
+	pump();
+	uint16_t seen = used_idx(&dq[0]);
+
+	/* The stack listens from init on: a host client connects, and the guest is offered a SYN to port 8000. */
+	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int rc = connect(c, (struct sockaddr *)&sa, sizeof(sa));
+	cr_assert(rc == 0 || errno == EINPROGRESS, "connect: %s", strerror(errno));
+	bool syn_seen = false;
+	uint8_t r[NET_FRAME_MAX];
+	for (int i = 0; i < 200 && !syn_seen; i++) {
+		virtio_net_poll(dev, 10);
+		for (uint16_t s = seen; s != used_idx(&dq[0]); s++) {
+			size_t n = rx_frame(s, r);
+			if (n >= 54 && get16(r + 12) == 0x0800 && r[23] == IPPROTO_TCP && get32(r + 30) == NET_GUEST_IP &&
+			    get16(r + 36) == 8000 && (r[47] & 0x12) == 0x02)
+				syn_seen = true;
+		}
+		seen = used_idx(&dq[0]);
+	}
+	cr_assert(syn_seen, "a SYN to 10.0.2.15:8000");
+	close(c);
+	virtio_net_destroy(dev);
+	free(dev);
+	gmem_destroy(&mem);
+	up_stop();
+}
+
+Test(net_slirp, a_port_that_cannot_be_published_fails_at_init)
+{
+	if (!net_slirp_built_in())
+		cr_skip_test("built without libslirp");
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	cr_assert_eq(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(l, 1), 0);
+	socklen_t sl = sizeof(sa);
+	getsockname(l, (struct sockaddr *)&sa, &sl);
+	struct net_publish pub;
+	char spec[32], err[256] = "";
+	snprintf(spec, sizeof(spec), "127.0.0.1:%u:80", ntohs(sa.sin_port));
+	cr_assert_eq(net_publish_parse(spec, &pub, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(gmem_init(&mem, 64ULL << 20), 0);
+	fake_host_init(&fh);
+	struct virtio_net *n = calloc(1, sizeof(*n));
+	struct net_params p = { .log_fd = -1, .dns_servers = "127.0.0.1:9", .publish = &pub, .npublish = 1 };
+	cr_assert_neq(virtio_net_init(n, &p, &mem, &fh.host, 5, err, sizeof(err)), 0, "a port in use was published");
+	cr_assert(strstr(err, "cannot listen on 127.0.0.1:"), "%s", err);
+	free(n);
+	gmem_destroy(&mem);
+	close(l);
+}
+
 /* ---- the command line ---- */
 
 #include "vmm/cmd/cli.h"
+
+Test(net_cli, publish_values)
+{
+	struct net_publish p;
+	char err[256];
+	cr_assert_eq(net_publish_parse("8080:80", &p, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(p.host_addr, 0x7f000001u, "host loopback by default");
+	cr_assert_eq(p.host_port, 8080);
+	cr_assert_eq(p.guest_port, 80);
+	cr_assert_eq(net_publish_parse("0.0.0.0:1:65535", &p, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(p.host_addr, 0);
+	cr_assert_eq(p.guest_port, 65535);
+	static const char *bad[] = { "", "80", ":80", "80:", "0:80", "80:0", "65536:80", "80:65536", "x:80", "80:8o",
+				     "1.2.3:80:80", "localhost:80:80", ":80:80", "1.2.3.4::80", "+80:80", "80:-1",
+				     "1.2.3.4:5:6:7", "123456789012345678901234567890123456789012345678:1" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		cr_assert_eq(net_publish_parse(bad[i], &p, err, sizeof(err)), -EINVAL, "'%s' accepted", bad[i]);
+		cr_assert(strstr(err, "--publish"), "%s", err);
+	}
+}
+
+Test(net_cli, publish_implies_net_and_a_port_once)
+{
+	char *argv[] = { "boot", "--kernel", "k", "--publish", "8080:80", "--publish", "0.0.0.0:9090:90", NULL };
+	struct boot_opts o;
+	char err[512];
+	cr_assert_eq(cli_parse_boot(7, argv, &o, err, sizeof(err)), 0, "%s", err);
+	cr_assert(o.net.net);
+	cr_assert_eq(o.net.npublish, 2);
+	cr_assert_eq(o.net.publish[1].host_port, 9090);
+	cli_opts_free(&o);
+	char *dup[] = { "boot", "--kernel", "k", "--publish", "8080:80", "--publish", "0.0.0.0:8080:81", NULL };
+	cr_assert_neq(cli_parse_boot(7, dup, &o, err, sizeof(err)), 0);
+	cr_assert(strstr(err, "already published"), "%s", err);
+}
 
 Test(net_cli, no_nic_unless_asked)
 {

@@ -8,7 +8,7 @@ UNIT_SRCS := tests/unit/images.c tests/unit/test_gmem.c tests/unit/test_bus.c \
              tests/unit/test_virtio_vsock.c tests/unit/test_virtio_net.c \
              tests/unit/test_api_http.c tests/unit/test_api.c \
              tests/unit/test_snapshot.c tests/unit/test_agent.c tests/unit/test_agent_flow.c \
-             tests/unit/test_agent_hostile.c \
+             tests/unit/test_agent_hostile.c tests/unit/test_agent_netcfg.c guest/agent/netcfg.c \
              tests/unit/test_util.c \
              tests/unit/test_ratelimit.c tests/unit/test_net_policy.c tests/unit/test_net_gate.c \
              tests/unit/test_net_dns.c tests/unit/test_net_sni.c \
@@ -29,8 +29,7 @@ $(UNIT_SLIRP_OBJ): devices/net_slirp.c
 
 $(UNIT_BIN): $(UNIT_OBJS) $(UNIT_SLIRP_OBJ) $(BUILD)/libpadcell.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(UNIT_OBJS) $(UNIT_SLIRP_OBJ) $(BUILD)/libpadcell.a -lcriterion $(PADCELL_LDLIBS) \
-		$(if $(filter 1,$(SLIRP)),,$(SLIRP_LDLIBS))
+	$(CC) $(LDFLAGS) -o $@ $(UNIT_OBJS) $(UNIT_SLIRP_OBJ) $(BUILD)/libpadcell.a -lcriterion $(PADCELL_LDLIBS) $(SLIRP_DYN_LDLIBS)
 
 # The end-to-end tests spawn build/padcell, so it is built first.
 unit: $(UNIT_BIN) $(BUILD)/padcell $(GUEST_BUILD)/padcell-agent
@@ -67,7 +66,7 @@ $(SAN_BUILD)/vmm/jail/seccomp_bpf.o: $(BUILD)/vmm/jail/seccomp_bpf.c
 
 $(SAN_UNIT_BIN): $(SAN_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_FLAGS) $(LDFLAGS) -o $@ $(SAN_OBJS) -lcriterion $(PADCELL_LDLIBS)
+	$(CC) $(SAN_FLAGS) $(LDFLAGS) -o $@ $(SAN_OBJS) -lcriterion $(LIB_DYN_LDLIBS)
 
 $(SAN_BUILD)/padcell: $(BUILD)/padcell
 	@mkdir -p $(dir $@)

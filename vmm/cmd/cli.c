@@ -188,6 +188,22 @@ int cli_parse_net_opt(int c, const char *arg, struct net_opts *o, char *err, siz
 		o->log = arg;
 		o->net = true;
 		return 0;
+	case CLI_OPT_PUBLISH: {
+		if (o->npublish == NET_PUBLISH_MAX)
+			return usage_err(err, errlen, "too many --publish ports: at most %u", NET_PUBLISH_MAX);
+		struct net_publish *p = &o->publish[o->npublish];
+		char why[200];
+		if (net_publish_parse(arg, p, why, sizeof(why)))
+			return usage_err(err, errlen, "%s", why);
+		for (unsigned i = 0; i < o->npublish; i++)
+			if (o->publish[i].host_port == p->host_port &&
+			    (o->publish[i].host_addr == p->host_addr || !o->publish[i].host_addr || !p->host_addr))
+				return usage_err(err, errlen, "--publish '%s': host port %u is already published", arg,
+						 p->host_port);
+		o->npublish++;
+		o->net = true;
+		return 0;
+	}
 	case CLI_OPT_ALLOW: {
 		if (o->nallow == CLI_MAX_ALLOW)
 			return usage_err(err, errlen, "too many --allow rules: at most %u", CLI_MAX_ALLOW);
@@ -495,7 +511,8 @@ void cli_usage(FILE *out)
 	      "      --allow-internet  any public address (implies --net); loopback, private,\n"
 	      "                 link-local and the host's ranges stay refused unless a rule names them\n"
 	      "      --net-log FILE  append every egress decision as a JSON line\n"
-	      "                 (needs a padcell built with libslirp: make STATIC=0)\n"
+	      "      --publish [ADDR:]HOSTPORT:GUESTPORT  forward a host TCP port (on ADDR,\n"
+	      "                 127.0.0.1 by default) to a guest port (repeatable; implies --net)\n"
 	      "  restore --from DIR [--vsock PATH] [--api-sock PATH] [--drive N=PATH]...\n"
 	      "          [--net|--allow RULE...] [--verbose]\n"
 	      "      Restore a snapshot: memory mapped copy-on-write, the VM continues where it was.\n"

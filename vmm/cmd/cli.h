@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "vmm/jail/jail.h"
+#include "vmm/net/publish.h"
 #include "vmm/x86/boot_x86_64.h"
 #include "vmm/x86/layout.h"
 
@@ -36,7 +37,10 @@ struct drive_opt {              /* one --drive PATH[,ro][,id=NAME] */
 	bool ro;
 };
 
-/* --net, --allow RULE (repeatable, implies --net), --allow-internet (implies --net), --net-log FILE. */
+/*
+ * --net, --allow RULE (repeatable, implies --net), --allow-internet (implies --net), --net-log FILE,
+ * --publish [ADDR:]HOSTPORT:GUESTPORT (repeatable, implies --net).
+ */
 #define CLI_MAX_ALLOW 1024 /* POLICY_MAX_RULES */
 struct net_opts {
 	bool net;                         /* a NIC at all; default none */
@@ -44,13 +48,16 @@ struct net_opts {
 	unsigned nallow;
 	bool allow_internet;
 	const char *log;                  /* --net-log FILE */
+	struct net_publish publish[NET_PUBLISH_MAX];
+	unsigned npublish;
 };
-enum { CLI_OPT_NET = 0x4e00, CLI_OPT_ALLOW, CLI_OPT_ALLOW_INTERNET, CLI_OPT_NET_LOG };
+enum { CLI_OPT_NET = 0x4e00, CLI_OPT_ALLOW, CLI_OPT_ALLOW_INTERNET, CLI_OPT_NET_LOG, CLI_OPT_PUBLISH };
 #define CLI_NET_LONG_OPTS \
 		{ "net", no_argument, NULL, CLI_OPT_NET }, \
 		{ "allow", required_argument, NULL, CLI_OPT_ALLOW }, \
 		{ "allow-internet", no_argument, NULL, CLI_OPT_ALLOW_INTERNET }, \
-		{ "net-log", required_argument, NULL, CLI_OPT_NET_LOG }
+		{ "net-log", required_argument, NULL, CLI_OPT_NET_LOG }, \
+		{ "publish", required_argument, NULL, CLI_OPT_PUBLISH }
 /* One network option (c a CLI_OPT_ code).  1: not one; 0: taken; -EINVAL with err set (a bad rule says why). */
 int cli_parse_net_opt(int c, const char *arg, struct net_opts *o, char *err, size_t errlen);
 

@@ -1,0 +1,143 @@
+# The Debian guest's side of the nested net tier: run by `padcell run -- python3 -c "$(cat net-guest.py)" MODE`.
+# Prints one line per check: CHECK <name> ok|fail <detail>; and for the download: SHA <hex> <bytes> <seconds>.
+# Every network wait is bounded by a socket timeout; a refused connection must be refused (RST), not time out.
+import errno, hashlib, socket, sys, time
+
+mode = sys.argv[1] if len(sys.argv) > 1 else "main"
+
+
+def check(name, ok, detail):
+    print("CHECK %s %s %s" % (name, "ok" if ok else "fail", detail), flush=True)
+
+
+def get(addr, path, host=None, timeout=60):
+    """An HTTP/1.0 GET over a plain socket: (status line, body)."""
+    s = socket.create_connection((addr, 80), timeout=timeout)
+    s.sendall(("GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" % (path, host or addr)).encode())
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0].decode(errors="replace"), body
+
+
+def refused(addr, port):
+    """(True, ms) if connecting is refused with a reset; (False, why) otherwise."""
+    t = time.monotonic()
+    try:
+        s = socket.create_connection((addr, port), timeout=20)
+        s.close()
+        return False, "connected"
+    except ConnectionRefusedError:
+        return True, "%.0f ms" % ((time.monotonic() - t) * 1000)
+    except OSError as e:
+        return False, "%s after %.0f ms" % (e, (time.monotonic() - t) * 1000)
+
+
+def try_get(name, addr, path, want, host=None):
+    try:
+        status, body = get(addr, path, host)
+        check(name, body.strip() == want, "%s: %r" % (status, body[:60]))
+    except OSError as e:
+        check(name, False, "GET http://%s%s: %s" % (host or addr, path, e))
+
+
+def resolve(name):
+    try:
+        return socket.gethostbyname(name)
+    except OSError as e:
+        return "error: %s" % e
+
+
+if mode == "main":
+    mtu = open("/sys/class/net/eth0/mtu").read().strip()
+    route = [l.split() for l in open("/proc/net/route").read().splitlines()[1:]]
+    default = [r for r in route if r[1] == "00000000" and r[0] == "eth0"]
+    resolv = open("/etc/resolv.conf").read()
+    check("eth0", mtu == "65520" and default and default[0][2] == "0202000A" and "nameserver 10.0.2.3" in resolv,
+          "mtu %s, default route %s, resolv.conf %r" % (mtu, default[0][2] if default else "none", resolv.strip()[-30:]))
+
+    try_get("by-ip", "198.51.100.10", "/hello.txt", b"hello-a")
+
+    ok, why = refused("198.51.100.11", 80)
+    check("name-only-before-dns", ok, "198.51.100.11:80 before its name was resolved: refused " + why if ok else why)
+    a = resolve("web.example.test")
+    check("dns-allowed", a == "198.51.100.11", "web.example.test -> %s" % a)
+    try_get("by-name", "web.example.test", "/hello.txt", b"hello-b")
+    ok, why = refused("198.51.100.11", 81)
+    check("name-other-port", ok, "web.example.test's address on port 81: " + ("refused " + why if ok else why))
+
+    a = resolve("hosts.example.test")
+    check("dns-etc-hosts", a == "198.51.100.10", "hosts.example.test (the host's /etc/hosts) -> %s" % a)
+
+    a = resolve("secret.example.test")
+    check("dns-denied", a.startswith("error"), "secret.example.test (no rule) -> %s" % a)
+    a = resolve("rebind.example.test")
+    check("dns-rebind", a.startswith("error"), "rebind.example.test (upstream says 127.0.0.1) -> %s" % a)
+
+    ok, why = refused("198.51.100.20", 80)
+    check("denied", ok, "198.51.100.20:80 (no rule): " + ("refused in " + why if ok else why))
+    bad = []
+    for addr, port in [("10.0.2.2", 8080), ("169.254.169.254", 80), ("192.168.1.1", 80), ("10.1.2.3", 80),
+                       ("172.16.0.1", 80), ("100.64.0.1", 80), ("10.0.2.3", 80)]:
+        ok, why = refused(addr, port)
+        if not ok:
+            bad.append("%s:%d %s" % (addr, port, why))
+    check("refused-ranges", not bad, "; ".join(bad) or "host loopback (10.0.2.2), metadata, RFC 1918, CGNAT, the stack's DNS: refused")
+
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(3):
+        u.sendto(b"udp-probe", ("198.51.100.10", 9999))
+    u.close()
+    check("udp-sent", True, "3 datagrams to 198.51.100.10:9999 (the host checks none arrived)")
+
+    t = time.monotonic()
+    try:
+        s = socket.create_connection(("198.51.100.10", 80), timeout=120)
+        s.sendall(b"GET /big.bin HTTP/1.0\r\nHost: 198.51.100.10\r\n\r\n")
+        h, buf, n = hashlib.sha256(), b"", 0
+        while b"\r\n\r\n" not in buf:
+            c = s.recv(65536)
+            if not c:
+                break
+            buf += c
+        _, _, rest = buf.partition(b"\r\n\r\n")
+        h.update(rest)
+        n = len(rest)
+        while True:
+            c = s.recv(1 << 20)
+            if not c:
+                break
+            h.update(c)
+            n += len(c)
+        s.close()
+        el = time.monotonic() - t
+        print("SHA %s %d %.3f" % (h.hexdigest(), n, el), flush=True)
+    except OSError as e:
+        print("SHA error %s" % e, flush=True)
+
+elif mode == "serve":
+    # A server the guest starts, reached from the host through --publish: one request, then exit.
+    l = socket.socket()
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(("0.0.0.0", 8000))
+    l.listen(4)
+    l.settimeout(120)
+    try:
+        c, peer = l.accept()
+        c.settimeout(30)
+        req = c.recv(4096)
+        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\npublished-ok\n")
+        c.close()
+        check("serve", req.startswith(b"GET /"), "one request from %s:%d" % peer)
+    except OSError as e:
+        check("serve", False, "accept: %s" % e)
+elif mode == "clone-allowed":
+    try_get("clone-get", "198.51.100.10", "/hello.txt", b"hello-a")
+elif mode == "clone-denied":
+    ok, why = refused("198.51.100.10", 80)
+    check("clone-deny-all", ok, "a clone restored without rules: " + ("refused " + why if ok else why))

@@ -1,0 +1,22 @@
+#!/bin/sh
+# "The internet" of the nested net tier, inside L1 as /payload/net-inet.sh: run by net-run.sh under
+# `unshare -n` (a network namespace of its own; files shared with L1), it waits for its end of the
+# veth pair (veth0), takes the TEST-NET-2 addresses (198.51.100.0/24, never a real outside address)
+# and serves: HTTP on .10 (/srv/a), .11 (/srv/b) and .20 (/srv/c), DNS on .53 (upstream dns, which
+# logs every name it is asked), a UDP sink on .10:9999.  Exits when net-run.sh kills it.
+i=0
+while ! ip link show veth0 >/dev/null 2>&1; do
+	i=$((i + 1))
+	[ $i -gt 300 ] && { echo "net-inet: veth0 never arrived"; exit 1; }
+	sleep 0.1
+done
+ip link set lo up
+for a in 10 11 20 53; do ip addr add 198.51.100.$a/24 dev veth0; done
+ip link set veth0 up
+httpd -f -p 198.51.100.10:80 -h /srv/a &
+httpd -f -p 198.51.100.11:80 -h /srv/b &
+httpd -f -p 198.51.100.20:80 -h /srv/c &
+./upstream udp-sink 198.51.100.10 9999 /run/net/udp.log &
+./upstream dns 198.51.100.53 /run/net/dns.log web.example.test=198.51.100.11 rebind.example.test=127.0.0.1 &
+echo ready >/run/net/inet-ready
+wait
