@@ -64,6 +64,8 @@ static int parse_id(const char *arg, long *out)
 
 int jail_opt_parse(struct jail_opts *o, int opt, const char *arg, int *rc, char *err, size_t errlen)
 {
+	if (cgroup_opt_parse(&o->cgroup, opt, arg, rc, err, errlen))
+		return 1;
 	*rc = 0;
 	switch (opt) {
 	case JAIL_OPT_NO_JAIL: o->off = true; return 1;
@@ -130,8 +132,8 @@ int jail_prepare(const struct jail_opts *o, char *err, size_t errlen)
 {
 	if (o->off) {
 		fprintf(stderr, "padcell: warning: --no-jail: the monitor runs unconfined (no seccomp, Landlock, "
-				"namespaces or privilege drop)\n");
-		return 0;
+				"namespaces or privilege drop; cgroup limits only if named)\n");
+		return cgroup_prepare(&o->cgroup, false, err, errlen);
 	}
 	/*
 	 * The NIC's user-mode stack dials out with AF_INET sockets from its device thread, which the
@@ -154,6 +156,10 @@ int jail_prepare(const struct jail_opts *o, char *err, size_t errlen)
 #endif
 	/* Whatever the parent left open is not the VM's. */
 	syscall(SYS_close_range, 3u, ~0u, 0u);
+	/* The leaf and its reaper, while the monitor still sees the host's cgroups and has one thread. */
+	int crc = cgroup_prepare(&o->cgroup, true, err, errlen);
+	if (crc)
+		return crc;
 	J.cap_last = read_int("/proc/sys/kernel/cap_last_cap", 40);
 	char what[64];
 	int rc = jail_ns_enter(root, o->host_net, what, sizeof(what));
