@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <time.h>
@@ -404,9 +405,12 @@ static void reaper_main(int death_r, int go_r)
 	for (int fd = 0; fd < 3; fd++)
 		if (null >= 0)
 			dup2(null, fd); /* never hold the caller's pipes open past the monitor */
-	for (int fd = 3; fd < 4096; fd++)
-		if (fd != death_r && fd != go_r)
-			close(fd);
+	/* the two pipes to 3 and 4, everything else the monitor had closed */
+	int d = fcntl(death_r, F_DUPFD_CLOEXEC, 10), g = fcntl(go_r, F_DUPFD_CLOEXEC, 10);
+	if (d < 0 || g < 0 || dup2(d, 3) < 0 || dup2(g, 4) < 0)
+		_exit(1);
+	death_r = 3, go_r = 4;
+	syscall(SYS_close_range, 5u, ~0u, 0u);
 	char c;
 	/* the monitor says where the leaf is, once it is made (or closes: nothing made) */
 	char leaf[1024];
@@ -502,11 +506,16 @@ int cgroup_prepare(const struct cgroup_opts *o, bool want_default, char *err, si
 	}
 	close(death[0]);
 	close(go[0]);
-	int rc = cgroup_tree_make(&p, getpid(), reaper, C.leaf, sizeof(C.leaf), err, errlen);
+	char why[600];
+	int rc = cgroup_tree_make(&p, getpid(), reaper, C.leaf, sizeof(C.leaf), why, sizeof(why));
 	if (rc) {
 		close(go[1]); /* the reaper ends: nothing to remove */
 		close(death[1]);
-		return rc;
+		if (explicit)
+			return snprintf(err, errlen, "cgroup: %s", why), rc;
+		snprintf(C.why, sizeof(C.why), "%s", why); /* the defaults are a best effort: warn, run */
+		C.warn = true;
+		return 0;
 	}
 	if (write(go[1], C.leaf, strlen(C.leaf)) != (ssize_t)strlen(C.leaf)) {
 		/* the reaper is gone: then nobody removes the leaf but the next start's sweep */
