@@ -92,7 +92,11 @@ int launch_run_until_stop(struct vm *vm, struct api_server *api, bool verbose, c
 	term_raw(&term, STDIN_FILENO);
 	/* Everything is open and the VM is built: confine, then run the guest. */
 	char err[256];
-	int rc = jail_confine(vm->mem.size, err, sizeof(err));
+	/* the cgroup's limits first: they need the host's /sys/fs/cgroup, which the jail hides */
+	bool snapshots = api || (hooks && hooks->snapshots);
+	int rc = cgroup_apply(vm->mem.size, vm->ncpus, snapshots, err, sizeof(err));
+	if (!rc)
+		rc = jail_confine(vm->mem.size, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "padcell: jail: %s\n", err);
 		vm_request_stop(vm, VM_STOP_HOST_ERROR, "the jail could not confine the monitor");

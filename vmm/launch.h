@@ -65,6 +65,7 @@ struct launch_run_hooks {
 	void (*after_start)(struct vm *vm, int rc, void *ctx);
 	void (*joined)(void *ctx);
 	void *ctx;
+	bool snapshots; /* the VM may write snapshots without an API socket (--snapshot-when-ready) */
 };
 struct api_server;
 int launch_run_until_stop(struct vm *vm, struct api_server *api, bool verbose, const struct launch_run_hooks *hooks);

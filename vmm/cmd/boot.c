@@ -97,7 +97,7 @@ static int boot_vm(const struct boot_opts *o)
 	}
 	struct launch_run_hooks hooks = { .joined = snap_joined, .ctx = &snap };
 	if (o->snapshot_dir)
-		hooks.after_start = snap_after_start;
+		hooks.after_start = snap_after_start, hooks.snapshots = true;
 	rc = launch_run_until_stop(vm, api, o->verbose, &hooks);
 	launch_teardown(&l);
 	return rc;

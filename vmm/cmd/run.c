@@ -521,7 +521,8 @@ static int run_main(struct run *r)
 	r->vm = &r->l.vm;
 	code = EXIT_RUN_FAILED;
 	/* Everything is open and the VM is built: confine, then run the guest. */
-	if (jail_confine(r->vm->mem.size, err, sizeof(err))) {
+	if (cgroup_apply(r->vm->mem.size, r->vm->ncpus, r->o.snapshot_dir != NULL, err, sizeof(err)) ||
+	    jail_confine(r->vm->mem.size, err, sizeof(err))) {
 		snprintf(err + strlen(err), sizeof(err) - strlen(err), " (the jail could not confine the monitor)");
 		goto fail;
 	}

@@ -94,6 +94,8 @@ static int parse_range(const char *arg, long *start, long *count)
 
 int jail_opt_parse(struct jail_opts *o, int opt, const char *arg, int *rc, char *err, size_t errlen)
 {
+	if (cgroup_opt_parse(&o->cgroup, opt, arg, rc, err, errlen))
+		return 1;
 	*rc = 0;
 	switch (opt) {
 	case JAIL_OPT_UID_RANGE:
@@ -219,8 +221,8 @@ static int prepare(const struct jail_opts *o, char *err, size_t errlen)
 {
 	if (o->off) {
 		fprintf(stderr, "padcell: warning: --no-jail: the monitor runs unconfined (no seccomp, Landlock, "
-				"namespaces or privilege drop)\n");
-		return 0;
+				"namespaces or privilege drop; cgroup limits only if named)\n");
+		return cgroup_prepare(&o->cgroup, false, err, errlen);
 	}
 	J.o = *o;
 	bool root = geteuid() == 0;
@@ -243,6 +245,10 @@ static int prepare(const struct jail_opts *o, char *err, size_t errlen)
 #endif
 	/* Whatever the parent left open is not the VM's. */
 	syscall(SYS_close_range, 3u, ~0u, 0u);
+	/* The leaf and its reaper, while the monitor still sees the host's cgroups and has one thread. */
+	int crc = cgroup_prepare(&o->cgroup, true, err, errlen);
+	if (crc)
+		return crc;
 	if (J.o.uid_count) {
 		int rc = uid_pick(err, errlen);
 		if (rc)

@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "vmm/jail/cgroup.h"
+
 /* A seccomp violation: the process ends with 128 + SIGSYS, as a shell shows a SIGSYS death. */
 #define EXIT_JAIL_VIOLATION 159
 
@@ -48,6 +50,7 @@ struct jail_opts {
 	const char *dirs[JAIL_MAX_DIRS]; /* --jail-dir DIR: more directories the VM may write at run time */
 	unsigned ndirs;
 	bool host_net;                 /* a NIC's user-mode stack dials out: keep the host's network namespace */
+	struct cgroup_opts cgroup;     /* --cpu-quota, --mem-limit, --io-limit (vmm/jail/cgroup.h) */
 };
 
 /* Options shared by boot, run and restore: getopt_long rows and their handler. */
@@ -60,7 +63,8 @@ enum { JAIL_OPT_NO_JAIL = 1000, JAIL_OPT_SECCOMP, JAIL_OPT_UID, JAIL_OPT_GID, JA
 		{ "uid", required_argument, NULL, JAIL_OPT_UID },                        \
 		{ "gid", required_argument, NULL, JAIL_OPT_GID },                        \
 		{ "jail-dir", required_argument, NULL, JAIL_OPT_DIR },                   \
-		{ "uid-range", required_argument, NULL, JAIL_OPT_UID_RANGE }
+		{ "uid-range", required_argument, NULL, JAIL_OPT_UID_RANGE },            \
+		CGROUP_LONG_OPTS
 void jail_opts_init(struct jail_opts *o);
 /* 1 when opt is a jail option (then 0 or -EINVAL with err set is in *rc), 0 when it is not. */
 int jail_opt_parse(struct jail_opts *o, int opt, const char *arg, int *rc, char *err, size_t errlen);
@@ -135,7 +139,7 @@ struct jail_support {
 	int landlock_abi;     /* 0 = none */
 	bool cgroup2;         /* a cgroup v2 hierarchy is mounted */
 	bool cgroup2_delegated; /* ... and this user may make a leaf in it */
-	char cgroup_detail[160];
+	char cgroup_detail[300];
 };
 void jail_probe(struct jail_support *s);
 
