@@ -15,6 +15,7 @@ static const struct {
 	{ "run", cmd_run },
 	{ "exec", cmd_exec },
 	{ "cp", cmd_cp },
+	{ "fs", cmd_fs },
 	{ "restore", cmd_restore },
 	{ "snapshot", cmd_snapshot },
 	{ "pause", cmd_pause_resume },
