@@ -16,6 +16,7 @@ static const struct {
 	{ "exec", cmd_exec },
 	{ "cp", cmd_cp },
 	{ "fs", cmd_fs },
+	{ "mcp", cmd_mcp },
 	{ "restore", cmd_restore },
 	{ "snapshot", cmd_snapshot },
 	{ "pause", cmd_pause_resume },
