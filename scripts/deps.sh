@@ -14,17 +14,19 @@ group_pkgs() {
 	nested) echo qemu-system-x86 cpio kmod busybox-static ;;
 	rootfs) echo busybox-static e2fsprogs erofs-utils fakeroot ;;
 	debian) echo mmdebstrap fakechroot fakeroot uidmap ;;
+	# The nested-mcp tier's client: the official MCP SDK, from the npm registry (tests/mcp/package-lock.json).
+	mcp)    echo nodejs npm ;;
 	# libFuzzer (-fsanitize=fuzzer) and its ASan/UBSan runtimes come with clang, not gcc.
 	fuzz)   echo clang libclang-rt-14-dev ;;
 	*) return 1 ;;
 	esac
 }
 
-[ $# -gt 0 ] || die "usage: scripts/deps.sh GROUP... (build kernel images nested rootfs debian fuzz)"
+[ $# -gt 0 ] || die "usage: scripts/deps.sh GROUP... (build kernel images nested rootfs debian mcp fuzz)"
 
 missing=()
 for group in "$@"; do
-	pkgs=$(group_pkgs "$group") || die "unknown group '$group' (build kernel images nested rootfs debian fuzz)"
+	pkgs=$(group_pkgs "$group") || die "unknown group '$group' (build kernel images nested rootfs debian mcp fuzz)"
 	for pkg in $pkgs; do
 		status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
 		if [ "$status" != "install ok installed" ]; then

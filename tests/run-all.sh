@@ -60,6 +60,7 @@ run_tier nested-blk tests/nested/blk-test.sh
 run_tier nested-run tests/nested/run-test.sh
 run_tier nested-snap tests/nested/snap-test.sh
 run_tier nested-debian tests/nested/debian-test.sh
+run_tier nested-mcp tests/nested/mcp-test.sh
 
 echo "==== summary"
 for l in "${summary[@]}"; do echo "  $l"; done

@@ -388,3 +388,79 @@ Test(mcp, serve_bounds_lines_and_ends_at_eof, .timeout = 60)
 	close(pout[0]);
 	free(in);
 }
+
+/* ---- build/padcell mcp itself ---- */
+
+#include <signal.h>
+#include <sys/wait.h>
+
+static pid_t mcp_spawn(int *to, int *from)
+{
+	char self[4096], bin[4200];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	cr_assert_gt(n, 0);
+	self[n] = '\0';
+	*strrchr(self, '/') = '\0';
+	snprintf(bin, sizeof(bin), "%s/../padcell", self);
+	int a[2], b[2];
+	cr_assert_eq(pipe(a), 0);
+	cr_assert_eq(pipe(b), 0);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		dup2(a[0], 0);
+		dup2(b[1], 1);
+		close(a[1]);
+		close(b[0]);
+		/* no kernel there: the sandbox cannot boot, whatever this host's KVM is */
+		setenv("PADCELL_KERNEL", "/nonexistent/vmlinuz", 1);
+		setenv("PADCELL_ROOTFS", "/nonexistent/rootfs.ext4", 1);
+		execl(bin, bin, "mcp", (char *)NULL);
+		_exit(127);
+	}
+	close(a[0]);
+	close(b[1]);
+	*to = a[1];
+	*from = b[0];
+	return pid;
+}
+
+static char *read_line(int fd)
+{
+	static char line[65536];
+	size_t n = 0;
+	while (n < sizeof(line) - 1 && read(fd, line + n, 1) == 1 && line[n] != '\n')
+		n++;
+	line[n] = '\0';
+	return line;
+}
+
+Test(mcp, the_binary_answers_and_ends_cleanly, .timeout = 60)
+{
+	int to, from;
+	pid_t pid = mcp_spawn(&to, &from);
+	const char *in = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\"}}\n"
+			 "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n"
+			 "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"run_command\","
+			 "\"arguments\":{\"cmd\":\"true\"}}}\n";
+	cr_assert_eq(write(to, in, strlen(in)), (ssize_t)strlen(in));
+	char *l = read_line(from);
+	cr_assert(strstr(l, "\"id\":1") && strstr(l, "\"protocolVersion\":\"2025-06-18\""), "%s", l);
+	l = read_line(from);
+	cr_assert(strstr(l, "\"id\":2") && strstr(l, "\"isError\":true"), "a sandbox that cannot boot is a tool error: %s", l);
+	close(to); /* the end of input ends the session */
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit %x", st);
+	close(from);
+	/* SIGTERM while it waits for input: 128+15 */
+	pid = mcp_spawn(&to, &from);
+	cr_assert_eq(write(to, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n", 41), 41);
+	l = read_line(from); /* it is serving now, its signals blocked and read */
+	cr_assert(strstr(l, "\"result\":{}"), "%s", l);
+	kill(pid, SIGTERM);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 143, "exit %x", st);
+	close(to);
+	close(from);
+}
