@@ -4,7 +4,8 @@
 # Usage: tests/nested/l1.sh --payload DIR [--timeout SEC] [--log FILE] [--mem MIB] [--serial2 SOCK] [--verbose]
 #   DIR is copied to /payload in L1 and DIR/run.sh is run there by busybox sh.
 #   --serial2 SOCK: L1's second serial port (/dev/ttyS1) is the Unix socket SOCK on the host (QEMU
-#   listens; a host program connects): a byte stream between a host program and the payload.
+#   listens; a host program connects): a byte stream between a host program and the payload.  (Any
+#   -serial turns off -nographic's default one, so ttyS0 is named again as -nographic makes it.)
 # Exit: the payload's exit code; 124 = timeout (an emulator hang or a hung payload: see the step
 #   printed), 125 = L1 failed (no /dev/kvm, module load, L1 crash) or harness error, 64 = bad usage.
 set -euo pipefail
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
 	--timeout) [ $# -ge 2 ] || usage; timeout_s=$2; shift 2 ;;
 	--log) [ $# -ge 2 ] || usage; log=$2; shift 2 ;;
 	--mem) [ $# -ge 2 ] || usage; mem=$2; shift 2 ;;
-	--serial2) [ $# -ge 2 ] || usage; serial2=(-chardev "socket,id=serial2,path=$2,server=on,wait=off" -serial chardev:serial2); shift 2 ;;
+	--serial2) [ $# -ge 2 ] || usage; serial2=(-serial mon:stdio -chardev "socket,id=serial2,path=$2,server=on,wait=off" -serial chardev:serial2); shift 2 ;;
 	--verbose | -v) verbose=1; shift ;;
 	-h | --help) usage ;;
 	*) echo "l1.sh: unknown argument '$1'" >&2; usage ;;
