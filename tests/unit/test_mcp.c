@@ -8,6 +8,9 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -463,4 +466,52 @@ Test(mcp, the_binary_answers_and_ends_cleanly, .timeout = 60)
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 143, "exit %x", st);
 	close(to);
 	close(from);
+}
+
+struct late_signal {
+	int in_fd, sig_w;
+};
+
+/* Sends the "stop signal" once the server has taken its input: it then waits to write its answer. */
+static void *late_signal(void *arg)
+{
+	struct late_signal *l = arg;
+	for (int i = 0; i < 30000; i++) { /* a bound, not a clock: at most 30 s of 1 ms checks */
+		int left = 1;
+		if (ioctl(l->in_fd, FIONREAD, &left) == 0 && left == 0)
+			break;
+		usleep(1000);
+	}
+	struct signalfd_siginfo si = { .ssi_signo = SIGUSR1 };
+	if (write(l->sig_w, &si, sizeof(si)) != (ssize_t)sizeof(si))
+		abort();
+	return NULL;
+}
+
+Test(mcp, a_client_that_stops_reading_cannot_hold_a_stop_signal, .timeout = 60)
+{
+	/* stdout a blocking pipe that is already full: the answer cannot be written */
+	int pin[2], pout[2], sig[2];
+	cr_assert_eq(pipe(pin), 0);
+	cr_assert_eq(pipe2(pout, O_NONBLOCK), 0);
+	cr_assert_eq(pipe(sig), 0); /* reads like a signalfd: one signalfd_siginfo per signal */
+	static char fill[1 << 16];
+	while (write(pout[1], fill, sizeof(fill)) > 0)
+		;
+	int fl = fcntl(pout[1], F_GETFL);
+	cr_assert_eq(fcntl(pout[1], F_SETFL, fl & ~O_NONBLOCK), 0, "a blocking stdout, as a client's pipe is");
+	const char *req = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}\n";
+	cr_assert_eq(write(pin[1], req, strlen(req)), (ssize_t)strlen(req));
+	struct late_signal l = { pin[0], sig[1] };
+	pthread_t t;
+	cr_assert_eq(pthread_create(&t, NULL, late_signal, &l), 0);
+	int signo = 0;
+	cr_assert_eq(mcp_serve(&m, pin[0], pout[1], sig[0], &signo), -EINTR);
+	cr_assert_eq(signo, SIGUSR1);
+	pthread_join(t, NULL);
+	for (int i = 0; i < 2; i++) {
+		close(pin[i]);
+		close(pout[i]);
+		close(sig[i]);
+	}
 }

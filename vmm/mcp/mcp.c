@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -448,15 +449,18 @@ static int write_line(int fd, const char *s, int sig_fd, int *signo)
 	memcpy(line, s, len - 1);
 	line[len - 1] = '\n';
 	int rc = 0;
+	/*
+	 * A client that stops reading must not make padcell unkillable: each write waits for room
+	 * (or a stop signal) first and is at most PIPE_BUF bytes, which a pipe with room takes
+	 * without blocking; stdout's own flags are left alone (it may be shared).
+	 */
 	while (off < len) {
-		ssize_t w = write(fd, line + off, len - off);
-		if (w < 0 && errno == EINTR)
+		if ((rc = serve_wait(fd, POLLOUT, sig_fd, signo)))
+			break;
+		size_t n = len - off < PIPE_BUF ? len - off : PIPE_BUF;
+		ssize_t w = write(fd, line + off, n);
+		if (w < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
-		if (w < 0 && errno == EAGAIN) {
-			if ((rc = serve_wait(fd, POLLOUT, sig_fd, signo)))
-				break;
-			continue;
-		}
 		if (w < 0) {
 			rc = -errno;
 			break;
