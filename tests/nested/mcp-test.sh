@@ -34,7 +34,13 @@ if ! cmp -s "$repo/tests/mcp/package-lock.json" "$sdk/package-lock.json" || [ ! 
 	rm -rf "$sdk"
 	mkdir -p "$sdk"
 	cp "$repo/tests/mcp/package.json" "$repo/tests/mcp/package-lock.json" "$sdk/"
-	(cd "$sdk" && npm ci --ignore-scripts --no-audit --no-fund >/dev/null) || die "npm ci of the MCP SDK failed"
+	if ! (cd "$sdk" && timeout 300 npm ci --ignore-scripts --no-audit --no-fund >/dev/null); then
+		# No registry (an offline machine) is a missing capability, not padcell's failure: said, loudly.
+		rm -rf "$sdk"
+		echo "SKIP: nested-mcp: npm ci of tests/mcp/package-lock.json failed (is the npm registry reachable?)"
+		echo "0 passed, 0 failed, 1 skipped"
+		exit 0
+	fi
 fi
 cp "$repo/tests/mcp/client.mjs" "$sdk/client.mjs" # beside node_modules: that is where its imports resolve
 
