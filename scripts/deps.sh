@@ -18,6 +18,8 @@ group_pkgs() {
 	nested) echo qemu-system-x86 cpio kmod busybox-static ;;
 	rootfs) echo busybox-static e2fsprogs erofs-utils fakeroot ;;
 	debian) echo mmdebstrap fakechroot fakeroot uidmap ;;
+	# The nested-mcp tier's client: the official MCP SDK, from the npm registry (tests/mcp/package-lock.json).
+	mcp)    echo nodejs npm ;;
 	# libFuzzer (-fsanitize=fuzzer) and its ASan/UBSan runtimes come with clang, not gcc.
 	fuzz)   echo clang libclang-rt-14-dev ;;
 	# Not packages: a deb-src entry for every deb entry apt has, so `apt-get source libslirp` works.
@@ -48,12 +50,12 @@ ensure_deb_src() {
 	DEBIAN_FRONTEND=noninteractive apt-get -q update </dev/null >/dev/null || die "apt-get update failed"
 }
 
-[ $# -gt 0 ] || die "usage: scripts/deps.sh GROUP... (build kernel images nested rootfs debian fuzz slirp-src)"
+[ $# -gt 0 ] || die "usage: scripts/deps.sh GROUP... (build kernel images nested rootfs debian mcp fuzz slirp-src)"
 
 missing=()
 for group in "$@"; do
 	[ "$group" = slirp-src ] && ensure_deb_src
-	pkgs=$(group_pkgs "$group") || die "unknown group '$group' (build kernel images nested rootfs debian fuzz slirp-src)"
+	pkgs=$(group_pkgs "$group") || die "unknown group '$group' (build kernel images nested rootfs debian mcp fuzz slirp-src)"
 	for pkg in $pkgs; do
 		status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
 		if [ "$status" != "install ok installed" ]; then

@@ -62,6 +62,7 @@ run_tier nested-snap tests/nested/snap-test.sh
 run_tier nested-debian tests/nested/debian-test.sh
 run_tier nested-net tests/nested/net-test.sh
 run_tier nested-cgroup tests/nested/cgroup-test.sh
+run_tier nested-mcp tests/nested/mcp-test.sh
 
 echo "==== summary"
 for l in "${summary[@]}"; do echo "  $l"; done

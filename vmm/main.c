@@ -15,6 +15,8 @@ static const struct {
 	{ "run", cmd_run },
 	{ "exec", cmd_exec },
 	{ "cp", cmd_cp },
+	{ "fs", cmd_fs },
+	{ "mcp", cmd_mcp },
 	{ "restore", cmd_restore },
 	{ "snapshot", cmd_snapshot },
 	{ "pause", cmd_pause_resume },

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <ftw.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -699,7 +700,183 @@ static int do_get(int conn, const uint8_t *p, uint32_t len)
 	return 0;
 }
 
-/* Serves one connection: HELLO, then SYNC/PUT/GET any number of times, or one EXEC or POWEROFF. */
+/* ---- file operations (protocol version 3): an ERROR answer here does not end the connection ---- */
+
+static void entry_from_stat(struct agent_entry *e, const struct stat *st, const char *name)
+{
+	e->mode = (uint32_t)(st->st_mode & (S_IFMT | 07777));
+	e->size = (uint64_t)st->st_size;
+	e->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+	snprintf(e->name, sizeof(e->name), "%s", name);
+}
+
+/* The last component of path ("/" for the root itself), into name. */
+static void last_name(const char *path, char *name, size_t cap)
+{
+	size_t n = strlen(path);
+	while (n > 1 && path[n - 1] == '/')
+		n--;
+	size_t b = n;
+	while (b > 0 && path[b - 1] != '/')
+		b--;
+	if (b == n) {
+		snprintf(name, cap, "/");
+		return;
+	}
+	snprintf(name, cap, "%.*s", (int)(n - b), path + b);
+}
+
+static int do_stat(int conn, const uint8_t *p, uint32_t len)
+{
+	char path[AGENT_MAX_PATH], name[AGENT_MAX_NAME + 1];
+	if (agent_path_decode(p, len, path, sizeof(path))) {
+		send_error(conn, "malformed STAT");
+		return -1;
+	}
+	struct stat st;
+	if (lstat(path, &st) < 0) {
+		send_error(conn, "cannot stat %s: %s", path, strerror(errno));
+		return 0;
+	}
+	last_name(path, name, sizeof(name));
+	struct agent_entry e;
+	entry_from_stat(&e, &st, name);
+	size_t off = 0;
+	if (agent_entry_encode(payload, sizeof(payload), &off, &e)) {
+		send_error(conn, "cannot describe %s", path);
+		return 0;
+	}
+	return agent_write_frame(conn, AGENT_ENTRIES, payload, (uint32_t)off) ? -1 : 0;
+}
+
+/* LIST: whole entries packed into frames as they fill, then an empty ENTRIES. */
+static int do_list(int conn, const uint8_t *p, uint32_t len)
+{
+	char path[AGENT_MAX_PATH];
+	if (agent_path_decode(p, len, path, sizeof(path))) {
+		send_error(conn, "malformed LIST");
+		return -1;
+	}
+	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (!d) {
+		send_error(conn, "cannot list %s: %s", path, strerror(errno));
+		if (dfd >= 0)
+			close(dfd);
+		return 0;
+	}
+	size_t off = 0;
+	struct dirent *de;
+	int rc = 0;
+	while (!rc && (de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		struct stat st;
+		if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue; /* gone since readdir: not an entry any more */
+		struct agent_entry e;
+		entry_from_stat(&e, &st, de->d_name);
+		if (agent_entry_encode(payload, sizeof(payload), &off, &e) == -E2BIG) {
+			rc = agent_write_frame(conn, AGENT_ENTRIES, payload, (uint32_t)off);
+			off = 0;
+			if (!rc)
+				agent_entry_encode(payload, sizeof(payload), &off, &e);
+		}
+	}
+	closedir(d);
+	if (!rc && off)
+		rc = agent_write_frame(conn, AGENT_ENTRIES, payload, (uint32_t)off);
+	if (!rc)
+		rc = agent_write_frame(conn, AGENT_ENTRIES, NULL, 0);
+	return rc ? -1 : 0;
+}
+
+/* mkdir -p: each missing component, in order; an existing directory is fine. */
+static int mkdir_parents(char *path, mode_t mode)
+{
+	for (char *s = path + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		struct stat st;
+		int e = mkdir(path, 0755) < 0 ? errno : 0;
+		if (e == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+			e = 0;
+		*s = '/';
+		if (e)
+			return -(e == EEXIST ? ENOTDIR : e);
+	}
+	struct stat st;
+	if (mkdir(path, mode) < 0 && (errno != EEXIST || stat(path, &st) < 0 || !S_ISDIR(st.st_mode)))
+		return -(errno == EEXIST ? EEXIST : errno);
+	return 0;
+}
+
+static int do_mkdir(int conn, const uint8_t *p, uint32_t len)
+{
+	char path[AGENT_MAX_PATH];
+	uint32_t mode, flags;
+	if (agent_mkdir_decode(p, len, &mode, &flags, path, sizeof(path))) {
+		send_error(conn, "malformed MKDIR");
+		return -1;
+	}
+	int rc = (flags & AGENT_MKDIR_PARENTS) ? mkdir_parents(path, mode) : (mkdir(path, mode) < 0 ? -errno : 0);
+	if (rc) {
+		send_error(conn, "cannot make directory %s: %s", path, strerror(-rc));
+		return 0;
+	}
+	return agent_write_frame(conn, AGENT_OK, NULL, 0) ? -1 : 0;
+}
+
+static int do_move(int conn, const uint8_t *p, uint32_t len)
+{
+	char src[AGENT_MAX_PATH], dst[AGENT_MAX_PATH];
+	if (agent_move_decode(p, len, src, dst, sizeof(src))) {
+		send_error(conn, "malformed MOVE");
+		return -1;
+	}
+	if (rename(src, dst) < 0) {
+		send_error(conn, "cannot move %s to %s: %s", src, dst, strerror(errno));
+		return 0;
+	}
+	return agent_write_frame(conn, AGENT_OK, NULL, 0) ? -1 : 0;
+}
+
+static int rm_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	return (type == FTW_DP ? rmdir(path) : unlink(path)) < 0 ? errno : 0;
+}
+
+static int do_remove(int conn, const uint8_t *p, uint32_t len)
+{
+	char path[AGENT_MAX_PATH];
+	uint32_t flags;
+	if (agent_remove_decode(p, len, &flags, path, sizeof(path))) {
+		send_error(conn, "malformed REMOVE");
+		return -1;
+	}
+	struct stat st;
+	int e = 0;
+	if (lstat(path, &st) < 0)
+		e = errno;
+	else if (!S_ISDIR(st.st_mode))
+		e = unlink(path) < 0 ? errno : 0;
+	else if (flags & AGENT_REMOVE_RECURSIVE)
+		/* Depth first, never following a link, never leaving the file system it starts on. */
+		e = nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+	else
+		e = rmdir(path) < 0 ? errno : 0;
+	if (e) {
+		send_error(conn, "cannot remove %s: %s", path, strerror(e > 0 ? e : errno));
+		return 0;
+	}
+	return agent_write_frame(conn, AGENT_OK, NULL, 0) ? -1 : 0;
+}
+
+/* Serves one connection: HELLO, then SYNC/PUT/GET and file operations any number of times, or
+ * one EXEC or POWEROFF. */
 static int serve(int conn)
 {
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -734,6 +911,20 @@ static int serve(int conn)
 			if (do_get(conn, payload, h.len))
 				return 1;
 			break;
+		case AGENT_STAT:
+		case AGENT_LIST:
+		case AGENT_MKDIR:
+		case AGENT_MOVE:
+		case AGENT_REMOVE: {
+			static int (*const ops[])(int, const uint8_t *, uint32_t) = {
+				[AGENT_STAT - AGENT_STAT] = do_stat, [AGENT_LIST - AGENT_STAT] = do_list,
+				[AGENT_MKDIR - AGENT_STAT] = do_mkdir, [AGENT_MOVE - AGENT_STAT] = do_move,
+				[AGENT_REMOVE - AGENT_STAT] = do_remove,
+			};
+			if (ops[h.type - AGENT_STAT](conn, payload, h.len))
+				return 1;
+			break;
+		}
 		case AGENT_POWEROFF:
 			if (!is_init) {
 				send_error(conn, "the agent is not init here: it cannot power off");

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -231,6 +232,158 @@ int agent_put_decode(const uint8_t *p, size_t len, uint32_t *mode, char *path, s
 	if (*mode & ~07777u)
 		return -EPROTO;
 	return agent_path_decode(p + 4, len - 4, path, pathcap);
+}
+
+/* An absolute path of 1..AGENT_MAX_PATH-1 bytes without NUL: its length, or 0. */
+static size_t path_ok(const char *path)
+{
+	size_t n = strlen(path);
+	return n && n < AGENT_MAX_PATH && path[0] == '/' ? n : 0;
+}
+
+int agent_path_encode(uint8_t *out, size_t cap, const char *path)
+{
+	size_t n = path_ok(path);
+	if (!n)
+		return -EINVAL;
+	if (n > cap)
+		return -E2BIG;
+	memcpy(out, path, n);
+	return (int)n;
+}
+
+int agent_mkdir_encode(uint8_t *out, size_t cap, uint32_t mode, uint32_t flags, const char *path)
+{
+	size_t n = path_ok(path);
+	if (!n || (mode & ~07777u) || (flags & ~AGENT_MKDIR_PARENTS))
+		return -EINVAL;
+	if (8 + n > cap)
+		return -E2BIG;
+	put32(out, mode);
+	put32(out + 4, flags);
+	memcpy(out + 8, path, n);
+	return (int)(8 + n);
+}
+
+int agent_mkdir_decode(const uint8_t *p, size_t len, uint32_t *mode, uint32_t *flags, char *path, size_t pathcap)
+{
+	if (len < 9)
+		return -EPROTO;
+	*mode = get32(p);
+	*flags = get32(p + 4);
+	if ((*mode & ~07777u) || (*flags & ~AGENT_MKDIR_PARENTS))
+		return -EPROTO;
+	return agent_path_decode(p + 8, len - 8, path, pathcap);
+}
+
+int agent_remove_encode(uint8_t *out, size_t cap, uint32_t flags, const char *path)
+{
+	size_t n = path_ok(path);
+	if (!n || (flags & ~AGENT_REMOVE_RECURSIVE))
+		return -EINVAL;
+	if (4 + n > cap)
+		return -E2BIG;
+	put32(out, flags);
+	memcpy(out + 4, path, n);
+	return (int)(4 + n);
+}
+
+int agent_remove_decode(const uint8_t *p, size_t len, uint32_t *flags, char *path, size_t pathcap)
+{
+	if (len < 5)
+		return -EPROTO;
+	*flags = get32(p);
+	if (*flags & ~AGENT_REMOVE_RECURSIVE)
+		return -EPROTO;
+	return agent_path_decode(p + 4, len - 4, path, pathcap);
+}
+
+int agent_move_encode(uint8_t *out, size_t cap, const char *src, const char *dst)
+{
+	size_t a = path_ok(src), b = path_ok(dst);
+	if (!a || !b)
+		return -EINVAL;
+	if (a + 1 + b > cap)
+		return -E2BIG;
+	memcpy(out, src, a);
+	out[a] = '\0';
+	memcpy(out + a + 1, dst, b);
+	return (int)(a + 1 + b);
+}
+
+int agent_move_decode(const uint8_t *p, size_t len, char *src, char *dst, size_t pathcap)
+{
+	const uint8_t *nul = len ? memchr(p, '\0', len) : NULL;
+	if (!nul)
+		return -EPROTO;
+	size_t a = (size_t)(nul - p);
+	if (agent_path_decode(p, a, src, pathcap))
+		return -EPROTO;
+	return agent_path_decode(nul + 1, len - a - 1, dst, pathcap); /* a second NUL is refused there */
+}
+
+/* The file types an entry may name: what lstat can report. */
+static int mode_ok(uint32_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG: case S_IFDIR: case S_IFLNK: case S_IFCHR: case S_IFBLK: case S_IFIFO: case S_IFSOCK:
+		return (mode & ~(uint32_t)(S_IFMT | 07777)) == 0;
+	default:
+		return 0;
+	}
+}
+
+/* A name an entry may carry: no NUL or '/', not "." or "..", except the root's own "/". */
+static int name_ok(const uint8_t *s, size_t n)
+{
+	if (n == 0 || n > AGENT_MAX_NAME || memchr(s, '\0', n))
+		return 0;
+	if (n == 1 && s[0] == '/')
+		return 1;
+	if (memchr(s, '/', n) || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+		return 0;
+	return 1;
+}
+
+int agent_entry_encode(uint8_t *out, size_t cap, size_t *off, const struct agent_entry *e)
+{
+	size_t n = strlen(e->name);
+	if (!name_ok((const uint8_t *)e->name, n) || !mode_ok(e->mode))
+		return -EINVAL;
+	if (cap > AGENT_MAX_PAYLOAD)
+		cap = AGENT_MAX_PAYLOAD;
+	if (*off > cap || AGENT_ENTRY_FIXED + n > cap - *off)
+		return -E2BIG;
+	uint8_t *q = out + *off;
+	put32(q, e->mode);
+	put64(q + 4, e->size);
+	put64(q + 12, (uint64_t)e->mtime_ns);
+	q[20] = (uint8_t)n;
+	q[21] = (uint8_t)(n >> 8);
+	memcpy(q + AGENT_ENTRY_FIXED, e->name, n);
+	*off += AGENT_ENTRY_FIXED + n;
+	return 0;
+}
+
+int agent_entry_next(const uint8_t *p, size_t len, size_t *off, struct agent_entry *e)
+{
+	if (*off == len)
+		return 0;
+	if (*off > len || len - *off < AGENT_ENTRY_FIXED)
+		return -EPROTO;
+	const uint8_t *q = p + *off;
+	size_t n = (size_t)q[20] | (size_t)q[21] << 8;
+	if (n > len - *off - AGENT_ENTRY_FIXED || !name_ok(q + AGENT_ENTRY_FIXED, n))
+		return -EPROTO;
+	e->mode = get32(q);
+	if (!mode_ok(e->mode))
+		return -EPROTO;
+	e->size = get64(q + 4);
+	e->mtime_ns = (int64_t)get64(q + 12);
+	memcpy(e->name, q + AGENT_ENTRY_FIXED, n);
+	e->name[n] = '\0';
+	*off += AGENT_ENTRY_FIXED + n;
+	return 1;
 }
 
 int agent_write_frame(int fd, uint16_t type, const void *payload, uint32_t len)

@@ -4,7 +4,9 @@
  *
  * A stream (vsock port AGENT_PORT, or any stream socket) carries frames: an 8-byte little-endian
  * header {u32 len, u16 type, u16 flags} and len payload bytes, len <= AGENT_MAX_PAYLOAD.  The agent
- * speaks first (HELLO); one connection runs at most one command, then ends.
+ * speaks first (HELLO); one connection runs at most one command, then ends.  The file operations
+ * (STAT, LIST, MKDIR, MOVE, REMOVE) may follow each other on one connection; their ERROR answer
+ * does not end it (every other ERROR does).
  */
 #ifndef PADCELL_AGENT_PROTO_H
 #define PADCELL_AGENT_PROTO_H
@@ -12,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AGENT_PROTO_VERSION 2u   /* 2: STDIN_ACK flow control for stdin */
+#define AGENT_PROTO_VERSION 3u   /* 2: STDIN_ACK flow control for stdin; 3: file operations */
 #define AGENT_PORT          1024u          /* the agent listens here; it also calls the host here when ready */
 #define AGENT_HDR_LEN       8u
 #define AGENT_MAX_PAYLOAD   (64u << 10)    /* one frame's payload */
@@ -20,6 +22,7 @@
 #define AGENT_MAX_ENV       4096u          /* environment entries of one EXEC */
 #define AGENT_MAX_CONNS     16u            /* connections the agent serves at once; more wait in the backlog */
 #define AGENT_MAX_PATH      4096u
+#define AGENT_MAX_NAME      255u           /* one directory entry's name (NAME_MAX) */
 /*
  * Stdin flow control: the host never has more than AGENT_STDIN_WINDOW bytes of STDIN payload sent
  * and not yet acknowledged by STDIN_ACK, and the agent holds that much for a command that is slow
@@ -45,7 +48,14 @@ enum agent_type {
 	AGENT_ERROR,       /* either way: a one-line message (no NUL); the connection then ends     */
 	AGENT_POWEROFF,    /* host -> agent: sync and power the VM off (only when the agent is init) */
 	AGENT_STDIN_ACK,   /* agent -> host: u32 stdin bytes the command has consumed (see below)     */
-	AGENT_TYPE_MAX = AGENT_STDIN_ACK,
+	/* Version 3: file operations, each answered by ENTRIES, OK or ERROR (the connection goes on). */
+	AGENT_STAT,        /* host -> agent: path; one ENTRIES frame with one entry (lstat)          */
+	AGENT_LIST,        /* host -> agent: path of a directory; ENTRIES frames, then an empty one   */
+	AGENT_MKDIR,       /* host -> agent: u32 mode, u32 flags (AGENT_MKDIR_*), path; OK           */
+	AGENT_MOVE,        /* host -> agent: source path, NUL, destination path (rename); OK         */
+	AGENT_REMOVE,      /* host -> agent: u32 flags (AGENT_REMOVE_*), path; OK                    */
+	AGENT_ENTRIES,     /* agent -> host: directory entries (agent_entry_encode), packed          */
+	AGENT_TYPE_MAX = AGENT_ENTRIES,
 };
 
 enum agent_exit_how {
@@ -56,6 +66,8 @@ enum agent_exit_how {
 
 #define AGENT_EXEC_STDIN 1u /* EXEC flag: STDIN frames follow; otherwise stdin is /dev/null */
 #define AGENT_HELLO_INIT 1u /* HELLO flag: the agent is PID 1 (it can power off)          */
+#define AGENT_MKDIR_PARENTS   1u /* MKDIR: make missing parents; an existing directory is fine */
+#define AGENT_REMOVE_RECURSIVE 1u /* REMOVE: a directory with everything in it (never following links) */
 
 struct agent_hdr {
 	uint32_t len;
@@ -115,6 +127,38 @@ int agent_exec_decode(const uint8_t *p, size_t len, struct agent_exec *e);
 int agent_put_encode(uint8_t *out, size_t cap, uint32_t mode, const char *path);
 int agent_put_decode(const uint8_t *p, size_t len, uint32_t *mode, char *path, size_t pathcap);
 int agent_path_decode(const uint8_t *p, size_t len, char *path, size_t pathcap);
+
+/*
+ * File operations.  STAT and LIST take the path alone (agent_path_decode).  MKDIR: u32 mode
+ * (<= 07777), u32 flags, path.  REMOVE: u32 flags, path.  MOVE: the two paths with one NUL between
+ * them.  Every path is absolute, 1..AGENT_MAX_PATH-1 bytes, no NUL.  Encode: the length or -E2BIG
+ * / -EINVAL; decode: 0 or -EPROTO.
+ */
+int agent_mkdir_encode(uint8_t *out, size_t cap, uint32_t mode, uint32_t flags, const char *path);
+int agent_mkdir_decode(const uint8_t *p, size_t len, uint32_t *mode, uint32_t *flags, char *path, size_t pathcap);
+int agent_remove_encode(uint8_t *out, size_t cap, uint32_t flags, const char *path);
+int agent_remove_decode(const uint8_t *p, size_t len, uint32_t *flags, char *path, size_t pathcap);
+int agent_move_encode(uint8_t *out, size_t cap, const char *src, const char *dst);
+int agent_move_decode(const uint8_t *p, size_t len, char *src, char *dst, size_t pathcap);
+int agent_path_encode(uint8_t *out, size_t cap, const char *path);
+
+/*
+ * One directory entry in an ENTRIES payload: u32 mode (st_mode: the type bits and 07777), u64
+ * size, i64 mtime in ns since the epoch, u16 name length, the name (1..AGENT_MAX_NAME bytes, no
+ * NUL, no '/', not "." or ".."; STAT's entry of "/" is named "/").  Entries are packed one after
+ * another; a frame holds whole entries only.
+ */
+#define AGENT_ENTRY_FIXED 22u
+struct agent_entry {
+	uint32_t mode;
+	uint64_t size;
+	int64_t mtime_ns;
+	char name[AGENT_MAX_NAME + 1];
+};
+/* Appends e at *off of out (cap bytes): 0, or -E2BIG when it does not fit (nothing written). */
+int agent_entry_encode(uint8_t *out, size_t cap, size_t *off, const struct agent_entry *e);
+/* The entry at *off of p (len bytes): 1 with e filled and *off moved on, 0 at the end, -EPROTO. */
+int agent_entry_next(const uint8_t *p, size_t len, size_t *off, struct agent_entry *e);
 
 /*
  * Blocking frame I/O on a stream fd (EINTR retried).  Write: 0 or -errno.  Read: 0 with the

@@ -78,8 +78,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 5:
 			agent_poweroff(sp[0], err, sizeof(err));
 			break;
-		default:
+		case 6: {
+			struct agent_conn c;
+			struct agent_entry e;
+			agent_conn_init(&c, sp[0], -1, -1);
+			if (agent_conn_stat(&c, "/etc", &e, err, sizeof(err)) == 0 && !e.name[0])
+				abort();
 			break;
+		}
+		default: {
+			struct agent_conn c;
+			agent_conn_init(&c, sp[0], -1, -1);
+			c.list_max = 4096;
+			agent_conn_list(&c, "/", NULL, NULL, err, sizeof(err));
+			break;
+		}
 		}
 	}
 	close(sp[0]);

@@ -68,9 +68,45 @@ static void decode(uint16_t t, const uint8_t *p, size_t len)
 		}
 		break;
 	case AGENT_GET:
+	case AGENT_STAT:
+	case AGENT_LIST:
 		if (agent_path_decode(p, len, path, sizeof(path)) == 0 && (strlen(path) != len || memcmp(path, p, len)))
 			abort();
 		break;
+	case AGENT_MKDIR: {
+		uint32_t fl;
+		if (agent_mkdir_decode(p, len, &u, &fl, path, sizeof(path)) == 0) {
+			int n = agent_mkdir_encode(again, sizeof(again), u, fl, path);
+			if (n != (int)len || memcmp(again, p, len))
+				abort();
+		}
+		break;
+	}
+	case AGENT_REMOVE:
+		if (agent_remove_decode(p, len, &u, path, sizeof(path)) == 0) {
+			int n = agent_remove_encode(again, sizeof(again), u, path);
+			if (n != (int)len || memcmp(again, p, len))
+				abort();
+		}
+		break;
+	case AGENT_MOVE: {
+		static char dst[AGENT_MAX_PATH];
+		if (agent_move_decode(p, len, path, dst, sizeof(path)) == 0) {
+			int n = agent_move_encode(again, sizeof(again), path, dst);
+			if (n != (int)len || memcmp(again, p, len))
+				abort();
+		}
+		break;
+	}
+	case AGENT_ENTRIES: {
+		/* every entry that decodes encodes back to the same bytes */
+		size_t off = 0, out = 0;
+		struct agent_entry e;
+		while (agent_entry_next(p, len, &off, &e) == 1)
+			if (agent_entry_encode(again, sizeof(again), &out, &e) || memcmp(again, p, out))
+				abort();
+		break;
+	}
 	default:
 		break;
 	}

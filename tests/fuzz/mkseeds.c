@@ -175,6 +175,14 @@ static void agent_seeds(void)
 	n += frame(s + n, AGENT_DATA, "contents", 8);
 	n += frame(s + n, AGENT_DATA, NULL, 0);
 	n += frame(s + n, AGENT_GET, "/etc/hostname", 13);
+	n += frame(s + n, AGENT_STAT, "/etc", 4);
+	n += frame(s + n, AGENT_LIST, "/etc", 4);
+	e = agent_mkdir_encode(b, sizeof(b), 0755, AGENT_MKDIR_PARENTS, "/tmp/a/b");
+	n += frame(s + n, AGENT_MKDIR, b, (uint32_t)e);
+	e = agent_move_encode(b, sizeof(b), "/tmp/a", "/tmp/c");
+	n += frame(s + n, AGENT_MOVE, b, (uint32_t)e);
+	e = agent_remove_encode(b, sizeof(b), AGENT_REMOVE_RECURSIVE, "/tmp/c");
+	n += frame(s + n, AGENT_REMOVE, b, (uint32_t)e);
 	n += frame(s + n, AGENT_POWEROFF, NULL, 0);
 	put("agent_proto", "host-files-stream", s, n, NULL, 0);
 	/* the agent's frames to the host */
@@ -192,8 +200,10 @@ static void agent_seeds(void)
 	/* agent_client: op, then the agent's side of the conversation */
 	struct { const char *name; uint8_t op; } ops[] = {
 		{ "sync", 0x80 }, { "exec", 0x81 }, { "exec-stdin", 0x82 }, { "put", 0x83 }, { "get", 0x84 },
-		{ "poweroff", 0x85 },
+		{ "poweroff", 0x85 }, { "stat", 0x86 }, { "list", 0x87 },
 	};
+	struct agent_entry ent = { .mode = 0100644, .size = 6, .mtime_ns = 1700000000000000000ll, .name = "hostname" };
+	size_t eoff;
 	for (unsigned i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		s[0] = ops[i].op;
 		n = 1 + hello(s + 1);
@@ -214,6 +224,18 @@ static void agent_seeds(void)
 		case 4:
 			n += frame(s + n, AGENT_DATA, "guest\n", 6);
 			n += frame(s + n, AGENT_DATA, NULL, 0);
+			break;
+		case 6:
+		case 7:
+			eoff = 0;
+			agent_entry_encode(b, sizeof(b), &eoff, &ent);
+			if ((ops[i].op & 7) == 7) {
+				strcpy(ent.name, "passwd");
+				agent_entry_encode(b, sizeof(b), &eoff, &ent);
+			}
+			n += frame(s + n, AGENT_ENTRIES, b, (uint32_t)eoff);
+			if ((ops[i].op & 7) == 7)
+				n += frame(s + n, AGENT_ENTRIES, NULL, 0);
 			break;
 		default:
 			n += frame(s + n, AGENT_OK, NULL, 0);

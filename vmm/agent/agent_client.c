@@ -34,6 +34,7 @@ void agent_conn_init(struct agent_conn *c, int fd, int sig_fd, int abort_fd)
 	c->grace_ms = AGENT_SIGNAL_GRACE_MS;
 	c->slack_ms = AGENT_TIMEOUT_SLACK_MS;
 	c->get_max = AGENT_GET_MAX_DEFAULT;
+	c->list_max = AGENT_LIST_MAX_DEFAULT;
 }
 
 #define CONN_POLL_MAX 6
@@ -658,6 +659,97 @@ int agent_conn_get_file(struct agent_conn *c, const char *guest_path, int dst_fd
 				return errorf(err, errlen, -o.error, "writing the copy: %s", strerror(o.error));
 		}
 	}
+}
+
+/* ---- file operations ---- */
+
+/* A request's encoding failed: the message for it. */
+static int fs_encode_error(int n, const char *path, char *err, size_t errlen)
+{
+	return errorf(err, errlen, -EINVAL, n == -E2BIG ? "guest path '%.200s...' is too long"
+						  : "guest path '%.200s' is not absolute, or too long (at most %u bytes)",
+		      path, AGENT_MAX_PATH - 1);
+}
+
+int agent_conn_stat(struct agent_conn *c, const char *path, struct agent_entry *out, char *err, size_t errlen)
+{
+	int n = agent_path_encode(frame_buf, sizeof(frame_buf), path);
+	if (n < 0)
+		return fs_encode_error(n, path, err, errlen);
+	int rc = send_frame(c, AGENT_STAT, frame_buf, (uint32_t)n, err, errlen);
+	if (rc || (rc = read_reply(c, "the answer to STAT", err, errlen)))
+		return rc;
+	size_t off = 0;
+	if (c->h.type != AGENT_ENTRIES || agent_entry_next(frame_buf, c->h.len, &off, out) != 1 || off != c->h.len)
+		return errorf(err, errlen, -EPROTO, "malformed answer to STAT from the agent (frame type %u, %u bytes)",
+			      c->h.type, c->h.len);
+	return 0;
+}
+
+int agent_conn_list(struct agent_conn *c, const char *path, int (*each)(void *arg, const struct agent_entry *e),
+		    void *arg, char *err, size_t errlen)
+{
+	int n = agent_path_encode(frame_buf, sizeof(frame_buf), path);
+	if (n < 0)
+		return fs_encode_error(n, path, err, errlen);
+	int rc = send_frame(c, AGENT_LIST, frame_buf, (uint32_t)n, err, errlen);
+	if (rc)
+		return rc;
+	uint64_t count = 0;
+	int stopped = 0;
+	for (;;) {
+		if ((rc = read_reply(c, "the directory's entries", err, errlen)))
+			return rc;
+		if (c->h.type != AGENT_ENTRIES)
+			return errorf(err, errlen, -EPROTO, "unexpected frame type %u while listing", c->h.type);
+		if (c->h.len == 0)
+			return stopped;
+		/* Every entry is checked whole before any of the frame is handed on. */
+		size_t off = 0;
+		struct agent_entry e;
+		while ((rc = agent_entry_next(frame_buf, c->h.len, &off, &e)) == 1)
+			;
+		if (rc < 0)
+			return errorf(err, errlen, -EPROTO, "malformed directory entry from the agent");
+		off = 0;
+		while (agent_entry_next(frame_buf, c->h.len, &off, &e) == 1) {
+			if (++count > c->list_max)
+				return errorf(err, errlen, -EFBIG, "'%.200s' has more than %u entries, the bound of a listing",
+					      path, c->list_max);
+			if (!stopped && each)
+				stopped = each(arg, &e);
+		}
+	}
+}
+
+/* Sends a request whose answer is OK (or ERROR). */
+static int fs_request_ok(struct agent_conn *c, uint16_t type, int n, const char *path, const char *what, char *err,
+			 size_t errlen)
+{
+	if (n < 0)
+		return fs_encode_error(n, path, err, errlen);
+	int rc = send_frame(c, type, frame_buf, (uint32_t)n, err, errlen);
+	return rc ? rc : expect_ok(c, what, err, errlen);
+}
+
+int agent_conn_mkdir(struct agent_conn *c, const char *path, unsigned mode, bool parents, char *err, size_t errlen)
+{
+	int n = agent_mkdir_encode(frame_buf, sizeof(frame_buf), mode & 07777u, parents ? AGENT_MKDIR_PARENTS : 0, path);
+	return fs_request_ok(c, AGENT_MKDIR, n, path, "the answer to MKDIR", err, errlen);
+}
+
+int agent_conn_move(struct agent_conn *c, const char *src, const char *dst, char *err, size_t errlen)
+{
+	size_t a = strlen(src);
+	const char *bad = a == 0 || a >= AGENT_MAX_PATH || src[0] != '/' ? src : dst; /* named if encoding fails */
+	int n = agent_move_encode(frame_buf, sizeof(frame_buf), src, dst);
+	return fs_request_ok(c, AGENT_MOVE, n, bad, "the answer to MOVE", err, errlen);
+}
+
+int agent_conn_remove(struct agent_conn *c, const char *path, bool recursive, char *err, size_t errlen)
+{
+	int n = agent_remove_encode(frame_buf, sizeof(frame_buf), recursive ? AGENT_REMOVE_RECURSIVE : 0, path);
+	return fs_request_ok(c, AGENT_REMOVE, n, path, "the answer to REMOVE", err, errlen);
 }
 
 int agent_conn_poweroff(struct agent_conn *c, char *err, size_t errlen)

@@ -2,6 +2,7 @@
 #ifndef PADCELL_AGENT_CLIENT_H
 #define PADCELL_AGENT_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +26,8 @@
  * GET announces no size, and a hostile agent could otherwise stream until the host's disk is full.
  */
 #define AGENT_GET_MAX_DEFAULT  (1ull << 30)
+/* The most entries a LIST may bring: a hostile agent could otherwise stream entries without end. */
+#define AGENT_LIST_MAX_DEFAULT 1000000u
 
 /*
  * One connection to an agent and what may cut its waits short.  Every wait of this client — the
@@ -43,6 +46,7 @@ struct agent_conn {
 	int abort_fd;
 	int frame_ms, reply_ms, grace_ms, slack_ms; /* the bounds above; a test may make them short */
 	uint64_t get_max;                           /* the bound on a GET's bytes (AGENT_GET_MAX_DEFAULT) */
+	uint32_t list_max;                          /* the bound on a LIST's entries (AGENT_LIST_MAX_DEFAULT) */
 	int signo;                                  /* out: the stop signal that ended a wait */
 	/* private: the frame being received, resumed across waits */
 	uint8_t hdr[AGENT_HDR_LEN];
@@ -107,6 +111,20 @@ int agent_conn_exec(struct agent_conn *c, const struct agent_exec_req *req, int 
 int agent_conn_put_file(struct agent_conn *c, int src_fd, const char *guest_path, unsigned mode, char *err,
 			size_t errlen);
 int agent_conn_get_file(struct agent_conn *c, const char *guest_path, int dst_fd, char *err, size_t errlen);
+
+/*
+ * File operations (protocol version 3).  Paths are absolute.  An ERROR answer is -EIO with the
+ * agent's message (escaped) in err, and the connection stays usable; every other failure leaves
+ * it unusable.  agent_conn_list calls each(arg, entry) for every entry (a non-zero return stops
+ * the listing with that code, after the rest of the reply has been read); more than c->list_max
+ * entries end it with -EFBIG.  Each reply frame must begin within reply_ms.
+ */
+int agent_conn_stat(struct agent_conn *c, const char *path, struct agent_entry *out, char *err, size_t errlen);
+int agent_conn_list(struct agent_conn *c, const char *path, int (*each)(void *arg, const struct agent_entry *e),
+		    void *arg, char *err, size_t errlen);
+int agent_conn_mkdir(struct agent_conn *c, const char *path, unsigned mode, bool parents, char *err, size_t errlen);
+int agent_conn_move(struct agent_conn *c, const char *src, const char *dst, char *err, size_t errlen);
+int agent_conn_remove(struct agent_conn *c, const char *path, bool recursive, char *err, size_t errlen);
 
 /* Asks the agent (when it is init) to power the VM off. */
 int agent_conn_poweroff(struct agent_conn *c, char *err, size_t errlen);

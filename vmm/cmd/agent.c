@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vmm/agent/agent_client.h"
@@ -273,4 +274,161 @@ int cmd_cp(int argc, char **argv)
 	if (verbose)
 		fprintf(stderr, "padcell: copied in %.1f ms\n", now_ms() - t0);
 	return 0;
+}
+
+/* ---- padcell fs: file operations in a running VM ---- */
+
+/* One entry as a line: type, permissions, size, mtime (UTC), and the name the guest chose, escaped. */
+static void fs_print_entry(const struct agent_entry *e, const char *shown_name)
+{
+	static const struct { uint32_t fmt; char c; } types[] = {
+		{ S_IFREG, '-' }, { S_IFDIR, 'd' }, { S_IFLNK, 'l' }, { S_IFCHR, 'c' },
+		{ S_IFBLK, 'b' }, { S_IFIFO, 'p' }, { S_IFSOCK, 's' },
+	};
+	char t = '?';
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		if ((e->mode & S_IFMT) == types[i].fmt)
+			t = types[i].c;
+	time_t secs = (time_t)(e->mtime_ns / 1000000000);
+	struct tm tm;
+	char when[32] = "?";
+	if (gmtime_r(&secs, &tm))
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char name[4 * AGENT_MAX_NAME + 4];
+	if (!shown_name) {
+		text_escape(name, sizeof(name), e->name, strlen(e->name), 0);
+		shown_name = name;
+	}
+	printf("%c %04o %llu %s %s\n", t, e->mode & 07777u, (unsigned long long)e->size, when, shown_name);
+}
+
+static int fs_list_each(void *arg, const struct agent_entry *e)
+{
+	(void)arg;
+	fs_print_entry(e, NULL);
+	return 0;
+}
+
+enum { O_PARENTS = 300, O_RECURSIVE, O_MODE };
+
+int cmd_fs(int argc, char **argv)
+{
+	static const char usage[] = "usage: padcell fs stat|ls|mkdir|mv|rm --vsock PATH [-p] [--mode MODE] [-r] GUEST_PATH...";
+	if (argc < 2)
+		return fail(EXIT_USAGE, usage);
+	const char *op = argv[1];
+	enum { FS_STAT, FS_LS, FS_MKDIR, FS_MV, FS_RM } which;
+	if (!strcmp(op, "stat")) which = FS_STAT;
+	else if (!strcmp(op, "ls")) which = FS_LS;
+	else if (!strcmp(op, "mkdir")) which = FS_MKDIR;
+	else if (!strcmp(op, "mv")) which = FS_MV;
+	else if (!strcmp(op, "rm")) which = FS_RM;
+	else {
+		char m[200];
+		snprintf(m, sizeof(m), "fs: unknown operation '%.64s' (stat, ls, mkdir, mv or rm)", op);
+		return fail(EXIT_USAGE, m);
+	}
+	static const struct option opts[] = {
+		{ "vsock", required_argument, NULL, O_VSOCK },
+		{ "verbose", no_argument, NULL, O_VERBOSE },
+		{ "parents", no_argument, NULL, O_PARENTS },
+		{ "recursive", no_argument, NULL, O_RECURSIVE },
+		{ "mode", required_argument, NULL, O_MODE },
+		{ 0 },
+	};
+	const char *vsock = NULL;
+	bool verbose = false, parents = false, recursive = false, mode_given = false;
+	unsigned long mode = 0755;
+	char msg[400];
+	opterr = 0;
+	optind = 1;
+	int c;
+	while ((c = getopt_long(argc - 1, argv + 1, "+:pr", opts, NULL)) != -1) {
+		char *end;
+		switch (c) {
+		case O_VSOCK: vsock = optarg; break;
+		case O_VERBOSE: verbose = true; break;
+		case 'p': case O_PARENTS: parents = true; break;
+		case 'r': case O_RECURSIVE: recursive = true; break;
+		case O_MODE:
+			errno = 0;
+			mode = strtoul(optarg, &end, 8);
+			if (errno || end == optarg || *end || mode > 07777)
+				return fail(EXIT_USAGE, "--mode: expected octal permissions, at most 7777");
+			mode_given = true;
+			break;
+		case ':':
+			snprintf(msg, sizeof(msg), "%s needs a value", argv[optind]);
+			return fail(EXIT_USAGE, msg);
+		default:
+			snprintf(msg, sizeof(msg), "unknown option '%s' (see padcell --help)", argv[optind]);
+			return fail(EXIT_USAGE, msg);
+		}
+	}
+	int first = optind + 1, npaths = argc - first;
+	if (!vsock)
+		return fail(EXIT_USAGE, "fs needs --vsock PATH (the socket of a VM booted with --vsock PATH)");
+	if ((parents || mode_given) && which != FS_MKDIR)
+		return fail(EXIT_USAGE, "fs: -p and --mode are mkdir's");
+	if (recursive && which != FS_RM)
+		return fail(EXIT_USAGE, "fs: -r is rm's");
+	if (which == FS_MV ? npaths != 2 : npaths < 1)
+		return fail(EXIT_USAGE, which == FS_MV ? "usage: padcell fs mv --vsock PATH SRC DST (guest paths)" : usage);
+	for (int i = first; i < argc; i++) {
+		size_t n = strlen(argv[i]);
+		if (argv[i][0] != '/' || n >= AGENT_MAX_PATH)
+			return fail(EXIT_USAGE, "fs: guest paths are absolute, at most 4095 bytes");
+	}
+
+	int sfd = open_signals();
+	struct agent_conn conn;
+	agent_conn_init(&conn, -1, sfd, -1);
+	int code = open_agent(&conn, vsock, verbose);
+	if (code) {
+		if (sfd >= 0)
+			close(sfd);
+		return code;
+	}
+	/* An ERROR answer (no such file, ...) is that path's failure: exit 1, the others still go.
+	 * Anything else leaves the connection unusable: 125 (or 128+N). */
+	int failed = 0, rc = 0;
+	for (int i = first; i < argc && !rc; i++) {
+		const char *p = argv[i];
+		switch (which) {
+		case FS_STAT: {
+			struct agent_entry e;
+			rc = agent_conn_stat(&conn, p, &e, msg, sizeof(msg));
+			if (!rc) {
+				char shown[4 * AGENT_MAX_PATH + 4];
+				text_escape(shown, sizeof(shown), p, strlen(p), 0);
+				fs_print_entry(&e, shown);
+			}
+			break;
+		}
+		case FS_LS:
+			if (npaths > 1)
+				printf("%s%s:\n", i > first ? "\n" : "", p);
+			rc = agent_conn_list(&conn, p, fs_list_each, NULL, msg, sizeof(msg));
+			break;
+		case FS_MKDIR: rc = agent_conn_mkdir(&conn, p, (unsigned)mode, parents, msg, sizeof(msg)); break;
+		case FS_RM: rc = agent_conn_remove(&conn, p, recursive, msg, sizeof(msg)); break;
+		case FS_MV:
+			rc = agent_conn_move(&conn, p, argv[i + 1], msg, sizeof(msg));
+			i = argc;
+			break;
+		}
+		if (rc == -EIO) {
+			fprintf(stderr, "padcell: %s\n", msg);
+			failed = 1;
+			rc = 0;
+		}
+	}
+	close(conn.fd);
+	if (sfd >= 0)
+		close(sfd);
+	if (fflush(stdout) != 0 && !rc)
+		return fail(EXIT_HOST_ERROR, "writing the output failed");
+	if (rc)
+		return fail(agent_fail_code(&conn, rc), msg);
+	return failed;
 }

@@ -12,6 +12,8 @@ int cmd_boot(int argc, char **argv);     /* boot.c */
 int cmd_run(int argc, char **argv);      /* run.c */
 int cmd_exec(int argc, char **argv);     /* agent.c */
 int cmd_cp(int argc, char **argv);       /* agent.c */
+int cmd_fs(int argc, char **argv);       /* agent.c: stat, ls, mkdir, mv, rm */
+int cmd_mcp(int argc, char **argv);      /* mcp.c: the MCP server (vmm/mcp/) */
 int cmd_restore(int argc, char **argv);  /* restore.c */
 int cmd_snapshot(int argc, char **argv); /* snapshot.c */
 int cmd_pause_resume(int argc, char **argv); /* snapshot.c: "pause", "resume" or "status" */
