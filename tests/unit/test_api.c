@@ -861,11 +861,17 @@ Test(api_cmd, snapshot_failure_resumes_and_leaves_nothing, .init = cr_redirect_s
 
 Test(api_cmd, usage_errors, .init = cr_redirect_stderr)
 {
-	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--to", "/tmp/x", NULL, NULL, NULL), EXIT_USAGE);
-	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--api-sock", "/tmp/x", NULL, NULL, NULL), EXIT_USAGE);
-	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--api-sock", "/nonexistent/api.sock", "--to", "/tmp/x", NULL),
+	/* A path of this test's own that does not exist (never a shared name like /tmp/x). */
+	char dir[] = "/tmp/padcell-usage-XXXXXX";
+	cr_assert_not_null(mkdtemp(dir));
+	char x[64];
+	snprintf(x, sizeof(x), "%s/x", dir);
+	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--to", x, NULL, NULL, NULL), EXIT_USAGE);
+	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--api-sock", x, NULL, NULL, NULL), EXIT_USAGE);
+	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--api-sock", "/nonexistent/api.sock", "--to", x, NULL),
 		     EXIT_USAGE);
-	cr_assert_eq(access("/tmp/x", F_OK), -1, "no directory made for a VM that is not there");
+	cr_assert_eq(access(x, F_OK), -1, "no directory made for a VM that is not there");
+	rmdir(dir);
 	cr_assert_eq(run_cmd(cmd_snapshot, "snapshot", "--bogus", NULL, NULL, NULL, NULL), EXIT_USAGE);
 	cr_assert_eq(run_cmd(cmd_pause_resume, "pause", NULL, NULL, NULL, NULL, NULL), EXIT_USAGE);
 	cr_assert_eq(run_cmd(cmd_pause_resume, "pause", "--api-sock", "/nonexistent/api.sock", NULL, NULL, NULL), EXIT_USAGE);
