@@ -27,6 +27,14 @@ static void on_sigsys(int sig, siginfo_t *si, void *uc)
 /* The process filter, then the kind's own, as a thread of that kind has them; violations trap here. */
 static void confine_as(enum jail_kind kind, bool net)
 {
+#ifdef __SANITIZE_ADDRESS__
+	/*
+	 * LeakSanitizer's check when the test's process exits stops the world with ptrace from a new
+	 * thread, which a real filter (rightly) forbids: under the sanitizers these tests would crash
+	 * in teardown.  The unit tier runs them unsanitized.
+	 */
+	cr_skip_test("loads a real seccomp filter, under which LeakSanitizer's exit check cannot run (the unit tier runs it)");
+#endif
 	struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
 	sigemptyset(&sa.sa_mask);
 	cr_assert_eq(sigaction(SIGSYS, &sa, NULL), 0);
