@@ -40,6 +40,9 @@ if [ ! -x "$PADCELL" ] || [ ! -f "$GUEST" ] || [ ! -x "$MKINITRD" ] || [ ! -x "$
 	make -s "$PADCELL" testguest >/dev/null || { echo "FAIL build: make $PADCELL testguest failed"; echo "0 passed, 1 failed"; exit 1; }
 fi
 
+# A clean log directory: cases wait for lines in their logs, and a log left by an earlier run
+# could satisfy a wait before this run's process has written (or even truncated) it.
+rm -rf "$LOGDIR"
 mkdir -p "$LOGDIR"
 # Run private copies: a rebuild during the run (make in another shell) must not swap binaries
 # under a case, which shows up as exit 126 "Permission denied" / "Text file busy".
@@ -494,6 +497,9 @@ check_snapshot_kill() {
 	: >"$log"
 	for delay in tmp 0.05 0.2 0.4 0.8; do
 		rm -rf "$dir" "$SNAP_SOCK"
+		# Emptied here, not only by the background job's redirection, which may happen after the
+		# wait below has already found the last iteration's lines in it.
+		: >"$log.run"
 		"$PADCELL" boot --kernel "$GUEST" --mem 1G --api-sock "$SNAP_SOCK" \
 			--cmdline "tg.case=count tg.count=100000 tg.fill=512" </dev/null >"$log.run" 2>&1 &
 		pid=$!
