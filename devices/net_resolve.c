@@ -1,4 +1,8 @@
-/* Host-side name resolution with c-ares: asynchronous, bounded, /etc/hosts and resolv.conf read by c-ares itself. */
+/*
+ * Host-side name resolution with c-ares: asynchronous and bounded.  resolv.conf is read by c-ares
+ * when the resolver opens; /etc/hosts is read here at the same time, before the jail's empty root
+ * hides it (c-ares would open it again at every lookup), and answered from memory.
+ */
 #include "devices/net_resolve.h"
 
 #include <ares.h>
@@ -7,14 +11,24 @@
 #include <stdbool.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "vmm/err.h"
+
+/* One name of the hosts file and its IPv4 address. */
+struct hosts_entry {
+	char name[256];
+	uint32_t addr; /* host order */
+};
 
 struct net_resolver {
 	ares_channel ch;
 	unsigned pending;
+	struct hosts_entry *hosts;
+	size_t nhosts;
 };
 
 struct resolve_req {
@@ -41,12 +55,12 @@ int net_resolver_open(struct net_resolver **out, const char *servers, char *err,
 		return errorf(err, errlen, -ENOMEM, "out of memory");
 	/*
 	 * glibc's getaddrinfo would need NSS modules at run time, which a static padcell cannot
-	 * load reliably; c-ares reads /etc/hosts ("f") and then asks resolv.conf's servers ("b").
+	 * load reliably; the hosts file first (from memory), then resolv.conf's servers through c-ares.
 	 */
 	struct ares_options o = {
 		.timeout = NET_RESOLVE_TIMEOUT_MS,
 		.tries = NET_RESOLVE_TRIES,
-		.lookups = (char *)"fb",
+		.lookups = (char *)"b", /* the hosts file is answered from memory, above c-ares */
 	};
 	int rc = ares_init_options(&r->ch, &o, ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_LOOKUPS);
 	if (rc != ARES_SUCCESS) {
@@ -58,8 +72,75 @@ int net_resolver_open(struct net_resolver **out, const char *servers, char *err,
 		free(r);
 		return errorf(err, errlen, -EINVAL, "c-ares servers '%s': %s", servers, ares_strerror(rc));
 	}
+	rc = net_resolver_load_hosts(r, NET_RESOLVE_HOSTS_FILE);
+	if (rc && rc != -ENOENT) {
+		net_resolver_close(r);
+		return errorf(err, errlen, rc, "%s: %s", NET_RESOLVE_HOSTS_FILE, strerror(-rc));
+	}
 	*out = r;
 	return 0;
+}
+
+/* Lower case, without one trailing dot; false for an empty or overlong name. */
+static bool norm_name(char out[256], const char *name)
+{
+	size_t n = strlen(name);
+	if (n && name[n - 1] == '.')
+		n--;
+	if (!n || n > 253)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		out[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] - 'A' + 'a' : name[i]);
+	out[n] = '\0';
+	return true;
+}
+
+int net_resolver_load_hosts(struct net_resolver *r, const char *path)
+{
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	free(r->hosts);
+	r->hosts = NULL;
+	r->nhosts = 0;
+	size_t cap = 0;
+	char line[1024];
+	int rc = 0;
+	while (fgets(line, sizeof(line), f)) {
+		char *hash = strchr(line, '#');
+		if (hash)
+			*hash = '\0';
+		char *save, *tok = strtok_r(line, " \t\r\n", &save);
+		struct in_addr a;
+		if (!tok || inet_pton(AF_INET, tok, &a) != 1)
+			continue; /* blank, a comment, IPv6 or junk */
+		while ((tok = strtok_r(NULL, " \t\r\n", &save))) {
+			if (r->nhosts == NET_RESOLVE_MAX_HOSTS) {
+				rc = -EFBIG;
+				goto out;
+			}
+			if (r->nhosts == cap) {
+				size_t ncap = cap ? cap * 2 : 16;
+				struct hosts_entry *h = realloc(r->hosts, ncap * sizeof(*h));
+				if (!h) {
+					rc = -ENOMEM;
+					goto out;
+				}
+				r->hosts = h;
+				cap = ncap;
+			}
+			struct hosts_entry *e = &r->hosts[r->nhosts];
+			if (!norm_name(e->name, tok))
+				continue;
+			e->addr = ntohl(a.s_addr);
+			r->nhosts++;
+		}
+	}
+	if (ferror(f))
+		rc = -EIO;
+out:
+	fclose(f);
+	return rc;
 }
 
 void net_resolver_close(struct net_resolver *r)
@@ -67,6 +148,7 @@ void net_resolver_close(struct net_resolver *r)
 	if (!r)
 		return;
 	ares_destroy(r->ch); /* every pending callback runs with ARES_EDESTRUCTION */
+	free(r->hosts);
 	free(r);
 }
 
@@ -115,6 +197,25 @@ static void resolve_done(void *arg, int status, int timeouts, struct ares_addrin
 
 int net_resolve_start(struct net_resolver *r, const char *name, net_resolve_cb *cb, void *arg)
 {
+	/* The hosts file wins, as in glibc's "files dns": every address it gives the name, at once. */
+	char key[256];
+	if (norm_name(key, name)) {
+		uint32_t addrs[NET_RESOLVE_MAX_ADDRS];
+		size_t n = 0;
+		for (size_t i = 0; i < r->nhosts && n < NET_RESOLVE_MAX_ADDRS; i++) {
+			if (strcmp(r->hosts[i].name, key))
+				continue;
+			bool dup = false;
+			for (size_t k = 0; k < n; k++)
+				dup |= addrs[k] == r->hosts[i].addr;
+			if (!dup)
+				addrs[n++] = r->hosts[i].addr;
+		}
+		if (n) {
+			cb(arg, 0, addrs, n);
+			return 0;
+		}
+	}
 	if (r->pending >= NET_RESOLVE_MAX_PENDING)
 		return -EBUSY;
 	struct resolve_req *q = malloc(sizeof(*q));
@@ -125,7 +226,7 @@ int net_resolve_start(struct net_resolver *r, const char *name, net_resolve_cb *
 	struct ares_addrinfo_hints h = { .ai_family = AF_INET, .ai_flags = ARES_AI_NOSORT };
 	r->pending++;
 	ares_getaddrinfo(r->ch, name, NULL, &h, resolve_done, q);
-	/* c-ares may answer at once (/etc/hosts): the callback already ran and freed q */
+	/* c-ares may answer at once (a cached or numeric answer): the callback already ran and freed q */
 	return 0;
 }
 

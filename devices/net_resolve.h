@@ -12,6 +12,8 @@
 #define NET_RESOLVE_TIMEOUT_MS 2000
 #define NET_RESOLVE_TRIES 2
 #define NET_RESOLVE_MAX_ADDRS 16
+#define NET_RESOLVE_MAX_HOSTS 65536          /* names read from the hosts file */
+#define NET_RESOLVE_HOSTS_FILE "/etc/hosts"
 
 struct net_resolver;
 
@@ -31,6 +33,12 @@ typedef void net_resolve_cb(void *arg, int status, const uint32_t *addrs, size_t
 int net_resolver_open(struct net_resolver **r, const char *servers, char *err, size_t errlen);
 /* Cancels every query in flight (their callbacks run with -ECANCELED) and frees r; NULL is a no-op. */
 void net_resolver_close(struct net_resolver *r);
+/*
+ * (Re)reads a hosts file into memory (IPv4 lines only; -ENOENT when there is none, -EFBIG past
+ * NET_RESOLVE_MAX_HOSTS names).  net_resolver_open reads /etc/hosts: lookups never open it again,
+ * so they work inside the jail's empty root.
+ */
+int net_resolver_load_hosts(struct net_resolver *r, const char *path);
 
 /* Starts resolving name (a normalised host name) to IPv4.  0, or -EBUSY when too many are in flight. */
 int net_resolve_start(struct net_resolver *r, const char *name, net_resolve_cb *cb, void *arg);

@@ -31,7 +31,7 @@ until [ -f $W/inet-ready ] && ./upstream get 198.51.100.10 80 /hello.txt >/dev/n
 done
 [ -f $W/inet-ready ] || echo "net-run: the test network did not come up"
 
-R="--kernel bzImage --rootfs rootfs-debian.ext4 --mem 512M --no-jail"
+R="--kernel bzImage --rootfs rootfs-debian.ext4 --mem 512M"
 RULES="--allow 198.51.100.10:80 --allow web.example.test:80 --allow hosts.example.test:80 --allow rebind.example.test:80"
 # CHECK lines of the guest's output, as RESULT lines
 results() { # results FILE NAME...
@@ -114,10 +114,10 @@ why=""
 [ -d $W/snap ] || why="$why no snapshot directory;"
 result snapshot "$why" "run --snapshot-when-ready with a NIC"
 echo "STEP net-clone"
-timeout -k 10 "$CASE_TIMEOUT" ./padcell run --from $W/snap --no-jail --allow 198.51.100.10:80 -- \
+timeout -k 10 "$CASE_TIMEOUT" ./padcell run --from $W/snap --allow 198.51.100.10:80 -- \
 	python3 -c "$(cat net-guest.py)" clone-allowed >$W/clone.out 2>$W/clone.out.err </dev/null
 results $W/clone.out clone-get
-timeout -k 10 "$CASE_TIMEOUT" ./padcell run --from $W/snap --no-jail -- \
+timeout -k 10 "$CASE_TIMEOUT" ./padcell run --from $W/snap -- \
 	python3 -c "$(cat net-guest.py)" clone-denied >$W/clone2.out 2>$W/clone2.out.err </dev/null
 results $W/clone2.out clone-deny-all
 
