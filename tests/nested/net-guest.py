@@ -121,19 +121,27 @@ if mode == "main":
         print("SHA error %s" % e, flush=True)
 
 elif mode == "serve":
-    # A server the guest starts, reached from the host through --publish: one request, then exit.
+    # A server the guest starts, reached from the host through --publish: requests until GET /quit,
+    # so the host can look at what listens while the server is still up.
     l = socket.socket()
     l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     l.bind(("0.0.0.0", 8000))
     l.listen(4)
     l.settimeout(120)
+    first = None
     try:
-        c, peer = l.accept()
-        c.settimeout(30)
-        req = c.recv(4096)
-        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\npublished-ok\n")
-        c.close()
-        check("serve", req.startswith(b"GET /"), "one request from %s:%d" % peer)
+        while True:
+            c, peer = l.accept()
+            c.settimeout(30)
+            req = c.recv(4096)
+            quit = req.startswith(b"GET /quit")
+            c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + (b"bye\n" if quit else b"published-ok\n"))
+            c.close()
+            if first is None:
+                first = (req, peer)
+            if quit:
+                break
+        check("serve", first[0].startswith(b"GET /"), "first request from %s:%d" % first[1])
     except OSError as e:
         check("serve", False, "accept: %s" % e)
 elif mode == "clone-allowed":

@@ -84,11 +84,14 @@ timeout -k 10 "$CASE_TIMEOUT" ./padcell run $R --publish 18080:8000 --net-log $W
 pub=$!
 got="" listen="" t=$(now)
 while kill -0 $pub 2>/dev/null && awk -v s="$(since "$t")" -v m="$CASE_TIMEOUT" 'BEGIN { exit !(s < m) }'; do
-	l=$(netstat -ltn 2>/dev/null | grep ':18080 ')
-	[ -n "$l" ] && listen=$l
 	# before the guest's server listens, the guest resets the forwarded connection: try again
 	# (L1's busybox wget cannot be the client: static glibc's NSS lookups crash it)
-	got=$(./upstream get 127.0.0.1 18080 / 2>$W/wget.err) && [ -n "$got" ] && break
+	if got=$(./upstream get 127.0.0.1 18080 / 2>$W/wget.err) && [ -n "$got" ]; then
+		# the guest's server stays up until /quit: what listens now is what padcell published
+		listen=$(netstat -ltn 2>/dev/null | grep ':18080 ')
+		./upstream get 127.0.0.1 18080 /quit >/dev/null 2>>$W/wget.err
+		break
+	fi
 	conns=$(netstat -tn 2>/dev/null | grep ':18080' | tr -s ' ' | tr '\n' ';')
 	sleep 0.5
 done

@@ -72,7 +72,7 @@ static const struct rule rules[] = {
 	SYS(pread64, D | C), SYS(pwrite64, D | C), SYS(preadv, D | C), SYS(pwritev, D | C), SYS(fsync, D | C),
 	SYS(fdatasync, D | C), SYS(fallocate, D | C), SYS(readv, D | N | C), SYS(writev, D | N | C),
 	SYS(epoll_wait, D | C), SYS(epoll_pwait, D | C), SYS(epoll_ctl, V | D | C) /* V: a driver reset closes vsock connections on the vCPU thread */, SYS(poll, D | N | C), SYS(ppoll, D | N | C),
-	ARG(socket, D | C, EQ, 0, AF_UNIX), SYS(connect, D | N | C), SYS(accept4, D | C), SYS(recvfrom, D | N | C),
+	ARG(socket, D | C, EQ, 0, AF_UNIX), SYS(connect, D | N | C), SYS(accept4, D | N | C), SYS(recvfrom, D | N | C),
 	SYS(recvmsg, D | N | C), SYS(sendto, D | N | C), SYS(sendmsg, D | N | C), SYS(shutdown, D | N | C),
 	SYS(getsockopt, D | N | C), SYS(setsockopt, D | N | C), SYS(fcntl, D | N | C), SYS(getsockname, D | N | C),
 	SYS(getpeername, D | N | C),
@@ -80,6 +80,8 @@ static const struct rule rules[] = {
 	 * IPv4 and IPv6, never raw (no CAP_NET_RAW anyway); bind for a UDP socket's local port */
 	ARG(socket, N, EQ, 0, AF_INET), ARG(socket, N, EQ, 0, AF_INET6), SYS(bind, N),
 	IOCTL(FIONREAD, N), IOCTL(FIONBIO, N),
+	/* --publish: libslirp accepts the forwarded host port's connections on its own thread */
+	SYS(accept, N),
 	/* glib's g_rand_new (libslirp seeds from it) tries /dev/urandom, which the empty root has not:
 	 * told ENOENT it seeds from the time and pids instead, and never tries again */
 	FAILS(openat, N, ENOENT), SYS(getppid, N),
