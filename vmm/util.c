@@ -396,3 +396,15 @@ int file_id_of(int fd, struct file_id *id)
 			       : 0;
 	return 0;
 }
+
+int write_text_at(int dirfd, const char *name, const char *text, int oflags)
+{
+	int fd = openat(dirfd, name, O_WRONLY | O_CLOEXEC | oflags, 0644);
+	if (fd < 0)
+		return -errno;
+	size_t len = strlen(text);
+	ssize_t n = write(fd, text, len);
+	int rc = n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
+	close(fd);
+	return rc;
+}

@@ -50,6 +50,13 @@ int accept_or_shed(int lfd, int flags, int *spare);
 /* A spare descriptor for accept_or_shed (/dev/null, close-on-exec): the fd or -errno. */
 int spare_fd_open(void);
 
+/*
+ * Writes all of text to name (relative to dirfd, or AT_FDCWD), opened O_WRONLY | O_CLOEXEC | oflags
+ * (mode 0644 when O_CREAT makes it), as a shell's "echo V > FILE" does: 0, -errno, or -EIO when
+ * the write was short.  For the kernel's one-value control files (/proc, cgroupfs).
+ */
+int write_text_at(int dirfd, const char *name, const char *text, int oflags);
+
 /* ---- files the user names ------------------------------------------------------------------ */
 
 /*

@@ -20,6 +20,7 @@
 
 #include "vmm/cmd/cli.h"
 #include "vmm/jail/jail.h"
+#include "vmm/util.h"
 
 #ifndef CGROUP2_SUPER_MAGIC
 #define CGROUP2_SUPER_MAGIC 0x63677270
@@ -114,14 +115,8 @@ void cgroup_limits_compute(const struct cgroup_opts *o, uint64_t mem_size, unsig
 
 static int write_at(int dirfd, const char *name, const char *text)
 {
-	/* as a shell's "echo V > FILE" does; O_CREAT only matters for a test's directory */
-	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	ssize_t n = write(fd, text, strlen(text));
-	int rc = n == (ssize_t)strlen(text) ? 0 : n < 0 ? -errno : -EIO;
-	close(fd);
-	return rc;
+	/* O_CREAT only matters for a test's directory */
+	return write_text_at(dirfd, name, text, O_CREAT | O_TRUNC);
 }
 
 static int write_path(const char *dir, const char *name, const char *text)

@@ -14,16 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static int write_file(const char *path, const char *text)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	ssize_t n = write(fd, text, strlen(text));
-	int rc = n == (ssize_t)strlen(text) ? 0 : n < 0 ? -errno : -EIO;
-	close(fd);
-	return rc;
-}
+#include "vmm/util.h"
 
 /*
  * The network namespace is the dear one (~0.3 ms of kernel work to make, measured on our
@@ -66,13 +57,13 @@ int jail_ns_enter(bool root, bool host_net, char *what, size_t whatlen)
 			return -errno;
 		}
 		char map[64];
-		int rc = write_file("/proc/self/setgroups", "deny");
+		int rc = write_text_at(AT_FDCWD, "/proc/self/setgroups", "deny", 0);
 		snprintf(map, sizeof(map), "%u %u 1", (unsigned)uid, (unsigned)uid);
 		if (!rc)
-			rc = write_file("/proc/self/uid_map", map);
+			rc = write_text_at(AT_FDCWD, "/proc/self/uid_map", map, 0);
 		snprintf(map, sizeof(map), "%u %u 1", (unsigned)gid, (unsigned)gid);
 		if (!rc)
-			rc = write_file("/proc/self/gid_map", map);
+			rc = write_text_at(AT_FDCWD, "/proc/self/gid_map", map, 0);
 		if (rc) {
 			snprintf(what, whatlen, "user namespace id maps");
 			return rc;
