@@ -46,22 +46,35 @@ static int agent_fail_code(const struct agent_conn *c, int rc)
 	return rc == -EINTR && c->signo > 0 ? 128 + c->signo : EXIT_RUN_FAILED;
 }
 
+/* Closes what open_agent opened (c->signo stays for agent_fail_code). */
+static void close_agent(struct agent_conn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	if (c->sig_fd >= 0)
+		close(c->sig_fd);
+	c->fd = c->sig_fd = -1;
+}
+
 /*
- * Connect + HELLO on c (its signal fd set): 0, or the exit code with the message printed.  HELLO
- * has no deadline of its own: the agent serves AGENT_MAX_CONNS connections at once and a further
- * one waits in its backlog, silent, until one ends; a signal still ends the wait at once.
+ * The stop-signal fd, the connection and HELLO: 0 with c open, or the exit code with the message
+ * printed and nothing left open; close_agent undoes it.  get_max bounds a GET (0: the default).
+ * HELLO has no deadline of its own: the agent serves AGENT_MAX_CONNS connections at once and a
+ * further one waits in its backlog, silent, until one ends; a signal still ends the wait at once.
  */
-static int open_agent(struct agent_conn *c, const char *vsock, bool verbose)
+static int open_agent(struct agent_conn *c, const char *vsock, uint64_t get_max, bool verbose)
 {
 	char err[320];
 	double t0 = now_ms();
+	agent_conn_init(c, -1, open_signals(), -1);
+	if (get_max)
+		c->get_max = get_max;
 	int rc = agent_conn_open(c, vsock, AGENT_PORT, CONNECT_TIMEOUT_MS, err, sizeof(err));
-	if (rc)
-		return fail(agent_fail_code(c, rc), err);
 	struct agent_hello h;
-	if ((rc = agent_conn_hello(c, 0, &h, err, sizeof(err)))) {
-		close(c->fd);
-		c->fd = -1;
+	if (!rc)
+		rc = agent_conn_hello(c, 0, &h, err, sizeof(err));
+	if (rc) {
+		close_agent(c);
 		return fail(agent_fail_code(c, rc), err);
 	}
 	if (verbose)
@@ -129,24 +142,17 @@ int cmd_exec(int argc, char **argv)
 	if (optind >= argc || strcmp(argv[optind - 1], "--"))
 		return fail(EXIT_USAGE, "exec needs a command: padcell exec --vsock PATH [options] -- CMD [ARGS...]");
 
-	int sfd = open_signals();
 	struct agent_conn conn;
-	agent_conn_init(&conn, -1, sfd, -1);
-	int code = open_agent(&conn, vsock, verbose);
-	if (code) {
-		if (sfd >= 0)
-			close(sfd);
+	int code = open_agent(&conn, vsock, 0, verbose);
+	if (code)
 		return code;
-	}
 	struct agent_exec_req req = { .argv = argv + optind, .env = (char *const *)env, .cwd = cwd, .user = user,
 				      .timeout_ms = timeout * 1000u, .stdin_fd = no_stdin ? -1 : STDIN_FILENO };
 	struct agent_exec_result res;
 	double t0 = now_ms();
 	/* Closing the connection while the command runs kills it: also after a signal ended the wait. */
 	int rc = agent_conn_exec(&conn, &req, STDOUT_FILENO, STDERR_FILENO, &res, msg, sizeof(msg));
-	close(conn.fd);
-	if (sfd >= 0)
-		close(sfd);
+	close_agent(&conn);
 	if (rc)
 		return fail(agent_fail_code(&conn, rc), msg);
 	if (verbose)
@@ -219,16 +225,11 @@ int cmd_cp(int argc, char **argv)
 		if (S_ISREG(st.st_mode))
 			mode = st.st_mode & 07777;
 	}
-	int sfd = open_signals();
 	struct agent_conn conn;
-	agent_conn_init(&conn, -1, sfd, -1);
-	conn.get_max = max_size;
-	int code = open_agent(&conn, vsock, verbose);
+	int code = open_agent(&conn, vsock, max_size, verbose);
 	if (code) {
 		if (local > STDIN_FILENO)
 			close(local);
-		if (sfd >= 0)
-			close(sfd);
 		return code;
 	}
 	int rc;
@@ -242,17 +243,13 @@ int cmd_cp(int argc, char **argv)
 		char tmp[4096];
 		bool to_stdout = !strcmp(dst, "-");
 		if (!to_stdout && snprintf(tmp, sizeof(tmp), "%s.padcell-cp.%d", dst, (int)getpid()) >= (int)sizeof(tmp)) {
-			close(conn.fd);
-			if (sfd >= 0)
-				close(sfd);
+			close_agent(&conn);
 			return fail(EXIT_USAGE, "cp: destination path too long");
 		}
 		local = to_stdout ? STDOUT_FILENO : open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 		if (local < 0) {
 			snprintf(msg, sizeof(msg), "cannot create '%s': %s", dst, strerror(errno));
-			close(conn.fd);
-			if (sfd >= 0)
-				close(sfd);
+			close_agent(&conn);
 			return fail(EXIT_USAGE, msg);
 		}
 		rc = agent_conn_get_file(&conn, gsrc, local, msg, sizeof(msg));
@@ -266,9 +263,7 @@ int cmd_cp(int argc, char **argv)
 				unlink(tmp);
 		}
 	}
-	close(conn.fd);
-	if (sfd >= 0)
-		close(sfd);
+	close_agent(&conn);
 	if (rc)
 		return fail(agent_fail_code(&conn, rc), msg);
 	if (verbose)
@@ -380,15 +375,10 @@ int cmd_fs(int argc, char **argv)
 			return fail(EXIT_USAGE, "fs: guest paths are absolute, at most 4095 bytes");
 	}
 
-	int sfd = open_signals();
 	struct agent_conn conn;
-	agent_conn_init(&conn, -1, sfd, -1);
-	int code = open_agent(&conn, vsock, verbose);
-	if (code) {
-		if (sfd >= 0)
-			close(sfd);
+	int code = open_agent(&conn, vsock, 0, verbose);
+	if (code)
 		return code;
-	}
 	/* An ERROR answer (no such file, ...) is that path's failure: exit 1, the others still go.
 	 * Anything else leaves the connection unusable: 125 (or 128+N). */
 	int failed = 0, rc = 0;
@@ -423,9 +413,7 @@ int cmd_fs(int argc, char **argv)
 			rc = 0;
 		}
 	}
-	close(conn.fd);
-	if (sfd >= 0)
-		close(sfd);
+	close_agent(&conn);
 	if (fflush(stdout) != 0 && !rc)
 		return fail(EXIT_HOST_ERROR, "writing the output failed");
 	if (rc)

@@ -29,11 +29,10 @@
 #define SANDBOX_STOP_MS    10000
 
 /* The message for an agent call that failed: a lost VM says so, a stop signal ends the service. */
-static int call_error(struct sandbox *sb, struct mcp_backend *b, const struct agent_conn *c, int rc, char *err,
-		      size_t errlen)
+static int call_error(struct sandbox *sb, const struct agent_conn *c, int rc, char *err, size_t errlen)
 {
 	if (rc == -EINTR && c->signo > 0)
-		b->stop_signo = c->signo;
+		sb->backend->stop_signo = c->signo;
 	int st;
 	if (sb->pid > 0 && waitpid(sb->pid, &st, WNOHANG) == sb->pid) {
 		sb->pid = 0;
@@ -85,7 +84,7 @@ void sandbox_stop(struct sandbox *sb)
  * Boots the VM: a private directory, the agent's ready socket, the child, then its ready call
  * and HELLO within the boot timeout.  A stop signal or the child's end cut the wait short.
  */
-static int sandbox_start(struct sandbox *sb, struct mcp_backend *b, char *err, size_t errlen)
+static int sandbox_start(struct sandbox *sb, char *err, size_t errlen)
 {
 	if (!sb->o.allow_pvm && host_kvm_kind() == HOST_KVM_PVM)
 		return errorf(err, errlen, -ENOTSUP, "this host's /dev/kvm is PVM (no VT-x/AMD-V), where a standard Linux "
@@ -164,7 +163,7 @@ static int sandbox_start(struct sandbox *sb, struct mcp_backend *b, char *err, s
 		if (p[1].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			if (read(sb->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-				b->stop_signo = (int)si.ssi_signo;
+				sb->backend->stop_signo = (int)si.ssi_signo;
 				code = errorf(err, errlen, -EINTR, "stopped by signal %u while the sandbox booted", si.ssi_signo);
 				break;
 			}
@@ -192,7 +191,7 @@ static int sandbox_start(struct sandbox *sb, struct mcp_backend *b, char *err, s
 		close(conn_fd);
 		if (rc) {
 			if (rc == -EINTR)
-				b->stop_signo = c.signo;
+				sb->backend->stop_signo = c.signo;
 			code = rc;
 		} else if (sb->o.verbose) {
 			fprintf(stderr, "padcell mcp: sandbox ready in %.0f ms\n", now_ms() - t0);
@@ -207,10 +206,10 @@ static int sandbox_start(struct sandbox *sb, struct mcp_backend *b, char *err, s
 }
 
 /* A connection to the agent, with its HELLO read: 0, or -errno with err set. */
-static int sandbox_conn(struct sandbox *sb, struct mcp_backend *b, struct agent_conn *c, char *err, size_t errlen)
+static int sandbox_conn(struct sandbox *sb, struct agent_conn *c, char *err, size_t errlen)
 {
 	if (!sb->up) {
-		int rc = sandbox_start(sb, b, err, errlen);
+		int rc = sandbox_start(sb, err, errlen);
 		if (rc)
 			return rc;
 	}
@@ -221,7 +220,7 @@ static int sandbox_conn(struct sandbox *sb, struct mcp_backend *b, struct agent_
 		close(c->fd);
 		c->fd = -1;
 	}
-	return rc ? call_error(sb, b, c, rc, err, errlen) : 0;
+	return rc ? call_error(sb, c, rc, err, errlen) : 0;
 }
 
 /* A memory file that takes at most cap bytes: writes past it fail (F_SEAL_GROW). */
@@ -260,9 +259,8 @@ static int take_output(int fd, struct mcp_output *o)
 static int sb_run(void *ctx, const struct mcp_run_req *req, struct mcp_run_res *res, char *err, size_t errlen)
 {
 	struct sandbox *sb = ctx;
-	struct mcp_backend *b = sb->backend;
 	struct agent_conn c;
-	int rc = sandbox_conn(sb, b, &c, err, errlen);
+	int rc = sandbox_conn(sb, &c, err, errlen);
 	if (rc)
 		return rc;
 	int out = bounded_memfd(MCP_OUTPUT_MAX + 1), errf = bounded_memfd(MCP_OUTPUT_MAX + 1);
@@ -275,7 +273,7 @@ static int sb_run(void *ctx, const struct mcp_run_req *req, struct mcp_run_res *
 	struct agent_exec_result x;
 	rc = agent_conn_exec(&c, &r, out, errf, &x, err, errlen);
 	if (rc) {
-		call_error(sb, b, &c, rc, err, errlen);
+		call_error(sb, &c, rc, err, errlen);
 		goto done;
 	}
 	res->timed_out = x.how == AGENT_TIMEDOUT;
@@ -294,9 +292,8 @@ done:
 static int sb_read_file(void *ctx, const char *path, struct mcp_output *o, char *err, size_t errlen)
 {
 	struct sandbox *sb = ctx;
-	struct mcp_backend *b = sb->backend;
 	struct agent_conn c;
-	int rc = sandbox_conn(sb, b, &c, err, errlen);
+	int rc = sandbox_conn(sb, &c, err, errlen);
 	if (rc)
 		return rc;
 	int fd = memfd_create("padcell-mcp-file", MFD_CLOEXEC);
@@ -308,7 +305,7 @@ static int sb_read_file(void *ctx, const char *path, struct mcp_output *o, char 
 		if (rc == -EFBIG)
 			errorf(err, errlen, rc, "%s is over 1 MiB, read_file's bound", path);
 		else if (rc)
-			call_error(sb, b, &c, rc, err, errlen);
+			call_error(sb, &c, rc, err, errlen);
 		else if ((rc = take_output(fd, o)))
 			errorf(err, errlen, rc, "keeping the file: %s", strerror(-rc));
 		close(fd);
@@ -320,9 +317,8 @@ static int sb_read_file(void *ctx, const char *path, struct mcp_output *o, char 
 static int sb_write_file(void *ctx, const char *path, const void *data, size_t len, char *err, size_t errlen)
 {
 	struct sandbox *sb = ctx;
-	struct mcp_backend *b = sb->backend;
 	struct agent_conn c;
-	int rc = sandbox_conn(sb, b, &c, err, errlen);
+	int rc = sandbox_conn(sb, &c, err, errlen);
 	if (rc)
 		return rc;
 	/* The parent directories first (protocol 3's MKDIR), then the file (PUT) from a memory file. */
@@ -342,7 +338,7 @@ static int sb_write_file(void *ctx, const char *path, const void *data, size_t l
 	if (!rc)
 		rc = agent_conn_put_file(&c, fd, path, 0644, err, errlen);
 	if (rc && rc != -EIO)
-		call_error(sb, b, &c, rc, err, errlen);
+		call_error(sb, &c, rc, err, errlen);
 	if (fd >= 0)
 		close(fd);
 	close(c.fd);
@@ -386,9 +382,8 @@ static int list_each(void *arg, const struct agent_entry *e)
 static int sb_list(void *ctx, const char *path, struct mcp_entry **entries, size_t *n, char *err, size_t errlen)
 {
 	struct sandbox *sb = ctx;
-	struct mcp_backend *b = sb->backend;
 	struct agent_conn c;
-	int rc = sandbox_conn(sb, b, &c, err, errlen);
+	int rc = sandbox_conn(sb, &c, err, errlen);
 	if (rc)
 		return rc;
 	struct list_acc a = { 0 };
@@ -397,7 +392,7 @@ static int sb_list(void *ctx, const char *path, struct mcp_entry **entries, size
 	if (rc == -ENOMEM)
 		errorf(err, errlen, rc, "out of memory listing %s", path);
 	else if (rc && rc != -EIO && rc != -EFBIG)
-		call_error(sb, b, &c, rc, err, errlen);
+		call_error(sb, &c, rc, err, errlen);
 	close(c.fd);
 	if (rc) {
 		free(a.e);
