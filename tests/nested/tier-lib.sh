@@ -47,6 +47,14 @@ tier_run() {
 	[ "$missing" -lt 0 ] && missing=0
 	echo "==== nested $tier test summary ($log) ===="
 	[ -n "$results" ] && sed 's/^RESULT /  /' <<<"$results"
+	if [ "$missing" -gt 0 ]; then
+		# Named like a failed case, so run-all's summary says where the payload stopped and why.
+		local step
+		step=$(grep -aE "^STEP $tier-" "$log" | tail -n1 | tr -d '\r' | sed 's/^STEP //')
+		echo "  ${step:-$tier-start} FAIL $missing case(s) never reported: the payload stopped in this step" \
+			"(l1.sh exit $l1_rc$([ "$l1_rc" = 124 ] && echo ', the tier timeout'); L1's last lines below)"
+		tail -n 25 "$log" | tr -d '\r' | sed 's/^/    | /'
+	fi
 	echo "  $pass passed, $((fail + missing)) failed ($missing missing of $expected)"
 	if [ "$l1_rc" = 124 ] || [ "$l1_rc" = 125 ]; then
 		echo "$me: L1 did not finish (l1.sh exit $l1_rc, see above)" >&2
