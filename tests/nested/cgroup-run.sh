@@ -53,7 +53,9 @@ start_monitor() { # as start, then waits for the monitor's leaf to hold it
 	leaf=$CG/padcell/vm-$mpid
 	wait_until 30 leaf_has "$leaf" "$mpid"
 }
-release() { echo go >&9; exec 9>&-; wait $pid; rc=$?; }
+# SIGPIPE ignored: a VM that already ended (a failed case) makes the write fail, not the payload die.
+trap '' PIPE
+release() { echo go >&9 2>/dev/null; exec 9>&-; wait $pid; rc=$?; }
 
 echo "STEP cgroup-check"
 ./padcell check >$W/check.out 2>&1
@@ -188,6 +190,40 @@ awk -v r="$ratio" 'BEGIN { exit !(r >= 0.2) }' || why="$why used only $ratio of 
 [ -n "$n0" ] && [ -n "$n1" ] && [ "$n1" -gt "$n0" ] || why="$why nr_throttled $n0 -> $n1 (never throttled);"
 result cpu-quota "$why" "CPU-bound guest: $ratio CPUs over $(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.1f", e - s }') s, throttled $((n1 - n0)) times, cpu.max $cpumax, memory.max $((memmax / MIB)) MiB"
 [ -n "$why" ] && show cpu $W/cpu.err
+
+# --- --io-limit: io.max on the block device under the drive's file, reads charged and held -------
+# L1's disks are tmpfs (no block device), so the image sits on an ext2 file system on a loop device,
+# mounted afresh before the run so the image is not in the page cache.  Only a lower bound on the
+# time: 16 MiB at 4 MiB/s cannot take under ~4 s when io.max holds.
+echo "STEP cgroup-io-limit"
+why=""
+mkdir -p /mnt/io
+head -c $((40 * MIB)) /dev/zero >$W/fs.img
+loopdev=$(losetup -f 2>$W/losetup.err) && losetup "$loopdev" $W/fs.img 2>>$W/losetup.err &&
+	mke2fs -q "$loopdev" >>$W/losetup.err 2>&1 && mount -t ext2 "$loopdev" /mnt/io 2>>$W/losetup.err &&
+	head -c $((16 * MIB)) /dev/urandom >/mnt/io/disk.img && umount /mnt/io &&
+	mount -t ext2 -o ro "$loopdev" /mnt/io 2>>$W/losetup.err || why=" no loop device file system in L1: $(head -c 300 $W/losetup.err)"
+if [ -z "$why" ]; then
+	majmin=$(cat /sys/block/${loopdev#/dev/}/dev)
+	start_monitor io --io-limit 4M --drive /mnt/io/disk.img,ro -- sh -c 'a=$(cut -d" " -f1 /proc/uptime);
+		dd if=/dev/vdb of=/dev/null bs=1M count=16 iflag=direct 2>/dev/null && b=$(cut -d" " -f1 /proc/uptime) &&
+		echo "READ $a $b"; read x; echo "got $x"'
+	wait_until 120 has_line $W/io.out READ
+	iomax=$(grep "^$majmin " $leaf/io.max 2>/dev/null)
+	rbytes=$(grep "^$majmin " $leaf/io.stat 2>/dev/null | sed -n 's/.*rbytes=\([0-9]*\).*/\1/p')
+	release
+	secs=$(awk '/^READ/ { printf "%.2f", $3 - $2 }' $W/io.out)
+	[ -n "$secs" ] || why="$why the guest never read its drive ($(head -c 200 $W/io.out));"
+	[ "$rc" = 0 ] && grep -q '^got go' $W/io.out || why="$why exit $rc, the VM did not go on working;"
+	echo "$iomax" | grep -q "rbps=4194304 wbps=4194304" || why="$why io.max for $majmin is '$iomax' (want rbps=4194304 wbps=4194304);"
+	[ -n "$rbytes" ] && [ "$rbytes" -ge $((16 * MIB)) ] || why="$why io.stat rbytes for $majmin '$rbytes' (want >= 16 MiB: the reads not charged to the leaf?);"
+	[ -n "$secs" ] && awk -v s="$secs" 'BEGIN { exit !(s >= 3) }' || why="$why 16 MiB read in '$secs' s at io.max 4 MiB/s (want >= 3 s);"
+fi
+umount /mnt/io 2>/dev/null
+[ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
+rm -f $W/fs.img
+result io-limit "$why" "16 MiB from a loop-device drive in ${secs:-?} s under io.max '$iomax', io.stat rbytes ${rbytes:-?}"
+[ -n "$why" ] && [ -f $W/io.err ] && show io $W/io.err
 
 left=$(ls -d $CG/padcell/vm-* 2>/dev/null | wc -l)
 result nothing-left "$([ "$left" = 0 ] || echo " $left leaves left: $(ls -d $CG/padcell/vm-*)")" "no leaf left under $CG/padcell"

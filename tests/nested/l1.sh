@@ -17,7 +17,7 @@ gen=${GEN_INIT_CPIO:-$repo/build/kernel/gen_init_cpio}
 busybox=/bin/busybox
 # KVM is required; the rest is staged for later issues (vsock, networking) and loaded if present.
 required_mods="irqbypass kvm kvm-amd"
-optional_mods="vhost vsock vmw_vsock_virtio_transport_common vhost_vsock tun veth bridge"
+optional_mods="vhost vsock vmw_vsock_virtio_transport_common vhost_vsock tun veth bridge loop"
 
 payload="" timeout_s=600 log="$repo/build/nested/l1-serial.log" mem=2048 verbose=0 serial2=()
 
@@ -98,7 +98,8 @@ add_mod() { # name required|optional root
 	echo "$base $need" >>"$tmp/stage/load-order"
 }
 
-if [ ! -f "$stage/.complete" ]; then
+# Staged again when the module lists change (a stage made for fewer modules lacks the new ones).
+if [ ! -f "$stage/.complete" ] || [ "$(cat "$stage/.modules" 2>/dev/null)" != "$required_mods / $optional_mods" ]; then
 	echo "l1.sh: staging L1 kernel $pkg into $stage"
 	mkdir -p "$tmp/deb" "$tmp/root" "$tmp/stage/modules"
 	(cd "$tmp/deb" && apt-get -q -o APT::Sandbox::User=root download "$pkg" </dev/null >/dev/null) ||
@@ -110,6 +111,7 @@ if [ ! -f "$stage/.complete" ]; then
 	for m in $optional_mods; do add_mod "$m" optional "$tmp/root" || true; done
 	rm -rf "$stage"
 	mv "$tmp/stage" "$stage"
+	echo "$required_mods / $optional_mods" >"$stage/.modules"
 	touch "$stage/.complete"
 	rm -rf "$tmp/deb" "$tmp/root"
 fi
