@@ -143,6 +143,12 @@ int vm_irq_line(struct vm *vm, unsigned irq, int level);
  */
 int vm_devices_add(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen);
 /*
+ * A live change of the rate limiters of resource cls ("drive", "net") named id, from the API: asks
+ * each device's set_rate hook in turn.  -ENOENT with err set when no device is that resource.
+ */
+int vm_set_rate(struct vm *vm, const char *cls, const char *id, const struct ratelimit_patch *p, unsigned np,
+		char *err, size_t errlen);
+/*
  * Its restore half (vmd's restore_emulated_hw): fills in what cfg needs to make the snapshot's
  * devices again (disks reopened into `disks`, LAYOUT_VIRTIO_MAX of them; the vsock CID), or
  * refuses a cfg that does not fit the snapshot.  0 or -errno with err set; disks closed then.

@@ -82,3 +82,19 @@ int vm_devices_config_restore(const struct dev_snap_in *in, struct vm_config *cf
 		cfg->vsock_cid = cid;
 	return 0;
 }
+
+int vm_set_rate(struct vm *vm, const char *cls, const char *id, const struct ratelimit_patch *p, unsigned np,
+		char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < vm->ndevices; i++) {
+		struct device *d = &vm->devices[i];
+		if (!d->ops->set_rate)
+			continue;
+		int rc = d->ops->set_rate(d, cls, id, p, np, err, errlen);
+		if (rc != -ENOENT)
+			return rc;
+	}
+	if (!strcmp(cls, "drive"))
+		return errorf(err, errlen, -ENOENT, "no drive '%s' (name one by its index from 0, its vdX name or its id)", id);
+	return errorf(err, errlen, -ENOENT, "no network interface '%s' (the VM's NIC, if it has one, is eth0)", id);
+}
