@@ -56,6 +56,8 @@ struct vm_config {
 	bool mem_from_file;
 	/* restore: LAYOUT_VIRTIO_MAX paths, entry i replacing the snapshot's drive in slot i (NULL: keep it), or NULL */
 	const char *const *restore_drives;
+	/* restore: LAYOUT_VIRTIO_MAX entries, entry i the rate limit of the snapshot's disk i (NULL: none), or NULL */
+	const struct ratelimit_cfg *const *drive_rates;
 };
 
 /* The legacy PC devices (UART, i8042, ACPI PM, pvpanic) and the virtio-mmio slots. */

@@ -63,6 +63,10 @@ int vm_devices_config_restore(const struct dev_snap_in *in, struct vm_config *cf
 	if (has_net && !cfg->net)
 		cfg->net = &deny_all;
 	cfg->ndisks = 0;
+	for (unsigned i = ndisks; cfg->drive_rates && i < LAYOUT_VIRTIO_MAX; i++)
+		if (cfg->drive_rates[i])
+			return errorf(err, errlen, -EINVAL, "--drive-rate %u=...: the snapshot's VM has no disk %u (%u disk%s)", i,
+				      i, ndisks, ndisks == 1 ? "" : "s");
 	for (unsigned i = ndisks; cfg->restore_drives && i < LAYOUT_VIRTIO_MAX; i++)
 		if (cfg->restore_drives[i])
 			return errorf(err, errlen, -EINVAL, "--drive %u=%s: the snapshot's VM has no disk %u (%u disk%s)", i,
@@ -75,6 +79,9 @@ int vm_devices_config_restore(const struct dev_snap_in *in, struct vm_config *cf
 				blk_disk_close(&disks[--i]);
 			return rc;
 		}
+		/* Limiter state is not in a snapshot: the limits given now apply, starting full. */
+		if (cfg->drive_rates && cfg->drive_rates[i])
+			disks[i].rate = *cfg->drive_rates[i];
 	}
 	cfg->disks = disks;
 	cfg->ndisks = ndisks;

@@ -163,6 +163,7 @@ static int parse_vsock(const char *arg, struct boot_opts *o, char *err, size_t e
 		{ "drive", required_argument, NULL, OPT_DRIVE }, \
 		{ "scratch", required_argument, NULL, OPT_SCRATCH }, \
 		{ "vsock", required_argument, NULL, OPT_VSOCK }, \
+		{ "drive-rate", required_argument, NULL, CLI_OPT_DRIVE_RATE }, \
 		JAIL_LONG_OPTS, \
 		CLI_NET_LONG_OPTS
 
@@ -175,9 +176,52 @@ static void vm_opts_defaults(struct boot_opts *o)
 	jail_opts_init(&o->jail);
 }
 
+int cli_parse_drive_rate(const char *arg, struct drive_rates *r, char *err, size_t errlen)
+{
+	char *end;
+	errno = 0;
+	unsigned long n = strtoul(arg, &end, 10);
+	if (arg[0] < '0' || arg[0] > '9' || end == arg || *end != '=' || errno)
+		return usage_err(err, errlen, "--drive-rate '%s': expected N=SPEC (disk N from 0; SPEC like bytes=10M/1s,ops=1000/1s)",
+				 arg);
+	if (n >= CLI_MAX_DRIVES)
+		return usage_err(err, errlen, "--drive-rate '%s': a VM has at most %u disks (0 to %u)", arg, CLI_MAX_DRIVES,
+				 CLI_MAX_DRIVES - 1);
+	if (r->rate[n])
+		return usage_err(err, errlen, "--drive-rate '%s': disk %lu is given twice", arg, n);
+	char why[256];
+	if (ratelimit_parse(end + 1, &r->cfg[n], why, sizeof(why)))
+		return usage_err(err, errlen, "--drive-rate '%s': %s", arg, why);
+	r->rate[n] = &r->cfg[n];
+	r->any = true;
+	return 0;
+}
+
+/* --net-rate-rx / --net-rate-tx SPEC. */
+static int parse_net_rate(const char *flag, const char *arg, struct ratelimit_cfg *cfg, bool *set, char *err,
+			  size_t errlen)
+{
+	if (*set)
+		return usage_err(err, errlen, "--%s given twice", flag);
+	char why[256];
+	if (ratelimit_parse(arg, cfg, why, sizeof(why)))
+		return usage_err(err, errlen, "--%s '%s': %s", flag, arg, why);
+	*set = true;
+	return 0;
+}
+
 int cli_parse_net_opt(int c, const char *arg, struct net_opts *o, char *err, size_t errlen)
 {
 	switch (c) {
+	case CLI_OPT_NET_RATE_RX:
+	case CLI_OPT_NET_RATE_TX: {
+		bool rx = c == CLI_OPT_NET_RATE_RX;
+		int rc = parse_net_rate(rx ? "net-rate-rx" : "net-rate-tx", arg, rx ? &o->rx_rate : &o->tx_rate,
+					rx ? &o->rx_rate_set : &o->tx_rate_set, err, errlen);
+		if (!rc)
+			o->net = true;
+		return rc;
+	}
 	case CLI_OPT_NET: o->net = true; return 0;
 	case CLI_OPT_ALLOW_INTERNET: o->net = o->allow_internet = true; return 0;
 	case CLI_OPT_NET_LOG:
@@ -273,6 +317,8 @@ static int parse_vm_opt(int c, const char *arg, struct boot_opts *o, char *err, 
 		if (o->scratch % 512)
 			return usage_err(err, errlen, "--scratch '%s': must be a multiple of 512 bytes", arg);
 		return 0;
+	case CLI_OPT_DRIVE_RATE:
+		return cli_parse_drive_rate(arg, &o->rates, err, errlen);
 	case OPT_VSOCK:
 		if (o->vsock_path)
 			return usage_err(err, errlen, "--vsock given twice");
