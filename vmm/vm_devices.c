@@ -59,7 +59,7 @@ int vm_devices_config_restore(const struct dev_snap_in *in, struct vm_config *cf
 	static const struct net_params deny_all = { .log_fd = -1 };
 	bool has_net = virtio_net_in_snapshot(in, ndisks + (has_vsock ? 1 : 0));
 	if (!has_net && cfg->net)
-		return errorf(err, errlen, -EINVAL, "the snapshot's VM has no network device: leave out --net and --allow");
+		return errorf(err, errlen, -EINVAL, "the snapshot's VM has no network device: leave out --net, --allow and the other network flags (--net-rate-rx, ...)");
 	if (has_net && !cfg->net)
 		cfg->net = &deny_all;
 	cfg->ndisks = 0;
