@@ -8,6 +8,7 @@
 
 #include "devices/bus.h"
 #include "devices/devhost.h"
+#include "devices/ratelimit.h"
 #include "vmm/mem.h"
 
 struct device;
@@ -69,6 +70,15 @@ struct dev_ops {
 	int (*save_backing)(struct device *d, struct dev_snap_out *o, char *err, size_t errlen);
 	/* The VM was restored and its vCPUs are about to run (virtio: look at every queue again). */
 	void (*restored)(struct device *d);
+
+	/*
+	 * A live change of its rate limiters (the API's PATCH /drives/{id}, /network-interfaces/{id}).
+	 * cls names the kind of resource ("drive", "net"), id the one the client named, p[0..np-1]
+	 * the changes (a drive has one limiter; a NIC two, rx then tx).  -ENOENT when this device is
+	 * not that resource; -EINVAL with err set when the change does not fit it; else 0.
+	 */
+	int (*set_rate)(struct device *d, const char *cls, const char *id, const struct ratelimit_patch *p, unsigned np,
+			char *err, size_t errlen);
 
 	/* Stops its threads and releases everything its create function made. */
 	void (*destroy)(struct device *d);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "vmm/err.h"
 
@@ -156,6 +157,35 @@ void ratelimit_update(struct ratelimit *rl, const struct ratelimit_cfg *cfg, uin
 bool ratelimit_is_unlimited(const struct ratelimit_cfg *cfg)
 {
 	return cfg->bytes.size == 0 && cfg->ops.size == 0;
+}
+
+void ratelimit_get(const struct ratelimit *rl, struct ratelimit_cfg *cfg)
+{
+	cfg->bytes = rl->bytes.cfg;
+	cfg->ops = rl->ops.cfg;
+}
+
+void ratelimit_patch_apply(struct ratelimit *rl, const struct ratelimit_patch *p, uint64_t now_ns)
+{
+	struct ratelimit_cfg c;
+	ratelimit_get(rl, &c);
+	if (p->bytes_set)
+		c.bytes = p->cfg.bytes;
+	if (p->ops_set)
+		c.ops = p->cfg.ops;
+	/* A disabled bucket is all zeroes, however it was spelt (size 0 with a refill time, say). */
+	if (!c.bytes.size)
+		c.bytes = (struct rl_bucket_cfg){ 0 };
+	if (!c.ops.size)
+		c.ops = (struct rl_bucket_cfg){ 0 };
+	ratelimit_update(rl, &c, now_ns);
+}
+
+uint64_t ratelimit_clock_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* A decimal integer with an optional K/M/G (binary) suffix, at most `max`. */

@@ -61,6 +61,28 @@ void ratelimit_update(struct ratelimit *rl, const struct ratelimit_cfg *cfg, uin
 /* True if neither bucket limits anything. */
 bool ratelimit_is_unlimited(const struct ratelimit_cfg *cfg);
 
+/* True if the limiter limits anything (a device skips the clock when it does not). */
+static inline bool ratelimit_active(const struct ratelimit *rl)
+{
+	return rl->bytes.cfg.size != 0 || rl->ops.cfg.size != 0;
+}
+
+/* The limits a limiter has now. */
+void ratelimit_get(const struct ratelimit *rl, struct ratelimit_cfg *cfg);
+
+/*
+ * A live change as the API gives it: a bucket that is set replaces that bucket (size 0: no
+ * limit), one that is not set stays as it is, state and all (Firecracker's PATCH semantics).
+ */
+struct ratelimit_patch {
+	bool bytes_set, ops_set;
+	struct ratelimit_cfg cfg;
+};
+void ratelimit_patch_apply(struct ratelimit *rl, const struct ratelimit_patch *p, uint64_t now_ns);
+
+/* CLOCK_MONOTONIC in nanoseconds: the clock devices hand their limiters unless a test injects one. */
+uint64_t ratelimit_clock_ns(void);
+
 /*
  * Parses the CLI/API spec: comma-separated KEY=VALUE, each key at most once, in any order:
  *   bytes=SIZE/TIME      the bytes bucket: SIZE bytes per TIME (refill time)

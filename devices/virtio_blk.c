@@ -7,6 +7,7 @@
 #include <linux/falloc.h>
 #include <linux/virtio_ids.h>
 #include <linux/virtio_mmio.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,7 +342,40 @@ static void blk_wake(void *arg)
 
 static const struct virtio_dev_ops blk_ops = { .queue_notify = blk_queue_notify, .reset = blk_reset };
 
-/* Pops and serves chains until the queue is empty; I/O runs without the lock. */
+/*
+ * What a request costs the limiter: one operation, and the data bytes of a read or a write
+ * (Firecracker counts those two; a flush, GET_ID or discard is an operation only).  The chain
+ * is only looked at, its lengths being the device's own view; the request checks it again.
+ */
+static uint64_t blk_request_bytes(const struct virtq_chain *c)
+{
+	struct virtio_blk_outhdr hdr;
+	if (c->read_len < sizeof(hdr) || virtq_chain_read(c, 0, &hdr, sizeof(hdr)) != sizeof(hdr))
+		return 0;
+	if (hdr.type == VIRTIO_BLK_T_IN)
+		return c->write_len ? c->write_len - 1 : 0;
+	if (hdr.type == VIRTIO_BLK_T_OUT)
+		return c->read_len - sizeof(hdr);
+	return 0;
+}
+
+/* True if the limiter lets the popped request through now; else it goes back to the ring. */
+static bool blk_admit(struct virtio_blk *b, struct virtq *q)
+{
+	if (!ratelimit_active(&b->rl))
+		return true;
+	uint64_t now = b->clock(), wait;
+	if (ratelimit_consume(&b->rl, 1, blk_request_bytes(&b->chain), now, &wait)) {
+		b->throttle_until_ns = 0;
+		return true;
+	}
+	virtq_unpop(q);
+	b->throttle_until_ns = now + wait;
+	b->throttled++;
+	return false;
+}
+
+/* Pops and serves chains until the queue is empty or the limiter says wait; I/O runs without the lock. */
 static void blk_drain_queue(struct virtio_blk *b)
 {
 	struct virtio_mmio *t = &b->t;
@@ -356,6 +390,8 @@ static void blk_drain_queue(struct virtio_blk *b)
 		}
 		if (rc == 0)
 			break;
+		if (!blk_admit(b, q))
+			return;
 		uint64_t resets = t->resets;
 		b->busy = true;
 		pthread_mutex_unlock(&t->lock);
@@ -382,8 +418,22 @@ static void *blk_worker(void *arg)
 {
 	struct virtio_blk *b = arg;
 	for (;;) {
+		/* Throttled: until the limiter has the tokens (rounded up to a whole ms), or a kick. */
+		pthread_mutex_lock(&b->t.lock);
+		uint64_t until = b->throttle_until_ns;
+		int timeout = -1;
+		if (until) {
+			uint64_t now = b->clock();
+			uint64_t ms = until > now ? (until - now + 999999) / 1000000 : 0;
+			timeout = ms > 60000 ? 60000 : (int)ms; /* a long wait is looked at again each minute */
+		}
+		pthread_mutex_unlock(&b->t.lock);
+		struct pollfd pfd = { .fd = b->kick_fd, .events = POLLIN };
+		int prc = poll(&pfd, 1, timeout);
+		if (prc < 0 && errno != EINTR)
+			break;
 		uint64_t n;
-		if (read(b->kick_fd, &n, sizeof(n)) < 0 && errno != EINTR)
+		if (prc > 0 && read(b->kick_fd, &n, sizeof(n)) < 0 && errno != EINTR && errno != EAGAIN)
 			break;
 		pthread_mutex_lock(&b->t.lock);
 		if (b->worker.stop) {
@@ -422,8 +472,19 @@ int virtio_blk_init(struct virtio_blk *b, struct blk_disk *disk, const struct gu
 	virtio_mmio_init(&b->t, mem, host, irq, VIRTIO_ID_BLOCK, features, 1, &b->config, sizeof(b->config),
 			 &blk_ops, b);
 	pthread_cond_init(&b->idle, NULL);
+	b->clock = ratelimit_clock_ns;
+	ratelimit_init(&b->rl, &disk->rate, b->clock());
 	devthread_init(&b->worker, &b->t.lock, blk_worker, blk_wake, b);
 	return 0;
+}
+
+void virtio_blk_set_rate(struct virtio_blk *b, const struct ratelimit_patch *p)
+{
+	pthread_mutex_lock(&b->t.lock);
+	ratelimit_patch_apply(&b->rl, p, b->clock());
+	b->throttle_until_ns = 0; /* the worker asks the new limits at once */
+	pthread_mutex_unlock(&b->t.lock);
+	blk_wake(b);
 }
 
 int virtio_blk_start(struct virtio_blk *b)
@@ -531,6 +592,22 @@ static void blk_dev_restored(struct device *d)
 	virtio_mmio_notify_all(&((struct virtio_blk *)d->dev)->t);
 }
 
+/* A drive is named by its index ("0" is /dev/vda), its kernel name ("vda") or its id (the serial GET_ID returns). */
+static int blk_dev_set_rate(struct device *d, const char *cls, const char *id, const struct ratelimit_patch *p,
+			    unsigned np, char *err, size_t errlen)
+{
+	struct virtio_blk *b = d->dev;
+	char idx[12], kname[8];
+	snprintf(idx, sizeof(idx), "%u", d->index);
+	snprintf(kname, sizeof(kname), "vd%c", 'a' + (int)d->index);
+	if (strcmp(cls, "drive") || (strcmp(id, idx) && strcmp(id, kname) && strcmp(id, b->disk->id)))
+		return -ENOENT;
+	if (np != 1)
+		return errorf(err, errlen, -EINVAL, "a drive has one rate limiter");
+	virtio_blk_set_rate(b, &p[0]);
+	return 0;
+}
+
 static void blk_dev_destroy(struct device *d)
 {
 	virtio_blk_destroy(d->dev);
@@ -548,6 +625,7 @@ static const struct dev_ops blk_dev_ops = {
 	.load = blk_dev_load,
 	.save_backing = blk_dev_save_backing,
 	.restored = blk_dev_restored,
+	.set_rate = blk_dev_set_rate,
 	.destroy = blk_dev_destroy,
 };
 

@@ -10,6 +10,7 @@
 
 #include "devices/device.h"
 #include "devices/devthread.h"
+#include "devices/ratelimit.h"
 #include "devices/virtio_mmio.h"
 
 /* Limits advertised in the config space and enforced per request. */
@@ -28,6 +29,7 @@ struct blk_disk {
 	bool scratch;                           /* blk_disk_scratch: a nameless temporary file */
 	char path[4096];                        /* blk_disk_open: the image's absolute path (snapshots) */
 	uint64_t dev, ino, btime_ns;            /* blk_disk_open: the file's identity (util.h file_id) */
+	struct ratelimit_cfg rate;              /* the device's limits at start (the CLI's --drive-rate); zero: none */
 };
 
 /*
@@ -56,7 +58,19 @@ struct virtio_blk {
 	bool busy;    /* a request in flight, the lock dropped */
 	struct virtq_chain chain; /* the worker's current request */
 	uint64_t completed;
+	/*
+	 * The drive's rate limiter (devices/ratelimit.h), under t.lock.  A request it refuses stays
+	 * in the ring (unpopped) and the worker sleeps until throttle_until_ns, or a kick: nothing is
+	 * lost and nothing spins.  clock is CLOCK_MONOTONIC unless a test injects its own.
+	 */
+	struct ratelimit rl;
+	uint64_t (*clock)(void);
+	uint64_t throttle_until_ns; /* 0: not throttled */
+	uint64_t throttled;         /* times a request was held back */
 };
+
+/* Live change of the drive's limits (the API's PATCH /drives/{id}); wakes the worker. */
+void virtio_blk_set_rate(struct virtio_blk *b, const struct ratelimit_patch *p);
 
 int virtio_blk_init(struct virtio_blk *b, struct blk_disk *disk, const struct guest_mem *mem,
 		    const struct dev_host *host, unsigned irq);

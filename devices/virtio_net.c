@@ -122,6 +122,17 @@ static int rx_put(struct virtio_net *n, const uint8_t *frame, size_t len, bool *
 		n->stats.rx_dropped++;
 		return 1;
 	}
+	if (ratelimit_active(&n->rx_rl)) {
+		uint64_t now = n->clock(), wait;
+		if (!ratelimit_consume(&n->rx_rl, 1, len, now, &wait)) {
+			/* Held back: the buffer goes back to the ring, the frame waits in the backlog. */
+			virtq_unpop(q);
+			n->rx_until_ns = now + wait;
+			n->stats.rx_throttled++;
+			return 0;
+		}
+		n->rx_until_ns = 0;
+	}
 	/* No offloads negotiated: flags, GSO and checksum fields zero; one buffer per frame. */
 	struct virtio_net_hdr_v1 h = { .num_buffers = 1 };
 	virtq_chain_write(c, 0, &h, sizeof(h));
@@ -427,6 +438,18 @@ static int tx_pop(struct virtio_net *n)
 		if (rc == 0)
 			return 0;
 		const struct virtq_chain *c = &n->chain;
+		if (ratelimit_active(&n->tx_rl)) {
+			/* Every chain costs, a malformed one too: the guest pays for what it makes padcell read. */
+			uint64_t now = n->clock(), wait;
+			uint64_t bytes = c->read_len > NET_HDR_LEN ? c->read_len - NET_HDR_LEN : 0;
+			if (!ratelimit_consume(&n->tx_rl, 1, bytes, now, &wait)) {
+				virtq_unpop(q); /* the frame waits in the ring until the tokens are back */
+				n->tx_until_ns = now + wait;
+				n->stats.tx_throttled++;
+				return 0;
+			}
+			n->tx_until_ns = 0;
+		}
 		/* tx buffers are device-readable only; the header must be whole; no frame over the copy's size */
 		bool ok = c->write_len == 0 && c->read_len >= NET_HDR_LEN && c->read_len <= NET_HDR_LEN + NET_FRAME_MAX;
 		if (ok) {
@@ -475,6 +498,18 @@ void virtio_net_poll(struct virtio_net *n, int timeout_ms)
 	tx_drain(n);
 	pthread_mutex_lock(&n->t.lock);
 	rx_flush(n);
+	/* Throttled: poll() ends when the first limiter has its tokens back (rounded up to a ms). */
+	uint64_t until = n->rx_until_ns;
+	if (n->tx_until_ns && (!until || n->tx_until_ns < until))
+		until = n->tx_until_ns;
+	if (until) {
+		uint64_t now = n->clock();
+		uint64_t ms = until > now ? (until - now + 999999) / 1000000 : 0;
+		if (ms > 60000)
+			ms = 60000;
+		if (timeout_ms < 0 || (uint64_t)timeout_ms > ms)
+			timeout_ms = (int)ms;
+	}
 	pthread_mutex_unlock(&n->t.lock);
 
 	struct pollfd fds[NET_MAX_POLLFDS];
@@ -601,6 +636,9 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 	/* MAC and MTU only: no checksum or segmentation offloads, so every frame is whole and checked. */
 	uint64_t features = (1ULL << VIRTIO_NET_F_MAC) | (1ULL << VIRTIO_NET_F_MTU);
 	virtio_mmio_init(&n->t, mem, host, irq, VIRTIO_ID_NET, features, 2, &n->config, sizeof(n->config), &net_ops, n);
+	n->clock = ratelimit_clock_ns;
+	ratelimit_init(&n->rx_rl, &p->rx_rate, n->clock());
+	ratelimit_init(&n->tx_rl, &p->tx_rate, n->clock());
 	devthread_init(&n->thread, &n->t.lock, net_thread, net_kick, n);
 	n->thread.jail_kind = JAIL_NET; /* libslirp's host sockets: the jail's network-stack filter */
 	return 0;
@@ -617,6 +655,22 @@ err_backend:
 err_policy:
 	policy_destroy(&n->policy);
 	return rc;
+}
+
+void virtio_net_set_rate(struct virtio_net *n, const struct ratelimit_patch *rx, const struct ratelimit_patch *tx)
+{
+	pthread_mutex_lock(&n->t.lock);
+	uint64_t now = n->clock();
+	if (rx) {
+		ratelimit_patch_apply(&n->rx_rl, rx, now);
+		n->rx_until_ns = 0;
+	}
+	if (tx) {
+		ratelimit_patch_apply(&n->tx_rl, tx, now);
+		n->tx_until_ns = 0;
+	}
+	pthread_mutex_unlock(&n->t.lock);
+	net_kick(n); /* the loop asks the new limits at once */
 }
 
 int virtio_net_start(struct virtio_net *n)
@@ -714,6 +768,18 @@ static void net_dev_restored(struct device *d)
 	virtio_mmio_notify_all(&((struct virtio_net *)d->dev)->t);
 }
 
+/* The one NIC is "eth0" (the guest's name for it) or "0"; p[0] changes rx, p[1] tx. */
+static int net_dev_set_rate(struct device *d, const char *cls, const char *id, const struct ratelimit_patch *p,
+			    unsigned np, char *err, size_t errlen)
+{
+	if (strcmp(cls, "net") || (strcmp(id, "eth0") && strcmp(id, "0")))
+		return -ENOENT;
+	if (np != 2)
+		return errorf(err, errlen, -EINVAL, "a network interface has two rate limiters, rx and tx");
+	virtio_net_set_rate(d->dev, &p[0], &p[1]);
+	return 0;
+}
+
 static void net_dev_destroy(struct device *d)
 {
 	virtio_net_destroy(d->dev);
@@ -730,6 +796,7 @@ static const struct dev_ops net_dev_ops = {
 	.save = net_dev_save,
 	.load = net_dev_load,
 	.restored = net_dev_restored,
+	.set_rate = net_dev_set_rate,
 	.destroy = net_dev_destroy,
 };
 

@@ -12,6 +12,7 @@
 #include "devices/device.h"
 #include "devices/devthread.h"
 #include "devices/net_resolve.h"
+#include "devices/ratelimit.h"
 #include "devices/virtio_mmio.h"
 #include "vmm/net/gate.h"
 #include "vmm/net/policy.h"
@@ -97,11 +98,14 @@ struct net_params {
 	/* --publish: host TCP ports forwarded to the guest; the stack listens on them from init on. */
 	const struct net_publish *publish;
 	size_t npublish;
+	/* --net-rate-rx / --net-rate-tx: frames to the guest and from it (zero: no limit). */
+	struct ratelimit_cfg rx_rate, tx_rate;
 };
 
 struct net_stats {
 	uint64_t tx_frames, tx_passed, tx_dropped, tx_rejected, tx_bad;
 	uint64_t rx_frames, rx_dropped;
+	uint64_t rx_throttled, tx_throttled; /* times the limiter held a frame back */
 	uint64_t dns_queries, dns_resolved, dns_failed, dns_rebind_dropped;
 };
 
@@ -125,7 +129,18 @@ struct virtio_net {
 	struct net_resolver *resolver;
 	struct net_pin pins[NET_PINS_MAX]; /* device thread only */
 	unsigned npins;
+	/*
+	 * Rate limiters, under t.lock.  A tx frame the limiter refuses stays in the ring (unpopped);
+	 * an rx frame waits in the backlog, its buffer back in the ring.  The device loop's poll()
+	 * ends at the earlier *_until_ns (0: not throttled).  clock: CLOCK_MONOTONIC unless a test's.
+	 */
+	struct ratelimit rx_rl, tx_rl;
+	uint64_t rx_until_ns, tx_until_ns;
+	uint64_t (*clock)(void);
 };
+
+/* Live change of the NIC's limits (the API's PATCH /network-interfaces/{id}): rx or tx may be NULL. */
+void virtio_net_set_rate(struct virtio_net *n, const struct ratelimit_patch *rx, const struct ratelimit_patch *tx);
 
 /* 0 or -errno (err says why): a bad rule, no backend, no memory. */
 int virtio_net_init(struct virtio_net *n, const struct net_params *p, const struct guest_mem *mem,

@@ -147,6 +147,14 @@ int disks_open(const struct boot_opts *o, struct blk_disk *disks, unsigned *n, c
 {
 	char why[160];
 	*n = 0;
+	/* --drive-rate N counts the VM's disks: run's root image first, the --drive's, then --scratch. */
+	unsigned total = o->ndrives + (o->scratch ? 1 : 0);
+	for (unsigned i = total; i < CLI_MAX_DRIVES; i++)
+		if (o->rates.rate[i]) {
+			snprintf(err, errlen, "--drive-rate %u=...: the VM has no disk %u (%u disk%s, counted from 0)", i, i, total,
+				 total == 1 ? "" : "s");
+			return -EINVAL;
+		}
 	for (unsigned i = 0; i < o->ndrives; i++) {
 		const struct drive_opt *d = &o->drives[i];
 		if (blk_disk_open(&disks[*n], d->path, d->ro, d->id[0] ? d->id : NULL, why, sizeof(why))) {
@@ -162,6 +170,9 @@ int disks_open(const struct boot_opts *o, struct blk_disk *disks, unsigned *n, c
 		}
 		(*n)++;
 	}
+	for (unsigned i = 0; i < *n; i++)
+		if (o->rates.rate[i])
+			disks[i].rate = *o->rates.rate[i];
 	return 0;
 err_close:
 	while (*n)
@@ -172,7 +183,8 @@ err_close:
 int launch_net(const struct net_opts *o, struct net_params *p, char *err, size_t errlen)
 {
 	*p = (struct net_params){ .rules = o->allow, .nrules = o->nallow, .open = o->allow_internet, .log_fd = -1,
-				  .publish = o->publish, .npublish = o->npublish };
+				  .publish = o->publish, .npublish = o->npublish, .rx_rate = o->rx_rate,
+				  .tx_rate = o->tx_rate };
 	if (!net_slirp_built_in()) {
 		char why[256];
 		net_slirp_backend(NULL, why, sizeof(why));

@@ -56,6 +56,8 @@ struct vm_config {
 	bool mem_from_file;
 	/* restore: LAYOUT_VIRTIO_MAX paths, entry i replacing the snapshot's drive in slot i (NULL: keep it), or NULL */
 	const char *const *restore_drives;
+	/* restore: LAYOUT_VIRTIO_MAX entries, entry i the rate limit of the snapshot's disk i (NULL: none), or NULL */
+	const struct ratelimit_cfg *const *drive_rates;
 };
 
 /* The legacy PC devices (UART, i8042, ACPI PM, pvpanic) and the virtio-mmio slots. */
@@ -142,6 +144,12 @@ int vm_irq_line(struct vm *vm, unsigned irq, int level);
  * (OpenBSD vmd's init_emulated_hw), 0 or -errno with err set.  Called by vm_create.
  */
 int vm_devices_add(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen);
+/*
+ * A live change of the rate limiters of resource cls ("drive", "net") named id, from the API: asks
+ * each device's set_rate hook in turn.  -ENOENT with err set when no device is that resource.
+ */
+int vm_set_rate(struct vm *vm, const char *cls, const char *id, const struct ratelimit_patch *p, unsigned np,
+		char *err, size_t errlen);
 /*
  * Its restore half (vmd's restore_emulated_hw): fills in what cfg needs to make the snapshot's
  * devices again (disks reopened into `disks`, LAYOUT_VIRTIO_MAX of them; the vsock CID), or

@@ -59,10 +59,14 @@ int vm_devices_config_restore(const struct dev_snap_in *in, struct vm_config *cf
 	static const struct net_params deny_all = { .log_fd = -1 };
 	bool has_net = virtio_net_in_snapshot(in, ndisks + (has_vsock ? 1 : 0));
 	if (!has_net && cfg->net)
-		return errorf(err, errlen, -EINVAL, "the snapshot's VM has no network device: leave out --net and --allow");
+		return errorf(err, errlen, -EINVAL, "the snapshot's VM has no network device: leave out --net, --allow and the other network flags (--net-rate-rx, ...)");
 	if (has_net && !cfg->net)
 		cfg->net = &deny_all;
 	cfg->ndisks = 0;
+	for (unsigned i = ndisks; cfg->drive_rates && i < LAYOUT_VIRTIO_MAX; i++)
+		if (cfg->drive_rates[i])
+			return errorf(err, errlen, -EINVAL, "--drive-rate %u=...: the snapshot's VM has no disk %u (%u disk%s)", i,
+				      i, ndisks, ndisks == 1 ? "" : "s");
 	for (unsigned i = ndisks; cfg->restore_drives && i < LAYOUT_VIRTIO_MAX; i++)
 		if (cfg->restore_drives[i])
 			return errorf(err, errlen, -EINVAL, "--drive %u=%s: the snapshot's VM has no disk %u (%u disk%s)", i,
@@ -75,10 +79,29 @@ int vm_devices_config_restore(const struct dev_snap_in *in, struct vm_config *cf
 				blk_disk_close(&disks[--i]);
 			return rc;
 		}
+		/* Limiter state is not in a snapshot: the limits given now apply, starting full. */
+		if (cfg->drive_rates && cfg->drive_rates[i])
+			disks[i].rate = *cfg->drive_rates[i];
 	}
 	cfg->disks = disks;
 	cfg->ndisks = ndisks;
 	if (has_vsock)
 		cfg->vsock_cid = cid;
 	return 0;
+}
+
+int vm_set_rate(struct vm *vm, const char *cls, const char *id, const struct ratelimit_patch *p, unsigned np,
+		char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < vm->ndevices; i++) {
+		struct device *d = &vm->devices[i];
+		if (!d->ops->set_rate)
+			continue;
+		int rc = d->ops->set_rate(d, cls, id, p, np, err, errlen);
+		if (rc != -ENOENT)
+			return rc;
+	}
+	if (!strcmp(cls, "drive"))
+		return errorf(err, errlen, -ENOENT, "no drive '%s' (name one by its index from 0, its vdX name or its id)", id);
+	return errorf(err, errlen, -ENOENT, "no network interface '%s' (the VM's NIC, if it has one, is eth0)", id);
 }

@@ -43,12 +43,32 @@ static int fake_snapshot(void *ctx, const char *state_path, const char *mem_path
 	return 0;
 }
 
+/* Checks what the parser hands over: a patch never carries more than the limiter's bounds. */
+static int fake_set_rate(void *ctx, const char *cls, const char *id, const struct ratelimit_patch *p, unsigned np,
+			 char *err, size_t errlen)
+{
+	if (np != (strcmp(cls, "drive") ? 2u : 1u))
+		abort();
+	for (unsigned i = 0; i < np; i++) {
+		const struct rl_bucket_cfg *b[2] = { &p[i].cfg.bytes, &p[i].cfg.ops };
+		for (int k = 0; k < 2; k++)
+			if (b[k]->size > (1ull << 53) || b[k]->one_time_burst > (1ull << 53) || b[k]->refill_ms > (1ull << 32) ||
+			    (b[k]->size && !b[k]->refill_ms))
+				abort();
+	}
+	if (strlen(id) % 2) {
+		snprintf(err, errlen, "no such %s", cls);
+		return -ENOENT;
+	}
+	return 0;
+}
+
 static struct fake_vm vm;
 static struct api_config cfg = {
 	.id = "fuzz-vm",
 	.vmm_version = "0.0.0",
 	.ops = { .ctx = &vm, .pause = fake_pause, .resume = fake_resume, .is_paused = fake_is_paused,
-		 .snapshot = fake_snapshot },
+		 .snapshot = fake_snapshot, .set_rate = fake_set_rate },
 };
 static struct api_server *server;
 static char dir[64], sock_path[128];

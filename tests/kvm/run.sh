@@ -27,7 +27,7 @@ times=()
 
 skip_all() {
 	echo "SKIP: kvm tier: $1"
-	echo "0 passed, 0 failed, $(grep -cE '^(run_case|check_blk_files|check_vsock|check_api_[a-z_]+|check_snapshot_[a-z]+)$|^(run_case|check_blk_files|check_vsock|check_snapshot_count) ' "$SELF") skipped"
+	echo "0 passed, 0 failed, $(grep -cE '^(run_case|check_blk_files|check_blk_rate_usage|check_vsock|check_api_[a-z_]+|check_snapshot_[a-z]+)$|^(run_case|check_blk_files|check_blk_rate|check_vsock|check_snapshot_count) ' "$SELF") skipped"
 	exit 0
 }
 
@@ -203,6 +203,46 @@ TG_EXTRA="tg.blk=$BLK_SIZE" CMDLINE_SUFFIX=$VIRTIO3 EXPECT_FAIL="blk-ro: sectors
 run_case neg-blk-corrupt-image 3 pvh     256M  1 0 blk       --entry pvh --drive "$BLK_BAD,ro,id=tg-ro" --drive "$BLK_RW" --scratch 1M
 check_blk_files blk-host-files-after-all
 
+# Rate limits (--drive-rate): the guest reads its 1 MiB pattern image and then 4 MiB more
+# (tg.blkbench=4) from disk 0.  At 1 MiB/s with no burst the bucket starts full (1 MiB), so the
+# other 4 MiB and more cannot be read in under 3 s whatever the machine: a lower bound only, never
+# an upper one.  The same run without a limit still passes; a limit on a disk the VM does not have
+# is one line and exit 2.
+check_blk_rate() { # NAME TIMES_BEFORE MIN_MS
+	local name=$1 before=$2 min=$3 ms
+	if [ "${#times[@]}" -le "$before" ]; then
+		echo "SKIP $name: the rate-limited run itself failed (above), so its time says nothing"
+		skip=$((skip + 1))
+		return
+	fi
+	ms=${times[$((${#times[@]} - 1))]}
+	if [ "$ms" -lt "$min" ]; then
+		echo "FAIL $name: the rate-limited run took $ms ms, under the $min ms the limit allows"
+		fail=$((fail + 1))
+	else
+		echo "PASS $name ($ms ms >= $min ms)"
+		pass=$((pass + 1))
+	fi
+}
+TG_EXTRA="tg.blk=$BLK_SIZE tg.blkbench=4" CMDLINE_SUFFIX=$VIRTIO3 \
+run_case blk-rate-unlimited    0 linux64 256M  1 0 blk       --entry linux64 --drive "$BLK_RO,ro,id=tg-ro" --drive "$BLK_RW" --scratch 1M --drive-rate 0=none
+n_before=${#times[@]}
+TG_EXTRA="tg.blk=$BLK_SIZE tg.blkbench=4" CMDLINE_SUFFIX=$VIRTIO3 \
+run_case blk-rate-1mib         0 linux64 256M  1 0 blk       --entry linux64 --drive "$BLK_RO,ro,id=tg-ro" --drive "$BLK_RW" --scratch 1M --drive-rate 0=bytes=1M/1s
+check_blk_rate blk-rate-lower-bound "$n_before" 3000
+check_blk_rate_usage() {
+	local name=blk-rate-no-such-disk log=$LOGDIR/blk-rate-no-such-disk.log rc why=""
+	timeout "$TIMEOUT" "$PADCELL" boot --kernel "$GUEST" --drive "$BLK_RO,ro" --drive-rate 1=bytes=1M/1s </dev/null >"$log" 2>&1
+	rc=$?
+	if [ "$rc" -ne 2 ]; then why="exit $rc, not 2"
+	elif [ "$(wc -l <"$log")" -ne 1 ] || ! grep -q '^padcell: --drive-rate 1=...: the VM has no disk 1' "$log"; then
+		why="not one line naming the disk: $(head -c 300 "$log")"
+	fi
+	if [ -n "$why" ]; then echo "FAIL $name: $why"; fail=$((fail + 1)); else echo "PASS $name"; pass=$((pass + 1)); fi
+}
+check_blk_rate_usage
+check_blk_files blk-host-files-after-rates
+
 # virtio-vsock (tg.case=vsock): tg-vsock listens on SOCK_5000, runs padcell with --vsock SOCK, sends
 # "CONNECT 1234" until the guest's polling driver serves port 1234, checks 100000 bytes come back
 # echoed and the greeting the guest sent to CID 2 port 5000 arrives on SOCK_5000.
@@ -373,10 +413,53 @@ check_api_snapshot() {
 	api_result "$name" "$why" "$log"
 }
 
+# PATCH /drives/{id} on a running VM: disk 0 starts limited to 16 KiB/s, at which the guest's 5 MiB
+# and more would take over 5 minutes; a bad body and a NIC the VM lacks are 400s that change
+# nothing, then lifting the limit (size 0) lets the guest finish within the hang guard.
+api_patch() { # PATH BODY: prints the HTTP status, the body into $API_BODY
+	curl -s -o "$API_BODY" -w '%{http_code}' --unix-socket "$API_SOCK" -X PATCH -H 'Content-Type: application/json' \
+		-d "$2" "http://localhost$1"
+}
+check_api_drive_rate() {
+	local name=api-drive-rate log=$LOGDIR/api-drive-rate.log why="" pid rc code
+	API_BODY=$LOGDIR/api-drive-rate.body
+	if ! command -v curl >/dev/null; then
+		echo "SKIP $name: no curl on this host to send PATCH requests with"; skip=$((skip + 1)); return
+	fi
+	rm -f "$API_SOCK"
+	"$PADCELL" boot --kernel "$GUEST" --mem 64M --entry linux64 --drive "$BLK_RO,ro,id=tg-ro" --drive "$BLK_RW" \
+		--scratch 1M --api-sock "$API_SOCK" --drive-rate 0=bytes=16K/1s \
+		--cmdline "tg.case=blk tg.blk=$BLK_SIZE tg.blkbench=4" </dev/null >"$log" 2>&1 &
+	pid=$!
+	if ! api_wait_sock; then why="no socket at $API_SOCK"
+	elif code=$(api_patch /drives/tg-ro '{"rate_limiter":{"bandwidth":{"size":1}}}') && [ "$code" != 400 ] ||
+		! grep -q 'needs \\"refill_time\\"' "$API_BODY"; then
+		why="a bucket without refill_time answered $code: $(head -c 200 "$API_BODY")"
+	elif code=$(api_patch /network-interfaces/eth0 '{"rx_rate_limiter":{}}') && [ "$code" != 400 ] ||
+		! grep -q 'no network interface' "$API_BODY"; then
+		why="PATCH of a NIC the VM lacks answered $code: $(head -c 200 "$API_BODY")"
+	elif ! kill -0 "$pid" 2>/dev/null; then why="padcell ended while the limit held (it should take minutes)"
+	elif code=$(api_patch /drives/tg-ro '{"drive_id":"tg-ro","rate_limiter":{"bandwidth":{"size":0,"refill_time":0}}}') &&
+		[ "$code" != 204 ]; then
+		why="lifting the limit answered $code: $(head -c 200 "$API_BODY")"
+	fi
+	api_wait "$pid" "$HANG"
+	rc=$?
+	tr -d '\r' <"$log" >"$log.tmp" && mv "$log.tmp" "$log"
+	if [ -n "$why" ]; then :
+	elif [ "$rc" -eq 124 ]; then why="the guest did not finish within ${HANG}s of the limit being lifted"
+	elif [ "$rc" -ne 0 ]; then why="exit code $rc, expected 0"
+	elif grep -q '^FAIL' "$log"; then why="guest check failed: $(grep -m1 '^FAIL' "$log")"
+	elif ! grep -qx SUCCESS "$log"; then why="guest never printed SUCCESS"
+	fi
+	api_result "$name" "$why" "$log"
+}
+
 check_api_stale
 check_api_pause_resume
 check_api_paused_sigterm
 check_api_snapshot
+check_api_drive_rate
 
 # Snapshot and restore (tg.case=count: the guest counts in memory and prints "COUNT n" per step).
 # The VM is paused mid-run, its serial output so far kept, snapshotted (it stays paused) and

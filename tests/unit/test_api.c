@@ -35,6 +35,10 @@ struct fake_vm {
 	int pauses, resumes, snapshots;
 	int pause_rc, snapshot_rc; /* what the next call returns */
 	char state_path[PATH_MAX], mem_path[PATH_MAX];
+	int rates;                       /* set_rate calls */
+	char rate_cls[16], rate_id[64];
+	struct ratelimit_patch rate[2];
+	unsigned rate_np;
 };
 
 static int fake_pause(void *ctx, char *err, size_t errlen)
@@ -75,13 +79,31 @@ static int fake_snapshot(void *ctx, const char *state_path, const char *mem_path
 	return 0;
 }
 
+/* One drive "rootfs" (also "0") and the NIC "eth0". */
+static int fake_set_rate(void *ctx, const char *cls, const char *id, const struct ratelimit_patch *p, unsigned np,
+			 char *err, size_t errlen)
+{
+	struct fake_vm *f = ctx;
+	bool drive = !strcmp(cls, "drive");
+	if (drive ? strcmp(id, "rootfs") && strcmp(id, "0") : strcmp(id, "eth0")) {
+		snprintf(err, errlen, "no %s '%s'", cls, id);
+		return -ENOENT;
+	}
+	f->rates++;
+	snprintf(f->rate_cls, sizeof(f->rate_cls), "%s", cls);
+	snprintf(f->rate_id, sizeof(f->rate_id), "%s", id);
+	f->rate_np = np;
+	memcpy(f->rate, p, np * sizeof(*p));
+	return 0;
+}
+
 static struct api_config fake_config(struct fake_vm *f)
 {
 	return (struct api_config){
 		.id = "test-vm",
 		.vmm_version = "9.9.9",
 		.ops = { .ctx = f, .pause = fake_pause, .resume = fake_resume, .is_paused = fake_is_paused,
-			 .snapshot = fake_snapshot },
+			 .snapshot = fake_snapshot, .set_rate = fake_set_rate },
 	};
 }
 
@@ -1049,4 +1071,97 @@ Test(api_server, out_of_descriptors_accept_does_not_spin_and_recovers, .timeout 
 	rmdir(dir);
 	cr_assert(WIFEXITED(st), "the child died");
 	cr_assert_eq(WEXITSTATUS(st), 0, "step %d failed (15: the accept loop spun)", WEXITSTATUS(st));
+}
+
+/* ---- PATCH /drives/{id} and /network-interfaces/{id}: rate limiters ---------------------------- */
+
+Test(api_routes, patch_drive_rate_limiter)
+{
+	struct fake_vm f = { 0 };
+	char out[2048];
+	cr_assert_eq(call(&f, "PATCH", "/drives/rootfs",
+			  "{\"drive_id\":\"rootfs\",\"rate_limiter\":{\"bandwidth\":{\"size\":1048576,"
+			  "\"one_time_burst\":4096,\"refill_time\":1000}}}", out), 204, "%s", out);
+	cr_assert_eq(f.rates, 1);
+	cr_assert_str_eq(f.rate_cls, "drive");
+	cr_assert_eq(f.rate_np, 1);
+	cr_assert(f.rate[0].bytes_set);
+	cr_assert_not(f.rate[0].ops_set, "a bucket left out stays as it is");
+	cr_assert_eq(f.rate[0].cfg.bytes.size, 1048576);
+	cr_assert_eq(f.rate[0].cfg.bytes.one_time_burst, 4096);
+	cr_assert_eq(f.rate[0].cfg.bytes.refill_ms, 1000);
+	/* ops alone, size 0 turning a bucket off, and the id from the path only */
+	cr_assert_eq(call(&f, "PATCH", "/drives/0", "{\"rate_limiter\":{\"ops\":{\"size\":100,\"refill_time\":1000},"
+			  "\"bandwidth\":{\"size\":0,\"refill_time\":0}}}", out), 204, "%s", out);
+	cr_assert(f.rate[0].ops_set && f.rate[0].bytes_set);
+	cr_assert_eq(f.rate[0].cfg.ops.size, 100);
+	cr_assert_eq(f.rate[0].cfg.bytes.size, 0);
+	cr_assert_eq(call(&f, "PATCH", "/drives/rootfs", "{\"rate_limiter\":{}}", out), 204, "{} changes nothing, validly");
+	cr_assert_not(f.rate[0].ops_set || f.rate[0].bytes_set);
+	cr_assert_eq(call(&f, "PATCH", "/drives/nope", "{\"rate_limiter\":{}}", out), 400);
+	cr_assert(strstr(fault_msg(out), "no drive 'nope'"), "%s", out);
+	cr_assert_eq(f.rates, 3);
+}
+
+Test(api_routes, patch_network_interface_rate_limiters)
+{
+	struct fake_vm f = { 0 };
+	char out[2048];
+	cr_assert_eq(call(&f, "PATCH", "/network-interfaces/eth0",
+			  "{\"iface_id\":\"eth0\",\"tx_rate_limiter\":{\"ops\":{\"size\":10,\"refill_time\":100}}}", out),
+		     204, "%s", out);
+	cr_assert_str_eq(f.rate_cls, "net");
+	cr_assert_eq(f.rate_np, 2);
+	cr_assert_not(f.rate[0].bytes_set || f.rate[0].ops_set, "rx left as it is");
+	cr_assert(f.rate[1].ops_set);
+	cr_assert_eq(f.rate[1].cfg.ops.size, 10);
+	cr_assert_eq(f.rate[1].cfg.ops.refill_ms, 100);
+	cr_assert_eq(call(&f, "PATCH", "/network-interfaces/eth0",
+			  "{\"rx_rate_limiter\":{\"bandwidth\":{\"size\":65536,\"refill_time\":10}}}", out), 204, "%s", out);
+	cr_assert(f.rate[0].bytes_set);
+	cr_assert_eq(call(&f, "PATCH", "/network-interfaces/eth1", "{\"rx_rate_limiter\":{}}", out), 400);
+	cr_assert_eq(f.rates, 2);
+}
+
+Test(api_routes, patch_rate_limiter_bad_bodies)
+{
+	struct fake_vm f = { 0 };
+	char out[2048];
+	static const struct {
+		const char *path, *body, *msg;
+	} bad[] = {
+		{ "/drives/rootfs", "{}", "nothing to change" },
+		{ "/drives/rootfs", "", "needs a JSON body" },
+		{ "/drives/rootfs", "{\"rate_limiter\":5}", "\"rate_limiter\" must be an object" },
+		{ "/drives/rootfs", "{\"rate_limiter\":{\"bw\":{}}}", "unknown field \"bw\"" },
+		{ "/drives/rootfs", "{\"rate_limiter\":{\"ops\":[]}}", "must be an object" },
+		{ "/drives/rootfs", "{\"rate_limiter\":{\"ops\":{\"size\":5}}}", "needs \"refill_time\"" },
+		{ "/drives/rootfs", "{\"rate_limiter\":{\"ops\":{\"refill_time\":5}}}", "needs \"size\"" },
+		{ "/drives/rootfs", "{\"rate_limiter\":{\"ops\":{\"size\":-1,\"refill_time\":5}}}", "whole number" },
+		{ "/drives/rootfs", "{\"rate_limiter\":{\"ops\":{\"size\":1.5,\"refill_time\":5}}}", "whole number" },
+		{ "/drives/rootfs", "{\"rate_limiter\":{\"ops\":{\"size\":\"5\",\"refill_time\":5}}}", "whole number" },
+		{ "/drives/rootfs", "{\"rate_limiter\":{\"ops\":{\"size\":9007199254740993,\"refill_time\":5}}}",
+		  "whole number from 0 to 9007199254740992" },
+		{ "/drives/rootfs", "{\"rate_limiter\":{\"ops\":{\"size\":5,\"refill_time\":0}}}", "more than 0 ms" },
+		{ "/drives/rootfs", "{\"rate_limiter\":{\"ops\":{\"size\":5,\"refill_time\":5,\"x\":1}}}",
+		  "unknown field \"x\"" },
+		{ "/drives/rootfs", "{\"drive_id\":\"other\",\"rate_limiter\":{}}", "the path names \"rootfs\"" },
+		{ "/drives/rootfs", "{\"path_on_host\":\"/x\",\"rate_limiter\":{}}", "keeps its file" },
+		{ "/drives/rootfs", "{\"rx_rate_limiter\":{}}", "unknown field \"rx_rate_limiter\"" },
+		{ "/network-interfaces/eth0", "{\"rate_limiter\":{}}", "unknown field \"rate_limiter\"" },
+		{ "/network-interfaces/eth0", "{\"iface_id\":\"eth1\",\"tx_rate_limiter\":{}}", "the path names" },
+		{ "/network-interfaces/eth0", "{}", "nothing to change" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(call(&f, "PATCH", bad[i].path, bad[i].body, out), 400, "%s", bad[i].body);
+		const char *m = fault_msg(out);
+		cr_assert(strstr(m, bad[i].msg), "body %s: fault '%s', expected '%s'", bad[i].body, m, bad[i].msg);
+	}
+	cr_assert_eq(f.rates, 0, "nothing half-applied");
+	/* Other methods and shapes of the path are not routes. */
+	cr_assert_eq(call(&f, "PUT", "/drives/rootfs", "{\"rate_limiter\":{}}", out), 400);
+	cr_assert(strstr(fault_msg(out), "Invalid request method and/or path"));
+	cr_assert_eq(call(&f, "PATCH", "/drives/", "{\"rate_limiter\":{}}", out), 400);
+	cr_assert_eq(call(&f, "PATCH", "/drives/a/b", "{\"rate_limiter\":{}}", out), 400);
+	cr_assert(strstr(fault_msg(out), "Invalid request method and/or path"));
 }

@@ -303,3 +303,53 @@ Test(cli_boot, values_point_into_argv_and_cut_ones_are_copies)
 	cr_assert_neq(parse(7, bad), 0);
 	cr_assert_eq(o.nowned, 0);
 }
+
+/* ---- --drive-rate, --net-rate-rx, --net-rate-tx ---- */
+
+Test(cli_rate, drive_and_net_rates)
+{
+	cr_assert_eq(PARSE("--kernel", "k", "--drive", "a.img", "--drive-rate", "0=bytes=1M/1s,bytes-burst=4M,ops=100/1s",
+			   "--net-rate-rx", "bytes=512K/100ms", "--net-rate-tx", "ops=10/1s"), 0, "%s", err);
+	cr_assert_not_null(o.rates.rate[0]);
+	cr_assert_null(o.rates.rate[1]);
+	cr_assert_eq(o.rates.rate[0]->bytes.size, 1u << 20);
+	cr_assert_eq(o.rates.rate[0]->bytes.refill_ms, 1000);
+	cr_assert_eq(o.rates.rate[0]->bytes.one_time_burst, 4u << 20);
+	cr_assert_eq(o.rates.rate[0]->ops.size, 100);
+	cr_assert(o.net.net, "a NIC rate implies --net");
+	cr_assert_eq(o.net.rx_rate.bytes.size, 512u << 10);
+	cr_assert_eq(o.net.rx_rate.bytes.refill_ms, 100);
+	cr_assert_eq(o.net.tx_rate.ops.size, 10);
+	cli_opts_free(&o);
+	/* "none" is no limit, and still counts as given */
+	cr_assert_eq(PARSE("--kernel", "k", "--drive-rate", "3=none"), 0, "%s", err);
+	cr_assert_not_null(o.rates.rate[3]);
+	cr_assert(ratelimit_is_unlimited(o.rates.rate[3]));
+	cli_opts_free(&o);
+}
+
+Test(cli_rate, bad_rates_are_one_line_errors)
+{
+	static const char *const bad_drive[] = { "bytes=1M/1s", "=bytes=1M/1s", "x=none", "8=none", "0=bytes=1M",
+						 "0=bytes=0/1s", "0=ops=5/0", "0=bogus=1", "0=bytes-burst=5", "-1=none",
+						 "0=bytes=1M/1s,bytes=2M/1s", "99999999999999999999=none" };
+	for (size_t i = 0; i < sizeof(bad_drive) / sizeof(bad_drive[0]); i++) {
+		assert_usage_error(PARSE("--kernel", "k", "--drive-rate", (char *)bad_drive[i]));
+		cr_assert(strstr(err, "--drive-rate"), "'%s': %s", bad_drive[i], err);
+	}
+	assert_usage_error(PARSE("--kernel", "k", "--drive-rate", "0=none", "--drive-rate", "0=none"));
+	cr_assert(strstr(err, "given twice"), "%s", err);
+	assert_usage_error(PARSE("--kernel", "k", "--net-rate-tx", "bytes=1Q/1s"));
+	cr_assert(strstr(err, "--net-rate-tx"), "%s", err);
+	assert_usage_error(PARSE("--kernel", "k", "--net-rate-rx", "none", "--net-rate-rx", "none"));
+	cr_assert(strstr(err, "given twice"), "%s", err);
+}
+
+Test(cli_rate, run_from_takes_rates)
+{
+	/* Limits are not the VM's shape: a clone may have its own. */
+	cr_assert_eq(RUN("--from", "snap", "--drive-rate", "0=bytes=1M/1s", "--net-rate-tx", "ops=1/1s", "--", "true"), 0,
+		     "%s", err);
+	cr_assert_not_null(ro.vm.rates.rate[0]);
+	cli_opts_free(&ro.vm);
+}

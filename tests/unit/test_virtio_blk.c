@@ -938,3 +938,105 @@ Test(blk, differential_random_io_against_a_model)
 	file_bytes(now);
 	cr_assert_eq(memcmp(now, model, IMG_SIZE), 0, "the file equals the model");
 }
+
+/* ---- the drive's rate limiter: a clock the test moves, and the worker's own timer ---- */
+
+static _Atomic uint64_t blk_fake_ns;
+static uint64_t blk_fake_clock(void) { return blk_fake_ns; }
+
+/* Sets the drive's limits from SPEC; on the fake clock unless real (a changed bucket starts full). */
+static void blk_limits(const char *spec, bool real)
+{
+	char err[200];
+	struct ratelimit_patch p = { .bytes_set = true, .ops_set = true };
+	cr_assert_eq(ratelimit_parse(spec, &p.cfg, err, sizeof(err)), 0, "%s", err);
+	if (!real) {
+		blk_fake_ns = 1000000000ull;
+		pthread_mutex_lock(&dev.t.lock);
+		dev.clock = blk_fake_clock;
+		pthread_mutex_unlock(&dev.t.lock);
+	}
+	virtio_blk_set_rate(&dev, &p);
+}
+
+static uint64_t blk_throttled(void)
+{
+	pthread_mutex_lock(&dev.t.lock);
+	uint64_t n = dev.throttled;
+	pthread_mutex_unlock(&dev.t.lock);
+	return n;
+}
+
+Test(blk_dev, requests_over_the_ops_budget_stay_in_the_ring_until_refill)
+{
+	blk_limits("ops=2/1000s", false); /* two requests, then one per 500 s of fake time */
+	ring_read(0, 1, 1);
+	ring_read(3, 2, 1);
+	ring_read(6, 3, 1);
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	cr_assert(dev_wait(2));
+	for (int i = 0; i < 1000 && !blk_throttled(); i++)
+		usleep(1000);
+	cr_assert_geq(blk_throttled(), 1, "the third is held back");
+	usleep(50000);
+	cr_assert_eq(tv_used_idx(&tv), 2, "and not answered while the budget is spent");
+	blk_fake_ns += 499ull * 1000000000ull;
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	usleep(50000);
+	cr_assert_eq(tv_used_idx(&tv), 2, "one second short of a token");
+	blk_fake_ns += 1000000000ull;
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0); /* stands for the worker's timer, which runs on real time */
+	cr_assert(dev_wait(3));
+	uint8_t d[512], st;
+	gmem_read(&mem, TV_BUF + 0x60000 + 0x2000, d, 512);
+	cr_assert_eq(memcmp(d, orig + 3 * 512, 512), 0, "the held request is served whole, as the guest made it");
+	gmem_read(&mem, TV_BUF + 0x60000 + 0x1000, &st, 1);
+	cr_assert_eq(st, VIRTIO_BLK_S_OK);
+	cr_assert_eq(dev.completed, 3);
+}
+
+Test(blk_dev, bytes_bucket_counts_the_data_of_reads)
+{
+	blk_limits("bytes=1K/1000s", false); /* 1024 bytes: one read of two sectors */
+	ring_read(0, 1, 2);
+	ring_read(3, 4, 2);
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	cr_assert(dev_wait(1));
+	for (int i = 0; i < 1000 && !blk_throttled(); i++)
+		usleep(1000);
+	cr_assert_eq(tv_used_idx(&tv), 1, "the second read's 1024 bytes must wait");
+	blk_fake_ns += 1000ull * 1000000000ull;
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	cr_assert(dev_wait(2));
+}
+
+Test(blk_dev, the_worker_wakes_itself_when_tokens_are_back, .timeout = 30)
+{
+	/* The real clock and no kick after the first: only the worker's timer can serve the rest, and
+	 * the limiter guarantees it is not before 3 refills of 100 ms (a lower bound only). */
+	blk_limits("ops=1/100ms", true);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ring_read(0, 1, 1);
+	ring_read(3, 2, 1);
+	ring_read(6, 3, 1);
+	ring_read(9, 4, 1);
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	cr_assert(dev_wait(4));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+	cr_assert_geq(ms, 299.0, "4 requests at 1 per 100 ms after the first took %.1f ms", ms);
+	cr_assert_geq(blk_throttled(), 3);
+}
+
+Test(blk_dev, lifting_the_limit_serves_what_waits)
+{
+	blk_limits("ops=1/1000s", false);
+	ring_read(0, 1, 1);
+	ring_read(3, 2, 1);
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	cr_assert(dev_wait(1));
+	struct ratelimit_patch off = { .ops_set = true };
+	virtio_blk_set_rate(&dev, &off); /* wakes the worker itself */
+	cr_assert(dev_wait(2));
+}

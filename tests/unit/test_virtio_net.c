@@ -988,3 +988,126 @@ Test(net_cli, allow_implies_net_and_rules_are_checked)
 	cr_assert(r.vm.net.net);
 	cli_opts_free(&r.vm);
 }
+
+/* ---- rate limiters: a clock the test moves, so nothing here waits on real time ---- */
+
+static uint64_t net_fake_ns;
+static uint64_t net_fake_clock(void) { return net_fake_ns; }
+
+/* Puts the NIC on the fake clock, then sets its limits (a changed bucket starts full at that time). */
+static void net_limits(const char *rx, const char *tx)
+{
+	char err[200];
+	struct ratelimit_patch p[2] = { { .bytes_set = true, .ops_set = true }, { .bytes_set = true, .ops_set = true } };
+	cr_assert_eq(ratelimit_parse(rx, &p[0].cfg, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(ratelimit_parse(tx, &p[1].cfg, err, sizeof(err)), 0, "%s", err);
+	net_fake_ns = 1000000000ull;
+	pthread_mutex_lock(&dev->t.lock);
+	dev->clock = net_fake_clock;
+	pthread_mutex_unlock(&dev->t.lock);
+	virtio_net_set_rate(dev, &p[0], &p[1]);
+}
+
+Test(virtio_net, tx_frames_over_the_budget_wait_in_the_ring_until_refill)
+{
+	net_limits("none", "ops=2/1000s"); /* two frames, then one every 500 s of fake time */
+	for (int i = 0; i < 4; i++) {
+		arp_request(NET_GATEWAY_IP);
+		tx_send();
+	}
+	pump();
+	cr_assert_eq(fb.sent, 2, "two frames within the budget");
+	cr_assert_eq(used_idx(&dq[1]), 2, "the others stay in the ring, not taken and dropped");
+	cr_assert_geq(dev->stats.tx_throttled, 1);
+	cr_assert_neq(dev->tx_until_ns, 0, "the loop knows when to look again");
+	net_fake_ns += 499ull * 1000000000ull;
+	pump();
+	cr_assert_eq(fb.sent, 2, "one second short of a token");
+	net_fake_ns += 1000000000ull;
+	pump();
+	cr_assert_eq(fb.sent, 3, "a token is back: one more frame");
+	net_fake_ns += 500ull * 1000000000ull;
+	pump();
+	cr_assert_eq(fb.sent, 4);
+	cr_assert_eq(used_idx(&dq[1]), 4, "nothing lost");
+	cr_assert_eq(dev->stats.tx_passed, 4);
+}
+
+Test(virtio_net, tx_bytes_bucket_counts_frame_bytes_not_headers)
+{
+	arp_request(NET_GATEWAY_IP); /* 42 bytes of frame */
+	char spec[64];
+	snprintf(spec, sizeof(spec), "bytes=%zu/1000s", 2 * flen);
+	net_limits("none", spec);
+	for (int i = 0; i < 3; i++) {
+		arp_request(NET_GATEWAY_IP);
+		tx_send();
+	}
+	pump();
+	cr_assert_eq(fb.sent, 2, "exactly two frames' bytes: the virtio header is not counted");
+	net_fake_ns += 1000ull * 1000000000ull;
+	pump();
+	cr_assert_eq(fb.sent, 3);
+}
+
+Test(virtio_net, rx_is_held_back_and_delivered_in_order_after_refill)
+{
+	net_limits("ops=3/1000s", "none");
+	for (unsigned i = 0; i < 5; i++) {
+		fb.inject_len = 60;
+		memset(fb.inject, (int)i, 60);
+		memcpy(fb.inject, guest_mac, 6);
+		virtio_net_poll(dev, 0);
+	}
+	cr_assert_eq(used_idx(&dq[0]), 3, "three frames within the budget");
+	cr_assert_eq(dev->bl_n, 2, "the rest wait in the backlog, buffers left in the ring");
+	cr_assert_geq(dev->stats.rx_throttled, 1);
+	cr_assert_eq(dev->stats.rx_dropped, 0);
+	net_fake_ns += 1000ull * 1000000000ull; /* the bucket refills to its size, 3 */
+	virtio_net_poll(dev, 0);
+	cr_assert_eq(used_idx(&dq[0]), 5);
+	cr_assert_eq(dev->bl_n, 0);
+	uint8_t r[NET_FRAME_MAX];
+	cr_assert_eq(rx_frame(3, r), 60);
+	cr_assert_eq(r[59], 3, "in order");
+	cr_assert_eq(rx_frame(4, r), 60);
+	cr_assert_eq(r[59], 4);
+}
+
+Test(virtio_net, a_live_change_lifts_the_limit_at_once)
+{
+	net_limits("none", "ops=1/1000s");
+	for (int i = 0; i < 3; i++) {
+		arp_request(NET_GATEWAY_IP);
+		tx_send();
+	}
+	pump();
+	cr_assert_eq(fb.sent, 1);
+	struct ratelimit_patch off = { .ops_set = true }; /* ops size 0: no limit */
+	virtio_net_set_rate(dev, NULL, &off);
+	pump();
+	cr_assert_eq(fb.sent, 3, "no clock movement needed once the limit is gone");
+	cr_assert_eq(dev->tx_until_ns, 0);
+}
+
+Test(virtio_net, throttled_poll_sleeps_until_the_tokens_are_back)
+{
+	/* On the real clock: the loop's own timeout releases the frame, and never before it is due. */
+	char err[200];
+	struct ratelimit_patch p = { .ops_set = true };
+	cr_assert_eq(ratelimit_parse("ops=1/200ms", &p.cfg, err, sizeof(err)), 0, "%s", err);
+	virtio_net_set_rate(dev, NULL, &p);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	/* A fourth frame keeps the limiter's wait armed after the third, so no pass blocks for good. */
+	for (int i = 0; i < 4; i++) {
+		arp_request(NET_GATEWAY_IP);
+		tx_send();
+	}
+	for (int i = 0; i < 200 && fb.sent < 3; i++)
+		virtio_net_poll(dev, -1); /* no timeout of its own: only the limiter's ends the wait */
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	cr_assert_eq(fb.sent, 3);
+	double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+	cr_assert_geq(ms, 399.0, "two refills of 200 ms at least, took %.1f ms", ms);
+}

@@ -255,6 +255,152 @@ out:
 	json_decref(o);
 }
 
+/*
+ * One token bucket of a rate limiter: {"size", "one_time_burst"?, "refill_time"} (Firecracker's
+ * TokenBucket; refill_time in ms).  size 0 turns the bucket off.  false with the fault written.
+ */
+static bool parse_bucket(json_t *v, const char *what, const char *name, struct rl_bucket_cfg *b, int *status,
+			 char *body, size_t bodylen)
+{
+	static const char *const keys[] = { "size", "one_time_burst", "refill_time", NULL };
+	if (!json_is_object(v)) {
+		fault(status, 400, body, bodylen, "%s: \"%s\" must be an object {\"size\", \"one_time_burst\", \"refill_time\"}",
+		      what, name);
+		return false;
+	}
+	const char *key;
+	json_t *f;
+	json_object_foreach(v, key, f) {
+		bool known = false;
+		for (const char *const *k = keys; *k && !known; k++)
+			known = !strcmp(key, *k);
+		if (!known) {
+			fault(status, 400, body, bodylen, "%s: \"%s\": unknown field \"%s\" (size, one_time_burst, refill_time)",
+			      what, name, key);
+			return false;
+		}
+	}
+	uint64_t val[3] = { 0 };
+	/* The limiter's own bounds (devices/ratelimit.c): counts up to 2^53, refill times up to 2^32 ms. */
+	static const uint64_t max[3] = { 1ull << 53, 1ull << 53, 1ull << 32 };
+	for (int i = 0; i < 3; i++) {
+		json_t *n = json_object_get(v, keys[i]);
+		if (!n) {
+			if (i == 1)
+				continue;
+			fault(status, 400, body, bodylen, "%s: \"%s\" needs \"%s\"", what, name, keys[i]);
+			return false;
+		}
+		if (!json_is_integer(n) || json_integer_value(n) < 0 || (uint64_t)json_integer_value(n) > max[i]) {
+			fault(status, 400, body, bodylen, "%s: \"%s\".\"%s\" must be a whole number from 0 to %llu", what, name,
+			      keys[i], (unsigned long long)max[i]);
+			return false;
+		}
+		val[i] = (uint64_t)json_integer_value(n);
+	}
+	if (val[0] && !val[2]) {
+		fault(status, 400, body, bodylen, "%s: \"%s\".\"refill_time\" must be more than 0 ms when \"size\" is not 0",
+		      what, name);
+		return false;
+	}
+	*b = (struct rl_bucket_cfg){ .size = val[0], .one_time_burst = val[1], .refill_ms = val[2] };
+	return true;
+}
+
+/* {"bandwidth"?, "ops"?}: Firecracker's RateLimiter, as a change.  false with the fault written. */
+static bool parse_rate_limiter(json_t *o, const char *what, const char *name, struct ratelimit_patch *p, int *status,
+			       char *body, size_t bodylen)
+{
+	*p = (struct ratelimit_patch){ 0 };
+	json_t *v = json_object_get(o, name);
+	if (!v)
+		return true;
+	if (!json_is_object(v)) {
+		fault(status, 400, body, bodylen, "%s: \"%s\" must be an object {\"bandwidth\", \"ops\"}", what, name);
+		return false;
+	}
+	const char *key;
+	json_t *f;
+	json_object_foreach(v, key, f) {
+		bool bw = !strcmp(key, "bandwidth");
+		if (!bw && strcmp(key, "ops")) {
+			fault(status, 400, body, bodylen, "%s: \"%s\": unknown field \"%s\" (bandwidth, ops)", what, name, key);
+			return false;
+		}
+		char full[64];
+		snprintf(full, sizeof(full), "%s.%s", name, key);
+		if (!parse_bucket(f, what, full, bw ? &p->cfg.bytes : &p->cfg.ops, status, body, bodylen))
+			return false;
+		if (bw)
+			p->bytes_set = true;
+		else
+			p->ops_set = true;
+	}
+	return true;
+}
+
+/* PATCH /drives/{id} and /network-interfaces/{id}: the limiters of a running VM's drive or NIC. */
+static void patch_rate(const struct api_config *cfg, bool drive, const char *id, const char *req, size_t len,
+		       int *status, char *body, size_t bodylen)
+{
+	static const char *const dkeys[] = { "drive_id", "rate_limiter", "path_on_host", NULL };
+	static const char *const nkeys[] = { "iface_id", "rx_rate_limiter", "tx_rate_limiter", NULL };
+	char what[128];
+	snprintf(what, sizeof(what), "PATCH /%s/%.64s", drive ? "drives" : "network-interfaces", id);
+	json_t *o = body_object(what, req, len, drive ? dkeys : nkeys, status, body, bodylen);
+	if (!o)
+		return;
+	const char *idkey = drive ? "drive_id" : "iface_id", *given = NULL;
+	if (string_field(o, what, idkey, &given, status, body, bodylen) < 0)
+		goto out;
+	if (given && strcmp(given, id)) {
+		fault(status, 400, body, bodylen, "%s: \"%s\" is \"%s\", the path names \"%s\"", what, idkey, given, id);
+		goto out;
+	}
+	if (drive && json_object_get(o, "path_on_host")) {
+		fault(status, 400, body, bodylen, "%s: a running VM's drive keeps its file: only \"rate_limiter\" can change",
+		      what);
+		goto out;
+	}
+	struct ratelimit_patch p[2];
+	unsigned np = drive ? 1 : 2;
+	const char *names[2] = { drive ? "rate_limiter" : "rx_rate_limiter", "tx_rate_limiter" };
+	bool any = false;
+	for (unsigned i = 0; i < np; i++) {
+		if (!parse_rate_limiter(o, what, names[i], &p[i], status, body, bodylen))
+			goto out;
+		any |= json_object_get(o, names[i]) != NULL;
+	}
+	if (!any) {
+		fault(status, 400, body, bodylen, "%s: nothing to change: give %s", what,
+		      drive ? "\"rate_limiter\"" : "\"rx_rate_limiter\" or \"tx_rate_limiter\"");
+		goto out;
+	}
+	if (!cfg->ops.set_rate) {
+		fault(status, 400, body, bodylen, "this VM's rate limiters cannot be changed");
+		goto out;
+	}
+	char why[BODY_CAP / 2] = "";
+	int rc = cfg->ops.set_rate(cfg->ops.ctx, drive ? "drive" : "net", id, p, np, why, sizeof(why));
+	if (rc) {
+		fault(status, status_for(rc), body, bodylen, "%s: %s", what, why[0] ? why : strerror(-rc));
+		goto out;
+	}
+	*status = 204;
+	body[0] = '\0';
+out:
+	json_decref(o);
+}
+
+/* "/PREFIX/ID" with one non-empty ID segment: ID, else NULL. */
+static const char *path_id(const char *p, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	if (strncmp(p, prefix, n) || !p[n] || strchr(p + n, '/'))
+		return NULL;
+	return p + n;
+}
+
 void api_handle(const struct api_config *cfg, const char *method, const char *path, const char *req_body,
 		size_t req_len, int *status, char *body, size_t bodylen)
 {
@@ -275,6 +421,10 @@ void api_handle(const struct api_config *cfg, const char *method, const char *pa
 		patch_vm(cfg, req_body, req_len, status, body, bodylen);
 	else if (!strcmp(p, "/snapshot/create") && !strcmp(method, "PUT"))
 		put_snapshot(cfg, req_body, req_len, status, body, bodylen);
+	else if (path_id(p, "/drives/") && !strcmp(method, "PATCH"))
+		patch_rate(cfg, true, path_id(p, "/drives/"), req_body, req_len, status, body, bodylen);
+	else if (path_id(p, "/network-interfaces/") && !strcmp(method, "PATCH"))
+		patch_rate(cfg, false, path_id(p, "/network-interfaces/"), req_body, req_len, status, body, bodylen);
 	else
 		fault(status, 400, body, bodylen, "Invalid request method and/or path: %s %s.", method, path);
 }

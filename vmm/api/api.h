@@ -4,6 +4,11 @@
  *   GET  /                 200 {"id", "state": "Running"|"Paused", "vmm_version", "app_name": "padcell"}
  *   PATCH /vm              {"state": "Paused"|"Resumed"} -> 204
  *   PUT  /snapshot/create  {"snapshot_type": "Full", "snapshot_path", "mem_file_path"} -> 204
+ *   PATCH /drives/{id}     {"drive_id"?, "rate_limiter"} -> 204
+ *   PATCH /network-interfaces/{id}  {"iface_id"?, "rx_rate_limiter"?, "tx_rate_limiter"?} -> 204
+ * A rate limiter is Firecracker's {"bandwidth"?: BUCKET, "ops"?: BUCKET}, BUCKET {"size",
+ * "one_time_burst"?, "refill_time" (ms)}: a bucket given replaces that bucket (size 0: no limit),
+ * one left out stays as it is.
  * Errors are {"fault_message": "..."} with 400 (bad request, or the VM in the wrong state) or 500
  * (the host failed).  The server never blocks and has no thread: the monitor's event loop watches
  * api_server_fd() and calls api_server_service() when it is readable.
@@ -14,6 +19,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "devices/ratelimit.h"
 
 #define API_MAX_CLIENTS 8    /* connections served at once; a ninth evicts the least recently active */
 #define API_PATH_MAX    107  /* sun_path less its terminating NUL */
@@ -28,6 +35,12 @@ struct api_ops {
 	int (*resume)(void *ctx, char *err, size_t errlen);
 	bool (*is_paused)(void *ctx);
 	int (*snapshot)(void *ctx, const char *state_path, const char *mem_path, char *err, size_t errlen);
+	/*
+	 * Changes the rate limiters of the resource cls ("drive" or "net") named id: p[0..np-1] (a
+	 * drive: one; a NIC: rx, tx).  -ENOENT (err set) when there is no such resource.
+	 */
+	int (*set_rate)(void *ctx, const char *cls, const char *id, const struct ratelimit_patch *p, unsigned np,
+			char *err, size_t errlen);
 };
 
 struct api_config {

@@ -1,4 +1,4 @@
-/* The control socket wired to a VM: GET / reads vm_is_paused(), PATCH /vm pauses and resumes, PUT /snapshot/create snapshots. */
+/* The control socket wired to a VM: pause, resume, snapshot, and live rate-limit changes through vm_set_rate(). */
 #include <stdio.h>
 #include <unistd.h>
 
@@ -26,6 +26,12 @@ static int op_snapshot(void *ctx, const char *state_path, const char *mem_path, 
 	return snapshot_create(ctx, state_path, mem_path, err, errlen);
 }
 
+static int op_set_rate(void *ctx, const char *cls, const char *id, const struct ratelimit_patch *p, unsigned np,
+		       char *err, size_t errlen)
+{
+	return vm_set_rate(ctx, cls, id, p, np, err, errlen);
+}
+
 struct api_server *api_vm_serve(struct vm *vm, int listen_fd, const char *path, const char *version, char *err,
 				size_t errlen)
 {
@@ -35,7 +41,7 @@ struct api_server *api_vm_serve(struct vm *vm, int listen_fd, const char *path, 
 		.id = id,
 		.vmm_version = version,
 		.ops = { .ctx = vm, .pause = op_pause, .resume = op_resume, .is_paused = op_is_paused,
-			 .snapshot = op_snapshot },
+			 .snapshot = op_snapshot, .set_rate = op_set_rate },
 	};
 	return api_server_new(listen_fd, path, &cfg, err, errlen);
 }

@@ -163,6 +163,7 @@ static int parse_vsock(const char *arg, struct boot_opts *o, char *err, size_t e
 		{ "drive", required_argument, NULL, OPT_DRIVE }, \
 		{ "scratch", required_argument, NULL, OPT_SCRATCH }, \
 		{ "vsock", required_argument, NULL, OPT_VSOCK }, \
+		{ "drive-rate", required_argument, NULL, CLI_OPT_DRIVE_RATE }, \
 		JAIL_LONG_OPTS, \
 		CLI_NET_LONG_OPTS
 
@@ -175,9 +176,52 @@ static void vm_opts_defaults(struct boot_opts *o)
 	jail_opts_init(&o->jail);
 }
 
+int cli_parse_drive_rate(const char *arg, struct drive_rates *r, char *err, size_t errlen)
+{
+	char *end;
+	errno = 0;
+	unsigned long n = strtoul(arg, &end, 10);
+	if (arg[0] < '0' || arg[0] > '9' || end == arg || *end != '=' || errno)
+		return usage_err(err, errlen, "--drive-rate '%s': expected N=SPEC (disk N from 0; SPEC like bytes=10M/1s,ops=1000/1s)",
+				 arg);
+	if (n >= CLI_MAX_DRIVES)
+		return usage_err(err, errlen, "--drive-rate '%s': a VM has at most %u disks (0 to %u)", arg, CLI_MAX_DRIVES,
+				 CLI_MAX_DRIVES - 1);
+	if (r->rate[n])
+		return usage_err(err, errlen, "--drive-rate '%s': disk %lu is given twice", arg, n);
+	char why[256];
+	if (ratelimit_parse(end + 1, &r->cfg[n], why, sizeof(why)))
+		return usage_err(err, errlen, "--drive-rate '%s': %s", arg, why);
+	r->rate[n] = &r->cfg[n];
+	r->any = true;
+	return 0;
+}
+
+/* --net-rate-rx / --net-rate-tx SPEC. */
+static int parse_net_rate(const char *flag, const char *arg, struct ratelimit_cfg *cfg, bool *set, char *err,
+			  size_t errlen)
+{
+	if (*set)
+		return usage_err(err, errlen, "--%s given twice", flag);
+	char why[256];
+	if (ratelimit_parse(arg, cfg, why, sizeof(why)))
+		return usage_err(err, errlen, "--%s '%s': %s", flag, arg, why);
+	*set = true;
+	return 0;
+}
+
 int cli_parse_net_opt(int c, const char *arg, struct net_opts *o, char *err, size_t errlen)
 {
 	switch (c) {
+	case CLI_OPT_NET_RATE_RX:
+	case CLI_OPT_NET_RATE_TX: {
+		bool rx = c == CLI_OPT_NET_RATE_RX;
+		int rc = parse_net_rate(rx ? "net-rate-rx" : "net-rate-tx", arg, rx ? &o->rx_rate : &o->tx_rate,
+					rx ? &o->rx_rate_set : &o->tx_rate_set, err, errlen);
+		if (!rc)
+			o->net = true;
+		return rc;
+	}
 	case CLI_OPT_NET: o->net = true; return 0;
 	case CLI_OPT_ALLOW_INTERNET: o->net = o->allow_internet = true; return 0;
 	case CLI_OPT_NET_LOG:
@@ -273,6 +317,8 @@ static int parse_vm_opt(int c, const char *arg, struct boot_opts *o, char *err, 
 		if (o->scratch % 512)
 			return usage_err(err, errlen, "--scratch '%s': must be a multiple of 512 bytes", arg);
 		return 0;
+	case CLI_OPT_DRIVE_RATE:
+		return cli_parse_drive_rate(arg, &o->rates, err, errlen);
 	case OPT_VSOCK:
 		if (o->vsock_path)
 			return usage_err(err, errlen, "--vsock given twice");
@@ -504,7 +550,8 @@ void cli_usage(FILE *out)
 	      "                 PATH (write \"CONNECT <port>\\n\", get \"OK <hostport>\\n\"); guest\n"
 	      "                 connections to CID 2 port P go to the socket PATH_P\n"
 	      "      --api-sock control socket: Firecracker's HTTP API for GET /, PATCH /vm\n"
-	      "                 (pause, resume) and PUT /snapshot/create\n"
+	      "                 (pause, resume), PUT /snapshot/create and PATCH /drives/ID,\n"
+	      "                 /network-interfaces/eth0 (rate limiters)\n"
 	      "      --snapshot-when-ready  snapshot into DIR once the guest agent says it is ready\n"
 	      "  network (boot, run, restore; default: no NIC at all):\n"
 	      "      --net      a virtio-net NIC (10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3)\n"
@@ -517,13 +564,18 @@ void cli_usage(FILE *out)
 	      "      --net-log FILE  append every egress decision as a JSON line\n"
 	      "      --publish [ADDR:]HOSTPORT:GUESTPORT  forward a host TCP port (on ADDR,\n"
 	      "                 127.0.0.1 by default) to a guest port (repeatable; implies --net)\n"
+	      "  rate limits (boot, run, run --from, restore): token buckets, Firecracker's kind\n"
+	      "      --drive-rate N=SPEC  disk N (from 0: run's root image, --drive's, --scratch)\n"
+	      "      --net-rate-rx SPEC, --net-rate-tx SPEC  frames to / from the guest (implies --net)\n"
+	      "                 SPEC: bytes=SIZE/TIME,bytes-burst=SIZE,ops=N/TIME,ops-burst=N\n"
+	      "                 (any subset; TIME N, Nms or Ns; e.g. bytes=10M/1s), or none\n"
 	      "  resource limits (boot, run, restore; cgroup v2 leaf per VM where delegated):\n"
 	      "      --cpu-quota N   cpu.max: N CPUs, fractional (default: the vCPU count)\n"
 	      "      --mem-limit SIZE  memory.max (default: guest RAM plus the monitor's overhead)\n"
 	      "      --io-limit RATE   io.max read and write bytes/s on the disks' block devices\n"
 	      "                 (default none); without cgroup v2 a named limit is an error (exit 2)\n"
 	      "  restore --from DIR [--vsock PATH] [--api-sock PATH] [--drive N=PATH]...\n"
-	      "          [--net|--allow RULE...] [--verbose]\n"
+	      "          [--net|--allow RULE...] [--drive-rate N=SPEC]... [--verbose]\n"
 	      "      Restore a snapshot: memory mapped copy-on-write, the VM continues where it was.\n"
 	      "      A snapshot's NIC gets a fresh stack (open connections are gone) with the\n"
 	      "      policy given here; none given: deny everything.\n"

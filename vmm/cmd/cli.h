@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "devices/ratelimit.h"
 #include "vmm/jail/jail.h"
 #include "vmm/net/publish.h"
 #include "vmm/x86/boot_x86_64.h"
@@ -50,16 +51,34 @@ struct net_opts {
 	const char *log;                  /* --net-log FILE */
 	struct net_publish publish[NET_PUBLISH_MAX];
 	unsigned npublish;
+	struct ratelimit_cfg rx_rate, tx_rate;  /* --net-rate-rx / --net-rate-tx SPEC (implies --net) */
+	bool rx_rate_set, tx_rate_set;
 };
-enum { CLI_OPT_NET = 0x4e00, CLI_OPT_ALLOW, CLI_OPT_ALLOW_INTERNET, CLI_OPT_NET_LOG, CLI_OPT_PUBLISH };
+enum { CLI_OPT_NET = 0x4e00, CLI_OPT_ALLOW, CLI_OPT_ALLOW_INTERNET, CLI_OPT_NET_LOG, CLI_OPT_PUBLISH,
+       CLI_OPT_NET_RATE_RX, CLI_OPT_NET_RATE_TX, CLI_OPT_DRIVE_RATE };
 #define CLI_NET_LONG_OPTS \
 		{ "net", no_argument, NULL, CLI_OPT_NET }, \
 		{ "allow", required_argument, NULL, CLI_OPT_ALLOW }, \
 		{ "allow-internet", no_argument, NULL, CLI_OPT_ALLOW_INTERNET }, \
 		{ "net-log", required_argument, NULL, CLI_OPT_NET_LOG }, \
-		{ "publish", required_argument, NULL, CLI_OPT_PUBLISH }
+		{ "publish", required_argument, NULL, CLI_OPT_PUBLISH }, \
+		{ "net-rate-rx", required_argument, NULL, CLI_OPT_NET_RATE_RX }, \
+		{ "net-rate-tx", required_argument, NULL, CLI_OPT_NET_RATE_TX }
 /* One network option (c a CLI_OPT_ code).  1: not one; 0: taken; -EINVAL with err set (a bad rule says why). */
 int cli_parse_net_opt(int c, const char *arg, struct net_opts *o, char *err, size_t errlen);
+
+/*
+ * --drive-rate N=SPEC (boot, run, run --from, restore): the rate limit of disk N, counted from 0
+ * in device order (--drive's, then --scratch; a snapshot's disks as they were).  SPEC as
+ * ratelimit_parse() reads it.  rate[N] points into cfg[N] when given, else NULL.
+ */
+struct drive_rates {
+	struct ratelimit_cfg cfg[CLI_MAX_DRIVES];
+	const struct ratelimit_cfg *rate[CLI_MAX_DRIVES];
+	bool any;
+};
+/* One --drive-rate value into r.  0, or -EINVAL with err set (given twice, N out of range, a bad SPEC). */
+int cli_parse_drive_rate(const char *arg, struct drive_rates *r, char *err, size_t errlen);
 
 struct boot_opts {
 	const char *kernel;
@@ -79,6 +98,7 @@ struct boot_opts {
 	bool allow_pvm;           /* boot --allow-pvm: boot a Linux kernel even on a PVM host */
 	struct jail_opts jail;    /* --no-jail, --seccomp, --uid, --gid, --jail-dir */
 	struct net_opts net;      /* boot and run: the NIC and its egress policy */
+	struct drive_rates rates; /* --drive-rate */
 	char *owned[CLI_MAX_DRIVES + 1]; /* the cut copies: one per --drive, one for --vsock */
 	unsigned nowned;
 };

@@ -25,6 +25,7 @@ struct restore_opts {
 	struct jail_opts jail;
 	const char *drives[LAYOUT_VIRTIO_MAX]; /* --drive N=PATH: the user's file for the snapshot's drive N */
 	bool any_drive;
+	struct drive_rates rates; /* --drive-rate N=SPEC: the snapshot's disk N's limit */
 	struct net_opts net; /* the snapshot's NIC gets a fresh stack with this policy (none given: deny all) */
 };
 
@@ -47,6 +48,7 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		{ "verbose", no_argument, NULL, OPT_VERBOSE },
 		JAIL_LONG_OPTS,
 		{ "drive", required_argument, NULL, OPT_DRIVE },
+		{ "drive-rate", required_argument, NULL, CLI_OPT_DRIVE_RATE },
 		CLI_NET_LONG_OPTS,
 		{ 0 },
 	};
@@ -76,6 +78,10 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		case OPT_VSOCK: o->vsock = optarg; break;
 		case OPT_API_SOCK: o->api_sock = optarg; break;
 		case OPT_VERBOSE: o->verbose = true; break;
+		case CLI_OPT_DRIVE_RATE:
+			if (cli_parse_drive_rate(optarg, &o->rates, why, sizeof(why)))
+				return usage_error("restore: %s", why);
+			break;
 		case OPT_DRIVE: {
 			char *end;
 			unsigned long n = strtoul(optarg, &end, 10);
@@ -155,7 +161,8 @@ int cmd_restore(int argc, char **argv)
 	struct vm vm;
 	struct vm_config cfg = { .console_out = STDOUT_FILENO, .verbose = o.verbose, .vsock_path = o.vsock,
 				 .vsock_listen_fd = vsock_fd, .net = o.net.net ? &net : NULL,
-				 .restore_drives = o.any_drive ? o.drives : NULL };
+				 .restore_drives = o.any_drive ? o.drives : NULL,
+				 .drive_rates = o.rates.any ? o.rates.rate : NULL };
 	int r = vm_restore(&vm, &cfg, state, mem, err, sizeof(err));
 	if (r) {
 		fprintf(stderr, "padcell: cannot restore: %s\n", err);

@@ -382,7 +382,8 @@ static int run_restore(struct run *r, char *err, size_t errlen)
 	}
 	struct vm_config cfg = { .console_out = r->console_fd, .verbose = r->o.vm.verbose,
 				 .vsock_path = l->vsock_path, .vsock_listen_fd = l->vsock_fd,
-				 .vsock_cid = r->o.vm.vsock_cid, .net = r->o.vm.net.net ? &l->net : NULL };
+				 .vsock_cid = r->o.vm.vsock_cid, .net = r->o.vm.net.net ? &l->net : NULL,
+				 .drive_rates = r->o.vm.rates.any ? r->o.vm.rates.rate : NULL };
 	rc = vm_restore(&l->vm, &cfg, state, mem, why, sizeof(why));
 	if (rc) {
 		snprintf(err, errlen, "cannot restore the snapshot in %s: %s", r->o.from, why);
