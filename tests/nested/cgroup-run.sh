@@ -222,7 +222,7 @@ fi
 umount /mnt/io 2>/dev/null
 [ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
 rm -f $W/fs.img
-result io-limit "$why" "16 MiB from a loop-device drive in ${secs:-?} s under io.max '$iomax', io.stat rbytes ${rbytes:-?}"
+result io-limit "$why" "16 MiB from a drive image on a loop device's file system in ${secs:-?} s under io.max '$iomax', io.stat rbytes ${rbytes:-?}"
 [ -n "$why" ] && [ -f $W/io.err ] && show io $W/io.err
 
 left=$(ls -d $CG/padcell/vm-* 2>/dev/null | wc -l)
