@@ -116,6 +116,11 @@ $(BUILD)/padcell: $(BUILD)/vmm/main.o $(SERVE_OBJS) $(BUILD)/libpadcell.a $(SLIR
 $(BUILD)/padcell-static: $(BUILD)/vmm/main.o $(SERVE_STUB_OBJ) $(BUILD)/libpadcell.a $(if $(SLIRP_STATIC_LDLIBS),$(BUILD)/libslirp.a)
 	$(CC) -static $(LDFLAGS) -o $@ $(BUILD)/vmm/main.o $(SERVE_STUB_OBJ) $(BUILD)/libpadcell.a $(SLIRP_STATIC_LDLIBS) $(PADCELL_LDLIBS)
 
+# A dynamically linked padcell with serve, whatever STATIC says (`make build/padcell-dyn`): the same
+# objects as padcell, linked against the system's shared libraries.
+$(BUILD)/padcell-dyn: $(BUILD)/vmm/main.o $(SERVE_DYN_OBJS) $(BUILD)/libpadcell.a
+	$(CC) $(LDFLAGS) -o $@ $(BUILD)/vmm/main.o $(SERVE_DYN_OBJS) $(BUILD)/libpadcell.a $(SERVE_LDLIBS) $(LIB_DYN_LDLIBS)
+
 # A test build: PADCELL_JAIL_TEST_VIOLATION=KIND makes that thread kind call a forbidden syscall.
 $(BUILD)/vmm/jail/jail-test.o: vmm/jail/jail.c
 	@mkdir -p $(dir $@)

@@ -28,7 +28,7 @@
 #define SERVE_TEMPLATES_MAX 32
 #define SERVE_TICK_MS       500 /* how often timeouts and dead sandboxes are looked at */
 
-enum { S_LISTEN = 256, S_STATE_DIR, S_MAX_SB, S_MAX_MEM, S_TEMPLATE, S_READY_TIMEOUT, S_VERBOSE };
+enum { S_LISTEN = 256, S_STATE_DIR, S_MAX_SB, S_MAX_MEM, S_TEMPLATE, S_READY_TIMEOUT, S_PADCELL, S_VERBOSE };
 
 static double wall_now(void *ctx)
 {
@@ -66,6 +66,7 @@ int cmd_serve(int argc, char **argv)
 		{ "max-mem", required_argument, NULL, S_MAX_MEM },
 		{ "template", required_argument, NULL, S_TEMPLATE },
 		{ "ready-timeout", required_argument, NULL, S_READY_TIMEOUT },
+		{ "padcell", required_argument, NULL, S_PADCELL },
 		{ "verbose", no_argument, NULL, S_VERBOSE },
 		{ 0 },
 	};
@@ -79,6 +80,7 @@ int cmd_serve(int argc, char **argv)
 	bool mem_given = false;
 	struct serve_spawn_opts so = { .ready_timeout = CLI_DEFAULT_BOOT_TIMEOUT };
 	char why[PATH_MAX + 200];
+	static char monitor[PATH_MAX];
 	opterr = 0;
 	optind = 1;
 	int c;
@@ -116,6 +118,12 @@ int cmd_serve(int argc, char **argv)
 			if (cli_parse_uint(optarg, 1, 3600, &so.ready_timeout))
 				return usage("--ready-timeout '%s': expected whole seconds, 1 to 3600", optarg);
 			break;
+		case S_PADCELL:
+			/* the padcell each sandbox runs (e.g. a static one beside this dynamic daemon) */
+			if (!realpath(optarg, monitor) || access(monitor, X_OK))
+				return usage("--padcell '%s': not an executable", optarg);
+			so.padcell = monitor;
+			break;
 		case S_VERBOSE: so.verbose = true; break;
 		case ':': return usage("%s needs a value", argv[optind - 1]);
 		default: return usage("unknown option '%s' (see padcell --help)", argv[optind - 1]);
@@ -133,13 +141,15 @@ int cmd_serve(int argc, char **argv)
 			lim.max_mem = (uint64_t)si.totalram * si.mem_unit / 2;
 	}
 	static char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n <= 0) {
-		fprintf(stderr, "padcell: cannot find padcell's own path: %s\n", strerror(errno));
-		return EXIT_HOST_ERROR;
+	if (!so.padcell) {
+		ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		if (n <= 0) {
+			fprintf(stderr, "padcell: cannot find padcell's own path: %s\n", strerror(errno));
+			return EXIT_HOST_ERROR;
+		}
+		self[n] = '\0';
+		so.padcell = self;
 	}
-	self[n] = '\0';
-	so.padcell = self;
 	so.sig_fd = stop_signals_fd();
 	if (so.sig_fd < 0) {
 		fprintf(stderr, "padcell: signalfd: %s\n", strerror(-so.sig_fd));

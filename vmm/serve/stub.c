@@ -7,6 +7,6 @@
 int cmd_serve(int argc, char **argv)
 {
 	fprintf(stderr, "padcell: serve is not in this padcell: it is linked statically, and serve needs libmicrohttpd, "
-		"which links dynamically only; build one with serve: make STATIC=0\n");
+		"which links dynamically only; build one with serve: make build/padcell-dyn, or make STATIC=0\n");
 	return EXIT_USAGE;
 }
