@@ -35,17 +35,32 @@ struct fake {
 	double now;
 	bool real_procs;          /* alive/stop on real processes (re-adoption) */
 	struct serve_table *t;
-	int (*hook)(struct fake *f); /* runs inside start, without the table's lock */
+	int fail_launch;          /* the next start fails before its process exists */
+	const char *launched_id;  /* the sandbox whose launch the last start reported */
+	int (*hook)(struct fake *f); /* runs inside start, after the launch, without the table's lock */
 	int hook_rc;
 };
 
-static int f_start(void *ctx, const struct serve_template *tp, struct serve_sandbox *sb, char *err, size_t errlen)
+static int f_start(void *ctx, const struct serve_template *tp, struct serve_sandbox *sb,
+		   int (*launched)(void *arg, const struct serve_sandbox *sb), void *arg, char *err, size_t errlen)
 {
 	struct fake *f = ctx;
 	f->starts++;
 	struct stat st;
 	cr_assert_eq(stat(sb->dir, &st), 0, "the run directory exists before the start");
 	cr_assert(strstr(sb->vsock, sb->id), "the vsock path is the sandbox's own: %s", sb->vsock);
+	if (f->fail_launch) {
+		int rc = f->fail_launch;
+		f->fail_launch = 0;
+		snprintf(err, errlen, "fake launch failed");
+		return rc;
+	}
+	sb->pid = f->next_pid++;
+	sb->start_time = 1000 + (unsigned long long)sb->pid;
+	int lrc = launched(arg, sb);
+	if (lrc)
+		return snprintf(err, errlen, "launched: %d", lrc), lrc;
+	f->launched_id = sb->id;
 	if (f->hook)
 		f->hook_rc = f->hook(f);
 	if (f->fail) {
@@ -54,8 +69,6 @@ static int f_start(void *ctx, const struct serve_template *tp, struct serve_sand
 		snprintf(err, errlen, "fake start failed");
 		return rc;
 	}
-	sb->pid = f->next_pid++;
-	sb->start_time = 1000 + (unsigned long long)sb->pid;
 	return 0;
 }
 
@@ -264,6 +277,9 @@ Test(serve_table, a_failed_start_leaves_nothing)
 	char cmd[256];
 	snprintf(cmd, sizeof(cmd), "test -z \"$(find %s/sandboxes %s/run -mindepth 1)\"", dir, dir);
 	cr_assert_eq(system(cmd), 0, "files left behind");
+	F.fail_launch = -EAGAIN;
+	cr_assert_eq(create("base", 30, &a, err, sizeof(err)), -EAGAIN);
+	cr_assert_eq(system(cmd), 0, "files left behind by a failed launch");
 	cr_assert_eq(create("base", 30, &a, err, sizeof(err)), 0, "%s", err);
 	serve_sandbox_put(&a);
 	table_down();
@@ -275,6 +291,15 @@ static int hook_while_creating(struct fake *f)
 	f->hook = NULL;
 	if (count_listed() != 0)
 		return 1;
+	/* the process is recorded before the wait for its agent, marked creating */
+	char p[256];
+	snprintf(p, sizeof(p), "%s/sandboxes/%s.json", dir, f->launched_id);
+	json_error_t je;
+	json_t *rec = json_load_file(p, 0, &je);
+	bool creating = rec && json_is_true(json_object_get(rec, "creating"));
+	json_decref(rec);
+	if (!creating)
+		return 3;
 	struct serve_sandbox b;
 	char err[256];
 	if (serve_create(f->t, "base", 30, NULL, NULL, &b, err, sizeof(err)) != -EUSERS)
@@ -292,6 +317,12 @@ Test(serve_table, a_sandbox_being_created_holds_its_slot)
 	cr_assert_eq(create("base", 30, &a, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(F.hook_rc, 0, "hook step %d failed", F.hook_rc);
 	cr_assert_eq(count_listed(), 1);
+	char p[256];
+	snprintf(p, sizeof(p), "%s/sandboxes/%s.json", dir, a.id);
+	json_error_t je;
+	json_t *rec = json_load_file(p, 0, &je);
+	cr_assert(rec && json_is_false(json_object_get(rec, "creating")), "running once the start returned");
+	json_decref(rec);
 	serve_sandbox_put(&a);
 	table_down();
 }
@@ -445,6 +476,12 @@ Test(serve_table, readoption_keeps_the_live_and_removes_the_rest)
 	write_record(id_dead, dead, 12345, "");
 	/* a live pid with another start time: the pid was reused, this is not our sandbox */
 	write_record(id_reused, other, other_start + 1, "");
+	/* a daemon that died while this one started: live, but nobody got its id; ended */
+	pid_t half = child_sleeping();
+	unsigned long long half_start;
+	cr_assert_eq(proc_start_time(half, &half_start), 0);
+	const char *id_half = "ffffffffffffffffffff";
+	write_record(id_half, half, half_start, ",\"creating\":true");
 	char p[256];
 	snprintf(p, sizeof(p), "%s/sandboxes/%s.json", dir, id_bad);
 	FILE *f = fopen(p, "w");
@@ -458,8 +495,11 @@ Test(serve_table, readoption_keeps_the_live_and_removes_the_rest)
 	char err[256];
 	cr_assert_eq(serve_adopt(&T, &adopted, &removed, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(adopted, 1);
-	cr_assert_eq(removed, 3, "dead, reused pid, malformed (the temporary file is not counted)");
-	cr_assert_eq(F.stops, 0, "nothing was signalled: the dead and the reused pid are not ours");
+	cr_assert_eq(removed, 4, "dead, reused pid, half-created, malformed (the temporary file is not counted)");
+	cr_assert_eq(F.stops, 1, "only the half-created one was signalled: the dead and the reused pid are not ours");
+	cr_assert_eq(F.stopped[0], half);
+	cr_assert_not(proc_alive(half, half_start), "the half-created sandbox was ended");
+	cr_assert_not(exists("%s/sandboxes/%s.json", id_half));
 	cr_assert(proc_alive(other, other_start), "the process with the reused pid was left alone");
 	struct serve_sandbox g;
 	cr_assert_eq(serve_get(&T, id_live, &g), 0);
@@ -479,7 +519,7 @@ Test(serve_table, readoption_keeps_the_live_and_removes_the_rest)
 	/* the adopted one is ended like any other: its deadline passed */
 	F.now = 2000.0;
 	cr_assert_eq(serve_tick(&T), 1);
-	cr_assert_eq(F.stops, 1);
+	cr_assert_eq(F.stops, 2);
 	int st;
 	cr_assert_eq(waitpid(live, &st, WNOHANG), -1, "proc_stop reaped our child already");
 	cr_assert_not(proc_alive(live, live_start));

@@ -23,12 +23,13 @@
 
 static int starts;
 
-static int h_start(void *ctx, const struct serve_template *tp, struct serve_sandbox *sb, char *err, size_t errlen)
+static int h_start(void *ctx, const struct serve_template *tp, struct serve_sandbox *sb,
+		   int (*launched)(void *arg, const struct serve_sandbox *sb), void *arg, char *err, size_t errlen)
 {
 	starts++;
 	sb->pid = 77777;
 	sb->start_time = 1;
-	return 0;
+	return launched(arg, sb);
 }
 static void h_stop(void *ctx, const struct serve_sandbox *sb) {}
 static bool h_alive(void *ctx, const struct serve_sandbox *sb) { return true; }

@@ -44,7 +44,8 @@ static void log_last_line(const char *log, char *out, size_t len)
 	text_escape(out, len, line, strlen(line), 0);
 }
 
-static int spawn_start(void *ctx, const struct serve_template *t, struct serve_sandbox *sb, char *err, size_t errlen)
+static int spawn_start(void *ctx, const struct serve_template *t, struct serve_sandbox *sb,
+		       int (*launched)(void *arg, const struct serve_sandbox *sb), void *arg, char *err, size_t errlen)
 {
 	struct serve_spawn_opts *o = ctx;
 	char log[PATH_MAX + 8];
@@ -85,6 +86,10 @@ static int spawn_start(void *ctx, const struct serve_template *t, struct serve_s
 		goto fail;
 	}
 	sb->pid = pid;
+	if ((rc = launched(arg, sb))) {
+		errorf(err, errlen, rc, "cannot record the sandbox's process: %s", strerror(-rc));
+		goto fail;
+	}
 	/* a restored agent is listening already; its connections from before the snapshot were reset */
 	double deadline = t0 + o->ready_timeout * 1e3;
 	struct agent_conn c;

@@ -142,10 +142,11 @@ static void run_dir(const struct serve_table *t, const char *id, char *out, size
 
 json_t *serve_record_json(const struct serve_sandbox *s)
 {
-	return json_pack("{s:s, s:I, s:I, s:s, s:f, s:f, s:I, s:I, s:O, s:O, s:s}", "id", s->id,
+	return json_pack("{s:s, s:I, s:I, s:s, s:f, s:f, s:I, s:I, s:O, s:O, s:s, s:b}", "id", s->id,
 			 "pid", (json_int_t)s->pid, "startTime", (json_int_t)s->start_time, "template", s->tmpl,
 			 "startedAt", s->started_at, "deadline", s->deadline, "memBytes", (json_int_t)s->mem_bytes,
-			 "cpus", (json_int_t)s->cpus, "metadata", s->metadata, "envVars", s->env, "vsock", s->vsock);
+			 "cpus", (json_int_t)s->cpus, "metadata", s->metadata, "envVars", s->env, "vsock", s->vsock,
+			 "creating", s->state == SERVE_CREATING);
 }
 
 /* The record is written whole under a temporary name, then renamed over the old one. */
@@ -203,6 +204,12 @@ static int new_id(char *id)
 	for (size_t i = 0; i < sizeof(r); i++)
 		sprintf(id + 2 * i, "%02x", r[i]);
 	return 0;
+}
+
+/* The spawner's call once the process exists: its record, marked creating, before the long wait. */
+static int record_launched(void *arg, const struct serve_sandbox *sb)
+{
+	return record_write(arg, sb);
 }
 
 static bool timeout_ok(long s)
@@ -263,7 +270,7 @@ int serve_create(struct serve_table *t, const char *tmpl_name, long timeout_s, j
 	if (mkdir(work.dir, 0700))
 		rc = errorf(err, errlen, -errno, "cannot make %s: %s", work.dir, strerror(errno));
 	else
-		rc = t->sp.start(t->sp.ctx, tp, &work, err, errlen);
+		rc = t->sp.start(t->sp.ctx, tp, &work, record_launched, t, err, errlen);
 	if (!rc) {
 		double now = t->clk.now(t->clk.ctx);
 		work.started_at = now;
@@ -410,10 +417,11 @@ static int record_parse(const struct serve_table *t, const char *path, const cha
 	json_int_t pid = 0, start = 0, mem = 0, cpus = 0;
 	double started = 0, deadline = 0;
 	json_t *md = NULL, *env = NULL;
+	int creating = 0;
 	int rc = -EINVAL;
-	if (json_unpack(j, "{s:s, s:I, s:I, s:s, s:F, s:F, s:I, s:I, s:o, s:o}", "id", &rid, "pid", &pid,
+	if (json_unpack(j, "{s:s, s:I, s:I, s:s, s:F, s:F, s:I, s:I, s:o, s:o, s?b}", "id", &rid, "pid", &pid,
 			"startTime", &start, "template", &tmpl, "startedAt", &started, "deadline", &deadline,
-			"memBytes", &mem, "cpus", &cpus, "metadata", &md, "envVars", &env) == 0 &&
+			"memBytes", &mem, "cpus", &cpus, "metadata", &md, "envVars", &env, "creating", &creating) == 0 &&
 	    !strcmp(rid, id) && pid > 1 && pid <= 0x7fffffff && start > 0 && mem >= 0 && cpus >= 0 &&
 	    strlen(tmpl) < SERVE_NAME_MAX && json_string_object(md) && json_string_object(env)) {
 		memset(s, 0, sizeof(*s));
@@ -427,6 +435,7 @@ static int record_parse(const struct serve_table *t, const char *path, const cha
 		s->cpus = (unsigned)cpus;
 		s->metadata = json_incref(md);
 		s->env = json_incref(env);
+		s->state = creating ? SERVE_CREATING : SERVE_RUNNING;
 		run_dir(t, id, s->dir, sizeof(s->dir));
 		pathf(s->vsock, sizeof(s->vsock), "%s/vsock", s->dir);
 		rc = 0;
@@ -460,7 +469,8 @@ int serve_adopt(struct serve_table *t, unsigned *adopted, unsigned *removed, cha
 		}
 		struct serve_sandbox s;
 		int prc = record_parse(t, path, id, &s);
-		bool keep = !prc && t->sp.alive(t->sp.ctx, &s);
+		bool alive = !prc && t->sp.alive(t->sp.ctx, &s);
+		bool keep = alive && s.state == SERVE_RUNNING;
 		struct serve_sandbox *slot = NULL;
 		pthread_mutex_lock(&t->lock);
 		for (unsigned i = 0; keep && !slot && i < t->lim.max_sandboxes; i++)
@@ -475,8 +485,8 @@ int serve_adopt(struct serve_table *t, unsigned *adopted, unsigned *removed, cha
 			++*adopted;
 			continue;
 		}
-		/* dead, or over this daemon's --max-sandboxes: ended, and its files removed */
-		if (keep)
+		/* dead, half-created, or over this daemon's --max-sandboxes: ended, and its files removed */
+		if (alive)
 			t->sp.stop(t->sp.ctx, &s);
 		if (!prc)
 			serve_sandbox_put(&s);

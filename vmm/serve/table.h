@@ -51,9 +51,12 @@ struct serve_sandbox {
 
 struct serve_spawner {
 	void *ctx;
-	/* Starts sb (sb->dir exists, sb->vsock is named) from t: sets sb->pid and sb->start_time
-	 * once its agent answers.  0, or -errno with err set; nothing is left running on failure. */
-	int (*start)(void *ctx, const struct serve_template *t, struct serve_sandbox *sb, char *err, size_t errlen);
+	/* Starts sb (sb->dir exists, sb->vsock is named) from t: sets sb->pid and sb->start_time,
+	 * calls launched(arg, sb) as soon as they are known (the table records the process, so a
+	 * daemon killed during the wait leaves no unrecorded VM; its error fails the start), then
+	 * returns once the agent answers.  0, or -errno with err set; nothing is left running on failure. */
+	int (*start)(void *ctx, const struct serve_template *t, struct serve_sandbox *sb,
+		     int (*launched)(void *arg, const struct serve_sandbox *sb), void *arg, char *err, size_t errlen);
 	/* Ends sb's process if it is still the one (pid and start time). */
 	void (*stop)(void *ctx, const struct serve_sandbox *sb);
 	/* Whether sb's process is alive (same pid and start time). */
@@ -117,8 +120,8 @@ unsigned serve_tick(struct serve_table *t);
 
 /*
  * Reads state_dir/sandboxes/: a record whose process is alive (same pid and start time) is
- * adopted as running, any other (dead, reused pid, unreadable, unknown template) is removed with
- * its directory.  *adopted and *removed say how many.
+ * adopted as running, any other (dead, reused pid, unreadable) is removed with its directory, and
+ * one still marked creating (a daemon ended during its start: nobody got its id) is ended too.  *adopted and *removed say how many.
  */
 int serve_adopt(struct serve_table *t, unsigned *adopted, unsigned *removed, char *err, size_t errlen);
 
