@@ -536,6 +536,7 @@ void cli_usage(FILE *out)
 	      "      Pause or resume the VM behind a control socket, or print its state.\n"
 	      "  serve --template NAME=SNAPSHOT_DIR... [--listen ADDR:PORT] [--state-dir DIR]\n"
 	      "        [--max-sandboxes N] [--max-mem SIZE] [--ready-timeout SEC] [--padcell PATH]\n"
+	      "        [--verbose]\n"
 	      "      A daemon owning this host's sandboxes (each a child restore of a template\n"
 	      "      snapshot) behind E2B's REST API (POST/GET /sandboxes, GET/DELETE\n"
 	      "      /sandboxes/ID, POST /sandboxes/ID/timeout) on 127.0.0.1:3000, X-API-Key\n"
