@@ -48,6 +48,19 @@ VMM_SRCS += vmm/snapshot_fmt.c vmm/snapshot_io.c vmm/x86/snapshot_x86.c vmm/snap
 VMM_SRCS += guest/agent/proto.c vmm/agent/agent_client.c vmm/cmd/agent.c vmm/cmd/run.c
 # `padcell mcp`: the MCP layer (JSON-RPC over stdio, Jansson) and its sandbox VM backend.
 VMM_SRCS += vmm/mcp/mcp.c vmm/mcp/sandbox.c vmm/cmd/mcp.c
+# Child monitor processes (mcp's and serve's sandboxes): start times, the bounded stop.
+VMM_SRCS += vmm/proc.c
+# `padcell serve`: its sandbox table, REST API, real spawner and CLI values (Jansson only) ...
+VMM_SRCS += vmm/serve/table.c vmm/serve/api.c vmm/serve/spawn.c vmm/serve/serve_cli.c
+# ... and its HTTP front and command, on libmicrohttpd (libmicrohttpd-dev), which links dynamically
+# only (its static chain is GnuTLS and p11-kit): a dynamic padcell (STATIC=0) has serve, a static
+# one (the default, and padcell-static) has vmm/serve/stub.c, which says so in one line.
+SERVE_DYN_SRCS := vmm/serve/http.c vmm/cmd/serve.c
+SERVE_DYN_OBJS := $(SERVE_DYN_SRCS:%.c=$(BUILD)/%.o)
+SERVE_STUB_OBJ := $(BUILD)/vmm/serve/stub.o
+SERVE_LDLIBS   := -lmicrohttpd
+SERVE_OBJS     := $(if $(filter 1,$(STATIC)),$(SERVE_STUB_OBJ),$(SERVE_DYN_OBJS))
+SERVE_LINK     := $(SERVE_OBJS) $(if $(filter 1,$(STATIC)),,$(SERVE_LDLIBS))
 DEV_SRCS := devices/bus.c devices/serial.c devices/i8042.c devices/pvpanic.c \
             devices/acpi_pm.c devices/virtq.c devices/virtio_mmio.c devices/virtio_blk.c \
             devices/virtio_vsock.c devices/devthread.c devices/ratelimit.c
@@ -96,19 +109,24 @@ $(BUILD)/libslirp.a: scripts/libslirp-static.sh
 	@mkdir -p $(BUILD)
 	@prefix=$$(PADCELL_CACHE=$(PADCELL_CACHE) scripts/libslirp-static.sh) && cp "$$prefix/lib/libslirp.a" $@
 
-$(BUILD)/padcell: $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a $(SLIRP_DEP)
-	$(CC) $(PADCELL_LDFLAGS) $(LDFLAGS) -o $@ $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a $(SLIRP_LDLIBS) $(PADCELL_LDLIBS)
+$(BUILD)/padcell: $(BUILD)/vmm/main.o $(SERVE_OBJS) $(BUILD)/libpadcell.a $(SLIRP_DEP)
+	$(CC) $(PADCELL_LDFLAGS) $(LDFLAGS) -o $@ $(BUILD)/vmm/main.o $(SERVE_LINK) $(BUILD)/libpadcell.a $(SLIRP_LDLIBS) $(PADCELL_LDLIBS)
 
 # Always static, whatever STATIC says: the nested tier's L1 host has only busybox.
-$(BUILD)/padcell-static: $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a $(if $(SLIRP_STATIC_LDLIBS),$(BUILD)/libslirp.a)
-	$(CC) -static $(LDFLAGS) -o $@ $(BUILD)/vmm/main.o $(BUILD)/libpadcell.a $(SLIRP_STATIC_LDLIBS) $(PADCELL_LDLIBS)
+$(BUILD)/padcell-static: $(BUILD)/vmm/main.o $(SERVE_STUB_OBJ) $(BUILD)/libpadcell.a $(if $(SLIRP_STATIC_LDLIBS),$(BUILD)/libslirp.a)
+	$(CC) -static $(LDFLAGS) -o $@ $(BUILD)/vmm/main.o $(SERVE_STUB_OBJ) $(BUILD)/libpadcell.a $(SLIRP_STATIC_LDLIBS) $(PADCELL_LDLIBS)
+
+# A dynamically linked padcell with serve, whatever STATIC says (`make build/padcell-dyn`): the same
+# objects as padcell, linked against the system's shared libraries.
+$(BUILD)/padcell-dyn: $(BUILD)/vmm/main.o $(SERVE_DYN_OBJS) $(BUILD)/libpadcell.a
+	$(CC) $(LDFLAGS) -o $@ $(BUILD)/vmm/main.o $(SERVE_DYN_OBJS) $(BUILD)/libpadcell.a $(SERVE_LDLIBS) $(LIB_DYN_LDLIBS)
 
 # A test build: PADCELL_JAIL_TEST_VIOLATION=KIND makes that thread kind call a forbidden syscall.
 $(BUILD)/vmm/jail/jail-test.o: vmm/jail/jail.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -DPADCELL_TEST_HOOKS -c $< -o $@
-$(BUILD)/padcell-jailtest: $(BUILD)/vmm/main.o $(BUILD)/vmm/jail/jail-test.o $(BUILD)/libpadcell.a $(SLIRP_DEP)
-	$(CC) $(PADCELL_LDFLAGS) $(LDFLAGS) -o $@ $(BUILD)/vmm/main.o $(BUILD)/vmm/jail/jail-test.o $(BUILD)/libpadcell.a $(SLIRP_LDLIBS) $(PADCELL_LDLIBS)
+$(BUILD)/padcell-jailtest: $(BUILD)/vmm/main.o $(BUILD)/vmm/jail/jail-test.o $(SERVE_OBJS) $(BUILD)/libpadcell.a $(SLIRP_DEP)
+	$(CC) $(PADCELL_LDFLAGS) $(LDFLAGS) -o $@ $(BUILD)/vmm/main.o $(BUILD)/vmm/jail/jail-test.o $(SERVE_LINK) $(BUILD)/libpadcell.a $(SLIRP_LDLIBS) $(PADCELL_LDLIBS)
 
 deps:
 	scripts/deps.sh build

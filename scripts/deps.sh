@@ -11,8 +11,9 @@ group_pkgs() {
 	# libglib2.0-dev ships libglib-2.0.a (and libpcre2-dev the libpcre2-8.a it needs): the static
 	# libslirp links against them.  libc-ares-dev ships libcares.a: the NIC's host-side resolver.
 	# meson/ninja/dpkg-dev build libslirp.a from Debian's source package (scripts/libslirp-static.sh).
+	# libmicrohttpd-dev: padcell serve's HTTP server (dynamic builds and the unit tests only).
 	build)  echo gcc make libcriterion-dev acpica-tools pkg-config libjansson-dev libseccomp-dev libslirp-dev \
-		     libglib2.0-dev libpcre2-dev libc-ares-dev meson ninja-build dpkg-dev ;;
+		     libglib2.0-dev libpcre2-dev libc-ares-dev meson ninja-build dpkg-dev libmicrohttpd-dev ;;
 	kernel) echo linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils ;;
 	images) echo busybox-static cpio ;;
 	nested) echo qemu-system-x86 cpio kmod busybox-static ;;

@@ -63,6 +63,7 @@ run_tier nested-debian tests/nested/debian-test.sh
 run_tier nested-net tests/nested/net-test.sh
 run_tier nested-cgroup tests/nested/cgroup-test.sh
 run_tier nested-mcp tests/nested/mcp-test.sh
+run_tier nested-serve tests/nested/serve-test.sh
 
 echo "==== summary"
 for l in "${summary[@]}"; do echo "  $l"; done

@@ -1,7 +1,7 @@
 # Test tiers.  `make test` installs what it needs, builds everything, runs every tier.
 .PHONY: test unit kvm-test kvm-inproc nested-test bench demo
 
-TEST_BINS := $(BUILD)/padcell $(BUILD)/padcell-static
+TEST_BINS := $(BUILD)/padcell $(BUILD)/padcell-static $(BUILD)/padcell-dyn
 
 test:
 	@scripts/deps.sh build kernel images nested rootfs fuzz

@@ -17,6 +17,7 @@ static const struct {
 	{ "cp", cmd_cp },
 	{ "fs", cmd_fs },
 	{ "mcp", cmd_mcp },
+	{ "serve", cmd_serve },
 	{ "restore", cmd_restore },
 	{ "snapshot", cmd_snapshot },
 	{ "pause", cmd_pause_resume },

@@ -277,6 +277,25 @@ Test(cli_e2e, unknown_command, .timeout = 15)
 	cr_assert(strstr(r.err, "frobnicate") != NULL, "%s", r.err);
 }
 
+/* serve: a static padcell (the default) has only the stub's one line; a dynamic one checks its flags. */
+Test(cli_e2e, serve_usage, .timeout = 15)
+{
+	struct run r;
+	RUN(&r, "serve");
+	assert_usage(&r, "serve");
+	if (strstr(r.err, "make STATIC=0"))
+		return;
+	cr_assert(strstr(r.err, "--template") != NULL, "%s", r.err);
+	RUN(&r, "serve", "--template", "base=/nonexistent/snapshot");
+	assert_usage(&r, "serve --template missing");
+	RUN(&r, "serve", "--listen", "localhost:3000", "--template", "base=/tmp");
+	assert_usage(&r, "serve --listen");
+	cr_assert(strstr(r.err, "--listen") != NULL, "%s", r.err);
+	RUN(&r, "serve", "--max-sandboxes", "0", "--template", "base=/tmp");
+	assert_usage(&r, "serve --max-sandboxes 0");
+	cr_assert(strstr(r.err, "--max-sandboxes") != NULL, "%s", r.err);
+}
+
 Test(cli_e2e, unknown_flag, .timeout = 15)
 {
 	struct run r;

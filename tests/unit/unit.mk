@@ -14,6 +14,7 @@ UNIT_SRCS := tests/unit/images.c tests/unit/test_gmem.c tests/unit/test_bus.c \
              tests/unit/test_ratelimit.c tests/unit/test_net_policy.c tests/unit/test_net_gate.c \
              tests/unit/test_net_dns.c tests/unit/test_net_sni.c tests/unit/test_net_resolve.c \
              tests/unit/test_jail.c \
+             tests/unit/test_serve.c tests/unit/test_serve_http.c vmm/serve/http.c \
              tests/unit/report.c
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 UNIT_BIN  := $(BUILD)/tests/unit-tests
@@ -30,7 +31,7 @@ $(UNIT_SLIRP_OBJ): devices/net_slirp.c
 
 $(UNIT_BIN): $(UNIT_OBJS) $(UNIT_SLIRP_OBJ) $(BUILD)/libpadcell.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(UNIT_OBJS) $(UNIT_SLIRP_OBJ) $(BUILD)/libpadcell.a -lcriterion $(PADCELL_LDLIBS) $(SLIRP_DYN_LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(UNIT_OBJS) $(UNIT_SLIRP_OBJ) $(BUILD)/libpadcell.a -lcriterion $(PADCELL_LDLIBS) $(SLIRP_DYN_LDLIBS) $(SERVE_LDLIBS)
 
 # The end-to-end tests spawn build/padcell, so it is built first.
 unit: $(UNIT_BIN) $(BUILD)/padcell $(GUEST_BUILD)/padcell-agent
@@ -67,7 +68,7 @@ $(SAN_BUILD)/vmm/jail/seccomp_bpf.o: $(BUILD)/vmm/jail/seccomp_bpf.c
 
 $(SAN_UNIT_BIN): $(SAN_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_FLAGS) $(LDFLAGS) -o $@ $(SAN_OBJS) -lcriterion $(LIB_DYN_LDLIBS)
+	$(CC) $(SAN_FLAGS) $(LDFLAGS) -o $@ $(SAN_OBJS) -lcriterion $(LIB_DYN_LDLIBS) $(SERVE_LDLIBS)
 
 $(SAN_BUILD)/padcell: $(BUILD)/padcell
 	@mkdir -p $(dir $@)

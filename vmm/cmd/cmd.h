@@ -14,6 +14,7 @@ int cmd_exec(int argc, char **argv);     /* agent.c */
 int cmd_cp(int argc, char **argv);       /* agent.c */
 int cmd_fs(int argc, char **argv);       /* agent.c: stat, ls, mkdir, mv, rm */
 int cmd_mcp(int argc, char **argv);      /* mcp.c: the MCP server (vmm/mcp/) */
+int cmd_serve(int argc, char **argv);    /* serve.c (a dynamic build), else vmm/serve/stub.c */
 int cmd_restore(int argc, char **argv);  /* restore.c */
 int cmd_snapshot(int argc, char **argv); /* snapshot.c */
 int cmd_pause_resume(int argc, char **argv); /* snapshot.c: "pause", "resume" or "status" */

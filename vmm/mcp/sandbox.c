@@ -22,6 +22,7 @@
 #include "vmm/cmd/check.h"
 #include "vmm/cmd/run.h"
 #include "vmm/err.h"
+#include "vmm/proc.h"
 #include "vmm/util.h"
 
 #define SANDBOX_CMDLINE    "console=ttyS0 reboot=k panic=-1 quiet init=/sbin/padcell-agent"
@@ -47,20 +48,8 @@ static int call_error(struct sandbox *sb, const struct agent_conn *c, int rc, ch
 static void sandbox_cleanup(struct sandbox *sb)
 {
 	if (sb->pid > 0) {
-		kill(sb->pid, SIGTERM);
 		/* padcell boot ends on SIGTERM at once; a stuck one is killed after SANDBOX_STOP_MS */
-		struct pollfd p = { .fd = sb->pidfd, .events = POLLIN };
-		double deadline = now_ms() + SANDBOX_STOP_MS;
-		while (sb->pidfd >= 0 && now_ms() < deadline) {
-			int k = poll(&p, 1, (int)(deadline - now_ms()) + 1);
-			if (k > 0 || (k < 0 && errno != EINTR))
-				break;
-		}
-		if (waitpid(sb->pid, NULL, WNOHANG) != sb->pid) {
-			kill(sb->pid, SIGKILL);
-			while (waitpid(sb->pid, NULL, 0) < 0 && errno == EINTR)
-				;
-		}
+		proc_stop(sb->pid, sb->pidfd, 0, SANDBOX_STOP_MS);
 		sb->pid = 0;
 	}
 	if (sb->pidfd >= 0)

@@ -1,0 +1,150 @@
+#!/bin/sh
+# `padcell serve` cases, run inside L1 as /payload/run.sh by busybox sh (copied by serve-test.sh).
+# One line per case: RESULT serve-<case> PASS|FAIL <detail>; a `STEP serve-<case>` line before each.
+cd /payload || exit 1
+. ./config # CASE_TIMEOUT TIER
+. ./case-lib.sh
+ip link set lo up 2>/dev/null
+W=/run/sv
+S=/run/ps # the state dir (short: the sandboxes' vsock paths are under it)
+mkdir -p $W
+URL=http://127.0.0.1:3000
+SERVE="./dyn/bin/padcell-dyn serve --padcell $PWD/padcell --template base=/run/tpl --state-dir $S --listen 127.0.0.1:3000 --max-sandboxes 2"
+curl_() { ./dyn/bin/curl -sS --max-time 60 "$@"; }
+# api METHOD PATH [BODY]: sets code and body (the reply's)
+api() {
+	if [ -n "$3" ]; then
+		code=$(curl_ -o $W/body -w '%{http_code}' -X "$1" -H "X-API-Key: $KEY" -H 'Content-Type: application/json' \
+			--data "$3" "$URL$2" 2>$W/curl.err)
+	else
+		code=$(curl_ -o $W/body -w '%{http_code}' -X "$1" -H "X-API-Key: $KEY" "$URL$2" 2>$W/curl.err)
+	fi
+	body=$(cat $W/body 2>/dev/null)
+}
+sandbox_id() { sed -n 's/.*"sandboxID":"\([0-9a-f]*\)".*/\1/p' $W/body; }
+# daemon_start LOG: the daemon in the background (pid in $dpid), until it says it listens
+daemon_start() {
+	$SERVE >"$1" 2>&1 </dev/null &
+	dpid=$!
+	t=$(now)
+	until grep -q 'listening on' "$1"; do
+		kill -0 $dpid 2>/dev/null || return 1
+		[ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 30) }')" = 1 ] || return 1
+		sleep 0.2
+	done
+}
+# until_gone ID: its record gone and GET 404, within the case timeout
+until_gone() {
+	t=$(now)
+	while [ "$(awk -v s="$(since "$t")" -v m="$CASE_TIMEOUT" 'BEGIN { print (s < m) }')" = 1 ]; do
+		api GET /sandboxes/$1
+		[ "$code" = 404 ] && [ ! -e $S/sandboxes/$1.json ] && [ ! -e $S/run/$1 ] && return 0
+		sleep 0.5
+	done
+	return 1
+}
+pid_of() { sed -n 's/.*"pid":\([0-9]*\).*/\1/p' $S/sandboxes/$1.json 2>/dev/null; }
+
+# --- the template: a snapshot taken when the agent was ready ---
+echo "STEP serve-template"
+why=""
+timeout "$CASE_TIMEOUT" ./padcell run --kernel bzImage --rootfs rootfs-min.ext4 --mem 256M --snapshot-when-ready /run/tpl \
+	--no-stdin -- true >$W/tpl.out 2>&1 || why=" run --snapshot-when-ready failed: $(head -c 300 $W/tpl.out);"
+[ -f /run/tpl/state ] || why="$why no /run/tpl/state;"
+daemon_start $W/d1.log || why="$why the daemon did not start: $(head -c 300 $W/d1.log);"
+KEY=$(cat $S/api-key 2>/dev/null)
+[ -n "$KEY" ] || why="$why no $S/api-key;"
+grep -q "$KEY" $W/d1.log || why="$why the key was not printed at the first start;"
+result template "$why" "snapshot taken, daemon listening, key made"
+
+# --- create a sandbox, run a command in it through its vsock socket ---
+echo "STEP serve-create"
+why=""
+t0=$(now)
+api POST /sandboxes '{"templateID":"base","timeout":600,"metadata":{"who":"nested"}}'
+csecs=$(since "$t0")
+A=$(sandbox_id)
+[ "$code" = 201 ] && [ -n "$A" ] || why=" create answered $code: $body $(cat $W/curl.err);"
+out=$(timeout 60 ./padcell exec --vsock $S/run/$A/vsock --no-stdin -- echo hello-from-vm 2>&1)
+[ "$out" = hello-from-vm ] || why="$why exec in the sandbox gave: $(echo "$out" | head -c 200);"
+pa=$(pid_of $A)
+[ -n "$pa" ] && kill -0 "$pa" 2>/dev/null || why="$why its record names no live pid;"
+result create "$why" "201 in ${csecs}s, exec through $S/run/ID/vsock works"
+
+# --- list and get ---
+echo "STEP serve-list"
+why=""
+api GET /sandboxes
+[ "$code" = 200 ] || why=" list answered $code;"
+echo "$body" | grep -q "\"sandboxID\":\"$A\"" || why="$why $A not listed: $body;"
+api GET /sandboxes/$A
+[ "$code" = 200 ] && echo "$body" | grep -q '"who":"nested"' && echo "$body" | grep -q '"state":"running"' ||
+	why="$why get answered $code: $body;"
+result list "$why" "listed, metadata kept"
+
+# --- limits: max 2 sandboxes, the third refused and never started ---
+echo "STEP serve-limits"
+why=""
+api POST /sandboxes '{"templateID":"base","timeout":600}'
+B=$(sandbox_id)
+[ "$code" = 201 ] || why=" the second create answered $code: $body;"
+before=$(ps -o args | grep -c '[p]adcell restore')
+api POST /sandboxes '{"templateID":"base"}'
+[ "$code" = 429 ] && echo "$body" | grep -q max-sandboxes || why="$why the third create answered $code: $body;"
+after=$(ps -o args | grep -c '[p]adcell restore')
+[ "$before" = "$after" ] || why="$why the refused create started a monitor ($before -> $after);"
+result limits "$why" "third create 429, nothing started"
+
+# --- the daemon's SIGTERM leaves the sandboxes; a new daemon re-adopts them ---
+echo "STEP serve-readopt"
+why=""
+kill -TERM $dpid
+wait $dpid
+drc=$?
+[ "$drc" = 0 ] || why=" the daemon exited $drc on SIGTERM;"
+pb=$(pid_of $B)
+kill -0 "$pa" 2>/dev/null && kill -0 "$pb" 2>/dev/null || why="$why a sandbox died with the daemon;"
+daemon_start $W/d2.log || why="$why the second daemon did not start: $(head -c 300 $W/d2.log);"
+grep -q 're-adopted 2 running' $W/d2.log || why="$why no re-adoption line: $(head -c 300 $W/d2.log);"
+api GET /sandboxes/$A
+[ "$code" = 200 ] || why="$why $A after the restart: $code;"
+out=$(timeout 60 ./padcell exec --vsock $S/run/$A/vsock --no-stdin -- echo still-here 2>&1)
+[ "$out" = still-here ] || why="$why exec after the restart: $(echo "$out" | head -c 200);"
+result readopt "$why" "sandboxes ran on through the restart and were re-adopted"
+
+# --- a timeout ends a sandbox: the daemon kills it and removes its files ---
+echo "STEP serve-timeout"
+why=""
+api POST /sandboxes/$B/timeout '{"timeout":1}'
+[ "$code" = 204 ] || why=" setting the timeout answered $code: $body;"
+until_gone $B || why="$why $B still there after its timeout;"
+kill -0 "$pb" 2>/dev/null && why="$why its monitor (pid $pb) still runs;"
+result timeout "$why" "ended within the case timeout, its files removed"
+
+# --- DELETE ends a sandbox ---
+echo "STEP serve-delete"
+why=""
+api DELETE /sandboxes/$A
+[ "$code" = 204 ] || why=" delete answered $code: $body;"
+api GET /sandboxes/$A
+[ "$code" = 404 ] || why="$why get after delete: $code;"
+kill -0 "$pa" 2>/dev/null && why="$why its monitor (pid $pa) still runs;"
+[ -e $S/sandboxes/$A.json ] || [ -e $S/run/$A ] && why="$why its files are left;"
+left=$(ps -o pid,args | grep '[p]adcell restore' || true)
+[ -z "$left" ] || why="$why monitors left: $left;"
+result delete "$why" "204, then 404; no monitor and no file left"
+
+# --- the key ---
+echo "STEP serve-key"
+why=""
+code=$(curl_ -o /dev/null -w '%{http_code}' $URL/sandboxes 2>/dev/null)
+[ "$code" = 401 ] || why=" no key: $code;"
+code=$(curl_ -o /dev/null -w '%{http_code}' -H 'X-API-Key: pc_wrong' -X POST --data '{"templateID":"base"}' $URL/sandboxes 2>/dev/null)
+[ "$code" = 401 ] || why="$why a wrong key: $code;"
+mode=$(stat -c %a $S/api-key 2>/dev/null)
+[ "$mode" = 600 ] || why="$why api-key mode $mode;"
+result key "$why" "401 without or with a wrong key; the key file is 0600"
+
+kill -TERM $dpid 2>/dev/null
+wait $dpid 2>/dev/null
+[ "$fails" -eq 0 ]

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Nested test of `padcell serve` (issue 13's first slice): in L1, where real KVM runs the clones, a
+# template snapshot is taken (`run --snapshot-when-ready`), the dynamic padcell (build/padcell-dyn,
+# staged with its libraries) serves it with the static padcell as each sandbox's monitor, and curl
+# (staged the same way) drives E2B's REST API: create, list, exec through the sandbox's vsock socket,
+# the limits, the daemon's SIGTERM leaving the sandboxes running and a new daemon re-adopting them,
+# a timeout ending one, DELETE ending another, and the key (tests/nested/serve-run.sh).
+# Usage: tests/nested/serve-test.sh [--timeout SEC] [--case-timeout SEC] [--log FILE] [--verbose]
+# Needs: build/padcell-static, build/padcell-dyn, build/kernel/bzImage, build/images/rootfs-min.ext4, curl
+# Exit: 0 all cases passed; 1 a case failed or is missing; l1.sh's 124/125 when L1 itself failed.
+set -euo pipefail
+tier=serve expected=8 timeout_s=600 case_timeout=120
+. "$(dirname "$0")/tier-lib.sh"
+tier_args "$@"
+
+if ! command -v curl >/dev/null; then
+	echo "SKIP: nested-serve: curl is missing on this host (the tier's HTTP client, staged into L1)"
+	echo "0 passed, 0 failed, 1 skipped"
+	exit 0
+fi
+for f in build/padcell-static build/padcell-dyn build/kernel/bzImage build/images/rootfs-min.ext4; do
+	[ -f "$repo/$f" ] || die "$f missing (run: make build/padcell-static build/padcell-dyn kernel rootfs-min)"
+done
+cp "$repo/build/padcell-static" "$payload/padcell"
+"$here/stage-bin.sh" "$repo/build/padcell-dyn" "$payload/dyn" >/dev/null
+"$here/stage-bin.sh" curl "$payload/dyn" >/dev/null
+cp "$repo/build/kernel/bzImage" "$repo/build/images/rootfs-min.ext4" "$payload/"
+cp "$here/serve-run.sh" "$payload/run.sh"
+tier_run

@@ -1,0 +1,854 @@
+/*
+ * `padcell serve` without a VM: the sandbox table (vmm/serve/table.c) with a fake spawner and an
+ * injected clock — limits, the create/kill state machine, timeouts, state files, re-adoption from
+ * a state dir with live, dead and reused-pid records — and the REST API (vmm/serve/api.c) called
+ * directly: the key, malformed and wrong-typed bodies, oversized bodies, E2B's shapes and codes.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <arpa/inet.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "vmm/proc.h"
+#include "vmm/serve/api.h"
+#include "vmm/serve/serve_cli.h"
+#include "vmm/serve/table.h"
+#include "vmm/snapshot_fmt.h"
+
+#define KEY "pc_0123456789abcdef0123456789abcdef01234567"
+
+struct fake {
+	int starts, stops;
+	int fail;                 /* the next start fails with this */
+	pid_t next_pid;
+	pid_t stopped[16];
+	pid_t dead[16];           /* pids the fake says are not alive */
+	int ndead;
+	double now;
+	bool real_procs;          /* alive/stop on real processes (re-adoption) */
+	struct serve_table *t;
+	int fail_launch;          /* the next start fails before its process exists */
+	const char *launched_id;  /* the sandbox whose launch the last start reported */
+	int (*hook)(struct fake *f); /* runs inside start, after the launch, without the table's lock */
+	int hook_rc;
+};
+
+static int f_start(void *ctx, const struct serve_template *tp, struct serve_sandbox *sb,
+		   int (*launched)(void *arg, const struct serve_sandbox *sb), void *arg, char *err, size_t errlen)
+{
+	struct fake *f = ctx;
+	f->starts++;
+	struct stat st;
+	cr_assert_eq(stat(sb->dir, &st), 0, "the run directory exists before the start");
+	cr_assert(strstr(sb->vsock, sb->id), "the vsock path is the sandbox's own: %s", sb->vsock);
+	if (f->fail_launch) {
+		int rc = f->fail_launch;
+		f->fail_launch = 0;
+		snprintf(err, errlen, "fake launch failed");
+		return rc;
+	}
+	sb->pid = f->next_pid++;
+	sb->start_time = 1000 + (unsigned long long)sb->pid;
+	int lrc = launched(arg, sb);
+	if (lrc)
+		return snprintf(err, errlen, "launched: %d", lrc), lrc;
+	f->launched_id = sb->id;
+	if (f->hook)
+		f->hook_rc = f->hook(f);
+	if (f->fail) {
+		int rc = f->fail;
+		f->fail = 0;
+		snprintf(err, errlen, "fake start failed");
+		return rc;
+	}
+	return 0;
+}
+
+static void f_stop(void *ctx, const struct serve_sandbox *sb)
+{
+	struct fake *f = ctx;
+	if (f->real_procs)
+		proc_stop(sb->pid, -1, sb->start_time, 5000);
+	if (f->stops < 16)
+		f->stopped[f->stops] = sb->pid;
+	f->stops++;
+}
+
+static bool f_alive(void *ctx, const struct serve_sandbox *sb)
+{
+	struct fake *f = ctx;
+	if (f->real_procs)
+		return proc_alive(sb->pid, sb->start_time);
+	for (int i = 0; i < f->ndead; i++)
+		if (f->dead[i] == sb->pid)
+			return false;
+	return true;
+}
+
+static double f_now(void *ctx)
+{
+	return ((struct fake *)ctx)->now;
+}
+
+static struct serve_template tmpls[2] = {
+	{ .name = "base", .dir = "/nonexistent/base", .mem_bytes = 256ull << 20, .cpus = 1 },
+	{ .name = "big", .dir = "/nonexistent/big", .mem_bytes = 1024ull << 20, .cpus = 2 },
+};
+
+static char dir[64];
+static struct fake F;
+static struct serve_table T;
+
+static void table_up(unsigned max_sb, uint64_t max_mem)
+{
+	snprintf(dir, sizeof(dir), "/tmp/padcell-serve-test.XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	memset(&F, 0, sizeof(F));
+	F.next_pid = 4242;
+	F.now = 1000.0;
+	F.t = &T;
+	struct serve_spawner sp = { .ctx = &F, .start = f_start, .stop = f_stop, .alive = f_alive };
+	struct serve_clock clk = { .ctx = &F, .now = f_now };
+	struct serve_limits lim = { .max_sandboxes = max_sb, .max_mem = max_mem };
+	char err[256];
+	cr_assert_eq(serve_table_init(&T, dir, &lim, tmpls, 2, &sp, &clk, err, sizeof(err)), 0, "%s", err);
+}
+
+static void table_down(void)
+{
+	serve_table_free(&T);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static bool exists(const char *fmt, const char *id)
+{
+	char p[256];
+	snprintf(p, sizeof(p), fmt, dir, id);
+	return access(p, F_OK) == 0;
+}
+
+static int create(const char *tmpl, long timeout, struct serve_sandbox *out, char *err, size_t errlen)
+{
+	return serve_create(&T, tmpl, timeout, NULL, NULL, out, err, errlen);
+}
+
+static size_t count_listed(void)
+{
+	struct serve_sandbox *a;
+	size_t n;
+	cr_assert_eq(serve_list(&T, &a, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		serve_sandbox_put(&a[i]);
+	free(a);
+	return n;
+}
+
+TestSuite(serve_table, .init = NULL, .fini = NULL);
+
+Test(serve_table, create_get_list_kill_and_the_files)
+{
+	table_up(4, 0);
+	char err[256];
+	struct serve_sandbox a, b;
+	json_t *md = json_pack("{s:s}", "user", "abc");
+	json_t *env = json_pack("{s:s}", "FOO", "bar");
+	cr_assert_eq(serve_create(&T, "base", 30, md, env, &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(create("big", 60, &b, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(F.starts, 2);
+	cr_assert_eq(strlen(a.id), SERVE_ID_LEN);
+	cr_assert_str_neq(a.id, b.id);
+	cr_assert_eq(a.pid, 4242);
+	cr_assert_eq(a.deadline, 1030.0);
+	cr_assert_eq(a.mem_bytes, 256ull << 20);
+	cr_assert_eq(count_listed(), 2);
+
+	/* the record: what a restarted daemon needs */
+	char p[256];
+	snprintf(p, sizeof(p), "%s/sandboxes/%s.json", dir, a.id);
+	struct stat st;
+	cr_assert_eq(stat(p, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0600);
+	json_error_t je;
+	json_t *rec = json_load_file(p, 0, &je);
+	cr_assert_not_null(rec, "%s", je.text);
+	cr_assert_eq(json_integer_value(json_object_get(rec, "pid")), 4242);
+	cr_assert_eq(json_integer_value(json_object_get(rec, "startTime")), 1000 + 4242);
+	cr_assert_str_eq(json_string_value(json_object_get(rec, "template")), "base");
+	cr_assert_eq(json_real_value(json_object_get(rec, "deadline")), 1030.0);
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(rec, "metadata"), "user")), "abc");
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(rec, "envVars"), "FOO")), "bar");
+	cr_assert(strstr(json_string_value(json_object_get(rec, "vsock")), a.id));
+	json_decref(rec);
+
+	struct serve_sandbox g;
+	cr_assert_eq(serve_get(&T, a.id, &g), 0);
+	cr_assert_str_eq(g.tmpl, "base");
+	cr_assert_str_eq(json_string_value(json_object_get(g.metadata, "user")), "abc");
+	serve_sandbox_put(&g);
+
+	cr_assert_eq(serve_kill(&T, a.id), 0);
+	cr_assert_eq(F.stops, 1);
+	cr_assert_eq(F.stopped[0], 4242);
+	cr_assert_not(exists("%s/sandboxes/%s.json", a.id));
+	cr_assert_not(exists("%s/run/%s", a.id));
+	cr_assert_eq(serve_get(&T, a.id, &g), -ENOENT);
+	cr_assert_eq(serve_kill(&T, a.id), -ENOENT, "killed twice");
+	cr_assert_eq(F.stops, 1);
+	cr_assert_eq(count_listed(), 1);
+	cr_assert(exists("%s/sandboxes/%s.json", b.id));
+	json_decref(md);
+	json_decref(env);
+	serve_sandbox_put(&a);
+	serve_sandbox_put(&b);
+	table_down();
+}
+
+Test(serve_table, max_sandboxes_refused_before_any_start)
+{
+	table_up(2, 0);
+	char err[256];
+	struct serve_sandbox a, b, c;
+	cr_assert_eq(create("base", 30, &a, err, sizeof(err)), 0);
+	cr_assert_eq(create("base", 30, &b, err, sizeof(err)), 0);
+	cr_assert_eq(create("base", 30, &c, err, sizeof(err)), -EUSERS);
+	cr_assert(strstr(err, "--max-sandboxes"), "%s", err);
+	cr_assert_eq(F.starts, 2, "the refused create started nothing");
+	cr_assert_eq(serve_kill(&T, a.id), 0);
+	cr_assert_eq(create("base", 30, &c, err, sizeof(err)), 0, "a freed slot is usable: %s", err);
+	serve_sandbox_put(&a);
+	serve_sandbox_put(&b);
+	serve_sandbox_put(&c);
+	table_down();
+}
+
+Test(serve_table, max_mem_is_the_sum_of_guest_ram)
+{
+	table_up(8, 1300ull << 20);
+	char err[256];
+	struct serve_sandbox a, b, c;
+	cr_assert_eq(create("big", 30, &a, err, sizeof(err)), 0);
+	cr_assert_eq(create("base", 30, &b, err, sizeof(err)), 0, "1024 + 256 <= 1300");
+	cr_assert_eq(create("base", 30, &c, err, sizeof(err)), -ENOMEM, "1280 + 256 > 1300");
+	cr_assert(strstr(err, "--max-mem") && strstr(err, "1280"), "%s", err);
+	cr_assert_eq(F.starts, 2);
+	cr_assert_eq(serve_kill(&T, a.id), 0);
+	cr_assert_eq(create("base", 30, &c, err, sizeof(err)), 0, "%s", err);
+	serve_sandbox_put(&a);
+	serve_sandbox_put(&b);
+	serve_sandbox_put(&c);
+	table_down();
+}
+
+Test(serve_table, unknown_template_and_bad_timeouts)
+{
+	table_up(2, 0);
+	char err[256];
+	struct serve_sandbox a;
+	cr_assert_eq(create("nope", 30, &a, err, sizeof(err)), -ENOENT);
+	cr_assert(strstr(err, "'nope'"), "%s", err);
+	cr_assert_eq(create("base", 0, &a, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(create("base", SERVE_TIMEOUT_MAX + 1, &a, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(create("base", -5, &a, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(F.starts, 0);
+	cr_assert_eq(count_listed(), 0);
+	table_down();
+}
+
+Test(serve_table, a_failed_start_leaves_nothing)
+{
+	table_up(1, 0);
+	char err[256];
+	struct serve_sandbox a;
+	F.fail = -EIO;
+	cr_assert_eq(create("base", 30, &a, err, sizeof(err)), -EIO);
+	cr_assert_str_eq(err, "fake start failed");
+	cr_assert_eq(count_listed(), 0);
+	/* no record, no run directory, and the slot is free again */
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "test -z \"$(find %s/sandboxes %s/run -mindepth 1)\"", dir, dir);
+	cr_assert_eq(system(cmd), 0, "files left behind");
+	F.fail_launch = -EAGAIN;
+	cr_assert_eq(create("base", 30, &a, err, sizeof(err)), -EAGAIN);
+	cr_assert_eq(system(cmd), 0, "files left behind by a failed launch");
+	cr_assert_eq(create("base", 30, &a, err, sizeof(err)), 0, "%s", err);
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+/* Inside a start (the lock not held): the sandbox being made is not listed, but counts for the limits. */
+static int hook_while_creating(struct fake *f)
+{
+	f->hook = NULL;
+	if (count_listed() != 0)
+		return 1;
+	/* the process is recorded before the wait for its agent, marked creating */
+	char p[256];
+	snprintf(p, sizeof(p), "%s/sandboxes/%s.json", dir, f->launched_id);
+	json_error_t je;
+	json_t *rec = json_load_file(p, 0, &je);
+	bool creating = rec && json_is_true(json_object_get(rec, "creating"));
+	json_decref(rec);
+	if (!creating)
+		return 3;
+	struct serve_sandbox b;
+	char err[256];
+	if (serve_create(f->t, "base", 30, NULL, NULL, &b, err, sizeof(err)) != -EUSERS)
+		return 2;
+	return 0;
+}
+
+Test(serve_table, a_sandbox_being_created_holds_its_slot)
+{
+	table_up(1, 0);
+	char err[256];
+	struct serve_sandbox a;
+	F.hook = hook_while_creating;
+	F.hook_rc = -1;
+	cr_assert_eq(create("base", 30, &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(F.hook_rc, 0, "hook step %d failed", F.hook_rc);
+	cr_assert_eq(count_listed(), 1);
+	char p[256];
+	snprintf(p, sizeof(p), "%s/sandboxes/%s.json", dir, a.id);
+	json_error_t je;
+	json_t *rec = json_load_file(p, 0, &je);
+	cr_assert(rec && json_is_false(json_object_get(rec, "creating")), "running once the start returned");
+	json_decref(rec);
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+Test(serve_table, timeout_ends_the_sandbox_at_its_deadline)
+{
+	table_up(4, 0);
+	char err[256];
+	struct serve_sandbox a, b;
+	cr_assert_eq(create("base", 10, &a, err, sizeof(err)), 0);
+	cr_assert_eq(create("base", 100, &b, err, sizeof(err)), 0);
+	F.now = 1009.9;
+	cr_assert_eq(serve_tick(&T), 0);
+	cr_assert_eq(F.stops, 0);
+	F.now = 1010.0;
+	cr_assert_eq(serve_tick(&T), 1);
+	cr_assert_eq(F.stops, 1);
+	cr_assert_eq(F.stopped[0], a.pid);
+	cr_assert_not(exists("%s/sandboxes/%s.json", a.id));
+	cr_assert_not(exists("%s/run/%s", a.id));
+	struct serve_sandbox g;
+	cr_assert_eq(serve_get(&T, a.id, &g), -ENOENT);
+	cr_assert_eq(serve_get(&T, b.id, &g), 0);
+	serve_sandbox_put(&g);
+	cr_assert_eq(serve_tick(&T), 0, "an ended sandbox is not ended twice");
+	serve_sandbox_put(&a);
+	serve_sandbox_put(&b);
+	table_down();
+}
+
+Test(serve_table, set_timeout_moves_the_deadline_from_now)
+{
+	table_up(4, 0);
+	char err[256];
+	struct serve_sandbox a;
+	cr_assert_eq(create("base", 10, &a, err, sizeof(err)), 0);
+	F.now = 1005.0;
+	cr_assert_eq(serve_set_timeout(&T, a.id, 60), 0);
+	F.now = 1064.0;
+	cr_assert_eq(serve_tick(&T), 0, "extended past its first deadline");
+	/* the record has the new deadline: a restarted daemon enforces it */
+	char p[256];
+	snprintf(p, sizeof(p), "%s/sandboxes/%s.json", dir, a.id);
+	json_error_t je;
+	json_t *rec = json_load_file(p, 0, &je);
+	cr_assert_not_null(rec);
+	cr_assert_eq(json_real_value(json_object_get(rec, "deadline")), 1065.0);
+	json_decref(rec);
+	/* shortened too: setTimeout sets, it does not only extend */
+	cr_assert_eq(serve_set_timeout(&T, a.id, 1), 0);
+	F.now = 1065.0;
+	cr_assert_eq(serve_tick(&T), 1);
+	cr_assert_eq(serve_set_timeout(&T, a.id, 30), -ENOENT);
+	cr_assert_eq(serve_set_timeout(&T, "0123456789abcdef0123", 30), -ENOENT);
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+Test(serve_table, set_timeout_out_of_range)
+{
+	table_up(4, 0);
+	char err[256];
+	struct serve_sandbox a;
+	cr_assert_eq(create("base", 10, &a, err, sizeof(err)), 0);
+	cr_assert_eq(serve_set_timeout(&T, a.id, 0), -EINVAL);
+	cr_assert_eq(serve_set_timeout(&T, a.id, SERVE_TIMEOUT_MAX + 1), -EINVAL);
+	struct serve_sandbox g;
+	cr_assert_eq(serve_get(&T, a.id, &g), 0);
+	cr_assert_eq(g.deadline, 1010.0, "unchanged");
+	serve_sandbox_put(&g);
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+Test(serve_table, a_sandbox_whose_process_died_is_forgotten_without_a_signal)
+{
+	table_up(4, 0);
+	char err[256];
+	struct serve_sandbox a;
+	cr_assert_eq(create("base", 100, &a, err, sizeof(err)), 0);
+	F.dead[F.ndead++] = a.pid;
+	cr_assert_eq(serve_tick(&T), 1);
+	cr_assert_eq(F.stops, 0, "a dead process is not signalled (its pid may be another's now)");
+	cr_assert_not(exists("%s/sandboxes/%s.json", a.id));
+	cr_assert_eq(count_listed(), 0);
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+Test(serve_table, a_state_dir_too_long_for_vsock_paths)
+{
+	char long_dir[200];
+	memset(long_dir, 'a', sizeof(long_dir) - 1);
+	long_dir[0] = '/';
+	long_dir[sizeof(long_dir) - 1] = '\0';
+	struct serve_spawner sp = { .ctx = &F, .start = f_start, .stop = f_stop, .alive = f_alive };
+	struct serve_clock clk = { .ctx = &F, .now = f_now };
+	struct serve_limits lim = { .max_sandboxes = 1 };
+	struct serve_table t;
+	char err[256];
+	cr_assert_eq(serve_table_init(&t, long_dir, &lim, tmpls, 2, &sp, &clk, err, sizeof(err)), -ENAMETOOLONG);
+	cr_assert(strstr(err, "--state-dir"), "%s", err);
+}
+
+/* ---- re-adoption: real processes, so the pid + start time check is the real one -------------- */
+
+static pid_t child_sleeping(void)
+{
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execlp("sleep", "sleep", "60", (char *)NULL);
+		_exit(127);
+	}
+	/* until it is sleep (exec done), its start time is already final: it is the fork's */
+	return pid;
+}
+
+static void write_record(const char *id, pid_t pid, unsigned long long start, const char *extra)
+{
+	char p[256];
+	snprintf(p, sizeof(p), "%s/sandboxes/%s.json", dir, id);
+	FILE *f = fopen(p, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "{\"id\":\"%s\",\"pid\":%d,\"startTime\":%llu,\"template\":\"base\",\"startedAt\":1000.0,"
+		"\"deadline\":2000.0,\"memBytes\":268435456,\"cpus\":1,\"metadata\":{\"k\":\"v\"},\"envVars\":{},"
+		"\"vsock\":\"/somewhere/else\"%s}", id, (int)pid, start, extra);
+	fclose(f);
+	snprintf(p, sizeof(p), "%s/run/%s", dir, id);
+	mkdir(p, 0700);
+}
+
+Test(serve_table, readoption_keeps_the_live_and_removes_the_rest)
+{
+	table_up(4, 0);
+	F.real_procs = true;
+	pid_t live = child_sleeping(), other = child_sleeping();
+	pid_t dead = fork();
+	if (dead == 0)
+		_exit(0);
+	waitpid(dead, NULL, 0);
+	unsigned long long live_start, other_start;
+	cr_assert_eq(proc_start_time(live, &live_start), 0);
+	cr_assert_eq(proc_start_time(other, &other_start), 0);
+	const char *id_live = "aaaaaaaaaaaaaaaaaaaa", *id_dead = "bbbbbbbbbbbbbbbbbbbb",
+		   *id_reused = "cccccccccccccccccccc", *id_bad = "dddddddddddddddddddd";
+	write_record(id_live, live, live_start, "");
+	write_record(id_dead, dead, 12345, "");
+	/* a live pid with another start time: the pid was reused, this is not our sandbox */
+	write_record(id_reused, other, other_start + 1, "");
+	/* a daemon that died while this one started: live, but nobody got its id; ended */
+	pid_t half = child_sleeping();
+	unsigned long long half_start;
+	cr_assert_eq(proc_start_time(half, &half_start), 0);
+	const char *id_half = "ffffffffffffffffffff";
+	write_record(id_half, half, half_start, ",\"creating\":true");
+	char p[256];
+	snprintf(p, sizeof(p), "%s/sandboxes/%s.json", dir, id_bad);
+	FILE *f = fopen(p, "w");
+	fputs("{\"id\": 12", f);
+	fclose(f);
+	/* what a daemon killed while writing a record leaves */
+	snprintf(p, sizeof(p), "%s/sandboxes/eeeeeeeeeeeeeeeeeeee.json.tmp", dir);
+	fclose(fopen(p, "w"));
+
+	unsigned adopted, removed;
+	char err[256];
+	cr_assert_eq(serve_adopt(&T, &adopted, &removed, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(adopted, 1);
+	cr_assert_eq(removed, 4, "dead, reused pid, half-created, malformed (the temporary file is not counted)");
+	cr_assert_eq(F.stops, 1, "only the half-created one was signalled: the dead and the reused pid are not ours");
+	cr_assert_eq(F.stopped[0], half);
+	cr_assert_not(proc_alive(half, half_start), "the half-created sandbox was ended");
+	cr_assert_not(exists("%s/sandboxes/%s.json", id_half));
+	cr_assert(proc_alive(other, other_start), "the process with the reused pid was left alone");
+	struct serve_sandbox g;
+	cr_assert_eq(serve_get(&T, id_live, &g), 0);
+	cr_assert_eq(g.pid, live);
+	cr_assert_eq(g.deadline, 2000.0);
+	cr_assert_str_eq(json_string_value(json_object_get(g.metadata, "k")), "v");
+	cr_assert(strstr(g.vsock, dir) && strstr(g.vsock, id_live), "the vsock path is recomputed, not the record's: %s",
+		  g.vsock);
+	serve_sandbox_put(&g);
+	cr_assert(exists("%s/sandboxes/%s.json", id_live));
+	cr_assert_not(exists("%s/sandboxes/%s.json", id_dead));
+	cr_assert_not(exists("%s/run/%s", id_dead));
+	cr_assert_not(exists("%s/sandboxes/%s.json", id_reused));
+	cr_assert_not(exists("%s/sandboxes/%s.json", id_bad));
+	cr_assert_not(exists("%s/sandboxes/%s", "eeeeeeeeeeeeeeeeeeee.json.tmp"));
+
+	/* the adopted one is ended like any other: its deadline passed */
+	F.now = 2000.0;
+	cr_assert_eq(serve_tick(&T), 1);
+	cr_assert_eq(F.stops, 2);
+	int st;
+	cr_assert_eq(waitpid(live, &st, WNOHANG), -1, "proc_stop reaped our child already");
+	cr_assert_not(proc_alive(live, live_start));
+	kill(other, SIGKILL);
+	waitpid(other, NULL, 0);
+	table_down();
+}
+
+Test(serve_table, readoption_past_max_sandboxes_ends_the_extra)
+{
+	table_up(1, 0);
+	F.real_procs = true;
+	pid_t a = child_sleeping(), b = child_sleeping();
+	unsigned long long sa, sb;
+	cr_assert_eq(proc_start_time(a, &sa), 0);
+	cr_assert_eq(proc_start_time(b, &sb), 0);
+	write_record("aaaaaaaaaaaaaaaaaaaa", a, sa, "");
+	write_record("bbbbbbbbbbbbbbbbbbbb", b, sb, "");
+	unsigned adopted, removed;
+	char err[256];
+	cr_assert_eq(serve_adopt(&T, &adopted, &removed, err, sizeof(err)), 0);
+	cr_assert_eq(adopted, 1);
+	cr_assert_eq(removed, 1);
+	cr_assert_eq(F.stops, 1);
+	cr_assert_eq(proc_alive(a, sa) + proc_alive(b, sb), 1, "one runs on, one was ended");
+	kill(a, SIGKILL);
+	kill(b, SIGKILL);
+	waitpid(a, NULL, 0);
+	waitpid(b, NULL, 0);
+	table_down();
+}
+
+/* ---- the REST API ----------------------------------------------------------------------------- */
+
+static struct serve_reply call(const char *method, const char *path, const char *key, const char *body)
+{
+	struct serve_request rq = { .method = method, .path = path, .api_key = key, .body = body,
+				    .len = body ? strlen(body) : 0 };
+	struct serve_reply rp;
+	serve_api_handle(&T, KEY, &rq, &rp);
+	return rp;
+}
+
+/* The reply's JSON (the caller frees it), checked to be E2B's Error when status >= 400. */
+static json_t *reply_json(struct serve_reply *rp, unsigned want)
+{
+	cr_assert_eq(rp->status, want, "status %u, want %u: %s", rp->status, want, rp->body ? rp->body : "(no body)");
+	if (want == 204) {
+		cr_assert_null(rp->body);
+		return NULL;
+	}
+	json_error_t je;
+	json_t *j = json_loads(rp->body, 0, &je);
+	cr_assert_not_null(j, "not JSON: %s", rp->body);
+	free(rp->body);
+	if (want >= 400) {
+		cr_assert_eq(json_integer_value(json_object_get(j, "code")), want);
+		cr_assert(json_is_string(json_object_get(j, "message")));
+	}
+	return j;
+}
+
+static void expect(const char *method, const char *path, const char *key, const char *body, unsigned want,
+		   const char *in_message)
+{
+	struct serve_reply rp = call(method, path, key, body);
+	json_t *j = reply_json(&rp, want);
+	if (in_message) {
+		const char *m = json_string_value(json_object_get(j, "message"));
+		cr_assert(m && strstr(m, in_message), "%s %s '%s': message '%s' lacks '%s'", method, path,
+			  body ? body : "", m, in_message);
+	}
+	json_decref(j);
+}
+
+Test(serve_api, the_key_is_required_and_compared)
+{
+	table_up(2, 0);
+	expect("GET", "/sandboxes", NULL, NULL, 401, "X-API-Key");
+	expect("GET", "/sandboxes", "wrong", NULL, 401, "invalid");
+	expect("GET", "/sandboxes", KEY "x", NULL, 401, NULL);
+	char shorter[] = KEY;
+	shorter[strlen(shorter) - 1] = '\0';
+	expect("GET", "/sandboxes", shorter, NULL, 401, NULL);
+	expect("GET", "/sandboxes", "", NULL, 401, NULL);
+	/* a wrong key is refused before anything else is looked at */
+	expect("POST", "/sandboxes", "wrong", "{\"templateID\":\"base\"}", 401, NULL);
+	expect("GET", "/nowhere", NULL, NULL, 401, NULL);
+	cr_assert_eq(F.starts, 0);
+	struct serve_reply rp = call("GET", "/sandboxes", KEY, NULL);
+	json_t *j = reply_json(&rp, 200);
+	cr_assert(json_is_array(j) && json_array_size(j) == 0);
+	json_decref(j);
+	table_down();
+}
+
+Test(serve_api, create_bodies_malformed_or_wrong_typed)
+{
+	table_up(2, 0);
+	expect("POST", "/sandboxes", KEY, "", 400, "malformed JSON");
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":", 400, "malformed JSON");
+	expect("POST", "/sandboxes", KEY, "[\"base\"]", 400, "JSON object");
+	expect("POST", "/sandboxes", KEY, "\"base\"", 400, NULL);
+	expect("POST", "/sandboxes", KEY, "{}", 400, "'templateID' is required");
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":7}", 400, "'templateID' must be a string");
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"templateID\":\"big\"}", 400, "malformed JSON");
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"timeout\":\"30\"}", 400, "'timeout' must be an integer");
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"timeout\":1.5}", 400, "'timeout' must be an integer");
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"timeout\":0}", 400, "1 to 86400");
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"timeout\":86401}", 400, "1 to 86400");
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"timeout\":99999999999999999}", 400, NULL);
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"metadata\":[]}", 400, "'metadata' must be an object");
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"metadata\":{\"a\":1}}", 400, "'metadata' must map");
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"envVars\":\"A=1\"}", 400, "'envVars' must be an object");
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"envVars\":{\"A\":null}}", 400, "'envVars' must map");
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":\"nope\"}", 400, "template 'nope' not found");
+	cr_assert_eq(F.starts, 0, "no invalid request started anything");
+	table_down();
+}
+
+Test(serve_api, oversized_bodies_are_413)
+{
+	table_up(2, 0);
+	struct serve_request rq = { .method = "POST", .path = "/sandboxes", .api_key = KEY, .body = "{}",
+				    .len = SERVE_BODY_MAX + 1 };
+	struct serve_reply rp;
+	serve_api_handle(&T, KEY, &rq, &rp);
+	json_decref(reply_json(&rp, 413));
+	rq.len = 2;
+	rq.overflow = true;
+	serve_api_handle(&T, KEY, &rq, &rp);
+	json_decref(reply_json(&rp, 413));
+	cr_assert_eq(F.starts, 0);
+	table_down();
+}
+
+Test(serve_api, create_get_list_timeout_delete_in_e2b_shapes)
+{
+	table_up(2, 0);
+	/* fields E2B's SDKs send that padcell does not use yet are ignored, not refused */
+	struct serve_reply rp = call("POST", "/sandboxes", KEY,
+				     "{\"templateID\":\"base\",\"timeout\":300,\"metadata\":{\"user\":\"abc\"},"
+				     "\"envVars\":{\"FOO\":\"bar\"},\"autoPause\":false,\"secure\":true}");
+	json_t *j = reply_json(&rp, 201);
+	const char *id = json_string_value(json_object_get(j, "sandboxID"));
+	cr_assert(id && strlen(id) == SERVE_ID_LEN);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "templateID")), "base");
+	cr_assert(json_is_string(json_object_get(j, "clientID")));
+	cr_assert(json_is_string(json_object_get(j, "envdVersion")));
+	char sid[SERVE_ID_LEN + 1], path[64];
+	snprintf(sid, sizeof(sid), "%s", id);
+	json_decref(j);
+
+	snprintf(path, sizeof(path), "/sandboxes/%s", sid);
+	rp = call("GET", path, KEY, NULL);
+	j = reply_json(&rp, 200);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "sandboxID")), sid);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "templateID")), "base");
+	cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "running");
+	cr_assert_eq(json_integer_value(json_object_get(j, "cpuCount")), 1);
+	cr_assert_eq(json_integer_value(json_object_get(j, "memoryMB")), 256);
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "metadata"), "user")), "abc");
+	/* the clock said 1000 s after the epoch: RFC 3339 in UTC */
+	cr_assert_str_eq(json_string_value(json_object_get(j, "startedAt")), "1970-01-01T00:16:40.000Z");
+	cr_assert_str_eq(json_string_value(json_object_get(j, "endAt")), "1970-01-01T00:21:40.000Z");
+	cr_assert_null(json_object_get(j, "envVars"), "env vars are not shown back");
+	json_decref(j);
+
+	rp = call("GET", "/sandboxes", KEY, NULL);
+	j = reply_json(&rp, 200);
+	cr_assert_eq(json_array_size(j), 1);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(j, 0), "sandboxID")), sid);
+	json_decref(j);
+
+	char tpath[80];
+	snprintf(tpath, sizeof(tpath), "/sandboxes/%s/timeout", sid);
+	expect("POST", tpath, KEY, "{\"timeout\":60}", 204, NULL);
+	struct serve_sandbox g;
+	cr_assert_eq(serve_get(&T, sid, &g), 0);
+	cr_assert_eq(g.deadline, 1060.0);
+	serve_sandbox_put(&g);
+	expect("POST", tpath, KEY, "{}", 400, "'timeout' is required");
+	expect("POST", tpath, KEY, "{\"timeout\":\"60\"}", 400, "must be an integer");
+	expect("POST", tpath, KEY, "nope", 400, "malformed JSON");
+	expect("GET", tpath, KEY, NULL, 405, NULL);
+	snprintf(tpath, sizeof(tpath), "/sandboxes/%s/refreshes", sid);
+	expect("POST", tpath, KEY, "{\"duration\":120}", 204, NULL);
+	cr_assert_eq(serve_get(&T, sid, &g), 0);
+	cr_assert_eq(g.deadline, 1120.0);
+	serve_sandbox_put(&g);
+	expect("POST", tpath, KEY, NULL, 204, NULL);
+	snprintf(tpath, sizeof(tpath), "/sandboxes/%s/pause", sid);
+	expect("POST", tpath, KEY, NULL, 501, "not implemented");
+
+	expect("PUT", path, KEY, NULL, 405, NULL);
+	expect("DELETE", path, KEY, NULL, 204, NULL);
+	cr_assert_eq(F.stops, 1);
+	expect("DELETE", path, KEY, NULL, 404, "not found");
+	expect("GET", path, KEY, NULL, 404, "not found");
+	snprintf(tpath, sizeof(tpath), "/sandboxes/%s/timeout", sid);
+	expect("POST", tpath, KEY, "{\"timeout\":60}", 404, "not found");
+	expect("GET", "/sandboxes/0123456789abcdef0123456789", KEY, NULL, 404, NULL);
+	expect("GET", "/sandboxes/", KEY, NULL, 200, NULL);
+	expect("GET", "/templates", KEY, NULL, 404, "no such endpoint");
+	expect("PATCH", "/sandboxes", KEY, NULL, 405, NULL);
+	table_down();
+}
+
+Test(serve_api, limits_answer_429_and_start_failures_500)
+{
+	table_up(1, 0);
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":\"base\"}", 201, NULL);
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":\"base\"}", 429, "--max-sandboxes");
+	serve_table_free(&T);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_assert_eq(system(cmd), 0);
+	table_up(2, 0);
+	F.fail = -EIO;
+	expect("POST", "/sandboxes", KEY, "{\"templateID\":\"base\"}", 500, "fake start failed");
+	table_down();
+}
+
+Test(serve_api, key_file_made_once_0600_then_read_back)
+{
+	char d[] = "/tmp/padcell-serve-key.XXXXXX";
+	cr_assert_not_null(mkdtemp(d));
+	char k1[SERVE_KEY_MAX], k2[SERVE_KEY_MAX], err[256];
+	bool created;
+	cr_assert_eq(serve_key_load(d, k1, sizeof(k1), &created, err, sizeof(err)), 0, "%s", err);
+	cr_assert(created);
+	cr_assert_geq(strlen(k1), 32);
+	char p[128];
+	snprintf(p, sizeof(p), "%s/api-key", d);
+	struct stat st;
+	cr_assert_eq(stat(p, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0600);
+	cr_assert_eq(serve_key_load(d, k2, sizeof(k2), &created, err, sizeof(err)), 0, "%s", err);
+	cr_assert_not(created);
+	cr_assert_str_eq(k1, k2);
+	/* a key others can read is not used */
+	chmod(p, 0644);
+	cr_assert_eq(serve_key_load(d, k2, sizeof(k2), &created, err, sizeof(err)), -EPERM);
+	cr_assert(strstr(err, "0600"), "%s", err);
+	unlink(p);
+	rmdir(d);
+}
+
+/* ---- the command line's values ---------------------------------------------------------------- */
+
+Test(serve_cli, listen_addresses)
+{
+	struct sockaddr_in a;
+	cr_assert_eq(serve_parse_listen("127.0.0.1:3000", &a), 0);
+	cr_assert_eq(ntohs(a.sin_port), 3000);
+	cr_assert_eq(ntohl(a.sin_addr.s_addr), INADDR_LOOPBACK);
+	cr_assert_eq(serve_parse_listen("0.0.0.0:0", &a), 0);
+	const char *bad[] = { "3000", ":3000", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1", "localhost:3000",
+			      "127.0.0.1:30x", "::1:3000", "127.0.0.1:+5" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_assert_eq(serve_parse_listen(bad[i], &a), -EINVAL, "%s", bad[i]);
+}
+
+Test(serve_cli, templates)
+{
+	char d[] = "/tmp/padcell-serve-tpl.XXXXXX";
+	cr_assert_not_null(mkdtemp(d));
+	struct serve_template t;
+	char why[512], arg[128];
+	snprintf(arg, sizeof(arg), "base=%s", d);
+	cr_assert_eq(serve_template_parse(arg, &t, why, sizeof(why)), -ENOENT, "no state file");
+	cr_assert(strstr(why, "state"), "%s", why);
+	char p[128];
+	snprintf(p, sizeof(p), "%s/state", d);
+	FILE *f = fopen(p, "w");
+	fputs("not a snapshot at all, but long enough to fill a whole header of one hundred and twenty bytes.....", f);
+	fclose(f);
+	cr_assert_eq(serve_template_parse(arg, &t, why, sizeof(why)), -EINVAL);
+	cr_assert(strstr(why, "not a padcell snapshot"), "%s", why);
+	struct snap_header h = { .version = SNAP_VERSION, .header_size = sizeof(h), .mem_size = 512ull << 20, .ncpus = 2 };
+	memcpy(h.magic, SNAP_MAGIC, sizeof(h.magic));
+	f = fopen(p, "w");
+	fwrite(&h, sizeof(h), 1, f);
+	fclose(f);
+	cr_assert_eq(serve_template_parse(arg, &t, why, sizeof(why)), -ENOENT, "no mem file: %s", why);
+	snprintf(p, sizeof(p), "%s/mem", d);
+	fclose(fopen(p, "w"));
+	cr_assert_eq(serve_template_parse(arg, &t, why, sizeof(why)), 0, "%s", why);
+	cr_assert_str_eq(t.name, "base");
+	cr_assert_str_eq(t.dir, d);
+	cr_assert_eq(t.mem_bytes, 512ull << 20);
+	cr_assert_eq(t.cpus, 2);
+	const char *bad[] = { "base", "=dir", "base=", "a b=/tmp", "a/b=/tmp", "x=/nonexistent/dir" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_assert_lt(serve_template_parse(bad[i], &t, why, sizeof(why)), 0, "%s", bad[i]);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
+	cr_assert_eq(system(cmd), 0);
+}
+
+/* ---- child processes (vmm/proc.c) -------------------------------------------------------------- */
+
+Test(serve_proc, start_time_alive_and_stop)
+{
+	pid_t pid = child_sleeping();
+	unsigned long long st;
+	cr_assert_eq(proc_start_time(pid, &st), 0);
+	cr_assert(proc_alive(pid, st));
+	cr_assert_not(proc_alive(pid, st + 1), "another start time is another process");
+	/* a wrong start time: nothing is signalled */
+	cr_assert_eq(proc_stop(pid, -1, st + 1, 1000), -ESRCH);
+	cr_assert(proc_alive(pid, st));
+	cr_assert_eq(proc_stop(pid, -1, st, 5000), 0);
+	cr_assert_not(proc_alive(pid, st));
+	cr_assert_eq(waitpid(pid, NULL, WNOHANG), -1, "reaped by proc_stop");
+	cr_assert_eq(proc_start_time(pid, &st), -ESRCH);
+}
+
+Test(serve_proc, a_child_ignoring_sigterm_is_killed)
+{
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		signal(SIGTERM, SIG_IGN);
+		for (;;)
+			pause();
+	}
+	unsigned long long st;
+	cr_assert_eq(proc_start_time(pid, &st), 0);
+	cr_assert_eq(proc_stop(pid, -1, st, 100), 0);
+	cr_assert_not(proc_alive(pid, st));
+}

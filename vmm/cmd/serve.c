@@ -1,0 +1,219 @@
+/* `padcell serve`: the daemon owning one host's sandboxes (each a child `padcell restore`), with a REST API. */
+#include "vmm/cmd/cmd.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "vmm/cmd/cli.h"
+#include "vmm/serve/api.h"
+#include "vmm/serve/http.h"
+#include "vmm/serve/serve_cli.h"
+#include "vmm/serve/spawn.h"
+#include "vmm/serve/table.h"
+#include "vmm/util.h"
+
+#define SERVE_TEMPLATES_MAX 32
+#define SERVE_TICK_MS       500 /* how often timeouts and dead sandboxes are looked at */
+
+enum { S_LISTEN = 256, S_STATE_DIR, S_MAX_SB, S_MAX_MEM, S_TEMPLATE, S_READY_TIMEOUT, S_PADCELL, S_VERBOSE };
+
+static double wall_now(void *ctx)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int usage(const char *fmt, const char *a)
+{
+	fprintf(stderr, "padcell: serve: ");
+	fprintf(stderr, fmt, a);
+	fputc('\n', stderr);
+	return EXIT_USAGE;
+}
+
+/* The default state directory: per user, under the runtime directory (sandboxes do not outlive a reboot). */
+static void default_state_dir(char *out, size_t len)
+{
+	const char *rt = getenv("XDG_RUNTIME_DIR");
+	if (geteuid() == 0)
+		snprintf(out, len, "/run/padcell-serve");
+	else if (rt && *rt == '/' && strlen(rt) < 40)
+		snprintf(out, len, "%s/padcell-serve", rt);
+	else
+		snprintf(out, len, "/tmp/padcell-serve-%u", (unsigned)geteuid());
+}
+
+int cmd_serve(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, S_LISTEN },
+		{ "state-dir", required_argument, NULL, S_STATE_DIR },
+		{ "max-sandboxes", required_argument, NULL, S_MAX_SB },
+		{ "max-mem", required_argument, NULL, S_MAX_MEM },
+		{ "template", required_argument, NULL, S_TEMPLATE },
+		{ "ready-timeout", required_argument, NULL, S_READY_TIMEOUT },
+		{ "padcell", required_argument, NULL, S_PADCELL },
+		{ "verbose", no_argument, NULL, S_VERBOSE },
+		{ 0 },
+	};
+	static struct serve_template tmpl[SERVE_TEMPLATES_MAX];
+	size_t ntmpl = 0;
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(SERVE_DEFAULT_PORT),
+				    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	char state_dir[PATH_MAX];
+	default_state_dir(state_dir, sizeof(state_dir));
+	struct serve_limits lim = { .max_sandboxes = 16 };
+	bool mem_given = false;
+	struct serve_spawn_opts so = { .ready_timeout = CLI_DEFAULT_BOOT_TIMEOUT };
+	char why[PATH_MAX + 200];
+	static char monitor[PATH_MAX];
+	opterr = 0;
+	optind = 1;
+	int c;
+	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+		switch (c) {
+		case S_LISTEN:
+			if (serve_parse_listen(optarg, &addr))
+				return usage("--listen '%s': expected IPv4ADDR:PORT (e.g. 127.0.0.1:3000)", optarg);
+			break;
+		case S_STATE_DIR:
+			if (!*optarg || strlen(optarg) >= sizeof(state_dir))
+				return usage("--state-dir '%s': expected a directory", optarg);
+			snprintf(state_dir, sizeof(state_dir), "%s", optarg);
+			break;
+		case S_MAX_SB:
+			if (cli_parse_uint(optarg, 1, 4096, &lim.max_sandboxes))
+				return usage("--max-sandboxes '%s': expected 1 to 4096", optarg);
+			break;
+		case S_MAX_MEM:
+			if (cli_parse_size(optarg, &lim.max_mem) || lim.max_mem < (64ull << 20))
+				return usage("--max-mem '%s': expected a size of at least 64M", optarg);
+			mem_given = true;
+			break;
+		case S_TEMPLATE:
+			if (ntmpl == SERVE_TEMPLATES_MAX)
+				return usage("at most %s templates", "32");
+			if (serve_template_parse(optarg, &tmpl[ntmpl], why, sizeof(why)))
+				return usage("%s", why);
+			for (size_t i = 0; i < ntmpl; i++)
+				if (!strcmp(tmpl[i].name, tmpl[ntmpl].name))
+					return usage("--template: the name '%s' is given twice", tmpl[i].name);
+			ntmpl++;
+			break;
+		case S_READY_TIMEOUT:
+			if (cli_parse_uint(optarg, 1, 3600, &so.ready_timeout))
+				return usage("--ready-timeout '%s': expected whole seconds, 1 to 3600", optarg);
+			break;
+		case S_PADCELL:
+			/* the padcell each sandbox runs (e.g. a static one beside this dynamic daemon) */
+			if (!realpath(optarg, monitor) || access(monitor, X_OK))
+				return usage("--padcell '%s': not an executable", optarg);
+			so.padcell = monitor;
+			break;
+		case S_VERBOSE: so.verbose = true; break;
+		case ':': return usage("%s needs a value", argv[optind - 1]);
+		default: return usage("unknown option '%s' (see padcell --help)", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return usage("unexpected argument '%s'", argv[optind]);
+	if (!ntmpl)
+		return usage("give at least one --template NAME=SNAPSHOT_DIR (a snapshot taken when the agent was ready: "
+			     "run --snapshot-when-ready DIR)%s", "");
+	if (!mem_given) {
+		/* by default half the host's RAM: past that a create is refused, not an OOM later */
+		struct sysinfo si;
+		if (sysinfo(&si) == 0)
+			lim.max_mem = (uint64_t)si.totalram * si.mem_unit / 2;
+	}
+	static char self[PATH_MAX];
+	if (!so.padcell) {
+		ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		if (n <= 0) {
+			fprintf(stderr, "padcell: cannot find padcell's own path: %s\n", strerror(errno));
+			return EXIT_HOST_ERROR;
+		}
+		self[n] = '\0';
+		so.padcell = self;
+	}
+	so.sig_fd = stop_signals_fd();
+	if (so.sig_fd < 0) {
+		fprintf(stderr, "padcell: signalfd: %s\n", strerror(-so.sig_fd));
+		return EXIT_HOST_ERROR;
+	}
+	struct serve_spawner sp;
+	serve_spawner_real(&sp, &so);
+	struct serve_clock clk = { .now = wall_now };
+	static struct serve_table t;
+	if (serve_table_init(&t, state_dir, &lim, tmpl, ntmpl, &sp, &clk, why, sizeof(why))) {
+		fprintf(stderr, "padcell: serve: %s\n", why);
+		return EXIT_USAGE;
+	}
+	static char key[SERVE_KEY_MAX];
+	bool created;
+	if (serve_key_load(state_dir, key, sizeof(key), &created, why, sizeof(why))) {
+		fprintf(stderr, "padcell: serve: %s\n", why);
+		serve_table_free(&t);
+		return EXIT_HOST_ERROR;
+	}
+	unsigned adopted, removed;
+	if (serve_adopt(&t, &adopted, &removed, why, sizeof(why))) {
+		fprintf(stderr, "padcell: serve: %s\n", why);
+		serve_table_free(&t);
+		return EXIT_HOST_ERROR;
+	}
+	unsigned port;
+	struct serve_http *h = serve_http_start(&t, key, &addr, &port, why, sizeof(why));
+	if (!h) {
+		fprintf(stderr, "padcell: serve: %s\n", why);
+		serve_table_free(&t);
+		return EXIT_HOST_ERROR;
+	}
+	char a[INET_ADDRSTRLEN];
+	inet_ntop(AF_INET, &addr.sin_addr, a, sizeof(a));
+	if (created)
+		printf("padcell serve: API key (X-API-Key; shown once, kept in %s/api-key): %s\n", state_dir, key);
+	if (adopted || removed)
+		printf("padcell serve: re-adopted %u running sandbox(es), removed %u dead record(s)\n", adopted, removed);
+	if (addr.sin_addr.s_addr != htonl(INADDR_LOOPBACK))
+		fprintf(stderr, "padcell: serve: warning: listening on %s, not loopback: anyone who can reach it and has "
+			"the key controls the sandboxes (the API is plain HTTP)\n", a);
+	printf("padcell serve: listening on http://%s:%u (state in %s, at most %u sandboxes and %llu MiB)\n", a, port,
+	       state_dir, lim.max_sandboxes, (unsigned long long)(lim.max_mem >> 20));
+	fflush(stdout);
+
+	int signo = 0;
+	while (!signo) {
+		struct pollfd p = { .fd = so.sig_fd, .events = POLLIN };
+		int k = poll(&p, 1, SERVE_TICK_MS);
+		if (k > 0) {
+			struct signalfd_siginfo si;
+			if (read(so.sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+				signo = (int)si.ssi_signo;
+		}
+		/* our children that ended by themselves (a guest that powered off) */
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		serve_tick(&t);
+	}
+	/* the sandboxes keep running: the next daemon with this state dir re-adopts them */
+	serve_http_stop(h);
+	serve_table_free(&t);
+	close(so.sig_fd);
+	fprintf(stderr, "padcell: serve: stopped by signal %d; the sandboxes run on (re-adopted at the next start)\n", signo);
+	return 0;
+}

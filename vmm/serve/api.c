@@ -1,0 +1,321 @@
+/* `padcell serve`'s REST API: routes, request validation, E2B's JSON shapes and status codes, the API key. */
+#include "vmm/serve/api.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmm/err.h"
+
+void serve_reply_error(struct serve_reply *rp, unsigned status, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	json_t *j = json_pack("{s:i, s:s}", "code", (int)status, "message", msg);
+	rp->status = status;
+	rp->body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+}
+
+static void reply_json(struct serve_reply *rp, unsigned status, json_t *j)
+{
+	rp->status = status;
+	rp->body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	if (!rp->body)
+		serve_reply_error(rp, 500, "out of memory");
+	json_decref(j);
+}
+
+/* Constant time in the key's content: a wrong key's first bytes cannot be found by timing. */
+static bool key_ok(const char *want, const char *given)
+{
+	if (!given)
+		return false;
+	size_t n = strlen(want), m = strlen(given);
+	unsigned char d = (unsigned char)(n != m);
+	for (size_t i = 0; i < n; i++)
+		d |= (unsigned char)(want[i] ^ (i < m ? given[i] : 0));
+	return d == 0;
+}
+
+/* RFC 3339 in UTC with milliseconds, as E2B's date-time fields. */
+static void rfc3339(double t, char *out, size_t len)
+{
+	time_t s = (time_t)t;
+	struct tm tm;
+	gmtime_r(&s, &tm);
+	char base[32];
+	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+	int ms = (int)((t - (double)s) * 1000.0);
+	snprintf(out, len, "%s.%03dZ", base, ms < 0 ? 0 : ms > 999 ? 999 : ms);
+}
+
+/* A ListedSandbox / SandboxDetail. */
+static json_t *sandbox_json(const struct serve_sandbox *s)
+{
+	char started[40], end[40];
+	rfc3339(s->started_at, started, sizeof(started));
+	rfc3339(s->deadline, end, sizeof(end));
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:O, s:s, s:s}", "templateID", s->tmpl, "sandboxID", s->id,
+			 "clientID", SERVE_CLIENT_ID, "startedAt", started, "endAt", end, "cpuCount", (int)s->cpus,
+			 "memoryMB", (int)(s->mem_bytes >> 20), "metadata", s->metadata, "state", "running",
+			 "envdVersion", SERVE_ENVD_VERSION);
+}
+
+/* An object whose values are all strings (metadata, envVars): NULL when fine, else why not. */
+static const char *string_map_error(json_t *o)
+{
+	if (!json_is_object(o))
+		return "must be an object";
+	const char *k;
+	json_t *v;
+	json_object_foreach(o, k, v)
+		if (!json_is_string(v))
+			return "must map names to strings";
+	return NULL;
+}
+
+/* The JSON body of a request: an object, or NULL with the 400 reply made. */
+static json_t *body_object(const struct serve_request *rq, bool required, struct serve_reply *rp)
+{
+	if (rq->len == 0 && !required)
+		return json_object();
+	json_error_t je;
+	json_t *j = json_loadb(rq->body ? rq->body : "", rq->len, JSON_REJECT_DUPLICATES, &je);
+	if (!j) {
+		serve_reply_error(rp, 400, "malformed JSON body: %s (line %d, column %d)", je.text, je.line, je.column);
+		return NULL;
+	}
+	if (!json_is_object(j)) {
+		json_decref(j);
+		serve_reply_error(rp, 400, "the body must be a JSON object");
+		return NULL;
+	}
+	return j;
+}
+
+/* An optional integer field in seconds: def when absent, -1 with the reply made when wrong. */
+static long seconds_field(json_t *body, const char *name, long def, struct serve_reply *rp)
+{
+	json_t *v = json_object_get(body, name);
+	if (!v || json_is_null(v))
+		return def;
+	if (!json_is_integer(v)) {
+		serve_reply_error(rp, 400, "'%s' must be an integer (seconds)", name);
+		return -1;
+	}
+	json_int_t s = json_integer_value(v);
+	if (s < 1 || s > SERVE_TIMEOUT_MAX) {
+		serve_reply_error(rp, 400, "'%s' must be 1 to %d seconds, not %lld", name, SERVE_TIMEOUT_MAX, (long long)s);
+		return -1;
+	}
+	return (long)s;
+}
+
+static void create(struct serve_table *t, const struct serve_request *rq, struct serve_reply *rp)
+{
+	json_t *body = body_object(rq, true, rp);
+	if (!body)
+		return;
+	json_t *tid = json_object_get(body, "templateID");
+	json_t *md = json_object_get(body, "metadata"), *env = json_object_get(body, "envVars");
+	const char *why;
+	long timeout;
+	if (!tid) {
+		serve_reply_error(rp, 400, "'templateID' is required");
+	} else if (!json_is_string(tid)) {
+		serve_reply_error(rp, 400, "'templateID' must be a string");
+	} else if ((timeout = seconds_field(body, "timeout", SERVE_DEFAULT_TIMEOUT, rp)) < 0) {
+		/* the reply is made */
+	} else if (md && !json_is_null(md) && (why = string_map_error(md))) {
+		serve_reply_error(rp, 400, "'metadata' %s", why);
+	} else if (env && !json_is_null(env) && (why = string_map_error(env))) {
+		serve_reply_error(rp, 400, "'envVars' %s", why);
+	} else {
+		char err[512];
+		struct serve_sandbox s;
+		int rc = serve_create(t, json_string_value(tid), timeout, json_is_object(md) ? md : NULL,
+				      json_is_object(env) ? env : NULL, &s, err, sizeof(err));
+		if (rc == 0) {
+			reply_json(rp, 201, json_pack("{s:s, s:s, s:s, s:s}", "sandboxID", s.id, "templateID", s.tmpl,
+						      "clientID", SERVE_CLIENT_ID, "envdVersion", SERVE_ENVD_VERSION));
+			serve_sandbox_put(&s);
+		} else if (rc == -ENOENT || rc == -EINVAL) {
+			serve_reply_error(rp, 400, "%s", err);
+		} else if (rc == -EUSERS || rc == -ENOMEM) {
+			/* E2B answers its concurrency limit with 429; the SDK makes it a RateLimitError */
+			serve_reply_error(rp, 429, "%s", err);
+		} else {
+			serve_reply_error(rp, 500, "%s", err);
+		}
+	}
+	json_decref(body);
+}
+
+static void list(struct serve_table *t, struct serve_reply *rp)
+{
+	struct serve_sandbox *a;
+	size_t n;
+	if (serve_list(t, &a, &n)) {
+		serve_reply_error(rp, 500, "out of memory");
+		return;
+	}
+	json_t *arr = json_array();
+	for (size_t i = 0; i < n; i++) {
+		json_array_append_new(arr, sandbox_json(&a[i]));
+		serve_sandbox_put(&a[i]);
+	}
+	free(a);
+	reply_json(rp, 200, arr);
+}
+
+static void not_found(struct serve_reply *rp, const char *id)
+{
+	serve_reply_error(rp, 404, "sandbox \"%s\" not found", id);
+}
+
+static void set_timeout(struct serve_table *t, const char *id, const struct serve_request *rq, const char *field,
+			bool required, struct serve_reply *rp)
+{
+	json_t *body = body_object(rq, required, rp);
+	if (!body)
+		return;
+	long s = 0;
+	if (required && !json_object_get(body, field))
+		serve_reply_error(rp, 400, "'%s' is required", field);
+	else if ((s = seconds_field(body, field, SERVE_DEFAULT_TIMEOUT, rp)) < 0)
+		; /* the reply is made */
+	else if (serve_set_timeout(t, id, s) == -ENOENT)
+		not_found(rp, id);
+	else
+		rp->status = 204;
+	json_decref(body);
+}
+
+void serve_api_handle(struct serve_table *t, const char *key, const struct serve_request *rq, struct serve_reply *rp)
+{
+	rp->status = 500;
+	rp->body = NULL;
+	if (!key_ok(key, rq->api_key)) {
+		serve_reply_error(rp, 401, rq->api_key ? "invalid API key (X-API-Key)" : "missing API key: the X-API-Key header");
+		return;
+	}
+	if (rq->overflow || rq->len > SERVE_BODY_MAX) {
+		serve_reply_error(rp, 413, "the request body is over %u bytes", SERVE_BODY_MAX);
+		return;
+	}
+	const char *m = rq->method, *p = rq->path;
+	if (!strcmp(p, "/sandboxes") || !strcmp(p, "/sandboxes/")) {
+		if (!strcmp(m, "POST"))
+			create(t, rq, rp);
+		else if (!strcmp(m, "GET"))
+			list(t, rp);
+		else
+			serve_reply_error(rp, 405, "%s is not allowed on /sandboxes (GET, POST)", m);
+		return;
+	}
+	if (strncmp(p, "/sandboxes/", 11)) {
+		serve_reply_error(rp, 404, "no such endpoint: %s", p);
+		return;
+	}
+	/* /sandboxes/{id}[/action]: an id is at most SERVE_ID_LEN characters, anything longer is unknown */
+	const char *id0 = p + 11, *slash = strchr(id0, '/');
+	size_t idlen = slash ? (size_t)(slash - id0) : strlen(id0);
+	char id[SERVE_ID_LEN + 1];
+	if (idlen == 0 || idlen > SERVE_ID_LEN) {
+		serve_reply_error(rp, 404, "no such sandbox");
+		return;
+	}
+	memcpy(id, id0, idlen);
+	id[idlen] = '\0';
+	const char *action = slash ? slash + 1 : "";
+	if (!*action) {
+		if (!strcmp(m, "GET")) {
+			struct serve_sandbox s;
+			if (serve_get(t, id, &s)) {
+				not_found(rp, id);
+				return;
+			}
+			reply_json(rp, 200, sandbox_json(&s));
+			serve_sandbox_put(&s);
+		} else if (!strcmp(m, "DELETE")) {
+			if (serve_kill(t, id))
+				not_found(rp, id);
+			else
+				rp->status = 204;
+		} else {
+			serve_reply_error(rp, 405, "%s is not allowed on /sandboxes/{id} (GET, DELETE)", m);
+		}
+	} else if (!strcmp(action, "timeout") || !strcmp(action, "refreshes")) {
+		if (strcmp(m, "POST"))
+			serve_reply_error(rp, 405, "%s is not allowed on /sandboxes/{id}/%s (POST)", m, action);
+		else if (!strcmp(action, "timeout"))
+			set_timeout(t, id, rq, "timeout", true, rp);
+		else
+			set_timeout(t, id, rq, "duration", false, rp);
+	} else if (!strcmp(action, "pause") || !strcmp(action, "resume") || !strcmp(action, "connect")) {
+		/* E2B's routes, not served yet: a clear answer rather than a 404 the SDK would misread */
+		serve_reply_error(rp, 501, "/sandboxes/{id}/%s is not implemented by padcell serve yet", action);
+	} else {
+		serve_reply_error(rp, 404, "no such endpoint: %s", p);
+	}
+}
+
+int serve_key_load(const char *dir, char *key, size_t keylen, bool *created, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/api-key", dir);
+	*created = false;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0) {
+		struct stat st;
+		char buf[128];
+		ssize_t n = -1;
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && !(st.st_mode & 077) && st.st_uid == geteuid())
+			n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n < 0)
+			return errorf(err, errlen, -EPERM, "%s must be a regular file of this user, mode 0600", path);
+		while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+			n--;
+		buf[n] = '\0';
+		if (n < 16 || (size_t)n >= keylen)
+			return errorf(err, errlen, -EINVAL, "%s: expected one key of 16 to %zu characters", path, keylen - 1);
+		memcpy(key, buf, (size_t)n + 1);
+		return 0;
+	}
+	if (errno != ENOENT)
+		return errorf(err, errlen, -errno, "cannot read %s: %s", path, strerror(errno));
+	unsigned char r[20];
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return errorf(err, errlen, -EIO, "getrandom failed");
+	if (keylen < 4 + 2 * sizeof(r))
+		return errorf(err, errlen, -EINVAL, "key buffer too small");
+	strcpy(key, "pc_");
+	for (size_t i = 0; i < sizeof(r); i++)
+		sprintf(key + 3 + 2 * i, "%02x", r[i]);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return errorf(err, errlen, -errno, "cannot create %s: %s", path, strerror(errno));
+	size_t n = strlen(key);
+	key[n] = '\n';
+	bool ok = write(fd, key, n + 1) == (ssize_t)(n + 1) && fsync(fd) == 0;
+	key[n] = '\0';
+	close(fd);
+	if (!ok) {
+		unlink(path);
+		return errorf(err, errlen, -EIO, "cannot write %s", path);
+	}
+	*created = true;
+	return 0;
+}

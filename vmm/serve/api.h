@@ -1,0 +1,47 @@
+/*
+ * `padcell serve`'s REST API, E2B's control-plane shape: one request (method, path, the
+ * X-API-Key header, the body) in, one reply (status, JSON body) out.  No HTTP here: vmm/serve/http.c
+ * feeds it from libmicrohttpd, the unit tests call it directly.
+ */
+#ifndef PADCELL_SERVE_API_H
+#define PADCELL_SERVE_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "vmm/serve/table.h"
+
+#define SERVE_BODY_MAX     (1u << 20) /* a request body past 1 MiB is refused (413) unread */
+#define SERVE_KEY_MAX      128        /* a key file's bound; a generated key is "pc_" + 40 hex */
+#define SERVE_DEFAULT_TIMEOUT 15      /* seconds, E2B's NewSandbox default */
+#define SERVE_CLIENT_ID    "padcell"
+#define SERVE_ENVD_VERSION "0.1.0"    /* provisional: the in-sandbox API (envd) is still to come */
+
+struct serve_request {
+	const char *method;
+	const char *path;          /* without the query string */
+	const char *api_key;       /* the X-API-Key header, NULL when absent */
+	const char *body;
+	size_t len;                /* bytes of body (a longer body than SERVE_BODY_MAX: refused) */
+	bool overflow;             /* the body went past what was kept */
+};
+
+struct serve_reply {
+	unsigned status;
+	char *body;                /* malloc'd JSON, NULL for no content (204) */
+};
+
+/* Handles one request against t, whose key is key (compared in constant time). */
+void serve_api_handle(struct serve_table *t, const char *key, const struct serve_request *rq, struct serve_reply *rp);
+
+/* An error reply, E2B's Error schema: {"code": status, "message": msg}. */
+void serve_reply_error(struct serve_reply *rp, unsigned status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/*
+ * The API key in DIR/api-key: read when it is there (a file of ours: 0600, regular), else
+ * made from getrandom and written 0600 (*created set).  0, or -errno with err set.
+ */
+int serve_key_load(const char *dir, char *key, size_t keylen, bool *created, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,138 @@
+/* `padcell serve`'s HTTP front on libmicrohttpd: a request's body kept up to the bound, then one API call. */
+#include "vmm/serve/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmm/err.h"
+#include "vmm/serve/api.h"
+
+#define HTTP_CONN_MAX     64  /* connections at once; more wait in the listen queue */
+#define HTTP_IDLE_TIMEOUT 30  /* seconds a connection may sit without a byte */
+
+struct serve_http {
+	struct MHD_Daemon *d;
+	struct serve_table *t;
+	const char *key;
+};
+
+struct req_body {
+	char *buf;
+	size_t len, cap;
+	bool overflow;
+};
+
+static enum MHD_Result queue(struct MHD_Connection *conn, const struct serve_reply *rp)
+{
+	const char *body = rp->body ? rp->body : "";
+	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (!r)
+		return MHD_NO;
+	if (rp->body)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	enum MHD_Result ok = MHD_queue_response(conn, rp->status, r);
+	MHD_destroy_response(r);
+	return ok;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+			      const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+	struct serve_http *h = cls;
+	struct req_body *b = *con_cls;
+	if (!b) {
+		/* the first call, headers only: a body announced past the bound is refused before it is read */
+		b = calloc(1, sizeof(*b));
+		if (!b)
+			return MHD_NO;
+		*con_cls = b;
+		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl && strtoull(cl, NULL, 10) > SERVE_BODY_MAX) {
+			struct serve_reply rp;
+			serve_reply_error(&rp, 413, "the request body is over %u bytes", SERVE_BODY_MAX);
+			enum MHD_Result ok = queue(conn, &rp);
+			free(rp.body);
+			return ok;
+		}
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		size_t n = *upload_size;
+		if (b->overflow || b->len + n > SERVE_BODY_MAX) {
+			b->overflow = true; /* the rest is read and dropped (a chunked body has no length up front) */
+		} else {
+			if (b->len + n > b->cap) {
+				size_t cap = b->cap ? b->cap : 4096;
+				while (cap < b->len + n)
+					cap *= 2;
+				char *p = realloc(b->buf, cap);
+				if (!p)
+					return MHD_NO;
+				b->buf = p;
+				b->cap = cap;
+			}
+			memcpy(b->buf + b->len, upload, n);
+			b->len += n;
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	struct serve_request rq = {
+		.method = method, .path = url, .body = b->buf, .len = b->len, .overflow = b->overflow,
+		.api_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key"),
+	};
+	struct serve_reply rp;
+	serve_api_handle(h->t, h->key, &rq, &rp);
+	enum MHD_Result ok = queue(conn, &rp);
+	free(rp.body);
+	return ok;
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	struct req_body *b = *con_cls;
+	if (b) {
+		free(b->buf);
+		free(b);
+		*con_cls = NULL;
+	}
+}
+
+struct serve_http *serve_http_start(struct serve_table *t, const char *key, const struct sockaddr_in *addr,
+				    unsigned *port, char *err, size_t errlen)
+{
+	struct serve_http *h = calloc(1, sizeof(*h));
+	if (!h) {
+		errorf(err, errlen, -ENOMEM, "out of memory");
+		return NULL;
+	}
+	h->t = t;
+	h->key = key;
+	h->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
+				0, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr,
+				MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_MAX, MHD_OPTION_CONNECTION_TIMEOUT,
+				(unsigned)HTTP_IDLE_TIMEOUT, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+	if (!h->d) {
+		int e = errno;
+		char a[INET_ADDRSTRLEN];
+		inet_ntop(AF_INET, &addr->sin_addr, a, sizeof(a));
+		errorf(err, errlen, -e, "cannot listen on %s:%u: %s", a, ntohs(addr->sin_port), e ? strerror(e) : "refused");
+		free(h);
+		return NULL;
+	}
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+	*port = di ? di->port : ntohs(addr->sin_port);
+	return h;
+}
+
+void serve_http_stop(struct serve_http *h)
+{
+	if (!h)
+		return;
+	MHD_stop_daemon(h->d);
+	free(h);
+}

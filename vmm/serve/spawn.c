@@ -1,0 +1,141 @@
+/*
+ * The real spawner: a child `padcell restore --from TEMPLATE --vsock RUN/ID/vsock` in its own
+ * session (so the daemon's end, or a terminal's ^C, does not take it along), jailed as every
+ * monitor is; ready when its agent answers HELLO and takes SYNC.  The daemon runs no guest code.
+ */
+#include "vmm/serve/spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "guest/agent/proto.h"
+#include "vmm/agent/agent_client.h"
+#include "vmm/err.h"
+#include "vmm/proc.h"
+#include "vmm/util.h"
+
+#define SPAWN_STOP_MS 10000
+
+/* The last line the monitor wrote to its log (its one-line error), for an error message: the log goes with the run directory. */
+static void log_last_line(const char *log, char *out, size_t len)
+{
+	out[0] = '\0';
+	int fd = open(log, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	char buf[2048];
+	off_t end = lseek(fd, 0, SEEK_END);
+	off_t from = end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0;
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, from);
+	close(fd);
+	if (n <= 0)
+		return;
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		n--;
+	buf[n] = '\0';
+	char *line = strrchr(buf, '\n');
+	line = line ? line + 1 : buf;
+	text_escape(out, len, line, strlen(line), 0);
+}
+
+static int spawn_start(void *ctx, const struct serve_template *t, struct serve_sandbox *sb,
+		       int (*launched)(void *arg, const struct serve_sandbox *sb), void *arg, char *err, size_t errlen)
+{
+	struct serve_spawn_opts *o = ctx;
+	char log[PATH_MAX + 8];
+	snprintf(log, sizeof(log), "%s/log", sb->dir);
+	int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (logfd < 0)
+		return errorf(err, errlen, -errno, "cannot create %s: %s", log, strerror(errno));
+	const char *argv[] = { o->padcell, "restore", "--from", t->dir, "--vsock", sb->vsock, NULL };
+	double t0 = now_ms();
+	pid_t pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(logfd);
+		return errorf(err, errlen, -e, "fork: %s", strerror(e));
+	}
+	if (pid == 0) {
+		/* its own session, signals unblocked (main blocks the stop signals), stdio the log */
+		setsid();
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL);
+		int null = open("/dev/null", O_RDWR);
+		dup2(null, STDIN_FILENO);
+		if (!o->verbose) {
+			dup2(logfd, STDOUT_FILENO);
+			dup2(logfd, STDERR_FILENO);
+		}
+		close_range(3, ~0u, 0);
+		execv(o->padcell, (char *const *)argv);
+		_exit(127);
+	}
+	close(logfd);
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	int rc = proc_start_time(pid, &sb->start_time);
+	if (pidfd < 0 || rc) {
+		rc = errorf(err, errlen, -ESRCH, "the sandbox's monitor (padcell restore) ended at once");
+		goto fail;
+	}
+	sb->pid = pid;
+	if ((rc = launched(arg, sb))) {
+		errorf(err, errlen, rc, "cannot record the sandbox's process: %s", strerror(-rc));
+		goto fail;
+	}
+	/* a restored agent is listening already; its connections from before the snapshot were reset */
+	double deadline = t0 + o->ready_timeout * 1e3;
+	struct agent_conn c;
+	agent_conn_init(&c, -1, o->sig_fd, pidfd);
+	for (;;) {
+		rc = agent_conn_open(&c, sb->vsock, AGENT_PORT, 1000, err, errlen);
+		if (rc == 0 || rc == -EINTR || rc == -ECONNABORTED || now_ms() >= deadline)
+			break;
+	}
+	struct agent_hello h;
+	if (!rc && !(rc = agent_conn_hello(&c, deadline, &h, err, errlen)))
+		rc = agent_conn_sync(&c, err, errlen);
+	if (c.fd >= 0)
+		close(c.fd);
+	if (rc) {
+		size_t n = strlen(err);
+		if (waitpid(pid, NULL, WNOHANG) == pid || !proc_alive(pid, sb->start_time)) {
+			char last[512];
+			log_last_line(log, last, sizeof(last));
+			snprintf(err + n, errlen - n, " (the sandbox's monitor ended%s%s)", last[0] ? ": " : "", last);
+		}
+		else if (rc != -EINTR)
+			snprintf(err + n, errlen - n, " (the restored agent did not answer within %u s)", o->ready_timeout);
+		goto fail;
+	}
+	close(pidfd);
+	return 0;
+fail:
+	proc_stop(pid, pidfd, 0, SPAWN_STOP_MS);
+	if (pidfd >= 0)
+		close(pidfd);
+	sb->pid = 0;
+	return rc;
+}
+
+static void spawn_stop(void *ctx, const struct serve_sandbox *sb)
+{
+	proc_stop(sb->pid, -1, sb->start_time, SPAWN_STOP_MS);
+}
+
+static bool spawn_alive(void *ctx, const struct serve_sandbox *sb)
+{
+	return proc_alive(sb->pid, sb->start_time);
+}
+
+void serve_spawner_real(struct serve_spawner *sp, struct serve_spawn_opts *o)
+{
+	*sp = (struct serve_spawner){ .ctx = o, .start = spawn_start, .stop = spawn_stop, .alive = spawn_alive };
+}

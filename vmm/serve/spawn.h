@@ -1,0 +1,19 @@
+/* `padcell serve`'s real spawner: each sandbox a child `padcell restore` of its template's snapshot. */
+#ifndef PADCELL_SERVE_SPAWN_H
+#define PADCELL_SERVE_SPAWN_H
+
+#include <stdbool.h>
+
+#include "vmm/serve/table.h"
+
+struct serve_spawn_opts {
+	const char *padcell;        /* this executable */
+	unsigned ready_timeout;     /* seconds from the start until the restored agent answers */
+	int sig_fd;                 /* stop signals: a wait for an agent ends at one */
+	bool verbose;               /* the monitors' output on the daemon's stderr, not their log file */
+};
+
+/* Fills sp with the real spawner (o must outlive it). */
+void serve_spawner_real(struct serve_spawner *sp, struct serve_spawn_opts *o);
+
+#endif

@@ -1,0 +1,498 @@
+/* `padcell serve`'s sandbox table: limits, the create/kill state machine, timeouts, state files, re-adoption. */
+#include "vmm/serve/table.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vmm/err.h"
+
+/* A path from parts whose lengths serve_table_init bounded (state_dir) or that are fixed (ids). */
+static void __attribute__((format(printf, 3, 4))) pathf(char *out, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (vsnprintf(out, len, fmt, ap) >= (int)len)
+		out[0] = '\0';
+	va_end(ap);
+}
+
+static void slot_clear(struct serve_sandbox *s)
+{
+	json_decref(s->metadata);
+	json_decref(s->env);
+	memset(s, 0, sizeof(*s));
+}
+
+static void sandbox_copy(struct serve_sandbox *dst, const struct serve_sandbox *src)
+{
+	*dst = *src;
+	json_incref(dst->metadata);
+	json_incref(dst->env);
+}
+
+void serve_sandbox_put(struct serve_sandbox *s)
+{
+	json_decref(s->metadata);
+	json_decref(s->env);
+	s->metadata = s->env = NULL;
+}
+
+static bool id_valid(const char *id)
+{
+	size_t n = strlen(id);
+	if (n != SERVE_ID_LEN)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+			return false;
+	return true;
+}
+
+static int make_dir(const char *path)
+{
+	if (mkdir(path, 0700) == 0)
+		return 0;
+	if (errno != EEXIST)
+		return -errno;
+	struct stat st;
+	if (lstat(path, &st) || !S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	return 0;
+}
+
+int serve_table_init(struct serve_table *t, const char *state_dir, const struct serve_limits *lim,
+		     const struct serve_template *tmpl, size_t ntmpl, const struct serve_spawner *sp,
+		     const struct serve_clock *clk, char *err, size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	/* the longest path below it: STATE/run/ID/vsock, a --vsock path */
+	if (strlen(state_dir) + strlen("/run/") + SERVE_ID_LEN + strlen("/vsock") > SERVE_VSOCK_MAX)
+		return errorf(err, errlen, -ENAMETOOLONG, "--state-dir '%s' is too long: a sandbox's vsock path under it "
+			      "must fit in %d bytes (at most %zu for the directory)", state_dir, SERVE_VSOCK_MAX,
+			      (size_t)SERVE_VSOCK_MAX - strlen("/run/") - SERVE_ID_LEN - strlen("/vsock"));
+	if (lim->max_sandboxes == 0)
+		return errorf(err, errlen, -EINVAL, "--max-sandboxes must be at least 1");
+	memcpy(t->state_dir, state_dir, strlen(state_dir) + 1);
+	char p[PATH_MAX];
+	int rc = make_dir(state_dir);
+	if (rc)
+		return errorf(err, errlen, rc, "cannot make the state directory %s: %s", state_dir, strerror(-rc));
+	pathf(p, sizeof(p), "%s/sandboxes", state_dir);
+	if ((rc = make_dir(p)))
+		return errorf(err, errlen, rc, "cannot make %s: %s", p, strerror(-rc));
+	pathf(p, sizeof(p), "%s/run", state_dir);
+	if ((rc = make_dir(p)))
+		return errorf(err, errlen, rc, "cannot make %s: %s", p, strerror(-rc));
+	t->sb = calloc(lim->max_sandboxes, sizeof(*t->sb));
+	if (!t->sb)
+		return errorf(err, errlen, -ENOMEM, "out of memory");
+	t->lim = *lim;
+	t->tmpl = tmpl;
+	t->ntmpl = ntmpl;
+	t->sp = *sp;
+	t->clk = *clk;
+	pthread_mutex_init(&t->lock, NULL);
+	return 0;
+}
+
+void serve_table_free(struct serve_table *t)
+{
+	if (!t->sb)
+		return;
+	for (unsigned i = 0; i < t->lim.max_sandboxes; i++)
+		slot_clear(&t->sb[i]);
+	free(t->sb);
+	t->sb = NULL;
+	pthread_mutex_destroy(&t->lock);
+}
+
+const struct serve_template *serve_template_find(const struct serve_table *t, const char *name)
+{
+	for (size_t i = 0; i < t->ntmpl; i++)
+		if (!strcmp(t->tmpl[i].name, name))
+			return &t->tmpl[i];
+	return NULL;
+}
+
+static struct serve_sandbox *find_running(struct serve_table *t, const char *id)
+{
+	for (unsigned i = 0; i < t->lim.max_sandboxes; i++)
+		if (t->sb[i].state == SERVE_RUNNING && !strcmp(t->sb[i].id, id))
+			return &t->sb[i];
+	return NULL;
+}
+
+static void record_path(const struct serve_table *t, const char *id, char *out, size_t len)
+{
+	pathf(out, len, "%s/sandboxes/%s.json", t->state_dir, id);
+}
+
+static void run_dir(const struct serve_table *t, const char *id, char *out, size_t len)
+{
+	pathf(out, len, "%s/run/%s", t->state_dir, id);
+}
+
+json_t *serve_record_json(const struct serve_sandbox *s)
+{
+	return json_pack("{s:s, s:I, s:I, s:s, s:f, s:f, s:I, s:I, s:O, s:O, s:s, s:b}", "id", s->id,
+			 "pid", (json_int_t)s->pid, "startTime", (json_int_t)s->start_time, "template", s->tmpl,
+			 "startedAt", s->started_at, "deadline", s->deadline, "memBytes", (json_int_t)s->mem_bytes,
+			 "cpus", (json_int_t)s->cpus, "metadata", s->metadata, "envVars", s->env, "vsock", s->vsock,
+			 "creating", s->state == SERVE_CREATING);
+}
+
+/* The record is written whole under a temporary name, then renamed over the old one. */
+static int record_write(const struct serve_table *t, const struct serve_sandbox *s)
+{
+	json_t *j = serve_record_json(s);
+	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (!text)
+		return -ENOMEM;
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	record_path(t, s->id, path, sizeof(path));
+	pathf(tmp, sizeof(tmp), "%s.tmp", path);
+	int rc = 0;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		rc = -errno;
+	} else {
+		size_t len = strlen(text);
+		if (write(fd, text, len) != (ssize_t)len || fsync(fd))
+			rc = errno ? -errno : -EIO;
+		close(fd);
+		if (!rc && rename(tmp, path))
+			rc = -errno;
+		if (rc)
+			unlink(tmp);
+	}
+	free(text);
+	return rc;
+}
+
+/* The sandbox's files: its record and its run directory (the monitor's sockets and its log). */
+static void files_remove(const struct serve_table *t, const char *id)
+{
+	char path[PATH_MAX];
+	record_path(t, id, path, sizeof(path));
+	unlink(path);
+	run_dir(t, id, path, sizeof(path));
+	DIR *d = opendir(path);
+	if (d) {
+		struct dirent *e;
+		while ((e = readdir(d)))
+			if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+				unlinkat(dirfd(d), e->d_name, 0);
+		closedir(d);
+	}
+	rmdir(path);
+}
+
+static int new_id(char *id)
+{
+	unsigned char r[SERVE_ID_LEN / 2];
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return -EIO;
+	for (size_t i = 0; i < sizeof(r); i++)
+		sprintf(id + 2 * i, "%02x", r[i]);
+	return 0;
+}
+
+/* The spawner's call once the process exists: its record, marked creating, before the long wait. */
+static int record_launched(void *arg, const struct serve_sandbox *sb)
+{
+	return record_write(arg, sb);
+}
+
+static bool timeout_ok(long s)
+{
+	return s >= 1 && s <= SERVE_TIMEOUT_MAX;
+}
+
+int serve_create(struct serve_table *t, const char *tmpl_name, long timeout_s, json_t *metadata, json_t *env,
+		 struct serve_sandbox *out, char *err, size_t errlen)
+{
+	if (!timeout_ok(timeout_s))
+		return errorf(err, errlen, -EINVAL, "timeout %ld is out of range: 1 to %d seconds", timeout_s, SERVE_TIMEOUT_MAX);
+	pthread_mutex_lock(&t->lock);
+	const struct serve_template *tp = serve_template_find(t, tmpl_name);
+	if (!tp) {
+		pthread_mutex_unlock(&t->lock);
+		return errorf(err, errlen, -ENOENT, "template '%s' not found", tmpl_name);
+	}
+	uint64_t mem = 0;
+	struct serve_sandbox *s = NULL;
+	for (unsigned i = 0; i < t->lim.max_sandboxes; i++) {
+		if (t->sb[i].state == SERVE_FREE) {
+			if (!s)
+				s = &t->sb[i];
+			continue;
+		}
+		mem += t->sb[i].mem_bytes;
+	}
+	int rc = 0;
+	if (!s)
+		rc = errorf(err, errlen, -EUSERS, "the host's limit of %u sandboxes is reached (--max-sandboxes)",
+			    t->lim.max_sandboxes);
+	else if (t->lim.max_mem && mem + tp->mem_bytes > t->lim.max_mem)
+		rc = errorf(err, errlen, -ENOMEM, "template '%s' needs %llu MiB, and %llu of the host's %llu MiB are in use (--max-mem)",
+			    tp->name, (unsigned long long)(tp->mem_bytes >> 20), (unsigned long long)(mem >> 20),
+			    (unsigned long long)(t->lim.max_mem >> 20));
+	else if (new_id(s->id))
+		rc = errorf(err, errlen, -EIO, "getrandom failed");
+	if (rc) {
+		if (s)
+			memset(s->id, 0, sizeof(s->id));
+		pthread_mutex_unlock(&t->lock);
+		return rc;
+	}
+	s->state = SERVE_CREATING;
+	snprintf(s->tmpl, sizeof(s->tmpl), "%s", tp->name);
+	s->mem_bytes = tp->mem_bytes;
+	s->cpus = tp->cpus;
+	s->metadata = metadata ? json_incref(metadata) : json_object();
+	s->env = env ? json_incref(env) : json_object();
+	run_dir(t, s->id, s->dir, sizeof(s->dir));
+	pathf(s->vsock, sizeof(s->vsock), "%s/vsock", s->dir);
+	/* the spawner works on its own copy, without the lock: a slow start holds up nobody else */
+	struct serve_sandbox work;
+	sandbox_copy(&work, s);
+	pthread_mutex_unlock(&t->lock);
+
+	if (mkdir(work.dir, 0700))
+		rc = errorf(err, errlen, -errno, "cannot make %s: %s", work.dir, strerror(errno));
+	else
+		rc = t->sp.start(t->sp.ctx, tp, &work, record_launched, t, err, errlen);
+	if (!rc) {
+		double now = t->clk.now(t->clk.ctx);
+		work.started_at = now;
+		work.deadline = now + (double)timeout_s;
+		work.state = SERVE_RUNNING;
+		int wrc = record_write(t, &work);
+		if (wrc) {
+			errorf(err, errlen, wrc, "cannot write the sandbox's record in %s/sandboxes: %s", t->state_dir,
+			       strerror(-wrc));
+			t->sp.stop(t->sp.ctx, &work);
+			rc = wrc;
+		}
+	}
+	if (rc)
+		files_remove(t, work.id);
+	pthread_mutex_lock(&t->lock);
+	serve_sandbox_put(s);
+	if (rc) {
+		slot_clear(s);
+	} else {
+		sandbox_copy(s, &work);
+		sandbox_copy(out, &work);
+	}
+	pthread_mutex_unlock(&t->lock);
+	serve_sandbox_put(&work);
+	return rc;
+}
+
+int serve_get(struct serve_table *t, const char *id, struct serve_sandbox *out)
+{
+	pthread_mutex_lock(&t->lock);
+	struct serve_sandbox *s = find_running(t, id);
+	if (s)
+		sandbox_copy(out, s);
+	pthread_mutex_unlock(&t->lock);
+	return s ? 0 : -ENOENT;
+}
+
+int serve_list(struct serve_table *t, struct serve_sandbox **out, size_t *n)
+{
+	pthread_mutex_lock(&t->lock);
+	struct serve_sandbox *a = calloc(t->lim.max_sandboxes, sizeof(*a));
+	size_t k = 0;
+	for (unsigned i = 0; a && i < t->lim.max_sandboxes; i++)
+		if (t->sb[i].state == SERVE_RUNNING)
+			sandbox_copy(&a[k++], &t->sb[i]);
+	pthread_mutex_unlock(&t->lock);
+	if (!a)
+		return -ENOMEM;
+	*out = a;
+	*n = k;
+	return 0;
+}
+
+/* Ends a sandbox marked STOPPING (the lock not held), then frees its slot. */
+static void finish_stop(struct serve_table *t, struct serve_sandbox *s, bool signal_it)
+{
+	struct serve_sandbox work;
+	pthread_mutex_lock(&t->lock);
+	sandbox_copy(&work, s);
+	pthread_mutex_unlock(&t->lock);
+	if (signal_it)
+		t->sp.stop(t->sp.ctx, &work);
+	files_remove(t, work.id);
+	serve_sandbox_put(&work);
+	pthread_mutex_lock(&t->lock);
+	slot_clear(s);
+	pthread_mutex_unlock(&t->lock);
+}
+
+int serve_kill(struct serve_table *t, const char *id)
+{
+	pthread_mutex_lock(&t->lock);
+	struct serve_sandbox *s = find_running(t, id);
+	if (s)
+		s->state = SERVE_STOPPING;
+	pthread_mutex_unlock(&t->lock);
+	if (!s)
+		return -ENOENT;
+	finish_stop(t, s, true);
+	return 0;
+}
+
+int serve_set_timeout(struct serve_table *t, const char *id, long timeout_s)
+{
+	if (!timeout_ok(timeout_s))
+		return -EINVAL;
+	pthread_mutex_lock(&t->lock);
+	struct serve_sandbox *s = find_running(t, id);
+	int rc = -ENOENT;
+	if (s) {
+		double old = s->deadline;
+		s->deadline = t->clk.now(t->clk.ctx) + (double)timeout_s;
+		/* the record keeps the deadline a restarted daemon enforces */
+		if ((rc = record_write(t, s)))
+			s->deadline = old;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return rc;
+}
+
+unsigned serve_tick(struct serve_table *t)
+{
+	unsigned gone = 0;
+	for (unsigned i = 0; i < t->lim.max_sandboxes; i++) {
+		struct serve_sandbox *s = &t->sb[i];
+		pthread_mutex_lock(&t->lock);
+		bool expired = false, dead = false;
+		if (s->state == SERVE_RUNNING) {
+			expired = t->clk.now(t->clk.ctx) >= s->deadline;
+			dead = !expired && !t->sp.alive(t->sp.ctx, s);
+			if (expired || dead)
+				s->state = SERVE_STOPPING;
+		}
+		pthread_mutex_unlock(&t->lock);
+		if (expired || dead) {
+			finish_stop(t, s, expired);
+			gone++;
+		}
+	}
+	return gone;
+}
+
+static bool json_string_object(json_t *o)
+{
+	if (!json_is_object(o))
+		return false;
+	const char *k;
+	json_t *v;
+	json_object_foreach(o, k, v)
+		if (!json_is_string(v))
+			return false;
+	return true;
+}
+
+/* A record read back: everything checked, paths recomputed (never taken from the file). */
+static int record_parse(const struct serve_table *t, const char *path, const char *id, struct serve_sandbox *s)
+{
+	json_error_t je;
+	json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+	if (!j)
+		return -EINVAL;
+	const char *rid = NULL, *tmpl = NULL;
+	json_int_t pid = 0, start = 0, mem = 0, cpus = 0;
+	double started = 0, deadline = 0;
+	json_t *md = NULL, *env = NULL;
+	int creating = 0;
+	int rc = -EINVAL;
+	if (json_unpack(j, "{s:s, s:I, s:I, s:s, s:F, s:F, s:I, s:I, s:o, s:o, s?b}", "id", &rid, "pid", &pid,
+			"startTime", &start, "template", &tmpl, "startedAt", &started, "deadline", &deadline,
+			"memBytes", &mem, "cpus", &cpus, "metadata", &md, "envVars", &env, "creating", &creating) == 0 &&
+	    !strcmp(rid, id) && pid > 1 && pid <= 0x7fffffff && start > 0 && mem >= 0 && cpus >= 0 &&
+	    strlen(tmpl) < SERVE_NAME_MAX && json_string_object(md) && json_string_object(env)) {
+		memset(s, 0, sizeof(*s));
+		snprintf(s->id, sizeof(s->id), "%s", id);
+		snprintf(s->tmpl, sizeof(s->tmpl), "%s", tmpl);
+		s->pid = (pid_t)pid;
+		s->start_time = (unsigned long long)start;
+		s->started_at = started;
+		s->deadline = deadline;
+		s->mem_bytes = (uint64_t)mem;
+		s->cpus = (unsigned)cpus;
+		s->metadata = json_incref(md);
+		s->env = json_incref(env);
+		s->state = creating ? SERVE_CREATING : SERVE_RUNNING;
+		run_dir(t, id, s->dir, sizeof(s->dir));
+		pathf(s->vsock, sizeof(s->vsock), "%s/vsock", s->dir);
+		rc = 0;
+	}
+	json_decref(j);
+	return rc;
+}
+
+int serve_adopt(struct serve_table *t, unsigned *adopted, unsigned *removed, char *err, size_t errlen)
+{
+	*adopted = *removed = 0;
+	char dir[PATH_MAX];
+	pathf(dir, sizeof(dir), "%s/sandboxes", t->state_dir);
+	DIR *d = opendir(dir);
+	if (!d)
+		return errorf(err, errlen, -errno, "cannot read %s: %s", dir, strerror(errno));
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		if (e->d_name[0] == '.')
+			continue;
+		char id[SERVE_ID_LEN + 1] = "";
+		if (n == SERVE_ID_LEN + 5 && !strcmp(e->d_name + SERVE_ID_LEN, ".json"))
+			memcpy(id, e->d_name, SERVE_ID_LEN);
+		char path[PATH_MAX];
+		pathf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		if (!id_valid(id)) {
+			/* not a record (a temporary file a kill left): nothing of ours to keep */
+			unlinkat(dirfd(d), e->d_name, 0);
+			continue;
+		}
+		struct serve_sandbox s;
+		int prc = record_parse(t, path, id, &s);
+		bool alive = !prc && t->sp.alive(t->sp.ctx, &s);
+		bool keep = alive && s.state == SERVE_RUNNING;
+		struct serve_sandbox *slot = NULL;
+		pthread_mutex_lock(&t->lock);
+		for (unsigned i = 0; keep && !slot && i < t->lim.max_sandboxes; i++)
+			if (t->sb[i].state == SERVE_FREE)
+				slot = &t->sb[i];
+		if (slot) {
+			s.state = SERVE_RUNNING;
+			*slot = s;
+		}
+		pthread_mutex_unlock(&t->lock);
+		if (slot) {
+			++*adopted;
+			continue;
+		}
+		/* dead, half-created, or over this daemon's --max-sandboxes: ended, and its files removed */
+		if (alive)
+			t->sp.stop(t->sp.ctx, &s);
+		if (!prc)
+			serve_sandbox_put(&s);
+		files_remove(t, id);
+		++*removed;
+	}
+	closedir(d);
+	return 0;
+}
