@@ -180,7 +180,7 @@ case_kill_snapshot() {
 		if ! ls -a "$dir" 2>/dev/null | grep -q '\.tmp-'; then why="no temporary file seen: the kill did not land mid-write"
 		elif [ -e "$dir/state" ]; then why="a state file exists after a kill mid-snapshot"
 		elif [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ]; then why="padcell snapshot exited $rc after its VM was killed"
-		elif ! why=$(one_line "$LOGDIR/ks.client" '^padcell: '); then why="the snapshot client: $why"
+		elif ! why=$(one_line "$LOGDIR/ks.client" '^padcell: snapshot failed: '); then why="the snapshot client: $why"
 		else
 			"$PADCELL" restore --from "$dir" </dev/null >"$LOGDIR/ks.restore" 2>&1
 			rc=$?

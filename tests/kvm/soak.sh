@@ -71,10 +71,13 @@ start_vm() {
 	local i=$1 sock=$LOGDIR/vm$1.sock extra=() kase="tg.case=vsock tg.vsockecho=$ROUNDS tg.echo=soak-vm$1"
 	[ $((i % BLK_EVERY)) -eq 0 ] && extra=(--scratch 1M)
 	(
+		# The guest's console (and padcell's own lines) apart from tg-vsock's: one file each, so
+		# their lines never interleave mid-line.  sh and nice exec: the pid stays the monitor's.
+		export CONSOLE=$LOGDIR/vm$i.console
 		t0=$(ms_now)
 		"$TGVSOCK" --rounds "$ROUNDS" --gate "$LOGDIR/gate" --deadline $((HANG * (ROUNDS + 1))) "$sock" "$NBYTES" -- \
-			"$NICE" -n 10 "$PADCELL" boot --kernel "$GUEST" --mem 32M "${extra[@]}" --vsock "$sock" --cmdline "$kase" \
-			</dev/null >"$LOGDIR/vm$i.log" 2>&1
+			/bin/sh -c 'exec "$0" "$@" >"$CONSOLE" 2>&1' "$NICE" -n 10 "$PADCELL" boot --kernel "$GUEST" --mem 32M \
+			"${extra[@]}" --vsock "$sock" --cmdline "$kase" </dev/null >"$LOGDIR/vm$i.log" 2>&1
 		echo "$? $t0 $(ms_now)" >"$LOGDIR/vm$i.rc"
 	) &
 }
@@ -86,7 +89,7 @@ gate_wait() {
 	since=$(date +%s)
 	while :; do
 		# one grep over all logs (not one per VM: the VMs need the CPU more than this loop)
-		n=$( { grep -l "^vsock: listening on port 1234 (round $k)" "$LOGDIR"/vm*.log 2>/dev/null | sed 's/\.log$//'
+		n=$( { grep -l "^vsock: listening on port 1234 (round $k)" "$LOGDIR"/vm*.console 2>/dev/null | sed 's/\.console$//'
 			ls "$LOGDIR"/vm*.rc 2>/dev/null | sed 's/\.rc$//'; } | sort -u | wc -l)
 		[ "$n" -eq "$VMS" ] && return 0
 		if [ "$n" -ne "$last" ]; then last=$n since=$(date +%s); fi
@@ -152,17 +155,17 @@ T1=$(ms_now)
 # Outputs: every VM exited 0, said every line it owes, nothing failed, nothing left behind.
 bad=() walls=()
 for i in $(seq "$VMS"); do
-	log=$LOGDIR/vm$i.log w=""
+	log=$LOGDIR/vm$i.log con=$LOGDIR/vm$i.console w=""
 	read -r rc t0 t1 <"$LOGDIR/vm$i.rc" 2>/dev/null || rc=none
-	tr -d '\r' <"$log" >"$log.tmp" 2>/dev/null && mv "$log.tmp" "$log"
+	tr -d '\r' <"$con" >"$con.tmp" 2>/dev/null && mv "$con.tmp" "$con"
 	if [ "$rc" != 0 ]; then w="exit $rc"
-	elif grep -q 'FAIL' "$log"; then w="$(grep -m1 FAIL "$log")"
-	elif ! grep -qx SUCCESS "$log"; then w="no SUCCESS"
-	elif ! grep -q "tg.echo=soak-vm$i " "$log"; then w="no tg.echo=soak-vm$i in the command line it saw"
-	elif ! grep -q '^ok vsock-connect' "$log" || ! grep -q '^tg-vsock: ok greeting' "$log"; then w="no greeting"
-	elif [ "$(grep -c '^ok vsock-echo: .*SHUTDOWN, RST (round' "$log")" -ne "$ROUNDS" ]; then w="not $ROUNDS echo rounds in the guest"
+	elif grep -q 'FAIL' "$log" "$con"; then w="$(grep -h -m1 FAIL "$log" "$con" | head -n1)"
+	elif ! grep -qx SUCCESS "$con"; then w="no SUCCESS"
+	elif ! grep -q "tg.echo=soak-vm$i " "$con"; then w="no tg.echo=soak-vm$i in the command line it saw"
+	elif ! grep -q '^ok vsock-connect' "$con" || ! grep -q '^tg-vsock: ok greeting' "$log"; then w="no greeting"
+	elif [ "$(grep -c '^ok vsock-echo: .*SHUTDOWN, RST (round' "$con")" -ne "$ROUNDS" ]; then w="not $ROUNDS echo rounds in the guest"
 	elif [ "$(grep -c '^tg-vsock: ok echo' "$log")" -ne "$ROUNDS" ]; then w="not $ROUNDS echo rounds on the host"
-	elif [ $((i % BLK_EVERY)) -eq 0 ] && ! grep -q '^ok blk-scratch' "$log"; then w="no ok blk-scratch"
+	elif [ $((i % BLK_EVERY)) -eq 0 ] && ! grep -q '^ok blk-scratch' "$con"; then w="no ok blk-scratch"
 	elif [ -e "$LOGDIR/vm$i.sock" ]; then w="vm$i.sock left behind"
 	fi
 	[ -n "$w" ] && bad+=("vm$i: $w")
@@ -170,7 +173,7 @@ for i in $(seq "$VMS"); do
 done
 [ -n "$(ls -A "$TMPDIR")" ] && bad+=("scratch files left in $TMPDIR: $(ls -A "$TMPDIR" | head -3 | tr '\n' ' ')")
 result soak-outputs "$([ "${#bad[@]}" -eq 0 ] || echo "${#bad[@]} of $VMS VMs wrong: $(printf '%s; ' "${bad[@]:0:5}")")"
-grep -h 'reset before any data' "$LOGDIR"/vm*.log 2>/dev/null | wc -l | xargs -I{} echo "kvm-soak: {} echo connections were given up by padcell before any data (guest answered late) and retried"
+grep -h 'reset before any data' "$LOGDIR"/vm*.console 2>/dev/null | wc -l | xargs -I{} echo "kvm-soak: {} echo connections were given up by padcell before any data (guest answered late) and retried"
 
 # Flat: fds and RSS, early against late, per monitor.
 grow=() fmin=999999 fmax=0 rmin=999999999 rmax=0 dfmax=-999 drmax=-999999
