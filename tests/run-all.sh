@@ -54,6 +54,8 @@ run_tier unit-san tests/unit/run-san.sh
 run_tier fuzz   tests/fuzz/run.sh --seconds 10
 run_tier kvm    tests/kvm/run.sh
 run_tier jail   tests/kvm/jail.sh
+run_tier kvm-soak tests/kvm/soak.sh
+run_tier kvm-faults tests/kvm/faults.sh
 run_tier kvm-inproc build/tests/kvm-inproc --jobs 1
 run_tier nested tests/nested/boot-test.sh
 run_tier nested-blk tests/nested/blk-test.sh

@@ -1,5 +1,6 @@
 /* tg.case=count: counts in memory and on the serial line, for snapshot/restore tests on the host. */
 #include "tg.h"
+#include "vmm/x86/layout.h"
 
 /*
  * Each step writes the count into a static and into one of 64 pages at 16 MiB (so the
@@ -74,6 +75,11 @@ void tg_count(const struct tg_params *p)
 			}
 		}
 		tg_printf("COUNT %lu\n", (unsigned long)count);
+		if (p->panic_at && count == p->panic_at) {
+			/* tg.panicat: the guest dies in the middle of its work, through pvpanic */
+			tg_printf("panic: at COUNT %lu, writing 1 to port 0x%x\n", (unsigned long)count, LAYOUT_PVPANIC_PORT);
+			tg_panic();
+		}
 	}
 	/* Every page still holds the last count written to it. */
 	for (uint64_t i = 0; i < COUNT_PAGES && i < n; i++) {

@@ -65,7 +65,7 @@ static void params_parse(char *s, struct tg_params *p)
 			p->has_initrd = good;
 		} else if (!strcmp(tok, "tg.case")) {
 			static const char *const known[] = { "reset", "poweroff", "panic", "tripfault", "smp",
-							     "blk", "blk-hostile", "vsock", "count" };
+							     "blk", "blk-hostile", "blk-fill", "vsock", "count" };
 			good = false;
 			for (unsigned i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 				good |= !strcmp(val, known[i]);
@@ -78,18 +78,24 @@ static void params_parse(char *s, struct tg_params *p)
 			good = tg_parse_u64(val, vlen, &p->blk_size);
 		else if (!strcmp(tok, "tg.blkbench"))
 			good = tg_parse_u64(val, vlen, &p->blk_bench_mib);
+		else if (!strcmp(tok, "tg.blkfill"))
+			good = tg_parse_u64(val, vlen, &p->blk_fill_mib);
 		else if (!strcmp(tok, "tg.blkiops"))
 			good = tg_parse_u64(val, vlen, &p->blk_iops);
 		else if (!strcmp(tok, "tg.count"))
 			good = tg_parse_u64(val, vlen, &p->count);
 		else if (!strcmp(tok, "tg.fill"))
 			good = tg_parse_u64(val, vlen, &p->fill);
+		else if (!strcmp(tok, "tg.panicat"))
+			good = tg_parse_u64(val, vlen, &p->panic_at);
 		else if (!strcmp(tok, "tg.reread"))
 			good = tg_parse_u64(val, vlen, &p->reread);
 		else if (!strcmp(tok, "tg.spin"))
 			good = tg_parse_u64(val, vlen, &p->spin);
 		else if (!strcmp(tok, "tg.vsockcid"))
 			good = tg_parse_u64(val, vlen, &p->vsock_cid);
+		else if (!strcmp(tok, "tg.vsockecho"))
+			good = tg_parse_u64(val, vlen, &p->vsock_echo) && p->vsock_echo <= 100;
 		else if (!strcmp(tok, "virtio_mmio.device")) {
 			/* <size>@<base>:<irq>, the way Linux reads it. */
 			const char *at = val, *colon;
@@ -570,6 +576,10 @@ void tg_main(void)
 		tg_check_blk(&p);
 	if (!strcmp(p.kase, "blk-hostile"))
 		tg_check_blk_hostile(&p);
+	if (!strcmp(p.kase, "blk-fill"))
+		tg_check_blk_fill(&p);
+	if (!strcmp(p.kase, "vsock") && p.nvirtio >= 2)
+		tg_check_blk_scratch(&p); /* a disk before the vsock device: write, read back, flush */
 	if (!strcmp(p.kase, "vsock"))
 		tg_check_vsock(&p);
 	if (!strcmp(p.kase, "count"))

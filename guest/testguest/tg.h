@@ -35,10 +35,13 @@ struct tg_params {
 	const char *kase;  /* tg.case, "" = default        */
 	const char *echo;  /* tg.echo or NULL              */
 	uint64_t blk_size; /* tg.blk: bytes of the read-only pattern image (tg.case=blk) */
+	uint64_t blk_fill_mib; /* tg.blkfill: MiB the blk-fill case writes to disk 0 */
 	uint64_t blk_bench_mib, blk_iops; /* tg.blkbench, tg.blkiops: timed reads after the blk checks */
 	uint64_t vsock_cid; /* tg.vsockcid: the cid= padcell was given (tg.case=vsock); 0 = not checked */
+	uint64_t vsock_echo; /* tg.vsockecho: echo connections served one after another (tg.case=vsock); 0 = 1 */
 	uint64_t count, spin; /* tg.count, tg.spin: steps and spin per step (tg.case=count); 0 = default */
 	uint64_t fill;        /* tg.fill: MiB of memory at 32 MiB the count case fills first (a big snapshot) */
+	uint64_t panic_at;    /* tg.panicat: the count case panics (pvpanic) after this step; 0 = never */
 	uint64_t reread;      /* tg.reread: fill pages the count case reads back and checks per step; 0 = none */
 	unsigned nvirtio;  /* virtio_mmio.device= entries padcell appended, in order */
 	uint64_t virtio_base[8];
@@ -123,6 +126,8 @@ void tg_check_smp(const struct tg_boot *b, const struct tg_acpi_info *ai);
 /* virtio.c: a polling virtio-blk driver (tg.case=blk and blk-hostile). */
 void tg_check_blk(const struct tg_params *p);
 void tg_check_blk_hostile(const struct tg_params *p);
+void tg_check_blk_scratch(const struct tg_params *p);
+void tg_check_blk_fill(const struct tg_params *p);
 /* vsock.c: a polling virtio-vsock driver; connects to CID 2 port 5000, then echoes on port 1234. */
 void tg_check_vsock(const struct tg_params *p);
 /* count.c: tg.case=count, counting for snapshot/restore tests. */

@@ -379,6 +379,64 @@ void tg_check_blk(const struct tg_params *p)
 	check_rw(&scratch, "blk-scratch", "scratch");
 }
 
+/* tg.case=vsock with a disk before the vsock device: the scratch disk's write/read checks. */
+void tg_check_blk_scratch(const struct tg_params *p)
+{
+	struct vblk d = { .base = p->virtio_base[0] };
+	check_rw(&d, "blk-scratch", "scratch");
+}
+
+/*
+ * tg.case=blk-fill, tg.blkfill=MiB: write MiB to disk 0 in 64 KiB requests (each chunk holds its
+ * own number), counting OK and IOERR (a host disk that fills up).  Then every chunk that got OK
+ * must read back intact, and the device must still answer (no NEEDS_RESET, no silence).
+ */
+void tg_check_blk_fill(const struct tg_params *p)
+{
+	struct vblk d = { .base = p->virtio_base[0] };
+	const char *why = p->nvirtio ? vblk_init(&d, want_features) : "no virtio_mmio.device= on the command line";
+	if (why)
+		return tg_fail("blk-fill", "init: %s", why);
+	uint64_t chunk = sizeof(buf) / SECTOR, n = p->blk_fill_mib * 16, ok = 0, ioerr = 0, first_err = 0;
+	if (n * chunk > d.capacity)
+		return tg_fail("blk-fill", "tg.blkfill=%lu MiB is more than the disk's %lu sectors", p->blk_fill_mib,
+			       d.capacity);
+	static uint8_t good[4096]; /* which chunks were written: at most 256 MiB */
+	if (n > sizeof(good))
+		return tg_fail("blk-fill", "tg.blkfill is at most %u MiB", (unsigned)sizeof(good) / 16);
+	for (uint64_t i = 0; i < n; i++) {
+		for (uint64_t w = 0; w < sizeof(buf) / 8; w++)
+			((uint64_t *)buf)[w] = i * 0x9e3779b97f4a7c15ULL + w;
+		uint8_t s = vblk_rw(&d, VIRTIO_BLK_T_OUT, i * chunk, buf, sizeof(buf), false);
+		good[i] = s == VIRTIO_BLK_S_OK;
+		if (s == VIRTIO_BLK_S_OK) {
+			ok++;
+		} else if (s == VIRTIO_BLK_S_IOERR) {
+			if (!ioerr++)
+				first_err = i * chunk;
+		} else {
+			return tg_fail("blk-fill", "write at sector %lu: status %u%s", i * chunk, s,
+				       s == 0xff ? " (no answer or NEEDS_RESET)" : "");
+		}
+	}
+	uint8_t fs = vblk_rw(&d, VIRTIO_BLK_T_FLUSH, 0, NULL, 0, false);
+	if (fs != VIRTIO_BLK_S_OK && fs != VIRTIO_BLK_S_IOERR)
+		return tg_fail("blk-fill", "flush: status %u", fs);
+	for (uint64_t i = 0; i < n; i++) {
+		if (!good[i])
+			continue;
+		uint8_t s = vblk_rw(&d, VIRTIO_BLK_T_IN, i * chunk, buf, sizeof(buf), false);
+		if (s != VIRTIO_BLK_S_OK)
+			return tg_fail("blk-fill", "read back sector %lu: status %u", i * chunk, s);
+		for (uint64_t w = 0; w < sizeof(buf) / 8; w++)
+			if (((uint64_t *)buf)[w] != i * 0x9e3779b97f4a7c15ULL + w)
+				return tg_fail("blk-fill", "sector %lu read back different", i * chunk);
+	}
+	tg_printf("blk-fill: %lu of %lu writes OK, %lu IOERR (first at sector %lu), flush %s\n", ok, n, ioerr,
+		  first_err, fs == VIRTIO_BLK_S_OK ? "OK" : "IOERR");
+	tg_ok("blk-fill", "every write answered OK or IOERR, every OK chunk reads back intact");
+}
+
 /* ---- hostile chains: each must get an error status or NEEDS_RESET, and the VM lives on ---- */
 
 enum want { WANT_ERROR_STATUS, WANT_NEEDS_RESET };

@@ -162,6 +162,37 @@ Test(blk, write_then_read_back)
 	cr_assert_eq(memcmp(r, w, sizeof(w)), 0);
 }
 
+/* A host file system that is full (ENOSPC, here /dev/full under the disk): the request gets
+ * IOERR at once, and the disk serves the next requests as before. */
+Test(blk, host_write_error_is_ioerr_and_the_disk_goes_on)
+{
+	open_disk(false);
+	int full = open("/dev/full", O_RDWR | O_CLOEXEC);
+	cr_assert_geq(full, 0);
+	int real = disk.fd;
+	disk.fd = full;
+	static uint8_t w[4096], r[512];
+	memset(w, 0x77, sizeof(w));
+	for (int i = 0; i < 3; i++) {
+		req(VIRTIO_BLK_T_OUT, 8);
+		seg(w, sizeof(w), false);
+		cr_assert_eq(submit(), 1, "only the status byte is written back");
+		cr_assert_eq(status, VIRTIO_BLK_S_IOERR, "ENOSPC becomes IOERR (request %d)", i);
+	}
+	struct virtio_blk_discard_write_zeroes range = { .sector = 0, .num_sectors = 8 };
+	req(VIRTIO_BLK_T_WRITE_ZEROES, 0);
+	seg(&range, sizeof(range), false);
+	submit();
+	cr_assert_eq(status, VIRTIO_BLK_S_IOERR, "write-zeroes on a full disk: IOERR");
+	disk.fd = real;
+	close(full);
+	req(VIRTIO_BLK_T_IN, 0);
+	seg(r, sizeof(r), true);
+	submit();
+	cr_assert_eq(status, VIRTIO_BLK_S_OK, "the disk still reads");
+	cr_assert_eq(memcmp(r, orig, sizeof(r)), 0);
+}
+
 Test(blk, read_only_drive_refuses_writes_and_file_is_unchanged)
 {
 	open_disk(true);

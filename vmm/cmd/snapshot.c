@@ -125,10 +125,12 @@ int cmd_snapshot(int argc, char **argv)
 		goto out;
 	}
 	if (api_client_snapshot(&cl, state_path, mem_path, err, sizeof(err))) {
-		rc = fail(EXIT_HOST_ERROR, "snapshot failed: %s%s", err, "");
-		/* The VM goes back to how it was. */
-		if (!was_paused && api_client_set_paused(&cl, false, err, sizeof(err)))
-			fail(EXIT_HOST_ERROR, "and the VM could not be resumed: %s%s", err, "");
+		/* The VM goes back to how it was; one line says both (a killed monitor fails both). */
+		char rerr[512];
+		if (!was_paused && api_client_set_paused(&cl, false, rerr, sizeof(rerr)))
+			rc = fail(EXIT_HOST_ERROR, "snapshot failed: %s; and the VM could not be resumed: %s", err, rerr);
+		else
+			rc = fail(EXIT_HOST_ERROR, "snapshot failed: %s%s", err, "");
 		goto out;
 	}
 	made = false; /* the directory holds the snapshot now */
