@@ -6,11 +6,15 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -621,4 +625,135 @@ Test(agent_procs_hostile, malformed_answers)
 	agent_exit_encode(x, AGENT_EXITED, 4);
 	struct fake_frame s11[] = { { AGENT_OK, 0, NULL }, { AGENT_STDOUT, 2, "hi" }, { AGENT_EXIT, 8, x } };
 	cr_assert_eq(fake_run(4, s11, 3, call_attach), 0, "%s", err);
+}
+
+/* ---- the CLI: exec --background, ps, attach, kill, exec --pty, through a vsock-style socket ---- */
+
+static struct sockaddr_un agent_sa; /* the agent's address, named after the test's pid: set before forking */
+static socklen_t agent_sa_len;
+
+/* Relays one connection: the CONNECT line answered, then bytes both ways until either side ends. */
+static void proxy_one(int c)
+{
+	char line[64];
+	size_t n = 0;
+	while (n < sizeof(line) - 1 && read(c, line + n, 1) == 1 && line[n] != '\n')
+		n++;
+	int a = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (a < 0 || connect(a, (struct sockaddr *)&agent_sa, agent_sa_len) < 0 || write(c, "OK 1\n", 5) != 5)
+		_exit(1);
+	static char b[65536];
+	for (;;) {
+		struct pollfd p[2] = { { .fd = c, .events = POLLIN }, { .fd = a, .events = POLLIN } };
+		if (poll(p, 2, -1) < 0)
+			_exit(1);
+		for (int i = 0; i < 2; i++) {
+			if (!p[i].revents)
+				continue;
+			ssize_t r = read(p[i].fd, b, sizeof(b));
+			if (r <= 0 || write(p[1 - i].fd, b, (size_t)r) != r)
+				_exit(0);
+		}
+	}
+}
+
+static char vsock_path[108];
+
+static pid_t proxy_spawn(void)
+{
+	agent_listen_addr(&agent_sa, &agent_sa_len, name);
+	snprintf(vsock_path, sizeof(vsock_path), "/tmp/padcell-procs-%d.sock", (int)getpid());
+	unlink(vsock_path);
+	int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", vsock_path);
+	cr_assert_eq(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(l, 16), 0);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		signal(SIGCHLD, SIG_IGN);
+		for (;;) {
+			int c = accept(l, NULL, NULL);
+			if (c < 0)
+				continue;
+			if (fork() == 0) {
+				prctl(PR_SET_PDEATHSIG, SIGKILL);
+				proxy_one(c);
+				_exit(0);
+			}
+			close(c);
+		}
+	}
+	close(l);
+	return pid;
+}
+
+/* Runs padcell with args (a shell word list), stdin from /dev/null; its stdout into out, the exit code. */
+static int padcell_sh(char *out, size_t ocap, char *errout, size_t ecap, const char *args)
+{
+	char exe[PATH_MAX], cmd[PATH_MAX * 2];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	cr_assert_gt(n, 0);
+	exe[n] = '\0';
+	*strrchr(exe, '/') = '\0';
+	char efile[64];
+	snprintf(efile, sizeof(efile), "/tmp/padcell-procs-%d.err", (int)getpid());
+	snprintf(cmd, sizeof(cmd), "%s/../padcell %s </dev/null 2>%s", exe, args, efile);
+	FILE *f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	size_t got = fread(out, 1, ocap - 1, f);
+	out[got] = '\0';
+	int status = pclose(f);
+	FILE *e = fopen(efile, "r");
+	size_t eg = e ? fread(errout, 1, ecap - 1, e) : 0;
+	errout[eg] = '\0';
+	if (e)
+		fclose(e);
+	unlink(efile);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 255;
+}
+
+static char o[8192], e[8192], args[1024];
+
+#define PC(...) (snprintf(args, sizeof(args), __VA_ARGS__), padcell_sh(o, sizeof(o), e, sizeof(e), args))
+
+Test(agent_procs_cli, background_ps_attach_kill_pty_and_usage_errors)
+{
+	agent_up("cli");
+	pid_t proxy = proxy_spawn();
+	const char *v = vsock_path;
+	cr_assert_eq(PC("exec --vsock %s --background -- sh -c 'echo hi; echo oops >&2; exit 3'", v), 0, "%s", e);
+	cr_assert_str_eq(o, "1\n");
+	wait_exited(1);
+	cr_assert_eq(PC("ps --vsock %s", v), 0, "%s", e);
+	cr_assert(strstr(o, "ID") && strstr(o, "exited 3") && strstr(o, "sh -c echo hi;"), "%s", o);
+	cr_assert_eq(PC("attach --vsock %s 1", v), 3, "the process's exit code: %s", e);
+	cr_assert_str_eq(o, "hi\n");
+	cr_assert_str_eq(e, "oops\n");
+	cr_assert_eq(PC("attach --vsock %s 1", v), 125, "collected");
+	cr_assert(strstr(e, "no process 1"), "%s", e);
+	cr_assert_eq(PC("exec --vsock %s --background -- sleep 1000", v), 0, "%s", e);
+	cr_assert_str_eq(o, "2\n");
+	cr_assert_eq(PC("kill --vsock %s --signal KILL 2", v), 0, "%s", e);
+	cr_assert_eq(PC("attach --vsock %s 2", v), 128 + SIGKILL);
+	cr_assert_eq(PC("kill --vsock %s 2", v), 125, "gone");
+	/* exec --pty with a stdin that is not a terminal: a PTY in the guest all the same */
+	cr_assert_eq(PC("exec --vsock %s --pty -- sh -c 'test -t 0 && test -t 1 && echo onatty; exit 4'", v), 4, "%s", e);
+	cr_assert_str_eq(o, "onatty\r\n");
+	/* usage errors: one line, exit 2 */
+	const char *bad[] = {
+		"attach --vsock %s", "attach --vsock %s abc", "attach --vsock %s 0", "kill --vsock %s --signal BOGUS 1",
+		"kill --vsock %s --signal 65 1", "ps --vsock %s extra", "exec --vsock %s --background --timeout 5 -- true",
+		"exec --vsock %s --background --no-stdin -- true", "attach 1%s",
+	};
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(PC(bad[i], i == sizeof(bad) / sizeof(bad[0]) - 1 ? "" : v), 2, "case %u: %s", i, e);
+		cr_assert(!strncmp(e, "padcell: ", 9) && strchr(e, '\n') == e + strlen(e) - 1, "one line: %s", e);
+	}
+	kill(proxy, SIGKILL);
+	waitpid(proxy, NULL, 0);
+	unlink(vsock_path);
+	agent_down();
 }
