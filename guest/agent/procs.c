@@ -58,6 +58,7 @@ struct pconn {
 };
 
 static struct proc procs[AGENT_MAX_PROCS];
+static size_t ring_total; /* the bytes all rings hold room for */
 static struct pconn conns[AGENT_MAX_ATTACH];
 static uint32_t next_id = 1;
 static uint64_t next_seq;
@@ -86,38 +87,47 @@ static void proc_free(struct proc *p)
 		if (p->fd[s] >= 0)
 			close(p->fd[s]);
 		free(p->r[s].buf);
+		ring_total -= p->r[s].cap;
 	}
 	if (p->in_fd >= 0 && !p->pty)
 		close(p->in_fd);
 	memset(p, 0, sizeof(*p));
 }
 
-/* Appends n bytes, dropping the oldest past AGENT_PROC_RING; without memory, what does not fit
- * is dropped too (it shows as a gap all the same). */
+/*
+ * Appends n bytes, dropping the oldest past the ring's size.  A ring grows up to AGENT_PROC_RING
+ * while all rings together stay within AGENT_PROC_RING_TOTAL (the guest's memory is small); past
+ * that it keeps the size it has.  What is dropped shows as a gap all the same.
+ */
 static void ring_append(struct ring *r, const uint8_t *p, size_t n)
 {
-	if (r->len + n > AGENT_PROC_RING) {
-		size_t drop = r->len + n - AGENT_PROC_RING;
+	if (r->len + n > r->cap && r->cap < AGENT_PROC_RING) {
+		size_t want = r->cap ? r->cap : 16384;
+		while (want < r->len + n && want < AGENT_PROC_RING)
+			want *= 2;
+		if (want > AGENT_PROC_RING)
+			want = AGENT_PROC_RING;
+		uint8_t *nb = ring_total - r->cap + want <= AGENT_PROC_RING_TOTAL ? realloc(r->buf, want) : NULL;
+		if (nb) {
+			ring_total += want - r->cap;
+			r->buf = nb;
+			r->cap = want;
+		}
+	}
+	if (n > r->cap) { /* only the newest r->cap bytes of these fit, if any */
+		r->base += r->len + (n - r->cap);
+		r->len = 0;
+		p += n - r->cap;
+		n = r->cap;
+	}
+	if (r->len + n > r->cap) {
+		size_t drop = r->len + n - r->cap;
 		memmove(r->buf, r->buf + drop, r->len - drop);
 		r->len -= drop;
 		r->base += drop;
 	}
-	if (r->len + n > r->cap) {
-		size_t cap = r->cap ? r->cap : 16384;
-		while (cap < r->len + n)
-			cap *= 2;
-		if (cap > AGENT_PROC_RING)
-			cap = AGENT_PROC_RING;
-		uint8_t *b = realloc(r->buf, cap);
-		if (!b) {
-			r->base += r->len + n;
-			r->len = 0;
-			return;
-		}
-		r->buf = b;
-		r->cap = cap;
-	}
-	memcpy(r->buf + r->len, p, n);
+	if (n)
+		memcpy(r->buf + r->len, p, n);
 	r->len += n;
 }
 

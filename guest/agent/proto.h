@@ -182,7 +182,7 @@ int agent_entry_next(const uint8_t *p, size_t len, size_t *off, struct agent_ent
  * exited-and-not-yet-collected; START with the table full drops the oldest exited one, or fails
  * when all run.  A process id is the agent's handle (1.., never reused while the agent runs), not
  * the guest pid.  The agent keeps the last AGENT_PROC_RING bytes of each of a process's stdout
- * and stderr (a PTY's output is all stdout); ATTACH sends what is kept, a GAP for what was dropped
+ * and stderr (a PTY's output is all stdout; less once all rings hold AGENT_PROC_RING_TOTAL); ATTACH sends what is kept, a GAP for what was dropped
  * before it, then live output, then EXIT once the process has ended and its output is drained.
  * A process's EXIT sent by ATTACH is collected: the entry leaves the table.  A PTY process's stdin
  * is the terminal: SEND's bytes go to it, and closing stdin sends the terminal's end-of-file
@@ -190,6 +190,7 @@ int agent_entry_next(const uint8_t *p, size_t len, size_t *off, struct agent_ent
  */
 #define AGENT_MAX_PROCS   64u
 #define AGENT_PROC_RING   (512u << 10) /* per stream */
+#define AGENT_PROC_RING_TOTAL (16u << 20) /* all streams together: past it, rings grow no more */
 #define AGENT_MAX_ATTACH  16u          /* connections the process manager serves at once */
 #define AGENT_START_PTY   1u
 #define AGENT_START_STDIN 2u
