@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -742,6 +744,46 @@ Test(agent_procs_cli, background_ps_attach_kill_pty_and_usage_errors)
 	/* exec --pty with a stdin that is not a terminal: a PTY in the guest all the same */
 	cr_assert_eq(PC("exec --vsock %s --pty -- sh -c 'test -t 0 && test -t 1 && echo onatty; exit 4'", v), 4, "%s", e);
 	cr_assert_str_eq(o, "onatty\r\n");
+	/* exec --pty on a host terminal: its size is the guest's, raw while it runs, restored after */
+	int m = posix_openpt(O_RDWR | O_NOCTTY);
+	cr_assert_geq(m, 0);
+	cr_assert_eq(grantpt(m), 0);
+	cr_assert_eq(unlockpt(m), 0);
+	int sl = open(ptsname(m), O_RDWR | O_NOCTTY);
+	cr_assert_geq(sl, 0);
+	struct winsize ws = { .ws_row = 33, .ws_col = 77 };
+	cr_assert_eq(ioctl(sl, TIOCSWINSZ, &ws), 0);
+	struct termios before, after;
+	cr_assert_eq(tcgetattr(sl, &before), 0);
+	char exe[PATH_MAX], pc[PATH_MAX + 16];
+	ssize_t en = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	cr_assert_gt(en, 0);
+	exe[en] = '\0';
+	*strrchr(exe, '/') = '\0';
+	snprintf(pc, sizeof(pc), "%s/../padcell", exe);
+	pid_t kid = fork();
+	if (kid == 0) {
+		dup2(sl, 0);
+		dup2(sl, 1);
+		dup2(sl, 2);
+		execl(pc, pc, "exec", "--vsock", v, "--pty", "--", "sh", "-c", "stty size; echo ok", (char *)NULL);
+		_exit(127);
+	}
+	int kst;
+	cr_assert_eq(waitpid(kid, &kst, 0), kid);
+	cr_assert(WIFEXITED(kst) && WEXITSTATUS(kst) == 0, "exec --pty ended with %x", kst);
+	cr_assert_eq(tcgetattr(sl, &after), 0);
+	cr_assert_eq(after.c_lflag, before.c_lflag, "the terminal's mode is restored");
+	cr_assert_eq(after.c_iflag, before.c_iflag);
+	close(sl);
+	static char tout[4096];
+	size_t tn = 0;
+	ssize_t r;
+	while (tn < sizeof(tout) - 1 && (r = read(m, tout + tn, sizeof(tout) - 1 - tn)) > 0)
+		tn += (size_t)r;
+	tout[tn] = '\0';
+	close(m);
+	cr_assert(strstr(tout, "33 77\r\n") && strstr(tout, "ok\r\n"), "%s", tout);
 	/* usage errors: one line, exit 2 */
 	const char *bad[] = {
 		"attach --vsock %s", "attach --vsock %s abc", "attach --vsock %s 0", "kill --vsock %s --signal BOGUS 1",
