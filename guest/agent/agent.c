@@ -8,7 +8,9 @@
  * handler, never init.
  *
  * `padcell-agent --serve-fd N` serves one connection on fd N and exits: the unit tests run the real
- * agent this way, over a socket pair, as an ordinary host process.
+ * agent this way, over a socket pair, as an ordinary host process.  `--listen-fd N` accepts on the
+ * listening socket N as init does on vsock, with a process manager (guest/agent/procs.c) for
+ * background processes that outlive their connection; the unit tests of protocol 4 use it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,6 +40,7 @@
 #include <unistd.h>
 
 #include "guest/agent/netcfg.h"
+#include "guest/agent/procs.h"
 #include "guest/agent/proto.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -45,6 +48,7 @@
 
 static bool is_init;
 static uint32_t ready_ms;
+static int procs_ctl = -1; /* the process manager's control socket; -1 with --serve-fd */
 
 static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logf_(const char *fmt, ...)
@@ -368,13 +372,16 @@ static void kill_leftovers(pid_t pgid)
 	}
 }
 
-static void child_exec(const struct agent_exec *e, int in, int out, int err_fd)
+void agent_child_exec(const struct agent_exec *e, int in, int out, int err_fd, bool ctty)
 {
 	/* A new session: the command and everything it starts share one process group. */
 	setsid();
 	dup2(in, STDIN_FILENO);
 	dup2(out, STDOUT_FILENO);
 	dup2(err_fd, STDERR_FILENO);
+	/* A PTY: the terminal is the session's, so ^C, job control and SIGWINCH reach its group. */
+	if (ctty)
+		ioctl(STDIN_FILENO, TIOCSCTTY, 0);
 	/* Nothing else of the agent's: --serve-fd's connection, for one, is not close-on-exec. */
 	close_range(3, ~0u, 0);
 	signal(SIGPIPE, SIG_DFL);
@@ -404,7 +411,7 @@ static void child_exec(const struct agent_exec *e, int in, int out, int err_fd)
 		clearenv();
 		setenv("PATH", DEFAULT_PATH, 1);
 		setenv("HOME", home, 1);
-		setenv("TERM", "dumb", 1);
+		setenv("TERM", ctty ? "xterm-256color" : "dumb", 1);
 		setenv("LANG", "C.UTF-8", 1);
 	}
 	for (uint32_t i = 0; i < e->envc; i++)
@@ -465,7 +472,7 @@ static int do_exec(int conn, const uint8_t *p, uint32_t len)
 		return -1;
 	}
 	if (pid == 0)
-		child_exec(&ex, inp[0], outp[1], errp[1]);
+		agent_child_exec(&ex, inp[0], outp[1], errp[1], false);
 	close(inp[0]);
 	close(outp[1]);
 	close(errp[1]);
@@ -925,6 +932,24 @@ static int serve(int conn)
 				return 1;
 			break;
 		}
+		case AGENT_START:
+		case AGENT_PLIST:
+		case AGENT_ATTACH:
+		case AGENT_SEND:
+		case AGENT_KILL:
+		case AGENT_RESIZE:
+			/* Processes that outlive this connection belong to the process manager: the
+			 * connection goes there, with the frame just read, and this handler ends. */
+			if (procs_ctl < 0) {
+				send_error(conn, "background processes need the agent's process manager "
+						 "(not in --serve-fd mode)");
+				return 1;
+			}
+			if (procs_handoff(procs_ctl, conn, &h, payload)) {
+				send_error(conn, "the agent's process manager is not running");
+				return 1;
+			}
+			return 0;
 		case AGENT_POWEROFF:
 			if (!is_init) {
 				send_error(conn, "the agent is not init here: it cannot power off");
@@ -982,14 +1007,91 @@ static void call_host(void)
 	spawn_handler(fd);
 }
 
-static void init_loop(void)
+static pid_t procs_pid = -1;
+
+/* Starts the process manager (guest/agent/procs.c) with a fresh control socket in procs_ctl. */
+static void procs_spawn(int lfd)
+{
+	int sp[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
+		logf_("process manager: socketpair: %s", strerror(errno));
+		return;
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		setsid();
+		if (!is_init)
+			prctl(PR_SET_PDEATHSIG, SIGTERM);
+		close(sp[0]);
+		if (lfd >= 0)
+			close(lfd);
+		procs_main(sp[1]);
+	}
+	close(sp[1]);
+	if (pid < 0) {
+		logf_("process manager: fork: %s", strerror(errno));
+		close(sp[0]);
+		return;
+	}
+	procs_pid = pid;
+	procs_ctl = sp[0];
+}
+
+/* Accepts connections on lfd and serves each in a handler of its own, for ever. */
+static void agent_loop(int lfd)
 {
 	sigset_t chld;
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
 	int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+	procs_spawn(lfd);
+	if (is_init)
+		call_host();
+	for (;;) {
+		struct pollfd pf[2] = { { .fd = sfd, .events = POLLIN }, { .fd = lfd, .events = POLLIN } };
+		/* At the connection limit, new ones wait in the backlog until a handler ends. */
+		int n = poll(pf, handlers < AGENT_MAX_CONNS ? 2 : 1, sfd >= 0 ? -1 : 100);
+		if (n < 0 && errno != EINTR)
+			sleep(1);
+		if (pf[0].revents) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof(si)) == sizeof(si))
+				;
+		}
+		/* Reap everything: handlers, the process manager, and orphans reparented to init. */
+		pid_t pid;
+		int st;
+		while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+			if (pid == procs_pid) {
+				/* Its processes are lost with it; a new one serves what comes next. */
+				logf_("the process manager ended (status %#x): starting a new one", (unsigned)st);
+				close(procs_ctl);
+				procs_ctl = -1;
+				procs_pid = -1;
+				sleep(1);
+				procs_spawn(lfd);
+				continue;
+			}
+			for (unsigned i = 0; i < handlers; i++)
+				if (handler_pids[i] == pid) {
+					handler_pids[i] = handler_pids[--handlers];
+					break;
+				}
+		}
+		if (handlers < AGENT_MAX_CONNS && n > 0 && (pf[1].revents & POLLIN)) {
+			int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+			if (c >= 0)
+				spawn_handler(c);
+		}
+	}
+}
 
+static void init_loop(void)
+{
 	int lfd = -1;
 	for (int tries = 0; lfd < 0; tries++) {
 		lfd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1006,50 +1108,29 @@ static void init_loop(void)
 	}
 	ready_ms = boottime_ms();
 	logf_("ready");
-	call_host();
-	for (;;) {
-		struct pollfd pf[2] = { { .fd = sfd, .events = POLLIN }, { .fd = lfd, .events = POLLIN } };
-		/* At the connection limit, new ones wait in the backlog until a handler ends. */
-		int n = poll(pf, handlers < AGENT_MAX_CONNS ? 2 : 1, sfd >= 0 ? -1 : 100);
-		if (n < 0 && errno != EINTR)
-			sleep(1);
-		if (pf[0].revents) {
-			struct signalfd_siginfo si;
-			while (read(sfd, &si, sizeof(si)) == sizeof(si))
-				;
-		}
-		/* Reap everything: handlers, and orphans reparented to init. */
-		pid_t pid;
-		int st;
-		while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
-			for (unsigned i = 0; i < handlers; i++)
-				if (handler_pids[i] == pid) {
-					handler_pids[i] = handler_pids[--handlers];
-					break;
-				}
-		if (handlers < AGENT_MAX_CONNS && n > 0 && (pf[1].revents & POLLIN)) {
-			int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-			if (c >= 0)
-				spawn_handler(c);
-		}
-	}
+	agent_loop(lfd);
 }
 
 int main(int argc, char **argv)
 {
-	if (argc == 3 && !strcmp(argv[1], "--serve-fd")) {
+	if (argc == 3 && (!strcmp(argv[1], "--serve-fd") || !strcmp(argv[1], "--listen-fd"))) {
 		char *end;
 		long fd = strtol(argv[2], &end, 10);
 		if (*end || fd < 0 || fd > 65535) {
-			fprintf(stderr, "padcell-agent: --serve-fd N: N must be an open fd\n");
+			fprintf(stderr, "padcell-agent: %s N: N must be an open fd\n", argv[1]);
 			return 2;
 		}
 		signal(SIGPIPE, SIG_IGN);
 		ready_ms = boottime_ms();
-		return serve((int)fd);
+		if (!strcmp(argv[1], "--serve-fd"))
+			return serve((int)fd);
+		fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+		agent_loop((int)fd);
+		return 1;
 	}
 	if (getpid() != 1) {
-		fprintf(stderr, "usage: padcell-agent (as init, PID 1) | padcell-agent --serve-fd N\n");
+		fprintf(stderr, "usage: padcell-agent (as init, PID 1) | padcell-agent --serve-fd N | "
+				"padcell-agent --listen-fd N\n");
 		return 2;
 	}
 	is_init = true;

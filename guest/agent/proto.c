@@ -386,6 +386,152 @@ int agent_entry_next(const uint8_t *p, size_t len, size_t *off, struct agent_ent
 	return 1;
 }
 
+/* ---- background processes (version 4) ---- */
+
+int agent_start_encode(uint8_t *out, size_t cap, uint32_t flags, uint16_t rows, uint16_t cols,
+		       const char *const *argv, const char *const *envv, const char *cwd, const char *user)
+{
+	if (cap > AGENT_MAX_PAYLOAD)
+		cap = AGENT_MAX_PAYLOAD;
+	if (cap < 8)
+		return -E2BIG;
+	if ((flags & ~(AGENT_START_PTY | AGENT_START_STDIN)) || rows > AGENT_MAX_WINSZ || cols > AGENT_MAX_WINSZ)
+		return -EINVAL;
+	put32(out, flags);
+	out[4] = (uint8_t)rows;
+	out[5] = (uint8_t)(rows >> 8);
+	out[6] = (uint8_t)cols;
+	out[7] = (uint8_t)(cols >> 8);
+	int n = agent_exec_encode(out + 8, cap - 8, argv, envv, cwd, user, 0, 0);
+	return n < 0 ? n : n + 8;
+}
+
+int agent_start_decode(const uint8_t *p, size_t len, struct agent_start *s)
+{
+	if (len < 8 || len > AGENT_MAX_PAYLOAD)
+		return -EPROTO;
+	s->flags = get32(p);
+	s->rows = (uint16_t)(p[4] | p[5] << 8);
+	s->cols = (uint16_t)(p[6] | p[7] << 8);
+	if ((s->flags & ~(AGENT_START_PTY | AGENT_START_STDIN)) || s->rows > AGENT_MAX_WINSZ || s->cols > AGENT_MAX_WINSZ)
+		return -EPROTO;
+	if (agent_exec_decode(p + 8, len - 8, &s->e) || s->e.timeout_ms || s->e.flags)
+		return -EPROTO;
+	return 0;
+}
+
+void agent_id2_encode(uint8_t out[8], uint32_t id, uint32_t v)
+{
+	put32(out, id);
+	put32(out + 4, v);
+}
+
+int agent_id2_decode(const uint8_t *p, size_t len, uint32_t *id, uint32_t *v)
+{
+	if (len != 8)
+		return -EPROTO;
+	*id = get32(p);
+	*v = get32(p + 4);
+	return *id ? 0 : -EPROTO;
+}
+
+void agent_resize_encode(uint8_t out[8], uint32_t id, uint16_t rows, uint16_t cols)
+{
+	put32(out, id);
+	out[4] = (uint8_t)rows;
+	out[5] = (uint8_t)(rows >> 8);
+	out[6] = (uint8_t)cols;
+	out[7] = (uint8_t)(cols >> 8);
+}
+
+int agent_resize_decode(const uint8_t *p, size_t len, uint32_t *id, uint16_t *rows, uint16_t *cols)
+{
+	if (len != 8)
+		return -EPROTO;
+	*id = get32(p);
+	*rows = (uint16_t)(p[4] | p[5] << 8);
+	*cols = (uint16_t)(p[6] | p[7] << 8);
+	if (!*id || !*rows || !*cols || *rows > AGENT_MAX_WINSZ || *cols > AGENT_MAX_WINSZ)
+		return -EPROTO;
+	return 0;
+}
+
+void agent_gap_encode(uint8_t out[12], uint32_t stream, uint64_t bytes)
+{
+	put32(out, stream);
+	put64(out + 4, bytes);
+}
+
+int agent_gap_decode(const uint8_t *p, size_t len, uint32_t *stream, uint64_t *bytes)
+{
+	if (len != 12)
+		return -EPROTO;
+	*stream = get32(p);
+	*bytes = get64(p + 4);
+	return (*stream == AGENT_STDOUT || *stream == AGENT_STDERR) && *bytes ? 0 : -EPROTO;
+}
+
+/* An entry's state, how and code agree: running has none, exited has what EXIT may carry. */
+static int proc_state_ok(const struct agent_proc *pr)
+{
+	if (!pr->id || !pr->pid)
+		return 0;
+	if (pr->state == AGENT_PROC_RUNNING)
+		return pr->how == 0 && pr->code == 0;
+	if (pr->state != AGENT_PROC_EXITED)
+		return 0;
+	uint8_t x[8];
+	uint32_t how;
+	int32_t code;
+	agent_exit_encode(x, pr->how, pr->code);
+	return agent_exit_decode(x, sizeof(x), &how, &code) == 0;
+}
+
+int agent_proc_encode(uint8_t *out, size_t cap, size_t *off, const struct agent_proc *pr)
+{
+	size_t n = strnlen(pr->summary, sizeof(pr->summary));
+	if (n > AGENT_PROC_SUMMARY || !proc_state_ok(pr))
+		return -EINVAL;
+	if (cap > AGENT_MAX_PAYLOAD)
+		cap = AGENT_MAX_PAYLOAD;
+	if (*off > cap || AGENT_PROC_FIXED + n > cap - *off)
+		return -E2BIG;
+	uint8_t *q = out + *off;
+	put32(q, pr->id);
+	put32(q + 4, pr->pid);
+	put32(q + 8, pr->state);
+	put32(q + 12, pr->how);
+	put32(q + 16, (uint32_t)pr->code);
+	q[20] = (uint8_t)n;
+	q[21] = (uint8_t)(n >> 8);
+	memcpy(q + AGENT_PROC_FIXED, pr->summary, n);
+	*off += AGENT_PROC_FIXED + n;
+	return 0;
+}
+
+int agent_proc_next(const uint8_t *p, size_t len, size_t *off, struct agent_proc *pr)
+{
+	if (*off == len)
+		return 0;
+	if (*off > len || len - *off < AGENT_PROC_FIXED)
+		return -EPROTO;
+	const uint8_t *q = p + *off;
+	size_t n = (size_t)q[20] | (size_t)q[21] << 8;
+	if (n > AGENT_PROC_SUMMARY || n > len - *off - AGENT_PROC_FIXED || memchr(q + AGENT_PROC_FIXED, '\0', n))
+		return -EPROTO;
+	pr->id = get32(q);
+	pr->pid = get32(q + 4);
+	pr->state = get32(q + 8);
+	pr->how = get32(q + 12);
+	pr->code = (int32_t)get32(q + 16);
+	memcpy(pr->summary, q + AGENT_PROC_FIXED, n);
+	pr->summary[n] = '\0';
+	if (!proc_state_ok(pr))
+		return -EPROTO;
+	*off += AGENT_PROC_FIXED + n;
+	return 1;
+}
+
 int agent_write_frame(int fd, uint16_t type, const void *payload, uint32_t len)
 {
 	uint8_t hdr[AGENT_HDR_LEN];

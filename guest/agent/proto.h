@@ -7,6 +7,11 @@
  * speaks first (HELLO); one connection runs at most one command, then ends.  The file operations
  * (STAT, LIST, MKDIR, MOVE, REMOVE) may follow each other on one connection; their ERROR answer
  * does not end it (every other ERROR does).
+ *
+ * Version 4: background processes (START, PLIST, ATTACH, SEND, KILL, RESIZE), kept by the agent's
+ * process manager, so a process outlives the connection that started it.  The first of these
+ * frames hands the connection to the process manager: from then on it carries only them, each
+ * answered (an ERROR answer does not end it).  See "Background processes" below.
  */
 #ifndef PADCELL_AGENT_PROTO_H
 #define PADCELL_AGENT_PROTO_H
@@ -14,7 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AGENT_PROTO_VERSION 3u   /* 2: STDIN_ACK flow control for stdin; 3: file operations */
+#define AGENT_PROTO_VERSION 4u   /* 2: STDIN_ACK flow control for stdin; 3: file operations; 4: background processes */
+#define AGENT_PROTO_MIN     3u   /* the oldest agent the host still talks to (for what that version had) */
 #define AGENT_PORT          1024u          /* the agent listens here; it also calls the host here when ready */
 #define AGENT_HDR_LEN       8u
 #define AGENT_MAX_PAYLOAD   (64u << 10)    /* one frame's payload */
@@ -55,7 +61,17 @@ enum agent_type {
 	AGENT_MOVE,        /* host -> agent: source path, NUL, destination path (rename); OK         */
 	AGENT_REMOVE,      /* host -> agent: u32 flags (AGENT_REMOVE_*), path; OK                    */
 	AGENT_ENTRIES,     /* agent -> host: directory entries (agent_entry_encode), packed          */
-	AGENT_TYPE_MAX = AGENT_ENTRIES,
+	/* Version 4: background processes (agent_start_encode and the rest below). */
+	AGENT_START,       /* host -> agent: u32 flags, u16 rows, u16 cols, an EXEC payload; PROC    */
+	AGENT_PLIST,       /* host -> agent: empty; PROCS frames, then an empty one                  */
+	AGENT_ATTACH,      /* host -> agent: u32 id; OK, then STDOUT/STDERR/GAP..., EXIT            */
+	AGENT_SEND,        /* host -> agent: u32 id, stdin bytes (none: close stdin); OK once written */
+	AGENT_KILL,        /* host -> agent: u32 id, u32 signal, for its process group; OK           */
+	AGENT_RESIZE,      /* host -> agent: u32 id, u16 rows, u16 cols (a PTY's window size); OK   */
+	AGENT_PROC,        /* agent -> host: u32 id, u32 pid: the process START started             */
+	AGENT_PROCS,       /* agent -> host: process entries (agent_proc_encode), packed             */
+	AGENT_GAP,         /* agent -> host: u32 stream (AGENT_STDOUT/STDERR), u64 bytes dropped      */
+	AGENT_TYPE_MAX = AGENT_GAP,
 };
 
 enum agent_exit_how {
@@ -159,6 +175,60 @@ struct agent_entry {
 int agent_entry_encode(uint8_t *out, size_t cap, size_t *off, const struct agent_entry *e);
 /* The entry at *off of p (len bytes): 1 with e filled and *off moved on, 0 at the end, -EPROTO. */
 int agent_entry_next(const uint8_t *p, size_t len, size_t *off, struct agent_entry *e);
+
+/*
+ * Background processes (version 4).  START's EXEC payload has timeout_ms 0 (a background process
+ * has no timeout; KILL ends it).  The agent keeps at most AGENT_MAX_PROCS processes, running or
+ * exited-and-not-yet-collected; START with the table full drops the oldest exited one, or fails
+ * when all run.  A process id is the agent's handle (1.., never reused while the agent runs), not
+ * the guest pid.  The agent keeps the last AGENT_PROC_RING bytes of each of a process's stdout
+ * and stderr (a PTY's output is all stdout; less once all rings hold AGENT_PROC_RING_TOTAL); ATTACH sends what is kept, a GAP for what was dropped
+ * before it, then live output, then EXIT once the process has ended and its output is drained.
+ * A process's EXIT sent by ATTACH is collected: the entry leaves the table.  A PTY process's stdin
+ * is the terminal: SEND's bytes go to it, and closing stdin sends the terminal's end-of-file
+ * character.  Without AGENT_START_STDIN (and no PTY) its stdin is /dev/null.
+ */
+#define AGENT_MAX_PROCS   64u
+#define AGENT_PROC_RING   (512u << 10) /* per stream */
+#define AGENT_PROC_RING_TOTAL (16u << 20) /* all streams together: past it, rings grow no more */
+#define AGENT_MAX_ATTACH  16u          /* connections the process manager serves at once */
+#define AGENT_START_PTY   1u
+#define AGENT_START_STDIN 2u
+#define AGENT_PROC_SUMMARY 200u        /* argv joined by spaces, cut to this many bytes */
+#define AGENT_PROC_FIXED  22u
+
+struct agent_start {
+	uint32_t flags;      /* AGENT_START_* */
+	uint16_t rows, cols; /* the PTY's size (0,0: 24x80); ignored without a PTY */
+	struct agent_exec e;
+};
+
+enum agent_proc_state { AGENT_PROC_RUNNING = 1, AGENT_PROC_EXITED = 2 };
+
+/* One PROCS entry: u32 id, u32 pid, u32 state, u32 how, i32 code, u16 summary length, the summary. */
+struct agent_proc {
+	uint32_t id, pid, state, how; /* how, code: as in EXIT, when exited */
+	int32_t code;
+	char summary[AGENT_PROC_SUMMARY + 1];
+};
+
+/* START: encode as EXEC does (-E2BIG, -EINVAL); decode 0 or -EPROTO (unknown flags, a timeout). */
+int agent_start_encode(uint8_t *out, size_t cap, uint32_t flags, uint16_t rows, uint16_t cols,
+		       const char *const *argv, const char *const *envv, const char *cwd, const char *user);
+int agent_start_decode(const uint8_t *p, size_t len, struct agent_start *s);
+/* PROC: u32 id, u32 pid; KILL: u32 id, u32 signal (1..64); both 8 bytes.  Ids are never 0. */
+void agent_id2_encode(uint8_t out[8], uint32_t id, uint32_t v);
+int agent_id2_decode(const uint8_t *p, size_t len, uint32_t *id, uint32_t *v);
+/* RESIZE: u32 id, u16 rows, u16 cols (each 1..AGENT_MAX_WINSZ). */
+#define AGENT_MAX_WINSZ 4096u
+void agent_resize_encode(uint8_t out[8], uint32_t id, uint16_t rows, uint16_t cols);
+int agent_resize_decode(const uint8_t *p, size_t len, uint32_t *id, uint16_t *rows, uint16_t *cols);
+/* GAP: u32 stream (AGENT_STDOUT or AGENT_STDERR), u64 bytes (> 0). */
+void agent_gap_encode(uint8_t out[12], uint32_t stream, uint64_t bytes);
+int agent_gap_decode(const uint8_t *p, size_t len, uint32_t *stream, uint64_t *bytes);
+/* PROCS entries, packed like ENTRIES: append (0 or -E2BIG) and walk (1, 0 at the end, -EPROTO). */
+int agent_proc_encode(uint8_t *out, size_t cap, size_t *off, const struct agent_proc *pr);
+int agent_proc_next(const uint8_t *p, size_t len, size_t *off, struct agent_proc *pr);
 
 /*
  * Blocking frame I/O on a stream fd (EINTR retried).  Write: 0 or -errno.  Read: 0 with the

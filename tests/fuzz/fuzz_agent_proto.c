@@ -107,6 +107,52 @@ static void decode(uint16_t t, const uint8_t *p, size_t len)
 				abort();
 		break;
 	}
+	case AGENT_START: {
+		static struct agent_start st;
+		if (agent_start_decode(p, len, &st) == 0) {
+			int n = agent_start_encode(again, sizeof(again), st.flags, st.rows, st.cols, st.e.argv, st.e.envv,
+						   st.e.cwd, st.e.user);
+			if (n != (int)len || memcmp(again, p, len))
+				abort();
+		}
+		break;
+	}
+	case AGENT_PROC:
+	case AGENT_KILL: {
+		uint32_t v;
+		if (agent_id2_decode(p, len, &u, &v) == 0) {
+			agent_id2_encode(again, u, v);
+			if (memcmp(again, p, 8))
+				abort();
+		}
+		break;
+	}
+	case AGENT_RESIZE: {
+		uint16_t r, c;
+		if (agent_resize_decode(p, len, &u, &r, &c) == 0) {
+			agent_resize_encode(again, u, r, c);
+			if (memcmp(again, p, 8))
+				abort();
+		}
+		break;
+	}
+	case AGENT_GAP: {
+		uint64_t b;
+		if (agent_gap_decode(p, len, &u, &b) == 0) {
+			agent_gap_encode(again, u, b);
+			if (memcmp(again, p, 12))
+				abort();
+		}
+		break;
+	}
+	case AGENT_PROCS: {
+		size_t off = 0, out = 0;
+		struct agent_proc pr;
+		while (agent_proc_next(p, len, &off, &pr) == 1)
+			if (agent_proc_encode(again, sizeof(again), &out, &pr) || memcmp(again, p, out))
+				abort();
+		break;
+	}
 	default:
 		break;
 	}

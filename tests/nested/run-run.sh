@@ -114,6 +114,26 @@ why=""
 [ "$rc" = 0 ] || why="$why rawconnect exit $rc: $(head -c 300 $W/raw.out);"
 result raw-connect "$why" "$(tr '\n' ' ' <$W/raw.out)"
 
+echo "STEP run-background"
+V="timeout -k 10 $CASE_TIMEOUT ./padcell"
+id=$($V exec --vsock /run/v.sock --background -- sh -c 'echo started; read x </dev/null; sleep 1; echo later; exit 5' 2>$W/bg.err)
+$V ps --vsock /run/v.sock >$W/bg.ps 2>>$W/bg.err
+$V attach --vsock /run/v.sock "$id" >$W/bg.out 2>>$W/bg.err
+rc=$?
+sid=$($V exec --vsock /run/v.sock --background -- sleep 300 2>>$W/bg.err)
+$V kill --vsock /run/v.sock --signal KILL "$sid" 2>>$W/bg.err
+$V attach --vsock /run/v.sock "$sid" >/dev/null 2>>$W/bg.err
+krc=$?
+pty=$($V exec --vsock /run/v.sock --pty -- sh -c 'test -t 0 && test -t 1 && echo tty' </dev/null 2>>$W/bg.err | tr -d '\r')
+why=""
+[ "$id" = 1 ] || why="$why first id '$id' (want 1): $(head -c 200 $W/bg.err);"
+grep -q "^1 .*sh -c echo started" $W/bg.ps || why="$why ps: $(head -c 200 $W/bg.ps);"
+[ "$rc" = 5 ] || why="$why attach exit $rc (want 5);"
+[ "$(cat $W/bg.out)" = "$(printf 'started\nlater')" ] || why="$why attach output '$(head -c 100 $W/bg.out)';"
+[ "$krc" = 137 ] || why="$why attach after kill exit $krc (want 137);"
+[ "$pty" = tty ] || why="$why --pty: '$pty' (want tty);"
+result background "$why" "exec --background id $id, listed by ps, attach exit 5 with both lines; kill KILL -> 137; --pty is a terminal"
+
 echo "STEP run-boot-poweroff"
 timeout -k 10 "$CASE_TIMEOUT" ./padcell exec --vsock /run/v.sock --no-stdin -- poweroff -f >/dev/null 2>&1
 t0=$(now)

@@ -8,7 +8,7 @@
 # Needs: build/padcell-static, build/kernel/bzImage, build/images/rootfs-min.ext4, build/rawconnect
 # Exit: 0 all cases passed; 1 a case failed or is missing; l1.sh's 124/125 when L1 itself failed.
 set -euo pipefail
-tier=run expected=13 timeout_s=600 case_timeout=90
+tier=run expected=14 timeout_s=600 case_timeout=90
 . "$(dirname "$0")/tier-lib.sh"
 tier_args "$@"
 

@@ -179,7 +179,7 @@ static int open_agent(struct agent_conn *c)
 	agent_conn_init(c, fd, -1, -1);
 	struct agent_hello h;
 	cr_assert_eq(agent_conn_hello(c, 0, &h, err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(h.version, 3);
+	cr_assert_eq(h.version, AGENT_PROTO_VERSION);
 	return fd;
 }
 

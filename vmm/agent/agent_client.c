@@ -327,9 +327,10 @@ int agent_conn_hello(struct agent_conn *c, double deadline, struct agent_hello *
 		return rc;
 	if (c->h.type != AGENT_HELLO || agent_hello_decode(frame_buf, c->h.len, out))
 		return errorf(err, errlen, -EPROTO, "the guest did not greet with the agent's HELLO (not padcell-agent?)");
-	if (out->version != AGENT_PROTO_VERSION)
+	if (out->version < AGENT_PROTO_MIN || out->version > AGENT_PROTO_VERSION)
 		return errorf(err, errlen, -EPROTO, "the guest agent speaks protocol version %u, this padcell %u: "
 			      "rebuild the image with this padcell's agent", out->version, AGENT_PROTO_VERSION);
+	c->version = out->version;
 	return 0;
 }
 
@@ -750,6 +751,176 @@ int agent_conn_remove(struct agent_conn *c, const char *path, bool recursive, ch
 {
 	int n = agent_remove_encode(frame_buf, sizeof(frame_buf), recursive ? AGENT_REMOVE_RECURSIVE : 0, path);
 	return fs_request_ok(c, AGENT_REMOVE, n, path, "the answer to REMOVE", err, errlen);
+}
+
+/* ---- background processes (version 4) ---- */
+
+static int need_v4(const struct agent_conn *c, const char *what, char *err, size_t errlen)
+{
+	if (c->version >= 4)
+		return 0;
+	return errorf(err, errlen, -EOPNOTSUPP, "%s needs guest agent protocol 4, and this guest's agent speaks %u: "
+		      "rebuild the image with this padcell's agent", what, c->version);
+}
+
+int agent_conn_start(struct agent_conn *c, const struct agent_start_req *req, uint32_t *id, uint32_t *pid,
+		     char *err, size_t errlen)
+{
+	int rc = need_v4(c, "a background process", err, errlen);
+	if (rc)
+		return rc;
+	if (req->exec.timeout_ms)
+		return errorf(err, errlen, -EINVAL, "a background process has no timeout (kill it instead)");
+	uint32_t flags = (req->pty ? AGENT_START_PTY : 0) | (req->keep_stdin ? AGENT_START_STDIN : 0);
+	int n = agent_start_encode(frame_buf, sizeof(frame_buf), flags, req->rows, req->cols,
+				   (const char *const *)req->exec.argv, (const char *const *)req->exec.env, req->exec.cwd,
+				   req->exec.user);
+	if (n < 0)
+		return errorf(err, errlen, n, n == -E2BIG ? "the command, its environment and cwd do not fit in %u bytes"
+							 : "a malformed command (empty, a bad NAME=VALUE or window size)",
+			      AGENT_MAX_PAYLOAD);
+	if ((rc = send_frame(c, AGENT_START, frame_buf, (uint32_t)n, err, errlen)) ||
+	    (rc = read_reply(c, "the answer to START", err, errlen)))
+		return rc;
+	if (c->h.type != AGENT_PROC || agent_id2_decode(frame_buf, c->h.len, id, pid) || *pid == 0)
+		return errorf(err, errlen, -EPROTO, "malformed answer to START from the agent (frame type %u, %u bytes)",
+			      c->h.type, c->h.len);
+	return 0;
+}
+
+int agent_conn_ps(struct agent_conn *c, int (*each)(void *arg, const struct agent_proc *p), void *arg, char *err,
+		  size_t errlen)
+{
+	int rc = need_v4(c, "listing processes", err, errlen);
+	if (rc || (rc = send_frame(c, AGENT_PLIST, NULL, 0, err, errlen)))
+		return rc;
+	unsigned count = 0;
+	int stopped = 0;
+	for (;;) {
+		if ((rc = read_reply(c, "the process list", err, errlen)))
+			return rc;
+		if (c->h.type != AGENT_PROCS)
+			return errorf(err, errlen, -EPROTO, "unexpected frame type %u in the process list", c->h.type);
+		if (c->h.len == 0)
+			return stopped;
+		size_t off = 0;
+		struct agent_proc p;
+		unsigned in_frame = 0;
+		while ((rc = agent_proc_next(frame_buf, c->h.len, &off, &p)) == 1)
+			in_frame++;
+		if (rc < 0)
+			return errorf(err, errlen, -EPROTO, "malformed process entry from the agent");
+		if ((count += in_frame) > AGENT_MAX_PROCS)
+			return errorf(err, errlen, -EPROTO, "the agent lists more than %u processes", AGENT_MAX_PROCS);
+		off = 0;
+		while (agent_proc_next(frame_buf, c->h.len, &off, &p) == 1)
+			if (!stopped && each)
+				stopped = each(arg, &p);
+	}
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int agent_conn_attach(struct agent_conn *c, uint32_t id, int out_fd, int err_fd, struct agent_attach_result *res,
+		      char *err, size_t errlen)
+{
+	memset(res, 0, sizeof(*res));
+	int rc = need_v4(c, "attaching to a process", err, errlen);
+	if (rc)
+		return rc;
+	if (!id)
+		return errorf(err, errlen, -EINVAL, "process ids start at 1");
+	uint8_t b[4];
+	agent_u32_encode(b, id);
+	if ((rc = send_frame(c, AGENT_ATTACH, b, sizeof(b), err, errlen)) ||
+	    (rc = expect_ok(c, "the answer to ATTACH", err, errlen)))
+		return rc;
+	for (;;) {
+		/* Output has no deadline; a frame once begun has frame_ms (read_frame). */
+		if ((rc = read_frame(c, 0, "the process's output", err, errlen)))
+			return rc;
+		switch (c->h.type) {
+		case AGENT_STDOUT:
+		case AGENT_STDERR: {
+			int fd = c->h.type == AGENT_STDOUT ? out_fd : err_fd;
+			if (fd >= 0 && (rc = write_all(fd, frame_buf, c->h.len)))
+				return errorf(err, errlen, rc, "writing the process's output: %s", strerror(-rc));
+			break;
+		}
+		case AGENT_GAP: {
+			uint32_t stream;
+			uint64_t bytes;
+			if (agent_gap_decode(frame_buf, c->h.len, &stream, &bytes))
+				return errorf(err, errlen, -EPROTO, "malformed GAP from the agent");
+			uint64_t *g = &res->gap[stream == AGENT_STDERR];
+			*g = *g + bytes < *g ? UINT64_MAX : *g + bytes;
+			break;
+		}
+		case AGENT_EXIT: {
+			uint32_t how;
+			int32_t code;
+			if (agent_exit_decode(frame_buf, c->h.len, &how, &code) || how == AGENT_TIMEDOUT)
+				return errorf(err, errlen, -EPROTO, "malformed EXIT from the agent");
+			res->how = (int)how;
+			res->code = code;
+			return 0;
+		}
+		default:
+			return errorf(err, errlen, -EPROTO, "unexpected frame type %u while attached", c->h.type);
+		}
+	}
+}
+
+int agent_conn_send(struct agent_conn *c, uint32_t id, const void *buf, size_t len, char *err, size_t errlen)
+{
+	int rc = need_v4(c, "sending to a process's stdin", err, errlen);
+	if (rc)
+		return rc;
+	if (!id || len > AGENT_MAX_PAYLOAD - 4)
+		return errorf(err, errlen, -EINVAL, "send: a bad process id or more than %u bytes", AGENT_MAX_PAYLOAD - 4);
+	agent_u32_encode(frame_buf, id);
+	if (len)
+		memcpy(frame_buf + 4, buf, len);
+	rc = send_frame(c, AGENT_SEND, frame_buf, (uint32_t)(len + 4), err, errlen);
+	return rc ? rc : expect_ok(c, "the answer to SEND", err, errlen);
+}
+
+int agent_conn_kill(struct agent_conn *c, uint32_t id, int sig, char *err, size_t errlen)
+{
+	int rc = need_v4(c, "signalling a process", err, errlen);
+	if (rc)
+		return rc;
+	if (!id || sig < 1 || sig > 64)
+		return errorf(err, errlen, -EINVAL, "kill: a bad process id or signal %d", sig);
+	uint8_t b[8];
+	agent_id2_encode(b, id, (uint32_t)sig);
+	rc = send_frame(c, AGENT_KILL, b, sizeof(b), err, errlen);
+	return rc ? rc : expect_ok(c, "the answer to KILL", err, errlen);
+}
+
+int agent_conn_resize(struct agent_conn *c, uint32_t id, uint16_t rows, uint16_t cols, char *err, size_t errlen)
+{
+	int rc = need_v4(c, "resizing a terminal", err, errlen);
+	if (rc)
+		return rc;
+	if (!id || !rows || !cols || rows > AGENT_MAX_WINSZ || cols > AGENT_MAX_WINSZ)
+		return errorf(err, errlen, -EINVAL, "resize: a bad process id or window size %ux%u", rows, cols);
+	uint8_t b[8];
+	agent_resize_encode(b, id, rows, cols);
+	rc = send_frame(c, AGENT_RESIZE, b, sizeof(b), err, errlen);
+	return rc ? rc : expect_ok(c, "the answer to RESIZE", err, errlen);
 }
 
 int agent_conn_poweroff(struct agent_conn *c, char *err, size_t errlen)

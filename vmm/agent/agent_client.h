@@ -48,6 +48,7 @@ struct agent_conn {
 	uint64_t get_max;                           /* the bound on a GET's bytes (AGENT_GET_MAX_DEFAULT) */
 	uint32_t list_max;                          /* the bound on a LIST's entries (AGENT_LIST_MAX_DEFAULT) */
 	int signo;                                  /* out: the stop signal that ended a wait */
+	uint32_t version;                           /* out: the agent's protocol version (HELLO) */
 	/* private: the frame being received, resumed across waits */
 	uint8_t hdr[AGENT_HDR_LEN];
 	size_t got;
@@ -68,7 +69,9 @@ int agent_conn_open(struct agent_conn *c, const char *vsock_path, uint32_t port,
 
 /*
  * Reads the agent's HELLO, which must begin before deadline (now_ms(); 0: no deadline, only
- * signals and abort_fd end the wait); -EPROTO for another protocol version or anything else first.
+ * signals and abort_fd end the wait); -EPROTO for a protocol version outside AGENT_PROTO_MIN..
+ * AGENT_PROTO_VERSION or anything else first.  c->version says which one the agent speaks: the
+ * calls of a later version on an older agent fail with -EOPNOTSUPP and say so.
  */
 int agent_conn_hello(struct agent_conn *c, double deadline, struct agent_hello *out, char *err, size_t errlen);
 
@@ -125,6 +128,39 @@ int agent_conn_list(struct agent_conn *c, const char *path, int (*each)(void *ar
 int agent_conn_mkdir(struct agent_conn *c, const char *path, unsigned mode, bool parents, char *err, size_t errlen);
 int agent_conn_move(struct agent_conn *c, const char *src, const char *dst, char *err, size_t errlen);
 int agent_conn_remove(struct agent_conn *c, const char *path, bool recursive, char *err, size_t errlen);
+
+/*
+ * Background processes (protocol version 4; -EOPNOTSUPP on an older agent).  The first of these
+ * calls hands the connection to the agent's process manager: from then on it carries only these
+ * calls.  An ERROR answer is -EIO with the agent's message and the connection stays usable.
+ */
+struct agent_start_req {
+	struct agent_exec_req exec; /* timeout_ms must be 0; stdin_fd is unused */
+	bool pty;                   /* a terminal for stdin, stdout and stderr (all output is stdout) */
+	bool keep_stdin;            /* stdin is a pipe SEND writes to (always, with a PTY) */
+	uint16_t rows, cols;        /* the PTY's size; 0: 24x80 */
+};
+int agent_conn_start(struct agent_conn *c, const struct agent_start_req *req, uint32_t *id, uint32_t *pid,
+		     char *err, size_t errlen);
+/* Calls each(arg, entry) for every process the agent keeps (at most AGENT_MAX_PROCS). */
+int agent_conn_ps(struct agent_conn *c, int (*each)(void *arg, const struct agent_proc *p), void *arg, char *err,
+		  size_t errlen);
+/*
+ * Streams process id's kept and live output to out_fd and err_fd until its EXIT (which collects
+ * it: the agent forgets it), with no deadline (a process may be silent); a stop signal ends the
+ * wait with -EINTR (the process goes on).  res->gap[0/1] count the stdout/stderr bytes the agent
+ * had dropped from its ring before they could be sent.
+ */
+struct agent_attach_result {
+	int how, code;
+	uint64_t gap[2];
+};
+int agent_conn_attach(struct agent_conn *c, uint32_t id, int out_fd, int err_fd, struct agent_attach_result *res,
+		      char *err, size_t errlen);
+/* Writes len bytes (at most AGENT_MAX_PAYLOAD - 4) to the process's stdin; len 0 closes it. */
+int agent_conn_send(struct agent_conn *c, uint32_t id, const void *buf, size_t len, char *err, size_t errlen);
+int agent_conn_kill(struct agent_conn *c, uint32_t id, int sig, char *err, size_t errlen);
+int agent_conn_resize(struct agent_conn *c, uint32_t id, uint16_t rows, uint16_t cols, char *err, size_t errlen);
 
 /* Asks the agent (when it is init) to power the VM off. */
 int agent_conn_poweroff(struct agent_conn *c, char *err, size_t errlen);

@@ -13,12 +13,13 @@
 #include <unistd.h>
 
 #include "vmm/agent/agent_client.h"
+#include "vmm/cmd/agent_cmd.h"
 #include "vmm/cmd/cli.h"
 #include "vmm/util.h"
 
 #define CONNECT_TIMEOUT_MS 5000
 
-static int fail(int code, const char *msg)
+int agent_cmd_fail(int code, const char *msg)
 {
 	fprintf(stderr, "padcell: %s\n", msg);
 	return code;
@@ -40,14 +41,19 @@ static int open_signals(void)
 	return sfd;
 }
 
+static int fail(int code, const char *msg)
+{
+	return agent_cmd_fail(code, msg);
+}
+
 /* The exit code for a failed agent call: 128+N after stop signal N, else 125. */
-static int agent_fail_code(const struct agent_conn *c, int rc)
+int agent_fail_code(const struct agent_conn *c, int rc)
 {
 	return rc == -EINTR && c->signo > 0 ? 128 + c->signo : EXIT_RUN_FAILED;
 }
 
 /* Closes what open_agent opened (c->signo stays for agent_fail_code). */
-static void close_agent(struct agent_conn *c)
+void close_agent(struct agent_conn *c)
 {
 	if (c->fd >= 0)
 		close(c->fd);
@@ -62,7 +68,7 @@ static void close_agent(struct agent_conn *c)
  * HELLO has no deadline of its own: the agent serves AGENT_MAX_CONNS connections at once and a
  * further one waits in its backlog, silent, until one ends; a signal still ends the wait at once.
  */
-static int open_agent(struct agent_conn *c, const char *vsock, uint64_t get_max, bool verbose)
+int open_agent(struct agent_conn *c, const char *vsock, uint64_t get_max, bool verbose)
 {
 	char err[320];
 	double t0 = now_ms();
@@ -83,7 +89,7 @@ static int open_agent(struct agent_conn *c, const char *vsock, uint64_t get_max,
 	return 0;
 }
 
-enum { O_VSOCK = 256, O_ENV, O_CWD, O_USER, O_TIMEOUT, O_NO_STDIN, O_VERBOSE, O_MAX_SIZE };
+enum { O_VSOCK = 256, O_ENV, O_CWD, O_USER, O_TIMEOUT, O_NO_STDIN, O_VERBOSE, O_MAX_SIZE, O_BACKGROUND, O_PTY };
 
 int cmd_exec(int argc, char **argv)
 {
@@ -95,8 +101,11 @@ int cmd_exec(int argc, char **argv)
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "no-stdin", no_argument, NULL, O_NO_STDIN },
 		{ "verbose", no_argument, NULL, O_VERBOSE },
+		{ "background", no_argument, NULL, O_BACKGROUND },
+		{ "pty", no_argument, NULL, O_PTY },
 		{ 0 },
 	};
+	bool background = false, pty = false;
 	const char *vsock = NULL, *cwd = NULL, *user = NULL;
 	const char *env[CLI_MAX_ENV + 1] = { 0 };
 	unsigned nenv = 0, timeout = 0;
@@ -129,6 +138,8 @@ int cmd_exec(int argc, char **argv)
 			break;
 		case O_NO_STDIN: no_stdin = true; break;
 		case O_VERBOSE: verbose = true; break;
+		case O_BACKGROUND: background = true; break;
+		case O_PTY: pty = true; break;
 		case ':':
 			snprintf(msg, sizeof(msg), "%s needs a value", argv[optind - 1]);
 			return fail(EXIT_USAGE, msg);
@@ -141,6 +152,16 @@ int cmd_exec(int argc, char **argv)
 		return fail(EXIT_USAGE, "exec needs --vsock PATH (the socket of a VM booted with --vsock PATH)");
 	if (optind >= argc || strcmp(argv[optind - 1], "--"))
 		return fail(EXIT_USAGE, "exec needs a command: padcell exec --vsock PATH [options] -- CMD [ARGS...]");
+	if ((background || pty) && timeout)
+		return fail(EXIT_USAGE, "--timeout does not go with --background or --pty (padcell kill ends such a process)");
+	if (background && no_stdin)
+		return fail(EXIT_USAGE, "--no-stdin does not go with --background (its stdin is /dev/null already)");
+	if (background || pty) {
+		struct agent_start_req sr = { .exec = { .argv = argv + optind, .env = (char *const *)env, .cwd = cwd,
+							.user = user, .stdin_fd = -1 },
+					      .pty = pty };
+		return background ? exec_background(vsock, &sr, verbose) : exec_pty(vsock, &sr, no_stdin, verbose);
+	}
 
 	struct agent_conn conn;
 	int code = open_agent(&conn, vsock, 0, verbose);

@@ -13,6 +13,9 @@ int cmd_run(int argc, char **argv);      /* run.c */
 int cmd_exec(int argc, char **argv);     /* agent.c */
 int cmd_cp(int argc, char **argv);       /* agent.c */
 int cmd_fs(int argc, char **argv);       /* agent.c: stat, ls, mkdir, mv, rm */
+int cmd_ps(int argc, char **argv);       /* procs.c: the agent's background processes */
+int cmd_attach(int argc, char **argv);   /* procs.c */
+int cmd_kill(int argc, char **argv);     /* procs.c */
 int cmd_mcp(int argc, char **argv);      /* mcp.c: the MCP server (vmm/mcp/) */
 int cmd_serve(int argc, char **argv);    /* serve.c (a dynamic build), else vmm/serve/stub.c */
 int cmd_restore(int argc, char **argv);  /* restore.c */
