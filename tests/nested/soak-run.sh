@@ -112,6 +112,7 @@ result clones "$why" "$up clones of one snapshot alive at once, each agent answe
 # the monitor is sampled after its first command and after its last.
 echo "STEP soak-commands"
 t0=$(now)
+loops=""
 i=1
 while [ $i -le $CLONES ]; do
 	(
@@ -132,9 +133,10 @@ while [ $i -le $CLONES ]; do
 		# progress on L1's console (a STEP line: a timeout then says how far the soak got)
 		echo "STEP soak-commands clone $i: $CMDS done at $(since "$t0")s, $(grep -c . $W/c$i.bad) bad"
 	) &
+	loops="$loops $!"
 	i=$((i + 1))
 done
-wait
+wait $loops # those loops only: a bare wait would wait for the clones too
 secs=$(since "$t0")
 lost=$(cat $W/c*.bad | grep -c '^lost')
 wrong=$(cat $W/c*.bad | grep -c '^code')
