@@ -61,6 +61,7 @@ run_tier nested tests/nested/boot-test.sh
 run_tier nested-blk tests/nested/blk-test.sh
 run_tier nested-run tests/nested/run-test.sh
 run_tier nested-snap tests/nested/snap-test.sh
+run_tier nested-soak tests/nested/soak-test.sh
 run_tier nested-debian tests/nested/debian-test.sh
 run_tier nested-net tests/nested/net-test.sh
 run_tier nested-cgroup tests/nested/cgroup-test.sh

@@ -328,7 +328,8 @@ void launch_teardown(struct launch *l)
 	launch_net_close(&l->net);
 	if (l->vsock_fd >= 0) {
 		close(l->vsock_fd);
-		jail_unlink(l->vsock_path);
+		if (l->vsock_path) /* NULL: its name was removed already (run) */
+			jail_unlink(l->vsock_path);
 	}
 	l->vsock_fd = -1;
 	while (l->ndisks)

@@ -1,8 +1,9 @@
 # Shared by the nested case tiers (run-test.sh, snap-test.sh, debian-test.sh), sourced by bash:
 # their options, the payload directory, the L1 run and the summary of its RESULT lines.
 # The caller sets `tier` (the RESULT prefix: RESULT <tier>-<case>), `expected` (its case count),
-# `timeout_s` and `case_timeout` (defaults), then calls tier_args "$@", fills "$payload" (its
-# run.sh, files) and calls tier_run.  The payload gets a `config` with CASE_TIMEOUT and TIER, and
+# `timeout_s` and `case_timeout` (defaults), optionally `l1_mem` (L1's memory in MiB, l1.sh's
+# default 2048 when unset), then calls tier_args "$@", fills "$payload" (its run.sh, files) and
+# calls tier_run.  The payload gets a `config` with CASE_TIMEOUT and TIER, and
 # case-lib.sh (the helpers its run.sh sources).
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -35,9 +36,10 @@ tier_usage() {
 tier_run() {
 	printf 'CASE_TIMEOUT=%s\nTIER=%s\n' "$case_timeout" "$tier" >"$payload/config"
 	cp "$here/case-lib.sh" "$payload/case-lib.sh"
-	local l1_rc results pass fail missing
+	local l1_rc results pass fail missing mem=()
+	[ -n "${l1_mem:-}" ] && mem=(--mem "$l1_mem")
 	set +e
-	"$here/l1.sh" --payload "$payload" --timeout "$timeout_s" --log "$log" "${verbose[@]}"
+	"$here/l1.sh" --payload "$payload" --timeout "$timeout_s" --log "$log" "${mem[@]}" "${verbose[@]}"
 	l1_rc=$?
 	set -e
 	results=$(grep -aE "^RESULT $tier-" "$log" | tr -d '\r' || true)

@@ -84,6 +84,7 @@ struct run {
 	char vsock_path[128];
 	char ready_path[160];      /* vsock_path_<AGENT_PORT>: the agent's ready connection lands here */
 	int ready_fd;
+	bool named;                /* the socket names (and the private directory) still exist */
 	int console_fd;            /* where the guest console goes: a pipe to the ring, or stderr */
 	bool console_mine;
 	struct console_ring ring;
@@ -213,12 +214,36 @@ static int run_paths(struct run *r, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * The names go as soon as nothing needs them by name: once the agent is connected, nobody connects
+ * to the ready socket or (a private directory's) vsock socket again, and both listening sockets
+ * stay usable without their names.  So a run killed by SIGKILL while its command runs leaves no
+ * directory and no socket behind.  After confinement the paths are gone from this process's root:
+ * the jail removes them through the directories it holds (jail_unlink, jail_rmdir), as at exit.  A
+ * --vsock the user named is the user's, and stays until the end.
+ */
+static void run_unname(struct run *r)
+{
+	if (!r->named)
+		return;
+	r->named = false;
+	if (r->ready_fd >= 0)
+		jail_unlink(r->ready_path);
+	if (r->dir[0]) {
+		jail_unlink(r->vsock_path);
+		r->l.vsock_path = NULL; /* launch_teardown: the name is gone already */
+		jail_rmdir(r->dir);
+		r->dir[0] = '\0';
+	}
+}
+
 static void run_cleanup(struct run *r)
 {
 	jail_abort(); /* a run that never confined: the console thread waits at the jail's gate */
 	if (r->ready_fd >= 0) {
 		close(r->ready_fd);
-		jail_unlink(r->ready_path);
+		if (r->named)
+			jail_unlink(r->ready_path);
 		r->ready_fd = -1;
 	}
 	if (r->vm) {
@@ -495,6 +520,7 @@ static int run_main(struct run *r)
 	}
 	if (run_paths(r, err, sizeof(err)))
 		goto fail;
+	r->named = true;
 	r->ready_fd = listen_unix(r->ready_path, err, sizeof(err));
 	if (r->ready_fd < 0)
 		goto fail;
@@ -550,6 +576,7 @@ static int run_main(struct run *r)
 		if (conn.fd < 0)
 			goto fail;
 	}
+	run_unname(r);
 	struct agent_hello hello;
 	if (wait_event(r, conn.fd, boot_deadline, &code, err, sizeof(err)))
 		goto fail_conn;
