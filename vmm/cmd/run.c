@@ -334,9 +334,10 @@ static int run_conn_code(struct run *r, const struct agent_conn *c, int rc, char
 	if (rc == -EINTR && c->signo > 0)
 		return 128 + c->signo;
 	if (vm_status(r->vm) != VM_RUNNING) {
+		/* the client already says the VM stopped (its connection ended); the monitor knows why */
+		const char *why = r->vm->stop_detail[0] ? r->vm->stop_detail : "no reason given";
 		size_t n = strlen(err);
-		snprintf(err + n, errlen - n, " (the VM stopped: %s)",
-			 r->vm->stop_detail[0] ? r->vm->stop_detail : "no reason given");
+		snprintf(err + n, errlen - n, strstr(err, "VM stopped") ? ": %s" : " (the VM stopped: %s)", why);
 	}
 	return EXIT_RUN_FAILED;
 }
