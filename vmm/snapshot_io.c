@@ -1,6 +1,7 @@
 /* Snapshot files: whole reads and writes, sparse copies, data-file trailers, and the atomic set of renames. */
 #include "vmm/snapshot_io.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vmm/err.h"
@@ -45,12 +47,67 @@ int snap_fsync_dir(const char *dir)
 	return rc;
 }
 
-/* A new file "<dir>/.<name>.tmp-XXXXXX" beside path; its name goes to tmp. */
+/* When this process started: a temporary file last written before it was not made by this process. */
+static struct timespec proc_start;
+__attribute__((constructor)) static void snap_note_start(void)
+{
+	clock_gettime(CLOCK_REALTIME, &proc_start);
+}
+
+/* A whole-file OFD write lock on fd, without waiting: 0, or -errno (-EAGAIN: someone holds one). */
+static int snap_tmp_lock(int fd)
+{
+	struct flock l = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	return fcntl(fd, F_OFD_SETLK, &l) < 0 ? -errno : 0;
+}
+
+/*
+ * Removes the "<dir>/.<base>.tmp-XXXXXX" files of writers that died before their rename (a
+ * SIGKILLed monitor mid-snapshot, a power loss): a writer holds an OFD lock on its file from the
+ * moment it makes it until it closes it, and the kernel drops the lock however the writer ends.
+ * A file last written before this process started whose lock can be taken has no writer; one
+ * written since may be another writer's between its create and its lock, and is left alone.
+ */
+static void snap_tmp_sweep(const char *dir, const char *base)
+{
+	int dfd = jail_open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+	if (dfd < 0)
+		return;
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return;
+	}
+	char prefix[300];
+	int pl = snprintf(prefix, sizeof(prefix), ".%s.tmp-", base);
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (strncmp(e->d_name, prefix, (size_t)pl) || strlen(e->d_name) != (size_t)pl + 6)
+			continue;
+		int fd = openat(dirfd(d), e->d_name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		struct stat st;
+		bool before = !fstat(fd, &st) && S_ISREG(st.st_mode) &&
+			      (st.st_mtim.tv_sec < proc_start.tv_sec ||
+			       (st.st_mtim.tv_sec == proc_start.tv_sec && st.st_mtim.tv_nsec < proc_start.tv_nsec));
+		if (before && snap_tmp_lock(fd) == 0)
+			unlinkat(dirfd(d), e->d_name, 0);
+		close(fd);
+	}
+	closedir(d);
+}
+
+/*
+ * A new file "<dir>/.<name>.tmp-XXXXXX" beside path, locked for as long as it is open (see
+ * snap_tmp_sweep, which first removes such files of writers that died); its name goes to tmp.
+ */
 int snap_tmp_create(const char *path, char *tmp, size_t tmplen)
 {
 	char dir[4096], base[256];
 	snap_dir_of(path, dir, sizeof(dir));
 	snap_base_of(path, base, sizeof(base));
+	snap_tmp_sweep(dir, base);
 	if ((size_t)snprintf(tmp, tmplen, "%s/.%s.tmp-XXXXXX", dir, base) >= tmplen)
 		return -ENAMETOOLONG;
 	/* mkostemp's job, through the jail (whose root is empty: the directory is a held fd) */
@@ -63,6 +120,8 @@ int snap_tmp_create(const char *path, char *tmp, size_t tmplen)
 		for (int i = 0; i < 6; i++)
 			x[i] = chars[r[i] % (sizeof(chars) - 1)];
 		int fd = jail_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			snap_tmp_lock(fd); /* where locks are not supported, the sweep cannot take one either */
 		if (fd != -EEXIST)
 			return fd;
 	}

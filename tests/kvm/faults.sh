@@ -6,7 +6,8 @@
 #   snapshot-disk-full     a snapshot into a 2 MiB tmpfs (mounted here, unmounted after)
 #   scratch-disk-full      --scratch 16M with TMPDIR on a 2 MiB tmpfs; the guest writes 8 MiB (tg.case=blk-fill)
 #   vsock-peer-abort       the host end of a vsock connection closes with data unread, mid-stream
-#   kill-mid-snapshot      SIGKILL of the monitor while it writes a snapshot into an empty directory
+#   kill-mid-snapshot      SIGKILL of the monitor while it writes a snapshot into an empty directory;
+#                          the next snapshot there sweeps the dead writer's temporary files
 #   kill-mid-run-vsock     SIGKILL of a running monitor; a new boot --vsock at the same path
 # and checks the exit code, that padcell said exactly one line about it (stderr, besides this
 # host's cgroup v1 warning), and that nothing is left that looks valid.  Waits are for events (a
@@ -199,6 +200,8 @@ case_kill_snapshot() {
 		if ! wait_line "$out.2" '^COUNT 3[[:space:]]*$'; then why="a new boot on the stale API socket never counted: $(head -c 200 "$out.2")"
 		elif ! "$PADCELL" snapshot --api-sock "$sock" --to "$dir" >"$LOGDIR/ks.client2" 2>&1; then why="the next snapshot into $dir failed: $(cat "$LOGDIR/ks.client2")"
 		elif [ ! -s "$dir/state" ]; then why="the next snapshot wrote no state"
+		# the killed writer's temporary files (no lock holder any more) are swept by the next snapshot
+		elif ls -A "$dir" | grep -q '\.tmp-'; then why="the killed snapshot's temporary files are still there: $(ls -A "$dir" | tr '\n' ' ')"
 		fi
 		wait_pid "$pid" $((HANG * 2)) || [ -n "$why" ] || why="the second VM did not end with exit 0"
 	fi

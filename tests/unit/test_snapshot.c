@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "devices/acpi_pm.h"
@@ -23,6 +24,7 @@
 #include "tests/unit/fake_host.h"
 #include "vmm/snapshot.h"
 #include "vmm/snapshot_fmt.h"
+#include "vmm/snapshot_io.h"
 #include "vmm/vm.h"
 
 #define NCPUS 2
@@ -954,4 +956,63 @@ Test(snapshot_fmt, a_nic_after_the_disks_and_vsock)
 			cr_assert(rc == -EINVAL && strstr(err, "corrupt"), "case %u accepted (%d, %s)", c, rc, err);
 		snap_enc_free(&e);
 	}
+}
+
+/* ---- temporary files of writers that died ------------------------------------------------------- */
+
+/* A ".mem.tmp-XXXXXX" beside sdir/mem, last written `age` seconds before now (negative: after). */
+static void tmp_leftover(const char *sdir, const char *suffix, int age)
+{
+	char p[512];
+	snprintf(p, sizeof(p), "%s/.mem.tmp-%s", sdir, suffix);
+	int fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "x", 1), 1);
+	struct timespec t[2];
+	clock_gettime(CLOCK_REALTIME, &t[0]);
+	t[0].tv_sec -= age;
+	t[1] = t[0];
+	cr_assert_eq(futimens(fd, t), 0);
+	close(fd);
+}
+
+static bool exists_in(const char *sdir, const char *name)
+{
+	char p[512];
+	snprintf(p, sizeof(p), "%s/%s", sdir, name);
+	return access(p, F_OK) == 0;
+}
+
+Test(snapshot_io, a_dead_writers_temporary_files_are_swept_a_live_ones_kept)
+{
+	char sdir[] = "/tmp/padcell-sweep-XXXXXX";
+	cr_assert_not_null(mkdtemp(sdir));
+	tmp_leftover(sdir, "DEAD01", 3600);  /* before this process started, nobody holds it: a dead writer's */
+	tmp_leftover(sdir, "LIVE01", 3600);  /* as old, but a writer holds its lock */
+	tmp_leftover(sdir, "NEW001", -3600); /* written since this process started: maybe between create and lock */
+	tmp_leftover(sdir, "DEAD0", 3600);   /* not the name a writer makes (5 characters) */
+	char p[512];
+	snprintf(p, sizeof(p), "%s/.mem.tmp-LIVE01", sdir);
+	int live = open(p, O_RDWR | O_CLOEXEC);
+	struct flock l = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	cr_assert_eq(fcntl(live, F_OFD_SETLK, &l), 0);
+
+	char final[512], tmp[512];
+	snprintf(final, sizeof(final), "%s/mem", sdir);
+	int fd = snap_tmp_create(final, tmp, sizeof(tmp));
+	cr_assert_geq(fd, 0, "snap_tmp_create: %s", strerror(-fd));
+	cr_assert_not(exists_in(sdir, ".mem.tmp-DEAD01"), "a dead writer's file is removed");
+	cr_assert(exists_in(sdir, ".mem.tmp-LIVE01"), "a locked file is kept");
+	cr_assert(exists_in(sdir, ".mem.tmp-NEW001"), "a file written since the start is kept");
+	cr_assert(exists_in(sdir, ".mem.tmp-DEAD0"), "another name is kept");
+	/* the new file is locked as long as it is open: another description cannot take the lock */
+	int other = open(tmp, O_RDWR | O_CLOEXEC);
+	cr_assert_eq(fcntl(other, F_OFD_SETLK, &l), -1);
+	cr_assert(errno == EAGAIN || errno == EACCES, "%s", strerror(errno));
+	close(other);
+	close(fd);
+	close(live);
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sdir);
+	cr_assert_eq(system(cmd), 0);
 }
