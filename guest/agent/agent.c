@@ -238,13 +238,9 @@ static void send_error(int fd, const char *fmt, ...)
 	char msg[512];
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	uint32_t n = agent_error_text(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n >= sizeof(msg))
-		n = sizeof(msg) - 1;
-	agent_write_frame(fd, AGENT_ERROR, msg, (uint32_t)n);
+	agent_write_frame(fd, AGENT_ERROR, msg, n);
 }
 
 /* SYNC: the host's clock, and entropy so clones restored from one snapshot diverge. */

@@ -158,13 +158,9 @@ static void conn_error(struct pconn *c, bool fatal, const char *fmt, ...)
 	char msg[300];
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	uint32_t n = agent_error_text(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n >= sizeof(msg))
-		n = sizeof(msg) - 1;
-	conn_queue(c, AGENT_ERROR, msg, (uint32_t)n);
+	conn_queue(c, AGENT_ERROR, msg, n);
 	if (fatal)
 		c->closing = true;
 }

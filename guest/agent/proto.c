@@ -2,6 +2,7 @@
 #include "guest/agent/proto.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -587,4 +588,12 @@ int agent_read_frame(int fd, struct agent_hdr *h, uint8_t *payload, size_t paylo
 		return -EPROTO;
 	rc = read_full(fd, payload, h->len);
 	return rc == 1 ? -EPROTO : rc;
+}
+
+uint32_t agent_error_text(char *msg, size_t size, const char *fmt, va_list ap)
+{
+	int n = vsnprintf(msg, size, fmt, ap);
+	if (n < 0)
+		return msg[0] = '\0', 0;
+	return (size_t)n >= size ? (uint32_t)(size - 1) : (uint32_t)n;
 }

@@ -16,6 +16,7 @@
 #ifndef PADCELL_AGENT_PROTO_H
 #define PADCELL_AGENT_PROTO_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -236,6 +237,9 @@ int agent_proc_next(const uint8_t *p, size_t len, size_t *off, struct agent_proc
  * a header, -EPROTO for a bad header, -errno otherwise.
  */
 int agent_write_frame(int fd, uint16_t type, const void *payload, uint32_t len);
+
+/* An ERROR frame's text: vsnprintf into msg (size > 0), cut to fit; returns its length. */
+uint32_t agent_error_text(char *msg, size_t size, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 int agent_read_frame(int fd, struct agent_hdr *h, uint8_t *payload, size_t payload_cap);
 
 #endif
