@@ -1290,3 +1290,24 @@ Test(api_routes, policy_without_a_nic_is_400)
 	cr_assert_eq(call(&f, "GET", "/network/policy", NULL, out), 400);
 	cr_assert(strstr(fault_msg(out), "no network interface"), "%s", out);
 }
+
+Test(api_cmd, net_policy_sets_shows_and_refuses_bad_rules, .init = cr_redirect_stdout)
+{
+	struct server *sv = server_start();
+	policy_init(&sv->vm.policy);
+	cr_assert_eq(run_cmd(cmd_net_policy, "net-policy", "--api-sock", sv->path, "--allow", "pypi.org:443", "--open"), 0);
+	cr_assert_eq(sv->vm.policy.nrules, 1);
+	cr_assert(sv->vm.policy.open);
+	cr_assert_eq(run_cmd(cmd_net_policy, "net-policy", "--api-sock", sv->path, "--allow", "10.0.0.1/8", NULL), 2,
+		     "a bad rule: the CLI's usage error");
+	cr_assert_eq(sv->vm.policy.nrules, 1, "and nothing changed");
+	cr_assert_eq(run_cmd(cmd_net_policy, "net-policy", "--api-sock", sv->path, NULL, NULL, NULL), 0);
+	cr_assert_eq(run_cmd(cmd_net_policy, "net-policy", "--api-sock", sv->path, "--deny-all", NULL, NULL), 0);
+	cr_assert_eq(sv->vm.policy.nrules, 0);
+	cr_assert_not(sv->vm.policy.open);
+	fflush(stdout);
+	cr_assert_stdout_eq_str("{\"allow\":[\"pypi.org:443\"],\"open\":true,\"changes\":1,\"counters\":{\"allowed\":0,"
+				"\"rejected\":0,\"dropped\":0,\"resolved\":0,\"nxdomain\":0,\"servfail\":0}}\n");
+	policy_destroy(&sv->vm.policy);
+	server_stop(sv);
+}
