@@ -1311,3 +1311,32 @@ Test(api_cmd, net_policy_sets_shows_and_refuses_bad_rules, .init = cr_redirect_s
 	policy_destroy(&sv->vm.policy);
 	server_stop(sv);
 }
+
+Test(api_server, a_policy_answer_larger_than_4k_arrives_whole)
+{
+	struct server *sv = server_start();
+	policy_init(&sv->vm.policy);
+	static char names[POLICY_MAX_RULES][32];
+	const char *rules[POLICY_MAX_RULES];
+	for (int i = 0; i < POLICY_MAX_RULES; i++) {
+		snprintf(names[i], sizeof(names[i]), "host-%04d.example.org:443", i);
+		rules[i] = names[i];
+	}
+	struct api_client cl;
+	char err[512];
+	cr_assert_eq(api_client_connect(&cl, sv->path, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(api_client_set_policy(&cl, rules, POLICY_MAX_RULES, false, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(sv->vm.policy.nrules, POLICY_MAX_RULES);
+	char *body = malloc(HTTP_BODY_MAX + 1);
+	cr_assert_eq(api_client_get_policy(&cl, body, HTTP_BODY_MAX + 1, err, sizeof(err)), 0, "%s", err);
+	cr_assert_gt(strlen(body), 28000, "1024 rules of 25 characters, listed");
+	json_t *o = json_loads(body, 0, NULL);
+	cr_assert_not_null(o, "whole JSON");
+	cr_assert_eq(json_array_size(json_object_get(o, "allow")), POLICY_MAX_RULES);
+	cr_assert_str_eq(json_string_value(json_array_get(json_object_get(o, "allow"), 1023)), "host-1023.example.org:443");
+	json_decref(o);
+	free(body);
+	api_client_close(&cl);
+	policy_destroy(&sv->vm.policy);
+	server_stop(sv);
+}

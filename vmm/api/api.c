@@ -545,7 +545,7 @@ struct api_conn {
 	int fd;               /* -1: a free slot */
 	char *in;             /* IN_CAP bytes while open */
 	size_t in_len;
-	char out[OUT_CAP];
+	char *out;            /* OUT_CAP bytes while open (an answer can be 64 KiB: not kept per idle slot) */
 	size_t out_len, out_off;
 	bool sent_continue;   /* the 100 Continue for the request being read is out */
 	bool closing;         /* close once out is written */
@@ -588,6 +588,7 @@ static void conn_close(struct api_server *s, struct api_conn *c)
 	epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	free(c->in);
+	free(c->out);
 	*c = (struct api_conn){ .fd = -1 };
 	listen_rearm(s);
 }
@@ -757,10 +758,12 @@ static void accept_all(struct api_server *s)
 			slot = oldest;
 		}
 		slot->in = malloc(IN_CAP);
+		slot->out = malloc(OUT_CAP);
 		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)(slot - s->conns) };
-		if (!slot->in || epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		if (!slot->in || !slot->out || epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
 			free(slot->in);
-			slot->in = NULL;
+			free(slot->out);
+			slot->in = slot->out = NULL;
 			close(fd);
 			continue;
 		}
