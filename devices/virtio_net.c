@@ -709,21 +709,21 @@ int virtio_net_set_policy(struct virtio_net *n, const char *const *rules, size_t
 		return rc;
 	}
 	net_own_addrs(next); /* the same own addresses as at init: they are the VM's, not the rules' */
+	/*
+	 * Always through the device loop, even while it is stopped (a paused VM): a resumed thread's
+	 * first pass swaps it in before any frame.  Swapping here instead would need to know the
+	 * thread is not running, which another thread (pause, resume) may be changing meanwhile.
+	 */
 	pthread_mutex_lock(&n->t.lock);
 	struct policy *superseded = n->policy_next;
 	n->policy_next = next;
 	n->policy_changes++;
-	/* No thread to swap it (not started yet, or paused): nobody reads the policy, so now. */
-	bool direct = !n->thread.started;
 	pthread_mutex_unlock(&n->t.lock);
 	if (superseded) {
 		policy_destroy(superseded);
 		free(superseded);
 	}
-	if (direct)
-		net_policy_swap(n);
-	else
-		net_kick(n);
+	net_kick(n);
 	return 0;
 }
 

@@ -153,8 +153,8 @@ void virtio_net_set_rate(struct virtio_net *n, const struct ratelimit_patch *rx,
 
 /*
  * Live change of the egress policy (the API's PUT /network/policy): the rules are checked and
- * built here, on the caller's thread; the device thread puts the set in place before it judges
- * its next frame (at once when the thread is not running).  Connections already open are kept;
+ * built here, on the caller's thread; the device loop puts the set in place before it judges
+ * its next frame (a paused VM's on resume; until then GET reports the waiting set).  Connections already open are kept;
  * every new connection, datagram and DNS query is decided by the new set, connections to
  * addresses the guest resolved before by the name they were resolved for.  0, or -EINVAL /
  * -E2BIG / -ENOMEM with err set and the policy unchanged.
