@@ -13,6 +13,7 @@
 
 struct device;
 struct virtio_mmio;
+struct policy_view;
 
 /*
  * What a device's save hooks write into; the snapshot code implements it, so devices never see
@@ -79,6 +80,14 @@ struct dev_ops {
 	 */
 	int (*set_rate)(struct device *d, const char *cls, const char *id, const struct ratelimit_patch *p, unsigned np,
 			char *err, size_t errlen);
+
+	/*
+	 * The egress policy of a NIC (the API's PUT and GET /network/policy).  set_policy checks
+	 * every rule and puts the whole set in place, or changes nothing (-EINVAL, err naming the
+	 * bad rule); get_policy fills v (policy_view_free() it).  Devices without these are not NICs.
+	 */
+	int (*set_policy)(struct device *d, const char *const *rules, size_t n, bool open, char *err, size_t errlen);
+	int (*get_policy)(struct device *d, struct policy_view *v);
 
 	/* Stops its threads and releases everything its create function made. */
 	void (*destroy)(struct device *d);

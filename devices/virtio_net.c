@@ -39,12 +39,28 @@ static size_t json_str(char *out, size_t outlen, const char *s)
 	return o;
 }
 
+/* One more decision with this --net-log verdict. */
+static void net_count(struct virtio_net *n, const char *verdict)
+{
+	struct policy_counts *c = &n->counts;
+	uint64_t *v = !strcmp(verdict, "allow")	   ? &c->allowed
+		      : !strcmp(verdict, "reject")   ? &c->rejected
+		      : !strcmp(verdict, "drop")     ? &c->dropped
+		      : !strcmp(verdict, "resolved") ? &c->resolved
+		      : !strcmp(verdict, "nxdomain") ? &c->nxdomain
+		      : !strcmp(verdict, "servfail") ? &c->servfail
+						     : NULL;
+	if (v)
+		__atomic_fetch_add(v, 1, __ATOMIC_RELAXED); /* the API thread reads them while this one counts */
+}
+
 /*
  * One JSON line per decision: {"time":…,"proto":…,"dst":…,"verdict":…,"why":…}.  One write()
  * each, so lines from several VMs sharing a file (O_APPEND) never interleave.
  */
 static void net_log(struct virtio_net *n, const char *proto, const char *dst, const char *verdict, const char *why)
 {
+	net_count(n, verdict);
 	if (n->log_fd < 0)
 		return;
 	struct timespec ts;
@@ -69,11 +85,14 @@ static const char *proto_name(uint8_t p)
 
 static void log_gate(struct virtio_net *n, const struct gate_result *r)
 {
-	if (n->log_fd < 0)
-		return;
 	/* Segments of known connections are not decisions; everything else is. */
 	if (r->verdict == GATE_PASS && !r->policy_checked)
 		return;
+	const char *v = r->verdict == GATE_PASS ? "allow" : r->verdict == GATE_REJECT_TCP ? "reject" : "drop";
+	if (n->log_fd < 0) {
+		net_count(n, v);
+		return;
+	}
 	char dst[64];
 	struct in_addr a = { .s_addr = htonl(r->dst) };
 	if (r->proto == 6 || r->proto == 17)
@@ -82,7 +101,6 @@ static void log_gate(struct virtio_net *n, const struct gate_result *r)
 		snprintf(dst, sizeof(dst), "%s", inet_ntoa(a));
 	else
 		snprintf(dst, sizeof(dst), "-");
-	const char *v = r->verdict == GATE_PASS ? "allow" : r->verdict == GATE_REJECT_TCP ? "reject" : "drop";
 	net_log(n, proto_name(r->proto), dst, v, r->policy_checked ? r->decision.why : r->reason);
 }
 
@@ -485,8 +503,28 @@ static void tx_drain(struct virtio_net *n)
 
 #define NET_MAX_POLLFDS 256
 
+/*
+ * Puts a set the API handed over in place, between two frames.  The old set is freed outside
+ * the lock: only this thread reads it without the lock, and the API reads under it.
+ */
+static void net_policy_swap(struct virtio_net *n)
+{
+	pthread_mutex_lock(&n->t.lock);
+	struct policy *next = n->policy_next, old = n->policy;
+	if (next) {
+		n->policy_next = NULL;
+		n->policy = *next;
+	}
+	pthread_mutex_unlock(&n->t.lock);
+	if (next) {
+		policy_destroy(&old);
+		free(next);
+	}
+}
+
 void virtio_net_poll(struct virtio_net *n, int timeout_ms)
 {
+	net_policy_swap(n);
 	if (!n->be_open && n->be.ops) {
 		int rc = n->be.ops->open(n->be.ctx, n);
 		if (rc)
@@ -657,6 +695,56 @@ err_policy:
 	return rc;
 }
 
+int virtio_net_set_policy(struct virtio_net *n, const char *const *rules, size_t nrules, bool open, char *err,
+			  size_t errlen)
+{
+	struct policy *next = malloc(sizeof(*next));
+	if (!next)
+		return errorf(err, errlen, -ENOMEM, "out of memory");
+	policy_init(next);
+	int rc = policy_replace(next, rules, nrules, open, err, errlen);
+	if (rc) {
+		policy_destroy(next);
+		free(next);
+		return rc;
+	}
+	net_own_addrs(next); /* the same own addresses as at init: they are the VM's, not the rules' */
+	/*
+	 * Always through the device loop, even while it is stopped (a paused VM): a resumed thread's
+	 * first pass swaps it in before any frame.  Swapping here instead would need to know the
+	 * thread is not running, which another thread (pause, resume) may be changing meanwhile.
+	 */
+	pthread_mutex_lock(&n->t.lock);
+	struct policy *superseded = n->policy_next;
+	n->policy_next = next;
+	n->policy_changes++;
+	pthread_mutex_unlock(&n->t.lock);
+	if (superseded) {
+		policy_destroy(superseded);
+		free(superseded);
+	}
+	net_kick(n);
+	return 0;
+}
+
+int virtio_net_get_policy(struct virtio_net *n, struct policy_view *v)
+{
+	pthread_mutex_lock(&n->t.lock);
+	int rc = policy_view_fill(n->policy_next ? n->policy_next : &n->policy, v);
+	v->changes = n->policy_changes;
+	pthread_mutex_unlock(&n->t.lock);
+	struct policy_counts *c = &n->counts;
+	v->counts = (struct policy_counts){
+		.allowed = __atomic_load_n(&c->allowed, __ATOMIC_RELAXED),
+		.rejected = __atomic_load_n(&c->rejected, __ATOMIC_RELAXED),
+		.dropped = __atomic_load_n(&c->dropped, __ATOMIC_RELAXED),
+		.resolved = __atomic_load_n(&c->resolved, __ATOMIC_RELAXED),
+		.nxdomain = __atomic_load_n(&c->nxdomain, __ATOMIC_RELAXED),
+		.servfail = __atomic_load_n(&c->servfail, __ATOMIC_RELAXED),
+	};
+	return rc;
+}
+
 void virtio_net_set_rate(struct virtio_net *n, const struct ratelimit_patch *rx, const struct ratelimit_patch *tx)
 {
 	pthread_mutex_lock(&n->t.lock);
@@ -700,6 +788,11 @@ void virtio_net_destroy(struct virtio_net *n)
 	pthread_mutex_unlock(&n->t.lock);
 	free(n->txbuf);
 	close(n->kick_fd);
+	if (n->policy_next) {
+		policy_destroy(n->policy_next);
+		free(n->policy_next);
+		n->policy_next = NULL;
+	}
 	policy_destroy(&n->policy);
 	virtio_mmio_destroy(&n->t);
 }
@@ -780,6 +873,17 @@ static int net_dev_set_rate(struct device *d, const char *cls, const char *id, c
 	return 0;
 }
 
+static int net_dev_set_policy(struct device *d, const char *const *rules, size_t n, bool open, char *err,
+			      size_t errlen)
+{
+	return virtio_net_set_policy(d->dev, rules, n, open, err, errlen);
+}
+
+static int net_dev_get_policy(struct device *d, struct policy_view *v)
+{
+	return virtio_net_get_policy(d->dev, v);
+}
+
 static void net_dev_destroy(struct device *d)
 {
 	virtio_net_destroy(d->dev);
@@ -797,6 +901,8 @@ static const struct dev_ops net_dev_ops = {
 	.load = net_dev_load,
 	.restored = net_dev_restored,
 	.set_rate = net_dev_set_rate,
+	.set_policy = net_dev_set_policy,
+	.get_policy = net_dev_get_policy,
 	.destroy = net_dev_destroy,
 };
 

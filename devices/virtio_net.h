@@ -113,7 +113,16 @@ struct virtio_net {
 	struct virtio_mmio t;
 	struct virtio_net_config config;
 	struct gate_cfg gate;
+	/*
+	 * The policy in force: read on the device thread without the lock, replaced only there,
+	 * under t.lock, between two frames.  A new set from the API waits in policy_next (under
+	 * t.lock) until the thread's next pass swaps it in (net_policy_swap), so no frame is ever
+	 * judged by half of one set and half of another.
+	 */
 	struct policy policy;
+	struct policy *policy_next;
+	uint64_t policy_changes;     /* under t.lock */
+	struct policy_counts counts; /* written on the device thread, read anywhere: __atomic, relaxed */
 	int log_fd;
 	struct net_backend be;
 	bool be_open;             /* open was tried (once) */
@@ -141,6 +150,19 @@ struct virtio_net {
 
 /* Live change of the NIC's limits (the API's PATCH /network-interfaces/{id}): rx or tx may be NULL. */
 void virtio_net_set_rate(struct virtio_net *n, const struct ratelimit_patch *rx, const struct ratelimit_patch *tx);
+
+/*
+ * Live change of the egress policy (the API's PUT /network/policy): the rules are checked and
+ * built here, on the caller's thread; the device loop puts the set in place before it judges
+ * its next frame (a paused VM's on resume; until then GET reports the waiting set).  Connections already open are kept;
+ * every new connection, datagram and DNS query is decided by the new set, connections to
+ * addresses the guest resolved before by the name they were resolved for.  0, or -EINVAL /
+ * -E2BIG / -ENOMEM with err set and the policy unchanged.
+ */
+int virtio_net_set_policy(struct virtio_net *n, const char *const *rules, size_t nrules, bool open, char *err,
+			  size_t errlen);
+/* The set in force (or waiting to be, if one is) and the counts.  0 or -ENOMEM; policy_view_free() v. */
+int virtio_net_get_policy(struct virtio_net *n, struct policy_view *v);
 
 /* 0 or -errno (err says why): a bad rule, no backend, no memory. */
 int virtio_net_init(struct virtio_net *n, const struct net_params *p, const struct guest_mem *mem,

@@ -26,6 +26,7 @@ static const struct {
 	{ "pause", cmd_pause_resume },
 	{ "resume", cmd_pause_resume },
 	{ "status", cmd_pause_resume },
+	{ "net-policy", cmd_net_policy },
 	{ "check", cmd_check },
 };
 

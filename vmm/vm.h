@@ -151,6 +151,13 @@ int vm_devices_add(struct vm *vm, const struct vm_config *cfg, char *err, size_t
 int vm_set_rate(struct vm *vm, const char *cls, const char *id, const struct ratelimit_patch *p, unsigned np,
 		char *err, size_t errlen);
 /*
+ * The egress policy of the VM's NIC, live (the API's PUT and GET /network/policy): as the
+ * devices' set_policy/get_policy hooks.  -ENOENT with err set when the VM has no NIC.
+ */
+struct policy_view;
+int vm_set_policy(struct vm *vm, const char *const *rules, size_t n, bool open, char *err, size_t errlen);
+int vm_get_policy(struct vm *vm, struct policy_view *v, char *err, size_t errlen);
+/*
  * Its restore half (vmd's restore_emulated_hw): fills in what cfg needs to make the snapshot's
  * devices again (disks reopened into `disks`, LAYOUT_VIRTIO_MAX of them; the vsock CID), or
  * refuses a cfg that does not fit the snapshot.  0 or -errno with err set; disks closed then.

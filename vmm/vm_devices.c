@@ -105,3 +105,31 @@ int vm_set_rate(struct vm *vm, const char *cls, const char *id, const struct rat
 		return errorf(err, errlen, -ENOENT, "no drive '%s' (name one by its index from 0, its vdX name or its id)", id);
 	return errorf(err, errlen, -ENOENT, "no network interface '%s' (the VM's NIC, if it has one, is eth0)", id);
 }
+
+/* The NIC, if the VM has one: the device with the policy hooks. */
+static struct device *vm_nic(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ndevices; i++)
+		if (vm->devices[i].ops->set_policy && vm->devices[i].ops->get_policy)
+			return &vm->devices[i];
+	return NULL;
+}
+
+#define NO_NIC "this VM has no network interface: start it with --net, --allow or --allow-internet to have one"
+
+int vm_set_policy(struct vm *vm, const char *const *rules, size_t n, bool open, char *err, size_t errlen)
+{
+	struct device *d = vm_nic(vm);
+	if (!d)
+		return errorf(err, errlen, -ENOENT, NO_NIC);
+	return d->ops->set_policy(d, rules, n, open, err, errlen);
+}
+
+int vm_get_policy(struct vm *vm, struct policy_view *v, char *err, size_t errlen)
+{
+	struct device *d = vm_nic(vm);
+	if (!d)
+		return errorf(err, errlen, -ENOENT, NO_NIC);
+	int rc = d->ops->get_policy(d, v);
+	return rc ? errorf(err, errlen, rc, "out of memory") : 0;
+}

@@ -63,12 +63,33 @@ static int fake_set_rate(void *ctx, const char *cls, const char *id, const struc
 	return 0;
 }
 
+/* A real rule set behind the policy routes: what the API hands over is parsed as the NIC would. */
+static struct policy fuzz_policy;
+
+static int fake_set_policy(void *ctx, const char *const *rules, size_t n, bool open, char *err, size_t errlen)
+{
+	if (n > POLICY_MAX_RULES)
+		abort(); /* the API bounds the list before it gets here */
+	for (size_t i = 0; i < n; i++)
+		if (!rules[i])
+			abort();
+	return policy_replace(&fuzz_policy, rules, n, open, err, errlen);
+}
+
+static int fake_get_policy(void *ctx, struct policy_view *v, char *err, size_t errlen)
+{
+	v->counts = (struct policy_counts){ .allowed = 7, .rejected = 1ull << 40 };
+	v->changes = 3;
+	return policy_view_fill(&fuzz_policy, v);
+}
+
 static struct fake_vm vm;
 static struct api_config cfg = {
 	.id = "fuzz-vm",
 	.vmm_version = "0.0.0",
 	.ops = { .ctx = &vm, .pause = fake_pause, .resume = fake_resume, .is_paused = fake_is_paused,
-		 .snapshot = fake_snapshot, .set_rate = fake_set_rate },
+		 .snapshot = fake_snapshot, .set_rate = fake_set_rate, .set_policy = fake_set_policy,
+		 .get_policy = fake_get_policy },
 };
 static struct api_server *server;
 static char dir[64], sock_path[128];
@@ -76,6 +97,7 @@ static char dir[64], sock_path[128];
 static void cleanup(void)
 {
 	api_server_destroy(server); /* unlinks the socket */
+	policy_destroy(&fuzz_policy);
 	rmdir(dir);
 }
 
@@ -91,6 +113,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		fprintf(stderr, "api_listen: %s\n", err);
 		abort();
 	}
+	policy_init(&fuzz_policy);
 	server = api_server_new(lfd, sock_path, &cfg, err, sizeof(err));
 	if (!server) {
 		fprintf(stderr, "api_server_new: %s\n", err);

@@ -270,7 +270,8 @@ check_vsock vsock-pvh "$VSOCK"
 # Control socket (--api-sock): the guest reads 2 GiB from its first disk (tg.blkbench: seconds of
 # polling I/O), and padcell is paused and resumed through the socket mid-run.  While paused nothing is
 # read (the process's rchar in /proc/PID/io stands still); after resuming the guest reads again and
-# still ends with SUCCESS.  A second padcell on the same live socket is refused; a padcell killed
+# still ends with SUCCESS.  A second padcell on the same live socket is refused; a policy change
+# on this VM, which has no NIC, is a 400 saying so (net-policy exit 2); a padcell killed
 # with SIGKILL leaves a stale socket that the next one takes over; a paused VM still stops on
 # SIGTERM; the socket is gone after every normal exit.
 API_SOCK=$LOGDIR/api.sock
@@ -324,6 +325,9 @@ check_api_pause_resume() {
 		why="a second padcell on the live socket exited $rc, not 2"
 	elif ! grep -q "^padcell: --api-sock '$API_SOCK': in use by another process" "$log.second"; then
 		why="the second padcell did not say the socket is in use: $(head -c 200 "$log.second")"
+	elif "$PADCELL" net-policy --api-sock "$API_SOCK" --allow 1.2.3.4 >"$log.client" 2>&1; rc=$? && [ "$rc" -ne 2 ] ||
+		! grep -q "this VM has no network interface" "$log.client"; then
+		why="net-policy on a VM without a NIC: exit $rc, $(head -c 200 "$log.client") (want 2, 'no network interface')"
 	elif ! "$PADCELL" pause --api-sock "$API_SOCK" >"$log.client" 2>&1; then
 		why="padcell pause failed: $(cat "$log.client")"
 	elif ! st=$(api_state) || [ "$st" != Paused ]; then why="GET / after the pause said '$st'"

@@ -149,3 +149,22 @@ elif mode == "clone-allowed":
 elif mode == "clone-denied":
     ok, why = refused("198.51.100.10", 80)
     check("clone-deny-all", ok, "a clone restored without rules: " + ("refused " + why if ok else why))
+elif mode == "live-before":
+    # A VM booted with --allow web.example.test:80 only; the host changes its policy between execs.
+    ok, why = refused("198.51.100.20", 80)
+    check("live-denied", ok, "198.51.100.20:80 before the change: " + ("refused " + why if ok else why))
+    a = resolve("web.example.test")
+    if a != "198.51.100.11":
+        check("live-name-before", False, "web.example.test -> %s" % a)
+    else:
+        try_get("live-name-before", "web.example.test", "/hello.txt", b"hello-b")
+elif mode == "live-allowed":
+    try_get("live-allowed", "198.51.100.20", "/hello.txt", b"hello-c")
+elif mode == "live-removed":
+    ok, why = refused("198.51.100.20", 80)
+    check("live-removed", ok, "198.51.100.20:80 after its rule was removed: " + ("refused " + why if ok else why))
+    # the address the guest was given for web.example.test, dialled without asking DNS again
+    ok, why = refused("198.51.100.11", 80)
+    a = resolve("web.example.test")
+    check("live-name-removed", ok and a.startswith("error"),
+          "web.example.test's earlier address 198.51.100.11:80: %s; the name now -> %s" % ("refused " + why if ok else why, a))

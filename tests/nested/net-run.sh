@@ -124,6 +124,67 @@ timeout -k 10 "$CASE_TIMEOUT" ./padcell run --from $W/snap -- \
 	python3 -c "$(cat net-guest.py)" clone-denied >$W/clone2.out 2>$W/clone2.out.err </dev/null
 results $W/clone2.out clone-deny-all
 
+# --- a live policy change through the API socket (padcell net-policy) ------------------------------
+echo "STEP net-live"
+L=$W/live
+rm -f $L.v.sock* $L.api.sock
+AGENT="console=ttyS0 reboot=k panic=-1 quiet init=/sbin/padcell-agent"
+timeout $((CASE_TIMEOUT * 3)) ./padcell boot --kernel bzImage --mem 512M --drive rootfs-debian.ext4,ro \
+	--vsock $L.v.sock --api-sock $L.api.sock --allow web.example.test:80 --net-log $W/live.log \
+	--cmdline "$AGENT" >$W/live-boot.log 2>&1 </dev/null &
+vmpid=$!
+# gexec MODE: net-guest.py MODE in the booted VM, through its agent
+gexec() {
+	timeout -k 10 "$CASE_TIMEOUT" ./padcell exec --vsock $L.v.sock --no-stdin -- python3 -c "$(cat net-guest.py)" "$1" \
+		>$W/live-$1.out 2>$W/live-$1.out.err </dev/null
+}
+t=$(now) up=no
+while [ "$(awk -v s="$(since "$t")" -v m="$CASE_TIMEOUT" 'BEGIN { print (s < m) }')" = 1 ] && kill -0 $vmpid 2>/dev/null; do
+	./padcell exec --vsock $L.v.sock --no-stdin -- true >/dev/null 2>&1 && { up=yes; break; }
+	sleep 0.3
+done
+[ $up = yes ] || echo "net-run: the live-policy VM's agent never answered: $(tail -c 400 $W/live-boot.log)"
+echo "STEP net-live-before"
+gexec live-before
+results $W/live-live-before.out live-denied live-name-before
+echo "STEP net-live-allow"
+./padcell net-policy --api-sock $L.api.sock --allow 198.51.100.20:80 --allow web.example.test:80 >$W/live-put1.err 2>&1
+put1=$?
+gexec live-allowed
+[ $put1 = 0 ] || echo "  [live] net-policy --allow exited $put1: $(head -c 300 $W/live-put1.err)"
+results $W/live-live-allowed.out live-allowed
+# a bad rule among good ones: refused, named, and nothing changed
+./padcell net-policy --api-sock $L.api.sock --allow 198.51.100.10:80 --allow 10.0.0.1/8 >$W/live-bad.err 2>&1
+bad=$?
+./padcell net-policy --api-sock $L.api.sock >$W/live-get1.json 2>&1
+why=""
+[ $bad = 2 ] || why="$why net-policy with a bad rule exited $bad (want 2);"
+grep -q "10.0.0.1/8" $W/live-bad.err || why="$why the error does not name the rule: $(head -c 200 $W/live-bad.err);"
+grep -q '"allow":\["198.51.100.20:80","web.example.test:80"\]' $W/live-get1.json ||
+	why="$why the rules changed: $(head -c 300 $W/live-get1.json);"
+result live-bad-rule "$why" "$(head -c 160 $W/live-bad.err)"
+echo "STEP net-live-remove"
+./padcell net-policy --api-sock $L.api.sock --deny-all >$W/live-put2.err 2>&1
+put2=$?
+gexec live-removed
+[ $put2 = 0 ] || echo "  [live] net-policy --deny-all exited $put2: $(head -c 300 $W/live-put2.err)"
+results $W/live-live-removed.out live-removed live-name-removed
+./padcell net-policy --api-sock $L.api.sock >$W/live-get2.json 2>&1
+num() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" $W/live-get2.json; }
+why=""
+grep -q '"allow":\[\],"open":false,"changes":2,' $W/live-get2.json || why="$why rules or changes not as set;"
+[ "$(num allowed)" -ge 2 ] 2>/dev/null || why="$why allowed $(num allowed) (want >= 2);"
+[ "$(num rejected)" -ge 3 ] 2>/dev/null || why="$why rejected $(num rejected) (want >= 3);"
+[ "$(num resolved)" -ge 1 ] 2>/dev/null || why="$why resolved $(num resolved) (want >= 1);"
+[ "$(num nxdomain)" -ge 1 ] 2>/dev/null || why="$why nxdomain $(num nxdomain) (want >= 1);"
+[ -z "$why" ] || why="$why GET: $(head -c 300 $W/live-get2.json)"
+result live-counters "$why" "$(sed 's/.*"counters"://' $W/live-get2.json)"
+timeout 20 ./padcell exec --vsock $L.v.sock --no-stdin -- poweroff -f >/dev/null 2>&1
+t=$(now)
+while kill -0 $vmpid 2>/dev/null && [ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 30) }')" = 1 ]; do sleep 0.2; done
+kill -9 $vmpid 2>/dev/null
+wait $vmpid
+
 echo "NET-TIMING main-run ${main_s}s"
 kill $inet 2>/dev/null
 [ "$fails" -eq 0 ]

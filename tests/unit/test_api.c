@@ -39,6 +39,10 @@ struct fake_vm {
 	char rate_cls[16], rate_id[64];
 	struct ratelimit_patch rate[2];
 	unsigned rate_np;
+	bool no_nic;                     /* the policy calls say "no network interface" */
+	int policies;                    /* set_policy calls that changed the rules */
+	struct policy policy;            /* what they set: policy_replace, as the NIC does */
+	struct policy_counts counts;
 };
 
 static int fake_pause(void *ctx, char *err, size_t errlen)
@@ -97,13 +101,39 @@ static int fake_set_rate(void *ctx, const char *cls, const char *id, const struc
 	return 0;
 }
 
+static int fake_set_policy(void *ctx, const char *const *rules, size_t n, bool open, char *err, size_t errlen)
+{
+	struct fake_vm *f = ctx;
+	if (f->no_nic) {
+		snprintf(err, errlen, "this VM has no network interface");
+		return -ENOENT;
+	}
+	int rc = policy_replace(&f->policy, rules, n, open, err, errlen);
+	f->policies += rc == 0;
+	return rc;
+}
+
+static int fake_get_policy(void *ctx, struct policy_view *v, char *err, size_t errlen)
+{
+	struct fake_vm *f = ctx;
+	if (f->no_nic) {
+		snprintf(err, errlen, "this VM has no network interface");
+		return -ENOENT;
+	}
+	int rc = policy_view_fill(&f->policy, v);
+	v->counts = f->counts;
+	v->changes = (uint64_t)f->policies;
+	return rc;
+}
+
 static struct api_config fake_config(struct fake_vm *f)
 {
 	return (struct api_config){
 		.id = "test-vm",
 		.vmm_version = "9.9.9",
 		.ops = { .ctx = f, .pause = fake_pause, .resume = fake_resume, .is_paused = fake_is_paused,
-			 .snapshot = fake_snapshot, .set_rate = fake_set_rate },
+			 .snapshot = fake_snapshot, .set_rate = fake_set_rate, .set_policy = fake_set_policy,
+			 .get_policy = fake_get_policy },
 	};
 }
 
@@ -1164,4 +1194,149 @@ Test(api_routes, patch_rate_limiter_bad_bodies)
 	cr_assert_eq(call(&f, "PATCH", "/drives/", "{\"rate_limiter\":{}}", out), 400);
 	cr_assert_eq(call(&f, "PATCH", "/drives/a/b", "{\"rate_limiter\":{}}", out), 400);
 	cr_assert(strstr(fault_msg(out), "Invalid request method and/or path"));
+}
+
+/* ---- PUT and GET /network/policy ----------------------------------------------------------------- */
+
+Test(api_routes, put_policy_replaces_the_rules_and_get_shows_them)
+{
+	struct fake_vm f = { 0 };
+	policy_init(&f.policy);
+	char out[2048];
+	cr_assert_eq(call(&f, "PUT", "/network/policy",
+			  "{\"allow\":[\"pypi.org:443\",\"*.pythonhosted.org:443\",\"10.1.2.3:5432\"],\"open\":false}", out),
+		     204, "%s", out);
+	cr_assert_eq(f.policies, 1);
+	cr_assert_eq(f.policy.nrules, 3);
+	cr_assert_not(f.policy.open);
+	f.counts = (struct policy_counts){ .allowed = 7, .rejected = 3, .dropped = 2, .resolved = 5, .nxdomain = 4,
+					   .servfail = 1 };
+	cr_assert_eq(call(&f, "GET", "/network/policy", NULL, out), 200, "%s", out);
+	cr_assert_str_eq(out, "{\"allow\":[\"pypi.org:443\",\"*.pythonhosted.org:443\",\"10.1.2.3:5432\"],\"open\":false,"
+			      "\"changes\":1,\"counters\":{\"allowed\":7,\"rejected\":3,\"dropped\":2,\"resolved\":5,"
+			      "\"nxdomain\":4,\"servfail\":1}}");
+	/* open mode, "open" left out meaning false, an empty list closing everything, a trailing slash */
+	cr_assert_eq(call(&f, "PUT", "/network/policy", "{\"allow\":[],\"open\":true}", out), 204, "%s", out);
+	cr_assert(f.policy.open);
+	cr_assert_eq(f.policy.nrules, 0);
+	cr_assert_eq(call(&f, "PUT", "/network/policy/", "{\"allow\":[\"1.2.3.4\"]}", out), 204, "%s", out);
+	cr_assert_not(f.policy.open, "open left out: false");
+	cr_assert_eq(call(&f, "GET", "/network/policy", NULL, out), 200, "%s", out);
+	cr_assert(strstr(out, "\"allow\":[\"1.2.3.4\"],\"open\":false,\"changes\":3"), "%s", out);
+	policy_destroy(&f.policy);
+}
+
+Test(api_routes, put_policy_bad_bodies_change_nothing)
+{
+	struct fake_vm f = { 0 };
+	policy_init(&f.policy);
+	char out[2048];
+	const char *keep = "{\"allow\":[\"example.org:443\"]}";
+	cr_assert_eq(call(&f, "PUT", "/network/policy", keep, out), 204, "%s", out);
+	static const struct {
+		const char *body, *msg;
+	} bad[] = {
+		{ "", "needs a JSON body" },
+		{ "{", "not valid JSON" },
+		{ "[]", "must be a JSON object" },
+		{ "{}", "missing field \"allow\"" },
+		{ "{\"allow\":\"pypi.org\"}", "\"allow\" must be a list" },
+		{ "{\"allow\":{}}", "\"allow\" must be a list" },
+		{ "{\"allow\":[443]}", "\"allow\"[0] must be a rule string" },
+		{ "{\"allow\":[\"a.org\",null]}", "\"allow\"[1] must be a rule string" },
+		{ "{\"allow\":[\"a.org\\u0000b.org\"]}", "not valid JSON" },
+		{ "{\"allow\":[],\"open\":\"yes\"}", "\"open\" must be true or false" },
+		{ "{\"allow\":[],\"open\":1}", "\"open\" must be true or false" },
+		{ "{\"allow\":[],\"deny\":[]}", "unknown field \"deny\"" },
+		{ "{\"allow\":[],\"allow\":[]}", "not valid JSON" },
+		/* a bad rule among good ones: named, and none of them applied */
+		{ "{\"allow\":[\"pypi.org:443\",\"10.0.0.1/8\"]}", "10.0.0.1/8" },
+		{ "{\"allow\":[\"pypi.org:99999\"]}", "pypi.org:99999" },
+		{ "{\"allow\":[\"\"]}", "empty" },
+		{ "{\"allow\":[\"*.org:443/udp\"]}", "*.org:443/udp" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(call(&f, "PUT", "/network/policy", bad[i].body, out), 400, "%s: %s", bad[i].body, out);
+		const char *m = fault_msg(out);
+		cr_assert(strstr(m, bad[i].msg), "body %s: fault '%s', expected '%s'", bad[i].body, m, bad[i].msg);
+		cr_assert_eq(f.policy.nrules, 1, "nothing half-applied: %s", bad[i].body);
+		cr_assert_str_eq(f.policy.rules[0].text, "example.org:443");
+	}
+	cr_assert_eq(f.policies, 1);
+	/* more rules than a policy holds */
+	size_t cap = 16 + (POLICY_MAX_RULES + 1) * 10;
+	char *big = malloc(cap);
+	size_t o = (size_t)snprintf(big, cap, "{\"allow\":[");
+	for (int i = 0; i <= POLICY_MAX_RULES; i++)
+		o += (size_t)snprintf(big + o, cap - o, "%s\"1.2.3.4\"", i ? "," : "");
+	snprintf(big + o, cap - o, "]}");
+	cr_assert_eq(call(&f, "PUT", "/network/policy", big, out), 400);
+	cr_assert(strstr(fault_msg(out), "at most 1024"), "%s", out);
+	free(big);
+	cr_assert_eq(f.policy.nrules, 1);
+	/* other methods are not routes; GET takes no body */
+	cr_assert_eq(call(&f, "PATCH", "/network/policy", keep, out), 400);
+	cr_assert(strstr(fault_msg(out), "Invalid request method and/or path"));
+	cr_assert_eq(call(&f, "GET", "/network/policy", "{}", out), 400);
+	policy_destroy(&f.policy);
+}
+
+Test(api_routes, policy_without_a_nic_is_400)
+{
+	struct fake_vm f = { .no_nic = true };
+	char out[2048];
+	cr_assert_eq(call(&f, "PUT", "/network/policy", "{\"allow\":[]}", out), 400);
+	cr_assert(strstr(fault_msg(out), "no network interface"), "%s", out);
+	cr_assert_eq(call(&f, "GET", "/network/policy", NULL, out), 400);
+	cr_assert(strstr(fault_msg(out), "no network interface"), "%s", out);
+}
+
+Test(api_cmd, net_policy_sets_shows_and_refuses_bad_rules, .init = cr_redirect_stdout)
+{
+	struct server *sv = server_start();
+	policy_init(&sv->vm.policy);
+	cr_assert_eq(run_cmd(cmd_net_policy, "net-policy", "--api-sock", sv->path, "--allow", "pypi.org:443", "--open"), 0);
+	cr_assert_eq(sv->vm.policy.nrules, 1);
+	cr_assert(sv->vm.policy.open);
+	cr_assert_eq(run_cmd(cmd_net_policy, "net-policy", "--api-sock", sv->path, "--allow", "10.0.0.1/8", NULL), 2,
+		     "a bad rule: the CLI's usage error");
+	cr_assert_eq(sv->vm.policy.nrules, 1, "and nothing changed");
+	cr_assert_eq(run_cmd(cmd_net_policy, "net-policy", "--api-sock", sv->path, NULL, NULL, NULL), 0);
+	cr_assert_eq(run_cmd(cmd_net_policy, "net-policy", "--api-sock", sv->path, "--deny-all", NULL, NULL), 0);
+	cr_assert_eq(sv->vm.policy.nrules, 0);
+	cr_assert_not(sv->vm.policy.open);
+	fflush(stdout);
+	cr_assert_stdout_eq_str("{\"allow\":[\"pypi.org:443\"],\"open\":true,\"changes\":1,\"counters\":{\"allowed\":0,"
+				"\"rejected\":0,\"dropped\":0,\"resolved\":0,\"nxdomain\":0,\"servfail\":0}}\n");
+	policy_destroy(&sv->vm.policy);
+	server_stop(sv);
+}
+
+Test(api_server, a_policy_answer_larger_than_4k_arrives_whole)
+{
+	struct server *sv = server_start();
+	policy_init(&sv->vm.policy);
+	static char names[POLICY_MAX_RULES][32];
+	const char *rules[POLICY_MAX_RULES];
+	for (int i = 0; i < POLICY_MAX_RULES; i++) {
+		snprintf(names[i], sizeof(names[i]), "host-%04d.example.org:443", i);
+		rules[i] = names[i];
+	}
+	struct api_client cl;
+	char err[512];
+	cr_assert_eq(api_client_connect(&cl, sv->path, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(api_client_set_policy(&cl, rules, POLICY_MAX_RULES, false, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(sv->vm.policy.nrules, POLICY_MAX_RULES);
+	char *body = malloc(HTTP_BODY_MAX + 1);
+	cr_assert_eq(api_client_get_policy(&cl, body, HTTP_BODY_MAX + 1, err, sizeof(err)), 0, "%s", err);
+	cr_assert_gt(strlen(body), 28000, "1024 rules of 25 characters, listed");
+	json_t *o = json_loads(body, 0, NULL);
+	cr_assert_not_null(o, "whole JSON");
+	cr_assert_eq(json_array_size(json_object_get(o, "allow")), POLICY_MAX_RULES);
+	cr_assert_str_eq(json_string_value(json_array_get(json_object_get(o, "allow"), 1023)), "host-1023.example.org:443");
+	json_decref(o);
+	free(body);
+	api_client_close(&cl);
+	policy_destroy(&sv->vm.policy);
+	server_stop(sv);
 }

@@ -1111,3 +1111,129 @@ Test(virtio_net, throttled_poll_sleeps_until_the_tokens_are_back)
 	double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
 	cr_assert_geq(ms, 390.0, "two refills of 200 ms at least, took %.1f ms", ms);
 }
+
+/* ---- the policy changed live (the API's PUT /network/policy) ---- */
+
+static struct policy_view view_of_dev(void)
+{
+	struct policy_view v;
+	cr_assert_eq(virtio_net_get_policy(dev, &v), 0);
+	return v;
+}
+
+Test(virtio_net, a_live_policy_change_decides_the_next_connection)
+{
+	char err[256];
+	syn(DENIED, 80);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 0);
+	struct policy_view v = view_of_dev();
+	cr_assert_eq(v.counts.rejected, 1);
+	cr_assert_eq(v.nrules, 2);
+	cr_assert_str_eq(v.rules[1], "pypi.org:443");
+	cr_assert_eq(v.changes, 0);
+	policy_view_free(&v);
+
+	/* allowed now: the next SYN passes */
+	static const char *const open8[] = { "8.8.8.8:80" };
+	cr_assert_eq(virtio_net_set_policy(dev, open8, 1, false, err, sizeof(err)), 0, "%s", err);
+	syn(DENIED, 80);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 1, "the SYN reaches the stack after the change");
+	syn(ALLOWED, 443);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 1, "the old set is gone: its rule no longer allows anything");
+	v = view_of_dev();
+	cr_assert_eq(v.nrules, 1);
+	cr_assert_str_eq(v.rules[0], "8.8.8.8:80");
+	cr_assert_eq(v.changes, 1);
+	cr_assert_eq(v.counts.allowed, 1);
+	cr_assert_eq(v.counts.rejected, 2);
+	policy_view_free(&v);
+
+	/* a bad rule among good ones changes nothing and names itself */
+	static const char *const bad[] = { "pypi.org:443", "10.0.0.1/8" };
+	cr_assert_eq(virtio_net_set_policy(dev, bad, 2, false, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "10.0.0.1/8"), "%s", err);
+	syn(DENIED, 80);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 2, "still the set before the bad one");
+
+	/* removed again: refused again */
+	cr_assert_eq(virtio_net_set_policy(dev, NULL, 0, false, err, sizeof(err)), 0, "%s", err);
+	syn(DENIED, 80);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 2);
+	v = view_of_dev();
+	cr_assert_eq(v.nrules, 0);
+	cr_assert_eq(v.changes, 2, "the refused change is not counted");
+	cr_assert_eq(v.counts.rejected, 3);
+	cr_assert_eq(v.counts.allowed, 2);
+	policy_view_free(&v);
+	/* the own addresses survive a change: open mode still does not reach the stack's gateway */
+	cr_assert_eq(virtio_net_set_policy(dev, NULL, 0, true, err, sizeof(err)), 0, "%s", err);
+	syn(NET_GATEWAY_IP, 80);
+	tx_send();
+	syn(DENIED, 80);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 3, "open mode: 8.8.8.8 yes, the gateway no");
+}
+
+Test(virtio_net, a_name_no_longer_allowed_does_not_keep_its_resolved_address)
+{
+	char err[256];
+	dns_query("pypi.org", 7);
+	tx_send();
+	pump_until_rx(1);
+	syn(0xcb007107u, 443);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 1, "resolved for an allowed name: reachable");
+	/* the guest still has the answer cached; the rule for its name is gone */
+	static const char *const rest[] = { "93.184.216.34:443" };
+	cr_assert_eq(virtio_net_set_policy(dev, rest, 1, false, err, sizeof(err)), 0, "%s", err);
+	syn(0xcb007107u, 443);
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 1, "re-checked against the new rules: refused");
+	cr_assert_eq(used_idx(&dq[0]), 2, "the DNS answer, then a reset");
+	dns_query("pypi.org", 8);
+	tx_send();
+	pump_until_rx(3);
+	uint32_t a[16];
+	size_t na;
+	cr_assert_eq(dns_answer(2, 8, a, &na), DNS_RCODE_NXDOMAIN, "and the name no longer resolves");
+	cr_assert_eq(up.queries, 1, "nor is it asked upstream");
+	struct policy_view v = view_of_dev();
+	cr_assert_eq(v.counts.resolved, 1);
+	cr_assert_eq(v.counts.nxdomain, 1);
+	cr_assert_eq(v.counts.allowed, 1);
+	cr_assert_eq(v.counts.rejected, 1);
+	policy_view_free(&v);
+}
+
+Test(virtio_net, a_change_waits_for_the_device_thread_between_frames)
+{
+	/* The API's thread only hands the set over; the device loop's next pass swaps it in. */
+	char err[256];
+	static const char *const one[] = { "8.8.8.8:80" }, *const two[] = { "8.8.4.4:53/udp" };
+	cr_assert_eq(virtio_net_set_policy(dev, one, 1, false, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(dev->policy.nrules, 2, "not swapped on the caller's thread");
+	cr_assert_not_null(dev->policy_next);
+	cr_assert_eq(virtio_net_set_policy(dev, two, 1, false, err, sizeof(err)), 0, "%s", err);
+	struct policy_view v = view_of_dev();
+	cr_assert_eq(v.nrules, 1);
+	cr_assert_str_eq(v.rules[0], "8.8.4.4:53/udp", "GET shows the newest set, waiting or not");
+	policy_view_free(&v);
+	virtio_net_poll(dev, 0);
+	cr_assert_null(dev->policy_next);
+	cr_assert_eq(dev->policy.nrules, 1);
+	cr_assert_str_eq(dev->policy.rules[0].text, "8.8.4.4:53/udp", "the superseded set never applied");
+	cr_assert_eq(dev->policy_changes, 2);
+}

@@ -21,8 +21,9 @@
 #include "vmm/api/http.h"
 
 #define IN_CAP   (HTTP_HEAD_MAX + HTTP_BODY_MAX) /* the largest request the parser lets through */
-#define OUT_CAP  4096u                          /* a 100 Continue and one response, always enough */
-#define BODY_CAP 2048u                          /* a response body: fault messages are cut to fit */
+#define RESP_CAP HTTP_BODY_MAX                  /* a response body: GET /network/policy's rules */
+#define OUT_CAP  (RESP_CAP + 1024u)             /* a 100 Continue and one response, always enough */
+#define BODY_CAP 2048u                          /* fault messages are cut to fit half of this */
 #define TAG_LISTEN UINT32_MAX
 
 /* ---- the listening socket ------------------------------------------------------------------- */
@@ -392,6 +393,111 @@ out:
 	json_decref(o);
 }
 
+/* PUT /network/policy {"allow": [RULE...], "open"?: bool}: the NIC's rules replaced, all or nothing. */
+static void put_policy(const struct api_config *cfg, const char *req, size_t len, int *status, char *body,
+		       size_t bodylen)
+{
+	static const char *const keys[] = { "allow", "open", NULL };
+	const char *what = "PUT /network/policy";
+	json_t *o = body_object(what, req, len, keys, status, body, bodylen);
+	if (!o)
+		return;
+	const char **rules = NULL;
+	json_t *allow = json_object_get(o, "allow"), *open = json_object_get(o, "open");
+	if (!allow) {
+		fault(status, 400, body, bodylen, "%s: missing field \"allow\" (a list of rules, [] for none)", what);
+		goto out;
+	}
+	if (!json_is_array(allow)) {
+		fault(status, 400, body, bodylen, "%s: \"allow\" must be a list of rule strings", what);
+		goto out;
+	}
+	if (open && !json_is_boolean(open)) {
+		fault(status, 400, body, bodylen, "%s: \"open\" must be true or false", what);
+		goto out;
+	}
+	size_t n = json_array_size(allow);
+	if (n > POLICY_MAX_RULES) {
+		fault(status, 400, body, bodylen, "%s: %zu rules, at most %u", what, n, POLICY_MAX_RULES);
+		goto out;
+	}
+	rules = calloc(n ? n : 1, sizeof(*rules));
+	if (!rules) {
+		fault(status, 500, body, bodylen, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_t *r = json_array_get(allow, i);
+		/* A NUL inside a string would cut the rule short of what the client sent: refused. */
+		if (!json_is_string(r) || strlen(json_string_value(r)) != json_string_length(r)) {
+			fault(status, 400, body, bodylen, "%s: \"allow\"[%zu] must be a rule string such as \"pypi.org:443\"",
+			      what, i);
+			goto out;
+		}
+		rules[i] = json_string_value(r);
+	}
+	if (!cfg->ops.set_policy) {
+		fault(status, 400, body, bodylen, "this VM's network policy cannot be changed");
+		goto out;
+	}
+	char why[BODY_CAP / 2] = "";
+	int rc = cfg->ops.set_policy(cfg->ops.ctx, rules, n, open && json_is_true(open), why, sizeof(why));
+	if (rc) {
+		fault(status, rc == -E2BIG ? 400 : status_for(rc), body, bodylen, "%s: %s", what,
+		      why[0] ? why : strerror(-rc));
+		goto out;
+	}
+	*status = 204;
+	body[0] = '\0';
+out:
+	free(rules);
+	json_decref(o);
+}
+
+/* GET /network/policy: the rules in force, open mode, and the decisions counted per verdict. */
+static void get_policy(const struct api_config *cfg, int *status, char *body, size_t bodylen)
+{
+	if (!cfg->ops.get_policy) {
+		fault(status, 400, body, bodylen, "this VM has no network policy to show");
+		return;
+	}
+	struct policy_view v = { 0 };
+	char why[BODY_CAP / 2] = "";
+	int rc = cfg->ops.get_policy(cfg->ops.ctx, &v, why, sizeof(why));
+	if (rc) {
+		fault(status, status_for(rc), body, bodylen, "GET /network/policy: %s", why[0] ? why : strerror(-rc));
+		return;
+	}
+	char *text = NULL;
+	json_t *rules = json_array();
+	for (size_t i = 0; rules && i < v.nrules; i++) {
+		json_t *r = json_string(v.rules[i]);
+		if (!r || json_array_append_new(rules, r)) {
+			json_decref(rules);
+			rules = NULL;
+		}
+	}
+	const struct policy_counts *c = &v.counts;
+	json_t *o = rules ? json_pack("{s:o, s:b, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}}", "allow", rules, "open",
+				      v.open, "changes", (json_int_t)v.changes, "counters", "allowed",
+				      (json_int_t)c->allowed, "rejected", (json_int_t)c->rejected, "dropped",
+				      (json_int_t)c->dropped, "resolved", (json_int_t)c->resolved, "nxdomain",
+				      (json_int_t)c->nxdomain, "servfail", (json_int_t)c->servfail)
+			  : NULL;
+	policy_view_free(&v);
+	if (o)
+		text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (!text || strlen(text) >= bodylen) {
+		fault(status, 500, body, bodylen, text ? "the rules do not fit in one answer" : "out of memory");
+		free(text);
+		return;
+	}
+	*status = 200;
+	snprintf(body, bodylen, "%s", text);
+	free(text);
+}
+
 /* "/PREFIX/ID" with one non-empty ID segment: ID, else NULL. */
 static const char *path_id(const char *p, const char *prefix)
 {
@@ -425,6 +531,10 @@ void api_handle(const struct api_config *cfg, const char *method, const char *pa
 		patch_rate(cfg, true, path_id(p, "/drives/"), req_body, req_len, status, body, bodylen);
 	else if (path_id(p, "/network-interfaces/") && !strcmp(method, "PATCH"))
 		patch_rate(cfg, false, path_id(p, "/network-interfaces/"), req_body, req_len, status, body, bodylen);
+	else if (!strcmp(p, "/network/policy") && !strcmp(method, "PUT"))
+		put_policy(cfg, req_body, req_len, status, body, bodylen);
+	else if (!strcmp(p, "/network/policy") && !strcmp(method, "GET"))
+		get_policy(cfg, status, body, bodylen);
 	else
 		fault(status, 400, body, bodylen, "Invalid request method and/or path: %s %s.", method, path);
 }
@@ -435,7 +545,7 @@ struct api_conn {
 	int fd;               /* -1: a free slot */
 	char *in;             /* IN_CAP bytes while open */
 	size_t in_len;
-	char out[OUT_CAP];
+	char *out;            /* OUT_CAP bytes while open (an answer can be 64 KiB: not kept per idle slot) */
 	size_t out_len, out_off;
 	bool sent_continue;   /* the 100 Continue for the request being read is out */
 	bool closing;         /* close once out is written */
@@ -455,6 +565,8 @@ struct api_server {
 	int spare_fd;  /* for accept_or_shed: out of descriptors, a client is closed instead of spinning */
 	bool listen_off; /* out of descriptors with no spare: the listening socket is not watched */
 	uint64_t accept_wakeups; /* times the listening socket woke the server (tests look) */
+	char body[RESP_CAP];     /* the answer being made, and its HTTP form: off the caller's stack */
+	char resp[OUT_CAP];
 };
 
 /* Watches the listening socket again once a descriptor may be free (a connection closed). */
@@ -476,6 +588,7 @@ static void conn_close(struct api_server *s, struct api_conn *c)
 	epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	free(c->in);
+	free(c->out);
 	*c = (struct api_conn){ .fd = -1 };
 	listen_rearm(s);
 }
@@ -524,12 +637,12 @@ static void queue(struct api_conn *c, const char *data, size_t len)
 	c->out_len += len;
 }
 
-static void respond(struct api_conn *c, int status, const char *body, bool keep_alive)
+static void respond(struct api_server *s, struct api_conn *c, int status, const char *body, bool keep_alive)
 {
-	char buf[OUT_CAP];
-	int n = http_format_response(buf, sizeof(buf), status, body[0] ? body : NULL, keep_alive);
+	char *buf = s->resp;
+	int n = http_format_response(buf, OUT_CAP, status, body[0] ? body : NULL, keep_alive);
 	if (n < 0) {
-		n = http_format_response(buf, sizeof(buf), 500, "{\"fault_message\":\"response too large\"}", false);
+		n = http_format_response(buf, OUT_CAP, 500, "{\"fault_message\":\"response too large\"}", false);
 		keep_alive = false;
 	}
 	queue(c, buf, (size_t)n);
@@ -547,7 +660,7 @@ static void conn_process(struct api_server *s, struct api_conn *c)
 		struct http_request req;
 		char why[256];
 		int rc = http_parse_request_head(c->in, c->in_len, &req, why, sizeof(why));
-		char body[BODY_CAP];
+		char *body = s->body;
 		int status;
 		if (rc == 0) {
 			if (c->eof)
@@ -555,8 +668,8 @@ static void conn_process(struct api_server *s, struct api_conn *c)
 			break;
 		}
 		if (rc < 0) {
-			fault(&status, -rc, body, sizeof(body), "%s", why);
-			respond(c, status, body, false);
+			fault(&status, -rc, body, RESP_CAP, "%s", why);
+			respond(s, c, status, body, false);
 		} else if (req.content_length > c->in_len - req.head_len) {
 			if (c->eof) {
 				c->closing = true;
@@ -572,12 +685,12 @@ static void conn_process(struct api_server *s, struct api_conn *c)
 		} else {
 			bool needs_body = !strcmp(req.method, "PUT") || !strcmp(req.method, "PATCH");
 			if (needs_body && !req.has_length) {
-				fault(&status, 411, body, sizeof(body), "%s needs a body with Content-Length", req.method);
-				respond(c, status, body, false);
+				fault(&status, 411, body, RESP_CAP, "%s needs a body with Content-Length", req.method);
+				respond(s, c, status, body, false);
 			} else {
 				api_handle(&s->cfg, req.method, req.path, c->in + req.head_len, req.content_length, &status, body,
-					   sizeof(body));
-				respond(c, status, body, req.keep_alive);
+					   RESP_CAP);
+				respond(s, c, status, body, req.keep_alive);
 			}
 			size_t used = req.head_len + req.content_length;
 			memmove(c->in, c->in + used, c->in_len - used);
@@ -645,10 +758,12 @@ static void accept_all(struct api_server *s)
 			slot = oldest;
 		}
 		slot->in = malloc(IN_CAP);
+		slot->out = malloc(OUT_CAP);
 		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)(slot - s->conns) };
-		if (!slot->in || epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		if (!slot->in || !slot->out || epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
 			free(slot->in);
-			slot->in = NULL;
+			free(slot->out);
+			slot->in = slot->out = NULL;
 			close(fd);
 			continue;
 		}

@@ -6,6 +6,10 @@
  *   PUT  /snapshot/create  {"snapshot_type": "Full", "snapshot_path", "mem_file_path"} -> 204
  *   PATCH /drives/{id}     {"drive_id"?, "rate_limiter"} -> 204
  *   PATCH /network-interfaces/{id}  {"iface_id"?, "rx_rate_limiter"?, "tx_rate_limiter"?} -> 204
+ *   PUT  /network/policy   {"allow": [RULE...], "open"?: bool} -> 204: the NIC's egress rules
+ *                          replaced, all or nothing (RULE as --allow; "open" as --allow-internet)
+ *   GET  /network/policy   200 {"allow": [...], "open", "changes", "counters": {"allowed",
+ *                          "rejected", "dropped", "resolved", "nxdomain", "servfail"}}
  * A rate limiter is Firecracker's {"bandwidth"?: BUCKET, "ops"?: BUCKET}, BUCKET {"size",
  * "one_time_burst"?, "refill_time" (ms)}: a bucket given replaces that bucket (size 0: no limit),
  * one left out stays as it is.
@@ -21,6 +25,7 @@
 #include <stdint.h>
 
 #include "devices/ratelimit.h"
+#include "vmm/net/policy.h"
 
 #define API_MAX_CLIENTS 8    /* connections served at once; a ninth evicts the least recently active */
 #define API_PATH_MAX    107  /* sun_path less its terminating NUL */
@@ -41,6 +46,13 @@ struct api_ops {
 	 */
 	int (*set_rate)(void *ctx, const char *cls, const char *id, const struct ratelimit_patch *p, unsigned np,
 			char *err, size_t errlen);
+	/*
+	 * Replaces the NIC's egress rules (as --allow values) and open mode, or changes nothing
+	 * (-EINVAL, err naming the bad rule).  -ENOENT (err set) when the VM has no NIC.
+	 */
+	int (*set_policy)(void *ctx, const char *const *rules, size_t n, bool open, char *err, size_t errlen);
+	/* The rules in force and the decision counts; the API policy_view_free()s v.  -ENOENT: no NIC. */
+	int (*get_policy)(void *ctx, struct policy_view *v, char *err, size_t errlen);
 };
 
 struct api_config {

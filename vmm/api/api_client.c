@@ -255,3 +255,35 @@ int api_client_snapshot(struct api_client *c, const char *state_path, const char
 		return rc;
 	return status == 204 ? 0 : fault_of(status, body, "PUT /snapshot/create", err, errlen);
 }
+
+int api_client_set_policy(struct api_client *c, const char *const *rules, size_t n, bool open, char *err,
+			  size_t errlen)
+{
+	json_t *list = json_array();
+	for (size_t i = 0; list && i < n; i++)
+		if (json_array_append_new(list, json_string(rules[i]))) {
+			json_decref(list);
+			list = NULL;
+		}
+	json_t *o = list ? json_pack("{s:o, s:b}", "allow", list, "open", open) : NULL;
+	char *req = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(o);
+	if (!req)
+		return errorf(err, errlen, -EINVAL, "the rules cannot be sent (not UTF-8?)");
+	char body[4096];
+	int status;
+	int rc = api_client_request(c, "PUT", "/network/policy", req, &status, body, sizeof(body), err, errlen);
+	free(req);
+	if (rc)
+		return rc;
+	return status == 204 ? 0 : fault_of(status, body, "PUT /network/policy", err, errlen);
+}
+
+int api_client_get_policy(struct api_client *c, char *body, size_t bodylen, char *err, size_t errlen)
+{
+	int status;
+	int rc = api_client_request(c, "GET", "/network/policy", NULL, &status, body, bodylen, err, errlen);
+	if (rc)
+		return rc;
+	return status == 200 ? 0 : fault_of(status, body, "GET /network/policy", err, errlen);
+}

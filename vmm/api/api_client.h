@@ -48,4 +48,13 @@ int api_client_set_paused(struct api_client *c, bool paused, char *err, size_t e
 int api_client_snapshot(struct api_client *c, const char *state_path, const char *mem_path, char *err,
 			size_t errlen);
 
+/*
+ * PUT /network/policy: the NIC's rules replaced by rules[0..n-1] (as --allow) and open mode.
+ * 0, or -EIO with the server's fault_message in err (a bad rule, no NIC, ...).
+ */
+int api_client_set_policy(struct api_client *c, const char *const *rules, size_t n, bool open, char *err,
+			  size_t errlen);
+/* GET /network/policy: its JSON body into body (cut to bodylen).  0, or -EIO with the fault in err. */
+int api_client_get_policy(struct api_client *c, char *body, size_t bodylen, char *err, size_t errlen);
+
 #endif

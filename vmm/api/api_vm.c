@@ -1,4 +1,4 @@
-/* The control socket wired to a VM: pause, resume, snapshot, and live rate-limit changes through vm_set_rate(). */
+/* The control socket wired to a VM: pause, resume, snapshot, and live rate-limit and egress-policy changes. */
 #include <stdio.h>
 #include <unistd.h>
 
@@ -32,6 +32,16 @@ static int op_set_rate(void *ctx, const char *cls, const char *id, const struct 
 	return vm_set_rate(ctx, cls, id, p, np, err, errlen);
 }
 
+static int op_set_policy(void *ctx, const char *const *rules, size_t n, bool open, char *err, size_t errlen)
+{
+	return vm_set_policy(ctx, rules, n, open, err, errlen);
+}
+
+static int op_get_policy(void *ctx, struct policy_view *v, char *err, size_t errlen)
+{
+	return vm_get_policy(ctx, v, err, errlen);
+}
+
 struct api_server *api_vm_serve(struct vm *vm, int listen_fd, const char *path, const char *version, char *err,
 				size_t errlen)
 {
@@ -41,7 +51,8 @@ struct api_server *api_vm_serve(struct vm *vm, int listen_fd, const char *path, 
 		.id = id,
 		.vmm_version = version,
 		.ops = { .ctx = vm, .pause = op_pause, .resume = op_resume, .is_paused = op_is_paused,
-			 .snapshot = op_snapshot, .set_rate = op_set_rate },
+			 .snapshot = op_snapshot, .set_rate = op_set_rate, .set_policy = op_set_policy,
+			 .get_policy = op_get_policy },
 	};
 	return api_server_new(listen_fd, path, &cfg, err, errlen);
 }

@@ -21,6 +21,7 @@ int cmd_serve(int argc, char **argv);    /* serve.c (a dynamic build), else vmm/
 int cmd_restore(int argc, char **argv);  /* restore.c */
 int cmd_snapshot(int argc, char **argv); /* snapshot.c */
 int cmd_pause_resume(int argc, char **argv); /* snapshot.c: "pause", "resume" or "status" */
+int cmd_net_policy(int argc, char **argv);   /* snapshot.c: "net-policy" */
 int cmd_check(int argc, char **argv);    /* check.c */
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * `padcell snapshot --api-sock PATH --to DIR`: pause the VM, write DIR/state and DIR/mem through
- * its control socket, resume it.  `pause`, `resume` and `status` are the same socket's smaller verbs.
+ * its control socket, resume it.  `pause`, `resume`, `status` and `net-policy` are the same
+ * socket's smaller verbs.
  */
 #include "vmm/cmd/cmd.h"
 
@@ -15,9 +16,10 @@
 #include <unistd.h>
 
 #include "vmm/api/api_client.h"
+#include "vmm/api/http.h"
 #include "vmm/cmd/cli.h"
 
-enum { OPT_API_SOCK = 256, OPT_TO, OPT_LEAVE_PAUSED };
+enum { OPT_API_SOCK = 256, OPT_TO, OPT_LEAVE_PAUSED, OPT_ALLOW, OPT_OPEN, OPT_DENY_ALL };
 
 static int fail(int code, const char *fmt, const char *a, const char *b)
 {
@@ -178,5 +180,83 @@ int cmd_pause_resume(int argc, char **argv)
 			rc = fail(EXIT_HOST_ERROR, "cannot %s the VM: %s", verb, err);
 	}
 	api_client_close(&cl);
+	return rc;
+}
+
+/*
+ * `padcell net-policy --api-sock PATH [--allow RULE]... [--open] [--deny-all]`: replaces the NIC's
+ * egress rules (all or nothing); with none of those, prints the rules and counters (GET's JSON).
+ */
+int cmd_net_policy(int argc, char **argv)
+{
+	static const struct option opts[] = { { "api-sock", required_argument, NULL, OPT_API_SOCK },
+					      { "allow", required_argument, NULL, OPT_ALLOW },
+					      { "open", no_argument, NULL, OPT_OPEN },
+					      { "allow-internet", no_argument, NULL, OPT_OPEN },
+					      { "deny-all", no_argument, NULL, OPT_DENY_ALL },
+					      { 0 } };
+	const char *sock = NULL;
+	const char **rules = calloc((size_t)argc + 1, sizeof(*rules)); /* no more rules than arguments */
+	if (!rules)
+		return fail(EXIT_HOST_ERROR, "out of memory%s%s", "", "");
+	size_t n = 0;
+	bool open = false, deny_all = false;
+	int rc = 0;
+	opterr = 0;
+	optind = 1;
+	int c;
+	while ((c = getopt_long(argc, argv, "+:", opts, NULL)) != -1) {
+		if (c == OPT_API_SOCK)
+			sock = optarg;
+		else if (c == OPT_ALLOW)
+			rules[n++] = optarg;
+		else if (c == OPT_OPEN)
+			open = true;
+		else if (c == OPT_DENY_ALL)
+			deny_all = true;
+		else if (c == ':') {
+			rc = fail(EXIT_USAGE, "%s needs a value%s", argv[optind - 1], "");
+			goto out;
+		} else {
+			rc = fail(EXIT_USAGE, "unknown option '%s' (see padcell --help)%s", argv[optind - 1], "");
+			goto out;
+		}
+	}
+	if (optind < argc) {
+		rc = fail(EXIT_USAGE, "unexpected argument '%s' (see padcell --help)%s", argv[optind], "");
+		goto out;
+	}
+	if (!sock) {
+		rc = fail(EXIT_USAGE, "usage: padcell net-policy --api-sock PATH [--allow RULE]... [--open] [--deny-all]%s%s",
+			  "", "");
+		goto out;
+	}
+	if (deny_all && (n || open)) {
+		rc = fail(EXIT_USAGE, "--deny-all replaces every rule with none: it cannot be given with --allow or --open%s%s",
+			  "", "");
+		goto out;
+	}
+	struct api_client cl;
+	struct api_info info;
+	rc = open_api(&cl, sock, &info);
+	if (rc)
+		goto out;
+	char err[1024];
+	if (n || open || deny_all) {
+		if (api_client_set_policy(&cl, rules, n, open, err, sizeof(err)))
+			rc = fail(EXIT_USAGE, "cannot change the network policy: %s%s", err, "");
+	} else {
+		char *body = malloc(HTTP_BODY_MAX + 1);
+		if (!body)
+			rc = fail(EXIT_HOST_ERROR, "out of memory%s%s", "", "");
+		else if (api_client_get_policy(&cl, body, HTTP_BODY_MAX + 1, err, sizeof(err)))
+			rc = fail(EXIT_USAGE, "cannot read the network policy: %s%s", err, "");
+		else
+			printf("%s\n", body);
+		free(body);
+	}
+	api_client_close(&cl);
+out:
+	free(rules);
 	return rc;
 }

@@ -56,6 +56,29 @@ void policy_destroy(struct policy *p)
 	p->nrules = 0;
 }
 
+int policy_view_fill(const struct policy *p, struct policy_view *v)
+{
+	v->open = p->open;
+	v->nrules = 0;
+	v->rules = NULL;
+	if (!p->nrules)
+		return 0;
+	v->rules = malloc(p->nrules * sizeof(*v->rules));
+	if (!v->rules)
+		return -ENOMEM;
+	for (size_t i = 0; i < p->nrules; i++)
+		snprintf(v->rules[i], sizeof(v->rules[i]), "%s", p->rules[i].text);
+	v->nrules = p->nrules;
+	return 0;
+}
+
+void policy_view_free(struct policy_view *v)
+{
+	free(v->rules);
+	v->rules = NULL;
+	v->nrules = 0;
+}
+
 int policy_add_own(struct policy *p, uint32_t addr, enum policy_own_kind kind)
 {
 	for (size_t i = 0; i < p->nown; i++)

@@ -68,6 +68,28 @@ struct policy_decision {
 	char why[POLICY_TEXT_MAX + 64];
 };
 
+/*
+ * Decisions counted per verdict since the NIC was made (the --net-log verdicts): allowed,
+ * rejected (a refused TCP connection, reset) and dropped (any other frame the gate refused)
+ * for frames; resolved, nxdomain and servfail for the guest's DNS queries.
+ */
+struct policy_counts {
+	uint64_t allowed, rejected, dropped, resolved, nxdomain, servfail;
+};
+
+/* What GET /network/policy reports: the rules in force as typed, open mode, the counts. */
+struct policy_view {
+	bool open;
+	size_t nrules;
+	char (*rules)[POLICY_TEXT_MAX + 1]; /* nrules of them, malloc'd: policy_view_free() */
+	struct policy_counts counts;
+	uint64_t changes; /* rule sets put in place through the API since the NIC was made */
+};
+
+/* Fills v->open, nrules and rules from p (counts and changes are the caller's).  0 or -ENOMEM. */
+int policy_view_fill(const struct policy *p, struct policy_view *v);
+void policy_view_free(struct policy_view *v);
+
 /* An empty policy: everything denied.  Cannot fail. */
 void policy_init(struct policy *p);
 void policy_destroy(struct policy *p);
