@@ -32,7 +32,7 @@ done
 [ -f $W/inet-ready ] || echo "net-run: the test network did not come up"
 
 R="--kernel bzImage --rootfs rootfs-debian.ext4 --mem 512M"
-RULES="--allow 198.51.100.10:80 --allow web.example.test:80 --allow hosts.example.test:80 --allow rebind.example.test:80"
+RULES="--allow 198.51.100.10:80 --allow web.example.test:80 --allow web.example.test:443 --allow hosts.example.test:80 --allow rebind.example.test:80"
 # CHECK lines of the guest's output, as RESULT lines
 results() { # results FILE NAME...
 	f=$1
@@ -54,8 +54,20 @@ timeout -k 10 $((CASE_TIMEOUT * 2)) ./padcell run $R $RULES --net-log $W/decisio
 rc=$?
 main_s=$(since "$t")
 [ "$rc" = 0 ] || echo "net-run: padcell run exited $rc: $(tail -c 400 $W/main.out.err)"
-results $W/main.out eth0 by-ip name-only-before-dns dns-allowed by-name name-other-port dns-etc-hosts dns-denied \
-	dns-rebind denied refused-ranges
+results $W/main.out eth0 by-ip name-only-before-dns dns-allowed by-name sni-own sni-other host-other name-other-port \
+	dns-etc-hosts dns-denied dns-rebind denied refused-ranges
+
+why=""
+peeks=$(wc -l <$W/peek.log 2>/dev/null || echo 0)
+[ "$peeks" = 1 ] || why="$why the TLS stand-in saw $peeks connection(s) (want 1: the own SNI's);"
+grep -q '"dst":"other.example.test:443","verdict":"reject","why":"sni mismatch: TLS SNI' $W/decisions.log ||
+	why="$why no reject for other.example.test:443 in --net-log;"
+grep -q '"dst":"secret.example.test:80","verdict":"reject","why":"sni mismatch: HTTP Host' $W/decisions.log ||
+	why="$why no reject for secret.example.test:80 in --net-log;"
+grep -q '"dst":"web.example.test:443","verdict":"allow","why":"TLS SNI' $W/decisions.log ||
+	why="$why no allow for web.example.test:443 in --net-log;"
+[ -n "$why" ] && why="$why (log: $(grep -a 'sni\|SNI\|Host' $W/decisions.log | tail -n 4 | tr '\n' ' '))"
+result sni-logged "$why" "the own SNI reached the server once; both foreign names cut, logged as 'sni mismatch'"
 
 why=""
 grep -q '^secret.example.test ' $W/dns.log && why="$why the upstream was asked for secret.example.test;"
