@@ -346,13 +346,20 @@ static void redirect_free(struct net_redirect *r)
 static struct net_redirect *redirect_new(struct virtio_net *n, const struct tcp4 *t, const char *via)
 {
 	int64_t now = now_ms();
-	struct net_redirect *r = NULL;
+	struct net_redirect *r = NULL, *oldest = NULL;
 	for (unsigned i = 0; i < NET_REDIRECTS_MAX && !r; i++) {
 		struct net_redirect *c = &n->redirects[i];
 		if (c->used && c->expire_ms && c->expire_ms <= now)
 			redirect_free(c);
 		if (!c->used)
 			r = c;
+		else if (c->expire_ms && !c->resolving && (!oldest || c->expire_ms < oldest->expire_ms))
+			oldest = c;
+	}
+	if (!r && oldest) {
+		/* every slot taken: a finished connection's translation goes first (it only waits for stray segments) */
+		redirect_free(oldest);
+		r = oldest;
 	}
 	if (!r)
 		return NULL;
@@ -650,8 +657,9 @@ static void tx_frame(struct virtio_net *n)
 			if (!rd && !(rd = redirect_new(n, &t, via))) {
 				r.decision.allow = false;
 				r.verdict = v = GATE_REJECT_TCP;
-				snprintf(r.decision.why, sizeof(r.decision.why), "%s",
-					 "too many connections waiting for their TLS SNI / HTTP Host check");
+				snprintf(r.decision.why, sizeof(r.decision.why),
+					 "too many connections to allowed names open at once (%u, each checked by its TLS SNI / HTTP Host)",
+					 NET_REDIRECTS_MAX);
 			} else {
 				size_t l = strlen(r.decision.why);
 				snprintf(r.decision.why + l, sizeof(r.decision.why) - l, "; its TLS SNI / HTTP Host is checked next");

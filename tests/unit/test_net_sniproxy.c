@@ -437,3 +437,32 @@ Test(net_sniproxy, the_server_resetting_resets_the_guest)
 	cr_assert(px->reset);
 	cr_assert(!px->rejected, "allowed, then reset by the server");
 }
+
+Test(net_sniproxy, a_side_with_nothing_to_wait_for_is_not_polled)
+{
+	rules("pypi.test:%u", "127.0.0.1", NULL);
+	start("pypi.test");
+	const char *req = "GET / HTTP/1.1\r\nHost: pypi.test\r\n\r\n";
+	send_all(guest, req, strlen(req));
+	drive(SNIPROXY_HELLO, 1000);
+	resolve_to(LOOPBACK);
+	int srv = accept_host();
+	char got[64];
+	read_n(srv, got, strlen(req));
+	/* the guest closes both ways: its EOF goes on, and its hangup must not wake every poll */
+	shutdown(guest, SHUT_RDWR);
+	drive(SNIPROXY_SPLICE, 1000);
+	cr_assert(px->g_eof && px->h_shut, "the guest's EOF passed on to the server");
+	struct pollfd fds[2];
+	int t = -1;
+	cr_assert_eq(sniproxy_poll_fill(px, fds, 2, 1000, &t), 2);
+	cr_assert_eq(fds[0].fd, -1, "the guest's side is left out while nothing is owed to it");
+	cr_assert_eq(fds[1].fd, px->hfd);
+	cr_assert_eq(fds[1].events, POLLIN);
+	/* the server's answer then finds the guest gone: a reset, not a hang */
+	send_all(srv, "late", 4);
+	for (int i = 0; i < 100 && px->state != SNIPROXY_DONE; i++)
+		drive(SNIPROXY_SPLICE, 1000);
+	cr_assert_eq(px->state, SNIPROXY_DONE);
+	close(srv);
+}

@@ -1153,9 +1153,11 @@ static bool wait_tcp(uint16_t *seen, uint32_t src, uint16_t sport, uint16_t dpor
 				cr_assert_eq(t_fold(t_sum(r + 34, get16(r + 16) - 20, t_sum(ph, 12, 0))), 0, "TCP checksum");
 				if (seq)
 					*seq = get32(r + 38);
+				rx_post((uint16_t)used_elem(&dq[0], *seen).id); /* the buffer back, as a driver does */
 				(*seen)++;
 				return true;
 			}
+			rx_post((uint16_t)used_elem(&dq[0], *seen).id);
 		}
 	}
 	return false;
@@ -1180,7 +1182,7 @@ Test(net_slirp, a_name_s_connection_is_checked_by_its_host_and_dialled_by_name)
 	int logp[2];
 	cr_assert_eq(pipe2(logp, O_NONBLOCK), 0);
 	dev->log_fd = logp[1];
-	dev_up(64);
+	dev_up(QN);
 	arp_request(NET_GATEWAY_IP);
 	tx_send();
 	pump();
@@ -1241,4 +1243,39 @@ Test(net_slirp, a_name_s_connection_is_checked_by_its_host_and_dialled_by_name)
 	up_stop();
 	close(logp[0]);
 	close(logp[1]);
+}
+
+Test(net_slirp, finished_name_checked_connections_give_their_slots_back)
+{
+	if (!net_slirp_built_in())
+		cr_skip_test("built without libslirp");
+	const char *rules[] = { "*.sni.test:443" };
+	make_dev(NULL, rules, 1);
+	dev_up(QN);
+	arp_request(NET_GATEWAY_IP);
+	tx_send();
+	pump();
+	uint16_t seen = used_idx(&dq[0]);
+	dns_query("a.sni.test", 9);
+	tx_send();
+	pump_until_rx((uint16_t)(seen + 1));
+	seen = used_idx(&dq[0]);
+	const uint32_t cdn = 0xcb007114u;
+	/* more connections, one after the other, than there are slots: each one cut (a foreign Host) */
+	for (uint16_t i = 0; i < NET_REDIRECTS_MAX + 8; i++) {
+		uint16_t sport = (uint16_t)(41000 + i);
+		uint32_t sseq;
+		tcp_seg(cdn, sport, 443, 100, 0, 0x02, NULL);
+		tx_send();
+		cr_assert(wait_tcp(&seen, cdn, 443, sport, 0x12, &sseq), "connection %u: a SYN-ACK, not the gate's reset", i);
+		tcp_seg(cdn, sport, 443, 101, sseq + 1, 0x18, "GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n");
+		tx_send();
+		cr_assert(wait_tcp(&seen, cdn, 443, sport, 0x04, NULL), "connection %u: reset", i);
+	}
+	cr_assert_eq(dev->stats.tx_rejected, 0);
+	cr_assert_eq(dev->stats.sni_rejected, NET_REDIRECTS_MAX + 8);
+	virtio_net_destroy(dev);
+	free(dev);
+	gmem_destroy(&mem);
+	up_stop();
 }

@@ -83,9 +83,13 @@ unsigned sniproxy_poll_fill(struct sniproxy *p, struct pollfd *fds, unsigned max
 			he |= POLLIN;
 		if (p->g2h.len)
 			he |= POLLOUT;
-		/* events 0 still reports errors and hangups */
-		fds[n++] = (struct pollfd){ .fd = p->gfd, .events = ge };
-		fds[n++] = (struct pollfd){ .fd = p->hfd, .events = he };
+		/*
+		 * A side with nothing to wait for is left out (fd -1): poll() would report its hangup
+		 * (the peer closed, our EOF passed on) at once on every pass while the other side still
+		 * drains.  Its errors show at the next write to it.
+		 */
+		fds[n++] = (struct pollfd){ .fd = ge ? p->gfd : -1, .events = ge };
+		fds[n++] = (struct pollfd){ .fd = he ? p->hfd : -1, .events = he };
 		break;
 	}
 	case SNIPROXY_DONE:
