@@ -457,6 +457,7 @@ static void redirect_poll_done(struct virtio_net *n, const struct pollfd *fds, c
 				}
 				n->stats.sni_checked++;
 				sniproxy_init(r->px, c, r->via, r->dport, now);
+				continue; /* the revents were the listener's: the next poll asks for the guest's bytes */
 			} else if (now >= r->accept_by_ms) {
 				redirect_free(r); /* the stack never dialled (its connect failed, or the guest gave up) */
 				continue;
