@@ -1,5 +1,5 @@
 # The Debian guest's side of the nested net tier: run by `padcell run -- python3 -c "$(cat net-guest.py)" MODE`.
-# Prints one line per check: CHECK <name> ok|fail <detail>; and for the download: SHA <hex> <bytes> <seconds>.
+# Prints one line per check: CHECK <name> ok|fail <detail>; and for the downloads: SHA <tag> <hex> <bytes> <seconds>.
 # Every network wait is bounded by a socket timeout; a refused connection must be refused (RST), not time out.
 import errno, hashlib, socket, sys, time
 
@@ -88,6 +88,33 @@ def cut(name, addr, port, data, what):
           "%s to %s:%d: %s after %.0f ms, %d bytes back" % (what, addr, port, end, ms, len(got)))
 
 
+def download(tag, addr, host):
+    """GET /big.bin: prints SHA <tag> <hex> <bytes> <seconds>."""
+    t = time.monotonic()
+    try:
+        s = socket.create_connection((addr, 80), timeout=120)
+        s.sendall(("GET /big.bin HTTP/1.0\r\nHost: %s\r\n\r\n" % host).encode())
+        h, buf, n = hashlib.sha256(), b"", 0
+        while b"\r\n\r\n" not in buf:
+            c = s.recv(65536)
+            if not c:
+                break
+            buf += c
+        _, _, rest = buf.partition(b"\r\n\r\n")
+        h.update(rest)
+        n = len(rest)
+        while True:
+            c = s.recv(1 << 20)
+            if not c:
+                break
+            h.update(c)
+            n += len(c)
+        s.close()
+        print("SHA %s %s %d %.3f" % (tag, h.hexdigest(), n, time.monotonic() - t), flush=True)
+    except OSError as e:
+        print("SHA %s error %s" % (tag, e), flush=True)
+
+
 def resolve(name):
     try:
         return socket.gethostbyname(name)
@@ -150,30 +177,8 @@ if mode == "main":
     u.close()
     check("udp-sent", True, "3 datagrams to 198.51.100.10:9999 (the host checks none arrived)")
 
-    t = time.monotonic()
-    try:
-        s = socket.create_connection(("198.51.100.10", 80), timeout=120)
-        s.sendall(b"GET /big.bin HTTP/1.0\r\nHost: 198.51.100.10\r\n\r\n")
-        h, buf, n = hashlib.sha256(), b"", 0
-        while b"\r\n\r\n" not in buf:
-            c = s.recv(65536)
-            if not c:
-                break
-            buf += c
-        _, _, rest = buf.partition(b"\r\n\r\n")
-        h.update(rest)
-        n = len(rest)
-        while True:
-            c = s.recv(1 << 20)
-            if not c:
-                break
-            h.update(c)
-            n += len(c)
-        s.close()
-        el = time.monotonic() - t
-        print("SHA %s %d %.3f" % (h.hexdigest(), n, el), flush=True)
-    except OSError as e:
-        print("SHA error %s" % e, flush=True)
+    download("ip", "198.51.100.10", "198.51.100.10")
+    download("name", "web.example.test", "web.example.test")  # through padcell's SNI/Host check and splice
 
 elif mode == "serve":
     # A server the guest starts, reached from the host through --publish: requests until GET /quit,
