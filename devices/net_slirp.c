@@ -283,6 +283,7 @@ static const struct net_backend_ops slirp_ops = {
 	.poll_done = slirp_poll_done,
 	.close = slirp_close,
 	.publish = slirp_publish,
+	.dials_loopback = true,
 };
 
 int net_slirp_backend(struct net_backend *be, char *err, size_t errlen)

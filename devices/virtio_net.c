@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -194,8 +196,12 @@ static void backlog_clear(struct virtio_net *n)
 	}
 }
 
+static const uint8_t *redirect_rx(struct virtio_net *n, const uint8_t *frame, size_t len);
+
 void virtio_net_deliver(struct virtio_net *n, const uint8_t *frame, size_t len)
 {
+	if (len <= NET_FRAME_MAX)
+		frame = redirect_rx(n, frame, len); /* the device thread's, as the redirect table is */
 	pthread_mutex_lock(&n->t.lock);
 	bool pushed = false;
 	if (len < 14 || len > NET_FRAME_MAX) {
@@ -255,7 +261,7 @@ static void pin_add(struct virtio_net *n, uint32_t addr, const char *name)
  * A SYN no address rule allows, to an address padcell resolved for an allowed name: the name's
  * rules decide, on the SYN's port.  True (d filled) if one allows it.
  */
-static bool pin_allows(struct virtio_net *n, uint32_t addr, uint16_t port, struct policy_decision *d)
+static bool pin_allows(struct virtio_net *n, uint32_t addr, uint16_t port, struct policy_decision *d, const char **via)
 {
 	int64_t now = now_ms();
 	for (unsigned i = 0; i < n->npins; i++) {
@@ -266,10 +272,256 @@ static bool pin_allows(struct virtio_net *n, uint32_t addr, uint16_t port, struc
 			size_t keep = len < 0 ? 0 : (size_t)len < sizeof(d->why) ? (size_t)len : sizeof(d->why) - 1;
 			memcpy(d->why, why, keep); /* cut to the log's field if need be */
 			d->why[keep] = '\0';
+			*via = p->name;
 			return true;
 		}
 	}
 	return false;
+}
+
+/* ---- names checked by TLS SNI / HTTP Host: connections padcell terminates itself ---------- */
+
+#define LOOPBACK_IP 0x7f000001u
+
+static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v; }
+
+/* An IPv4 TCP frame's fields, if it is one whole (first fragment or none); offsets of its headers. */
+struct tcp4 {
+	uint32_t src, dst;
+	uint16_t sport, dport;
+	size_t ip, tcp;
+};
+
+static bool tcp4_parse(const uint8_t *f, size_t len, struct tcp4 *t)
+{
+	if (len < 14 + 20 || rd16(f + 12) != 0x0800 || (f[14] >> 4) != 4 || f[14 + 9] != IPPROTO_TCP)
+		return false;
+	size_t ihl = (size_t)(f[14] & 15) * 4;
+	if (ihl < 20 || len < 14 + ihl + 20 || (rd16(f + 14 + 6) & 0x1fff))
+		return false;
+	t->ip = 14;
+	t->tcp = 14 + ihl;
+	t->src = (uint32_t)rd16(f + 26) << 16 | rd16(f + 28);
+	t->dst = (uint32_t)rd16(f + 30) << 16 | rd16(f + 32);
+	t->sport = rd16(f + t->tcp);
+	t->dport = rd16(f + t->tcp + 2);
+	return true;
+}
+
+/* RFC 1624: a 16-bit one's complement checksum after one 16-bit word changed from old to new. */
+static void csum_replace(uint8_t *sum, uint16_t old, uint16_t new)
+{
+	uint32_t s = (uint32_t)(uint16_t)~rd16(sum) + (uint16_t)~old + new;
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	wr16(sum, (uint16_t)~s);
+}
+
+/* Rewrites the frame's destination (dst true) or source address and port; IPv4 and TCP checksums follow. */
+static void tcp4_rewrite(uint8_t *f, const struct tcp4 *t, bool dst, uint32_t addr, uint16_t port)
+{
+	uint8_t *a = f + t->ip + (dst ? 16 : 12), *pp = f + t->tcp + (dst ? 2 : 0);
+	uint8_t *ipsum = f + t->ip + 10, *tcpsum = f + t->tcp + 16;
+	uint16_t w[2] = { (uint16_t)(addr >> 16), (uint16_t)addr };
+	for (int i = 0; i < 2; i++) {
+		uint16_t old = rd16(a + 2 * i);
+		csum_replace(ipsum, old, w[i]);
+		csum_replace(tcpsum, old, w[i]); /* the pseudo-header has the addresses */
+		wr16(a + 2 * i, w[i]);
+	}
+	csum_replace(tcpsum, rd16(pp), port);
+	wr16(pp, port);
+}
+
+static struct net_redirect *redirect_find(struct virtio_net *n, uint16_t sport, uint32_t dst, uint16_t dport)
+{
+	for (unsigned i = 0; i < NET_REDIRECTS_MAX; i++) {
+		struct net_redirect *r = &n->redirects[i];
+		if (r->used && r->sport == sport && r->dst == dst && r->dport == dport)
+			return r;
+	}
+	return NULL;
+}
+
+static void redirect_free(struct net_redirect *r)
+{
+	if (r->lfd >= 0)
+		close(r->lfd);
+	if (r->px) {
+		sniproxy_close(r->px);
+		free(r->px);
+	}
+	memset(r, 0, sizeof(*r));
+	r->lfd = -1;
+}
+
+/*
+ * A pinned SYN: a listener of padcell's on 127.0.0.1 for the stack to dial instead of dst.  The
+ * one connection it takes is the stack's for this SYN (it dials while slirp_input() runs).  NULL
+ * when the table is full (even after dropping expired entries) or no socket can be had.
+ */
+static struct net_redirect *redirect_new(struct virtio_net *n, const struct tcp4 *t, const char *via)
+{
+	int64_t now = now_ms();
+	struct net_redirect *r = NULL, *oldest = NULL;
+	for (unsigned i = 0; i < NET_REDIRECTS_MAX && !r; i++) {
+		struct net_redirect *c = &n->redirects[i];
+		if (c->used && c->expire_ms && c->expire_ms <= now)
+			redirect_free(c);
+		if (!c->used)
+			r = c;
+		else if (c->expire_ms && !c->resolving && (!oldest || c->expire_ms < oldest->expire_ms))
+			oldest = c;
+	}
+	if (!r && oldest) {
+		/* every slot taken: a finished connection's translation goes first (it only waits for stray segments) */
+		redirect_free(oldest);
+		r = oldest;
+	}
+	if (!r)
+		return NULL;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return NULL;
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(LOOPBACK_IP) };
+	socklen_t sl = sizeof(sa);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+		close(fd);
+		return NULL;
+	}
+	*r = (struct net_redirect){ .net = n, .used = true, .dst = t->dst, .sport = t->sport, .dport = t->dport,
+				    .lport = ntohs(sa.sin_port), .lfd = fd, .accept_by_ms = now + NET_REDIRECT_ACCEPT_MS };
+	snprintf(r->via, sizeof(r->via), "%s", via);
+	return r;
+}
+
+static void redirect_log(struct virtio_net *n, struct net_redirect *r)
+{
+	struct sniproxy *px = r->px;
+	if (!px || r->logged || !px->decided)
+		return;
+	r->logged = true;
+	char dst[POLICY_NAME_MAX + 32];
+	struct in_addr a = { .s_addr = htonl(r->dst) };
+	if (px->info.name[0])
+		snprintf(dst, sizeof(dst), "%s:%u", px->info.name, r->dport);
+	else
+		snprintf(dst, sizeof(dst), "%s:%u", inet_ntoa(a), r->dport);
+	if (px->rejected)
+		n->stats.sni_rejected++;
+	else
+		n->stats.sni_allowed++;
+	net_log(n, "tcp", dst, px->rejected ? "reject" : "allow", px->why);
+}
+
+static void redirect_resolved(void *arg, int status, const uint32_t *addrs, size_t naddrs)
+{
+	struct net_redirect *r = arg;
+	r->resolving = false;
+	if (r->px)
+		sniproxy_resolved(r->px, &r->net->policy, status, addrs, naddrs, now_ms());
+}
+
+/* Adds each live redirect's fds; idx[i]/cnt[i] say where they are. */
+static unsigned redirect_poll_fill(struct virtio_net *n, struct pollfd *fds, unsigned max, int *timeout_ms,
+				   unsigned *idx, unsigned *cnt)
+{
+	unsigned used = 0;
+	int64_t now = now_ms();
+	for (unsigned i = 0; i < NET_REDIRECTS_MAX; i++) {
+		struct net_redirect *r = &n->redirects[i];
+		idx[i] = used;
+		cnt[i] = 0;
+		if (!r->used || max - used < 2)
+			continue;
+		if (r->lfd >= 0) {
+			fds[used] = (struct pollfd){ .fd = r->lfd, .events = POLLIN };
+			cnt[i] = 1;
+			int64_t left = r->accept_by_ms > now ? r->accept_by_ms - now : 0;
+			if (*timeout_ms < 0 || *timeout_ms > left)
+				*timeout_ms = (int)left;
+		} else if (r->px && r->px->state != SNIPROXY_DONE) {
+			cnt[i] = sniproxy_poll_fill(r->px, fds + used, max - used, now, timeout_ms);
+		} else if (r->expire_ms) {
+			int64_t left = r->expire_ms > now ? r->expire_ms - now : 0;
+			if (*timeout_ms < 0 || *timeout_ms > left)
+				*timeout_ms = (int)(left > 60000 ? 60000 : left);
+		}
+		used += cnt[i];
+	}
+	return used;
+}
+
+static void redirect_poll_done(struct virtio_net *n, const struct pollfd *fds, const unsigned *idx,
+			       const unsigned *cnt)
+{
+	int64_t now = now_ms();
+	for (unsigned i = 0; i < NET_REDIRECTS_MAX; i++) {
+		struct net_redirect *r = &n->redirects[i];
+		if (!r->used)
+			continue;
+		if (r->lfd >= 0) {
+			int c = cnt[i] && fds[idx[i]].revents ? accept4(r->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC) : -1;
+			if (c >= 0) {
+				close(r->lfd);
+				r->lfd = -1;
+				r->px = malloc(sizeof(*r->px));
+				if (!r->px) {
+					close(c);
+					r->expire_ms = now + NET_REDIRECT_LINGER_MS;
+					continue;
+				}
+				n->stats.sni_checked++;
+				sniproxy_init(r->px, c, r->via, r->dport, now);
+				continue; /* the revents were the listener's: the next poll asks for the guest's bytes */
+			} else if (now >= r->accept_by_ms) {
+				redirect_free(r); /* the stack never dialled (its connect failed, or the guest gave up) */
+				continue;
+			} else {
+				continue;
+			}
+		}
+		struct sniproxy *px = r->px;
+		if (px && px->state != SNIPROXY_DONE) {
+			enum sniproxy_state before = px->state;
+			sniproxy_step(px, &n->policy, fds + idx[i], cnt[i], now);
+			if (px->state == SNIPROXY_RESOLVE && before != SNIPROXY_RESOLVE && !r->resolving) {
+				redirect_log(n, r);
+				r->resolving = true;
+				int rc = n->resolver ? net_resolve_start(n->resolver, px->info.name, redirect_resolved, r) : -EIO;
+				if (rc) {
+					r->resolving = false;
+					sniproxy_resolved(px, &n->policy, -EIO, NULL, 0, now);
+				}
+			}
+		}
+		if (px && px->state == SNIPROXY_DONE && !r->expire_ms && !r->resolving) {
+			redirect_log(n, r);
+			sniproxy_close(px);
+			r->expire_ms = now + NET_REDIRECT_LINGER_MS;
+		}
+		if (r->expire_ms && r->expire_ms <= now && !r->resolving)
+			redirect_free(r);
+	}
+}
+
+/* A frame the stack sends from a redirect's listener: its source becomes the address the guest dialled. */
+static const uint8_t *redirect_rx(struct virtio_net *n, const uint8_t *frame, size_t len)
+{
+	struct tcp4 t;
+	if (!n->rxnat || !tcp4_parse(frame, len, &t) || t.src != LOOPBACK_IP)
+		return frame;
+	for (unsigned i = 0; i < NET_REDIRECTS_MAX; i++) {
+		struct net_redirect *r = &n->redirects[i];
+		if (r->used && r->lport == t.sport && r->sport == t.dport) {
+			memcpy(n->rxnat, frame, len);
+			tcp4_rewrite(n->rxnat, &t, false, r->dst, r->dport);
+			return n->rxnat;
+		}
+	}
+	return frame;
 }
 
 /* Sends the reply to the query in frame (the guest's UDP datagram to 10.0.2.3:53). */
@@ -401,20 +653,46 @@ static void tx_dns(struct virtio_net *n, const uint8_t *frame, size_t len, const
 /* The frame in n->txbuf after its header: through the gate, then wherever the verdict says. */
 static void tx_frame(struct virtio_net *n)
 {
-	const uint8_t *frame = n->txbuf + NET_HDR_LEN;
+	uint8_t *frame = n->txbuf + NET_HDR_LEN; /* padcell's own copy: the address translation writes here */
 	size_t len = n->txlen - NET_HDR_LEN;
 	struct gate_result r;
 	enum gate_verdict v = gate_inspect(&n->gate, &n->policy, frame, len, &r);
+	struct net_redirect *rd = NULL;
+	struct tcp4 t;
+	bool tcp = v == GATE_PASS || v == GATE_REJECT_TCP ? tcp4_parse(frame, len, &t) : false;
 	/* A SYN to an address resolved for an allowed name, outside every refused range: the name decides. */
+	const char *via = NULL;
 	if (v == GATE_REJECT_TCP && r.policy_checked && !policy_refused_range(&n->policy, r.dst) &&
-	    pin_allows(n, r.dst, r.dport, &r.decision)) {
+	    pin_allows(n, r.dst, r.dport, &r.decision, &via)) {
 		r.decision.allow = true;
 		r.verdict = v = GATE_PASS;
+		if (n->be_ok && n->be.ops->dials_loopback && tcp) {
+			/* ...by the name the connection asks for: padcell takes it over (a retransmitted SYN: the same) */
+			rd = redirect_find(n, t.sport, t.dst, t.dport);
+			if (rd && rd->expire_ms) {
+				redirect_free(rd); /* a new connection on an old one's ports */
+				rd = NULL;
+			}
+			if (!rd && !(rd = redirect_new(n, &t, via))) {
+				r.decision.allow = false;
+				r.verdict = v = GATE_REJECT_TCP;
+				snprintf(r.decision.why, sizeof(r.decision.why),
+					 "too many connections to allowed names open at once (%u, each checked by its TLS SNI / HTTP Host)",
+					 NET_REDIRECTS_MAX);
+			} else {
+				size_t l = strlen(r.decision.why);
+				snprintf(r.decision.why + l, sizeof(r.decision.why) - l, "; its TLS SNI / HTTP Host is checked next");
+			}
+		}
+	} else if (v == GATE_PASS && tcp) {
+		rd = redirect_find(n, t.sport, t.dst, t.dport);
 	}
 	log_gate(n, &r);
 	switch (v) {
 	case GATE_PASS:
 		n->stats.tx_passed++;
+		if (rd)
+			tcp4_rewrite(frame, &t, true, LOOPBACK_IP, rd->lport);
 		if (n->be_ok)
 			n->be.ops->send(n->be.ctx, frame, len);
 		break;
@@ -553,7 +831,10 @@ void virtio_net_poll(struct virtio_net *n, int timeout_ms)
 	struct pollfd fds[NET_MAX_POLLFDS];
 	fds[0] = (struct pollfd){ .fd = n->kick_fd, .events = POLLIN };
 	unsigned nres = n->resolver ? net_resolver_poll_fill(n->resolver, fds + 1, 32, &timeout_ms) : 0;
-	unsigned nfds = 1 + nres;
+	unsigned ridx[NET_REDIRECTS_MAX], rcnt[NET_REDIRECTS_MAX];
+	/* at most half the fds for checked connections: the stack keeps the rest */
+	unsigned nred = redirect_poll_fill(n, fds + 1 + nres, NET_MAX_POLLFDS / 2, &timeout_ms, ridx, rcnt);
+	unsigned nfds = 1 + nres + nred;
 	if (n->be_ok)
 		nfds += n->be.ops->poll_fill(n->be.ctx, fds + nfds, NET_MAX_POLLFDS - nfds, &timeout_ms);
 	int rc = poll(fds, nfds, timeout_ms);
@@ -565,8 +846,12 @@ void virtio_net_poll(struct virtio_net *n, int timeout_ms)
 	}
 	if (n->resolver)
 		net_resolver_poll_done(n->resolver, fds + 1, rc > 0 ? nres : 0);
+	if (rc <= 0)
+		for (unsigned i = 0; i < nred; i++)
+			fds[1 + nres + i].revents = 0;
+	redirect_poll_done(n, fds + 1 + nres, ridx, rcnt);
 	if (n->be_ok)
-		n->be.ops->poll_done(n->be.ctx, fds + 1 + nres, nfds - 1 - nres, rc);
+		n->be.ops->poll_done(n->be.ctx, fds + 1 + nres + nred, nfds - 1 - nres - nred, rc);
 }
 
 static void *net_thread(void *arg)
@@ -639,6 +924,11 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 		errorf(err, errlen, rc, "out of memory");
 		goto err_resolver;
 	}
+	n->rxnat = malloc(NET_FRAME_MAX);
+	if (!n->rxnat) {
+		errorf(err, errlen, rc, "out of memory");
+		goto err_txbuf;
+	}
 	n->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (n->kick_fd < 0) {
 		rc = errorf(err, errlen, -errno, "eventfd: %s", strerror(errno));
@@ -684,6 +974,7 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 err_kick:
 	close(n->kick_fd);
 err_txbuf:
+	free(n->rxnat);
 	free(n->txbuf);
 err_resolver:
 	net_resolver_close(n->resolver);
@@ -781,12 +1072,16 @@ void virtio_net_destroy(struct virtio_net *n)
 	virtio_net_pause(n);
 	net_resolver_close(n->resolver); /* queries in flight are dropped, unanswered */
 	n->resolver = NULL;
+	for (unsigned i = 0; i < NET_REDIRECTS_MAX; i++)
+		if (n->redirects[i].used)
+			redirect_free(&n->redirects[i]);
 	if (n->be.ops)
 		n->be.ops->close(n->be.ctx);
 	pthread_mutex_lock(&n->t.lock);
 	backlog_clear(n);
 	pthread_mutex_unlock(&n->t.lock);
 	free(n->txbuf);
+	free(n->rxnat);
 	close(n->kick_fd);
 	if (n->policy_next) {
 		policy_destroy(n->policy_next);

@@ -17,6 +17,7 @@
 #include "vmm/net/gate.h"
 #include "vmm/net/policy.h"
 #include "vmm/net/publish.h"
+#include "vmm/net/sniproxy.h"
 
 /*
  * The guest's network, fixed (the guest learns it from padcell.net= on its command line):
@@ -49,6 +50,30 @@
 #define NET_PIN_MS     (10u * 60u * 1000u)
 #define NET_DNS_FRAME_MAX 1514u /* a query frame longer than this is not resolved (REFUSED) */
 
+/*
+ * Connections to pinned addresses (a name's rules allowed them) that padcell terminates itself to
+ * check their TLS SNI / HTTP Host (vmm/net/sniproxy.h), when the backend can do it (dials_loopback).
+ * A listener is only waited on for NET_REDIRECT_ACCEPT_MS; a finished connection's address
+ * translation stays NET_REDIRECT_LINGER_MS for the last segments (FIN, RST) to get through.
+ */
+#define NET_REDIRECTS_MAX 64u
+#define NET_REDIRECT_ACCEPT_MS 10000
+#define NET_REDIRECT_LINGER_MS 30000
+
+struct net_redirect {
+	struct virtio_net *net;
+	bool used;
+	uint32_t dst;                   /* the guest's view: 10.0.2.15:sport -> dst:dport */
+	uint16_t sport, dport;
+	uint16_t lport;                 /* what the stack dials instead: 127.0.0.1:lport */
+	int lfd;                        /* that listener, until the stack's connection is accepted */
+	int64_t accept_by_ms;
+	int64_t expire_ms;              /* 0 while the connection lives */
+	struct sniproxy *px;            /* once accepted */
+	bool resolving, logged;
+	char via[POLICY_NAME_MAX + 1];  /* the name the address was resolved for */
+};
+
 struct net_pin {
 	uint32_t addr;
 	int64_t expire_ms;
@@ -78,6 +103,12 @@ struct net_backend_ops {
 	void (*close)(void *ctx);
 	/* After open: listen on p's host address and port, forwarding to the guest.  0 or -errno, err set. */
 	int (*publish)(void *ctx, const struct net_publish *p, char *err, size_t errlen);
+	/*
+	 * The stack dials a host socket to whatever address a guest's SYN names, 127.0.0.1 included
+	 * (libslirp): a connection to a pinned address is then sent to a listener of padcell's own,
+	 * its SNI/Host checked.  False (a test's fake): such connections pass unchecked.
+	 */
+	bool dials_loopback;
 };
 
 struct net_backend {
@@ -107,6 +138,7 @@ struct net_stats {
 	uint64_t rx_frames, rx_dropped;
 	uint64_t rx_throttled, tx_throttled; /* times the limiter held a frame back */
 	uint64_t dns_queries, dns_resolved, dns_failed, dns_rebind_dropped;
+	uint64_t sni_checked, sni_allowed, sni_rejected; /* connections to pinned addresses */
 };
 
 struct virtio_net {
@@ -138,6 +170,8 @@ struct virtio_net {
 	struct net_resolver *resolver;
 	struct net_pin pins[NET_PINS_MAX]; /* device thread only */
 	unsigned npins;
+	struct net_redirect redirects[NET_REDIRECTS_MAX]; /* device thread only */
+	uint8_t *rxnat;           /* NET_FRAME_MAX: a frame for the guest whose source is translated back */
 	/*
 	 * Rate limiters, under t.lock.  A tx frame the limiter refuses stays in the ring (unpopped);
 	 * an rx frame waits in the backlog, its buffer back in the ring.  The device loop's poll()

@@ -1,5 +1,5 @@
 # The Debian guest's side of the nested net tier: run by `padcell run -- python3 -c "$(cat net-guest.py)" MODE`.
-# Prints one line per check: CHECK <name> ok|fail <detail>; and for the download: SHA <hex> <bytes> <seconds>.
+# Prints one line per check: CHECK <name> ok|fail <detail>; and for the downloads: SHA <tag> <hex> <bytes> <seconds>.
 # Every network wait is bounded by a socket timeout; a refused connection must be refused (RST), not time out.
 import errno, hashlib, socket, sys, time
 
@@ -46,6 +46,75 @@ def try_get(name, addr, path, want, host=None):
         check(name, False, "GET http://%s%s: %s" % (host or addr, path, e))
 
 
+def client_hello(name):
+    """The first flight of a real TLS client (Python's ssl) for server name `name`, with no network."""
+    import ssl
+    ctx = ssl.create_default_context()
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=name)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
+def exchange(addr, port, data, timeout=20):
+    """Connects, sends data, reads to the end: (how it ended, bytes read, ms)."""
+    t = time.monotonic()
+    got = b""
+    try:
+        s = socket.create_connection((addr, port), timeout=timeout)
+    except OSError as e:
+        return "connect: %s" % e, got, (time.monotonic() - t) * 1000
+    try:
+        s.sendall(data)
+        while True:
+            c = s.recv(65536)
+            if not c:
+                return "eof", got, (time.monotonic() - t) * 1000
+            got += c
+    except ConnectionResetError:
+        return "reset", got, (time.monotonic() - t) * 1000
+    except OSError as e:
+        return str(e), got, (time.monotonic() - t) * 1000
+    finally:
+        s.close()
+
+
+def cut(name, addr, port, data, what):
+    end, got, ms = exchange(addr, port, data)
+    check(name, end in ("reset", "eof") and got == b"",
+          "%s to %s:%d: %s after %.0f ms, %d bytes back" % (what, addr, port, end, ms, len(got)))
+
+
+def download(tag, addr, host):
+    """GET /big.bin: prints SHA <tag> <hex> <bytes> <seconds>."""
+    t = time.monotonic()
+    try:
+        s = socket.create_connection((addr, 80), timeout=120)
+        s.sendall(("GET /big.bin HTTP/1.0\r\nHost: %s\r\n\r\n" % host).encode())
+        h, buf, n = hashlib.sha256(), b"", 0
+        while b"\r\n\r\n" not in buf:
+            c = s.recv(65536)
+            if not c:
+                break
+            buf += c
+        _, _, rest = buf.partition(b"\r\n\r\n")
+        h.update(rest)
+        n = len(rest)
+        while True:
+            c = s.recv(1 << 20)
+            if not c:
+                break
+            h.update(c)
+            n += len(c)
+        s.close()
+        print("SHA %s %s %d %.3f" % (tag, h.hexdigest(), n, time.monotonic() - t), flush=True)
+    except OSError as e:
+        print("SHA %s error %s" % (tag, e), flush=True)
+
+
 def resolve(name):
     try:
         return socket.gethostbyname(name)
@@ -68,6 +137,19 @@ if mode == "main":
     a = resolve("web.example.test")
     check("dns-allowed", a == "198.51.100.11", "web.example.test -> %s" % a)
     try_get("by-name", "web.example.test", "/hello.txt", b"hello-b")
+    # the name's address is a CDN's: only connections naming an allowed host get through
+    try:
+        hello = client_hello("web.example.test")
+        end, got, ms = exchange("web.example.test", 443, hello)
+        check("sni-own", got == b"peeked %d\n" % len(hello),
+              "TLS ClientHello (%d bytes) with SNI web.example.test: %s, %r" % (len(hello), end, got[:40]))
+        cut("sni-other", "198.51.100.11", 443, client_hello("other.example.test"),
+            "the same address with SNI other.example.test")
+    except ImportError as e:
+        check("sni-own", False, "no ssl module in the guest: %s" % e)
+        check("sni-other", False, "no ssl module in the guest: %s" % e)
+    cut("host-other", "198.51.100.11", 80, b"GET /hello.txt HTTP/1.0\r\nHost: secret.example.test\r\n\r\n",
+        "HTTP with Host secret.example.test")
     ok, why = refused("198.51.100.11", 81)
     check("name-other-port", ok, "web.example.test's address on port 81: " + ("refused " + why if ok else why))
 
@@ -95,30 +177,8 @@ if mode == "main":
     u.close()
     check("udp-sent", True, "3 datagrams to 198.51.100.10:9999 (the host checks none arrived)")
 
-    t = time.monotonic()
-    try:
-        s = socket.create_connection(("198.51.100.10", 80), timeout=120)
-        s.sendall(b"GET /big.bin HTTP/1.0\r\nHost: 198.51.100.10\r\n\r\n")
-        h, buf, n = hashlib.sha256(), b"", 0
-        while b"\r\n\r\n" not in buf:
-            c = s.recv(65536)
-            if not c:
-                break
-            buf += c
-        _, _, rest = buf.partition(b"\r\n\r\n")
-        h.update(rest)
-        n = len(rest)
-        while True:
-            c = s.recv(1 << 20)
-            if not c:
-                break
-            h.update(c)
-            n += len(c)
-        s.close()
-        el = time.monotonic() - t
-        print("SHA %s %d %.3f" % (h.hexdigest(), n, el), flush=True)
-    except OSError as e:
-        print("SHA error %s" % e, flush=True)
+    download("ip", "198.51.100.10", "198.51.100.10")
+    download("name", "web.example.test", "web.example.test")  # through padcell's SNI/Host check and splice
 
 elif mode == "serve":
     # A server the guest starts, reached from the host through --publish: requests until GET /quit,

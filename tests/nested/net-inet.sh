@@ -3,7 +3,8 @@
 # `unshare -n` (a network namespace of its own; files shared with L1), it waits for its end of the
 # veth pair (veth0), takes the TEST-NET-2 addresses (198.51.100.0/24, never a real outside address)
 # and serves: HTTP on .10 (/srv/a), .11 (/srv/b) and .20 (/srv/c), DNS on .53 (upstream dns, which
-# logs every name it is asked), a UDP sink on .10:9999.  Exits when net-run.sh kills it.
+# logs every name it is asked), a UDP sink on .10:9999, and on .11:443 a stand-in for a TLS server
+# (upstream peek: logs each connection's first bytes' length and answers it).  Exits when net-run.sh kills it.
 i=0
 while ! ip link show veth0 >/dev/null 2>&1; do
 	i=$((i + 1))
@@ -17,6 +18,7 @@ httpd -f -p 198.51.100.10:80 -h /srv/a &
 httpd -f -p 198.51.100.11:80 -h /srv/b &
 httpd -f -p 198.51.100.20:80 -h /srv/c &
 ./upstream udp-sink 198.51.100.10 9999 /run/net/udp.log &
+./upstream peek 198.51.100.11 443 /run/net/peek.log &
 ./upstream dns 198.51.100.53 /run/net/dns.log web.example.test=198.51.100.11 rebind.example.test=127.0.0.1 &
 echo ready >/run/net/inet-ready
 wait

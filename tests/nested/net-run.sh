@@ -15,6 +15,7 @@ echo hello-b >/srv/b/hello.txt
 echo hello-c >/srv/c/hello.txt
 echo host-loopback-secret >/srv/lo/hello.txt
 dd if=/dev/urandom of=/srv/a/big.bin bs=1048576 count=64 2>/dev/null
+ln /srv/a/big.bin /srv/b/big.bin # the same bytes by name (web.example.test serves /srv/b)
 big_sha=$(sha256sum /srv/a/big.bin | cut -d' ' -f1)
 # a server on L1's loopback: what a guest must never reach through the stack's gateway address
 httpd -f -p 127.0.0.1:8080 -h /srv/lo &
@@ -32,7 +33,7 @@ done
 [ -f $W/inet-ready ] || echo "net-run: the test network did not come up"
 
 R="--kernel bzImage --rootfs rootfs-debian.ext4 --mem 512M"
-RULES="--allow 198.51.100.10:80 --allow web.example.test:80 --allow hosts.example.test:80 --allow rebind.example.test:80"
+RULES="--allow 198.51.100.10:80 --allow web.example.test:80 --allow web.example.test:443 --allow hosts.example.test:80 --allow rebind.example.test:80"
 # CHECK lines of the guest's output, as RESULT lines
 results() { # results FILE NAME...
 	f=$1
@@ -54,8 +55,20 @@ timeout -k 10 $((CASE_TIMEOUT * 2)) ./padcell run $R $RULES --net-log $W/decisio
 rc=$?
 main_s=$(since "$t")
 [ "$rc" = 0 ] || echo "net-run: padcell run exited $rc: $(tail -c 400 $W/main.out.err)"
-results $W/main.out eth0 by-ip name-only-before-dns dns-allowed by-name name-other-port dns-etc-hosts dns-denied \
-	dns-rebind denied refused-ranges
+results $W/main.out eth0 by-ip name-only-before-dns dns-allowed by-name sni-own sni-other host-other name-other-port \
+	dns-etc-hosts dns-denied dns-rebind denied refused-ranges
+
+why=""
+peeks=$(wc -l <$W/peek.log 2>/dev/null || echo 0)
+[ "$peeks" = 1 ] || why="$why the TLS stand-in saw $peeks connection(s) (want 1: the own SNI's);"
+grep -q '"dst":"other.example.test:443","verdict":"reject","why":"sni mismatch: TLS SNI' $W/decisions.log ||
+	why="$why no reject for other.example.test:443 in --net-log;"
+grep -q '"dst":"secret.example.test:80","verdict":"reject","why":"sni mismatch: HTTP Host' $W/decisions.log ||
+	why="$why no reject for secret.example.test:80 in --net-log;"
+grep -q '"dst":"web.example.test:443","verdict":"allow","why":"TLS SNI' $W/decisions.log ||
+	why="$why no allow for web.example.test:443 in --net-log;"
+[ -n "$why" ] && why="$why (log: $(grep -a 'sni\|SNI\|Host' $W/decisions.log | tail -n 4 | tr '\n' ' '))"
+result sni-logged "$why" "the own SNI reached the server once; both foreign names cut, logged as 'sni mismatch'"
 
 why=""
 grep -q '^secret.example.test ' $W/dns.log && why="$why the upstream was asked for secret.example.test;"
@@ -70,12 +83,18 @@ grep -q '"proto":"udp","dst":"198.51.100.10:9999","verdict":"drop"' $W/decisions
 	why="$why no drop decision logged for 198.51.100.10:9999;"
 result udp-dropped "$why" "3 datagrams to 198.51.100.10:9999: none arrived, logged as dropped"
 
-why=""
-set -- $(grep -a '^SHA ' $W/main.out | head -n1)
-[ "$2" = "$big_sha" ] || why="$why sha256 $2 (want $big_sha);"
-[ "$3" = 67108864 ] || why="$why $3 bytes (want 67108864);"
-mbps=$(awk -v b="$3" -v s="$4" 'BEGIN { if (s > 0) printf "%.1f", b * 8 / s / 1e6; else print "?" }')
-result download-64m "$why" "64 MiB intact (sha256 ${big_sha%"${big_sha#????????????}"}...) in $4 s: $mbps Mbit/s (nested, TCG L1)"
+for tag in ip name; do
+	why=""
+	set -- $(grep -a "^SHA $tag " $W/main.out | head -n1) "" "" "" ""
+	[ "$3" = "$big_sha" ] || why="$why sha256 $3 (want $big_sha);"
+	[ "$4" = 67108864 ] || why="$why $4 bytes (want 67108864);"
+	mbps=$(awk -v b="$4" -v s="$5" 'BEGIN { if (s > 0) printf "%.1f", b * 8 / s / 1e6; else print "?" }')
+	case $tag in
+	ip) c=download-64m via="198.51.100.10 (an address rule: libslirp dials it)" ;;
+	*) c=download-64m-by-name via="web.example.test (its Host checked, padcell dials the name and splices)" ;;
+	esac
+	result $c "$why" "64 MiB intact (sha256 ${big_sha%"${big_sha#????????????}"}...) from $via in $5 s: $mbps Mbit/s (nested, TCG L1)"
+done
 
 # --- ingress: --publish to a server the guest starts ------------------------------------------
 echo "STEP net-publish"

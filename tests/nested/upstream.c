@@ -5,7 +5,10 @@
  *       so the test can prove that a name no rule allows never reached it.
  *   upstream udp-sink ADDR PORT LOGFILE      appends one line per datagram received on ADDR:PORT,
  *       so the test can prove that UDP the policy refuses never arrived.
- * Both run until killed.
+ *   upstream peek ADDR PORT LOGFILE          a TCP server on ADDR:PORT that reads a connection's first
+ *       bytes (one read, 5 s bound), appends "peek N bytes" to LOGFILE, answers "peeked N\n" and
+ *       closes: a stand-in for a TLS server, so the test can tell which ClientHellos reached it.
+ * All three run until killed.
  *   upstream get ADDR PORT PATH              one HTTP/1.0 GET (10 s bound per step), the body on
  *       stdout; exit 0 on a 200 answer.  L1's busybox wget cannot be used: static glibc's NSS
  *       lookups crash it, even for a numeric address.
@@ -55,6 +58,36 @@ static int udp_sink(const char *addr, const char *port, const char *logpath)
 	}
 }
 
+static int tcp_peek(const char *addr, const char *port, const char *logpath)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(port)) };
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int log = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1 || fd < 0 || log < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+		perror("upstream peek");
+		return 1;
+	}
+	for (;;) {
+		int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0)
+			continue;
+		struct timeval tv = { .tv_sec = 5 };
+		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		uint8_t d[16384];
+		ssize_t n = recv(c, d, sizeof(d), 0);
+		char line[64];
+		int ll = snprintf(line, sizeof(line), "peek %zd bytes\n", n);
+		if (write(log, line, (size_t)ll) < 0)
+			perror("upstream: log");
+		ll = snprintf(line, sizeof(line), "peeked %zd\n", n);
+		if (send(c, line, (size_t)ll, MSG_NOSIGNAL) < 0)
+			perror("upstream: peek answer");
+		close(c);
+	}
+}
+
 static int http_get(const char *addr, const char *port, const char *path)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(port)) };
@@ -101,8 +134,10 @@ int main(int argc, char **argv)
 		return dns(argc - 1, argv + 1);
 	if (argc == 5 && !strcmp(argv[1], "get"))
 		return http_get(argv[2], argv[3], argv[4]);
+	if (argc == 5 && !strcmp(argv[1], "peek"))
+		return tcp_peek(argv[2], argv[3], argv[4]);
 	fprintf(stderr, "usage: upstream dns ADDR LOGFILE NAME=IPV4... | upstream udp-sink ADDR PORT LOGFILE | "
-		"upstream get ADDR PORT PATH\n");
+		"upstream get ADDR PORT PATH | upstream peek ADDR PORT LOGFILE\n");
 	return 2;
 }
 

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_mmio.h>
 #include <linux/virtio_ring.h>
@@ -60,7 +61,7 @@ static void fb_done(void *ctx, struct pollfd *fds, unsigned n, int rc)
 	}
 }
 static void fb_close(void *ctx) { fb.closed++; }
-static const struct net_backend_ops fb_ops = { "fake", fb_open, fb_send, fb_fill, fb_done, fb_close, NULL };
+static const struct net_backend_ops fb_ops = { "fake", fb_open, fb_send, fb_fill, fb_done, fb_close, NULL, false };
 static const struct net_backend fake_be = { &fb_ops, NULL };
 
 /* ---- the driver's side: two queues ---- */
@@ -165,6 +166,8 @@ static const struct { const char *name; uint32_t addrs[3]; size_t n; } up_zone[]
 	{ "multi.example.com", { 0x0a000005u, 0x7f000001u, 0xcb007109u }, 3 },   /* 10.0.0.5, 127.0.0.1, 203.0.113.9 */
 	{ "inner.example.com", { 0xc0a80101u }, 1 },                             /* 192.168.1.1 */
 	{ "meta.example.com", { 0xa9fea9feu }, 1 },                              /* 169.254.169.254 */
+	{ "a.sni.test", { 0xcb007114u }, 1 },                                    /* 203.0.113.20: "a CDN" */
+	{ "b.sni.test", { 0x7f000001u }, 1 },                                    /* the test's server */
 };
 
 static void up_start(void)
@@ -1236,4 +1239,169 @@ Test(virtio_net, a_change_waits_for_the_device_thread_between_frames)
 	cr_assert_eq(dev->policy.nrules, 1);
 	cr_assert_str_eq(dev->policy.rules[0].text, "8.8.4.4:53/udp", "the superseded set never applied");
 	cr_assert_eq(dev->policy_changes, 2);
+}
+
+/* A guest TCP segment from sport to dst:dport with the given flags and data (checksummed). */
+static void tcp_seg(uint32_t dst, uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags,
+		    const char *data)
+{
+	size_t dl = data ? strlen(data) : 0;
+	uint8_t *t = ipv4(IPPROTO_TCP, dst, 20 + dl);
+	put16(t, sport);
+	put16(t + 2, dport);
+	put32(t + 4, seq);
+	put32(t + 8, ack);
+	t[12] = 5 << 4;
+	t[13] = flags;
+	put16(t + 14, 65535);
+	if (dl)
+		memcpy(t + 20, data, dl);
+	l4_csum(16);
+}
+
+/* Polls (serving the fake upstream) until the guest is sent a TCP segment from src:sport to dport with all of `flags`. */
+static bool wait_tcp(uint16_t *seen, uint32_t src, uint16_t sport, uint16_t dport, uint8_t flags, uint32_t *seq)
+{
+	uint8_t r[NET_FRAME_MAX];
+	for (int i = 0; i < 1000; i++) {
+		virtio_net_poll(dev, 10);
+		up_serve();
+		for (; *seen != used_idx(&dq[0]); (*seen)++) {
+			size_t n = rx_frame(*seen, r);
+			if (n >= 54 && get16(r + 12) == 0x0800 && r[23] == IPPROTO_TCP && get32(r + 26) == src &&
+			    get16(r + 34) == sport && get16(r + 36) == dport && (r[47] & flags) == flags) {
+				/* the translated frame's checksums are right: the guest would drop it otherwise */
+				cr_assert_eq(t_fold(t_sum(r + 14, 20, 0)), 0, "IPv4 checksum");
+				uint8_t ph[12];
+				memcpy(ph, r + 26, 8);
+				ph[8] = 0, ph[9] = IPPROTO_TCP;
+				put16(ph + 10, (uint16_t)(get16(r + 16) - 20));
+				cr_assert_eq(t_fold(t_sum(r + 34, get16(r + 16) - 20, t_sum(ph, 12, 0))), 0, "TCP checksum");
+				if (seq)
+					*seq = get32(r + 38);
+				rx_post((uint16_t)used_elem(&dq[0], *seen).id); /* the buffer back, as a driver does */
+				(*seen)++;
+				return true;
+			}
+			rx_post((uint16_t)used_elem(&dq[0], *seen).id);
+		}
+	}
+	return false;
+}
+
+Test(net_slirp, a_name_s_connection_is_checked_by_its_host_and_dialled_by_name)
+{
+	if (!net_slirp_built_in())
+		cr_skip_test("built without libslirp");
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	cr_assert_eq(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(l, 4), 0);
+	socklen_t sl = sizeof(sa);
+	getsockname(l, (struct sockaddr *)&sa, &sl);
+	uint16_t port = ntohs(sa.sin_port);
+	char r1[48], r2[48];
+	snprintf(r1, sizeof(r1), "*.sni.test:%u", port);
+	snprintf(r2, sizeof(r2), "127.0.0.1:%u", port); /* b.sni.test's answer may be dialled */
+	const char *rules[] = { r1, r2 };
+	make_dev(NULL, rules, 2);
+	int logp[2];
+	cr_assert_eq(pipe2(logp, O_NONBLOCK), 0);
+	dev->log_fd = logp[1];
+	dev_up(QN);
+	arp_request(NET_GATEWAY_IP);
+	tx_send();
+	pump();
+	uint16_t seen = used_idx(&dq[0]);
+	dns_query("a.sni.test", 7);
+	tx_send();
+	pump_until_rx((uint16_t)(seen + 1));
+	seen = used_idx(&dq[0]);
+	const uint32_t cdn = 0xcb007114u;
+
+	/* allowed: resolved as a.sni.test, asks for b.sni.test (the wildcard allows it), dialled by that name */
+	tcp_seg(cdn, 40010, port, 1000, 0, 0x02, NULL);
+	tx_send();
+	uint32_t sseq;
+	cr_assert(wait_tcp(&seen, cdn, port, 40010, 0x12, &sseq), "a SYN-ACK from 203.0.113.20 (translated back)");
+	cr_assert_eq(dev->stats.tx_rejected, 0);
+	const char *req = "GET /x HTTP/1.1\r\nHost: b.sni.test\r\n\r\n";
+	tcp_seg(cdn, 40010, port, 1001, sseq + 1, 0x18, req);
+	tx_send();
+	int c = -1;
+	for (int i = 0; i < 1000 && c < 0; i++) {
+		virtio_net_poll(dev, 10);
+		up_serve();
+		c = accept(l, NULL, NULL);
+	}
+	cr_assert_geq(c, 0, "padcell dialled b.sni.test's address");
+	char got[128] = { 0 };
+	size_t have = 0;
+	for (int i = 0; i < 1000 && have < strlen(req); i++) {
+		virtio_net_poll(dev, 10);
+		ssize_t n = recv(c, got + have, sizeof(got) - 1 - have, MSG_DONTWAIT);
+		if (n > 0)
+			have += (size_t)n;
+	}
+	cr_assert_str_eq(got, req, "the server got the guest's request");
+	cr_assert_str_eq(up.last, "b.sni.test", "the name the connection asked for was resolved");
+	cr_assert_eq(dev->stats.sni_allowed, 1);
+
+	/* foreign: the same address, a Host no rule allows: a reset from 203.0.113.20, nothing dialled */
+	tcp_seg(cdn, 40011, port, 5000, 0, 0x02, NULL);
+	tx_send();
+	cr_assert(wait_tcp(&seen, cdn, port, 40011, 0x12, &sseq));
+	tcp_seg(cdn, 40011, port, 5001, sseq + 1, 0x18, "GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n");
+	tx_send();
+	cr_assert(wait_tcp(&seen, cdn, port, 40011, 0x04, NULL), "a reset for the foreign Host");
+	cr_assert_lt(accept(l, NULL, NULL), 0, "no second connection to the server");
+	cr_assert_eq(dev->stats.sni_rejected, 1);
+	char log[8192] = { 0 };
+	ssize_t ll = read(logp[0], log, sizeof(log) - 1);
+	cr_assert_gt(ll, 0);
+	cr_assert(strstr(log, "\"dst\":\"b.sni.test:") && strstr(log, "\"verdict\":\"allow\",\"why\":\"HTTP Host 'b.sni.test'"), "%s", log);
+	cr_assert(strstr(log, "\"dst\":\"evil.test:") && strstr(log, "\"verdict\":\"reject\",\"why\":\"sni mismatch: HTTP Host 'evil.test'"), "%s", log);
+	close(c);
+	close(l);
+	virtio_net_destroy(dev);
+	free(dev);
+	gmem_destroy(&mem);
+	up_stop();
+	close(logp[0]);
+	close(logp[1]);
+}
+
+Test(net_slirp, finished_name_checked_connections_give_their_slots_back)
+{
+	if (!net_slirp_built_in())
+		cr_skip_test("built without libslirp");
+	const char *rules[] = { "*.sni.test:443" };
+	make_dev(NULL, rules, 1);
+	dev_up(QN);
+	arp_request(NET_GATEWAY_IP);
+	tx_send();
+	pump();
+	uint16_t seen = used_idx(&dq[0]);
+	dns_query("a.sni.test", 9);
+	tx_send();
+	pump_until_rx((uint16_t)(seen + 1));
+	seen = used_idx(&dq[0]);
+	const uint32_t cdn = 0xcb007114u;
+	/* more connections, one after the other, than there are slots: each one cut (a foreign Host) */
+	for (uint16_t i = 0; i < NET_REDIRECTS_MAX + 8; i++) {
+		uint16_t sport = (uint16_t)(41000 + i);
+		uint32_t sseq;
+		tcp_seg(cdn, sport, 443, 100, 0, 0x02, NULL);
+		tx_send();
+		cr_assert(wait_tcp(&seen, cdn, 443, sport, 0x12, &sseq), "connection %u: a SYN-ACK, not the gate's reset", i);
+		tcp_seg(cdn, sport, 443, 101, sseq + 1, 0x18, "GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n");
+		tx_send();
+		cr_assert(wait_tcp(&seen, cdn, 443, sport, 0x04, NULL), "connection %u: reset", i);
+	}
+	cr_assert_eq(dev->stats.tx_rejected, 0);
+	cr_assert_eq(dev->stats.sni_rejected, NET_REDIRECTS_MAX + 8);
+	virtio_net_destroy(dev);
+	free(dev);
+	gmem_destroy(&mem);
+	up_stop();
 }

@@ -82,6 +82,9 @@ static const struct rule rules[] = {
 	IOCTL(FIONREAD, N), IOCTL(FIONBIO, N),
 	/* --publish: libslirp accepts the forwarded host port's connections on its own thread */
 	SYS(accept, N),
+	/* a connection to an address resolved for an allowed name: padcell listens on 127.0.0.1 for the
+	 * stack's dial, to check its TLS SNI / HTTP Host before dialling the name itself */
+	SYS(listen, N),
 	/* glib's g_rand_new (libslirp seeds from it) tries /dev/urandom, which the empty root has not:
 	 * told ENOENT it seeds from the time and pids instead, and never tries again */
 	FAILS(openat, N, ENOENT), SYS(getppid, N),
