@@ -57,7 +57,7 @@ static void fb_done(void *ctx, struct pollfd *fds, unsigned n, int rc)
 	}
 }
 static void fb_close(void *ctx) {}
-static const struct net_backend_ops fb_ops = { "fake", fb_open, fb_send, fb_fill, fb_done, fb_close, NULL };
+static const struct net_backend_ops fb_ops = { .name = "fake", .open = fb_open, .send = fb_send, .poll_fill = fb_fill, .poll_done = fb_done, .close = fb_close };
 static const struct net_backend fake_be = { &fb_ops, NULL };
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
