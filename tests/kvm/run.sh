@@ -480,12 +480,18 @@ check_api_drive_rate
 NET_SOCK=$LOGDIR/net.sock
 check_net_hostile() { # NAME ENTRY CPUS
 	local name=$1 log=$LOGDIR/$1.log netlog=$LOGDIR/$1.netlog why="" pid rc st pol port reason
-	port=$((20000 + RANDOM % 20000))
-	rm -f "$NET_SOCK" "$netlog"
-	"$PADCELL" boot --kernel "$GUEST" --mem 256M --cpus "$3" --entry "$2" --net --net-log "$netlog" \
-		--api-sock "$NET_SOCK" --publish "127.0.0.1:$port:8080" \
-		--cmdline "tg.mem=256M tg.cpus=$3 tg.case=nethostile" </dev/null >"$log" 2>&1 &
-	pid=$!
+	local try
+	for try in 1 2 3; do # a random host port; another one if something else holds it
+		port=$((20000 + RANDOM % 20000))
+		rm -f "$NET_SOCK" "$netlog"
+		"$PADCELL" boot --kernel "$GUEST" --mem 256M --cpus "$3" --entry "$2" --net --net-log "$netlog" \
+			--api-sock "$NET_SOCK" --publish "127.0.0.1:$port:8080" \
+			--cmdline "tg.mem=256M tg.cpus=$3 tg.case=nethostile" </dev/null >"$log" 2>&1 &
+		pid=$!
+		net_wait_line "$log" '^net-hostile: waiting for the host|^FAIL|^padcell: ' || true
+		grep -q "cannot listen on 127.0.0.1:$port: Address already in use" "$log" || break
+		wait "$pid" 2>/dev/null
+	done
 	if ! net_wait_line "$log" '^net-hostile: waiting for the host'; then
 		if grep -q 'built without libslirp' "$log"; then
 			kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
