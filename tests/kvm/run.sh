@@ -5,7 +5,8 @@
 # The guest checks what padcell hands it (boot structure, layout, memory map, command line,
 # initrd, ACPI, 8250, i8042, with tg.case=smp the other vCPUs, with tg.case=blk/blk-hostile the
 # virtio-blk disks through a polling driver, with tg.case=vsock virtio-vsock against
-# build/guest/tg-vsock on the host) and prints "ok"/"FAIL" per
+# build/guest/tg-vsock on the host, with tg.case=nethostile hostile frames and chains to
+# virtio-net behind --net) and prints "ok"/"FAIL" per
 # check, then SUCCESS, then ends the VM the way tg.case asks (guest/README.md).  This script
 # checks the exit code, the protocol line, that every check passed, and that the command line
 # the guest saw is byte for byte the one passed.  Negative cases at the end lie to the guest on
