@@ -87,8 +87,11 @@ static const char *proto_name(uint8_t p)
 
 static void log_gate(struct virtio_net *n, const struct gate_result *r)
 {
-	/* Segments of known connections are not decisions; everything else is. */
-	if (r->verdict == GATE_PASS && !r->policy_checked)
+	/*
+	 * Segments of known connections are not decisions, nor is a DNS query: tx_dns() logs its
+	 * decision (resolved, nxdomain, servfail).  Everything else is.
+	 */
+	if ((r->verdict == GATE_PASS && !r->policy_checked) || r->verdict == GATE_DNS)
 		return;
 	const char *v = r->verdict == GATE_PASS ? "allow" : r->verdict == GATE_REJECT_TCP ? "reject" : "drop";
 	if (n->log_fd < 0) {

@@ -4,7 +4,7 @@ GUEST_BUILD := $(BUILD)/guest
 TG_SRCS := guest/testguest/main.c guest/testguest/acpi.c guest/testguest/devices.c \
            guest/testguest/smp.c guest/testguest/console.c guest/testguest/exit.c \
            guest/testguest/lib.c guest/testguest/virtio.c guest/testguest/vsock.c \
-           guest/testguest/count.c
+           guest/testguest/count.c guest/testguest/net.c
 TG_ASM  := guest/testguest/entry.S guest/testguest/trampoline.S
 TG_OBJS := $(TG_SRCS:%.c=$(BUILD)/%.o) $(TG_ASM:%.S=$(BUILD)/%.o)
 

@@ -65,7 +65,8 @@ static void params_parse(char *s, struct tg_params *p)
 			p->has_initrd = good;
 		} else if (!strcmp(tok, "tg.case")) {
 			static const char *const known[] = { "reset", "poweroff", "panic", "tripfault", "smp",
-							     "blk", "blk-hostile", "blk-fill", "vsock", "count" };
+							     "blk", "blk-hostile", "blk-fill", "vsock", "count",
+							     "nethostile" };
 			good = false;
 			for (unsigned i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 				good |= !strcmp(val, known[i]);
@@ -584,6 +585,8 @@ void tg_main(void)
 		tg_check_vsock(&p);
 	if (!strcmp(p.kase, "count"))
 		tg_count(&p);
+	if (!strcmp(p.kase, "nethostile"))
+		tg_check_net_hostile(&p);
 
 	if (tg_failures()) {
 		tg_printf("FAIL %u checks failed\n", tg_failures());
@@ -591,7 +594,7 @@ void tg_main(void)
 	}
 	tg_printf("SUCCESS\n");
 	if (!strcmp(p.kase, "") || !strcmp(p.kase, "reset") || !strcmp(p.kase, "smp") || !strncmp(p.kase, "blk", 3) ||
-	    !strcmp(p.kase, "vsock") || !strcmp(p.kase, "count"))
+	    !strcmp(p.kase, "vsock") || !strcmp(p.kase, "count") || !strcmp(p.kase, "nethostile"))
 		tg_reset();
 	if (!strcmp(p.kase, "poweroff")) {
 		tg_printf("poweroff: PM1a_CNT 0x%x <- SLP_TYP %u | SLP_EN\n", ai.pm1a_cnt, ai.slp_typ);

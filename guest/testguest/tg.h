@@ -130,6 +130,8 @@ void tg_check_blk_scratch(const struct tg_params *p);
 void tg_check_blk_fill(const struct tg_params *p);
 /* vsock.c: a polling virtio-vsock driver; connects to CID 2 port 5000, then echoes on port 1234. */
 void tg_check_vsock(const struct tg_params *p);
+/* net.c: tg.case=nethostile, a polling virtio-net driver sending hostile frames and chains, then real exchanges. */
+void tg_check_net_hostile(const struct tg_params *p);
 /* count.c: tg.case=count, counting for snapshot/restore tests. */
 void tg_count(const struct tg_params *p);
 

@@ -5,7 +5,8 @@
 # The guest checks what padcell hands it (boot structure, layout, memory map, command line,
 # initrd, ACPI, 8250, i8042, with tg.case=smp the other vCPUs, with tg.case=blk/blk-hostile the
 # virtio-blk disks through a polling driver, with tg.case=vsock virtio-vsock against
-# build/guest/tg-vsock on the host) and prints "ok"/"FAIL" per
+# build/guest/tg-vsock on the host, with tg.case=nethostile hostile frames and chains to
+# virtio-net behind --net) and prints "ok"/"FAIL" per
 # check, then SUCCESS, then ends the VM the way tg.case asks (guest/README.md).  This script
 # checks the exit code, the protocol line, that every check passed, and that the command line
 # the guest saw is byte for byte the one passed.  Negative cases at the end lie to the guest on
@@ -27,7 +28,7 @@ times=()
 
 skip_all() {
 	echo "SKIP: kvm tier: $1"
-	echo "0 passed, 0 failed, $(grep -cE '^(run_case|check_blk_files|check_blk_rate_usage|check_vsock|check_api_[a-z_]+|check_snapshot_[a-z]+)$|^(run_case|check_blk_files|check_blk_rate|check_vsock|check_snapshot_count) ' "$SELF") skipped"
+	echo "0 passed, 0 failed, $(grep -cE '^(run_case|check_blk_files|check_blk_rate_usage|check_vsock|check_api_[a-z_]+|check_snapshot_[a-z]+)$|^(run_case|check_blk_files|check_blk_rate|check_vsock|check_snapshot_count|check_net_hostile) ' "$SELF") skipped"
 	exit 0
 }
 
@@ -464,6 +465,79 @@ check_api_pause_resume
 check_api_paused_sigterm
 check_api_snapshot
 check_api_drive_rate
+
+# Hostile frames through a real monitor (tg.case=nethostile, --net with libslirp): the guest's
+# polling virtio-net driver sends frames the gate must drop (runt, over the MTU, over the device's
+# copy buffer, an IPv4 fragment, IP options, a bad header checksum, a spoofed source IP and MAC,
+# IPv6, a VLAN tag, a checksum-offload header never negotiated, a writable tx buffer), a SYN to a
+# refused address (padcell's RST must come back), then chains that lie (a loop, a zero length, an
+# address outside RAM, a length beyond it, next out of range, an indirect chain longer than the
+# queue, an avail index past the queue size), each of which must set DEVICE_NEEDS_RESET, after
+# which the guest resets the device and goes on.  Then real answers: ARP for the gateway from the
+# stack, NXDOMAIN from padcell's resolver.  While the guest waits on its published port, the
+# harness checks the monitor is Running and GET /network/policy counted exactly the 9 gate drops,
+# 1 reset SYN and 1 NXDOMAIN; then connects to the port, whose SYN the guest must see.  Afterwards
+# each drop's reason must be in --net-log, the exit code 0, the socket gone.
+NET_SOCK=$LOGDIR/net.sock
+check_net_hostile() { # NAME ENTRY CPUS
+	local name=$1 log=$LOGDIR/$1.log netlog=$LOGDIR/$1.netlog why="" pid rc st pol port reason
+	local try
+	for try in 1 2 3; do # a random host port; another one if something else holds it
+		port=$((20000 + RANDOM % 20000))
+		rm -f "$NET_SOCK" "$netlog"
+		"$PADCELL" boot --kernel "$GUEST" --mem 256M --cpus "$3" --entry "$2" --net --net-log "$netlog" \
+			--api-sock "$NET_SOCK" --publish "127.0.0.1:$port:8080" \
+			--cmdline "tg.mem=256M tg.cpus=$3 tg.case=nethostile" </dev/null >"$log" 2>&1 &
+		pid=$!
+		net_wait_line "$log" '^net-hostile: waiting for the host|^FAIL|^padcell: ' || true
+		grep -q "cannot listen on 127.0.0.1:$port: Address already in use" "$log" || break
+		wait "$pid" 2>/dev/null
+	done
+	if ! net_wait_line "$log" '^net-hostile: waiting for the host'; then
+		if grep -q 'built without libslirp' "$log"; then
+			kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+			echo "SKIP $name: this padcell was built without libslirp (SLIRP=0): no --net"; skip=$((skip + 1)); return
+		fi
+		why="the guest never reached its ingress wait: $(grep -m1 -E '^FAIL|^padcell' "$log")"
+	elif ! kill -0 "$pid" 2>/dev/null; then why="padcell ended after the hostile frames"
+	elif ! st=$(api_state_of "$NET_SOCK") || [ "$st" != Running ]; then why="GET / after the hostile frames said '$st'"
+	elif ! pol=$("$PADCELL" net-policy --api-sock "$NET_SOCK" 2>&1); then why="padcell net-policy failed: $pol"
+	elif ! grep -q '"dropped":9,' <<<"$pol" || ! grep -q '"rejected":1,' <<<"$pol" ||
+		! grep -q '"nxdomain":1,' <<<"$pol" || ! grep -q '"allowed":0,' <<<"$pol"; then
+		why="counters are not 9 dropped, 1 rejected, 1 nxdomain, 0 allowed: $pol"
+	elif ! timeout "$HANG" bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+		why="cannot connect to the published port 127.0.0.1:$port"
+	fi
+	api_wait "$pid" "$HANG"
+	rc=$?
+	tr -d '\r' <"$log" >"$log.tmp" && mv "$log.tmp" "$log"
+	if [ -n "$why" ]; then :
+	elif [ "$rc" -ne 0 ]; then why="exit code $rc, expected 0"
+	elif grep -q '^FAIL' "$log"; then why="guest check failed: $(grep -m1 '^FAIL' "$log")"
+	elif ! grep -qx SUCCESS "$log"; then why="guest never printed SUCCESS"
+	elif [ "$(grep -c '^ok net-hostile: .* -> DEVICE_NEEDS_RESET$' "$log")" -ne 7 ]; then why="not 7 chains ended in NEEDS_RESET"
+	elif ! grep -q '^ok net-hostile: refused-syn .* RST' "$log"; then why="no RST for the refused SYN"
+	elif ! grep -q '^ok net-valid: ARP' "$log" || ! grep -q '^ok net-valid: DNS: .* NXDOMAIN' "$log"; then
+		why="the valid exchanges did not both work"
+	elif ! grep -q '^ok net-ingress' "$log"; then why="the host's connection did not reach the guest"
+	elif [ -e "$NET_SOCK" ]; then why="padcell left $NET_SOCK behind"
+	else
+		for reason in "runt frame" "oversized frame" "IPv4 fragment" "IPv4 options" "IPv4 header checksum" \
+			"source IP is not the guest's" "source MAC is not the guest's" "IPv6" "VLAN tag"; do
+			grep -qF "\"verdict\":\"drop\",\"why\":\"$reason\"" "$netlog" || { why="no drop for '$reason' in $netlog"; break; }
+		done
+		[ -z "$why" ] && ! grep -qF '"dst":"192.0.2.1:80","verdict":"reject"' "$netlog" && why="no reject for 192.0.2.1:80 in $netlog"
+		[ -z "$why" ] && ! grep -qF '"dst":"denied.nethostile.test","verdict":"nxdomain"' "$netlog" && why="no nxdomain line in $netlog"
+	fi
+	api_result "$name" "$why" "$log"
+}
+api_state_of() { "$PADCELL" status --api-sock "$1" 2>&1; }
+net_wait_line() { # FILE REGEX: up to HANG seconds (a hang guard), or until padcell is gone
+	for _ in $(seq $((HANG * 20))); do grep -qE "$2" "$1" 2>/dev/null && return 0; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+	grep -qE "$2" "$1" 2>/dev/null
+}
+check_net_hostile net-hostile-linux64 linux64 1
+check_net_hostile net-hostile-pvh-2cpu pvh 2
 
 # Snapshot and restore (tg.case=count: the guest counts in memory and prints "COUNT n" per step).
 # The VM is paused mid-run, its serial output so far kept, snapshotted (it stays paused) and

@@ -1218,6 +1218,7 @@ Test(virtio_net, a_name_no_longer_allowed_does_not_keep_its_resolved_address)
 	cr_assert_eq(v.counts.nxdomain, 1);
 	cr_assert_eq(v.counts.allowed, 1);
 	cr_assert_eq(v.counts.rejected, 1);
+	cr_assert_eq(v.counts.dropped, 0, "a DNS query is no drop: its decision is resolved or nxdomain");
 	policy_view_free(&v);
 }
 
