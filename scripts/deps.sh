@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages a padcell build/test group needs, only those that are missing.
-# Usage: scripts/deps.sh GROUP...   (groups: build kernel images nested rootfs debian fuzz slirp-src)
+# Usage: scripts/deps.sh GROUP...   (groups: build kernel images nested rootfs debian mcp bench fuzz slirp-src)
 # Safe to run repeatedly, non-interactively (CI, no stdin); installing needs root.
 set -euo pipefail
 
@@ -21,6 +21,8 @@ group_pkgs() {
 	debian) echo mmdebstrap fakechroot fakeroot uidmap ;;
 	# The nested-mcp tier's client: the official MCP SDK, from the npm registry (tests/mcp/package-lock.json).
 	mcp)    echo nodejs npm ;;
+	# make bench's networking section: iperf3's server in L1 is staged from the host's package.
+	bench)  echo iperf3 ;;
 	# libFuzzer (-fsanitize=fuzzer) and its ASan/UBSan runtimes come with clang, not gcc.
 	fuzz)   echo clang libclang-rt-14-dev ;;
 	# Not packages: a deb-src entry for every deb entry apt has, so `apt-get source libslirp` works.
@@ -51,12 +53,12 @@ ensure_deb_src() {
 	DEBIAN_FRONTEND=noninteractive apt-get -q update </dev/null >/dev/null || die "apt-get update failed"
 }
 
-[ $# -gt 0 ] || die "usage: scripts/deps.sh GROUP... (build kernel images nested rootfs debian mcp fuzz slirp-src)"
+[ $# -gt 0 ] || die "usage: scripts/deps.sh GROUP... (build kernel images nested rootfs debian mcp bench fuzz slirp-src)"
 
 missing=()
 for group in "$@"; do
 	[ "$group" = slirp-src ] && ensure_deb_src
-	pkgs=$(group_pkgs "$group") || die "unknown group '$group' (build kernel images nested rootfs debian mcp fuzz slirp-src)"
+	pkgs=$(group_pkgs "$group") || die "unknown group '$group' (build kernel images nested rootfs debian mcp bench fuzz slirp-src)"
 	for pkg in $pkgs; do
 		status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
 		if [ "$status" != "install ok installed" ]; then

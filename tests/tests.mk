@@ -31,8 +31,8 @@ nested-test: $(TEST_BINS) kernel initramfs
 	tests/nested/boot-test.sh
 
 bench:
-	@scripts/deps.sh build kernel images nested rootfs
-	@$(MAKE) --no-print-directory $(TEST_BINS) testguest kernel initramfs rootfs-min $(BUILD)/vmmprobe $(BUILD)/spin.elf $(BUILD)/blkread $(BUILD)/vsockbench $(BUILD)/usock
+	@scripts/deps.sh build kernel images nested rootfs debian bench
+	@$(MAKE) --no-print-directory $(TEST_BINS) testguest kernel initramfs rootfs-min rootfs-debian $(BUILD)/vmmprobe $(BUILD)/spin.elf $(BUILD)/blkread $(BUILD)/vsockbench $(BUILD)/usock
 	@tests/bench/run.sh
 
 # scripts/demo.sh installs and builds what it needs itself (padcell, kernel, Debian image).

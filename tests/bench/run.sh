@@ -17,7 +17,11 @@
 #           -> the guest's first byte, 128 MiB / 512 MiB / 2 GiB (median of 30), beside QEMU
 #           microvm's `-incoming "exec:cat FILE"` of a migrate-to-file of the same guest (median
 #           of 20); resident memory of 10 clones restored at once from one 512 MiB snapshot.
-# BENCH_PARTS="host restore jail nested blk vsock" (the default) picks the sections to run.
+#   nested-net: inside L1, the same kernel and a copy of the Debian image (python3, iperf3): TCP
+#           throughput guest -> L1 and L1 -> guest (iperf3, 3 x 5 s) and 100 sequential HTTP GETs
+#           (busybox httpd in L1, timed by the guest), padcell --net vs QEMU -netdev user (the same
+#           libslirp) vs QEMU tap + vhost-net, medians; each VMM's peak resident memory, net on.
+# BENCH_PARTS="host restore jail nested blk vsock snap net" (the default) picks the sections to run.
 # PADCELL, GUEST, VMMPROBE override build/padcell, build/guest/testguest.elf, build/vmmprobe
 # (the restore section's binaries; the host section always uses build/).
 # Absolute numbers in the nested tier are ~50x slowed by emulation: compare the columns, not
@@ -35,7 +39,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }'; }
 
 rows=()
-parts=" ${BENCH_PARTS:-host restore jail nested blk vsock snap} "
+parts=" ${BENCH_PARTS:-host restore jail nested blk vsock snap net} "
 want() { [[ "$parts" == *" $1 "* ]]; }
 row() { rows+=("$(printf '%-46s %14s %14s %10s' "$@")"); }
 
@@ -381,6 +385,130 @@ else
 	echo "SKIP: not in BENCH_PARTS"
 fi
 
+echo "==== bench: nested networking (padcell --net vs QEMU -netdev user vs QEMU tap + vhost-net; iperf3, 100 HTTP GETs)"
+# A BENCHMARK-ONLY copy of the Debian image with tests/bench/net-guest.sh as init's selftest hook
+# (debugfs writes it into the copy; the shipped image is not modified).  In L1: iperf3 -s (staged
+# from the host's Debian package) and busybox httpd on 198.51.100.1, an address on L1's loopback
+# that every backend reaches: libslirp dials it from L1 (padcell's rule names it exactly, as its
+# policy asks for a host address), the tap's traffic is routed to it.  Each VMM boots the same
+# kernel and image with 512 MiB; the guest runs iperf3 -c (guest -> L1) and -c -R (L1 -> guest) and
+# times 100 sequential GETs with python3's urllib, net.runs times; medians.  Each VMM's resident
+# memory outside guest RAM is read after every measurement, the peak kept.  MTUs: padcell's own
+# (65520, offered by VIRTIO_NET_F_MTU), QEMU's default 1500 on both of its backends.
+if want net; then
+	nruns=3 nsecs=5
+	if [ -f build/images/rootfs-debian.ext4 ] && command -v iperf3 >/dev/null; then
+		npayload=$(mktemp -d)
+		cp --sparse=always build/images/rootfs-debian.ext4 "$npayload/root.img"
+		printf 'cd /etc\nrm padcell-selftest\nwrite %s padcell-selftest\nset_inode_field padcell-selftest mode 0100755\n' \
+			"$PWD/tests/bench/net-guest.sh" >"$npayload/debugfs.cmds"
+		debugfs -w -f "$npayload/debugfs.cmds" "$npayload/root.img" >/dev/null 2>&1
+		rm -f "$npayload/debugfs.cmds"
+		if ! debugfs -R "cat /etc/padcell-selftest" "$npayload/root.img" 2>/dev/null | cmp -s - tests/bench/net-guest.sh ||
+			! debugfs -R "cat /usr/bin/iperf3" "$npayload/root.img" 2>/dev/null | head -c 4 | grep -q ELF; then
+			echo "nested net: the image copy lacks the guest script or /usr/bin/iperf3 (is iperf3 in images/rootfs/debian-packages and the image rebuilt?)"
+		fi
+		cp build/padcell-static "$npayload/padcell"
+		cp $probe build/kernel/bzImage "$npayload/"
+		tests/nested/stage-qemu.sh "$npayload/qemu" >/dev/null
+		tests/nested/stage-bin.sh iperf3 "$npayload/iperf3" >/dev/null
+		cat >"$npayload/run.sh" <<RUN
+#!/bin/sh
+cd /payload
+H=198.51.100.1
+ip link set lo up
+ip addr add \$H/32 dev lo
+mkdir -p /srv/nb
+echo padcell-netbench >/srv/nb/small.txt
+httpd -f -p \$H:8080 -h /srv/nb &
+./iperf3/bin/iperf3 -s -B \$H -p 5201 >/tmp/iperf3-server.log 2>&1 &
+args="console=ttyS0 reboot=k panic=-1 quiet padcell.selftest=1 nb.host=\$H nb.runs=$nruns nb.secs=$nsecs"
+Q="./qemu/bin/qemu-system-x86_64 -L ./qemu/share/qemu -M microvm,acpi=on -accel kvm -cpu host -m 512M -nodefaults -no-user-config -display none -serial stdio -no-reboot -kernel bzImage -drive id=r,file=root.img,format=raw,if=none,readonly=on -device virtio-blk-device,drive=r"
+# measure NAME CMD...: runs the VMM (up to 900 s); after each guest line it reads the VMM's resident
+# memory outside guest RAM and keeps the peak; then prints the guest's BENCHG lines as BENCH net NAME.
+measure() {
+	name=\$1
+	shift
+	echo "STEP bench-net-\$name"
+	"\$@" >/tmp/\$name.log 2>&1 </dev/null &
+	pid=\$!
+	peak=0 seen=0 n=0
+	while kill -0 \$pid 2>/dev/null; do
+		if [ \$n -ge 900 ]; then echo "BENCH net \$name timeout"; kill \$pid; break; fi
+		c=\$(grep -ac BENCHG /tmp/\$name.log)
+		if [ "\$c" != "\$seen" ]; then
+			seen=\$c
+			v=\$(./vmmprobe memof \$pid 512 2>/dev/null | sed -n 's/.*vmm_rss_kib=\([0-9]*\).*/\1/p')
+			[ -n "\$v" ] && [ "\$v" -gt "\$peak" ] && peak=\$v
+		fi
+		sleep 1
+		n=\$((n + 1))
+	done
+	wait \$pid
+	echo "BENCH net \$name exit \$? peak_vmm_rss_kib=\$peak"
+	tr -d '\r' </tmp/\$name.log | sed -n "s/^.*BENCHG /BENCH net \$name /p"
+}
+measure padcell ./padcell boot --kernel bzImage --mem 512M --drive root.img,ro --allow \$H:5201 --allow \$H:8080 \\
+	--cmdline "\$args nb.mtu=65520"
+measure qemu-user \$Q -netdev user,id=n0 -device virtio-net-device,netdev=n0 -append "\$args nb.mtu=1500 root=/dev/vda ro"
+if [ -c /dev/net/tun ] && [ -c /dev/vhost-net ] && tunctl -t tap0 >/dev/null; then
+	ip addr add 10.0.2.2/24 dev tap0
+	ip link set tap0 up
+	measure qemu-tap \$Q -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on -device virtio-net-device,netdev=n0 \\
+		-append "\$args nb.mtu=1500 root=/dev/vda ro"
+else
+	echo "BENCH net qemu-tap skipped: /dev/net/tun or /dev/vhost-net missing in L1 (modules tun, vhost_net)"
+fi
+RUN
+		chmod +x "$npayload/run.sh"
+		nlog=build/nested/bench-net.log
+		mkdir -p build/nested
+		tests/nested/l1.sh --payload "$npayload" --timeout 1800 --mem 2560 --log "$nlog" >build/nested/bench-net.out 2>&1
+		netrc=$?
+		rm -rf "$npayload"
+		grep -ao 'BENCH net .*' "$nlog" | tr -d '\r' >build/nested/bench-net.lines || true
+		cat build/nested/bench-net.lines
+		# nmed VMM PATTERN FIELD: the median of FIELD over that VMM's lines matching PATTERN.
+		nmed() { median_of build/nested/bench-net.lines "^BENCH net $1 $2" "$3"; }
+		slower=()
+		for d in tx rx; do
+			[ $d = tx ] && what="guest->L1" || what="L1->guest"
+			p=$(nmed padcell "iperf $d " mbits) q=$(nmed qemu-user "iperf $d " mbits) t=$(nmed qemu-tap "iperf $d " mbits)
+			if [ -n "$p" ] && [ -n "$q" ]; then
+				row "nested net: TCP $what, iperf3 (Mbit/s)" "$p" "$q" "$(ratio "$p" "$q")"
+				awk -v a="$p" -v b="$q" 'BEGIN { exit !(a < b) }' && slower+=("TCP $what")
+			else
+				echo "nested net: iperf3 $what figures incomplete (l1.sh exit $netrc); see build/nested/bench-net.out and $nlog"
+			fi
+			[ -n "$p" ] && [ -n "$t" ] && row "  beside QEMU tap + vhost-net (Mbit/s)" "$p" "$t" "$(ratio "$p" "$t")"
+		done
+		p=$(nmed padcell "http " ms) q=$(nmed qemu-user "http " ms) t=$(nmed qemu-tap "http " ms)
+		if [ -n "$p" ] && [ -n "$q" ]; then
+			row "nested net: 100 sequential HTTP GETs (ms)" "$p" "$q" "$(ratio "$q" "$p")"
+			awk -v a="$p" -v b="$q" 'BEGIN { exit !(a > b) }' && slower+=("HTTP GETs")
+		else
+			echo "nested net: HTTP figures incomplete (l1.sh exit $netrc); see build/nested/bench-net.out and $nlog"
+		fi
+		[ -n "$p" ] && [ -n "$t" ] && row "  beside QEMU tap + vhost-net (ms)" "$p" "$t" "$(ratio "$t" "$p")"
+		pm=$(nmed padcell "exit " peak_vmm_rss_kib) qm=$(nmed qemu-user "exit " peak_vmm_rss_kib) tm=$(nmed qemu-tap "exit " peak_vmm_rss_kib)
+		if [ -n "$pm" ] && [ "$pm" != 0 ] && [ -n "$qm" ] && [ "$qm" != 0 ]; then
+			row "nested net: VMM resident, net on, peak (MiB)" "$(mib "$pm")" "$(mib "$qm")" "$(ratio "$qm" "$pm")"
+			[ -n "$tm" ] && [ "$tm" != 0 ] && row "  beside QEMU tap + vhost-net (MiB)" "$(mib "$pm")" "$(mib "$tm")" "$(ratio "$tm" "$pm")"
+			[ "$pm" -lt 3072 ] || slower+=("monitor RSS $(mib "$pm") MiB >= 3 MiB target")
+		fi
+		grep -q '^BENCH net [a-z-]* error' build/nested/bench-net.lines &&
+			echo "nested net: the guest reported errors (BENCH net ... error lines above)"
+		if [ ${#slower[@]} -gt 0 ]; then
+			netnote="nested net: padcell misses the target (QEMU user-net) on: $(IFS=,; echo "${slower[*]}")"
+			echo "$netnote"
+		fi
+	else
+		echo "SKIP: build/images/rootfs-debian.ext4 or the host's iperf3 missing (make bench builds/installs them)"
+	fi
+else
+	echo "SKIP: not in BENCH_PARTS"
+fi
+
 echo "==== bench: nested restore (padcell snapshot + restore vs QEMU migrate-to-file + -incoming; run --from vs cold run)"
 # tests/bench/restore-l1.sh runs in L1: the same tick guest restored by each VMM, exec -> first
 # byte (median of 5); then padcell run -- true from a snapshot and cold, 5 each.
@@ -460,6 +588,11 @@ for r in "${rows[@]}"; do echo "$r"; done
 if [ ${#jrows[@]} -gt 0 ]; then
 	printf '%-46s %14s %14s %10s\n' "the jail (same padcell)" "jail on" "--no-jail" "jail costs"
 	for r in "${jrows[@]}"; do echo "$r"; done
+fi
+if want net; then
+	echo "(nested net rows: the QEMU column is -netdev user, the same libslirp; '  beside' rows put QEMU tap + vhost-net"
+	echo " there. Throughput rows' last column is padcell/QEMU, the rest QEMU/padcell: > 1 is padcell better everywhere)"
+	[ -n "${netnote:-}" ] && echo "$netnote"
 fi
 if want blk || want vsock; then echo "(nested blk and vsock rows are throughput: their last column is padcell/QEMU, so > 1 still means padcell is better)"; fi
 if want restore; then

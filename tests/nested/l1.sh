@@ -17,7 +17,7 @@ gen=${GEN_INIT_CPIO:-$repo/build/kernel/gen_init_cpio}
 busybox=/bin/busybox
 # KVM is required; the rest is staged for later issues (vsock, networking) and loaded if present.
 required_mods="irqbypass kvm kvm-amd"
-optional_mods="vhost vsock vmw_vsock_virtio_transport_common vhost_vsock tun veth bridge loop"
+optional_mods="vhost vsock vmw_vsock_virtio_transport_common vhost_vsock tun veth bridge loop vhost_net"
 
 payload="" timeout_s=600 log="$repo/build/nested/l1-serial.log" mem=2048 verbose=0 serial2=()
 
