@@ -8,18 +8,23 @@
 # HTTP GETs timed here with python3's urllib.  Lines "BENCHG KIND value" go to the console.
 PATH=/usr/lib/padcell/bin:/usr/sbin:/usr/bin:/sbin:/bin
 arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1="*) echo "${w#*=}"; return 0 ;; esac; done; echo "$2"; }
+# The image's busybox has only init's applet links; ip is called through it.
+ip() { /usr/lib/padcell/bin/busybox ip "$@"; }
 mtu=$(arg nb.mtu 1500) host=$(arg nb.host 198.51.100.1) runs=$(arg nb.runs 3) secs=$(arg nb.secs 5)
 ip link set lo up
-ip link set eth0 mtu "$mtu" || echo "BENCHG error: mtu $mtu refused"
-ip link set eth0 up
-ip addr add 10.0.2.15/24 dev eth0
-ip route add default via 10.0.2.2
+ip link set eth0 mtu "$mtu" || echo "BENCHG error: eth0: mtu $mtu refused"
+ip link set eth0 up || echo "BENCHG error: eth0 does not come up"
+ip addr add 10.0.2.15/24 dev eth0 || echo "BENCHG error: eth0: no address"
+ip route add default via 10.0.2.2 || echo "BENCHG error: no default route"
 echo "BENCHG net-up mtu=$(cat /sys/class/net/eth0/mtu)"
-# bps JSON: iperf3 -J's received bits per second (what reached the receiver).
+# bps: iperf3 -J's received Mbit/s (what reached the receiver), or "error: WHY".
 bps() {
 	python3 -c 'import json,sys
 d = json.load(sys.stdin)
-print("%.1f" % (d["end"]["sum_received"]["bits_per_second"] / 1e6))' 2>/dev/null
+if "error" in d:
+    print("error: " + d["error"])
+else:
+    print("mbits=%.1f" % (d["end"]["sum_received"]["bits_per_second"] / 1e6))' 2>&1 | tail -n 1
 }
 i=0
 while [ "$i" -lt "$runs" ]; do
@@ -28,8 +33,10 @@ while [ "$i" -lt "$runs" ]; do
 		[ $dir = rx ] && r=-R
 		out=$(timeout $((secs + 30)) iperf3 -J -c "$host" -p 5201 -t "$secs" --connect-timeout 10000 $r 2>&1)
 		m=$(printf '%s' "$out" | bps)
-		if [ -n "$m" ]; then echo "BENCHG iperf $dir mbits=$m"
-		else echo "BENCHG error: iperf3 $dir: $(printf '%s' "$out" | tr '\n' ' ' | head -c 200)"; fi
+		case "$m" in
+		mbits=*) echo "BENCHG iperf $dir $m" ;;
+		*) echo "BENCHG error: iperf3 $dir: $m" ;;
+		esac
 	done
 	timeout 120 python3 -c 'import sys, time, urllib.request
 url = "http://%s:8080/small.txt" % sys.argv[1]
