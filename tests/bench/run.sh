@@ -439,13 +439,19 @@ measure() {
 		if [ "\$c" != "\$seen" ]; then
 			seen=\$c
 			v=\$(./vmmprobe memof \$pid 512 2>/dev/null | sed -n 's/.*vmm_rss_kib=\([0-9]*\).*/\1/p')
-			[ -n "\$v" ] && [ "\$v" -gt "\$peak" ] && peak=\$v
+			if [ -n "\$v" ] && [ "\$v" -gt "\$peak" ]; then
+				peak=\$v
+				# where the peak sits: the largest mappings by Rss (KiB), guest RAM first
+				awk '/^[0-9a-f]+-[0-9a-f]+ /{ m = (NF >= 6) ? \$6 : "anon" } /^Rss:/{ if (\$2 > 0) print \$2 "K:" m }' \
+					/proc/\$pid/smaps 2>/dev/null | sort -rn | head -n 5 | tr '\n' ' ' >/tmp/\$name.maps
+			fi
 		fi
 		sleep 1
 		n=\$((n + 1))
 	done
 	wait \$pid
 	echo "BENCH net \$name exit \$? peak_vmm_rss_kib=\$peak"
+	echo "BENCH net \$name at the peak, largest mappings: \$(cat /tmp/\$name.maps 2>/dev/null)"
 	tr -d '\r' </tmp/\$name.log | sed -n "s/^.*BENCHG /BENCH net \$name /p"
 }
 measure padcell ./padcell boot --kernel bzImage --mem 512M --drive root.img,ro --allow \$H:5201 --allow \$H:8080 \\
