@@ -152,6 +152,7 @@ static int rx_put(struct virtio_net *n, const uint8_t *frame, size_t len, bool *
 			virtq_unpop(q);
 			n->rx_until_ns = now + wait;
 			n->stats.rx_throttled++;
+			__atomic_fetch_add(&n->counts.rx_throttled, 1, __ATOMIC_RELAXED);
 			return 0;
 		}
 		n->rx_until_ns = 0;
@@ -416,6 +417,7 @@ static void redirect_log(struct virtio_net *n, struct net_redirect *r)
 		n->stats.sni_rejected++;
 	else
 		n->stats.sni_allowed++;
+	__atomic_fetch_add(px->rejected ? &n->counts.sni_refused : &n->counts.sni_accepted, 1, __ATOMIC_RELAXED);
 	net_log(n, "tcp", dst, px->rejected ? "reject" : "allow", px->why);
 }
 
@@ -745,6 +747,7 @@ static int tx_pop(struct virtio_net *n)
 				virtq_unpop(q); /* the frame waits in the ring until the tokens are back */
 				n->tx_until_ns = now + wait;
 				n->stats.tx_throttled++;
+				__atomic_fetch_add(&n->counts.tx_throttled, 1, __ATOMIC_RELAXED);
 				return 0;
 			}
 			n->tx_until_ns = 0;
@@ -1035,6 +1038,10 @@ int virtio_net_get_policy(struct virtio_net *n, struct policy_view *v)
 		.resolved = __atomic_load_n(&c->resolved, __ATOMIC_RELAXED),
 		.nxdomain = __atomic_load_n(&c->nxdomain, __ATOMIC_RELAXED),
 		.servfail = __atomic_load_n(&c->servfail, __ATOMIC_RELAXED),
+		.sni_accepted = __atomic_load_n(&c->sni_accepted, __ATOMIC_RELAXED),
+		.sni_refused = __atomic_load_n(&c->sni_refused, __ATOMIC_RELAXED),
+		.rx_throttled = __atomic_load_n(&c->rx_throttled, __ATOMIC_RELAXED),
+		.tx_throttled = __atomic_load_n(&c->tx_throttled, __ATOMIC_RELAXED),
 	};
 	return rc;
 }

@@ -228,3 +228,34 @@ elif mode == "live-removed":
     a = resolve("web.example.test")
     check("live-name-removed", ok and a.startswith("error"),
           "web.example.test's earlier address 198.51.100.11:80: %s; the name now -> %s" % ("refused " + why if ok else why, a))
+elif mode in ("pip-install", "pip-denied"):
+    # pip from the local index (net-wheel.py's files, served by net-inet.sh at pypi.example.test:8080).
+    # The root is read-only: --target puts the package in /tmp (and, with --target, pip skips Debian's
+    # PEP 668 "externally managed" guard); HOME is /tmp for the same reason.
+    import os, subprocess
+    env = dict(os.environ, HOME="/tmp")
+    cmd = ["python3", "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
+           "--index-url", "http://pypi.example.test:8080/simple", "--trusted-host", "pypi.example.test",
+           "--target", "/tmp/site", "padcell-hello"]
+    t = time.monotonic()
+    try:
+        p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+        rc, out = p.returncode, p.stdout.decode(errors="replace")
+    except subprocess.TimeoutExpired as e:
+        rc, out = "timeout", (e.stdout or b"").decode(errors="replace")
+    s = time.monotonic() - t
+    tail = " ".join(out.split())[-240:]
+    if mode == "pip-install":
+        got = ""
+        if rc == 0:
+            env["PYTHONPATH"] = "/tmp/site"
+            q = subprocess.run(["python3", "-c", "import padcell_hello; print(padcell_hello.VALUE)"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+            got = q.stdout.decode(errors="replace").strip()
+        check("pip-install", rc == 0 and got == "hello-from-local-index",
+              "pip exited %s in %.1f s; import printed %r; pip: %s" % (rc, s, got, tail))
+    else:
+        # refused by name: the name has no rule, so padcell's DNS never asks upstream and pip cannot resolve it
+        named = "resolution" in out or "Name or service not known" in out or "NewConnectionError" in out
+        check("pip-denied", rc not in (0, "timeout") and named,
+              "pip exited %s in %.1f s; pip: %s" % (rc, s, tail))

@@ -7,6 +7,7 @@ cd /payload || exit 1
 . ./case-lib.sh
 W=/run/net
 mkdir -p $W /etc /srv/a /srv/b /srv/c /srv/lo
+cp -r pypi /srv/pypi # net-wheel.py's package index, served on 198.51.100.12:8080
 ip link set lo up
 echo "nameserver 198.51.100.53" >/etc/resolv.conf
 printf '127.0.0.1 localhost\n198.51.100.10 hosts.example.test\n' >/etc/hosts
@@ -95,6 +96,28 @@ for tag in ip name; do
 	esac
 	result $c "$why" "64 MiB intact (sha256 ${big_sha%"${big_sha#????????????}"}...) from $via in $5 s: $mbps Mbit/s (nested, TCG L1)"
 done
+
+# --- pip from a local index served at an allowed name ---------------------------------------------
+# First without a rule for the name: pip fails at once (padcell's DNS answers the name with NXDOMAIN and
+# never asks upstream), then with --allow pypi.example.test:8080: the wheel installs and imports.
+echo "STEP net-pip-denied"
+timeout -k 10 "$CASE_TIMEOUT" ./padcell run $R $RULES --net-log $W/pip-denied.log -- python3 -c "$(cat net-guest.py)" pip-denied \
+	>$W/pip-denied.out 2>$W/pip-denied.out.err </dev/null
+line=$(grep -a "^CHECK pip-denied " $W/pip-denied.out | head -n1)
+why=""
+case "$line" in
+"CHECK pip-denied ok "*) ;;
+"") why=" no CHECK line (guest: $(tail -c 300 $W/pip-denied.out | tr '\n' ' '); stderr: $(tail -c 300 $W/pip-denied.out.err | tr '\n' ' '))" ;;
+*) why=" ${line#CHECK pip-denied fail };" ;;
+esac
+grep -q '^pypi.example.test ' $W/dns.log && why="$why the upstream was asked for pypi.example.test;"
+grep -q '"dst":"pypi.example.test","verdict":"nxdomain"' $W/pip-denied.log ||
+	why="$why no nxdomain for pypi.example.test in --net-log ($(tail -n 2 $W/pip-denied.log | tr '\n' ' '));"
+result pip-denied "$why" "${line#CHECK pip-denied ok }; upstream never asked for the name"
+echo "STEP net-pip-install"
+timeout -k 10 $((CASE_TIMEOUT * 2)) ./padcell run $R --allow pypi.example.test:8080 --net-log $W/pip.log -- \
+	python3 -c "$(cat net-guest.py)" pip-install >$W/pip.out 2>$W/pip.out.err </dev/null
+results $W/pip.out pip-install
 
 # --- ingress: --publish to a server the guest starts ------------------------------------------
 echo "STEP net-publish"

@@ -1210,11 +1210,13 @@ Test(api_routes, put_policy_replaces_the_rules_and_get_shows_them)
 	cr_assert_eq(f.policy.nrules, 3);
 	cr_assert_not(f.policy.open);
 	f.counts = (struct policy_counts){ .allowed = 7, .rejected = 3, .dropped = 2, .resolved = 5, .nxdomain = 4,
-					   .servfail = 1 };
+					   .servfail = 1, .sni_accepted = 6, .sni_refused = 8, .rx_throttled = 9,
+					   .tx_throttled = 10 };
 	cr_assert_eq(call(&f, "GET", "/network/policy", NULL, out), 200, "%s", out);
 	cr_assert_str_eq(out, "{\"allow\":[\"pypi.org:443\",\"*.pythonhosted.org:443\",\"10.1.2.3:5432\"],\"open\":false,"
 			      "\"changes\":1,\"counters\":{\"allowed\":7,\"rejected\":3,\"dropped\":2,\"resolved\":5,"
-			      "\"nxdomain\":4,\"servfail\":1}}");
+			      "\"nxdomain\":4,\"servfail\":1,\"sni_accepted\":6,\"sni_refused\":8,\"rx_throttled\":9,"
+			      "\"tx_throttled\":10}}");
 	/* open mode, "open" left out meaning false, an empty list closing everything, a trailing slash */
 	cr_assert_eq(call(&f, "PUT", "/network/policy", "{\"allow\":[],\"open\":true}", out), 204, "%s", out);
 	cr_assert(f.policy.open);
@@ -1307,7 +1309,8 @@ Test(api_cmd, net_policy_sets_shows_and_refuses_bad_rules, .init = cr_redirect_s
 	cr_assert_not(sv->vm.policy.open);
 	fflush(stdout);
 	cr_assert_stdout_eq_str("{\"allow\":[\"pypi.org:443\"],\"open\":true,\"changes\":1,\"counters\":{\"allowed\":0,"
-				"\"rejected\":0,\"dropped\":0,\"resolved\":0,\"nxdomain\":0,\"servfail\":0}}\n");
+				"\"rejected\":0,\"dropped\":0,\"resolved\":0,\"nxdomain\":0,\"servfail\":0,"
+				"\"sni_accepted\":0,\"sni_refused\":0,\"rx_throttled\":0,\"tx_throttled\":0}}\n");
 	policy_destroy(&sv->vm.policy);
 	server_stop(sv);
 }

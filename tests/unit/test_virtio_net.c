@@ -997,6 +997,16 @@ Test(net_cli, allow_implies_net_and_rules_are_checked)
 static uint64_t net_fake_ns;
 static uint64_t net_fake_clock(void) { return net_fake_ns; }
 
+/* GET /network/policy's counters, as the API thread reads them. */
+static struct policy_counts counts_of_dev(void)
+{
+	struct policy_view v;
+	cr_assert_eq(virtio_net_get_policy(dev, &v), 0);
+	struct policy_counts c = v.counts;
+	policy_view_free(&v);
+	return c;
+}
+
 /* Puts the NIC on the fake clock, then sets its limits (a changed bucket starts full at that time). */
 static void net_limits(const char *rx, const char *tx)
 {
@@ -1014,14 +1024,24 @@ static void net_limits(const char *rx, const char *tx)
 Test(virtio_net, tx_frames_over_the_budget_wait_in_the_ring_until_refill)
 {
 	net_limits("none", "ops=2/1000s"); /* two frames, then one every 500 s of fake time */
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 2; i++) {
 		arp_request(NET_GATEWAY_IP);
 		tx_send();
 	}
 	pump();
 	cr_assert_eq(fb.sent, 2, "two frames within the budget");
+	cr_assert_eq(counts_of_dev().tx_throttled, 0, "frames within the budget never wait");
+	for (int i = 0; i < 2; i++) {
+		arp_request(NET_GATEWAY_IP);
+		tx_send();
+	}
+	pump();
+	cr_assert_eq(fb.sent, 2, "the budget is spent");
 	cr_assert_eq(used_idx(&dq[1]), 2, "the others stay in the ring, not taken and dropped");
 	cr_assert_geq(dev->stats.tx_throttled, 1);
+	struct policy_counts c = counts_of_dev();
+	cr_assert_geq(c.tx_throttled, 1, "GET /network/policy counts the wait");
+	cr_assert_eq(c.rx_throttled, 0, "the rx limiter has no limit and never waited");
 	cr_assert_neq(dev->tx_until_ns, 0, "the loop knows when to look again");
 	net_fake_ns += 499ull * 1000000000ull;
 	pump();
@@ -1061,15 +1081,21 @@ Test(virtio_net, rx_is_held_back_and_delivered_in_order_after_refill)
 		memset(fb.inject, (int)i, 60);
 		memcpy(fb.inject, guest_mac, 6);
 		virtio_net_poll(dev, 0);
+		if (i == 2)
+			cr_assert_eq(counts_of_dev().rx_throttled, 0, "three frames within the budget never wait");
 	}
 	cr_assert_eq(used_idx(&dq[0]), 3, "three frames within the budget");
 	cr_assert_eq(dev->bl_n, 2, "the rest wait in the backlog, buffers left in the ring");
 	cr_assert_geq(dev->stats.rx_throttled, 1);
 	cr_assert_eq(dev->stats.rx_dropped, 0);
+	struct policy_counts c = counts_of_dev();
+	cr_assert_geq(c.rx_throttled, 1, "GET /network/policy counts the wait");
+	cr_assert_eq(c.tx_throttled, 0, "the tx limiter has no limit and never waited");
 	net_fake_ns += 1000ull * 1000000000ull; /* the bucket refills to its size, 3 */
 	virtio_net_poll(dev, 0);
 	cr_assert_eq(used_idx(&dq[0]), 5);
 	cr_assert_eq(dev->bl_n, 0);
+	cr_assert_eq(counts_of_dev().rx_throttled, c.rx_throttled, "two frames in a full bucket: no more waits");
 	uint8_t r[NET_FRAME_MAX];
 	cr_assert_eq(rx_frame(3, r), 60);
 	cr_assert_eq(r[59], 3, "in order");
@@ -1347,6 +1373,9 @@ Test(net_slirp, a_name_s_connection_is_checked_by_its_host_and_dialled_by_name)
 	cr_assert_str_eq(got, req, "the server got the guest's request");
 	cr_assert_str_eq(up.last, "b.sni.test", "the name the connection asked for was resolved");
 	cr_assert_eq(dev->stats.sni_allowed, 1);
+	struct policy_counts pc = counts_of_dev();
+	cr_assert_eq(pc.sni_accepted, 1, "GET /network/policy: one name check passed");
+	cr_assert_eq(pc.sni_refused, 0, "and none refused yet");
 
 	/* foreign: the same address, a Host no rule allows: a reset from 203.0.113.20, nothing dialled */
 	tcp_seg(cdn, 40011, port, 5000, 0, 0x02, NULL);
@@ -1357,6 +1386,9 @@ Test(net_slirp, a_name_s_connection_is_checked_by_its_host_and_dialled_by_name)
 	cr_assert(wait_tcp(&seen, cdn, port, 40011, 0x04, NULL), "a reset for the foreign Host");
 	cr_assert_lt(accept(l, NULL, NULL), 0, "no second connection to the server");
 	cr_assert_eq(dev->stats.sni_rejected, 1);
+	pc = counts_of_dev();
+	cr_assert_eq(pc.sni_refused, 1, "GET /network/policy: the foreign Host refused");
+	cr_assert_eq(pc.sni_accepted, 1, "the refusal is not an acceptance");
 	char log[8192] = { 0 };
 	ssize_t ll = read(logp[0], log, sizeof(log) - 1);
 	cr_assert_gt(ll, 0);

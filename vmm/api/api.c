@@ -478,11 +478,14 @@ static void get_policy(const struct api_config *cfg, int *status, char *body, si
 		}
 	}
 	const struct policy_counts *c = &v.counts;
-	json_t *o = rules ? json_pack("{s:o, s:b, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}}", "allow", rules, "open",
-				      v.open, "changes", (json_int_t)v.changes, "counters", "allowed",
+	json_t *o = rules ? json_pack("{s:o, s:b, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}", "allow",
+				      rules, "open", v.open, "changes", (json_int_t)v.changes, "counters", "allowed",
 				      (json_int_t)c->allowed, "rejected", (json_int_t)c->rejected, "dropped",
 				      (json_int_t)c->dropped, "resolved", (json_int_t)c->resolved, "nxdomain",
-				      (json_int_t)c->nxdomain, "servfail", (json_int_t)c->servfail)
+				      (json_int_t)c->nxdomain, "servfail", (json_int_t)c->servfail, "sni_accepted",
+				      (json_int_t)c->sni_accepted, "sni_refused", (json_int_t)c->sni_refused,
+				      "rx_throttled", (json_int_t)c->rx_throttled, "tx_throttled",
+				      (json_int_t)c->tx_throttled)
 			  : NULL;
 	policy_view_free(&v);
 	if (o)

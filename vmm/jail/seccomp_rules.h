@@ -57,6 +57,9 @@ static const struct rule rules[] = {
 	SYS(rt_sigreturn, ALL), SYS(rt_sigprocmask, ALL), SYS(restart_syscall, ALL), SYS(clock_gettime, ALL),
 	SYS(clock_nanosleep, ALL), SYS(nanosleep, ALL), SYS(gettid, ALL), SYS(getpid, ALL), SYS(sched_yield, ALL),
 	SYS(madvise, ALL), SYS(munmap, ALL), SYS(brk, ALL), SYS(mremap, ALL),
+	/* glib's g_get_real_time (libslirp's timers) is gettimeofday: the vDSO answers it unless the host's
+	 * clocksource has no vDSO clock (a TSC marked unstable, as in a TCG L1), then it is a real syscall */
+	SYS(gettimeofday, ALL),
 	ARG(mmap, ALL, LACKS, 2, PROT_EXEC), ARG(mprotect, ALL, LACKS, 2, PROT_EXEC),
 	ARG(tgkill, ALL, PID, 0, 0), /* pthread_kill: the vCPU kick, only to our own threads */
 	ARG(rt_sigaction, C, NOT, 0, SIGSYS), /* nobody replaces the violation handler */

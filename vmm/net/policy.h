@@ -74,7 +74,9 @@ struct policy_decision {
  * for frames; resolved, nxdomain and servfail for the guest's DNS queries.
  */
 struct policy_counts {
-	uint64_t allowed, rejected, dropped, resolved, nxdomain, servfail;
+	uint64_t allowed, rejected, dropped, resolved, nxdomain, servfail; /* per --net-log verdict */
+	uint64_t sni_accepted, sni_refused; /* name-checked connections: the SNI/Host check's decisions */
+	uint64_t rx_throttled, tx_throttled; /* times a rate limiter held a frame back (a wait) */
 };
 
 /* What GET /network/policy reports: the rules in force as typed, open mode, the counts. */
