@@ -60,15 +60,22 @@ static void rfc3339(double t, char *out, size_t len)
 	snprintf(out, len, "%s.%03dZ", base, ms < 0 ? 0 : ms > 999 ? 999 : ms);
 }
 
-/* A ListedSandbox / SandboxDetail. */
-static json_t *sandbox_json(const struct serve_sandbox *s)
+/* What E2B's state field says: being paused still runs, being resumed is still paused. */
+static bool shown_paused(const struct serve_sandbox *s)
+{
+	return s->state == SERVE_PAUSED || s->state == SERVE_RESUMING;
+}
+
+/* A ListedSandbox / SandboxDetail; a paused one's endAt is where its timeout would end if resumed now. */
+static json_t *sandbox_json(const struct serve_table *t, const struct serve_sandbox *s)
 {
 	char started[40], end[40];
 	rfc3339(s->started_at, started, sizeof(started));
-	rfc3339(s->deadline, end, sizeof(end));
+	rfc3339(shown_paused(s) ? t->clk.now(t->clk.ctx) + s->remaining : s->deadline, end, sizeof(end));
 	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:O, s:s, s:s}", "templateID", s->tmpl, "sandboxID", s->id,
 			 "clientID", SERVE_CLIENT_ID, "startedAt", started, "endAt", end, "cpuCount", (int)s->cpus,
-			 "memoryMB", (int)(s->mem_bytes >> 20), "metadata", s->metadata, "state", "running",
+			 "memoryMB", (int)(s->mem_bytes >> 20), "metadata", s->metadata,
+			 "state", shown_paused(s) ? "paused" : "running",
 			 "envdVersion", SERVE_ENVD_VERSION);
 }
 
@@ -122,6 +129,13 @@ static long seconds_field(json_t *body, const char *name, long def, struct serve
 	return (long)s;
 }
 
+/* E2B's Sandbox: what create, resume and connect answer. */
+static void reply_sandbox(struct serve_reply *rp, unsigned status, const struct serve_sandbox *s)
+{
+	reply_json(rp, status, json_pack("{s:s, s:s, s:s, s:s}", "sandboxID", s->id, "templateID", s->tmpl, "clientID",
+					 SERVE_CLIENT_ID, "envdVersion", SERVE_ENVD_VERSION));
+}
+
 static void create(struct serve_table *t, const struct serve_request *rq, struct serve_reply *rp)
 {
 	json_t *body = body_object(rq, true, rp);
@@ -147,8 +161,7 @@ static void create(struct serve_table *t, const struct serve_request *rq, struct
 		int rc = serve_create(t, json_string_value(tid), timeout, json_is_object(md) ? md : NULL,
 				      json_is_object(env) ? env : NULL, &s, err, sizeof(err));
 		if (rc == 0) {
-			reply_json(rp, 201, json_pack("{s:s, s:s, s:s, s:s}", "sandboxID", s.id, "templateID", s.tmpl,
-						      "clientID", SERVE_CLIENT_ID, "envdVersion", SERVE_ENVD_VERSION));
+			reply_sandbox(rp, 201, &s);
 			serve_sandbox_put(&s);
 		} else if (rc == -ENOENT || rc == -EINVAL) {
 			serve_reply_error(rp, 400, "%s", err);
@@ -172,7 +185,7 @@ static void list(struct serve_table *t, struct serve_reply *rp)
 	}
 	json_t *arr = json_array();
 	for (size_t i = 0; i < n; i++) {
-		json_array_append_new(arr, sandbox_json(&a[i]));
+		json_array_append_new(arr, sandbox_json(t, &a[i]));
 		serve_sandbox_put(&a[i]);
 	}
 	free(a);
@@ -191,14 +204,81 @@ static void set_timeout(struct serve_table *t, const char *id, const struct serv
 	if (!body)
 		return;
 	long s = 0;
+	int rc;
 	if (required && !json_object_get(body, field))
 		serve_reply_error(rp, 400, "'%s' is required", field);
 	else if ((s = seconds_field(body, field, SERVE_DEFAULT_TIMEOUT, rp)) < 0)
 		; /* the reply is made */
-	else if (serve_set_timeout(t, id, s) == -ENOENT)
+	else if ((rc = serve_set_timeout(t, id, s)) == -ENOENT)
 		not_found(rp, id);
+	else if (rc == -EBUSY)
+		serve_reply_error(rp, 409, "sandbox \"%s\" is being paused or resumed: try again", id);
+	else if (rc)
+		serve_reply_error(rp, 500, "cannot keep the new timeout: %s", strerror(-rc));
 	else
 		rp->status = 204;
+	json_decref(body);
+}
+
+static void pause_(struct serve_table *t, const char *id, struct serve_reply *rp)
+{
+	char err[512];
+	int rc = serve_pause(t, id, err, sizeof(err));
+	if (rc == 0)
+		rp->status = 204;
+	else if (rc == -ENOENT)
+		not_found(rp, id);
+	else if (rc == -EALREADY || rc == -EBUSY)
+		serve_reply_error(rp, 409, "%s", err);
+	else
+		serve_reply_error(rp, 500, "cannot pause sandbox \"%s\": %s", id, err);
+}
+
+/*
+ * resume (body {timeout?}: 201, 409 when it runs) and connect (body {timeout}: 200 when it runs,
+ * its timeout then set as by /timeout; 201 when it was paused and is resumed).
+ */
+static void resume(struct serve_table *t, const char *id, const struct serve_request *rq, bool connect,
+		   struct serve_reply *rp)
+{
+	json_t *body = body_object(rq, connect, rp);
+	if (!body)
+		return;
+	long timeout = 0;
+	if (connect && !json_object_get(body, "timeout")) {
+		serve_reply_error(rp, 400, "'timeout' is required");
+	} else if ((timeout = seconds_field(body, "timeout", 0, rp)) < 0) {
+		/* the reply is made */
+	} else {
+		char err[512];
+		struct serve_sandbox s;
+		int rc = serve_resume(t, id, timeout, &s, err, sizeof(err));
+		if (rc == -EALREADY && connect) {
+			/* running: connect just returns it (a zero timeout was refused above) */
+			rc = serve_set_timeout(t, id, timeout);
+			if (rc == 0 && (rc = serve_get(t, id, &s)) == 0) {
+				reply_sandbox(rp, 200, &s);
+				serve_sandbox_put(&s);
+			} else if (rc == -ENOENT) {
+				not_found(rp, id);
+			} else {
+				serve_reply_error(rp, 409, "sandbox \"%s\" is being paused or resumed", id);
+			}
+		} else if (rc == 0) {
+			reply_sandbox(rp, 201, &s);
+			serve_sandbox_put(&s);
+		} else if (rc == -ENOENT) {
+			not_found(rp, id);
+		} else if (rc == -EALREADY || rc == -EBUSY) {
+			serve_reply_error(rp, 409, "%s", err);
+		} else if (rc == -EINVAL) {
+			serve_reply_error(rp, 400, "%s", err);
+		} else if (rc == -ENOMEM) {
+			serve_reply_error(rp, 429, "%s", err);
+		} else {
+			serve_reply_error(rp, 500, "cannot resume sandbox \"%s\": %s", id, err);
+		}
+	}
 	json_decref(body);
 }
 
@@ -246,10 +326,13 @@ void serve_api_handle(struct serve_table *t, const char *key, const struct serve
 				not_found(rp, id);
 				return;
 			}
-			reply_json(rp, 200, sandbox_json(&s));
+			reply_json(rp, 200, sandbox_json(t, &s));
 			serve_sandbox_put(&s);
 		} else if (!strcmp(m, "DELETE")) {
-			if (serve_kill(t, id))
+			int rc = serve_kill(t, id);
+			if (rc == -EBUSY)
+				serve_reply_error(rp, 409, "sandbox \"%s\" is being paused or resumed: try again", id);
+			else if (rc)
 				not_found(rp, id);
 			else
 				rp->status = 204;
@@ -264,8 +347,12 @@ void serve_api_handle(struct serve_table *t, const char *key, const struct serve
 		else
 			set_timeout(t, id, rq, "duration", false, rp);
 	} else if (!strcmp(action, "pause") || !strcmp(action, "resume") || !strcmp(action, "connect")) {
-		/* E2B's routes, not served yet: a clear answer rather than a 404 the SDK would misread */
-		serve_reply_error(rp, 501, "/sandboxes/{id}/%s is not implemented by padcell serve yet", action);
+		if (strcmp(m, "POST"))
+			serve_reply_error(rp, 405, "%s is not allowed on /sandboxes/{id}/%s (POST)", m, action);
+		else if (!strcmp(action, "pause"))
+			pause_(t, id, rp);
+		else
+			resume(t, id, rq, !strcmp(action, "connect"), rp);
 	} else {
 		serve_reply_error(rp, 404, "no such endpoint: %s", p);
 	}
