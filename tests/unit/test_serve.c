@@ -1211,3 +1211,108 @@ Test(serve_api, pause_resume_connect_in_e2b_codes)
 	expect("DELETE", gpath, KEY, NULL, 204, NULL);
 	table_down();
 }
+
+/* ---- GET /sandboxes' filters (E2B's query: state=running,paused, metadata=key%3Dvalue) ---------- */
+
+static struct serve_reply call_q(const char *path, const struct serve_query_arg *q, size_t n, bool overflow)
+{
+	struct serve_request rq = { .method = "GET", .path = path, .api_key = KEY, .query = q, .nquery = n,
+				    .query_overflow = overflow };
+	struct serve_reply rp;
+	serve_api_handle(&T, KEY, &rq, &rp);
+	return rp;
+}
+
+/* How many sandboxes a filtered list shows (want 200), or the status when it is an error. */
+static size_t listed_q(const struct serve_query_arg *q, size_t n)
+{
+	struct serve_reply rp = call_q("/sandboxes", q, n, false);
+	json_t *j = reply_json(&rp, 200);
+	size_t k = json_array_size(j);
+	json_decref(j);
+	return k;
+}
+
+static void expect_q_400(const struct serve_query_arg *q, size_t n, const char *in_message)
+{
+	struct serve_reply rp = call_q("/sandboxes", q, n, false);
+	json_t *j = reply_json(&rp, 400);
+	const char *m = json_string_value(json_object_get(j, "message"));
+	cr_assert(m && strstr(m, in_message), "message '%s' lacks '%s'", m, in_message);
+	json_decref(j);
+}
+
+Test(serve_api, list_filters_by_state_and_metadata)
+{
+	table_up(4, 0);
+	char err[256];
+	struct serve_sandbox a, b, c;
+	json_t *m1 = json_pack("{s:s, s:s}", "user", "alice", "env", "dev");
+	json_t *m2 = json_pack("{s:s, s:s}", "user", "bob", "env", "dev");
+	json_t *m3 = json_pack("{s:s}", "user", "a b&c=d");
+	cr_assert_eq(serve_create(&T, "base", 100, m1, NULL, &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(serve_create(&T, "base", 100, m2, NULL, &b, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(serve_create(&T, "base", 100, m3, NULL, &c, err, sizeof(err)), 0, "%s", err);
+	json_decref(m1);
+	json_decref(m2);
+	json_decref(m3);
+	cr_assert_eq(serve_pause(&T, b.id, err, sizeof(err)), 0, "%s", err);
+
+	cr_assert_eq(listed_q(NULL, 0), 3, "no filter: all, running and paused");
+	struct serve_query_arg q[4];
+	q[0] = (struct serve_query_arg){ "state", "running" };
+	cr_assert_eq(listed_q(q, 1), 2);
+	q[0].value = "paused";
+	cr_assert_eq(listed_q(q, 1), 1);
+	q[0].value = "running,paused";
+	cr_assert_eq(listed_q(q, 1), 3);
+	q[0].value = "running";
+	q[1] = (struct serve_query_arg){ "state", "paused" };
+	cr_assert_eq(listed_q(q, 2), 3, "repeated state arguments add up");
+	q[0] = (struct serve_query_arg){ "metadata", "env=dev" };
+	cr_assert_eq(listed_q(q, 1), 2);
+	q[0].value = "env=dev&user=bob";
+	cr_assert_eq(listed_q(q, 1), 1, "every pair must match");
+	q[1] = (struct serve_query_arg){ "state", "running" };
+	cr_assert_eq(listed_q(q, 2), 0, "bob's is paused");
+	q[0].value = "user=a+b%26c%3Dd";
+	cr_assert_eq(listed_q(q, 1), 1, "components are form-decoded: + is a space, %%26 an &");
+	q[0].value = "user=nobody";
+	cr_assert_eq(listed_q(q, 1), 0);
+	q[0].value = "missing=x";
+	cr_assert_eq(listed_q(q, 1), 0);
+	/* arguments the SDK sends that are not filters */
+	q[0] = (struct serve_query_arg){ "limit", "100" };
+	q[1] = (struct serve_query_arg){ "nextToken", "" };
+	cr_assert_eq(listed_q(q, 2), 3);
+
+	/* malformed */
+	q[0] = (struct serve_query_arg){ "state", "sleeping" };
+	expect_q_400(q, 1, "not one of running, paused");
+	q[0].value = "";
+	expect_q_400(q, 1, "not one of");
+	q[0].value = "running,";
+	expect_q_400(q, 1, "not one of");
+	q[0].value = "RUNNING";
+	expect_q_400(q, 1, "not one of");
+	q[0] = (struct serve_query_arg){ "metadata", "" };
+	expect_q_400(q, 1, "key=value");
+	q[0].value = "user";
+	expect_q_400(q, 1, "key=value");
+	q[0].value = "=x";
+	expect_q_400(q, 1, "key=value");
+	q[0].value = "env=dev&";
+	expect_q_400(q, 1, "key=value");
+	q[0].value = "user=%zz";
+	expect_q_400(q, 1, "key=value");
+	q[0].value = "user=%2";
+	expect_q_400(q, 1, "key=value");
+	q[0].value = "us%00er=x";
+	expect_q_400(q, 1, "key=value");
+	struct serve_reply rp = call_q("/sandboxes", NULL, 0, true);
+	json_decref(reply_json(&rp, 400));
+	serve_sandbox_put(&a);
+	serve_sandbox_put(&b);
+	serve_sandbox_put(&c);
+	table_down();
+}

@@ -225,3 +225,29 @@ Test(serve_http, a_chunked_body_past_1mib_is_413)
 	free(r);
 	cr_assert_eq(starts, 0);
 }
+
+/* The query reaches the API decoded once: E2B's SDK sends metadata=k%3Dv (URLSearchParams inside). */
+Test(serve_http, list_filters_through_the_query_string)
+{
+	char *r = request("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"metadata\":{\"user\":\"a b\"}}");
+	cr_assert_eq(status_of(r), 201, "%s", r);
+	free(r);
+	r = request("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"metadata\":{\"user\":\"c\"}}");
+	cr_assert_eq(status_of(r), 201, "%s", r);
+	free(r);
+	r = request("GET", "/sandboxes?metadata=user%3Da%2Bb&state=running", KEY, NULL);
+	cr_assert_eq(status_of(r), 200, "%s", r);
+	json_t *j = body_of(r);
+	cr_assert_eq(json_array_size(j), 1, "%s", r);
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(json_array_get(j, 0), "metadata"), "user")), "a b");
+	json_decref(j);
+	free(r);
+	r = request("GET", "/sandboxes?state=paused", KEY, NULL);
+	j = body_of(r);
+	cr_assert_eq(json_array_size(j), 0, "%s", r);
+	json_decref(j);
+	free(r);
+	r = request("GET", "/sandboxes?state=sleeping", KEY, NULL);
+	cr_assert_eq(status_of(r), 400, "%s", r);
+	free(r);
+}

@@ -175,19 +175,129 @@ static void create(struct serve_table *t, const struct serve_request *rq, struct
 	json_decref(body);
 }
 
-static void list(struct serve_table *t, struct serve_reply *rp)
+/* GET /sandboxes' filters: which states (none named: all), and metadata pairs that must all match. */
+struct list_filter {
+	bool running, paused;
+	json_t *md;                /* object of strings */
+};
+
+static int hexval(char c)
 {
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* A form-encoded component (E2B's SDK encodes metadata as URLSearchParams inside the argument): 0, or -1. */
+static int form_decode(const char *in, size_t len, char *out, size_t outlen)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = in[i];
+		if (c == '%') {
+			if (i + 2 >= len)
+				return -1;
+			int hi = hexval(in[i + 1]), lo = hexval(in[i + 2]);
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) /* a NUL would cut the key */
+				return -1;
+			c = (char)(hi << 4 | lo);
+			i += 2;
+		} else if (c == '+') {
+			c = ' ';
+		}
+		if (k + 1 >= outlen)
+			return -1;
+		out[k++] = c;
+	}
+	out[k] = '\0';
+	return 0;
+}
+
+static bool filter_parse(const struct serve_request *rq, struct list_filter *f, struct serve_reply *rp)
+{
+	memset(f, 0, sizeof(*f));
+	f->md = json_object();
+	if (rq->query_overflow) {
+		serve_reply_error(rp, 400, "too many query arguments (at most %d)", SERVE_QUERY_MAX);
+		return false;
+	}
+	for (size_t i = 0; i < rq->nquery; i++) {
+		const char *k = rq->query[i].key, *v = rq->query[i].value ? rq->query[i].value : "";
+		if (!strcmp(k, "state")) {
+			/* state=running,paused or state=running&state=paused */
+			for (const char *p = v;;) {
+				size_t n = strcspn(p, ",");
+				if (n == 7 && !strncmp(p, "running", 7)) {
+					f->running = true;
+				} else if (n == 6 && !strncmp(p, "paused", 6)) {
+					f->paused = true;
+				} else {
+					serve_reply_error(rp, 400, "state '%.*s' is not one of running, paused (state=running,paused)",
+							  (int)(n > 64 ? 64 : n), p);
+					return false;
+				}
+				if (!p[n])
+					break;
+				p += n + 1;
+			}
+		} else if (!strcmp(k, "metadata")) {
+			/* metadata=k1%3Dv1%26k2%3Dv2: pairs, each component form-encoded again */
+			for (const char *p = v;;) {
+				size_t n = strcspn(p, "&");
+				const char *eq = memchr(p, '=', n);
+				char key[256], val[1024];
+				if (!eq || eq == p || form_decode(p, (size_t)(eq - p), key, sizeof(key)) ||
+				    form_decode(eq + 1, n - (size_t)(eq - p) - 1, val, sizeof(val))) {
+					serve_reply_error(rp, 400, "metadata filter '%.*s' is malformed: expected key=value pairs "
+							  "joined by & (metadata=key%%3Dvalue)", (int)(n > 64 ? 64 : n), p);
+					return false;
+				}
+				json_object_set_new(f->md, key, json_string(val));
+				if (!p[n])
+					break;
+				p += n + 1;
+			}
+		}
+		/* others (limit, nextToken): one page holds every sandbox of a host */
+	}
+	if (!f->running && !f->paused)
+		f->running = f->paused = true;
+	return true;
+}
+
+static bool filter_match(const struct list_filter *f, const struct serve_sandbox *s)
+{
+	if (!(shown_paused(s) ? f->paused : f->running))
+		return false;
+	const char *k;
+	json_t *v;
+	json_object_foreach(f->md, k, v) {
+		json_t *have = json_object_get(s->metadata, k);
+		if (!json_is_string(have) || strcmp(json_string_value(have), json_string_value(v)))
+			return false;
+	}
+	return true;
+}
+
+static void list(struct serve_table *t, const struct serve_request *rq, struct serve_reply *rp)
+{
+	struct list_filter f;
+	if (!filter_parse(rq, &f, rp)) {
+		json_decref(f.md);
+		return;
+	}
 	struct serve_sandbox *a;
 	size_t n;
 	if (serve_list(t, &a, &n)) {
+		json_decref(f.md);
 		serve_reply_error(rp, 500, "out of memory");
 		return;
 	}
 	json_t *arr = json_array();
 	for (size_t i = 0; i < n; i++) {
-		json_array_append_new(arr, sandbox_json(t, &a[i]));
+		if (filter_match(&f, &a[i]))
+			json_array_append_new(arr, sandbox_json(t, &a[i]));
 		serve_sandbox_put(&a[i]);
 	}
+	json_decref(f.md);
 	free(a);
 	reply_json(rp, 200, arr);
 }
@@ -299,7 +409,7 @@ void serve_api_handle(struct serve_table *t, const char *key, const struct serve
 		if (!strcmp(m, "POST"))
 			create(t, rq, rp);
 		else if (!strcmp(m, "GET"))
-			list(t, rp);
+			list(t, rq, rp);
 		else
 			serve_reply_error(rp, 405, "%s is not allowed on /sandboxes (GET, POST)", m);
 		return;
