@@ -105,12 +105,76 @@ drc=$?
 pb=$(pid_of $B)
 kill -0 "$pa" 2>/dev/null && kill -0 "$pb" 2>/dev/null || why="$why a sandbox died with the daemon;"
 daemon_start $W/d2.log || why="$why the second daemon did not start: $(head -c 300 $W/d2.log);"
-grep -q 're-adopted 2 running' $W/d2.log || why="$why no re-adoption line: $(head -c 300 $W/d2.log);"
+grep -q 're-adopted 2 sandbox' $W/d2.log || why="$why no re-adoption line: $(head -c 300 $W/d2.log);"
 api GET /sandboxes/$A
 [ "$code" = 200 ] || why="$why $A after the restart: $code;"
 out=$(timeout 60 ./padcell exec --vsock $S/run/$A/vsock --no-stdin -- echo still-here 2>&1)
 [ "$out" = still-here ] || why="$why exec after the restart: $(echo "$out" | head -c 200);"
 result readopt "$why" "sandboxes ran on through the restart and were re-adopted"
+
+# --- pause: a file and a background process started before it; the monitor ends, the snapshot stays ---
+echo "STEP serve-pause"
+why=""
+ex() { timeout 60 ./padcell exec --vsock $S/run/$A/vsock --no-stdin -- "$@" 2>&1; }
+ex sh -c 'echo kept-through-pause >/tmp/pfile' >/dev/null || why=" writing the file failed;"
+bg=$(timeout 60 ./padcell exec --vsock $S/run/$A/vsock --background -- sleep 100000 2>&1)
+ps1=$(timeout 60 ./padcell ps --vsock $S/run/$A/vsock 2>&1)
+echo "$ps1" | grep -q "^$bg .*running" || why="$why no background process before the pause (id '$bg'): $ps1;"
+pa=$(pid_of $A)
+api POST /sandboxes/$A/pause
+[ "$code" = 204 ] || why="$why pause answered $code: $body;"
+kill -0 "$pa" 2>/dev/null && why="$why its monitor (pid $pa) still runs;"
+[ -f $S/run/$A/snap/state ] && [ -f $S/run/$A/snap/mem ] || why="$why no snapshot in $S/run/$A/snap;"
+api GET /sandboxes/$A
+echo "$body" | grep -q '"state":"paused"' || why="$why get after pause: $code $body;"
+api POST /sandboxes/$A/pause
+[ "$code" = 409 ] || why="$why a second pause answered $code;"
+ps -o args | grep -q "[p]adcell restore.*$A" && why="$why a monitor of $A still runs;"
+result pause "$why" "204, monitor ended, snapshot kept, second pause 409"
+
+# --- a daemon restart while paused: re-adopted as paused ---
+echo "STEP serve-readopt-paused"
+why=""
+kill -TERM $dpid
+wait $dpid || why=" the daemon exited $? on SIGTERM;"
+daemon_start $W/d3.log || why="$why the third daemon did not start: $(head -c 300 $W/d3.log);"
+grep -q 're-adopted 2 sandbox' $W/d3.log || why="$why no re-adoption line: $(head -c 300 $W/d3.log);"
+api GET /sandboxes/$A
+echo "$body" | grep -q '"state":"paused"' || why="$why $A after the restart: $code $body;"
+result readopt-paused "$why" "a paused sandbox is re-adopted as paused"
+
+# --- resume: the file and the background process are there ---
+echo "STEP serve-resume"
+why=""
+t0=$(now)
+api POST /sandboxes/$A/resume '{"timeout":600}'
+rsecs=$(since "$t0")
+[ "$code" = 201 ] || why=" resume answered $code: $body;"
+out=$(ex cat /tmp/pfile)
+[ "$out" = kept-through-pause ] || why="$why the file after resume: $(echo "$out" | head -c 200);"
+ps2=$(timeout 60 ./padcell ps --vsock $S/run/$A/vsock 2>&1)
+echo "$ps2" | grep -q "^$bg .*running" || why="$why the background process after resume: $ps2;"
+api POST /sandboxes/$A/resume
+[ "$code" = 409 ] || why="$why a second resume answered $code;"
+pa=$(pid_of $A)
+kill -0 "$pa" 2>/dev/null || why="$why no live monitor after resume;"
+result resume "$why" "201 in ${rsecs}s; file and background process kept; second resume 409"
+
+# --- connect: resumes a paused sandbox (201), returns a running one (200) ---
+echo "STEP serve-connect"
+why=""
+api POST /sandboxes/$A/pause
+[ "$code" = 204 ] || why=" pause answered $code: $body;"
+api POST /sandboxes/$A/connect '{"timeout":600}'
+[ "$code" = 201 ] || why="$why connect on a paused one answered $code: $body;"
+out=$(ex cat /tmp/pfile)
+[ "$out" = kept-through-pause ] || why="$why the file after connect: $(echo "$out" | head -c 200);"
+api POST /sandboxes/$A/connect '{"timeout":600}'
+[ "$code" = 200 ] || why="$why connect on a running one answered $code: $body;"
+api POST /sandboxes/iffffffffffffffffff0/connect '{"timeout":60}'
+[ "$code" = 404 ] || why="$why connect to an unknown id answered $code;"
+pa=$(pid_of $A)
+result connect "$why" "paused: 201 and resumed; running: 200; unknown: 404"
 
 # --- a timeout ends a sandbox: the daemon kills it and removes its files ---
 echo "STEP serve-timeout"

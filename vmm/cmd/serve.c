@@ -188,7 +188,8 @@ int cmd_serve(int argc, char **argv)
 	if (created)
 		printf("padcell serve: API key (X-API-Key; shown once, kept in %s/api-key): %s\n", state_dir, key);
 	if (adopted || removed)
-		printf("padcell serve: re-adopted %u running sandbox(es), removed %u dead record(s)\n", adopted, removed);
+		printf("padcell serve: re-adopted %u sandbox(es) (running or paused), removed %u dead record(s)\n", adopted,
+		       removed);
 	if (addr.sin_addr.s_addr != htonl(INADDR_LOOPBACK))
 		fprintf(stderr, "padcell: serve: warning: listening on %s, not loopback: anyone who can reach it and has "
 			"the key controls the sandboxes (the API is plain HTTP)\n", a);
