@@ -209,6 +209,50 @@ mode=$(stat -c %a $S/api-key 2>/dev/null)
 [ "$mode" = 600 ] || why="$why api-key mode $mode;"
 result key "$why" "401 without or with a wrong key; the key file is 0600"
 
-kill -TERM $dpid 2>/dev/null
-wait $dpid 2>/dev/null
+# --- a warm pool: a create takes a ready clone, the pool refills; SIGTERM ends the daemon and the pool ---
+echo "STEP serve-pool"
+why=""
+kill -TERM $dpid
+wait $dpid || why=" the daemon exited $? on SIGTERM;"
+SERVE="$SERVE --pool base=1"
+# until_log FILE PATTERN COUNT: FILE has COUNT lines matching, within the case timeout
+until_log() {
+	t=$(now)
+	while [ "$(grep -c "$2" "$1")" -lt "$3" ]; do
+		[ "$(awk -v s="$(since "$t")" -v m="$CASE_TIMEOUT" 'BEGIN { print (s < m) }')" = 1 ] || return 1
+		sleep 0.2
+	done
+}
+# how many sandboxes' monitors run (a monitor can be more than one process: count their vsock paths)
+restores() { ps -o args | grep '[p]adcell restore' | grep -o 'run/[0-9a-f]*/vsock' | sort -u | wc -l; }
+daemon_start $W/d4.log || why="$why the pool daemon did not start: $(head -c 300 $W/d4.log);"
+until_log $W/d4.log 'pool base: 1 of 1 ready' 1 || why="$why the pool did not fill: $(tail -c 300 $W/d4.log);"
+t0=$(now)
+api POST /sandboxes '{"templateID":"base","timeout":600,"metadata":{"from":"pool"}}'
+psecs=$(since "$t0")
+P=$(sandbox_id)
+[ "$code" = 201 ] && [ -n "$P" ] || why="$why create from the pool answered $code: $body;"
+out=$(timeout 60 ./padcell exec --vsock $S/run/$P/vsock --no-stdin -- echo from-the-pool 2>&1)
+[ "$out" = from-the-pool ] || why="$why exec in the pool's clone: $(echo "$out" | head -c 200);"
+api GET /sandboxes/$P
+echo "$body" | grep -q '"from":"pool"' || why="$why its metadata: $body;"
+until_log $W/d4.log 'pool base: 1 of 1 ready' 2 || why="$why the pool did not refill: $(tail -c 300 $W/d4.log);"
+[ "$(restores)" = 2 ] || why="$why $(restores) monitors, want 2 (the sandbox and the pool's clone);"
+pp=$(pid_of $P)
+kill -TERM $dpid
+t=$(now)
+while kill -0 $dpid 2>/dev/null && [ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 60) }')" = 1 ]; do sleep 0.2; done
+if kill -0 $dpid 2>/dev/null; then
+	why="$why the daemon with --pool did not exit within 60 s of SIGTERM;"
+	kill -KILL $dpid
+fi
+wait $dpid
+drc=$?
+[ "$drc" = 0 ] || why="$why the pool daemon exited $drc;"
+esecs=$(since "$t")
+[ "$(restores)" = 1 ] || why="$why $(restores) monitors after the daemon's end, want 1 (the sandbox; the pool's clone ended);"
+kill -0 "$pp" 2>/dev/null || why="$why the created sandbox died with the daemon;"
+echo "MEASURE serve-pool create from the pool ${psecs}s, cold clone ${csecs}s; daemon exit ${esecs}s after SIGTERM"
+result pool "$why" "create from the pool ${psecs}s (cold clone ${csecs}s); refilled; SIGTERM exit in ${esecs}s, the pool's clone ended"
+kill -TERM "$pp" 2>/dev/null
 [ "$fails" -eq 0 ]

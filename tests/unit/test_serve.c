@@ -42,6 +42,8 @@ struct fake {
 	int pauses;
 	int fail_pause;           /* the next pause fails with this */
 	char started_from[PATH_MAX]; /* the directory the last start restored */
+	int holds, releases;      /* pool clones' vCPUs parked / let go */
+	int fail_hold;            /* the next hold fails with this */
 };
 
 static int f_start(void *ctx, const struct serve_template *tp, struct serve_sandbox *sb,
@@ -110,6 +112,22 @@ static int f_pause(void *ctx, const struct serve_sandbox *sb, const char *snapdi
 	return 0;
 }
 
+static int f_hold(void *ctx, const struct serve_sandbox *sb, bool paused, char *err, size_t errlen)
+{
+	struct fake *f = ctx;
+	if (f->fail_hold) {
+		int rc = f->fail_hold;
+		f->fail_hold = 0;
+		snprintf(err, errlen, "fake hold failed");
+		return rc;
+	}
+	if (paused)
+		f->holds++;
+	else
+		f->releases++;
+	return 0;
+}
+
 static bool f_alive(void *ctx, const struct serve_sandbox *sb)
 {
 	struct fake *f = ctx;
@@ -143,7 +161,8 @@ static void table_up(unsigned max_sb, uint64_t max_mem)
 	F.next_pid = 4242;
 	F.now = 1000.0;
 	F.t = &T;
-	struct serve_spawner sp = { .ctx = &F, .start = f_start, .stop = f_stop, .pause = f_pause, .alive = f_alive };
+	struct serve_spawner sp = { .ctx = &F, .start = f_start, .stop = f_stop, .pause = f_pause, .hold = f_hold,
+				    .alive = f_alive };
 	struct serve_clock clk = { .ctx = &F, .now = f_now };
 	struct serve_limits lim = { .max_sandboxes = max_sb, .max_mem = max_mem };
 	char err[256];
@@ -446,7 +465,8 @@ Test(serve_table, a_state_dir_too_long_for_vsock_paths)
 	memset(long_dir, 'a', sizeof(long_dir) - 1);
 	long_dir[0] = '/';
 	long_dir[sizeof(long_dir) - 1] = '\0';
-	struct serve_spawner sp = { .ctx = &F, .start = f_start, .stop = f_stop, .pause = f_pause, .alive = f_alive };
+	struct serve_spawner sp = { .ctx = &F, .start = f_start, .stop = f_stop, .pause = f_pause, .hold = f_hold,
+				    .alive = f_alive };
 	struct serve_clock clk = { .ctx = &F, .now = f_now };
 	struct serve_limits lim = { .max_sandboxes = 1 };
 	struct serve_table t;
@@ -1314,5 +1334,122 @@ Test(serve_api, list_filters_by_state_and_metadata)
 	serve_sandbox_put(&a);
 	serve_sandbox_put(&b);
 	serve_sandbox_put(&c);
+	table_down();
+}
+
+/* ---- warm pools: clones started ahead, their vCPUs held, handed to creates ------------------------ */
+
+static struct serve_pool pools[1];
+
+static void pool_up(unsigned max_sb, uint64_t max_mem, unsigned size)
+{
+	table_up(max_sb, max_mem);
+	pools[0] = (struct serve_pool){ .tmpl = &tmpls[0], .size = size };
+	serve_table_set_pools(&T, pools, 1);
+}
+
+static size_t count_records(void)
+{
+	char p[256];
+	snprintf(p, sizeof(p), "ls %s/sandboxes | wc -l", dir);
+	FILE *f = popen(p, "r");
+	size_t n = 0;
+	cr_assert_eq(fscanf(f, "%zu", &n), 1);
+	pclose(f);
+	return n;
+}
+
+Test(serve_pool, fill_take_refill_and_drain)
+{
+	pool_up(3, 0, 2);
+	char err[256];
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "%s", err);
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "%s", err);
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 0, "the pool is full");
+	cr_assert_eq(F.starts, 2);
+	cr_assert_eq(F.holds, 2, "each clone's vCPUs held once it answered");
+	cr_assert_eq(serve_pool_ready(&T, "base"), 2);
+	cr_assert_eq(serve_pool_ready(&T, "big"), 0);
+	cr_assert_eq(count_listed(), 0, "pool clones are nobody's sandboxes");
+	cr_assert_eq(count_records(), 2, "recorded, marked creating: a restarted daemon ends them");
+
+	json_t *md = json_pack("{s:s}", "who", "pool");
+	F.now = 2000.0;
+	struct serve_sandbox a;
+	cr_assert_eq(serve_create(&T, "base", 30, md, NULL, &a, err, sizeof(err)), 0, "%s", err);
+	json_decref(md);
+	cr_assert_eq(F.starts, 2, "no start: a pool clone was taken");
+	cr_assert_eq(F.releases, 1);
+	cr_assert_eq(a.deadline, 2030.0);
+	cr_assert_eq(a.started_at, 2000.0, "started when handed out");
+	cr_assert_str_eq(json_string_value(json_object_get(a.metadata, "who")), "pool");
+	cr_assert_eq(serve_pool_ready(&T, "base"), 1);
+	cr_assert_eq(count_listed(), 1);
+	json_t *rec = record_of(a.id);
+	cr_assert(json_is_false(json_object_get(rec, "creating")));
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(rec, "metadata"), "who")), "pool");
+	json_decref(rec);
+
+	/* the refill; then pool members count against the limits */
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "%s", err);
+	struct serve_sandbox b;
+	cr_assert_eq(serve_create(&T, "big", 30, NULL, NULL, &b, err, sizeof(err)), -EUSERS);
+	cr_assert_eq(F.starts, 3);
+
+	/* a pool clone that died is forgotten; the daemon's drain ends the rest */
+	F.dead[F.ndead++] = 4243; /* the second clone: the first was handed out */
+	cr_assert_eq(serve_tick(&T), 1);
+	cr_assert_eq(serve_pool_ready(&T, "base"), 1);
+	int stops = F.stops;
+	cr_assert_eq(serve_pool_drain(&T), 1);
+	cr_assert_eq(F.stops, stops + 1);
+	cr_assert_eq(serve_pool_ready(&T, "base"), 0);
+	cr_assert_eq(count_records(), 1, "only the created sandbox is left");
+	cr_assert_eq(serve_pool_drain(&T), 0, "a second drain finds nothing");
+	cr_assert_eq(count_listed(), 1);
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+Test(serve_pool, a_pool_never_exceeds_max_mem)
+{
+	pool_up(8, 512ull << 20, 4);
+	char err[256];
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "%s", err);
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "%s", err);
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 0, "--max-mem reached: no more");
+	cr_assert_eq(F.starts, 2);
+	struct serve_sandbox a;
+	cr_assert_eq(serve_create(&T, "base", 30, NULL, NULL, &a, err, sizeof(err)), 0, "from the pool: %s", err);
+	cr_assert_eq(F.starts, 2);
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+Test(serve_pool, failed_starts_and_clones_that_do_not_run_again)
+{
+	pool_up(4, 0, 1);
+	char err[256];
+	F.fail = -EIO;
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), -EIO);
+	cr_assert(strstr(err, "fake start failed"), "%s", err);
+	cr_assert_eq(count_records(), 0, "a failed clone leaves nothing");
+	cr_assert_eq(F.stops, 0, "a failed start ends its own process (the spawner's contract)");
+	F.fail_hold = -EIO;
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), -EIO);
+	cr_assert_eq(F.stops, 1, "a clone whose vCPUs could not be held is ended");
+	cr_assert_eq(count_records(), 0);
+	cr_assert_eq(serve_pool_ready(&T, "base"), 0);
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "%s", err);
+	/* the clone's vCPUs will not go: ended, and the create is served cold */
+	F.fail_hold = -EIO;
+	int starts = F.starts, stops = F.stops;
+	struct serve_sandbox a;
+	cr_assert_eq(serve_create(&T, "base", 30, NULL, NULL, &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(F.starts, starts + 1);
+	cr_assert_eq(F.stops, stops + 1);
+	cr_assert_eq(serve_pool_ready(&T, "base"), 0);
+	cr_assert_eq(count_listed(), 1);
+	serve_sandbox_put(&a);
 	table_down();
 }

@@ -36,6 +36,10 @@ static int h_pause(void *ctx, const struct serve_sandbox *sb, const char *snapdi
 {
 	return 0;
 }
+static int h_hold(void *ctx, const struct serve_sandbox *sb, bool paused, char *err, size_t errlen)
+{
+	return 0;
+}
 static bool h_alive(void *ctx, const struct serve_sandbox *sb) { return true; }
 static double h_now(void *ctx) { return 1.7e9; }
 
@@ -49,7 +53,7 @@ static void up(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/padcell-serve-http.XXXXXX");
 	cr_assert_not_null(mkdtemp(dir));
-	struct serve_spawner sp = { .start = h_start, .stop = h_stop, .pause = h_pause, .alive = h_alive };
+	struct serve_spawner sp = { .start = h_start, .stop = h_stop, .pause = h_pause, .hold = h_hold, .alive = h_alive };
 	struct serve_clock clk = { .now = h_now };
 	struct serve_limits lim = { .max_sandboxes = 4 };
 	char err[256];

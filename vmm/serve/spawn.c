@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -102,6 +103,12 @@ static int spawn_start(void *ctx, const struct serve_template *t, struct serve_s
 		rc = agent_conn_open(&c, sb->vsock, AGENT_PORT, 1000, err, errlen);
 		if (rc == 0 || rc == -EINTR || rc == -ECONNABORTED || now_ms() >= deadline)
 			break;
+		struct pollfd q = { .fd = o->quit_fd, .events = POLLIN };
+		if (o->quit_fd >= 0 && poll(&q, 1, 0) > 0) {
+			/* the daemon is stopping (its signal was read by its main loop, not here) */
+			rc = errorf(err, errlen, -EINTR, "the daemon is stopping");
+			break;
+		}
 	}
 	struct agent_hello h;
 	if (!rc && !(rc = agent_conn_hello(&c, deadline, &h, err, errlen)))
@@ -159,6 +166,19 @@ static int spawn_pause(void *ctx, const struct serve_sandbox *sb, const char *sn
 	return 0;
 }
 
+/* A pool clone's vCPUs parked (it costs no CPU while it waits) or let go. */
+static int spawn_hold(void *ctx, const struct serve_sandbox *sb, bool paused, char *err, size_t errlen)
+{
+	char api[PATH_MAX];
+	snprintf(api, sizeof(api), "%s/api", sb->dir);
+	struct api_client c;
+	int rc = api_client_connect(&c, api, err, errlen);
+	if (!rc)
+		rc = api_client_set_paused(&c, paused, err, errlen);
+	api_client_close(&c);
+	return rc;
+}
+
 static void spawn_stop(void *ctx, const struct serve_sandbox *sb)
 {
 	proc_stop(sb->pid, -1, sb->start_time, SPAWN_STOP_MS);
@@ -171,6 +191,6 @@ static bool spawn_alive(void *ctx, const struct serve_sandbox *sb)
 
 void serve_spawner_real(struct serve_spawner *sp, struct serve_spawn_opts *o)
 {
-	*sp = (struct serve_spawner){ .ctx = o, .start = spawn_start, .stop = spawn_stop, .pause = spawn_pause,
+	*sp = (struct serve_spawner){ .ctx = o, .start = spawn_start, .stop = spawn_stop, .pause = spawn_pause, .hold = spawn_hold,
 				  .alive = spawn_alive };
 }

@@ -155,7 +155,9 @@ static void run_dir(const struct serve_table *t, const char *id, char *out, size
 static const char *state_name(enum serve_state st)
 {
 	switch (st) {
-	case SERVE_CREATING: return "creating";
+	case SERVE_CREATING:
+	case SERVE_FILLING:
+	case SERVE_POOLED: return "creating"; /* nobody has its id: a restarted daemon ends it */
 	case SERVE_PAUSED: return "paused";
 	case SERVE_RESUMING: return "resuming";
 	default: return "running"; /* PAUSING: its process still runs until the snapshot is written */
@@ -168,7 +170,7 @@ json_t *serve_record_json(const struct serve_sandbox *s)
 			 "pid", (json_int_t)s->pid, "startTime", (json_int_t)s->start_time, "template", s->tmpl,
 			 "startedAt", s->started_at, "deadline", s->deadline, "remaining", s->remaining,
 			 "memBytes", (json_int_t)s->mem_bytes, "cpus", (json_int_t)s->cpus, "metadata", s->metadata,
-			 "envVars", s->env, "vsock", s->vsock, "creating", s->state == SERVE_CREATING,
+			 "envVars", s->env, "vsock", s->vsock, "creating", !strcmp(state_name(s->state), "creating"),
 			 "state", state_name(s->state));
 }
 
@@ -258,17 +260,13 @@ static bool timeout_ok(long s)
 	return s >= 1 && s <= SERVE_TIMEOUT_MAX;
 }
 
-int serve_create(struct serve_table *t, const char *tmpl_name, long timeout_s, json_t *metadata, json_t *env,
-		 struct serve_sandbox *out, char *err, size_t errlen)
+/*
+ * A free slot for a new clone of tp, within the limits, with its id, paths and template's sizes
+ * (the lock held): NULL with err set (-EUSERS, -ENOMEM, -EIO) when there is none.
+ */
+static struct serve_sandbox *slot_reserve(struct serve_table *t, const struct serve_template *tp, int *rc, char *err,
+					  size_t errlen)
 {
-	if (!timeout_ok(timeout_s))
-		return errorf(err, errlen, -EINVAL, "timeout %ld is out of range: 1 to %d seconds", timeout_s, SERVE_TIMEOUT_MAX);
-	pthread_mutex_lock(&t->lock);
-	const struct serve_template *tp = serve_template_find(t, tmpl_name);
-	if (!tp) {
-		pthread_mutex_unlock(&t->lock);
-		return errorf(err, errlen, -ENOENT, "template '%s' not found", tmpl_name);
-	}
 	uint64_t mem = 0;
 	struct serve_sandbox *s = NULL;
 	for (unsigned i = 0; i < t->lim.max_sandboxes; i++) {
@@ -280,30 +278,110 @@ int serve_create(struct serve_table *t, const char *tmpl_name, long timeout_s, j
 		if (state_has_ram(t->sb[i].state))
 			mem += t->sb[i].mem_bytes;
 	}
-	int rc = 0;
+	*rc = 0;
 	if (!s)
-		rc = errorf(err, errlen, -EUSERS, "the host's limit of %u sandboxes is reached (--max-sandboxes)",
-			    t->lim.max_sandboxes);
+		*rc = errorf(err, errlen, -EUSERS, "the host's limit of %u sandboxes is reached (--max-sandboxes)",
+			     t->lim.max_sandboxes);
 	else if (t->lim.max_mem && mem + tp->mem_bytes > t->lim.max_mem)
-		rc = errorf(err, errlen, -ENOMEM, "template '%s' needs %llu MiB, and %llu of the host's %llu MiB are in use (--max-mem)",
-			    tp->name, (unsigned long long)(tp->mem_bytes >> 20), (unsigned long long)(mem >> 20),
-			    (unsigned long long)(t->lim.max_mem >> 20));
+		*rc = errorf(err, errlen, -ENOMEM, "template '%s' needs %llu MiB, and %llu of the host's %llu MiB are in use (--max-mem)",
+			     tp->name, (unsigned long long)(tp->mem_bytes >> 20), (unsigned long long)(mem >> 20),
+			     (unsigned long long)(t->lim.max_mem >> 20));
 	else if (new_id(s->id))
-		rc = errorf(err, errlen, -EIO, "getrandom failed");
-	if (rc) {
+		*rc = errorf(err, errlen, -EIO, "getrandom failed");
+	if (*rc) {
 		if (s)
 			memset(s->id, 0, sizeof(s->id));
+		return NULL;
+	}
+	snprintf(s->tmpl, sizeof(s->tmpl), "%s", tp->name);
+	s->mem_bytes = tp->mem_bytes;
+	s->cpus = tp->cpus;
+	s->metadata = json_object();
+	s->env = json_object();
+	run_dir(t, s->id, s->dir, sizeof(s->dir));
+	pathf(s->vsock, sizeof(s->vsock), "%s/vsock", s->dir);
+	return s;
+}
+
+/* The sandbox's metadata and env replaced by a create's (borrowed; NULL: empty). */
+static void sandbox_set_maps(struct serve_sandbox *s, json_t *metadata, json_t *env)
+{
+	json_decref(s->metadata);
+	json_decref(s->env);
+	s->metadata = metadata ? json_incref(metadata) : json_object();
+	s->env = env ? json_incref(env) : json_object();
+}
+
+/*
+ * A create from tp's warm pool: a ready clone's vCPUs let go, the create's timeout, metadata and
+ * env applied.  1 taken (*out filled), 0 none ready or the clone failed (it is ended; the caller
+ * starts one cold).
+ */
+static int pool_take(struct serve_table *t, const struct serve_template *tp, long timeout_s, json_t *metadata,
+		     json_t *env, struct serve_sandbox *out, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&t->lock);
+	struct serve_sandbox *s = NULL;
+	for (unsigned i = 0; !s && i < t->lim.max_sandboxes; i++)
+		if (t->sb[i].state == SERVE_POOLED && !strcmp(t->sb[i].tmpl, tp->name))
+			s = &t->sb[i];
+	struct serve_sandbox work;
+	if (s) {
+		s->state = SERVE_CREATING;
+		sandbox_copy(&work, s);
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (!s)
+		return 0;
+	char herr[256];
+	int rc = t->sp.hold(t->sp.ctx, &work, false, herr, sizeof(herr));
+	if (!rc) {
+		double now = t->clk.now(t->clk.ctx);
+		work.started_at = now;
+		work.deadline = now + (double)timeout_s;
+		work.state = SERVE_RUNNING;
+		sandbox_set_maps(&work, metadata, env);
+		if ((rc = record_write(t, &work)))
+			errorf(err, errlen, rc, "cannot write the sandbox's record in %s/sandboxes: %s", t->state_dir,
+			       strerror(-rc));
+	}
+	if (rc) {
+		t->sp.stop(t->sp.ctx, &work);
+		files_remove(t, work.id);
+	}
+	pthread_mutex_lock(&t->lock);
+	serve_sandbox_put(s);
+	if (rc) {
+		slot_clear(s);
+	} else {
+		sandbox_copy(s, &work);
+		sandbox_copy(out, &work);
+	}
+	pthread_mutex_unlock(&t->lock);
+	serve_sandbox_put(&work);
+	/* a clone that would not run again is no reason to fail the create: a cold one is started */
+	return rc == 0;
+}
+
+int serve_create(struct serve_table *t, const char *tmpl_name, long timeout_s, json_t *metadata, json_t *env,
+		 struct serve_sandbox *out, char *err, size_t errlen)
+{
+	if (!timeout_ok(timeout_s))
+		return errorf(err, errlen, -EINVAL, "timeout %ld is out of range: 1 to %d seconds", timeout_s, SERVE_TIMEOUT_MAX);
+	const struct serve_template *tp = serve_template_find(t, tmpl_name);
+	if (!tp)
+		return errorf(err, errlen, -ENOENT, "template '%s' not found", tmpl_name);
+	if (pool_take(t, tp, timeout_s, metadata, env, out, err, errlen))
+		return 0;
+	int rc;
+	pthread_mutex_lock(&t->lock);
+	struct serve_sandbox *s = slot_reserve(t, tp, &rc, err, errlen);
+	if (!s) {
 		pthread_mutex_unlock(&t->lock);
 		return rc;
 	}
 	s->state = SERVE_CREATING;
-	snprintf(s->tmpl, sizeof(s->tmpl), "%s", tp->name);
-	s->mem_bytes = tp->mem_bytes;
-	s->cpus = tp->cpus;
-	s->metadata = metadata ? json_incref(metadata) : json_object();
-	s->env = env ? json_incref(env) : json_object();
-	run_dir(t, s->id, s->dir, sizeof(s->dir));
-	pathf(s->vsock, sizeof(s->vsock), "%s/vsock", s->dir);
+	sandbox_set_maps(s, metadata, env);
 	/* the spawner works on its own copy, without the lock: a slow start holds up nobody else */
 	struct serve_sandbox work;
 	sandbox_copy(&work, s);
@@ -339,6 +417,70 @@ int serve_create(struct serve_table *t, const char *tmpl_name, long timeout_s, j
 	pthread_mutex_unlock(&t->lock);
 	serve_sandbox_put(&work);
 	return rc;
+}
+
+void serve_table_set_pools(struct serve_table *t, const struct serve_pool *pool, size_t npool)
+{
+	t->pool = pool;
+	t->npool = npool;
+}
+
+int serve_pool_fill_one(struct serve_table *t, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&t->lock);
+	const struct serve_template *tp = NULL;
+	for (size_t p = 0; !tp && p < t->npool; p++) {
+		unsigned have = 0;
+		for (unsigned i = 0; i < t->lim.max_sandboxes; i++)
+			if ((t->sb[i].state == SERVE_POOLED || t->sb[i].state == SERVE_FILLING) &&
+			    !strcmp(t->sb[i].tmpl, t->pool[p].tmpl->name))
+				have++;
+		if (have < t->pool[p].size)
+			tp = t->pool[p].tmpl;
+	}
+	int rc = 0;
+	struct serve_sandbox *s = tp ? slot_reserve(t, tp, &rc, err, errlen) : NULL;
+	struct serve_sandbox work;
+	if (s) {
+		s->state = SERVE_FILLING;
+		sandbox_copy(&work, s);
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (!s)
+		return 0; /* every pool is full, or the limits leave no room: creates come first */
+
+	bool started = false;
+	if (mkdir(work.dir, 0700))
+		rc = errorf(err, errlen, -errno, "cannot make %s: %s", work.dir, strerror(errno));
+	else if (!(rc = t->sp.start(t->sp.ctx, tp, &work, record_launched, t, err, errlen)))
+		started = true, rc = t->sp.hold(t->sp.ctx, &work, true, err, errlen);
+	if (rc) {
+		if (started)
+			t->sp.stop(t->sp.ctx, &work);
+		files_remove(t, work.id);
+	}
+	pthread_mutex_lock(&t->lock);
+	serve_sandbox_put(s);
+	if (rc) {
+		slot_clear(s);
+	} else {
+		work.state = SERVE_POOLED;
+		sandbox_copy(s, &work);
+	}
+	pthread_mutex_unlock(&t->lock);
+	serve_sandbox_put(&work);
+	return rc ? rc : 1;
+}
+
+unsigned serve_pool_ready(struct serve_table *t, const char *name)
+{
+	unsigned n = 0;
+	pthread_mutex_lock(&t->lock);
+	for (unsigned i = 0; i < t->lim.max_sandboxes; i++)
+		if (t->sb[i].state == SERVE_POOLED && !strcmp(t->sb[i].tmpl, name))
+			n++;
+	pthread_mutex_unlock(&t->lock);
+	return n;
 }
 
 int serve_get(struct serve_table *t, const char *id, struct serve_sandbox *out)
@@ -381,6 +523,24 @@ static void finish_stop(struct serve_table *t, struct serve_sandbox *s, bool sig
 	pthread_mutex_lock(&t->lock);
 	slot_clear(s);
 	pthread_mutex_unlock(&t->lock);
+}
+
+unsigned serve_pool_drain(struct serve_table *t)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < t->lim.max_sandboxes; i++) {
+		struct serve_sandbox *s = &t->sb[i];
+		pthread_mutex_lock(&t->lock);
+		bool pooled = s->state == SERVE_POOLED;
+		if (pooled)
+			s->state = SERVE_STOPPING;
+		pthread_mutex_unlock(&t->lock);
+		if (pooled) {
+			finish_stop(t, s, true);
+			n++;
+		}
+	}
+	return n;
 }
 
 int serve_kill(struct serve_table *t, const char *id)
@@ -567,9 +727,11 @@ unsigned serve_tick(struct serve_table *t)
 		if (s->state == SERVE_RUNNING) {
 			expired = t->clk.now(t->clk.ctx) >= s->deadline;
 			dead = !expired && !t->sp.alive(t->sp.ctx, s);
-			if (expired || dead)
-				s->state = SERVE_STOPPING;
+		} else if (s->state == SERVE_POOLED) {
+			dead = !t->sp.alive(t->sp.ctx, s); /* a pool clone has no deadline: it waits for a create */
 		}
+		if (expired || dead)
+			s->state = SERVE_STOPPING;
 		pthread_mutex_unlock(&t->lock);
 		if (expired || dead) {
 			finish_stop(t, s, expired);

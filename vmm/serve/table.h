@@ -34,6 +34,8 @@ enum serve_state {
 	SERVE_PAUSED,              /* its snapshot in dir/snap, no process: listed, not timed, no RAM counted */
 	SERVE_PAUSING,             /* its snapshot being written: listed as running, busy (409) */
 	SERVE_RESUMING,            /* its snapshot being restored: listed as paused, busy (409) */
+	SERVE_FILLING,             /* a warm pool's clone being started: counted, not listed */
+	SERVE_POOLED,              /* a warm pool's clone, ready, its vCPUs paused: counted, not listed */
 };
 
 struct serve_sandbox {
@@ -66,6 +68,8 @@ struct serve_spawner {
 	/* Pauses sb's VM, writes its snapshot to snapdir/state + snapdir/mem through its API socket
 	 * (sb->dir/api), then ends its process.  0, or -errno with err set (the VM then runs on). */
 	int (*pause)(void *ctx, const struct serve_sandbox *sb, const char *snapdir, char *err, size_t errlen);
+	/* A warm pool's clone: its vCPUs paused (held) or running again, through its API socket.  0, or -errno. */
+	int (*hold)(void *ctx, const struct serve_sandbox *sb, bool paused, char *err, size_t errlen);
 	/* Whether sb's process is alive (same pid and start time). */
 	bool (*alive)(void *ctx, const struct serve_sandbox *sb);
 };
@@ -80,6 +84,12 @@ struct serve_limits {
 	uint64_t max_mem;          /* bytes: the sum of the sandboxes' guest RAM */
 };
 
+/* --pool TEMPLATE=N: N clones of a template kept restored, their vCPUs paused, for the next creates. */
+struct serve_pool {
+	const struct serve_template *tmpl;
+	unsigned size;
+};
+
 struct serve_table {
 	pthread_mutex_t lock;      /* every call below takes it; the spawner runs without it */
 	char state_dir[128];       /* holds sandboxes/ID.json and run/ID/ (short: vsock paths are under it) */
@@ -89,6 +99,8 @@ struct serve_table {
 	struct serve_sandbox *sb;  /* max_sandboxes slots */
 	struct serve_spawner sp;
 	struct serve_clock clk;
+	const struct serve_pool *pool; /* serve_table_set_pools; none by default */
+	size_t npool;
 };
 
 /* Makes state_dir's sandboxes/ and run/ (0700); refuses a state dir too long for a vsock path. */
@@ -97,11 +109,29 @@ int serve_table_init(struct serve_table *t, const char *state_dir, const struct 
 		     const struct serve_clock *clk, char *err, size_t errlen);
 void serve_table_free(struct serve_table *t);
 
+/* The warm pools (pool must outlive t); a pool's template must be one of t's. */
+void serve_table_set_pools(struct serve_table *t, const struct serve_pool *pool, size_t npool);
+
+/*
+ * Starts at most one pool clone where a pool is short and the limits leave room (pool members
+ * count against --max-sandboxes and --max-mem), then holds its vCPUs.  1 when one was added, 0
+ * when no pool needs one (or the limits are reached), -errno with err set when the start failed.
+ * Runs without the table's lock during the start, like a create.
+ */
+int serve_pool_fill_one(struct serve_table *t, char *err, size_t errlen);
+
+/* Ends every ready pool clone and removes its files (the daemon's shutdown): how many. */
+unsigned serve_pool_drain(struct serve_table *t);
+
+/* How many clones of template name are ready in its pool. */
+unsigned serve_pool_ready(struct serve_table *t, const char *name);
+
 /* One template by name, or NULL. */
 const struct serve_template *serve_template_find(const struct serve_table *t, const char *name);
 
 /*
- * A new sandbox of template tmpl_name ending timeout_s seconds from now, metadata and env (objects
+ * A new sandbox of template tmpl_name ending timeout_s seconds from now (a ready clone of its
+ * warm pool when there is one, its vCPUs let go: no start; else a clone started now), metadata and env (objects
  * of strings, or NULL; borrowed) kept with it.  Its copy (caller frees the metadata/env refs with
  * serve_sandbox_put) in *out.  -ENOENT unknown template, -EUSERS over max sandboxes, -ENOMEM over
  * max memory (err says which), -EINVAL a bad timeout, or the spawner's error.
