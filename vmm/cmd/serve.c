@@ -222,9 +222,10 @@ int cmd_serve(int argc, char **argv)
 		fprintf(stderr, "padcell: eventfd: %s\n", strerror(errno));
 		return EXIT_HOST_ERROR;
 	}
-	so.sig_fd = stop_signals_fd();
-	if (so.sig_fd < 0) {
-		fprintf(stderr, "padcell: signalfd: %s\n", strerror(-so.sig_fd));
+	/* read by the main loop alone; the threads' starts end on quit_fd */
+	int sig_fd = stop_signals_fd();
+	if (sig_fd < 0) {
+		fprintf(stderr, "padcell: signalfd: %s\n", strerror(-sig_fd));
 		return EXIT_HOST_ERROR;
 	}
 	struct serve_spawner sp;
@@ -276,11 +277,11 @@ int cmd_serve(int argc, char **argv)
 
 	int signo = 0;
 	while (!signo) {
-		struct pollfd p = { .fd = so.sig_fd, .events = POLLIN };
+		struct pollfd p = { .fd = sig_fd, .events = POLLIN };
 		int k = poll(&p, 1, SERVE_TICK_MS);
 		if (k > 0) {
 			struct signalfd_siginfo si;
-			if (read(so.sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+			if (read(sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
 				signo = (int)si.ssi_signo;
 		}
 		/* our children that ended by themselves (a guest that powered off) */
@@ -302,7 +303,7 @@ int cmd_serve(int argc, char **argv)
 		fprintf(stderr, "padcell: serve: ended %u pool clone(s)\n", drained);
 	serve_table_free(&t);
 	close(so.quit_fd);
-	close(so.sig_fd);
+	close(sig_fd);
 	fprintf(stderr, "padcell: serve: stopped by signal %d; the sandboxes run on (re-adopted at the next start)\n", signo);
 	return 0;
 }

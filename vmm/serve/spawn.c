@@ -98,7 +98,8 @@ static int spawn_start(void *ctx, const struct serve_template *t, struct serve_s
 	/* a restored agent is listening already; its connections from before the snapshot were reset */
 	double deadline = t0 + o->ready_timeout * 1e3;
 	struct agent_conn c;
-	agent_conn_init(&c, -1, o->sig_fd, pidfd);
+	/* not the daemon's signalfd: a start on another thread must not read the SIGTERM its main loop waits for */
+	agent_conn_init(&c, -1, -1, pidfd);
 	for (;;) {
 		rc = agent_conn_open(&c, sb->vsock, AGENT_PORT, 1000, err, errlen);
 		if (rc == 0 || rc == -EINTR || rc == -ECONNABORTED || now_ms() >= deadline)
