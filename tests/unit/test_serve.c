@@ -8,10 +8,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <arpa/inet.h>
 #include <sys/wait.h>
@@ -20,8 +22,10 @@
 #include "vmm/proc.h"
 #include "vmm/serve/api.h"
 #include "vmm/serve/serve_cli.h"
+#include "vmm/serve/spawn.h"
 #include "vmm/serve/table.h"
 #include "vmm/snapshot_fmt.h"
+#include "vmm/util.h"
 
 #define KEY "pc_0123456789abcdef0123456789abcdef01234567"
 
@@ -1452,4 +1456,65 @@ Test(serve_pool, failed_starts_and_clones_that_do_not_run_again)
 	cr_assert_eq(count_listed(), 1);
 	serve_sandbox_put(&a);
 	table_down();
+}
+
+/* ---- the real spawner's start gives up when the daemon stops (the shutdown is never held up) ---- */
+
+struct start_call {
+	struct serve_spawner sp;
+	struct serve_template t;
+	struct serve_sandbox sb;
+	int rc;
+	char err[512];
+};
+
+static int launched_ok(void *arg, const struct serve_sandbox *sb)
+{
+	return 0;
+}
+
+static void *start_thread(void *arg)
+{
+	struct start_call *c = arg;
+	c->rc = c->sp.start(c->sp.ctx, &c->t, &c->sb, launched_ok, NULL, c->err, sizeof(c->err));
+	return NULL;
+}
+
+Test(serve_spawn, a_start_under_way_ends_on_the_quit_fd)
+{
+	char d[] = "/tmp/padcell-serve-spawn.XXXXXX";
+	cr_assert_not_null(mkdtemp(d));
+	/* a "monitor" that never makes its vsock socket: the start waits for an agent that never answers */
+	char mon[128];
+	snprintf(mon, sizeof(mon), "%s/monitor", d);
+	FILE *f = fopen(mon, "w");
+	fputs("#!/bin/sh\nexec sleep 60\n", f);
+	fclose(f);
+	chmod(mon, 0700);
+	struct serve_spawn_opts o = { .padcell = mon, .ready_timeout = 60, .quit_fd = eventfd(0, EFD_CLOEXEC) };
+	cr_assert_geq(o.quit_fd, 0);
+	static struct start_call c;
+	memset(&c, 0, sizeof(c));
+	serve_spawner_real(&c.sp, &o);
+	snprintf(c.t.dir, sizeof(c.t.dir), "%s", d);
+	snprintf(c.sb.id, sizeof(c.sb.id), "%s", "aaaaaaaaaaaaaaaaaaaa");
+	snprintf(c.sb.dir, sizeof(c.sb.dir), "%s", d);
+	snprintf(c.sb.vsock, sizeof(c.sb.vsock), "%s/vsock", d);
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, start_thread, &c), 0);
+	usleep(300 * 1000);
+	double t0 = now_ms();
+	uint64_t one = 1;
+	cr_assert_eq(write(o.quit_fd, &one, sizeof(one)), (ssize_t)sizeof(one));
+	pthread_join(th, NULL);
+	double took = now_ms() - t0;
+	cr_assert_eq(c.rc, -EINTR, "rc %d: %s", c.rc, c.err);
+	cr_assert(strstr(c.err, "stopping"), "%s", c.err);
+	/* a generous bound: the start looks at the quit fd between 1 s connection attempts, not 60 s later */
+	cr_assert_lt(took, 30000.0, "the start took %.0f ms to give up", took);
+	cr_assert_eq(c.sb.pid, 0, "its process was ended");
+	close(o.quit_fd);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
+	cr_assert_eq(system(cmd), 0);
 }
