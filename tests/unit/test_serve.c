@@ -1518,3 +1518,25 @@ Test(serve_spawn, a_start_under_way_ends_on_the_quit_fd)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
 	cr_assert_eq(system(cmd), 0);
 }
+
+static int hook_fill_while_creating(struct fake *f)
+{
+	char err[256];
+	return serve_pool_fill_one(f->t, err, sizeof(err)) == 0 ? 0 : 1;
+}
+
+Test(serve_pool, a_refill_waits_for_a_create_under_way)
+{
+	pool_up(4, 0, 1);
+	char err[256];
+	F.hook = hook_fill_while_creating;
+	F.hook_rc = -1;
+	struct serve_sandbox a;
+	cr_assert_eq(serve_create(&T, "big", 30, NULL, NULL, &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(F.hook_rc, 0, "the pool was filled while a create was starting");
+	F.hook = NULL;
+	cr_assert_eq(serve_pool_ready(&T, "base"), 0);
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "once it is done: %s", err);
+	serve_sandbox_put(&a);
+	table_down();
+}

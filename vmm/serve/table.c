@@ -429,7 +429,11 @@ int serve_pool_fill_one(struct serve_table *t, char *err, size_t errlen)
 {
 	pthread_mutex_lock(&t->lock);
 	const struct serve_template *tp = NULL;
-	for (size_t p = 0; !tp && p < t->npool; p++) {
+	/* a create under way comes first: a refill's restore would compete with it for the host */
+	bool creating = false;
+	for (unsigned i = 0; i < t->lim.max_sandboxes; i++)
+		creating |= t->sb[i].state == SERVE_CREATING;
+	for (size_t p = 0; !creating && !tp && p < t->npool; p++) {
 		unsigned have = 0;
 		for (unsigned i = 0; i < t->lim.max_sandboxes; i++)
 			if ((t->sb[i].state == SERVE_POOLED || t->sb[i].state == SERVE_FILLING) &&

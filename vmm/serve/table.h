@@ -115,7 +115,8 @@ void serve_table_set_pools(struct serve_table *t, const struct serve_pool *pool,
 /*
  * Starts at most one pool clone where a pool is short and the limits leave room (pool members
  * count against --max-sandboxes and --max-mem), then holds its vCPUs.  1 when one was added, 0
- * when no pool needs one (or the limits are reached), -errno with err set when the start failed.
+ * when no pool needs one, the limits are reached or a create is under way (it comes first),
+ * -errno with err set when the start failed.
  * Runs without the table's lock during the start, like a create.
  */
 int serve_pool_fill_one(struct serve_table *t, char *err, size_t errlen);
