@@ -32,6 +32,14 @@ static int h_start(void *ctx, const struct serve_template *tp, struct serve_sand
 	return launched(arg, sb);
 }
 static void h_stop(void *ctx, const struct serve_sandbox *sb) {}
+static int h_pause(void *ctx, const struct serve_sandbox *sb, const char *snapdir, char *err, size_t errlen)
+{
+	return 0;
+}
+static int h_hold(void *ctx, const struct serve_sandbox *sb, bool paused, char *err, size_t errlen)
+{
+	return 0;
+}
 static bool h_alive(void *ctx, const struct serve_sandbox *sb) { return true; }
 static double h_now(void *ctx) { return 1.7e9; }
 
@@ -45,7 +53,7 @@ static void up(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/padcell-serve-http.XXXXXX");
 	cr_assert_not_null(mkdtemp(dir));
-	struct serve_spawner sp = { .start = h_start, .stop = h_stop, .alive = h_alive };
+	struct serve_spawner sp = { .start = h_start, .stop = h_stop, .pause = h_pause, .hold = h_hold, .alive = h_alive };
 	struct serve_clock clk = { .now = h_now };
 	struct serve_limits lim = { .max_sandboxes = 4 };
 	char err[256];
@@ -220,4 +228,30 @@ Test(serve_http, a_chunked_body_past_1mib_is_413)
 	cr_assert_eq(status_of(r), 413, "%s", r);
 	free(r);
 	cr_assert_eq(starts, 0);
+}
+
+/* The query reaches the API decoded once: E2B's SDK sends metadata=k%3Dv (URLSearchParams inside). */
+Test(serve_http, list_filters_through_the_query_string)
+{
+	char *r = request("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"metadata\":{\"user\":\"a b\"}}");
+	cr_assert_eq(status_of(r), 201, "%s", r);
+	free(r);
+	r = request("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"metadata\":{\"user\":\"c\"}}");
+	cr_assert_eq(status_of(r), 201, "%s", r);
+	free(r);
+	r = request("GET", "/sandboxes?metadata=user%3Da%2Bb&state=running", KEY, NULL);
+	cr_assert_eq(status_of(r), 200, "%s", r);
+	json_t *j = body_of(r);
+	cr_assert_eq(json_array_size(j), 1, "%s", r);
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(json_array_get(j, 0), "metadata"), "user")), "a b");
+	json_decref(j);
+	free(r);
+	r = request("GET", "/sandboxes?state=paused", KEY, NULL);
+	j = body_of(r);
+	cr_assert_eq(json_array_size(j), 0, "%s", r);
+	json_decref(j);
+	free(r);
+	r = request("GET", "/sandboxes?state=sleeping", KEY, NULL);
+	cr_assert_eq(status_of(r), 400, "%s", r);
+	free(r);
 }

@@ -17,6 +17,14 @@
 #define SERVE_CLIENT_ID    "padcell"
 #define SERVE_ENVD_VERSION "0.1.0"    /* provisional: the in-sandbox API (envd) is still to come */
 
+#define SERVE_QUERY_MAX    32         /* query arguments kept; more: 400 */
+
+/* One query argument, decoded once (as the HTTP layer does): ?metadata=a%3D1 is {"metadata", "a=1"}. */
+struct serve_query_arg {
+	const char *key;
+	const char *value;         /* "" for a key without '=' */
+};
+
 struct serve_request {
 	const char *method;
 	const char *path;          /* without the query string */
@@ -24,6 +32,9 @@ struct serve_request {
 	const char *body;
 	size_t len;                /* bytes of body (a longer body than SERVE_BODY_MAX: refused) */
 	bool overflow;             /* the body went past what was kept */
+	const struct serve_query_arg *query; /* GET /sandboxes' filters: state=running,paused and metadata=k%3Dv */
+	size_t nquery;
+	bool query_overflow;       /* more than SERVE_QUERY_MAX arguments */
 };
 
 struct serve_reply {

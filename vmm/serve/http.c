@@ -39,6 +39,23 @@ static enum MHD_Result queue(struct MHD_Connection *conn, const struct serve_rep
 	return ok;
 }
 
+struct query_acc {
+	struct serve_query_arg a[SERVE_QUERY_MAX];
+	size_t n;
+	bool overflow;
+};
+
+static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct query_acc *q = cls;
+	if (q->n == SERVE_QUERY_MAX) {
+		q->overflow = true;
+		return MHD_NO;
+	}
+	q->a[q->n++] = (struct serve_query_arg){ .key = key, .value = value ? value : "" };
+	return MHD_YES;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
 			      const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
@@ -85,6 +102,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		.method = method, .path = url, .body = b->buf, .len = b->len, .overflow = b->overflow,
 		.api_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key"),
 	};
+	struct query_acc q = { .n = 0 };
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, query_arg, &q);
+	rq.query = q.a;
+	rq.nquery = q.n;
+	rq.query_overflow = q.overflow;
 	struct serve_reply rp;
 	serve_api_handle(h->t, h->key, &rq, &rp);
 	enum MHD_Result ok = queue(conn, &rp);
