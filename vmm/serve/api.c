@@ -69,7 +69,7 @@ static json_t *sandbox_json(const struct serve_sandbox *s)
 	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:O, s:s, s:s}", "templateID", s->tmpl, "sandboxID", s->id,
 			 "clientID", SERVE_CLIENT_ID, "startedAt", started, "endAt", end, "cpuCount", (int)s->cpus,
 			 "memoryMB", (int)(s->mem_bytes >> 20), "metadata", s->metadata, "state", "running",
-			 "envdVersion", SERVE_ENVD_VERSION);
+			 "envdVersion", ENVD_VERSION);
 }
 
 /* An object whose values are all strings (metadata, envVars): NULL when fine, else why not. */
@@ -122,7 +122,7 @@ static long seconds_field(json_t *body, const char *name, long def, struct serve
 	return (long)s;
 }
 
-static void create(struct serve_table *t, const struct serve_request *rq, struct serve_reply *rp)
+static void create(struct serve_table *t, const char *key, const struct serve_request *rq, struct serve_reply *rp)
 {
 	json_t *body = body_object(rq, true, rp);
 	if (!body)
@@ -147,8 +147,10 @@ static void create(struct serve_table *t, const struct serve_request *rq, struct
 		int rc = serve_create(t, json_string_value(tid), timeout, json_is_object(md) ? md : NULL,
 				      json_is_object(env) ? env : NULL, &s, err, sizeof(err));
 		if (rc == 0) {
-			reply_json(rp, 201, json_pack("{s:s, s:s, s:s, s:s}", "sandboxID", s.id, "templateID", s.tmpl,
-						      "clientID", SERVE_CLIENT_ID, "envdVersion", SERVE_ENVD_VERSION));
+			/* envd (vmm/serve/envd.c) takes the daemon's key as its access token */
+			reply_json(rp, 201, json_pack("{s:s, s:s, s:s, s:s, s:s}", "sandboxID", s.id, "templateID", s.tmpl,
+						      "clientID", SERVE_CLIENT_ID, "envdVersion", ENVD_VERSION,
+						      "envdAccessToken", key));
 			serve_sandbox_put(&s);
 		} else if (rc == -ENOENT || rc == -EINVAL) {
 			serve_reply_error(rp, 400, "%s", err);
@@ -217,7 +219,7 @@ void serve_api_handle(struct serve_table *t, const char *key, const struct serve
 	const char *m = rq->method, *p = rq->path;
 	if (!strcmp(p, "/sandboxes") || !strcmp(p, "/sandboxes/")) {
 		if (!strcmp(m, "POST"))
-			create(t, rq, rp);
+			create(t, key, rq, rp);
 		else if (!strcmp(m, "GET"))
 			list(t, rp);
 		else

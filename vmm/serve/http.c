@@ -10,6 +10,7 @@
 
 #include "vmm/err.h"
 #include "vmm/serve/api.h"
+#include "vmm/serve/envd.h"
 
 #define HTTP_CONN_MAX     64  /* connections at once; more wait in the listen queue */
 #define HTTP_IDLE_TIMEOUT 30  /* seconds a connection may sit without a byte */
@@ -35,6 +36,35 @@ static enum MHD_Result queue(struct MHD_Connection *conn, const struct serve_rep
 	if (rp->body)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
 	enum MHD_Result ok = MHD_queue_response(conn, rp->status, r);
+	MHD_destroy_response(r);
+	return ok;
+}
+
+static const char *header(struct MHD_Connection *conn, const char *name)
+{
+	return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+}
+
+/* envd's calls (vmm/serve/envd.c): the sandbox named by E2B's single-URL header, bytes replies. */
+static enum MHD_Result envd_queue(struct serve_http *h, struct MHD_Connection *conn, const char *url,
+				  const char *method, const struct req_body *b)
+{
+	struct envd_request rq = {
+		.method = method, .path = url, .sandbox_id = header(conn, "E2b-Sandbox-Id"),
+		.token = header(conn, "X-Access-Token"), .api_key = header(conn, "X-API-Key"),
+		.content_type = header(conn, MHD_HTTP_HEADER_CONTENT_TYPE), .timeout_ms = header(conn, "Connect-Timeout-Ms"),
+		.file_path = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "path"),
+		.body = b->buf, .len = b->len, .overflow = b->overflow,
+	};
+	struct envd_reply rp;
+	envd_handle(h->t, &envd_vsock_dialer, h->key, &rq, &rp);
+	struct MHD_Response *r = MHD_create_response_from_buffer(rp.len, rp.body ? rp.body : (void *)"", MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(rp.body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, rp.content_type ? rp.content_type : "application/json");
+	enum MHD_Result ok = MHD_queue_response(conn, rp.status, r);
 	MHD_destroy_response(r);
 	return ok;
 }
@@ -81,6 +111,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	if (envd_route(url))
+		return envd_queue(h, conn, url, method, b);
 	struct serve_request rq = {
 		.method = method, .path = url, .body = b->buf, .len = b->len, .overflow = b->overflow,
 		.api_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key"),
