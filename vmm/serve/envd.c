@@ -311,7 +311,9 @@ struct stream {
 
 static void stream_event(struct stream *s, json_t *ev)
 {
-	char *m = json_dumps(json_pack("{s:o}", "event", ev), JSON_COMPACT);
+	json_t *j = json_pack("{s:o}", "event", ev);
+	char *m = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
 	if (!m || envd_envelope_append(&s->buf, &s->len, &s->cap, 0, m, strlen(m)))
 		s->oom = true;
 	free(m);
