@@ -301,11 +301,12 @@ int serve_key_load(const char *dir, char *key, size_t keylen, bool *created, cha
 	unsigned char r[20];
 	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
 		return errorf(err, errlen, -EIO, "getrandom failed");
-	if (keylen < 4 + 2 * sizeof(r))
+	if (keylen < 5 + 2 * sizeof(r))
 		return errorf(err, errlen, -EINVAL, "key buffer too small");
-	strcpy(key, "pc_");
+	/* E2B's shape, "e2b_" and hex digits: the JS SDK refuses a key of any other form before a request */
+	strcpy(key, "e2b_");
 	for (size_t i = 0; i < sizeof(r); i++)
-		sprintf(key + 3 + 2 * i, "%02x", r[i]);
+		sprintf(key + 4 + 2 * i, "%02x", r[i]);
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return errorf(err, errlen, -errno, "cannot create %s: %s", path, strerror(errno));
