@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -457,4 +458,130 @@ Test(envd_agent, filesystem_and_files, .init = setup, .fini = teardown, .timeout
 	unary("/filesystem.Filesystem/Stat", "{\"path\":5}", &rp);
 	expect_error(&rp, 400, "invalid_argument");
 	free(rp.body);
+}
+
+/* A live stream: output reaches the reader while the command still runs (it waits for the test). */
+struct live_call {
+	struct envd_request rq;
+	struct envd_reply rp;
+	int fd;
+};
+
+static void *live_thread(void *arg)
+{
+	struct live_call *l = arg;
+	envd_handle_live(&T, &D, KEY, &l->rq, l->fd, &l->rp);
+	close(l->fd);
+	return NULL;
+}
+
+/* The next envelope from fd: its flag, its JSON in *j. */
+static uint8_t read_envelope(int fd, json_t **j)
+{
+	uint8_t h[5];
+	size_t got = 0;
+	while (got < 5) {
+		ssize_t n = read(fd, h + got, 5 - got);
+		cr_assert_gt(n, 0, "the stream went on");
+		got += (size_t)n;
+	}
+	size_t len = (size_t)h[1] << 24 | (size_t)h[2] << 16 | (size_t)h[3] << 8 | h[4];
+	char *m = malloc(len + 1);
+	for (got = 0; got < len;) {
+		ssize_t n = read(fd, m + got, len - got);
+		cr_assert_gt(n, 0);
+		got += (size_t)n;
+	}
+	*j = json_loadb(m, len, 0, NULL);
+	cr_assert_not_null(*j);
+	free(m);
+	return h[0];
+}
+
+Test(envd_agent, live_stream_before_the_end, .init = setup, .fini = teardown, .timeout = 60)
+{
+	char cmd[300], flag[128];
+	snprintf(flag, sizeof(flag), "%s/go", work);
+	/* bounded: 30 s at most, whatever the test does */
+	snprintf(cmd, sizeof(cmd), "echo first; i=0; while [ ! -e %s ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; echo second",
+		 flag);
+	json_t *rq = json_pack("{s:{s:s, s:[s, s]}}", "process", "cmd", "/bin/sh", "args", "-c", cmd);
+	char *msg = json_dumps(rq, JSON_COMPACT);
+	json_decref(rq);
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	envd_envelope_append(&buf, &len, &cap, 0, msg, strlen(msg));
+	free(msg);
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	struct live_call l = {
+		.rq = {.method = "POST", .path = "/process.Process/Start", .sandbox_id = sid, .token = KEY,
+		       .content_type = "application/connect+json", .body = buf, .len = len},
+		.fd = sv[1],
+	};
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, live_thread, &l), 0);
+	json_t *j;
+	cr_assert_eq(read_envelope(sv[0], &j), 0);
+	cr_assert_not_null(json_object_get(json_object_get(j, "event"), "start"));
+	json_decref(j);
+	cr_assert_eq(read_envelope(sv[0], &j), 0);
+	char out[64];
+	unb64(json_string_value(json_object_get(json_object_get(json_object_get(j, "event"), "data"), "stdout")), out);
+	cr_assert_str_eq(out, "first\n", "the first output comes while the command waits");
+	json_decref(j);
+	FILE *f = fopen(flag, "w");
+	cr_assert_not_null(f);
+	fclose(f);
+	char all[64] = "";
+	uint8_t fl;
+	bool ended = false;
+	while ((fl = read_envelope(sv[0], &j)) == 0) {
+		json_t *ev = json_object_get(j, "event");
+		json_t *d = json_object_get(json_object_get(ev, "data"), "stdout");
+		if (d)
+			unb64(json_string_value(d), out), strcat(all, out);
+		if (json_object_get(ev, "end")) {
+			cr_assert_eq(json_integer_value(json_object_get(json_object_get(ev, "end"), "exitCode")), 0);
+			ended = true;
+		}
+		json_decref(j);
+	}
+	cr_assert_eq(fl, ENVD_FLAG_END);
+	cr_assert_null(json_object_get(j, "error"));
+	json_decref(j);
+	cr_assert(ended);
+	cr_assert_str_eq(all, "second\n");
+	pthread_join(th, NULL);
+	cr_assert_eq(l.rp.status, 200);
+	cr_assert_null(l.rp.body, "a live stream leaves nothing in the reply");
+	close(sv[0]);
+	free(buf);
+}
+
+/* A live stream's reader that leaves ends the call at once (the command is ended with it). */
+Test(envd_agent, live_reader_gone_ends_the_call, .init = setup, .fini = teardown, .timeout = 60)
+{
+	const char *msg = "{\"process\":{\"cmd\":\"/bin/sleep\",\"args\":[\"100\"]}}";
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	envd_envelope_append(&buf, &len, &cap, 0, msg, strlen(msg));
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	struct live_call l = {
+		.rq = {.method = "POST", .path = "/process.Process/Start", .sandbox_id = sid, .token = KEY,
+		       .content_type = "application/connect+json", .timeout_ms = "100000", .body = buf, .len = len},
+		.fd = sv[1],
+	};
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, live_thread, &l), 0);
+	json_t *j;
+	cr_assert_eq(read_envelope(sv[0], &j), 0);
+	cr_assert_not_null(json_object_get(json_object_get(j, "event"), "start"));
+	json_decref(j);
+	close(sv[0]);
+	/* the command would run 100 s, past this test's 60 s bound: the join returning is the proof */
+	pthread_join(th, NULL);
+	free(l.rp.body);
+	free(buf);
 }

@@ -269,8 +269,30 @@ Test(serve_http, envd_routes_over_http)
 	r = envd_request("/process.Process/Start", hdr, "application/connect+json", start, sizeof(start) - 1);
 	cr_assert_eq(status_of(r), 200, "%s", r);
 	cr_assert(strcasestr(r, "Content-Type: application/connect+json"), "%s", r);
-	const char *b = strstr(r, "\r\n\r\n") + 4;
-	cr_assert_eq((unsigned char)b[0], ENVD_FLAG_END);
-	cr_assert(strstr(b + 5, "\"not_found\""), "%s", b + 5);
+	/* a live stream: chunked, the envelopes as they were sent */
+	cr_assert(strcasestr(r, "Transfer-Encoding: chunked"), "%s", r);
+	const char *p = strstr(r, "\r\n\r\n") + 4;
+	char body[4096];
+	size_t blen = 0;
+	for (;;) {
+		char *e;
+		unsigned long n = strtoul(p, &e, 16);
+		cr_assert_eq(strncmp(e, "\r\n", 2), 0, "a chunk size line: %.20s", p);
+		if (n == 0)
+			break;
+		cr_assert_lt(blen + n, sizeof(body));
+		memcpy(body + blen, e + 2, n);
+		blen += n;
+		p = e + 2 + n + 2;
+	}
+	cr_assert_geq(blen, 5);
+	cr_assert_eq((unsigned char)body[0], ENVD_FLAG_END);
+	body[blen] = '\0';
+	cr_assert(strstr(body + 5, "\"not_found\""), "%s", body + 5);
+	free(r);
+
+	/* an error before the stream begins is a plain Connect error */
+	r = envd_request("/process.Process/Start", hdr, "application/json", start, sizeof(start) - 1);
+	cr_assert_eq(status_of(r), 415, "%s", r);
 	free(r);
 }

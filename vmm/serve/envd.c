@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +50,11 @@ bool envd_route(const char *path)
 {
 	return !strncmp(path, PROCESS_SVC, strlen(PROCESS_SVC)) || !strncmp(path, FILESYSTEM_SVC, strlen(FILESYSTEM_SVC)) ||
 	       !strcmp(path, "/files");
+}
+
+bool envd_streams(const char *path)
+{
+	return !strcmp(path, PROCESS_SVC "Start");
 }
 
 int envd_envelope_parse(const uint8_t *p, size_t len, size_t max, const uint8_t **msg, size_t *mlen)
@@ -303,11 +309,31 @@ static void base64(const uint8_t *p, size_t n, char *out)
 }
 
 struct stream {
+	int fd;        /* >= 0: envelopes are sent there as they come (a live stream), else kept in buf */
+	bool broken;   /* the live stream's reader went away: the rest is dropped */
 	char *buf;
 	size_t len, cap;
 	bool dropped;  /* output past ENVD_STREAM_MAX was read and not kept */
 	bool oom;
 };
+
+/* On a live stream: the envelope just appended to buf is sent, and buf emptied. */
+static void stream_flush(struct stream *s)
+{
+	if (s->fd < 0)
+		return;
+	size_t off = 0;
+	while (!s->broken && off < s->len) {
+		ssize_t n = send(s->fd, s->buf + off, s->len - off, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			s->broken = true; /* the client is gone; the command still runs to its end or timeout */
+		else
+			off += (size_t)n;
+	}
+	s->len = 0;
+}
 
 static void stream_event(struct stream *s, json_t *ev)
 {
@@ -317,6 +343,7 @@ static void stream_event(struct stream *s, json_t *ev)
 	if (!m || envd_envelope_append(&s->buf, &s->len, &s->cap, 0, m, strlen(m)))
 		s->oom = true;
 	free(m);
+	stream_flush(s);
 }
 
 /* The stream's reader: both pipes' output as DataEvents, in the order it comes, until both close. */
@@ -351,7 +378,7 @@ static void *pump_run(void *arg)
 				open_n--;
 				continue;
 			}
-			if (pu->s->dropped || pu->s->len + 4 * (size_t)n / 3 + 64 > ENVD_STREAM_MAX) {
+			if (pu->s->broken || pu->s->dropped || pu->s->len + 4 * (size_t)n / 3 + 64 > ENVD_STREAM_MAX) {
 				pu->s->dropped = true;
 				continue;
 			}
@@ -428,16 +455,21 @@ static void stream_end(struct stream *s, const char *code, const char *msg, stru
 		return;
 	}
 	free(m);
+	stream_flush(s);
 	rp->status = 200;
 	rp->content_type = CT_STREAM;
+	if (s->fd >= 0) {
+		free(s->buf); /* all of it was sent */
+		return;
+	}
 	rp->body = s->buf;
 	rp->len = s->len;
 }
 
 static void process_start(struct agent_conn *c, const struct serve_sandbox *sb, json_t *body, uint32_t timeout_ms,
-			  struct envd_reply *rp)
+			  int fd, struct envd_reply *rp)
 {
-	struct stream s = {0};
+	struct stream s = {.fd = fd};
 	json_t *proc = json_object_get(body, "process"), *cmd = json_object_get(proc, "cmd");
 	json_t *args = json_object_get(proc, "args"), *envs = json_object_get(proc, "envs");
 	json_t *cwd = json_object_get(proc, "cwd"), *pty = json_object_get(body, "pty");
@@ -690,6 +722,12 @@ static json_t *request_message(const struct envd_request *rq, bool stream, struc
 void envd_handle(struct serve_table *t, const struct envd_dialer *d, const char *key, const struct envd_request *rq,
 		 struct envd_reply *rp)
 {
+	envd_handle_live(t, d, key, rq, -1, rp);
+}
+
+void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const char *key,
+		      const struct envd_request *rq, int fd, struct envd_reply *rp)
+{
 	memset(rp, 0, sizeof(*rp));
 	if (!token_ok(key, rq->token) && !token_ok(key, rq->api_key)) {
 		unary_error(rp, "unauthenticated", "missing or wrong access token (X-Access-Token)");
@@ -732,7 +770,7 @@ void envd_handle(struct serve_table *t, const struct envd_dialer *d, const char 
 		snprintf(msg, sizeof(msg), "sandbox \"%.*s\" not found (the E2b-Sandbox-Id header)", SERVE_ID_LEN + 4,
 			 rq->sandbox_id ? rq->sandbox_id : "");
 		if (start) {
-			struct stream s = {0};
+			struct stream s = {.fd = fd};
 			stream_end(&s, "not_found", msg, rp); /* a stream's error is in its end, under HTTP 200 */
 		} else {
 			unary_error(rp, "not_found", "%s", msg);
@@ -748,10 +786,12 @@ void envd_handle(struct serve_table *t, const struct envd_dialer *d, const char 
 	}
 	struct agent_conn c;
 	char err[512];
-	agent_conn_init(&c, -1, -1, -1);
+	/* a live stream's reader gone (its end closed: fd readable) ends the wait, and closing the
+	 * connection then ends the command: a worker never outlives its client by more than that */
+	agent_conn_init(&c, -1, -1, fd);
 	int rc = d->dial(d->ctx, &sb, &c, err, sizeof(err));
 	if (rc && start) {
-		struct stream s = {0};
+		struct stream s = {.fd = fd};
 		char msg[600];
 		snprintf(msg, sizeof(msg), "sandbox %s's agent does not answer: %s", sb.id, err);
 		stream_end(&s, "unavailable", msg, rp);
@@ -763,7 +803,7 @@ void envd_handle(struct serve_table *t, const struct envd_dialer *d, const char 
 		else
 			files_post(&c, rq, rp);
 	} else if (start) {
-		process_start(&c, &sb, body, timeout, rp);
+		process_start(&c, &sb, body, timeout, fd, rp);
 	} else {
 		filesystem_call(&c, method, body, rp);
 	}

@@ -61,6 +61,17 @@ void envd_handle(struct serve_table *t, const struct envd_dialer *d, const char 
 		 struct envd_reply *rp);
 
 /*
+ * The same, but a server stream's envelopes are sent on the stream socket fd as they come (a
+ * live stream; rp then says 200 with no body); a unary answer, or an error refused before the
+ * stream began, is in rp with nothing sent.  A reader gone from fd drops the rest of the output.
+ */
+void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const char *key,
+		      const struct envd_request *rq, int fd, struct envd_reply *rp);
+
+/* Whether path is a server-streaming call (process.Process/Start). */
+bool envd_streams(const char *path);
+
+/*
  * Connect's envelopes: flag byte, u32 big-endian length, the message.  Parses the one envelope a
  * unary-request stream (a server-streaming call's request) must be: 0 with *msg and *mlen, or
  * -EPROTO (short, trailing bytes, a compressed or end-of-stream flag), -EMSGSIZE (past max).
