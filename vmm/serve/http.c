@@ -145,8 +145,11 @@ static enum MHD_Result envd_queue_live(struct serve_http *h, struct MHD_Connecti
 	if (n > 0) {
 		status = 200;
 		r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, live_read, l, live_free);
-		if (r)
-			MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/connect+json");
+		if (!r) {
+			live_free(l); /* its closed end ends the worker's call at once */
+			return MHD_NO;
+		}
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/connect+json");
 	} else {
 		if (pthread_equal(l->th, pthread_self())) {
 			status = l->rp.status;
@@ -166,7 +169,7 @@ static enum MHD_Result envd_queue_live(struct serve_http *h, struct MHD_Connecti
 		free(l);
 	}
 	if (!r)
-		return MHD_NO; /* from_callback failing leaves l unfreed only on out of memory */
+		return MHD_NO;
 	enum MHD_Result ok = MHD_queue_response(conn, status, r);
 	MHD_destroy_response(r);
 	return ok;
