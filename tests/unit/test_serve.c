@@ -801,7 +801,9 @@ Test(serve_api, key_file_made_once_0600_then_read_back)
 	bool created;
 	cr_assert_eq(serve_key_load(d, k1, sizeof(k1), &created, err, sizeof(err)), 0, "%s", err);
 	cr_assert(created);
-	cr_assert_geq(strlen(k1), 32);
+	cr_assert_eq(strlen(k1), 44, "e2b_ and 40 hex digits: %s", k1);
+	cr_assert_eq(strncmp(k1, "e2b_", 4), 0, "E2B's form, which its JS SDK checks: %s", k1);
+	cr_assert_eq(strspn(k1 + 4, "0123456789abcdef"), 40, "%s", k1);
 	char p[128];
 	snprintf(p, sizeof(p), "%s/api-key", d);
 	struct stat st;

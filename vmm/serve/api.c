@@ -76,7 +76,7 @@ static json_t *sandbox_json(const struct serve_table *t, const struct serve_sand
 			 "clientID", SERVE_CLIENT_ID, "startedAt", started, "endAt", end, "cpuCount", (int)s->cpus,
 			 "memoryMB", (int)(s->mem_bytes >> 20), "metadata", s->metadata,
 			 "state", shown_paused(s) ? "paused" : "running",
-			 "envdVersion", SERVE_ENVD_VERSION);
+			 "envdVersion", ENVD_VERSION);
 }
 
 /* An object whose values are all strings (metadata, envVars): NULL when fine, else why not. */
@@ -129,14 +129,15 @@ static long seconds_field(json_t *body, const char *name, long def, struct serve
 	return (long)s;
 }
 
-/* E2B's Sandbox: what create, resume and connect answer. */
-static void reply_sandbox(struct serve_reply *rp, unsigned status, const struct serve_sandbox *s)
+/* E2B's Sandbox: what create, resume and connect answer; envd (vmm/serve/envd.c) takes the daemon's key as its access token. */
+static void reply_sandbox(struct serve_reply *rp, unsigned status, const struct serve_sandbox *s,
+			  const char *key)
 {
-	reply_json(rp, status, json_pack("{s:s, s:s, s:s, s:s}", "sandboxID", s->id, "templateID", s->tmpl, "clientID",
-					 SERVE_CLIENT_ID, "envdVersion", SERVE_ENVD_VERSION));
+	reply_json(rp, status, json_pack("{s:s, s:s, s:s, s:s, s:s}", "sandboxID", s->id, "templateID", s->tmpl, "clientID",
+					 SERVE_CLIENT_ID, "envdVersion", ENVD_VERSION, "envdAccessToken", key));
 }
 
-static void create(struct serve_table *t, const struct serve_request *rq, struct serve_reply *rp)
+static void create(struct serve_table *t, const char *key, const struct serve_request *rq, struct serve_reply *rp)
 {
 	json_t *body = body_object(rq, true, rp);
 	if (!body)
@@ -161,7 +162,7 @@ static void create(struct serve_table *t, const struct serve_request *rq, struct
 		int rc = serve_create(t, json_string_value(tid), timeout, json_is_object(md) ? md : NULL,
 				      json_is_object(env) ? env : NULL, &s, err, sizeof(err));
 		if (rc == 0) {
-			reply_sandbox(rp, 201, &s);
+			reply_sandbox(rp, 201, &s, key);
 			serve_sandbox_put(&s);
 		} else if (rc == -ENOENT || rc == -EINVAL) {
 			serve_reply_error(rp, 400, "%s", err);
@@ -348,8 +349,8 @@ static void pause_(struct serve_table *t, const char *id, struct serve_reply *rp
  * resume (body {timeout?}: 201, 409 when it runs) and connect (body {timeout}: 200 when it runs,
  * its timeout then set as by /timeout; 201 when it was paused and is resumed).
  */
-static void resume(struct serve_table *t, const char *id, const struct serve_request *rq, bool connect,
-		   struct serve_reply *rp)
+static void resume(struct serve_table *t, const char *key, const char *id, const struct serve_request *rq,
+		   bool connect, struct serve_reply *rp)
 {
 	json_t *body = body_object(rq, connect, rp);
 	if (!body)
@@ -367,7 +368,7 @@ static void resume(struct serve_table *t, const char *id, const struct serve_req
 			/* running: connect just returns it (a zero timeout was refused above) */
 			rc = serve_set_timeout(t, id, timeout);
 			if (rc == 0 && (rc = serve_get(t, id, &s)) == 0) {
-				reply_sandbox(rp, 200, &s);
+				reply_sandbox(rp, 200, &s, key);
 				serve_sandbox_put(&s);
 			} else if (rc == -ENOENT) {
 				not_found(rp, id);
@@ -375,7 +376,7 @@ static void resume(struct serve_table *t, const char *id, const struct serve_req
 				serve_reply_error(rp, 409, "sandbox \"%s\" is being paused or resumed", id);
 			}
 		} else if (rc == 0) {
-			reply_sandbox(rp, 201, &s);
+			reply_sandbox(rp, 201, &s, key);
 			serve_sandbox_put(&s);
 		} else if (rc == -ENOENT) {
 			not_found(rp, id);
@@ -407,7 +408,7 @@ void serve_api_handle(struct serve_table *t, const char *key, const struct serve
 	const char *m = rq->method, *p = rq->path;
 	if (!strcmp(p, "/sandboxes") || !strcmp(p, "/sandboxes/")) {
 		if (!strcmp(m, "POST"))
-			create(t, rq, rp);
+			create(t, key, rq, rp);
 		else if (!strcmp(m, "GET"))
 			list(t, rq, rp);
 		else
@@ -462,7 +463,7 @@ void serve_api_handle(struct serve_table *t, const char *key, const struct serve
 		else if (!strcmp(action, "pause"))
 			pause_(t, id, rp);
 		else
-			resume(t, id, rq, !strcmp(action, "connect"), rp);
+			resume(t, key, id, rq, !strcmp(action, "connect"), rp);
 	} else {
 		serve_reply_error(rp, 404, "no such endpoint: %s", p);
 	}
@@ -496,11 +497,12 @@ int serve_key_load(const char *dir, char *key, size_t keylen, bool *created, cha
 	unsigned char r[20];
 	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
 		return errorf(err, errlen, -EIO, "getrandom failed");
-	if (keylen < 4 + 2 * sizeof(r))
+	if (keylen < 5 + 2 * sizeof(r))
 		return errorf(err, errlen, -EINVAL, "key buffer too small");
-	strcpy(key, "pc_");
+	/* E2B's shape, "e2b_" and hex digits: the JS SDK refuses a key of any other form before a request */
+	strcpy(key, "e2b_");
 	for (size_t i = 0; i < sizeof(r); i++)
-		sprintf(key + 3 + 2 * i, "%02x", r[i]);
+		sprintf(key + 4 + 2 * i, "%02x", r[i]);
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return errorf(err, errlen, -errno, "cannot create %s: %s", path, strerror(errno));

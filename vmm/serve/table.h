@@ -50,7 +50,7 @@ struct serve_sandbox {
 	uint64_t mem_bytes;
 	unsigned cpus;
 	json_t *metadata;          /* object of strings (owned), never NULL once created */
-	json_t *env;               /* envVars: kept for the in-sandbox API (envd), not yet applied */
+	json_t *env;               /* envVars: applied by envd (vmm/serve/envd.c) to every command */
 	char dir[128];             /* the sandbox's private directory (STATE/run/ID): its vsock socket and log */
 	char vsock[SERVE_VSOCK_MAX + 1];
 };
