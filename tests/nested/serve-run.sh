@@ -105,12 +105,76 @@ drc=$?
 pb=$(pid_of $B)
 kill -0 "$pa" 2>/dev/null && kill -0 "$pb" 2>/dev/null || why="$why a sandbox died with the daemon;"
 daemon_start $W/d2.log || why="$why the second daemon did not start: $(head -c 300 $W/d2.log);"
-grep -q 're-adopted 2 running' $W/d2.log || why="$why no re-adoption line: $(head -c 300 $W/d2.log);"
+grep -q 're-adopted 2 sandbox' $W/d2.log || why="$why no re-adoption line: $(head -c 300 $W/d2.log);"
 api GET /sandboxes/$A
 [ "$code" = 200 ] || why="$why $A after the restart: $code;"
 out=$(timeout 60 ./padcell exec --vsock $S/run/$A/vsock --no-stdin -- echo still-here 2>&1)
 [ "$out" = still-here ] || why="$why exec after the restart: $(echo "$out" | head -c 200);"
 result readopt "$why" "sandboxes ran on through the restart and were re-adopted"
+
+# --- pause: a file and a background process started before it; the monitor ends, the snapshot stays ---
+echo "STEP serve-pause"
+why=""
+ex() { timeout 60 ./padcell exec --vsock $S/run/$A/vsock --no-stdin -- "$@" 2>&1; }
+ex sh -c 'echo kept-through-pause >/tmp/pfile' >/dev/null || why=" writing the file failed;"
+bg=$(timeout 60 ./padcell exec --vsock $S/run/$A/vsock --background -- sleep 100000 2>&1)
+ps1=$(timeout 60 ./padcell ps --vsock $S/run/$A/vsock 2>&1)
+echo "$ps1" | grep -q "^$bg .*running" || why="$why no background process before the pause (id '$bg'): $ps1;"
+pa=$(pid_of $A)
+api POST /sandboxes/$A/pause
+[ "$code" = 204 ] || why="$why pause answered $code: $body;"
+kill -0 "$pa" 2>/dev/null && why="$why its monitor (pid $pa) still runs;"
+[ -f $S/run/$A/snap/state ] && [ -f $S/run/$A/snap/mem ] || why="$why no snapshot in $S/run/$A/snap;"
+api GET /sandboxes/$A
+echo "$body" | grep -q '"state":"paused"' || why="$why get after pause: $code $body;"
+api POST /sandboxes/$A/pause
+[ "$code" = 409 ] || why="$why a second pause answered $code;"
+ps -o args | grep -q "[p]adcell restore.*$A" && why="$why a monitor of $A still runs;"
+result pause "$why" "204, monitor ended, snapshot kept, second pause 409"
+
+# --- a daemon restart while paused: re-adopted as paused ---
+echo "STEP serve-readopt-paused"
+why=""
+kill -TERM $dpid
+wait $dpid || why=" the daemon exited $? on SIGTERM;"
+daemon_start $W/d3.log || why="$why the third daemon did not start: $(head -c 300 $W/d3.log);"
+grep -q 're-adopted 2 sandbox' $W/d3.log || why="$why no re-adoption line: $(head -c 300 $W/d3.log);"
+api GET /sandboxes/$A
+echo "$body" | grep -q '"state":"paused"' || why="$why $A after the restart: $code $body;"
+result readopt-paused "$why" "a paused sandbox is re-adopted as paused"
+
+# --- resume: the file and the background process are there ---
+echo "STEP serve-resume"
+why=""
+t0=$(now)
+api POST /sandboxes/$A/resume '{"timeout":600}'
+rsecs=$(since "$t0")
+[ "$code" = 201 ] || why=" resume answered $code: $body;"
+out=$(ex cat /tmp/pfile)
+[ "$out" = kept-through-pause ] || why="$why the file after resume: $(echo "$out" | head -c 200);"
+ps2=$(timeout 60 ./padcell ps --vsock $S/run/$A/vsock 2>&1)
+echo "$ps2" | grep -q "^$bg .*running" || why="$why the background process after resume: $ps2;"
+api POST /sandboxes/$A/resume
+[ "$code" = 409 ] || why="$why a second resume answered $code;"
+pa=$(pid_of $A)
+kill -0 "$pa" 2>/dev/null || why="$why no live monitor after resume;"
+result resume "$why" "201 in ${rsecs}s; file and background process kept; second resume 409"
+
+# --- connect: resumes a paused sandbox (201), returns a running one (200) ---
+echo "STEP serve-connect"
+why=""
+api POST /sandboxes/$A/pause
+[ "$code" = 204 ] || why=" pause answered $code: $body;"
+api POST /sandboxes/$A/connect '{"timeout":600}'
+[ "$code" = 201 ] || why="$why connect on a paused one answered $code: $body;"
+out=$(ex cat /tmp/pfile)
+[ "$out" = kept-through-pause ] || why="$why the file after connect: $(echo "$out" | head -c 200);"
+api POST /sandboxes/$A/connect '{"timeout":600}'
+[ "$code" = 200 ] || why="$why connect on a running one answered $code: $body;"
+api POST /sandboxes/iffffffffffffffffff0/connect '{"timeout":60}'
+[ "$code" = 404 ] || why="$why connect to an unknown id answered $code;"
+pa=$(pid_of $A)
+result connect "$why" "paused: 201 and resumed; running: 200; unknown: 404"
 
 # --- a timeout ends a sandbox: the daemon kills it and removes its files ---
 echo "STEP serve-timeout"
@@ -145,6 +209,50 @@ mode=$(stat -c %a $S/api-key 2>/dev/null)
 [ "$mode" = 600 ] || why="$why api-key mode $mode;"
 result key "$why" "401 without or with a wrong key; the key file is 0600"
 
-kill -TERM $dpid 2>/dev/null
-wait $dpid 2>/dev/null
+# --- a warm pool: a create takes a ready clone, the pool refills; SIGTERM ends the daemon and the pool ---
+echo "STEP serve-pool"
+why=""
+kill -TERM $dpid
+wait $dpid || why=" the daemon exited $? on SIGTERM;"
+SERVE="$SERVE --pool base=1"
+# until_log FILE PATTERN COUNT: FILE has COUNT lines matching, within the case timeout
+until_log() {
+	t=$(now)
+	while [ "$(grep -c "$2" "$1")" -lt "$3" ]; do
+		[ "$(awk -v s="$(since "$t")" -v m="$CASE_TIMEOUT" 'BEGIN { print (s < m) }')" = 1 ] || return 1
+		sleep 0.2
+	done
+}
+# how many sandboxes' monitors run (a monitor can be more than one process: count their vsock paths)
+restores() { ps -o args | grep '[p]adcell restore' | grep -o 'run/[0-9a-f]*/vsock' | sort -u | wc -l; }
+daemon_start $W/d4.log || why="$why the pool daemon did not start: $(head -c 300 $W/d4.log);"
+until_log $W/d4.log 'pool base: 1 of 1 ready' 1 || why="$why the pool did not fill: $(tail -c 300 $W/d4.log);"
+t0=$(now)
+api POST /sandboxes '{"templateID":"base","timeout":600,"metadata":{"from":"pool"}}'
+psecs=$(since "$t0")
+P=$(sandbox_id)
+[ "$code" = 201 ] && [ -n "$P" ] || why="$why create from the pool answered $code: $body;"
+out=$(timeout 60 ./padcell exec --vsock $S/run/$P/vsock --no-stdin -- echo from-the-pool 2>&1)
+[ "$out" = from-the-pool ] || why="$why exec in the pool's clone: $(echo "$out" | head -c 200);"
+api GET /sandboxes/$P
+echo "$body" | grep -q '"from":"pool"' || why="$why its metadata: $body;"
+until_log $W/d4.log 'pool base: 1 of 1 ready' 2 || why="$why the pool did not refill: $(tail -c 300 $W/d4.log);"
+[ "$(restores)" = 2 ] || why="$why $(restores) monitors, want 2 (the sandbox and the pool's clone);"
+pp=$(pid_of $P)
+kill -TERM $dpid
+t=$(now)
+while kill -0 $dpid 2>/dev/null && [ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 60) }')" = 1 ]; do sleep 0.2; done
+if kill -0 $dpid 2>/dev/null; then
+	why="$why the daemon with --pool did not exit within 60 s of SIGTERM;"
+	kill -KILL $dpid
+fi
+wait $dpid
+drc=$?
+[ "$drc" = 0 ] || why="$why the pool daemon exited $drc;"
+esecs=$(since "$t")
+[ "$(restores)" = 1 ] || why="$why $(restores) monitors after the daemon's end, want 1 (the sandbox; the pool's clone ended);"
+kill -0 "$pp" 2>/dev/null || why="$why the created sandbox died with the daemon;"
+echo "MEASURE serve-pool create from the pool ${psecs}s, cold clone ${csecs}s; daemon exit ${esecs}s after SIGTERM"
+result pool "$why" "create from the pool ${psecs}s (cold clone ${csecs}s); refilled; SIGTERM exit in ${esecs}s, the pool's clone ended"
+kill -TERM "$pp" 2>/dev/null
 [ "$fails" -eq 0 ]

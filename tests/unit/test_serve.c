@@ -8,10 +8,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <arpa/inet.h>
 #include <sys/wait.h>
@@ -20,8 +22,10 @@
 #include "vmm/proc.h"
 #include "vmm/serve/api.h"
 #include "vmm/serve/serve_cli.h"
+#include "vmm/serve/spawn.h"
 #include "vmm/serve/table.h"
 #include "vmm/snapshot_fmt.h"
+#include "vmm/util.h"
 
 #define KEY "pc_0123456789abcdef0123456789abcdef01234567"
 
@@ -39,6 +43,11 @@ struct fake {
 	const char *launched_id;  /* the sandbox whose launch the last start reported */
 	int (*hook)(struct fake *f); /* runs inside start, after the launch, without the table's lock */
 	int hook_rc;
+	int pauses;
+	int fail_pause;           /* the next pause fails with this */
+	char started_from[PATH_MAX]; /* the directory the last start restored */
+	int holds, releases;      /* pool clones' vCPUs parked / let go */
+	int fail_hold;            /* the next hold fails with this */
 };
 
 static int f_start(void *ctx, const struct serve_template *tp, struct serve_sandbox *sb,
@@ -46,6 +55,7 @@ static int f_start(void *ctx, const struct serve_template *tp, struct serve_sand
 {
 	struct fake *f = ctx;
 	f->starts++;
+	snprintf(f->started_from, sizeof(f->started_from), "%s", tp->dir);
 	struct stat st;
 	cr_assert_eq(stat(sb->dir, &st), 0, "the run directory exists before the start");
 	cr_assert(strstr(sb->vsock, sb->id), "the vsock path is the sandbox's own: %s", sb->vsock);
@@ -82,6 +92,46 @@ static void f_stop(void *ctx, const struct serve_sandbox *sb)
 	f->stops++;
 }
 
+/* As the real one: the snapshot's files in snapdir, then the process gone. */
+static int f_pause(void *ctx, const struct serve_sandbox *sb, const char *snapdir, char *err, size_t errlen)
+{
+	struct fake *f = ctx;
+	f->pauses++;
+	struct stat st;
+	cr_assert_eq(stat(snapdir, &st), 0, "the snapshot directory exists before the pause");
+	cr_assert(strstr(snapdir, sb->id), "the snapshot is the sandbox's own: %s", snapdir);
+	if (f->fail_pause) {
+		int rc = f->fail_pause;
+		f->fail_pause = 0;
+		snprintf(err, errlen, "fake pause failed");
+		return rc;
+	}
+	char p[512];
+	snprintf(p, sizeof(p), "%s/state", snapdir);
+	fclose(fopen(p, "w"));
+	snprintf(p, sizeof(p), "%s/mem", snapdir);
+	fclose(fopen(p, "w"));
+	if (f->real_procs)
+		proc_stop(sb->pid, -1, sb->start_time, 5000);
+	return 0;
+}
+
+static int f_hold(void *ctx, const struct serve_sandbox *sb, bool paused, char *err, size_t errlen)
+{
+	struct fake *f = ctx;
+	if (f->fail_hold) {
+		int rc = f->fail_hold;
+		f->fail_hold = 0;
+		snprintf(err, errlen, "fake hold failed");
+		return rc;
+	}
+	if (paused)
+		f->holds++;
+	else
+		f->releases++;
+	return 0;
+}
+
 static bool f_alive(void *ctx, const struct serve_sandbox *sb)
 {
 	struct fake *f = ctx;
@@ -115,7 +165,8 @@ static void table_up(unsigned max_sb, uint64_t max_mem)
 	F.next_pid = 4242;
 	F.now = 1000.0;
 	F.t = &T;
-	struct serve_spawner sp = { .ctx = &F, .start = f_start, .stop = f_stop, .alive = f_alive };
+	struct serve_spawner sp = { .ctx = &F, .start = f_start, .stop = f_stop, .pause = f_pause, .hold = f_hold,
+				    .alive = f_alive };
 	struct serve_clock clk = { .ctx = &F, .now = f_now };
 	struct serve_limits lim = { .max_sandboxes = max_sb, .max_mem = max_mem };
 	char err[256];
@@ -418,7 +469,8 @@ Test(serve_table, a_state_dir_too_long_for_vsock_paths)
 	memset(long_dir, 'a', sizeof(long_dir) - 1);
 	long_dir[0] = '/';
 	long_dir[sizeof(long_dir) - 1] = '\0';
-	struct serve_spawner sp = { .ctx = &F, .start = f_start, .stop = f_stop, .alive = f_alive };
+	struct serve_spawner sp = { .ctx = &F, .start = f_start, .stop = f_stop, .pause = f_pause, .hold = f_hold,
+				    .alive = f_alive };
 	struct serve_clock clk = { .ctx = &F, .now = f_now };
 	struct serve_limits lim = { .max_sandboxes = 1 };
 	struct serve_table t;
@@ -711,8 +763,6 @@ Test(serve_api, create_get_list_timeout_delete_in_e2b_shapes)
 	cr_assert_eq(g.deadline, 1120.0);
 	serve_sandbox_put(&g);
 	expect("POST", tpath, KEY, NULL, 204, NULL);
-	snprintf(tpath, sizeof(tpath), "/sandboxes/%s/pause", sid);
-	expect("POST", tpath, KEY, NULL, 501, "not implemented");
 
 	expect("PUT", path, KEY, NULL, 405, NULL);
 	expect("DELETE", path, KEY, NULL, 204, NULL);
@@ -751,7 +801,9 @@ Test(serve_api, key_file_made_once_0600_then_read_back)
 	bool created;
 	cr_assert_eq(serve_key_load(d, k1, sizeof(k1), &created, err, sizeof(err)), 0, "%s", err);
 	cr_assert(created);
-	cr_assert_geq(strlen(k1), 32);
+	cr_assert_eq(strlen(k1), 44, "e2b_ and 40 hex digits: %s", k1);
+	cr_assert_eq(strncmp(k1, "e2b_", 4), 0, "E2B's form, which its JS SDK checks: %s", k1);
+	cr_assert_eq(strspn(k1 + 4, "0123456789abcdef"), 40, "%s", k1);
 	char p[128];
 	snprintf(p, sizeof(p), "%s/api-key", d);
 	struct stat st;
@@ -851,4 +903,642 @@ Test(serve_proc, a_child_ignoring_sigterm_is_killed)
 	cr_assert_eq(proc_start_time(pid, &st), 0);
 	cr_assert_eq(proc_stop(pid, -1, st, 100), 0);
 	cr_assert_not(proc_alive(pid, st));
+}
+
+/* ---- pause / resume / connect: the state machine with the fake spawner and the injected clock ---- */
+
+static json_t *record_of(const char *id)
+{
+	char p[256];
+	snprintf(p, sizeof(p), "%s/sandboxes/%s.json", dir, id);
+	json_error_t je;
+	json_t *rec = json_load_file(p, 0, &je);
+	cr_assert_not_null(rec, "%s: %s", p, je.text);
+	return rec;
+}
+
+static enum serve_state state_of(const char *id)
+{
+	struct serve_sandbox g;
+	cr_assert_eq(serve_get(&T, id, &g), 0);
+	enum serve_state st = g.state;
+	serve_sandbox_put(&g);
+	return st;
+}
+
+Test(serve_pause, pause_keeps_the_snapshot_stops_the_clock_and_resume_restores_it)
+{
+	table_up(4, 0);
+	char err[256];
+	struct serve_sandbox a;
+	cr_assert_eq(create("base", 100, &a, err, sizeof(err)), 0, "%s", err);
+	F.now = 1040.0; /* 60 s of its timeout left */
+	cr_assert_eq(serve_pause(&T, a.id, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(F.pauses, 1);
+	cr_assert_eq(state_of(a.id), SERVE_PAUSED);
+	cr_assert(exists("%s/run/%s/snap/state", a.id), "a paused sandbox keeps its memory file");
+	json_t *rec = record_of(a.id);
+	cr_assert_str_eq(json_string_value(json_object_get(rec, "state")), "paused");
+	cr_assert_eq(json_integer_value(json_object_get(rec, "pid")), 0, "no process while paused");
+	cr_assert_eq(json_real_value(json_object_get(rec, "remaining")), 60.0);
+	json_decref(rec);
+	cr_assert_eq(count_listed(), 1, "a paused sandbox is listed");
+
+	/* a duplicate pause: 409's errno, nothing done */
+	cr_assert_eq(serve_pause(&T, a.id, err, sizeof(err)), -EALREADY);
+	cr_assert(strstr(err, "already paused"), "%s", err);
+	cr_assert_eq(F.pauses, 1);
+
+	/* paused time does not count: long past its old deadline, nothing ends it */
+	F.now = 5000.0;
+	cr_assert_eq(serve_tick(&T), 0);
+	cr_assert_eq(F.stops, 0);
+
+	struct serve_sandbox r;
+	cr_assert_eq(serve_resume(&T, a.id, 0, &r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(F.starts, 2);
+	cr_assert(strstr(F.started_from, a.id) && strstr(F.started_from, "/snap"), "restored from its own snapshot: %s",
+		  F.started_from);
+	cr_assert_str_eq(r.vsock, a.vsock, "the same vsock socket");
+	cr_assert_eq(r.deadline, 5060.0, "the 60 s it had left, from the resume");
+	cr_assert_eq(r.state, SERVE_RUNNING);
+	cr_assert_eq(r.pid, 4243, "the new monitor's process");
+	serve_sandbox_put(&r);
+	rec = record_of(a.id);
+	cr_assert_str_eq(json_string_value(json_object_get(rec, "state")), "running");
+	cr_assert_eq(json_integer_value(json_object_get(rec, "pid")), 4243);
+	cr_assert_eq(json_real_value(json_object_get(rec, "deadline")), 5060.0);
+	json_decref(rec);
+	cr_assert_eq(serve_resume(&T, a.id, 0, NULL, err, sizeof(err)), -EALREADY, "a duplicate resume");
+	cr_assert(strstr(err, "already running"), "%s", err);
+	cr_assert_eq(F.starts, 2);
+
+	/* the resumed sandbox ends at its moved deadline */
+	F.now = 5059.0;
+	cr_assert_eq(serve_tick(&T), 0);
+	F.now = 5060.0;
+	cr_assert_eq(serve_tick(&T), 1);
+	cr_assert_not(exists("%s/run/%s", a.id));
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+Test(serve_pause, unknown_ids_and_an_explicit_resume_timeout)
+{
+	table_up(4, 0);
+	char err[256];
+	cr_assert_eq(serve_pause(&T, "0123456789abcdef0123", err, sizeof(err)), -ENOENT);
+	cr_assert_eq(serve_resume(&T, "0123456789abcdef0123", 0, NULL, err, sizeof(err)), -ENOENT);
+	cr_assert_eq(serve_pause(&T, "", err, sizeof(err)), -ENOENT);
+	struct serve_sandbox a;
+	cr_assert_eq(create("base", 100, &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(serve_pause(&T, a.id, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(serve_resume(&T, a.id, SERVE_TIMEOUT_MAX + 1, NULL, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(serve_resume(&T, a.id, -5, NULL, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(F.starts, 1, "a bad timeout starts nothing");
+	/* a timeout set while paused counts from the resume */
+	cr_assert_eq(serve_set_timeout(&T, a.id, 30), 0);
+	F.now = 2000.0;
+	struct serve_sandbox r;
+	cr_assert_eq(serve_resume(&T, a.id, 0, &r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(r.deadline, 2030.0);
+	serve_sandbox_put(&r);
+	cr_assert_eq(serve_pause(&T, a.id, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(serve_resume(&T, a.id, 500, &r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(r.deadline, 2500.0, "resume's own timeout wins");
+	serve_sandbox_put(&r);
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+Test(serve_pause, failures_leave_the_state_it_had)
+{
+	table_up(4, 0);
+	char err[256];
+	struct serve_sandbox a;
+	cr_assert_eq(create("base", 100, &a, err, sizeof(err)), 0, "%s", err);
+	F.fail_pause = -EIO;
+	cr_assert_eq(serve_pause(&T, a.id, err, sizeof(err)), -EIO);
+	cr_assert(strstr(err, "fake pause failed"), "%s", err);
+	cr_assert_eq(state_of(a.id), SERVE_RUNNING, "a failed pause leaves it running");
+	json_t *rec = record_of(a.id);
+	cr_assert_str_eq(json_string_value(json_object_get(rec, "state")), "running");
+	json_decref(rec);
+	cr_assert_eq(serve_pause(&T, a.id, err, sizeof(err)), 0, "%s", err);
+	F.fail = -EIO;
+	cr_assert_eq(serve_resume(&T, a.id, 0, NULL, err, sizeof(err)), -EIO);
+	cr_assert_eq(state_of(a.id), SERVE_PAUSED, "a failed resume leaves it paused");
+	rec = record_of(a.id);
+	cr_assert_str_eq(json_string_value(json_object_get(rec, "state")), "paused");
+	cr_assert_eq(json_integer_value(json_object_get(rec, "pid")), 0);
+	json_decref(rec);
+	cr_assert(exists("%s/run/%s/snap/mem", a.id), "its snapshot is untouched");
+	cr_assert_eq(serve_resume(&T, a.id, 0, NULL, err, sizeof(err)), 0, "%s", err);
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+static int hook_pause_while_resuming(struct fake *f)
+{
+	char err[256];
+	const char *id = f->launched_id;
+	if (serve_pause(f->t, id, err, sizeof(err)) != -EBUSY)
+		return 1;
+	if (serve_resume(f->t, id, 0, NULL, err, sizeof(err)) != -EBUSY)
+		return 2;
+	if (serve_kill(f->t, id) != -EBUSY)
+		return 3;
+	if (serve_set_timeout(f->t, id, 10) != -EBUSY)
+		return 4;
+	return 0;
+}
+
+Test(serve_pause, a_sandbox_being_resumed_is_busy)
+{
+	table_up(4, 0);
+	char err[256];
+	struct serve_sandbox a;
+	cr_assert_eq(create("base", 100, &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(serve_pause(&T, a.id, err, sizeof(err)), 0, "%s", err);
+	F.hook = hook_pause_while_resuming;
+	F.hook_rc = -1;
+	cr_assert_eq(serve_resume(&T, a.id, 0, NULL, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(F.hook_rc, 0, "hook step %d failed", F.hook_rc);
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+Test(serve_pause, kill_of_a_paused_sandbox_removes_its_snapshot_and_signals_nothing)
+{
+	table_up(4, 0);
+	char err[256];
+	struct serve_sandbox a;
+	cr_assert_eq(create("base", 100, &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(serve_pause(&T, a.id, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(serve_kill(&T, a.id), 0);
+	cr_assert_eq(F.stops, 0, "no process to stop");
+	cr_assert_not(exists("%s/run/%s", a.id));
+	cr_assert_not(exists("%s/sandboxes/%s.json", a.id));
+	cr_assert_eq(serve_kill(&T, a.id), -ENOENT);
+	cr_assert_eq(serve_resume(&T, a.id, 0, NULL, err, sizeof(err)), -ENOENT);
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+Test(serve_pause, a_paused_sandbox_holds_a_slot_but_no_ram)
+{
+	table_up(3, 512ull << 20);
+	char err[256];
+	struct serve_sandbox a, b, c;
+	cr_assert_eq(create("base", 100, &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(create("base", 100, &b, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(create("base", 100, &c, err, sizeof(err)), -ENOMEM);
+	cr_assert_eq(serve_pause(&T, a.id, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(create("base", 100, &c, err, sizeof(err)), 0, "its RAM is free once paused: %s", err);
+	int starts = F.starts;
+	cr_assert_eq(serve_resume(&T, a.id, 0, NULL, err, sizeof(err)), -ENOMEM);
+	cr_assert(strstr(err, "--max-mem"), "%s", err);
+	cr_assert_eq(F.starts, starts, "refused before any start");
+	cr_assert_eq(state_of(a.id), SERVE_PAUSED);
+	struct serve_sandbox d;
+	cr_assert_eq(create("base", 100, &d, err, sizeof(err)), -EUSERS, "but it keeps its slot");
+	cr_assert_eq(serve_kill(&T, c.id), 0);
+	cr_assert_eq(serve_resume(&T, a.id, 0, NULL, err, sizeof(err)), 0, "%s", err);
+	serve_sandbox_put(&a);
+	serve_sandbox_put(&b);
+	serve_sandbox_put(&c);
+	table_down();
+}
+
+static void write_snapshot(const char *id)
+{
+	char p[256];
+	snprintf(p, sizeof(p), "%s/run/%s/snap", dir, id);
+	cr_assert_eq(mkdir(p, 0700), 0);
+	strcat(p, "/state");
+	fclose(fopen(p, "w"));
+}
+
+Test(serve_pause, readoption_keeps_paused_sandboxes_paused)
+{
+	table_up(4, 0);
+	F.real_procs = true;
+	const char *id_paused = "aaaaaaaaaaaaaaaaaaaa", *id_nosnap = "bbbbbbbbbbbbbbbbbbbb",
+		   *id_resuming = "cccccccccccccccccccc", *id_badpid = "dddddddddddddddddddd";
+	write_record(id_paused, 0, 0, ",\"state\":\"paused\",\"remaining\":42.0");
+	write_snapshot(id_paused);
+	write_record(id_nosnap, 0, 0, ",\"state\":\"paused\",\"remaining\":42.0");
+	/* a daemon that died while resuming: the half-started monitor is ended, the sandbox stays paused */
+	pid_t half = child_sleeping();
+	unsigned long long half_start;
+	cr_assert_eq(proc_start_time(half, &half_start), 0);
+	write_record(id_resuming, half, half_start, ",\"state\":\"resuming\",\"remaining\":7.0");
+	write_snapshot(id_resuming);
+	/* paused with a pid: malformed */
+	write_record(id_badpid, 4242, 99, ",\"state\":\"paused\"");
+	write_snapshot(id_badpid);
+	unsigned adopted, removed;
+	char err[256];
+	cr_assert_eq(serve_adopt(&T, &adopted, &removed, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(adopted, 2);
+	cr_assert_eq(removed, 2, "the paused one without a snapshot and the malformed one");
+	cr_assert_not(proc_alive(half, half_start), "the half-resumed monitor was ended");
+	struct serve_sandbox g;
+	cr_assert_eq(serve_get(&T, id_paused, &g), 0);
+	cr_assert_eq(g.state, SERVE_PAUSED);
+	cr_assert_eq(g.remaining, 42.0);
+	serve_sandbox_put(&g);
+	cr_assert_eq(state_of(id_resuming), SERVE_PAUSED);
+	json_t *rec = record_of(id_resuming);
+	cr_assert_str_eq(json_string_value(json_object_get(rec, "state")), "paused");
+	json_decref(rec);
+	cr_assert_not(exists("%s/run/%s", id_nosnap));
+	cr_assert_not(exists("%s/run/%s", id_badpid));
+	/* an adopted paused sandbox is not timed, and is resumed from its snapshot */
+	F.now = 1e6;
+	cr_assert_eq(serve_tick(&T), 0);
+	F.real_procs = false;
+	struct serve_sandbox r;
+	cr_assert_eq(serve_resume(&T, id_paused, 0, &r, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(r.deadline, 1e6 + 42.0);
+	serve_sandbox_put(&r);
+	table_down();
+}
+
+Test(serve_api, pause_resume_connect_in_e2b_codes)
+{
+	table_up(2, 0);
+	struct serve_reply rp = call("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"timeout\":100}");
+	json_t *j = reply_json(&rp, 201);
+	char sid[SERVE_ID_LEN + 1], path[96], gpath[64];
+	snprintf(sid, sizeof(sid), "%s", json_string_value(json_object_get(j, "sandboxID")));
+	json_decref(j);
+	snprintf(gpath, sizeof(gpath), "/sandboxes/%s", sid);
+
+	snprintf(path, sizeof(path), "/sandboxes/%s/pause", sid);
+	expect("GET", path, KEY, NULL, 405, NULL);
+	expect("POST", path, KEY, NULL, 204, NULL);
+	expect("POST", path, KEY, NULL, 409, "already paused");
+	rp = call("GET", gpath, KEY, NULL);
+	j = reply_json(&rp, 200);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "paused");
+	json_decref(j);
+	rp = call("GET", "/sandboxes", KEY, NULL);
+	j = reply_json(&rp, 200);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(j, 0), "state")), "paused");
+	json_decref(j);
+
+	snprintf(path, sizeof(path), "/sandboxes/%s/resume", sid);
+	expect("POST", path, KEY, "{\"timeout\":", 400, "malformed JSON");
+	expect("POST", path, KEY, "[]", 400, "JSON object");
+	expect("POST", path, KEY, "{\"timeout\":\"10\"}", 400, "must be an integer");
+	expect("POST", path, KEY, "{\"timeout\":0}", 400, "1 to 86400");
+	cr_assert_eq(F.starts, 1, "no bad request resumed anything");
+	/* E2B's SDK sends autoPause too: ignored */
+	rp = call("POST", path, KEY, "{\"timeout\":50,\"autoPause\":false}");
+	j = reply_json(&rp, 201);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "sandboxID")), sid);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "templateID")), "base");
+	json_decref(j);
+	expect("POST", path, KEY, NULL, 409, "already running");
+
+	/* connect: a running sandbox is returned (200) with its timeout set; a paused one resumed (201) */
+	snprintf(path, sizeof(path), "/sandboxes/%s/connect", sid);
+	expect("POST", path, KEY, NULL, 400, "malformed JSON");
+	expect("POST", path, KEY, "{}", 400, "'timeout' is required");
+	F.now = 1010.0;
+	rp = call("POST", path, KEY, "{\"timeout\":300}");
+	json_decref(reply_json(&rp, 200));
+	struct serve_sandbox g;
+	cr_assert_eq(serve_get(&T, sid, &g), 0);
+	cr_assert_eq(g.deadline, 1310.0);
+	serve_sandbox_put(&g);
+	cr_assert_eq(F.starts, 2);
+	snprintf(path, sizeof(path), "/sandboxes/%s/pause", sid);
+	expect("POST", path, KEY, NULL, 204, NULL);
+	snprintf(path, sizeof(path), "/sandboxes/%s/connect", sid);
+	rp = call("POST", path, KEY, "{\"timeout\":20}");
+	json_decref(reply_json(&rp, 201));
+	cr_assert_eq(F.starts, 3);
+	cr_assert_eq(serve_get(&T, sid, &g), 0);
+	cr_assert_eq(g.state, SERVE_RUNNING);
+	cr_assert_eq(g.deadline, 1030.0);
+	serve_sandbox_put(&g);
+
+	/* a failing pause is the host's error; unknown ids are 404 on every route */
+	F.fail_pause = -EIO;
+	snprintf(path, sizeof(path), "/sandboxes/%s/pause", sid);
+	expect("POST", path, KEY, NULL, 500, "fake pause failed");
+	expect("POST", "/sandboxes/0123456789abcdef0123/pause", KEY, NULL, 404, "not found");
+	expect("POST", "/sandboxes/0123456789abcdef0123/resume", KEY, NULL, 404, "not found");
+	expect("POST", "/sandboxes/0123456789abcdef0123/connect", KEY, "{\"timeout\":5}", 404, "not found");
+	expect("POST", "/sandboxes/0123456789abcdef0123456789/pause", KEY, NULL, 404, NULL);
+	expect("POST", "/sandboxes/x/pause", "wrong", NULL, 401, NULL);
+	expect("DELETE", gpath, KEY, NULL, 204, NULL);
+	table_down();
+}
+
+/* ---- GET /sandboxes' filters (E2B's query: state=running,paused, metadata=key%3Dvalue) ---------- */
+
+static struct serve_reply call_q(const char *path, const struct serve_query_arg *q, size_t n, bool overflow)
+{
+	struct serve_request rq = { .method = "GET", .path = path, .api_key = KEY, .query = q, .nquery = n,
+				    .query_overflow = overflow };
+	struct serve_reply rp;
+	serve_api_handle(&T, KEY, &rq, &rp);
+	return rp;
+}
+
+/* How many sandboxes a filtered list shows (want 200), or the status when it is an error. */
+static size_t listed_q(const struct serve_query_arg *q, size_t n)
+{
+	struct serve_reply rp = call_q("/sandboxes", q, n, false);
+	json_t *j = reply_json(&rp, 200);
+	size_t k = json_array_size(j);
+	json_decref(j);
+	return k;
+}
+
+static void expect_q_400(const struct serve_query_arg *q, size_t n, const char *in_message)
+{
+	struct serve_reply rp = call_q("/sandboxes", q, n, false);
+	json_t *j = reply_json(&rp, 400);
+	const char *m = json_string_value(json_object_get(j, "message"));
+	cr_assert(m && strstr(m, in_message), "message '%s' lacks '%s'", m, in_message);
+	json_decref(j);
+}
+
+Test(serve_api, list_filters_by_state_and_metadata)
+{
+	table_up(4, 0);
+	char err[256];
+	struct serve_sandbox a, b, c;
+	json_t *m1 = json_pack("{s:s, s:s}", "user", "alice", "env", "dev");
+	json_t *m2 = json_pack("{s:s, s:s}", "user", "bob", "env", "dev");
+	json_t *m3 = json_pack("{s:s}", "user", "a b&c=d");
+	cr_assert_eq(serve_create(&T, "base", 100, m1, NULL, &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(serve_create(&T, "base", 100, m2, NULL, &b, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(serve_create(&T, "base", 100, m3, NULL, &c, err, sizeof(err)), 0, "%s", err);
+	json_decref(m1);
+	json_decref(m2);
+	json_decref(m3);
+	cr_assert_eq(serve_pause(&T, b.id, err, sizeof(err)), 0, "%s", err);
+
+	cr_assert_eq(listed_q(NULL, 0), 3, "no filter: all, running and paused");
+	struct serve_query_arg q[4];
+	q[0] = (struct serve_query_arg){ "state", "running" };
+	cr_assert_eq(listed_q(q, 1), 2);
+	q[0].value = "paused";
+	cr_assert_eq(listed_q(q, 1), 1);
+	q[0].value = "running,paused";
+	cr_assert_eq(listed_q(q, 1), 3);
+	q[0].value = "running";
+	q[1] = (struct serve_query_arg){ "state", "paused" };
+	cr_assert_eq(listed_q(q, 2), 3, "repeated state arguments add up");
+	q[0] = (struct serve_query_arg){ "metadata", "env=dev" };
+	cr_assert_eq(listed_q(q, 1), 2);
+	q[0].value = "env=dev&user=bob";
+	cr_assert_eq(listed_q(q, 1), 1, "every pair must match");
+	q[1] = (struct serve_query_arg){ "state", "running" };
+	cr_assert_eq(listed_q(q, 2), 0, "bob's is paused");
+	q[0].value = "user=a+b%26c%3Dd";
+	cr_assert_eq(listed_q(q, 1), 1, "components are form-decoded: + is a space, %%26 an &");
+	q[0].value = "user=nobody";
+	cr_assert_eq(listed_q(q, 1), 0);
+	q[0].value = "missing=x";
+	cr_assert_eq(listed_q(q, 1), 0);
+	/* arguments the SDK sends that are not filters */
+	q[0] = (struct serve_query_arg){ "limit", "100" };
+	q[1] = (struct serve_query_arg){ "nextToken", "" };
+	cr_assert_eq(listed_q(q, 2), 3);
+
+	/* malformed */
+	q[0] = (struct serve_query_arg){ "state", "sleeping" };
+	expect_q_400(q, 1, "not one of running, paused");
+	q[0].value = "";
+	expect_q_400(q, 1, "not one of");
+	q[0].value = "running,";
+	expect_q_400(q, 1, "not one of");
+	q[0].value = "RUNNING";
+	expect_q_400(q, 1, "not one of");
+	q[0] = (struct serve_query_arg){ "metadata", "" };
+	expect_q_400(q, 1, "key=value");
+	q[0].value = "user";
+	expect_q_400(q, 1, "key=value");
+	q[0].value = "=x";
+	expect_q_400(q, 1, "key=value");
+	q[0].value = "env=dev&";
+	expect_q_400(q, 1, "key=value");
+	q[0].value = "user=%zz";
+	expect_q_400(q, 1, "key=value");
+	q[0].value = "user=%2";
+	expect_q_400(q, 1, "key=value");
+	q[0].value = "us%00er=x";
+	expect_q_400(q, 1, "key=value");
+	struct serve_reply rp = call_q("/sandboxes", NULL, 0, true);
+	json_decref(reply_json(&rp, 400));
+	serve_sandbox_put(&a);
+	serve_sandbox_put(&b);
+	serve_sandbox_put(&c);
+	table_down();
+}
+
+/* ---- warm pools: clones started ahead, their vCPUs held, handed to creates ------------------------ */
+
+static struct serve_pool pools[1];
+
+static void pool_up(unsigned max_sb, uint64_t max_mem, unsigned size)
+{
+	table_up(max_sb, max_mem);
+	pools[0] = (struct serve_pool){ .tmpl = &tmpls[0], .size = size };
+	serve_table_set_pools(&T, pools, 1);
+}
+
+static size_t count_records(void)
+{
+	char p[256];
+	snprintf(p, sizeof(p), "ls %s/sandboxes | wc -l", dir);
+	FILE *f = popen(p, "r");
+	size_t n = 0;
+	cr_assert_eq(fscanf(f, "%zu", &n), 1);
+	pclose(f);
+	return n;
+}
+
+Test(serve_pool, fill_take_refill_and_drain)
+{
+	pool_up(3, 0, 2);
+	char err[256];
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "%s", err);
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "%s", err);
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 0, "the pool is full");
+	cr_assert_eq(F.starts, 2);
+	cr_assert_eq(F.holds, 2, "each clone's vCPUs held once it answered");
+	cr_assert_eq(serve_pool_ready(&T, "base"), 2);
+	cr_assert_eq(serve_pool_ready(&T, "big"), 0);
+	cr_assert_eq(count_listed(), 0, "pool clones are nobody's sandboxes");
+	cr_assert_eq(count_records(), 2, "recorded, marked creating: a restarted daemon ends them");
+
+	json_t *md = json_pack("{s:s}", "who", "pool");
+	F.now = 2000.0;
+	struct serve_sandbox a;
+	cr_assert_eq(serve_create(&T, "base", 30, md, NULL, &a, err, sizeof(err)), 0, "%s", err);
+	json_decref(md);
+	cr_assert_eq(F.starts, 2, "no start: a pool clone was taken");
+	cr_assert_eq(F.releases, 1);
+	cr_assert_eq(a.deadline, 2030.0);
+	cr_assert_eq(a.started_at, 2000.0, "started when handed out");
+	cr_assert_str_eq(json_string_value(json_object_get(a.metadata, "who")), "pool");
+	cr_assert_eq(serve_pool_ready(&T, "base"), 1);
+	cr_assert_eq(count_listed(), 1);
+	json_t *rec = record_of(a.id);
+	cr_assert(json_is_false(json_object_get(rec, "creating")));
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(rec, "metadata"), "who")), "pool");
+	json_decref(rec);
+
+	/* the refill; then pool members count against the limits */
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "%s", err);
+	struct serve_sandbox b;
+	cr_assert_eq(serve_create(&T, "big", 30, NULL, NULL, &b, err, sizeof(err)), -EUSERS);
+	cr_assert_eq(F.starts, 3);
+
+	/* a pool clone that died is forgotten; the daemon's drain ends the rest */
+	F.dead[F.ndead++] = 4243; /* the second clone: the first was handed out */
+	cr_assert_eq(serve_tick(&T), 1);
+	cr_assert_eq(serve_pool_ready(&T, "base"), 1);
+	int stops = F.stops;
+	cr_assert_eq(serve_pool_drain(&T), 1);
+	cr_assert_eq(F.stops, stops + 1);
+	cr_assert_eq(serve_pool_ready(&T, "base"), 0);
+	cr_assert_eq(count_records(), 1, "only the created sandbox is left");
+	cr_assert_eq(serve_pool_drain(&T), 0, "a second drain finds nothing");
+	cr_assert_eq(count_listed(), 1);
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+Test(serve_pool, a_pool_never_exceeds_max_mem)
+{
+	pool_up(8, 512ull << 20, 4);
+	char err[256];
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "%s", err);
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "%s", err);
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 0, "--max-mem reached: no more");
+	cr_assert_eq(F.starts, 2);
+	struct serve_sandbox a;
+	cr_assert_eq(serve_create(&T, "base", 30, NULL, NULL, &a, err, sizeof(err)), 0, "from the pool: %s", err);
+	cr_assert_eq(F.starts, 2);
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+Test(serve_pool, failed_starts_and_clones_that_do_not_run_again)
+{
+	pool_up(4, 0, 1);
+	char err[256];
+	F.fail = -EIO;
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), -EIO);
+	cr_assert(strstr(err, "fake start failed"), "%s", err);
+	cr_assert_eq(count_records(), 0, "a failed clone leaves nothing");
+	cr_assert_eq(F.stops, 0, "a failed start ends its own process (the spawner's contract)");
+	F.fail_hold = -EIO;
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), -EIO);
+	cr_assert_eq(F.stops, 1, "a clone whose vCPUs could not be held is ended");
+	cr_assert_eq(count_records(), 0);
+	cr_assert_eq(serve_pool_ready(&T, "base"), 0);
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "%s", err);
+	/* the clone's vCPUs will not go: ended, and the create is served cold */
+	F.fail_hold = -EIO;
+	int starts = F.starts, stops = F.stops;
+	struct serve_sandbox a;
+	cr_assert_eq(serve_create(&T, "base", 30, NULL, NULL, &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(F.starts, starts + 1);
+	cr_assert_eq(F.stops, stops + 1);
+	cr_assert_eq(serve_pool_ready(&T, "base"), 0);
+	cr_assert_eq(count_listed(), 1);
+	serve_sandbox_put(&a);
+	table_down();
+}
+
+/* ---- the real spawner's start gives up when the daemon stops (the shutdown is never held up) ---- */
+
+struct start_call {
+	struct serve_spawner sp;
+	struct serve_template t;
+	struct serve_sandbox sb;
+	int rc;
+	char err[512];
+};
+
+static int launched_ok(void *arg, const struct serve_sandbox *sb)
+{
+	return 0;
+}
+
+static void *start_thread(void *arg)
+{
+	struct start_call *c = arg;
+	c->rc = c->sp.start(c->sp.ctx, &c->t, &c->sb, launched_ok, NULL, c->err, sizeof(c->err));
+	return NULL;
+}
+
+Test(serve_spawn, a_start_under_way_ends_on_the_quit_fd)
+{
+	char d[] = "/tmp/padcell-serve-spawn.XXXXXX";
+	cr_assert_not_null(mkdtemp(d));
+	/* a "monitor" that never makes its vsock socket: the start waits for an agent that never answers */
+	char mon[128];
+	snprintf(mon, sizeof(mon), "%s/monitor", d);
+	FILE *f = fopen(mon, "w");
+	fputs("#!/bin/sh\nexec sleep 60\n", f);
+	fclose(f);
+	chmod(mon, 0700);
+	struct serve_spawn_opts o = { .padcell = mon, .ready_timeout = 60, .quit_fd = eventfd(0, EFD_CLOEXEC) };
+	cr_assert_geq(o.quit_fd, 0);
+	static struct start_call c;
+	memset(&c, 0, sizeof(c));
+	serve_spawner_real(&c.sp, &o);
+	snprintf(c.t.dir, sizeof(c.t.dir), "%s", d);
+	snprintf(c.sb.id, sizeof(c.sb.id), "%s", "aaaaaaaaaaaaaaaaaaaa");
+	snprintf(c.sb.dir, sizeof(c.sb.dir), "%s", d);
+	snprintf(c.sb.vsock, sizeof(c.sb.vsock), "%s/vsock", d);
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, start_thread, &c), 0);
+	usleep(300 * 1000);
+	double t0 = now_ms();
+	uint64_t one = 1;
+	cr_assert_eq(write(o.quit_fd, &one, sizeof(one)), (ssize_t)sizeof(one));
+	pthread_join(th, NULL);
+	double took = now_ms() - t0;
+	cr_assert_eq(c.rc, -EINTR, "rc %d: %s", c.rc, c.err);
+	cr_assert(strstr(c.err, "stopping"), "%s", c.err);
+	/* a generous bound: the start looks at the quit fd between 1 s connection attempts, not 60 s later */
+	cr_assert_lt(took, 30000.0, "the start took %.0f ms to give up", took);
+	cr_assert_eq(c.sb.pid, 0, "its process was ended");
+	close(o.quit_fd);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static int hook_fill_while_creating(struct fake *f)
+{
+	char err[256];
+	return serve_pool_fill_one(f->t, err, sizeof(err)) == 0 ? 0 : 1;
+}
+
+Test(serve_pool, a_refill_waits_for_a_create_under_way)
+{
+	pool_up(4, 0, 1);
+	char err[256];
+	F.hook = hook_fill_while_creating;
+	F.hook_rc = -1;
+	struct serve_sandbox a;
+	cr_assert_eq(serve_create(&T, "big", 30, NULL, NULL, &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(F.hook_rc, 0, "the pool was filled while a create was starting");
+	F.hook = NULL;
+	cr_assert_eq(serve_pool_ready(&T, "base"), 0);
+	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "once it is done: %s", err);
+	serve_sandbox_put(&a);
+	table_down();
 }

@@ -32,6 +32,14 @@ static int h_start(void *ctx, const struct serve_template *tp, struct serve_sand
 	return launched(arg, sb);
 }
 static void h_stop(void *ctx, const struct serve_sandbox *sb) {}
+static int h_pause(void *ctx, const struct serve_sandbox *sb, const char *snapdir, char *err, size_t errlen)
+{
+	return 0;
+}
+static int h_hold(void *ctx, const struct serve_sandbox *sb, bool paused, char *err, size_t errlen)
+{
+	return 0;
+}
 static bool h_alive(void *ctx, const struct serve_sandbox *sb) { return true; }
 static double h_now(void *ctx) { return 1.7e9; }
 
@@ -45,7 +53,7 @@ static void up(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/padcell-serve-http.XXXXXX");
 	cr_assert_not_null(mkdtemp(dir));
-	struct serve_spawner sp = { .start = h_start, .stop = h_stop, .alive = h_alive };
+	struct serve_spawner sp = { .start = h_start, .stop = h_stop, .pause = h_pause, .hold = h_hold, .alive = h_alive };
 	struct serve_clock clk = { .now = h_now };
 	struct serve_limits lim = { .max_sandboxes = 4 };
 	char err[256];
@@ -220,4 +228,105 @@ Test(serve_http, a_chunked_body_past_1mib_is_413)
 	cr_assert_eq(status_of(r), 413, "%s", r);
 	free(r);
 	cr_assert_eq(starts, 0);
+}
+
+/* The query reaches the API decoded once: E2B's SDK sends metadata=k%3Dv (URLSearchParams inside). */
+Test(serve_http, list_filters_through_the_query_string)
+{
+	char *r = request("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"metadata\":{\"user\":\"a b\"}}");
+	cr_assert_eq(status_of(r), 201, "%s", r);
+	free(r);
+	r = request("POST", "/sandboxes", KEY, "{\"templateID\":\"base\",\"metadata\":{\"user\":\"c\"}}");
+	cr_assert_eq(status_of(r), 201, "%s", r);
+	free(r);
+	r = request("GET", "/sandboxes?metadata=user%3Da%2Bb&state=running", KEY, NULL);
+	cr_assert_eq(status_of(r), 200, "%s", r);
+	json_t *j = body_of(r);
+	cr_assert_eq(json_array_size(j), 1, "%s", r);
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(json_array_get(j, 0), "metadata"), "user")), "a b");
+	json_decref(j);
+	free(r);
+	r = request("GET", "/sandboxes?state=paused", KEY, NULL);
+	j = body_of(r);
+	cr_assert_eq(json_array_size(j), 0, "%s", r);
+	json_decref(j);
+	free(r);
+	r = request("GET", "/sandboxes?state=sleeping", KEY, NULL);
+	cr_assert_eq(status_of(r), 400, "%s", r);
+	free(r);
+}
+
+/* envd's paths are routed to vmm/serve/envd.c with E2B's single-URL headers, before the REST key check. */
+static char *envd_request(const char *path, const char *headers, const char *ct, const void *body, size_t len)
+{
+	int fd = dial();
+	char head[1024];
+	int n = snprintf(head, sizeof(head), "POST %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n%s"
+			 "Content-Type: %s\r\nContent-Length: %zu\r\n\r\n", path, headers, ct, len);
+	send_all(fd, head, (size_t)n);
+	send_all(fd, body, len);
+	return read_response(fd);
+}
+
+Test(serve_http, envd_routes_over_http)
+{
+	char *r = request("POST", "/sandboxes", KEY, "{\"templateID\":\"base\"}");
+	cr_assert_eq(status_of(r), 201, "%s", r);
+	json_t *j = body_of(r);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "envdAccessToken")), KEY);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "envdVersion")), ENVD_VERSION);
+	char hdr[256];
+	snprintf(hdr, sizeof(hdr), "E2b-Sandbox-Id: %s\r\nX-Access-Token: %s\r\n",
+		 json_string_value(json_object_get(j, "sandboxID")), KEY);
+	json_decref(j);
+	free(r);
+
+	const char *stat = "{\"path\":\"/\"}";
+	r = envd_request("/filesystem.Filesystem/Stat", "", "application/json", stat, strlen(stat));
+	cr_assert_eq(status_of(r), 401, "%s", r);
+	j = body_of(r);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "code")), "unauthenticated");
+	json_decref(j);
+	free(r);
+
+	/* the fake spawner's sandbox has no agent behind its vsock path: Connect's unavailable */
+	r = envd_request("/filesystem.Filesystem/Stat", hdr, "application/json", stat, strlen(stat));
+	cr_assert_eq(status_of(r), 503, "%s", r);
+	j = body_of(r);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "code")), "unavailable");
+	json_decref(j);
+	free(r);
+
+	/* a stream's error comes in its end-of-stream envelope under 200 */
+	static const char start[] = "\0\0\0\0\x1f{\"process\":{\"cmd\":\"/bin/true\"}}";
+	snprintf(hdr, sizeof(hdr), "E2b-Sandbox-Id: inosuchsandbox\r\nX-Access-Token: %s\r\n", KEY);
+	r = envd_request("/process.Process/Start", hdr, "application/connect+json", start, sizeof(start) - 1);
+	cr_assert_eq(status_of(r), 200, "%s", r);
+	cr_assert(strcasestr(r, "Content-Type: application/connect+json"), "%s", r);
+	/* a live stream: chunked, the envelopes as they were sent */
+	cr_assert(strcasestr(r, "Transfer-Encoding: chunked"), "%s", r);
+	const char *p = strstr(r, "\r\n\r\n") + 4;
+	char body[4096];
+	size_t blen = 0;
+	for (;;) {
+		char *e;
+		unsigned long n = strtoul(p, &e, 16);
+		cr_assert_eq(strncmp(e, "\r\n", 2), 0, "a chunk size line: %.20s", p);
+		if (n == 0)
+			break;
+		cr_assert_lt(blen + n, sizeof(body));
+		memcpy(body + blen, e + 2, n);
+		blen += n;
+		p = e + 2 + n + 2;
+	}
+	cr_assert_geq(blen, 5);
+	cr_assert_eq((unsigned char)body[0], ENVD_FLAG_END);
+	body[blen] = '\0';
+	cr_assert(strstr(body + 5, "\"not_found\""), "%s", body + 5);
+	free(r);
+
+	/* an error before the stream begins is a plain Connect error */
+	r = envd_request("/process.Process/Start", hdr, "application/json", start, sizeof(start) - 1);
+	cr_assert_eq(status_of(r), 415, "%s", r);
+	free(r);
 }

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
@@ -28,13 +30,53 @@
 #define SERVE_TEMPLATES_MAX 32
 #define SERVE_TICK_MS       500 /* how often timeouts and dead sandboxes are looked at */
 
-enum { S_LISTEN = 256, S_STATE_DIR, S_MAX_SB, S_MAX_MEM, S_TEMPLATE, S_READY_TIMEOUT, S_PADCELL, S_VERBOSE };
+enum { S_LISTEN = 256, S_STATE_DIR, S_MAX_SB, S_MAX_MEM, S_TEMPLATE, S_READY_TIMEOUT, S_PADCELL, S_VERBOSE, S_POOL };
 
 static double wall_now(void *ctx)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The warm pools' filler: one clone at a time while a pool is short, until the daemon stops. */
+struct filler {
+	struct serve_table *t;
+	int quit_fd;
+	pthread_t thread;
+};
+
+/* A wait of ms that the daemon's stop cuts short: true when it is stopping. */
+static bool quit_wait(int quit_fd, int ms)
+{
+	struct pollfd p = { .fd = quit_fd, .events = POLLIN };
+	return poll(&p, 1, ms) > 0;
+}
+
+static void *filler_run(void *arg)
+{
+	struct filler *f = arg;
+	while (!quit_wait(f->quit_fd, 0)) {
+		char err[512];
+		int rc = serve_pool_fill_one(f->t, err, sizeof(err));
+		if (rc > 0) {
+			for (size_t i = 0; i < f->t->npool; i++)
+				printf("padcell serve: pool %s: %u of %u ready\n", f->t->pool[i].tmpl->name,
+				       serve_pool_ready(f->t, f->t->pool[i].tmpl->name), f->t->pool[i].size);
+			fflush(stdout);
+			continue;
+		}
+		if (rc < 0 && !quit_wait(f->quit_fd, 0)) {
+			fprintf(stderr, "padcell: serve: a pool clone did not start: %s (retried in 5 s)\n", err);
+			if (quit_wait(f->quit_fd, 5000))
+				break;
+			continue;
+		}
+		/* full, or the limits leave no room: looked at again soon (a create took one) */
+		if (quit_wait(f->quit_fd, 250))
+			break;
+	}
+	return NULL;
 }
 
 static int usage(const char *fmt, const char *a)
@@ -68,10 +110,14 @@ int cmd_serve(int argc, char **argv)
 		{ "ready-timeout", required_argument, NULL, S_READY_TIMEOUT },
 		{ "padcell", required_argument, NULL, S_PADCELL },
 		{ "verbose", no_argument, NULL, S_VERBOSE },
+		{ "pool", required_argument, NULL, S_POOL },
 		{ 0 },
 	};
 	static struct serve_template tmpl[SERVE_TEMPLATES_MAX];
 	size_t ntmpl = 0;
+	static struct serve_pool pool[SERVE_TEMPLATES_MAX];
+	static const char *pool_arg[SERVE_TEMPLATES_MAX];
+	size_t npool = 0;
 	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(SERVE_DEFAULT_PORT),
 				    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	char state_dir[PATH_MAX];
@@ -125,6 +171,12 @@ int cmd_serve(int argc, char **argv)
 			so.padcell = monitor;
 			break;
 		case S_VERBOSE: so.verbose = true; break;
+		case S_POOL:
+			/* resolved once every --template is known */
+			if (npool == SERVE_TEMPLATES_MAX)
+				return usage("at most %s pools", "32");
+			pool_arg[npool++] = optarg;
+			break;
 		case ':': return usage("%s needs a value", argv[optind - 1]);
 		default: return usage("unknown option '%s' (see padcell --help)", argv[optind - 1]);
 		}
@@ -134,6 +186,21 @@ int cmd_serve(int argc, char **argv)
 	if (!ntmpl)
 		return usage("give at least one --template NAME=SNAPSHOT_DIR (a snapshot taken when the agent was ready: "
 			     "run --snapshot-when-ready DIR)%s", "");
+	for (size_t i = 0; i < npool; i++) {
+		const char *a = pool_arg[i], *eq = strchr(a, '=');
+		size_t n = eq ? (size_t)(eq - a) : 0;
+		pool[i].tmpl = NULL;
+		for (size_t k = 0; eq && k < ntmpl; k++)
+			if (strlen(tmpl[k].name) == n && !strncmp(tmpl[k].name, a, n))
+				pool[i].tmpl = &tmpl[k];
+		if (!eq || cli_parse_uint(eq + 1, 1, 4096, &pool[i].size))
+			return usage("--pool '%s': expected TEMPLATE=N (N clones kept ready, at least 1)", a);
+		if (!pool[i].tmpl)
+			return usage("--pool '%s': no --template has that name", a);
+		for (size_t k = 0; k < i; k++)
+			if (pool[k].tmpl == pool[i].tmpl)
+				return usage("--pool: the template '%s' is given twice", pool[i].tmpl->name);
+	}
 	if (!mem_given) {
 		/* by default half the host's RAM: past that a create is refused, not an OOM later */
 		struct sysinfo si;
@@ -150,9 +217,15 @@ int cmd_serve(int argc, char **argv)
 		self[n] = '\0';
 		so.padcell = self;
 	}
-	so.sig_fd = stop_signals_fd();
-	if (so.sig_fd < 0) {
-		fprintf(stderr, "padcell: signalfd: %s\n", strerror(-so.sig_fd));
+	so.quit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (so.quit_fd < 0) {
+		fprintf(stderr, "padcell: eventfd: %s\n", strerror(errno));
+		return EXIT_HOST_ERROR;
+	}
+	/* read by the main loop alone; the threads' starts end on quit_fd */
+	int sig_fd = stop_signals_fd();
+	if (sig_fd < 0) {
+		fprintf(stderr, "padcell: signalfd: %s\n", strerror(-sig_fd));
 		return EXIT_HOST_ERROR;
 	}
 	struct serve_spawner sp;
@@ -163,6 +236,7 @@ int cmd_serve(int argc, char **argv)
 		fprintf(stderr, "padcell: serve: %s\n", why);
 		return EXIT_USAGE;
 	}
+	serve_table_set_pools(&t, pool, npool);
 	static char key[SERVE_KEY_MAX];
 	bool created;
 	if (serve_key_load(state_dir, key, sizeof(key), &created, why, sizeof(why))) {
@@ -188,21 +262,26 @@ int cmd_serve(int argc, char **argv)
 	if (created)
 		printf("padcell serve: API key (X-API-Key; shown once, kept in %s/api-key): %s\n", state_dir, key);
 	if (adopted || removed)
-		printf("padcell serve: re-adopted %u running sandbox(es), removed %u dead record(s)\n", adopted, removed);
+		printf("padcell serve: re-adopted %u sandbox(es) (running or paused), removed %u dead record(s)\n", adopted,
+		       removed);
 	if (addr.sin_addr.s_addr != htonl(INADDR_LOOPBACK))
 		fprintf(stderr, "padcell: serve: warning: listening on %s, not loopback: anyone who can reach it and has "
 			"the key controls the sandboxes (the API is plain HTTP)\n", a);
 	printf("padcell serve: listening on http://%s:%u (state in %s, at most %u sandboxes and %llu MiB)\n", a, port,
 	       state_dir, lim.max_sandboxes, (unsigned long long)(lim.max_mem >> 20));
 	fflush(stdout);
+	struct filler fl = { .t = &t, .quit_fd = so.quit_fd };
+	bool filling = npool && pthread_create(&fl.thread, NULL, filler_run, &fl) == 0;
+	if (npool && !filling)
+		fprintf(stderr, "padcell: serve: cannot start the pools' thread: the pools stay empty\n");
 
 	int signo = 0;
 	while (!signo) {
-		struct pollfd p = { .fd = so.sig_fd, .events = POLLIN };
+		struct pollfd p = { .fd = sig_fd, .events = POLLIN };
 		int k = poll(&p, 1, SERVE_TICK_MS);
 		if (k > 0) {
 			struct signalfd_siginfo si;
-			if (read(so.sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+			if (read(sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
 				signo = (int)si.ssi_signo;
 		}
 		/* our children that ended by themselves (a guest that powered off) */
@@ -210,10 +289,21 @@ int cmd_serve(int argc, char **argv)
 			;
 		serve_tick(&t);
 	}
-	/* the sandboxes keep running: the next daemon with this state dir re-adopts them */
+	/* every start under way (a pool's, a create's) sees this within a second and gives up */
+	uint64_t one = 1;
+	if (write(so.quit_fd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+		fprintf(stderr, "padcell: serve: eventfd write: %s\n", strerror(errno));
+	if (filling)
+		pthread_join(fl.thread, NULL);
+	/* the sandboxes keep running: the next daemon with this state dir re-adopts them; pool clones,
+	 * which nobody has asked for, are ended */
 	serve_http_stop(h);
+	unsigned drained = serve_pool_drain(&t);
+	if (drained)
+		fprintf(stderr, "padcell: serve: ended %u pool clone(s)\n", drained);
 	serve_table_free(&t);
-	close(so.sig_fd);
+	close(so.quit_fd);
+	close(sig_fd);
 	fprintf(stderr, "padcell: serve: stopped by signal %d; the sandboxes run on (re-adopted at the next start)\n", signo);
 	return 0;
 }

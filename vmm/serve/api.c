@@ -60,16 +60,23 @@ static void rfc3339(double t, char *out, size_t len)
 	snprintf(out, len, "%s.%03dZ", base, ms < 0 ? 0 : ms > 999 ? 999 : ms);
 }
 
-/* A ListedSandbox / SandboxDetail. */
-static json_t *sandbox_json(const struct serve_sandbox *s)
+/* What E2B's state field says: being paused still runs, being resumed is still paused. */
+static bool shown_paused(const struct serve_sandbox *s)
+{
+	return s->state == SERVE_PAUSED || s->state == SERVE_RESUMING;
+}
+
+/* A ListedSandbox / SandboxDetail; a paused one's endAt is where its timeout would end if resumed now. */
+static json_t *sandbox_json(const struct serve_table *t, const struct serve_sandbox *s)
 {
 	char started[40], end[40];
 	rfc3339(s->started_at, started, sizeof(started));
-	rfc3339(s->deadline, end, sizeof(end));
+	rfc3339(shown_paused(s) ? t->clk.now(t->clk.ctx) + s->remaining : s->deadline, end, sizeof(end));
 	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:O, s:s, s:s}", "templateID", s->tmpl, "sandboxID", s->id,
 			 "clientID", SERVE_CLIENT_ID, "startedAt", started, "endAt", end, "cpuCount", (int)s->cpus,
-			 "memoryMB", (int)(s->mem_bytes >> 20), "metadata", s->metadata, "state", "running",
-			 "envdVersion", SERVE_ENVD_VERSION);
+			 "memoryMB", (int)(s->mem_bytes >> 20), "metadata", s->metadata,
+			 "state", shown_paused(s) ? "paused" : "running",
+			 "envdVersion", ENVD_VERSION);
 }
 
 /* An object whose values are all strings (metadata, envVars): NULL when fine, else why not. */
@@ -122,7 +129,15 @@ static long seconds_field(json_t *body, const char *name, long def, struct serve
 	return (long)s;
 }
 
-static void create(struct serve_table *t, const struct serve_request *rq, struct serve_reply *rp)
+/* E2B's Sandbox: what create, resume and connect answer; envd (vmm/serve/envd.c) takes the daemon's key as its access token. */
+static void reply_sandbox(struct serve_reply *rp, unsigned status, const struct serve_sandbox *s,
+			  const char *key)
+{
+	reply_json(rp, status, json_pack("{s:s, s:s, s:s, s:s, s:s}", "sandboxID", s->id, "templateID", s->tmpl, "clientID",
+					 SERVE_CLIENT_ID, "envdVersion", ENVD_VERSION, "envdAccessToken", key));
+}
+
+static void create(struct serve_table *t, const char *key, const struct serve_request *rq, struct serve_reply *rp)
 {
 	json_t *body = body_object(rq, true, rp);
 	if (!body)
@@ -147,8 +162,7 @@ static void create(struct serve_table *t, const struct serve_request *rq, struct
 		int rc = serve_create(t, json_string_value(tid), timeout, json_is_object(md) ? md : NULL,
 				      json_is_object(env) ? env : NULL, &s, err, sizeof(err));
 		if (rc == 0) {
-			reply_json(rp, 201, json_pack("{s:s, s:s, s:s, s:s}", "sandboxID", s.id, "templateID", s.tmpl,
-						      "clientID", SERVE_CLIENT_ID, "envdVersion", SERVE_ENVD_VERSION));
+			reply_sandbox(rp, 201, &s, key);
 			serve_sandbox_put(&s);
 		} else if (rc == -ENOENT || rc == -EINVAL) {
 			serve_reply_error(rp, 400, "%s", err);
@@ -162,19 +176,129 @@ static void create(struct serve_table *t, const struct serve_request *rq, struct
 	json_decref(body);
 }
 
-static void list(struct serve_table *t, struct serve_reply *rp)
+/* GET /sandboxes' filters: which states (none named: all), and metadata pairs that must all match. */
+struct list_filter {
+	bool running, paused;
+	json_t *md;                /* object of strings */
+};
+
+static int hexval(char c)
 {
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* A form-encoded component (E2B's SDK encodes metadata as URLSearchParams inside the argument): 0, or -1. */
+static int form_decode(const char *in, size_t len, char *out, size_t outlen)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = in[i];
+		if (c == '%') {
+			if (i + 2 >= len)
+				return -1;
+			int hi = hexval(in[i + 1]), lo = hexval(in[i + 2]);
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) /* a NUL would cut the key */
+				return -1;
+			c = (char)(hi << 4 | lo);
+			i += 2;
+		} else if (c == '+') {
+			c = ' ';
+		}
+		if (k + 1 >= outlen)
+			return -1;
+		out[k++] = c;
+	}
+	out[k] = '\0';
+	return 0;
+}
+
+static bool filter_parse(const struct serve_request *rq, struct list_filter *f, struct serve_reply *rp)
+{
+	memset(f, 0, sizeof(*f));
+	f->md = json_object();
+	if (rq->query_overflow) {
+		serve_reply_error(rp, 400, "too many query arguments (at most %d)", SERVE_QUERY_MAX);
+		return false;
+	}
+	for (size_t i = 0; i < rq->nquery; i++) {
+		const char *k = rq->query[i].key, *v = rq->query[i].value ? rq->query[i].value : "";
+		if (!strcmp(k, "state")) {
+			/* state=running,paused or state=running&state=paused */
+			for (const char *p = v;;) {
+				size_t n = strcspn(p, ",");
+				if (n == 7 && !strncmp(p, "running", 7)) {
+					f->running = true;
+				} else if (n == 6 && !strncmp(p, "paused", 6)) {
+					f->paused = true;
+				} else {
+					serve_reply_error(rp, 400, "state '%.*s' is not one of running, paused (state=running,paused)",
+							  (int)(n > 64 ? 64 : n), p);
+					return false;
+				}
+				if (!p[n])
+					break;
+				p += n + 1;
+			}
+		} else if (!strcmp(k, "metadata")) {
+			/* metadata=k1%3Dv1%26k2%3Dv2: pairs, each component form-encoded again */
+			for (const char *p = v;;) {
+				size_t n = strcspn(p, "&");
+				const char *eq = memchr(p, '=', n);
+				char key[256], val[1024];
+				if (!eq || eq == p || form_decode(p, (size_t)(eq - p), key, sizeof(key)) ||
+				    form_decode(eq + 1, n - (size_t)(eq - p) - 1, val, sizeof(val))) {
+					serve_reply_error(rp, 400, "metadata filter '%.*s' is malformed: expected key=value pairs "
+							  "joined by & (metadata=key%%3Dvalue)", (int)(n > 64 ? 64 : n), p);
+					return false;
+				}
+				json_object_set_new(f->md, key, json_string(val));
+				if (!p[n])
+					break;
+				p += n + 1;
+			}
+		}
+		/* others (limit, nextToken): one page holds every sandbox of a host */
+	}
+	if (!f->running && !f->paused)
+		f->running = f->paused = true;
+	return true;
+}
+
+static bool filter_match(const struct list_filter *f, const struct serve_sandbox *s)
+{
+	if (!(shown_paused(s) ? f->paused : f->running))
+		return false;
+	const char *k;
+	json_t *v;
+	json_object_foreach(f->md, k, v) {
+		json_t *have = json_object_get(s->metadata, k);
+		if (!json_is_string(have) || strcmp(json_string_value(have), json_string_value(v)))
+			return false;
+	}
+	return true;
+}
+
+static void list(struct serve_table *t, const struct serve_request *rq, struct serve_reply *rp)
+{
+	struct list_filter f;
+	if (!filter_parse(rq, &f, rp)) {
+		json_decref(f.md);
+		return;
+	}
 	struct serve_sandbox *a;
 	size_t n;
 	if (serve_list(t, &a, &n)) {
+		json_decref(f.md);
 		serve_reply_error(rp, 500, "out of memory");
 		return;
 	}
 	json_t *arr = json_array();
 	for (size_t i = 0; i < n; i++) {
-		json_array_append_new(arr, sandbox_json(&a[i]));
+		if (filter_match(&f, &a[i]))
+			json_array_append_new(arr, sandbox_json(t, &a[i]));
 		serve_sandbox_put(&a[i]);
 	}
+	json_decref(f.md);
 	free(a);
 	reply_json(rp, 200, arr);
 }
@@ -191,14 +315,81 @@ static void set_timeout(struct serve_table *t, const char *id, const struct serv
 	if (!body)
 		return;
 	long s = 0;
+	int rc;
 	if (required && !json_object_get(body, field))
 		serve_reply_error(rp, 400, "'%s' is required", field);
 	else if ((s = seconds_field(body, field, SERVE_DEFAULT_TIMEOUT, rp)) < 0)
 		; /* the reply is made */
-	else if (serve_set_timeout(t, id, s) == -ENOENT)
+	else if ((rc = serve_set_timeout(t, id, s)) == -ENOENT)
 		not_found(rp, id);
+	else if (rc == -EBUSY)
+		serve_reply_error(rp, 409, "sandbox \"%s\" is being paused or resumed: try again", id);
+	else if (rc)
+		serve_reply_error(rp, 500, "cannot keep the new timeout: %s", strerror(-rc));
 	else
 		rp->status = 204;
+	json_decref(body);
+}
+
+static void pause_(struct serve_table *t, const char *id, struct serve_reply *rp)
+{
+	char err[512];
+	int rc = serve_pause(t, id, err, sizeof(err));
+	if (rc == 0)
+		rp->status = 204;
+	else if (rc == -ENOENT)
+		not_found(rp, id);
+	else if (rc == -EALREADY || rc == -EBUSY)
+		serve_reply_error(rp, 409, "%s", err);
+	else
+		serve_reply_error(rp, 500, "cannot pause sandbox \"%s\": %s", id, err);
+}
+
+/*
+ * resume (body {timeout?}: 201, 409 when it runs) and connect (body {timeout}: 200 when it runs,
+ * its timeout then set as by /timeout; 201 when it was paused and is resumed).
+ */
+static void resume(struct serve_table *t, const char *key, const char *id, const struct serve_request *rq,
+		   bool connect, struct serve_reply *rp)
+{
+	json_t *body = body_object(rq, connect, rp);
+	if (!body)
+		return;
+	long timeout = 0;
+	if (connect && !json_object_get(body, "timeout")) {
+		serve_reply_error(rp, 400, "'timeout' is required");
+	} else if ((timeout = seconds_field(body, "timeout", 0, rp)) < 0) {
+		/* the reply is made */
+	} else {
+		char err[512];
+		struct serve_sandbox s;
+		int rc = serve_resume(t, id, timeout, &s, err, sizeof(err));
+		if (rc == -EALREADY && connect) {
+			/* running: connect just returns it (a zero timeout was refused above) */
+			rc = serve_set_timeout(t, id, timeout);
+			if (rc == 0 && (rc = serve_get(t, id, &s)) == 0) {
+				reply_sandbox(rp, 200, &s, key);
+				serve_sandbox_put(&s);
+			} else if (rc == -ENOENT) {
+				not_found(rp, id);
+			} else {
+				serve_reply_error(rp, 409, "sandbox \"%s\" is being paused or resumed", id);
+			}
+		} else if (rc == 0) {
+			reply_sandbox(rp, 201, &s, key);
+			serve_sandbox_put(&s);
+		} else if (rc == -ENOENT) {
+			not_found(rp, id);
+		} else if (rc == -EALREADY || rc == -EBUSY) {
+			serve_reply_error(rp, 409, "%s", err);
+		} else if (rc == -EINVAL) {
+			serve_reply_error(rp, 400, "%s", err);
+		} else if (rc == -ENOMEM) {
+			serve_reply_error(rp, 429, "%s", err);
+		} else {
+			serve_reply_error(rp, 500, "cannot resume sandbox \"%s\": %s", id, err);
+		}
+	}
 	json_decref(body);
 }
 
@@ -217,9 +408,9 @@ void serve_api_handle(struct serve_table *t, const char *key, const struct serve
 	const char *m = rq->method, *p = rq->path;
 	if (!strcmp(p, "/sandboxes") || !strcmp(p, "/sandboxes/")) {
 		if (!strcmp(m, "POST"))
-			create(t, rq, rp);
+			create(t, key, rq, rp);
 		else if (!strcmp(m, "GET"))
-			list(t, rp);
+			list(t, rq, rp);
 		else
 			serve_reply_error(rp, 405, "%s is not allowed on /sandboxes (GET, POST)", m);
 		return;
@@ -246,10 +437,13 @@ void serve_api_handle(struct serve_table *t, const char *key, const struct serve
 				not_found(rp, id);
 				return;
 			}
-			reply_json(rp, 200, sandbox_json(&s));
+			reply_json(rp, 200, sandbox_json(t, &s));
 			serve_sandbox_put(&s);
 		} else if (!strcmp(m, "DELETE")) {
-			if (serve_kill(t, id))
+			int rc = serve_kill(t, id);
+			if (rc == -EBUSY)
+				serve_reply_error(rp, 409, "sandbox \"%s\" is being paused or resumed: try again", id);
+			else if (rc)
 				not_found(rp, id);
 			else
 				rp->status = 204;
@@ -264,8 +458,12 @@ void serve_api_handle(struct serve_table *t, const char *key, const struct serve
 		else
 			set_timeout(t, id, rq, "duration", false, rp);
 	} else if (!strcmp(action, "pause") || !strcmp(action, "resume") || !strcmp(action, "connect")) {
-		/* E2B's routes, not served yet: a clear answer rather than a 404 the SDK would misread */
-		serve_reply_error(rp, 501, "/sandboxes/{id}/%s is not implemented by padcell serve yet", action);
+		if (strcmp(m, "POST"))
+			serve_reply_error(rp, 405, "%s is not allowed on /sandboxes/{id}/%s (POST)", m, action);
+		else if (!strcmp(action, "pause"))
+			pause_(t, id, rp);
+		else
+			resume(t, key, id, rq, !strcmp(action, "connect"), rp);
 	} else {
 		serve_reply_error(rp, 404, "no such endpoint: %s", p);
 	}
@@ -299,11 +497,12 @@ int serve_key_load(const char *dir, char *key, size_t keylen, bool *created, cha
 	unsigned char r[20];
 	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
 		return errorf(err, errlen, -EIO, "getrandom failed");
-	if (keylen < 4 + 2 * sizeof(r))
+	if (keylen < 5 + 2 * sizeof(r))
 		return errorf(err, errlen, -EINVAL, "key buffer too small");
-	strcpy(key, "pc_");
+	/* E2B's shape, "e2b_" and hex digits: the JS SDK refuses a key of any other form before a request */
+	strcpy(key, "e2b_");
 	for (size_t i = 0; i < sizeof(r); i++)
-		sprintf(key + 3 + 2 * i, "%02x", r[i]);
+		sprintf(key + 4 + 2 * i, "%02x", r[i]);
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return errorf(err, errlen, -errno, "cannot create %s: %s", path, strerror(errno));

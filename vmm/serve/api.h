@@ -9,13 +9,21 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "vmm/serve/envd.h"
 #include "vmm/serve/table.h"
 
 #define SERVE_BODY_MAX     (1u << 20) /* a request body past 1 MiB is refused (413) unread */
-#define SERVE_KEY_MAX      128        /* a key file's bound; a generated key is "pc_" + 40 hex */
+#define SERVE_KEY_MAX      128        /* a key file's bound; a generated key is "e2b_" + 40 hex */
 #define SERVE_DEFAULT_TIMEOUT 15      /* seconds, E2B's NewSandbox default */
 #define SERVE_CLIENT_ID    "padcell"
-#define SERVE_ENVD_VERSION "0.1.0"    /* provisional: the in-sandbox API (envd) is still to come */
+
+#define SERVE_QUERY_MAX    32         /* query arguments kept; more: 400 */
+
+/* One query argument, decoded once (as the HTTP layer does): ?metadata=a%3D1 is {"metadata", "a=1"}. */
+struct serve_query_arg {
+	const char *key;
+	const char *value;         /* "" for a key without '=' */
+};
 
 struct serve_request {
 	const char *method;
@@ -24,6 +32,9 @@ struct serve_request {
 	const char *body;
 	size_t len;                /* bytes of body (a longer body than SERVE_BODY_MAX: refused) */
 	bool overflow;             /* the body went past what was kept */
+	const struct serve_query_arg *query; /* GET /sandboxes' filters: state=running,paused and metadata=k%3Dv */
+	size_t nquery;
+	bool query_overflow;       /* more than SERVE_QUERY_MAX arguments */
 };
 
 struct serve_reply {

@@ -4,12 +4,17 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "vmm/err.h"
 #include "vmm/serve/api.h"
+#include "vmm/serve/envd.h"
 
 #define HTTP_CONN_MAX     64  /* connections at once; more wait in the listen queue */
 #define HTTP_IDLE_TIMEOUT 30  /* seconds a connection may sit without a byte */
@@ -35,6 +40,180 @@ static enum MHD_Result queue(struct MHD_Connection *conn, const struct serve_rep
 	if (rp->body)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
 	enum MHD_Result ok = MHD_queue_response(conn, rp->status, r);
+	MHD_destroy_response(r);
+	return ok;
+}
+
+struct query_acc {
+	struct serve_query_arg a[SERVE_QUERY_MAX];
+	size_t n;
+	bool overflow;
+};
+
+static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct query_acc *q = cls;
+	if (q->n == SERVE_QUERY_MAX) {
+		q->overflow = true;
+		return MHD_NO;
+	}
+	q->a[q->n++] = (struct serve_query_arg){ .key = key, .value = value ? value : "" };
+	return MHD_YES;
+}
+
+static const char *header(struct MHD_Connection *conn, const char *name)
+{
+	return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+}
+
+/*
+ * A live server stream: envd runs the call on a worker thread and sends envelopes on a socket
+ * pair; the response reads them as they come (this server has a thread per connection, so the
+ * reader may block).  Its strings and body are copies: the worker may outlive the request.
+ */
+struct envd_live {
+	struct serve_http *h;
+	int sv[2];
+	pthread_t th;
+	char *s[7];           /* method, path, id, token, api key, content type, timeout */
+	char *body;
+	size_t len;
+	struct envd_request rq;
+	struct envd_reply rp;
+};
+
+static void *live_run(void *arg)
+{
+	struct envd_live *l = arg;
+	envd_handle_live(l->h->t, &envd_vsock_dialer, l->h->key, &l->rq, l->sv[1], &l->rp);
+	close(l->sv[1]); /* the reader sees the end of the stream */
+	return NULL;
+}
+
+static void live_free(void *cls)
+{
+	struct envd_live *l = cls;
+	close(l->sv[0]); /* a worker still sending (the client left) gets EPIPE and drops the rest */
+	pthread_join(l->th, NULL);
+	for (size_t i = 0; i < sizeof(l->s) / sizeof(l->s[0]); i++)
+		free(l->s[i]);
+	free(l->body);
+	free(l->rp.body);
+	free(l);
+}
+
+static ssize_t live_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct envd_live *l = cls;
+	for (;;) {
+		ssize_t n = recv(l->sv[0], buf, max, 0);
+		if (n > 0)
+			return n;
+		if (n < 0 && errno == EINTR)
+			continue;
+		return n == 0 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+	}
+}
+
+static char *dup_or_null(const char *v)
+{
+	return v ? strdup(v) : NULL;
+}
+
+static enum MHD_Result envd_queue_live(struct serve_http *h, struct MHD_Connection *conn, const struct envd_request *in)
+{
+	struct envd_live *l = calloc(1, sizeof(*l));
+	if (!l)
+		return MHD_NO;
+	l->h = h;
+	const char *v[7] = {in->method, in->path, in->sandbox_id, in->token, in->api_key, in->content_type, in->timeout_ms};
+	for (int i = 0; i < 7; i++)
+		l->s[i] = dup_or_null(v[i]);
+	l->body = malloc(in->len ? in->len : 1);
+	if (l->body && in->len)
+		memcpy(l->body, in->body, in->len);
+	l->len = in->len;
+	l->rq = (struct envd_request){
+		.method = l->s[0], .path = l->s[1], .sandbox_id = l->s[2], .token = l->s[3], .api_key = l->s[4],
+		.content_type = l->s[5], .timeout_ms = l->s[6], .body = l->body, .len = l->len, .overflow = in->overflow,
+	};
+	if (!l->body || !l->s[0] || !l->s[1] || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, l->sv)) {
+		for (int i = 0; i < 7; i++)
+			free(l->s[i]);
+		free(l->body);
+		free(l);
+		return MHD_NO;
+	}
+	if (pthread_create(&l->th, NULL, live_run, l)) {
+		close(l->sv[1]);
+		l->sv[1] = -1;
+		envd_handle(h->t, &envd_vsock_dialer, h->key, &l->rq, &l->rp); /* no thread: buffered */
+		l->th = pthread_self();
+	}
+	/* the first byte (the stream began: 200) or the end with nothing sent (an error in rp); the
+	 * worker's every wait is bounded (the dial, the agent's replies, the command's timeout) */
+	char c;
+	ssize_t n;
+	do
+		n = recv(l->sv[0], &c, 1, MSG_PEEK);
+	while (n < 0 && errno == EINTR);
+	struct MHD_Response *r;
+	unsigned status;
+	if (n > 0) {
+		status = 200;
+		r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, live_read, l, live_free);
+		if (!r) {
+			live_free(l); /* its closed end ends the worker's call at once */
+			return MHD_NO;
+		}
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/connect+json");
+	} else {
+		if (pthread_equal(l->th, pthread_self())) {
+			status = l->rp.status;
+		} else {
+			pthread_join(l->th, NULL);
+			status = l->rp.status;
+		}
+		r = MHD_create_response_from_buffer(l->rp.len, l->rp.body ? l->rp.body : (void *)"", MHD_RESPMEM_MUST_COPY);
+		if (r)
+			MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+						l->rp.content_type ? l->rp.content_type : "application/json");
+		close(l->sv[0]);
+		for (int i = 0; i < 7; i++)
+			free(l->s[i]);
+		free(l->body);
+		free(l->rp.body);
+		free(l);
+	}
+	if (!r)
+		return MHD_NO;
+	enum MHD_Result ok = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ok;
+}
+
+/* envd's calls (vmm/serve/envd.c): the sandbox named by E2B's single-URL header, bytes replies. */
+static enum MHD_Result envd_queue(struct serve_http *h, struct MHD_Connection *conn, const char *url,
+				  const char *method, const struct req_body *b)
+{
+	struct envd_request rq = {
+		.method = method, .path = url, .sandbox_id = header(conn, "E2b-Sandbox-Id"),
+		.token = header(conn, "X-Access-Token"), .api_key = header(conn, "X-API-Key"),
+		.content_type = header(conn, MHD_HTTP_HEADER_CONTENT_TYPE), .timeout_ms = header(conn, "Connect-Timeout-Ms"),
+		.file_path = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "path"),
+		.body = b->buf, .len = b->len, .overflow = b->overflow,
+	};
+	if (envd_streams(url))
+		return envd_queue_live(h, conn, &rq);
+	struct envd_reply rp;
+	envd_handle(h->t, &envd_vsock_dialer, h->key, &rq, &rp);
+	struct MHD_Response *r = MHD_create_response_from_buffer(rp.len, rp.body ? rp.body : (void *)"", MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(rp.body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, rp.content_type ? rp.content_type : "application/json");
+	enum MHD_Result ok = MHD_queue_response(conn, rp.status, r);
 	MHD_destroy_response(r);
 	return ok;
 }
@@ -81,10 +260,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	if (envd_route(url))
+		return envd_queue(h, conn, url, method, b);
 	struct serve_request rq = {
 		.method = method, .path = url, .body = b->buf, .len = b->len, .overflow = b->overflow,
 		.api_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key"),
 	};
+	struct query_acc q = { .n = 0 };
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, query_arg, &q);
+	rq.query = q.a;
+	rq.nquery = q.n;
+	rq.query_overflow = q.overflow;
 	struct serve_reply rp;
 	serve_api_handle(h->t, h->key, &rq, &rp);
 	enum MHD_Result ok = queue(conn, &rp);

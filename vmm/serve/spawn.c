@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "guest/agent/proto.h"
+#include "vmm/api/api_client.h"
 #include "vmm/agent/agent_client.h"
 #include "vmm/err.h"
 #include "vmm/proc.h"
@@ -53,7 +55,10 @@ static int spawn_start(void *ctx, const struct serve_template *t, struct serve_s
 	int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (logfd < 0)
 		return errorf(err, errlen, -errno, "cannot create %s: %s", log, strerror(errno));
-	const char *argv[] = { o->padcell, "restore", "--from", t->dir, "--vsock", sb->vsock, NULL };
+	/* its API socket beside the vsock one: a pause writes the snapshot through it, beneath its directory */
+	char api[PATH_MAX];
+	snprintf(api, sizeof(api), "%s/api", sb->dir);
+	const char *argv[] = { o->padcell, "restore", "--from", t->dir, "--vsock", sb->vsock, "--api-sock", api, NULL };
 	double t0 = now_ms();
 	pid_t pid = fork();
 	if (pid < 0) {
@@ -93,11 +98,18 @@ static int spawn_start(void *ctx, const struct serve_template *t, struct serve_s
 	/* a restored agent is listening already; its connections from before the snapshot were reset */
 	double deadline = t0 + o->ready_timeout * 1e3;
 	struct agent_conn c;
-	agent_conn_init(&c, -1, o->sig_fd, pidfd);
+	/* not the daemon's signalfd: a start on another thread must not read the SIGTERM its main loop waits for */
+	agent_conn_init(&c, -1, -1, pidfd);
 	for (;;) {
 		rc = agent_conn_open(&c, sb->vsock, AGENT_PORT, 1000, err, errlen);
 		if (rc == 0 || rc == -EINTR || rc == -ECONNABORTED || now_ms() >= deadline)
 			break;
+		struct pollfd q = { .fd = o->quit_fd, .events = POLLIN };
+		if (o->quit_fd >= 0 && poll(&q, 1, 0) > 0) {
+			/* the daemon is stopping (its signal was read by its main loop, not here) */
+			rc = errorf(err, errlen, -EINTR, "the daemon is stopping");
+			break;
+		}
 	}
 	struct agent_hello h;
 	if (!rc && !(rc = agent_conn_hello(&c, deadline, &h, err, errlen)))
@@ -125,6 +137,49 @@ fail:
 	return rc;
 }
 
+/* Paused, snapshotted, then ended: the snapshot is complete once the API answers 204. */
+static int spawn_pause(void *ctx, const struct serve_sandbox *sb, const char *snapdir, char *err, size_t errlen)
+{
+	char api[PATH_MAX], state[PATH_MAX + 8], mem[PATH_MAX + 8];
+	snprintf(api, sizeof(api), "%s/api", sb->dir);
+	snprintf(state, sizeof(state), "%s/state", snapdir);
+	snprintf(mem, sizeof(mem), "%s/mem", snapdir);
+	if (!proc_alive(sb->pid, sb->start_time))
+		return errorf(err, errlen, -ESRCH, "the sandbox's monitor is gone");
+	struct api_client c;
+	int rc = api_client_connect(&c, api, err, errlen);
+	if (rc)
+		return rc;
+	if ((rc = api_client_set_paused(&c, true, err, errlen))) {
+		api_client_close(&c);
+		return rc;
+	}
+	rc = api_client_snapshot(&c, state, mem, err, errlen);
+	if (rc) {
+		/* the sandbox runs on as it was */
+		char rerr[256];
+		api_client_set_paused(&c, false, rerr, sizeof(rerr));
+		api_client_close(&c);
+		return rc;
+	}
+	api_client_close(&c);
+	proc_stop(sb->pid, -1, sb->start_time, SPAWN_STOP_MS);
+	return 0;
+}
+
+/* A pool clone's vCPUs parked (it costs no CPU while it waits) or let go. */
+static int spawn_hold(void *ctx, const struct serve_sandbox *sb, bool paused, char *err, size_t errlen)
+{
+	char api[PATH_MAX];
+	snprintf(api, sizeof(api), "%s/api", sb->dir);
+	struct api_client c;
+	int rc = api_client_connect(&c, api, err, errlen);
+	if (!rc)
+		rc = api_client_set_paused(&c, paused, err, errlen);
+	api_client_close(&c);
+	return rc;
+}
+
 static void spawn_stop(void *ctx, const struct serve_sandbox *sb)
 {
 	proc_stop(sb->pid, -1, sb->start_time, SPAWN_STOP_MS);
@@ -137,5 +192,6 @@ static bool spawn_alive(void *ctx, const struct serve_sandbox *sb)
 
 void serve_spawner_real(struct serve_spawner *sp, struct serve_spawn_opts *o)
 {
-	*sp = (struct serve_spawner){ .ctx = o, .start = spawn_start, .stop = spawn_stop, .alive = spawn_alive };
+	*sp = (struct serve_spawner){ .ctx = o, .start = spawn_start, .stop = spawn_stop, .pause = spawn_pause, .hold = spawn_hold,
+				  .alive = spawn_alive };
 }

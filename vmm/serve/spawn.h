@@ -9,7 +9,7 @@
 struct serve_spawn_opts {
 	const char *padcell;        /* this executable */
 	unsigned ready_timeout;     /* seconds from the start until the restored agent answers */
-	int sig_fd;                 /* stop signals: a wait for an agent ends at one */
+	int quit_fd;                /* readable once the daemon stops (an eventfd; -1: none): a start ends within 1 s */
 	bool verbose;               /* the monitors' output on the daemon's stderr, not their log file */
 };
 

@@ -31,6 +31,11 @@ enum serve_state {
 	SERVE_CREATING,            /* counted against the limits while its VM starts, not listed */
 	SERVE_RUNNING,
 	SERVE_STOPPING,            /* being killed: not listed, not killed twice */
+	SERVE_PAUSED,              /* its snapshot in dir/snap, no process: listed, not timed, no RAM counted */
+	SERVE_PAUSING,             /* its snapshot being written: listed as running, busy (409) */
+	SERVE_RESUMING,            /* its snapshot being restored: listed as paused, busy (409) */
+	SERVE_FILLING,             /* a warm pool's clone being started: counted, not listed */
+	SERVE_POOLED,              /* a warm pool's clone, ready, its vCPUs paused: counted, not listed */
 };
 
 struct serve_sandbox {
@@ -41,10 +46,11 @@ struct serve_sandbox {
 	unsigned long long start_time; /* the process's, from /proc (with pid: one process for good) */
 	double started_at;         /* the clock's seconds (epoch) when created */
 	double deadline;           /* the clock's seconds at which the sandbox is ended */
+	double remaining;          /* paused: the seconds its timeout had left (paused time does not count) */
 	uint64_t mem_bytes;
 	unsigned cpus;
 	json_t *metadata;          /* object of strings (owned), never NULL once created */
-	json_t *env;               /* envVars: kept for the in-sandbox API (envd), not yet applied */
+	json_t *env;               /* envVars: applied by envd (vmm/serve/envd.c) to every command */
 	char dir[128];             /* the sandbox's private directory (STATE/run/ID): its vsock socket and log */
 	char vsock[SERVE_VSOCK_MAX + 1];
 };
@@ -59,6 +65,11 @@ struct serve_spawner {
 		     int (*launched)(void *arg, const struct serve_sandbox *sb), void *arg, char *err, size_t errlen);
 	/* Ends sb's process if it is still the one (pid and start time). */
 	void (*stop)(void *ctx, const struct serve_sandbox *sb);
+	/* Pauses sb's VM, writes its snapshot to snapdir/state + snapdir/mem through its API socket
+	 * (sb->dir/api), then ends its process.  0, or -errno with err set (the VM then runs on). */
+	int (*pause)(void *ctx, const struct serve_sandbox *sb, const char *snapdir, char *err, size_t errlen);
+	/* A warm pool's clone: its vCPUs paused (held) or running again, through its API socket.  0, or -errno. */
+	int (*hold)(void *ctx, const struct serve_sandbox *sb, bool paused, char *err, size_t errlen);
 	/* Whether sb's process is alive (same pid and start time). */
 	bool (*alive)(void *ctx, const struct serve_sandbox *sb);
 };
@@ -73,6 +84,12 @@ struct serve_limits {
 	uint64_t max_mem;          /* bytes: the sum of the sandboxes' guest RAM */
 };
 
+/* --pool TEMPLATE=N: N clones of a template kept restored, their vCPUs paused, for the next creates. */
+struct serve_pool {
+	const struct serve_template *tmpl;
+	unsigned size;
+};
+
 struct serve_table {
 	pthread_mutex_t lock;      /* every call below takes it; the spawner runs without it */
 	char state_dir[128];       /* holds sandboxes/ID.json and run/ID/ (short: vsock paths are under it) */
@@ -82,6 +99,8 @@ struct serve_table {
 	struct serve_sandbox *sb;  /* max_sandboxes slots */
 	struct serve_spawner sp;
 	struct serve_clock clk;
+	const struct serve_pool *pool; /* serve_table_set_pools; none by default */
+	size_t npool;
 };
 
 /* Makes state_dir's sandboxes/ and run/ (0700); refuses a state dir too long for a vsock path. */
@@ -90,11 +109,30 @@ int serve_table_init(struct serve_table *t, const char *state_dir, const struct 
 		     const struct serve_clock *clk, char *err, size_t errlen);
 void serve_table_free(struct serve_table *t);
 
+/* The warm pools (pool must outlive t); a pool's template must be one of t's. */
+void serve_table_set_pools(struct serve_table *t, const struct serve_pool *pool, size_t npool);
+
+/*
+ * Starts at most one pool clone where a pool is short and the limits leave room (pool members
+ * count against --max-sandboxes and --max-mem), then holds its vCPUs.  1 when one was added, 0
+ * when no pool needs one, the limits are reached or a create is under way (it comes first),
+ * -errno with err set when the start failed.
+ * Runs without the table's lock during the start, like a create.
+ */
+int serve_pool_fill_one(struct serve_table *t, char *err, size_t errlen);
+
+/* Ends every ready pool clone and removes its files (the daemon's shutdown): how many. */
+unsigned serve_pool_drain(struct serve_table *t);
+
+/* How many clones of template name are ready in its pool. */
+unsigned serve_pool_ready(struct serve_table *t, const char *name);
+
 /* One template by name, or NULL. */
 const struct serve_template *serve_template_find(const struct serve_table *t, const char *name);
 
 /*
- * A new sandbox of template tmpl_name ending timeout_s seconds from now, metadata and env (objects
+ * A new sandbox of template tmpl_name ending timeout_s seconds from now (a ready clone of its
+ * warm pool when there is one, its vCPUs let go: no start; else a clone started now), metadata and env (objects
  * of strings, or NULL; borrowed) kept with it.  Its copy (caller frees the metadata/env refs with
  * serve_sandbox_put) in *out.  -ENOENT unknown template, -EUSERS over max sandboxes, -ENOMEM over
  * max memory (err says which), -EINVAL a bad timeout, or the spawner's error.
@@ -102,11 +140,11 @@ const struct serve_template *serve_template_find(const struct serve_table *t, co
 int serve_create(struct serve_table *t, const char *tmpl_name, long timeout_s, json_t *metadata, json_t *env,
 		 struct serve_sandbox *out, char *err, size_t errlen);
 
-/* A copy of sandbox id (-ENOENT when there is none running); release with serve_sandbox_put. */
+/* A copy of sandbox id (-ENOENT when there is none running or paused); release with serve_sandbox_put. */
 int serve_get(struct serve_table *t, const char *id, struct serve_sandbox *out);
 void serve_sandbox_put(struct serve_sandbox *s);
 
-/* Copies of the running sandboxes (a malloc'd array, each released with serve_sandbox_put). */
+/* Copies of the running and paused sandboxes (states as the API shows them) (a malloc'd array, each released with serve_sandbox_put). */
 int serve_list(struct serve_table *t, struct serve_sandbox **out, size_t *n);
 
 /* Ends sandbox id and removes its files: 0, or -ENOENT. */
@@ -115,13 +153,30 @@ int serve_kill(struct serve_table *t, const char *id);
 /* The sandbox now ends timeout_s seconds from now (E2B's setTimeout): 0, -ENOENT or -EINVAL. */
 int serve_set_timeout(struct serve_table *t, const char *id, long timeout_s);
 
+/*
+ * E2B's pause: the sandbox's snapshot written to STATE/run/ID/snap, its monitor ended (a paused
+ * sandbox keeps its memory file, not its RAM), the record marked paused.  0, -ENOENT, -EALREADY
+ * (paused already), -EBUSY (being paused or resumed), or the spawner's error (it runs on).
+ */
+int serve_pause(struct serve_table *t, const char *id, char *err, size_t errlen);
+
+/*
+ * E2B's resume: a paused sandbox restored from its snapshot with the same vsock socket; its
+ * deadline is what its timeout had left when paused, or timeout_s from now when timeout_s > 0.
+ * 0, -ENOENT, -EALREADY (running), -EBUSY, -ENOMEM (over --max-mem), -EINVAL or the spawner's
+ * error (it stays paused).  A copy in *out (release with serve_sandbox_put) when out is not NULL.
+ */
+int serve_resume(struct serve_table *t, const char *id, long timeout_s, struct serve_sandbox *out, char *err,
+		 size_t errlen);
+
 /* Ends every sandbox past its deadline and forgets those whose process died: how many went. */
 unsigned serve_tick(struct serve_table *t);
 
 /*
  * Reads state_dir/sandboxes/: a record whose process is alive (same pid and start time) is
  * adopted as running, any other (dead, reused pid, unreadable) is removed with its directory, and
- * one still marked creating (a daemon ended during its start: nobody got its id) is ended too.  *adopted and *removed say how many.
+ * one still marked creating (a daemon ended during its start: nobody got its id) is ended too; a
+ * paused record is adopted as paused when its snapshot's state file is there.  *adopted and *removed say how many.
  */
 int serve_adopt(struct serve_table *t, unsigned *adopted, unsigned *removed, char *err, size_t errlen);
 

@@ -1,0 +1,587 @@
+/*
+ * envd in `padcell serve` (vmm/serve/envd.c) without a VM: Connect's envelopes (short, oversized,
+ * wrong flags), requests with wrong types, unknown methods and missing sandboxes, then every call
+ * translated to agent frames against the real guest agent run as a host process on a Unix socket
+ * (the test's dialer stands in for the sandbox's vsock): a command's stdout, stderr, exit code,
+ * envVars and cwd; Stat, ListDir, MakeDir, Move, Remove; /files upload and download.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "vmm/serve/api.h"
+#include "vmm/serve/envd.h"
+#include "vmm/serve/table.h"
+#include "vmm/util.h"
+#include "tests/unit/agent_harness.h"
+
+#define KEY "pc_0123456789abcdef0123456789abcdef01234567"
+
+static int fk_start(void *ctx, const struct serve_template *tp, struct serve_sandbox *sb,
+		    int (*launched)(void *arg, const struct serve_sandbox *sb), void *arg, char *err, size_t errlen)
+{
+	sb->pid = getpid();
+	sb->start_time = 1;
+	return launched(arg, sb);
+}
+static void fk_stop(void *ctx, const struct serve_sandbox *sb) {}
+static bool fk_alive(void *ctx, const struct serve_sandbox *sb) { return true; }
+static double fk_now(void *ctx) { return 1000.0; }
+
+static struct serve_template tmpl = {.name = "base", .dir = "/nonexistent", .mem_bytes = 256ull << 20, .cpus = 1};
+static struct serve_table T;
+static char state[64], work[64], sid[SERVE_ID_LEN + 1], agent_name[32];
+static pid_t agent_pid = -1;
+
+/* The dialer: the agent's abstract socket, then its HELLO. */
+static int test_dial(void *ctx, const struct serve_sandbox *sb, struct agent_conn *c, char *err, size_t errlen)
+{
+	c->fd = agent_dial(agent_name);
+	struct agent_hello h;
+	return agent_conn_hello(c, now_ms() + 20000, &h, err, errlen);
+}
+static const struct envd_dialer D = {.dial = test_dial};
+
+static void setup(void)
+{
+	snprintf(state, sizeof(state), "/tmp/padcell-envd-test.XXXXXX");
+	cr_assert_not_null(mkdtemp(state));
+	snprintf(work, sizeof(work), "/tmp/padcell-envd-work.XXXXXX");
+	cr_assert_not_null(mkdtemp(work));
+	struct serve_spawner sp = {.start = fk_start, .stop = fk_stop, .alive = fk_alive};
+	struct serve_clock clk = {.now = fk_now};
+	struct serve_limits lim = {.max_sandboxes = 4, .max_mem = 4ull << 30};
+	char err[512];
+	cr_assert_eq(serve_table_init(&T, state, &lim, &tmpl, 1, &sp, &clk, err, sizeof(err)), 0, "%s", err);
+	json_t *env = json_pack("{s:s, s:s}", "FROM_SANDBOX", "sb-value", "BOTH", "sandbox");
+	struct serve_sandbox s;
+	cr_assert_eq(serve_create(&T, "base", 60, NULL, env, &s, err, sizeof(err)), 0, "%s", err);
+	json_decref(env);
+	snprintf(sid, sizeof(sid), "%s", s.id);
+	serve_sandbox_put(&s);
+	snprintf(agent_name, sizeof(agent_name), "envd-%d", (int)getpid());
+	agent_pid = agent_spawn_listen(agent_name);
+}
+
+static void teardown(void)
+{
+	if (agent_pid > 0) {
+		kill(agent_pid, SIGKILL);
+		waitpid(agent_pid, NULL, 0);
+	}
+	serve_table_free(&T);
+	char cmd[200];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s %s", state, work);
+	cr_assert_eq(system(cmd), 0);
+}
+
+/* A call: method, path, content type, body (len -1: strlen). */
+static void call(const char *method, const char *path, const char *ct, const char *body, ssize_t len,
+		 const char *file_path, struct envd_reply *rp)
+{
+	struct envd_request rq = {
+		.method = method, .path = path, .sandbox_id = sid, .token = KEY, .content_type = ct,
+		.file_path = file_path, .body = body, .len = len < 0 ? (body ? strlen(body) : 0) : (size_t)len,
+	};
+	envd_handle(&T, &D, KEY, &rq, rp);
+}
+
+static json_t *reply_json(const struct envd_reply *rp)
+{
+	json_error_t je;
+	json_t *j = json_loadb(rp->body, rp->len, 0, &je);
+	cr_assert_not_null(j, "reply is JSON: %.*s", (int)rp->len, rp->body);
+	return j;
+}
+
+static void expect_error(const struct envd_reply *rp, unsigned status, const char *code)
+{
+	cr_assert_eq(rp->status, status, "status %u, want %u: %.*s", rp->status, status, (int)rp->len, rp->body);
+	json_t *j = reply_json(rp);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "code")), code);
+	cr_assert_not_null(json_string_value(json_object_get(j, "message")));
+	json_decref(j);
+}
+
+static void unary(const char *path, const char *body, struct envd_reply *rp)
+{
+	call("POST", path, "application/json", body, -1, NULL, rp);
+}
+
+/* A stream call's request: body in one envelope. */
+static void stream_call(const char *path, const char *msg, struct envd_reply *rp)
+{
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	cr_assert_eq(envd_envelope_append(&buf, &len, &cap, 0, msg, strlen(msg)), 0);
+	call("POST", path, "application/connect+json", buf, (ssize_t)len, NULL, rp);
+	free(buf);
+}
+
+/* ---- envelopes, codes ---- */
+
+Test(envd_codec, envelope_parse)
+{
+	const uint8_t *m;
+	size_t n;
+	uint8_t ok[] = {0, 0, 0, 0, 2, '{', '}'};
+	cr_assert_eq(envd_envelope_parse(ok, sizeof(ok), 100, &m, &n), 0);
+	cr_assert_eq(n, 2);
+	cr_assert_eq(m, ok + 5);
+	cr_assert_eq(envd_envelope_parse(ok, 4, 100, &m, &n), -EPROTO, "shorter than the prefix");
+	cr_assert_eq(envd_envelope_parse(ok, 6, 100, &m, &n), -EPROTO, "shorter than its length");
+	uint8_t trailing[] = {0, 0, 0, 0, 1, '1', '2'};
+	cr_assert_eq(envd_envelope_parse(trailing, sizeof(trailing), 100, &m, &n), -EPROTO, "a second message");
+	uint8_t compressed[] = {ENVD_FLAG_COMPRESSED, 0, 0, 0, 2, '{', '}'};
+	cr_assert_eq(envd_envelope_parse(compressed, sizeof(compressed), 100, &m, &n), -EPROTO);
+	uint8_t end[] = {ENVD_FLAG_END, 0, 0, 0, 2, '{', '}'};
+	cr_assert_eq(envd_envelope_parse(end, sizeof(end), 100, &m, &n), -EPROTO);
+	uint8_t huge[] = {0, 0xff, 0xff, 0xff, 0xff, 0};
+	cr_assert_eq(envd_envelope_parse(huge, sizeof(huge), 1 << 20, &m, &n), -EMSGSIZE, "4 GiB announced");
+	cr_assert_eq(envd_envelope_parse(ok, sizeof(ok), 1, &m, &n), -EMSGSIZE, "past the bound");
+}
+
+Test(envd_codec, envelope_append_and_codes)
+{
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	cr_assert_eq(envd_envelope_append(&buf, &len, &cap, 0, "abc", 3), 0);
+	cr_assert_eq(envd_envelope_append(&buf, &len, &cap, ENVD_FLAG_END, "{}", 2), 0);
+	cr_assert_eq(len, 15);
+	cr_assert_eq(memcmp(buf, "\0\0\0\0\3abc\2\0\0\0\2{}", 15), 0);
+	free(buf);
+	cr_assert_eq(envd_code_status("not_found"), 404);
+	cr_assert_eq(envd_code_status("invalid_argument"), 400);
+	cr_assert_eq(envd_code_status("unimplemented"), 501);
+	cr_assert_eq(envd_code_status("deadline_exceeded"), 504);
+	cr_assert_eq(envd_code_status("unauthenticated"), 401);
+	cr_assert_eq(envd_code_status("no-such-code"), 500);
+	cr_assert(envd_route("/process.Process/Start"));
+	cr_assert(envd_route("/filesystem.Filesystem/Stat"));
+	cr_assert(envd_route("/files"));
+	cr_assert_not(envd_route("/sandboxes"));
+	cr_assert_not(envd_route("/filesx"));
+}
+
+/* ---- bad requests: no agent is dialled for any of these ---- */
+
+static int no_dial(void *ctx, const struct serve_sandbox *sb, struct agent_conn *c, char *err, size_t errlen)
+{
+	cr_assert_fail("a bad request must not reach the agent: %s", ctx ? (const char *)ctx : "");
+	return -EIO;
+}
+
+static void bad(const char *method, const char *path, const char *ct, const char *body, ssize_t len, const char *id,
+		const char *token, unsigned status, const char *code)
+{
+	char what[300];
+	snprintf(what, sizeof(what), "%s %s %.40s", method, path, body);
+	struct envd_dialer nd = {.ctx = what, .dial = no_dial};
+	struct envd_request rq = {
+		.method = method, .path = path, .sandbox_id = id, .token = token, .content_type = ct,
+		.body = body, .len = len < 0 ? strlen(body) : (size_t)len,
+	};
+	struct envd_reply rp;
+	envd_handle(&T, &nd, KEY, &rq, &rp);
+	expect_error(&rp, status, code);
+	free(rp.body);
+}
+
+Test(envd_bad, refused_before_the_agent, .init = setup, .fini = teardown)
+{
+	const char *st = "/filesystem.Filesystem/Stat", *j = "application/json";
+	bad("POST", st, j, "{\"path\":\"/\"}", -1, sid, NULL, 401, "unauthenticated");
+	bad("POST", st, j, "{\"path\":\"/\"}", -1, sid, "wrong", 401, "unauthenticated");
+	bad("POST", "/filesystem.Filesystem/Chmod", j, "{}", -1, sid, KEY, 501, "unimplemented");
+	bad("POST", "/process.Process/Teleport", j, "{}", -1, sid, KEY, 501, "unimplemented");
+	bad("GET", st, j, "", -1, sid, KEY, 501, "unimplemented");
+	bad("POST", st, "text/plain", "{\"path\":\"/\"}", -1, sid, KEY, 415, "unknown");
+	bad("POST", st, j, "{\"path\":", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", st, j, "[1,2]", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", st, j, "{\"path\":\"/\"}", -1, "inosuchsandbox000000", KEY, 404, "not_found");
+	bad("POST", st, j, "{\"path\":\"/\"}", -1, NULL, KEY, 404, "not_found");
+	bad("POST", "/process.Process/Start", j, "{}", -1, sid, KEY, 415, "unknown");
+	bad("POST", "/process.Process/Start", "application/connect+json", "\0\0\0\0\5{}", 7, sid, KEY, 400,
+	    "invalid_argument");
+	bad("POST", "/files", j, "", 0, sid, KEY, 400, "invalid_argument");
+}
+
+/* Stream replies: the messages, and the end's error code (NULL: none). */
+static json_t *stream_parse(const struct envd_reply *rp, const char **end_code)
+{
+	cr_assert_eq(rp->status, 200);
+	cr_assert_str_eq(rp->content_type, "application/connect+json");
+	json_t *msgs = json_array();
+	size_t off = 0;
+	bool ended = false;
+	*end_code = NULL;
+	while (off < rp->len) {
+		cr_assert_not(ended, "nothing after the end-of-stream envelope");
+		cr_assert_geq(rp->len - off, 5);
+		const uint8_t *p = (const uint8_t *)rp->body + off;
+		size_t n = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+		cr_assert_leq(n, rp->len - off - 5);
+		json_t *j = json_loadb((const char *)p + 5, n, 0, NULL);
+		cr_assert_not_null(j);
+		if (p[0] == ENVD_FLAG_END) {
+			ended = true;
+			json_t *e = json_object_get(j, "error");
+			if (e) {
+				static char code[64];
+				snprintf(code, sizeof(code), "%s", json_string_value(json_object_get(e, "code")));
+				*end_code = code;
+			}
+			json_decref(j);
+		} else {
+			cr_assert_eq(p[0], 0);
+			json_array_append_new(msgs, j);
+		}
+		off += 5 + n;
+	}
+	cr_assert(ended, "the stream has its end");
+	return msgs;
+}
+
+Test(envd_bad, start_missing_sandbox_ends_the_stream, .init = setup, .fini = teardown)
+{
+	struct envd_dialer nd = {.dial = no_dial};
+	const char *msg = "{\"process\":{\"cmd\":\"/bin/true\"}}";
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	envd_envelope_append(&buf, &len, &cap, 0, msg, strlen(msg));
+	struct envd_request rq = {.method = "POST", .path = "/process.Process/Start", .sandbox_id = "igone",
+				  .token = KEY, .content_type = "application/connect+json", .body = buf, .len = len};
+	struct envd_reply rp;
+	envd_handle(&T, &nd, KEY, &rq, &rp);
+	const char *code;
+	json_t *m = stream_parse(&rp, &code);
+	cr_assert_eq(json_array_size(m), 0);
+	cr_assert_str_eq(code, "not_found");
+	json_decref(m);
+	free(rp.body);
+	free(buf);
+}
+
+/* ---- against the real agent ---- */
+
+static size_t unb64(const char *s, char *out)
+{
+	static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t o = 0;
+	uint32_t v = 0;
+	int bits = 0;
+	for (; *s && *s != '='; s++) {
+		const char *p = strchr(a, *s);
+		cr_assert_not_null(p, "base64");
+		v = v << 6 | (uint32_t)(p - a);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (char)(v >> bits & 0xff);
+		}
+	}
+	out[o] = '\0';
+	return o;
+}
+
+/* Runs cmd through sh -c with envs (JSON object text) in cwd: stdout, stderr, exitCode. */
+static int run(const char *cmd, const char *envs, const char *cwd, char *out, char *errb, const char **end_code)
+{
+	json_t *rq = json_pack("{s:{s:s, s:[s, s], s:o}, s:b}", "process", "cmd", "/bin/sh", "args", "-c", cmd, "envs",
+			       json_loads(envs, 0, NULL), "stdin", 0);
+	if (cwd)
+		json_object_set_new(json_object_get(rq, "process"), "cwd", json_string(cwd));
+	char *msg = json_dumps(rq, JSON_COMPACT);
+	json_decref(rq);
+	struct envd_reply rp;
+	stream_call("/process.Process/Start", msg, &rp);
+	free(msg);
+	json_t *m = stream_parse(&rp, end_code);
+	out[0] = errb[0] = '\0';
+	int code = -1000;
+	cr_assert_geq(json_array_size(m), 1);
+	cr_assert_not_null(json_object_get(json_object_get(json_object_get(json_array_get(m, 0), "event"), "start"), "pid"),
+			   "the first event is start");
+	size_t i;
+	json_t *e;
+	json_array_foreach(m, i, e) {
+		json_t *ev = json_object_get(e, "event"), *d = json_object_get(ev, "data"), *end = json_object_get(ev, "end");
+		char chunk[65536];
+		if (d && json_object_get(d, "stdout"))
+			unb64(json_string_value(json_object_get(d, "stdout")), chunk), strcat(out, chunk);
+		if (d && json_object_get(d, "stderr"))
+			unb64(json_string_value(json_object_get(d, "stderr")), chunk), strcat(errb, chunk);
+		if (end) {
+			cr_assert_eq(i, json_array_size(m) - 1, "end is the last event");
+			code = (int)json_integer_value(json_object_get(end, "exitCode"));
+		}
+	}
+	json_decref(m);
+	free(rp.body);
+	return code;
+}
+
+Test(envd_agent, process_start, .init = setup, .fini = teardown, .timeout = 60)
+{
+	char out[8192], errb[8192];
+	const char *ec;
+	int code = run("echo hello; echo oops >&2; echo \"$FROM_SANDBOX $BOTH $FROM_REQ\"; pwd; exit 3",
+		       "{\"BOTH\":\"request\",\"FROM_REQ\":\"r\"}", work, out, errb, &ec);
+	cr_assert_null(ec, "no stream error: %s", ec);
+	cr_assert_eq(code, 3);
+	char want[200];
+	snprintf(want, sizeof(want), "hello\nsb-value request r\n%s\n", work);
+	cr_assert_str_eq(out, want);
+	cr_assert_str_eq(errb, "oops\n");
+	code = run("true", "{}", NULL, out, errb, &ec);
+	cr_assert_eq(code, 0);
+	cr_assert_str_eq(out, "");
+
+	struct envd_reply rp;
+	stream_call("/process.Process/Start", "{\"process\":{\"cmd\":\"/bin/sh\",\"args\":[1]}}", &rp);
+	json_t *m = stream_parse(&rp, &ec);
+	cr_assert_str_eq(ec, "invalid_argument", "args of numbers");
+	json_decref(m);
+	free(rp.body);
+	stream_call("/process.Process/Start", "{\"process\":{\"cmd\":\"/bin/sh\",\"envs\":{\"A\":1}}}", &rp);
+	m = stream_parse(&rp, &ec);
+	cr_assert_str_eq(ec, "invalid_argument", "envs of numbers");
+	json_decref(m);
+	free(rp.body);
+}
+
+Test(envd_agent, command_timeout, .init = setup, .fini = teardown, .timeout = 60)
+{
+	const char *msg = "{\"process\":{\"cmd\":\"/bin/sleep\",\"args\":[\"30\"]}}";
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	envd_envelope_append(&buf, &len, &cap, 0, msg, strlen(msg));
+	struct envd_request rq = {.method = "POST", .path = "/process.Process/Start", .sandbox_id = sid, .token = KEY,
+				  .content_type = "application/connect+json", .timeout_ms = "300", .body = buf,
+				  .len = len};
+	struct envd_reply rp;
+	envd_handle(&T, &D, KEY, &rq, &rp);
+	const char *ec;
+	json_t *m = stream_parse(&rp, &ec);
+	cr_assert_str_eq(ec, "deadline_exceeded");
+	json_decref(m);
+	free(rp.body);
+	free(buf);
+}
+
+Test(envd_agent, filesystem_and_files, .init = setup, .fini = teardown, .timeout = 60)
+{
+	char body[512], p[300];
+	struct envd_reply rp;
+	/* MakeDir (with parents) answers the new entry */
+	snprintf(body, sizeof(body), "{\"path\":\"%s/a/b\"}", work);
+	unary("/filesystem.Filesystem/MakeDir", body, &rp);
+	cr_assert_eq(rp.status, 200, "%.*s", (int)rp.len, rp.body);
+	json_t *j = reply_json(&rp);
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "entry"), "type")), "FILE_TYPE_DIRECTORY");
+	json_decref(j);
+	free(rp.body);
+
+	/* upload by multipart, as the SDK's files.write does */
+	snprintf(p, sizeof(p), "%s/a/b/hello.txt", work);
+	const char *mp = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"hello.txt\"\r\n"
+			 "Content-Type: application/octet-stream\r\n\r\nhi there\r\n--XyZ--\r\n";
+	call("POST", "/files", "multipart/form-data; boundary=XyZ", mp, -1, p, &rp);
+	cr_assert_eq(rp.status, 200, "%.*s", (int)rp.len, rp.body);
+	j = reply_json(&rp);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(j, 0), "path")), p);
+	json_decref(j);
+	free(rp.body);
+	call("POST", "/files", "multipart/form-data; boundary=XyZ", "--XyZ\r\nno end", -1, p, &rp);
+	expect_error(&rp, 400, "invalid_argument");
+	free(rp.body);
+
+	call("GET", "/files", NULL, NULL, 0, p, &rp);
+	cr_assert_eq(rp.status, 200);
+	cr_assert_eq(rp.len, 8);
+	cr_assert_eq(memcmp(rp.body, "hi there", 8), 0);
+	free(rp.body);
+
+	snprintf(body, sizeof(body), "{\"path\":\"%s\"}", p);
+	unary("/filesystem.Filesystem/Stat", body, &rp);
+	j = reply_json(&rp);
+	json_t *e = json_object_get(j, "entry");
+	cr_assert_str_eq(json_string_value(json_object_get(e, "type")), "FILE_TYPE_FILE");
+	cr_assert_str_eq(json_string_value(json_object_get(e, "size")), "8");
+	cr_assert_str_eq(json_string_value(json_object_get(e, "name")), "hello.txt");
+	json_decref(j);
+	free(rp.body);
+
+	snprintf(body, sizeof(body), "{\"path\":\"%s/a/b\",\"depth\":1}", work);
+	unary("/filesystem.Filesystem/ListDir", body, &rp);
+	j = reply_json(&rp);
+	json_t *ents = json_object_get(j, "entries");
+	cr_assert_eq(json_array_size(ents), 1);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(ents, 0), "path")), p);
+	json_decref(j);
+	free(rp.body);
+	snprintf(body, sizeof(body), "{\"path\":\"%s\",\"depth\":\"1\"}", work);
+	unary("/filesystem.Filesystem/ListDir", body, &rp);
+	expect_error(&rp, 400, "invalid_argument");
+	free(rp.body);
+
+	snprintf(body, sizeof(body), "{\"source\":\"%s\",\"destination\":\"%s/moved.txt\"}", p, work);
+	unary("/filesystem.Filesystem/Move", body, &rp);
+	cr_assert_eq(rp.status, 200, "%.*s", (int)rp.len, rp.body);
+	free(rp.body);
+	snprintf(body, sizeof(body), "{\"path\":\"%s\"}", p);
+	unary("/filesystem.Filesystem/Stat", body, &rp);
+	expect_error(&rp, 404, "not_found");
+	free(rp.body);
+	call("GET", "/files", NULL, NULL, 0, p, &rp);
+	expect_error(&rp, 404, "not_found");
+	free(rp.body);
+
+	snprintf(body, sizeof(body), "{\"path\":\"%s/a\"}", work);
+	unary("/filesystem.Filesystem/Remove", body, &rp);
+	cr_assert_eq(rp.status, 200, "%.*s", (int)rp.len, rp.body);
+	free(rp.body);
+	char a[200];
+	snprintf(a, sizeof(a), "%s/a", work);
+	struct stat st;
+	cr_assert_eq(stat(a, &st), -1, "removed recursively");
+	snprintf(a, sizeof(a), "%s/moved.txt", work);
+	cr_assert_eq(stat(a, &st), 0);
+	unary("/filesystem.Filesystem/Stat", "{\"path\":5}", &rp);
+	expect_error(&rp, 400, "invalid_argument");
+	free(rp.body);
+}
+
+/* A live stream: output reaches the reader while the command still runs (it waits for the test). */
+struct live_call {
+	struct envd_request rq;
+	struct envd_reply rp;
+	int fd;
+};
+
+static void *live_thread(void *arg)
+{
+	struct live_call *l = arg;
+	envd_handle_live(&T, &D, KEY, &l->rq, l->fd, &l->rp);
+	close(l->fd);
+	return NULL;
+}
+
+/* The next envelope from fd: its flag, its JSON in *j. */
+static uint8_t read_envelope(int fd, json_t **j)
+{
+	uint8_t h[5];
+	size_t got = 0;
+	while (got < 5) {
+		ssize_t n = read(fd, h + got, 5 - got);
+		cr_assert_gt(n, 0, "the stream went on");
+		got += (size_t)n;
+	}
+	size_t len = (size_t)h[1] << 24 | (size_t)h[2] << 16 | (size_t)h[3] << 8 | h[4];
+	char *m = malloc(len + 1);
+	for (got = 0; got < len;) {
+		ssize_t n = read(fd, m + got, len - got);
+		cr_assert_gt(n, 0);
+		got += (size_t)n;
+	}
+	*j = json_loadb(m, len, 0, NULL);
+	cr_assert_not_null(*j);
+	free(m);
+	return h[0];
+}
+
+Test(envd_agent, live_stream_before_the_end, .init = setup, .fini = teardown, .timeout = 60)
+{
+	char cmd[300], flag[128];
+	snprintf(flag, sizeof(flag), "%s/go", work);
+	/* bounded: 30 s at most, whatever the test does */
+	snprintf(cmd, sizeof(cmd), "echo first; i=0; while [ ! -e %s ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; echo second",
+		 flag);
+	json_t *rq = json_pack("{s:{s:s, s:[s, s]}}", "process", "cmd", "/bin/sh", "args", "-c", cmd);
+	char *msg = json_dumps(rq, JSON_COMPACT);
+	json_decref(rq);
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	envd_envelope_append(&buf, &len, &cap, 0, msg, strlen(msg));
+	free(msg);
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	struct live_call l = {
+		.rq = {.method = "POST", .path = "/process.Process/Start", .sandbox_id = sid, .token = KEY,
+		       .content_type = "application/connect+json", .body = buf, .len = len},
+		.fd = sv[1],
+	};
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, live_thread, &l), 0);
+	json_t *j;
+	cr_assert_eq(read_envelope(sv[0], &j), 0);
+	cr_assert_not_null(json_object_get(json_object_get(j, "event"), "start"));
+	json_decref(j);
+	cr_assert_eq(read_envelope(sv[0], &j), 0);
+	char out[64];
+	unb64(json_string_value(json_object_get(json_object_get(json_object_get(j, "event"), "data"), "stdout")), out);
+	cr_assert_str_eq(out, "first\n", "the first output comes while the command waits");
+	json_decref(j);
+	FILE *f = fopen(flag, "w");
+	cr_assert_not_null(f);
+	fclose(f);
+	char all[64] = "";
+	uint8_t fl;
+	bool ended = false;
+	while ((fl = read_envelope(sv[0], &j)) == 0) {
+		json_t *ev = json_object_get(j, "event");
+		json_t *d = json_object_get(json_object_get(ev, "data"), "stdout");
+		if (d)
+			unb64(json_string_value(d), out), strcat(all, out);
+		if (json_object_get(ev, "end")) {
+			cr_assert_eq(json_integer_value(json_object_get(json_object_get(ev, "end"), "exitCode")), 0);
+			ended = true;
+		}
+		json_decref(j);
+	}
+	cr_assert_eq(fl, ENVD_FLAG_END);
+	cr_assert_null(json_object_get(j, "error"));
+	json_decref(j);
+	cr_assert(ended);
+	cr_assert_str_eq(all, "second\n");
+	pthread_join(th, NULL);
+	cr_assert_eq(l.rp.status, 200);
+	cr_assert_null(l.rp.body, "a live stream leaves nothing in the reply");
+	close(sv[0]);
+	free(buf);
+}
+
+/* A live stream's reader that leaves ends the call at once (the command is ended with it). */
+Test(envd_agent, live_reader_gone_ends_the_call, .init = setup, .fini = teardown, .timeout = 60)
+{
+	const char *msg = "{\"process\":{\"cmd\":\"/bin/sleep\",\"args\":[\"100\"]}}";
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	envd_envelope_append(&buf, &len, &cap, 0, msg, strlen(msg));
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	struct live_call l = {
+		.rq = {.method = "POST", .path = "/process.Process/Start", .sandbox_id = sid, .token = KEY,
+		       .content_type = "application/connect+json", .timeout_ms = "100000", .body = buf, .len = len},
+		.fd = sv[1],
+	};
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, live_thread, &l), 0);
+	json_t *j;
+	cr_assert_eq(read_envelope(sv[0], &j), 0);
+	cr_assert_not_null(json_object_get(json_object_get(j, "event"), "start"));
+	json_decref(j);
+	close(sv[0]);
+	/* the command would run 100 s, past this test's 60 s bound: the join returning is the proof */
+	pthread_join(th, NULL);
+	free(l.rp.body);
+	free(buf);
+}

@@ -1,0 +1,814 @@
+/* E2B's envd served by `padcell serve`: Connect's JSON codec and envelopes, each call as agent frames. */
+#include "vmm/serve/envd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmm/err.h"
+#include "vmm/serve/api.h"
+#include "vmm/util.h"
+
+#define PROCESS_SVC    "/process.Process/"
+#define FILESYSTEM_SVC "/filesystem.Filesystem/"
+#define CT_JSON        "application/json"
+#define CT_STREAM      "application/connect+json"
+#define ENVD_ENV_MAX   256 /* env entries of one command (sandbox's and request's together) */
+#define ENVD_ARGS_MAX  1024
+
+/* Connect's code names and the HTTP status each maps to (Connect protocol, "Error codes"). */
+static const struct {
+	const char *code;
+	unsigned status;
+} codes[] = {
+	{"canceled", 499},          {"unknown", 500},          {"invalid_argument", 400}, {"deadline_exceeded", 504},
+	{"not_found", 404},         {"already_exists", 409},   {"permission_denied", 403}, {"resource_exhausted", 429},
+	{"failed_precondition", 400}, {"aborted", 409},        {"out_of_range", 400},     {"unimplemented", 501},
+	{"internal", 500},          {"unavailable", 503},      {"data_loss", 500},        {"unauthenticated", 401},
+};
+
+unsigned envd_code_status(const char *code)
+{
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+		if (!strcmp(codes[i].code, code))
+			return codes[i].status;
+	return 500;
+}
+
+bool envd_route(const char *path)
+{
+	return !strncmp(path, PROCESS_SVC, strlen(PROCESS_SVC)) || !strncmp(path, FILESYSTEM_SVC, strlen(FILESYSTEM_SVC)) ||
+	       !strcmp(path, "/files");
+}
+
+bool envd_streams(const char *path)
+{
+	return !strcmp(path, PROCESS_SVC "Start");
+}
+
+int envd_envelope_parse(const uint8_t *p, size_t len, size_t max, const uint8_t **msg, size_t *mlen)
+{
+	if (len < 5)
+		return -EPROTO;
+	if (p[0] != 0)
+		return -EPROTO; /* compressed (no encoding was negotiated) or end-of-stream from a client */
+	uint32_t n = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+	if (n > max)
+		return -EMSGSIZE;
+	if ((size_t)n != len - 5)
+		return -EPROTO; /* short, or more than the one message */
+	*msg = p + 5;
+	*mlen = n;
+	return 0;
+}
+
+int envd_envelope_append(char **buf, size_t *len, size_t *cap, uint8_t flag, const void *msg, size_t n)
+{
+	if (n > UINT32_MAX || *len + 5 + n < *len)
+		return -ENOMEM;
+	if (*len + 5 + n > *cap) {
+		size_t c = *cap ? *cap : 4096;
+		while (c < *len + 5 + n)
+			c *= 2;
+		char *q = realloc(*buf, c);
+		if (!q)
+			return -ENOMEM;
+		*buf = q;
+		*cap = c;
+	}
+	uint8_t *o = (uint8_t *)*buf + *len;
+	o[0] = flag;
+	o[1] = (uint8_t)(n >> 24);
+	o[2] = (uint8_t)(n >> 16);
+	o[3] = (uint8_t)(n >> 8);
+	o[4] = (uint8_t)n;
+	if (n)
+		memcpy(o + 5, msg, n);
+	*len += 5 + n;
+	return 0;
+}
+
+/* ---- replies ---- */
+
+static json_t *error_json(const char *code, const char *msg)
+{
+	return json_pack("{s:s, s:s}", "code", code, "message", msg);
+}
+
+static void set_json(struct envd_reply *rp, unsigned status, json_t *j)
+{
+	rp->status = status;
+	rp->content_type = CT_JSON;
+	rp->body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	rp->len = rp->body ? strlen(rp->body) : 0;
+	if (!rp->body)
+		rp->status = 500;
+	json_decref(j);
+}
+
+/* A unary call's error: Connect's status for code and {"code", "message"}. */
+static void unary_error(struct envd_reply *rp, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void unary_error(struct envd_reply *rp, const char *code, const char *fmt, ...)
+{
+	char msg[600];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	set_json(rp, envd_code_status(code), error_json(code, msg));
+}
+
+/* The code an agent call's failure is: the agent's own ERROR by its text, the transport by errno. */
+static const char *agent_code(int rc, const char *err)
+{
+	if (rc == -EIO) {
+		if (strstr(err, "No such file") || strstr(err, "not found"))
+			return "not_found";
+		if (strstr(err, "File exists"))
+			return "already_exists";
+		if (strstr(err, "Permission denied") || strstr(err, "not permitted"))
+			return "permission_denied";
+		if (strstr(err, "Not a directory") || strstr(err, "Is a directory") || strstr(err, "not empty"))
+			return "failed_precondition";
+		return "internal";
+	}
+	if (rc == -ETIMEDOUT)
+		return "deadline_exceeded";
+	if (rc == -EFBIG)
+		return "resource_exhausted";
+	if (rc == -EOPNOTSUPP)
+		return "unimplemented";
+	return "unavailable";
+}
+
+/* ---- the real dialer ---- */
+
+static int vsock_dial(void *ctx, const struct serve_sandbox *sb, struct agent_conn *c, char *err, size_t errlen)
+{
+	(void)ctx;
+	int rc = agent_conn_open(c, sb->vsock, AGENT_PORT, ENVD_CONNECT_MS, err, errlen);
+	if (rc)
+		return rc;
+	struct agent_hello h;
+	return agent_conn_hello(c, now_ms() + c->reply_ms, &h, err, errlen);
+}
+
+const struct envd_dialer envd_vsock_dialer = {.ctx = NULL, .dial = vsock_dial};
+
+/* ---- filesystem.Filesystem ---- */
+
+static const char *entry_type(uint32_t mode)
+{
+	return S_ISDIR(mode) ? "FILE_TYPE_DIRECTORY" : S_ISREG(mode) ? "FILE_TYPE_FILE" : "FILE_TYPE_UNSPECIFIED";
+}
+
+/* E2B's EntryInfo for e found at path (int64 size as a string: proto3's JSON mapping). */
+static json_t *entry_json(const struct agent_entry *e, const char *path)
+{
+	char perm[11], mtime[48], size[24];
+	static const char rwx[] = "rwxrwxrwx";
+	perm[0] = S_ISDIR(e->mode) ? 'd' : S_ISLNK(e->mode) ? 'L' : '-';
+	for (int i = 0; i < 9; i++)
+		perm[1 + i] = (e->mode & (0400u >> i)) ? rwx[i] : '-';
+	perm[10] = '\0';
+	time_t s = (time_t)(e->mtime_ns / 1000000000);
+	struct tm tm;
+	gmtime_r(&s, &tm);
+	strftime(mtime, sizeof(mtime), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	snprintf(size, sizeof(size), "%llu", (unsigned long long)e->size);
+	return json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s}", "name", e->name, "type", entry_type(e->mode), "path", path,
+			 "size", size, "mode", (int)(e->mode & 07777), "permissions", perm, "modifiedTime", mtime);
+}
+
+/* A required absolute path field of body: the string, or NULL with the reply made. */
+static const char *path_field(json_t *body, const char *name, struct envd_reply *rp)
+{
+	json_t *v = json_object_get(body, name);
+	if (!json_is_string(v)) {
+		unary_error(rp, "invalid_argument", "'%s' must be a string (an absolute path)", name);
+		return NULL;
+	}
+	const char *p = json_string_value(v);
+	if (p[0] != '/' || strlen(p) >= AGENT_MAX_PATH) {
+		unary_error(rp, "invalid_argument", "'%s' must be an absolute path shorter than %u bytes", name,
+			    AGENT_MAX_PATH);
+		return NULL;
+	}
+	return p;
+}
+
+/* The entry at path as {"entry": EntryInfo}, or the reply made. */
+static void stat_reply(struct agent_conn *c, const char *path, struct envd_reply *rp)
+{
+	char err[512];
+	struct agent_entry e;
+	int rc = agent_conn_stat(c, path, &e, err, sizeof(err));
+	if (rc)
+		unary_error(rp, agent_code(rc, err), "%s: %s", path, err);
+	else
+		set_json(rp, 200, json_pack("{s:o}", "entry", entry_json(&e, path)));
+}
+
+struct list_acc {
+	json_t *arr;
+	const char *dir;
+};
+
+static int list_each(void *arg, const struct agent_entry *e)
+{
+	struct list_acc *a = arg;
+	char path[AGENT_MAX_PATH + AGENT_MAX_NAME + 2];
+	size_t n = strlen(a->dir);
+	snprintf(path, sizeof(path), "%s%s%s", a->dir, n && a->dir[n - 1] == '/' ? "" : "/", e->name);
+	return json_array_append_new(a->arr, entry_json(e, path)) ? -ENOMEM : 0;
+}
+
+static void filesystem_call(struct agent_conn *c, const char *method, json_t *body, struct envd_reply *rp)
+{
+	char err[512];
+	const char *p, *q;
+	int rc;
+	if (!strcmp(method, "Stat")) {
+		if ((p = path_field(body, "path", rp)))
+			stat_reply(c, p, rp);
+	} else if (!strcmp(method, "ListDir")) {
+		json_t *depth = json_object_get(body, "depth");
+		if (!(p = path_field(body, "path", rp)))
+			return;
+		if (depth && !json_is_null(depth) && (!json_is_integer(depth) || json_integer_value(depth) < 0)) {
+			unary_error(rp, "invalid_argument", "'depth' must be a non-negative integer");
+			return;
+		}
+		if (depth && json_integer_value(depth) > 1) {
+			unary_error(rp, "unimplemented", "padcell lists one level only ('depth' 1), not %lld",
+				    (long long)json_integer_value(depth));
+			return;
+		}
+		struct list_acc a = {.arr = json_array(), .dir = p};
+		rc = agent_conn_list(c, p, list_each, &a, err, sizeof(err));
+		if (rc) {
+			json_decref(a.arr);
+			unary_error(rp, agent_code(rc, err), "%s: %s", p, err);
+		} else {
+			set_json(rp, 200, json_pack("{s:o}", "entries", a.arr));
+		}
+	} else if (!strcmp(method, "MakeDir")) {
+		if (!(p = path_field(body, "path", rp)))
+			return;
+		if ((rc = agent_conn_mkdir(c, p, 0755, true, err, sizeof(err))))
+			unary_error(rp, agent_code(rc, err), "%s: %s", p, err);
+		else
+			stat_reply(c, p, rp);
+	} else if (!strcmp(method, "Move")) {
+		if (!(p = path_field(body, "source", rp)) || !(q = path_field(body, "destination", rp)))
+			return;
+		if ((rc = agent_conn_move(c, p, q, err, sizeof(err))))
+			unary_error(rp, agent_code(rc, err), "%s -> %s: %s", p, q, err);
+		else
+			stat_reply(c, q, rp);
+	} else if (!strcmp(method, "Remove")) {
+		if (!(p = path_field(body, "path", rp)))
+			return;
+		if ((rc = agent_conn_remove(c, p, true, err, sizeof(err))))
+			unary_error(rp, agent_code(rc, err), "%s: %s", p, err);
+		else
+			set_json(rp, 200, json_object());
+	} else {
+		unary_error(rp, "unimplemented", "filesystem.Filesystem/%s is not served by padcell", method);
+	}
+}
+
+/* ---- process.Process/Start: a server stream ---- */
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* bytes as base64 (proto3's JSON for bytes) into out (4 * ((n + 2) / 3) + 1 bytes). */
+static void base64(const uint8_t *p, size_t n, char *out)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
+		out[o++] = b64[v >> 18 & 63];
+		out[o++] = b64[v >> 12 & 63];
+		out[o++] = i + 1 < n ? b64[v >> 6 & 63] : '=';
+		out[o++] = i + 2 < n ? b64[v & 63] : '=';
+	}
+	out[o] = '\0';
+}
+
+struct stream {
+	int fd;        /* >= 0: envelopes are sent there as they come (a live stream), else kept in buf */
+	bool broken;   /* the live stream's reader went away: the rest is dropped */
+	char *buf;
+	size_t len, cap;
+	bool dropped;  /* output past ENVD_STREAM_MAX was read and not kept */
+	bool oom;
+};
+
+/* On a live stream: the envelope just appended to buf is sent, and buf emptied. */
+static void stream_flush(struct stream *s)
+{
+	if (s->fd < 0)
+		return;
+	size_t off = 0;
+	while (!s->broken && off < s->len) {
+		ssize_t n = send(s->fd, s->buf + off, s->len - off, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			s->broken = true; /* the client is gone; the command still runs to its end or timeout */
+		else
+			off += (size_t)n;
+	}
+	s->len = 0;
+}
+
+static void stream_event(struct stream *s, json_t *ev)
+{
+	json_t *j = json_pack("{s:o}", "event", ev);
+	char *m = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (!m || envd_envelope_append(&s->buf, &s->len, &s->cap, 0, m, strlen(m)))
+		s->oom = true;
+	free(m);
+	stream_flush(s);
+}
+
+/* The stream's reader: both pipes' output as DataEvents, in the order it comes, until both close. */
+struct pump {
+	struct stream *s;
+	int fd[2];
+};
+
+static void *pump_run(void *arg)
+{
+	struct pump *pu = arg;
+	static const char *names[2] = {"stdout", "stderr"};
+	uint8_t chunk[16384];
+	char enc[4 * (sizeof(chunk) + 2) / 3 + 1];
+	int open_n = 2;
+	while (open_n) {
+		struct pollfd pf[2] = {{.fd = pu->fd[0], .events = POLLIN}, {.fd = pu->fd[1], .events = POLLIN}};
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (int i = 0; i < 2; i++) {
+			if (pu->fd[i] < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			ssize_t n = read(pu->fd[i], chunk, sizeof(chunk));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				close(pu->fd[i]);
+				pu->fd[i] = -1;
+				open_n--;
+				continue;
+			}
+			if (pu->s->broken || pu->s->dropped || pu->s->len + 4 * (size_t)n / 3 + 64 > ENVD_STREAM_MAX) {
+				pu->s->dropped = true;
+				continue;
+			}
+			base64(chunk, (size_t)n, enc);
+			stream_event(pu->s, json_pack("{s:{s:s}}", "data", names[i], enc));
+		}
+	}
+	return NULL;
+}
+
+/* The env of a command: the sandbox's envVars, then the request's envs on top ("NAME=VALUE"). */
+static int env_build(json_t *sandbox_env, json_t *req_env, char ***out)
+{
+	size_t n = json_object_size(sandbox_env) + json_object_size(req_env);
+	if (n > ENVD_ENV_MAX)
+		return -E2BIG;
+	char **v = calloc(n + 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	size_t k = 0;
+	json_t *maps[2] = {sandbox_env, req_env};
+	for (int m = 0; m < 2; m++) {
+		const char *name;
+		json_t *val;
+		json_object_foreach(maps[m], name, val) {
+			if (m == 0 && json_object_get(req_env, name))
+				continue; /* the request's value wins */
+			if (asprintf(&v[k], "%s=%s", name, json_string_value(val)) < 0) {
+				v[k] = NULL;
+				goto err_free;
+			}
+			k++;
+		}
+	}
+	*out = v;
+	return 0;
+err_free:
+	for (size_t i = 0; i < k; i++)
+		free(v[i]);
+	free(v);
+	return -ENOMEM;
+}
+
+static void strv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* An object of strings (envs): NULL when fine. */
+static bool string_map(json_t *o)
+{
+	if (!json_is_object(o))
+		return false;
+	const char *k;
+	json_t *v;
+	json_object_foreach(o, k, v)
+		if (!json_is_string(v) || !*k || strchr(k, '='))
+			return false;
+	return true;
+}
+
+/* The stream's end: {} or {"error": ...}, then the reply (a stream's status is 200 even for an error). */
+static void stream_end(struct stream *s, const char *code, const char *msg, struct envd_reply *rp)
+{
+	json_t *end = code ? json_pack("{s:o}", "error", error_json(code, msg)) : json_object();
+	char *m = json_dumps(end, JSON_COMPACT);
+	json_decref(end);
+	if (!m || s->oom || envd_envelope_append(&s->buf, &s->len, &s->cap, ENVD_FLAG_END, m, strlen(m))) {
+		free(m);
+		free(s->buf);
+		unary_error(rp, "resource_exhausted", "out of memory for the reply");
+		return;
+	}
+	free(m);
+	stream_flush(s);
+	rp->status = 200;
+	rp->content_type = CT_STREAM;
+	if (s->fd >= 0) {
+		free(s->buf); /* all of it was sent */
+		return;
+	}
+	rp->body = s->buf;
+	rp->len = s->len;
+}
+
+static void process_start(struct agent_conn *c, const struct serve_sandbox *sb, json_t *body, uint32_t timeout_ms,
+			  int fd, struct envd_reply *rp)
+{
+	struct stream s = {.fd = fd};
+	json_t *proc = json_object_get(body, "process"), *cmd = json_object_get(proc, "cmd");
+	json_t *args = json_object_get(proc, "args"), *envs = json_object_get(proc, "envs");
+	json_t *cwd = json_object_get(proc, "cwd"), *pty = json_object_get(body, "pty");
+	json_t *stdin_ = json_object_get(body, "stdin");
+	if (!json_is_object(proc) || !json_is_string(cmd) || !*json_string_value(cmd)) {
+		stream_end(&s, "invalid_argument", "'process.cmd' must be a non-empty string", rp);
+		return;
+	}
+	if (args && !json_is_null(args) && (!json_is_array(args) || json_array_size(args) > ENVD_ARGS_MAX)) {
+		stream_end(&s, "invalid_argument", "'process.args' must be an array of strings", rp);
+		return;
+	}
+	if (envs && !json_is_null(envs) && !string_map(envs)) {
+		stream_end(&s, "invalid_argument", "'process.envs' must map names (no '=') to strings", rp);
+		return;
+	}
+	if (cwd && !json_is_null(cwd) && (!json_is_string(cwd) || json_string_value(cwd)[0] != '/')) {
+		stream_end(&s, "invalid_argument", "'process.cwd' must be an absolute path", rp);
+		return;
+	}
+	if (pty && !json_is_null(pty)) {
+		stream_end(&s, "unimplemented", "a PTY is not served by padcell's envd yet", rp);
+		return;
+	}
+	if (json_is_true(stdin_)) {
+		stream_end(&s, "unimplemented", "stdin for a command is not served by padcell's envd yet", rp);
+		return;
+	}
+	size_t nargs = json_array_size(args);
+	const char **argv = calloc(nargs + 2, sizeof(*argv));
+	char **envv = NULL;
+	int pipes[2][2] = {{-1, -1}, {-1, -1}};
+	if (!argv) {
+		stream_end(&s, "resource_exhausted", "out of memory", rp);
+		return;
+	}
+	argv[0] = json_string_value(cmd);
+	for (size_t i = 0; i < nargs; i++) {
+		json_t *a = json_array_get(args, i);
+		if (!json_is_string(a)) {
+			stream_end(&s, "invalid_argument", "'process.args' must be an array of strings", rp);
+			goto out_argv;
+		}
+		argv[i + 1] = json_string_value(a);
+	}
+	int rc = env_build(sb->env, json_is_object(envs) ? envs : NULL, &envv);
+	if (rc) {
+		stream_end(&s, "invalid_argument", rc == -E2BIG ? "too many environment variables" : "out of memory", rp);
+		goto out_argv;
+	}
+	if (pipe2(pipes[0], O_CLOEXEC) || pipe2(pipes[1], O_CLOEXEC)) {
+		stream_end(&s, "resource_exhausted", "cannot make pipes for the output", rp);
+		goto out_pipes;
+	}
+	/* envd's StartEvent names the guest pid; a command run as one EXEC has no handle to show, so 0 */
+	stream_event(&s, json_pack("{s:{s:i}}", "start", "pid", 0));
+	struct pump pu = {.s = &s, .fd = {pipes[0][0], pipes[1][0]}};
+	pipes[0][0] = pipes[1][0] = -1;
+	pthread_t th;
+	if (pthread_create(&th, NULL, pump_run, &pu)) {
+		close(pu.fd[0]);
+		close(pu.fd[1]);
+		stream_end(&s, "resource_exhausted", "cannot start the output reader", rp);
+		goto out_pipes;
+	}
+	struct agent_exec_req req = {
+		.argv = (char *const *)argv, .env = envv, .cwd = json_is_string(cwd) ? json_string_value(cwd) : NULL,
+		.timeout_ms = timeout_ms, .stdin_fd = -1,
+	};
+	struct agent_exec_result res;
+	char err[512];
+	rc = agent_conn_exec(c, &req, pipes[0][1], pipes[1][1], &res, err, sizeof(err));
+	close(pipes[0][1]);
+	close(pipes[1][1]);
+	pipes[0][1] = pipes[1][1] = -1;
+	pthread_join(th, NULL);
+	if (rc) {
+		stream_end(&s, agent_code(rc, err), err, rp);
+	} else if (res.how == AGENT_TIMEDOUT) {
+		stream_end(&s, "deadline_exceeded", "the command ran past its timeout and was killed", rp);
+	} else {
+		char status[64];
+		if (res.how == AGENT_EXITED)
+			snprintf(status, sizeof(status), "exit status %d", res.code);
+		else
+			snprintf(status, sizeof(status), "signal: %s", strsignal(res.code));
+		json_t *end = json_pack("{s:i, s:b, s:s}", "exitCode", res.how == AGENT_EXITED ? res.code : -1, "exited",
+					res.how == AGENT_EXITED, "status", status);
+		if (s.dropped)
+			json_object_set_new(end, "error", json_string("output past the reply's bound was dropped"));
+		stream_event(&s, json_pack("{s:o}", "end", end));
+		stream_end(&s, NULL, NULL, rp);
+	}
+out_pipes:
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < 2; j++)
+			if (pipes[i][j] >= 0)
+				close(pipes[i][j]);
+out_argv:
+	strv_free(envv);
+	free(argv);
+}
+
+/* ---- /files ---- */
+
+static void files_get(struct agent_conn *c, const char *path, struct envd_reply *rp)
+{
+	char err[512];
+	int fd = memfd_create("envd-get", MFD_CLOEXEC);
+	if (fd < 0) {
+		unary_error(rp, "resource_exhausted", "cannot make a buffer: %s", strerror(errno));
+		return;
+	}
+	c->get_max = ENVD_FILE_MAX;
+	int rc = agent_conn_get_file(c, path, fd, err, sizeof(err));
+	off_t n = rc ? 0 : lseek(fd, 0, SEEK_CUR);
+	char *buf = rc || n < 0 ? NULL : malloc((size_t)n + 1);
+	if (rc) {
+		unary_error(rp, agent_code(rc, err), "%s: %s", path, err);
+	} else if (!buf || pread(fd, buf, (size_t)n, 0) != n) {
+		free(buf);
+		unary_error(rp, "internal", "cannot read back %s", path);
+	} else {
+		rp->status = 200;
+		rp->content_type = "application/octet-stream";
+		rp->body = buf;
+		rp->len = (size_t)n;
+	}
+	close(fd);
+}
+
+/*
+ * The first part of a multipart/form-data body (RFC 7578), the file the SDK uploads: its bytes,
+ * or NULL.  Bounded by the body, which http.c bounded.
+ */
+static const char *multipart_first(const char *ct, const char *body, size_t len, size_t *plen)
+{
+	const char *b = ct ? strstr(ct, "boundary=") : NULL;
+	if (!b)
+		return NULL;
+	b += 9;
+	char delim[80];
+	size_t bl = strcspn(b, "; \t");
+	if (bl && b[0] == '"') {
+		b++;
+		bl = strcspn(b, "\"");
+	}
+	if (bl == 0 || bl > 70)
+		return NULL;
+	int dl = snprintf(delim, sizeof(delim), "--%.*s", (int)bl, b);
+	const char *p = memmem(body, len, delim, (size_t)dl);
+	if (!p)
+		return NULL;
+	const char *end = body + len;
+	const char *hdr_end = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
+	if (!hdr_end)
+		return NULL;
+	const char *data = hdr_end + 4;
+	char close_delim[84];
+	int cl = snprintf(close_delim, sizeof(close_delim), "\r\n%s", delim);
+	const char *stop = memmem(data, (size_t)(end - data), close_delim, (size_t)cl);
+	if (!stop)
+		return NULL;
+	*plen = (size_t)(stop - data);
+	return data;
+}
+
+static void files_post(struct agent_conn *c, const struct envd_request *rq, struct envd_reply *rp)
+{
+	size_t n = 0;
+	const char *data = rq->content_type && !strncmp(rq->content_type, "multipart/form-data", 19)
+				   ? multipart_first(rq->content_type, rq->body, rq->len, &n)
+				   : (n = rq->len, rq->body ? rq->body : "");
+	if (!data) {
+		unary_error(rp, "invalid_argument", "a malformed multipart/form-data body (no complete first part)");
+		return;
+	}
+	int fd = memfd_create("envd-put", MFD_CLOEXEC);
+	if (fd < 0 || (n && write(fd, data, n) != (ssize_t)n) || lseek(fd, 0, SEEK_SET) != 0) {
+		if (fd >= 0)
+			close(fd);
+		unary_error(rp, "resource_exhausted", "cannot buffer the upload");
+		return;
+	}
+	char err[512];
+	/* E2B's SDK makes the parent directories itself first (MakeDir is not asked for by files.write) */
+	const char *slash = strrchr(rq->file_path, '/');
+	int rc = 0;
+	if (slash && slash != rq->file_path) {
+		char dir[AGENT_MAX_PATH];
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - rq->file_path), rq->file_path);
+		rc = agent_conn_mkdir(c, dir, 0755, true, err, sizeof(err));
+	}
+	if (!rc)
+		rc = agent_conn_put_file(c, fd, rq->file_path, 0644, err, sizeof(err));
+	close(fd);
+	if (rc) {
+		unary_error(rp, agent_code(rc, err), "%s: %s", rq->file_path, err);
+		return;
+	}
+	json_t *arr = json_array();
+	json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "name", slash ? slash + 1 : rq->file_path, "type", "file",
+					     "path", rq->file_path));
+	set_json(rp, 200, arr);
+}
+
+/* ---- dispatch ---- */
+
+static bool token_ok(const char *want, const char *given)
+{
+	if (!given)
+		return false;
+	size_t n = strlen(want), m = strlen(given);
+	unsigned char d = (unsigned char)(n != m);
+	for (size_t i = 0; i < n; i++)
+		d |= (unsigned char)(want[i] ^ (i < m ? given[i] : 0));
+	return d == 0;
+}
+
+/* The call's request message: a unary's body, or a stream's one envelope; NULL with the reply made. */
+static json_t *request_message(const struct envd_request *rq, bool stream, struct envd_reply *rp)
+{
+	const uint8_t *msg = (const uint8_t *)(rq->body ? rq->body : "");
+	size_t mlen = rq->len;
+	const char *want = stream ? CT_STREAM : CT_JSON;
+	if (!rq->content_type || strncmp(rq->content_type, want, strlen(want))) {
+		/* Connect answers an unsupported codec with HTTP 415 */
+		set_json(rp, 415, error_json("unknown", stream ? "a server stream takes Content-Type application/connect+json"
+							     : "a unary call takes Content-Type application/json"));
+		return NULL;
+	}
+	if (stream) {
+		int rc = envd_envelope_parse(msg, rq->len, SERVE_BODY_MAX, &msg, &mlen);
+		if (rc) {
+			unary_error(rp, "invalid_argument", rc == -EMSGSIZE ? "the request envelope is over its bound"
+									: "the request must be one uncompressed envelope");
+			return NULL;
+		}
+	}
+	json_error_t je;
+	json_t *j = json_loadb((const char *)msg, mlen, JSON_REJECT_DUPLICATES, &je);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		unary_error(rp, "invalid_argument", "the request message must be a JSON object");
+		return NULL;
+	}
+	return j;
+}
+
+void envd_handle(struct serve_table *t, const struct envd_dialer *d, const char *key, const struct envd_request *rq,
+		 struct envd_reply *rp)
+{
+	envd_handle_live(t, d, key, rq, -1, rp);
+}
+
+void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const char *key,
+		      const struct envd_request *rq, int fd, struct envd_reply *rp)
+{
+	memset(rp, 0, sizeof(*rp));
+	if (!token_ok(key, rq->token) && !token_ok(key, rq->api_key)) {
+		unary_error(rp, "unauthenticated", "missing or wrong access token (X-Access-Token)");
+		return;
+	}
+	if (rq->overflow) {
+		unary_error(rp, "resource_exhausted", "the request body is over its bound");
+		return;
+	}
+	bool files = !strcmp(rq->path, "/files");
+	bool process = !strncmp(rq->path, PROCESS_SVC, strlen(PROCESS_SVC));
+	const char *method = files ? "" : strchr(rq->path + 1, '/') + 1;
+	bool start = process && !strcmp(method, "Start");
+	if (files ? strcmp(rq->method, "GET") && strcmp(rq->method, "POST") : strcmp(rq->method, "POST")) {
+		unary_error(rp, "unimplemented", "%s is not allowed on %s", rq->method, rq->path);
+		return;
+	}
+	static const char *const fs_methods[] = {"Stat", "ListDir", "MakeDir", "Move", "Remove"};
+	bool known = process || files;
+	for (size_t i = 0; !known && i < sizeof(fs_methods) / sizeof(fs_methods[0]); i++)
+		known = !strcmp(method, fs_methods[i]);
+	if (!known) {
+		unary_error(rp, "unimplemented", "filesystem.Filesystem/%s is not served by padcell's envd", method);
+		return;
+	}
+	if (process && !start) {
+		unary_error(rp, "unimplemented", "process.Process/%s is not served by padcell's envd yet", method);
+		return;
+	}
+	if (files && (!rq->file_path || rq->file_path[0] != '/' || strlen(rq->file_path) >= AGENT_MAX_PATH)) {
+		unary_error(rp, "invalid_argument", "/files needs ?path= an absolute path");
+		return;
+	}
+	json_t *body = NULL;
+	if (!files && !(body = request_message(rq, start, rp)))
+		return;
+	struct serve_sandbox sb;
+	if (!rq->sandbox_id || serve_get(t, rq->sandbox_id, &sb)) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "sandbox \"%.*s\" not found (the E2b-Sandbox-Id header)", SERVE_ID_LEN + 4,
+			 rq->sandbox_id ? rq->sandbox_id : "");
+		if (start) {
+			struct stream s = {.fd = fd};
+			stream_end(&s, "not_found", msg, rp); /* a stream's error is in its end, under HTTP 200 */
+		} else {
+			unary_error(rp, "not_found", "%s", msg);
+		}
+		json_decref(body);
+		return;
+	}
+	uint32_t timeout = ENVD_TIMEOUT_DEF_MS;
+	if (rq->timeout_ms) {
+		char *e;
+		unsigned long long v = strtoull(rq->timeout_ms, &e, 10);
+		timeout = *e || v == 0 ? ENVD_TIMEOUT_DEF_MS : v > ENVD_TIMEOUT_MAX_MS ? ENVD_TIMEOUT_MAX_MS : (uint32_t)v;
+	}
+	struct agent_conn c;
+	char err[512];
+	/* a live stream's reader gone (its end closed: fd readable) ends the wait, and closing the
+	 * connection then ends the command: a worker never outlives its client by more than that */
+	agent_conn_init(&c, -1, -1, fd);
+	int rc = d->dial(d->ctx, &sb, &c, err, sizeof(err));
+	if (rc && start) {
+		struct stream s = {.fd = fd};
+		char msg[600];
+		snprintf(msg, sizeof(msg), "sandbox %s's agent does not answer: %s", sb.id, err);
+		stream_end(&s, "unavailable", msg, rp);
+	} else if (rc) {
+		unary_error(rp, "unavailable", "sandbox %s's agent does not answer: %s", sb.id, err);
+	} else if (files) {
+		if (!strcmp(rq->method, "GET"))
+			files_get(&c, rq->file_path, rp);
+		else
+			files_post(&c, rq, rp);
+	} else if (start) {
+		process_start(&c, &sb, body, timeout, fd, rp);
+	} else {
+		filesystem_call(&c, method, body, rp);
+	}
+	if (c.fd >= 0)
+		close(c.fd);
+	serve_sandbox_put(&sb);
+	json_decref(body);
+}

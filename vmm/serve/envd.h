@@ -1,0 +1,89 @@
+/*
+ * `padcell serve`'s in-sandbox API, E2B's envd: the Connect-RPC services process.Process and
+ * filesystem.Filesystem (Connect's JSON codec: unary calls as POST application/json, server
+ * streams as application/connect+json in 5-byte envelopes) and GET/POST /files, each call
+ * translated to guest-agent frames over the sandbox's vsock.  No HTTP here: vmm/serve/http.c
+ * feeds it, the unit tests call it directly with a fake dialer.
+ */
+#ifndef PADCELL_SERVE_ENVD_H
+#define PADCELL_SERVE_ENVD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmm/agent/agent_client.h"
+#include "vmm/serve/table.h"
+
+/* What create answers as envdVersion: below 0.3.0 the SDK asks for no stdin, below 0.6.0 it uploads multipart. */
+#define ENVD_VERSION       "0.2.0"
+#define ENVD_STREAM_MAX    (16u << 20)    /* a stream reply's bytes: output past it is dropped, and said so */
+#define ENVD_FILE_MAX      (16u << 20)    /* a download's bytes (GET /files) */
+#define ENVD_TIMEOUT_MAX_MS (3600u * 1000) /* a Connect-Timeout-Ms past an hour is cut to it */
+#define ENVD_TIMEOUT_DEF_MS (60u * 1000)   /* a command without Connect-Timeout-Ms: the SDK's default */
+#define ENVD_CONNECT_MS    2000           /* opening the sandbox's agent connection */
+
+/* How envd reaches a sandbox's agent: the real one opens sb->vsock, tests pass a fake. */
+struct envd_dialer {
+	void *ctx;
+	/* Connects c (agent_conn_init'd by the caller) to sb's agent and reads its HELLO. */
+	int (*dial)(void *ctx, const struct serve_sandbox *sb, struct agent_conn *c, char *err, size_t errlen);
+};
+/* The real dialer: sb->vsock, port AGENT_PORT, HELLO within AGENT_REPLY_MS. */
+extern const struct envd_dialer envd_vsock_dialer;
+
+struct envd_request {
+	const char *method;
+	const char *path;          /* without the query string */
+	const char *sandbox_id;    /* the E2b-Sandbox-Id header (SDK's single-URL mode), NULL when absent */
+	const char *token;         /* X-Access-Token, NULL when absent */
+	const char *api_key;       /* X-API-Key, NULL when absent */
+	const char *content_type;
+	const char *timeout_ms;    /* Connect-Timeout-Ms, NULL when absent */
+	const char *file_path;     /* /files' ?path= */
+	const char *body;
+	size_t len;
+	bool overflow;
+};
+
+struct envd_reply {
+	unsigned status;
+	const char *content_type;  /* static */
+	char *body;                /* malloc'd, len bytes (may be NULL with len 0) */
+	size_t len;
+};
+
+/* Whether path is one of envd's (the Connect services, or the files endpoint). */
+bool envd_route(const char *path);
+
+/* Handles one envd request on t's sandbox named by rq->sandbox_id; key is the daemon's key. */
+void envd_handle(struct serve_table *t, const struct envd_dialer *d, const char *key, const struct envd_request *rq,
+		 struct envd_reply *rp);
+
+/*
+ * The same, but a server stream's envelopes are sent on the stream socket fd as they come (a
+ * live stream; rp then says 200 with no body); a unary answer, or an error refused before the
+ * stream began, is in rp with nothing sent.  A reader gone from fd drops the rest of the output.
+ */
+void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const char *key,
+		      const struct envd_request *rq, int fd, struct envd_reply *rp);
+
+/* Whether path is a server-streaming call (process.Process/Start). */
+bool envd_streams(const char *path);
+
+/*
+ * Connect's envelopes: flag byte, u32 big-endian length, the message.  Parses the one envelope a
+ * unary-request stream (a server-streaming call's request) must be: 0 with *msg and *mlen, or
+ * -EPROTO (short, trailing bytes, a compressed or end-of-stream flag), -EMSGSIZE (past max).
+ */
+int envd_envelope_parse(const uint8_t *p, size_t len, size_t max, const uint8_t **msg, size_t *mlen);
+/* Appends an envelope of flag and n bytes to *buf (malloc'd, *len, *cap): 0 or -ENOMEM. */
+int envd_envelope_append(char **buf, size_t *len, size_t *cap, uint8_t flag, const void *msg, size_t n);
+
+#define ENVD_FLAG_COMPRESSED 0x01u
+#define ENVD_FLAG_END        0x02u
+
+/* The HTTP status Connect maps a code name to ("not_found" -> 404), 500 for an unknown one. */
+unsigned envd_code_status(const char *code);
+
+#endif
