@@ -37,7 +37,7 @@ static void reply_json(struct serve_reply *rp, unsigned status, json_t *j)
 }
 
 /* Constant time in the key's content: a wrong key's first bytes cannot be found by timing. */
-static bool key_ok(const char *want, const char *given)
+bool serve_key_ok(const char *want, const char *given)
 {
 	if (!given)
 		return false;
@@ -397,7 +397,7 @@ void serve_api_handle(struct serve_table *t, const char *key, const struct serve
 {
 	rp->status = 500;
 	rp->body = NULL;
-	if (!key_ok(key, rq->api_key)) {
+	if (!serve_key_ok(key, rq->api_key)) {
 		serve_reply_error(rp, 401, rq->api_key ? "invalid API key (X-API-Key)" : "missing API key: the X-API-Key header");
 		return;
 	}

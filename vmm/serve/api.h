@@ -43,6 +43,9 @@ struct serve_reply {
 };
 
 /* Handles one request against t, whose key is key (compared in constant time). */
+/* Whether GIVEN is the daemon's key WANT, in time independent of the key's content (REST and envd). */
+bool serve_key_ok(const char *want, const char *given);
+
 void serve_api_handle(struct serve_table *t, const char *key, const struct serve_request *rq, struct serve_reply *rp);
 
 /* An error reply, E2B's Error schema: {"code": status, "message": msg}. */

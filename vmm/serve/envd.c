@@ -678,17 +678,6 @@ static void files_post(struct agent_conn *c, const struct envd_request *rq, stru
 
 /* ---- dispatch ---- */
 
-static bool token_ok(const char *want, const char *given)
-{
-	if (!given)
-		return false;
-	size_t n = strlen(want), m = strlen(given);
-	unsigned char d = (unsigned char)(n != m);
-	for (size_t i = 0; i < n; i++)
-		d |= (unsigned char)(want[i] ^ (i < m ? given[i] : 0));
-	return d == 0;
-}
-
 /* The call's request message: a unary's body, or a stream's one envelope; NULL with the reply made. */
 static json_t *request_message(const struct envd_request *rq, bool stream, struct envd_reply *rp)
 {
@@ -729,7 +718,7 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		      const struct envd_request *rq, int fd, struct envd_reply *rp)
 {
 	memset(rp, 0, sizeof(*rp));
-	if (!token_ok(key, rq->token) && !token_ok(key, rq->api_key)) {
+	if (!serve_key_ok(key, rq->token) && !serve_key_ok(key, rq->api_key)) {
 		unary_error(rp, "unauthenticated", "missing or wrong access token (X-Access-Token)");
 		return;
 	}
