@@ -303,6 +303,26 @@ static struct serve_sandbox *slot_reserve(struct serve_table *t, const struct se
 	return s;
 }
 
+/*
+ * The end of a start made on a private copy: under the lock, the slot takes the copy back (and *out
+ * a copy of it, when given), or is cleared when the start failed (rc != 0); the copy is released.
+ */
+static void work_settle(struct serve_table *t, struct serve_sandbox *s, struct serve_sandbox *work, int rc,
+			struct serve_sandbox *out)
+{
+	pthread_mutex_lock(&t->lock);
+	serve_sandbox_put(s);
+	if (rc) {
+		slot_clear(s);
+	} else {
+		sandbox_copy(s, work);
+		if (out)
+			sandbox_copy(out, work);
+	}
+	pthread_mutex_unlock(&t->lock);
+	serve_sandbox_put(work);
+}
+
 /* The sandbox's metadata and env replaced by a create's (borrowed; NULL: empty). */
 static void sandbox_set_maps(struct serve_sandbox *s, json_t *metadata, json_t *env)
 {
@@ -349,16 +369,7 @@ static int pool_take(struct serve_table *t, const struct serve_template *tp, lon
 		t->sp.stop(t->sp.ctx, &work);
 		files_remove(t, work.id);
 	}
-	pthread_mutex_lock(&t->lock);
-	serve_sandbox_put(s);
-	if (rc) {
-		slot_clear(s);
-	} else {
-		sandbox_copy(s, &work);
-		sandbox_copy(out, &work);
-	}
-	pthread_mutex_unlock(&t->lock);
-	serve_sandbox_put(&work);
+	work_settle(t, s, &work, rc, out);
 	/* a clone that would not run again is no reason to fail the create: a cold one is started */
 	return rc == 0;
 }
@@ -406,16 +417,7 @@ int serve_create(struct serve_table *t, const char *tmpl_name, long timeout_s, j
 	}
 	if (rc)
 		files_remove(t, work.id);
-	pthread_mutex_lock(&t->lock);
-	serve_sandbox_put(s);
-	if (rc) {
-		slot_clear(s);
-	} else {
-		sandbox_copy(s, &work);
-		sandbox_copy(out, &work);
-	}
-	pthread_mutex_unlock(&t->lock);
-	serve_sandbox_put(&work);
+	work_settle(t, s, &work, rc, out);
 	return rc;
 }
 
@@ -463,16 +465,9 @@ int serve_pool_fill_one(struct serve_table *t, char *err, size_t errlen)
 			t->sp.stop(t->sp.ctx, &work);
 		files_remove(t, work.id);
 	}
-	pthread_mutex_lock(&t->lock);
-	serve_sandbox_put(s);
-	if (rc) {
-		slot_clear(s);
-	} else {
+	if (!rc)
 		work.state = SERVE_POOLED;
-		sandbox_copy(s, &work);
-	}
-	pthread_mutex_unlock(&t->lock);
-	serve_sandbox_put(&work);
+	work_settle(t, s, &work, rc, NULL);
 	return rc ? rc : 1;
 }
 
