@@ -65,8 +65,16 @@ check_confined() {
 			[ "$(readlink "$v/ns/net")" != "$(readlink /proc/self/ns/net)" ] || { echo "thread ${v##*/} still in the host's network namespace"; return; }
 		done
 	fi
-	[ "$(readlink "/proc/$pid/ns/ipc")" != "$(readlink /proc/self/ns/ipc)" ] || { echo "still in the host's IPC namespace"; return; }
-	[ "$(readlink "/proc/$pid/ns/mnt")" != "$(readlink /proc/self/ns/mnt)" ] || { echo "still in the host's mount namespace"; return; }
+	# Every thread, not just the main one, left the host's mount, IPC and UTS namespaces (the
+	# mount namespace is made by a helper thread and entered by each thread at confinement), all
+	# into the main thread's, and every thread's root is the empty jail.
+	for v in /proc/"$pid"/task/*; do
+		for n in mnt ipc uts; do
+			[ "$(readlink "$v/ns/$n")" != "$(readlink "/proc/self/ns/$n")" ] || { echo "thread ${v##*/} still in the host's $n namespace"; return; }
+			[ "$(readlink "$v/ns/$n")" = "$(readlink "/proc/$pid/ns/$n")" ] || { echo "thread ${v##*/} in another $n namespace than the main thread's"; return; }
+		done
+		[ -z "$(ls -A "$v/root/" 2>&1)" ] || { echo "thread ${v##*/}'s root is not the empty jail"; return; }
+	done
 	# The root is the empty jail: nothing in it, and it is the only mount the monitor has.
 	[ -z "$(ls -A "/proc/$pid/root/" 2>&1)" ] || { echo "/proc/$pid/root is not empty: $(ls -A "/proc/$pid/root/" 2>&1 | head -c 200)"; return; }
 	v=$(wc -l <"/proc/$pid/mountinfo")
@@ -77,7 +85,12 @@ check_confined() {
 	# uid's lock file; nothing else.  A file
 	# on a mount the jail detached reads relative to that mount (/dev/kvm as /kvm, /proc/PID as /PID).
 	local bad
-	bad=$(for fd in /proc/"$pid"/fd/*; do readlink "$fd"; done |
+	# /dev/kvm bound onto from another mount namespace (the rootless case's) reads "/": told by its device numbers.
+	bad=$(for fd in /proc/"$pid"/fd/*; do
+		v=$(readlink "$fd")
+		[ "$v" = / ] && [ "$(stat -L -c %F,%t:%T "$fd" 2>/dev/null)" = "character special file,a:e8" ] && v=/dev/kvm
+		echo "$v"
+	done |
 		grep -vE '^((/dev)?/null|(/dev)?/kvm|/dev/pts/[0-9]+|(/proc)?/'"$pid"'|anon_inode:(kvm-vm|kvm-vcpu:[0-9]+|\[eventfd\]|\[eventpoll\]|\[signalfd\]|\[timerfd\]|seccomp notify)|(/run)?/padcell/uids/[0-9]+|socket:\[[0-9]+\]|pipe:\[[0-9]+\]|'"$(readlink -f "$LOGDIR")"'(/.*)?)$')
 	[ -z "$bad" ] || { echo "unexpected fds: $(tr '\n' ' ' <<<"$bad")"; return; }
 	grep -q "^Seccomp_filters:[[:space:]]*[23]" "/proc/$pid/task/$pid/status" || { echo "the control thread has no filter of its own"; return; }

@@ -45,8 +45,11 @@ static struct {
 	unsigned nowned;
 	int test_kind;           /* PADCELL_TEST_HOOKS: the kind that makes a forbidden call, or -1 */
 	uint64_t prepare_ns, confine_ns; /* what the jail cost the start (--verbose) */
-	bool ns;                 /* the namespaces were made: pivot at confinement */
+	bool ns;                 /* the namespaces are being made (ns.c): enter them at confinement */
 	bool pivoted;            /* the root is the empty jail: host paths go through reach[] */
+	bool mnt_joined;         /* the main thread entered the jail's mount namespace: the others follow */
+	int cwd_fd;              /* ... and change to this directory there (-1: the root) */
+	bool cwd_owned;          /* cwd_fd is not one of reach[]'s: closed once every thread joined */
 	char cwd[4096];          /* the working directory at start, for relative paths */
 	struct reach {           /* a host directory the VM still uses, by name and by an fd held from before */
 		char path[4096]; /* absolute, no ".", "..", "//" */
@@ -54,7 +57,7 @@ static struct {
 		bool connect;    /* Unix sockets are connected to beneath it: it is the working directory */
 	} reach[JAIL_MAX_DIRS * 4 + 12];
 	unsigned nreach;
-} J = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, GATE_UNARMED, .ruleset_fd = -1, .test_kind = -1 };
+} J = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, GATE_UNARMED, .ruleset_fd = -1, .test_kind = -1, .cwd_fd = -1 };
 
 static __thread int thread_kind = JAIL_CONTROL;
 static const char *const kind_names[JAIL_KINDS] = { "control", "vCPU", "device", "network" };
@@ -645,48 +648,61 @@ static void test_hook(enum jail_kind kind)
 /* ---- the sequence --------------------------------------------------------------------------- */
 
 /*
- * This thread into the network namespace made meanwhile, then every directory the VM still uses
- * held as an fd and the root swapped for an empty tmpfs.  What cannot be done is said once, and
- * Landlock alone keeps the monitor from host files (paths are then used as they are).
+ * This thread into the namespaces made meanwhile (ns.c): the network one, then, with every
+ * directory the VM still uses held as an fd, the mount one whose root is an empty tmpfs.  What
+ * cannot be done is said once, and Landlock alone keeps the monitor from host files (paths are
+ * then used as they are).  The threads already there follow at JOIN (jail_thread_begin).
  */
 static void net_and_root(void)
 {
-	int rc = 0;
+	char what[96];
+	int rc = jail_ns_wait(what, sizeof(what));
 	if (!J.o.host_net) { /* a NIC's stack dials out from the host's network namespace */
-		rc = jail_ns_net_wait();
-		if (rc >= 0)
-			rc = jail_ns_net_join();
-		if (rc < 0)
+		int nrc = jail_ns_net_status();
+		if (!nrc)
+			nrc = jail_ns_net_join();
+		if (nrc < 0)
 			fprintf(stderr, "padcell: jail: no network namespace (%s); seccomp allows Unix sockets only\n",
-				strerror(-rc));
+				strerror(-nrc));
 	}
 	reach_add("/proc/self", false); /* snapshots read its pagemap */
 	for (unsigned i = 0; i < J.nreach; i++)
 		J.reach[i].fd = open(J.reach[i].path, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	int here = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	struct stat st;
-	const char *mountpoint = stat("/tmp", &st) == 0 && S_ISDIR(st.st_mode) ? "/tmp" : "/dev";
-	char what[96];
-	rc = jail_ns_pivot(mountpoint, what, sizeof(what));
+	/* the working directory after the switch: the vsock socket's (connect(2) names PATH_P sockets
+	 * from it) in the empty root, the start's own when the root could not be swapped */
+	J.cwd_fd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	J.cwd_owned = true;
+	for (unsigned i = 0; !rc && i < J.nreach; i++)
+		if (J.reach[i].connect && J.reach[i].fd >= 0) {
+			close(J.cwd_fd);
+			J.cwd_fd = J.reach[i].fd;
+			J.cwd_owned = false;
+			break;
+		}
+	if (!rc) {
+		J.pivoted = true;
+		if (J.cwd_owned) { /* no vsock socket: the jail's own root */
+			if (J.cwd_fd >= 0)
+				close(J.cwd_fd);
+			J.cwd_fd = -1;
+		}
+	}
+	int jrc = jail_ns_mnt_join(J.cwd_fd);
+	J.mnt_joined = jrc == 0;
+	if (jrc && !rc) {
+		rc = jrc;
+		snprintf(what, sizeof(what), "enter the mount namespace");
+	}
 	if (rc) {
-		if (here >= 0 && fchdir(here) < 0)
-			rc = -errno;
 		fprintf(stderr, "padcell: jail: no empty root (%s: %s); Landlock alone keeps the monitor from host files\n",
 			what, strerror(-rc));
+		J.pivoted = false;
 		for (unsigned i = 0; i < J.nreach; i++)
-			if (J.reach[i].fd >= 0)
+			if (J.reach[i].fd >= 0 && J.reach[i].fd != J.cwd_fd)
 				close(J.reach[i].fd);
 		for (unsigned i = 0; i < J.nreach; i++)
 			J.reach[i].fd = -1;
-	} else {
-		J.pivoted = true;
-		/* connect(2) names a socket from the working directory: the vsock socket's, where PATH_P lie */
-		for (unsigned i = 0; i < J.nreach; i++)
-			if (J.reach[i].connect && J.reach[i].fd >= 0 && fchdir(J.reach[i].fd) == 0)
-				break;
 	}
-	if (here >= 0)
-		close(here);
 }
 
 static int confine(uint64_t mem_size, char *err, size_t errlen)
@@ -731,7 +747,10 @@ static int confine(uint64_t mem_size, char *err, size_t errlen)
 	if (J.ruleset_fd >= 0)
 		close(J.ruleset_fd);
 	J.ruleset_fd = -1;
-	jail_ns_net_done();
+	jail_ns_done();
+	if (J.cwd_owned && J.cwd_fd >= 0)
+		close(J.cwd_fd);
+	J.cwd_fd = -1;
 	if ((rc = ids_switch(err, errlen)))
 		goto fail;
 	if ((rc = caps_drop_thread())) {
@@ -827,6 +846,9 @@ void jail_thread_begin(enum jail_kind kind, bool born_confined)
 		int rc = prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ? -errno : 0;
 		if (J.ns && !J.o.host_net)
 			jail_ns_net_join(); /* the main thread said it if this fails */
+		/* the main thread's mount namespace, or nobody's: no thread stays in the host's mounts */
+		if (!rc && J.mnt_joined)
+			rc = jail_ns_mnt_join(J.cwd_fd);
 		if (!rc && J.ruleset_fd >= 0)
 			rc = jail_landlock_restrict(J.ruleset_fd);
 		if (rc)

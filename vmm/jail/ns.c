@@ -1,6 +1,6 @@
 /*
  * Namespaces: the monitor leaves the host's mounts, network, IPC and hostname behind (rootless:
- * inside a user namespace), and at confinement pivots into an empty tmpfs of its own.
+ * inside a user namespace), and at confinement enters an empty tmpfs root of its own.
  */
 #include "vmm/jail/jail.h"
 
@@ -11,41 +11,75 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "vmm/util.h"
 
 /*
- * The network namespace is the dear one (~0.3 ms of kernel work to make, measured on our
- * hosts, against ~0.06 ms for mount, IPC and UTS together), so a helper thread makes it while
- * the command opens its files and builds the VM: unshare(CLONE_NEWNET) moves only the calling
- * thread, which keeps the namespace alive as an fd; jail_ns_net_join() then moves each thread into it.
+ * Making namespaces is the dear part of the jail: the network namespace takes ~0.3 ms of kernel
+ * work, and detaching the host's mount tree from the empty root waits for an RCU grace period
+ * (0.06 ms idle, several ms on a busy host; all measured on our hosts).  So a helper thread
+ * makes both while the command opens its files and builds the VM: with CLONE_NEWNS (which
+ * implies CLONE_FS: its root and working directory are its own) it copies the mount tree,
+ * pivots that copy into the empty root and detaches the rest, and with CLONE_NEWNET it makes
+ * the empty network namespace; it keeps each alive as an fd and ends.  The other threads go on
+ * in the host's mounts until jail_confine, where each of them enters both (jail_ns_mnt_join,
+ * jail_ns_net_join): setns into a mount namespace lands on its root, the empty tmpfs.
  */
 static struct {
 	pthread_t thread;
 	bool started;
-	int fd;  /* the new namespace, or -errno */
-} NET = { .fd = -1 };
+	bool net;          /* make a network namespace too */
+	int net_fd;        /* the new network namespace, or -errno */
+	int mnt_fd;        /* the new mount namespace, or -errno */
+	int pivot_rc;      /* 0 when the mount namespace's root is the empty tmpfs, or -errno ... */
+	char what[96];     /* ... with the step that failed */
+} NS = { .net_fd = -1, .mnt_fd = -1 };
 
-static void *net_maker(void *arg)
+static int ns_fd(const char *name)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/thread-self/ns/%s", name);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+static void *ns_maker(void *arg)
 {
 	(void)arg;
-	if (unshare(CLONE_NEWNET) < 0)
-		NET.fd = -errno;
-	else if ((NET.fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) < 0)
-		NET.fd = -errno;
+	if (NS.net)
+		NS.net_fd = unshare(CLONE_NEWNET) < 0 ? -errno : ns_fd("net");
+	/*
+	 * Mounts become private to the new namespace first, so nothing mounted or unmounted in it
+	 * reaches the host's (as root no user namespace turns shared mounts into slaves for us).
+	 */
+	if (unshare(CLONE_NEWNS) < 0) {
+		NS.mnt_fd = -errno;
+		snprintf(NS.what, sizeof(NS.what), "mount namespace");
+	} else if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+		NS.mnt_fd = -errno;
+		snprintf(NS.what, sizeof(NS.what), "private mounts");
+	} else if ((NS.mnt_fd = ns_fd("mnt")) >= 0) {
+		/* the namespace is the process's to join even when its root could not be swapped */
+		struct stat st;
+		const char *mountpoint = stat("/tmp", &st) == 0 && S_ISDIR(st.st_mode) ? "/tmp" : "/dev";
+		NS.pivot_rc = jail_ns_pivot(mountpoint, NS.what, sizeof(NS.what));
+	} else {
+		snprintf(NS.what, sizeof(NS.what), "open the mount namespace");
+	}
 	return NULL;
 }
 
 /*
- * Unshares mount, IPC and UTS namespaces and starts making the network one; not root, it first
- * makes a user namespace that maps only the caller's own uid and gid (the same numbers inside),
- * which must happen while the process is single-threaded.  Without a NIC the VM never needs the
- * host's network: a fresh, empty network namespace.  With one (host_net), the NIC's user-mode
- * stack makes its host sockets in this process, so the host's network namespace stays.  Mounts
- * become private to this namespace (nothing the jail mounts reaches the host).  No PID namespace:
- * see README "The jail".  Returns 0, or -errno with what set to the step that failed.
+ * Unshares IPC and UTS namespaces and starts the helper above; not root, it first makes a user
+ * namespace that maps only the caller's own uid and gid (the same numbers inside), which must
+ * happen while the process is single-threaded (the helper's namespaces then belong to it).
+ * Without a NIC the VM never needs the host's network: a fresh, empty network namespace.  With
+ * one (host_net), the NIC's user-mode stack makes its host sockets in this process, so the
+ * host's network namespace stays.  No PID namespace: see README "The jail".  Returns 0, or
+ * -errno with what set to the step that failed.
  */
 int jail_ns_enter(bool root, bool host_net, char *what, size_t whatlen)
 {
@@ -69,58 +103,71 @@ int jail_ns_enter(bool root, bool host_net, char *what, size_t whatlen)
 			return rc;
 		}
 	}
-	if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) < 0) {
-		snprintf(what, whatlen, "mount, IPC and UTS namespaces");
-		return -errno;
-	}
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
-		snprintf(what, whatlen, "private mounts");
+	if (unshare(CLONE_NEWIPC | CLONE_NEWUTS) < 0) {
+		snprintf(what, whatlen, "IPC and UTS namespaces");
 		return -errno;
 	}
 	sethostname("padcell", 7);
-	if (!host_net) {
-		pthread_attr_t attr; /* a shallow thread: a small stack, not glibc's 8 MiB default */
-		pthread_attr_init(&attr);
-		pthread_attr_setstacksize(&attr, 256u << 10); /* as device threads: room for the static TLS */
-		int rc = pthread_create(&NET.thread, &attr, net_maker, NULL);
-		pthread_attr_destroy(&attr);
-		if (rc) {
-			snprintf(what, whatlen, "network namespace thread");
-			return -rc;
-		}
-		NET.started = true;
+	NS.net = !host_net;
+	pthread_attr_t attr; /* a shallow thread: a small stack, not glibc's 8 MiB default */
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256u << 10); /* as device threads: room for the static TLS */
+	int rc = pthread_create(&NS.thread, &attr, ns_maker, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc) {
+		snprintf(what, whatlen, "namespace thread");
+		return -rc;
 	}
+	NS.started = true;
 	return 0;
 }
 
-int jail_ns_net_wait(void)
+int jail_ns_wait(char *what, size_t whatlen)
 {
-	if (NET.started) {
-		pthread_join(NET.thread, NULL);
-		NET.started = false;
+	if (NS.started) {
+		pthread_join(NS.thread, NULL);
+		NS.started = false;
 	}
-	return NET.fd;
+	snprintf(what, whatlen, "%s", NS.what);
+	return NS.mnt_fd < 0 ? NS.mnt_fd : NS.pivot_rc;
+}
+
+int jail_ns_net_status(void)
+{
+	return NS.net_fd < 0 ? NS.net_fd : 0;
 }
 
 int jail_ns_net_join(void)
 {
-	if (NET.fd < 0)
-		return NET.fd == -1 ? 0 : NET.fd;
-	return setns(NET.fd, CLONE_NEWNET) < 0 ? -errno : 0;
+	if (NS.net_fd < 0)
+		return NS.net_fd == -1 ? 0 : NS.net_fd;
+	return setns(NS.net_fd, CLONE_NEWNET) < 0 ? -errno : 0;
 }
 
-void jail_ns_net_done(void)
+int jail_ns_mnt_join(int cwd_fd)
 {
-	if (NET.fd >= 0)
-		close(NET.fd);
-	NET.fd = -1;
+	if (NS.mnt_fd < 0)
+		return NS.mnt_fd;
+	/* setns into a mount namespace needs a root and working directory of this thread's own */
+	if (unshare(CLONE_FS) < 0 || setns(NS.mnt_fd, CLONE_NEWNS) < 0)
+		return -errno;
+	return cwd_fd >= 0 && fchdir(cwd_fd) < 0 ? -errno : 0;
+}
+
+void jail_ns_done(void)
+{
+	if (NS.net_fd >= 0)
+		close(NS.net_fd);
+	if (NS.mnt_fd >= 0)
+		close(NS.mnt_fd);
+	NS.net_fd = NS.mnt_fd = -1;
 }
 
 /*
  * The empty root: a tmpfs mounted over mountpoint (an existing directory: the mount lives in this
  * process's private mount namespace only, so the host never sees it and it vanishes with the
  * process, however it ends), pivot_root into it, the old root detached, the new one made
- * read-only.  Every thread's root and working directory follow (they share the fs_struct).
+ * read-only.  Called by the helper thread above, in its own mount namespace and fs_struct.
  */
 int jail_ns_pivot(const char *mountpoint, char *what, size_t whatlen)
 {
