@@ -47,7 +47,7 @@ static struct {
 	uint64_t prepare_ns, confine_ns; /* what the jail cost the start (--verbose) */
 	bool ns;                 /* the namespaces are being made (ns.c): enter them at confinement */
 	bool pivoted;            /* the root is the empty jail: host paths go through reach[] */
-	bool mnt_joined;         /* the main thread entered the jail's mount namespace: the others follow */
+	bool mnt_joined;         /* the main thread entered the jail's namespaces (ns.c): the others follow */
 	int cwd_fd;              /* ... and change to this directory there (-1: the root) */
 	bool cwd_owned;          /* cwd_fd is not one of reach[]'s: closed once every thread joined */
 	char cwd[4096];          /* the working directory at start, for relative paths */
@@ -687,11 +687,11 @@ static void net_and_root(void)
 			J.cwd_fd = -1;
 		}
 	}
-	int jrc = jail_ns_mnt_join(J.cwd_fd);
+	int jrc = jail_ns_join(J.cwd_fd);
 	J.mnt_joined = jrc == 0;
 	if (jrc && !rc) {
 		rc = jrc;
-		snprintf(what, sizeof(what), "enter the mount namespace");
+		snprintf(what, sizeof(what), "enter the namespaces");
 	}
 	if (rc) {
 		fprintf(stderr, "padcell: jail: no empty root (%s: %s); Landlock alone keeps the monitor from host files\n",
@@ -846,9 +846,9 @@ void jail_thread_begin(enum jail_kind kind, bool born_confined)
 		int rc = prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ? -errno : 0;
 		if (J.ns && !J.o.host_net)
 			jail_ns_net_join(); /* the main thread said it if this fails */
-		/* the main thread's mount namespace, or nobody's: no thread stays in the host's mounts */
+		/* the main thread's mount, IPC and UTS namespaces, or nobody's: no thread stays behind */
 		if (!rc && J.mnt_joined)
-			rc = jail_ns_mnt_join(J.cwd_fd);
+			rc = jail_ns_join(J.cwd_fd);
 		if (!rc && J.ruleset_fd >= 0)
 			rc = jail_landlock_restrict(J.ruleset_fd);
 		if (rc)

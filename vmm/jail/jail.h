@@ -157,7 +157,7 @@ int jail_ns_enter(bool root, bool host_net, char *what, size_t whatlen);
 int jail_ns_wait(char *what, size_t whatlen);
 int jail_ns_net_status(void);
 int jail_ns_net_join(void);
-int jail_ns_mnt_join(int cwd_fd);
+int jail_ns_join(int cwd_fd);
 void jail_ns_done(void);
 int jail_ns_pivot(const char *mountpoint, char *what, size_t whatlen);
 void jail_cgroup_probe(struct jail_support *s);
