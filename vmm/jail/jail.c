@@ -22,8 +22,9 @@
 #include <unistd.h>
 
 /*
- * ARMED: threads born now wait.  JOIN: they drop their bounding set, set NO_NEW_PRIVS and join
- * Landlock while they still may (before the uid switch takes CAP_SETPCAP away), then report.
+ * ARMED: threads born now wait (with the empty bounding set they inherit).  JOIN: they set
+ * NO_NEW_PRIVS, enter the namespaces and join Landlock while they still may (before the uid
+ * switch and the capability drop), then report.
  * CONFINED: the process filter is on everywhere; they drop the rest and narrow their filter.
  * OPEN: no confinement after all (an error path); they just run.
  */
@@ -168,6 +169,8 @@ static void gate_set(enum gate g)
 	pthread_mutex_unlock(&J.lock);
 }
 
+static void caps_drop_bounding(void);
+
 static int read_int(const char *path, int dflt)
 {
 	FILE *f = fopen(path, "r");
@@ -266,6 +269,14 @@ static int prepare(const struct jail_opts *o, char *err, size_t errlen)
 	if (rc)
 		fprintf(stderr, "padcell: jail: no new namespaces (%s: %s); Landlock alone keeps the monitor from host files\n",
 			what, strerror(-rc));
+	/*
+	 * The bounding and ambient sets now, after the user namespace (which fills them again) and
+	 * before any thread that outlives confinement exists: every such thread inherits them empty
+	 * (only the namespace helper, which ends before confinement, is older).  Nothing needs them
+	 * meanwhile: the monitor never executes a program, and its effective capabilities, which the
+	 * namespaces and the uid switch use, stay until confinement.
+	 */
+	caps_drop_bounding();
 	for (unsigned i = 0; i < o->ndirs; i++)
 		jail_allow_path(o->dirs[i], true);
 	J.gate = GATE_ARMED;
@@ -735,9 +746,8 @@ static int confine(uint64_t mem_size, char *err, size_t errlen)
 		snprintf(err, errlen, "landlock_restrict_self: %s", strerror(-rc));
 		goto fail;
 	}
-	/* Bounding set while CAP_SETPCAP is still there, then the ids, then the rest of the capabilities. */
-	caps_drop_bounding();
-	/* The threads already there do the same for themselves; the uid switch waits for them. */
+	/* The bounding set went at prepare; the ids, then the rest of the capabilities.  The threads
+	 * already there join the jail first; the uid switch waits for them. */
 	pthread_mutex_lock(&J.lock);
 	J.gate = GATE_JOIN;
 	pthread_cond_broadcast(&J.cond);
@@ -842,7 +852,6 @@ void jail_thread_begin(enum jail_kind kind, bool born_confined)
 		if (gate_wait(false) != GATE_JOIN)
 			return; /* OPEN: no confinement */
 		/* what the main thread did for itself and cannot do for others */
-		caps_drop_bounding();
 		int rc = prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ? -errno : 0;
 		if (J.ns && !J.o.host_net)
 			jail_ns_net_join(); /* the main thread said it if this fails */
