@@ -42,6 +42,7 @@ struct net_slirp {
 	struct slirp_timer *timers;
 	struct pollfd *fds; /* while slirp_pollfds_fill/poll run */
 	unsigned nfds, maxfds;
+	bool rx_paused;     /* this pass: ask for no host socket's input */
 };
 
 bool net_slirp_built_in(void)
@@ -172,12 +173,17 @@ static int cb_add_poll(int fd, int events, void *opaque)
 	if (s->nfds == s->maxfds)
 		return -1; /* that socket waits for a later pass */
 	short ev = 0;
-	if (events & SLIRP_POLL_IN)
+	/*
+	 * Flow control: while frames wait for guest rx buffers slirp reads none of its sockets, so
+	 * a host peer's data stays in its socket and its TCP window closes, instead of slirp
+	 * reading on and emitting segments the guest has no room for.
+	 */
+	if ((events & SLIRP_POLL_IN) && !s->rx_paused)
 		ev |= POLLIN;
 	if (events & SLIRP_POLL_OUT)
 		ev |= POLLOUT;
-	if (events & SLIRP_POLL_PRI)
-		ev |= POLLPRI;
+	if ((events & SLIRP_POLL_PRI) && !s->rx_paused)
+		ev |= POLLPRI; /* urgent data is read too */
 	s->fds[s->nfds] = (struct pollfd){ .fd = fd, .events = ev };
 	return (int)s->nfds++;
 }
@@ -210,6 +216,7 @@ static unsigned slirp_poll_fill(void *ctx, struct pollfd *fds, unsigned max, int
 	s->fds = fds;
 	s->nfds = 0;
 	s->maxfds = max;
+	s->rx_paused = virtio_net_rx_paused(s->net);
 	uint32_t t = *timeout_ms < 0 ? UINT32_MAX : (uint32_t)*timeout_ms;
 	slirp_pollfds_fill(s->slirp, &t, cb_add_poll, s);
 	int64_t now = mono_ns() / 1000000;

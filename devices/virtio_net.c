@@ -174,30 +174,92 @@ static void rx_interrupt(struct virtio_net *n, bool pushed)
 		virtio_mmio_interrupt(&n->t, VIRTIO_MMIO_INT_VRING);
 }
 
+/* ---- the rx backlog: one ring of NET_RX_BACKLOG_BYTES, records of [u32 length][frame][pad] ---- */
+
+#define BL_WRAP UINT32_MAX /* in a length's place: the records go on at offset 0 */
+
+static size_t bl_record(size_t len)
+{
+	return 4 + ((len + 3) & ~(size_t)3);
+}
+
+/* Appends a frame; false when the ring has no room for it.  With t.lock held. */
+static bool bl_push(struct virtio_net *n, const uint8_t *frame, size_t len)
+{
+	size_t need = bl_record(len), at;
+	if (!n->bl.n) {
+		n->bl.head = n->bl.tail = 0;
+		n->bl.wrapped = false;
+	}
+	if (!n->bl.wrapped && n->bl.tail + need <= NET_RX_BACKLOG_BYTES) {
+		at = n->bl.tail;
+	} else if (!n->bl.wrapped && need <= n->bl.head) {
+		/* no room before the end: mark the rest unused (when a length fits there) and go on at 0 */
+		if (n->bl.tail + 4 <= NET_RX_BACKLOG_BYTES) {
+			uint32_t w = BL_WRAP;
+			memcpy(n->bl.buf + n->bl.tail, &w, 4);
+		}
+		n->bl.wrapped = true;
+		at = 0;
+	} else if (n->bl.wrapped && n->bl.tail + need <= n->bl.head) {
+		at = n->bl.tail;
+	} else {
+		return false;
+	}
+	uint32_t l = (uint32_t)len;
+	memcpy(n->bl.buf + at, &l, 4);
+	memcpy(n->bl.buf + at + 4, frame, len);
+	n->bl.tail = at + need;
+	n->bl.n++;
+	n->bl.bytes += len;
+	return true;
+}
+
+/* The oldest frame (n->bl.n > 0), its length in *len.  With t.lock held. */
+static const uint8_t *bl_peek(struct virtio_net *n, size_t *len)
+{
+	uint32_t l = BL_WRAP;
+	if (n->bl.head + 4 <= NET_RX_BACKLOG_BYTES)
+		memcpy(&l, n->bl.buf + n->bl.head, 4);
+	if (l == BL_WRAP) {
+		n->bl.head = 0; /* only ever reached with the ring wrapped */
+		n->bl.wrapped = false;
+		memcpy(&l, n->bl.buf, 4);
+	}
+	*len = l;
+	return n->bl.buf + n->bl.head + 4;
+}
+
+static void bl_pop(struct virtio_net *n, size_t len)
+{
+	n->bl.head += bl_record(len);
+	n->bl.bytes -= len;
+	if (!--n->bl.n) {
+		n->bl.head = n->bl.tail = 0;
+		n->bl.wrapped = false;
+	}
+}
+
 /* Backlogged frames onto the queue while it has buffers.  With t.lock held. */
 static void rx_flush(struct virtio_net *n)
 {
 	bool pushed = false;
-	while (n->bl_n) {
-		unsigned i = n->bl_head;
-		if (!rx_put(n, n->backlog[i].data, n->backlog[i].len, &pushed))
+	while (n->bl.n) {
+		size_t len;
+		const uint8_t *frame = bl_peek(n, &len);
+		if (!rx_put(n, frame, len, &pushed))
 			break;
-		free(n->backlog[i].data);
-		n->backlog[i].data = NULL;
-		n->bl_head = (i + 1) % NET_RX_BACKLOG;
-		n->bl_n--;
+		bl_pop(n, len);
 	}
 	rx_interrupt(n, pushed);
 }
 
 static void backlog_clear(struct virtio_net *n)
 {
-	while (n->bl_n) {
-		free(n->backlog[n->bl_head].data);
-		n->backlog[n->bl_head].data = NULL;
-		n->bl_head = (n->bl_head + 1) % NET_RX_BACKLOG;
-		n->bl_n--;
-	}
+	n->bl.n = 0;
+	n->bl.bytes = 0;
+	n->bl.head = n->bl.tail = 0;
+	n->bl.wrapped = false;
 }
 
 static const uint8_t *redirect_rx(struct virtio_net *n, const uint8_t *frame, size_t len);
@@ -210,21 +272,20 @@ void virtio_net_deliver(struct virtio_net *n, const uint8_t *frame, size_t len)
 	bool pushed = false;
 	if (len < 14 || len > NET_FRAME_MAX) {
 		n->stats.rx_dropped++;
-	} else if (n->bl_n || !rx_put(n, frame, len, &pushed)) {
+	} else if (n->bl.n || !rx_put(n, frame, len, &pushed)) {
 		/* In order: behind what already waits.  A full backlog drops, as a full NIC ring would. */
-		uint8_t *copy = n->bl_n < NET_RX_BACKLOG ? malloc(len) : NULL;
-		if (!copy) {
+		if (!bl_push(n, frame, len)) {
 			n->stats.rx_dropped++;
-		} else {
-			memcpy(copy, frame, len);
-			unsigned i = (n->bl_head + n->bl_n) % NET_RX_BACKLOG;
-			n->backlog[i].data = copy;
-			n->backlog[i].len = len;
-			n->bl_n++;
+			n->stats.rx_overrun++;
 		}
 	}
 	rx_interrupt(n, pushed);
 	pthread_mutex_unlock(&n->t.lock);
+}
+
+bool virtio_net_rx_paused(const struct virtio_net *n)
+{
+	return n->rx_paused;
 }
 
 /* ---- tx: frames from the guest --------------------------------------------------------- */
@@ -820,6 +881,10 @@ void virtio_net_poll(struct virtio_net *n, int timeout_ms)
 	tx_drain(n);
 	pthread_mutex_lock(&n->t.lock);
 	rx_flush(n);
+	/* Frames still wait: the guest has no buffers for more, so the stack reads nothing this pass. */
+	n->rx_paused = n->bl.n > 0;
+	if (n->rx_paused)
+		n->stats.rx_paused++;
 	/* Throttled: poll() ends when the first limiter has its tokens back (rounded up to a ms). */
 	uint64_t until = n->rx_until_ns;
 	if (n->tx_until_ns && (!until || n->tx_until_ns < until))
@@ -931,7 +996,8 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 		goto err_resolver;
 	}
 	n->rxnat = malloc(NET_FRAME_MAX);
-	if (!n->rxnat) {
+	n->bl.buf = malloc(NET_RX_BACKLOG_BYTES); /* its pages become resident only as frames wait */
+	if (!n->rxnat || !n->bl.buf) {
 		errorf(err, errlen, rc, "out of memory");
 		goto err_txbuf;
 	}
@@ -980,6 +1046,7 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 err_kick:
 	close(n->kick_fd);
 err_txbuf:
+	free(n->bl.buf);
 	free(n->rxnat);
 	free(n->txbuf);
 err_resolver:
@@ -1090,6 +1157,7 @@ void virtio_net_destroy(struct virtio_net *n)
 	pthread_mutex_lock(&n->t.lock);
 	backlog_clear(n);
 	pthread_mutex_unlock(&n->t.lock);
+	free(n->bl.buf);
 	free(n->txbuf);
 	free(n->rxnat);
 	close(n->kick_fd);

@@ -229,7 +229,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			dev_up(); /* the driver broke a ring: it resets and sets the queues up again */
 		check_stats(0);
 	}
-	if (dev->bl_n > NET_RX_BACKLOG)
+	if (dev->bl.bytes > NET_RX_BACKLOG_BYTES || (dev->bl.n == 0) != (dev->bl.bytes == 0))
 		abort();
 	virtio_net_destroy(dev);
 	fuzz_fds_end();
