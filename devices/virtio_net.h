@@ -172,6 +172,7 @@ struct virtio_net {
 	int kick_fd;              /* the monitor makes it the ioeventfd of both queues */
 	struct devthread thread;
 	struct virtq_chain chain;
+	struct virtq_chain rx_first; /* MRG_RXBUF: a frame's first rx buffer, its header written last */
 	uint8_t *txbuf;           /* NET_HDR_LEN + NET_FRAME_MAX: the guest's frame, copied once */
 	size_t txlen;
 	/*

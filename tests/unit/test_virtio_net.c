@@ -113,6 +113,8 @@ static void rx_post(uint16_t i)
 	avail_put(&dq[0], i);
 }
 
+static uint32_t dev_features_extra; /* more driver features for the next dev_up (MRG_RXBUF) */
+
 static void dev_up(unsigned nrx)
 {
 	wr(VIRTIO_MMIO_STATUS, 0);
@@ -123,9 +125,10 @@ static void dev_up(unsigned nrx)
 	cr_assert(f0 & (1u << VIRTIO_NET_F_MTU));
 	cr_assert_not(f0 & (1u << VIRTIO_NET_F_CSUM), "no offloads");
 	cr_assert_not(f0 & (1u << VIRTIO_NET_F_GUEST_TSO4), "no offloads");
+	cr_assert(f0 & (1u << VIRTIO_NET_F_MRG_RXBUF));
 	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES, (1u << VIRTIO_NET_F_MAC) | (1u << VIRTIO_NET_F_MTU) |
-						(1u << VIRTIO_RING_F_EVENT_IDX));
+						(1u << VIRTIO_RING_F_EVENT_IDX) | dev_features_extra);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES, 1u << (VIRTIO_F_VERSION_1 - 32));
 	wr(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
@@ -1645,4 +1648,143 @@ Test(net_slirp, a_paused_nic_makes_slirp_accept_nothing_until_the_guest_posts_bu
 	free(dev);
 	gmem_destroy(&mem);
 	up_stop();
+}
+
+/* ---- MRG_RXBUF: one frame over several page-sized buffers ---- */
+
+static void rx_post_len(uint16_t i, uint32_t len)
+{
+	desc_put(&dq[0], i, dq[0].bufs + (uint64_t)i * 0x20000, len, VRING_DESC_F_WRITE, 0);
+	avail_put(&dq[0], i);
+}
+
+/* The merged frame starting at used slot `slot`: its buffers' count, the frame (after the header) into out. */
+static unsigned rx_merged(uint16_t slot, uint8_t *out, size_t *len)
+{
+	struct vring_used_elem e = used_elem(&dq[0], slot);
+	uint64_t buf = dq[0].bufs + (uint64_t)e.id * 0x20000;
+	struct virtio_net_hdr_v1 h;
+	gmem_read(&mem, buf, &h, sizeof(h));
+	cr_assert_geq(h.num_buffers, 1);
+	cr_assert_geq(e.len, NET_HDR_LEN);
+	gmem_read(&mem, buf + NET_HDR_LEN, out, e.len - NET_HDR_LEN);
+	*len = e.len - NET_HDR_LEN;
+	for (uint16_t i = 1; i < h.num_buffers; i++) {
+		e = used_elem(&dq[0], (uint16_t)(slot + i));
+		gmem_read(&mem, dq[0].bufs + (uint64_t)e.id * 0x20000, out + *len, e.len);
+		*len += e.len;
+	}
+	return h.num_buffers;
+}
+
+static void mrg_setup(void)
+{
+	make_dev(&fake_be, NULL, 0);
+	dev_features_extra = 1u << VIRTIO_NET_F_MRG_RXBUF;
+	dev_up(0);
+	dev_features_extra = 0;
+}
+
+TestSuite(virtio_net_mrg, .init = mrg_setup, .fini = teardown, .timeout = 30);
+
+static uint8_t mf[NET_FRAME_MAX];
+
+static void mrg_frame(size_t len, uint8_t seed)
+{
+	for (size_t i = 0; i < len; i++)
+		mf[i] = (uint8_t)(seed + i * 7);
+	memcpy(mf, guest_mac, 6);
+}
+
+Test(virtio_net_mrg, a_frame_spans_buffers_that_reach_the_used_ring_together)
+{
+	rx_post_len(0, 2048);
+	rx_post_len(1, 2048);
+	mrg_frame(5000, 1);
+	virtio_net_deliver(dev, mf, 5000); /* 5012 bytes with the header: three buffers, two posted */
+	cr_assert_eq(used_idx(&dq[0]), 0, "no part of a frame before all of it fits");
+	cr_assert_eq(dev->bl.n, 1);
+	rx_post_len(2, 2048);
+	virtio_net_poll(dev, 0);
+	cr_assert_eq(used_idx(&dq[0]), 3);
+	cr_assert_eq(dev->bl.n, 0);
+	cr_assert_eq(used_elem(&dq[0], 0).len, 2048);
+	cr_assert_eq(used_elem(&dq[0], 1).len, 2048);
+	cr_assert_eq(used_elem(&dq[0], 2).len, 5012 - 4096);
+	static uint8_t r[NET_FRAME_MAX];
+	size_t n;
+	cr_assert_eq(rx_merged(0, r, &n), 3, "num_buffers says three");
+	cr_assert_eq(n, 5000);
+	cr_assert_eq(memcmp(r, mf, 5000), 0, "the bytes, in order");
+	/* a small frame takes one buffer */
+	rx_post_len(3, 2048);
+	mrg_frame(60, 9);
+	virtio_net_deliver(dev, mf, 60);
+	cr_assert_eq(used_idx(&dq[0]), 4);
+	cr_assert_eq(rx_merged(3, r, &n), 1);
+	cr_assert_eq(n, 60);
+	cr_assert_eq(memcmp(r, mf, 60), 0);
+	cr_assert_eq(dev->stats.rx_dropped, 0);
+}
+
+Test(virtio_net_mrg, a_frame_larger_than_the_whole_ring_is_dropped_and_the_buffers_kept)
+{
+	for (uint16_t i = 0; i < QN; i++)
+		rx_post_len(i, 64); /* 4 KiB in all */
+	mrg_frame(5000, 2);
+	virtio_net_deliver(dev, mf, 5000);
+	cr_assert_eq(used_idx(&dq[0]), 0);
+	cr_assert_eq(dev->bl.n, 0, "dropped, not waiting for buffers that can never be enough");
+	cr_assert_eq(dev->stats.rx_dropped, 1);
+	mrg_frame(60, 3);
+	virtio_net_deliver(dev, mf, 60);
+	cr_assert_eq(used_idx(&dq[0]), 2, "72 bytes: two buffers of 64");
+	static uint8_t r[NET_FRAME_MAX];
+	size_t n;
+	cr_assert_eq(rx_merged(0, r, &n), 2);
+	cr_assert_eq(n, 60);
+	cr_assert_eq(memcmp(r, mf, 60), 0);
+	cr_assert_not(rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+}
+
+Test(virtio_net_mrg, a_device_readable_rx_buffer_breaks_the_device)
+{
+	rx_post_len(0, 2048);
+	desc_put(&dq[0], 1, dq[0].bufs + 0x20000, 2048, 0, 0);
+	avail_put(&dq[0], 1);
+	mrg_frame(3000, 4);
+	virtio_net_deliver(dev, mf, 3000);
+	cr_assert(rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+	cr_assert_eq(used_idx(&dq[0]), 0);
+}
+
+Test(virtio_net_mrg, a_first_buffer_without_room_for_the_header_breaks_the_device)
+{
+	rx_post_len(0, NET_HDR_LEN - 2);
+	rx_post_len(1, 2048);
+	mrg_frame(60, 5);
+	virtio_net_deliver(dev, mf, 60);
+	cr_assert(rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+	cr_assert_eq(used_idx(&dq[0]), 0);
+}
+
+Test(virtio_net_mrg, the_rx_limiter_gives_back_every_buffer_of_a_held_frame)
+{
+	net_limits("ops=1/1000s", "none");
+	for (uint16_t i = 0; i < 6; i++)
+		rx_post_len(i, 2048);
+	mrg_frame(5000, 6);
+	virtio_net_deliver(dev, mf, 5000);
+	mrg_frame(5000, 7);
+	virtio_net_deliver(dev, mf, 5000);
+	cr_assert_eq(used_idx(&dq[0]), 3, "one frame within the budget");
+	cr_assert_eq(dev->bl.n, 1, "the other waits, its three buffers back in the ring");
+	net_fake_ns += 1000ull * 1000000000ull;
+	virtio_net_poll(dev, 0);
+	cr_assert_eq(used_idx(&dq[0]), 6);
+	static uint8_t r[NET_FRAME_MAX];
+	size_t n;
+	cr_assert_eq(rx_merged(3, r, &n), 3);
+	cr_assert_eq(n, 5000);
+	cr_assert_eq(memcmp(r, mf, 5000), 0);
 }
