@@ -111,10 +111,6 @@ static void log_gate(struct virtio_net *n, const struct gate_result *r)
 
 /* ---- rx: frames for the guest ---------------------------------------------------------- */
 
-/*
- * Puts one frame on the rx queue.  1: delivered, or dropped for good (no driver, a broken
- * ring, a buffer too small for it); 0: no buffer yet, keep it.  With t.lock held.
- */
 /* The rx limiter's word on a frame about to go out: false holds it back (the caller gives its buffers back). */
 static bool rx_rate_ok(struct virtio_net *n, size_t len)
 {
@@ -191,6 +187,10 @@ static int rx_put_merged(struct virtio_net *n, struct virtq *q, const uint8_t *f
 	return 1;
 }
 
+/*
+ * Puts one frame on the rx queue.  1: delivered, or dropped for good (no driver, a broken
+ * ring, a buffer too small for it); 0: no buffer yet, keep it.  With t.lock held.
+ */
 static int rx_put(struct virtio_net *n, const uint8_t *frame, size_t len, bool *pushed)
 {
 	struct virtio_mmio *t = &n->t;
