@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_mmio.h>
@@ -1787,4 +1788,31 @@ Test(virtio_net_mrg, the_rx_limiter_gives_back_every_buffer_of_a_held_frame)
 	cr_assert_eq(rx_merged(3, r, &n), 3);
 	cr_assert_eq(n, 5000);
 	cr_assert_eq(memcmp(r, mf, 5000), 0);
+}
+
+Test(net_slirp, socket_sized_buffers_stay_their_own_mappings)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	cr_skip_test("the sanitizer's allocator has no mmap threshold");
+#endif
+	if (!net_slirp_built_in())
+		cr_skip_test("built without libslirp");
+	make_dev(NULL, NULL, 0);
+	/*
+	 * A socket buffer's life in libslirp: 128 KiB, grown to 192 KiB, freed.  glibc's dynamic
+	 * threshold would move past the first freed block and serve the next ones from the heap.
+	 */
+	for (int i = 0; i < 3; i++) {
+		size_t before = mallinfo2().hblkhd;
+		void *p = malloc(128 << 10);
+		cr_assert_geq(mallinfo2().hblkhd, before + (128 << 10), "round %d: a mapping of its own", i);
+		void *q = realloc(p, 192 << 10);
+		cr_assert_geq(mallinfo2().hblkhd, before + (192 << 10), "round %d: grown in place of its mapping", i);
+		free(q);
+		cr_assert_eq(mallinfo2().hblkhd, before, "round %d: freeing unmapped it", i);
+	}
+	virtio_net_destroy(dev);
+	free(dev);
+	gmem_destroy(&mem);
+	up_stop();
 }
