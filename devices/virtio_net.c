@@ -1105,9 +1105,9 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 	}
 	/* MAC and MTU only: no checksum or segmentation offloads, so every frame is whole and checked. */
 	/*
-	 * MRG_RXBUF: without it a Linux driver at this MTU posts "big" buffers, one 64 KiB chain of
-	 * 17 pages per frame (a 54-byte ACK too), so its 256-entry ring holds 14 frames and each
-	 * refill allocates 17 pages; with it, one page-sized buffer per descriptor.
+	 * MRG_RXBUF: without it a Linux driver at an MTU over 1500 posts "big" buffers, one chain
+	 * of pages per frame as large as the MTU (a 54-byte ACK takes one too), several descriptors
+	 * each, and allocates them all at every refill; with it, one page-sized buffer per descriptor.
 	 */
 	uint64_t features = (1ULL << VIRTIO_NET_F_MAC) | (1ULL << VIRTIO_NET_F_MTU) | (1ULL << VIRTIO_NET_F_MRG_RXBUF);
 	virtio_mmio_init(&n->t, mem, host, irq, VIRTIO_ID_NET, features, 2, &n->config, sizeof(n->config), &net_ops, n);

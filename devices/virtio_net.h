@@ -31,11 +31,16 @@
 #define NET_DNS_IP     0x0a000203u /* 10.0.2.3  */
 #define NET_GUEST_MAC  { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 }
 /*
- * The IP MTU offered with VIRTIO_NET_F_MTU.  A user-mode stack pays per frame, not per byte:
- * slirp4netns measured 1.7 Gb/s at 1500 and 8.1 Gb/s at 65520 (rootlesskit's CI).  65520 is
- * also libslirp's largest (IF_MTU_MAX 65521).
+ * The IP MTU offered with VIRTIO_NET_F_MTU.  A user-mode stack pays per frame, not per byte
+ * (slirp4netns measured 1.7 Gb/s at 1500 and 8.1 Gb/s at 65520, rootlesskit's CI), but not
+ * 65520: its MSS (65480) is larger than a Linux receiver's first window (about 64 KiB from
+ * tcp_rmem's 128 KiB), so slirp, which sends no segment shorter than the MSS into a window
+ * under half the largest it saw, could only send one segment per persist timeout (5 s):
+ * measured in the nested bench, L1 -> guest ran at 0.1 Mbit/s in 3 of 6 runs at 65520.
+ * At 16384 four segments fit that first window, and a 64 KiB write is still four frames, not
+ * the 45 of MTU 1500.
  */
-#define NET_MTU        65520u
+#define NET_MTU        16384u
 #define NET_HDR_LEN    ((uint32_t)sizeof(struct virtio_net_hdr_v1)) /* VERSION_1: always with num_buffers */
 /* The largest frame the gate is shown: an IPv4 packet of 65535 bytes in Ethernet. */
 #define NET_FRAME_MAX  (14u + 65535u)
@@ -265,7 +270,7 @@ dev_create_fn virtio_net_create;
 /* True when the snapshot has a NIC in virtio slot `index`. */
 bool virtio_net_in_snapshot(const struct dev_snap_in *in, unsigned index);
 
-/* "padcell.net=10.0.2.15/24,10.0.2.2,10.0.2.3,65520": what the guest agent configures eth0 with. */
+/* "padcell.net=10.0.2.15/24,10.0.2.2,10.0.2.3,16384": what the guest agent configures eth0 with. */
 int virtio_net_cmdline(char *out, size_t outlen);
 
 #endif
