@@ -111,6 +111,82 @@ static void log_gate(struct virtio_net *n, const struct gate_result *r)
 
 /* ---- rx: frames for the guest ---------------------------------------------------------- */
 
+/* The rx limiter's word on a frame about to go out: false holds it back (the caller gives its buffers back). */
+static bool rx_rate_ok(struct virtio_net *n, size_t len)
+{
+	if (!ratelimit_active(&n->rx_rl))
+		return true;
+	uint64_t now = n->clock(), wait;
+	if (!ratelimit_consume(&n->rx_rl, 1, len, now, &wait)) {
+		n->rx_until_ns = now + wait;
+		n->stats.rx_throttled++;
+		__atomic_fetch_add(&n->counts.rx_throttled, 1, __ATOMIC_RELAXED);
+		return false;
+	}
+	n->rx_until_ns = 0;
+	return true;
+}
+
+static void rx_unpop(struct virtq *q, unsigned nbuf)
+{
+	while (nbuf--)
+		virtq_unpop(q);
+}
+
+/*
+ * MRG_RXBUF: the frame spread over as many buffers as it needs (the driver posts page-sized
+ * ones, one descriptor each, instead of one 64 KiB chain per frame), the header's num_buffers
+ * saying how many; they reach the used ring together.  Same results as rx_put.
+ */
+static int rx_put_merged(struct virtio_net *n, struct virtq *q, const uint8_t *frame, size_t len, bool *pushed)
+{
+	struct virtio_mmio *t = &n->t;
+	struct vring_used_elem used[VIRTQ_MAX_SIZE];
+	size_t total = NET_HDR_LEN + len, off = 0;
+	unsigned nbuf = 0;
+	while (off < total) {
+		if (nbuf == q->num) {
+			/* the whole ring is not enough (the driver posts tiny buffers): this frame can never go */
+			rx_unpop(q, nbuf);
+			n->stats.rx_dropped++;
+			return 1;
+		}
+		struct virtq_chain *c = nbuf ? &n->chain : &n->rx_first;
+		int rc = virtq_pop(q, t->mem, c);
+		if (rc < 0) {
+			virtio_mmio_needs_reset(t);
+			n->stats.rx_dropped++;
+			return 1;
+		}
+		if (rc == 0) {
+			rx_unpop(q, nbuf); /* not enough yet: the frame waits for more */
+			return 0;
+		}
+		if (c->read_len || (!nbuf && c->write_len < NET_HDR_LEN)) {
+			/* a device-readable buffer, or a first one without room for the header, breaks the spec */
+			virtio_mmio_needs_reset(t);
+			n->stats.rx_dropped++;
+			return 1;
+		}
+		size_t take = c->write_len < total - off ? (size_t)c->write_len : total - off;
+		if (nbuf) /* the first buffer is written once the count is known */
+			virtq_chain_write(c, 0, frame + (off - NET_HDR_LEN), take);
+		used[nbuf++] = (struct vring_used_elem){ .id = c->head, .len = (uint32_t)take };
+		off += take;
+	}
+	if (!rx_rate_ok(n, len)) {
+		rx_unpop(q, nbuf);
+		return 0;
+	}
+	struct virtio_net_hdr_v1 h = { .num_buffers = (uint16_t)nbuf };
+	virtq_chain_write(&n->rx_first, 0, &h, sizeof(h));
+	virtq_chain_write(&n->rx_first, NET_HDR_LEN, frame, used[0].len - NET_HDR_LEN);
+	virtq_push_many(q, used, nbuf);
+	*pushed = true;
+	n->stats.rx_frames++;
+	return 1;
+}
+
 /*
  * Puts one frame on the rx queue.  1: delivered, or dropped for good (no driver, a broken
  * ring, a buffer too small for it); 0: no buffer yet, keep it.  With t.lock held.
@@ -123,6 +199,8 @@ static int rx_put(struct virtio_net *n, const uint8_t *frame, size_t len, bool *
 		n->stats.rx_dropped++; /* no driver (yet): a NIC that is down drops */
 		return 1;
 	}
+	if (t->driver_features & (1ULL << VIRTIO_NET_F_MRG_RXBUF))
+		return rx_put_merged(n, q, frame, len, pushed);
 	int rc = virtq_pop(q, t->mem, &n->chain);
 	if (rc < 0) {
 		virtio_mmio_needs_reset(t);
@@ -145,17 +223,9 @@ static int rx_put(struct virtio_net *n, const uint8_t *frame, size_t len, bool *
 		n->stats.rx_dropped++;
 		return 1;
 	}
-	if (ratelimit_active(&n->rx_rl)) {
-		uint64_t now = n->clock(), wait;
-		if (!ratelimit_consume(&n->rx_rl, 1, len, now, &wait)) {
-			/* Held back: the buffer goes back to the ring, the frame waits in the backlog. */
-			virtq_unpop(q);
-			n->rx_until_ns = now + wait;
-			n->stats.rx_throttled++;
-			__atomic_fetch_add(&n->counts.rx_throttled, 1, __ATOMIC_RELAXED);
-			return 0;
-		}
-		n->rx_until_ns = 0;
+	if (!rx_rate_ok(n, len)) {
+		virtq_unpop(q); /* held back: the buffer goes back to the ring, the frame waits in the backlog */
+		return 0;
 	}
 	/* No offloads negotiated: flags, GSO and checksum fields zero; one buffer per frame. */
 	struct virtio_net_hdr_v1 h = { .num_buffers = 1 };
@@ -174,30 +244,92 @@ static void rx_interrupt(struct virtio_net *n, bool pushed)
 		virtio_mmio_interrupt(&n->t, VIRTIO_MMIO_INT_VRING);
 }
 
+/* ---- the rx backlog: one ring of NET_RX_BACKLOG_BYTES, records of [u32 length][frame][pad] ---- */
+
+#define BL_WRAP UINT32_MAX /* in a length's place: the records go on at offset 0 */
+
+static size_t bl_record(size_t len)
+{
+	return 4 + ((len + 3) & ~(size_t)3);
+}
+
+/* Appends a frame; false when the ring has no room for it.  With t.lock held. */
+static bool bl_push(struct virtio_net *n, const uint8_t *frame, size_t len)
+{
+	size_t need = bl_record(len), at;
+	if (!n->bl.n) {
+		n->bl.head = n->bl.tail = 0;
+		n->bl.wrapped = false;
+	}
+	if (!n->bl.wrapped && n->bl.tail + need <= NET_RX_BACKLOG_BYTES) {
+		at = n->bl.tail;
+	} else if (!n->bl.wrapped && need <= n->bl.head) {
+		/* no room before the end: mark the rest unused (when a length fits there) and go on at 0 */
+		if (n->bl.tail + 4 <= NET_RX_BACKLOG_BYTES) {
+			uint32_t w = BL_WRAP;
+			memcpy(n->bl.buf + n->bl.tail, &w, 4);
+		}
+		n->bl.wrapped = true;
+		at = 0;
+	} else if (n->bl.wrapped && n->bl.tail + need <= n->bl.head) {
+		at = n->bl.tail;
+	} else {
+		return false;
+	}
+	uint32_t l = (uint32_t)len;
+	memcpy(n->bl.buf + at, &l, 4);
+	memcpy(n->bl.buf + at + 4, frame, len);
+	n->bl.tail = at + need;
+	n->bl.n++;
+	n->bl.bytes += len;
+	return true;
+}
+
+/* The oldest frame (n->bl.n > 0), its length in *len.  With t.lock held. */
+static const uint8_t *bl_peek(struct virtio_net *n, size_t *len)
+{
+	uint32_t l = BL_WRAP;
+	if (n->bl.head + 4 <= NET_RX_BACKLOG_BYTES)
+		memcpy(&l, n->bl.buf + n->bl.head, 4);
+	if (l == BL_WRAP) {
+		n->bl.head = 0; /* only ever reached with the ring wrapped */
+		n->bl.wrapped = false;
+		memcpy(&l, n->bl.buf, 4);
+	}
+	*len = l;
+	return n->bl.buf + n->bl.head + 4;
+}
+
+static void bl_pop(struct virtio_net *n, size_t len)
+{
+	n->bl.head += bl_record(len);
+	n->bl.bytes -= len;
+	if (!--n->bl.n) {
+		n->bl.head = n->bl.tail = 0;
+		n->bl.wrapped = false;
+	}
+}
+
 /* Backlogged frames onto the queue while it has buffers.  With t.lock held. */
 static void rx_flush(struct virtio_net *n)
 {
 	bool pushed = false;
-	while (n->bl_n) {
-		unsigned i = n->bl_head;
-		if (!rx_put(n, n->backlog[i].data, n->backlog[i].len, &pushed))
+	while (n->bl.n) {
+		size_t len;
+		const uint8_t *frame = bl_peek(n, &len);
+		if (!rx_put(n, frame, len, &pushed))
 			break;
-		free(n->backlog[i].data);
-		n->backlog[i].data = NULL;
-		n->bl_head = (i + 1) % NET_RX_BACKLOG;
-		n->bl_n--;
+		bl_pop(n, len);
 	}
 	rx_interrupt(n, pushed);
 }
 
 static void backlog_clear(struct virtio_net *n)
 {
-	while (n->bl_n) {
-		free(n->backlog[n->bl_head].data);
-		n->backlog[n->bl_head].data = NULL;
-		n->bl_head = (n->bl_head + 1) % NET_RX_BACKLOG;
-		n->bl_n--;
-	}
+	n->bl.n = 0;
+	n->bl.bytes = 0;
+	n->bl.head = n->bl.tail = 0;
+	n->bl.wrapped = false;
 }
 
 static const uint8_t *redirect_rx(struct virtio_net *n, const uint8_t *frame, size_t len);
@@ -210,21 +342,20 @@ void virtio_net_deliver(struct virtio_net *n, const uint8_t *frame, size_t len)
 	bool pushed = false;
 	if (len < 14 || len > NET_FRAME_MAX) {
 		n->stats.rx_dropped++;
-	} else if (n->bl_n || !rx_put(n, frame, len, &pushed)) {
+	} else if (n->bl.n || !rx_put(n, frame, len, &pushed)) {
 		/* In order: behind what already waits.  A full backlog drops, as a full NIC ring would. */
-		uint8_t *copy = n->bl_n < NET_RX_BACKLOG ? malloc(len) : NULL;
-		if (!copy) {
+		if (!bl_push(n, frame, len)) {
 			n->stats.rx_dropped++;
-		} else {
-			memcpy(copy, frame, len);
-			unsigned i = (n->bl_head + n->bl_n) % NET_RX_BACKLOG;
-			n->backlog[i].data = copy;
-			n->backlog[i].len = len;
-			n->bl_n++;
+			n->stats.rx_overrun++;
 		}
 	}
 	rx_interrupt(n, pushed);
 	pthread_mutex_unlock(&n->t.lock);
+}
+
+bool virtio_net_rx_paused(const struct virtio_net *n)
+{
+	return n->rx_paused;
 }
 
 /* ---- tx: frames from the guest --------------------------------------------------------- */
@@ -820,6 +951,10 @@ void virtio_net_poll(struct virtio_net *n, int timeout_ms)
 	tx_drain(n);
 	pthread_mutex_lock(&n->t.lock);
 	rx_flush(n);
+	/* Frames still wait: the guest has no buffers for more, so the stack reads nothing this pass. */
+	n->rx_paused = n->bl.n > 0;
+	if (n->rx_paused)
+		n->stats.rx_paused++;
 	/* Throttled: poll() ends when the first limiter has its tokens back (rounded up to a ms). */
 	uint64_t until = n->rx_until_ns;
 	if (n->tx_until_ns && (!until || n->tx_until_ns < until))
@@ -931,7 +1066,8 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 		goto err_resolver;
 	}
 	n->rxnat = malloc(NET_FRAME_MAX);
-	if (!n->rxnat) {
+	n->bl.buf = malloc(NET_RX_BACKLOG_BYTES); /* its pages become resident only as frames wait */
+	if (!n->rxnat || !n->bl.buf) {
 		errorf(err, errlen, rc, "out of memory");
 		goto err_txbuf;
 	}
@@ -968,7 +1104,12 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 			goto err_kick;
 	}
 	/* MAC and MTU only: no checksum or segmentation offloads, so every frame is whole and checked. */
-	uint64_t features = (1ULL << VIRTIO_NET_F_MAC) | (1ULL << VIRTIO_NET_F_MTU);
+	/*
+	 * MRG_RXBUF: without it a Linux driver at an MTU over 1500 posts "big" buffers, one chain
+	 * of pages per frame as large as the MTU (a 54-byte ACK takes one too), several descriptors
+	 * each, and allocates them all at every refill; with it, one page-sized buffer per descriptor.
+	 */
+	uint64_t features = (1ULL << VIRTIO_NET_F_MAC) | (1ULL << VIRTIO_NET_F_MTU) | (1ULL << VIRTIO_NET_F_MRG_RXBUF);
 	virtio_mmio_init(&n->t, mem, host, irq, VIRTIO_ID_NET, features, 2, &n->config, sizeof(n->config), &net_ops, n);
 	n->clock = ratelimit_clock_ns;
 	ratelimit_init(&n->rx_rl, &p->rx_rate, n->clock());
@@ -980,6 +1121,7 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 err_kick:
 	close(n->kick_fd);
 err_txbuf:
+	free(n->bl.buf);
 	free(n->rxnat);
 	free(n->txbuf);
 err_resolver:
@@ -1090,6 +1232,7 @@ void virtio_net_destroy(struct virtio_net *n)
 	pthread_mutex_lock(&n->t.lock);
 	backlog_clear(n);
 	pthread_mutex_unlock(&n->t.lock);
+	free(n->bl.buf);
 	free(n->txbuf);
 	free(n->rxnat);
 	close(n->kick_fd);

@@ -31,15 +31,28 @@
 #define NET_DNS_IP     0x0a000203u /* 10.0.2.3  */
 #define NET_GUEST_MAC  { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 }
 /*
- * The IP MTU offered with VIRTIO_NET_F_MTU.  A user-mode stack pays per frame, not per byte:
- * slirp4netns measured 1.7 Gb/s at 1500 and 8.1 Gb/s at 65520 (rootlesskit's CI).  65520 is
- * also libslirp's largest (IF_MTU_MAX 65521).
+ * The IP MTU offered with VIRTIO_NET_F_MTU.  A user-mode stack pays per frame, not per byte
+ * (slirp4netns measured 1.7 Gb/s at 1500 and 8.1 Gb/s at 65520, rootlesskit's CI), but not
+ * 65520: its MSS (65480) is larger than a Linux receiver's first window (about 64 KiB from
+ * tcp_rmem's 128 KiB), so slirp, which sends no segment shorter than the MSS into a window
+ * under half the largest it saw, could only send one segment per persist timeout (5 s):
+ * measured in the nested bench, L1 -> guest ran at 0.1 Mbit/s in 3 of 6 runs at 65520.
+ * At 16384 four segments fit that first window, and a 64 KiB write is still four frames, not
+ * the 45 of MTU 1500.
  */
-#define NET_MTU        65520u
+#define NET_MTU        16384u
 #define NET_HDR_LEN    ((uint32_t)sizeof(struct virtio_net_hdr_v1)) /* VERSION_1: always with num_buffers */
 /* The largest frame the gate is shown: an IPv4 packet of 65535 bytes in Ethernet. */
 #define NET_FRAME_MAX  (14u + 65535u)
-#define NET_RX_BACKLOG 256u              /* frames waiting for guest rx buffers, then dropped */
+/*
+ * Frames for the guest that found no rx buffer (or that the rx limiter holds back) wait in one
+ * ring of this many bytes, allocated once: a burst never grows the heap.  While any frame waits
+ * the backend stops reading its host sockets (virtio_net_rx_paused), so the host peers' TCP
+ * windows close instead of the backlog filling; what the stack still sends meanwhile (ACKs,
+ * retransmissions, data it had already read) waits here, and beyond the ring is dropped and
+ * counted (rx_overrun) as a full NIC ring would drop it: TCP sends it again.
+ */
+#define NET_RX_BACKLOG_BYTES (256u * 1024u)
 #define NET_DNS_TTL    60u
 /*
  * Addresses padcell resolved for an allowed name stay "pinned" to that name: a SYN to one is
@@ -136,6 +149,8 @@ struct net_params {
 struct net_stats {
 	uint64_t tx_frames, tx_passed, tx_dropped, tx_rejected, tx_bad;
 	uint64_t rx_frames, rx_dropped;
+	uint64_t rx_overrun;                 /* of rx_dropped: the backlog was full */
+	uint64_t rx_paused;                  /* device loop passes in which the backend was told not to read */
 	uint64_t rx_throttled, tx_throttled; /* times the limiter held a frame back */
 	uint64_t dns_queries, dns_resolved, dns_failed, dns_rebind_dropped;
 	uint64_t sni_checked, sni_allowed, sni_rejected; /* connections to pinned addresses */
@@ -162,10 +177,21 @@ struct virtio_net {
 	int kick_fd;              /* the monitor makes it the ioeventfd of both queues */
 	struct devthread thread;
 	struct virtq_chain chain;
+	struct virtq_chain rx_first; /* MRG_RXBUF: a frame's first rx buffer, its header written last */
 	uint8_t *txbuf;           /* NET_HDR_LEN + NET_FRAME_MAX: the guest's frame, copied once */
 	size_t txlen;
-	struct { uint8_t *data; size_t len; } backlog[NET_RX_BACKLOG];
-	unsigned bl_head, bl_n;
+	/*
+	 * The rx backlog, under t.lock: records (a 4-byte length, the frame, padded to 4) from head
+	 * to tail; once wrapped, from head to the end (or a wrap mark) and on from 0 to tail.
+	 */
+	struct {
+		uint8_t *buf;     /* NET_RX_BACKLOG_BYTES */
+		size_t head, tail;
+		bool wrapped;
+		unsigned n;       /* frames */
+		size_t bytes;     /* their lengths summed */
+	} bl;
+	bool rx_paused;           /* this pass: frames wait, the backend reads nothing (device thread) */
 	struct net_stats stats;
 	struct net_resolver *resolver;
 	struct net_pin pins[NET_PINS_MAX]; /* device thread only */
@@ -216,6 +242,13 @@ void virtio_net_poll(struct virtio_net *n, int timeout_ms);
 /* A frame for the guest (Ethernet, no virtio header): onto the rx queue, the backlog, or dropped.  Takes the lock. */
 void virtio_net_deliver(struct virtio_net *n, const uint8_t *frame, size_t len);
 
+/*
+ * For the backend's poll_fill: true while frames wait for guest rx buffers.  The backend then
+ * reads none of its host sockets in this pass (it still writes to them and runs its timers);
+ * the guest posting buffers kicks the loop, the backlog drains, and reading resumes.
+ */
+bool virtio_net_rx_paused(const struct virtio_net *n);
+
 /* Snapshot state: the transport, MAC and MTU; connections are not saved (fixed layout). */
 struct virtio_net_state {
 	struct virtio_mmio_state t;
@@ -237,7 +270,7 @@ dev_create_fn virtio_net_create;
 /* True when the snapshot has a NIC in virtio slot `index`. */
 bool virtio_net_in_snapshot(const struct dev_snap_in *in, unsigned index);
 
-/* "padcell.net=10.0.2.15/24,10.0.2.2,10.0.2.3,65520": what the guest agent configures eth0 with. */
+/* "padcell.net=10.0.2.15/24,10.0.2.2,10.0.2.3,16384": what the guest agent configures eth0 with. */
 int virtio_net_cmdline(char *out, size_t outlen);
 
 #endif

@@ -202,6 +202,17 @@ void virtq_push(struct virtq *q, uint16_t head, uint32_t len)
 	__atomic_store_n(&q->used->idx, q->used_idx, __ATOMIC_RELEASE);
 }
 
+void virtq_push_many(struct virtq *q, const struct vring_used_elem *e, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct vring_used_elem *u = &q->used->ring[(uint16_t)(q->used_idx + i) & (q->num - 1)];
+		__atomic_store_n(&u->id, e[i].id, __ATOMIC_RELAXED);
+		__atomic_store_n(&u->len, e[i].len, __ATOMIC_RELAXED);
+	}
+	q->used_idx = (uint16_t)(q->used_idx + n);
+	__atomic_store_n(&q->used->idx, q->used_idx, __ATOMIC_RELEASE);
+}
+
 bool virtq_should_interrupt(struct virtq *q)
 {
 	if (!q->ready)

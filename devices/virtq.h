@@ -2,6 +2,7 @@
 #ifndef PADCELL_VIRTQ_H
 #define PADCELL_VIRTQ_H
 
+#include <linux/virtio_ring.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -101,6 +102,8 @@ void virtq_unpop(struct virtq *q);
 
 /* Puts (head, written bytes) on the used ring and publishes the new used index. */
 void virtq_push(struct virtq *q, uint16_t head, uint32_t len);
+/* n chains at once: the driver sees the used index move past all of them together (a merged rx frame). */
+void virtq_push_many(struct virtq *q, const struct vring_used_elem *e, unsigned n);
 
 /* True when the driver wants an interrupt for what was pushed since the last call. */
 bool virtq_should_interrupt(struct virtq *q);

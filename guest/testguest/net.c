@@ -349,7 +349,7 @@ static void step_frames(struct vnet *d)
 	/* runt: 10 bytes, shorter than an Ethernet header */
 	memset(txb + HDR, 0xee, 10);
 	s[n].name = "runt", s[n++].len = 10;
-	/* over the MTU (65520) but within what the device copies: the gate's "oversized frame" */
+	/* over the MTU (16384; and over 65520) but within what the device copies: the gate's "oversized frame" */
 	s[n].name = "over-mtu", s[n++].len = 14 + 65521;
 	/* over the device's copy buffer (14 + 65535): refused before the gate, the chain still returned */
 	s[n].name = "over-buffer", s[n++].len = 14 + 65535 + 100;

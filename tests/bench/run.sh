@@ -394,7 +394,7 @@ echo "==== bench: nested networking (padcell --net vs QEMU -netdev user vs QEMU 
 # kernel and image with 512 MiB; the guest runs iperf3 -c (guest -> L1) and -c -R (L1 -> guest) and
 # times 100 sequential GETs with python3's urllib, net.runs times; medians.  Each VMM's resident
 # memory outside guest RAM is read after every measurement, the peak kept.  MTUs: padcell's own
-# (65520, offered by VIRTIO_NET_F_MTU), QEMU's default 1500 on both of its backends.
+# (16384, offered by VIRTIO_NET_F_MTU), QEMU's default 1500 on both of its backends.
 if want net; then
 	nruns=3 nsecs=5
 	if [ -f build/images/rootfs-debian.ext4 ] && command -v iperf3 >/dev/null; then
@@ -455,7 +455,7 @@ measure() {
 	tr -d '\r' </tmp/\$name.log | sed -n "s/^.*BENCHG /BENCH net \$name /p"
 }
 measure padcell ./padcell boot --kernel bzImage --mem 512M --drive root.img,ro --allow \$H:5201 --allow \$H:8080 \\
-	--cmdline "\$args nb.mtu=65520"
+	--cmdline "\$args nb.mtu=16384"
 measure qemu-user \$Q -netdev user,id=n0 -device virtio-net-device,netdev=n0 -append "\$args nb.mtu=1500 root=/dev/vda ro"
 if [ -c /dev/net/tun ] && [ -c /dev/vhost-net ] && tunctl -t tap0 >/dev/null; then
 	ip addr add 10.0.2.2/24 dev tap0

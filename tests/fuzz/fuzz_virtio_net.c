@@ -85,7 +85,7 @@ static struct {
 	uint16_t num;
 	uint64_t desc, avail, used;
 } dq[2];
-static bool event_idx;
+static bool event_idx, mrg_rxbuf;
 
 static void dev_up(void)
 {
@@ -93,7 +93,8 @@ static void dev_up(void)
 	wr(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES, (1u << VIRTIO_NET_F_MAC) | (1u << VIRTIO_NET_F_MTU) |
-						(event_idx ? 1u << VIRTIO_RING_F_EVENT_IDX : 0));
+						(event_idx ? 1u << VIRTIO_RING_F_EVENT_IDX : 0) |
+						(mrg_rxbuf ? 1u << VIRTIO_NET_F_MRG_RXBUF : 0));
 	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES, 1u << (VIRTIO_F_VERSION_1 - 32));
 	wr(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
@@ -167,6 +168,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	dq[0].num = (uint16_t)(1u << ((cfg & 15) % 9));
 	dq[1].num = (uint16_t)(1u << (((cfg >> 4) & 7) + 2 > 8 ? 8 : ((cfg >> 4) & 7) + 2));
 	event_idx = cfg & 0x80;
+	mrg_rxbuf = (cfg & 15) >= 9; /* the low nibble's values past the nine ring sizes: frames over several buffers */
 	for (unsigned q = 0; q < 2; q++) {
 		dq[q].desc = 16ULL * (fuzz_u16(&in) % (IMAGE_MAX / 16));
 		dq[q].avail = 2ULL * (fuzz_u16(&in) % (IMAGE_MAX / 2));
@@ -229,7 +231,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			dev_up(); /* the driver broke a ring: it resets and sets the queues up again */
 		check_stats(0);
 	}
-	if (dev->bl_n > NET_RX_BACKLOG)
+	if (dev->bl.bytes > NET_RX_BACKLOG_BYTES || (dev->bl.n == 0) != (dev->bl.bytes == 0))
 		abort();
 	virtio_net_destroy(dev);
 	fuzz_fds_end();

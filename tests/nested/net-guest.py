@@ -127,7 +127,7 @@ if mode == "main":
     route = [l.split() for l in open("/proc/net/route").read().splitlines()[1:]]
     default = [r for r in route if r[1] == "00000000" and r[0] == "eth0"]
     resolv = open("/etc/resolv.conf").read()
-    check("eth0", mtu == "65520" and default and default[0][2] == "0202000A" and "nameserver 10.0.2.3" in resolv,
+    check("eth0", mtu == "16384" and default and default[0][2] == "0202000A" and "nameserver 10.0.2.3" in resolv,
           "mtu %s, default route %s, resolv.conf %r" % (mtu, default[0][2] if default else "none", resolv.strip()[-30:]))
 
     try_get("by-ip", "198.51.100.10", "/hello.txt", b"hello-a")

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_mmio.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -112,6 +114,8 @@ static void rx_post(uint16_t i)
 	avail_put(&dq[0], i);
 }
 
+static uint32_t dev_features_extra; /* more driver features for the next dev_up (MRG_RXBUF) */
+
 static void dev_up(unsigned nrx)
 {
 	wr(VIRTIO_MMIO_STATUS, 0);
@@ -122,9 +126,10 @@ static void dev_up(unsigned nrx)
 	cr_assert(f0 & (1u << VIRTIO_NET_F_MTU));
 	cr_assert_not(f0 & (1u << VIRTIO_NET_F_CSUM), "no offloads");
 	cr_assert_not(f0 & (1u << VIRTIO_NET_F_GUEST_TSO4), "no offloads");
+	cr_assert(f0 & (1u << VIRTIO_NET_F_MRG_RXBUF));
 	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES, (1u << VIRTIO_NET_F_MAC) | (1u << VIRTIO_NET_F_MTU) |
-						(1u << VIRTIO_RING_F_EVENT_IDX));
+						(1u << VIRTIO_RING_F_EVENT_IDX) | dev_features_extra);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES, 1u << (VIRTIO_F_VERSION_1 - 32));
 	wr(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
@@ -632,7 +637,7 @@ Test(virtio_net, rx_waits_for_buffers_and_honours_event_idx)
 		virtio_net_poll(dev, 0);
 	}
 	cr_assert_eq(used_idx(&dq[0]), 8);
-	cr_assert_eq(dev->bl_n, 2);
+	cr_assert_eq(dev->bl.n, 2);
 	/* EVENT_IDX: the driver wants no interrupt before used idx passes 20. */
 	used_event_put(&dq[0], 20);
 	unsigned before = fh.notify_calls;
@@ -644,7 +649,7 @@ Test(virtio_net, rx_waits_for_buffers_and_honours_event_idx)
 	rx_post(9);
 	virtio_net_poll(dev, 0);
 	cr_assert_eq(used_idx(&dq[0]), 10);
-	cr_assert_eq(dev->bl_n, 0);
+	cr_assert_eq(dev->bl.n, 0);
 	cr_assert_gt(fh.notify_calls, before);
 	uint8_t r[NET_FRAME_MAX];
 	cr_assert_eq(rx_frame(9, r), 60);
@@ -1085,7 +1090,7 @@ Test(virtio_net, rx_is_held_back_and_delivered_in_order_after_refill)
 			cr_assert_eq(counts_of_dev().rx_throttled, 0, "three frames within the budget never wait");
 	}
 	cr_assert_eq(used_idx(&dq[0]), 3, "three frames within the budget");
-	cr_assert_eq(dev->bl_n, 2, "the rest wait in the backlog, buffers left in the ring");
+	cr_assert_eq(dev->bl.n, 2, "the rest wait in the backlog, buffers left in the ring");
 	cr_assert_geq(dev->stats.rx_throttled, 1);
 	cr_assert_eq(dev->stats.rx_dropped, 0);
 	struct policy_counts c = counts_of_dev();
@@ -1094,7 +1099,7 @@ Test(virtio_net, rx_is_held_back_and_delivered_in_order_after_refill)
 	net_fake_ns += 1000ull * 1000000000ull; /* the bucket refills to its size, 3 */
 	virtio_net_poll(dev, 0);
 	cr_assert_eq(used_idx(&dq[0]), 5);
-	cr_assert_eq(dev->bl_n, 0);
+	cr_assert_eq(dev->bl.n, 0);
 	cr_assert_eq(counts_of_dev().rx_throttled, c.rx_throttled, "two frames in a full bucket: no more waits");
 	uint8_t r[NET_FRAME_MAX];
 	cr_assert_eq(rx_frame(3, r), 60);
@@ -1433,6 +1438,379 @@ Test(net_slirp, finished_name_checked_connections_give_their_slots_back)
 	}
 	cr_assert_eq(dev->stats.tx_rejected, 0);
 	cr_assert_eq(dev->stats.sni_rejected, NET_REDIRECTS_MAX + 8);
+	virtio_net_destroy(dev);
+	free(dev);
+	gmem_destroy(&mem);
+	up_stop();
+}
+
+/* ---- rx flow control: a full guest ring stops the backend reading; the backlog is bounded ---- */
+
+/*
+ * A backend standing for a host socket with `left` frames to read: it asks poll for input only
+ * while the NIC is not paused, as net_slirp.c does, and each read emits a burst of three frames
+ * (as one read of slirp's turns into several segments).
+ */
+#define FLOW_FRAME 40000u
+static struct {
+	struct virtio_net *n;
+	int fd;            /* always readable */
+	unsigned left, next, reads, reads_paused;
+} fs;
+static uint8_t fs_frame[FLOW_FRAME];
+
+static int fs_open(void *ctx, struct virtio_net *n)
+{
+	fs.n = n;
+	return 0;
+}
+static void fs_send(void *ctx, const uint8_t *frame, size_t len) {}
+static unsigned fs_fill(void *ctx, struct pollfd *fds, unsigned max, int *timeout_ms)
+{
+	if (!fs.left)
+		return 0;
+	fds[0] = (struct pollfd){ .fd = fs.fd, .events = virtio_net_rx_paused(fs.n) ? 0 : POLLIN };
+	return 1;
+}
+static void fs_done(void *ctx, struct pollfd *fds, unsigned n, int rc)
+{
+	if (n != 1 || rc <= 0 || !(fds[0].revents & POLLIN))
+		return;
+	fs.reads++;
+	if (virtio_net_rx_paused(fs.n))
+		fs.reads_paused++;
+	for (unsigned k = 0; k < 3 && fs.left; k++, fs.left--) {
+		memcpy(fs_frame, guest_mac, 6);
+		put32(fs_frame + 14, fs.next++);
+		virtio_net_deliver(fs.n, fs_frame, sizeof(fs_frame));
+	}
+}
+static void fs_close(void *ctx) {}
+static const struct net_backend_ops fs_ops = { .name = "flow", .open = fs_open, .send = fs_send, .poll_fill = fs_fill, .poll_done = fs_done, .close = fs_close };
+static const struct net_backend flow_be = { &fs_ops, NULL };
+
+/* The guest takes every used rx buffer since *seen, checks the frames' order, and posts the buffers again. */
+static void flow_consume(uint16_t *seen, unsigned *got)
+{
+	static uint8_t r[NET_FRAME_MAX];
+	for (; *seen != used_idx(&dq[0]); (*seen)++) {
+		cr_assert_eq(rx_frame(*seen, r), FLOW_FRAME);
+		cr_assert_eq(get32(r + 14), *got, "frames arrive in order, none missing");
+		(*got)++;
+		rx_post((uint16_t)used_elem(&dq[0], *seen).id);
+	}
+}
+
+Test(virtio_net_flow, a_full_ring_stops_the_backend_until_buffers_are_posted)
+{
+	make_dev(&flow_be, NULL, 0);
+	memset(&fs, 0, sizeof(fs));
+	fs.fd = eventfd(1, EFD_CLOEXEC);
+	cr_assert_geq(fs.fd, 0);
+	fs.left = 60; /* 2.4 MB: ten times the backlog */
+	dev_up(4);
+	uint16_t seen = 0;
+	unsigned got = 0;
+	for (int round = 0; round < 200 && got < 60; round++) {
+		/* the guest is slow: ten passes of the loop between two looks at its ring */
+		for (int i = 0; i < 10; i++) {
+			unsigned reads = fs.reads;
+			virtio_net_poll(dev, 0);
+			cr_assert_leq(dev->bl.bytes, NET_RX_BACKLOG_BYTES);
+			if (dev->bl.n && i > 0)
+				cr_assert_leq(fs.reads, reads + 1, "at most the pass that filled the ring read");
+		}
+		if (round == 0) {
+			cr_assert_eq(used_idx(&dq[0]), 4, "the ring is full");
+			cr_assert_gt(dev->bl.n, 0, "the rest of a burst waits");
+			cr_assert(virtio_net_rx_paused(dev), "and the backend is told to read nothing");
+			cr_assert_lt(fs.reads, 4, "reading stopped with the ring full");
+		}
+		flow_consume(&seen, &got);
+	}
+	cr_assert_eq(got, 60, "every frame reached the guest");
+	cr_assert_eq(fs.reads_paused, 0, "the backend never read while paused");
+	cr_assert_eq(dev->stats.rx_dropped, 0);
+	cr_assert_eq(dev->stats.rx_overrun, 0);
+	cr_assert_gt(dev->stats.rx_paused, 0);
+	virtio_net_poll(dev, 0);
+	cr_assert_not(virtio_net_rx_paused(dev), "reading resumes once nothing waits");
+	close(fs.fd);
+}
+
+Test(virtio_net_flow, the_backlog_is_a_bounded_ring_that_drops_beyond_and_counts)
+{
+	make_dev(&fake_be, NULL, 0);
+	dev_up(0);
+	static uint8_t fr[60000];
+	memcpy(fr, guest_mac, 6);
+	unsigned next = 0;
+	/* No buffers: four 60000-byte frames fit in 256 KiB, the fifth is dropped and counted. */
+	for (int i = 0; i < 5; i++) {
+		put32(fr + 14, next++);
+		virtio_net_deliver(dev, fr, sizeof(fr));
+	}
+	cr_assert_eq(dev->bl.n, 4);
+	cr_assert_eq(dev->bl.bytes, 4 * sizeof(fr));
+	cr_assert_eq(dev->stats.rx_overrun, 1);
+	cr_assert_eq(dev->stats.rx_dropped, 1);
+	/* Two go to the guest; two more then fit only by wrapping to the ring's start; a third does not. */
+	rx_post(0);
+	rx_post(1);
+	virtio_net_poll(dev, 0);
+	cr_assert_eq(used_idx(&dq[0]), 2);
+	cr_assert_eq(dev->bl.n, 2);
+	for (int i = 0; i < 3; i++) {
+		put32(fr + 14, next++);
+		virtio_net_deliver(dev, fr, sizeof(fr));
+	}
+	cr_assert_eq(dev->bl.n, 4);
+	cr_assert(dev->bl.wrapped);
+	cr_assert_eq(dev->stats.rx_overrun, 2);
+	cr_assert_leq(dev->bl.bytes, NET_RX_BACKLOG_BYTES);
+	/* in order, across the wrap: 0 1 2 3, then 5 6 (4 and 7 were dropped) */
+	for (uint16_t i = 2; i < 6; i++)
+		rx_post(i);
+	virtio_net_poll(dev, 0);
+	cr_assert_eq(used_idx(&dq[0]), 6);
+	cr_assert_eq(dev->bl.n, 0);
+	cr_assert_eq(dev->bl.bytes, 0);
+	static const uint32_t want[6] = { 0, 1, 2, 3, 5, 6 };
+	static uint8_t r[NET_FRAME_MAX];
+	for (uint16_t s = 0; s < 6; s++) {
+		cr_assert_eq(rx_frame(s, r), sizeof(fr));
+		cr_assert_eq(get32(r + 14), want[s], "slot %u", s);
+	}
+	/* a driver reset empties it */
+	put32(fr + 14, next++);
+	virtio_net_deliver(dev, fr, sizeof(fr));
+	cr_assert_eq(dev->bl.n, 1);
+	wr(VIRTIO_MMIO_STATUS, 0);
+	cr_assert_eq(dev->bl.n, 0);
+	cr_assert_eq(dev->bl.bytes, 0);
+}
+
+TestSuite(virtio_net_flow, .fini = teardown, .timeout = 30);
+
+Test(net_slirp, a_paused_nic_makes_slirp_accept_nothing_until_the_guest_posts_buffers)
+{
+	if (!net_slirp_built_in())
+		cr_skip_test("built without libslirp");
+	struct net_publish pub;
+	char spec[32], err[256];
+	uint16_t port = free_port();
+	snprintf(spec, sizeof(spec), "%u:8000", port);
+	cr_assert_eq(net_publish_parse(spec, &pub, err, sizeof(err)), 0, "%s", err);
+	mk_publish = &pub, mk_npublish = 1;
+	make_dev(NULL, NULL, 0);
+	mk_publish = NULL, mk_npublish = 0;
+	dev_up(16);
+	arp_request(NET_GATEWAY_IP); /* slirp learns the guest's MAC */
+	tx_send();
+	pump();
+	uint16_t seen = used_idx(&dq[0]);
+	cr_assert_eq(seen, 1, "the ARP reply");
+	/* The guest's ring fills and one frame waits: the NIC is paused. */
+	uint8_t junk[60] = { 0 };
+	memcpy(junk, guest_mac, 6);
+	for (int i = 0; i < 16; i++)
+		virtio_net_deliver(dev, junk, sizeof(junk));
+	cr_assert_eq(used_idx(&dq[0]), 16);
+	cr_assert_eq(dev->bl.n, 1);
+	/* A host client connects to the published port: the kernel completes its handshake, but slirp must not accept. */
+	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int rc = connect(c, (struct sockaddr *)&sa, sizeof(sa));
+	cr_assert(rc == 0 || errno == EINPROGRESS, "connect: %s", strerror(errno));
+	uint64_t paused = dev->stats.rx_paused;
+	for (int i = 0; i < 30; i++)
+		virtio_net_poll(dev, 10);
+	cr_assert_eq(dev->bl.n, 1, "slirp read no socket: no SYN for the guest was made");
+	cr_assert_geq(dev->stats.rx_paused, paused + 30);
+	/* The guest posts buffers: the backlog drains, slirp accepts, and the guest is offered the SYN. */
+	for (uint16_t i = 16; i < 32; i++)
+		rx_post(i);
+	bool syn_seen = false;
+	uint8_t r[NET_FRAME_MAX];
+	for (int i = 0; i < 200 && !syn_seen; i++) {
+		virtio_net_poll(dev, 10);
+		for (uint16_t s = seen; s != used_idx(&dq[0]); s++) {
+			size_t n = rx_frame(s, r);
+			if (n >= 54 && get16(r + 12) == 0x0800 && r[23] == IPPROTO_TCP && get32(r + 30) == NET_GUEST_IP &&
+			    get16(r + 36) == 8000 && (r[47] & 0x12) == 0x02)
+				syn_seen = true;
+		}
+		seen = used_idx(&dq[0]);
+	}
+	cr_assert(syn_seen, "a SYN to 10.0.2.15:8000 once the guest had buffers");
+	cr_assert_eq(dev->stats.rx_dropped, 0);
+	close(c);
+	virtio_net_destroy(dev);
+	free(dev);
+	gmem_destroy(&mem);
+	up_stop();
+}
+
+/* ---- MRG_RXBUF: one frame over several page-sized buffers ---- */
+
+static void rx_post_len(uint16_t i, uint32_t len)
+{
+	desc_put(&dq[0], i, dq[0].bufs + (uint64_t)i * 0x20000, len, VRING_DESC_F_WRITE, 0);
+	avail_put(&dq[0], i);
+}
+
+/* The merged frame starting at used slot `slot`: its buffers' count, the frame (after the header) into out. */
+static unsigned rx_merged(uint16_t slot, uint8_t *out, size_t *len)
+{
+	struct vring_used_elem e = used_elem(&dq[0], slot);
+	uint64_t buf = dq[0].bufs + (uint64_t)e.id * 0x20000;
+	struct virtio_net_hdr_v1 h;
+	gmem_read(&mem, buf, &h, sizeof(h));
+	cr_assert_geq(h.num_buffers, 1);
+	cr_assert_geq(e.len, NET_HDR_LEN);
+	gmem_read(&mem, buf + NET_HDR_LEN, out, e.len - NET_HDR_LEN);
+	*len = e.len - NET_HDR_LEN;
+	for (uint16_t i = 1; i < h.num_buffers; i++) {
+		e = used_elem(&dq[0], (uint16_t)(slot + i));
+		gmem_read(&mem, dq[0].bufs + (uint64_t)e.id * 0x20000, out + *len, e.len);
+		*len += e.len;
+	}
+	return h.num_buffers;
+}
+
+static void mrg_setup(void)
+{
+	make_dev(&fake_be, NULL, 0);
+	dev_features_extra = 1u << VIRTIO_NET_F_MRG_RXBUF;
+	dev_up(0);
+	dev_features_extra = 0;
+}
+
+TestSuite(virtio_net_mrg, .init = mrg_setup, .fini = teardown, .timeout = 30);
+
+static uint8_t mf[NET_FRAME_MAX];
+
+static void mrg_frame(size_t len, uint8_t seed)
+{
+	for (size_t i = 0; i < len; i++)
+		mf[i] = (uint8_t)(seed + i * 7);
+	memcpy(mf, guest_mac, 6);
+}
+
+Test(virtio_net_mrg, a_frame_spans_buffers_that_reach_the_used_ring_together)
+{
+	rx_post_len(0, 2048);
+	rx_post_len(1, 2048);
+	mrg_frame(5000, 1);
+	virtio_net_deliver(dev, mf, 5000); /* 5012 bytes with the header: three buffers, two posted */
+	cr_assert_eq(used_idx(&dq[0]), 0, "no part of a frame before all of it fits");
+	cr_assert_eq(dev->bl.n, 1);
+	rx_post_len(2, 2048);
+	virtio_net_poll(dev, 0);
+	cr_assert_eq(used_idx(&dq[0]), 3);
+	cr_assert_eq(dev->bl.n, 0);
+	cr_assert_eq(used_elem(&dq[0], 0).len, 2048);
+	cr_assert_eq(used_elem(&dq[0], 1).len, 2048);
+	cr_assert_eq(used_elem(&dq[0], 2).len, 5012 - 4096);
+	static uint8_t r[NET_FRAME_MAX];
+	size_t n;
+	cr_assert_eq(rx_merged(0, r, &n), 3, "num_buffers says three");
+	cr_assert_eq(n, 5000);
+	cr_assert_eq(memcmp(r, mf, 5000), 0, "the bytes, in order");
+	/* a small frame takes one buffer */
+	rx_post_len(3, 2048);
+	mrg_frame(60, 9);
+	virtio_net_deliver(dev, mf, 60);
+	cr_assert_eq(used_idx(&dq[0]), 4);
+	cr_assert_eq(rx_merged(3, r, &n), 1);
+	cr_assert_eq(n, 60);
+	cr_assert_eq(memcmp(r, mf, 60), 0);
+	cr_assert_eq(dev->stats.rx_dropped, 0);
+}
+
+Test(virtio_net_mrg, a_frame_larger_than_the_whole_ring_is_dropped_and_the_buffers_kept)
+{
+	for (uint16_t i = 0; i < QN; i++)
+		rx_post_len(i, 64); /* 4 KiB in all */
+	mrg_frame(5000, 2);
+	virtio_net_deliver(dev, mf, 5000);
+	cr_assert_eq(used_idx(&dq[0]), 0);
+	cr_assert_eq(dev->bl.n, 0, "dropped, not waiting for buffers that can never be enough");
+	cr_assert_eq(dev->stats.rx_dropped, 1);
+	mrg_frame(60, 3);
+	virtio_net_deliver(dev, mf, 60);
+	cr_assert_eq(used_idx(&dq[0]), 2, "72 bytes: two buffers of 64");
+	static uint8_t r[NET_FRAME_MAX];
+	size_t n;
+	cr_assert_eq(rx_merged(0, r, &n), 2);
+	cr_assert_eq(n, 60);
+	cr_assert_eq(memcmp(r, mf, 60), 0);
+	cr_assert_not(rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+}
+
+Test(virtio_net_mrg, a_device_readable_rx_buffer_breaks_the_device)
+{
+	rx_post_len(0, 2048);
+	desc_put(&dq[0], 1, dq[0].bufs + 0x20000, 2048, 0, 0);
+	avail_put(&dq[0], 1);
+	mrg_frame(3000, 4);
+	virtio_net_deliver(dev, mf, 3000);
+	cr_assert(rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+	cr_assert_eq(used_idx(&dq[0]), 0);
+}
+
+Test(virtio_net_mrg, a_first_buffer_without_room_for_the_header_breaks_the_device)
+{
+	rx_post_len(0, NET_HDR_LEN - 2);
+	rx_post_len(1, 2048);
+	mrg_frame(60, 5);
+	virtio_net_deliver(dev, mf, 60);
+	cr_assert(rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+	cr_assert_eq(used_idx(&dq[0]), 0);
+}
+
+Test(virtio_net_mrg, the_rx_limiter_gives_back_every_buffer_of_a_held_frame)
+{
+	net_limits("ops=1/1000s", "none");
+	for (uint16_t i = 0; i < 6; i++)
+		rx_post_len(i, 2048);
+	mrg_frame(5000, 6);
+	virtio_net_deliver(dev, mf, 5000);
+	mrg_frame(5000, 7);
+	virtio_net_deliver(dev, mf, 5000);
+	cr_assert_eq(used_idx(&dq[0]), 3, "one frame within the budget");
+	cr_assert_eq(dev->bl.n, 1, "the other waits, its three buffers back in the ring");
+	net_fake_ns += 1000ull * 1000000000ull;
+	virtio_net_poll(dev, 0);
+	cr_assert_eq(used_idx(&dq[0]), 6);
+	static uint8_t r[NET_FRAME_MAX];
+	size_t n;
+	cr_assert_eq(rx_merged(3, r, &n), 3);
+	cr_assert_eq(n, 5000);
+	cr_assert_eq(memcmp(r, mf, 5000), 0);
+}
+
+Test(net_slirp, socket_sized_buffers_stay_their_own_mappings)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	cr_skip_test("the sanitizer's allocator has no mmap threshold");
+#endif
+	if (!net_slirp_built_in())
+		cr_skip_test("built without libslirp");
+	make_dev(NULL, NULL, 0);
+	/*
+	 * A socket buffer's life in libslirp: 128 KiB, grown to 192 KiB, freed.  glibc's dynamic
+	 * threshold would move past the first freed block and serve the next ones from the heap.
+	 */
+	for (int i = 0; i < 3; i++) {
+		size_t before = mallinfo2().hblkhd;
+		void *p = malloc(128 << 10);
+		cr_assert_geq(mallinfo2().hblkhd, before + (128 << 10), "round %d: a mapping of its own", i);
+		void *q = realloc(p, 192 << 10);
+		cr_assert_geq(mallinfo2().hblkhd, before + (192 << 10), "round %d: grown in place of its mapping", i);
+		free(q);
+		cr_assert_eq(mallinfo2().hblkhd, before, "round %d: freeing unmapped it", i);
+	}
 	virtio_net_destroy(dev);
 	free(dev);
 	gmem_destroy(&mem);
