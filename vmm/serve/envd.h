@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "vmm/agent/agent_client.h"
 #include "vmm/serve/table.h"
 
@@ -68,8 +70,12 @@ void envd_handle(struct serve_table *t, const struct envd_dialer *d, const char 
 void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const char *key,
 		      const struct envd_request *rq, int fd, struct envd_reply *rp);
 
-/* Whether path is a server-streaming call (process.Process/Start). */
+/* Whether path is a server-streaming call (process.Process/Start, Connect). */
 bool envd_streams(const char *path);
+
+/* A SendSignal's `signal` (E2B's Signal enum: "SIGNAL_SIGTERM"/15, "SIGNAL_SIGKILL"/9): the signal
+ * number, or -EINVAL for anything else (another name or number, a wrong type, absent). */
+int envd_signal_parse(json_t *v);
 
 /*
  * Connect's envelopes: flag byte, u32 big-endian length, the message.  Parses the one envelope a
