@@ -487,11 +487,12 @@ static int stream_stop_open(struct stream_stop *st, int reader_fd, uint32_t time
 	if (st->ep < 0 || st->timer < 0 || timerfd_settime(st->timer, 0, &its, NULL) ||
 	    epoll_ctl(st->ep, EPOLL_CTL_ADD, st->timer, &ev) ||
 	    (reader_fd >= 0 && epoll_ctl(st->ep, EPOLL_CTL_ADD, reader_fd, &(struct epoll_event){.events = EPOLLIN}))) {
+		int e = errno;
 		if (st->ep >= 0)
 			close(st->ep);
 		if (st->timer >= 0)
 			close(st->timer);
-		return -errno;
+		return -e;
 	}
 	return 0;
 }
