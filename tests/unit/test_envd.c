@@ -773,7 +773,8 @@ Test(envd_agent, background_list_and_signal, .init = setup, .fini = teardown, .t
 	send_signal(pid, "SIGNAL_SIGKILL", 404);
 }
 
-/* Connect to a process started earlier (as one kept across a pause is): the kept output, then its end. */
+/* Connect to a process started earlier (as one kept across a pause is), running or ended by the
+ * time Connect looks: the kept output, then its end. */
 Test(envd_agent, connect_to_a_kept_process, .init = setup, .fini = teardown, .timeout = 60)
 {
 	struct agent_conn c;

@@ -693,6 +693,7 @@ int envd_signal_parse(json_t *v)
 
 struct proc_find {
 	uint32_t pid, id;
+	bool ended;   /* finding: an ended process not yet collected counts too (Connect streams its end) */
 	json_t *list; /* List's processes, or NULL when finding */
 };
 
@@ -715,7 +716,7 @@ static json_t *proc_config(const char *summary)
 static int proc_each(void *arg, const struct agent_proc *p)
 {
 	struct proc_find *f = arg;
-	if (p->state != AGENT_PROC_RUNNING)
+	if (p->state != AGENT_PROC_RUNNING && (f->list || !f->ended))
 		return 0; /* ended and not yet collected: not a running command for E2B */
 	if (f->list)
 		return json_array_append_new(f->list, json_pack("{s:o, s:I}", "config", proc_config(p->summary), "pid",
@@ -727,15 +728,15 @@ static int proc_each(void *arg, const struct agent_proc *p)
 	return 0;
 }
 
-/* The agent's process id of running guest pid: 0 with *id, -ENOENT, or the agent's failure. */
-static int proc_find(struct agent_conn *c, uint32_t pid, uint32_t *id, char *err, size_t errlen)
+/* The agent's process id of guest pid (running, or also ended): 0 with *id, -ENOENT, or the agent's failure. */
+static int proc_find(struct agent_conn *c, uint32_t pid, bool ended, uint32_t *id, char *err, size_t errlen)
 {
-	struct proc_find f = {.pid = pid};
+	struct proc_find f = {.pid = pid, .ended = ended};
 	int rc = agent_conn_ps(c, proc_each, &f, err, errlen);
 	if (rc)
 		return rc;
 	if (!f.id) {
-		snprintf(err, errlen, "no running process with pid %u", pid);
+		snprintf(err, errlen, "no %sprocess with pid %u", ended ? "" : "running ", pid);
 		return -ENOENT;
 	}
 	*id = f.id;
@@ -790,7 +791,7 @@ static void process_call(struct agent_conn *c, const struct envd_dialer *d, cons
 	}
 	bool stream = !strcmp(method, "Connect");
 	struct stream s = {.fd = fd};
-	rc = proc_find(c, pid, &id, err, sizeof(err));
+	rc = proc_find(c, pid, stream, &id, err, sizeof(err));
 	if (!rc && stream)
 		process_stream(c, d, sb, id, pid, timeout_ms, false, &s, rp);
 	else if (!rc && (rc = agent_conn_kill(c, id, sig, err, sizeof(err))) == 0)
