@@ -170,7 +170,9 @@ await run("set-timeout-expires", async () => {
 });
 await run("kill", async () => {
 	const id = sbx.sandboxId;
+	if ((await sbx.isRunning()) !== true) return "isRunning() before the kill was not true";
 	if ((await sbx.kill()) !== true) return "kill() answered false";
+	if ((await sbx.isRunning()) !== false) return "isRunning() after the kill was not false";
 	const ids = (await Sandbox.list(conn).nextItems()).map((s) => s.sandboxId);
 	if (ids.includes(id)) return `still listed: ${q(ids)}`;
 	return (await Sandbox.kill(id, conn)) === false ? "" : "a second kill answered true";

@@ -823,3 +823,36 @@ Test(envd_agent, connect_to_a_kept_process, .init = setup, .fini = teardown, .ti
 	json_decref(m);
 	free(rp.body);
 }
+
+/* GET /health: 204 for a running sandbox whose agent answers; 502 (E2B's proxy's answer, the
+ * SDK's isRunning() false) for an unknown id or an agent that does not answer; the key checked first. */
+static int down_dial(void *ctx, const struct serve_sandbox *sb, struct agent_conn *c, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "nothing listens");
+	return -EAGAIN;
+}
+
+Test(envd_agent, health, .init = setup, .fini = teardown, .timeout = 60)
+{
+	struct envd_reply rp;
+	call("GET", "/health", NULL, NULL, 0, NULL, &rp);
+	cr_assert_eq(rp.status, 204, "%.*s", (int)rp.len, rp.body);
+	cr_assert_null(rp.body);
+	struct envd_dialer down = {.dial = down_dial};
+	struct envd_request rq = {.method = "GET", .path = "/health", .sandbox_id = sid, .token = KEY};
+	envd_handle(&T, &down, KEY, &rq, &rp);
+	cr_assert_eq(rp.status, 502);
+	free(rp.body);
+	struct envd_dialer nd = {.dial = no_dial};
+	rq.sandbox_id = "inosuchsandbox000000";
+	envd_handle(&T, &nd, KEY, &rq, &rp);
+	cr_assert_eq(rp.status, 502);
+	free(rp.body);
+	rq.sandbox_id = NULL;
+	envd_handle(&T, &nd, KEY, &rq, &rp);
+	cr_assert_eq(rp.status, 502);
+	free(rp.body);
+	bad("GET", "/health", NULL, "", 0, sid, "wrong", 401, "unauthenticated");
+	bad("POST", "/health", "application/json", "{}", -1, sid, KEY, 501, "unimplemented");
+	cr_assert(envd_route("/health"));
+}

@@ -52,7 +52,7 @@ unsigned envd_code_status(const char *code)
 bool envd_route(const char *path)
 {
 	return !strncmp(path, PROCESS_SVC, strlen(PROCESS_SVC)) || !strncmp(path, FILESYSTEM_SVC, strlen(FILESYSTEM_SVC)) ||
-	       !strcmp(path, "/files");
+	       !strcmp(path, "/files") || !strcmp(path, "/health");
 }
 
 bool envd_streams(const char *path)
@@ -908,6 +908,43 @@ static void files_post(struct agent_conn *c, const struct envd_request *rq, stru
 	set_json(rp, 200, arr);
 }
 
+/* ---- /health ---- */
+
+/*
+ * envd's GET /health: 204 when the sandbox runs and its agent answers HELLO; otherwise 502, as
+ * E2B's proxy answers for a sandbox that is gone or paused (the SDK's isRunning() reads 502 as
+ * false, and probes this when a call's connection dropped).
+ */
+static void health(struct serve_table *t, const struct envd_dialer *d, const struct envd_request *rq,
+		   struct envd_reply *rp)
+{
+	if (strcmp(rq->method, "GET")) {
+		unary_error(rp, "unimplemented", "%s is not allowed on /health (GET)", rq->method);
+		return;
+	}
+	struct serve_sandbox sb;
+	if (!rq->sandbox_id || serve_get(t, rq->sandbox_id, &sb)) {
+		set_json(rp, 502, json_pack("{s:i, s:s}", "code", 502, "message", "no such sandbox (the E2b-Sandbox-Id header)"));
+		return;
+	}
+	struct agent_conn c;
+	char err[512];
+	agent_conn_init(&c, -1, -1, -1);
+	if (sb.state == SERVE_PAUSED || sb.state == SERVE_RESUMING) {
+		set_json(rp, 502, json_pack("{s:i, s:s}", "code", 502, "message", "the sandbox is not running (paused)"));
+	} else if (d->dial(d->ctx, &sb, &c, err, sizeof(err))) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "the sandbox's agent does not answer: %s", err);
+		set_json(rp, 502, json_pack("{s:i, s:s}", "code", 502, "message", msg));
+	} else {
+		rp->status = 204;
+		rp->content_type = CT_JSON;
+	}
+	if (c.fd >= 0)
+		close(c.fd);
+	serve_sandbox_put(&sb);
+}
+
 /* ---- dispatch ---- */
 
 /* The call's request message: a unary's body, or a stream's one envelope; NULL with the reply made. */
@@ -956,6 +993,10 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 	}
 	if (rq->overflow) {
 		unary_error(rp, "resource_exhausted", "the request body is over its bound");
+		return;
+	}
+	if (!strcmp(rq->path, "/health")) {
+		health(t, d, rq, rp);
 		return;
 	}
 	bool files = !strcmp(rq->path, "/files");
