@@ -3,7 +3,8 @@
  * wrong flags), requests with wrong types, unknown methods and missing sandboxes, then every call
  * translated to agent frames against the real guest agent run as a host process on a Unix socket
  * (the test's dialer stands in for the sandbox's vsock): a command's stdout, stderr, exit code,
- * envVars and cwd; Stat, ListDir, MakeDir, Move, Remove; /files upload and download.
+ * envVars and cwd; a background command listed, signalled and reconnected to (List, SendSignal,
+ * Connect); /health; Stat, ListDir, MakeDir, Move, Remove; /files upload and download.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
