@@ -1052,7 +1052,9 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		json_decref(body);
 		return;
 	}
-	uint32_t timeout = ENVD_TIMEOUT_DEF_MS;
+	/* no Connect-Timeout-Ms: no deadline (Connect clients leave it out for a timeout of 0, "none";
+	 * a Start's process still ends with its client); a malformed one: the SDK's default */
+	uint32_t timeout = 0;
 	if (rq->timeout_ms) {
 		char *e;
 		unsigned long long v = strtoull(rq->timeout_ms, &e, 10);

@@ -22,7 +22,7 @@
 #define ENVD_STREAM_MAX    (16u << 20)    /* a stream reply's bytes: output past it is dropped, and said so */
 #define ENVD_FILE_MAX      (16u << 20)    /* a download's bytes (GET /files) */
 #define ENVD_TIMEOUT_MAX_MS (3600u * 1000) /* a Connect-Timeout-Ms past an hour is cut to it */
-#define ENVD_TIMEOUT_DEF_MS (60u * 1000)   /* a command without Connect-Timeout-Ms: the SDK's default */
+#define ENVD_TIMEOUT_DEF_MS (60u * 1000)   /* a malformed or zero Connect-Timeout-Ms: the SDK's default */
 #define ENVD_CONNECT_MS    2000           /* opening the sandbox's agent connection */
 
 /* How envd reaches a sandbox's agent: the real one opens sb->vsock, tests pass a fake. */
