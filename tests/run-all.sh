@@ -67,6 +67,7 @@ run_tier nested-net tests/nested/net-test.sh
 run_tier nested-cgroup tests/nested/cgroup-test.sh
 run_tier nested-mcp tests/nested/mcp-test.sh
 run_tier nested-serve tests/nested/serve-test.sh
+run_tier nested-e2b tests/nested/e2b-test.sh
 
 echo "==== summary"
 for l in "${summary[@]}"; do echo "  $l"; done

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Nested tier (design-notes §2): boot an emulated L1 host (QEMU TCG, AMD SVM + NPT) whose /dev/kvm
 # comes from Debian's cloud kernel, and run a payload in it.
-# Usage: tests/nested/l1.sh --payload DIR [--timeout SEC] [--log FILE] [--mem MIB] [--serial2 SOCK] [--verbose]
+# Usage: tests/nested/l1.sh --payload DIR [--timeout SEC] [--log FILE] [--mem MIB] [--serial2 SOCK]
+#                           [--hostfwd HOSTPORT:L1PORT] [--verbose]
 #   DIR is copied to /payload in L1 and DIR/run.sh is run there by busybox sh.
 #   --serial2 SOCK: L1's second serial port (/dev/ttyS1) is the Unix socket SOCK on the host (QEMU
 #   listens; a host program connects): a byte stream between a host program and the payload.  (Any
 #   -serial turns off -nographic's default one, so ttyS0 is named again as -nographic makes it.)
+#   --hostfwd HOSTPORT:L1PORT: L1 gets a virtio-net NIC on QEMU's user network, restricted (no
+#   way out of it), with the host's 127.0.0.1:HOSTPORT forwarded to L1's 10.0.2.15:L1PORT; the
+#   payload loads the NIC's driver and configures eth0 itself (the L1 stage has no network modules).
 # Exit: the payload's exit code; 124 = timeout (an emulator hang or a hung payload: see the step
 #   printed), 125 = L1 failed (no /dev/kvm, module load, L1 crash) or harness error, 64 = bad usage.
 set -euo pipefail
@@ -19,11 +23,11 @@ busybox=/bin/busybox
 required_mods="irqbypass kvm kvm-amd"
 optional_mods="vhost vsock vmw_vsock_virtio_transport_common vhost_vsock tun veth bridge loop vhost_net"
 
-payload="" timeout_s=600 log="$repo/build/nested/l1-serial.log" mem=2048 verbose=0 serial2=()
+payload="" timeout_s=600 log="$repo/build/nested/l1-serial.log" mem=2048 verbose=0 serial2=() nic=(-nic none)
 
 die() { echo "l1.sh: $*" >&2; exit 125; }
 usage() {
-	echo "usage: tests/nested/l1.sh --payload DIR [--timeout SEC] [--log FILE] [--mem MIB] [--serial2 SOCK] [--verbose]" >&2
+	echo "usage: tests/nested/l1.sh --payload DIR [--timeout SEC] [--log FILE] [--mem MIB] [--serial2 SOCK] [--hostfwd HOSTPORT:L1PORT] [--verbose]" >&2
 	exit 64
 }
 while [ $# -gt 0 ]; do
@@ -33,6 +37,11 @@ while [ $# -gt 0 ]; do
 	--log) [ $# -ge 2 ] || usage; log=$2; shift 2 ;;
 	--mem) [ $# -ge 2 ] || usage; mem=$2; shift 2 ;;
 	--serial2) [ $# -ge 2 ] || usage; serial2=(-serial mon:stdio -chardev "socket,id=serial2,path=$2,server=on,wait=off" -serial chardev:serial2); shift 2 ;;
+	--hostfwd)
+		[ $# -ge 2 ] || usage
+		[[ $2 =~ ^[0-9]+:[0-9]+$ ]] || usage
+		nic=(-nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:${2%%:*}-10.0.2.15:${2##*:}")
+		shift 2 ;;
 	--verbose | -v) verbose=1; shift ;;
 	-h | --help) usage ;;
 	*) echo "l1.sh: unknown argument '$1'" >&2; usage ;;
@@ -160,7 +169,7 @@ echo "l1.sh: booting L1 ($pkg, $(($(stat -c %s "$tmp/l1.cpio") / 1024)) KiB init
 start=$EPOCHREALTIME
 set +e
 timeout -k 10 "$timeout_s" qemu-system-x86_64 -M q35 -accel tcg -cpu EPYC,+svm,+npt -m "$mem" -smp 1 \
-	-nographic -no-reboot -nic none "${serial2[@]}" -kernel "$stage/vmlinuz" -initrd "$tmp/l1.cpio" \
+	-nographic -no-reboot "${nic[@]}" "${serial2[@]}" -kernel "$stage/vmlinuz" -initrd "$tmp/l1.cpio" \
 	-append "console=ttyS0 panic=-1 quiet" </dev/null 2>&1 |
 	while IFS= read -r line; do
 		line=${line%$'\r'}

@@ -3,7 +3,8 @@
  * wrong flags), requests with wrong types, unknown methods and missing sandboxes, then every call
  * translated to agent frames against the real guest agent run as a host process on a Unix socket
  * (the test's dialer stands in for the sandbox's vsock): a command's stdout, stderr, exit code,
- * envVars and cwd; Stat, ListDir, MakeDir, Move, Remove; /files upload and download.
+ * envVars and cwd; a background command listed, signalled and reconnected to (List, SendSignal,
+ * Connect); /health; Stat, ListDir, MakeDir, Move, Remove; /files upload and download.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -214,6 +215,74 @@ Test(envd_bad, refused_before_the_agent, .init = setup, .fini = teardown)
 	bad("POST", "/files", j, "", 0, sid, KEY, 400, "invalid_argument");
 }
 
+/* envd_signal_parse of v (a new reference, released here) */
+static int sigp(json_t *v)
+{
+	int r = envd_signal_parse(v);
+	json_decref(v);
+	return r;
+}
+
+Test(envd_codec, signal_parse)
+{
+	cr_assert_eq(sigp(json_string("SIGNAL_SIGKILL")), 9);
+	cr_assert_eq(sigp(json_string("SIGNAL_SIGTERM")), 15);
+	cr_assert_eq(sigp(json_integer(9)), 9);
+	cr_assert_eq(sigp(json_integer(15)), 15);
+	cr_assert_eq(sigp(json_string("SIGNAL_UNSPECIFIED")), -EINVAL);
+	cr_assert_eq(sigp(json_string("SIGNAL_SIGHUP")), -EINVAL);
+	cr_assert_eq(sigp(json_string("sigkill")), -EINVAL, "names are exact");
+	cr_assert_eq(sigp(json_integer(1)), -EINVAL, "only E2B's two signals");
+	cr_assert_eq(sigp(json_integer(0)), -EINVAL);
+	cr_assert_eq(sigp(json_real(9.0)), -EINVAL, "a float");
+	cr_assert_eq(sigp(json_true()), -EINVAL);
+	cr_assert_eq(envd_signal_parse(NULL), -EINVAL, "absent");
+	cr_assert(envd_streams("/process.Process/Start"));
+	cr_assert(envd_streams("/process.Process/Connect"));
+	cr_assert_not(envd_streams("/process.Process/List"));
+	cr_assert_not(envd_streams("/process.Process/SendSignal"));
+}
+
+/* process.Process's unary calls with wrong types, and the ones padcell does not serve */
+Test(envd_bad, process_calls_refused_before_the_agent, .init = setup, .fini = teardown)
+{
+	const char *ss = "/process.Process/SendSignal", *j = "application/json";
+	bad("POST", ss, j, "{}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", ss, j, "{\"signal\":\"SIGNAL_SIGKILL\"}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", ss, j, "{\"process\":{\"pid\":\"12\"},\"signal\":\"SIGNAL_SIGKILL\"}", -1, sid, KEY, 400,
+	    "invalid_argument");
+	bad("POST", ss, j, "{\"process\":{\"pid\":0},\"signal\":9}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", ss, j, "{\"process\":{\"pid\":-3},\"signal\":9}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", ss, j, "{\"process\":{\"pid\":4294967296},\"signal\":9}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", ss, j, "{\"process\":{\"pid\":1.5},\"signal\":9}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", ss, j, "{\"process\":[7],\"signal\":9}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", ss, j, "{\"process\":{\"pid\":7}}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", ss, j, "{\"process\":{\"pid\":7},\"signal\":\"SIGNAL_SIGHUP\"}", -1, sid, KEY, 400,
+	    "invalid_argument");
+	bad("POST", ss, j, "{\"process\":{\"pid\":7},\"signal\":{}}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", ss, j, "{\"process\":{\"tag\":\"web\"},\"signal\":9}", -1, sid, KEY, 501, "unimplemented");
+	bad("POST", ss, j, "{\"process\":{\"pid\":7},\"signal\":9,\"signal\":15}", -1, sid, KEY, 400,
+	    "invalid_argument");
+	bad("POST", ss, "application/connect+json", "\0\0\0\0\2{}", 7, sid, KEY, 415, "unknown");
+	bad("POST", "/process.Process/List", "text/plain", "{}", -1, sid, KEY, 415, "unknown");
+	bad("POST", "/process.Process/List", j, "[]", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", "/process.Process/Connect", j, "{\"process\":{\"pid\":7}}", -1, sid, KEY, 415, "unknown");
+	bad("POST", "/process.Process/SendInput", j, "{}", -1, sid, KEY, 501, "unimplemented");
+	bad("POST", "/process.Process/StreamInput", j, "{}", -1, sid, KEY, 501, "unimplemented");
+	bad("POST", "/process.Process/Update", j, "{}", -1, sid, KEY, 501, "unimplemented");
+	bad("POST", ss, j, "{\"process\":{\"pid\":7},\"signal\":9}", -1, "inosuchsandbox000000", KEY, 404,
+	    "not_found");
+	/* over the body's bound */
+	struct envd_dialer nd = {.ctx = "oversized", .dial = no_dial};
+	struct envd_request rq = {.method = "POST", .path = ss, .sandbox_id = sid, .token = KEY, .content_type = j,
+				  .body = "{}", .len = 2, .overflow = true};
+	struct envd_reply rp;
+	envd_handle(&T, &nd, KEY, &rq, &rp);
+	expect_error(&rp, 429, "resource_exhausted");
+	free(rp.body);
+}
+
+
 /* Stream replies: the messages, and the end's error code (NULL: none). */
 static json_t *stream_parse(const struct envd_reply *rp, const char **end_code)
 {
@@ -268,6 +337,31 @@ Test(envd_bad, start_missing_sandbox_ends_the_stream, .init = setup, .fini = tea
 	json_decref(m);
 	free(rp.body);
 	free(buf);
+}
+
+/* A Connect with a bad selector ends its stream with the error (a stream's error is in its end). */
+Test(envd_bad, connect_bad_selector_ends_the_stream, .init = setup, .fini = teardown)
+{
+	struct envd_dialer nd = {.dial = no_dial};
+	const char *msgs[] = {"{}", "{\"process\":{\"pid\":\"x\"}}", "{\"process\":{\"tag\":\"t\"}}"};
+	const char *codes[] = {"invalid_argument", "invalid_argument", "unimplemented"};
+	for (int i = 0; i < 3; i++) {
+		char *buf = NULL;
+		size_t len = 0, cap = 0;
+		envd_envelope_append(&buf, &len, &cap, 0, msgs[i], strlen(msgs[i]));
+		struct envd_request rq = {.method = "POST", .path = "/process.Process/Connect", .sandbox_id = sid,
+					  .token = KEY, .content_type = "application/connect+json", .body = buf,
+					  .len = len};
+		struct envd_reply rp;
+		envd_handle(&T, &nd, KEY, &rq, &rp);
+		const char *code;
+		json_t *m = stream_parse(&rp, &code);
+		cr_assert_eq(json_array_size(m), 0);
+		cr_assert_str_eq(code, codes[i], "%s", msgs[i]);
+		json_decref(m);
+		free(rp.body);
+		free(buf);
+	}
 }
 
 /* ---- against the real agent ---- */
@@ -584,4 +678,182 @@ Test(envd_agent, live_reader_gone_ends_the_call, .init = setup, .fini = teardown
 	pthread_join(th, NULL);
 	free(l.rp.body);
 	free(buf);
+}
+
+/* A live Start of cmd on a thread: l filled, the start event read, its pid returned. */
+static uint32_t live_start(struct live_call *l, pthread_t *th, int *reader, const char *msg, char **buf)
+{
+	size_t len = 0, cap = 0;
+	*buf = NULL;
+	envd_envelope_append(buf, &len, &cap, 0, msg, strlen(msg));
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	*l = (struct live_call){
+		.rq = {.method = "POST", .path = "/process.Process/Start", .sandbox_id = sid, .token = KEY,
+		       .content_type = "application/connect+json", .timeout_ms = "100000", .body = *buf, .len = len},
+		.fd = sv[1],
+	};
+	cr_assert_eq(pthread_create(th, NULL, live_thread, l), 0);
+	*reader = sv[0];
+	json_t *j;
+	cr_assert_eq(read_envelope(sv[0], &j), 0);
+	json_t *pid = json_object_get(json_object_get(json_object_get(j, "event"), "start"), "pid");
+	cr_assert(json_is_integer(pid) && json_integer_value(pid) > 0, "the start event names the guest pid");
+	uint32_t p = (uint32_t)json_integer_value(pid);
+	json_decref(j);
+	return p;
+}
+
+/* The pids List shows, as JSON; *cfg set to the config of pid (a new reference, or NULL). */
+static json_t *list_pids(uint32_t pid, json_t **cfg)
+{
+	struct envd_reply rp;
+	unary("/process.Process/List", "{}", &rp);
+	cr_assert_eq(rp.status, 200, "%.*s", (int)rp.len, rp.body);
+	json_t *j = reply_json(&rp), *pids = json_array(), *p;
+	size_t i;
+	*cfg = NULL;
+	json_array_foreach(json_object_get(j, "processes"), i, p) {
+		json_array_append(pids, json_object_get(p, "pid"));
+		if (json_integer_value(json_object_get(p, "pid")) == pid)
+			*cfg = json_incref(json_object_get(p, "config"));
+	}
+	json_decref(j);
+	free(rp.body);
+	return pids;
+}
+
+static void send_signal(uint32_t pid, const char *sig, unsigned status)
+{
+	char body[128];
+	snprintf(body, sizeof(body), "{\"process\":{\"pid\":%u},\"signal\":\"%s\"}", pid, sig);
+	struct envd_reply rp;
+	unary("/process.Process/SendSignal", body, &rp);
+	cr_assert_eq(rp.status, status, "SendSignal %s to %u: %.*s", sig, pid, (int)rp.len, rp.body);
+	free(rp.body);
+}
+
+/* A background command (the SDK's commands.run({background: true})): listed while it runs,
+ * SendSignal ends it and its stream's end says so, then it is neither listed nor signalled. */
+Test(envd_agent, background_list_and_signal, .init = setup, .fini = teardown, .timeout = 60)
+{
+	struct live_call l;
+	pthread_t th;
+	int rd;
+	char *buf;
+	uint32_t pid = live_start(&l, &th, &rd, "{\"process\":{\"cmd\":\"/bin/sleep\",\"args\":[\"100\"]}}", &buf);
+	json_t *cfg, *pids = list_pids(pid, &cfg);
+	cr_assert_not_null(cfg, "pid %u listed", pid);
+	cr_assert_str_eq(json_string_value(json_object_get(cfg, "cmd")), "/bin/sleep");
+	cr_assert_str_eq(json_string_value(json_array_get(json_object_get(cfg, "args"), 0)), "100");
+	cr_assert_eq(json_array_size(json_object_get(cfg, "args")), 1);
+	json_decref(cfg);
+	json_decref(pids);
+	send_signal(pid, "SIGNAL_SIGTERM", 200);
+	json_t *j, *end = NULL;
+	uint8_t fl;
+	while ((fl = read_envelope(rd, &j)) == 0) {
+		json_t *e = json_object_get(json_object_get(j, "event"), "end");
+		if (e)
+			end = json_incref(e);
+		json_decref(j);
+	}
+	cr_assert_eq(fl, ENVD_FLAG_END);
+	cr_assert_null(json_object_get(j, "error"), "the stream itself ended well");
+	json_decref(j);
+	cr_assert_not_null(end, "an end event");
+	cr_assert(json_is_false(json_object_get(end, "exited")));
+	cr_assert_str_eq(json_string_value(json_object_get(end, "status")), "signal: Terminated");
+	json_decref(end);
+	pthread_join(th, NULL);
+	close(rd);
+	free(buf);
+	pids = list_pids(pid, &cfg);
+	cr_assert_null(cfg, "an ended process is not listed");
+	json_decref(pids);
+	send_signal(pid, "SIGNAL_SIGKILL", 404);
+}
+
+/* Connect to a process started earlier (as one kept across a pause is), running or ended by the
+ * time Connect looks: the kept output, then its end. */
+Test(envd_agent, connect_to_a_kept_process, .init = setup, .fini = teardown, .timeout = 60)
+{
+	struct agent_conn c;
+	char err[512];
+	agent_conn_init(&c, -1, -1, -1);
+	cr_assert_eq(test_dial(NULL, NULL, &c, err, sizeof(err)), 0, "%s", err);
+	char flag[128], script[300];
+	snprintf(flag, sizeof(flag), "%s/go", work);
+	snprintf(script, sizeof(script), "echo kept; i=0; while [ ! -e %s ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; exit 4",
+		 flag);
+	char *const argv[] = {"/bin/sh", "-c", script, NULL};
+	struct agent_start_req req = {.exec = {.argv = argv, .stdin_fd = -1}};
+	uint32_t id, pid;
+	cr_assert_eq(agent_conn_start(&c, &req, &id, &pid, err, sizeof(err)), 0, "%s", err);
+	close(c.fd);
+	FILE *f = fopen(flag, "w");
+	cr_assert_not_null(f);
+	fclose(f);
+	char msg[64];
+	snprintf(msg, sizeof(msg), "{\"process\":{\"pid\":%u}}", pid);
+	struct envd_reply rp;
+	stream_call("/process.Process/Connect", msg, &rp);
+	const char *ec;
+	json_t *m = stream_parse(&rp, &ec);
+	cr_assert_null(ec, "no stream error: %s", ec);
+	cr_assert_eq(json_integer_value(json_object_get(json_object_get(json_object_get(json_array_get(m, 0), "event"),
+									 "start"), "pid")), pid);
+	char out[256] = "", chunk[256];
+	int code = -1000;
+	size_t i;
+	json_t *e;
+	json_array_foreach(m, i, e) {
+		json_t *ev = json_object_get(e, "event"), *d = json_object_get(json_object_get(ev, "data"), "stdout");
+		if (d)
+			unb64(json_string_value(d), chunk), strcat(out, chunk);
+		if (json_object_get(ev, "end"))
+			code = (int)json_integer_value(json_object_get(json_object_get(ev, "end"), "exitCode"));
+	}
+	cr_assert_str_eq(out, "kept\n", "the output kept from before the Connect");
+	cr_assert_eq(code, 4);
+	json_decref(m);
+	free(rp.body);
+	stream_call("/process.Process/Connect", msg, &rp);
+	m = stream_parse(&rp, &ec);
+	cr_assert_str_eq(ec, "not_found", "an ended, collected process");
+	json_decref(m);
+	free(rp.body);
+}
+
+/* GET /health: 204 for a running sandbox whose agent answers; 502 (E2B's proxy's answer, the
+ * SDK's isRunning() false) for an unknown id or an agent that does not answer; the key checked first. */
+static int down_dial(void *ctx, const struct serve_sandbox *sb, struct agent_conn *c, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "nothing listens");
+	return -EAGAIN;
+}
+
+Test(envd_agent, health, .init = setup, .fini = teardown, .timeout = 60)
+{
+	struct envd_reply rp;
+	call("GET", "/health", NULL, NULL, 0, NULL, &rp);
+	cr_assert_eq(rp.status, 204, "%.*s", (int)rp.len, rp.body);
+	cr_assert_null(rp.body);
+	struct envd_dialer down = {.dial = down_dial};
+	struct envd_request rq = {.method = "GET", .path = "/health", .sandbox_id = sid, .token = KEY};
+	envd_handle(&T, &down, KEY, &rq, &rp);
+	cr_assert_eq(rp.status, 502);
+	free(rp.body);
+	struct envd_dialer nd = {.dial = no_dial};
+	rq.sandbox_id = "inosuchsandbox000000";
+	envd_handle(&T, &nd, KEY, &rq, &rp);
+	cr_assert_eq(rp.status, 502);
+	free(rp.body);
+	rq.sandbox_id = NULL;
+	envd_handle(&T, &nd, KEY, &rq, &rp);
+	cr_assert_eq(rp.status, 502);
+	free(rp.body);
+	bad("GET", "/health", NULL, "", 0, sid, "wrong", 401, "unauthenticated");
+	bad("POST", "/health", "application/json", "{}", -1, sid, KEY, 501, "unimplemented");
+	cr_assert(envd_route("/health"));
 }

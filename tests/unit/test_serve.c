@@ -1238,6 +1238,51 @@ Test(serve_api, pause_resume_connect_in_e2b_codes)
 	table_down();
 }
 
+/* E2B's v2 routes the current JS SDK calls: create, list and connect with the v1 shapes */
+Test(serve_api, v2_create_list_connect)
+{
+	table_up(2, 0);
+	F.now = 1000.0;
+	struct serve_reply rp = call("POST", "/v2/sandboxes", KEY, "{\"templateID\":\"base\",\"timeout\":100,"
+				     "\"network\":{},\"iam\":null,\"autoResume\":{\"enabled\":false}}");
+	json_t *j = reply_json(&rp, 201);
+	char sid[SERVE_ID_LEN + 1], path[96];
+	snprintf(sid, sizeof(sid), "%s", json_string_value(json_object_get(j, "sandboxID")));
+	json_decref(j);
+	rp = call("GET", "/v2/sandboxes", KEY, NULL);
+	j = reply_json(&rp, 200);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(j, 0), "sandboxID")), sid);
+	json_decref(j);
+	/* v2's connect may leave the timeout out: a running sandbox keeps its deadline */
+	snprintf(path, sizeof(path), "/v2/sandboxes/%s/connect", sid);
+	rp = call("POST", path, KEY, "{}");
+	json_decref(reply_json(&rp, 200));
+	struct serve_sandbox g;
+	cr_assert_eq(serve_get(&T, sid, &g), 0);
+	cr_assert_eq(g.deadline, 1100.0);
+	serve_sandbox_put(&g);
+	expect("POST", path, KEY, "{\"timeout\":\"5\"}", 400, "must be an integer");
+	snprintf(path, sizeof(path), "/sandboxes/%s/pause", sid);
+	expect("POST", path, KEY, "{}", 204, NULL);
+	snprintf(path, sizeof(path), "/v2/sandboxes/%s/connect", sid);
+	rp = call("POST", path, KEY, "{}");
+	json_decref(reply_json(&rp, 201));
+	cr_assert_eq(serve_get(&T, sid, &g), 0);
+	cr_assert_eq(g.state, SERVE_RUNNING);
+	serve_sandbox_put(&g);
+	/* only those three: the rest of v2 is unknown, as are malformed paths */
+	snprintf(path, sizeof(path), "/v2/sandboxes/%s", sid);
+	expect("GET", path, KEY, NULL, 404, "no such endpoint");
+	snprintf(path, sizeof(path), "/v2/sandboxes/%s/pause", sid);
+	expect("POST", path, KEY, NULL, 404, "no such endpoint");
+	expect("POST", "/v2/sandboxes//connect", KEY, "{}", 404, "no such endpoint");
+	expect("GET", "/v2/sandboxesx", KEY, NULL, 404, "no such endpoint");
+	expect("GET", "/v2/templates", KEY, NULL, 404, "no such endpoint");
+	expect("POST", "/v2/sandboxes/0123456789abcdef0123/connect", KEY, "{}", 404, "not found");
+	expect("GET", "/v2/sandboxes", "wrong", NULL, 401, NULL);
+	table_down();
+}
+
 /* ---- GET /sandboxes' filters (E2B's query: state=running,paused, metadata=key%3Dvalue) ---------- */
 
 static struct serve_reply call_q(const char *path, const struct serve_query_arg *q, size_t n, bool overflow)

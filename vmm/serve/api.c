@@ -349,14 +349,15 @@ static void pause_(struct serve_table *t, const char *id, struct serve_reply *rp
  * resume (body {timeout?}: 201, 409 when it runs) and connect (body {timeout}: 200 when it runs,
  * its timeout then set as by /timeout; 201 when it was paused and is resumed).
  */
+/* resume, or connect (need_timeout: v1's connect, where E2B requires it; v2's SDK may leave it out) */
 static void resume(struct serve_table *t, const char *key, const char *id, const struct serve_request *rq,
-		   bool connect, struct serve_reply *rp)
+		   bool connect, bool need_timeout, struct serve_reply *rp)
 {
 	json_t *body = body_object(rq, connect, rp);
 	if (!body)
 		return;
 	long timeout = 0;
-	if (connect && !json_object_get(body, "timeout")) {
+	if (need_timeout && !json_object_get(body, "timeout")) {
 		serve_reply_error(rp, 400, "'timeout' is required");
 	} else if ((timeout = seconds_field(body, "timeout", 0, rp)) < 0) {
 		/* the reply is made */
@@ -365,8 +366,8 @@ static void resume(struct serve_table *t, const char *key, const char *id, const
 		struct serve_sandbox s;
 		int rc = serve_resume(t, id, timeout, &s, err, sizeof(err));
 		if (rc == -EALREADY && connect) {
-			/* running: connect just returns it (a zero timeout was refused above) */
-			rc = serve_set_timeout(t, id, timeout);
+			/* running: connect just returns it, with the new timeout when one was given */
+			rc = timeout ? serve_set_timeout(t, id, timeout) : 0;
 			if (rc == 0 && (rc = serve_get(t, id, &s)) == 0) {
 				reply_sandbox(rp, 200, &s, key);
 				serve_sandbox_put(&s);
@@ -406,6 +407,17 @@ void serve_api_handle(struct serve_table *t, const char *key, const struct serve
 		return;
 	}
 	const char *m = rq->method, *p = rq->path;
+	bool v2 = false;
+	/* E2B's v2 routes that current SDKs call (create, list, connect) have the v1 shapes */
+	if (!strncmp(p, "/v2/sandboxes", 13)) {
+		const char *rest = p + 13, *sl = *rest == '/' ? strchr(rest + 1, '/') : NULL;
+		if (*rest && strcmp(rest, "/") && !(sl && !strcmp(sl, "/connect") && sl > rest + 1)) {
+			serve_reply_error(rp, 404, "no such endpoint: %s", p);
+			return;
+		}
+		p += 3;
+		v2 = true;
+	}
 	if (!strcmp(p, "/sandboxes") || !strcmp(p, "/sandboxes/")) {
 		if (!strcmp(m, "POST"))
 			create(t, key, rq, rp);
@@ -463,7 +475,7 @@ void serve_api_handle(struct serve_table *t, const char *key, const struct serve
 		else if (!strcmp(action, "pause"))
 			pause_(t, id, rp);
 		else
-			resume(t, key, id, rq, !strcmp(action, "connect"), rp);
+			resume(t, key, id, rq, !strcmp(action, "connect"), !strcmp(action, "connect") && !v2, rp);
 	} else {
 		serve_reply_error(rp, 404, "no such endpoint: %s", p);
 	}

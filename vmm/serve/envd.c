@@ -5,14 +5,17 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,12 +52,12 @@ unsigned envd_code_status(const char *code)
 bool envd_route(const char *path)
 {
 	return !strncmp(path, PROCESS_SVC, strlen(PROCESS_SVC)) || !strncmp(path, FILESYSTEM_SVC, strlen(FILESYSTEM_SVC)) ||
-	       !strcmp(path, "/files");
+	       !strcmp(path, "/files") || !strcmp(path, "/health");
 }
 
 bool envd_streams(const char *path)
 {
-	return !strcmp(path, PROCESS_SVC "Start");
+	return !strcmp(path, PROCESS_SVC "Start") || !strcmp(path, PROCESS_SVC "Connect");
 }
 
 int envd_envelope_parse(const uint8_t *p, size_t len, size_t max, const uint8_t **msg, size_t *mlen)
@@ -466,14 +469,147 @@ static void stream_end(struct stream *s, const char *code, const char *msg, stru
 	rp->len = s->len;
 }
 
-static void process_start(struct agent_conn *c, const struct serve_sandbox *sb, json_t *body, uint32_t timeout_ms,
-			  int fd, struct envd_reply *rp)
+/*
+ * What cuts a process stream's wait short, as the agent connection's one abort fd: an epoll fd
+ * holding the live reader's socket (readable: the client left) and a timerfd at the call's
+ * deadline.  Which one fired is read back from the timerfd.
+ */
+struct stream_stop {
+	int ep, timer;
+};
+
+static int stream_stop_open(struct stream_stop *st, int reader_fd, uint32_t timeout_ms)
+{
+	st->ep = epoll_create1(EPOLL_CLOEXEC);
+	st->timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	struct itimerspec its = {.it_value = {.tv_sec = timeout_ms / 1000, .tv_nsec = (long)(timeout_ms % 1000) * 1000000}};
+	struct epoll_event ev = {.events = EPOLLIN};
+	if (st->ep < 0 || st->timer < 0 || timerfd_settime(st->timer, 0, &its, NULL) ||
+	    epoll_ctl(st->ep, EPOLL_CTL_ADD, st->timer, &ev) ||
+	    (reader_fd >= 0 && epoll_ctl(st->ep, EPOLL_CTL_ADD, reader_fd, &(struct epoll_event){.events = EPOLLIN}))) {
+		int e = errno;
+		if (st->ep >= 0)
+			close(st->ep);
+		if (st->timer >= 0)
+			close(st->timer);
+		return -e;
+	}
+	return 0;
+}
+
+static bool stream_stop_timed_out(const struct stream_stop *st)
+{
+	uint64_t n = 0;
+	return read(st->timer, &n, sizeof(n)) == (ssize_t)sizeof(n) && n > 0;
+}
+
+static void stream_stop_close(struct stream_stop *st)
+{
+	close(st->ep);
+	close(st->timer);
+}
+
+/* Signals process id of sb's agent on a connection of its own (the stream's is mid-ATTACH). */
+static void process_kill_aside(const struct envd_dialer *d, const struct serve_sandbox *sb, uint32_t id, int sig)
+{
+	struct agent_conn k;
+	char err[512];
+	agent_conn_init(&k, -1, -1, -1);
+	if (!d->dial(d->ctx, sb, &k, err, sizeof(err)))
+		agent_conn_kill(&k, id, sig, err, sizeof(err));
+	if (k.fd >= 0)
+		close(k.fd);
+}
+
+/*
+ * Streams process id (guest pid) as envd's ProcessEvents: start, its output as data, end with
+ * its exit; the stream's end after that.  The wait ends early at the deadline (timeout_ms) or
+ * when the live reader leaves; `owned` (Start) then kills the process, as a command lives no
+ * longer than its call, while Connect's process goes on.
+ */
+static void process_stream(struct agent_conn *c, const struct envd_dialer *d, const struct serve_sandbox *sb,
+			   uint32_t id, uint32_t pid, uint32_t timeout_ms, bool owned, struct stream *s,
+			   struct envd_reply *rp)
+{
+	int pipes[2][2] = {{-1, -1}, {-1, -1}};
+	struct stream_stop st;
+	if (stream_stop_open(&st, s->fd, timeout_ms)) {
+		if (owned)
+			process_kill_aside(d, sb, id, SIGKILL);
+		stream_end(s, "resource_exhausted", "cannot make the call's deadline timer", rp);
+		return;
+	}
+	if (pipe2(pipes[0], O_CLOEXEC) || pipe2(pipes[1], O_CLOEXEC)) {
+		if (owned)
+			process_kill_aside(d, sb, id, SIGKILL);
+		stream_end(s, "resource_exhausted", "cannot make pipes for the output", rp);
+		goto out;
+	}
+	stream_event(s, json_pack("{s:{s:I}}", "start", "pid", (json_int_t)pid));
+	struct pump pu = {.s = s, .fd = {pipes[0][0], pipes[1][0]}};
+	pipes[0][0] = pipes[1][0] = -1;
+	pthread_t th;
+	if (pthread_create(&th, NULL, pump_run, &pu)) {
+		close(pu.fd[0]);
+		close(pu.fd[1]);
+		if (owned)
+			process_kill_aside(d, sb, id, SIGKILL);
+		stream_end(s, "resource_exhausted", "cannot start the output reader", rp);
+		goto out;
+	}
+	struct agent_attach_result res;
+	char err[512];
+	c->abort_fd = st.ep;
+	int rc = agent_conn_attach(c, id, pipes[0][1], pipes[1][1], &res, err, sizeof(err));
+	close(pipes[0][1]);
+	close(pipes[1][1]);
+	pipes[0][1] = pipes[1][1] = -1;
+	pthread_join(th, NULL);
+	bool timed_out = rc == -ECONNABORTED && stream_stop_timed_out(&st);
+	if (rc == -ECONNABORTED && owned)
+		process_kill_aside(d, sb, id, SIGKILL);
+	if (timed_out) {
+		stream_end(s, "deadline_exceeded",
+			   owned ? "the command ran past its timeout and was killed" : "the call ran past its timeout", rp);
+	} else if (rc == -ECONNABORTED) {
+		stream_end(s, "canceled", "the client left", rp);
+	} else if (rc) {
+		stream_end(s, agent_code(rc, err), err, rp);
+	} else {
+		char status[64];
+		if (res.how == AGENT_EXITED)
+			snprintf(status, sizeof(status), "exit status %d", res.code);
+		else
+			snprintf(status, sizeof(status), "signal: %s", strsignal(res.code));
+		json_t *end = json_pack("{s:i, s:b, s:s}", "exitCode", res.how == AGENT_EXITED ? res.code : -1, "exited",
+					res.how == AGENT_EXITED, "status", status);
+		if (s->dropped)
+			json_object_set_new(end, "error", json_string("output past the reply's bound was dropped"));
+		else if (res.gap[0] || res.gap[1])
+			json_object_set_new(end, "error", json_string("output the agent could not keep was dropped"));
+		stream_event(s, json_pack("{s:o}", "end", end));
+		stream_end(s, NULL, NULL, rp);
+	}
+out:
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < 2; j++)
+			if (pipes[i][j] >= 0)
+				close(pipes[i][j]);
+	stream_stop_close(&st);
+}
+
+/*
+ * process.Process/Start: the command as one of the agent's kept processes (START, then ATTACH on
+ * the same connection), so its guest pid is real and SendSignal, List and Connect can name it.
+ */
+static void process_start(struct agent_conn *c, const struct envd_dialer *d, const struct serve_sandbox *sb,
+			  json_t *body, uint32_t timeout_ms, int fd, struct envd_reply *rp)
 {
 	struct stream s = {.fd = fd};
 	json_t *proc = json_object_get(body, "process"), *cmd = json_object_get(proc, "cmd");
 	json_t *args = json_object_get(proc, "args"), *envs = json_object_get(proc, "envs");
 	json_t *cwd = json_object_get(proc, "cwd"), *pty = json_object_get(body, "pty");
-	json_t *stdin_ = json_object_get(body, "stdin");
+	json_t *stdin_ = json_object_get(body, "stdin"), *tag = json_object_get(body, "tag");
 	if (!json_is_object(proc) || !json_is_string(cmd) || !*json_string_value(cmd)) {
 		stream_end(&s, "invalid_argument", "'process.cmd' must be a non-empty string", rp);
 		return;
@@ -498,10 +634,13 @@ static void process_start(struct agent_conn *c, const struct serve_sandbox *sb, 
 		stream_end(&s, "unimplemented", "stdin for a command is not served by padcell's envd yet", rp);
 		return;
 	}
+	if (tag && !json_is_null(tag)) {
+		stream_end(&s, "unimplemented", "a process tag is not served by padcell's envd (select by pid)", rp);
+		return;
+	}
 	size_t nargs = json_array_size(args);
 	const char **argv = calloc(nargs + 2, sizeof(*argv));
 	char **envv = NULL;
-	int pipes[2][2] = {{-1, -1}, {-1, -1}};
 	if (!argv) {
 		stream_end(&s, "resource_exhausted", "out of memory", rp);
 		return;
@@ -520,57 +659,150 @@ static void process_start(struct agent_conn *c, const struct serve_sandbox *sb, 
 		stream_end(&s, "invalid_argument", rc == -E2BIG ? "too many environment variables" : "out of memory", rp);
 		goto out_argv;
 	}
-	if (pipe2(pipes[0], O_CLOEXEC) || pipe2(pipes[1], O_CLOEXEC)) {
-		stream_end(&s, "resource_exhausted", "cannot make pipes for the output", rp);
-		goto out_pipes;
-	}
-	/* envd's StartEvent names the guest pid; a command run as one EXEC has no handle to show, so 0 */
-	stream_event(&s, json_pack("{s:{s:i}}", "start", "pid", 0));
-	struct pump pu = {.s = &s, .fd = {pipes[0][0], pipes[1][0]}};
-	pipes[0][0] = pipes[1][0] = -1;
-	pthread_t th;
-	if (pthread_create(&th, NULL, pump_run, &pu)) {
-		close(pu.fd[0]);
-		close(pu.fd[1]);
-		stream_end(&s, "resource_exhausted", "cannot start the output reader", rp);
-		goto out_pipes;
-	}
-	struct agent_exec_req req = {
-		.argv = (char *const *)argv, .env = envv, .cwd = json_is_string(cwd) ? json_string_value(cwd) : NULL,
-		.timeout_ms = timeout_ms, .stdin_fd = -1,
+	struct agent_start_req req = {
+		.exec = {.argv = (char *const *)argv, .env = envv,
+			 .cwd = json_is_string(cwd) ? json_string_value(cwd) : NULL, .stdin_fd = -1},
 	};
-	struct agent_exec_result res;
+	uint32_t id, pid;
 	char err[512];
-	rc = agent_conn_exec(c, &req, pipes[0][1], pipes[1][1], &res, err, sizeof(err));
-	close(pipes[0][1]);
-	close(pipes[1][1]);
-	pipes[0][1] = pipes[1][1] = -1;
-	pthread_join(th, NULL);
-	if (rc) {
+	rc = agent_conn_start(c, &req, &id, &pid, err, sizeof(err));
+	if (rc)
 		stream_end(&s, agent_code(rc, err), err, rp);
-	} else if (res.how == AGENT_TIMEDOUT) {
-		stream_end(&s, "deadline_exceeded", "the command ran past its timeout and was killed", rp);
-	} else {
-		char status[64];
-		if (res.how == AGENT_EXITED)
-			snprintf(status, sizeof(status), "exit status %d", res.code);
-		else
-			snprintf(status, sizeof(status), "signal: %s", strsignal(res.code));
-		json_t *end = json_pack("{s:i, s:b, s:s}", "exitCode", res.how == AGENT_EXITED ? res.code : -1, "exited",
-					res.how == AGENT_EXITED, "status", status);
-		if (s.dropped)
-			json_object_set_new(end, "error", json_string("output past the reply's bound was dropped"));
-		stream_event(&s, json_pack("{s:o}", "end", end));
-		stream_end(&s, NULL, NULL, rp);
-	}
-out_pipes:
-	for (int i = 0; i < 2; i++)
-		for (int j = 0; j < 2; j++)
-			if (pipes[i][j] >= 0)
-				close(pipes[i][j]);
+	else
+		process_stream(c, d, sb, id, pid, timeout_ms, true, &s, rp);
 out_argv:
 	strv_free(envv);
 	free(argv);
+}
+
+/* ---- process.Process: the unary calls and Connect, on the agent's process table ---- */
+
+/* The signal of a SendSignal: E2B's Signal enum by name or number, as a host signal number. */
+int envd_signal_parse(json_t *v)
+{
+	static const struct {
+		const char *name;
+		int num;
+	} sigs[] = {{"SIGNAL_SIGTERM", 15}, {"SIGNAL_SIGKILL", 9}};
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		if ((json_is_string(v) && !strcmp(json_string_value(v), sigs[i].name)) ||
+		    (json_is_integer(v) && json_integer_value(v) == sigs[i].num))
+			return sigs[i].num;
+	return -EINVAL;
+}
+
+struct proc_find {
+	uint32_t pid, id;
+	bool ended;   /* finding: an ended process not yet collected counts too (Connect streams its end) */
+	json_t *list; /* List's processes, or NULL when finding */
+};
+
+/* argv[0] and the rest of the agent's summary (argv joined by spaces, cut at AGENT_PROC_SUMMARY). */
+static json_t *proc_config(const char *summary)
+{
+	json_t *args = json_array();
+	const char *sp = strchr(summary, ' ');
+	json_t *cfg = json_pack("{s:s%, s:o, s:{}}", "cmd", summary, sp ? (size_t)(sp - summary) : strlen(summary),
+				"args", args, "envs");
+	while (sp) {
+		const char *a = sp + 1;
+		sp = strchr(a, ' ');
+		if (*a && (!sp || sp > a))
+			json_array_append_new(args, json_stringn(a, sp ? (size_t)(sp - a) : strlen(a)));
+	}
+	return cfg;
+}
+
+static int proc_each(void *arg, const struct agent_proc *p)
+{
+	struct proc_find *f = arg;
+	if (p->state != AGENT_PROC_RUNNING && (f->list || !f->ended))
+		return 0; /* ended and not yet collected: not a running command for E2B */
+	if (f->list)
+		return json_array_append_new(f->list, json_pack("{s:o, s:I}", "config", proc_config(p->summary), "pid",
+								(json_int_t)p->pid))
+			       ? -ENOMEM
+			       : 0;
+	if (p->pid == f->pid)
+		f->id = p->id;
+	return 0;
+}
+
+/* The agent's process id of guest pid (running, or also ended): 0 with *id, -ENOENT, or the agent's failure. */
+static int proc_find(struct agent_conn *c, uint32_t pid, bool ended, uint32_t *id, char *err, size_t errlen)
+{
+	struct proc_find f = {.pid = pid, .ended = ended};
+	int rc = agent_conn_ps(c, proc_each, &f, err, errlen);
+	if (rc)
+		return rc;
+	if (!f.id) {
+		snprintf(err, errlen, "no %sprocess with pid %u", ended ? "" : "running ", pid);
+		return -ENOENT;
+	}
+	*id = f.id;
+	return 0;
+}
+
+/*
+ * The arguments of Connect and SendSignal, checked before the agent is dialled: the pid of the
+ * ProcessSelector ({"pid": N}) and SendSignal's signal.  NULL, or the Connect code with *why.
+ */
+static const char *process_args(const char *method, json_t *body, uint32_t *pid, int *sig, const char **why)
+{
+	*pid = 0;
+	*sig = 0;
+	if (strcmp(method, "Connect") && strcmp(method, "SendSignal"))
+		return NULL; /* List takes nothing */
+	json_t *proc = json_object_get(body, "process");
+	json_t *p = json_object_get(proc, "pid");
+	if (json_is_object(proc) && !p && json_object_get(proc, "tag")) {
+		*why = "a process tag is not served by padcell's envd (select by pid)";
+		return "unimplemented";
+	}
+	if (!json_is_object(proc) || !json_is_integer(p) || json_integer_value(p) <= 0 ||
+	    json_integer_value(p) > UINT32_MAX) {
+		*why = "'process.pid' must be a positive integer (a ProcessSelector by pid)";
+		return "invalid_argument";
+	}
+	*pid = (uint32_t)json_integer_value(p);
+	if (!strcmp(method, "SendSignal") && (*sig = envd_signal_parse(json_object_get(body, "signal"))) < 0) {
+		*why = "'signal' must be SIGNAL_SIGTERM or SIGNAL_SIGKILL";
+		return "invalid_argument";
+	}
+	return NULL;
+}
+
+/* List, SendSignal (pid, sig checked) and Connect on sb's agent process table. */
+static void process_call(struct agent_conn *c, const struct envd_dialer *d, const struct serve_sandbox *sb,
+			 const char *method, uint32_t pid, int sig, uint32_t timeout_ms, int fd, struct envd_reply *rp)
+{
+	char err[512];
+	uint32_t id;
+	int rc;
+	if (!strcmp(method, "List")) {
+		struct proc_find f = {.list = json_array()};
+		if ((rc = agent_conn_ps(c, proc_each, &f, err, sizeof(err)))) {
+			json_decref(f.list);
+			unary_error(rp, agent_code(rc, err), "%s", err);
+		} else {
+			set_json(rp, 200, json_pack("{s:o}", "processes", f.list));
+		}
+		return;
+	}
+	bool stream = !strcmp(method, "Connect");
+	struct stream s = {.fd = fd};
+	rc = proc_find(c, pid, stream, &id, err, sizeof(err));
+	if (!rc && stream)
+		process_stream(c, d, sb, id, pid, timeout_ms, false, &s, rp);
+	else if (!rc && (rc = agent_conn_kill(c, id, sig, err, sizeof(err))) == 0)
+		set_json(rp, 200, json_object());
+	if (rc) {
+		const char *code = rc == -ENOENT ? "not_found" : agent_code(rc, err);
+		if (stream)
+			stream_end(&s, code, err, rp);
+		else
+			unary_error(rp, code, "%s", err);
+	}
 }
 
 /* ---- /files ---- */
@@ -676,6 +908,43 @@ static void files_post(struct agent_conn *c, const struct envd_request *rq, stru
 	set_json(rp, 200, arr);
 }
 
+/* ---- /health ---- */
+
+/*
+ * envd's GET /health: 204 when the sandbox runs and its agent answers HELLO; otherwise 502, as
+ * E2B's proxy answers for a sandbox that is gone or paused (the SDK's isRunning() reads 502 as
+ * false, and probes this when a call's connection dropped).
+ */
+static void health(struct serve_table *t, const struct envd_dialer *d, const struct envd_request *rq,
+		   struct envd_reply *rp)
+{
+	if (strcmp(rq->method, "GET")) {
+		unary_error(rp, "unimplemented", "%s is not allowed on /health (GET)", rq->method);
+		return;
+	}
+	struct serve_sandbox sb;
+	if (!rq->sandbox_id || serve_get(t, rq->sandbox_id, &sb)) {
+		set_json(rp, 502, json_pack("{s:i, s:s}", "code", 502, "message", "no such sandbox (the E2b-Sandbox-Id header)"));
+		return;
+	}
+	struct agent_conn c;
+	char err[512];
+	agent_conn_init(&c, -1, -1, -1);
+	if (sb.state == SERVE_PAUSED || sb.state == SERVE_RESUMING) {
+		set_json(rp, 502, json_pack("{s:i, s:s}", "code", 502, "message", "the sandbox is not running (paused)"));
+	} else if (d->dial(d->ctx, &sb, &c, err, sizeof(err))) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "the sandbox's agent does not answer: %s", err);
+		set_json(rp, 502, json_pack("{s:i, s:s}", "code", 502, "message", msg));
+	} else {
+		rp->status = 204;
+		rp->content_type = CT_JSON;
+	}
+	if (c.fd >= 0)
+		close(c.fd);
+	serve_sandbox_put(&sb);
+}
+
 /* ---- dispatch ---- */
 
 /* The call's request message: a unary's body, or a stream's one envelope; NULL with the reply made. */
@@ -726,24 +995,27 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		unary_error(rp, "resource_exhausted", "the request body is over its bound");
 		return;
 	}
+	if (!strcmp(rq->path, "/health")) {
+		health(t, d, rq, rp);
+		return;
+	}
 	bool files = !strcmp(rq->path, "/files");
 	bool process = !strncmp(rq->path, PROCESS_SVC, strlen(PROCESS_SVC));
 	const char *method = files ? "" : strchr(rq->path + 1, '/') + 1;
-	bool start = process && !strcmp(method, "Start");
+	bool start = process && !strcmp(method, "Start"), stream = envd_streams(rq->path);
 	if (files ? strcmp(rq->method, "GET") && strcmp(rq->method, "POST") : strcmp(rq->method, "POST")) {
 		unary_error(rp, "unimplemented", "%s is not allowed on %s", rq->method, rq->path);
 		return;
 	}
 	static const char *const fs_methods[] = {"Stat", "ListDir", "MakeDir", "Move", "Remove"};
-	bool known = process || files;
-	for (size_t i = 0; !known && i < sizeof(fs_methods) / sizeof(fs_methods[0]); i++)
+	static const char *const proc_methods[] = {"Start", "Connect", "List", "SendSignal"};
+	bool known = files;
+	for (size_t i = 0; !known && !process && i < sizeof(fs_methods) / sizeof(fs_methods[0]); i++)
 		known = !strcmp(method, fs_methods[i]);
+	for (size_t i = 0; !known && process && i < sizeof(proc_methods) / sizeof(proc_methods[0]); i++)
+		known = !strcmp(method, proc_methods[i]);
 	if (!known) {
-		unary_error(rp, "unimplemented", "filesystem.Filesystem/%s is not served by padcell's envd", method);
-		return;
-	}
-	if (process && !start) {
-		unary_error(rp, "unimplemented", "process.Process/%s is not served by padcell's envd yet", method);
+		unary_error(rp, "unimplemented", "%s is not served by padcell's envd", rq->path + 1);
 		return;
 	}
 	if (files && (!rq->file_path || rq->file_path[0] != '/' || strlen(rq->file_path) >= AGENT_MAX_PATH)) {
@@ -751,14 +1023,27 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		return;
 	}
 	json_t *body = NULL;
-	if (!files && !(body = request_message(rq, start, rp)))
+	if (!files && !(body = request_message(rq, stream, rp)))
 		return;
+	uint32_t pid = 0;
+	int sig = 0;
+	const char *why, *bad = process ? process_args(method, body, &pid, &sig, &why) : NULL;
+	if (bad) {
+		if (stream) {
+			struct stream s = {.fd = fd};
+			stream_end(&s, bad, why, rp);
+		} else {
+			unary_error(rp, bad, "%s", why);
+		}
+		json_decref(body);
+		return;
+	}
 	struct serve_sandbox sb;
 	if (!rq->sandbox_id || serve_get(t, rq->sandbox_id, &sb)) {
 		char msg[128];
 		snprintf(msg, sizeof(msg), "sandbox \"%.*s\" not found (the E2b-Sandbox-Id header)", SERVE_ID_LEN + 4,
 			 rq->sandbox_id ? rq->sandbox_id : "");
-		if (start) {
+		if (stream) {
 			struct stream s = {.fd = fd};
 			stream_end(&s, "not_found", msg, rp); /* a stream's error is in its end, under HTTP 200 */
 		} else {
@@ -767,7 +1052,9 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		json_decref(body);
 		return;
 	}
-	uint32_t timeout = ENVD_TIMEOUT_DEF_MS;
+	/* no Connect-Timeout-Ms: no deadline (Connect clients leave it out for a timeout of 0, "none";
+	 * a Start's process still ends with its client); a malformed one: the SDK's default */
+	uint32_t timeout = 0;
 	if (rq->timeout_ms) {
 		char *e;
 		unsigned long long v = strtoull(rq->timeout_ms, &e, 10);
@@ -779,7 +1066,7 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 	 * connection then ends the command: a worker never outlives its client by more than that */
 	agent_conn_init(&c, -1, -1, fd);
 	int rc = d->dial(d->ctx, &sb, &c, err, sizeof(err));
-	if (rc && start) {
+	if (rc && stream) {
 		struct stream s = {.fd = fd};
 		char msg[600];
 		snprintf(msg, sizeof(msg), "sandbox %s's agent does not answer: %s", sb.id, err);
@@ -792,7 +1079,9 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		else
 			files_post(&c, rq, rp);
 	} else if (start) {
-		process_start(&c, &sb, body, timeout, fd, rp);
+		process_start(&c, d, &sb, body, timeout, fd, rp);
+	} else if (process) {
+		process_call(&c, d, &sb, method, pid, sig, timeout, fd, rp);
 	} else {
 		filesystem_call(&c, method, body, rp);
 	}

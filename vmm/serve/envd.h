@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "vmm/agent/agent_client.h"
 #include "vmm/serve/table.h"
 
@@ -20,7 +22,7 @@
 #define ENVD_STREAM_MAX    (16u << 20)    /* a stream reply's bytes: output past it is dropped, and said so */
 #define ENVD_FILE_MAX      (16u << 20)    /* a download's bytes (GET /files) */
 #define ENVD_TIMEOUT_MAX_MS (3600u * 1000) /* a Connect-Timeout-Ms past an hour is cut to it */
-#define ENVD_TIMEOUT_DEF_MS (60u * 1000)   /* a command without Connect-Timeout-Ms: the SDK's default */
+#define ENVD_TIMEOUT_DEF_MS (60u * 1000)   /* a malformed or zero Connect-Timeout-Ms: the SDK's default */
 #define ENVD_CONNECT_MS    2000           /* opening the sandbox's agent connection */
 
 /* How envd reaches a sandbox's agent: the real one opens sb->vsock, tests pass a fake. */
@@ -68,8 +70,12 @@ void envd_handle(struct serve_table *t, const struct envd_dialer *d, const char 
 void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const char *key,
 		      const struct envd_request *rq, int fd, struct envd_reply *rp);
 
-/* Whether path is a server-streaming call (process.Process/Start). */
+/* Whether path is a server-streaming call (process.Process/Start, Connect). */
 bool envd_streams(const char *path);
+
+/* A SendSignal's `signal` (E2B's Signal enum: "SIGNAL_SIGTERM"/15, "SIGNAL_SIGKILL"/9): the signal
+ * number, or -EINVAL for anything else (another name or number, a wrong type, absent). */
+int envd_signal_parse(json_t *v);
 
 /*
  * Connect's envelopes: flag byte, u32 big-endian length, the message.  Parses the one envelope a

@@ -207,7 +207,9 @@ static enum MHD_Result envd_queue(struct serve_http *h, struct MHD_Connection *c
 		return envd_queue_live(h, conn, &rq);
 	struct envd_reply rp;
 	envd_handle(h->t, &envd_vsock_dialer, h->key, &rq, &rp);
-	struct MHD_Response *r = MHD_create_response_from_buffer(rp.len, rp.body ? rp.body : (void *)"", MHD_RESPMEM_MUST_FREE);
+	/* a reply without a body (health's 204) is a static empty buffer: nothing to free */
+	struct MHD_Response *r = rp.body ? MHD_create_response_from_buffer(rp.len, rp.body, MHD_RESPMEM_MUST_FREE)
+					 : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 	if (!r) {
 		free(rp.body);
 		return MHD_NO;

@@ -1,0 +1,205 @@
+// The E2B JS SDK (`e2b`, pinned by tests/e2b/package-lock.json), unchanged, against `padcell serve`:
+// the SDK's single-URL mode (apiUrl and sandboxUrl both the daemon's URL: envd calls carry the
+// E2b-Sandbox-Id header).  One PASS/FAIL line per case, then "RESULT <passed> passed, <failed> failed".
+//   node client.mjs --url http://127.0.0.1:PORT --key e2b_... [--template base]
+import { Sandbox, CommandExitError, NotFoundError, SandboxNotFoundError, TimeoutError } from "e2b";
+
+const argv = process.argv.slice(2);
+const opt = (name, def) => {
+	const i = argv.indexOf(name);
+	return i >= 0 && i + 1 < argv.length ? argv[i + 1] : def;
+};
+const url = opt("--url"), apiKey = opt("--key"), template = opt("--template", "base");
+if (!url || !apiKey) {
+	console.error("usage: client.mjs --url http://HOST:PORT --key e2b_KEY [--template NAME]");
+	process.exit(64);
+}
+// Every call under the nested tier's TCG is slow: generous request bounds (a hang guard only).
+const conn = { apiUrl: url, sandboxUrl: url, apiKey, requestTimeoutMs: 120000 };
+// A background command's stream ends with an error when its sandbox pauses: said, never fatal.
+process.on("unhandledRejection", (e) => console.log(`note: unhandled rejection: ${e}`));
+
+let passed = 0, failed = 0;
+const check = (name, ok, why) => {
+	if (ok) { passed++; console.log(`PASS ${name}`); } else { failed++; console.log(`FAIL ${name}: ${why}`); }
+};
+// A case: its body returns "" (passed) or why it failed; a throw fails it with the error.
+const run = async (name, body) => {
+	try {
+		const why = await body();
+		check(name, !why, why);
+	} catch (e) {
+		check(name, false, `threw ${e?.constructor?.name}: ${e?.message ?? e}`.slice(0, 400));
+	}
+};
+const q = (v) => JSON.stringify(v);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// Polls cond() (true when done) every 500 ms for up to ms.
+const until = async (ms, cond) => {
+	const end = Date.now() + ms;
+	while (Date.now() < end) {
+		if (await cond()) return true;
+		await sleep(500);
+	}
+	return false;
+};
+
+const cases = [
+	"create", "run-stdout", "run-stderr", "command-exit-error", "run-envs", "run-cwd", "run-timeout",
+	"background-kill", "files", "pause-resume", "list", "set-timeout-expires", "kill", "missing-sandbox",
+];
+let sbx = null, other = null;
+const t0 = Date.now();
+
+await run("create", async () => {
+	sbx = await Sandbox.create(template, { ...conn, timeoutMs: 600000, metadata: { tier: "nested-e2b" } });
+	return /^[0-9a-z]+$/.test(sbx.sandboxId) ? "" : `sandboxId ${q(sbx.sandboxId)}`;
+});
+console.log(`MEASURE e2b-create Sandbox.create ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+if (!sbx) {
+	for (const c of cases.slice(1)) check(c, false, "no sandbox (create failed)");
+	console.log(`RESULT ${passed} passed, ${failed} failed`);
+	process.exit(1);
+}
+
+await run("run-stdout", async () => {
+	const r = await sbx.commands.run("echo hello; echo world");
+	return r.stdout === "hello\nworld\n" && r.exitCode === 0 ? "" : `result ${q(r)}`;
+});
+await run("run-stderr", async () => {
+	const r = await sbx.commands.run("echo out; echo oops >&2");
+	return r.stderr === "oops\n" && r.stdout === "out\n" ? "" : `result ${q(r)}`;
+});
+await run("command-exit-error", async () => {
+	try {
+		const r = await sbx.commands.run("echo partial; exit 3");
+		return `no error: ${q(r)}`;
+	} catch (e) {
+		if (!(e instanceof CommandExitError)) throw e;
+		return e.exitCode === 3 && e.stdout === "partial\n" ? "" : `exitCode ${e.exitCode}, stdout ${q(e.stdout)}`;
+	}
+});
+await run("run-envs", async () => {
+	const r = await sbx.commands.run('echo "$FOO-$BAR"', { envs: { FOO: "foo value", BAR: "b=2" } });
+	return r.stdout === "foo value-b=2\n" ? "" : `stdout ${q(r.stdout)}`;
+});
+await run("run-cwd", async () => {
+	const r = await sbx.commands.run("pwd", { cwd: "/tmp" });
+	return r.stdout === "/tmp\n" ? "" : `stdout ${q(r.stdout)}`;
+});
+await run("run-timeout", async () => {
+	const t = Date.now();
+	try {
+		const r = await sbx.commands.run("sleep 600; echo late", { timeoutMs: 3000 });
+		return `no error: ${q(r)}`;
+	} catch (e) {
+		if (!(e instanceof TimeoutError)) throw e;
+	}
+	// the command was ended with its call: no sleep 600 is left running
+	const left = await sbx.commands.run(
+		"for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline 2>/dev/null; echo; done | grep -c '^sleep 600 ' || true");
+	return left.stdout.trim() === "0" ? "" : `sleep 600 still runs after ${Date.now() - t} ms: ${q(left.stdout)}`;
+});
+await run("background-kill", async () => {
+	const h = await sbx.commands.run("sleep 100000", { background: true, timeoutMs: 0 });
+	if (!(h.pid > 0)) return `pid ${h.pid}`;
+	const listed = (await sbx.commands.list()).find((p) => p.pid === h.pid);
+	if (!listed) return `pid ${h.pid} not in commands.list()`;
+	if (listed.cmd !== "/bin/bash") return `listed as ${q(listed)}`;
+	if (!(await h.kill())) return "kill() answered false";
+	try {
+		const r = await h.wait();
+		return `wait() after kill gave ${q(r)}`;
+	} catch (e) {
+		if (!(e instanceof CommandExitError)) throw e;
+	}
+	const after = (await sbx.commands.list()).find((p) => p.pid === h.pid);
+	if (after) return `still listed after kill: ${q(after)}`;
+	return (await sbx.commands.kill(h.pid)) === false ? "" : "a second kill of the pid answered true";
+});
+await run("files", async () => {
+	const w = await sbx.files.write("/tmp/e2b/dir/hello.txt", "hello from the SDK\n");
+	if (w.path !== "/tmp/e2b/dir/hello.txt") return `write answered ${q(w)}`;
+	const text = await sbx.files.read("/tmp/e2b/dir/hello.txt");
+	if (text !== "hello from the SDK\n") return `read ${q(text)}`;
+	const entries = await sbx.files.list("/tmp/e2b/dir");
+	const e = entries.find((x) => x.name === "hello.txt");
+	if (!e || e.type !== "file" || e.path !== "/tmp/e2b/dir/hello.txt") return `list ${q(entries)}`;
+	const viaShell = await sbx.commands.run("cat /tmp/e2b/dir/hello.txt");
+	return viaShell.stdout === "hello from the SDK\n" ? "" : `cat ${q(viaShell.stdout)}`;
+});
+await run("pause-resume", async () => {
+	await sbx.files.write("/tmp/kept.txt", "kept through pause\n");
+	const h = await sbx.commands.run("sleep 100000", { background: true, timeoutMs: 0 });
+	const paused = await sbx.pause();
+	if (paused !== true) return `pause() answered ${paused}`;
+	const info = await Sandbox.getInfo(sbx.sandboxId, conn);
+	if (info.state !== "paused") return `state after pause ${q(info.state)}`;
+	const t = Date.now();
+	const back = await Sandbox.connect(sbx.sandboxId, { ...conn, timeoutMs: 600000 });
+	console.log(`MEASURE e2b-resume Sandbox.connect of a paused sandbox ${((Date.now() - t) / 1000).toFixed(1)}s`);
+	sbx = back;
+	const text = await sbx.files.read("/tmp/kept.txt");
+	if (text !== "kept through pause\n") return `file after resume ${q(text)}`;
+	const listed = (await sbx.commands.list()).find((p) => p.pid === h.pid);
+	if (!listed) return `the background process ${h.pid} is gone after resume`;
+	return (await sbx.commands.kill(h.pid)) ? "" : "could not kill the kept process";
+});
+await run("list", async () => {
+	other = await Sandbox.create(template, { ...conn, timeoutMs: 600000, metadata: { tier: "nested-e2b", n: "2" } });
+	const paginator = Sandbox.list({ ...conn, query: { metadata: { tier: "nested-e2b" } } });
+	const items = await paginator.nextItems();
+	const ids = items.map((s) => s.sandboxId).sort();
+	const want = [sbx.sandboxId, other.sandboxId].sort();
+	if (q(ids) !== q(want)) return `listed ${q(ids)}, want ${q(want)}`;
+	const mine = items.find((s) => s.sandboxId === other.sandboxId);
+	return mine.metadata?.n === "2" && mine.state === "running" ? "" : `listed ${q(mine)}`;
+});
+await run("set-timeout-expires", async () => {
+	await other.setTimeout(1000);
+	const gone = await until(120000, async () => {
+		try {
+			await Sandbox.getInfo(other.sandboxId, conn);
+			return false;
+		} catch (e) {
+			if (e instanceof SandboxNotFoundError) return true;
+			throw e;
+		}
+	});
+	return gone ? "" : "still there 120 s after a 1 s timeout";
+});
+await run("kill", async () => {
+	const id = sbx.sandboxId;
+	if ((await sbx.isRunning()) !== true) return "isRunning() before the kill was not true";
+	if ((await sbx.kill()) !== true) return "kill() answered false";
+	if ((await sbx.isRunning()) !== false) return "isRunning() after the kill was not false";
+	const ids = (await Sandbox.list(conn).nextItems()).map((s) => s.sandboxId);
+	if (ids.includes(id)) return `still listed: ${q(ids)}`;
+	return (await Sandbox.kill(id, conn)) === false ? "" : "a second kill answered true";
+});
+await run("missing-sandbox", async () => {
+	const why = [];
+	try {
+		await Sandbox.connect("i0123456789abcdef0123", conn);
+		why.push("connect to an unknown id did not throw");
+	} catch (e) {
+		if (!(e instanceof SandboxNotFoundError)) why.push(`connect threw ${e?.constructor?.name}: ${e?.message}`);
+	}
+	try {
+		await Sandbox.getInfo("i0123456789abcdef0123", conn);
+		why.push("getInfo of an unknown id did not throw");
+	} catch (e) {
+		if (!(e instanceof SandboxNotFoundError)) why.push(`getInfo threw ${e?.constructor?.name}: ${e?.message}`);
+	}
+	// the killed sandbox's envd: a command there is the SDK's NotFoundError
+	try {
+		await sbx.commands.run("true");
+		why.push("a command in a killed sandbox did not throw");
+	} catch (e) {
+		if (!(e instanceof NotFoundError)) why.push(`a command in a killed sandbox threw ${e?.constructor?.name}: ${e?.message}`);
+	}
+	return why.join("; ");
+});
+
+console.log(`RESULT ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Nested test of `padcell serve` with the real E2B JS SDK (`e2b`, pinned by tests/e2b/package-lock.json,
+# installed here with npm ci into build/e2b-node): in L1, where real KVM runs the clones, a template
+# snapshot of the Debian image (the SDK runs every command as /bin/bash -l -c) is served by the
+# dynamic padcell; L1's port 3000 is forwarded to a loopback port of the host (l1.sh --hostfwd, QEMU's
+# restricted user network), where the SDK client (tests/e2b/client.mjs) runs its cases through it.
+# The host then says "__EOF__" on L1's second serial line, and L1 checks that no sandbox monitor is
+# left and that the daemon ends on SIGTERM (tests/nested/e2b-run.sh).
+# L1's stage has no network driver: virtio_net and what it needs are taken from the same Debian
+# kernel package, once, into build/e2b-l1/<package>/, and loaded by the payload.
+# Usage: tests/nested/e2b-test.sh [--timeout SEC] [--case-timeout SEC] [--log FILE] [--verbose]
+# Needs: build/padcell-static, build/padcell-dyn, build/kernel/bzImage, build/images/rootfs-debian.ext4,
+#        node and npm, apt-get (the kernel package's network modules)
+# Exit: 0 all cases passed; 1 a case failed or is missing; l1.sh's 124/125 when L1 itself failed.
+set -euo pipefail
+tier=e2b timeout_s=1500 case_timeout=1200 l1_mem=3072
+. "$(dirname "$0")/tier-lib.sh"
+tier_args "$@"
+# The client's cases (tests/e2b/client.mjs) and L1's own (template, cleanup).
+client_cases=14 l1_cases=2
+
+skip() {
+	echo "SKIP: nested-e2b: $*"
+	echo "0 passed, 0 failed, 1 skipped"
+	exit 0
+}
+[ -f "$repo/build/images/rootfs-debian.ext4" ] ||
+	skip "build/images/rootfs-debian.ext4 is missing (it needs the Debian mirror once)"
+for t in node npm; do
+	command -v "$t" >/dev/null || skip "$t is missing (scripts/deps.sh mcp)"
+done
+for f in build/padcell-static build/padcell-dyn build/kernel/bzImage; do
+	[ -f "$repo/$f" ] || die "$f missing (run: make build/padcell-static build/padcell-dyn kernel)"
+done
+
+# The SDK, exactly as locked; reinstalled only when the lock changed.
+sdk=$repo/build/e2b-node
+if ! cmp -s "$repo/tests/e2b/package-lock.json" "$sdk/package-lock.json" || [ ! -d "$sdk/node_modules/e2b" ]; then
+	rm -rf "$sdk"
+	mkdir -p "$sdk"
+	cp "$repo/tests/e2b/package.json" "$repo/tests/e2b/package-lock.json" "$sdk/"
+	if ! (cd "$sdk" && timeout 300 npm ci --ignore-scripts --no-audit --no-fund >/dev/null); then
+		# No registry (an offline machine) is a missing capability, not padcell's failure: said, loudly.
+		rm -rf "$sdk"
+		skip "npm ci of tests/e2b/package-lock.json failed (is the npm registry reachable?)"
+	fi
+fi
+cp "$repo/tests/e2b/client.mjs" "$sdk/client.mjs" # beside node_modules: that is where its imports resolve
+
+# L1's network driver, from the kernel package l1.sh boots (its stage keeps only the KVM and vsock modules).
+pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+	awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }' || true)
+[ -n "$pkg" ] || die "cannot resolve linux-image-cloud-amd64 to a kernel package (apt-get update?)"
+mods=$repo/build/e2b-l1/$pkg
+if [ ! -f "$mods/load-order" ]; then
+	tmp=$(mktemp -d)
+	(cd "$tmp" && apt-get -q -o APT::Sandbox::User=root download "$pkg" </dev/null >/dev/null) ||
+		{ rm -rf "$tmp"; die "apt-get download $pkg failed"; }
+	dpkg-deb -x "$tmp"/*.deb "$tmp/root"
+	mkdir -p "$tmp/mods"
+	: >"$tmp/mods/load-order"
+	# depth first: a module's dependencies (modinfo -F depends) before it
+	add() {
+		local f dep base
+		f=$(find "$tmp/root/lib/modules" -name "$1.ko" | head -n1)
+		[ -n "$f" ] || die "module $1 not found in $pkg"
+		grep -qx "$1" "$tmp/mods/load-order" && return 0
+		for dep in $(modinfo -F depends "$f" | tr ',' ' '); do add "$dep"; done
+		cp "$f" "$tmp/mods/$1.ko"
+		echo "$1" >>"$tmp/mods/load-order"
+	}
+	add virtio_pci
+	add virtio_net
+	rm -rf "$mods"
+	mkdir -p "$(dirname "$mods")"
+	mv "$tmp/mods" "$mods"
+	rm -rf "$tmp"
+fi
+
+cp "$repo/build/padcell-static" "$payload/padcell"
+"$here/stage-bin.sh" "$repo/build/padcell-dyn" "$payload/dyn" >/dev/null
+cp "$repo/build/kernel/bzImage" "$payload/"
+cp --sparse=always "$repo/build/images/rootfs-debian.ext4" "$payload/"
+mkdir -p "$payload/netmods"
+cp "$mods"/* "$payload/netmods/"
+cp "$here/e2b-run.sh" "$payload/run.sh"
+printf 'CASE_TIMEOUT=%s\nTIER=%s\n' "$case_timeout" "$tier" >"$payload/config"
+cp "$here/case-lib.sh" "$payload/case-lib.sh"
+
+# A free loopback port for the forward (asked of the kernel, then released for QEMU to bind).
+port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')
+sock=$payload/serial2.sock
+mkdir -p "$(dirname "$log")"
+: >"$log"
+"$here/l1.sh" --payload "$payload" --timeout "$timeout_s" --log "$log" --mem "$l1_mem" --serial2 "$sock" \
+	--hostfwd "$port:3000" "${verbose[@]}" &
+l1=$!
+trap 'kill "$l1" 2>/dev/null; wait "$l1" 2>/dev/null; rm -rf "$payload"' EXIT
+# L1 says when the daemon listens, and its key; l1.sh may first wait for another tier's L1 (its lock).
+line=""
+while [ -z "$line" ] && kill -0 "$l1" 2>/dev/null; do
+	sleep 1
+	line=$(grep -a -m1 '^STEP e2b-listening' "$log" | tr -d '\r' || true)
+done
+key=$(sed -n 's/.*key=\(e2b_[0-9a-f]*\).*/\1/p' <<<"$line")
+client_rc=0 out=""
+if [ -n "$key" ]; then
+	out=$(cd "$sdk" && timeout -k 10 "$case_timeout" node client.mjs --url "http://127.0.0.1:$port" --key "$key" 2>&1) ||
+		client_rc=$?
+	# the end of the session, on L1's second serial line (a host program connects; QEMU listens)
+	node -e 'const c = require("net").connect(process.argv[1], () => c.end("__EOF__\n"));' "$sock" ||
+		echo "$me: could not say __EOF__ on $sock (L1 ends at its case timeout)" >&2
+fi
+set +e
+wait "$l1"
+l1_rc=$?
+set -e
+trap 'rm -rf "$payload"' EXIT
+results=$(grep -aE "^RESULT $tier-" "$log" | tr -d '\r' || true)
+echo "==== nested e2b test summary ($log) ===="
+[ -n "$out" ] && sed 's/^/  /' <<<"$out"
+[ -n "$results" ] && sed 's/^RESULT /  /' <<<"$results"
+pass=$(( $(grep -c '^PASS ' <<<"$out" || true) + $(grep -c ' PASS' <<<"$results" || true) ))
+fail=$(( $(grep -c '^FAIL ' <<<"$out" || true) + $(grep -c ' FAIL' <<<"$results" || true) ))
+missing=$((client_cases + l1_cases - pass - fail))
+[ "$missing" -lt 0 ] && missing=0
+if [ "$missing" -gt 0 ]; then
+	step=$(grep -aE "^STEP $tier-" "$log" | tail -n1 | tr -d '\r' | sed 's/^STEP //')
+	echo "  ${step:-$tier-start} FAIL $missing case(s) never reported (client exit $client_rc, l1.sh exit $l1_rc;" \
+		"L1's last lines below)"
+	tail -n 25 "$log" | tr -d '\r' | sed 's/^/    | /'
+fi
+echo "  $pass passed, $((fail + missing)) failed ($missing missing of $((client_cases + l1_cases)))"
+if [ "$l1_rc" = 124 ] || [ "$l1_rc" = 125 ]; then
+	echo "$me: L1 did not finish (l1.sh exit $l1_rc)" >&2
+	exit "$l1_rc"
+fi
+[ "$fail" = 0 ] && [ "$missing" = 0 ] || die "$((fail + missing)) cases failed or are missing"
+echo "$me: the E2B SDK passed all its cases against padcell serve"
