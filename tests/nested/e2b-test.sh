@@ -19,33 +19,16 @@ tier_args "$@"
 # The client's cases (tests/e2b/client.mjs) and L1's own (template, cleanup).
 client_cases=14 l1_cases=2
 
-skip() {
-	echo "SKIP: nested-e2b: $*"
-	echo "0 passed, 0 failed, 1 skipped"
-	exit 0
-}
 [ -f "$repo/build/images/rootfs-debian.ext4" ] ||
-	skip "build/images/rootfs-debian.ext4 is missing (it needs the Debian mirror once)"
+	tier_skip "build/images/rootfs-debian.ext4 is missing (it needs the Debian mirror once)"
 for t in node npm; do
-	command -v "$t" >/dev/null || skip "$t is missing (scripts/deps.sh mcp)"
+	command -v "$t" >/dev/null || tier_skip "$t is missing (scripts/deps.sh mcp)"
 done
 for f in build/padcell-static build/padcell-dyn build/kernel/bzImage; do
 	[ -f "$repo/$f" ] || die "$f missing (run: make build/padcell-static build/padcell-dyn kernel)"
 done
 
-# The SDK, exactly as locked; reinstalled only when the lock changed.
-sdk=$repo/build/e2b-node
-if ! cmp -s "$repo/tests/e2b/package-lock.json" "$sdk/package-lock.json" || [ ! -d "$sdk/node_modules/e2b" ]; then
-	rm -rf "$sdk"
-	mkdir -p "$sdk"
-	cp "$repo/tests/e2b/package.json" "$repo/tests/e2b/package-lock.json" "$sdk/"
-	if ! (cd "$sdk" && timeout 300 npm ci --ignore-scripts --no-audit --no-fund >/dev/null); then
-		# No registry (an offline machine) is a missing capability, not padcell's failure: said, loudly.
-		rm -rf "$sdk"
-		skip "npm ci of tests/e2b/package-lock.json failed (is the npm registry reachable?)"
-	fi
-fi
-cp "$repo/tests/e2b/client.mjs" "$sdk/client.mjs" # beside node_modules: that is where its imports resolve
+npm_client e2b e2b
 
 # L1's network driver, from the kernel package l1.sh boots (its stage keeps only the KVM and vsock modules).
 pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |

@@ -13,36 +13,15 @@ tier=mcp timeout_s=600 case_timeout=400
 . "$(dirname "$0")/tier-lib.sh"
 tier_args "$@"
 
-if [ ! -f "$repo/build/images/rootfs-debian.ext4" ]; then
-	echo "SKIP: nested-mcp: build/images/rootfs-debian.ext4 is missing (it needs the Debian mirror once)"
-	echo "0 passed, 0 failed, 1 skipped"
-	exit 0
-fi
+[ -f "$repo/build/images/rootfs-debian.ext4" ] ||
+	tier_skip "build/images/rootfs-debian.ext4 is missing (it needs the Debian mirror once)"
 for t in node npm; do
-	command -v "$t" >/dev/null || {
-		echo "SKIP: nested-mcp: $t is missing (scripts/deps.sh mcp)"
-		echo "0 passed, 0 failed, 1 skipped"
-		exit 0
-	}
+	command -v "$t" >/dev/null || tier_skip "$t is missing (scripts/deps.sh mcp)"
 done
 for f in build/padcell-static build/kernel/bzImage; do
 	[ -f "$repo/$f" ] || die "$f missing (run: make build/padcell-static kernel)"
 done
-# The SDK, exactly as locked; reinstalled only when the lock changed.
-sdk=$repo/build/mcp-node
-if ! cmp -s "$repo/tests/mcp/package-lock.json" "$sdk/package-lock.json" || [ ! -d "$sdk/node_modules/@modelcontextprotocol/sdk" ]; then
-	rm -rf "$sdk"
-	mkdir -p "$sdk"
-	cp "$repo/tests/mcp/package.json" "$repo/tests/mcp/package-lock.json" "$sdk/"
-	if ! (cd "$sdk" && timeout 300 npm ci --ignore-scripts --no-audit --no-fund >/dev/null); then
-		# No registry (an offline machine) is a missing capability, not padcell's failure: said, loudly.
-		rm -rf "$sdk"
-		echo "SKIP: nested-mcp: npm ci of tests/mcp/package-lock.json failed (is the npm registry reachable?)"
-		echo "0 passed, 0 failed, 1 skipped"
-		exit 0
-	fi
-fi
-cp "$repo/tests/mcp/client.mjs" "$sdk/client.mjs" # beside node_modules: that is where its imports resolve
+npm_client mcp @modelcontextprotocol/sdk
 
 cp "$repo/build/padcell-static" "$payload/padcell"
 cp "$repo/build/kernel/bzImage" "$payload/"

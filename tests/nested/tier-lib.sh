@@ -11,6 +11,32 @@ me=$(basename "$0")
 
 die() { echo "$me: $*" >&2; exit 1; }
 
+# A tier that cannot run here (a missing capability, not padcell's failure) says so loudly and
+# counts one skip.  `tier` names it (nested-<tier>).
+tier_skip() {
+	echo "SKIP: nested-$tier: $*"
+	echo "0 passed, 0 failed, 1 skipped"
+	exit 0
+}
+
+# npm_client NAME PACKAGE: tests/NAME's client (package.json, package-lock.json, client.mjs)
+# installed exactly as locked with npm ci into build/NAME-node, reinstalled only when the lock
+# changed; sets `sdk` to that directory.  No registry (an offline machine) is a skip.
+npm_client() {
+	local name=$1 pkg=$2 src=$repo/tests/$1
+	sdk=$repo/build/$name-node
+	if ! cmp -s "$src/package-lock.json" "$sdk/package-lock.json" || [ ! -d "$sdk/node_modules/$pkg" ]; then
+		rm -rf "$sdk"
+		mkdir -p "$sdk"
+		cp "$src/package.json" "$src/package-lock.json" "$sdk/"
+		if ! (cd "$sdk" && timeout 300 npm ci --ignore-scripts --no-audit --no-fund >/dev/null); then
+			rm -rf "$sdk"
+			tier_skip "npm ci of tests/$name/package-lock.json failed (is the npm registry reachable?)"
+		fi
+	fi
+	cp "$src/client.mjs" "$sdk/client.mjs" # beside node_modules: that is where its imports resolve
+}
+
 tier_args() {
 	log=$repo/build/nested/$tier-test-serial.log verbose=()
 	while [ $# -gt 0 ]; do
