@@ -136,6 +136,7 @@ await run("pty", async () => {
 		cols: 100, rows: 30, timeoutMs: 0, onData: (d) => { out += dec.decode(d, { stream: true }); },
 	});
 	if (!(t.pid > 0)) return `pid ${t.pid}`;
+	await until(60000, async () => out.length > 0); // the shell's first prompt: it reads its terminal now
 	await sbx.pty.sendInput(t.pid, enc.encode("tty; stty size\n"));
 	if (!(await until(60000, async () => out.includes("30 100")))) return `no size 30 100: ${q(out.slice(-400))}`;
 	if (!out.includes("/dev/pts/")) return `not a terminal: ${q(out.slice(-400))}`;
