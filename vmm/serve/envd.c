@@ -829,19 +829,20 @@ struct proc_args {
 	size_t input_len;
 };
 
-/* SendInput's `input`, a ProcessInput: one of `stdin` or `pty`, base64 bytes.  NULL or why not. */
-static const char *input_parse(json_t *input, struct proc_args *a)
+/* SendInput's `input`, a ProcessInput: one of `stdin` or `pty`, base64 bytes.  0, or -EINVAL/-ENOMEM with *why. */
+static int input_parse(json_t *input, struct proc_args *a, const char **why)
 {
 	json_t *in = json_object_get(input, "stdin"), *pty = json_object_get(input, "pty");
+	*why = "'input' must hold one of 'stdin' or 'pty' (base64 bytes)";
 	if (!json_is_object(input) || json_object_size(input) != 1 || (!in && !pty))
-		return "'input' must hold one of 'stdin' or 'pty' (base64 bytes)";
+		return -EINVAL;
 	json_t *v = in ? in : pty;
+	*why = "'input.stdin' / 'input.pty' must be a base64 string";
 	if (!json_is_string(v))
-		return "'input.stdin' / 'input.pty' must be a base64 string";
+		return -EINVAL;
 	int rc = unbase64(json_string_value(v), &a->input, &a->input_len);
-	if (rc == -ENOMEM)
-		return "out of memory";
-	return rc ? "'input.stdin' / 'input.pty' is not valid base64" : NULL;
+	*why = rc == -ENOMEM ? "out of memory for the input" : "'input.stdin' / 'input.pty' is not valid base64";
+	return rc;
 }
 
 /*
@@ -870,11 +871,9 @@ static const char *process_args(const char *method, json_t *body, struct proc_ar
 		*why = "'signal' must be SIGNAL_SIGTERM or SIGNAL_SIGKILL";
 		return "invalid_argument";
 	}
-	if (!strcmp(method, "SendInput") && (*why = input_parse(json_object_get(body, "input"), a))) {
-		free(a->input);
-		a->input = NULL;
-		return "invalid_argument";
-	}
+	int rc = strcmp(method, "SendInput") ? 0 : input_parse(json_object_get(body, "input"), a, why);
+	if (rc)
+		return rc == -ENOMEM ? "resource_exhausted" : "invalid_argument"; /* a->input is NULL */
 	json_t *pty = json_object_get(body, "pty");
 	if (!strcmp(method, "Update") && pty && !json_is_null(pty)) {
 		if (pty_size(pty, false, &a->rows, &a->cols)) {
