@@ -46,7 +46,7 @@ const until = async (ms, cond) => {
 
 const cases = [
 	"create", "run-stdout", "run-stderr", "command-exit-error", "run-envs", "run-cwd", "run-timeout",
-	"background-kill", "files", "pause-resume", "list", "set-timeout-expires", "kill", "missing-sandbox",
+	"background-kill", "stdin", "pty", "files", "pause-resume", "list", "set-timeout-expires", "kill", "missing-sandbox",
 ];
 let sbx = null, other = null;
 const t0 = Date.now();
@@ -116,6 +116,42 @@ await run("background-kill", async () => {
 	const after = (await sbx.commands.list()).find((p) => p.pid === h.pid);
 	if (after) return `still listed after kill: ${q(after)}`;
 	return (await sbx.commands.kill(h.pid)) === false ? "" : "a second kill of the pid answered true";
+});
+await run("stdin", async () => {
+	let seen = "";
+	const h = await sbx.commands.run("cat; echo cat-ended", {
+		background: true, stdin: true, timeoutMs: 0, onStdout: (d) => { seen += d; },
+	});
+	await h.sendStdin("line one\n");
+	if (!(await until(60000, async () => seen.includes("line one\n")))) return `cat did not echo: ${q(seen)}`;
+	await h.sendStdin(new TextEncoder().encode("line two\n"));
+	await h.closeStdin(); // cat sees its end of file, and the command goes on to its echo
+	const r = await h.wait();
+	return r.exitCode === 0 && r.stdout === "line one\nline two\ncat-ended\n" ? "" : `result ${q(r)}`;
+});
+await run("pty", async () => {
+	const enc = new TextEncoder(), dec = new TextDecoder();
+	let out = "";
+	const t = await sbx.pty.create({
+		cols: 100, rows: 30, timeoutMs: 0, onData: (d) => { out += dec.decode(d, { stream: true }); },
+	});
+	if (!(t.pid > 0)) return `pid ${t.pid}`;
+	await until(60000, async () => out.length > 0); // the shell's first prompt: it reads its terminal now
+	await sbx.pty.sendInput(t.pid, enc.encode("tty; stty size\n"));
+	if (!(await until(60000, async () => out.includes("30 100")))) return `no size 30 100: ${q(out.slice(-400))}`;
+	if (!out.includes("/dev/pts/")) return `not a terminal: ${q(out.slice(-400))}`;
+	await sbx.pty.resize(t.pid, { cols: 120, rows: 40 });
+	await sbx.pty.sendInput(t.pid, enc.encode("stty size\n"));
+	if (!(await until(60000, async () => out.includes("40 120")))) return `no size 40 120 after resize: ${q(out.slice(-400))}`;
+	if (!(await sbx.pty.kill(t.pid))) return "kill() answered false";
+	try {
+		const r = await t.wait();
+		return `wait() after kill gave ${q(r)}`;
+	} catch (e) {
+		if (!(e instanceof CommandExitError)) throw e;
+	}
+	const after = (await sbx.commands.list()).find((p) => p.pid === t.pid);
+	return after ? `still listed after kill: ${q(after)}` : "";
 });
 await run("files", async () => {
 	const w = await sbx.files.write("/tmp/e2b/dir/hello.txt", "hello from the SDK\n");

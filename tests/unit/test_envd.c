@@ -4,7 +4,8 @@
  * translated to agent frames against the real guest agent run as a host process on a Unix socket
  * (the test's dialer stands in for the sandbox's vsock): a command's stdout, stderr, exit code,
  * envVars and cwd; a background command listed, signalled and reconnected to (List, SendSignal,
- * Connect); /health; Stat, ListDir, MakeDir, Move, Remove; /files upload and download.
+ * Connect); stdin kept open for SendInput and ended by CloseStdin; a PTY's size set by Start and
+ * changed by Update; /health; Stat, ListDir, MakeDir, Move, Remove; /files upload and download.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -267,9 +268,9 @@ Test(envd_bad, process_calls_refused_before_the_agent, .init = setup, .fini = te
 	bad("POST", "/process.Process/List", "text/plain", "{}", -1, sid, KEY, 415, "unknown");
 	bad("POST", "/process.Process/List", j, "[]", -1, sid, KEY, 400, "invalid_argument");
 	bad("POST", "/process.Process/Connect", j, "{\"process\":{\"pid\":7}}", -1, sid, KEY, 415, "unknown");
-	bad("POST", "/process.Process/SendInput", j, "{}", -1, sid, KEY, 501, "unimplemented");
 	bad("POST", "/process.Process/StreamInput", j, "{}", -1, sid, KEY, 501, "unimplemented");
-	bad("POST", "/process.Process/Update", j, "{}", -1, sid, KEY, 501, "unimplemented");
+	bad("POST", "/process.Process/StreamInput", "application/connect+json", "\0\0\0\0\2{}", 7, sid, KEY, 501,
+	    "unimplemented");
 	bad("POST", ss, j, "{\"process\":{\"pid\":7},\"signal\":9}", -1, "inosuchsandbox000000", KEY, 404,
 	    "not_found");
 	/* over the body's bound */
@@ -282,6 +283,64 @@ Test(envd_bad, process_calls_refused_before_the_agent, .init = setup, .fini = te
 	free(rp.body);
 }
 
+/* SendInput, CloseStdin and Update with wrong types, malformed input or over the body's bound */
+Test(envd_bad, input_calls_refused_before_the_agent, .init = setup, .fini = teardown)
+{
+	const char *si = "/process.Process/SendInput", *cs = "/process.Process/CloseStdin";
+	const char *up = "/process.Process/Update", *j = "application/json";
+	static const char *const bad_input[] = {
+		"{}",                                                         /* no process, no input */
+		"{\"input\":{\"stdin\":\"aGk=\"}}",                           /* no process */
+		"{\"process\":{\"pid\":\"7\"},\"input\":{\"stdin\":\"aGk=\"}}",   /* pid as a string */
+		"{\"process\":{\"pid\":7}}",                                  /* no input */
+		"{\"process\":{\"pid\":7},\"input\":\"aGk=\"}",                 /* input not a ProcessInput */
+		"{\"process\":{\"pid\":7},\"input\":{}}",                       /* neither stdin nor pty */
+		"{\"process\":{\"pid\":7},\"input\":{\"stdin\":\"aGk=\",\"pty\":\"aGk=\"}}", /* both */
+		"{\"process\":{\"pid\":7},\"input\":{\"stdout\":\"aGk=\"}}",     /* another field */
+		"{\"process\":{\"pid\":7},\"input\":{\"stdin\":104}}",           /* bytes as a number */
+		"{\"process\":{\"pid\":7},\"input\":{\"stdin\":[104,105]}}",     /* bytes as an array */
+		"{\"process\":{\"pid\":7},\"input\":{\"stdin\":\"a@b=\"}}",       /* not base64 */
+		"{\"process\":{\"pid\":7},\"input\":{\"pty\":\"a\"}}",            /* a lone sextet */
+		"{\"process\":{\"pid\":7},\"input\":{\"pty\":\"aGk===\"}}",       /* too much padding */
+		"{\"process\":{\"pid\":7},\"input\":{\"stdin\":\"aG=k\"}}",       /* padding inside */
+		"{\"process\":{\"pid\":7},\"input\":{\"stdin\":\"aGk=\"},\"input\":{}}", /* duplicate keys */
+	};
+	for (size_t i = 0; i < sizeof(bad_input) / sizeof(bad_input[0]); i++)
+		bad("POST", si, j, bad_input[i], -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", si, j, "{\"process\":{\"tag\":\"web\"},\"input\":{\"stdin\":\"aGk=\"}}", -1, sid, KEY, 501,
+	    "unimplemented");
+	bad("POST", cs, j, "{}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", cs, j, "{\"process\":{\"pid\":-1}}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", cs, j, "{\"process\":7}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", cs, j, "{\"process\":{\"tag\":\"web\"}}", -1, sid, KEY, 501, "unimplemented");
+	static const char *const bad_update[] = {
+		"{\"pty\":{\"size\":{\"cols\":80,\"rows\":24}}}",                 /* no process */
+		"{\"process\":{\"pid\":7},\"pty\":[80,24]}",                      /* pty not a PTY message */
+		"{\"process\":{\"pid\":7},\"pty\":{}}",                           /* no size */
+		"{\"process\":{\"pid\":7},\"pty\":{\"size\":{\"cols\":80}}}",       /* no rows */
+		"{\"process\":{\"pid\":7},\"pty\":{\"size\":{\"cols\":0,\"rows\":24}}}", /* 0 columns */
+		"{\"process\":{\"pid\":7},\"pty\":{\"size\":{\"cols\":80,\"rows\":4097}}}",
+		"{\"process\":{\"pid\":7},\"pty\":{\"size\":{\"cols\":80,\"rows\":-24}}}",
+		"{\"process\":{\"pid\":7},\"pty\":{\"size\":{\"cols\":\"80\",\"rows\":24}}}",
+		"{\"process\":{\"pid\":7},\"pty\":{\"size\":{\"cols\":80.5,\"rows\":24}}}",
+		"{\"process\":{\"pid\":7},\"pty\":{\"size\":{\"cols\":4294967376,\"rows\":24}}}",
+	};
+	for (size_t i = 0; i < sizeof(bad_update) / sizeof(bad_update[0]); i++)
+		bad("POST", up, j, bad_update[i], -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", si, "application/connect+json", "\0\0\0\0\2{}", 7, sid, KEY, 415, "unknown");
+	bad("POST", up, j, "{\"process\":{\"pid\":7}}", -1, "inosuchsandbox000000", KEY, 404, "not_found");
+	/* over the body's bound: refused unread */
+	const char *paths[] = {si, cs, up};
+	for (int i = 0; i < 3; i++) {
+		struct envd_dialer nd = {.ctx = "oversized", .dial = no_dial};
+		struct envd_request rq = {.method = "POST", .path = paths[i], .sandbox_id = sid, .token = KEY,
+					  .content_type = j, .body = "{}", .len = 2, .overflow = true};
+		struct envd_reply rp;
+		envd_handle(&T, &nd, KEY, &rq, &rp);
+		expect_error(&rp, 429, "resource_exhausted");
+		free(rp.body);
+	}
+}
 
 /* Stream replies: the messages, and the end's error code (NULL: none). */
 static json_t *stream_parse(const struct envd_reply *rp, const char **end_code)
@@ -856,4 +915,143 @@ Test(envd_agent, health, .init = setup, .fini = teardown, .timeout = 60)
 	bad("GET", "/health", NULL, "", 0, sid, "wrong", 401, "unauthenticated");
 	bad("POST", "/health", "application/json", "{}", -1, sid, KEY, 501, "unimplemented");
 	cr_assert(envd_route("/health"));
+}
+
+/* A unary call on the agent: its status must be status (the reply's text in the message). */
+static void unary_expect(const char *path, const char *body, unsigned status, const char *code)
+{
+	struct envd_reply rp;
+	unary(path, body, &rp);
+	if (code)
+		expect_error(&rp, status, code);
+	else
+		cr_assert_eq(rp.status, status, "%s %s: %.*s", path, body, (int)rp.len, rp.body);
+	free(rp.body);
+}
+
+/*
+ * Reads a live stream's envelopes, appending the bytes of its data events named field to acc
+ * (size cap), until acc holds want (want NULL: until the stream's end).  *end set to the end
+ * event's exitCode once it came (else left).  Returns whether the stream ended; a data event
+ * of another name fails the test.
+ */
+static bool read_output(int rd, const char *field, char *acc, size_t cap, const char *want, int *end)
+{
+	while (!want || !strstr(acc, want)) {
+		json_t *j;
+		uint8_t fl = read_envelope(rd, &j);
+		if (fl == ENVD_FLAG_END) {
+			cr_assert_null(json_object_get(j, "error"), "the stream ended well");
+			json_decref(j);
+			return true;
+		}
+		json_t *ev = json_object_get(j, "event"), *d = json_object_get(ev, "data"), *e = json_object_get(ev, "end");
+		if (d) {
+			json_t *v = json_object_get(d, field);
+			cr_assert(json_is_string(v) && json_object_size(d) == 1, "data only as %s", field);
+			char chunk[65536];
+			size_t n = unb64(json_string_value(v), chunk);
+			cr_assert_lt(strlen(acc) + n, cap, "output within the test's buffer");
+			strcat(acc, chunk);
+		}
+		if (e)
+			*end = (int)json_integer_value(json_object_get(e, "exitCode"));
+		json_decref(j);
+	}
+	return false;
+}
+
+/* commands.run(..., {background: true, stdin: true}), sendStdin, closeStdin: a cat echoes what
+ * SendInput gives it and ends at CloseStdin; a command started without stdin refuses both. */
+Test(envd_agent, stdin_reaches_cat_and_close_ends_it, .init = setup, .fini = teardown, .timeout = 60)
+{
+	struct live_call l;
+	pthread_t th;
+	int rd;
+	char *buf, body[200], acc[256] = "";
+	uint32_t pid = live_start(&l, &th, &rd, "{\"process\":{\"cmd\":\"/bin/cat\"},\"stdin\":true}", &buf);
+	snprintf(body, sizeof(body), "{\"process\":{\"pid\":%u},\"input\":{\"stdin\":\"aGVsbG8K\"}}", pid);
+	unary_expect("/process.Process/SendInput", body, 200, NULL); /* "hello\n" */
+	int end = -1000;
+	cr_assert_not(read_output(rd, "stdout", acc, sizeof(acc), "hello\n", &end), "cat still runs");
+	/* no bytes: nothing sent (an empty SEND would close stdin); URL-safe base64 without padding */
+	snprintf(body, sizeof(body), "{\"process\":{\"pid\":%u},\"input\":{\"stdin\":\"\"}}", pid);
+	unary_expect("/process.Process/SendInput", body, 200, NULL);
+	snprintf(body, sizeof(body), "{\"process\":{\"pid\":%u},\"input\":{\"stdin\":\"Pz8_Cg\"}}", pid);
+	unary_expect("/process.Process/SendInput", body, 200, NULL); /* "???\n" */
+	cr_assert_not(read_output(rd, "stdout", acc, sizeof(acc), "hello\n???\n", &end), "cat still runs");
+	snprintf(body, sizeof(body), "{\"process\":{\"pid\":%u}}", pid);
+	unary_expect("/process.Process/CloseStdin", body, 200, NULL);
+	cr_assert(read_output(rd, "stdout", acc, sizeof(acc), NULL, &end), "the stream ends");
+	cr_assert_eq(end, 0, "cat ended at its stdin's end");
+	cr_assert_str_eq(acc, "hello\n???\n");
+	pthread_join(th, NULL);
+	close(rd);
+	free(buf);
+	/* gone: collected by its Start's stream */
+	snprintf(body, sizeof(body), "{\"process\":{\"pid\":%u},\"input\":{\"stdin\":\"aGk=\"}}", pid);
+	unary_expect("/process.Process/SendInput", body, 404, "not_found");
+	snprintf(body, sizeof(body), "{\"process\":{\"pid\":%u}}", pid);
+	unary_expect("/process.Process/CloseStdin", body, 404, "not_found");
+
+	/* without stdin: true, stdin is /dev/null and no terminal to resize */
+	pid = live_start(&l, &th, &rd, "{\"process\":{\"cmd\":\"/bin/sleep\",\"args\":[\"100\"]},\"stdin\":false}", &buf);
+	snprintf(body, sizeof(body), "{\"process\":{\"pid\":%u},\"input\":{\"stdin\":\"aGk=\"}}", pid);
+	unary_expect("/process.Process/SendInput", body, 400, "failed_precondition");
+	snprintf(body, sizeof(body), "{\"process\":{\"pid\":%u}}", pid);
+	unary_expect("/process.Process/CloseStdin", body, 400, "failed_precondition");
+	snprintf(body, sizeof(body), "{\"process\":{\"pid\":%u},\"pty\":{\"size\":{\"cols\":90,\"rows\":20}}}", pid);
+	unary_expect("/process.Process/Update", body, 400, "failed_precondition");
+	snprintf(body, sizeof(body), "{\"process\":{\"pid\":%u}}", pid);
+	unary_expect("/process.Process/Update", body, 200, NULL); /* nothing to change */
+	send_signal(pid, "SIGNAL_SIGKILL", 200);
+	cr_assert(read_output(rd, "stdout", acc, sizeof(acc), NULL, &end));
+	pthread_join(th, NULL);
+	close(rd);
+	free(buf);
+	/* a Start's own malformed pty or stdin */
+	struct envd_reply rp;
+	const char *ec;
+	static const char *const bad_start[] = {
+		"{\"process\":{\"cmd\":\"/bin/true\"},\"stdin\":\"yes\"}",
+		"{\"process\":{\"cmd\":\"/bin/true\"},\"pty\":true}",
+		"{\"process\":{\"cmd\":\"/bin/true\"},\"pty\":{\"size\":{\"cols\":0,\"rows\":0}}}",
+		"{\"process\":{\"cmd\":\"/bin/true\"},\"pty\":{\"size\":{\"cols\":80,\"rows\":70000}}}",
+	};
+	for (size_t i = 0; i < sizeof(bad_start) / sizeof(bad_start[0]); i++) {
+		stream_call("/process.Process/Start", bad_start[i], &rp);
+		json_t *m = stream_parse(&rp, &ec);
+		cr_assert_str_eq(ec, "invalid_argument", "%s", bad_start[i]);
+		cr_assert_eq(json_array_size(m), 0, "nothing started");
+		json_decref(m);
+		free(rp.body);
+	}
+}
+
+/* sandbox.pty.create, sendInput, resize: the process sees a terminal of the size Start set, Update
+ * changes it, and all its output comes as DataEvent's `pty`. */
+Test(envd_agent, pty_size_and_resize, .init = setup, .fini = teardown, .timeout = 60)
+{
+	struct live_call l;
+	pthread_t th;
+	int rd;
+	char *buf, body[200], acc[4096] = "";
+	uint32_t pid = live_start(&l, &th, &rd,
+				  "{\"process\":{\"cmd\":\"/bin/sh\",\"args\":[\"-c\",\"tty; echo size $(stty size); "
+				  "read x; echo got $x; echo size $(stty size)\"]},\"pty\":{\"size\":{\"cols\":100,\"rows\":30}}}",
+				  &buf);
+	int end = -1000;
+	cr_assert_not(read_output(rd, "pty", acc, sizeof(acc), "size 30 100", &end), "the shell waits for input");
+	cr_assert(strstr(acc, "/dev/pts/"), "a terminal: %s", acc);
+	snprintf(body, sizeof(body), "{\"process\":{\"pid\":%u},\"pty\":{\"size\":{\"cols\":120,\"rows\":40}}}", pid);
+	unary_expect("/process.Process/Update", body, 200, NULL);
+	snprintf(body, sizeof(body), "{\"process\":{\"pid\":%u},\"input\":{\"pty\":\"Z28K\"}}", pid); /* "go\n" */
+	unary_expect("/process.Process/SendInput", body, 200, NULL);
+	cr_assert(read_output(rd, "pty", acc, sizeof(acc), NULL, &end), "the stream ends");
+	cr_assert_eq(end, 0);
+	cr_assert(strstr(acc, "got go"), "the input reached the shell: %s", acc);
+	cr_assert(strstr(acc, "size 40 120"), "Update resized the terminal: %s", acc);
+	pthread_join(th, NULL);
+	close(rd);
+	free(buf);
 }

@@ -21,7 +21,9 @@
 #include "vmm/err.h"
 #include "vmm/util.h"
 
-static uint8_t frame_buf[AGENT_MAX_PAYLOAD];
+/* One frame's payload, per thread: `padcell serve` runs envd calls on many threads at once (a
+ * Start's stream receiving output while a SendInput on another thread sends to the same process). */
+static _Thread_local uint8_t frame_buf[AGENT_MAX_PAYLOAD];
 
 void agent_conn_init(struct agent_conn *c, int fd, int sig_fd, int abort_fd)
 {

@@ -145,6 +145,10 @@ static const char *agent_code(int rc, const char *err)
 			return "permission_denied";
 		if (strstr(err, "Not a directory") || strstr(err, "Is a directory") || strstr(err, "not empty"))
 			return "failed_precondition";
+		/* SEND and RESIZE on a process that cannot take them (procs.c's texts) */
+		if (strstr(err, "has no stdin open") || strstr(err, "closed its stdin") || strstr(err, "has exited") ||
+		    strstr(err, "has no terminal"))
+			return "failed_precondition";
 		return "internal";
 	}
 	if (rc == -ETIMEDOUT)
@@ -353,12 +357,13 @@ static void stream_event(struct stream *s, json_t *ev)
 struct pump {
 	struct stream *s;
 	int fd[2];
+	bool pty; /* a terminal's output (all of it on fd[0]) is DataEvent's `pty`, not `stdout` */
 };
 
 static void *pump_run(void *arg)
 {
 	struct pump *pu = arg;
-	static const char *names[2] = {"stdout", "stderr"};
+	const char *names[2] = {pu->pty ? "pty" : "stdout", "stderr"};
 	uint8_t chunk[16384];
 	char enc[4 * (sizeof(chunk) + 2) / 3 + 1];
 	int open_n = 2;
@@ -445,6 +450,73 @@ static bool string_map(json_t *o)
 	return true;
 }
 
+/*
+ * E2B's PTY message ({"size": {"cols": C, "rows": R}}, uint32s) as a window size the agent takes
+ * (each 1..AGENT_MAX_WINSZ); no size leaves 0x0 (the agent's 24x80) when size_optional.  0 or -EINVAL.
+ */
+static int pty_size(json_t *pty, bool size_optional, uint16_t *rows, uint16_t *cols)
+{
+	*rows = *cols = 0;
+	if (!json_is_object(pty))
+		return -EINVAL;
+	json_t *size = json_object_get(pty, "size");
+	if (!size || json_is_null(size))
+		return size_optional ? 0 : -EINVAL;
+	json_t *v[2] = {json_object_get(size, "rows"), json_object_get(size, "cols")};
+	uint16_t *out[2] = {rows, cols};
+	for (int i = 0; i < 2; i++) {
+		if (!json_is_integer(v[i]) || json_integer_value(v[i]) < 1 || json_integer_value(v[i]) > AGENT_MAX_WINSZ)
+			return -EINVAL;
+		*out[i] = (uint16_t)json_integer_value(v[i]);
+	}
+	return 0;
+}
+
+/*
+ * proto3's JSON for bytes: base64, standard or URL-safe alphabet, padding optional.  Decodes s
+ * into a malloc'd *out (*len bytes; NULL for none): 0, -EINVAL for anything else, -ENOMEM.
+ */
+static int unbase64(const char *s, uint8_t **out, size_t *len)
+{
+	size_t n = strlen(s), pad = 0;
+	while (n && s[n - 1] == '=' && pad < 2)
+		n--, pad++;
+	if (n % 4 == 1 || (pad && (n + pad) % 4))
+		return -EINVAL;
+	uint8_t *o = malloc(n / 4 * 3 + 3);
+	if (!o)
+		return -ENOMEM;
+	size_t k = 0;
+	uint32_t v = 0;
+	int bits = 0;
+	for (size_t i = 0; i < n; i++) {
+		int c = (unsigned char)s[i], d;
+		if (c >= 'A' && c <= 'Z')
+			d = c - 'A';
+		else if (c >= 'a' && c <= 'z')
+			d = c - 'a' + 26;
+		else if (c >= '0' && c <= '9')
+			d = c - '0' + 52;
+		else if (c == '+' || c == '-')
+			d = 62;
+		else if (c == '/' || c == '_')
+			d = 63;
+		else {
+			free(o);
+			return -EINVAL;
+		}
+		v = v << 6 | (uint32_t)d;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			o[k++] = (uint8_t)(v >> bits);
+		}
+	}
+	*out = k ? o : (free(o), NULL);
+	*len = k;
+	return 0;
+}
+
 /* The stream's end: {} or {"error": ...}, then the reply (a stream's status is 200 even for an error). */
 static void stream_end(struct stream *s, const char *code, const char *msg, struct envd_reply *rp)
 {
@@ -528,7 +600,7 @@ static void process_kill_aside(const struct envd_dialer *d, const struct serve_s
  * longer than its call, while Connect's process goes on.
  */
 static void process_stream(struct agent_conn *c, const struct envd_dialer *d, const struct serve_sandbox *sb,
-			   uint32_t id, uint32_t pid, uint32_t timeout_ms, bool owned, struct stream *s,
+			   uint32_t id, uint32_t pid, uint32_t timeout_ms, bool owned, bool pty, struct stream *s,
 			   struct envd_reply *rp)
 {
 	int pipes[2][2] = {{-1, -1}, {-1, -1}};
@@ -546,7 +618,7 @@ static void process_stream(struct agent_conn *c, const struct envd_dialer *d, co
 		goto out;
 	}
 	stream_event(s, json_pack("{s:{s:I}}", "start", "pid", (json_int_t)pid));
-	struct pump pu = {.s = s, .fd = {pipes[0][0], pipes[1][0]}};
+	struct pump pu = {.s = s, .fd = {pipes[0][0], pipes[1][0]}, .pty = pty};
 	pipes[0][0] = pipes[1][0] = -1;
 	pthread_t th;
 	if (pthread_create(&th, NULL, pump_run, &pu)) {
@@ -626,12 +698,14 @@ static void process_start(struct agent_conn *c, const struct envd_dialer *d, con
 		stream_end(&s, "invalid_argument", "'process.cwd' must be an absolute path", rp);
 		return;
 	}
-	if (pty && !json_is_null(pty)) {
-		stream_end(&s, "unimplemented", "a PTY is not served by padcell's envd yet", rp);
+	uint16_t rows = 0, cols = 0;
+	bool with_pty = pty && !json_is_null(pty);
+	if (with_pty && pty_size(pty, true, &rows, &cols)) {
+		stream_end(&s, "invalid_argument", "'pty' must be {\"size\": {\"cols\": N, \"rows\": N}} (1..4096 each)", rp);
 		return;
 	}
-	if (json_is_true(stdin_)) {
-		stream_end(&s, "unimplemented", "stdin for a command is not served by padcell's envd yet", rp);
+	if (stdin_ && !json_is_null(stdin_) && !json_is_boolean(stdin_)) {
+		stream_end(&s, "invalid_argument", "'stdin' must be a boolean", rp);
 		return;
 	}
 	if (tag && !json_is_null(tag)) {
@@ -662,6 +736,8 @@ static void process_start(struct agent_conn *c, const struct envd_dialer *d, con
 	struct agent_start_req req = {
 		.exec = {.argv = (char *const *)argv, .env = envv,
 			 .cwd = json_is_string(cwd) ? json_string_value(cwd) : NULL, .stdin_fd = -1},
+		/* stdin stays open for SendInput and CloseStdin; a terminal's always is */
+		.pty = with_pty, .keep_stdin = with_pty || json_is_true(stdin_), .rows = rows, .cols = cols,
 	};
 	uint32_t id, pid;
 	char err[512];
@@ -669,7 +745,7 @@ static void process_start(struct agent_conn *c, const struct envd_dialer *d, con
 	if (rc)
 		stream_end(&s, agent_code(rc, err), err, rp);
 	else
-		process_stream(c, d, sb, id, pid, timeout_ms, true, &s, rp);
+		process_stream(c, d, sb, id, pid, timeout_ms, true, req.pty, &s, rp);
 out_argv:
 	strv_free(envv);
 	free(argv);
@@ -743,16 +819,42 @@ static int proc_find(struct agent_conn *c, uint32_t pid, bool ended, uint32_t *i
 	return 0;
 }
 
-/*
- * The arguments of Connect and SendSignal, checked before the agent is dialled: the pid of the
- * ProcessSelector ({"pid": N}) and SendSignal's signal.  NULL, or the Connect code with *why.
- */
-static const char *process_args(const char *method, json_t *body, uint32_t *pid, int *sig, const char **why)
+/* What a call on one process carries besides its selector, checked before the agent is dialled. */
+struct proc_args {
+	uint32_t pid;
+	int sig;              /* SendSignal's */
+	bool resize;          /* Update's: a PTY size was given */
+	uint16_t rows, cols;
+	uint8_t *input;       /* SendInput's bytes (malloc'd; NULL for none) */
+	size_t input_len;
+};
+
+/* SendInput's `input`, a ProcessInput: one of `stdin` or `pty`, base64 bytes.  0, or -EINVAL/-ENOMEM with *why. */
+static int input_parse(json_t *input, struct proc_args *a, const char **why)
 {
-	*pid = 0;
-	*sig = 0;
-	if (strcmp(method, "Connect") && strcmp(method, "SendSignal"))
-		return NULL; /* List takes nothing */
+	json_t *in = json_object_get(input, "stdin"), *pty = json_object_get(input, "pty");
+	*why = "'input' must hold one of 'stdin' or 'pty' (base64 bytes)";
+	if (!json_is_object(input) || json_object_size(input) != 1 || (!in && !pty))
+		return -EINVAL;
+	json_t *v = in ? in : pty;
+	*why = "'input.stdin' / 'input.pty' must be a base64 string";
+	if (!json_is_string(v))
+		return -EINVAL;
+	int rc = unbase64(json_string_value(v), &a->input, &a->input_len);
+	*why = rc == -ENOMEM ? "out of memory for the input" : "'input.stdin' / 'input.pty' is not valid base64";
+	return rc;
+}
+
+/*
+ * The arguments of the calls on one process (Connect, SendSignal, SendInput, CloseStdin, Update):
+ * the pid of the ProcessSelector ({"pid": N}), SendSignal's signal, SendInput's bytes, Update's
+ * PTY size.  NULL, or the Connect code with *why (a->input freed).
+ */
+static const char *process_args(const char *method, json_t *body, struct proc_args *a, const char **why)
+{
+	memset(a, 0, sizeof(*a));
+	if (!strcmp(method, "List") || !strcmp(method, "Start"))
+		return NULL; /* List takes nothing; Start is checked as it starts */
 	json_t *proc = json_object_get(body, "process");
 	json_t *p = json_object_get(proc, "pid");
 	if (json_is_object(proc) && !p && json_object_get(proc, "tag")) {
@@ -764,17 +866,42 @@ static const char *process_args(const char *method, json_t *body, uint32_t *pid,
 		*why = "'process.pid' must be a positive integer (a ProcessSelector by pid)";
 		return "invalid_argument";
 	}
-	*pid = (uint32_t)json_integer_value(p);
-	if (!strcmp(method, "SendSignal") && (*sig = envd_signal_parse(json_object_get(body, "signal"))) < 0) {
+	a->pid = (uint32_t)json_integer_value(p);
+	if (!strcmp(method, "SendSignal") && (a->sig = envd_signal_parse(json_object_get(body, "signal"))) < 0) {
 		*why = "'signal' must be SIGNAL_SIGTERM or SIGNAL_SIGKILL";
 		return "invalid_argument";
+	}
+	int rc = strcmp(method, "SendInput") ? 0 : input_parse(json_object_get(body, "input"), a, why);
+	if (rc)
+		return rc == -ENOMEM ? "resource_exhausted" : "invalid_argument"; /* a->input is NULL */
+	json_t *pty = json_object_get(body, "pty");
+	if (!strcmp(method, "Update") && pty && !json_is_null(pty)) {
+		if (pty_size(pty, false, &a->rows, &a->cols)) {
+			*why = "'pty' must be {\"size\": {\"cols\": N, \"rows\": N}} (1..4096 each)";
+			return "invalid_argument";
+		}
+		a->resize = true;
 	}
 	return NULL;
 }
 
-/* List, SendSignal (pid, sig checked) and Connect on sb's agent process table. */
+/* SendInput's bytes to process id's stdin (or terminal), in frames the agent takes. */
+static int process_send(struct agent_conn *c, uint32_t id, const struct proc_args *a, char *err, size_t errlen)
+{
+	for (size_t off = 0; off < a->input_len;) {
+		size_t n = a->input_len - off < AGENT_MAX_PAYLOAD - 4 ? a->input_len - off : AGENT_MAX_PAYLOAD - 4;
+		int rc = agent_conn_send(c, id, a->input + off, n, err, errlen);
+		if (rc)
+			return rc;
+		off += n;
+	}
+	return 0;
+}
+
+/* List, and the calls on one running process (Connect also on an ended one), on sb's agent. */
 static void process_call(struct agent_conn *c, const struct envd_dialer *d, const struct serve_sandbox *sb,
-			 const char *method, uint32_t pid, int sig, uint32_t timeout_ms, int fd, struct envd_reply *rp)
+			 const char *method, const struct proc_args *a, uint32_t timeout_ms, int fd,
+			 struct envd_reply *rp)
 {
 	char err[512];
 	uint32_t id;
@@ -791,18 +918,25 @@ static void process_call(struct agent_conn *c, const struct envd_dialer *d, cons
 	}
 	bool stream = !strcmp(method, "Connect");
 	struct stream s = {.fd = fd};
-	rc = proc_find(c, pid, stream, &id, err, sizeof(err));
-	if (!rc && stream)
-		process_stream(c, d, sb, id, pid, timeout_ms, false, &s, rp);
-	else if (!rc && (rc = agent_conn_kill(c, id, sig, err, sizeof(err))) == 0)
-		set_json(rp, 200, json_object());
-	if (rc) {
-		const char *code = rc == -ENOENT ? "not_found" : agent_code(rc, err);
-		if (stream)
-			stream_end(&s, code, err, rp);
-		else
-			unary_error(rp, code, "%s", err);
+	rc = proc_find(c, a->pid, stream, &id, err, sizeof(err));
+	if (!rc && stream) {
+		process_stream(c, d, sb, id, a->pid, timeout_ms, false, false, &s, rp);
+		return;
 	}
+	if (!rc && !strcmp(method, "SendSignal"))
+		rc = agent_conn_kill(c, id, a->sig, err, sizeof(err));
+	else if (!rc && !strcmp(method, "SendInput"))
+		rc = process_send(c, id, a, err, sizeof(err)); /* no bytes: nothing to do (a SEND of none would close) */
+	else if (!rc && !strcmp(method, "CloseStdin"))
+		rc = agent_conn_send(c, id, NULL, 0, err, sizeof(err));
+	else if (!rc && a->resize)
+		rc = agent_conn_resize(c, id, a->rows, a->cols, err, sizeof(err)); /* Update: a PTY size is all it changes */
+	if (!rc)
+		set_json(rp, 200, json_object());
+	else if (stream)
+		stream_end(&s, rc == -ENOENT ? "not_found" : agent_code(rc, err), err, rp);
+	else
+		unary_error(rp, rc == -ENOENT ? "not_found" : agent_code(rc, err), "%s", err);
 }
 
 /* ---- /files ---- */
@@ -1008,12 +1142,19 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		return;
 	}
 	static const char *const fs_methods[] = {"Stat", "ListDir", "MakeDir", "Move", "Remove"};
-	static const char *const proc_methods[] = {"Start", "Connect", "List", "SendSignal"};
+	static const char *const proc_methods[] = {"Start",     "Connect",    "List",  "SendSignal",
+						   "SendInput", "CloseStdin", "Update"};
 	bool known = files;
 	for (size_t i = 0; !known && !process && i < sizeof(fs_methods) / sizeof(fs_methods[0]); i++)
 		known = !strcmp(method, fs_methods[i]);
 	for (size_t i = 0; !known && process && i < sizeof(proc_methods) / sizeof(proc_methods[0]); i++)
 		known = !strcmp(method, proc_methods[i]);
+	if (!known && process && !strcmp(method, "StreamInput")) {
+		/* a client stream: its envelopes come while the call runs, and the HTTP layer takes a body whole */
+		unary_error(rp, "unimplemented", "process.Process/StreamInput (a client stream) is not served by padcell's "
+						 "envd: use SendInput");
+		return;
+	}
 	if (!known) {
 		unary_error(rp, "unimplemented", "%s is not served by padcell's envd", rq->path + 1);
 		return;
@@ -1025,9 +1166,8 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 	json_t *body = NULL;
 	if (!files && !(body = request_message(rq, stream, rp)))
 		return;
-	uint32_t pid = 0;
-	int sig = 0;
-	const char *why, *bad = process ? process_args(method, body, &pid, &sig, &why) : NULL;
+	struct proc_args pa = {0};
+	const char *why, *bad = process ? process_args(method, body, &pa, &why) : NULL;
 	if (bad) {
 		if (stream) {
 			struct stream s = {.fd = fd};
@@ -1049,6 +1189,7 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		} else {
 			unary_error(rp, "not_found", "%s", msg);
 		}
+		free(pa.input);
 		json_decref(body);
 		return;
 	}
@@ -1081,12 +1222,13 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 	} else if (start) {
 		process_start(&c, d, &sb, body, timeout, fd, rp);
 	} else if (process) {
-		process_call(&c, d, &sb, method, pid, sig, timeout, fd, rp);
+		process_call(&c, d, &sb, method, &pa, timeout, fd, rp);
 	} else {
 		filesystem_call(&c, method, body, rp);
 	}
 	if (c.fd >= 0)
 		close(c.fd);
 	serve_sandbox_put(&sb);
+	free(pa.input);
 	json_decref(body);
 }

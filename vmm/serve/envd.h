@@ -17,8 +17,12 @@
 #include "vmm/agent/agent_client.h"
 #include "vmm/serve/table.h"
 
-/* What create answers as envdVersion: below 0.3.0 the SDK asks for no stdin, below 0.6.0 it uploads multipart. */
-#define ENVD_VERSION       "0.2.0"
+/*
+ * What create answers as envdVersion, which sets what the SDK sends (its envd/versions.ts): from
+ * 0.3.0 Start's stdin flag, from 0.4.0 no default user, from 0.5.2 CloseStdin; below 0.5.7 it
+ * uploads multipart/form-data.
+ */
+#define ENVD_VERSION       "0.5.2"
 #define ENVD_STREAM_MAX    (16u << 20)    /* a stream reply's bytes: output past it is dropped, and said so */
 #define ENVD_FILE_MAX      (16u << 20)    /* a download's bytes (GET /files) */
 #define ENVD_TIMEOUT_MAX_MS (3600u * 1000) /* a Connect-Timeout-Ms past an hour is cut to it */
