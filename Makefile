@@ -69,7 +69,7 @@ VMM_SRCS += vmm/jail/jail.c vmm/jail/seccomp.c vmm/jail/landlock.c vmm/jail/ns.c
 # virtio-net and its backend (libslirp with SLIRP=1, else a stub that refuses --net).
 DEV_SRCS += devices/virtio_net.c devices/net_slirp.c devices/net_resolve.c
 # The network egress core: policy, frame gate, DNS, SNI/Host (pure; devices/virtio_net.c runs them).
-NET_SRCS := vmm/net/policy.c vmm/net/gate.c vmm/net/dns.c vmm/net/sni.c vmm/net/sniproxy.c vmm/net/publish.c
+NET_SRCS := vmm/net/policy.c vmm/net/gate.c vmm/net/dns.c vmm/net/sni.c vmm/net/httpreq.c vmm/net/sniproxy.c vmm/net/publish.c
 
 # Everything but main.c goes into a library the unit tests link against.
 LIB_SRCS := $(filter-out vmm/main.c,$(VMM_SRCS)) $(DEV_SRCS) $(NET_SRCS)

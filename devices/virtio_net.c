@@ -535,9 +535,11 @@ static struct net_redirect *redirect_new(struct virtio_net *n, const struct tcp4
 static void redirect_log(struct virtio_net *n, struct net_redirect *r)
 {
 	struct sniproxy *px = r->px;
-	if (!px || r->logged || !px->decided)
+	/* once for the check, and once more if a later HTTP request on an allowed connection is refused */
+	if (!px || !px->decided || r->logged_reject || (r->logged && !px->rejected))
 		return;
 	r->logged = true;
+	r->logged_reject = px->rejected;
 	char dst[POLICY_NAME_MAX + 32];
 	struct in_addr a = { .s_addr = htonl(r->dst) };
 	if (px->info.name[0])

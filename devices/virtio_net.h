@@ -83,7 +83,7 @@ struct net_redirect {
 	int64_t accept_by_ms;
 	int64_t expire_ms;              /* 0 while the connection lives */
 	struct sniproxy *px;            /* once accepted */
-	bool resolving, logged;
+	bool resolving, logged, logged_reject; /* the check's verdict logged; a refusal logged (may follow an allow) */
 	char via[POLICY_NAME_MAX + 1];  /* the name the address was resolved for */
 };
 

@@ -7,7 +7,7 @@ FUZZ_CC     ?= clang
 FUZZ_BUILD  := $(BUILD)/fuzz
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS := $(filter-out -MMD -MP,$(PADCELL_CFLAGS)) -MMD -MP -O1 -g $(FUZZ_SAN) -Wno-gnu-variable-sized-type-not-at-end
-FUZZ_NAMES  := http api snapshot agent_proto agent_client loader virtq_blk vsock gate dns sni policy virtio_net mcp
+FUZZ_NAMES  := http api snapshot agent_proto agent_client loader virtq_blk vsock gate dns sni httpreq policy virtio_net mcp
 FUZZ_BINS   := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/bin/fuzz_%)
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o) $(FUZZ_BUILD)/obj/vmm/dsdt_blob.o $(FUZZ_BUILD)/obj/vmm/jail/seccomp_bpf.o
 SECONDS     ?= 60

@@ -493,6 +493,17 @@ static void net_seeds(void)
 	static const char post[] = "POST /upload HTTP/1.0\r\nHost: example.com:8080\r\nContent-Length: 2\r\n\r\nhi";
 	put("sni", "http-post-port", s, 1, post, sizeof(post) - 1);
 
+	/* httpreq: a seed byte for the pieces, then the guest's stream (the harness allows web.test:80) */
+	static const char keepalive[] = "GET /a HTTP/1.1\r\nHost: web.test\r\n\r\n"
+					"POST /b HTTP/1.1\r\nHost: web.test\r\nContent-Length: 5\r\n\r\nhello"
+					"GET /c HTTP/1.1\r\nHost: evil.test\r\n\r\n";
+	put("httpreq", "keepalive", s, 1, keepalive, sizeof(keepalive) - 1);
+	static const char chunked[] = "PUT / HTTP/1.1\r\nHost: img.cdn.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+				      "3;a=b\r\nabc\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\nHost: web.test\r\n\r\n";
+	put("httpreq", "chunked", s, 1, chunked, sizeof(chunked) - 1);
+	static const char upgrade[] = "GET /ws HTTP/1.1\r\nHost: web.test\r\nUpgrade: websocket\r\n\r\n\x81\x00";
+	put("httpreq", "upgrade", s, 1, upgrade, sizeof(upgrade) - 1);
+
 	/* policy: a flags byte, then rules one a line */
 	static const char rules[] = "pypi.org:443\n*.pythonhosted.org\n93.184.216.34:80-443\n10.1.0.0/16/udp\n"
 				    "1.1.1.1:53/udp\n0.0.0.0/0\nEXAMPLE.com.\n10.0.2.2:8000\n169.254.169.254";

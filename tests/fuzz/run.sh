@@ -37,7 +37,7 @@ max_len_of() {
 	http|api) echo 20000 ;;
 	snapshot) echo 65536 ;;
 	loader|virtq_blk|virtio_net) echo 65536 ;;
-	sni) echo 20000 ;; # past SNI_MAX_INPUT, where the parser must give up
+	sni|httpreq) echo 20000 ;; # past SNI_MAX_INPUT (HTTPREQ_HEAD_MAX), where the parsers must give up
 	agent_client|agent_proto) echo 140000 ;;
 	*) echo 16384 ;;
 	esac

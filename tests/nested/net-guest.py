@@ -88,6 +88,46 @@ def cut(name, addr, port, data, what):
           "%s to %s:%d: %s after %.0f ms, %d bytes back" % (what, addr, port, end, ms, len(got)))
 
 
+def keepalive():
+    """Two requests on one kept-alive connection: the first for the allowed name is answered, the
+    second names a host no rule allows and must be cut (the server checks it never saw it)."""
+    what = "GET for web.example.test, then Host secret.example.test on the same connection"
+    try:
+        s = socket.create_connection(("web.example.test", 8081), timeout=20)
+    except OSError as e:
+        check("host-keepalive", False, "%s: connect: %s" % (what, e))
+        return
+    try:
+        s.sendall(b"GET /one HTTP/1.1\r\nHost: web.example.test:8081\r\n\r\n")
+        first = b""
+        while len(first) < 50 and not first.endswith(b"keepalive-01"):
+            c = s.recv(4096)
+            if not c:
+                break
+            first += c
+        if not first.endswith(b"keepalive-01"):
+            check("host-keepalive", False, "%s: the first answer was %r" % (what, first[:80]))
+            return
+        s.sendall(b"GET /two HTTP/1.1\r\nHost: secret.example.test\r\n\r\n")
+        end, second = "eof", b""
+        try:
+            while True:
+                c = s.recv(4096)
+                if not c:
+                    break
+                second += c
+        except ConnectionResetError:
+            end = "reset"
+        except OSError as e:
+            end = str(e)
+        check("host-keepalive", end in ("reset", "eof") and second == b"",
+              "%s: first answered (%d bytes), second: %s, %d bytes back" % (what, len(first), end, len(second)))
+    except OSError as e:
+        check("host-keepalive", False, "%s: %s" % (what, e))
+    finally:
+        s.close()
+
+
 def download(tag, addr, host):
     """GET /big.bin: prints SHA <tag> <hex> <bytes> <seconds>."""
     t = time.monotonic()
@@ -150,6 +190,7 @@ if mode == "main":
         check("sni-other", False, "no ssl module in the guest: %s" % e)
     cut("host-other", "198.51.100.11", 80, b"GET /hello.txt HTTP/1.0\r\nHost: secret.example.test\r\n\r\n",
         "HTTP with Host secret.example.test")
+    keepalive()
     ok, why = refused("198.51.100.11", 81)
     check("name-other-port", ok, "web.example.test's address on port 81: " + ("refused " + why if ok else why))
 

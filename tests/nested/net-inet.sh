@@ -5,7 +5,8 @@
 # and serves: HTTP on .10 (/srv/a), .11 (/srv/b) and .20 (/srv/c), a package index on .12:8080
 # (/srv/pypi: net-wheel.py's wheel and PEP 503 pages), DNS on .53 (upstream dns, which
 # logs every name it is asked), a UDP sink on .10:9999, and on .11:443 a stand-in for a TLS server
-# (upstream peek: logs each connection's first bytes' length and answers it).  Exits when net-run.sh kills it.
+# (upstream peek: logs each connection's first bytes' length and answers it), and on .11:8081 a kept-alive
+# HTTP/1.1 server (upstream keepalive: logs each request's Host).  Exits when net-run.sh kills it.
 i=0
 while ! ip link show veth0 >/dev/null 2>&1; do
 	i=$((i + 1))
@@ -21,6 +22,7 @@ httpd -f -p 198.51.100.20:80 -h /srv/c &
 httpd -f -p 198.51.100.12:8080 -h /srv/pypi &
 ./upstream udp-sink 198.51.100.10 9999 /run/net/udp.log &
 ./upstream peek 198.51.100.11 443 /run/net/peek.log &
+./upstream keepalive 198.51.100.11 8081 /run/net/keepalive.log &
 ./upstream dns 198.51.100.53 /run/net/dns.log web.example.test=198.51.100.11 rebind.example.test=127.0.0.1 \
 	pypi.example.test=198.51.100.12 &
 echo ready >/run/net/inet-ready

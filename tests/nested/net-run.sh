@@ -34,7 +34,7 @@ done
 [ -f $W/inet-ready ] || echo "net-run: the test network did not come up"
 
 R="--kernel bzImage --rootfs rootfs-debian.ext4 --mem 512M"
-RULES="--allow 198.51.100.10:80 --allow web.example.test:80 --allow web.example.test:443 --allow hosts.example.test:80 --allow rebind.example.test:80"
+RULES="--allow 198.51.100.10:80 --allow web.example.test:80 --allow web.example.test:443 --allow web.example.test:8081 --allow hosts.example.test:80 --allow rebind.example.test:80"
 # CHECK lines of the guest's output, as RESULT lines
 results() { # results FILE NAME...
 	f=$1
@@ -56,7 +56,7 @@ timeout -k 10 $((CASE_TIMEOUT * 2)) ./padcell run $R $RULES --net-log $W/decisio
 rc=$?
 main_s=$(since "$t")
 [ "$rc" = 0 ] || echo "net-run: padcell run exited $rc: $(tail -c 400 $W/main.out.err)"
-results $W/main.out eth0 by-ip name-only-before-dns dns-allowed by-name sni-own sni-other host-other name-other-port \
+results $W/main.out eth0 by-ip name-only-before-dns dns-allowed by-name sni-own sni-other host-other host-keepalive name-other-port \
 	dns-etc-hosts dns-denied dns-rebind denied refused-ranges
 
 why=""
@@ -70,6 +70,14 @@ grep -q '"dst":"web.example.test:443","verdict":"allow","why":"TLS SNI' $W/decis
 	why="$why no allow for web.example.test:443 in --net-log;"
 [ -n "$why" ] && why="$why (log: $(grep -a 'sni\|SNI\|Host' $W/decisions.log | tail -n 4 | tr '\n' ' '))"
 result sni-logged "$why" "the own SNI reached the server once; both foreign names cut, logged as 'sni mismatch'"
+
+# the kept-alive connection: the server saw the first request only, the second was cut and logged
+why=""
+reqs=$(cat $W/keepalive.log 2>/dev/null | tr '\n' ';')
+[ "$reqs" = "request 1 1 host web.example.test:8081;" ] || why="$why the kept-alive server saw '$reqs' (want only the first request);"
+grep -q '"dst":"web.example.test:8081","verdict":"reject","why":"sni mismatch: HTTP Host .secret.example.test. on port 8081.*request 2' $W/decisions.log ||
+	why="$why no reject for request 2's Host in --net-log ($(grep -a 8081 $W/decisions.log | tail -n 2 | tr '\n' ' '));"
+result host-keepalive-logged "$why" "the server saw only request 1; request 2 (Host secret.example.test) cut and logged"
 
 why=""
 grep -q '^secret.example.test ' $W/dns.log && why="$why the upstream was asked for secret.example.test;"

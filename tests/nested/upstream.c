@@ -8,7 +8,11 @@
  *   upstream peek ADDR PORT LOGFILE          a TCP server on ADDR:PORT that reads a connection's first
  *       bytes (one read, 5 s bound), appends "peek N bytes" to LOGFILE, answers "peeked N\n" and
  *       closes: a stand-in for a TLS server, so the test can tell which ClientHellos reached it.
- * All three run until killed.
+ *   upstream keepalive ADDR PORT LOGFILE     an HTTP/1.1 server on ADDR:PORT that keeps each connection
+ *       open and answers every request (heads only, 10 s bound per read) with a short 200, appending
+ *       "request CONN N host HOST" to LOGFILE: so the test can tell which requests of a kept-alive
+ *       connection reached it.
+ * All four run until killed.
  *   upstream get ADDR PORT PATH              one HTTP/1.0 GET (10 s bound per step), the body on
  *       stdout; exit 0 on a 200 answer.  L1's busybox wget cannot be used: static glibc's NSS
  *       lookups crash it, even for a numeric address.
@@ -88,6 +92,70 @@ static int tcp_peek(const char *addr, const char *port, const char *logpath)
 	}
 }
 
+static int tcp_listen(const char *addr, const char *port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(port)) };
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1 || fd < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0)
+		return -1;
+	return fd;
+}
+
+/* One connection's requests, one after the other, until EOF, an error or a quiet 10 s. */
+static void keepalive_conn(int c, int log, unsigned conn)
+{
+	char buf[16384];
+	size_t have = 0;
+	struct timeval tv = { .tv_sec = 10 };
+	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	for (unsigned req = 1;;) {
+		char *end;
+		while (!(end = memmem(buf, have, "\r\n\r\n", 4))) {
+			if (have == sizeof(buf))
+				return;
+			ssize_t r = recv(c, buf + have, sizeof(buf) - have, 0);
+			if (r <= 0)
+				return;
+			have += (size_t)r;
+		}
+		*end = '\0';
+		const char *host = strcasestr(buf, "\r\nhost:");
+		char hv[256] = "-";
+		if (host && sscanf(host + 7, " %255[^\r]", hv) != 1)
+			snprintf(hv, sizeof(hv), "-");
+		char line[400], resp[128];
+		int ll = snprintf(line, sizeof(line), "request %u %u host %s\n", conn, req, hv);
+		if (write(log, line, (size_t)ll) < 0)
+			perror("upstream: log");
+		int rl = snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nkeepalive-%02u", req % 100);
+		if (send(c, resp, (size_t)rl, MSG_NOSIGNAL) != rl)
+			return;
+		size_t used = (size_t)(end - buf) + 4;
+		memmove(buf, buf + used, have - used);
+		have -= used;
+		req++;
+	}
+}
+
+static int tcp_keepalive(const char *addr, const char *port, const char *logpath)
+{
+	int fd = tcp_listen(addr, port);
+	int log = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd < 0 || log < 0) {
+		perror("upstream keepalive");
+		return 1;
+	}
+	for (unsigned conn = 1;; conn++) {
+		int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0)
+			continue;
+		keepalive_conn(c, log, conn);
+		close(c);
+	}
+}
+
 static int http_get(const char *addr, const char *port, const char *path)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(port)) };
@@ -136,8 +204,10 @@ int main(int argc, char **argv)
 		return http_get(argv[2], argv[3], argv[4]);
 	if (argc == 5 && !strcmp(argv[1], "peek"))
 		return tcp_peek(argv[2], argv[3], argv[4]);
+	if (argc == 5 && !strcmp(argv[1], "keepalive"))
+		return tcp_keepalive(argv[2], argv[3], argv[4]);
 	fprintf(stderr, "usage: upstream dns ADDR LOGFILE NAME=IPV4... | upstream udp-sink ADDR PORT LOGFILE | "
-		"upstream get ADDR PORT PATH | upstream peek ADDR PORT LOGFILE\n");
+		"upstream get ADDR PORT PATH | upstream peek ADDR PORT LOGFILE | upstream keepalive ADDR PORT LOGFILE\n");
 	return 2;
 }
 

@@ -466,3 +466,131 @@ Test(net_sniproxy, a_side_with_nothing_to_wait_for_is_not_polled)
 	cr_assert_eq(px->state, SNIPROXY_DONE);
 	close(srv);
 }
+
+/* Reads what the server gets until the proxy cuts the connection; returns the byte count. */
+static size_t read_until_end(int fd, char *out, size_t max)
+{
+	size_t got = 0;
+	for (int i = 0; i < 2000; i++) {
+		drive(SNIPROXY_SPLICE, 1000);
+		ssize_t r = recv(fd, out + got, max - got, MSG_DONTWAIT);
+		if (r > 0)
+			got += (size_t)r;
+		else if (r == 0 || (r < 0 && errno != EAGAIN))
+			break;
+		else if (px->state == SNIPROXY_DONE && px->hfd < 0)
+			poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, 50);
+		else
+			poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, 5);
+	}
+	return got;
+}
+
+/* A connection allowed by its first request and spliced: the server's side. */
+static int http_connected(const char *first)
+{
+	send_all(guest, first, strlen(first));
+	cr_assert_eq(drive(SNIPROXY_HELLO, 1000), SNIPROXY_RESOLVE, "%s", px->why);
+	resolve_to(LOOPBACK);
+	return accept_host();
+}
+
+Test(net_sniproxy, keep_alive_requests_for_the_allowed_host_pass_and_a_foreign_one_is_cut)
+{
+	rules("web.test:%u", "127.0.0.1", NULL);
+	start("web.test");
+	const char *r1 = "GET /1 HTTP/1.1\r\nHost: web.test\r\n\r\n";
+	const char *r2 = "POST /2 HTTP/1.1\r\nHost: web.test\r\nContent-Length: 4\r\n\r\nbody";
+	const char *evil = "GET /3 HTTP/1.1\r\nHost: evil.test\r\n\r\n";
+	int srv = http_connected(r1);
+	char got[512];
+	read_n(srv, got, strlen(r1));
+	send_all(srv, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 38);
+	read_n(guest, got, 38);
+
+	send_all(guest, r2, strlen(r2));
+	read_n(srv, got, strlen(r2));
+	cr_assert_eq(memcmp(got, r2, strlen(r2)), 0, "the second request for the same host goes on");
+	cr_assert(!px->rejected);
+
+	/* the third names another host: cut, and not one byte of it reaches the server */
+	send_all(guest, evil, 10);
+	drive(SNIPROXY_SPLICE, 1000);
+	cr_assert_eq(px->state, SNIPROXY_SPLICE, "half a head: waiting, nothing sent");
+	send_all(guest, evil + 10, strlen(evil) - 10);
+	drive(SNIPROXY_SPLICE, 1000);
+	cr_assert_eq(px->state, SNIPROXY_DONE);
+	cr_assert(px->rejected && px->reset);
+	cr_assert(strstr(px->why, "sni mismatch: HTTP Host 'evil.test'") && strstr(px->why, "request 3"), "%s", px->why);
+	sniproxy_close(px);
+	cr_assert_eq(read_until_end(srv, got, sizeof(got)), 0, "the server got none of the refused request");
+	cr_assert(guest_sees_end());
+	close(srv);
+}
+
+Test(net_sniproxy, pipelined_requests_in_one_segment_stop_at_the_refused_one)
+{
+	rules("web.test:%u", "127.0.0.1", NULL);
+	start("web.test");
+	const char *ok = "GET /1 HTTP/1.1\r\nHost: web.test\r\n\r\n"
+			 "POST /2 HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\n\r\n";
+	char all[512];
+	snprintf(all, sizeof(all), "%sGET /3 HTTP/1.1\r\nHost: evil.test\r\n\r\nGET /4 HTTP/1.1\r\nHost: web.test\r\n\r\n", ok);
+	int srv = http_connected(all);
+	char got[512];
+	size_t n = read_until_end(srv, got, sizeof(got));
+	cr_assert_eq(px->state, SNIPROXY_DONE);
+	cr_assert(px->rejected && strstr(px->why, "evil.test"), "%s", px->why);
+	cr_assert_leq(n, strlen(ok));
+	cr_assert_eq(memcmp(got, ok, n), 0, "what the server got is the allowed requests' bytes, nothing after");
+	close(srv);
+}
+
+Test(net_sniproxy, ambiguous_framing_on_the_first_request_is_cut_before_it_is_sent)
+{
+	rules("web.test:%u", "127.0.0.1", NULL);
+	start("web.test");
+	int srv = http_connected("POST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n");
+	char got[256];
+	cr_assert_eq(read_until_end(srv, got, sizeof(got)), 0);
+	cr_assert(px->rejected && strstr(px->why, "both Content-Length and Transfer-Encoding"), "%s", px->why);
+	close(srv);
+}
+
+Test(net_sniproxy, an_upgrade_answered_101_passes_the_rest_and_tls_is_never_framed)
+{
+	rules("web.test:%u", "127.0.0.1", NULL);
+	start("web.test");
+	const char *up = "GET /ws HTTP/1.1\r\nHost: web.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+	int srv = http_connected(up);
+	char got[256];
+	read_n(srv, got, strlen(up));
+	send_all(guest, "not http", 8);
+	drive(SNIPROXY_SPLICE, 1000);
+	cr_assert_eq(px->g2h_clear, 0, "held until the server answers");
+	const char *sw = "HTTP/1.1 101 Switching Protocols\r\n\r\n";
+	send_all(srv, sw, strlen(sw));
+	read_n(guest, got, strlen(sw));
+	read_n(srv, got, 8);
+	cr_assert_eq(memcmp(got, "not http", 8), 0);
+	cr_assert(!px->rejected);
+	close(srv);
+	sniproxy_close(px);
+	close(guest);
+
+	/* TLS: the SNI names the connection; what follows the ClientHello is not HTTP and passes */
+	rules("web.test:%u", "127.0.0.1", NULL);
+	start("web.test");
+	uint8_t hello[600];
+	size_t hn = client_hello(hello, "web.test");
+	send_all(guest, hello, hn);
+	cr_assert_eq(drive(SNIPROXY_HELLO, 1000), SNIPROXY_RESOLVE);
+	resolve_to(LOOPBACK);
+	srv = accept_host();
+	read_n(srv, got, hn);
+	const char *foreign = "GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n";
+	send_all(guest, foreign, strlen(foreign));
+	read_n(srv, got, strlen(foreign));
+	cr_assert(!px->rejected);
+	close(srv);
+}

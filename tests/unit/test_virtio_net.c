@@ -1354,8 +1354,9 @@ Test(net_slirp, a_name_s_connection_is_checked_by_its_host_and_dialled_by_name)
 	/* allowed: resolved as a.sni.test, asks for b.sni.test (the wildcard allows it), dialled by that name */
 	tcp_seg(cdn, 40010, port, 1000, 0, 0x02, NULL);
 	tx_send();
-	uint32_t sseq;
+	uint32_t sseq, sseq1;
 	cr_assert(wait_tcp(&seen, cdn, port, 40010, 0x12, &sseq), "a SYN-ACK from 203.0.113.20 (translated back)");
+	sseq1 = sseq;
 	cr_assert_eq(dev->stats.tx_rejected, 0);
 	const char *req = "GET /x HTTP/1.1\r\nHost: b.sni.test\r\n\r\n";
 	tcp_seg(cdn, 40010, port, 1001, sseq + 1, 0x18, req);
@@ -1399,6 +1400,30 @@ Test(net_slirp, a_name_s_connection_is_checked_by_its_host_and_dialled_by_name)
 	cr_assert_gt(ll, 0);
 	cr_assert(strstr(log, "\"dst\":\"b.sni.test:") && strstr(log, "\"verdict\":\"allow\",\"why\":\"HTTP Host 'b.sni.test'"), "%s", log);
 	cr_assert(strstr(log, "\"dst\":\"evil.test:") && strstr(log, "\"verdict\":\"reject\",\"why\":\"sni mismatch: HTTP Host 'evil.test'"), "%s", log);
+
+	/* the allowed connection's second request names a host no rule allows: cut, none of it sent, logged, counted */
+	const char *req2 = "GET /y HTTP/1.1\r\nHost: evil2.test\r\n\r\n";
+	tcp_seg(cdn, 40010, port, 1001 + (uint32_t)strlen(req), sseq1 + 1, 0x18, req2);
+	tx_send();
+	cr_assert(wait_tcp(&seen, cdn, port, 40010, 0x04, NULL), "a reset for the second request's Host");
+	bool ended = false;
+	for (int i = 0; i < 1000 && !ended; i++) {
+		virtio_net_poll(dev, 10);
+		ssize_t n = recv(c, got, sizeof(got), MSG_DONTWAIT);
+		cr_assert_leq(n, 0, "the server got %zd bytes of the refused request", n);
+		ended = n == 0 || (n < 0 && errno != EAGAIN);
+	}
+	cr_assert(ended, "the server's connection was ended");
+	cr_assert_eq(dev->stats.sni_rejected, 2);
+	pc = counts_of_dev();
+	cr_assert_eq(pc.sni_refused, 2, "the later request's refusal is counted");
+	cr_assert_eq(pc.sni_accepted, 1);
+	memset(log, 0, sizeof(log));
+	ll = read(logp[0], log, sizeof(log) - 1);
+	cr_assert_gt(ll, 0);
+	cr_assert(strstr(log, "\"dst\":\"b.sni.test:") &&
+		  strstr(log, "\"verdict\":\"reject\",\"why\":\"sni mismatch: HTTP Host 'evil2.test'") &&
+		  strstr(log, "request 2 on this connection"), "%s", log);
 	close(c);
 	close(l);
 	virtio_net_destroy(dev);

@@ -165,8 +165,7 @@ static const uint8_t *find_crlfcrlf(const uint8_t *b, size_t n)
 	return NULL;
 }
 
-/* host[:port] from a Host value with its whitespace trimmed. */
-static enum sni_result parse_host_value(const uint8_t *v, size_t n, struct sni_info *out)
+enum sni_result sni_parse_host(const uint8_t *v, size_t n, struct sni_info *out)
 {
 	const uint8_t *colon = memchr(v, ':', n);
 	size_t hlen = colon ? (size_t)(colon - v) : n;
@@ -244,7 +243,7 @@ static enum sni_result parse_http(const uint8_t *buf, size_t len, struct sni_inf
 				b--;
 			if (++hosts > 1)
 				return SNI_INVALID;
-			res = parse_host_value(line + a, b - a, out);
+			res = sni_parse_host(line + a, b - a, out);
 			if (res == SNI_INVALID)
 				return res;
 		}

@@ -33,6 +33,9 @@ struct sni_info {
  */
 enum sni_result sni_parse(const uint8_t *buf, size_t len, struct sni_info *out);
 
+/* A Host header's value (whitespace trimmed), host[:port]: SNI_FOUND with out->name and out->port, or SNI_INVALID. */
+enum sni_result sni_parse_host(const uint8_t *v, size_t n, struct sni_info *out);
+
 /* The bytes seen so far, for a caller that has nowhere else to keep them until it dials. */
 struct sni_reader {
 	uint8_t buf[SNI_MAX_INPUT];

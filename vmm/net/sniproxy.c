@@ -75,13 +75,13 @@ unsigned sniproxy_poll_fill(struct sniproxy *p, struct pollfd *fds, unsigned max
 		break;
 	case SNIPROXY_SPLICE: {
 		short ge = 0, he = 0;
-		if (!p->g_eof && p->g2h.off + p->g2h.len < SNIPROXY_BUF)
+		if (!p->g_eof && p->g2h.len < SNIPROXY_BUF)
 			ge |= POLLIN;
 		if (p->h2g.len)
 			ge |= POLLOUT;
 		if (!p->h_eof && p->h2g.off + p->h2g.len < SNIPROXY_BUF)
 			he |= POLLIN;
-		if (p->g2h.len)
+		if (p->g2h_clear)
 			he |= POLLOUT;
 		/*
 		 * A side with nothing to wait for is left out (fd -1): poll() would report its hangup
@@ -104,6 +104,12 @@ static ssize_t buf_read(int fd, struct sniproxy_buf *b, size_t limit)
 	if (b->len == 0)
 		b->off = 0;
 	size_t end = b->off + b->len;
+	if (end >= limit && b->off) {
+		/* bytes held back (an HTTP head not yet complete) move to the front to make room */
+		memmove(b->data, b->data + b->off, b->len);
+		b->off = 0;
+		end = b->len;
+	}
 	size_t room = (limit < SNIPROXY_BUF ? limit : SNIPROXY_BUF) - end;
 	if (end >= limit || room == 0)
 		return -EAGAIN;
@@ -114,18 +120,24 @@ static ssize_t buf_read(int fd, struct sniproxy_buf *b, size_t limit)
 	return r;
 }
 
-/* Writes what b holds.  0 (some or none written: wait for POLLOUT), or -errno. */
-static int buf_write(int fd, struct sniproxy_buf *b, uint64_t *count)
+/*
+ * Writes what b holds, or only its first *clear bytes (lowered as they go) when clear is given.
+ * 0 (some or none written: wait for POLLOUT), or -errno.
+ */
+static int buf_write(int fd, struct sniproxy_buf *b, size_t *clear, uint64_t *count)
 {
-	while (b->len) {
-		ssize_t w = send(fd, b->data + b->off, b->len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	size_t all = b->len, *todo = clear ? clear : &all;
+	while (*todo) {
+		ssize_t w = send(fd, b->data + b->off, *todo, MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (w < 0)
 			return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
 		b->off += (size_t)w;
 		b->len -= (size_t)w;
+		*todo -= (size_t)w;
 		*count += (uint64_t)w;
 	}
-	b->off = 0;
+	if (!b->len)
+		b->off = 0;
 	return 0;
 }
 
@@ -167,6 +179,10 @@ static void step_hello(struct sniproxy *p, const struct policy *pol, short reven
 		return;
 	}
 	p->decided = true;
+	if (p->info.kind == SNI_KIND_HTTP) {
+		p->framing = true; /* this first request is framed again, with the rest, once the server is dialled */
+		httpreq_init(&p->http);
+	}
 	snprintf(p->why, sizeof(p->why), "%s '%s': %s (resolved for %s)", kind_name(p->info.kind), p->info.name,
 		 p->decision.why, p->via);
 	p->state = SNIPROXY_RESOLVE;
@@ -246,26 +262,85 @@ static void step_connect(struct sniproxy *p, short revents, int64_t now_ms)
 	dial_next(p, now_ms);
 }
 
-/* Moves one direction: read from `from` into b, write b to `to`, pass an EOF on once b is empty. */
-static int splice_dir(int from, int to, struct sniproxy_buf *b, short rev_from, short rev_to, bool *eof, bool *shut,
-		      uint64_t *count)
+/* Reads from fd into b when poll said so.  0, or -errno. */
+static int dir_read(int fd, struct sniproxy_buf *b, short revents, bool *eof, ssize_t *got)
 {
-	if ((rev_from & (POLLIN | POLLHUP | POLLERR)) && !*eof) {
-		ssize_t r = buf_read(from, b, SNIPROXY_BUF);
-		if (r == 0)
-			*eof = true;
-		else if (r < 0 && r != -EAGAIN)
-			return (int)r;
-	}
-	(void)rev_to;
-	int rc = buf_write(to, b, count);
+	*got = 0;
+	if (!(revents & (POLLIN | POLLHUP | POLLERR)) || *eof)
+		return 0;
+	ssize_t r = buf_read(fd, b, SNIPROXY_BUF);
+	if (r == 0)
+		*eof = true;
+	else if (r < 0 && r != -EAGAIN)
+		return (int)r;
+	else if (r > 0)
+		*got = r;
+	return 0;
+}
+
+/* Writes b (up to *clear when given) to fd, then passes an EOF on once b is empty. */
+static int dir_write(int fd, struct sniproxy_buf *b, size_t *clear, bool eof, bool *shut, uint64_t *count)
+{
+	int rc = buf_write(fd, b, clear, count);
 	if (rc)
 		return rc;
-	if (*eof && !b->len && !*shut) {
-		shutdown(to, SHUT_WR);
+	if (eof && !b->len && !*shut) {
+		shutdown(fd, SHUT_WR);
 		*shut = true;
 	}
 	return 0;
+}
+
+/*
+ * HTTP: lets the framer clear what follows g2h_clear; TLS: everything is clear.  An Upgrade
+ * request's fate is decided by the server's first bytes (peek), or by its EOF before them.
+ */
+static void frame_g2h(struct sniproxy *p, const struct policy *pol)
+{
+	if (!p->framing) {
+		p->g2h_clear = p->g2h.len;
+		return;
+	}
+	if (p->http.state == HTTPREQ_UPGRADE_WAIT && (p->peek_len == HTTPREQ_STATUS_PEEK || p->h_eof))
+		httpreq_server_began(&p->http, p->peek, p->peek_len);
+	if (p->g2h_clear < p->g2h.len)
+		p->g2h_clear += httpreq_feed(&p->http, pol, p->port, p->g2h.data + p->g2h.off + p->g2h_clear,
+					     p->g2h.len - p->g2h_clear);
+}
+
+static void step_splice(struct sniproxy *p, const struct policy *pol, short r0, short r1)
+{
+	ssize_t got;
+	int rc = dir_read(p->gfd, &p->g2h, r0, &p->g_eof, &got);
+	if (!rc)
+		rc = dir_read(p->hfd, &p->h2g, r1, &p->h_eof, &got);
+	if (!rc && got > 0 && p->peek_len < HTTPREQ_STATUS_PEEK) {
+		size_t k = HTTPREQ_STATUS_PEEK - p->peek_len < (size_t)got ? HTTPREQ_STATUS_PEEK - p->peek_len : (size_t)got;
+		memcpy(p->peek + p->peek_len, p->h2g.data + p->h2g.off + p->h2g.len - (size_t)got, k);
+		p->peek_len += k;
+	}
+	if (!rc) {
+		frame_g2h(p, pol);
+		rc = dir_write(p->hfd, &p->g2h, &p->g2h_clear, p->g_eof, &p->h_shut, &p->to_host);
+	}
+	if (!rc)
+		rc = dir_write(p->gfd, &p->h2g, NULL, p->h_eof, &p->g_shut, &p->to_guest);
+	if (rc) {
+		p->reset = true;
+		p->state = SNIPROXY_DONE;
+		return;
+	}
+	if (p->framing && p->http.state == HTTPREQ_REFUSED) {
+		/* what the framer cleared before the refused request went out above; none of that request */
+		reject(p, "%s", p->http.why);
+		return;
+	}
+	if (p->framing && p->g_eof && p->g2h_clear < p->g2h.len && p->http.state != HTTPREQ_UPGRADE_WAIT) {
+		reject(p, "request %u: the guest closed inside it", p->http.requests + 1);
+		return;
+	}
+	if (p->g_shut && p->h_shut)
+		p->state = SNIPROXY_DONE;
 }
 
 enum sniproxy_state sniproxy_step(struct sniproxy *p, const struct policy *pol, const struct pollfd *fds, unsigned n,
@@ -286,18 +361,9 @@ enum sniproxy_state sniproxy_step(struct sniproxy *p, const struct policy *pol, 
 			break;
 		r0 = r1 = 0; /* the hello goes out at once */
 		__attribute__((fallthrough));
-	case SNIPROXY_SPLICE: {
-		int rc = splice_dir(p->gfd, p->hfd, &p->g2h, r0, r1, &p->g_eof, &p->h_shut, &p->to_host);
-		if (!rc)
-			rc = splice_dir(p->hfd, p->gfd, &p->h2g, r1, r0, &p->h_eof, &p->g_shut, &p->to_guest);
-		if (rc) {
-			p->reset = true;
-			p->state = SNIPROXY_DONE;
-		} else if (p->g_shut && p->h_shut) {
-			p->state = SNIPROXY_DONE;
-		}
+	case SNIPROXY_SPLICE:
+		step_splice(p, pol, r0, r1);
 		break;
-	}
 	case SNIPROXY_DONE:
 		break;
 	}

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vmm/net/httpreq.h"
 #include "vmm/net/policy.h"
 #include "vmm/net/sni.h"
 
@@ -22,7 +23,10 @@
  *   CONNECT  non-blocking connects to the answers outside the refused ranges, one after the
  *            other, for SNIPROXY_CONNECT_MS in all
  *   SPLICE   the bytes already read, then both ways through two bounded buffers; an EOF is
- *            passed on as a half close, an error resets both sides
+ *            passed on as a half close, an error resets both sides.  HTTP (not TLS, whose SNI
+ *            names the whole connection): the guest's bytes go through httpreq, request by
+ *            request, and only what it cleared is sent; a request it refuses (a Host no rule
+ *            allows, ambiguous framing, ...) ends the connection with a reset (rejected, again)
  *   DONE     sniproxy_close() closes what is left
  *
  * The object does no resolving and no logging: the caller sees the state and the verdict.
@@ -50,6 +54,11 @@ struct sniproxy {
 	uint16_t port;                  /* the port the guest connected to, dialled again */
 	char via[POLICY_NAME_MAX + 1];  /* the name whose resolution gave the guest the address */
 	struct sni_info info;           /* the name the guest asked for, once HELLO is past */
+	bool framing;                   /* HTTP: every request checked (http), g2h sent only as far as g2h_clear */
+	size_t g2h_clear;               /* of g2h's pending bytes, how many may go to the server */
+	struct httpreq http;
+	uint8_t peek[HTTPREQ_STATUS_PEEK]; /* the server's first bytes, for an Upgrade's answer */
+	size_t peek_len;
 	int64_t deadline_ms;            /* of the current state (HELLO, RESOLVE, CONNECT) */
 	uint32_t addrs[SNIPROXY_MAX_ADDRS]; /* CONNECT: the answers left to try, host byte order */
 	size_t naddrs, next;
@@ -57,7 +66,7 @@ struct sniproxy {
 	bool g_eof, h_eof;              /* read side reached EOF */
 	bool g_shut, h_shut;            /* our write side shut (EOF passed on) */
 	/* The decision, once made (allowed at RESOLVE, or rejected): for the caller's log, once. */
-	bool decided, rejected, reset;
+	bool decided, rejected, reset;  /* rejected may follow an allow: a later HTTP request refused */
 	char why[1024];                 /* names, the rule's text: bounded, cut if need be */
 	struct policy_decision decision;
 	uint64_t to_host, to_guest;     /* bytes spliced, for the caller's stats */
