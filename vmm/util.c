@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,9 +67,33 @@ static int unix_clear_stale(const char *path, const struct sockaddr_un *a, enum 
 	return 0;
 }
 
+/*
+ * Where the socket is bound before it appears at path: DIR/.padcell-PID-N beside it, when that
+ * fits sun_path (else path itself, and then the moment between bind and listen stays visible).
+ */
+static void unix_temp_addr(struct sockaddr_un *tmp, const char *path)
+{
+	static unsigned seq;
+	const char *slash = strrchr(path, '/');
+	int dir = slash ? (int)(slash - path + 1) : 0;
+	int n = snprintf(tmp->sun_path, sizeof(tmp->sun_path), "%.*s.padcell-%d-%u", dir, path, (int)getpid(),
+			 __atomic_fetch_add(&seq, 1, __ATOMIC_RELAXED));
+	if (n < 0 || (size_t)n >= sizeof(tmp->sun_path))
+		unix_addr(tmp, path);
+	else
+		tmp->sun_family = AF_UNIX;
+}
+
+/*
+ * The socket appears at path only once it listens: it is bound and made to listen under a
+ * temporary name in the same directory and then renamed into place (RENAME_NOREPLACE: a socket
+ * someone else made there meanwhile is theirs, and counts as live).  So a client that sees the
+ * file and connects at once is never refused, however long this process is held off the CPU
+ * between bind() and listen().
+ */
 int unix_listen(const char *path, int backlog, mode_t mode, int flags, enum unix_step *at)
 {
-	struct sockaddr_un a;
+	struct sockaddr_un a, t;
 	if (unix_addr(&a, path))
 		return fail_at(at, UNIX_STEP_PATH, -ENAMETOOLONG);
 	int rc = unix_clear_stale(path, &a, at);
@@ -77,23 +102,29 @@ int unix_listen(const char *path, int backlog, mode_t mode, int flags, enum unix
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
 	if (fd < 0)
 		return fail_at(at, UNIX_STEP_SOCKET, -errno);
+	unix_temp_addr(&t, path);
+	bool direct = strcmp(t.sun_path, path) == 0;
 	/* Born owner-only: bind() takes the umask, so nobody else's connect can ever pass, even for
 	 * the moment before chmod.  (The umask is the process's; padcell listens before its threads.) */
 	mode_t old = umask(0177);
-	rc = bind(fd, (struct sockaddr *)&a, sizeof(a));
+	rc = bind(fd, (struct sockaddr *)&t, sizeof(t));
 	int e = errno;
 	umask(old);
 	if (rc < 0) {
 		rc = fail_at(at, UNIX_STEP_BIND, -e);
 		goto err_close;
 	}
-	if (chmod(path, mode ? mode : 0600) < 0 || listen(fd, backlog) < 0) {
+	if (chmod(t.sun_path, mode ? mode : 0600) < 0 || listen(fd, backlog) < 0) {
 		rc = fail_at(at, UNIX_STEP_LISTEN, -errno);
+		goto err_unlink;
+	}
+	if (!direct && renameat2(AT_FDCWD, t.sun_path, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
+		rc = errno == EEXIST ? fail_at(at, UNIX_STEP_LIVE, -EADDRINUSE) : fail_at(at, UNIX_STEP_BIND, -errno);
 		goto err_unlink;
 	}
 	return fd;
 err_unlink:
-	unlink(path); /* ours: bind made it a moment ago */
+	unlink(t.sun_path); /* ours: bind made it a moment ago */
 err_close:
 	close(fd);
 	return rc;

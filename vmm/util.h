@@ -19,7 +19,7 @@ enum unix_step {
 	UNIX_STEP_PROBE,      /* the probe of an existing socket failed other than with ECONNREFUSED */
 	UNIX_STEP_STALE,      /* a stale socket (nobody listens) that cannot be unlinked */
 	UNIX_STEP_SOCKET,     /* socket() */
-	UNIX_STEP_BIND,       /* bind() */
+	UNIX_STEP_BIND,       /* bind(), or the rename of the bound socket into place */
 	UNIX_STEP_LISTEN,     /* chmod() or listen(); the socket file just made is removed again */
 	UNIX_STEP_CONNECT,    /* connect() */
 };

@@ -1,5 +1,6 @@
 /* vmm/util: the Unix-socket helpers (live, stale and foreign files at the path), now_ms, the stop signals, text_escape. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -133,6 +134,47 @@ Test(unix_sock, listen_sets_the_mode_before_anyone_connects)
 	cr_assert_eq(stat(path, &st), 0);
 	cr_assert_eq(st.st_mode & 0777, 0600);
 	close(fd);
+}
+
+/* The socket is bound under a temporary name and renamed into place once it listens: nothing
+ * but the socket is left in its directory. */
+Test(unix_sock, listen_leaves_only_the_socket)
+{
+	int fd = unix_listen(path, 4, 0, 0, NULL);
+	cr_assert_geq(fd, 0, "%s", strerror(-fd));
+	DIR *d = opendir(dir);
+	cr_assert_not_null(d);
+	unsigned n = 0;
+	for (struct dirent *e; (e = readdir(d));) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		cr_expect_str_eq(e->d_name, "s", "an entry other than the socket: %s", e->d_name);
+		n++;
+	}
+	closedir(d);
+	cr_assert_eq(n, 1);
+	int c = unix_connect(path, 0, NULL);
+	cr_assert_geq(c, 0);
+	close(c);
+	close(fd);
+}
+
+/* Where the temporary name would not fit sun_path (a short name deep down), the socket is bound at
+ * its path directly, and still works. */
+Test(unix_sock, listen_where_no_temporary_name_fits)
+{
+	char deep[sizeof(dir) + 80], p[sizeof(deep) + 8];
+	snprintf(deep, sizeof(deep), "%s/%070d", dir, 0);
+	cr_assert_eq(mkdir(deep, 0700), 0);
+	snprintf(p, sizeof(p), "%s/s", deep);
+	int fd = unix_listen(p, 4, 0, 0, NULL);
+	cr_assert_geq(fd, 0, "%s", strerror(-fd));
+	int c = unix_connect(p, 0, NULL);
+	cr_assert_geq(c, 0);
+	close(c);
+	close(fd);
+	cr_assert_eq(unlink(p), 0);
+	cr_assert_eq(rmdir(deep), 0, "something besides the socket was left in %s", deep);
 }
 
 Test(unix_sock, bad_paths)
