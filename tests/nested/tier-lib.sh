@@ -63,20 +63,24 @@ tier_usage() {
 # case failed, says so on a `!!` line, keeps that serial log as $log.attempt1 and calls RUN once
 # more, from the start.  A case that failed is never run again, and a second freeze fails the tier.
 # A failed case: a "RESULT <case_prefix>... FAIL" line in the log (case_prefix defaults to
-# "<tier>-") or a "FAIL " line in `out`.
+# "<tier>-"), L1's own verdict.  A host client's FAIL lines are not: its peer in L1 froze under it
+# (its output is kept as $log.attempt1.client and its FAIL lines counted on the `!!` line).
 tier_retry() {
-	local attempt where
+	local attempt where client=""
 	for attempt in 1 2; do
 		out=""
 		"$1"
 		[ "$attempt" = 1 ] && [ "$l1_rc" = 124 ] || break
 		grep -aqE "^RESULT ${case_prefix-$tier-}.* FAIL" "$log" && break
-		grep -q '^FAIL ' <<<"$out" && break
 		cp "$log" "$log.attempt1"
+		if [ -n "$out" ]; then
+			printf '%s\n' "$out" >"$log.attempt1.client"
+			client="; the host client's output, $(grep -c '^FAIL ' <<<"$out" || true) FAIL line(s) against the frozen L1, kept as $log.attempt1.client"
+		fi
 		where=$(grep -aE "^STEP ${case_prefix-$tier-}" "$log" | tail -n1 | tr -d '\r' | sed 's/^STEP //')
 		[ -n "$where" ] || where=$(grep -aoE "^RESULT [^ ]+" "$log" | tail -n1 | sed 's/^RESULT /the case after /')
 		echo "!! nested $tier: L1 stopped making progress in ${where:-its first step}" \
-			"(l1.sh exit 124, no case failed; serial log kept as $log.attempt1): running the tier once more"
+			"(l1.sh exit 124, no case failed; serial log kept as $log.attempt1$client): running the tier once more"
 	done
 }
 
