@@ -71,6 +71,15 @@ command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing (run
 command -v modinfo >/dev/null || die "modinfo missing (run: scripts/deps.sh nested)"
 [ -x "$busybox" ] || die "$busybox missing (run: scripts/deps.sh nested)"
 [ -x "$gen" ] || die "$gen missing (run: make kernel)"
+# L1's heartbeat writer (tests/nested/l1-beat.c), static, built here when missing or older than its
+# source (a temporary name, then renamed: tiers starting at once never see half a file).
+beat_bin=$repo/build/nested/l1-beat
+if [ ! -x "$beat_bin" ] || [ "$here/l1-beat.c" -nt "$beat_bin" ]; then
+	mkdir -p "$(dirname "$beat_bin")"
+	cc -std=gnu11 -O2 -Wall -Wextra -Werror -static -s -o "$beat_bin.$$" "$here/l1-beat.c" ||
+		{ rm -f "$beat_bin.$$"; die "cannot build $beat_bin (a C compiler and static libc: scripts/deps.sh build)"; }
+	mv -f "$beat_bin.$$" "$beat_bin"
+fi
 
 mkdir -p "$cache"
 tmp=$(mktemp -d)
@@ -154,6 +163,7 @@ fi
 		[ "$applet" = bin/busybox ] || echo "slink /$applet /bin/busybox 0777 0 0"
 	done
 	echo "file /init $here/l1-init.sh 0755 0 0"
+	echo "file /bin/l1-beat $beat_bin 0755 0 0"
 	echo "file /lib/modules/load-order $stage/load-order 0644 0 0"
 	for ko in "$stage"/modules/*.ko; do
 		echo "file /lib/modules/$(basename "$ko") $ko 0644 0 0"
@@ -210,7 +220,7 @@ watch_l1() {
 	while kill -0 "$pid" 2>/dev/null; do
 		sleep 5
 		beat=$(stat -c %s "$tmp/beat" 2>/dev/null || echo 0)
-		if [ "$beat" = 0 ] && grep -aq 'L1-WARN no /dev/port' "$log"; then
+		if [ "$beat" = 0 ] && grep -aq 'L1-WARN no heartbeat' "$log"; then
 			return 0 # no heartbeat in this L1 (said on its serial log): no detector
 		fi
 		if [ "$beat" != "$last" ]; then
