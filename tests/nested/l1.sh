@@ -195,6 +195,7 @@ qemu_sample() {
 		for t in /proc/"$1"/task/*; do
 			read -r r w _ 2>/dev/null <"$t/schedstat" && echo "${t##*/} $((r + w))"
 		done
+		return 0 # (a thread that ended between the glob and its read is left out)
 	else
 		awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "0 %d\n", ($12 + $13) * 1e9 / hz }' "/proc/$1/stat"
 	fi
@@ -209,6 +210,7 @@ qemu_busy_ms() {
 # under 2 % of that window, L1 is frozen: writes "<seconds without a beat> <QEMU busy ms>" to
 # $tmp/frozen and kills QEMU.  Otherwise L1 is only slow and the window starts again.
 watch_l1() {
+	set +e # (a failed probe never ends the detector; every result is checked here)
 	local pid="" beat last=-1 t0 busy i
 	for ((i = 0; i < 100; i++)); do
 		pid=$(cat "$tmp/qemu.pid" 2>/dev/null) && [ -n "$pid" ] && break
