@@ -4,13 +4,45 @@
 #   watch-busy    an L1 busy past the bound with its heartbeat stopped is not killed (QEMU runs);
 #   watch-frozen  L1's vCPU stopped by QEMU's monitor `stop` (what a frozen emulated host looks
 #                 like: no heartbeat, QEMU at 0 % CPU) is killed by l1.sh well before its timeout,
-#                 with exit 124, the FROZEN line naming the step, and the serial log kept.
+#                 with exit 124, the FROZEN line naming the step, and the serial log kept;
+#   watch-retry   tier-lib.sh's tier_retry with a stand-in for the L1 run (no L1): a 124 with no
+#                 case failed is run once more with a `!!` line and the first log kept; a 124
+#                 after a failed case, or a 125, is not; a second 124 is the end.
 # Usage: tests/nested/watch-test.sh [--timeout SEC] [--log FILE] [--verbose]
 # Exit: 0 all cases passed; 1 a case failed.
 set -euo pipefail
 tier=watch timeout_s=420 bound=20
 . "$(dirname "$0")/tier-lib.sh"
 tier_args "$@"
+
+# watch-retry first (no L1): fake_l1 writes a log with RESULT line $fake_result and ends with the
+# next exit code of $fake_rcs.
+fake_l1() {
+	fake_runs=$((fake_runs + 1))
+	printf 'STEP watch-fake\n%s\n' "$fake_result" >"$log"
+	l1_rc=${fake_rcs[$((fake_runs - 1))]}
+}
+retry_case() { # result "rc rc" runs-wanted
+	fake_result=$1 fake_runs=0
+	read -r -a fake_rcs <<<"$2"
+	rm -f "$log.attempt1"
+	tier_retry fake_l1 >"$payload/retry.out"
+	[ "$fake_runs" = "$3" ] || retry_why="$retry_why '$1' exits $2: $fake_runs run(s), want $3;"
+	if [ "$3" = 2 ]; then
+		grep -q '^!! nested watch: L1 stopped making progress in watch-fake' "$payload/retry.out" ||
+			retry_why="$retry_why '$1' exits $2: no !! line;"
+		[ -f "$log.attempt1" ] || retry_why="$retry_why '$1' exits $2: no .attempt1 log;"
+	elif [ -s "$payload/retry.out" ] || [ -f "$log.attempt1" ]; then
+		retry_why="$retry_why '$1' exits $2: retried;"
+	fi
+}
+real_log=$log log=$payload/retry.log retry_why=""
+retry_case "RESULT watch-a PASS" "124 0" 2
+retry_case "RESULT watch-a FAIL broken" "124 0" 1
+retry_case "RESULT watch-a PASS" "125 0" 1
+retry_case "RESULT watch-a PASS" "124 124" 2
+retry_case "RESULT watch-a PASS" "0 0" 1
+log=$real_log
 
 cp "$here/watch-run.sh" "$payload/run.sh"
 echo "BOUND=$bound" >"$payload/config"
@@ -67,6 +99,7 @@ grep -aq "last marker: 'STEP watch-frozen'" <<<"$frozen" || why="$why the FROZEN
 ! grep -aq '^l1.sh: TIMEOUT' "$out" || why="$why l1.sh's timeout fired, not the detector;"
 grep -aq '^STEP watch-frozen' "$log" || why="$why the serial log was not kept;"
 result watch-frozen "$why" "vCPU stopped: killed as frozen, exit 124 ($(sed -n 's/.*\(no heartbeat for [0-9]*s and QEMU busy only [0-9]* ms\).*/\1/p' <<<"$frozen"))"
+result watch-retry "$retry_why" "tier_retry: a 124 with no case failed run once more; a failed case, a 125, a second 124 not"
 echo "  $pass passed, $fail failed, 0 skipped"
 [ "$fail" = 0 ] || exit 1
-echo "$me: all 3 cases passed"
+echo "$me: all 4 cases passed"
