@@ -57,6 +57,7 @@ run_tier jail   tests/kvm/jail.sh
 run_tier kvm-soak tests/kvm/soak.sh
 run_tier kvm-faults tests/kvm/faults.sh
 run_tier kvm-inproc build/tests/kvm-inproc --jobs 1
+run_tier nested-watch tests/nested/watch-test.sh
 run_tier nested tests/nested/boot-test.sh
 run_tier nested-blk tests/nested/blk-test.sh
 run_tier nested-run tests/nested/run-test.sh

@@ -20,7 +20,9 @@ repo=$(cd "$here/../.." && pwd)
 timeout_s=420 case_timeout=120 log=$repo/build/nested/blk-test-serial.log verbose=()
 expected=14
 
-die() { echo "blk-test.sh: $*" >&2; exit 1; }
+# tier_retry, tier_l1 (the L1 run, once more when L1 froze with no case failed).
+tier=blk
+. "$here/tier-lib.sh"
 usage() {
 	echo "usage: tests/nested/blk-test.sh [--timeout SEC] [--case-timeout SEC] [--log FILE] [--verbose]" >&2
 	exit 2
@@ -86,19 +88,8 @@ CFG
 
 echo "blk-test.sh: test images blk-ext4.img $(stat -c %s "$payload/blk-ext4.img") B, blk-erofs.img" \
 	"$(stat -c %s "$payload/blk-erofs.img") B; /blk-data sha256 $sha; per-case timeout ${case_timeout}s"
-# An L1 that froze (the tier timeout) with no case failed is said loudly and run once more, as
-# tier-lib.sh's tier_run does for the other case tiers; a failed case is never run again.
-for attempt in 1 2; do
-	set +e
-	"$here/l1.sh" --payload "$payload" --timeout "$timeout_s" --log "$log" "${verbose[@]}"
-	l1_rc=$?
-	set -e
-	[ "$attempt" = 1 ] && [ "$l1_rc" = 124 ] || break
-	grep -aqE '^RESULT blk-.* FAIL' "$log" && break
-	cp "$log" "$log.attempt1"
-	echo "!! nested blk: L1 stopped making progress in $(grep -aE '^STEP blk-' "$log" | tail -n1 | tr -d '\r' | sed 's/^STEP //')" \
-		"(l1.sh exit 124, no case failed; serial log kept as $log.attempt1): running the tier once more"
-done
+# An L1 that froze with no case failed is said loudly and run once more; a failed case never is.
+tier_retry tier_l1
 
 results=$(grep -aE '^RESULT blk-' "$log" | tr -d '\r' || true)
 pass=$(grep -c ' PASS' <<<"$results" || true)

@@ -11,7 +11,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 vmm=padcell timeout_s=900 case_timeout=120 log=$repo/build/nested/boot-test-serial.log verbose=()
 
-die() { echo "boot-test.sh: $*" >&2; exit 1; }
+# tier_retry, tier_l1 (the L1 run, once more when L1 froze with no case failed).
+tier=boot case_prefix=""
+. "$here/tier-lib.sh"
 usage() {
 	echo "usage: tests/nested/boot-test.sh [--vmm padcell|qemu|both] [--timeout SEC] [--case-timeout SEC] [--log FILE] [--verbose]" >&2
 	exit 2
@@ -59,10 +61,7 @@ MEM=128M
 CFG
 
 echo "boot-test.sh: VMM(s): $vmms; guest kernel $kver; per-case timeout ${case_timeout}s"
-set +e
-"$here/l1.sh" --payload "$payload" --timeout "$timeout_s" --log "$log" "${verbose[@]}"
-l1_rc=$?
-set -e
+tier_retry tier_l1
 
 # Summary from the RESULT lines of the serial log.
 expected=$(( $(wc -w <<<"$vmms") * 4 ))

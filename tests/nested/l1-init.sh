@@ -16,6 +16,14 @@ mount -t tmpfs tmpfs /run
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || echo "L1-WARN no cgroup2 at /sys/fs/cgroup"
 echo "L1-INIT $(uname -r)"
 
+# Heartbeat for l1.sh's freeze detector (/bin/l1-beat, tests/nested/l1-beat.c): a byte every 5 s
+# on QEMU's isa-debugcon, never on this console.  A frozen L1 (no interrupt delivered, the vCPU
+# halted for good) stops it; a slow or busy L1 only delays it.  It prints one "L1-WARN no heartbeat"
+# line if it cannot start.  Its pid is in /run/l1-heartbeat.pid (tests/nested/watch-run.sh stops
+# it on purpose).
+l1-beat </dev/null &
+echo $! >/run/l1-heartbeat.pid
+
 l1_fail() {
 	echo "L1-FAIL $*"
 	poweroff -f

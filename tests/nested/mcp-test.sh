@@ -31,23 +31,30 @@ printf 'CASE_TIMEOUT=%s\nTIER=%s\n' "$case_timeout" "$tier" >"$payload/config"
 cp "$here/case-lib.sh" "$payload/case-lib.sh"
 sock=$payload/serial2.sock
 mkdir -p "$(dirname "$log")"
-: >"$log"
 
-"$here/l1.sh" --payload "$payload" --timeout "$timeout_s" --log "$log" --serial2 "$sock" "${verbose[@]}" &
-l1=$!
-trap 'kill "$l1" 2>/dev/null; wait "$l1" 2>/dev/null; rm -rf "$payload"' EXIT
-# L1 says when its end of the line is ready; l1.sh may first wait for another tier's L1 (its lock).
-if ! timeout "$timeout_s" grep -q -m1 '^STEP mcp-listening' <(tail -F -n +1 "$log" 2>/dev/null); then
+# One L1 run with the client (tier_retry's RUN): sets l1_rc, client_rc, out.
+mcp_l1() {
+	: >"$log"
+	rm -f "$sock"
+	client_rc=0
+	"$here/l1.sh" --payload "$payload" --timeout "$timeout_s" --log "$log" --serial2 "$sock" "${verbose[@]}" &
+	l1=$!
+	trap 'kill "$l1" 2>/dev/null; wait "$l1" 2>/dev/null; rm -rf "$payload"' EXIT
+	# L1 says when its end of the line is ready; l1.sh may first wait for another tier's L1 (its lock).
+	while kill -0 "$l1" 2>/dev/null && ! grep -aq '^STEP mcp-listening' "$log"; do sleep 1; done
+	if grep -aq '^STEP mcp-listening' "$log"; then
+		tier_client "$sdk" timeout -k 10 "$case_timeout" node client.mjs --expect sandbox --socket "$sock"
+	else
+		echo "$me: L1 never got to padcell mcp (see $log)" >&2
+		client_rc=1
+	fi
+	set +e
 	wait "$l1"
-	die "L1 never got to padcell mcp (see $log)"
-fi
-client_rc=0
-out=$(cd "$sdk" && timeout -k 10 "$case_timeout" node client.mjs --expect sandbox --socket "$sock" 2>&1) || client_rc=$?
-set +e
-wait "$l1"
-l1_rc=$?
-set -e
-trap 'rm -rf "$payload"' EXIT
+	l1_rc=$?
+	set -e
+	trap 'rm -rf "$payload"' EXIT
+}
+tier_retry mcp_l1
 cleanup=$(grep -aE "^RESULT $tier-" "$log" | tr -d '\r' || true)
 echo "==== nested mcp test summary ($log) ===="
 sed 's/^/  /' <<<"$out"

@@ -57,28 +57,69 @@ tier_usage() {
 	exit 2
 }
 
+# tier_retry RUN: calls the function RUN, one whole L1 run of the tier (it sets l1_rc; L1's serial
+# log is $log; a host client's output, if any, in `out`).  When L1 froze (l1.sh exit 124: its
+# freeze detector or the tier timeout; an emulated L1 now and then stops making progress) with no
+# case failed, says so on a `!!` line, keeps that serial log as $log.attempt1 and calls RUN once
+# more, from the start.  A case that failed is never run again, and a second freeze fails the tier.
+# A failed case: a "RESULT <case_prefix>... FAIL" line in the log (case_prefix defaults to
+# "<tier>-"), L1's own verdict.  A host client's FAIL lines are not: its peer in L1 froze under it
+# (its output is kept as $log.attempt1.client and its FAIL lines counted on the `!!` line).
+tier_retry() {
+	local attempt where client=""
+	for attempt in 1 2; do
+		out=""
+		"$1"
+		[ "$attempt" = 1 ] && [ "$l1_rc" = 124 ] || break
+		grep -aqE "^RESULT ${case_prefix-$tier-}.* FAIL" "$log" && break
+		cp "$log" "$log.attempt1"
+		if [ -n "$out" ]; then
+			printf '%s\n' "$out" >"$log.attempt1.client"
+			client="; the host client's output, $(grep -c '^FAIL ' <<<"$out" || true) FAIL line(s) against the frozen L1, kept as $log.attempt1.client"
+		fi
+		where=$(grep -aE "^STEP ${case_prefix-$tier-}" "$log" | tail -n1 | tr -d '\r' | sed 's/^STEP //')
+		[ -n "$where" ] || where=$(grep -aoE "^RESULT [^ ]+" "$log" | tail -n1 | sed 's/^RESULT /the case after /')
+		echo "!! nested $tier: L1 stopped making progress in ${where:-its first step}" \
+			"(l1.sh exit 124, no case failed; serial log kept as $log.attempt1$client): running the tier once more"
+	done
+}
+
+# tier_client DIR CMD...: a host client of the L1 run whose l1.sh is $l1, run in DIR; its output
+# into `out`, its exit code into `client_rc`.  Bounded by its own timeout, and ended 10 s after
+# l1.sh ended (an L1 killed as frozen leaves the client no one to talk to).
+tier_client() {
+	local dir=$1 file=$payload/client.out cpid i
+	shift
+	(cd "$dir" && exec "$@") >"$file" 2>&1 &
+	cpid=$!
+	while kill -0 "$cpid" 2>/dev/null && kill -0 "$l1" 2>/dev/null; do sleep 1; done
+	for ((i = 0; i < 10; i++)); do
+		kill -0 "$cpid" 2>/dev/null || break
+		sleep 1
+	done
+	kill "$cpid" 2>/dev/null || true
+	client_rc=0
+	wait "$cpid" || client_rc=$?
+	out=$(cat "$file")
+}
+
+# One L1 run of the payload (tier_retry's RUN for tier_run and the tiers driving l1.sh plainly).
+tier_l1() {
+	local mem=()
+	[ -n "${l1_mem:-}" ] && mem=(--mem "$l1_mem")
+	set +e
+	"$here/l1.sh" --payload "$payload" --timeout "$timeout_s" --log "$log" "${mem[@]}" "${verbose[@]}"
+	l1_rc=$?
+	set -e
+}
+
 # Runs the payload in L1 and reports: exit 0 when all expected cases passed, 1 when one failed or
 # is missing, l1.sh's 124/125 when L1 itself did not finish.
 tier_run() {
 	printf 'CASE_TIMEOUT=%s\nTIER=%s\n' "$case_timeout" "$tier" >"$payload/config"
 	cp "$here/case-lib.sh" "$payload/case-lib.sh"
-	local l1_rc results pass fail missing mem=()
-	[ -n "${l1_mem:-}" ] && mem=(--mem "$l1_mem")
-	local attempt
-	for attempt in 1 2; do
-		set +e
-		"$here/l1.sh" --payload "$payload" --timeout "$timeout_s" --log "$log" "${mem[@]}" "${verbose[@]}"
-		l1_rc=$?
-		set -e
-		# L1 itself froze (the tier timeout) with no case failed: an emulated L1 now and then stops
-		# making progress with several nested VMs starting at once.  Said loudly and run once more,
-		# from the start; a case that failed is never run again, and a second freeze fails the tier.
-		[ "$attempt" = 1 ] && [ "$l1_rc" = 124 ] || break
-		grep -aqE "^RESULT $tier-.* FAIL" "$log" && break
-		cp "$log" "$log.attempt1"
-		echo "!! nested $tier: L1 stopped making progress in $(grep -aE "^STEP $tier-" "$log" | tail -n1 | tr -d '\r' | sed 's/^STEP //')" \
-			"(l1.sh exit 124, no case failed; serial log kept as $log.attempt1): running the tier once more"
-	done
+	local results pass fail missing
+	tier_retry tier_l1
 	results=$(grep -aE "^RESULT $tier-" "$log" | tr -d '\r' || true)
 	pass=$(grep -c ' PASS' <<<"$results" || true)
 	fail=$(grep -c ' FAIL' <<<"$results" || true)
