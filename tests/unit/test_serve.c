@@ -872,6 +872,77 @@ Test(serve_cli, templates)
 	cr_assert_eq(system(cmd), 0);
 }
 
+/* A fake template directory tdir/name: a snapshot header of mem MiB and cpus, and a mem file (want_mem). */
+static void fake_template(const char *tdir, const char *name, unsigned mib, unsigned cpus, bool want_mem)
+{
+	char p[256];
+	snprintf(p, sizeof(p), "%s/%s", tdir, name);
+	cr_assert_eq(mkdir(p, 0755), 0, "%s", p);
+	snprintf(p, sizeof(p), "%s/%s/state", tdir, name);
+	struct snap_header h = { .version = SNAP_VERSION, .header_size = sizeof(h), .mem_size = (uint64_t)mib << 20,
+				 .ncpus = cpus };
+	memcpy(h.magic, SNAP_MAGIC, sizeof(h.magic));
+	FILE *f = fopen(p, "w");
+	cr_assert_not_null(f);
+	fwrite(&h, sizeof(h), 1, f);
+	fclose(f);
+	if (want_mem) {
+		snprintf(p, sizeof(p), "%s/%s/mem", tdir, name);
+		fclose(fopen(p, "w"));
+	}
+}
+
+struct skipped {
+	unsigned n;
+	char last[512];
+};
+static void note_skip(void *arg, const char *line)
+{
+	struct skipped *s = arg;
+	s->n++;
+	snprintf(s->last, sizeof(s->last), "%s", line);
+}
+
+/* The templates directory template build fills: by name, in order; builds under way, broken ones and names given already left out. */
+Test(serve_cli, templates_directory_scan)
+{
+	char d[] = "/tmp/padcell-serve-tpls.XXXXXX";
+	cr_assert_not_null(mkdtemp(d));
+	struct serve_template t[4];
+	size_t n = 0;
+	struct skipped sk = { 0 };
+	char why[512], p[256];
+	snprintf(p, sizeof(p), "%s/none", d);
+	cr_assert_eq(serve_templates_scan(p, t, &n, 4, note_skip, &sk, why, sizeof(why)), -ENOENT);
+	cr_assert_eq(n, 0);
+	fake_template(d, "py", 128, 1, true);
+	fake_template(d, "base", 256, 2, true);
+	fake_template(d, ".py.Ab12Cd", 64, 1, true);   /* a build under way: never looked at */
+	fake_template(d, "half", 64, 1, false);        /* no mem: skipped, said */
+	snprintf(p, sizeof(p), "%s/bad name", d);
+	cr_assert_eq(mkdir(p, 0755), 0);
+	/* an explicit --template base=... given first wins over the directory's base */
+	snprintf(t[0].name, sizeof(t[0].name), "base");
+	t[0].mem_bytes = 1;
+	n = 1;
+	cr_assert_eq(serve_templates_scan(d, t, &n, 4, note_skip, &sk, why, sizeof(why)), 0, "%s", why);
+	cr_assert_eq(n, 2, "taken: %zu", n);
+	cr_assert_eq(t[0].mem_bytes, 1, "the explicit base kept");
+	cr_assert_str_eq(t[1].name, "py");
+	cr_assert_eq(t[1].mem_bytes, 128ull << 20);
+	cr_assert_eq(t[1].cpus, 1);
+	snprintf(p, sizeof(p), "%s/py", d);
+	cr_assert_str_eq(t[1].dir, p);
+	cr_assert_eq(sk.n, 2, "skipped %u (last: %s)", sk.n, sk.last);
+	/* more templates than room: refused, not cut silently */
+	n = 0;
+	cr_assert_eq(serve_templates_scan(d, t, &n, 1, note_skip, &sk, why, sizeof(why)), -E2BIG);
+	cr_assert(strstr(why, "more than 1"), "%s", why);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
+	cr_assert_eq(system(cmd), 0);
+}
+
 /* ---- child processes (vmm/proc.c) -------------------------------------------------------------- */
 
 Test(serve_proc, start_time_alive_and_stop)
