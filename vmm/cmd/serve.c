@@ -30,7 +30,7 @@
 #define SERVE_TEMPLATES_MAX 32
 #define SERVE_TICK_MS       500 /* how often timeouts and dead sandboxes are looked at */
 
-enum { S_LISTEN = 256, S_STATE_DIR, S_MAX_SB, S_MAX_MEM, S_TEMPLATE, S_READY_TIMEOUT, S_PADCELL, S_VERBOSE, S_POOL, S_TEMPLATES };
+enum { S_LISTEN = 256, S_STATE_DIR, S_MAX_SB, S_MAX_MEM, S_TEMPLATE, S_READY_TIMEOUT, S_PADCELL, S_VERBOSE, S_POOL, S_TEMPLATES, S_API_KEYS };
 
 static double wall_now(void *ctx)
 {
@@ -106,6 +106,7 @@ int cmd_serve(int argc, char **argv)
 		{ "verbose", no_argument, NULL, S_VERBOSE },
 		{ "pool", required_argument, NULL, S_POOL },
 		{ "templates", required_argument, NULL, S_TEMPLATES },
+		{ "api-keys", required_argument, NULL, S_API_KEYS },
 		{ 0 },
 	};
 	static struct serve_template tmpl[SERVE_TEMPLATES_MAX];
@@ -123,6 +124,7 @@ int cmd_serve(int argc, char **argv)
 	char why[PATH_MAX + 200];
 	static char monitor[PATH_MAX];
 	static char templates_dir[PATH_MAX];
+	const char *keys_file = NULL;
 	opterr = 0;
 	optind = 1;
 	int c;
@@ -167,6 +169,7 @@ int cmd_serve(int argc, char **argv)
 			so.padcell = monitor;
 			break;
 		case S_VERBOSE: so.verbose = true; break;
+		case S_API_KEYS: keys_file = optarg; break;
 		case S_TEMPLATES:
 			if (!*optarg || strlen(optarg) >= sizeof(templates_dir))
 				return usage("--templates '%s': expected a directory", optarg);
@@ -249,13 +252,19 @@ int cmd_serve(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	serve_table_set_pools(&t, pool, npool);
+	/* one key (STATE/api-key, made at the first start), or --api-keys: several, each seeing its own sandboxes */
+	static struct serve_keys keys;
 	static char key[SERVE_KEY_MAX];
-	bool created;
-	if (serve_key_load(state_dir, key, sizeof(key), &created, why, sizeof(why))) {
+	bool created = false;
+	if (keys_file ? serve_keys_load(keys_file, &keys, why, sizeof(why))
+		      : serve_key_load(state_dir, key, sizeof(key), &created, why, sizeof(why))) {
 		fprintf(stderr, "padcell: serve: %s\n", why);
 		serve_table_free(&t);
-		return EXIT_HOST_ERROR;
+		return keys_file ? EXIT_USAGE : EXIT_HOST_ERROR;
 	}
+	if (!keys_file)
+		serve_keys_one(&keys, key);
+	explicit_bzero(key, sizeof(key));
 	unsigned adopted, removed;
 	if (serve_adopt(&t, &adopted, &removed, why, sizeof(why))) {
 		fprintf(stderr, "padcell: serve: %s\n", why);
@@ -263,7 +272,7 @@ int cmd_serve(int argc, char **argv)
 		return EXIT_HOST_ERROR;
 	}
 	unsigned port;
-	struct serve_http *h = serve_http_start(&t, key, &addr, &port, why, sizeof(why));
+	struct serve_http *h = serve_http_start(&t, &keys, &addr, &port, why, sizeof(why));
 	if (!h) {
 		fprintf(stderr, "padcell: serve: %s\n", why);
 		serve_table_free(&t);
@@ -272,7 +281,9 @@ int cmd_serve(int argc, char **argv)
 	char a[INET_ADDRSTRLEN];
 	inet_ntop(AF_INET, &addr.sin_addr, a, sizeof(a));
 	if (created)
-		printf("padcell serve: API key (X-API-Key; shown once, kept in %s/api-key): %s\n", state_dir, key);
+		printf("padcell serve: API key (X-API-Key; shown once, kept in %s/api-key): %s\n", state_dir, keys.k[0].key);
+	if (keys_file)
+		printf("padcell serve: %zu API keys from %s, each seeing only its own sandboxes\n", keys.n, keys_file);
 	if (adopted || removed)
 		printf("padcell serve: re-adopted %u sandbox(es) (running or paused), removed %u dead record(s)\n", adopted,
 		       removed);
