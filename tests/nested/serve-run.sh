@@ -385,4 +385,55 @@ wait $d2pid
 left=$(ls $S2/sandboxes 2>/dev/null | wc -l)
 [ "$left" = 0 ] || why="$why $left records left;"
 result limits-mem "$why" "over --max-mem: 429 naming it, nothing started; room again once deleted"
+
+# --- per-key scoping: --api-keys with two clients; bob gets 404 for alice's sandbox, on REST and envd ---
+echo "STEP serve-keys"
+why=""
+KA=e2b_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+KB=e2b_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
+printf '# clients\nalice %s\nbob %s\n' $KA $KB >$W/keys
+chmod 600 $W/keys
+./dyn/bin/padcell-dyn serve --padcell $PWD/padcell --templates $TD --state-dir /run/pk --listen 127.0.0.1:3002 \
+	--api-keys $W/keys --max-sandboxes 2 >$W/d6.log 2>&1 </dev/null &
+d3pid=$!
+t=$(now)
+until grep -q 'listening on' $W/d6.log; do
+	kill -0 $d3pid 2>/dev/null && [ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 30) }')" = 1 ] || break
+	sleep 0.2
+done
+grep -q '2 API keys' $W/d6.log || why=" the daemon with --api-keys did not start: $(head -c 300 $W/d6.log);"
+[ -e /run/pk/api-key ] && why="$why an api-key was made beside --api-keys;"
+# apik KEY METHOD PATH [BODY]
+apik() { su=$URL sk=$KEY; URL=http://127.0.0.1:3002 KEY=$1; shift; api "$@"; URL=$su KEY=$sk; }
+apik $KA POST /sandboxes '{"templateID":"py","timeout":600,"metadata":{"who":"alice-secret"}}'
+AL=$(sandbox_id)
+[ "$code" = 201 ] && [ -n "$AL" ] || why="$why alice's create answered $code: $body;"
+echo "$body" | grep -q "\"envdAccessToken\":\"$KA\"" || why="$why alice's envd token is not her key: $body;"
+apik $KB GET /sandboxes
+[ "$code" = 200 ] && [ "$body" = "[]" ] || why="$why bob's list: $code $body;"
+apik $KB GET /sandboxes/$AL
+[ "$code" = 404 ] || why="$why bob's get of alice's: $code;"
+echo "$body" | grep -q alice-secret && why="$why bob's 404 shows alice's metadata;"
+apik $KB DELETE /sandboxes/$AL
+[ "$code" = 404 ] || why="$why bob's delete of alice's: $code;"
+apik $KB POST /sandboxes/$AL/pause
+[ "$code" = 404 ] || why="$why bob's pause of alice's: $code;"
+# envd: a file of the template's through alice's token; bob's finds no sandbox
+envd_stat() { # TOKEN: sets code, body
+	code=$(curl_ -o $W/body -w '%{http_code}' -X POST -H "X-Access-Token: $1" -H "E2b-Sandbox-Id: $AL" \
+		-H 'Content-Type: application/json' --data '{"path":"/tmp/setup-file"}' \
+		http://127.0.0.1:3002/filesystem.Filesystem/Stat 2>$W/curl.err)
+	body=$(cat $W/body 2>/dev/null)
+}
+envd_stat $KB
+[ "$code" = 404 ] && echo "$body" | grep -q not_found || why="$why bob's envd Stat in alice's: $code $body;"
+envd_stat $KA
+[ "$code" = 200 ] && echo "$body" | grep -q '"name":"setup-file"' || why="$why alice's envd Stat: $code $body;"
+apik $KA GET /sandboxes/$AL
+[ "$code" = 200 ] && echo "$body" | grep -q alice-secret || why="$why alice's get after bob's tries: $code $body;"
+apik $KA DELETE /sandboxes/$AL
+[ "$code" = 204 ] || why="$why alice's delete: $code;"
+kill -TERM $d3pid
+wait $d3pid
+result keys "$why" "bob: empty list, 404 on get/delete/pause and envd not_found for alice's sandbox; alice: 200 and 204"
 [ "$fails" -eq 0 ]
