@@ -22,16 +22,20 @@ api() {
 	body=$(cat $W/body 2>/dev/null)
 }
 sandbox_id() { sed -n 's/.*"sandboxID":"\([0-9a-f]*\)".*/\1/p' $W/body; }
+# daemon_wait PID LOG: until LOG says the daemon listens; 1 when it ended first or 30 s passed
+daemon_wait() {
+	t=$(now)
+	until grep -q 'listening on' "$2"; do
+		kill -0 "$1" 2>/dev/null || return 1
+		[ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 30) }')" = 1 ] || return 1
+		sleep 0.2
+	done
+}
 # daemon_start LOG: the daemon in the background (pid in $dpid), until it says it listens
 daemon_start() {
 	$SERVE >"$1" 2>&1 </dev/null &
 	dpid=$!
-	t=$(now)
-	until grep -q 'listening on' "$1"; do
-		kill -0 $dpid 2>/dev/null || return 1
-		[ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 30) }')" = 1 ] || return 1
-		sleep 0.2
-	done
+	daemon_wait $dpid "$1"
 }
 # until_gone ID: its record gone and GET 404, within the case timeout
 until_gone() {
@@ -278,12 +282,7 @@ ps -o args | grep -q '[p]adcell run' && why="$why a build's monitor still runs;"
 SERVE2="./dyn/bin/padcell-dyn serve --padcell $PWD/padcell --template base=/run/tpl --templates $TD --state-dir $S2 --listen 127.0.0.1:3001 --max-sandboxes 24 --max-mem 1280M --ready-timeout 600"
 $SERVE2 >$W/d5.log 2>&1 </dev/null &
 d2pid=$!
-t=$(now)
-until grep -q 'listening on' $W/d5.log; do
-	kill -0 $d2pid 2>/dev/null && [ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 30) }')" = 1 ] || break
-	sleep 0.2
-done
-grep -q 'listening on' $W/d5.log || why="$why the daemon with --templates did not start: $(head -c 300 $W/d5.log);"
+daemon_wait $d2pid $W/d5.log || why="$why the daemon with --templates did not start: $(head -c 300 $W/d5.log);"
 KEY2=$(cat $S2/api-key 2>/dev/null)
 # api2 METHOD PATH [BODY]: api against the second daemon
 api2() { su=$URL sk=$KEY; URL=$URL2 KEY=$KEY2; api "$@"; URL=$su KEY=$sk; }
@@ -333,15 +332,17 @@ done
 lsecs=$(since "$t0")
 [ "$(echo $ids | wc -w)" = 20 ] || why="$why $(echo $ids | wc -w) of 20 created;"
 [ "$(ls $S2/sandboxes | wc -l)" = 20 ] || why="$why $(ls $S2/sandboxes | wc -l) records, want 20;"
+echo "serve-load: $(echo $ids | wc -w) sandboxes created in ${lsecs}s"
 # each sandbox runs its 20 commands in turn, all 20 sandboxes at once; every output is compared
 t0=$(now)
 n=0
+pids=""
 for id in $ids; do
 	(
 		bad=0
 		j=0
 		while [ $j -lt 20 ]; do
-			out=$(timeout 600 ./padcell exec --vsock $S2/run/$id/vsock --no-stdin -- \
+			out=$(timeout 120 ./padcell exec --vsock $S2/run/$id/vsock --no-stdin -- \
 				sh -c 'echo "$1:$2:$(( $2 * $2 + 7 ))"; cat /tmp/lib/answer' sh "$n" "$j" 2>&1)
 			[ "$out" = "$n:$j:$((j * j + 7))
 42" ] || { bad=$((bad + 1)); echo "sandbox $n command $j: $(echo "$out" | head -c 120)" >>$W/load.bad; }
@@ -349,9 +350,10 @@ for id in $ids; do
 		done
 		echo "$bad" >$W/load.$n
 	) &
+	pids="$pids $!"
 	n=$((n + 1))
 done
-wait
+wait $pids # these only: the daemons run in the background too
 csecs=$(since "$t0")
 ok=0
 n=0
@@ -396,12 +398,7 @@ chmod 600 $W/keys
 ./dyn/bin/padcell-dyn serve --padcell $PWD/padcell --templates $TD --state-dir /run/pk --listen 127.0.0.1:3002 \
 	--api-keys $W/keys --max-sandboxes 2 >$W/d6.log 2>&1 </dev/null &
 d3pid=$!
-t=$(now)
-until grep -q 'listening on' $W/d6.log; do
-	kill -0 $d3pid 2>/dev/null && [ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 30) }')" = 1 ] || break
-	sleep 0.2
-done
-grep -q '2 API keys' $W/d6.log || why=" the daemon with --api-keys did not start: $(head -c 300 $W/d6.log);"
+daemon_wait $d3pid $W/d6.log && grep -q '2 API keys' $W/d6.log || why=" the daemon with --api-keys did not start: $(head -c 300 $W/d6.log);"
 [ -e /run/pk/api-key ] && why="$why an api-key was made beside --api-keys;"
 # apik KEY METHOD PATH [BODY]
 apik() { su=$URL sk=$KEY; URL=http://127.0.0.1:3002 KEY=$1; shift; api "$@"; URL=$su KEY=$sk; }
