@@ -401,12 +401,14 @@ static int run_setup(struct run *r, struct agent_conn *c, int *code, char *err, 
 			    (rc = agent_conn_hello(c, now_ms() + AGENT_REPLY_MS, &h, err, errlen))) {
 				if (c->fd >= 0)
 					close(c->fd);
+				c->fd = -1;
 				*code = run_conn_code(r, c, rc, err, errlen);
 				return rc;
 			}
 		}
 		if (i == r->o.nsetup) {
 			close(c->fd); /* the agent listens again: nothing of the setup is running */
+			c->fd = -1;   /* run_main's later close(conn.fd) must not close a reused number */
 			return 0;
 		}
 		const char *cmd = r->o.setup[i];
