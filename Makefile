@@ -46,6 +46,8 @@ VMM_SRCS += vmm/snapshot_fmt.c vmm/snapshot_io.c vmm/x86/snapshot_x86.c vmm/snap
             vmm/cmd/restore.c
 # The guest agent's protocol (shared with guest/agent), its client, run/exec/cp.
 VMM_SRCS += guest/agent/proto.c vmm/agent/agent_client.c vmm/cmd/agent.c vmm/cmd/procs.c vmm/cmd/run.c
+# `padcell template build`: a run with setup commands, snapshotted into serve's templates directory.
+VMM_SRCS += vmm/cmd/template.c
 # `padcell mcp`: the MCP layer (JSON-RPC over stdio, Jansson) and its sandbox VM backend.
 VMM_SRCS += vmm/mcp/mcp.c vmm/mcp/sandbox.c vmm/cmd/mcp.c
 # Child monitor processes (mcp's and serve's sandboxes): start times, the bounded stop.

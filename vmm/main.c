@@ -21,6 +21,7 @@ static const struct {
 	{ "kill", cmd_kill },
 	{ "mcp", cmd_mcp },
 	{ "serve", cmd_serve },
+	{ "template", cmd_template },
 	{ "restore", cmd_restore },
 	{ "snapshot", cmd_snapshot },
 	{ "pause", cmd_pause_resume },

@@ -22,16 +22,20 @@ api() {
 	body=$(cat $W/body 2>/dev/null)
 }
 sandbox_id() { sed -n 's/.*"sandboxID":"\([0-9a-f]*\)".*/\1/p' $W/body; }
+# daemon_wait PID LOG: until LOG says the daemon listens; 1 when it ended first or 30 s passed
+daemon_wait() {
+	t=$(now)
+	until grep -q 'listening on' "$2"; do
+		kill -0 "$1" 2>/dev/null || return 1
+		[ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 30) }')" = 1 ] || return 1
+		sleep 0.2
+	done
+}
 # daemon_start LOG: the daemon in the background (pid in $dpid), until it says it listens
 daemon_start() {
 	$SERVE >"$1" 2>&1 </dev/null &
 	dpid=$!
-	t=$(now)
-	until grep -q 'listening on' "$1"; do
-		kill -0 $dpid 2>/dev/null || return 1
-		[ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 30) }')" = 1 ] || return 1
-		sleep 0.2
-	done
+	daemon_wait $dpid "$1"
 }
 # until_gone ID: its record gone and GET 404, within the case timeout
 until_gone() {
@@ -255,4 +259,178 @@ kill -0 "$pp" 2>/dev/null || why="$why the created sandbox died with the daemon;
 echo "MEASURE serve-pool create from the pool ${psecs}s, cold clone ${csecs}s; daemon exit ${esecs}s after SIGTERM"
 result pool "$why" "create from the pool ${psecs}s (cold clone ${csecs}s); refilled; SIGTERM exit in ${esecs}s, the pool's clone ended"
 kill -TERM "$pp" 2>/dev/null
+
+# --- template build: setup commands write into /tmp (a tmpfs: RAM, so in the snapshot), serve takes it by name ---
+echo "STEP serve-template-build"
+why=""
+TD=/run/tpls   # the templates directory
+S2=/run/pt     # a second daemon's state dir, on port 3001
+URL2=http://127.0.0.1:3001
+t0=$(now)
+timeout "$CASE_TIMEOUT" ./padcell template build py --kernel bzImage --rootfs rootfs-min.ext4 --mem 64M --dir $TD \
+	--run 'echo built-by-setup >/tmp/setup-file; echo setup-says-hi' --run 'mkdir -p /tmp/lib && echo 42 >/tmp/lib/answer' \
+	--run 'sleep 1000 & echo a-leftover' >$W/tb.out 2>&1 || why=" template build failed ($?): $(tail -c 400 $W/tb.out);"
+bsecs=$(since "$t0")
+[ -f $TD/py/state ] && [ -f $TD/py/mem ] && [ -f $TD/py/manifest.json ] || why="$why no state, mem, manifest.json in $TD/py: $(ls -la $TD/py 2>&1 | head -c 300);"
+for want in '"name": "py"' '"memMiB": 64' '"cpus": 1' 'built-by-setup' '"image": "/payload/rootfs-min.ext4"' '"built": "'; do
+	grep -qF "$want" $TD/py/manifest.json 2>/dev/null || why="$why the manifest lacks $want: $(head -c 400 $TD/py/manifest.json 2>&1);"
+done
+grep -q 'setup-says-hi' $W/tb.out && grep -q '\[3/3\]' $W/tb.out || why="$why the setup's output was not streamed: $(head -c 300 $W/tb.out);"
+[ "$(ls -A $TD)" = py ] || why="$why left in $TD: $(ls -A $TD | tr '\n' ' ');"
+ps -o args | grep -q '[p]adcell run' && why="$why a build's monitor still runs;"
+# serve: --templates DIR beside an explicit --template; limits for the load case below (20 x 64M)
+SERVE2="./dyn/bin/padcell-dyn serve --padcell $PWD/padcell --template base=/run/tpl --templates $TD --state-dir $S2 --listen 127.0.0.1:3001 --max-sandboxes 24 --max-mem 1280M --ready-timeout 600"
+$SERVE2 >$W/d5.log 2>&1 </dev/null &
+d2pid=$!
+daemon_wait $d2pid $W/d5.log || why="$why the daemon with --templates did not start: $(head -c 300 $W/d5.log);"
+KEY2=$(cat $S2/api-key 2>/dev/null)
+# api2 METHOD PATH [BODY]: api against the second daemon
+api2() { su=$URL sk=$KEY; URL=$URL2 KEY=$KEY2; api "$@"; URL=$su KEY=$sk; }
+api2 POST /sandboxes '{"templateID":"py","timeout":600}'
+T=$(sandbox_id)
+[ "$code" = 201 ] && [ -n "$T" ] || why="$why create of py answered $code: $body;"
+out=$(timeout 60 ./padcell exec --vsock $S2/run/$T/vsock --no-stdin -- cat /tmp/setup-file /tmp/lib/answer 2>&1)
+[ "$out" = "built-by-setup
+42" ] || why="$why the sandbox sees: $(echo "$out" | head -c 200);"
+out=$(timeout 60 ./padcell exec --vsock $S2/run/$T/vsock --no-stdin -- sh -c 'grep -l "^sleep$" /proc/[0-9]*/comm 2>/dev/null | wc -l' 2>&1)
+[ "$out" = 0 ] || why="$why a setup process outlived its command into the template ($out sleep processes);"
+api2 GET /sandboxes/$T
+echo "$body" | grep -q '"templateID":"py"' && echo "$body" | grep -q '"memoryMB":64' || why="$why get: $code $body;"
+api2 DELETE /sandboxes/$T
+[ "$code" = 204 ] || why="$why delete answered $code;"
+echo "MEASURE serve-template-build 3 setup commands, 64M guest: built in ${bsecs}s"
+result template-build "$why" "built in ${bsecs}s with its manifest, nothing beside it; served by name; the sandbox sees the setup's /tmp files, no setup process"
+
+# --- a failing --run: its exit code, one line, nothing left ---
+echo "STEP serve-template-fail"
+why=""
+timeout "$CASE_TIMEOUT" ./padcell template build bad --kernel bzImage --rootfs rootfs-min.ext4 --mem 64M --dir $TD \
+	--run 'echo first-ran' --run 'echo about-to-fail; exit 7' --run 'echo never-ran' >$W/tf.out 2>&1
+rc=$?
+[ "$rc" = 7 ] || why=" exit $rc, want 7 (the command's): $(tail -c 300 $W/tf.out);"
+[ "$(grep -c 'nothing was built' $W/tf.out)" = 1 ] && grep -q 'setup command 2 (echo about-to-fail; exit 7) exited with code 7' $W/tf.out ||
+	why="$why not one clear line: $(tail -c 300 $W/tf.out);"
+grep -q about-to-fail $W/tf.out || why="$why the failing command's output was not shown;"
+grep -q '^never-ran' $W/tf.out && why="$why the command after the failing one ran;"
+[ "$(ls -A $TD)" = py ] || why="$why left in $TD: $(ls -A $TD | tr '\n' ' ');"
+ps -o args | grep -q '[p]adcell run' && why="$why a build's monitor still runs;"
+result template-fail "$why" "exit 7, one line, the third command not run, nothing left in $TD"
+
+# --- the load: 20 sandboxes at once, each running 20 commands whose outputs are checked ---
+echo "STEP serve-load"
+why=""
+ids=""
+t0=$(now)
+i=0
+while [ $i -lt 20 ]; do
+	api2 POST /sandboxes '{"templateID":"py","timeout":1200}'
+	id=$(sandbox_id)
+	[ "$code" = 201 ] && [ -n "$id" ] || { why="$why create $i answered $code: $(echo "$body" | head -c 200);"; break; }
+	ids="$ids $id"
+	i=$((i + 1))
+done
+lsecs=$(since "$t0")
+[ "$(echo $ids | wc -w)" = 20 ] || why="$why $(echo $ids | wc -w) of 20 created;"
+[ "$(ls $S2/sandboxes | wc -l)" = 20 ] || why="$why $(ls $S2/sandboxes | wc -l) records, want 20;"
+echo "serve-load: $(echo $ids | wc -w) sandboxes created in ${lsecs}s"
+# each sandbox runs its 20 commands in turn, all 20 sandboxes at once; every output is compared
+t0=$(now)
+n=0
+pids=""
+for id in $ids; do
+	(
+		bad=0
+		j=0
+		while [ $j -lt 20 ]; do
+			out=$(timeout 120 ./padcell exec --vsock $S2/run/$id/vsock --no-stdin -- \
+				sh -c 'echo "$1:$2:$(( $2 * $2 + 7 ))"; cat /tmp/lib/answer' sh "$n" "$j" 2>&1)
+			[ "$out" = "$n:$j:$((j * j + 7))
+42" ] || { bad=$((bad + 1)); echo "sandbox $n command $j: $(echo "$out" | head -c 120)" >>$W/load.bad; }
+			j=$((j + 1))
+		done
+		echo "$bad" >$W/load.$n
+	) &
+	pids="$pids $!"
+	n=$((n + 1))
+done
+wait $pids # these only: the daemons run in the background too
+csecs=$(since "$t0")
+ok=0
+n=0
+while [ $n -lt 20 ]; do
+	b=$(cat $W/load.$n 2>/dev/null)
+	[ "$b" = 0 ] && ok=$((ok + 1))
+	n=$((n + 1))
+done
+[ "$ok" = 20 ] || why="$why $ok of 20 sandboxes ran their 20 commands right: $(head -c 400 $W/load.bad 2>/dev/null);"
+[ "$(restores)" -ge 20 ] || why="$why $(restores) monitors after the load;"
+echo "MEASURE serve-load 20 creates in ${lsecs}s; 20x20 commands (20 sandboxes at once) in ${csecs}s"
+result load "$why" "20 sandboxes created (${lsecs}s), 400 commands right (${csecs}s, 20 at once)"
+
+# --- the host limits: past --max-mem a create is refused and nothing starts ---
+echo "STEP serve-limits-mem"
+why=""
+before=$(restores)
+api2 POST /sandboxes '{"templateID":"py"}'
+[ "$code" = 429 ] && echo "$body" | grep -q max-mem || why=" the 21st create (1280M of --max-mem in use) answered $code: $body;"
+[ "$(restores)" = "$before" ] || why="$why the refused create started a monitor;"
+for id in $ids; do
+	api2 DELETE /sandboxes/$id
+	[ "$code" = 204 ] || why="$why delete $id answered $code;"
+done
+api2 POST /sandboxes '{"templateID":"py","timeout":60}'
+[ "$code" = 201 ] || why="$why a create after the deletes answered $code: $body;"
+F=$(sandbox_id)
+api2 DELETE /sandboxes/$F
+kill -TERM $d2pid
+wait $d2pid
+left=$(ls $S2/sandboxes 2>/dev/null | wc -l)
+[ "$left" = 0 ] || why="$why $left records left;"
+result limits-mem "$why" "over --max-mem: 429 naming it, nothing started; room again once deleted"
+
+# --- per-key scoping: --api-keys with two clients; bob gets 404 for alice's sandbox, on REST and envd ---
+echo "STEP serve-keys"
+why=""
+KA=e2b_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+KB=e2b_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
+printf '# clients\nalice %s\nbob %s\n' $KA $KB >$W/keys
+chmod 600 $W/keys
+./dyn/bin/padcell-dyn serve --padcell $PWD/padcell --templates $TD --state-dir /run/pk --listen 127.0.0.1:3002 \
+	--api-keys $W/keys --max-sandboxes 2 >$W/d6.log 2>&1 </dev/null &
+d3pid=$!
+daemon_wait $d3pid $W/d6.log && grep -q '2 API keys' $W/d6.log || why=" the daemon with --api-keys did not start: $(head -c 300 $W/d6.log);"
+[ -e /run/pk/api-key ] && why="$why an api-key was made beside --api-keys;"
+# apik KEY METHOD PATH [BODY]
+apik() { su=$URL sk=$KEY; URL=http://127.0.0.1:3002 KEY=$1; shift; api "$@"; URL=$su KEY=$sk; }
+apik $KA POST /sandboxes '{"templateID":"py","timeout":600,"metadata":{"who":"alice-secret"}}'
+AL=$(sandbox_id)
+[ "$code" = 201 ] && [ -n "$AL" ] || why="$why alice's create answered $code: $body;"
+echo "$body" | grep -q "\"envdAccessToken\":\"$KA\"" || why="$why alice's envd token is not her key: $body;"
+apik $KB GET /sandboxes
+[ "$code" = 200 ] && [ "$body" = "[]" ] || why="$why bob's list: $code $body;"
+apik $KB GET /sandboxes/$AL
+[ "$code" = 404 ] || why="$why bob's get of alice's: $code;"
+echo "$body" | grep -q alice-secret && why="$why bob's 404 shows alice's metadata;"
+apik $KB DELETE /sandboxes/$AL
+[ "$code" = 404 ] || why="$why bob's delete of alice's: $code;"
+apik $KB POST /sandboxes/$AL/pause
+[ "$code" = 404 ] || why="$why bob's pause of alice's: $code;"
+# envd: a file of the template's through alice's token; bob's finds no sandbox
+envd_stat() { # TOKEN: sets code, body
+	code=$(curl_ -o $W/body -w '%{http_code}' -X POST -H "X-Access-Token: $1" -H "E2b-Sandbox-Id: $AL" \
+		-H 'Content-Type: application/json' --data '{"path":"/tmp/setup-file"}' \
+		http://127.0.0.1:3002/filesystem.Filesystem/Stat 2>$W/curl.err)
+	body=$(cat $W/body 2>/dev/null)
+}
+envd_stat $KB
+[ "$code" = 404 ] && echo "$body" | grep -q not_found || why="$why bob's envd Stat in alice's: $code $body;"
+envd_stat $KA
+[ "$code" = 200 ] && echo "$body" | grep -q '"name":"setup-file"' || why="$why alice's envd Stat: $code $body;"
+apik $KA GET /sandboxes/$AL
+[ "$code" = 200 ] && echo "$body" | grep -q alice-secret || why="$why alice's get after bob's tries: $code $body;"
+apik $KA DELETE /sandboxes/$AL
+[ "$code" = 204 ] || why="$why alice's delete: $code;"
+kill -TERM $d3pid
+wait $d3pid
+result keys "$why" "bob: empty list, 404 on get/delete/pause and envd not_found for alice's sandbox; alice: 200 and 204"
 [ "$fails" -eq 0 ]

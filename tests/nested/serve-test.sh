@@ -6,12 +6,14 @@
 # the limits, the daemon's SIGTERM leaving the sandboxes running and a new daemon re-adopting them,
 # pause keeping a file and a background process, a restart re-adopting a paused sandbox, resume and
 # connect, a timeout ending one, DELETE ending another, the key, and a daemon with --pool: a create
-# from the pool, its refill, and SIGTERM ending that daemon and its pool clone (tests/nested/serve-run.sh).
+# from the pool, its refill, and SIGTERM ending that daemon and its pool clone; `template build` with setup
+# commands served by name (--templates), a failing --run leaving nothing; 20 sandboxes at once running 20
+# commands each; --max-mem refusing a create; --api-keys scoping two clients (tests/nested/serve-run.sh).
 # Usage: tests/nested/serve-test.sh [--timeout SEC] [--case-timeout SEC] [--log FILE] [--verbose]
 # Needs: build/padcell-static, build/padcell-dyn, build/kernel/bzImage, build/images/rootfs-min.ext4, curl
 # Exit: 0 all cases passed; 1 a case failed or is missing; l1.sh's 124/125 when L1 itself failed.
 set -euo pipefail
-tier=serve expected=13 timeout_s=600 case_timeout=120
+tier=serve expected=18 timeout_s=1800 case_timeout=180 l1_mem=3072
 . "$(dirname "$0")/tier-lib.sh"
 tier_args "$@"
 

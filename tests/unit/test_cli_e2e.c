@@ -296,6 +296,97 @@ Test(cli_e2e, serve_usage, .timeout = 15)
 	cr_assert(strstr(r.err, "--max-sandboxes") != NULL, "%s", r.err);
 }
 
+/* How many entries dir has (. and .. not counted). */
+static unsigned dir_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	cr_assert_not_null(d, "%s", dir);
+	unsigned n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	closedir(d);
+	return n;
+}
+
+/* template build's argument errors: exit 2, one line, nothing made in the templates directory. */
+Test(cli_e2e, template_build_usage, .timeout = 60)
+{
+	char d[] = "/tmp/padcell-tpl-usage.XXXXXX";
+	cr_assert_not_null(mkdtemp(d));
+	char img[64];
+	snprintf(img, sizeof(img), "%s.img", d);
+	fclose(fopen(img, "w"));
+	struct run r;
+	RUN(&r, "template");
+	assert_usage(&r, "template alone");
+	RUN(&r, "template", "frob", "x");
+	assert_usage(&r, "template frob");
+	RUN(&r, "template", "build");
+	assert_usage(&r, "no name");
+	RUN(&r, "template", "build", "--rootfs", img);
+	assert_usage(&r, "a flag for a name");
+	const char *bad_names[] = { "a/b", ".hidden", "sp ace", "x-123456789-123456789-123456789-123456789-123456789-123456789-1234" };
+	for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+		RUN(&r, "template", "build", (char *)bad_names[i], "--rootfs", img, "--kernel", img, "--dir", d);
+		assert_usage(&r, bad_names[i]);
+		cr_assert(strstr(r.err, "name"), "%s", r.err);
+	}
+	RUN(&r, "template", "build", "x", "--bogus", "--dir", d);
+	assert_usage(&r, "unknown flag");
+	cr_assert(strstr(r.err, "--bogus"), "%s", r.err);
+	RUN(&r, "template", "build", "x", "--run");
+	assert_usage(&r, "--run without a value");
+	RUN(&r, "template", "build", "x", "--rootfs", img, "--kernel", img, "--dir", d, "--run", "");
+	assert_usage(&r, "an empty --run");
+	RUN(&r, "template", "build", "x", "--rootfs", img, "--kernel", img, "--dir", d, "true");
+	assert_usage(&r, "a stray argument");
+	RUN(&r, "template", "build", "x", "--rootfs", "/nonexistent/image.ext4", "--kernel", img, "--dir", d);
+	assert_usage(&r, "missing image");
+	cr_assert(strstr(r.err, "/nonexistent/image.ext4"), "%s", r.err);
+	RUN(&r, "template", "build", "x", "--rootfs", img, "--kernel", "/nonexistent/vmlinuz", "--dir", d);
+	assert_usage(&r, "missing kernel");
+	RUN(&r, "template", "build", "x", "--rootfs", img, "--kernel", img, "--dir", d, "--mem", "banana");
+	assert_usage(&r, "a bad --mem (run's parser)");
+	cr_assert(strstr(r.err, "--mem"), "%s", r.err);
+	cr_assert_eq(dir_entries(d), 0, "nothing made by the refused builds");
+	/* an existing template is kept unless --force */
+	char x[96];
+	snprintf(x, sizeof(x), "%s/x", d);
+	cr_assert_eq(mkdir(x, 0755), 0);
+	RUN(&r, "template", "build", "x", "--rootfs", img, "--kernel", img, "--dir", d);
+	assert_usage(&r, "an existing target");
+	cr_assert(strstr(r.err, "--force"), "%s", r.err);
+	cr_assert_eq(dir_entries(d), 1, "only x");
+	cr_assert_eq(dir_entries(x), 0, "x untouched");
+	rmdir(x);
+	rmdir(d);
+	unlink(img);
+}
+
+/*
+ * A build whose run fails (here the kernel is not one; on a PVM host the cold boot is refused first)
+ * leaves nothing: no template, no half-made build directory beside it.
+ */
+Test(cli_e2e, template_build_failure_leaves_nothing, .timeout = 60)
+{
+	char d[] = "/tmp/padcell-tpl-fail.XXXXXX";
+	cr_assert_not_null(mkdtemp(d));
+	char img[64];
+	snprintf(img, sizeof(img), "%s.img", d);
+	FILE *f = fopen(img, "w");
+	fputs("not a kernel, not an image\n", f);
+	fclose(f);
+	struct run r;
+	RUN(&r, "template", "build", "x", "--rootfs", img, "--kernel", img, "--dir", d, "--run", "echo hi >/tmp/f");
+	cr_assert_neq(r.status, 0, "a bogus kernel built a template: %s", r.out);
+	cr_assert_neq(r.status, -1, "timed out");
+	cr_assert(strstr(r.err, "padcell: "), "%s", r.err);
+	cr_assert_eq(dir_entries(d), 0, "left behind in %s (stderr: %s)", d, r.err);
+	rmdir(d);
+	unlink(img);
+}
+
 Test(cli_e2e, unknown_flag, .timeout = 15)
 {
 	struct run r;

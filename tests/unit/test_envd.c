@@ -26,6 +26,13 @@
 #include "tests/unit/agent_harness.h"
 
 #define KEY "pc_0123456789abcdef0123456789abcdef01234567"
+/* The daemon's one key (the generated api-key's case), as serve_api_handle and envd take keys. */
+static const struct serve_keys *keys1(void)
+{
+	static struct serve_keys k;
+	serve_keys_one(&k, KEY);
+	return &k;
+}
 
 static int fk_start(void *ctx, const struct serve_template *tp, struct serve_sandbox *sb,
 		    int (*launched)(void *arg, const struct serve_sandbox *sb), void *arg, char *err, size_t errlen)
@@ -93,7 +100,7 @@ static void call(const char *method, const char *path, const char *ct, const cha
 		.method = method, .path = path, .sandbox_id = sid, .token = KEY, .content_type = ct,
 		.file_path = file_path, .body = body, .len = len < 0 ? (body ? strlen(body) : 0) : (size_t)len,
 	};
-	envd_handle(&T, &D, KEY, &rq, rp);
+	envd_handle(&T, &D, keys1(), &rq, rp);
 }
 
 static json_t *reply_json(const struct envd_reply *rp)
@@ -192,7 +199,7 @@ static void bad(const char *method, const char *path, const char *ct, const char
 		.body = body, .len = len < 0 ? strlen(body) : (size_t)len,
 	};
 	struct envd_reply rp;
-	envd_handle(&T, &nd, KEY, &rq, &rp);
+	envd_handle(&T, &nd, keys1(), &rq, &rp);
 	expect_error(&rp, status, code);
 	free(rp.body);
 }
@@ -278,7 +285,7 @@ Test(envd_bad, process_calls_refused_before_the_agent, .init = setup, .fini = te
 	struct envd_request rq = {.method = "POST", .path = ss, .sandbox_id = sid, .token = KEY, .content_type = j,
 				  .body = "{}", .len = 2, .overflow = true};
 	struct envd_reply rp;
-	envd_handle(&T, &nd, KEY, &rq, &rp);
+	envd_handle(&T, &nd, keys1(), &rq, &rp);
 	expect_error(&rp, 429, "resource_exhausted");
 	free(rp.body);
 }
@@ -336,7 +343,7 @@ Test(envd_bad, input_calls_refused_before_the_agent, .init = setup, .fini = tear
 		struct envd_request rq = {.method = "POST", .path = paths[i], .sandbox_id = sid, .token = KEY,
 					  .content_type = j, .body = "{}", .len = 2, .overflow = true};
 		struct envd_reply rp;
-		envd_handle(&T, &nd, KEY, &rq, &rp);
+		envd_handle(&T, &nd, keys1(), &rq, &rp);
 		expect_error(&rp, 429, "resource_exhausted");
 		free(rp.body);
 	}
@@ -388,7 +395,7 @@ Test(envd_bad, start_missing_sandbox_ends_the_stream, .init = setup, .fini = tea
 	struct envd_request rq = {.method = "POST", .path = "/process.Process/Start", .sandbox_id = "igone",
 				  .token = KEY, .content_type = "application/connect+json", .body = buf, .len = len};
 	struct envd_reply rp;
-	envd_handle(&T, &nd, KEY, &rq, &rp);
+	envd_handle(&T, &nd, keys1(), &rq, &rp);
 	const char *code;
 	json_t *m = stream_parse(&rp, &code);
 	cr_assert_eq(json_array_size(m), 0);
@@ -412,7 +419,7 @@ Test(envd_bad, connect_bad_selector_ends_the_stream, .init = setup, .fini = tear
 					  .token = KEY, .content_type = "application/connect+json", .body = buf,
 					  .len = len};
 		struct envd_reply rp;
-		envd_handle(&T, &nd, KEY, &rq, &rp);
+		envd_handle(&T, &nd, keys1(), &rq, &rp);
 		const char *code;
 		json_t *m = stream_parse(&rp, &code);
 		cr_assert_eq(json_array_size(m), 0);
@@ -521,7 +528,7 @@ Test(envd_agent, command_timeout, .init = setup, .fini = teardown, .timeout = 60
 				  .content_type = "application/connect+json", .timeout_ms = "300", .body = buf,
 				  .len = len};
 	struct envd_reply rp;
-	envd_handle(&T, &D, KEY, &rq, &rp);
+	envd_handle(&T, &D, keys1(), &rq, &rp);
 	const char *ec;
 	json_t *m = stream_parse(&rp, &ec);
 	cr_assert_str_eq(ec, "deadline_exceeded");
@@ -623,7 +630,7 @@ struct live_call {
 static void *live_thread(void *arg)
 {
 	struct live_call *l = arg;
-	envd_handle_live(&T, &D, KEY, &l->rq, l->fd, &l->rp);
+	envd_handle_live(&T, &D, keys1(), &l->rq, l->fd, &l->rp);
 	close(l->fd);
 	return NULL;
 }
@@ -900,16 +907,16 @@ Test(envd_agent, health, .init = setup, .fini = teardown, .timeout = 60)
 	cr_assert_null(rp.body);
 	struct envd_dialer down = {.dial = down_dial};
 	struct envd_request rq = {.method = "GET", .path = "/health", .sandbox_id = sid, .token = KEY};
-	envd_handle(&T, &down, KEY, &rq, &rp);
+	envd_handle(&T, &down, keys1(), &rq, &rp);
 	cr_assert_eq(rp.status, 502);
 	free(rp.body);
 	struct envd_dialer nd = {.dial = no_dial};
 	rq.sandbox_id = "inosuchsandbox000000";
-	envd_handle(&T, &nd, KEY, &rq, &rp);
+	envd_handle(&T, &nd, keys1(), &rq, &rp);
 	cr_assert_eq(rp.status, 502);
 	free(rp.body);
 	rq.sandbox_id = NULL;
-	envd_handle(&T, &nd, KEY, &rq, &rp);
+	envd_handle(&T, &nd, keys1(), &rq, &rp);
 	cr_assert_eq(rp.status, 502);
 	free(rp.body);
 	bad("GET", "/health", NULL, "", 0, sid, "wrong", 401, "unauthenticated");
@@ -1054,4 +1061,43 @@ Test(envd_agent, pty_size_and_resize, .init = setup, .fini = teardown, .timeout 
 	pthread_join(th, NULL);
 	close(rd);
 	free(buf);
+}
+
+/* With several keys a sandbox is its creator's: another key's token finds no sandbox (not_found), its own works. */
+Test(envd_scope, a_foreign_token_is_not_found, .init = setup, .fini = teardown)
+{
+	struct serve_keys ks = {.n = 2};
+	snprintf(ks.k[0].name, sizeof(ks.k[0].name), "alice");
+	snprintf(ks.k[0].key, sizeof(ks.k[0].key), "e2b_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	snprintf(ks.k[1].name, sizeof(ks.k[1].name), "bob");
+	snprintf(ks.k[1].key, sizeof(ks.k[1].key), "e2b_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+	struct serve_sandbox s;
+	char err[512];
+	cr_assert_eq(serve_create_owned(&T, "alice", "base", 60, NULL, NULL, &s, err, sizeof(err)), 0, "%s", err);
+	char body[128];
+	snprintf(body, sizeof(body), "{\"path\":\"%s\"}", work);
+	struct envd_request rq = {.method = "POST", .path = "/filesystem.Filesystem/Stat", .sandbox_id = s.id,
+				  .token = ks.k[1].key, .content_type = "application/json", .body = body, .len = strlen(body)};
+	struct envd_reply rp;
+	envd_handle(&T, &D, &ks, &rq, &rp);
+	expect_error(&rp, 404, "not_found");
+	free(rp.body);
+	rq.method = "GET";
+	rq.path = "/health";
+	envd_handle(&T, &D, &ks, &rq, &rp);
+	cr_assert_eq(rp.status, 502, "bob's health of alice's sandbox: %u", rp.status);
+	free(rp.body);
+	/* the sandbox of the single-key daemon (owner "") is no key's of these */
+	rq.method = "POST";
+	rq.path = "/filesystem.Filesystem/Stat";
+	rq.sandbox_id = sid;
+	rq.token = ks.k[0].key;
+	envd_handle(&T, &D, &ks, &rq, &rp);
+	expect_error(&rp, 404, "not_found");
+	free(rp.body);
+	rq.sandbox_id = s.id;
+	envd_handle(&T, &D, &ks, &rq, &rp);
+	cr_assert_eq(rp.status, 200, "alice's own: %u %.*s", rp.status, (int)rp.len, rp.body);
+	free(rp.body);
+	serve_sandbox_put(&s);
 }

@@ -28,6 +28,13 @@
 #include "vmm/util.h"
 
 #define KEY "pc_0123456789abcdef0123456789abcdef01234567"
+/* The daemon's one key (the generated api-key's case), as serve_api_handle and envd take keys. */
+static const struct serve_keys *keys1(void)
+{
+	static struct serve_keys k;
+	serve_keys_one(&k, KEY);
+	return &k;
+}
 
 struct fake {
 	int starts, stops;
@@ -611,7 +618,7 @@ static struct serve_reply call(const char *method, const char *path, const char 
 	struct serve_request rq = { .method = method, .path = path, .api_key = key, .body = body,
 				    .len = body ? strlen(body) : 0 };
 	struct serve_reply rp;
-	serve_api_handle(&T, KEY, &rq, &rp);
+	serve_api_handle(&T, keys1(), &rq, &rp);
 	return rp;
 }
 
@@ -698,11 +705,11 @@ Test(serve_api, oversized_bodies_are_413)
 	struct serve_request rq = { .method = "POST", .path = "/sandboxes", .api_key = KEY, .body = "{}",
 				    .len = SERVE_BODY_MAX + 1 };
 	struct serve_reply rp;
-	serve_api_handle(&T, KEY, &rq, &rp);
+	serve_api_handle(&T, keys1(), &rq, &rp);
 	json_decref(reply_json(&rp, 413));
 	rq.len = 2;
 	rq.overflow = true;
-	serve_api_handle(&T, KEY, &rq, &rp);
+	serve_api_handle(&T, keys1(), &rq, &rp);
 	json_decref(reply_json(&rp, 413));
 	cr_assert_eq(F.starts, 0);
 	table_down();
@@ -870,6 +877,215 @@ Test(serve_cli, templates)
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
 	cr_assert_eq(system(cmd), 0);
+}
+
+/* A fake template directory tdir/name: a snapshot header of mem MiB and cpus, and a mem file (want_mem). */
+static void fake_template(const char *tdir, const char *name, unsigned mib, unsigned cpus, bool want_mem)
+{
+	char p[256];
+	snprintf(p, sizeof(p), "%s/%s", tdir, name);
+	cr_assert_eq(mkdir(p, 0755), 0, "%s", p);
+	snprintf(p, sizeof(p), "%s/%s/state", tdir, name);
+	struct snap_header h = { .version = SNAP_VERSION, .header_size = sizeof(h), .mem_size = (uint64_t)mib << 20,
+				 .ncpus = cpus };
+	memcpy(h.magic, SNAP_MAGIC, sizeof(h.magic));
+	FILE *f = fopen(p, "w");
+	cr_assert_not_null(f);
+	fwrite(&h, sizeof(h), 1, f);
+	fclose(f);
+	if (want_mem) {
+		snprintf(p, sizeof(p), "%s/%s/mem", tdir, name);
+		fclose(fopen(p, "w"));
+	}
+}
+
+struct skipped {
+	unsigned n;
+	char last[512];
+};
+static void note_skip(void *arg, const char *line)
+{
+	struct skipped *s = arg;
+	s->n++;
+	snprintf(s->last, sizeof(s->last), "%s", line);
+}
+
+/* The templates directory template build fills: by name, in order; builds under way, broken ones and names given already left out. */
+Test(serve_cli, templates_directory_scan)
+{
+	char d[] = "/tmp/padcell-serve-tpls.XXXXXX";
+	cr_assert_not_null(mkdtemp(d));
+	struct serve_template t[4];
+	size_t n = 0;
+	struct skipped sk = { 0 };
+	char why[512], p[256];
+	snprintf(p, sizeof(p), "%s/none", d);
+	cr_assert_eq(serve_templates_scan(p, t, &n, 4, note_skip, &sk, why, sizeof(why)), -ENOENT);
+	cr_assert_eq(n, 0);
+	fake_template(d, "py", 128, 1, true);
+	fake_template(d, "base", 256, 2, true);
+	fake_template(d, ".py.Ab12Cd", 64, 1, true);   /* a build under way: never looked at */
+	fake_template(d, "half", 64, 1, false);        /* no mem: skipped, said */
+	snprintf(p, sizeof(p), "%s/bad name", d);
+	cr_assert_eq(mkdir(p, 0755), 0);
+	/* an explicit --template base=... given first wins over the directory's base */
+	snprintf(t[0].name, sizeof(t[0].name), "base");
+	t[0].mem_bytes = 1;
+	n = 1;
+	cr_assert_eq(serve_templates_scan(d, t, &n, 4, note_skip, &sk, why, sizeof(why)), 0, "%s", why);
+	cr_assert_eq(n, 2, "taken: %zu", n);
+	cr_assert_eq(t[0].mem_bytes, 1, "the explicit base kept");
+	cr_assert_str_eq(t[1].name, "py");
+	cr_assert_eq(t[1].mem_bytes, 128ull << 20);
+	cr_assert_eq(t[1].cpus, 1);
+	snprintf(p, sizeof(p), "%s/py", d);
+	cr_assert_str_eq(t[1].dir, p);
+	cr_assert_eq(sk.n, 2, "skipped %u (last: %s)", sk.n, sk.last);
+	/* more templates than room: refused, not cut silently */
+	n = 0;
+	cr_assert_eq(serve_templates_scan(d, t, &n, 1, note_skip, &sk, why, sizeof(why)), -E2BIG);
+	cr_assert(strstr(why, "more than 1"), "%s", why);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
+	cr_assert_eq(system(cmd), 0);
+}
+
+/* ---- per-key scoping (--api-keys) ---------------------------------------------------------------- */
+
+#define KEY_A "e2b_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define KEY_B "e2b_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+static struct serve_reply call_keys(const struct serve_keys *ks, const char *method, const char *path, const char *key,
+				    const char *body)
+{
+	struct serve_request rq = { .method = method, .path = path, .api_key = key, .body = body,
+				    .len = body ? strlen(body) : 0 };
+	struct serve_reply rp;
+	serve_api_handle(&T, ks, &rq, &rp);
+	return rp;
+}
+
+static unsigned status_keys(const struct serve_keys *ks, const char *method, const char *path, const char *key,
+			    const char *body, char **out)
+{
+	struct serve_reply rp = call_keys(ks, method, path, key, body);
+	if (out)
+		*out = rp.body;
+	else
+		free(rp.body);
+	return rp.status;
+}
+
+/* Writes text to a fresh file in dir with mode; its path in out. */
+static void keys_file(const char *text, mode_t mode, char *out, size_t len)
+{
+	snprintf(out, len, "%s/keys", dir);
+	unlink(out);
+	int fd = open(out, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	cr_assert_eq(chmod(out, mode), 0);
+}
+
+Test(serve_keys, the_keys_file_parsed_and_checked)
+{
+	table_up(2, 0);
+	char p[256], err[512];
+	struct serve_keys ks;
+	keys_file("# two clients\n\nalice " KEY_A "\nbob " KEY_B "\n", 0600, p, sizeof(p));
+	cr_assert_eq(serve_keys_load(p, &ks, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(ks.n, 2);
+	cr_assert_str_eq(ks.k[0].name, "alice");
+	cr_assert_str_eq(ks.k[1].key, KEY_B);
+	cr_assert_eq(serve_keys_find(&ks, KEY_B), &ks.k[1]);
+	cr_assert_null(serve_keys_find(&ks, "e2b_cccccccccccccccccccccccccccccccccccccccc"));
+	cr_assert_null(serve_keys_find(&ks, NULL));
+	cr_assert_null(serve_keys_find(&ks, KEY_A "x"), "a longer key is another key");
+	keys_file("alice " KEY_A "\n", 0644, p, sizeof(p));
+	cr_assert_eq(serve_keys_load(p, &ks, err, sizeof(err)), -EPERM, "a file others can read");
+	cr_assert(strstr(err, "0600"), "%s", err);
+	const char *bad[] = {
+		"alice\n", "alice short\n", "al/ice " KEY_A "\n", " " KEY_A "\n",
+		"alice " KEY_A "\nalice " KEY_B "\n", "alice " KEY_A "\nbob " KEY_A "\n", "# none\n",
+		"alice e2b_aaaaaaaa\taaaaaaaaaaaaaaaa\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		keys_file(bad[i], 0600, p, sizeof(p));
+		cr_assert_eq(serve_keys_load(p, &ks, err, sizeof(err)), -EINVAL, "accepted: %s", bad[i]);
+		cr_assert(strstr(err, p), "the file is named: %s", err);
+	}
+	snprintf(p, sizeof(p), "%s/no-such-keys", dir);
+	cr_assert_eq(serve_keys_load(p, &ks, err, sizeof(err)), -ENOENT);
+	table_down();
+}
+
+/* Each key sees only its own sandboxes: another's is a missing one (404) on every route, its data never shown. */
+Test(serve_keys, a_foreign_key_gets_404_and_nothing_of_it)
+{
+	table_up(4, 0);
+	struct serve_keys ks = { .n = 2 };
+	snprintf(ks.k[0].name, sizeof(ks.k[0].name), "alice");
+	snprintf(ks.k[0].key, sizeof(ks.k[0].key), KEY_A);
+	snprintf(ks.k[1].name, sizeof(ks.k[1].name), "bob");
+	snprintf(ks.k[1].key, sizeof(ks.k[1].key), KEY_B);
+	char *body;
+	cr_assert_eq(status_keys(&ks, "POST", "/sandboxes", KEY_A, "{\"templateID\":\"base\",\"timeout\":60,"
+				 "\"metadata\":{\"secret\":\"alice-only\"}}", &body), 201, "%s", body);
+	json_t *j = json_loads(body, 0, NULL);
+	free(body);
+	char id[SERVE_ID_LEN + 1], path[128];
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(j, "sandboxID")));
+	cr_assert_str_eq(json_string_value(json_object_get(j, "envdAccessToken")), KEY_A, "the creator's key is its token");
+	json_decref(j);
+	/* the record names its owner, so a restarted daemon keeps the scoping */
+	struct serve_sandbox s;
+	cr_assert_eq(serve_get(&T, id, &s), 0);
+	cr_assert_str_eq(s.owner, "alice");
+	serve_sandbox_put(&s);
+	cr_assert_eq(serve_get_owned(&T, "bob", id, &s), -ENOENT);
+
+	cr_assert_eq(status_keys(&ks, "GET", "/sandboxes", KEY_B, NULL, &body), 200);
+	cr_assert_str_eq(body, "[]", "bob's list shows alice's: %s", body);
+	free(body);
+	cr_assert_eq(status_keys(&ks, "GET", "/v2/sandboxes", KEY_B, NULL, &body), 200);
+	cr_assert(!strstr(body, id) && !strstr(body, "alice-only"), "%s", body);
+	free(body);
+	snprintf(path, sizeof(path), "/sandboxes/%s", id);
+	cr_assert_eq(status_keys(&ks, "GET", path, KEY_B, NULL, &body), 404);
+	cr_assert(!strstr(body, "alice-only") && !strstr(body, "base"), "%s", body);
+	free(body);
+	const char *posts[] = { "timeout", "refreshes", "pause", "resume", "connect" };
+	for (size_t i = 0; i < sizeof(posts) / sizeof(posts[0]); i++) {
+		snprintf(path, sizeof(path), "/sandboxes/%s/%s", id, posts[i]);
+		cr_assert_eq(status_keys(&ks, "POST", path, KEY_B, "{\"timeout\":1}", NULL), 404, "%s", posts[i]);
+	}
+	snprintf(path, sizeof(path), "/v2/sandboxes/%s/connect", id);
+	cr_assert_eq(status_keys(&ks, "POST", path, KEY_B, "{\"timeout\":1}", NULL), 404);
+	snprintf(path, sizeof(path), "/sandboxes/%s", id);
+	cr_assert_eq(status_keys(&ks, "DELETE", path, KEY_B, NULL, NULL), 404);
+	/* nothing bob did reached it: running, its deadline as alice set it */
+	cr_assert_eq(serve_get(&T, id, &s), 0);
+	cr_assert_eq(s.state, SERVE_RUNNING);
+	cr_assert_eq(s.deadline, F.now + 60);
+	serve_sandbox_put(&s);
+	cr_assert_eq(status_keys(&ks, "GET", path, KEY_A, NULL, &body), 200);
+	cr_assert(strstr(body, "alice-only"), "%s", body);
+	free(body);
+	cr_assert_eq(status_keys(&ks, "GET", "/sandboxes", KEY_A, NULL, &body), 200);
+	cr_assert(strstr(body, id), "%s", body);
+	free(body);
+	/* bob's own sandbox is bob's; each list has one */
+	cr_assert_eq(status_keys(&ks, "POST", "/sandboxes", KEY_B, "{\"templateID\":\"base\"}", NULL), 201);
+	cr_assert_eq(status_keys(&ks, "GET", "/sandboxes", KEY_B, NULL, &body), 200);
+	j = json_loads(body, 0, NULL);
+	free(body);
+	cr_assert_eq(json_array_size(j), 1);
+	cr_assert_str_neq(json_string_value(json_object_get(json_array_get(j, 0), "sandboxID")), id);
+	json_decref(j);
+	cr_assert_eq(status_keys(&ks, "DELETE", path, KEY_A, NULL, NULL), 204);
+	cr_assert_eq(status_keys(&ks, "GET", "/sandboxes", "e2b_cccccccccccccccccccccccccccccccccccccccc", NULL, NULL), 401);
+	table_down();
 }
 
 /* ---- child processes (vmm/proc.c) -------------------------------------------------------------- */
@@ -1290,7 +1506,7 @@ static struct serve_reply call_q(const char *path, const struct serve_query_arg 
 	struct serve_request rq = { .method = "GET", .path = path, .api_key = KEY, .query = q, .nquery = n,
 				    .query_overflow = overflow };
 	struct serve_reply rp;
-	serve_api_handle(&T, KEY, &rq, &rp);
+	serve_api_handle(&T, keys1(), &rq, &rp);
 	return rp;
 }
 

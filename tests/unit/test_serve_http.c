@@ -20,6 +20,13 @@
 #include "vmm/serve/table.h"
 
 #define KEY "pc_httptestkey0123456789abcdef"
+/* The daemon's one key (the generated api-key's case), as serve_api_handle and envd take keys. */
+static const struct serve_keys *keys1(void)
+{
+	static struct serve_keys k;
+	serve_keys_one(&k, KEY);
+	return &k;
+}
 
 static int starts;
 
@@ -59,7 +66,7 @@ static void up(void)
 	char err[256];
 	cr_assert_eq(serve_table_init(&T, dir, &lim, &tmpl, 1, &sp, &clk, err, sizeof(err)), 0, "%s", err);
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	H = serve_http_start(&T, KEY, &a, &port, err, sizeof(err));
+	H = serve_http_start(&T, keys1(), &a, &port, err, sizeof(err));
 	cr_assert_not_null(H, "%s", err);
 	cr_assert_neq(port, 0);
 }

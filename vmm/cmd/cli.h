@@ -119,6 +119,10 @@ struct run_opts {
 	const char *from;          /* --from DIR: restore a snapshot instead of booting */
 	const char *snapshot_dir;  /* --snapshot-when-ready DIR */
 	bool allow_pvm;            /* --allow-pvm: cold-boot even on a PVM host (refused there otherwise) */
+	/* template build's setup commands (never set by cli_parse_run): each `sh -c CMD` once the agent is
+	 * ready, in order, before the snapshot; the first that fails ends the run with its code */
+	const char *const *setup;
+	unsigned nsetup;
 	char **argv;               /* the command after "--"; NULL when none was given */
 	int argc;
 };

@@ -18,6 +18,7 @@ int cmd_attach(int argc, char **argv);   /* procs.c */
 int cmd_kill(int argc, char **argv);     /* procs.c */
 int cmd_mcp(int argc, char **argv);      /* mcp.c: the MCP server (vmm/mcp/) */
 int cmd_serve(int argc, char **argv);    /* serve.c (a dynamic build), else vmm/serve/stub.c */
+int cmd_template(int argc, char **argv); /* template.c: template build */
 int cmd_restore(int argc, char **argv);  /* restore.c */
 int cmd_snapshot(int argc, char **argv); /* snapshot.c */
 int cmd_pause_resume(int argc, char **argv); /* snapshot.c: "pause", "resume" or "status" */

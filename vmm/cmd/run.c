@@ -382,6 +382,62 @@ static int snapshot_to_dir(struct vm *vm, const char *dir, char *err, size_t err
 	return 0;
 }
 
+/*
+ * template build's setup: each command as `sh -c CMD` with the run's env, cwd, user and per-command
+ * --timeout, its output streamed to ours.  The first uses the ready connection c (its HELLO read);
+ * the agent ends a connection after EXIT, so each further one, and the final check that the agent
+ * listens again (the snapshot comes next), connect anew.  A command that fails sets *code to its
+ * exit code, says so in one line and leaves err empty; a connection failure sets err.
+ */
+static int run_setup(struct run *r, struct agent_conn *c, int *code, char *err, size_t errlen)
+{
+	err[0] = '\0';
+	for (unsigned i = 0; i <= r->o.nsetup; i++) {
+		int rc;
+		if (i > 0) {
+			struct agent_hello h;
+			agent_conn_init(c, -1, r->sig_fd, r->vm->stop_efd);
+			if ((rc = agent_conn_open(c, r->vsock_path, AGENT_PORT, AGENT_REPLY_MS, err, errlen)) ||
+			    (rc = agent_conn_hello(c, now_ms() + AGENT_REPLY_MS, &h, err, errlen))) {
+				if (c->fd >= 0)
+					close(c->fd);
+				c->fd = -1;
+				*code = run_conn_code(r, c, rc, err, errlen);
+				return rc;
+			}
+		}
+		if (i == r->o.nsetup) {
+			close(c->fd); /* the agent listens again: nothing of the setup is running */
+			c->fd = -1;   /* run_main's later close(conn.fd) must not close a reused number */
+			return 0;
+		}
+		const char *cmd = r->o.setup[i];
+		char *argv[] = { (char *)"/bin/sh", (char *)"-c", (char *)cmd, NULL };
+		struct agent_exec_req req = { .argv = argv, .env = (char *const *)r->o.env, .cwd = r->o.cwd,
+					      .user = r->o.user, .timeout_ms = r->o.timeout * 1000u, .stdin_fd = -1 };
+		struct agent_exec_result res;
+		fprintf(stderr, "padcell: template build: [%u/%u] %s\n", i + 1, r->o.nsetup, cmd);
+		rc = agent_conn_exec(c, &req, STDOUT_FILENO, STDERR_FILENO, &res, err, errlen);
+		close(c->fd);
+		c->fd = -1;
+		if (rc) {
+			*code = run_conn_code(r, c, rc, err, errlen);
+			return rc;
+		}
+		if (res.how == AGENT_EXITED && res.code == 0)
+			continue;
+		*code = res.how == AGENT_EXITED ? res.code : res.how == AGENT_SIGNALED ? 128 + res.code
+			: res.how == AGENT_TIMEDOUT ? EXIT_CMD_TIMEOUT : EXIT_RUN_FAILED;
+		char shown[200];
+		text_escape(shown, sizeof(shown), cmd, strlen(cmd), 0); /* long ones end in "..." */
+		fprintf(stderr, "padcell: template build: setup command %u (%s) %s %d; nothing was built\n", i + 1, shown,
+			res.how == AGENT_EXITED ? "exited with code" : res.how == AGENT_SIGNALED ? "was killed by signal"
+			: "timed out (--timeout), exit", res.how == AGENT_TIMEDOUT ? *code : res.code);
+		return -ECANCELED;
+	}
+	return 0;
+}
+
 /* --from DIR: the VM is DIR/state + DIR/mem (copy-on-write), its vsock device on our path. */
 static int run_restore(struct run *r, char *err, size_t errlen)
 {
@@ -577,7 +633,8 @@ static int run_main(struct run *r)
 		if (conn.fd < 0)
 			goto fail;
 	}
-	run_unname(r);
+	if (!r->o.nsetup)
+		run_unname(r); /* setup commands connect again, by name */
 	struct agent_hello hello;
 	if (wait_event(r, conn.fd, boot_deadline, &code, err, sizeof(err)))
 		goto fail_conn;
@@ -591,6 +648,12 @@ static int run_main(struct run *r)
 		fprintf(stderr, "padcell: agent ready %.1f ms after start (VM running at %.1f ms; in the guest %u ms after boot)\n",
 			r->t_ready - r->t_start, r->t_vm - r->t_start, hello.ready_ms);
 
+	if (r->o.nsetup) {
+		rc = run_setup(r, &conn, &code, err, sizeof(err));
+		run_unname(r);
+		if (rc)
+			goto fail_setup;
+	}
 	if (r->o.snapshot_dir) {
 		double t0 = now_ms();
 		if (snapshot_to_dir(r->vm, r->o.snapshot_dir, err, sizeof(err)))
@@ -635,6 +698,12 @@ out: {
 		fprintf(stderr, "padcell: teardown %.1f ms, total %.1f ms\n", now_ms() - t0, now_ms() - r->t_start);
 	return code;
 }
+fail_setup:
+	if (!err[0]) { /* the command's own failure, said already: no console tail */
+		run_cleanup(r);
+		return code;
+	}
+	goto fail;
 fail_conn:
 	close(conn.fd);
 fail:
@@ -651,6 +720,11 @@ fail_quiet_console:
 
 int cmd_run(int argc, char **argv)
 {
+	return run_with_setup(argc, argv, NULL, 0);
+}
+
+int run_with_setup(int argc, char **argv, const char *const *setup, unsigned nsetup)
+{
 	struct run r;
 	char err[512];
 	memset(&r, 0, sizeof(r));
@@ -660,6 +734,8 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "padcell: %s\n", err);
 		return EXIT_USAGE;
 	}
+	r.o.setup = setup;
+	r.o.nsetup = nsetup;
 	char kernel[PATH_MAX], rootfs[PATH_MAX], cmdline[LAYOUT_CMDLINE_MAX];
 	int code = EXIT_USAGE;
 	/*

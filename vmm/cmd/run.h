@@ -8,6 +8,12 @@
 int run_default_file(const char *env, const char *name, char *out, size_t outlen, char *err, size_t errlen);
 
 /*
+ * cmd_run with setup commands (template build): argv as `padcell run` takes it; each setup[i] runs
+ * as `sh -c` once the agent is ready, before --snapshot-when-ready's snapshot.  The exit code.
+ */
+int run_with_setup(int argc, char **argv, const char *const *setup, unsigned nsetup);
+
+/*
  * boot --snapshot-when-ready DIR: a thread that waits for the agent's ready call on the VM's
  * vsock PATH_<AGENT_PORT>, then pauses the VM, writes DIR/state and DIR/mem, and resumes it.
  * The caller's HELLO must come within AGENT_FRAME_MS, and ready_snap_finish ends any wait of the

@@ -30,7 +30,7 @@
 #define SERVE_TEMPLATES_MAX 32
 #define SERVE_TICK_MS       500 /* how often timeouts and dead sandboxes are looked at */
 
-enum { S_LISTEN = 256, S_STATE_DIR, S_MAX_SB, S_MAX_MEM, S_TEMPLATE, S_READY_TIMEOUT, S_PADCELL, S_VERBOSE, S_POOL };
+enum { S_LISTEN = 256, S_STATE_DIR, S_MAX_SB, S_MAX_MEM, S_TEMPLATE, S_READY_TIMEOUT, S_PADCELL, S_VERBOSE, S_POOL, S_TEMPLATES, S_API_KEYS };
 
 static double wall_now(void *ctx)
 {
@@ -87,16 +87,10 @@ static int usage(const char *fmt, const char *a)
 	return EXIT_USAGE;
 }
 
-/* The default state directory: per user, under the runtime directory (sandboxes do not outlive a reboot). */
-static void default_state_dir(char *out, size_t len)
+/* A template directory entry that is not one: said, and the daemon starts without it. */
+static void template_skipped(void *arg, const char *line)
 {
-	const char *rt = getenv("XDG_RUNTIME_DIR");
-	if (geteuid() == 0)
-		snprintf(out, len, "/run/padcell-serve");
-	else if (rt && *rt == '/' && strlen(rt) < 40)
-		snprintf(out, len, "%s/padcell-serve", rt);
-	else
-		snprintf(out, len, "/tmp/padcell-serve-%u", (unsigned)geteuid());
+	fprintf(stderr, "padcell: serve: warning: --templates: skipped %s\n", line);
 }
 
 int cmd_serve(int argc, char **argv)
@@ -111,6 +105,8 @@ int cmd_serve(int argc, char **argv)
 		{ "padcell", required_argument, NULL, S_PADCELL },
 		{ "verbose", no_argument, NULL, S_VERBOSE },
 		{ "pool", required_argument, NULL, S_POOL },
+		{ "templates", required_argument, NULL, S_TEMPLATES },
+		{ "api-keys", required_argument, NULL, S_API_KEYS },
 		{ 0 },
 	};
 	static struct serve_template tmpl[SERVE_TEMPLATES_MAX];
@@ -121,12 +117,14 @@ int cmd_serve(int argc, char **argv)
 	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(SERVE_DEFAULT_PORT),
 				    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	char state_dir[PATH_MAX];
-	default_state_dir(state_dir, sizeof(state_dir));
+	serve_default_state_dir(state_dir, sizeof(state_dir));
 	struct serve_limits lim = { .max_sandboxes = 16 };
 	bool mem_given = false;
 	struct serve_spawn_opts so = { .ready_timeout = CLI_DEFAULT_BOOT_TIMEOUT };
 	char why[PATH_MAX + 200];
 	static char monitor[PATH_MAX];
+	static char templates_dir[PATH_MAX];
+	const char *keys_file = NULL;
 	opterr = 0;
 	optind = 1;
 	int c;
@@ -171,6 +169,12 @@ int cmd_serve(int argc, char **argv)
 			so.padcell = monitor;
 			break;
 		case S_VERBOSE: so.verbose = true; break;
+		case S_API_KEYS: keys_file = optarg; break;
+		case S_TEMPLATES:
+			if (!*optarg || strlen(optarg) >= sizeof(templates_dir))
+				return usage("--templates '%s': expected a directory", optarg);
+			snprintf(templates_dir, sizeof(templates_dir), "%s", optarg);
+			break;
 		case S_POOL:
 			/* resolved once every --template is known */
 			if (npool == SERVE_TEMPLATES_MAX)
@@ -183,9 +187,20 @@ int cmd_serve(int argc, char **argv)
 	}
 	if (optind < argc)
 		return usage("unexpected argument '%s'", argv[optind]);
+	/* the templates built by `padcell template build`: --templates DIR, or STATE/templates when it exists */
+	bool templates_given = templates_dir[0] != '\0';
+	if (!templates_given &&
+	    snprintf(templates_dir, sizeof(templates_dir), "%s/" SERVE_TEMPLATES_SUBDIR, state_dir) >= (int)sizeof(templates_dir))
+		return usage("--state-dir '%s': too long", state_dir);
+	int src = serve_templates_scan(templates_dir, tmpl, &ntmpl, SERVE_TEMPLATES_MAX, template_skipped, NULL, why,
+				       sizeof(why));
+	if (src == -ENOENT && templates_given)
+		return usage("--templates '%s': no such directory", templates_dir);
+	if (src && src != -ENOENT)
+		return usage("%s", why);
 	if (!ntmpl)
-		return usage("give at least one --template NAME=SNAPSHOT_DIR (a snapshot taken when the agent was ready: "
-			     "run --snapshot-when-ready DIR)%s", "");
+		return usage("no templates: give --template NAME=SNAPSHOT_DIR (a snapshot taken when the agent was ready: "
+			     "run --snapshot-when-ready DIR), or build one into %s (padcell template build NAME)", templates_dir);
 	for (size_t i = 0; i < npool; i++) {
 		const char *a = pool_arg[i], *eq = strchr(a, '=');
 		size_t n = eq ? (size_t)(eq - a) : 0;
@@ -196,7 +211,7 @@ int cmd_serve(int argc, char **argv)
 		if (!eq || cli_parse_uint(eq + 1, 1, 4096, &pool[i].size))
 			return usage("--pool '%s': expected TEMPLATE=N (N clones kept ready, at least 1)", a);
 		if (!pool[i].tmpl)
-			return usage("--pool '%s': no --template has that name", a);
+			return usage("--pool '%s': no template has that name", a);
 		for (size_t k = 0; k < i; k++)
 			if (pool[k].tmpl == pool[i].tmpl)
 				return usage("--pool: the template '%s' is given twice", pool[i].tmpl->name);
@@ -237,13 +252,19 @@ int cmd_serve(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	serve_table_set_pools(&t, pool, npool);
+	/* one key (STATE/api-key, made at the first start), or --api-keys: several, each seeing its own sandboxes */
+	static struct serve_keys keys;
 	static char key[SERVE_KEY_MAX];
-	bool created;
-	if (serve_key_load(state_dir, key, sizeof(key), &created, why, sizeof(why))) {
+	bool created = false;
+	if (keys_file ? serve_keys_load(keys_file, &keys, why, sizeof(why))
+		      : serve_key_load(state_dir, key, sizeof(key), &created, why, sizeof(why))) {
 		fprintf(stderr, "padcell: serve: %s\n", why);
 		serve_table_free(&t);
-		return EXIT_HOST_ERROR;
+		return keys_file ? EXIT_USAGE : EXIT_HOST_ERROR;
 	}
+	if (!keys_file)
+		serve_keys_one(&keys, key);
+	explicit_bzero(key, sizeof(key));
 	unsigned adopted, removed;
 	if (serve_adopt(&t, &adopted, &removed, why, sizeof(why))) {
 		fprintf(stderr, "padcell: serve: %s\n", why);
@@ -251,7 +272,7 @@ int cmd_serve(int argc, char **argv)
 		return EXIT_HOST_ERROR;
 	}
 	unsigned port;
-	struct serve_http *h = serve_http_start(&t, key, &addr, &port, why, sizeof(why));
+	struct serve_http *h = serve_http_start(&t, &keys, &addr, &port, why, sizeof(why));
 	if (!h) {
 		fprintf(stderr, "padcell: serve: %s\n", why);
 		serve_table_free(&t);
@@ -260,7 +281,9 @@ int cmd_serve(int argc, char **argv)
 	char a[INET_ADDRSTRLEN];
 	inet_ntop(AF_INET, &addr.sin_addr, a, sizeof(a));
 	if (created)
-		printf("padcell serve: API key (X-API-Key; shown once, kept in %s/api-key): %s\n", state_dir, key);
+		printf("padcell serve: API key (X-API-Key; shown once, kept in %s/api-key): %s\n", state_dir, keys.k[0].key);
+	if (keys_file)
+		printf("padcell serve: %zu API keys from %s, each seeing only its own sandboxes\n", keys.n, keys_file);
 	if (adopted || removed)
 		printf("padcell serve: re-adopted %u sandbox(es) (running or paused), removed %u dead record(s)\n", adopted,
 		       removed);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "vmm/err.h"
+#include "vmm/serve/serve_cli.h"
 
 void serve_reply_error(struct serve_reply *rp, unsigned status, const char *fmt, ...)
 {
@@ -46,6 +47,87 @@ bool serve_key_ok(const char *want, const char *given)
 	for (size_t i = 0; i < n; i++)
 		d |= (unsigned char)(want[i] ^ (i < m ? given[i] : 0));
 	return d == 0;
+}
+
+void serve_keys_one(struct serve_keys *keys, const char *key)
+{
+	memset(keys, 0, sizeof(*keys));
+	snprintf(keys->k[0].key, sizeof(keys->k[0].key), "%s", key);
+	keys->n = 1;
+}
+
+const struct serve_key *serve_keys_find(const struct serve_keys *keys, const char *given)
+{
+	if (!given)
+		return NULL;
+	const struct serve_key *hit = NULL;
+	for (size_t i = 0; i < keys->n; i++) /* every key is compared: the time says nothing of which matched */
+		if (serve_key_ok(keys->k[i].key, given))
+			hit = &keys->k[i];
+	return hit;
+}
+
+int serve_keys_load(const char *path, struct serve_keys *keys, char *err, size_t errlen)
+{
+	memset(keys, 0, sizeof(*keys));
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return errorf(err, errlen, -errno, "--api-keys %s: %s", path, strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (st.st_mode & 077) || st.st_uid != geteuid()) {
+		close(fd);
+		return errorf(err, errlen, -EPERM, "--api-keys %s must be a regular file of this user, mode 0600", path);
+	}
+	FILE *f = fdopen(fd, "r");
+	if (!f) {
+		close(fd);
+		return errorf(err, errlen, -ENOMEM, "--api-keys %s: out of memory", path);
+	}
+	char line[SERVE_NAME_MAX + SERVE_KEY_MAX + 8];
+	unsigned ln = 0;
+	int rc = 0;
+	while (!rc && fgets(line, sizeof(line), f)) {
+		ln++;
+		size_t n = strlen(line);
+		if (n && line[n - 1] != '\n' && !feof(f)) {
+			rc = errorf(err, errlen, -EINVAL, "--api-keys %s:%u: the line is too long", path, ln);
+			break;
+		}
+		while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+			line[--n] = '\0';
+		if (!n || line[0] == '#')
+			continue;
+		char *sp = strchr(line, ' ');
+		const char *k = sp ? sp + 1 : "";
+		size_t nl = sp ? (size_t)(sp - line) : n, kl = strlen(k);
+		bool key_ok = kl >= 16 && kl < SERVE_KEY_MAX;
+		for (size_t i = 0; key_ok && i < kl; i++)
+			key_ok = k[i] > ' ' && k[i] < 0x7f;
+		if (!sp || !serve_name_valid(line, nl) || !key_ok) {
+			rc = errorf(err, errlen, -EINVAL, "--api-keys %s:%u: expected NAME KEY (a name of letters, digits, "
+				    "'.', '_', '-'; a key of 16 to %d printable characters)", path, ln, SERVE_KEY_MAX - 1);
+			break;
+		}
+		if (keys->n == SERVE_KEYS_MAX) {
+			rc = errorf(err, errlen, -E2BIG, "--api-keys %s: more than %d keys", path, SERVE_KEYS_MAX);
+			break;
+		}
+		*sp = '\0';
+		for (size_t i = 0; i < keys->n; i++)
+			if (!strcmp(keys->k[i].name, line) || !strcmp(keys->k[i].key, k))
+				rc = errorf(err, errlen, -EINVAL, "--api-keys %s:%u: the %s is given twice", path, ln,
+					    !strcmp(keys->k[i].name, line) ? "name" : "key");
+		if (rc)
+			break;
+		snprintf(keys->k[keys->n].name, sizeof(keys->k[0].name), "%s", line);
+		snprintf(keys->k[keys->n].key, sizeof(keys->k[0].key), "%s", k);
+		keys->n++;
+	}
+	explicit_bzero(line, sizeof(line));
+	fclose(f);
+	if (!rc && !keys->n)
+		rc = errorf(err, errlen, -EINVAL, "--api-keys %s: no keys", path);
+	return rc;
 }
 
 /* RFC 3339 in UTC with milliseconds, as E2B's date-time fields. */
@@ -137,7 +219,8 @@ static void reply_sandbox(struct serve_reply *rp, unsigned status, const struct 
 					 SERVE_CLIENT_ID, "envdVersion", ENVD_VERSION, "envdAccessToken", key));
 }
 
-static void create(struct serve_table *t, const char *key, const struct serve_request *rq, struct serve_reply *rp)
+static void create(struct serve_table *t, const struct serve_key *key, const struct serve_request *rq,
+		   struct serve_reply *rp)
 {
 	json_t *body = body_object(rq, true, rp);
 	if (!body)
@@ -159,10 +242,10 @@ static void create(struct serve_table *t, const char *key, const struct serve_re
 	} else {
 		char err[512];
 		struct serve_sandbox s;
-		int rc = serve_create(t, json_string_value(tid), timeout, json_is_object(md) ? md : NULL,
-				      json_is_object(env) ? env : NULL, &s, err, sizeof(err));
+		int rc = serve_create_owned(t, key->name, json_string_value(tid), timeout, json_is_object(md) ? md : NULL,
+					    json_is_object(env) ? env : NULL, &s, err, sizeof(err));
 		if (rc == 0) {
-			reply_sandbox(rp, 201, &s, key);
+			reply_sandbox(rp, 201, &s, key->key);
 			serve_sandbox_put(&s);
 		} else if (rc == -ENOENT || rc == -EINVAL) {
 			serve_reply_error(rp, 400, "%s", err);
@@ -278,7 +361,7 @@ static bool filter_match(const struct list_filter *f, const struct serve_sandbox
 	return true;
 }
 
-static void list(struct serve_table *t, const struct serve_request *rq, struct serve_reply *rp)
+static void list(struct serve_table *t, const char *owner, const struct serve_request *rq, struct serve_reply *rp)
 {
 	struct list_filter f;
 	if (!filter_parse(rq, &f, rp)) {
@@ -294,7 +377,7 @@ static void list(struct serve_table *t, const struct serve_request *rq, struct s
 	}
 	json_t *arr = json_array();
 	for (size_t i = 0; i < n; i++) {
-		if (filter_match(&f, &a[i]))
+		if (!strcmp(a[i].owner, owner) && filter_match(&f, &a[i]))
 			json_array_append_new(arr, sandbox_json(t, &a[i]));
 		serve_sandbox_put(&a[i]);
 	}
@@ -350,7 +433,7 @@ static void pause_(struct serve_table *t, const char *id, struct serve_reply *rp
  * its timeout then set as by /timeout; 201 when it was paused and is resumed).
  */
 /* resume, or connect (need_timeout: v1's connect, where E2B requires it; v2's SDK may leave it out) */
-static void resume(struct serve_table *t, const char *key, const char *id, const struct serve_request *rq,
+static void resume(struct serve_table *t, const struct serve_key *key, const char *id, const struct serve_request *rq,
 		   bool connect, bool need_timeout, struct serve_reply *rp)
 {
 	json_t *body = body_object(rq, connect, rp);
@@ -369,7 +452,7 @@ static void resume(struct serve_table *t, const char *key, const char *id, const
 			/* running: connect just returns it, with the new timeout when one was given */
 			rc = timeout ? serve_set_timeout(t, id, timeout) : 0;
 			if (rc == 0 && (rc = serve_get(t, id, &s)) == 0) {
-				reply_sandbox(rp, 200, &s, key);
+				reply_sandbox(rp, 200, &s, key->key);
 				serve_sandbox_put(&s);
 			} else if (rc == -ENOENT) {
 				not_found(rp, id);
@@ -377,7 +460,7 @@ static void resume(struct serve_table *t, const char *key, const char *id, const
 				serve_reply_error(rp, 409, "sandbox \"%s\" is being paused or resumed", id);
 			}
 		} else if (rc == 0) {
-			reply_sandbox(rp, 201, &s, key);
+			reply_sandbox(rp, 201, &s, key->key);
 			serve_sandbox_put(&s);
 		} else if (rc == -ENOENT) {
 			not_found(rp, id);
@@ -394,11 +477,13 @@ static void resume(struct serve_table *t, const char *key, const char *id, const
 	json_decref(body);
 }
 
-void serve_api_handle(struct serve_table *t, const char *key, const struct serve_request *rq, struct serve_reply *rp)
+void serve_api_handle(struct serve_table *t, const struct serve_keys *keys, const struct serve_request *rq,
+		      struct serve_reply *rp)
 {
 	rp->status = 500;
 	rp->body = NULL;
-	if (!serve_key_ok(key, rq->api_key)) {
+	const struct serve_key *key = serve_keys_find(keys, rq->api_key);
+	if (!key) {
 		serve_reply_error(rp, 401, rq->api_key ? "invalid API key (X-API-Key)" : "missing API key: the X-API-Key header");
 		return;
 	}
@@ -422,7 +507,7 @@ void serve_api_handle(struct serve_table *t, const char *key, const struct serve
 		if (!strcmp(m, "POST"))
 			create(t, key, rq, rp);
 		else if (!strcmp(m, "GET"))
-			list(t, rq, rp);
+			list(t, key->name, rq, rp);
 		else
 			serve_reply_error(rp, 405, "%s is not allowed on /sandboxes (GET, POST)", m);
 		return;
@@ -442,10 +527,20 @@ void serve_api_handle(struct serve_table *t, const char *key, const struct serve
 	memcpy(id, id0, idlen);
 	id[idlen] = '\0';
 	const char *action = slash ? slash + 1 : "";
+	/* another key's sandbox is answered as a missing one, before anything is done or told of it (an
+	 * owner never changes, and ids are random: the check holds for the call) */
+	struct serve_sandbox s;
+	if (serve_get(t, id, &s) == 0) {
+		bool mine = !strcmp(s.owner, key->name);
+		serve_sandbox_put(&s);
+		if (!mine) {
+			not_found(rp, id);
+			return;
+		}
+	}
 	if (!*action) {
 		if (!strcmp(m, "GET")) {
-			struct serve_sandbox s;
-			if (serve_get(t, id, &s)) {
+			if (serve_get_owned(t, key->name, id, &s)) {
 				not_found(rp, id);
 				return;
 			}

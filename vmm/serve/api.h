@@ -13,7 +13,6 @@
 #include "vmm/serve/table.h"
 
 #define SERVE_BODY_MAX     (1u << 20) /* a request body past 1 MiB is refused (413) unread */
-#define SERVE_KEY_MAX      128        /* a key file's bound; a generated key is "e2b_" + 40 hex */
 #define SERVE_DEFAULT_TIMEOUT 15      /* seconds, E2B's NewSandbox default */
 #define SERVE_CLIENT_ID    "padcell"
 
@@ -42,11 +41,12 @@ struct serve_reply {
 	char *body;                /* malloc'd JSON, NULL for no content (204) */
 };
 
-/* Handles one request against t, whose key is key (compared in constant time). */
 /* Whether GIVEN is the daemon's key WANT, in time independent of the key's content (REST and envd). */
 bool serve_key_ok(const char *want, const char *given);
 
-void serve_api_handle(struct serve_table *t, const char *key, const struct serve_request *rq, struct serve_reply *rp);
+/* Handles one request against t from a client holding one of keys (compared in constant time). */
+void serve_api_handle(struct serve_table *t, const struct serve_keys *keys, const struct serve_request *rq,
+		      struct serve_reply *rp);
 
 /* An error reply, E2B's Error schema: {"code": status, "message": msg}. */
 void serve_reply_error(struct serve_reply *rp, unsigned status, const char *fmt, ...)
@@ -57,5 +57,13 @@ void serve_reply_error(struct serve_reply *rp, unsigned status, const char *fmt,
  * made from getrandom and written 0600 (*created set).  0, or -errno with err set.
  */
 int serve_key_load(const char *dir, char *key, size_t keylen, bool *created, char *err, size_t errlen);
+
+/*
+ * --api-keys FILE: one `NAME KEY` per line (a name as a template's; a key of 16 to SERVE_KEY_MAX-1
+ * printable characters without spaces; blank lines and lines beginning with '#' skipped; names and
+ * keys unique; at most SERVE_KEYS_MAX), the file a regular one of this user's, mode 0600 (as
+ * api-key).  0, or -errno with err naming the file and the line.
+ */
+int serve_keys_load(const char *path, struct serve_keys *keys, char *err, size_t errlen);
 
 #endif

@@ -1049,7 +1049,7 @@ static void files_post(struct agent_conn *c, const struct envd_request *rq, stru
  * E2B's proxy answers for a sandbox that is gone or paused (the SDK's isRunning() reads 502 as
  * false, and probes this when a call's connection dropped).
  */
-static void health(struct serve_table *t, const struct envd_dialer *d, const struct envd_request *rq,
+static void health(struct serve_table *t, const struct envd_dialer *d, const char *owner, const struct envd_request *rq,
 		   struct envd_reply *rp)
 {
 	if (strcmp(rq->method, "GET")) {
@@ -1057,7 +1057,7 @@ static void health(struct serve_table *t, const struct envd_dialer *d, const str
 		return;
 	}
 	struct serve_sandbox sb;
-	if (!rq->sandbox_id || serve_get(t, rq->sandbox_id, &sb)) {
+	if (!rq->sandbox_id || serve_get_owned(t, owner, rq->sandbox_id, &sb)) {
 		set_json(rp, 502, json_pack("{s:i, s:s}", "code", 502, "message", "no such sandbox (the E2b-Sandbox-Id header)"));
 		return;
 	}
@@ -1111,17 +1111,21 @@ static json_t *request_message(const struct envd_request *rq, bool stream, struc
 	return j;
 }
 
-void envd_handle(struct serve_table *t, const struct envd_dialer *d, const char *key, const struct envd_request *rq,
-		 struct envd_reply *rp)
+void envd_handle(struct serve_table *t, const struct envd_dialer *d, const struct serve_keys *keys,
+		 const struct envd_request *rq, struct envd_reply *rp)
 {
-	envd_handle_live(t, d, key, rq, -1, rp);
+	envd_handle_live(t, d, keys, rq, -1, rp);
 }
 
-void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const char *key,
+void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const struct serve_keys *keys,
 		      const struct envd_request *rq, int fd, struct envd_reply *rp)
 {
 	memset(rp, 0, sizeof(*rp));
-	if (!serve_key_ok(key, rq->token) && !serve_key_ok(key, rq->api_key)) {
+	/* the access token first (what create answered), else an API key; a sandbox is its owner's key's alone */
+	const struct serve_key *key = serve_keys_find(keys, rq->token);
+	if (!key)
+		key = serve_keys_find(keys, rq->api_key);
+	if (!key) {
 		unary_error(rp, "unauthenticated", "missing or wrong access token (X-Access-Token)");
 		return;
 	}
@@ -1130,7 +1134,7 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		return;
 	}
 	if (!strcmp(rq->path, "/health")) {
-		health(t, d, rq, rp);
+		health(t, d, key->name, rq, rp);
 		return;
 	}
 	bool files = !strcmp(rq->path, "/files");
@@ -1179,7 +1183,7 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		return;
 	}
 	struct serve_sandbox sb;
-	if (!rq->sandbox_id || serve_get(t, rq->sandbox_id, &sb)) {
+	if (!rq->sandbox_id || serve_get_owned(t, key->name, rq->sandbox_id, &sb)) {
 		char msg[128];
 		snprintf(msg, sizeof(msg), "sandbox \"%.*s\" not found (the E2b-Sandbox-Id header)", SERVE_ID_LEN + 4,
 			 rq->sandbox_id ? rq->sandbox_id : "");

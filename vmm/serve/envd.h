@@ -29,6 +29,26 @@
 #define ENVD_TIMEOUT_DEF_MS (60u * 1000)   /* a malformed or zero Connect-Timeout-Ms: the SDK's default */
 #define ENVD_CONNECT_MS    2000           /* opening the sandbox's agent connection */
 
+/*
+ * The daemon's API keys.  One key (the generated api-key) has the name "": every sandbox is its.
+ * With several (--api-keys) each sandbox belongs to the key that created it, recorded by name, and
+ * no other key sees it: REST and envd answer another key's sandbox as a missing one (404).
+ */
+#define SERVE_KEY_MAX      128        /* a key file's bound; a generated key is "e2b_" + 40 hex */
+#define SERVE_KEYS_MAX     64
+struct serve_key {
+	char name[SERVE_NAME_MAX];
+	char key[SERVE_KEY_MAX];
+};
+struct serve_keys {
+	struct serve_key k[SERVE_KEYS_MAX];
+	size_t n;
+};
+/* keys holding key alone, named "" (the single-key daemon). */
+void serve_keys_one(struct serve_keys *keys, const char *key);
+/* The entry whose key given is, comparing with every key in constant time; NULL for none (or NULL given). */
+const struct serve_key *serve_keys_find(const struct serve_keys *keys, const char *given);
+
 /* How envd reaches a sandbox's agent: the real one opens sb->vsock, tests pass a fake. */
 struct envd_dialer {
 	void *ctx;
@@ -62,16 +82,16 @@ struct envd_reply {
 /* Whether path is one of envd's (the Connect services, or the files endpoint). */
 bool envd_route(const char *path);
 
-/* Handles one envd request on t's sandbox named by rq->sandbox_id; key is the daemon's key. */
-void envd_handle(struct serve_table *t, const struct envd_dialer *d, const char *key, const struct envd_request *rq,
-		 struct envd_reply *rp);
+/* Handles one envd request on t's sandbox named by rq->sandbox_id, for a client holding one of keys (of its owner's). */
+void envd_handle(struct serve_table *t, const struct envd_dialer *d, const struct serve_keys *keys,
+		 const struct envd_request *rq, struct envd_reply *rp);
 
 /*
  * The same, but a server stream's envelopes are sent on the stream socket fd as they come (a
  * live stream; rp then says 200 with no body); a unary answer, or an error refused before the
  * stream began, is in rp with nothing sent.  A reader gone from fd drops the rest of the output.
  */
-void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const char *key,
+void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const struct serve_keys *keys,
 		      const struct envd_request *rq, int fd, struct envd_reply *rp);
 
 /* Whether path is a server-streaming call (process.Process/Start, Connect). */

@@ -22,7 +22,7 @@
 struct serve_http {
 	struct MHD_Daemon *d;
 	struct serve_table *t;
-	const char *key;
+	const struct serve_keys *keys;
 };
 
 struct req_body {
@@ -85,7 +85,7 @@ struct envd_live {
 static void *live_run(void *arg)
 {
 	struct envd_live *l = arg;
-	envd_handle_live(l->h->t, &envd_vsock_dialer, l->h->key, &l->rq, l->sv[1], &l->rp);
+	envd_handle_live(l->h->t, &envd_vsock_dialer, l->h->keys, &l->rq, l->sv[1], &l->rp);
 	close(l->sv[1]); /* the reader sees the end of the stream */
 	return NULL;
 }
@@ -147,7 +147,7 @@ static enum MHD_Result envd_queue_live(struct serve_http *h, struct MHD_Connecti
 	if (pthread_create(&l->th, NULL, live_run, l)) {
 		close(l->sv[1]);
 		l->sv[1] = -1;
-		envd_handle(h->t, &envd_vsock_dialer, h->key, &l->rq, &l->rp); /* no thread: buffered */
+		envd_handle(h->t, &envd_vsock_dialer, h->keys, &l->rq, &l->rp); /* no thread: buffered */
 		l->th = pthread_self();
 	}
 	/* the first byte (the stream began: 200) or the end with nothing sent (an error in rp); the
@@ -206,7 +206,7 @@ static enum MHD_Result envd_queue(struct serve_http *h, struct MHD_Connection *c
 	if (envd_streams(url))
 		return envd_queue_live(h, conn, &rq);
 	struct envd_reply rp;
-	envd_handle(h->t, &envd_vsock_dialer, h->key, &rq, &rp);
+	envd_handle(h->t, &envd_vsock_dialer, h->keys, &rq, &rp);
 	/* a reply without a body (health's 204) is a static empty buffer: nothing to free */
 	struct MHD_Response *r = rp.body ? MHD_create_response_from_buffer(rp.len, rp.body, MHD_RESPMEM_MUST_FREE)
 					 : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
@@ -274,7 +274,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	rq.nquery = q.n;
 	rq.query_overflow = q.overflow;
 	struct serve_reply rp;
-	serve_api_handle(h->t, h->key, &rq, &rp);
+	serve_api_handle(h->t, h->keys, &rq, &rp);
 	enum MHD_Result ok = queue(conn, &rp);
 	free(rp.body);
 	return ok;
@@ -290,7 +290,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
 	}
 }
 
-struct serve_http *serve_http_start(struct serve_table *t, const char *key, const struct sockaddr_in *addr,
+struct serve_http *serve_http_start(struct serve_table *t, const struct serve_keys *keys, const struct sockaddr_in *addr,
 				    unsigned *port, char *err, size_t errlen)
 {
 	struct serve_http *h = calloc(1, sizeof(*h));
@@ -299,7 +299,7 @@ struct serve_http *serve_http_start(struct serve_table *t, const char *key, cons
 		return NULL;
 	}
 	h->t = t;
-	h->key = key;
+	h->keys = keys;
 	h->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
 				0, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr,
 				MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_MAX, MHD_OPTION_CONNECTION_TIMEOUT,

@@ -6,13 +6,15 @@
 
 #include "vmm/serve/table.h"
 
+struct serve_keys; /* vmm/serve/envd.h */
+
 struct serve_http;
 
 /*
- * Listens on addr (port 0: one the kernel picks; *port says which) and serves t with key.
- * NULL with err set when it cannot listen.  t and key must outlive it.
+ * Listens on addr (port 0: one the kernel picks; *port says which) and serves t with keys.
+ * NULL with err set when it cannot listen.  t and keys must outlive it.
  */
-struct serve_http *serve_http_start(struct serve_table *t, const char *key, const struct sockaddr_in *addr,
+struct serve_http *serve_http_start(struct serve_table *t, const struct serve_keys *keys, const struct sockaddr_in *addr,
 				    unsigned *port, char *err, size_t errlen);
 
 /* Stops listening and waits for the connections' threads. */

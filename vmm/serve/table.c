@@ -166,8 +166,8 @@ static const char *state_name(enum serve_state st)
 
 json_t *serve_record_json(const struct serve_sandbox *s)
 {
-	return json_pack("{s:s, s:I, s:I, s:s, s:f, s:f, s:f, s:I, s:I, s:O, s:O, s:s, s:b, s:s}", "id", s->id,
-			 "pid", (json_int_t)s->pid, "startTime", (json_int_t)s->start_time, "template", s->tmpl,
+	return json_pack("{s:s, s:I, s:I, s:s, s:s, s:f, s:f, s:f, s:I, s:I, s:O, s:O, s:s, s:b, s:s}", "id", s->id,
+			 "pid", (json_int_t)s->pid, "startTime", (json_int_t)s->start_time, "template", s->tmpl, "owner", s->owner,
 			 "startedAt", s->started_at, "deadline", s->deadline, "remaining", s->remaining,
 			 "memBytes", (json_int_t)s->mem_bytes, "cpus", (json_int_t)s->cpus, "metadata", s->metadata,
 			 "envVars", s->env, "vsock", s->vsock, "creating", !strcmp(state_name(s->state), "creating"),
@@ -337,8 +337,8 @@ static void sandbox_set_maps(struct serve_sandbox *s, json_t *metadata, json_t *
  * env applied.  1 taken (*out filled), 0 none ready or the clone failed (it is ended; the caller
  * starts one cold).
  */
-static int pool_take(struct serve_table *t, const struct serve_template *tp, long timeout_s, json_t *metadata,
-		     json_t *env, struct serve_sandbox *out, char *err, size_t errlen)
+static int pool_take(struct serve_table *t, const struct serve_template *tp, const char *owner, long timeout_s,
+		     json_t *metadata, json_t *env, struct serve_sandbox *out, char *err, size_t errlen)
 {
 	pthread_mutex_lock(&t->lock);
 	struct serve_sandbox *s = NULL;
@@ -360,6 +360,7 @@ static int pool_take(struct serve_table *t, const struct serve_template *tp, lon
 		work.started_at = now;
 		work.deadline = now + (double)timeout_s;
 		work.state = SERVE_RUNNING;
+		snprintf(work.owner, sizeof(work.owner), "%s", owner);
 		sandbox_set_maps(&work, metadata, env);
 		if ((rc = record_write(t, &work)))
 			errorf(err, errlen, rc, "cannot write the sandbox's record in %s/sandboxes: %s", t->state_dir,
@@ -377,12 +378,20 @@ static int pool_take(struct serve_table *t, const struct serve_template *tp, lon
 int serve_create(struct serve_table *t, const char *tmpl_name, long timeout_s, json_t *metadata, json_t *env,
 		 struct serve_sandbox *out, char *err, size_t errlen)
 {
+	return serve_create_owned(t, "", tmpl_name, timeout_s, metadata, env, out, err, errlen);
+}
+
+int serve_create_owned(struct serve_table *t, const char *owner, const char *tmpl_name, long timeout_s,
+		       json_t *metadata, json_t *env, struct serve_sandbox *out, char *err, size_t errlen)
+{
+	if (strlen(owner) >= SERVE_NAME_MAX)
+		return errorf(err, errlen, -EINVAL, "the key's name is over %d characters", SERVE_NAME_MAX - 1);
 	if (!timeout_ok(timeout_s))
 		return errorf(err, errlen, -EINVAL, "timeout %ld is out of range: 1 to %d seconds", timeout_s, SERVE_TIMEOUT_MAX);
 	const struct serve_template *tp = serve_template_find(t, tmpl_name);
 	if (!tp)
 		return errorf(err, errlen, -ENOENT, "template '%s' not found", tmpl_name);
-	if (pool_take(t, tp, timeout_s, metadata, env, out, err, errlen))
+	if (pool_take(t, tp, owner, timeout_s, metadata, env, out, err, errlen))
 		return 0;
 	int rc;
 	pthread_mutex_lock(&t->lock);
@@ -392,6 +401,7 @@ int serve_create(struct serve_table *t, const char *tmpl_name, long timeout_s, j
 		return rc;
 	}
 	s->state = SERVE_CREATING;
+	snprintf(s->owner, sizeof(s->owner), "%s", owner);
 	sandbox_set_maps(s, metadata, env);
 	/* the spawner works on its own copy, without the lock: a slow start holds up nobody else */
 	struct serve_sandbox work;
@@ -490,6 +500,16 @@ int serve_get(struct serve_table *t, const char *id, struct serve_sandbox *out)
 		sandbox_copy(out, s);
 	pthread_mutex_unlock(&t->lock);
 	return s ? 0 : -ENOENT;
+}
+
+int serve_get_owned(struct serve_table *t, const char *owner, const char *id, struct serve_sandbox *out)
+{
+	int rc = serve_get(t, id, out);
+	if (rc == 0 && strcmp(out->owner, owner)) {
+		serve_sandbox_put(out);
+		rc = -ENOENT;
+	}
+	return rc;
 }
 
 int serve_list(struct serve_table *t, struct serve_sandbox **out, size_t *n)
@@ -759,7 +779,7 @@ static int record_parse(const struct serve_table *t, const char *path, const cha
 	json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
 	if (!j)
 		return -EINVAL;
-	const char *rid = NULL, *tmpl = NULL;
+	const char *rid = NULL, *tmpl = NULL, *owner = "";
 	json_int_t pid = 0, start = 0, mem = 0, cpus = 0;
 	double started = 0, deadline = 0;
 	json_t *md = NULL, *env = NULL;
@@ -767,10 +787,10 @@ static int record_parse(const struct serve_table *t, const char *path, const cha
 	double remaining = 0;
 	const char *state = "running";
 	int rc = -EINVAL;
-	if (json_unpack(j, "{s:s, s:I, s:I, s:s, s:F, s:F, s:I, s:I, s:o, s:o, s?b, s?s, s?F}", "id", &rid, "pid", &pid,
+	if (json_unpack(j, "{s:s, s:I, s:I, s:s, s:F, s:F, s:I, s:I, s:o, s:o, s?b, s?s, s?F, s?s}", "id", &rid, "pid", &pid,
 			"startTime", &start, "template", &tmpl, "startedAt", &started, "deadline", &deadline,
 			"memBytes", &mem, "cpus", &cpus, "metadata", &md, "envVars", &env, "creating", &creating,
-			"state", &state, "remaining", &remaining) != 0) {
+			"state", &state, "remaining", &remaining, "owner", &owner) != 0) {
 		json_decref(j);
 		return -EINVAL;
 	}
@@ -782,10 +802,12 @@ static int record_parse(const struct serve_table *t, const char *path, const cha
 	/* a paused sandbox has no process; any other names one */
 	bool proc_ok = paused ? pid == 0 && start == 0 : pid > 1 && pid <= 0x7fffffff && start > 0;
 	if (!strcmp(rid, id) && proc_ok && mem >= 0 && cpus >= 0 && remaining >= 0 && remaining <= SERVE_TIMEOUT_MAX &&
-	    strlen(tmpl) < SERVE_NAME_MAX && json_string_object(md) && json_string_object(env)) {
+	    strlen(tmpl) < SERVE_NAME_MAX && strlen(owner) < SERVE_NAME_MAX && json_string_object(md) &&
+	    json_string_object(env)) {
 		memset(s, 0, sizeof(*s));
 		snprintf(s->id, sizeof(s->id), "%s", id);
 		snprintf(s->tmpl, sizeof(s->tmpl), "%s", tmpl);
+		snprintf(s->owner, sizeof(s->owner), "%s", owner);
 		s->pid = (pid_t)pid;
 		s->start_time = (unsigned long long)start;
 		s->started_at = started;

@@ -42,6 +42,7 @@ struct serve_sandbox {
 	enum serve_state state;
 	char id[SERVE_ID_LEN + 1];
 	char tmpl[SERVE_NAME_MAX];
+	char owner[SERVE_NAME_MAX]; /* the name of the API key that created it ("" with one key): only that key sees it */
 	pid_t pid;
 	unsigned long long start_time; /* the process's, from /proc (with pid: one process for good) */
 	double started_at;         /* the clock's seconds (epoch) when created */
@@ -139,9 +140,14 @@ const struct serve_template *serve_template_find(const struct serve_table *t, co
  */
 int serve_create(struct serve_table *t, const char *tmpl_name, long timeout_s, json_t *metadata, json_t *env,
 		 struct serve_sandbox *out, char *err, size_t errlen);
+/* The same for the API key named owner (per-key scoping): the sandbox is that key's alone. */
+int serve_create_owned(struct serve_table *t, const char *owner, const char *tmpl_name, long timeout_s,
+		       json_t *metadata, json_t *env, struct serve_sandbox *out, char *err, size_t errlen);
 
 /* A copy of sandbox id (-ENOENT when there is none running or paused); release with serve_sandbox_put. */
 int serve_get(struct serve_table *t, const char *id, struct serve_sandbox *out);
+/* serve_get of a sandbox of owner's: another key's is -ENOENT, as a missing one (nothing of it is told). */
+int serve_get_owned(struct serve_table *t, const char *owner, const char *id, struct serve_sandbox *out);
 void serve_sandbox_put(struct serve_sandbox *s);
 
 /* Copies of the running and paused sandboxes (states as the API shows them) (a malloc'd array, each released with serve_sandbox_put). */
