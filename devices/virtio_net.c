@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <time.h>
@@ -21,6 +22,7 @@
 
 _Static_assert(sizeof(struct virtio_net_hdr_v1) == 12, "VERSION_1 header is 12 bytes");
 _Static_assert(NET_MTU <= 65535, "the config's mtu field is 16 bits");
+_Static_assert(sizeof(struct net_redirect) % _Alignof(struct net_pin) == 0, "the pins follow the redirects aligned");
 
 /* ---- the decision log ------------------------------------------------------------------ */
 
@@ -1073,10 +1075,19 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 		errorf(err, errlen, rc, "out of memory");
 		goto err_txbuf;
 	}
+	/* Zero pages until written: never memset them, that would make the whole table resident. */
+	n->tables_len = NET_PINS_MAX * sizeof(*n->pins) + NET_REDIRECTS_MAX * sizeof(*n->redirects);
+	void *tables = mmap(NULL, n->tables_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (tables == MAP_FAILED) {
+		errorf(err, errlen, rc, "out of memory");
+		goto err_txbuf;
+	}
+	n->redirects = tables; /* first: its members are the more strictly aligned */
+	n->pins = (struct net_pin *)(n->redirects + NET_REDIRECTS_MAX);
 	n->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (n->kick_fd < 0) {
 		rc = errorf(err, errlen, -errno, "eventfd: %s", strerror(errno));
-		goto err_txbuf;
+		goto err_tables;
 	}
 	const uint8_t mac[ETH_ALEN] = NET_GUEST_MAC;
 	memcpy(n->config.mac, mac, ETH_ALEN);
@@ -1122,6 +1133,8 @@ int virtio_net_init(struct virtio_net *n, const struct net_params *p, const stru
 
 err_kick:
 	close(n->kick_fd);
+err_tables:
+	munmap(n->redirects, n->tables_len);
 err_txbuf:
 	free(n->bl.buf);
 	free(n->rxnat);
@@ -1237,6 +1250,7 @@ void virtio_net_destroy(struct virtio_net *n)
 	free(n->bl.buf);
 	free(n->txbuf);
 	free(n->rxnat);
+	munmap(n->redirects, n->tables_len);
 	close(n->kick_fd);
 	if (n->policy_next) {
 		policy_destroy(n->policy_next);

@@ -194,9 +194,15 @@ struct virtio_net {
 	bool rx_paused;           /* this pass: frames wait, the backend reads nothing (device thread) */
 	struct net_stats stats;
 	struct net_resolver *resolver;
-	struct net_pin pins[NET_PINS_MAX]; /* device thread only */
+	/*
+	 * Device thread only: NET_PINS_MAX pins and NET_REDIRECTS_MAX redirects (~88 KiB), in one
+	 * anonymous mapping of their own (tables, below) so that only the pages in use are resident:
+	 * a VM that resolves a few names costs a page or two, not the whole table.
+	 */
+	struct net_pin *pins;
 	unsigned npins;
-	struct net_redirect redirects[NET_REDIRECTS_MAX]; /* device thread only */
+	struct net_redirect *redirects;
+	size_t tables_len;
 	uint8_t *rxnat;           /* NET_FRAME_MAX: a frame for the guest whose source is translated back */
 	/*
 	 * Rate limiters, under t.lock.  A tx frame the limiter refuses stays in the ring (unpopped);

@@ -253,49 +253,60 @@ int snap_write_mem(int fd, const struct guest_mem *m)
 /* Copies the data extents of the first `size` bytes of src into dst (holes stay holes). */
 int snap_copy_sparse(int dst, int src, uint64_t size)
 {
+	enum { COPY_BUF = 1 << 16 };
+	uint8_t *buf = NULL; /* only when the kernel cannot copy: see below */
+	int rc = 0;
 	off_t off = 0;
-	while ((uint64_t)off < size) {
+	while (!rc && (uint64_t)off < size) {
 		off_t data = lseek(src, off, SEEK_DATA);
 		if (data < 0 && errno == ENXIO)
 			break;
-		if (data < 0)
-			return -errno;
+		if (data < 0) {
+			rc = -errno;
+			break;
+		}
 		if ((uint64_t)data >= size)
 			break;
 		off_t hole = lseek(src, data, SEEK_HOLE);
-		if (hole < 0)
-			return -errno;
+		if (hole < 0) {
+			rc = -errno;
+			break;
+		}
 		if ((uint64_t)hole > size)
 			hole = (off_t)size;
 		off_t in = data, out = data;
-		while (in < hole) {
+		while (!rc && in < hole) {
 			ssize_t n = copy_file_range(src, &in, dst, &out, (size_t)(hole - in), 0);
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL)) {
-				/* No in-kernel copy between these files: through a buffer. */
-				static __thread uint8_t buf[1 << 16];
-				size_t want = (size_t)(hole - in) < sizeof(buf) ? (size_t)(hole - in) : sizeof(buf);
-				int rc = snap_pread_all(src, buf, want, in);
+				/*
+				 * No in-kernel copy between these files: through a buffer from the heap, made
+				 * on this path only.  (A static __thread one was the whole static TLS block,
+				 * zeroed and resident in every thread of every VM.)
+				 */
+				if (!buf && !(buf = malloc(COPY_BUF))) {
+					rc = -ENOMEM;
+					break;
+				}
+				size_t want = (size_t)(hole - in) < COPY_BUF ? (size_t)(hole - in) : COPY_BUF;
+				rc = snap_pread_all(src, buf, want, in);
 				if (!rc)
 					rc = snap_pwrite_all(dst, buf, want, out);
-				if (rc)
-					return rc;
 				in += (off_t)want;
 				out += (off_t)want;
 				continue;
 			}
 			if (n < 0)
-				return -errno;
-			if (n == 0)
-				return -EIO;
+				rc = -errno;
+			else if (n == 0)
+				rc = -EIO;
 		}
 		off = hole;
 	}
-	return 0;
+	free(buf);
+	return rc;
 }
-
-
 
 int snap_data_finish(int fd, const uint8_t id[SNAP_ID_BYTES], uint64_t size)
 {

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,9 +22,38 @@
 #include "vmm/err.h"
 #include "vmm/util.h"
 
-/* One frame's payload, per thread: `padcell serve` runs envd calls on many threads at once (a
- * Start's stream receiving output while a SendInput on another thread sends to the same process). */
-static _Thread_local uint8_t frame_buf[AGENT_MAX_PAYLOAD];
+/*
+ * One frame's payload (AGENT_MAX_PAYLOAD bytes), per thread: `padcell serve` runs envd calls on
+ * many threads at once (a Start's stream receiving output while a SendInput on another thread
+ * sends to the same process).  Only the pointer is thread-local, the buffer comes from the heap
+ * on a thread's first frame and goes at its exit: a 64 KiB _Thread_local array was static TLS,
+ * which every thread of the monitor (vCPUs, devices) has zeroed, so resident, on its stack.
+ */
+static _Thread_local uint8_t *frame_buf;
+static pthread_key_t frame_key;
+static pthread_once_t frame_once = PTHREAD_ONCE_INIT;
+static bool frame_key_ok;
+
+static void frame_key_make(void)
+{
+	frame_key_ok = pthread_key_create(&frame_key, free) == 0;
+}
+
+/* 0 once this thread has its frame_buf, else -ENOMEM. */
+static int frame_buf_alloc(void)
+{
+	if (frame_buf)
+		return 0;
+	pthread_once(&frame_once, frame_key_make);
+	if (!frame_key_ok || !(frame_buf = malloc(AGENT_MAX_PAYLOAD)))
+		return -ENOMEM;
+	if (pthread_setspecific(frame_key, frame_buf)) {
+		free(frame_buf);
+		frame_buf = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
 
 void agent_conn_init(struct agent_conn *c, int fd, int sig_fd, int abort_fd)
 {
@@ -191,6 +221,8 @@ int agent_conn_open(struct agent_conn *c, const char *vsock_path, uint32_t port,
  */
 static int conn_recv(struct agent_conn *c)
 {
+	if (frame_buf_alloc())
+		return -ENOMEM;
 	for (;;) {
 		if (c->got >= AGENT_HDR_LEN && c->got == AGENT_HDR_LEN + c->h.len) {
 			c->got = 0;
@@ -481,7 +513,9 @@ static double earliest(double a, double b)
 int agent_conn_exec(struct agent_conn *c, const struct agent_exec_req *req, int out_fd, int err_fd,
 		    struct agent_exec_result *res, char *err, size_t errlen)
 {
-	int n = agent_exec_encode(frame_buf, sizeof(frame_buf), (const char *const *)req->argv,
+	if (frame_buf_alloc())
+		return errorf(err, errlen, -ENOMEM, "out of memory for the agent's frames");
+	int n = agent_exec_encode(frame_buf, AGENT_MAX_PAYLOAD, (const char *const *)req->argv,
 				  (const char *const *)req->env, req->cwd, req->user, req->timeout_ms,
 				  req->stdin_fd >= 0 ? AGENT_EXEC_STDIN : 0);
 	if (n < 0)
@@ -597,7 +631,9 @@ int agent_conn_exec(struct agent_conn *c, const struct agent_exec_req *req, int 
 int agent_conn_put_file(struct agent_conn *c, int src_fd, const char *guest_path, unsigned mode, char *err,
 			size_t errlen)
 {
-	int n = agent_put_encode(frame_buf, sizeof(frame_buf), mode & 07777u, guest_path);
+	if (frame_buf_alloc())
+		return errorf(err, errlen, -ENOMEM, "out of memory for the agent's frames");
+	int n = agent_put_encode(frame_buf, AGENT_MAX_PAYLOAD, mode & 07777u, guest_path);
 	if (n < 0)
 		return errorf(err, errlen, -EINVAL, "guest path '%s' is not absolute, or too long", guest_path);
 	int rc = send_frame(c, AGENT_PUT, frame_buf, (uint32_t)n, err, errlen);
@@ -676,7 +712,9 @@ static int fs_encode_error(int n, const char *path, char *err, size_t errlen)
 
 int agent_conn_stat(struct agent_conn *c, const char *path, struct agent_entry *out, char *err, size_t errlen)
 {
-	int n = agent_path_encode(frame_buf, sizeof(frame_buf), path);
+	if (frame_buf_alloc())
+		return errorf(err, errlen, -ENOMEM, "out of memory for the agent's frames");
+	int n = agent_path_encode(frame_buf, AGENT_MAX_PAYLOAD, path);
 	if (n < 0)
 		return fs_encode_error(n, path, err, errlen);
 	int rc = send_frame(c, AGENT_STAT, frame_buf, (uint32_t)n, err, errlen);
@@ -692,7 +730,9 @@ int agent_conn_stat(struct agent_conn *c, const char *path, struct agent_entry *
 int agent_conn_list(struct agent_conn *c, const char *path, int (*each)(void *arg, const struct agent_entry *e),
 		    void *arg, char *err, size_t errlen)
 {
-	int n = agent_path_encode(frame_buf, sizeof(frame_buf), path);
+	if (frame_buf_alloc())
+		return errorf(err, errlen, -ENOMEM, "out of memory for the agent's frames");
+	int n = agent_path_encode(frame_buf, AGENT_MAX_PAYLOAD, path);
 	if (n < 0)
 		return fs_encode_error(n, path, err, errlen);
 	int rc = send_frame(c, AGENT_LIST, frame_buf, (uint32_t)n, err, errlen);
@@ -737,7 +777,9 @@ static int fs_request_ok(struct agent_conn *c, uint16_t type, int n, const char 
 
 int agent_conn_mkdir(struct agent_conn *c, const char *path, unsigned mode, bool parents, char *err, size_t errlen)
 {
-	int n = agent_mkdir_encode(frame_buf, sizeof(frame_buf), mode & 07777u, parents ? AGENT_MKDIR_PARENTS : 0, path);
+	if (frame_buf_alloc())
+		return errorf(err, errlen, -ENOMEM, "out of memory for the agent's frames");
+	int n = agent_mkdir_encode(frame_buf, AGENT_MAX_PAYLOAD, mode & 07777u, parents ? AGENT_MKDIR_PARENTS : 0, path);
 	return fs_request_ok(c, AGENT_MKDIR, n, path, "the answer to MKDIR", err, errlen);
 }
 
@@ -745,13 +787,17 @@ int agent_conn_move(struct agent_conn *c, const char *src, const char *dst, char
 {
 	size_t a = strlen(src);
 	const char *bad = a == 0 || a >= AGENT_MAX_PATH || src[0] != '/' ? src : dst; /* named if encoding fails */
-	int n = agent_move_encode(frame_buf, sizeof(frame_buf), src, dst);
+	if (frame_buf_alloc())
+		return errorf(err, errlen, -ENOMEM, "out of memory for the agent's frames");
+	int n = agent_move_encode(frame_buf, AGENT_MAX_PAYLOAD, src, dst);
 	return fs_request_ok(c, AGENT_MOVE, n, bad, "the answer to MOVE", err, errlen);
 }
 
 int agent_conn_remove(struct agent_conn *c, const char *path, bool recursive, char *err, size_t errlen)
 {
-	int n = agent_remove_encode(frame_buf, sizeof(frame_buf), recursive ? AGENT_REMOVE_RECURSIVE : 0, path);
+	if (frame_buf_alloc())
+		return errorf(err, errlen, -ENOMEM, "out of memory for the agent's frames");
+	int n = agent_remove_encode(frame_buf, AGENT_MAX_PAYLOAD, recursive ? AGENT_REMOVE_RECURSIVE : 0, path);
 	return fs_request_ok(c, AGENT_REMOVE, n, path, "the answer to REMOVE", err, errlen);
 }
 
@@ -774,7 +820,9 @@ int agent_conn_start(struct agent_conn *c, const struct agent_start_req *req, ui
 	if (req->exec.timeout_ms)
 		return errorf(err, errlen, -EINVAL, "a background process has no timeout (kill it instead)");
 	uint32_t flags = (req->pty ? AGENT_START_PTY : 0) | (req->keep_stdin ? AGENT_START_STDIN : 0);
-	int n = agent_start_encode(frame_buf, sizeof(frame_buf), flags, req->rows, req->cols,
+	if (frame_buf_alloc())
+		return errorf(err, errlen, -ENOMEM, "out of memory for the agent's frames");
+	int n = agent_start_encode(frame_buf, AGENT_MAX_PAYLOAD, flags, req->rows, req->cols,
 				   (const char *const *)req->exec.argv, (const char *const *)req->exec.env, req->exec.cwd,
 				   req->exec.user);
 	if (n < 0)
@@ -892,6 +940,8 @@ int agent_conn_send(struct agent_conn *c, uint32_t id, const void *buf, size_t l
 		return rc;
 	if (!id || len > AGENT_MAX_PAYLOAD - 4)
 		return errorf(err, errlen, -EINVAL, "send: a bad process id or more than %u bytes", AGENT_MAX_PAYLOAD - 4);
+	if (frame_buf_alloc())
+		return errorf(err, errlen, -ENOMEM, "out of memory for the agent's frames");
 	agent_u32_encode(frame_buf, id);
 	if (len)
 		memcpy(frame_buf + 4, buf, len);

@@ -58,7 +58,23 @@ static struct {
 		bool connect;    /* Unix sockets are connected to beneath it: it is the working directory */
 	} reach[JAIL_MAX_DIRS * 4 + 12];
 	unsigned nreach;
-} J = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, GATE_UNARMED, .ruleset_fd = -1, .test_kind = -1, .cwd_fd = -1 };
+} J;
+
+/*
+ * J has no initializer: with one, its ~316 KiB of path tables were .data, file-backed pages
+ * that every touch of a field faulted in by the dozen (the kernel maps a file's pages around
+ * a fault); in .bss only the pages written are resident.  Its non-zero fields are set here,
+ * before main and before any thread.
+ */
+__attribute__((constructor)) static void jail_state_init(void)
+{
+	pthread_mutex_init(&J.lock, NULL);
+	pthread_cond_init(&J.cond, NULL);
+	J.gate = GATE_UNARMED;
+	J.ruleset_fd = -1;
+	J.test_kind = -1;
+	J.cwd_fd = -1;
+}
 
 static __thread int thread_kind = JAIL_CONTROL;
 static const char *const kind_names[JAIL_KINDS] = { "control", "vCPU", "device", "network" };
