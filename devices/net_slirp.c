@@ -37,7 +37,10 @@ int net_slirp_backend(struct net_backend *be, char *err, size_t errlen)
  * nested bench, 100 sequential GETs held 39 MiB of socket buffers.  A fixed threshold, between
  * slirp's 64 KiB mbufs (reused from its free list) and its socket buffers, keeps each buffer
  * its own mapping: grown with mremap, only the pages written become resident (a page or two for
- * a short connection), and freeing returns it.
+ * a short connection), and freeing returns it.  That holds only while the heap's top chunk is
+ * smaller than a buffer (glibc serves from the top before it considers mapping), and by default
+ * every growth of the heap leaves 128 KiB spare at its top (M_TOP_PAD): so no pad, the heap
+ * grows by what is asked.
  */
 #define NET_SLIRP_MMAP_THRESHOLD (96 * 1024)
 
@@ -313,6 +316,7 @@ int net_slirp_backend(struct net_backend *be, char *err, size_t errlen)
 	if (!s)
 		return errorf(err, errlen, -ENOMEM, "out of memory");
 	mallopt(M_MMAP_THRESHOLD, NET_SLIRP_MMAP_THRESHOLD); /* process-wide; 0 only for a value out of range */
+	mallopt(M_TOP_PAD, 0);
 	be->ops = &slirp_ops;
 	be->ctx = s;
 	return 0;

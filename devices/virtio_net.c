@@ -336,10 +336,14 @@ static void backlog_clear(struct virtio_net *n)
 
 static const uint8_t *redirect_rx(struct virtio_net *n, const uint8_t *frame, size_t len);
 
+static void fin_seen(struct virtio_net *n, const uint8_t *frame, size_t len);
+
 void virtio_net_deliver(struct virtio_net *n, const uint8_t *frame, size_t len)
 {
-	if (len <= NET_FRAME_MAX)
+	if (len <= NET_FRAME_MAX) {
 		frame = redirect_rx(n, frame, len); /* the device thread's, as the redirect table is */
+		fin_seen(n, frame, len);
+	}
 	pthread_mutex_lock(&n->t.lock);
 	bool pushed = false;
 	if (len < 14 || len > NET_FRAME_MAX) {
@@ -469,6 +473,82 @@ static void tcp4_rewrite(uint8_t *f, const struct tcp4 *t, bool dst, uint32_t ad
 	}
 	csum_replace(tcpsum, rd16(pp), port);
 	wr16(pp, port);
+}
+
+/* The TCP flags byte and the segment's sequence-space end (seq + data + SYN + FIN), or false. */
+static bool tcp4_seq(const uint8_t *f, size_t len, const struct tcp4 *t, uint8_t *flags, uint32_t *seq,
+		     uint32_t *ack, uint32_t *end)
+{
+	size_t tot = rd16(f + t->ip + 2), hlen = (size_t)(f[t->tcp + 12] >> 4) * 4;
+	if (t->tcp + 20 > len || hlen < 20 || t->ip + tot > len || t->tcp + hlen > t->ip + tot)
+		return false;
+	*flags = f[t->tcp + 13];
+	*seq = (uint32_t)rd16(f + t->tcp + 4) << 16 | rd16(f + t->tcp + 6);
+	*ack = (uint32_t)rd16(f + t->tcp + 8) << 16 | rd16(f + t->tcp + 10);
+	*end = *seq + (uint32_t)(t->ip + tot - t->tcp - hlen) + (*flags & 0x02 ? 1u : 0u) + (*flags & 0x01 ? 1u : 0u);
+	return true;
+}
+
+static struct net_fin *fin_find(struct virtio_net *n, uint16_t sport, uint32_t dst, uint16_t dport)
+{
+	for (unsigned i = 0; i < NET_FINS_MAX; i++) {
+		struct net_fin *e = &n->fins[i];
+		if (e->used && e->sport == sport && e->dst == dst && e->dport == dport)
+			return e;
+	}
+	return NULL;
+}
+
+/* A frame for the guest: a FIN from the stack is remembered, a reset forgets the connection. */
+static void fin_seen(struct virtio_net *n, const uint8_t *frame, size_t len)
+{
+	struct tcp4 t;
+	uint8_t flags;
+	uint32_t seq, ack, end;
+	if (!tcp4_parse(frame, len, &t) || !tcp4_seq(frame, len, &t, &flags, &seq, &ack, &end) || !(flags & 0x05))
+		return;
+	struct net_fin *e = fin_find(n, t.dport, t.src, t.sport);
+	if (flags & 0x04) { /* RST */
+		if (e)
+			e->used = false;
+		return;
+	}
+	if (!e) {
+		for (unsigned i = 0; i < NET_FINS_MAX && !e; i++)
+			if (!n->fins[i].used)
+				e = &n->fins[i];
+		if (!e)
+			e = &n->fins[n->fin_next++ % NET_FINS_MAX];
+	}
+	*e = (struct net_fin){ .dst = t.src, .sport = t.dport, .dport = t.sport, .fin_end = end, .used = true };
+}
+
+/*
+ * After the guest's frame went to the stack: if it was the guest's FIN acking the stack's FIN
+ * (the stack closed first and is now in TIME_WAIT), the reset that frees the connection at once.
+ * frame is what the stack was given (with a redirect's addresses), t its guest's view.
+ */
+static void fin_answered(struct virtio_net *n, const uint8_t *frame, size_t len, const struct tcp4 *t)
+{
+	uint8_t flags;
+	uint32_t seq, ack, end;
+	if (!tcp4_seq(frame, len, t, &flags, &seq, &ack, &end))
+		return;
+	struct net_fin *e = fin_find(n, t->sport, t->dst, t->dport);
+	if (!e)
+		return;
+	if (flags & 0x04) { /* the guest reset it: nothing waits */
+		e->used = false;
+		return;
+	}
+	if ((flags & 0x11) != 0x11 || ack != e->fin_end)
+		return; /* not yet the guest's FIN, or one that does not ack the stack's: no TIME_WAIT */
+	e->used = false;
+	uint8_t rst[GATE_RST_LEN];
+	if (gate_build_fin_reset(frame, len, rst, sizeof(rst)) == GATE_RST_LEN) {
+		n->be.ops->send(n->be.ctx, rst, sizeof(rst));
+		n->stats.timewait_cut++;
+	}
 }
 
 static struct net_redirect *redirect_find(struct virtio_net *n, uint16_t sport, uint32_t dst, uint16_t dport)
@@ -833,8 +913,11 @@ static void tx_frame(struct virtio_net *n)
 		n->stats.tx_passed++;
 		if (rd)
 			tcp4_rewrite(frame, &t, true, LOOPBACK_IP, rd->lport);
-		if (n->be_ok)
+		if (n->be_ok) {
 			n->be.ops->send(n->be.ctx, frame, len);
+			if (tcp)
+				fin_answered(n, frame, len, &t);
+		}
 		break;
 	case GATE_REJECT_TCP: {
 		/* Refused before any host socket exists, and said so at once: the guest's connect() fails. */

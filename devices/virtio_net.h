@@ -69,6 +69,23 @@
  * A listener is only waited on for NET_REDIRECT_ACCEPT_MS; a finished connection's address
  * translation stays NET_REDIRECT_LINGER_MS for the last segments (FIN, RST) to get through.
  */
+/*
+ * The stack's FINs to the guest not yet answered (fins, below): when the guest's FIN acks one,
+ * the stack, which closed first, would hold the connection in TIME_WAIT for 2 MSL (libslirp: 10 s),
+ * with both socket buffers.  Between the guest and the stack the link is this device, where no
+ * segment is lost, reordered or duplicated, so TIME_WAIT guards nothing: padcell sends the stack
+ * a reset right behind the guest's FIN (gate_build_fin_reset) and the connection is freed at
+ * once.  A full table costs nothing but that: the oldest entry goes, its connection waits 2 MSL.
+ */
+#define NET_FINS_MAX 32u
+
+struct net_fin {
+	uint32_t dst;     /* the guest's view: 10.0.2.15:sport -> dst:dport */
+	uint16_t sport, dport;
+	uint32_t fin_end; /* the sequence number just past the stack's FIN: what the guest's FIN acks */
+	bool used;
+};
+
 #define NET_REDIRECTS_MAX 64u
 #define NET_REDIRECT_ACCEPT_MS 10000
 #define NET_REDIRECT_LINGER_MS 30000
@@ -154,6 +171,7 @@ struct net_stats {
 	uint64_t rx_throttled, tx_throttled; /* times the limiter held a frame back */
 	uint64_t dns_queries, dns_resolved, dns_failed, dns_rebind_dropped;
 	uint64_t sni_checked, sni_allowed, sni_rejected; /* connections to pinned addresses */
+	uint64_t timewait_cut;   /* connections the stack closed first, reset after the guest's FIN (see fins) */
 };
 
 struct virtio_net {
@@ -203,6 +221,8 @@ struct virtio_net {
 	unsigned npins;
 	struct net_redirect *redirects;
 	size_t tables_len;
+	struct net_fin fins[NET_FINS_MAX]; /* device thread only */
+	unsigned fin_next;                 /* the slot the next FIN takes when none is free */
 	uint8_t *rxnat;           /* NET_FRAME_MAX: a frame for the guest whose source is translated back */
 	/*
 	 * Rate limiters, under t.lock.  A tx frame the limiter refuses stays in the ring (unpopped);

@@ -492,6 +492,98 @@ Test(virtio_net, denied_syn_is_answered_with_a_reset)
 	cr_assert_gt(fh.notify_calls, 0, "an interrupt for it");
 }
 
+/* A guest TCP segment from sport to dst:dport with the given flags and data (checksummed). */
+static void tcp_seg(uint32_t dst, uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags,
+		    const char *data)
+{
+	size_t dl = data ? strlen(data) : 0;
+	uint8_t *t = ipv4(IPPROTO_TCP, dst, 20 + dl);
+	put16(t, sport);
+	put16(t + 2, dport);
+	put32(t + 4, seq);
+	put32(t + 8, ack);
+	t[12] = 5 << 4;
+	t[13] = flags;
+	put16(t + 14, 65535);
+	if (dl)
+		memcpy(t + 20, data, dl);
+	l4_csum(16);
+}
+
+/* The stack's FIN|ACK (with `data` bytes) from src:sport to the guest's port 40000, delivered as the stack would. */
+static void stack_fin(uint32_t src, uint16_t sport, uint32_t seq, uint32_t ack, size_t data)
+{
+	uint8_t *t = ipv4(IPPROTO_TCP, NET_GUEST_IP, 20 + data);
+	memcpy(f, guest_mac, 6);
+	memcpy(f + 6, gw_mac, 6);
+	put32(f + 14 + 12, src);
+	put32(f + 14 + 16, NET_GUEST_IP);
+	put16(f + 14 + 10, 0);
+	put16(f + 14 + 10, t_fold(t_sum(f + 14, 20, 0)));
+	put16(t, sport);
+	put16(t + 2, 40000);
+	put32(t + 4, seq);
+	put32(t + 8, ack);
+	t[12] = 5 << 4;
+	t[13] = 0x11; /* FIN|ACK */
+	put16(t + 14, 65535);
+	l4_csum(16);
+	virtio_net_deliver(dev, f, flen);
+}
+
+Test(virtio_net, the_guests_fin_after_the_stacks_is_followed_by_a_reset_to_the_stack)
+{
+	syn(ALLOWED, 443);
+	tx_send();
+	pump();
+	stack_fin(ALLOWED, 443, 5000, 1001, 100); /* the server's last 100 bytes and its FIN: seq 5000..5100 */
+	tcp_seg(ALLOWED, 40000, 443, 1001, 5101, 0x10, NULL); /* the guest acks them */
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 2, "an ACK is only passed on");
+	tcp_seg(ALLOWED, 40000, 443, 1001, 5101, 0x11, NULL); /* then closes too: the stack would sit in TIME_WAIT */
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 4, "the FIN, then a reset behind it");
+	cr_assert_eq(dev->stats.timewait_cut, 1);
+	cr_assert_eq(fb.last_len, GATE_RST_LEN);
+	const uint8_t *r = fb.last;
+	cr_assert_eq(get32(r + 14 + 12), NET_GUEST_IP, "from the guest");
+	cr_assert_eq(get32(r + 14 + 16), ALLOWED);
+	cr_assert_eq(get16(r + 34), 40000);
+	cr_assert_eq(get16(r + 36), 443);
+	cr_assert_eq(r[34 + 13], 0x04, "RST alone");
+	cr_assert_eq(get32(r + 34 + 4), 1002, "just past the guest's FIN: the stack's rcv_nxt");
+	cr_assert_eq(t_fold(t_sum(r + 14, 20, 0)), 0, "a valid IPv4 checksum");
+	uint8_t ph[12];
+	memcpy(ph, r + 14 + 12, 8);
+	ph[8] = 0, ph[9] = IPPROTO_TCP, ph[10] = 0, ph[11] = 20;
+	cr_assert_eq(t_fold(t_sum(r + 34, 20, t_sum(ph, 12, 0))), 0, "a valid TCP checksum");
+	tcp_seg(ALLOWED, 40000, 443, 1001, 5101, 0x11, NULL); /* a retransmitted FIN: the connection is forgotten */
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 5);
+	cr_assert_eq(dev->stats.timewait_cut, 1);
+}
+
+Test(virtio_net, a_guest_that_closes_first_or_not_acking_the_stacks_fin_gets_no_reset)
+{
+	tcp_seg(ALLOWED, 40000, 443, 1001, 5000, 0x11, NULL); /* the guest closes first: the stack goes to CLOSE_WAIT, not TIME_WAIT */
+	tx_send();
+	pump();
+	stack_fin(ALLOWED, 443, 5000, 1002, 0);
+	tcp_seg(ALLOWED, 40000, 443, 1002, 5001, 0x10, NULL); /* the guest's last ACK */
+	tx_send();
+	pump();
+	stack_fin(ALLOWED, 443, 7000, 1001, 0);
+	tcp_seg(ALLOWED, 40000, 443, 1001, 6999, 0x11, NULL); /* simultaneous close: its FIN does not ack the stack's */
+	tx_send();
+	pump();
+	cr_assert_eq(fb.sent, 3);
+	cr_assert_eq(dev->stats.timewait_cut, 0);
+	cr_assert_neq(fb.last[34 + 13] & 0x04, 0x04, "no reset was sent");
+}
+
 Test(virtio_net, runt_and_oversized_frames_are_dropped)
 {
 	memset(f, 0, 10);
@@ -1271,24 +1363,6 @@ Test(virtio_net, a_change_waits_for_the_device_thread_between_frames)
 	cr_assert_eq(dev->policy.nrules, 1);
 	cr_assert_str_eq(dev->policy.rules[0].text, "8.8.4.4:53/udp", "the superseded set never applied");
 	cr_assert_eq(dev->policy_changes, 2);
-}
-
-/* A guest TCP segment from sport to dst:dport with the given flags and data (checksummed). */
-static void tcp_seg(uint32_t dst, uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags,
-		    const char *data)
-{
-	size_t dl = data ? strlen(data) : 0;
-	uint8_t *t = ipv4(IPPROTO_TCP, dst, 20 + dl);
-	put16(t, sport);
-	put16(t + 2, dport);
-	put32(t + 4, seq);
-	put32(t + 8, ack);
-	t[12] = 5 << 4;
-	t[13] = flags;
-	put16(t + 14, 65535);
-	if (dl)
-		memcpy(t + 20, data, dl);
-	l4_csum(16);
 }
 
 /* Polls (serving the fake upstream) until the guest is sent a TCP segment from src:sport to dport with all of `flags`. */

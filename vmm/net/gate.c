@@ -308,6 +308,57 @@ int gate_build_rst(const uint8_t *seg, size_t len, uint8_t *out, size_t outlen)
 	return GATE_RST_LEN;
 }
 
+int gate_build_fin_reset(const uint8_t *fin, size_t len, uint8_t *out, size_t outlen)
+{
+	struct ethhdr eh;
+	struct iphdr ih;
+	struct tcphdr th;
+
+	if (len < ETH_HLEN + sizeof(ih) + sizeof(th))
+		return -EINVAL;
+	memcpy(&eh, fin, sizeof(eh));
+	memcpy(&ih, fin + ETH_HLEN, sizeof(ih));
+	size_t ihl = (size_t)ih.ihl * 4, tot = ntohs(ih.tot_len);
+	if (ntohs(eh.h_proto) != ETH_P_IP || ih.version != 4 || ih.ihl < 5 || ih.protocol != IPPROTO_TCP ||
+	    tot < ihl + sizeof(th) || tot > len - ETH_HLEN)
+		return -EINVAL;
+	memcpy(&th, fin + ETH_HLEN + ihl, sizeof(th));
+	size_t hlen = (size_t)th.doff * 4;
+	if (th.doff < 5 || hlen > tot - ihl || !th.fin || th.rst || th.syn)
+		return -EINVAL;
+	if (outlen < GATE_RST_LEN)
+		return -ENOSPC;
+
+	struct ethhdr oe = eh;
+	struct iphdr oi;
+	memset(&oi, 0, sizeof(oi));
+	oi.version = 4;
+	oi.ihl = 5;
+	oi.tot_len = htons((uint16_t)(sizeof(oi) + sizeof(th)));
+	oi.frag_off = htons(IP_DF_BIT);
+	oi.ttl = 64;
+	oi.protocol = IPPROTO_TCP;
+	oi.saddr = ih.saddr;
+	oi.daddr = ih.daddr;
+	oi.check = htons((uint16_t)~csum_fold(csum_add(0, &oi, sizeof(oi))));
+
+	struct tcphdr ot;
+	memset(&ot, 0, sizeof(ot));
+	ot.source = th.source;
+	ot.dest = th.dest;
+	ot.seq = htonl(ntohl(th.seq) + (uint32_t)(tot - ihl - hlen) + 1u); /* past the data and the FIN */
+	ot.doff = 5;
+	ot.rst = 1;
+	ot.window = 0;
+	uint32_t sum = csum_add(pseudo_sum(&oi, sizeof(ot)), &ot, sizeof(ot));
+	ot.check = htons((uint16_t)~csum_fold(sum));
+
+	memcpy(out, &oe, sizeof(oe));
+	memcpy(out + ETH_HLEN, &oi, sizeof(oi));
+	memcpy(out + ETH_HLEN + sizeof(oi), &ot, sizeof(ot));
+	return GATE_RST_LEN;
+}
+
 int gate_build_udp_reply(const uint8_t *dgram, size_t len, const uint8_t *payload, size_t plen, uint8_t *out,
 			 size_t outlen)
 {

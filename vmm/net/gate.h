@@ -57,6 +57,16 @@ enum gate_verdict gate_inspect(const struct gate_cfg *cfg, const struct policy *
 int gate_build_rst(const uint8_t *seg, size_t len, uint8_t *out, size_t outlen);
 
 /*
+ * Builds, into out, the reset that follows `fin` (the guest's FIN to the stack, as it was sent)
+ * in the same direction: same addresses and ports, RST with seq = SEG.SEQ + SEG.LEN, so that it
+ * lands exactly at the stack's rcv_nxt once the FIN is in.  A stack that closed first and now
+ * sits in TIME_WAIT (RFC 793: a reset there closes the connection) frees it at once instead of
+ * holding its buffers for 2 MSL.  Returns GATE_RST_LEN, -EINVAL if fin is not a well-formed IPv4
+ * TCP segment with FIN (and without RST or SYN), or -ENOSPC if outlen is too small.
+ */
+int gate_build_fin_reset(const uint8_t *fin, size_t len, uint8_t *out, size_t outlen);
+
+/*
  * Builds, into out, a UDP datagram answering `dgram` (a guest frame gate_inspect() parsed as
  * IPv4/UDP, e.g. a GATE_DNS query): Ethernet and IP addresses and the ports swapped, `payload`
  * as its data, IPv4 and UDP checksums filled in.  Returns the frame's length, -EINVAL if dgram
