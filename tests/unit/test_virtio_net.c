@@ -1600,6 +1600,67 @@ static void flow_consume(uint16_t *seen, unsigned *got)
 	}
 }
 
+/*
+ * The server closes first (as an HTTP server does): libslirp sends the guest its FIN and, once the
+ * guest's FIN comes, would keep the connection and both its socket buffers (mappings of their
+ * own, see devices/net_slirp.c) for 10 s of TIME_WAIT.  With padcell's reset behind that FIN they
+ * are unmapped at once.
+ */
+Test(net_slirp, a_connection_the_server_closed_first_frees_its_buffers_at_the_guests_fin)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	cr_skip_test("the sanitizer's allocator has no mmap threshold");
+#endif
+	if (!net_slirp_built_in())
+		cr_skip_test("built without libslirp");
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	cr_assert_eq(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(l, 4), 0);
+	socklen_t sl = sizeof(sa);
+	getsockname(l, (struct sockaddr *)&sa, &sl);
+	uint16_t port = ntohs(sa.sin_port);
+	char rule[32];
+	snprintf(rule, sizeof(rule), "127.0.0.1:%u", port);
+	const char *rules[] = { rule };
+	make_dev(NULL, rules, 1);
+	dev_up(16);
+	uint16_t seen = 0;
+	arp_request(NET_GATEWAY_IP);
+	tx_send();
+	pump();
+	size_t idle = mallinfo2().hblkhd;
+
+	tcp_seg(0x7f000001, 40020, port, 1000, 0, 0x02, NULL);
+	tx_send();
+	uint32_t isn;
+	cr_assert(wait_tcp(&seen, 0x7f000001, port, 40020, 0x12, &isn), "a SYN-ACK from the stack");
+	tcp_seg(0x7f000001, 40020, port, 1001, isn + 1, 0x10, NULL);
+	tx_send();
+	int c = -1;
+	for (int i = 0; i < 200 && c < 0; i++) {
+		virtio_net_poll(dev, 10);
+		struct pollfd pl = { .fd = l, .events = POLLIN };
+		if (poll(&pl, 1, 0) == 1)
+			c = accept(l, NULL, NULL);
+	}
+	cr_assert_geq(c, 0, "slirp connected to the listener");
+	cr_assert_geq(mallinfo2().hblkhd, idle + (256u << 10), "the connection's two socket buffers are mapped");
+	close(c); /* the server's end first */
+	uint32_t fin;
+	cr_assert(wait_tcp(&seen, 0x7f000001, port, 40020, 0x01, &fin), "the stack passes the server's FIN on");
+	tcp_seg(0x7f000001, 40020, port, 1001, fin + 1, 0x11, NULL); /* the guest acks it and closes */
+	tx_send();
+	pump();
+	cr_assert(wait_tcp(&seen, 0x7f000001, port, 40020, 0x10, NULL), "the stack acks the guest's FIN");
+	cr_assert_eq(dev->stats.timewait_cut, 1);
+	cr_assert_eq(mallinfo2().hblkhd, idle, "no TIME_WAIT: both buffers unmapped at once");
+	close(l);
+	virtio_net_destroy(dev);
+	free(dev);
+	gmem_destroy(&mem);
+}
+
 Test(virtio_net_flow, a_full_ring_stops_the_backend_until_buffers_are_posted)
 {
 	make_dev(&flow_be, NULL, 0);
