@@ -39,6 +39,8 @@ struct launch {
  * and launch_teardown() is a no-op.
  */
 int launch_boot(struct launch *l, const struct boot_opts *o, int console_fd, char *err, size_t errlen);
+/* What launch_boot starts from: nothing open, launch_teardown() a no-op.  For a caller that fills l itself. */
+void launch_init(struct launch *l);
 
 /*
  * The NIC's parameters from the network options (boot, run and restore): checks this padcell

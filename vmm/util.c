@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -438,4 +439,16 @@ int write_text_at(int dirfd, const char *name, const char *text, int oflags)
 	int rc = n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
 	close(fd);
 	return rc;
+}
+
+void *page_zalloc(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void page_free(void *p, size_t size)
+{
+	if (p)
+		munmap(p, size);
 }

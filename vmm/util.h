@@ -151,4 +151,12 @@ void stop_signals(sigset_t *set);
 /* A non-blocking, close-on-exec signalfd for the stop signals (blocked by main): the fd or -errno. */
 int stop_signals_fd(void);
 
+/*
+ * Zeroed memory of its own mapping, for a large struct that lives as long as the process (a
+ * command's VM and options): its pages become resident only as they are written, where a
+ * struct on the stack, cleared with memset, is resident whole for good.  NULL when out of memory.
+ */
+void *page_zalloc(size_t size);
+void page_free(void *p, size_t size);
+
 #endif

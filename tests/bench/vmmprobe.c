@@ -21,8 +21,9 @@
  *
  * With VMMPROBE_STDERR=FILE set, the commands' stderr is appended to FILE (else /dev/null).
  *
- * Guest RAM is recognised as the largest mapping at least GUEST_MIB in size; its
- * resident pages are what the guest touched, the rest is the VMM's own footprint.
+ * Guest RAM is recognised as the largest mapping, grown over contiguous anonymous neighbours
+ * up to GUEST_MIB in all (at least GUEST_MIB); its resident pages are what the guest touched,
+ * the rest is the VMM's own footprint.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -144,11 +145,21 @@ static int smaps_split(pid_t pid, unsigned long guest_mib, unsigned long long *v
 	for (int i = 0; i < n; i++)
 		if (best < 0 || hi[i] - lo[i] > hi[best] - lo[best])
 			best = i;
+	/*
+	 * Grown only up to the guest's size: a neighbour beyond it (a thread's stack, a heap arena
+	 * that happens to be mapped right beside guest RAM) is the VMM's own memory and counts as such.
+	 */
 	int first = best, last = best;
-	while (first > 0 && anon[first - 1] && hi[first - 1] == lo[first])
+	unsigned long long cap = (unsigned long long)guest_mib << 20, have = best >= 0 ? hi[best] - lo[best] : 0;
+	while (first > 0 && anon[first - 1] && hi[first - 1] == lo[first] && have + hi[first - 1] - lo[first - 1] <= cap) {
 		first--;
-	while (last >= 0 && last + 1 < n && anon[last + 1] && lo[last + 1] == hi[last])
+		have += hi[first] - lo[first];
+	}
+	while (last >= 0 && last + 1 < n && anon[last + 1] && lo[last + 1] == hi[last] &&
+	       have + hi[last + 1] - lo[last + 1] <= cap) {
 		last++;
+		have += hi[last] - lo[last];
+	}
 	unsigned long long g = 0, span = 0;
 	for (int i = first; best >= 0 && i <= last; i++) {
 		g += rss[i];

@@ -10,6 +10,7 @@
 #include "vmm/cmd/run.h"
 #include "vmm/jail/jail.h"
 #include "vmm/launch.h"
+#include "vmm/util.h"
 #include "vmm/vm.h"
 
 static int die_usage(const char *fmt, const char *a, const char *b)
@@ -73,11 +74,16 @@ static int boot_vm(const struct boot_opts *o)
 		if (api_fd < 0)
 			return die_usage("--api-sock '%s': %s", o->api_sock, err);
 	}
-	struct launch l;
+	/* ~42 KiB, mostly disks the VM may not have: zero pages, resident only where written */
+	struct launch *l = page_zalloc(sizeof(*l));
 	struct ready_snap snap = { .ready_fd = -1 };
-	int rc = launch_boot(&l, o, STDOUT_FILENO, err, sizeof(err));
+	int rc = EXIT_HOST_ERROR;
+	if (!l)
+		snprintf(err, sizeof(err), "out of memory");
+	else
+		rc = launch_boot(l, o, STDOUT_FILENO, err, sizeof(err));
 	if (!rc && o->snapshot_dir && ready_snap_listen(&snap, o->vsock_path, o->snapshot_dir, err, sizeof(err))) {
-		launch_teardown(&l);
+		launch_teardown(l);
 		rc = EXIT_USAGE;
 	}
 	if (rc) {
@@ -85,13 +91,15 @@ static int boot_vm(const struct boot_opts *o)
 			close(api_fd);
 			unlink(o->api_sock);
 		}
+		page_free(l, sizeof(*l));
 		fprintf(stderr, "padcell: %s\n", err);
 		return rc;
 	}
-	struct vm *vm = &l.vm;
+	struct vm *vm = &l->vm;
 	struct api_server *api = NULL;
 	if (api_fd >= 0 && !(api = api_vm_serve(vm, api_fd, o->api_sock, PADCELL_VERSION, err, sizeof(err)))) {
-		launch_teardown(&l);
+		launch_teardown(l);
+		page_free(l, sizeof(*l));
 		fprintf(stderr, "padcell: --api-sock '%s': %s\n", o->api_sock, err);
 		return EXIT_HOST_ERROR;
 	}
@@ -99,7 +107,8 @@ static int boot_vm(const struct boot_opts *o)
 	if (o->snapshot_dir)
 		hooks.after_start = snap_after_start, hooks.snapshots = true;
 	rc = launch_run_until_stop(vm, api, o->verbose, &hooks);
-	launch_teardown(&l);
+	launch_teardown(l);
+	page_free(l, sizeof(*l));
 	return rc;
 }
 

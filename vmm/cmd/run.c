@@ -448,14 +448,13 @@ static int run_restore(struct run *r, char *err, size_t errlen)
 		return EXIT_USAGE;
 	}
 	struct launch *l = &r->l;
-	memset(l, 0, sizeof(*l));
+	launch_init(l);
 	l->vsock_fd = vsock_listen(r->vsock_path, why, sizeof(why));
 	if (l->vsock_fd < 0) {
 		snprintf(err, errlen, "--vsock '%s': %s", r->vsock_path, why);
 		return EXIT_USAGE;
 	}
 	l->vsock_path = r->vsock_path;
-	l->net.log_fd = -1;
 	int rc;
 	/* The snapshot's NIC, if it has one, gets a fresh stack with the policy given now. */
 	if (r->o.vm.net.net && (rc = launch_net(&r->o.vm.net, &l->net, err, errlen))) {
@@ -718,91 +717,104 @@ fail_quiet_console:
 	return code;
 }
 
-int cmd_run(int argc, char **argv)
+/* The command (with template build's setup commands) with its state in *r (zeroed). */
+static int run_in(struct run *r, int argc, char **argv, const char *const *setup, unsigned nsetup, char *err,
+		  size_t errlen)
 {
-	return run_with_setup(argc, argv, NULL, 0);
-}
-
-int run_with_setup(int argc, char **argv, const char *const *setup, unsigned nsetup)
-{
-	struct run r;
-	char err[512];
-	memset(&r, 0, sizeof(r));
-	r.ready_fd = -1;
-	r.console_fd = -1;
-	if (cli_parse_run(argc, argv, &r.o, err, sizeof(err))) {
+	r->ready_fd = -1;
+	r->console_fd = -1;
+	if (cli_parse_run(argc, argv, &r->o, err, errlen)) {
 		fprintf(stderr, "padcell: %s\n", err);
 		return EXIT_USAGE;
 	}
-	r.o.setup = setup;
-	r.o.nsetup = nsetup;
+	r->o.setup = setup;
+	r->o.nsetup = nsetup;
 	char kernel[PATH_MAX], rootfs[PATH_MAX], cmdline[LAYOUT_CMDLINE_MAX];
 	int code = EXIT_USAGE;
 	/*
 	 * On PVM a standard Linux kernel spins in instruction emulation until --boot-timeout: say so
 	 * now.  A restore (--from) is not a boot, and whatever runs there is the snapshot's business.
 	 */
-	if (!r.o.from && !r.o.allow_pvm && host_kvm_kind() == HOST_KVM_PVM) {
+	if (!r->o.from && !r->o.allow_pvm && host_kvm_kind() == HOST_KVM_PVM) {
 		fprintf(stderr, "padcell: this host's /dev/kvm is PVM (kvm_pvm, no VT-x/AMD-V), where a standard Linux "
 				"kernel cannot boot; run on a host with hardware KVM, or see run work here in the nested tier "
 				"with `make demo` (--allow-pvm boots anyway)\n");
 		goto out;
 	}
-	if (!r.o.from) {
-		if (!r.o.vm.kernel) {
-			if (run_default_file("PADCELL_KERNEL", "vmlinuz", kernel, sizeof(kernel), err, sizeof(err))) {
+	if (!r->o.from) {
+		if (!r->o.vm.kernel) {
+			if (run_default_file("PADCELL_KERNEL", "vmlinuz", kernel, sizeof(kernel), err, errlen)) {
 				fprintf(stderr, "padcell: %s\n", err);
 				goto out;
 			}
-			r.o.vm.kernel = kernel;
+			r->o.vm.kernel = kernel;
 		}
-		if (!r.o.rootfs) {
-			if (run_default_file("PADCELL_ROOTFS", "rootfs.ext4", rootfs, sizeof(rootfs), err, sizeof(err))) {
+		if (!r->o.rootfs) {
+			if (run_default_file("PADCELL_ROOTFS", "rootfs.ext4", rootfs, sizeof(rootfs), err, errlen)) {
 				fprintf(stderr, "padcell: %s\n", err);
 				goto out;
 			}
-			r.o.rootfs = rootfs;
+			r->o.rootfs = rootfs;
 		}
 		/* The root image is the first disk, read-only; the user's --drive and --scratch follow. */
-		if (strcmp(r.o.rootfs, "none")) {
-			struct boot_opts *vm = &r.o.vm;
+		if (strcmp(r->o.rootfs, "none")) {
+			struct boot_opts *vm = &r->o.vm;
 			if (vm->ndrives + (vm->scratch ? 1 : 0) + 2 > LAYOUT_VIRTIO_MAX) {
 				fprintf(stderr, "padcell: too many drives for run: at most %u besides the root image and vsock\n",
 					LAYOUT_VIRTIO_MAX - 2);
 				goto out;
 			}
-			if (strlen(r.o.rootfs) >= PATH_MAX) {
+			if (strlen(r->o.rootfs) >= PATH_MAX) {
 				fprintf(stderr, "padcell: --rootfs path is too long\n");
 				goto out;
 			}
 			memmove(&vm->drives[1], &vm->drives[0], vm->ndrives * sizeof(vm->drives[0]));
-			vm->drives[0] = (struct drive_opt){ .path = r.o.rootfs, .id = "rootfs", .ro = true };
+			vm->drives[0] = (struct drive_opt){ .path = r->o.rootfs, .id = "rootfs", .ro = true };
 			vm->ndrives++;
 		}
-		/* The agent is init unless the user's command line names another. */
-		const char *user = strcmp(r.o.vm.cmdline, CLI_DEFAULT_CMDLINE) ? r.o.vm.cmdline : RUN_DEFAULT_CMDLINE;
+		/* The agent is init unless the user's command line names another-> */
+		const char *user = strcmp(r->o.vm.cmdline, CLI_DEFAULT_CMDLINE) ? r->o.vm.cmdline : RUN_DEFAULT_CMDLINE;
 		if (strstr(user, "init="))
 			snprintf(cmdline, sizeof(cmdline), "%s", user);
 		else if (snprintf(cmdline, sizeof(cmdline), "%s init=" RUN_AGENT_INIT, user) >= (int)sizeof(cmdline)) {
 			fprintf(stderr, "padcell: --cmdline is too long\n");
 			goto out;
 		}
-		r.o.vm.cmdline = cmdline;
+		r->o.vm.cmdline = cmdline;
 	}
-	r.o.vm.jail.host_net = r.o.vm.net.net;
-	if (jail_prepare(&r.o.vm.jail, err, sizeof(err))) {
+	r->o.vm.jail.host_net = r->o.vm.net.net;
+	if (jail_prepare(&r->o.vm.jail, err, errlen)) {
 		fprintf(stderr, "padcell: %s\n", err);
 		goto out;
 	}
-	r.sig_fd = stop_signals_fd();
-	if (r.sig_fd < 0) {
-		fprintf(stderr, "padcell: signalfd: %s\n", strerror(-r.sig_fd));
+	r->sig_fd = stop_signals_fd();
+	if (r->sig_fd < 0) {
+		fprintf(stderr, "padcell: signalfd: %s\n", strerror(-r->sig_fd));
 		code = EXIT_RUN_FAILED;
 		goto out;
 	}
-	code = run_main(&r);
-	close(r.sig_fd);
+	code = run_main(r);
+	close(r->sig_fd);
 out:
-	cli_opts_free(&r.o.vm);
+	cli_opts_free(&r->o.vm);
 	return code;
+}
+
+int run_with_setup(int argc, char **argv, const char *const *setup, unsigned nsetup)
+{
+	char err[512];
+	/* ~55 KiB (the options, the VM, its disks): zero pages, resident only where written */
+	struct run *rp = page_zalloc(sizeof(*rp));
+	if (!rp) {
+		fprintf(stderr, "padcell: out of memory\n");
+		return EXIT_RUN_FAILED;
+	}
+	int code = run_in(rp, argc, argv, setup, nsetup, err, sizeof(err));
+	page_free(rp, sizeof(*rp));
+	return code;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	return run_with_setup(argc, argv, NULL, 0);
 }
