@@ -269,6 +269,16 @@ elif mode == "live-removed":
     a = resolve("web.example.test")
     check("live-name-removed", ok and a.startswith("error"),
           "web.example.test's earlier address 198.51.100.11:80: %s; the name now -> %s" % ("refused " + why if ok else why, a))
+elif mode == "run-live":
+    # `padcell run --api-sock` with --allow web.example.test:80 only: refused first; the host then
+    # allows the address through the run's socket while this command runs.
+    ok, why = refused("198.51.100.20", 80)
+    check("run-live-denied", ok, "198.51.100.20:80 before the change: " + ("refused " + why if ok else why))
+    deadline = time.monotonic() + 120
+    while ok and time.monotonic() < deadline:
+        time.sleep(0.5)
+        ok, why = refused("198.51.100.20", 80)
+    try_get("run-live-allowed", "198.51.100.20", "/hello.txt", b"hello-c")
 elif mode in ("pip-install", "pip-denied"):
     # pip from the local index (net-wheel.py's files, served by net-inet.sh at pypi.example.test:8080).
     # The root is read-only: --target puts the package in /tmp (and, with --target, pip skips Debian's

@@ -235,6 +235,38 @@ while kill -0 $vmpid 2>/dev/null && [ "$(awk -v s="$(since "$t")" 'BEGIN { print
 kill -9 $vmpid 2>/dev/null
 wait $vmpid
 
+# --- the same through `padcell run --api-sock`: a run VM's policy changed while its command runs ---
+echo "STEP net-run-live"
+RS=$W/run-api.sock
+rm -f $RS
+timeout -k 10 $((CASE_TIMEOUT * 2)) ./padcell run $R --api-sock $RS --allow web.example.test:80 -- \
+	python3 -c "$(cat net-guest.py)" run-live >$W/run-live.out 2>$W/run-live.out.err </dev/null &
+runpid=$!
+t=$(now) # until the guest says its first connection was refused
+until grep -q "^CHECK run-live-denied " $W/run-live.out 2>/dev/null || ! kill -0 $runpid 2>/dev/null; do
+	awk -v s="$(since "$t")" -v m="$CASE_TIMEOUT" 'BEGIN { exit !(s > m) }' && break
+	sleep 0.3
+done
+./padcell net-policy --api-sock $RS --allow 198.51.100.20:80 >$W/run-live-put.err 2>&1
+put=$?
+# a second run on the socket while the first one serves it: refused in one line, before any VM
+./padcell run $R --api-sock $RS -- true >$W/run-live-busy.out 2>$W/run-live-busy.err </dev/null
+busy=$?
+wait $runpid
+rc=$?
+results $W/run-live.out run-live-denied run-live-allowed
+why=""
+[ $put = 0 ] || why="$why net-policy exited $put: $(head -c 200 $W/run-live-put.err);"
+[ $rc = 0 ] || why="$why padcell run exited $rc: $(tail -c 200 $W/run-live.out.err);"
+[ -e $RS ] && why="$why $RS is still there after the run;"
+result run-live-socket "$why" "net-policy through the run's socket exit $put, the run exit $rc, the socket gone after it"
+why=""
+[ $busy = 2 ] || why="$why a second run on the live socket exited $busy (want 2);"
+{ [ "$(wc -l <$W/run-live-busy.err)" = 1 ] &&
+	grep -q "^padcell: --api-sock '$RS': in use by another process" $W/run-live-busy.err; } ||
+	why="$why its stderr: $(head -c 200 $W/run-live-busy.err);"
+result run-live-busy "$why" "$(head -c 160 $W/run-live-busy.err)"
+
 echo "NET-TIMING main-run ${main_s}s"
 kill $inet 2>/dev/null
 [ "$fails" -eq 0 ]

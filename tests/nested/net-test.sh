@@ -6,7 +6,7 @@
 # Needs: build/padcell-static, build/upstream, build/kernel/bzImage, build/images/rootfs-debian.ext4
 # Exit: 0 all cases passed; 1 a case failed or is missing; l1.sh's 124/125 when L1 itself failed.
 set -euo pipefail
-tier=net expected=35 timeout_s=900 case_timeout=150
+tier=net expected=39 timeout_s=900 case_timeout=150
 . "$(dirname "$0")/tier-lib.sh"
 tier_args "$@"
 

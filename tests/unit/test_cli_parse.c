@@ -194,10 +194,6 @@ Test(cli_boot, api_sock)
 	cr_assert(strstr(err, "107") != NULL, "%s", err);
 	longp[107] = '\0';
 	cr_assert_eq(PARSE("--kernel", "k", "--api-sock", longp), 0, "107 bytes fit: %s", err);
-	/* Only boot has it: run refuses it. */
-	cr_assert_neq(cli_parse_run(4, (char *[]){ "run", "--api-sock", "/a", "--", NULL }, &(struct run_opts){ 0 }, err,
-				    sizeof(err)),
-		      0);
 }
 
 /* ---- cli_parse_run ---- */
@@ -256,6 +252,20 @@ Test(cli_run, run_options)
 	cr_assert_eq(RUN("--allow-pvm", "--", "true"), 0, "%s", err);
 	cr_assert(ro.allow_pvm);
 	cr_assert_eq(RUN("--from", "snap", "--allow-pvm", "--", "true"), 0, "a permission, not a VM shape: %s", err);
+}
+
+Test(cli_run, api_sock)
+{
+	cr_assert_eq(RUN("--", "true"), 0, "%s", err);
+	cr_assert_null(ro.vm.api_sock, "no control socket unless asked");
+	cr_assert_eq(RUN("--api-sock", "/run/vm.sock", "--", "true"), 0, "%s", err);
+	cr_assert_str_eq(ro.vm.api_sock, "/run/vm.sock");
+	cr_assert_eq(RUN("--from", "snap", "--api-sock", "/tmp/a", "--", "true"), 0, "not a VM shape: %s", err);
+	cr_assert_str_eq(ro.vm.api_sock, "/tmp/a");
+	cr_assert_neq(RUN("--api-sock", "/a", "--api-sock", "/b", "--", "true"), 0);
+	cr_assert(strstr(err, "twice") != NULL, "%s", err);
+	cr_assert_neq(RUN("--api-sock", "", "--", "true"), 0);
+	cr_assert(strstr(err, "107") != NULL, "%s", err);
 }
 
 Test(cli_run, errors)

@@ -349,6 +349,17 @@ static int vm_opts_check(const struct boot_opts *o, char *err, size_t errlen)
 	return 0;
 }
 
+/* --api-sock PATH (boot, run): once, and a path a Unix socket can have (sun_path: 107 bytes and a NUL). */
+static int api_sock_opt(struct boot_opts *o, const char *arg, char *err, size_t errlen)
+{
+	if (o->api_sock)
+		return usage_err(err, errlen, "--api-sock given twice");
+	if (!arg[0] || strlen(arg) > 107)
+		return usage_err(err, errlen, "--api-sock '%s': expected a socket path of 1 to 107 bytes", arg);
+	o->api_sock = arg;
+	return 0;
+}
+
 static int parse_boot(int argc, char **argv, struct boot_opts *o, char *err, size_t errlen)
 {
 	static const struct option opts[] = { VM_LONG_OPTS, { "api-sock", required_argument, NULL, OPT_API_SOCK },
@@ -375,12 +386,8 @@ static int parse_boot(int argc, char **argv, struct boot_opts *o, char *err, siz
 		}
 		if (c != OPT_API_SOCK)
 			return getopt_err(c, argv, err, errlen);
-		if (o->api_sock)
-			return usage_err(err, errlen, "--api-sock given twice");
-		/* A Unix socket path: sun_path holds 107 bytes and a NUL. */
-		if (!optarg[0] || strlen(optarg) > 107)
-			return usage_err(err, errlen, "--api-sock '%s': expected a socket path of 1 to 107 bytes", optarg);
-		o->api_sock = optarg;
+		if ((rc = api_sock_opt(o, optarg, err, errlen)))
+			return rc;
 	}
 	if (optind < argc)
 		return usage_err(err, errlen, "unexpected argument '%s' (see padcell --help)", argv[optind]);
@@ -405,6 +412,7 @@ static int parse_run(int argc, char **argv, struct run_opts *o, char *err, size_
 		{ "from", required_argument, NULL, OPT_FROM },
 		{ "snapshot-when-ready", required_argument, NULL, OPT_SNAPSHOT_WHEN_READY },
 		{ "allow-pvm", no_argument, NULL, OPT_ALLOW_PVM },
+		{ "api-sock", required_argument, NULL, OPT_API_SOCK },
 		{ 0 },
 	};
 	memset(o, 0, sizeof(*o));
@@ -460,6 +468,10 @@ static int parse_run(int argc, char **argv, struct run_opts *o, char *err, size_
 		case OPT_FROM: o->from = optarg; break;
 		case OPT_SNAPSHOT_WHEN_READY: o->snapshot_dir = optarg; break;
 		case OPT_ALLOW_PVM: o->allow_pvm = true; break;
+		case OPT_API_SOCK:
+			if ((rc = api_sock_opt(&o->vm, optarg, err, errlen)))
+				return rc;
+			break;
 		default:
 			return getopt_err(c, argv, err, errlen);
 		}
@@ -509,7 +521,7 @@ void cli_usage(FILE *out)
 	      "commands:\n"
 	      "  run [VM options] [--rootfs IMAGE] [--env K=V]... [--cwd DIR] [--user U]\n"
 	      "      [--timeout SEC] [--no-stdin] [--boot-timeout SEC] [--from DIR]\n"
-	      "      [--snapshot-when-ready DIR] [--allow-pvm] -- CMD [ARGS...]\n"
+	      "      [--snapshot-when-ready DIR] [--api-sock PATH] [--allow-pvm] -- CMD [ARGS...]\n"
 	      "      Run CMD in a fresh microVM: stdin passed in, stdout/stderr streamed back,\n"
 	      "      its exit code returned, the VM gone afterwards.  The kernel and read-only\n"
 	      "      root image default to share/padcell/{vmlinuz,rootfs.ext4} beside padcell\n"
@@ -520,6 +532,8 @@ void cli_usage(FILE *out)
 	      "      console and the boot / agent-ready / command times.  On a PVM host\n"
 	      "      (/dev/kvm without VT-x/AMD-V) a cold boot is refused at once (exit 2):\n"
 	      "      a standard Linux kernel cannot boot there; --allow-pvm tries anyway.\n"
+	      "      --api-sock PATH: boot's control socket while the command runs (net-policy,\n"
+	      "      pause, snapshot ...), removed when the run ends.\n"
 	      "  exec --vsock PATH [--env K=V]... [--cwd DIR] [--user U] [--timeout SEC]\n"
 	      "       [--no-stdin] [--verbose] [--background] [--pty] -- CMD [ARGS...]\n"
 	      "      Run CMD in a running VM (booted with --vsock PATH and the agent as init).\n"

@@ -23,6 +23,7 @@
 
 #include "guest/agent/proto.h"
 #include "vmm/agent/agent_client.h"
+#include "vmm/api/api.h"
 #include "vmm/cmd/check.h"
 #include "vmm/cmd/cli.h"
 #include "vmm/err.h"
@@ -90,6 +91,14 @@ struct run {
 	struct console_ring ring;
 	int sig_fd;
 	double t_start, t_vm, t_ready, t_cmd;
+	/* --api-sock: boot's control socket, served on a thread of its own while the command runs */
+	struct {
+		int fd;                /* the listening socket until the server owns it, else -1 */
+		struct api_server *server;
+		pthread_t thread;
+		int quit_efd;
+		bool started, jail_born;
+	} api;
 };
 
 /*
@@ -148,6 +157,78 @@ static void ring_stop(struct console_ring *r, int wfd)
 	close(wfd);
 	pthread_join(r->thread, NULL);
 	close(r->rfd);
+}
+
+/*
+ * The control socket's thread: run's main thread is in the agent's calls, so the requests (a
+ * policy change, a pause, a snapshot) are answered here, as boot's event loop answers them.
+ */
+static void *api_thread(void *arg)
+{
+	struct run *r = arg;
+	jail_thread_begin(JAIL_CONTROL, r->api.jail_born);
+	for (;;) {
+		struct pollfd p[2] = { { .fd = api_server_fd(r->api.server), .events = POLLIN },
+				       { .fd = r->api.quit_efd, .events = POLLIN } };
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[1].revents)
+			break;
+		if (p[0].revents)
+			api_server_service(r->api.server);
+	}
+	return NULL;
+}
+
+/* Serves the control socket (claimed by run_main) for the VM just built. */
+static int api_start(struct run *r, char *err, size_t errlen)
+{
+	char why[256];
+	r->api.server = api_vm_serve(r->vm, r->api.fd, r->o.vm.api_sock, PADCELL_VERSION, why, sizeof(why));
+	r->api.fd = -1; /* the server's now, or closed and removed */
+	if (!r->api.server)
+		return errorf(err, errlen, -EIO, "--api-sock '%s': %s", r->o.vm.api_sock, why);
+	r->api.quit_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (r->api.quit_efd < 0)
+		return errorf(err, errlen, -errno, "eventfd: %s", strerror(errno));
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, VM_THREAD_STACK);
+	r->api.jail_born = jail_thread_born();
+	int rc = pthread_create(&r->api.thread, &attr, api_thread, r);
+	pthread_attr_destroy(&attr);
+	if (rc && !r->api.jail_born)
+		jail_thread_unborn();
+	if (rc)
+		return errorf(err, errlen, -rc, "cannot start the control socket's thread: %s", strerror(rc));
+	r->api.started = true;
+	return 0;
+}
+
+/* No more requests: the thread ends and the socket goes (before the VM does). */
+static void api_stop(struct run *r)
+{
+	if (r->api.started) {
+		uint64_t one = 1;
+		if (write(r->api.quit_efd, &one, sizeof(one)) < 0) {
+			/* cannot fail for a fresh eventfd */
+		}
+		pthread_join(r->api.thread, NULL);
+		r->api.started = false;
+	}
+	if (r->api.quit_efd >= 0)
+		close(r->api.quit_efd);
+	r->api.quit_efd = -1;
+	api_server_destroy(r->api.server); /* unlinks the socket, through the jail */
+	r->api.server = NULL;
+	if (r->api.fd >= 0) { /* claimed, never served */
+		close(r->api.fd);
+		jail_unlink(r->o.vm.api_sock);
+	}
+	r->api.fd = -1;
 }
 
 /* Prints the end of the guest console: why a VM that never became ready failed. */
@@ -246,6 +327,7 @@ static void run_cleanup(struct run *r)
 			jail_unlink(r->ready_path);
 		r->ready_fd = -1;
 	}
+	api_stop(r);
 	if (r->vm) {
 		vm_request_stop(r->vm, VM_STOP_POWEROFF, "the command finished");
 		vm_kick_all(r->vm);
@@ -589,6 +671,18 @@ static int run_main(struct run *r)
 		jail_own_path(r->vsock_path);
 		jail_own_path(r->ready_path);
 	}
+	/* The control socket is claimed before the VM is built: a live or unusable PATH is the user's error. */
+	if (r->o.vm.api_sock) {
+		jail_allow_path(r->o.vm.api_sock, false); /* removed at exit */
+		jail_own_path(r->o.vm.api_sock);
+		char why[256];
+		r->api.fd = api_listen(r->o.vm.api_sock, why, sizeof(why));
+		if (r->api.fd < 0) {
+			snprintf(err, sizeof(err), "--api-sock '%s': %s", r->o.vm.api_sock, why);
+			code = EXIT_USAGE;
+			goto fail_quiet_console;
+		}
+	}
 
 	if (r->o.from) {
 		code = run_restore(r, err, sizeof(err));
@@ -603,8 +697,10 @@ static int run_main(struct run *r)
 	}
 	r->vm = &r->l.vm;
 	code = EXIT_RUN_FAILED;
+	if (r->o.vm.api_sock && api_start(r, err, sizeof(err)))
+		goto fail;
 	/* Everything is open and the VM is built: confine, then run the guest. */
-	if (cgroup_apply(r->vm->mem.size, r->vm->ncpus, r->o.snapshot_dir != NULL, err, sizeof(err)) ||
+	if (cgroup_apply(r->vm->mem.size, r->vm->ncpus, r->o.snapshot_dir != NULL || r->api.server, err, sizeof(err)) ||
 	    jail_confine(r->vm->mem.size, err, sizeof(err))) {
 		snprintf(err + strlen(err), sizeof(err) - strlen(err), " (the jail could not confine the monitor)");
 		goto fail;
@@ -723,6 +819,7 @@ static int run_in(struct run *r, int argc, char **argv, const char *const *setup
 {
 	r->ready_fd = -1;
 	r->console_fd = -1;
+	r->api.fd = r->api.quit_efd = -1;
 	if (cli_parse_run(argc, argv, &r->o, err, errlen)) {
 		fprintf(stderr, "padcell: %s\n", err);
 		return EXIT_USAGE;
