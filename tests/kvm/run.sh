@@ -460,11 +460,46 @@ check_api_drive_rate() {
 	api_result "$name" "$why" "$log"
 }
 
+# `padcell run --api-sock`: the same socket for a run VM, served while run waits for its agent
+# (the test guest has none: run waits until its boot timeout): Running, paused and resumed
+# through it; a second run on the live socket is refused in one line (exit 2); a SIGTERM ends
+# the run (143) and the socket is gone.
+check_api_run_sock() {
+	local name=run-api-sock log=$LOGDIR/run-api-sock.log sock=$LOGDIR/run-api.sock why="" pid rc st
+	rm -f "$sock"
+	"$PADCELL" run --allow-pvm --kernel "$GUEST" --rootfs none --mem 64M --boot-timeout $((HANG * 4)) \
+		--api-sock "$sock" --cmdline "tg.case=count tg.count=1000000000" -- true </dev/null >"$log" 2>&1 &
+	pid=$!
+	for _ in $(seq $((HANG * 20))); do [ -S "$sock" ] && break; sleep 0.05; done
+	if [ ! -S "$sock" ]; then why="no socket at $sock: $(head -c 200 "$log")"
+	elif ! st=$("$PADCELL" status --api-sock "$sock" 2>&1) || [ "$st" != Running ]; then why="GET / said '$st', not Running"
+	elif ! "$PADCELL" pause --api-sock "$sock" >"$log.client" 2>&1; then why="pause failed: $(cat "$log.client")"
+	elif ! st=$("$PADCELL" status --api-sock "$sock" 2>&1) || [ "$st" != Paused ]; then why="GET / after the pause said '$st'"
+	elif ! "$PADCELL" resume --api-sock "$sock" >"$log.client" 2>&1; then why="resume failed: $(cat "$log.client")"
+	elif ! st=$("$PADCELL" status --api-sock "$sock" 2>&1) || [ "$st" != Running ]; then why="GET / after resuming said '$st'"
+	elif "$PADCELL" run --allow-pvm --kernel "$GUEST" --rootfs none --api-sock "$sock" -- true \
+		</dev/null >"$log.second" 2>&1; rc=$? && [ "$rc" -ne 2 ]; then
+		why="a second run on the live socket exited $rc, not 2"
+	elif [ "$(wc -l <"$log.second")" -ne 1 ] ||
+		! grep -q "^padcell: --api-sock '$sock': in use by another process" "$log.second"; then
+		why="the second run did not say the socket is in use, in one line: $(head -c 200 "$log.second")"
+	fi
+	kill -TERM "$pid" 2>/dev/null
+	api_wait "$pid" "$HANG"
+	rc=$?
+	if [ -n "$why" ]; then :
+	elif [ "$rc" -ne 143 ]; then why="exit code $rc after SIGTERM, expected 143"
+	elif [ -e "$sock" ]; then why="$sock is still there after the run"
+	fi
+	api_result "$name" "$why" "$log"
+}
+
 check_api_stale
 check_api_pause_resume
 check_api_paused_sigterm
 check_api_snapshot
 check_api_drive_rate
+check_api_run_sock
 
 # Hostile frames through a real monitor (tg.case=nethostile, --net with libslirp): the guest's
 # polling virtio-net driver sends frames the gate must drop (runt, over the MTU, over the device's
