@@ -465,7 +465,7 @@ check_api_drive_rate() {
 # through it; a second run on the live socket is refused in one line (exit 2); a SIGTERM ends
 # the run (143) and the socket is gone.
 check_api_run_sock() {
-	local name=run-api-sock log=$LOGDIR/run-api-sock.log sock=$LOGDIR/run-api.sock why="" pid rc st
+	local name=api-run-sock log=$LOGDIR/api-run-sock.log sock=$LOGDIR/run-api.sock why="" pid rc st
 	rm -f "$sock"
 	"$PADCELL" run --allow-pvm --kernel "$GUEST" --rootfs none --mem 64M --boot-timeout $((HANG * 4)) \
 		--api-sock "$sock" --cmdline "tg.case=count tg.count=1000000000" -- true </dev/null >"$log" 2>&1 &
