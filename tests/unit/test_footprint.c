@@ -52,12 +52,18 @@ static void binary_path(const char *name, char *out, size_t len)
 	snprintf(out, len, "%s/../%s", dirname(self), name);
 }
 
+/* build/padcell's segments (beside build/tests/unit-tests). */
+static void padcell_segments(char *path, size_t len, struct seg *s)
+{
+	binary_path("padcell", path, len);
+	read_segments(path, s);
+}
+
 Test(footprint, static_tls_is_small)
 {
 	char path[PATH_MAX];
-	binary_path("padcell", path, sizeof(path));
 	struct seg s;
-	read_segments(path, &s);
+	padcell_segments(path, sizeof(path), &s);
 	cr_assert_leq(s.tls_mem, TLS_MAX_BYTES,
 		      "%s: %llu bytes of static TLS, zeroed in every thread: move big thread-local buffers to the heap",
 		      path, (unsigned long long)s.tls_mem);
@@ -66,9 +72,8 @@ Test(footprint, static_tls_is_small)
 Test(footprint, initialised_data_is_small)
 {
 	char path[PATH_MAX];
-	binary_path("padcell", path, sizeof(path));
 	struct seg s;
-	read_segments(path, &s);
+	padcell_segments(path, sizeof(path), &s);
 	cr_assert_leq(s.data_file, DATA_MAX_BYTES,
 		      "%s: %llu bytes of initialised writable data: large tables belong in .bss (no initialiser)",
 		      path, (unsigned long long)s.data_file);

@@ -224,6 +224,39 @@ Test(net_gate, rst_for_a_segment_with_ack_takes_its_seq_from_the_ack)
 	check_rst(o, 0x11223344u, 0, RST);
 }
 
+Test(net_gate, fin_reset_follows_the_fin_in_its_own_direction)
+{
+	uint8_t o[GATE_RST_LEN];
+	tcp(ALLOWED, 443, FIN | ACK, 30);
+	cr_assert_eq(gate_build_fin_reset(f, flen, o, sizeof(o)), GATE_RST_LEN);
+	cr_assert(memcmp(o, f, 12) == 0, "the FIN's MAC addresses: from the guest to the stack");
+	const uint8_t *ip = o + 14, *t = o + 34;
+	cr_assert_eq(ip[0], 0x45);
+	cr_assert_eq(get16(ip + 2), 40);
+	cr_assert_eq(get32(ip + 12), GUEST_IP, "from the guest");
+	cr_assert_eq(get32(ip + 16), ALLOWED);
+	cr_assert_eq(t_sum(ip, 20, 0), 0xffff, "IPv4 header checksum");
+	cr_assert_eq(get16(t), 40000);
+	cr_assert_eq(get16(t + 2), 443);
+	cr_assert_eq(get32(t + 4), 0xfffffff0u + 30 + 1, "past the data and the FIN, wrapping");
+	cr_assert_eq(t[13], RST, "RST alone");
+	uint8_t pseudo[12];
+	memcpy(pseudo, ip + 12, 8);
+	pseudo[8] = 0, pseudo[9] = IPPROTO_TCP;
+	put16(pseudo + 10, 20);
+	cr_assert_eq(t_sum(t, 20, t_sum(pseudo, 12, 0)), 0xffff, "TCP checksum over the pseudo-header");
+	tcp(ALLOWED, 443, ACK, 0);
+	cr_assert_eq(gate_build_fin_reset(f, flen, o, sizeof(o)), -EINVAL, "not a FIN");
+	tcp(ALLOWED, 443, FIN | RST, 0);
+	cr_assert_eq(gate_build_fin_reset(f, flen, o, sizeof(o)), -EINVAL, "a reset already");
+	tcp(ALLOWED, 443, FIN | SYN, 0);
+	cr_assert_eq(gate_build_fin_reset(f, flen, o, sizeof(o)), -EINVAL, "SYN with FIN");
+	tcp(ALLOWED, 443, FIN | ACK, 0);
+	cr_assert_eq(gate_build_fin_reset(f, flen, o, sizeof(o) - 1), -ENOSPC);
+	cr_assert_eq(gate_build_fin_reset(f, flen - 1, o, sizeof(o)), -EINVAL, "total length beyond the frame");
+	cr_assert_eq(gate_build_fin_reset(f, 20, o, sizeof(o)), -EINVAL);
+}
+
 Test(net_gate, rst_builder_refuses_bad_input)
 {
 	uint8_t o[GATE_RST_LEN];

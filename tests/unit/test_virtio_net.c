@@ -873,23 +873,47 @@ Test(virtio_net, decisions_are_logged_as_json_lines)
 
 TestSuite(net_slirp, .timeout = 30);
 
-Test(net_slirp, arp_and_an_allowed_connection_through_libslirp)
+/*
+ * A listener on host loopback, and the device on the real libslirp with a rule naming exactly it
+ * (host loopback is refused unless a rule does).  Returns the listener; *port is its port.
+ */
+static int slirp_dev_with_listener(uint16_t *port)
 {
-	if (!net_slirp_built_in())
-		cr_skip_test("built without libslirp");
-	/* A listener on host loopback: refused unless a rule names it exactly, as this one does. */
 	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	cr_assert_eq(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	cr_assert_eq(listen(l, 4), 0);
 	socklen_t sl = sizeof(sa);
 	getsockname(l, (struct sockaddr *)&sa, &sl);
-	uint16_t port = ntohs(sa.sin_port);
+	*port = ntohs(sa.sin_port);
 	char rule[32];
-	snprintf(rule, sizeof(rule), "127.0.0.1:%u", port);
+	snprintf(rule, sizeof(rule), "127.0.0.1:%u", *port);
 	const char *rules[] = { rule };
 	make_dev(NULL, rules, 1);
 	dev_up(16);
+	return l;
+}
+
+/* Polls the device until the stack's connection to listener l arrives: the accepted socket. */
+static int slirp_accept(int l)
+{
+	int c = -1;
+	for (int i = 0; i < 200 && c < 0; i++) {
+		virtio_net_poll(dev, 10);
+		struct pollfd pl = { .fd = l, .events = POLLIN };
+		if (poll(&pl, 1, 0) == 1)
+			c = accept(l, NULL, NULL);
+	}
+	return c;
+}
+
+Test(net_slirp, arp_and_an_allowed_connection_through_libslirp)
+{
+	if (!net_slirp_built_in())
+		cr_skip_test("built without libslirp");
+	/* A listener on host loopback: refused unless a rule names it exactly, as this one does. */
+	uint16_t port;
+	int l = slirp_dev_with_listener(&port);
 
 	arp_request(NET_GATEWAY_IP);
 	tx_send();
@@ -908,13 +932,7 @@ Test(net_slirp, arp_and_an_allowed_connection_through_libslirp)
 	syn(0x7f000001, port);
 	tx_send();
 	uint16_t seen = used_idx(&dq[0]);
-	int c = -1;
-	for (int i = 0; i < 200 && c < 0; i++) {
-		virtio_net_poll(dev, 10);
-		struct pollfd pl = { .fd = l, .events = POLLIN };
-		if (poll(&pl, 1, 0) == 1)
-			c = accept(l, NULL, NULL);
-	}
+	int c = slirp_accept(l);
 	cr_assert_geq(c, 0, "slirp connected to the allowed listener");
 	/* and the guest hears a SYN-ACK (after the gate's RST for the denied one) */
 	bool synack = false;
@@ -1613,18 +1631,8 @@ Test(net_slirp, a_connection_the_server_closed_first_frees_its_buffers_at_the_gu
 #endif
 	if (!net_slirp_built_in())
 		cr_skip_test("built without libslirp");
-	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	cr_assert_eq(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	cr_assert_eq(listen(l, 4), 0);
-	socklen_t sl = sizeof(sa);
-	getsockname(l, (struct sockaddr *)&sa, &sl);
-	uint16_t port = ntohs(sa.sin_port);
-	char rule[32];
-	snprintf(rule, sizeof(rule), "127.0.0.1:%u", port);
-	const char *rules[] = { rule };
-	make_dev(NULL, rules, 1);
-	dev_up(16);
+	uint16_t port;
+	int l = slirp_dev_with_listener(&port);
 	uint16_t seen = 0;
 	arp_request(NET_GATEWAY_IP);
 	tx_send();
@@ -1637,13 +1645,7 @@ Test(net_slirp, a_connection_the_server_closed_first_frees_its_buffers_at_the_gu
 	cr_assert(wait_tcp(&seen, 0x7f000001, port, 40020, 0x12, &isn), "a SYN-ACK from the stack");
 	tcp_seg(0x7f000001, 40020, port, 1001, isn + 1, 0x10, NULL);
 	tx_send();
-	int c = -1;
-	for (int i = 0; i < 200 && c < 0; i++) {
-		virtio_net_poll(dev, 10);
-		struct pollfd pl = { .fd = l, .events = POLLIN };
-		if (poll(&pl, 1, 0) == 1)
-			c = accept(l, NULL, NULL);
-	}
+	int c = slirp_accept(l);
 	cr_assert_geq(c, 0, "slirp connected to the listener");
 	cr_assert_geq(mallinfo2().hblkhd, idle + (256u << 10), "the connection's two socket buffers are mapped");
 	close(c); /* the server's end first */

@@ -258,29 +258,54 @@ static uint32_t pseudo_sum(const struct iphdr *oi, size_t l4len)
 	return csum_add(0, pseudo, sizeof(pseudo));
 }
 
+/*
+ * The headers of a well-formed IPv4 TCP segment in an Ethernet frame (any IP header length), and
+ * its data length; 0 or -EINVAL.  Nothing in it is trusted beyond what is checked here.
+ */
+static int tcp_seg_read(const uint8_t *seg, size_t len, struct ethhdr *eh, struct iphdr *ih, struct tcphdr *th,
+			size_t *ihl, size_t *datalen)
+{
+	if (len < ETH_HLEN + sizeof(*ih) + sizeof(*th))
+		return -EINVAL;
+	memcpy(eh, seg, sizeof(*eh));
+	memcpy(ih, seg + ETH_HLEN, sizeof(*ih));
+	size_t tot = ntohs(ih->tot_len);
+	*ihl = (size_t)ih->ihl * 4;
+	if (ntohs(eh->h_proto) != ETH_P_IP || ih->version != 4 || ih->ihl < 5 || ih->protocol != IPPROTO_TCP ||
+	    tot < *ihl + sizeof(*th) || tot > len - ETH_HLEN)
+		return -EINVAL;
+	memcpy(th, seg + ETH_HLEN + *ihl, sizeof(*th));
+	size_t hlen = (size_t)th->doff * 4;
+	if (th->doff < 5 || hlen > tot - *ihl)
+		return -EINVAL;
+	*datalen = tot - *ihl - hlen;
+	return 0;
+}
+
+/* Writes the reset (oe, oi and ot, whose checksum is filled in here) into out; GATE_RST_LEN. */
+static int rst_emit(const struct ethhdr *oe, const struct iphdr *oi, struct tcphdr *ot, uint8_t *out)
+{
+	uint32_t sum = csum_add(pseudo_sum(oi, sizeof(*ot)), ot, sizeof(*ot));
+	ot->check = htons((uint16_t)~csum_fold(sum));
+	memcpy(out, oe, sizeof(*oe));
+	memcpy(out + ETH_HLEN, oi, sizeof(*oi));
+	memcpy(out + ETH_HLEN + sizeof(*oi), ot, sizeof(*ot));
+	return GATE_RST_LEN;
+}
+
 int gate_build_rst(const uint8_t *seg, size_t len, uint8_t *out, size_t outlen)
 {
 	struct ethhdr eh;
 	struct iphdr ih;
 	struct tcphdr th;
-
-	if (len < ETH_HLEN + sizeof(ih) + sizeof(th))
-		return -EINVAL;
-	memcpy(&eh, seg, sizeof(eh));
-	memcpy(&ih, seg + ETH_HLEN, sizeof(ih));
-	size_t tot = ntohs(ih.tot_len);
-	if (ntohs(eh.h_proto) != ETH_P_IP || ih.version != 4 || ih.ihl != 5 || ih.protocol != IPPROTO_TCP ||
-	    tot < sizeof(ih) + sizeof(th) || tot > len - ETH_HLEN)
-		return -EINVAL;
-	memcpy(&th, seg + ETH_HLEN + sizeof(ih), sizeof(th));
-	size_t hlen = (size_t)th.doff * 4;
-	if (th.doff < 5 || hlen > tot - sizeof(ih) || th.rst)
+	size_t ihl, datalen;
+	if (tcp_seg_read(seg, len, &eh, &ih, &th, &ihl, &datalen) || ihl != sizeof(ih) || th.rst)
 		return -EINVAL;
 	if (outlen < GATE_RST_LEN)
 		return -ENOSPC;
 
 	/* RFC 793: SEG.LEN counts the data plus one for SYN and one for FIN */
-	uint32_t seglen = (uint32_t)(tot - sizeof(ih) - hlen) + th.syn + th.fin;
+	uint32_t seglen = (uint32_t)datalen + th.syn + th.fin;
 
 	struct ethhdr oe;
 	struct iphdr oi;
@@ -299,13 +324,7 @@ int gate_build_rst(const uint8_t *seg, size_t len, uint8_t *out, size_t outlen)
 		ot.ack_seq = htonl(ntohl(th.seq) + seglen);
 		ot.ack = 1;
 	}
-	uint32_t sum = csum_add(pseudo_sum(&oi, sizeof(ot)), &ot, sizeof(ot));
-	ot.check = htons((uint16_t)~csum_fold(sum));
-
-	memcpy(out, &oe, sizeof(oe));
-	memcpy(out + ETH_HLEN, &oi, sizeof(oi));
-	memcpy(out + ETH_HLEN + sizeof(oi), &ot, sizeof(ot));
-	return GATE_RST_LEN;
+	return rst_emit(&oe, &oi, &ot, out);
 }
 
 int gate_build_fin_reset(const uint8_t *fin, size_t len, uint8_t *out, size_t outlen)
@@ -313,23 +332,12 @@ int gate_build_fin_reset(const uint8_t *fin, size_t len, uint8_t *out, size_t ou
 	struct ethhdr eh;
 	struct iphdr ih;
 	struct tcphdr th;
-
-	if (len < ETH_HLEN + sizeof(ih) + sizeof(th))
-		return -EINVAL;
-	memcpy(&eh, fin, sizeof(eh));
-	memcpy(&ih, fin + ETH_HLEN, sizeof(ih));
-	size_t ihl = (size_t)ih.ihl * 4, tot = ntohs(ih.tot_len);
-	if (ntohs(eh.h_proto) != ETH_P_IP || ih.version != 4 || ih.ihl < 5 || ih.protocol != IPPROTO_TCP ||
-	    tot < ihl + sizeof(th) || tot > len - ETH_HLEN)
-		return -EINVAL;
-	memcpy(&th, fin + ETH_HLEN + ihl, sizeof(th));
-	size_t hlen = (size_t)th.doff * 4;
-	if (th.doff < 5 || hlen > tot - ihl || !th.fin || th.rst || th.syn)
+	size_t ihl, datalen;
+	if (tcp_seg_read(fin, len, &eh, &ih, &th, &ihl, &datalen) || !th.fin || th.rst || th.syn)
 		return -EINVAL;
 	if (outlen < GATE_RST_LEN)
 		return -ENOSPC;
 
-	struct ethhdr oe = eh;
 	struct iphdr oi;
 	memset(&oi, 0, sizeof(oi));
 	oi.version = 4;
@@ -346,17 +354,10 @@ int gate_build_fin_reset(const uint8_t *fin, size_t len, uint8_t *out, size_t ou
 	memset(&ot, 0, sizeof(ot));
 	ot.source = th.source;
 	ot.dest = th.dest;
-	ot.seq = htonl(ntohl(th.seq) + (uint32_t)(tot - ihl - hlen) + 1u); /* past the data and the FIN */
+	ot.seq = htonl(ntohl(th.seq) + (uint32_t)datalen + 1u); /* past the data and the FIN */
 	ot.doff = 5;
 	ot.rst = 1;
-	ot.window = 0;
-	uint32_t sum = csum_add(pseudo_sum(&oi, sizeof(ot)), &ot, sizeof(ot));
-	ot.check = htons((uint16_t)~csum_fold(sum));
-
-	memcpy(out, &oe, sizeof(oe));
-	memcpy(out + ETH_HLEN, &oi, sizeof(oi));
-	memcpy(out + ETH_HLEN + sizeof(oi), &ot, sizeof(ot));
-	return GATE_RST_LEN;
+	return rst_emit(&eh, &oi, &ot, out);
 }
 
 int gate_build_udp_reply(const uint8_t *dgram, size_t len, const uint8_t *payload, size_t plen, uint8_t *out,
