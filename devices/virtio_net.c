@@ -532,7 +532,7 @@ static void fin_answered(struct virtio_net *n, const uint8_t *frame, size_t len,
 {
 	uint8_t flags;
 	uint32_t seq, ack, end;
-	if (!tcp4_seq(frame, len, t, &flags, &seq, &ack, &end))
+	if (!tcp4_seq(frame, len, t, &flags, &seq, &ack, &end) || !(flags & 0x05)) /* FIN or RST: else nothing to do */
 		return;
 	struct net_fin *e = fin_find(n, t->sport, t->dst, t->dport);
 	if (!e)
