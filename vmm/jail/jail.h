@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 
 #include "vmm/jail/cgroup.h"
 
@@ -115,6 +116,13 @@ void jail_control_narrow(void);
 /* Opens the gate without confining: an error path before jail_confine. */
 void jail_abort(void);
 
+/*
+ * The monitor's pid as its callers know it: with the jail on, the monitor runs as pid 1 of a PID
+ * namespace of its own, the child of the process the user started (its supervisor, which stays:
+ * vmm/jail/pidns.c); this is that process's pid.  getpid() otherwise.
+ */
+pid_t jail_pid(void);
+
 /* True between jail_prepare (jail on) and the end of the process. */
 bool jail_armed(void);
 /* True once jail_confine succeeded: a thread created now inherits the confinement. */
@@ -153,7 +161,11 @@ int jail_landlock_abi(void);
 int jail_landlock_make(const char *const *dirs, unsigned ndirs, const char *const *rmdir_parents, unsigned nrmdir,
 		       char *err, size_t errlen);
 int jail_landlock_restrict(int ruleset_fd);
-int jail_ns_enter(bool root, bool host_net, char *what, size_t whatlen);
+int jail_ns_user(char *what, size_t whatlen);
+int jail_ns_enter(bool host_net, char *what, size_t whatlen);
+int jail_pidns_fork(bool keep_kill, enum jail_seccomp_mode mode, char *what, size_t whatlen);
+void jail_pidns_rearm(void);
+int jail_seccomp_load_supervisor(enum jail_seccomp_mode mode, pid_t monitor);
 int jail_ns_wait(char *what, size_t whatlen);
 int jail_ns_net_status(void);
 int jail_ns_net_join(void);
