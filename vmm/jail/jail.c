@@ -276,9 +276,9 @@ static int prepare(const struct jail_opts *o, char *err, size_t errlen)
 		/* the monitor as pid 1 of a PID namespace of its own (pidns.c): this process stays as its
 		 * supervisor, and only the monitor returns from here */
 		char pwhat[32];
-		int prc = jail_pidns_fork(J.o.uid >= 0, J.o.seccomp, pwhat, sizeof(pwhat));
+		int prc = jail_pidns_fork(J.o.uid >= 0 && J.o.uid != (long)getuid(), J.o.seccomp, pwhat, sizeof(pwhat));
 		if (prc)
-			fprintf(stderr, "padcell: jail: no PID namespace (%s: %s); the monitor sees the host's processes' pids\n",
+			fprintf(stderr, "padcell: jail: no PID namespace (%s: %s); the monitor runs among the host's pids\n",
 				pwhat, strerror(-prc));
 		rc = jail_ns_enter(o->host_net, what, sizeof(what));
 	}
@@ -899,5 +899,6 @@ void jail_probe(struct jail_support *s)
 	int max = read_int("/proc/sys/user/max_user_namespaces", 0);
 	int clone = read_int("/proc/sys/kernel/unprivileged_userns_clone", 1);
 	s->userns = max > 0 && clone != 0;
+	s->pidns = jail_pidns_probe();
 	jail_cgroup_probe(s);
 }

@@ -144,6 +144,7 @@ void jail_thread_begin(enum jail_kind kind, bool born_confined);
 struct jail_support {
 	bool seccomp;         /* seccomp filter mode available */
 	bool userns;          /* an unprivileged user namespace can be made */
+	bool pidns;           /* this user can run the monitor as pid 1 of a PID namespace of its own */
 	int landlock_abi;     /* 0 = none */
 	bool cgroup2;         /* a cgroup v2 hierarchy is mounted */
 	bool cgroup2_delegated; /* ... and this user may make a leaf in it */
@@ -173,5 +174,6 @@ int jail_ns_join(int cwd_fd);
 void jail_ns_done(void);
 int jail_ns_pivot(const char *mountpoint, char *what, size_t whatlen);
 void jail_cgroup_probe(struct jail_support *s);
+bool jail_pidns_probe(void);
 
 #endif

@@ -144,3 +144,22 @@ void jail_pidns_rearm(void)
 	close(PN.alive_r);
 	PN.alive_r = -1;
 }
+
+/* For `padcell check`: what jail_prepare does, in a child that ends at once (a grandchild as pid 1). */
+bool jail_pidns_probe(void)
+{
+	fflush(NULL);
+	pid_t probe = fork();
+	if (probe == 0) {
+		char what[32];
+		if ((geteuid() != 0 && jail_ns_user(what, sizeof(what))) || unshare(CLONE_NEWPID) < 0)
+			_exit(1);
+		pid_t first = fork();
+		if (first == 0)
+			_exit(getpid() == 1 ? 0 : 1);
+		int st;
+		_exit(first > 0 && waitpid(first, &st, 0) == first && WIFEXITED(st) ? WEXITSTATUS(st) : 1);
+	}
+	int st;
+	return probe > 0 && waitpid(probe, &st, 0) == probe && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
