@@ -14,3 +14,22 @@ monitor_find() {
 }
 # monitor_of PID: the same, printed.
 monitor_of() { monitor_find "$1"; echo "$MON"; }
+# monitor_gone MON: waits (bounded: HANG s) until the monitor MON is gone or a zombie (its files
+# closed).  SIGKILL of the supervisor ends the monitor through PR_SET_PDEATHSIG a moment after
+# the supervisor itself, so a caller that reuses the VM's socket paths at once waits for this too.
+monitor_gone() {
+	local s n=$((${HANG:-30} * 20))
+	while [ "$n" -gt 0 ]; do
+		read -r _ _ s _ <"/proc/$1/stat" 2>/dev/null || return 0
+		[ "$s" = Z ] && return 0
+		sleep 0.05; n=$((n - 1))
+	done
+	return 1
+}
+# kill_wait SIG PID: signals the padcell started as PID, waits for it and for its monitor.
+kill_wait() {
+	monitor_find "$2"
+	local mon=$MON
+	kill -"$1" "$2" 2>/dev/null; wait "$2" 2>/dev/null
+	monitor_gone "$mon"
+}

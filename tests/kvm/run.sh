@@ -306,7 +306,7 @@ check_api_stale() {
 	"$PADCELL" "${API_GUEST[@]}" </dev/null >"$log" 2>&1 &
 	pid=$!
 	if ! api_wait_sock; then why="no socket at $API_SOCK"; fi
-	kill -KILL "$pid"; wait "$pid" 2>/dev/null
+	kill_wait KILL "$pid" # the monitor too: the next case takes its socket over
 	[ -z "$why" ] && [ ! -S "$API_SOCK" ] && why="SIGKILL left no stale socket to test with"
 	api_result "$name" "$why" "$log"
 }
@@ -674,7 +674,7 @@ check_snapshot_kill() {
 		else
 			sleep "$delay"
 		fi
-		kill -KILL "$pid"; wait "$pid" 2>/dev/null; wait
+		kill_wait KILL "$pid"; wait
 		ls -a "$dir" >>"$log"
 		ls -a "$dir" | grep -q '\.tmp-' && mid=$((mid + 1))
 		if [ -e "$dir/state" ]; then
