@@ -14,14 +14,15 @@ monitor_find() {
 }
 # monitor_of PID: the same, printed.
 monitor_of() { monitor_find "$1"; echo "$MON"; }
-# monitor_gone MON: waits (bounded: HANG s) until the monitor MON is gone or a zombie (its files
-# closed).  SIGKILL of the supervisor ends the monitor through PR_SET_PDEATHSIG a moment after
-# the supervisor itself, so a caller that reuses the VM's socket paths at once waits for this too.
+# monitor_gone MON: waits (bounded: HANG s) until the monitor MON holds no file any more (gone, or
+# a zombie whose threads all ended: a killed leader is a zombie while its vCPU threads still exit).
+# SIGKILL of the supervisor ends the monitor through PR_SET_PDEATHSIG a moment after the
+# supervisor itself, so a caller that reuses the VM's socket paths at once waits for this too.
 monitor_gone() {
-	local s n=$((${HANG:-30} * 20))
+	local n=$((${HANG:-30} * 20)) f=()
 	while [ "$n" -gt 0 ]; do
-		read -r _ _ s _ <"/proc/$1/stat" 2>/dev/null || return 0
-		[ "$s" = Z ] && return 0
+		f=("/proc/$1/fd/"*)
+		[ -e "${f[0]}" ] || return 0
 		sleep 0.05; n=$((n - 1))
 	done
 	return 1
