@@ -4,8 +4,9 @@
  * no privileges, bounded rlimits) and only then runs the guest.
  *
  * The sequence, called from the commands (boot, run, restore):
- *   jail_prepare()    at the command's start, single-threaded: closes inherited fds, unshares the
- *                     namespaces, arms the gate that holds device threads until confinement;
+ *   jail_prepare()    at the command's start, single-threaded: closes inherited fds, forks the
+ *                     monitor into its PID namespace, unshares the other namespaces, arms the
+ *                     gate that holds device threads until confinement;
  *   jail_allow_path() for each path the VM still touches at run time (Landlock's allow-list);
  *   jail_confine()    once the VM is built, before its first vCPU runs;
  *   jail_control_narrow() on the control thread once the vCPU threads exist;
@@ -70,7 +71,12 @@ void jail_opts_init(struct jail_opts *o);
 /* 1 when opt is a jail option (then 0 or -EINVAL with err set is in *rc), 0 when it is not. */
 int jail_opt_parse(struct jail_opts *o, int opt, const char *arg, int *rc, char *err, size_t errlen);
 
-/* Starts the sequence (see above).  Returns 0, or -errno with err set (the command should stop). */
+/*
+ * Starts the sequence (see above).  Returns 0, or -errno with err set (the command should stop).
+ * With the jail on it returns in a new process, the monitor, pid 1 of a PID namespace of its own;
+ * the calling process stays behind as its supervisor and exits with the monitor's status
+ * (vmm/jail/pidns.c).
+ */
 int jail_prepare(const struct jail_opts *o, char *err, size_t errlen);
 
 /* A path the VM uses after confinement: its directory (dir itself when is_dir) stays writable. */
