@@ -40,12 +40,13 @@ start() {
 	leaf=$CG/padcell/vm-$pid
 }
 # The monitor: busybox timeout execs padcell in its own pid (a coreutils one would fork it), the
-# pid its leaf is named after; with the jail that process is the supervisor ("padcell-super") and
-# the monitor its child, pid 1 of a PID namespace of its own (README "The jail").
+# pid its leaf is named after; with the jail (always on here) that process becomes the supervisor
+# ("padcell-super") and the monitor is its child, pid 1 of a PID namespace of its own (README "The
+# jail"; its other child is the leaf's reaper): the child that is pid 1 of its namespace (the
+# last NSpid field).  Nothing until the supervisor has forked it.
 monitor_of() {
-	if [ "$(cat /proc/$1/comm 2>/dev/null)" = padcell ]; then echo "$1"; return; fi
 	for c in $(cat /proc/$1/task/$1/children 2>/dev/null); do
-		[ "$(cat /proc/$c/comm 2>/dev/null)" = padcell ] && echo "$c" && return
+		[ "$(awk '$1 == "NSpid:" && NF > 2 { print $NF }' /proc/$c/status 2>/dev/null)" = 1 ] && { echo "$c"; return; }
 	done
 }
 have_monitor() { mpid=$(monitor_of $pid); [ -n "$mpid" ]; }
