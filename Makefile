@@ -67,7 +67,7 @@ DEV_SRCS := devices/bus.c devices/serial.c devices/i8042.c devices/pvpanic.c \
             devices/acpi_pm.c devices/virtq.c devices/virtio_mmio.c devices/virtio_blk.c \
             devices/virtio_vsock.c devices/devthread.c devices/ratelimit.c
 # The jail: the monitor confines itself (seccomp, Landlock, namespaces, privileges).
-VMM_SRCS += vmm/jail/jail.c vmm/jail/seccomp.c vmm/jail/landlock.c vmm/jail/ns.c vmm/jail/cgroup.c
+VMM_SRCS += vmm/jail/jail.c vmm/jail/seccomp.c vmm/jail/landlock.c vmm/jail/ns.c vmm/jail/pidns.c vmm/jail/cgroup.c
 # virtio-net and its backend (libslirp with SLIRP=1, else a stub that refuses --net).
 DEV_SRCS += devices/virtio_net.c devices/net_slirp.c devices/net_resolve.c
 # The network egress core: policy, frame gate, DNS, SNI/Host (pure; devices/virtio_net.c runs them).

@@ -76,11 +76,23 @@ static pid_t spawn(char **argv, int *fd)
 	return pid;
 }
 
+/*
+ * SIGKILL, then wait for the child and for whatever else holds its stdout: padcell's monitor is
+ * the child of the started pid (its supervisor, README "The jail") and dies a moment after it, so
+ * the pipe's EOF, not waitpid, says the VM is gone; its teardown must not overlap the next run.
+ * Bounded: 30 s.
+ */
 static void reap(pid_t pid, int fd)
 {
 	if (pid > 0) { /* never kill(-1): a failed spawn has no child */
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
+	}
+	char buf[4096];
+	for (int waited = 0; fd >= 0 && waited < 300; waited++) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 100) == 1 && read(fd, buf, sizeof(buf)) <= 0)
+			break;
 	}
 	if (fd >= 0)
 		close(fd);

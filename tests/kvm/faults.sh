@@ -16,6 +16,7 @@
 set -uo pipefail
 SELF=$(readlink -f "$0")
 cd "$(dirname "$SELF")/../.." || exit 1
+. tests/kvm/monitor-lib.sh
 
 PADCELL=${PADCELL:-build/padcell}
 GUEST=${GUEST:-build/guest/testguest.elf}
@@ -175,6 +176,7 @@ case_kill_snapshot() {
 		cpid=$!
 		# The kill lands while the files are written: after a temporary file appeared.
 		for _ in $(seq $((HANG * 100))); do ls -a "$dir" 2>/dev/null | grep -q '\.tmp-' && break; sleep 0.01; done
+		monitor_find "$pid"
 		kill -KILL "$pid"
 		wait_pid "$cpid" "$HANG"
 		rc=$?
@@ -191,6 +193,7 @@ case_kill_snapshot() {
 		fi
 	fi
 	wait "$pid" 2>/dev/null
+	[ -n "$why" ] || monitor_gone "$MON" || why="the monitor $MON outlived its supervisor's SIGKILL by $HANG s"
 	# The API socket the killed monitor left is taken over by the next one (the kvm tier checks
 	# that too); the next snapshot into the same directory works.
 	if [ -z "$why" ]; then
@@ -216,7 +219,7 @@ case_kill_vsock() {
 		</dev/null >"$out" 2>&1 &
 	pid=$!
 	if ! wait_line "$out" '^COUNT 3[[:space:]]*$'; then why="the guest never started counting"; fi
-	kill -KILL "$pid"; wait "$pid" 2>/dev/null
+	kill_wait KILL "$pid" || [ -n "$why" ] || why="the monitor outlived its supervisor's SIGKILL by $HANG s"
 	if [ -n "$why" ]; then :
 	elif [ ! -S "$sock" ]; then why="SIGKILL left no socket at $sock to test with"
 	else

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Jail tier: the monitor's confinement, seen from outside on this host's /dev/kvm with the test
 # guest.  For a running padcell: /proc/PID/status (Seccomp 2, NoNewPrivs 1, CapEff/CapBnd 0, the
-# uid) for every thread, its namespaces, its fd table; --uid; --no-jail; a forbidden syscall in
+# uid) for every thread, its namespaces (pid 1 of a PID namespace of its own, under a confined
+# supervisor that keeps the started pid), its fd table; --uid; --no-jail; a forbidden syscall in
 # each thread kind (build/padcell-jailtest); a rootless run.  Ends with "N passed, N failed, N skipped".
 set -uo pipefail
 SELF=$(readlink -f "$0")
 cd "$(dirname "$SELF")/../.." || exit 1
+. tests/kvm/monitor-lib.sh
 
 LOGDIR=${LOGDIR:-build/test-logs/jail}
 HANG=${HANG:-30}
@@ -47,10 +49,47 @@ status_of() {
 	[ "$(wc -l <<<"$vals")" -eq 1 ] && echo "$vals" || echo mixed
 }
 
-# check_confined PID UID [host-net]: why the running monitor PID is not confined as it should be, or "".
+# check_supervisor PID MON: why the supervisor PID (the pid the caller started) of the monitor MON is
+# not what it should be, or "": one thread outside the monitor's PID namespace with no privileges and
+# a filter of its own (CAP_KILL alone when the monitor runs as another uid: it must still signal it).
+check_supervisor() {
+	local sup=$1 v eff=0000000000000000
+	[ "$(awk '$1 == "Uid:" {print $2}' "/proc/$sup/status")" != "$(awk '$1 == "Uid:" {print $2}' "/proc/$2/status")" ] &&
+		eff=0000000000000020
+	[ "$(cat "/proc/$sup/comm")" = padcell-super ] || { echo "pid $sup is $(cat "/proc/$sup/comm"), not the supervisor"; return; }
+	[ "$(ls /proc/"$sup"/task | wc -l)" -eq 1 ] || { echo "the supervisor has more than one thread"; return; }
+	for f in Seccomp:2 NoNewPrivs:1 CapEff:$eff CapPrm:$eff CapBnd:0000000000000000 CapAmb:0000000000000000; do
+		v=$(awk -v f="${f%%:*}:" '$1 == f {print $2}' "/proc/$sup/status")
+		[ "$v" = "${f#*:}" ] || { echo "the supervisor's ${f%%:*} is $v, expected ${f#*:}"; return; }
+	done
+	[ "$(readlink "/proc/$sup/ns/pid")" = "$(readlink /proc/self/ns/pid)" ] || echo "the supervisor left the host's PID namespace"
+}
+
+# check_pidns MON: why the monitor MON is not pid 1 of a PID namespace of its own with nothing else in it, or "".
+check_pidns() {
+	local pid=$1 v ns p
+	ns=$(readlink "/proc/$pid/ns/pid")
+	for v in /proc/"$pid"/task/*; do
+		[ "$(readlink "$v/ns/pid")" != "$(readlink /proc/self/ns/pid)" ] || { echo "thread ${v##*/} is in the host's PID namespace"; return; }
+		[ "$(readlink "$v/ns/pid")" = "$ns" ] || { echo "thread ${v##*/} in another PID namespace than the main thread's"; return; }
+	done
+	v=$(awk '$1 == "NSpid:" {print $2 " " $3 " " $4}' "/proc/$pid/status")
+	[ "$v" = "$pid 1 " ] || { echo "NSpid is '$v', expected '$pid 1': not pid 1 of its own namespace"; return; }
+	for p in /proc/[0-9]*; do
+		[ "${p#/proc/}" != "$pid" ] && [ "$(readlink "$p/ns/pid" 2>/dev/null)" = "$ns" ] &&
+			{ echo "process ${p#/proc/} ($(cat "$p/comm" 2>/dev/null)) shares the monitor's PID namespace"; return; }
+	done
+}
+
+# check_confined PID UID [host-net]: why the running padcell started as PID (its supervisor; the
+# monitor is its child) is not confined as it should be, or "".
 # host-net: a VM with a NIC, whose stack dials out from the host's network namespace.
 check_confined() {
-	local pid=$1 uid=$2 net=${3:-} v
+	local sup=$1 uid=$2 net=${3:-} v pid
+	pid=$(monitor_of "$sup")
+	[ "$pid" != "$sup" ] || { echo "no monitor child under pid $sup: no PID namespace"; return; }
+	v=$(check_supervisor "$sup" "$pid"); [ -z "$v" ] || { echo "$v"; return; }
+	v=$(check_pidns "$pid"); [ -z "$v" ] || { echo "$v"; return; }
 	for f in Seccomp:2 NoNewPrivs:1 CapEff:0000000000000000 CapPrm:0000000000000000 CapBnd:0000000000000000 \
 		CapAmb:0000000000000000; do
 		v=$(status_of "$pid" "${f%%:*}")
@@ -136,7 +175,7 @@ jail_gone() { # HOW (TERM or KILL)
 	pid=$!
 	if ! wait_sock "$SOCK" || ! wait_line "$log" '^COUNT 3'; then why="the guest never counted"
 	else
-		ns=$(readlink "/proc/$pid/ns/mnt")
+		ns=$(readlink "/proc/$(monitor_of "$pid")/ns/mnt") # SIGKILL of the supervisor must end the monitor too
 		grep -q padcell-jail /proc/self/mountinfo && why="the jail's mount reached the host's mount namespace"
 		[ -z "$why" ] && ! "$PADCELL" snapshot --api-sock "$SOCK" --to "$LOGDIR/snap-$1" >>"$log" 2>&1 && why="the snapshot failed"
 		[ -z "$why" ] && [ ! -s "$LOGDIR/snap-$1/state" ] && why="no state file after the snapshot"
@@ -184,7 +223,8 @@ case_uid_range() {
 	if ! wait_sock "$s1" || ! wait_sock "$s2" || ! wait_line "$log.1" '^COUNT 3' || ! wait_line "$log.2" '^COUNT 3'; then
 		why="the guests never counted"
 	else
-		u1=$(awk '$1 == "Uid:" {print $2}' "/proc/$p1/status"); u2=$(awk '$1 == "Uid:" {print $2}' "/proc/$p2/status")
+		u1=$(awk '$1 == "Uid:" {print $2}' "/proc/$(monitor_of "$p1")/status")
+		u2=$(awk '$1 == "Uid:" {print $2}' "/proc/$(monitor_of "$p2")/status")
 		if [ "$u1" = "$u2" ] || [ "$u1" = 0 ] || [ "$u2" = 0 ]; then why="the two VMs run as uids $u1 and $u2"
 		else why=$(check_confined "$p1" "$u1"); fi
 		if [ -z "$why" ]; then
@@ -278,11 +318,12 @@ case_rootless() {
 			--api-sock '$sock' --cmdline 'tg.case=count tg.count=100000'" </dev/null >"$log" 2>&1 &
 	if ! wait_sock "$sock" || ! wait_line "$log" '^COUNT 3'; then why="the guest never counted"
 	else
-		pid=$(pgrep -u 65534 -f "$PADCELL boot" | head -n1)
-		if [ -z "$pid" ]; then why="no padcell running as uid 65534"
+		# the supervisor (the monitor is its child): both run as the unprivileged user
+		pid=$(pgrep -u 65534 -x padcell-super | head -n1)
+		if [ -z "$pid" ]; then why="no padcell supervisor running as uid 65534"
 		else
 			why=$(check_confined "$pid" 65534)
-			[ -z "$why" ] && [ "$(readlink "/proc/$pid/ns/user")" = "$(readlink /proc/self/ns/user)" ] && why="no user namespace"
+			[ -z "$why" ] && [ "$(readlink "/proc/$(monitor_of "$pid")/ns/user")" = "$(readlink /proc/self/ns/user)" ] && why="no user namespace"
 			kill -TERM "$pid"
 		fi
 	fi

@@ -14,6 +14,7 @@
 set -uo pipefail
 SELF=$(readlink -f "$0")
 cd "$(dirname "$SELF")/../.." || exit 1
+. tests/kvm/monitor-lib.sh
 
 PADCELL=${PADCELL:-build/padcell}
 GUEST=${GUEST:-build/guest/testguest.elf}
@@ -279,7 +280,7 @@ API_SOCK=$LOGDIR/api.sock
 API_GUEST=(boot --kernel "$GUEST" --mem 64M --entry linux64 --drive "$BLK_RO,ro,id=tg-ro" --drive "$BLK_RW"
 	--scratch 1M --api-sock "$API_SOCK" --cmdline "tg.case=blk tg.blk=$BLK_SIZE tg.blkbench=2048")
 api_state() { "$PADCELL" status --api-sock "$API_SOCK" 2>&1; }
-api_rchar() { awk '/^rchar/ {print $2}' "/proc/$1/io" 2>/dev/null; }
+api_rchar() { awk '/^rchar/ {print $2}' "/proc/$(monitor_of "$1")/io" 2>/dev/null; } # the monitor, not its supervisor
 api_wait_sock() { for _ in $(seq $((HANG * 20))); do [ -S "$API_SOCK" ] && return 0; sleep 0.05; done; return 1; }
 # The pause goes into the 2 GiB read (blk-bench), after the interrupt checks, so the checks before
 # it run undisturbed and the pause lands in seconds of steady disk reads.
@@ -305,7 +306,7 @@ check_api_stale() {
 	"$PADCELL" "${API_GUEST[@]}" </dev/null >"$log" 2>&1 &
 	pid=$!
 	if ! api_wait_sock; then why="no socket at $API_SOCK"; fi
-	kill -KILL "$pid"; wait "$pid" 2>/dev/null
+	kill_wait KILL "$pid" # the monitor too: the next case takes its socket over
 	[ -z "$why" ] && [ ! -S "$API_SOCK" ] && why="SIGKILL left no stale socket to test with"
 	api_result "$name" "$why" "$log"
 }
@@ -708,7 +709,7 @@ check_snapshot_kill() {
 		else
 			sleep "$delay"
 		fi
-		kill -KILL "$pid"; wait "$pid" 2>/dev/null; wait
+		kill_wait KILL "$pid"; wait
 		ls -a "$dir" >>"$log"
 		ls -a "$dir" | grep -q '\.tmp-' && mid=$((mid + 1))
 		if [ -e "$dir/state" ]; then

@@ -15,6 +15,7 @@
 set -uo pipefail
 SELF=$(readlink -f "$0")
 cd "$(dirname "$SELF")/../.." || exit 1
+. tests/kvm/monitor-lib.sh
 
 PADCELL=${PADCELL:-build/padcell}
 GUEST=${GUEST:-build/guest/testguest.elf}
@@ -101,12 +102,14 @@ gate_wait() {
 	done
 }
 
-# The monitors' pids, from tg-vsock's "padcell pid N" lines: one grep for all VMs.
+# The monitors' pids, from tg-vsock's "padcell pid N" lines (the pid it started: the supervisor,
+# whose child is the monitor): one grep for all VMs.
 declare -A pid_of
 mon_pids() {
 	local f p
 	while IFS=: read -r f p; do
-		f=${f##*/vm}; pid_of[${f%.log}]=${p##* }
+		monitor_find "${p##* }"
+		f=${f##*/vm}; pid_of[${f%.log}]=$MON
 	done < <(grep -H '^tg-vsock: padcell pid ' "$LOGDIR"/vm*.log)
 }
 # sample I: "FDS RSS_KIB" of VM I's monitor, or nothing when it is gone.  Shell builtins only:

@@ -39,18 +39,21 @@ start() {
 	exec 9>$W/$n.in
 	leaf=$CG/padcell/vm-$pid
 }
-# The monitor: busybox timeout execs padcell in its own pid (a coreutils one would fork it).
+# The monitor: busybox timeout execs padcell in its own pid (a coreutils one would fork it), the
+# pid its leaf is named after; with the jail (always on here) that process becomes the supervisor
+# ("padcell-super") and the monitor is its child, pid 1 of a PID namespace of its own (README "The
+# jail"; its other child is the leaf's reaper): the child that is pid 1 of its namespace (the
+# last NSpid field).  Nothing until the supervisor has forked it.
 monitor_of() {
-	if [ "$(cat /proc/$1/comm 2>/dev/null)" = padcell ]; then echo "$1"; return; fi
 	for c in $(cat /proc/$1/task/$1/children 2>/dev/null); do
-		[ "$(cat /proc/$c/comm 2>/dev/null)" = padcell ] && echo "$c" && return
+		[ "$(awk '$1 == "NSpid:" && NF > 2 { print $NF }' /proc/$c/status 2>/dev/null)" = 1 ] && { echo "$c"; return; }
 	done
 }
 have_monitor() { mpid=$(monitor_of $pid); [ -n "$mpid" ]; }
 start_monitor() { # as start, then waits for the monitor's leaf to hold it
 	start "$@"
 	wait_until 30 have_monitor
-	leaf=$CG/padcell/vm-$mpid
+	leaf=$CG/padcell/vm-$pid
 	wait_until 30 leaf_has "$leaf" "$mpid"
 }
 # SIGPIPE ignored: a VM that already ended (a failed case) makes the write fail, not the payload die.
@@ -76,11 +79,13 @@ why=""
 [ "$(cat $leaf/cpu.max 2>/dev/null)" = "200000 100000" ] || why="$why cpu.max '$(cat $leaf/cpu.max 2>/dev/null)' (want 200000 100000: 2 vCPUs);"
 [ "$(cat $leaf/memory.max 2>/dev/null)" = "$want_mem" ] || why="$why memory.max '$(cat $leaf/memory.max 2>/dev/null)' (want $want_mem);"
 [ "$(cat $leaf/pids.max 2>/dev/null)" = 66 ] || why="$why pids.max '$(cat $leaf/pids.max 2>/dev/null)' (want 66);"
-# the monitor, and KVM's own per-VM worker (kvm-nx-lpage-recovery), which joins its creator's cgroups
+# the monitor, its supervisor, and KVM's own per-VM worker (kvm-nx-lpage-recovery), which joins its creator's cgroups
 grep -qx "$mpid" $leaf/cgroup.procs 2>/dev/null || why="$why the monitor $mpid is not in $leaf/cgroup.procs;"
+grep -qx "$pid" $leaf/cgroup.procs 2>/dev/null || why="$why the supervisor $pid is not in $leaf/cgroup.procs;"
+[ "$mpid" != "$pid" ] || why="$why no supervisor: the monitor $mpid is not in a PID namespace of its own;"
 kworkers=0
 for p in $(cat $leaf/cgroup.procs 2>/dev/null); do
-	[ "$p" = "$mpid" ] && continue
+	[ "$p" = "$mpid" ] || [ "$p" = "$pid" ] && continue
 	case "$(cat /proc/$p/comm 2>/dev/null)" in
 	kvm*) kworkers=$((kworkers + 1)) ;;
 	*) why="$why process $p ($(cat /proc/$p/comm 2>/dev/null)) in the leaf;" ;;
@@ -92,11 +97,11 @@ for p in $(cat $CG/padcell/reapers/cgroup.procs 2>/dev/null); do
 done
 [ -n "$reaper" ] || why="$why no padcell-reaper in $CG/padcell/reapers;"
 threads=$(ls /proc/$mpid/task | wc -l)
-[ "$(cat $leaf/pids.current 2>/dev/null)" = $((threads + kworkers)) ] || why="$why pids.current $(cat $leaf/pids.current 2>/dev/null), the monitor has $threads threads and KVM $kworkers;"
+[ "$(cat $leaf/pids.current 2>/dev/null)" = $((threads + kworkers + 1)) ] || why="$why pids.current $(cat $leaf/pids.current 2>/dev/null), the monitor has $threads threads, its supervisor 1 and KVM $kworkers;"
 t0=$(now)
 release
 why_l=$why
-result limits "$why" "cpu.max 200000 100000, memory.max $want_mem (RAM + $(((want_mem - mem) / MIB)) MiB), pids.max 66 ($threads threads + $kworkers KVM worker), reaper $reaper outside the leaf"
+result limits "$why" "cpu.max 200000 100000, memory.max $want_mem (RAM + $(((want_mem - mem) / MIB)) MiB), pids.max 66 ($threads threads + the supervisor + $kworkers KVM worker), reaper $reaper outside the leaf"
 [ -n "$why_l" ] && show limits $W/limits.err
 
 echo "STEP cgroup-gone-exit"
@@ -106,17 +111,17 @@ grep -q '^got go' $W/limits.out || why="$why the command did not finish;"
 wait_until 30 gone "$leaf" || why="$why $leaf still there 30 s after exit;"
 result gone-exit "$why" "leaf gone $(since "$t0") s after the command was released (exit 0)"
 
-# --- SIGKILL of the monitor: the reaper removes the leaf -------------------------------------
+# --- SIGKILL of the monitor's known pid (its supervisor; the monitor dies with it): the reaper removes the leaf
 echo "STEP cgroup-gone-kill"
 start_monitor kill -- sleep 300
 why=""
 [ -d "$leaf" ] || why="$why no leaf;"
 t0=$(now)
-kill -KILL "$mpid"
+kill -KILL "$pid"
 exec 9>&-
 wait $pid
 wait_until 30 gone "$leaf" || why="$why $leaf still there 30 s after SIGKILL ($(cat $leaf/cgroup.events 2>/dev/null | tr '\n' ' '));"
-result gone-kill "$why" "leaf gone $(since "$t0") s after SIGKILL of the monitor"
+result gone-kill "$why" "leaf gone $(since "$t0") s after SIGKILL of the monitor's pid"
 
 # --- the reaper killed too: the next start sweeps the stale leaf ------------------------------
 echo "STEP cgroup-stale-swept"
@@ -131,7 +136,7 @@ if [ -z "$reaper" ]; then
 	why="$why no reaper to kill;"
 else
 	kill -KILL "$reaper"
-	kill -KILL "$mpid"
+	kill -KILL "$pid"
 	exec 9>&-
 	wait $pid
 	wait_until 30 sh -c "grep -q 'populated 0' $old/cgroup.events" || why="$why the stale leaf never emptied;"
@@ -177,7 +182,7 @@ sleep 4 # the measuring window (not a synchronisation): usage over a few seconds
 u1=$(field $leaf/cpu.stat usage_usec)
 n1=$(field $leaf/cpu.stat nr_throttled)
 t1=$(now)
-kill -TERM "$mpid" 2>/dev/null
+kill -TERM "$pid" 2>/dev/null
 exec 9>&-
 wait $pid
 ratio=$(awk -v a="$u0" -v b="$u1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.3f", (b - a) / ((e - s) * 1e6) }')

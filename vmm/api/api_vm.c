@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "vmm/api/api.h"
+#include "vmm/jail/jail.h"
 #include "vmm/snapshot.h"
 #include "vmm/vm.h"
 
@@ -46,7 +47,7 @@ struct api_server *api_vm_serve(struct vm *vm, int listen_fd, const char *path, 
 				size_t errlen)
 {
 	char id[32];
-	snprintf(id, sizeof(id), "padcell-%d", (int)getpid());
+	snprintf(id, sizeof(id), "padcell-%d", (int)jail_pid()); /* the pid callers know (README "The jail") */
 	struct api_config cfg = {
 		.id = id,
 		.vmm_version = version,

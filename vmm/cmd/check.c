@@ -125,8 +125,10 @@ int check_run(FILE *out)
 		problems++;
 	snprintf(buf, sizeof(buf), "ABI %d", js.landlock_abi);
 	row(out, js.landlock_abi ? "ok" : "warn", "Landlock", js.landlock_abi ? buf : "missing: the monitor's file access is not restricted");
-	row(out, js.userns ? "ok" : "warn", "user namespaces", js.userns ? "allowed (rootless runs get network/IPC/UTS namespaces)"
+	row(out, js.userns ? "ok" : "warn", "user namespaces", js.userns ? "allowed (rootless runs get mount/PID/network/IPC/UTS namespaces)"
 								 : "not allowed for unprivileged users");
+	row(out, js.pidns ? "ok" : "warn", "PID namespaces", js.pidns ? "the monitor runs as pid 1 of its own, under a supervisor"
+								: "cannot be made: the monitor runs among the host's pids");
 	row(out, js.cgroup2_delegated ? "ok" : "warn", "cgroup v2 delegated", js.cgroup_detail);
 	if (problems)
 		fprintf(out, "result: %d problem(s): standard guest kernels will not run on this host\n", problems);

@@ -280,19 +280,28 @@ static int prepare(const struct jail_opts *o, char *err, size_t errlen)
 	char what[64];
 	if (!getcwd(J.cwd, sizeof(J.cwd)))
 		snprintf(J.cwd, sizeof(J.cwd), "/");
-	int rc = jail_ns_enter(root, o->host_net, what, sizeof(what));
+	int rc = root ? 0 : jail_ns_user(what, sizeof(what));
+	/*
+	 * The bounding and ambient sets now, after the user namespace (which fills them again) and
+	 * before the PID namespace's fork and any thread: the supervisor and every thread inherit
+	 * them empty.  Nothing needs them meanwhile: the monitor never executes a program, and its
+	 * effective capabilities, which the namespaces and the uid switch use, stay until confinement.
+	 */
+	caps_drop_bounding();
+	if (!rc) {
+		/* the monitor as pid 1 of a PID namespace of its own (pidns.c): this process stays as its
+		 * supervisor, and only the monitor returns from here */
+		char pwhat[32];
+		int prc = jail_pidns_fork(J.o.uid >= 0 && J.o.uid != (long)getuid(), J.o.seccomp, pwhat, sizeof(pwhat));
+		if (prc)
+			fprintf(stderr, "padcell: jail: no PID namespace (%s: %s); the monitor runs among the host's pids\n",
+				pwhat, strerror(-prc));
+		rc = jail_ns_enter(o->host_net, what, sizeof(what));
+	}
 	J.ns = rc == 0;
 	if (rc)
 		fprintf(stderr, "padcell: jail: no new namespaces (%s: %s); Landlock alone keeps the monitor from host files\n",
 			what, strerror(-rc));
-	/*
-	 * The bounding and ambient sets now, after the user namespace (which fills them again) and
-	 * before any thread that outlives confinement exists: every such thread inherits them empty
-	 * (only the namespace helper, which ends before confinement, is older).  Nothing needs them
-	 * meanwhile: the monitor never executes a program, and its effective capabilities, which the
-	 * namespaces and the uid switch use, stay until confinement.
-	 */
-	caps_drop_bounding();
 	for (unsigned i = 0; i < o->ndirs; i++)
 		jail_allow_path(o->dirs[i], true);
 	J.gate = GATE_ARMED;
@@ -779,6 +788,7 @@ static int confine(uint64_t mem_size, char *err, size_t errlen)
 	J.cwd_fd = -1;
 	if ((rc = ids_switch(err, errlen)))
 		goto fail;
+	jail_pidns_rearm();
 	if ((rc = caps_drop_thread())) {
 		snprintf(err, errlen, "cannot drop capabilities: %s", strerror(-rc));
 		goto fail;
@@ -905,5 +915,6 @@ void jail_probe(struct jail_support *s)
 	int max = read_int("/proc/sys/user/max_user_namespaces", 0);
 	int clone = read_int("/proc/sys/kernel/unprivileged_userns_clone", 1);
 	s->userns = max > 0 && clone != 0;
+	s->pidns = jail_pidns_probe();
 	jail_cgroup_probe(s);
 }

@@ -4,8 +4,9 @@
  * no privileges, bounded rlimits) and only then runs the guest.
  *
  * The sequence, called from the commands (boot, run, restore):
- *   jail_prepare()    at the command's start, single-threaded: closes inherited fds, unshares the
- *                     namespaces, arms the gate that holds device threads until confinement;
+ *   jail_prepare()    at the command's start, single-threaded: closes inherited fds, forks the
+ *                     monitor into its PID namespace, unshares the other namespaces, arms the
+ *                     gate that holds device threads until confinement;
  *   jail_allow_path() for each path the VM still touches at run time (Landlock's allow-list);
  *   jail_confine()    once the VM is built, before its first vCPU runs;
  *   jail_control_narrow() on the control thread once the vCPU threads exist;
@@ -23,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 
 #include "vmm/jail/cgroup.h"
 
@@ -69,7 +71,12 @@ void jail_opts_init(struct jail_opts *o);
 /* 1 when opt is a jail option (then 0 or -EINVAL with err set is in *rc), 0 when it is not. */
 int jail_opt_parse(struct jail_opts *o, int opt, const char *arg, int *rc, char *err, size_t errlen);
 
-/* Starts the sequence (see above).  Returns 0, or -errno with err set (the command should stop). */
+/*
+ * Starts the sequence (see above).  Returns 0, or -errno with err set (the command should stop).
+ * With the jail on it returns in a new process, the monitor, pid 1 of a PID namespace of its own;
+ * the calling process stays behind as its supervisor and exits with the monitor's status
+ * (vmm/jail/pidns.c).
+ */
 int jail_prepare(const struct jail_opts *o, char *err, size_t errlen);
 
 /* A path the VM uses after confinement: its directory (dir itself when is_dir) stays writable. */
@@ -115,6 +122,13 @@ void jail_control_narrow(void);
 /* Opens the gate without confining: an error path before jail_confine. */
 void jail_abort(void);
 
+/*
+ * The monitor's pid as its callers know it: with the jail on, the monitor runs as pid 1 of a PID
+ * namespace of its own, the child of the process the user started (its supervisor, which stays:
+ * vmm/jail/pidns.c); this is that process's pid.  getpid() otherwise.
+ */
+pid_t jail_pid(void);
+
 /* True between jail_prepare (jail on) and the end of the process. */
 bool jail_armed(void);
 /* True once jail_confine succeeded: a thread created now inherits the confinement. */
@@ -136,6 +150,7 @@ void jail_thread_begin(enum jail_kind kind, bool born_confined);
 struct jail_support {
 	bool seccomp;         /* seccomp filter mode available */
 	bool userns;          /* an unprivileged user namespace can be made */
+	bool pidns;           /* this user can run the monitor as pid 1 of a PID namespace of its own */
 	int landlock_abi;     /* 0 = none */
 	bool cgroup2;         /* a cgroup v2 hierarchy is mounted */
 	bool cgroup2_delegated; /* ... and this user may make a leaf in it */
@@ -153,7 +168,11 @@ int jail_landlock_abi(void);
 int jail_landlock_make(const char *const *dirs, unsigned ndirs, const char *const *rmdir_parents, unsigned nrmdir,
 		       char *err, size_t errlen);
 int jail_landlock_restrict(int ruleset_fd);
-int jail_ns_enter(bool root, bool host_net, char *what, size_t whatlen);
+int jail_ns_user(char *what, size_t whatlen);
+int jail_ns_enter(bool host_net, char *what, size_t whatlen);
+int jail_pidns_fork(bool keep_kill, enum jail_seccomp_mode mode, char *what, size_t whatlen);
+void jail_pidns_rearm(void);
+int jail_seccomp_load_supervisor(enum jail_seccomp_mode mode, pid_t monitor);
 int jail_ns_wait(char *what, size_t whatlen);
 int jail_ns_net_status(void);
 int jail_ns_net_join(void);
@@ -161,5 +180,6 @@ int jail_ns_join(int cwd_fd);
 void jail_ns_done(void);
 int jail_ns_pivot(const char *mountpoint, char *what, size_t whatlen);
 void jail_cgroup_probe(struct jail_support *s);
+bool jail_pidns_probe(void);
 
 #endif

@@ -103,9 +103,8 @@ int jail_landlock_make(const char *const *dirs, unsigned ndirs, const char *cons
 			return rc;
 		}
 	}
-	char self[32];
-	snprintf(self, sizeof(self), "/proc/%d", (int)getpid());
-	add_dir(rs, self, LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR);
+	/* the host's /proc, where this process is not pid 1 of its PID namespace: /proc/self resolves */
+	add_dir(rs, "/proc/self", LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR);
 	return rs;
 }
 

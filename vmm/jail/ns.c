@@ -1,6 +1,7 @@
 /*
  * Namespaces: the monitor leaves the host's mounts, network, IPC and hostname behind (rootless:
- * inside a user namespace), and at confinement enters an empty tmpfs root of its own.
+ * inside a user namespace), and at confinement enters an empty tmpfs root of its own (its PID
+ * namespace: vmm/jail/pidns.c).
  */
 #include "vmm/jail/jail.h"
 
@@ -82,36 +83,40 @@ static void *ns_maker(void *arg)
 }
 
 /*
- * Starts the helper above; not root, it first makes a user
- * namespace that maps only the caller's own uid and gid (the same numbers inside), which must
- * happen while the process is single-threaded (the helper's namespaces then belong to it).
- * Without a NIC the VM never needs the host's network: a fresh, empty network namespace.  With
- * one (host_net), the NIC's user-mode stack makes its host sockets in this process, so the
- * host's network namespace stays.  No PID namespace: see README "The jail".  Returns 0, or
- * -errno with what set to the step that failed.
+ * Not root: a user namespace that maps only the caller's own uid and gid (the same numbers
+ * inside), which must happen while the process is single-threaded (the PID namespace and the
+ * helper's namespaces then belong to it).  Returns 0, or -errno with what set to the step that
+ * failed.
  */
-int jail_ns_enter(bool root, bool host_net, char *what, size_t whatlen)
+int jail_ns_user(char *what, size_t whatlen)
 {
-	if (!root) {
-		uid_t uid = getuid();
-		gid_t gid = getgid();
-		if (unshare(CLONE_NEWUSER) < 0) {
-			snprintf(what, whatlen, "user namespace");
-			return -errno;
-		}
-		char map[64];
-		int rc = write_text_at(AT_FDCWD, "/proc/self/setgroups", "deny", 0);
-		snprintf(map, sizeof(map), "%u %u 1", (unsigned)uid, (unsigned)uid);
-		if (!rc)
-			rc = write_text_at(AT_FDCWD, "/proc/self/uid_map", map, 0);
-		snprintf(map, sizeof(map), "%u %u 1", (unsigned)gid, (unsigned)gid);
-		if (!rc)
-			rc = write_text_at(AT_FDCWD, "/proc/self/gid_map", map, 0);
-		if (rc) {
-			snprintf(what, whatlen, "user namespace id maps");
-			return rc;
-		}
+	uid_t uid = getuid();
+	gid_t gid = getgid();
+	if (unshare(CLONE_NEWUSER) < 0) {
+		snprintf(what, whatlen, "user namespace");
+		return -errno;
 	}
+	char map[64];
+	int rc = write_text_at(AT_FDCWD, "/proc/self/setgroups", "deny", 0);
+	snprintf(map, sizeof(map), "%u %u 1", (unsigned)uid, (unsigned)uid);
+	if (!rc)
+		rc = write_text_at(AT_FDCWD, "/proc/self/uid_map", map, 0);
+	snprintf(map, sizeof(map), "%u %u 1", (unsigned)gid, (unsigned)gid);
+	if (!rc)
+		rc = write_text_at(AT_FDCWD, "/proc/self/gid_map", map, 0);
+	if (rc)
+		snprintf(what, whatlen, "user namespace id maps");
+	return rc;
+}
+
+/*
+ * Starts the helper above.  Without a NIC the VM never needs the host's network: a fresh, empty
+ * network namespace.  With one (host_net), the NIC's user-mode stack makes its host sockets in
+ * this process, so the host's network namespace stays.  (The PID namespace is made before, by
+ * forking: vmm/jail/pidns.c.)  Returns 0, or -errno with what set to the step that failed.
+ */
+int jail_ns_enter(bool host_net, char *what, size_t whatlen)
+{
 	NS.net = !host_net;
 	pthread_attr_t attr; /* a shallow thread: a small stack, not glibc's 8 MiB default */
 	pthread_attr_init(&attr);

@@ -13,20 +13,31 @@
 static struct jail_bpf *progs;
 static bool with_net;
 
+/* The pid sites of program p of progs set to pid; 0, or -EINVAL with err set. */
+static int pid_patch(enum jail_prog p, uint32_t pid, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < progs[p].npid; i++) {
+		struct sock_filter *f = &progs[p].insns[progs[p].pid_at[i]];
+		if (f->code != (BPF_JMP | BPF_JEQ | BPF_K)) {
+			snprintf(err, errlen, "the seccomp program %d has no pid comparison at %u", p, progs[p].pid_at[i]);
+			return -EINVAL;
+		}
+		f->k = pid;
+	}
+	return 0;
+}
+
 int jail_seccomp_build(enum jail_seccomp_mode mode, bool net, char *err, size_t errlen)
 {
 	progs = jail_bpf[mode == JAIL_SECCOMP_LOG ? JAIL_BPF_LOG : JAIL_BPF_KILL];
 	with_net = net;
+	/* the pid as this process sees itself: 1 when it is its PID namespace's first */
 	uint32_t pid = (uint32_t)getpid();
-	for (int p = 0; p < JAIL_PROGS; p++)
-		for (unsigned i = 0; i < progs[p].npid; i++) {
-			struct sock_filter *f = &progs[p].insns[progs[p].pid_at[i]];
-			if (f->code != (BPF_JMP | BPF_JEQ | BPF_K)) {
-				snprintf(err, errlen, "the seccomp program %d has no pid comparison at %u", p, progs[p].pid_at[i]);
-				return -EINVAL;
-			}
-			f->k = pid;
-		}
+	for (int p = 0; p < JAIL_PROGS; p++) {
+		int rc = p == JAIL_PROG_SUPERVISOR ? 0 : pid_patch(p, pid, err, errlen);
+		if (rc)
+			return rc;
+	}
 	return 0;
 }
 
@@ -62,6 +73,14 @@ int jail_seccomp_load(enum jail_kind kind)
 	if (kind == JAIL_CONTROL)
 		return jail_seccomp_load_control();
 	return load(of_kind[kind], 0);
+}
+
+int jail_seccomp_load_supervisor(enum jail_seccomp_mode mode, pid_t monitor)
+{
+	progs = jail_bpf[mode == JAIL_SECCOMP_LOG ? JAIL_BPF_LOG : JAIL_BPF_KILL];
+	char err[128];
+	int rc = pid_patch(JAIL_PROG_SUPERVISOR, (uint32_t)monitor, err, sizeof(err));
+	return rc ? rc : load(JAIL_PROG_SUPERVISOR, 0);
 }
 
 int jail_seccomp_load_control(void)

@@ -17,6 +17,7 @@ enum jail_prog {
 	JAIL_PROG_CONTROL_NET, /* ... and the network-stack rows, with a NIC */
 	JAIL_PROG_PROCESS,     /* every thread's outer filter: the union, and the confinement steps */
 	JAIL_PROG_PROCESS_NET,
+	JAIL_PROG_SUPERVISOR,  /* the supervisor outside the monitor's PID namespace (vmm/jail/pidns.c) */
 	JAIL_PROGS
 };
 
@@ -24,7 +25,8 @@ enum jail_prog {
 enum { JAIL_BPF_KILL, JAIL_BPF_LOG, JAIL_BPF_MODES };
 
 /*
- * A comparison with the monitor's pid (tgkill's first argument) is made with this stand-in,
+ * A comparison with the monitor's pid (tgkill's first argument; kill's in the supervisor, which
+ * knows the monitor by its pid outside the namespace) is made with this stand-in,
  * above any pid_max (2^22), and the generator records where it landed (a BPF_JEQ's k).
  */
 #define JAIL_BPF_PID_MAGIC 0x5ecc0a1du

@@ -5,7 +5,8 @@
  *
  * Kinds: C control thread (and helper threads it starts), V vCPU, D device worker, N the NIC's
  * network-stack thread (libslirp), P only while the process confines itself (per-thread
- * capability and Landlock steps, loading the next filter).  A thread's filters stack: every
+ * capability and Landlock steps, loading the next filter), S the supervisor (vmm/jail/pidns.c:
+ * the process the user started, outside the monitor's PID namespace; a program of its own).  A thread's filters stack: every
  * thread has the process filter (the union of all rows) and then its kind's.  The control thread
  * starts device threads (and the NIC's) again at resume, and those inherit its filter, so the
  * control filter includes every D row too, and every N row when the VM has a NIC.
@@ -29,11 +30,14 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 
-enum { C = 1 << JAIL_CONTROL, V = 1 << JAIL_VCPU, D = 1 << JAIL_DEVICE, N = 1 << JAIL_NET, P = 1 << JAIL_KINDS };
+enum {
+	C = 1 << JAIL_CONTROL, V = 1 << JAIL_VCPU, D = 1 << JAIL_DEVICE, N = 1 << JAIL_NET, P = 1 << JAIL_KINDS,
+	S = 1 << (JAIL_KINDS + 1)
+};
 #define ALL (C | V | D | N)
 
 /*
- * PID: the argument is the monitor's own pid, patched into the program at start (JAIL_BPF_PID_MAGIC).
+ * PID: the argument is the monitor's own pid (as the caller sees it: 1 inside its PID namespace), patched into the program at start (JAIL_BPF_PID_MAGIC).
  * FAIL: not allowed but not fatal either: the call fails with errno val, in that kind's own
  * program only (where another kind of the same program allows it, it is allowed).
  */
@@ -53,8 +57,8 @@ struct rule {
 /* Adding a syscall is one reviewed line here. */
 static const struct rule rules[] = {
 	/* every thread: memory, locks, time, signals, exit */
-	SYS(futex, ALL), SYS(read, ALL), SYS(write, ALL), SYS(close, ALL), SYS(exit, ALL), SYS(exit_group, ALL),
-	SYS(rt_sigreturn, ALL), SYS(rt_sigprocmask, ALL), SYS(restart_syscall, ALL), SYS(clock_gettime, ALL),
+	SYS(futex, ALL), SYS(read, ALL), SYS(write, ALL), SYS(close, ALL), SYS(exit, ALL), SYS(exit_group, ALL | S),
+	SYS(rt_sigreturn, ALL | S), SYS(rt_sigprocmask, ALL), SYS(restart_syscall, ALL | S), SYS(clock_gettime, ALL),
 	SYS(clock_nanosleep, ALL), SYS(nanosleep, ALL), SYS(gettid, ALL), SYS(getpid, ALL), SYS(sched_yield, ALL),
 	SYS(madvise, ALL), SYS(munmap, ALL), SYS(brk, ALL), SYS(mremap, ALL),
 	/* glib's g_get_real_time (libslirp's timers) is gettimeofday: the vDSO answers it unless the host's
@@ -115,6 +119,8 @@ static const struct rule rules[] = {
 #ifdef KVM_GET_XSAVE2
 	IOCTL(KVM_GET_XSAVE2, C),
 #endif
+	/* the supervisor: waits for the monitor, hands it the stop signals, ends with its status */
+	SYS(rt_sigtimedwait, S), SYS(wait4, S), ARG(kill, S, PID, 0, 0),
 	/* only while confining: each thread that existed before drops its own capabilities and joins Landlock */
 	SYS(capset, P), SYS(capget, P), ARG(prctl, P, EQ, 0, PR_CAPBSET_DROP), ARG(prctl, P, EQ, 0, PR_CAP_AMBIENT),
 	SYS(landlock_restrict_self, P),
@@ -129,6 +135,7 @@ static const unsigned prog_kinds[JAIL_PROGS] = {
 	[JAIL_PROG_CONTROL_NET] = C | D | N,
 	[JAIL_PROG_PROCESS] = C | V | D | P,
 	[JAIL_PROG_PROCESS_NET] = ALL | P,
+	[JAIL_PROG_SUPERVISOR] = S,
 };
 
 #endif
