@@ -20,15 +20,22 @@ monitor_find() {
 }
 # monitor_of PID: the same, printed.
 monitor_of() { monitor_find "$1"; echo "$MON"; }
-# monitor_gone MON: waits (bounded: HANG s) until the monitor MON holds no file any more (gone, or
-# a zombie whose threads all ended: a killed leader is a zombie while its vCPU threads still exit).
-# SIGKILL of the supervisor ends the monitor through PR_SET_PDEATHSIG a moment after the
-# supervisor itself, so a caller that reuses the VM's socket paths at once waits for this too.
+# monitor_gone MON: waits (bounded: HANG s) until the monitor MON holds no file any more: reaped,
+# or a zombie whose threads all ended.  (Its fd directory is no guide: it empties as soon as the
+# leader thread exits, while its vCPU and device threads, still exiting, hold the files: the API
+# socket stays live until the last of them is gone.)  SIGKILL of the supervisor ends the monitor
+# through PR_SET_PDEATHSIG a moment after the supervisor itself, so a caller that reuses the VM's
+# socket paths at once waits for this too.
 monitor_gone() {
-	local n=$((${HANG:-30} * 20)) f=()
+	local n=$((${HANG:-30} * 20)) t=() st
 	while [ "$n" -gt 0 ]; do
-		f=("/proc/$1/fd/"*)
-		[ -e "${f[0]}" ] || return 0
+		[ -d "/proc/$1" ] || return 0
+		t=("/proc/$1/task/"*)
+		if [ "${#t[@]}" -le 1 ]; then
+			st=$(<"/proc/$1/stat") 2>/dev/null || return 0
+			st=${st##*) }
+			case "${st%% *}" in Z | X) return 0 ;; esac
+		fi
 		sleep 0.05; n=$((n - 1))
 	done
 	return 1
