@@ -582,6 +582,9 @@ else
 		v=$(median_of "$sl" '^BENCH serve concurrent1 ' total_ms); [ -n "$v" ] && srow "  each: create -> output, median (ms)" "$v" ""
 		srow "  of them succeeded" "$(field ok "$c")/20" ""
 	fi
+	c=$(grep '^BENCH serve inl1-concurrent20 ' "$sl" | tail -n1)
+	[ -n "$c" ] && srow "20 creates at once from inside L1 (wget; ms)" "$(field wall_ms "$c")" "" &&
+		srow "  of them succeeded" "$(field ok "$c")/20" ""
 	p=$(grep '^BENCH serve pss ' "$sl" | tail -n1)
 	[ -n "$p" ] && srow "Pss per idle sandbox, $(field sandboxes "$p") alive (MiB)" "$(mib "$(field per_kib "$p")")" ""
 	[ -n "$p" ] && srow "  the daemon itself, Pss (MiB)" "$(mib "$(field daemon_kib "$p")")" ""

@@ -55,3 +55,4 @@ trap 'rm -rf "$payload"' EXIT
 { grep -ao 'BENCH serve .*' "$log" | tr -d '\r'; grep '^BENCH serve ' <<<"$out"; } >"$lines" || true
 [ "$l1_rc" = 0 ] || echo "BENCH serve error l1.sh exit $l1_rc (see $log)" >>"$lines"
 grep -v '^BENCH serve ' <<<"$out" | sed 's/^/  [client] /' | head -n 20 >&2 || true
+grep -a '^SERVE-LOG ' "$log" | tr -d '\r' | sed 's/^SERVE-LOG /  [serve.log in L1] /' >&2 || true

@@ -28,7 +28,7 @@ done
 timeout 300 ./padcell run --kernel bzImage --rootfs rootfs-debian.ext4 --mem 256M --snapshot-when-ready /run/tpl \
 	--no-stdin -- true >$W/tpl.out 2>&1 || say "error template: $(head -c 300 $W/tpl.out)"
 ./dyn/bin/padcell-dyn serve --padcell "$PWD/padcell" --template pooled=/run/tpl --template plain=/run/tpl \
-	--pool pooled=5 --max-sandboxes 32 --max-mem 16G --state-dir $S --listen 10.0.2.15:3000 \
+	--pool pooled=5 --max-sandboxes 32 --max-mem 16G --state-dir $S --listen 10.0.2.15:3000 --verbose \
 	>$W/serve.log 2>&1 </dev/null &
 dpid=$!
 # listening, and the pool full (bounded: a pool that never fills is said, the bench goes on)
@@ -40,8 +40,25 @@ until grep -q 'pool pooled: 5 of 5 ready' $W/serve.log; do
 	fi
 	sleep 0.5
 done
+# 20 creates at once from inside L1 (busybox wget, no command run): the daemon's concurrency
+# without QEMU's port forward in the way.  Each sandbox's timeout (5 s) ends it afterwards.
+KEY=$(cat $S/api-key 2>/dev/null)
+t=$(now) wpids=""
+for i in $(seq 20); do
+	wget -q -O $W/in$i.out --header "X-API-Key: $KEY" --header 'Content-Type: application/json' \
+		--post-data '{"templateID":"plain","timeout":5}' http://10.0.2.15:3000/sandboxes 2>$W/in$i.err &
+	wpids="$wpids $!"
+done
+wait $wpids # (not a bare wait: the daemon is a child too)
+inl1=$(awk -v s="$(since "$t")" 'BEGIN { printf "%.0f", s * 1000 }')
+ok=$(grep -l '"sandboxID"' $W/in*.out 2>/dev/null | wc -l)
+say "inl1-concurrent20 ok=$ok wall_ms=$inl1"
+[ "$ok" = 20 ] || say "error in-L1 creates: $(cat $W/in*.err $W/in*.out 2>/dev/null | sort | uniq -c | head -c 300)"
+t=$(now)
+# (the pool's 5 clones have records too: wait for the 20 to end, bounded)
+while [ "$(ls $S/sandboxes 2>/dev/null | wc -l)" -gt 5 ] && [ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 120) }')" = 1 ]; do sleep 1; done
 stty -F /dev/ttyS1 raw -echo 115200 || say "error no /dev/ttyS1"
-echo "STEP serve-bench-listening key=$(cat $S/api-key 2>/dev/null || echo none)"
+echo "STEP serve-bench-listening key=${KEY:-none}"
 
 # Pss (KiB) of each sandbox monitor, and of the daemon; a page shared by n processes counts 1/n
 pss() { awk '/^Pss:/ { print $2 }' /proc/$1/smaps_rollup 2>/dev/null; }
@@ -67,4 +84,6 @@ while IFS= read -r line; do
 done </dev/ttyS1
 kill -TERM $dpid 2>/dev/null
 wait $dpid
+# what the daemon said of anything that went wrong (its log stays in L1)
+grep -iE 'error|fail|refus|limit' $W/serve.log | head -n 10 | sed 's/^/SERVE-LOG /'
 echo "STEP serve-bench-end"

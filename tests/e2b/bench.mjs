@@ -21,14 +21,20 @@ if (!url || !apiKey || !log || !serial2) {
 const conn = { apiUrl: url, sandboxUrl: url, apiKey, requestTimeoutMs: 120000 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const say = (line) => console.log(`BENCH serve ${line}`);
-const error = (what, e) => say(`error ${what}: ${String(e?.message ?? e).slice(0, 300)}`);
+// (undici's "fetch failed" says what failed in its cause: the socket error and its code)
+const why = (e) => [e?.message ?? e, e?.cause?.code, e?.cause?.message].filter(Boolean).join(": ");
+const error = (what, e) => say(`error ${what}: ${String(why(e)).slice(0, 300)}`);
 
 // create -> first output: Sandbox.create, then `echo` through envd, its stdout checked.
 async function createToOutput(template, word) {
 	const t0 = performance.now();
-	const sbx = await Sandbox.create(template, { ...conn, timeoutMs: 600000 });
+	const sbx = await Sandbox.create(template, { ...conn, timeoutMs: 600000 }).catch((e) => {
+		throw new Error(`Sandbox.create: ${why(e)}`);
+	});
 	const t1 = performance.now();
-	const r = await sbx.commands.run(`echo ${word}`);
+	const r = await sbx.commands.run(`echo ${word}`).catch((e) => {
+		throw new Error(`commands.run in ${sbx.sandboxId}: ${why(e)}`);
+	});
 	const t2 = performance.now();
 	if (r.stdout !== `${word}\n`) throw new Error(`stdout ${JSON.stringify(r.stdout)}, not ${word}`);
 	return { sbx, create: t1 - t0, total: t2 - t0 };
