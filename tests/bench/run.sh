@@ -21,7 +21,10 @@
 #           throughput guest -> L1 and L1 -> guest (iperf3, 3 x 5 s) and 100 sequential HTTP GETs
 #           (busybox httpd in L1, timed by the guest), padcell --net vs QEMU -netdev user (the same
 #           libslirp) vs QEMU tap + vhost-net, medians; each VMM's peak resident memory, net on.
-# BENCH_PARTS="host restore jail nested blk vsock snap net" (the default) picks the sections to run.
+#   nested-serve: inside L1, `padcell serve` with a template of the Debian image, the E2B JS SDK on
+#           this host: Sandbox.create() -> first output from a warm pool and as a clone, 20 creates
+#           at once, Pss per idle sandbox; beside `padcell run` cold in L1 and E2B's published start.
+# BENCH_PARTS="host restore jail nested blk vsock snap net serve" (the default) picks the sections to run.
 # PADCELL, GUEST, VMMPROBE override build/padcell, build/guest/testguest.elf, build/vmmprobe
 # (the restore section's binaries; the host section always uses build/).
 # Absolute numbers in the nested tier are ~50x slowed by emulation: compare the columns, not
@@ -39,7 +42,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }'; }
 
 rows=()
-parts=" ${BENCH_PARTS:-host restore jail nested blk vsock snap net} "
+parts=" ${BENCH_PARTS:-host restore jail nested blk vsock snap net serve} "
 want() { [[ "$parts" == *" $1 "* ]]; }
 row() { rows+=("$(printf '%-46s %14s %14s %10s' "$@")"); }
 
@@ -553,6 +556,41 @@ else
 	echo "SKIP: not in BENCH_PARTS"
 fi
 
+echo "==== bench: nested sandbox service (padcell serve + the E2B JS SDK: create -> first output; 20 at once; Pss)"
+# tests/bench/serve-bench.sh: L1 serves one template snapshot of the Debian image twice, with and
+# without a warm pool of 5; the SDK on this host times Sandbox.create() -> `echo`'s output (5 each,
+# one at a time), then 20 creates at once, whose idle monitors' Pss L1 reads; the cold-boot row is
+# `padcell run -- echo` of the same image in L1.  The peer is E2B's published figure (its own
+# hardware, no emulation): an anchor, not a same-run measurement (E2B cannot run here).
+srows=()
+if ! want serve; then
+	echo "SKIP: not in BENCH_PARTS"
+elif ! [ -f build/images/rootfs-debian.ext4 ] || ! command -v node >/dev/null; then
+	echo "SKIP: build/images/rootfs-debian.ext4 or node missing (make bench builds / installs them)"
+elif ! tests/bench/serve-bench.sh; then
+	echo "nested serve: the bench could not run (the line above says why)"
+else
+	sl=build/nested/bench-serve.lines
+	cat "$sl"
+	srow() { srows+=("$(printf '%-46s %14s %14s' "$@")"); }
+	v=$(median_of "$sl" '^BENCH serve pool ' total_ms); [ -n "$v" ] && srow "create -> output, warm pool (ms, median 5)" "$v" "~150 (start)"
+	v=$(median_of "$sl" '^BENCH serve clone ' total_ms); [ -n "$v" ] && srow "create -> output, clone restore (ms, median 5)" "$v" ""
+	v=$(median_of "$sl" '^BENCH serve cold ' total_ms); [ -n "$v" ] && srow "run -- echo, cold boot (ms, median 5, in L1)" "$v" ""
+	c=$(grep '^BENCH serve concurrent20 ' "$sl" | tail -n1)
+	if [ -n "$c" ]; then
+		srow "20 creates at once: all outputs in (ms)" "$(field wall_ms "$c")" ""
+		v=$(median_of "$sl" '^BENCH serve concurrent1 ' total_ms); [ -n "$v" ] && srow "  each: create -> output, median (ms)" "$v" ""
+		srow "  of them succeeded" "$(field ok "$c")/20" ""
+	fi
+	c=$(grep '^BENCH serve inl1-concurrent20 ' "$sl" | tail -n1)
+	[ -n "$c" ] && srow "20 creates at once from inside L1 (wget; ms)" "$(field wall_ms "$c")" "" &&
+		srow "  of them succeeded" "$(field ok "$c")/20" ""
+	p=$(grep '^BENCH serve pss ' "$sl" | tail -n1)
+	[ -n "$p" ] && srow "Pss per idle sandbox, $(field sandboxes "$p") alive (MiB)" "$(mib "$(field per_kib "$p")")" ""
+	[ -n "$p" ] && srow "  the daemon itself, Pss (MiB)" "$(mib "$(field daemon_kib "$p")")" ""
+	grep -q '^BENCH serve error' "$sl" && echo "nested serve: figures incomplete (the BENCH serve error lines above)"
+fi
+
 echo "==== bench: the jail (host /dev/kvm): exec -> first byte and restore, jail on vs --no-jail"
 # The same padcell, the same inputs, with and without --no-jail, median of 30 each: the jail's
 # cost on the start-up path (seccomp filters built and loaded, Landlock, namespaces, privileges).
@@ -594,6 +632,12 @@ for r in "${rows[@]}"; do echo "$r"; done
 if [ ${#jrows[@]} -gt 0 ]; then
 	printf '%-46s %14s %14s %10s\n' "the jail (same padcell)" "jail on" "--no-jail" "jail costs"
 	for r in "${jrows[@]}"; do echo "$r"; done
+fi
+if [ ${#srows[@]} -gt 0 ]; then
+	printf '%-46s %14s %14s\n' "the sandbox service (nested, E2B JS SDK)" "padcell serve" "E2B states"
+	for r in "${srows[@]}"; do echo "$r"; done
+	echo "(E2B's figure is its own published sandbox start on its hardware, an anchor only; padcell's run in the"
+	echo " emulated L1, ~50x slowed: the warm-pool row against the clone and cold rows is the comparison this run makes)"
 fi
 if want net; then
 	echo "(nested net rows: the QEMU column is -netdev user, the same libslirp; '  beside' rows put QEMU tap + vhost-net"

@@ -14,14 +14,7 @@ mkdir -p $W
 
 echo "STEP e2b-template"
 why=""
-ip link set lo up 2>/dev/null
-while read -r m; do
-	# a module the stage loaded already (virtio, virtio_ring) answers "File exists"
-	err=$(insmod "netmods/$m.ko" 2>&1) || case "$err" in *"File exists"*) ;; *) why="$why insmod $m: $err;" ;; esac
-done <netmods/load-order
-t=$(now)
-while ! ip link show eth0 >/dev/null 2>&1 && [ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 30) }')" = 1 ]; do sleep 0.2; done
-ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up || why="$why no eth0 to configure: $(ip link 2>&1 | head -c 300);"
+net_up || why="$why$net_why"
 timeout "$CASE_TIMEOUT" ./padcell run --kernel bzImage --rootfs rootfs-debian.ext4 --mem 256M --snapshot-when-ready /run/tpl \
 	--no-stdin -- true >$W/tpl.out 2>&1 || why="$why run --snapshot-when-ready failed: $(head -c 300 $W/tpl.out);"
 ./dyn/bin/padcell-dyn serve --padcell "$PWD/padcell" --template base=/run/tpl --state-dir $S \

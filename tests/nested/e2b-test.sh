@@ -6,8 +6,8 @@
 # restricted user network), where the SDK client (tests/e2b/client.mjs) runs its cases through it.
 # The host then says "__EOF__" on L1's second serial line, and L1 checks that no sandbox monitor is
 # left and that the daemon ends on SIGTERM (tests/nested/e2b-run.sh).
-# L1's stage has no network driver: virtio_net and what it needs are taken from the same Debian
-# kernel package, once, into build/e2b-l1/<package>/, and loaded by the payload.
+# L1's stage has no network driver: tests/nested/l1-netmods.sh stages virtio_net and what it needs
+# from the same Debian kernel package, and the payload loads them (case-lib.sh's net_up).
 # Usage: tests/nested/e2b-test.sh [--timeout SEC] [--case-timeout SEC] [--log FILE] [--verbose]
 # Needs: build/padcell-static, build/padcell-dyn, build/kernel/bzImage, build/images/rootfs-debian.ext4,
 #        node and npm, apt-get (the kernel package's network modules)
@@ -30,42 +30,12 @@ done
 
 npm_client e2b e2b
 
-# L1's network driver, from the kernel package l1.sh boots (its stage keeps only the KVM and vsock modules).
-pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-	awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }' || true)
-[ -n "$pkg" ] || die "cannot resolve linux-image-cloud-amd64 to a kernel package (apt-get update?)"
-mods=$repo/build/e2b-l1/$pkg
-if [ ! -f "$mods/load-order" ]; then
-	tmp=$(mktemp -d)
-	(cd "$tmp" && apt-get -q -o APT::Sandbox::User=root download "$pkg" </dev/null >/dev/null) ||
-		{ rm -rf "$tmp"; die "apt-get download $pkg failed"; }
-	dpkg-deb -x "$tmp"/*.deb "$tmp/root"
-	mkdir -p "$tmp/mods"
-	: >"$tmp/mods/load-order"
-	# depth first: a module's dependencies (modinfo -F depends) before it
-	add() {
-		local f dep base
-		f=$(find "$tmp/root/lib/modules" -name "$1.ko" | head -n1)
-		[ -n "$f" ] || die "module $1 not found in $pkg"
-		grep -qx "$1" "$tmp/mods/load-order" && return 0
-		for dep in $(modinfo -F depends "$f" | tr ',' ' '); do add "$dep"; done
-		cp "$f" "$tmp/mods/$1.ko"
-		echo "$1" >>"$tmp/mods/load-order"
-	}
-	add virtio_pci
-	add virtio_net
-	rm -rf "$mods"
-	mkdir -p "$(dirname "$mods")"
-	mv "$tmp/mods" "$mods"
-	rm -rf "$tmp"
-fi
 
 cp "$repo/build/padcell-static" "$payload/padcell"
 "$here/stage-bin.sh" "$repo/build/padcell-dyn" "$payload/dyn" >/dev/null
 cp "$repo/build/kernel/bzImage" "$payload/"
 cp --sparse=always "$repo/build/images/rootfs-debian.ext4" "$payload/"
-mkdir -p "$payload/netmods"
-cp "$mods"/* "$payload/netmods/"
+"$here/l1-netmods.sh" "$payload/netmods" || die "cannot stage L1's network driver (the line above says why)"
 cp "$here/e2b-run.sh" "$payload/run.sh"
 printf 'CASE_TIMEOUT=%s\nTIER=%s\n' "$case_timeout" "$tier" >"$payload/config"
 cp "$here/case-lib.sh" "$payload/case-lib.sh"
