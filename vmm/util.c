@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -69,16 +70,18 @@ static int unix_clear_stale(const char *path, const struct sockaddr_un *a, enum 
 }
 
 /*
- * Where the socket is bound before it appears at path: DIR/.padcell-PID-N beside it, when that
- * fits sun_path (else path itself, and then the moment between bind and listen stays visible).
+ * Where the socket is bound before it appears at path: DIR/.padcell-R beside it, R 64 random bits
+ * (not the pid: a jailed monitor is pid 1 of its own namespace, like every other one), when that
+ * fits sun_path; else path itself, and then the moment between bind and listen stays visible.
  */
 static void unix_temp_addr(struct sockaddr_un *tmp, const char *path)
 {
-	static unsigned seq;
+	uint64_t r = 0;
+	if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		r = (uint64_t)now_ms() ^ ((uint64_t)getpid() << 40);
 	const char *slash = strrchr(path, '/');
 	int dir = slash ? (int)(slash - path + 1) : 0;
-	int n = snprintf(tmp->sun_path, sizeof(tmp->sun_path), "%.*s.padcell-%d-%u", dir, path, (int)getpid(),
-			 __atomic_fetch_add(&seq, 1, __ATOMIC_RELAXED));
+	int n = snprintf(tmp->sun_path, sizeof(tmp->sun_path), "%.*s.padcell-%016llx", dir, path, (unsigned long long)r);
 	if (n < 0 || (size_t)n >= sizeof(tmp->sun_path))
 		unix_addr(tmp, path);
 	else
@@ -103,14 +106,21 @@ int unix_listen(const char *path, int backlog, mode_t mode, int flags, enum unix
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
 	if (fd < 0)
 		return fail_at(at, UNIX_STEP_SOCKET, -errno);
-	unix_temp_addr(&t, path);
-	bool direct = strcmp(t.sun_path, path) == 0;
+	bool direct;
+	int e;
 	/* Born owner-only: bind() takes the umask, so nobody else's connect can ever pass, even for
-	 * the moment before chmod.  (The umask is the process's; padcell listens before its threads.) */
-	mode_t old = umask(0177);
-	rc = bind(fd, (struct sockaddr *)&t, sizeof(t));
-	int e = errno;
-	umask(old);
+	 * the moment before chmod.  (The umask is the process's; padcell listens before its threads.)
+	 * A temporary name someone holds already (a 1 in 2^64 chance) is drawn again. */
+	for (int tries = 0;; tries++) {
+		unix_temp_addr(&t, path);
+		direct = strcmp(t.sun_path, path) == 0;
+		mode_t old = umask(0177);
+		rc = bind(fd, (struct sockaddr *)&t, sizeof(t));
+		e = errno;
+		umask(old);
+		if (rc == 0 || e != EADDRINUSE || direct || tries == 3)
+			break;
+	}
 	if (rc < 0) {
 		rc = fail_at(at, UNIX_STEP_BIND, -e);
 		goto err_close;

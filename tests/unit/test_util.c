@@ -5,12 +5,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -157,6 +159,58 @@ Test(unix_sock, listen_leaves_only_the_socket)
 	cr_assert_geq(c, 0);
 	close(c);
 	close(fd);
+}
+
+/* Monitors are each pid 1 of their own PID namespace: many listening at once in one directory must
+ * never meet on a temporary name (the kvm-soak tier's 200 VMs once did, when it held the pid).
+ * Eight such processes, let go together, 200 listens each; every one must succeed. */
+Test(unix_sock, listen_from_many_pid1s_at_once)
+{
+	enum { PROCS = 8, EACH = 200 };
+	pid_t kids[PROCS];
+	int go[2];
+	cr_assert_eq(pipe(go), 0);
+	for (int i = 0; i < PROCS; i++) {
+		kids[i] = fork();
+		cr_assert_geq(kids[i], 0);
+		if (kids[i] == 0) {
+			close(go[1]); /* only the parent holds the start's write end */
+			if (unshare(CLONE_NEWPID) < 0)
+				_exit(errno == EPERM || errno == EINVAL ? 77 : 2);
+			pid_t one = fork();
+			if (one == 0) {
+				char p[sizeof(dir) + 32], c;
+				if (read(go[0], &c, 1) != 0) /* the start: EOF once the parent closes its end */
+					_exit(5);
+				for (int k = 0; k < EACH; k++) {
+					snprintf(p, sizeof(p), "%s/p%d-%d", dir, i, k);
+					int fd = unix_listen(p, 1, 0, 0, NULL);
+					if (fd < 0)
+						_exit(10);
+					close(fd);
+					unlink(p);
+				}
+				_exit(getpid() == 1 ? 0 : 3);
+			}
+			int st;
+			_exit(one > 0 && waitpid(one, &st, 0) == one && WIFEXITED(st) ? WEXITSTATUS(st) : 4);
+		}
+	}
+	close(go[0]);
+	close(go[1]);
+	int skipped = 0;
+	for (int i = 0; i < PROCS; i++) {
+		int st;
+		cr_assert_eq(waitpid(kids[i], &st, 0), kids[i]);
+		cr_assert(WIFEXITED(st));
+		if (WEXITSTATUS(st) == 77) {
+			skipped++;
+			continue;
+		}
+		cr_expect_eq(WEXITSTATUS(st), 0, "process %d: exit %d (10: a listen failed)", i, WEXITSTATUS(st));
+	}
+	if (skipped)
+		cr_skip_test("no PID namespaces here (unshare refused)");
 }
 
 /* Where the temporary name would not fit sun_path (a short name deep down), the socket is bound at
