@@ -31,7 +31,7 @@ nested-test: $(TEST_BINS) kernel initramfs
 	tests/nested/boot-test.sh
 
 bench:
-	@scripts/deps.sh build kernel images nested rootfs debian bench mcp
+	@scripts/deps.sh build kernel images nested rootfs debian bench
 	@$(MAKE) --no-print-directory $(TEST_BINS) testguest kernel initramfs rootfs-min rootfs-debian $(BUILD)/vmmprobe $(BUILD)/spin.elf $(BUILD)/blkread $(BUILD)/vsockbench $(BUILD)/usock
 	@tests/bench/run.sh
 
