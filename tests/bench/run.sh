@@ -441,12 +441,18 @@ measure() {
 		c=\$(grep -ac BENCHG /tmp/\$name.log)
 		if [ "\$c" != "\$seen" ]; then
 			seen=\$c
-			v=\$(./vmmprobe memof \$pid 512 2>/dev/null | sed -n 's/.*vmm_rss_kib=\([0-9]*\).*/\1/p')
+			# a jailed padcell's monitor is the child of the pid started here (its supervisor), pid 1
+			# of its own PID namespace (README "The jail"); QEMU has no such child
+			mon=\$pid
+			for k in \$(cat /proc/\$pid/task/\$pid/children 2>/dev/null); do
+				grep -q '^NSpid:.*[[:space:]]1\$' /proc/\$k/status 2>/dev/null && mon=\$k
+			done
+			v=\$(./vmmprobe memof \$mon 512 2>/dev/null | sed -n 's/.*vmm_rss_kib=\([0-9]*\).*/\1/p')
 			if [ -n "\$v" ] && [ "\$v" -gt "\$peak" ]; then
 				peak=\$v
 				# where the peak sits: the largest mappings by Rss (KiB), guest RAM first
 				awk '/^[0-9a-f]+-[0-9a-f]+ /{ m = (NF >= 6) ? \$6 : "anon" } /^Rss:/{ if (\$2 > 0) print \$2 "K:" m }' \
-					/proc/\$pid/smaps 2>/dev/null | sort -rn | head -n 5 | tr '\n' ' ' >/tmp/\$name.maps
+					/proc/\$mon/smaps 2>/dev/null | sort -rn | head -n 5 | tr '\n' ' ' >/tmp/\$name.maps
 			fi
 		fi
 		sleep 1
