@@ -708,8 +708,9 @@ static void process_start(struct agent_conn *c, const struct envd_dialer *d, con
 		stream_end(&s, "invalid_argument", "'stdin' must be a boolean", rp);
 		return;
 	}
-	if (tag && !json_is_null(tag)) {
-		stream_end(&s, "unimplemented", "a process tag is not served by padcell's envd (select by pid)", rp);
+	const char *why, *tag_s = NULL;
+	if (tag && !json_is_null(tag) && envd_tag_parse(tag, &tag_s, &why)) {
+		stream_end(&s, "invalid_argument", why, rp);
 		return;
 	}
 	size_t nargs = json_array_size(args);
@@ -737,13 +738,13 @@ static void process_start(struct agent_conn *c, const struct envd_dialer *d, con
 		.exec = {.argv = (char *const *)argv, .env = envv,
 			 .cwd = json_is_string(cwd) ? json_string_value(cwd) : NULL, .stdin_fd = -1},
 		/* stdin stays open for SendInput and CloseStdin; a terminal's always is */
-		.pty = with_pty, .keep_stdin = with_pty || json_is_true(stdin_), .rows = rows, .cols = cols,
+		.pty = with_pty, .keep_stdin = with_pty || json_is_true(stdin_), .rows = rows, .cols = cols, .tag = tag_s,
 	};
 	uint32_t id, pid;
 	char err[512];
 	rc = agent_conn_start(c, &req, &id, &pid, err, sizeof(err));
 	if (rc)
-		stream_end(&s, agent_code(rc, err), err, rp);
+		stream_end(&s, strstr(err, "tag is in use") ? "already_exists" : agent_code(rc, err), err, rp);
 	else
 		process_stream(c, d, sb, id, pid, timeout_ms, true, req.pty, &s, rp);
 out_argv:
@@ -767,61 +768,112 @@ int envd_signal_parse(json_t *v)
 	return -EINVAL;
 }
 
-struct proc_find {
-	uint32_t pid, id;
-	bool ended;   /* finding: an ended process not yet collected counts too (Connect streams its end) */
-	json_t *list; /* List's processes, or NULL when finding */
+int envd_tag_parse(json_t *v, const char **tag, const char **why)
+{
+	*why = "'tag' must be a string of 1 to 64 bytes (no NUL)";
+	if (!json_is_string(v))
+		return -EINVAL;
+	const char *t = json_string_value(v);
+	size_t n = json_string_length(v);
+	if (!agent_tag_ok(t, n) || strlen(t) != n)
+		return -EINVAL;
+	*tag = t;
+	return 0;
+}
+
+/* How a call names its process: E2B's ProcessSelector, one of pid and tag. */
+struct proc_sel {
+	uint32_t pid;                /* 0 when by tag */
+	char tag[AGENT_MAX_TAG + 1];
 };
 
-/* argv[0] and the rest of the agent's summary (argv joined by spaces, cut at AGENT_PROC_SUMMARY). */
-static json_t *proc_config(const char *summary)
+struct proc_find {
+	const struct proc_sel *sel;
+	bool ended;   /* finding: an ended process not yet collected counts too (Connect streams its end) */
+	json_t *list; /* List's processes, or NULL when finding */
+	struct agent_proc found; /* the match (found.id 0: none); a running one is preferred */
+};
+
+/* n bytes from the agent as a JSON string: invalid UTF-8 (a hostile agent's) shown as '?' each. */
+static json_t *agent_text(const char *p, size_t n)
 {
-	json_t *args = json_array();
-	const char *sp = strchr(summary, ' ');
-	json_t *cfg = json_pack("{s:s%, s:o, s:{}}", "cmd", summary, sp ? (size_t)(sp - summary) : strlen(summary),
-				"args", args, "envs");
-	while (sp) {
-		const char *a = sp + 1;
-		sp = strchr(a, ' ');
-		if (*a && (!sp || sp > a))
-			json_array_append_new(args, json_stringn(a, sp ? (size_t)(sp - a) : strlen(a)));
+	json_t *j = json_stringn(p, n);
+	if (j || !n)
+		return j;
+	char *q = malloc(n);
+	if (!q)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		q[i] = (unsigned char)p[i] < 0x80 ? p[i] : '?';
+	j = json_stringn(q, n);
+	free(q);
+	return j;
+}
+
+/* E2B's ProcessConfig of an entry: cmd and args as started (the agent's argv, NUL-separated). */
+static json_t *proc_config(const struct agent_proc *p)
+{
+	json_t *args = json_array(), *cfg = json_object();
+	size_t off = 0;
+	bool first = true;
+	while (off < p->argv_len) {
+		size_t n = strnlen(p->argv + off, p->argv_len - off);
+		json_t *a = agent_text(p->argv + off, n);
+		if (first)
+			json_object_set_new(cfg, "cmd", a ? a : json_string(""));
+		else if (a)
+			json_array_append_new(args, a);
+		first = false;
+		off += n + 1;
 	}
+	json_object_set_new(cfg, "args", args);
+	json_object_set_new(cfg, "envs", json_object());
 	return cfg;
 }
 
 static int proc_each(void *arg, const struct agent_proc *p)
 {
 	struct proc_find *f = arg;
-	if (p->state != AGENT_PROC_RUNNING && (f->list || !f->ended))
+	bool running = p->state == AGENT_PROC_RUNNING;
+	if (!running && (f->list || !f->ended))
 		return 0; /* ended and not yet collected: not a running command for E2B */
-	if (f->list)
-		return json_array_append_new(f->list, json_pack("{s:o, s:I}", "config", proc_config(p->summary), "pid",
-								(json_int_t)p->pid))
-			       ? -ENOMEM
-			       : 0;
-	if (p->pid == f->pid)
-		f->id = p->id;
+	if (f->list) {
+		json_t *e = json_pack("{s:o, s:I}", "config", proc_config(p), "pid", (json_int_t)p->pid);
+		json_t *tag = p->tag[0] ? agent_text(p->tag, strlen(p->tag)) : NULL;
+		if (e && tag)
+			json_object_set_new(e, "tag", tag);
+		return json_array_append_new(f->list, e) ? -ENOMEM : 0;
+	}
+	if (f->sel->pid ? p->pid != f->sel->pid : strcmp(p->tag, f->sel->tag))
+		return 0;
+	if (!f->found.id || (running && f->found.state != AGENT_PROC_RUNNING) ||
+	    (running == (f->found.state == AGENT_PROC_RUNNING) && p->id > f->found.id))
+		f->found = *p; /* a running one, else the newest ended one */
 	return 0;
 }
 
-/* The agent's process id of guest pid (running, or also ended): 0 with *id, -ENOENT, or the agent's failure. */
-static int proc_find(struct agent_conn *c, uint32_t pid, bool ended, uint32_t *id, char *err, size_t errlen)
+/* The agent's entry of the selected process (running, or also ended): 0 with *out, -ENOENT, or the agent's failure. */
+static int proc_find(struct agent_conn *c, const struct proc_sel *sel, bool ended, struct agent_proc *out, char *err,
+		     size_t errlen)
 {
-	struct proc_find f = {.pid = pid, .ended = ended};
+	struct proc_find f = {.sel = sel, .ended = ended};
 	int rc = agent_conn_ps(c, proc_each, &f, err, errlen);
 	if (rc)
 		return rc;
-	if (!f.id) {
-		snprintf(err, errlen, "no %sprocess with pid %u", ended ? "" : "running ", pid);
+	if (!f.found.id) {
+		if (sel->pid)
+			snprintf(err, errlen, "no %sprocess with pid %u", ended ? "" : "running ", sel->pid);
+		else
+			snprintf(err, errlen, "no %sprocess with that tag", ended ? "" : "running ");
 		return -ENOENT;
 	}
-	*id = f.id;
+	*out = f.found;
 	return 0;
 }
 
 /* What a call on one process carries besides its selector, checked before the agent is dialled. */
 struct proc_args {
-	uint32_t pid;
+	struct proc_sel sel;
 	int sig;              /* SendSignal's */
 	bool resize;          /* Update's: a PTY size was given */
 	uint16_t rows, cols;
@@ -856,17 +908,25 @@ static const char *process_args(const char *method, json_t *body, struct proc_ar
 	if (!strcmp(method, "List") || !strcmp(method, "Start"))
 		return NULL; /* List takes nothing; Start is checked as it starts */
 	json_t *proc = json_object_get(body, "process");
-	json_t *p = json_object_get(proc, "pid");
-	if (json_is_object(proc) && !p && json_object_get(proc, "tag")) {
-		*why = "a process tag is not served by padcell's envd (select by pid)";
-		return "unimplemented";
-	}
-	if (!json_is_object(proc) || !json_is_integer(p) || json_integer_value(p) <= 0 ||
-	    json_integer_value(p) > UINT32_MAX) {
-		*why = "'process.pid' must be a positive integer (a ProcessSelector by pid)";
+	json_t *p = json_object_get(proc, "pid"), *tag = json_object_get(proc, "tag");
+	if (p && json_is_null(p))
+		p = NULL;
+	if (tag && json_is_null(tag))
+		tag = NULL;
+	*why = "'process' must be a ProcessSelector: one of 'pid' (a positive integer) or 'tag' (a string)";
+	if (!json_is_object(proc) || !p == !tag)
 		return "invalid_argument";
+	if (tag) {
+		const char *t;
+		if (envd_tag_parse(tag, &t, why))
+			return "invalid_argument";
+		memcpy(a->sel.tag, t, strlen(t) + 1);
+	} else if (!json_is_integer(p) || json_integer_value(p) <= 0 || json_integer_value(p) > UINT32_MAX) {
+		*why = "'process.pid' must be a positive integer";
+		return "invalid_argument";
+	} else {
+		a->sel.pid = (uint32_t)json_integer_value(p);
 	}
-	a->pid = (uint32_t)json_integer_value(p);
 	if (!strcmp(method, "SendSignal") && (a->sig = envd_signal_parse(json_object_get(body, "signal"))) < 0) {
 		*why = "'signal' must be SIGNAL_SIGTERM or SIGNAL_SIGKILL";
 		return "invalid_argument";
@@ -907,7 +967,7 @@ static void process_call(struct agent_conn *c, const struct envd_dialer *d, cons
 	uint32_t id;
 	int rc;
 	if (!strcmp(method, "List")) {
-		struct proc_find f = {.list = json_array()};
+		struct proc_find f = {.list = json_array(), .sel = &a->sel};
 		if ((rc = agent_conn_ps(c, proc_each, &f, err, sizeof(err)))) {
 			json_decref(f.list);
 			unary_error(rp, agent_code(rc, err), "%s", err);
@@ -918,9 +978,12 @@ static void process_call(struct agent_conn *c, const struct envd_dialer *d, cons
 	}
 	bool stream = !strcmp(method, "Connect");
 	struct stream s = {.fd = fd};
-	rc = proc_find(c, a->pid, stream, &id, err, sizeof(err));
+	struct agent_proc found = {0};
+	rc = proc_find(c, &a->sel, stream, &found, err, sizeof(err));
+	id = found.id;
 	if (!rc && stream) {
-		process_stream(c, d, sb, id, a->pid, timeout_ms, false, false, &s, rp);
+		/* a terminal's output is all stdout to the agent, and `pty` data to E2B */
+		process_stream(c, d, sb, id, found.pid, timeout_ms, false, found.flags & AGENT_PROC_PTY, &s, rp);
 		return;
 	}
 	if (!rc && !strcmp(method, "SendSignal"))

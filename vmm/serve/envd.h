@@ -101,6 +101,10 @@ bool envd_streams(const char *path);
  * number, or -EINVAL for anything else (another name or number, a wrong type, absent). */
 int envd_signal_parse(json_t *v);
 
+/* A process tag (Start's `tag`, a ProcessSelector's): 0 with *tag, or -EINVAL with *why (not a
+ * string, empty, over AGENT_MAX_TAG bytes, a NUL inside). */
+int envd_tag_parse(json_t *v, const char **tag, const char **why);
+
 /*
  * Connect's envelopes: flag byte, u32 big-endian length, the message.  Parses the one envelope a
  * unary-request stream (a server-streaming call's request) must be: 0 with *msg and *mlen, or
