@@ -283,9 +283,11 @@ Test(envd_bad, process_calls_refused_before_the_agent, .init = setup, .fini = te
 	bad("POST", "/process.Process/List", "text/plain", "{}", -1, sid, KEY, 415, "unknown");
 	bad("POST", "/process.Process/List", j, "[]", -1, sid, KEY, 400, "invalid_argument");
 	bad("POST", "/process.Process/Connect", j, "{\"process\":{\"pid\":7}}", -1, sid, KEY, 415, "unknown");
-	bad("POST", "/process.Process/StreamInput", j, "{}", -1, sid, KEY, 501, "unimplemented");
-	bad("POST", "/process.Process/StreamInput", "application/connect+json", "\0\0\0\0\2{}", 7, sid, KEY, 501,
-	    "unimplemented");
+	bad("POST", "/process.Process/StreamInput", j, "{}", -1, sid, KEY, 415, "unknown");
+	bad("POST", "/process.Process/StreamInput", "application/connect+json", "\0\0\0\0\2{}", 7, "inosuchsandbox000000",
+	    KEY, 404, "not_found");
+	bad("POST", "/process.Process/StreamInput", "application/connect+json", "\0\0\0\0\2{}", 7, sid, "nokey", 401,
+	    "unauthenticated");
 	bad("POST", ss, j, "{\"process\":{\"pid\":7},\"signal\":9}", -1, "inosuchsandbox000000", KEY, 404,
 	    "not_found");
 	/* over the body's bound */
@@ -1221,4 +1223,101 @@ Test(envd_agent, process_tags, .init = setup, .fini = teardown, .timeout = 60)
 	cr_assert_eq(connect_output(sel, "pty", out, sizeof(out)), 0);
 	cr_assert(strstr(out, "onpty") && strstr(out, "size 33 90"), "%s", out);
 	unary_expect("/process.Process/SendSignal", "{\"process\":{\"tag\":\"term\"},\"signal\":9}", 404, "not_found");
+}
+
+/* StreamInput's request body: envelopes of msgs (NULL-ended) appended to *buf. */
+static size_t input_body(char **buf, const char *const *msgs)
+{
+	size_t len = 0, cap = 0;
+	*buf = NULL;
+	for (size_t i = 0; msgs[i]; i++)
+		cr_assert_eq(envd_envelope_append(buf, &len, &cap, 0, msgs[i], strlen(msgs[i])), 0);
+	return len;
+}
+
+/* StreamInput fed body in pieces of `piece` bytes: the stream's end code (NULL: {} then a clean end). */
+static const char *input_call(const char *body, size_t len, size_t piece)
+{
+	struct envd_request rq = {.method = "POST", .path = "/process.Process/StreamInput", .sandbox_id = sid,
+				  .token = KEY, .content_type = "application/connect+json"};
+	struct envd_reply rp;
+	struct envd_instream *in = envd_instream_open(&T, &D, keys1(), &rq, &rp);
+	cr_assert_not_null(in, "%.*s", (int)rp.len, rp.body);
+	for (size_t off = 0; off < len; off += piece)
+		envd_instream_feed(in, body + off, len - off < piece ? len - off : piece);
+	envd_instream_close(in, &rp);
+	static const char *code;
+	code = NULL;
+	json_t *m = stream_parse(&rp, &code);
+	if (!code) {
+		cr_assert_eq(json_array_size(m), 1, "one StreamInputResponse");
+		cr_assert_eq(json_object_size(json_array_get(m, 0)), 0, "{}");
+	}
+	json_decref(m);
+	free(rp.body);
+	return code;
+}
+
+/*
+ * StreamInput (a client stream): a start naming the process by tag, data messages (stdin, also a
+ * pty's input field), keepalives, split across feeds at every byte; cat echoes all of it.  Then
+ * its malformed cases: data before start, two starts, an unknown tag, a bad flag, an envelope
+ * over its bound, a body ending inside an envelope, a message that is none of the three.
+ */
+Test(envd_agent, stream_input, .init = setup, .fini = teardown, .timeout = 60)
+{
+	char *const cat[] = {"/bin/cat", NULL};
+	start_tagged(cat, "cat", false);
+	static const char *const ok[] = {"{\"start\":{\"process\":{\"tag\":\"cat\"}}}", "{\"keepalive\":{}}",
+					 "{\"data\":{\"input\":{\"stdin\":\"aGVsbG8g\"}}}", "{\"keepalive\":{}}",
+					 "{\"data\":{\"input\":{\"stdin\":\"d29ybGQK\"}}}", NULL};
+	char *body;
+	size_t len = input_body(&body, ok);
+	cr_assert_null(input_call(body, len, 1), "fed a byte at a time");
+	cr_assert_null(input_call(body, len, 7));
+	struct envd_reply rp;
+	call("POST", "/process.Process/StreamInput", "application/connect+json", body, (ssize_t)len, NULL, &rp);
+	cr_assert_eq(rp.status, 200);
+	free(rp.body);
+	free(body);
+	unary_expect("/process.Process/CloseStdin", "{\"process\":{\"tag\":\"cat\"}}", 200, NULL);
+	char out[4096];
+	cr_assert_eq(connect_output("{\"tag\":\"cat\"}", "stdout", out, sizeof(out)), 0);
+	cr_assert_str_eq(out, "hello world\nhello world\nhello world\n");
+	/* malformed */
+	start_tagged(cat, "cat2", false);
+	static const char *const before[] = {"{\"data\":{\"input\":{\"stdin\":\"eA==\"}}}", NULL};
+	static const char *const twice[] = {"{\"start\":{\"process\":{\"tag\":\"cat2\"}}}",
+					    "{\"start\":{\"process\":{\"tag\":\"cat2\"}}}", NULL};
+	static const char *const unknown[] = {"{\"start\":{\"process\":{\"tag\":\"nosuch\"}}}", NULL};
+	static const char *const badsel[] = {"{\"start\":{\"process\":{\"tag\":9}}}", NULL};
+	static const char *const other[] = {"{\"start\":{\"process\":{\"tag\":\"cat2\"}}}", "{\"stop\":{}}", NULL};
+	static const char *const badinput[] = {"{\"start\":{\"process\":{\"tag\":\"cat2\"}}}",
+					       "{\"data\":{\"input\":{\"stdin\":\"@@\"}}}", NULL};
+	static const char *const none[] = {"{\"keepalive\":{}}", NULL};
+	const struct {
+		const char *const *msgs;
+		const char *code;
+	} cases[] = {{before, "invalid_argument"}, {twice, "invalid_argument"}, {unknown, "not_found"},
+		     {badsel, "invalid_argument"},  {other, "invalid_argument"}, {badinput, "invalid_argument"},
+		     {none, "invalid_argument"}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		len = input_body(&body, cases[i].msgs);
+		const char *code = input_call(body, len, 3);
+		cr_assert(code && !strcmp(code, cases[i].code), "case %zu: %s", i, code ? code : "(none)");
+		free(body);
+	}
+	cr_assert_str_eq(input_call("\1\0\0\0\2{}", 7, 1), "invalid_argument", "a compressed envelope");
+	cr_assert_str_eq(input_call("\0\0\x10\0\1", 5, 2), "resource_exhausted", "an envelope past 1 MiB");
+	cr_assert_str_eq(input_call("\0\0\0\0\x20{}", 7, 2), "invalid_argument", "the body ends inside an envelope");
+	/* the body as a whole has no bound: a stream of keepalives past 1 MiB, then the start */
+	size_t cap = 0;
+	len = 0;
+	body = NULL;
+	for (unsigned i = 0; i < 60000; i++)
+		envd_envelope_append(&body, &len, &cap, 0, "{\"keepalive\":{}}", 16);
+	envd_envelope_append(&body, &len, &cap, 0, twice[0], strlen(twice[0]));
+	cr_assert_gt(len, 1u << 20);
+	cr_assert_null(input_call(body, len, 65536));
+	free(body);
 }

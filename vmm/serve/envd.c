@@ -60,6 +60,11 @@ bool envd_streams(const char *path)
 	return !strcmp(path, PROCESS_SVC "Start") || !strcmp(path, PROCESS_SVC "Connect");
 }
 
+bool envd_client_streams(const char *path)
+{
+	return !strcmp(path, PROCESS_SVC "StreamInput");
+}
+
 int envd_envelope_parse(const uint8_t *p, size_t len, size_t max, const uint8_t **msg, size_t *mlen)
 {
 	if (len < 5)
@@ -1002,6 +1007,191 @@ static void process_call(struct agent_conn *c, const struct envd_dialer *d, cons
 		unary_error(rp, rc == -ENOENT ? "not_found" : agent_code(rc, err), "%s", err);
 }
 
+/* ---- process.Process/StreamInput: a client stream ---- */
+
+/*
+ * The call's state while its request envelopes arrive: the envelope being assembled (its 5-byte
+ * prefix, then its message, each at most ENVD_INPUT_MSG_MAX), the agent connection once the
+ * start message has named the process, and the first error, after which the rest of the body is
+ * read and dropped (the answer is given at the end, as a unary call's is).
+ */
+struct envd_instream {
+	struct serve_sandbox sb;
+	const struct envd_dialer *d;
+	struct agent_conn c;
+	bool started;        /* the start message came and its process was found */
+	uint32_t id;         /* the agent's id of that process */
+	uint8_t pre[5];
+	size_t pre_got;
+	uint8_t *msg;        /* the message being assembled: msg_len bytes of msg_got */
+	size_t msg_len, msg_got;
+	uint64_t messages;
+	const char *code;    /* the first error: its Connect code (static) and message */
+	char why[600];
+};
+
+static void instream_fail(struct envd_instream *in, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void instream_fail(struct envd_instream *in, const char *code, const char *fmt, ...)
+{
+	if (in->code)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(in->why, sizeof(in->why), fmt, ap);
+	va_end(ap);
+	in->code = code;
+}
+
+/* One request message: StreamInputRequest, one of start {process}, data {input}, keepalive {}. */
+static void instream_message(struct envd_instream *in, const uint8_t *m, size_t n)
+{
+	json_error_t je;
+	json_t *j = json_loadb((const char *)m, n, JSON_REJECT_DUPLICATES, &je);
+	json_t *start = json_object_get(j, "start"), *data = json_object_get(j, "data");
+	json_t *keep = json_object_get(j, "keepalive");
+	char err[512];
+	in->messages++;
+	if (!json_is_object(j) || json_object_size(j) != 1 || !(start || data || keep)) {
+		instream_fail(in, "invalid_argument", "message %llu must be one of 'start', 'data' or 'keepalive'",
+			      (unsigned long long)in->messages);
+	} else if (keep) {
+		/* nothing to do: it kept the connection alive */
+	} else if (start && in->started) {
+		instream_fail(in, "invalid_argument", "a second 'start' message");
+	} else if (start) {
+		struct proc_args a;
+		const char *why, *bad = process_args("StreamInput", start, &a, &why);
+		struct agent_proc found = {0};
+		int rc;
+		if (bad) {
+			instream_fail(in, bad, "start: %s", why);
+		} else if ((rc = in->d->dial(in->d->ctx, &in->sb, &in->c, err, sizeof(err)))) {
+			instream_fail(in, "unavailable", "sandbox %s's agent does not answer: %s", in->sb.id, err);
+		} else if ((rc = proc_find(&in->c, &a.sel, false, &found, err, sizeof(err)))) {
+			instream_fail(in, rc == -ENOENT ? "not_found" : agent_code(rc, err), "%s", err);
+		} else {
+			in->started = true;
+			in->id = found.id;
+		}
+	} else if (!in->started) {
+		instream_fail(in, "invalid_argument", "'data' before 'start' (the first message names the process)");
+	} else {
+		struct proc_args a = {0};
+		const char *why;
+		int rc = input_parse(json_object_get(data, "input"), &a, &why);
+		if (rc)
+			instream_fail(in, rc == -ENOMEM ? "resource_exhausted" : "invalid_argument", "data: %s", why);
+		else if ((rc = process_send(&in->c, in->id, &a, err, sizeof(err))))
+			instream_fail(in, agent_code(rc, err), "%s", err);
+		free(a.input);
+	}
+	json_decref(j);
+}
+
+void envd_instream_feed(struct envd_instream *in, const void *buf, size_t n)
+{
+	const uint8_t *p = buf;
+	while (n && !in->code) {
+		if (in->pre_got < sizeof(in->pre)) {
+			size_t k = sizeof(in->pre) - in->pre_got < n ? sizeof(in->pre) - in->pre_got : n;
+			memcpy(in->pre + in->pre_got, p, k);
+			in->pre_got += k;
+			p += k;
+			n -= k;
+			if (in->pre_got < sizeof(in->pre))
+				return;
+			uint32_t len = (uint32_t)in->pre[1] << 24 | (uint32_t)in->pre[2] << 16 | (uint32_t)in->pre[3] << 8 |
+				       in->pre[4];
+			if (in->pre[0] != 0) {
+				instream_fail(in, "invalid_argument", "envelope %llu: flag 0x%02x (compressed or end-of-stream)",
+					      (unsigned long long)in->messages + 1, in->pre[0]);
+				return;
+			}
+			if (len > ENVD_INPUT_MSG_MAX) {
+				instream_fail(in, "resource_exhausted", "envelope %llu: %u bytes, over the bound of %u",
+					      (unsigned long long)in->messages + 1, len, ENVD_INPUT_MSG_MAX);
+				return;
+			}
+			in->msg = malloc(len ? len : 1);
+			if (!in->msg) {
+				instream_fail(in, "resource_exhausted", "out of memory for an envelope");
+				return;
+			}
+			in->msg_len = len;
+			in->msg_got = 0;
+		}
+		size_t k = in->msg_len - in->msg_got < n ? in->msg_len - in->msg_got : n;
+		memcpy(in->msg + in->msg_got, p, k);
+		in->msg_got += k;
+		p += k;
+		n -= k;
+		if (in->msg_got == in->msg_len) {
+			instream_message(in, in->msg, in->msg_len);
+			free(in->msg);
+			in->msg = NULL;
+			in->pre_got = 0;
+		}
+	}
+}
+
+/* The call's checks before any envelope: the key, the content type, the sandbox (as envd_handle's). */
+struct envd_instream *envd_instream_open(struct serve_table *t, const struct envd_dialer *d,
+					 const struct serve_keys *keys, const struct envd_request *rq,
+					 struct envd_reply *rp)
+{
+	memset(rp, 0, sizeof(*rp));
+	const struct serve_key *key = serve_keys_find(keys, rq->token);
+	if (!key)
+		key = serve_keys_find(keys, rq->api_key);
+	if (!key) {
+		unary_error(rp, "unauthenticated", "missing or wrong access token (X-Access-Token)");
+		return NULL;
+	}
+	if (strcmp(rq->method, "POST")) {
+		unary_error(rp, "unimplemented", "%s is not allowed on %s", rq->method, rq->path);
+		return NULL;
+	}
+	if (!rq->content_type || strncmp(rq->content_type, CT_STREAM, strlen(CT_STREAM))) {
+		set_json(rp, 415, error_json("unknown", "a client stream takes Content-Type application/connect+json"));
+		return NULL;
+	}
+	struct envd_instream *in = calloc(1, sizeof(*in));
+	if (!in) {
+		unary_error(rp, "resource_exhausted", "out of memory");
+		return NULL;
+	}
+	if (!rq->sandbox_id || serve_get_owned(t, key->name, rq->sandbox_id, &in->sb)) {
+		unary_error(rp, "not_found", "sandbox \"%.*s\" not found (the E2b-Sandbox-Id header)", SERVE_ID_LEN + 4,
+			    rq->sandbox_id ? rq->sandbox_id : "");
+		free(in);
+		return NULL;
+	}
+	in->d = d;
+	agent_conn_init(&in->c, -1, -1, -1);
+	return in;
+}
+
+void envd_instream_close(struct envd_instream *in, struct envd_reply *rp)
+{
+	if (rp) {
+		struct stream s = {.fd = -1};
+		if (!in->code && in->pre_got)
+			instream_fail(in, "invalid_argument", "the body ends inside an envelope");
+		if (!in->code && !in->started)
+			instream_fail(in, "invalid_argument", "no 'start' message (it names the process)");
+		if (!in->code && envd_envelope_append(&s.buf, &s.len, &s.cap, 0, "{}", 2))
+			s.oom = true;
+		memset(rp, 0, sizeof(*rp));
+		stream_end(&s, in->code, in->why, rp); /* StreamInputResponse {}, then the end */
+	}
+	if (in->c.fd >= 0)
+		close(in->c.fd);
+	free(in->msg);
+	serve_sandbox_put(&in->sb);
+	free(in);
+}
+
 /* ---- /files ---- */
 
 static void files_get(struct agent_conn *c, const char *path, struct envd_reply *rp)
@@ -1217,9 +1407,12 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 	for (size_t i = 0; !known && process && i < sizeof(proc_methods) / sizeof(proc_methods[0]); i++)
 		known = !strcmp(method, proc_methods[i]);
 	if (!known && process && !strcmp(method, "StreamInput")) {
-		/* a client stream: its envelopes come while the call runs, and the HTTP layer takes a body whole */
-		unary_error(rp, "unimplemented", "process.Process/StreamInput (a client stream) is not served by padcell's "
-						 "envd: use SendInput");
+		/* a client stream given whole (http.c feeds it as it arrives instead) */
+		struct envd_instream *in = envd_instream_open(t, d, keys, rq, rp);
+		if (in) {
+			envd_instream_feed(in, rq->body ? rq->body : "", rq->len);
+			envd_instream_close(in, rp);
+		}
 		return;
 	}
 	if (!known) {

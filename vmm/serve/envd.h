@@ -94,6 +94,25 @@ void envd_handle(struct serve_table *t, const struct envd_dialer *d, const struc
 void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const struct serve_keys *keys,
 		      const struct envd_request *rq, int fd, struct envd_reply *rp);
 
+/*
+ * process.Process/StreamInput, a client stream, fed as its body arrives: open checks the key, the
+ * content type and the sandbox (NULL with the error in rp); feed takes the body's bytes in any
+ * pieces (envelopes across pieces, each message at most ENVD_INPUT_MSG_MAX): the start message's
+ * selector finds the running process on a connection of the call's own, each data message's
+ * bytes are written to its stdin (or terminal) before feed returns, keepalives do nothing; the
+ * first error drops the rest.  close (rp NULL: the client left) answers StreamInputResponse {}
+ * and the stream's end, or the end with the first error, and frees it.
+ */
+#define ENVD_INPUT_MSG_MAX (1u << 20)
+struct envd_instream;
+struct envd_instream *envd_instream_open(struct serve_table *t, const struct envd_dialer *d,
+					 const struct serve_keys *keys, const struct envd_request *rq,
+					 struct envd_reply *rp);
+void envd_instream_feed(struct envd_instream *in, const void *buf, size_t n);
+void envd_instream_close(struct envd_instream *in, struct envd_reply *rp);
+/* Whether path is the client-streaming call (process.Process/StreamInput). */
+bool envd_client_streams(const char *path);
+
 /* Whether path is a server-streaming call (process.Process/Start, Connect). */
 bool envd_streams(const char *path);
 
