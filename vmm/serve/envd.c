@@ -1007,6 +1007,18 @@ static void process_call(struct agent_conn *c, const struct envd_dialer *d, cons
 		unary_error(rp, rc == -ENOENT ? "not_found" : agent_code(rc, err), "%s", err);
 }
 
+/* The caller's key: the access token first (what create answered), else an API key; NULL with the reply made. */
+static const struct serve_key *request_key(const struct serve_keys *keys, const struct envd_request *rq,
+					   struct envd_reply *rp)
+{
+	const struct serve_key *key = serve_keys_find(keys, rq->token);
+	if (!key)
+		key = serve_keys_find(keys, rq->api_key);
+	if (!key)
+		unary_error(rp, "unauthenticated", "missing or wrong access token (X-Access-Token)");
+	return key;
+}
+
 /* ---- process.Process/StreamInput: a client stream ---- */
 
 /*
@@ -1141,13 +1153,9 @@ struct envd_instream *envd_instream_open(struct serve_table *t, const struct env
 					 struct envd_reply *rp)
 {
 	memset(rp, 0, sizeof(*rp));
-	const struct serve_key *key = serve_keys_find(keys, rq->token);
+	const struct serve_key *key = request_key(keys, rq, rp);
 	if (!key)
-		key = serve_keys_find(keys, rq->api_key);
-	if (!key) {
-		unary_error(rp, "unauthenticated", "missing or wrong access token (X-Access-Token)");
 		return NULL;
-	}
 	if (strcmp(rq->method, "POST")) {
 		unary_error(rp, "unimplemented", "%s is not allowed on %s", rq->method, rq->path);
 		return NULL;
@@ -1374,14 +1382,9 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		      const struct envd_request *rq, int fd, struct envd_reply *rp)
 {
 	memset(rp, 0, sizeof(*rp));
-	/* the access token first (what create answered), else an API key; a sandbox is its owner's key's alone */
-	const struct serve_key *key = serve_keys_find(keys, rq->token);
+	const struct serve_key *key = request_key(keys, rq, rp);
 	if (!key)
-		key = serve_keys_find(keys, rq->api_key);
-	if (!key) {
-		unary_error(rp, "unauthenticated", "missing or wrong access token (X-Access-Token)");
 		return;
-	}
 	if (rq->overflow) {
 		unary_error(rp, "resource_exhausted", "the request body is over its bound");
 		return;

@@ -35,19 +35,36 @@
  * no other key sees it: REST and envd answer another key's sandbox as a missing one (404).
  */
 #define SERVE_KEY_MAX      128        /* a key file's bound; a generated key is "e2b_" + 40 hex */
-#define SERVE_KEYS_MAX     64
+#define SERVE_KEYS_MAX     64         /* live keys of one file */
+#define SERVE_KEYS_SLOTS   256        /* entries a daemon's keys hold over its life (revoked ones stay) */
 struct serve_key {
 	char name[SERVE_NAME_MAX];
 	char key[SERVE_KEY_MAX];
+	int revoked;                  /* set (atomically) when a re-read dropped or changed it; never cleared */
 };
+/*
+ * The entries are only ever appended (n published last, with release order) and an entry is
+ * never rewritten but revoked, so the request threads read them without a lock while the main
+ * thread merges a re-read file in (serve_keys_merge).
+ */
 struct serve_keys {
-	struct serve_key k[SERVE_KEYS_MAX];
+	struct serve_key k[SERVE_KEYS_SLOTS];
 	size_t n;
 };
 /* keys holding key alone, named "" (the single-key daemon). */
 void serve_keys_one(struct serve_keys *keys, const char *key);
 /* The entry whose key given is, comparing with every key in constant time; NULL for none (or NULL given). */
 const struct serve_key *serve_keys_find(const struct serve_keys *keys, const char *given);
+/*
+ * The keys of a re-read --api-keys file (fresh, as serve_keys_load made it) merged into keys
+ * while requests use them: a name whose key is new or changed gets an entry with its key, then
+ * the entries whose name the file no longer has, or whose key it changed, are revoked (a
+ * sandbox belongs to a name: the changed key reaches it, the old one no longer does).  say(arg,
+ * line) is told each change.  0, or -E2BIG when the entries would pass SERVE_KEYS_SLOTS (the keys
+ * that fitted were added, nothing was revoked: a restart starts afresh).
+ */
+int serve_keys_merge(struct serve_keys *keys, const struct serve_keys *fresh, void (*say)(void *arg, const char *line),
+		     void *arg);
 
 /* How envd reaches a sandbox's agent: the real one opens sb->vsock, tests pass a fake. */
 struct envd_dialer {
