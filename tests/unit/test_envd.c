@@ -850,6 +850,36 @@ Test(envd_agent, background_list_and_signal, .init = setup, .fini = teardown, .t
 	send_signal(pid, "SIGNAL_SIGKILL", 404);
 }
 
+/* A Connect by selector: its output of stream `name`, its start event's pid (start_pid, may be NULL) and its exit code. */
+static int connect_output(const char *selector, const char *name, char *out, size_t cap, uint32_t *start_pid)
+{
+	char msg[200], chunk[4096];
+	snprintf(msg, sizeof(msg), "{\"process\":%s}", selector);
+	struct envd_reply rp;
+	stream_call("/process.Process/Connect", msg, &rp);
+	const char *ec;
+	json_t *m = stream_parse(&rp, &ec);
+	cr_assert_null(ec, "no stream error: %s", ec);
+	int code = -1000;
+	size_t i;
+	json_t *e;
+	out[0] = '\0';
+	json_array_foreach(m, i, e) {
+		json_t *ev = json_object_get(e, "event"), *data = json_object_get(ev, "data");
+		cr_assert(!json_object_get(data, strcmp(name, "pty") ? "pty" : "stdout"), "output named %s only", name);
+		json_t *d = json_object_get(data, name);
+		if (d && unb64(json_string_value(d), chunk) < cap - strlen(out))
+			strcat(out, chunk);
+		if (start_pid && json_object_get(ev, "start"))
+			*start_pid = (uint32_t)json_integer_value(json_object_get(json_object_get(ev, "start"), "pid"));
+		if (json_object_get(ev, "end"))
+			code = (int)json_integer_value(json_object_get(json_object_get(ev, "end"), "exitCode"));
+	}
+	json_decref(m);
+	free(rp.body);
+	return code;
+}
+
 /* Connect to a process started earlier (as one kept across a pause is), running or ended by the
  * time Connect looks: the kept output, then its end. */
 Test(envd_agent, connect_to_a_kept_process, .init = setup, .fini = teardown, .timeout = 60)
@@ -870,30 +900,16 @@ Test(envd_agent, connect_to_a_kept_process, .init = setup, .fini = teardown, .ti
 	FILE *f = fopen(flag, "w");
 	cr_assert_not_null(f);
 	fclose(f);
-	char msg[64];
-	snprintf(msg, sizeof(msg), "{\"process\":{\"pid\":%u}}", pid);
-	struct envd_reply rp;
-	stream_call("/process.Process/Connect", msg, &rp);
-	const char *ec;
-	json_t *m = stream_parse(&rp, &ec);
-	cr_assert_null(ec, "no stream error: %s", ec);
-	cr_assert_eq(json_integer_value(json_object_get(json_object_get(json_object_get(json_array_get(m, 0), "event"),
-									 "start"), "pid")), pid);
-	char out[256] = "", chunk[256];
-	int code = -1000;
-	size_t i;
-	json_t *e;
-	json_array_foreach(m, i, e) {
-		json_t *ev = json_object_get(e, "event"), *d = json_object_get(json_object_get(ev, "data"), "stdout");
-		if (d)
-			unb64(json_string_value(d), chunk), strcat(out, chunk);
-		if (json_object_get(ev, "end"))
-			code = (int)json_integer_value(json_object_get(json_object_get(ev, "end"), "exitCode"));
-	}
+	char msg[64], sel[32], out[256];
+	snprintf(sel, sizeof(sel), "{\"pid\":%u}", pid);
+	snprintf(msg, sizeof(msg), "{\"process\":%s}", sel);
+	uint32_t spid = 0;
+	cr_assert_eq(connect_output(sel, "stdout", out, sizeof(out), &spid), 4);
+	cr_assert_eq(spid, pid);
 	cr_assert_str_eq(out, "kept\n", "the output kept from before the Connect");
-	cr_assert_eq(code, 4);
-	json_decref(m);
-	free(rp.body);
+	struct envd_reply rp;
+	const char *ec;
+	json_t *m;
 	stream_call("/process.Process/Connect", msg, &rp);
 	m = stream_parse(&rp, &ec);
 	cr_assert_str_eq(ec, "not_found", "an ended, collected process");
@@ -1126,34 +1142,6 @@ static uint32_t start_tagged(char *const *argv, const char *tag, bool pty)
 	return pid;
 }
 
-/* A Connect by selector: its output of stream `name` and its exit code. */
-static int connect_output(const char *selector, const char *name, char *out, size_t cap)
-{
-	char msg[200], chunk[4096];
-	snprintf(msg, sizeof(msg), "{\"process\":%s}", selector);
-	struct envd_reply rp;
-	stream_call("/process.Process/Connect", msg, &rp);
-	const char *ec;
-	json_t *m = stream_parse(&rp, &ec);
-	cr_assert_null(ec, "no stream error: %s", ec);
-	int code = -1000;
-	size_t i;
-	json_t *e;
-	out[0] = '\0';
-	json_array_foreach(m, i, e) {
-		json_t *ev = json_object_get(e, "event"), *data = json_object_get(ev, "data");
-		cr_assert(!json_object_get(data, strcmp(name, "pty") ? "pty" : "stdout"), "output named %s only", name);
-		json_t *d = json_object_get(data, name);
-		if (d && unb64(json_string_value(d), chunk) < cap - strlen(out))
-			strcat(out, chunk);
-		if (json_object_get(ev, "end"))
-			code = (int)json_integer_value(json_object_get(json_object_get(ev, "end"), "exitCode"));
-	}
-	json_decref(m);
-	free(rp.body);
-	return code;
-}
-
 /*
  * Tags: Start's tag shown by List with cmd and args as started (spaces inside an argument kept);
  * SendInput, CloseStdin, Update, SendSignal and Connect selecting by tag; a tag in use refused;
@@ -1212,7 +1200,7 @@ Test(envd_agent, process_tags, .init = setup, .fini = teardown, .timeout = 60)
 	unary_expect("/process.Process/SendSignal", "{\"process\":{\"tag\":\"nosuch\"},\"signal\":9}", 404, "not_found");
 	unary_expect("/process.Process/CloseStdin", "{\"process\":{\"tag\":\"nosuch\"}}", 404, "not_found");
 	char out[4096];
-	cr_assert_eq(connect_output("{\"tag\":\"bg job\"}", "stdout", out, sizeof(out)), 0);
+	cr_assert_eq(connect_output("{\"tag\":\"bg job\"}", "stdout", out, sizeof(out), NULL), 0);
 	cr_assert_str_eq(out, "kept\ngot hi\nend\n");
 	/* the terminal: resized and fed by tag, reconnected: its output is `pty` data */
 	unary_expect("/process.Process/Update", "{\"process\":{\"tag\":\"term\"},\"pty\":{\"size\":{\"cols\":90,\"rows\":33}}}",
@@ -1220,7 +1208,7 @@ Test(envd_agent, process_tags, .init = setup, .fini = teardown, .timeout = 60)
 	unary_expect("/process.Process/SendInput", "{\"process\":{\"tag\":\"term\"},\"input\":{\"pty\":\"Z28K\"}}", 200, NULL);
 	char sel[64];
 	snprintf(sel, sizeof(sel), "{\"pid\":%u}", tpid);
-	cr_assert_eq(connect_output(sel, "pty", out, sizeof(out)), 0);
+	cr_assert_eq(connect_output(sel, "pty", out, sizeof(out), NULL), 0);
 	cr_assert(strstr(out, "onpty") && strstr(out, "size 33 90"), "%s", out);
 	unary_expect("/process.Process/SendSignal", "{\"process\":{\"tag\":\"term\"},\"signal\":9}", 404, "not_found");
 }
@@ -1282,7 +1270,7 @@ Test(envd_agent, stream_input, .init = setup, .fini = teardown, .timeout = 60)
 	free(body);
 	unary_expect("/process.Process/CloseStdin", "{\"process\":{\"tag\":\"cat\"}}", 200, NULL);
 	char out[4096];
-	cr_assert_eq(connect_output("{\"tag\":\"cat\"}", "stdout", out, sizeof(out)), 0);
+	cr_assert_eq(connect_output("{\"tag\":\"cat\"}", "stdout", out, sizeof(out), NULL), 0);
 	cr_assert_str_eq(out, "hello world\nhello world\nhello world\n");
 	/* malformed */
 	start_tagged(cat, "cat2", false);
