@@ -1,7 +1,8 @@
 /*
  * `padcell serve`'s in-sandbox API, E2B's envd: the Connect-RPC services process.Process and
  * filesystem.Filesystem (Connect's JSON codec: unary calls as POST application/json, server
- * streams as application/connect+json in 5-byte envelopes) and GET/POST /files, each call
+ * streams and the one client stream, StreamInput, as application/connect+json in 5-byte
+ * envelopes) and GET/POST /files, each call
  * translated to guest-agent frames over the sandbox's vsock.  No HTTP here: vmm/serve/http.c
  * feeds it, the unit tests call it directly with a fake dialer.
  */
