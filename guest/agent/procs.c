@@ -37,7 +37,7 @@ struct proc {
 	int in_fd;  /* stdin's pipe, or the master again for a PTY; -1 for none */
 	uint64_t seq;
 	struct ring r[2];
-	char summary[AGENT_PROC_SUMMARY + 1];
+	struct agent_proc entry; /* its PROCS entry's tag, flags and argv (as started) */
 };
 
 #define OUTQ_CAP (2 * (AGENT_HDR_LEN + AGENT_MAX_PAYLOAD))
@@ -207,6 +207,11 @@ static void do_start(struct pconn *c)
 		conn_error(c, true, "malformed START");
 		return;
 	}
+	for (unsigned i = 0; st.tag[0] && i < AGENT_MAX_PROCS; i++)
+		if (procs[i].used && !procs[i].exited && !strcmp(procs[i].entry.tag, st.tag)) {
+			conn_error(c, false, "the tag is in use by process %u", procs[i].id);
+			return;
+		}
 	struct proc *p = proc_slot();
 	if (!p) {
 		conn_error(c, false, "the process table is full (%u processes running)", AGENT_MAX_PROCS);
@@ -259,14 +264,9 @@ static void do_start(struct pconn *c)
 			fcntl(p->fd[s], F_SETFL, O_NONBLOCK);
 	if (p->in_fd >= 0)
 		fcntl(p->in_fd, F_SETFL, O_NONBLOCK);
-	size_t off = 0;
-	for (uint32_t i = 0; i < st.e.argc && off < AGENT_PROC_SUMMARY; i++) {
-		int n = snprintf(p->summary + off, sizeof(p->summary) - off, "%s%s", i ? " " : "", st.e.argv[i]);
-		if (n < 0)
-			break;
-		off += (size_t)n;
-	}
-	p->summary[AGENT_PROC_SUMMARY] = '\0';
+	memcpy(p->entry.tag, st.tag, sizeof(p->entry.tag));
+	p->entry.flags = pty ? AGENT_PROC_PTY : 0;
+	agent_proc_set_argv(&p->entry, st.e.argv, st.e.argc);
 	uint8_t b[8];
 	agent_id2_encode(b, p->id, (uint32_t)pid);
 	conn_queue(c, AGENT_PROC, b, sizeof(b));
@@ -283,11 +283,13 @@ static void do_plist(struct pconn *c)
 		struct proc *p = &procs[i];
 		if (!p->used)
 			continue;
-		struct agent_proc e = { .id = p->id, .pid = (uint32_t)p->pid,
-					.state = p->exited ? AGENT_PROC_EXITED : AGENT_PROC_RUNNING,
-					.how = p->exited ? p->how : 0, .code = p->exited ? p->code : 0 };
-		memcpy(e.summary, p->summary, sizeof(e.summary));
-		agent_proc_encode(chunk, sizeof(chunk), &off, &e); /* 64 entries always fit one frame */
+		struct agent_proc *e = &p->entry;
+		e->id = p->id;
+		e->pid = (uint32_t)p->pid;
+		e->state = p->exited ? AGENT_PROC_EXITED : AGENT_PROC_RUNNING;
+		e->how = p->exited ? p->how : 0;
+		e->code = p->exited ? p->code : 0;
+		agent_proc_encode(chunk, sizeof(chunk), &off, e); /* 64 entries always fit one frame */
 	}
 	if (off)
 		conn_queue(c, AGENT_PROCS, chunk, (uint32_t)off);

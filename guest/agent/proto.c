@@ -389,22 +389,35 @@ int agent_entry_next(const uint8_t *p, size_t len, size_t *off, struct agent_ent
 
 /* ---- background processes (version 4) ---- */
 
-int agent_start_encode(uint8_t *out, size_t cap, uint32_t flags, uint16_t rows, uint16_t cols,
+bool agent_tag_ok(const char *tag, size_t n)
+{
+	return n >= 1 && n <= AGENT_MAX_TAG && !memchr(tag, '\0', n);
+}
+
+int agent_start_encode(uint8_t *out, size_t cap, uint32_t flags, uint16_t rows, uint16_t cols, const char *tag,
 		       const char *const *argv, const char *const *envv, const char *cwd, const char *user)
 {
+	size_t tl = tag ? strlen(tag) : 0;
 	if (cap > AGENT_MAX_PAYLOAD)
 		cap = AGENT_MAX_PAYLOAD;
-	if (cap < 8)
-		return -E2BIG;
-	if ((flags & ~(AGENT_START_PTY | AGENT_START_STDIN)) || rows > AGENT_MAX_WINSZ || cols > AGENT_MAX_WINSZ)
+	if ((flags & ~(AGENT_START_PTY | AGENT_START_STDIN)) || rows > AGENT_MAX_WINSZ || cols > AGENT_MAX_WINSZ ||
+	    (tl && !agent_tag_ok(tag, tl)))
 		return -EINVAL;
-	put32(out, flags);
+	size_t head = 8 + (tl ? 2 + tl : 0);
+	if (cap < head)
+		return -E2BIG;
+	put32(out, flags | (tl ? AGENT_START_TAG : 0));
 	out[4] = (uint8_t)rows;
 	out[5] = (uint8_t)(rows >> 8);
 	out[6] = (uint8_t)cols;
 	out[7] = (uint8_t)(cols >> 8);
-	int n = agent_exec_encode(out + 8, cap - 8, argv, envv, cwd, user, 0, 0);
-	return n < 0 ? n : n + 8;
+	if (tl) {
+		out[8] = (uint8_t)tl;
+		out[9] = (uint8_t)(tl >> 8);
+		memcpy(out + 10, tag, tl);
+	}
+	int n = agent_exec_encode(out + head, cap - head, argv, envv, cwd, user, 0, 0);
+	return n < 0 ? n : n + (int)head;
 }
 
 int agent_start_decode(const uint8_t *p, size_t len, struct agent_start *s)
@@ -414,9 +427,23 @@ int agent_start_decode(const uint8_t *p, size_t len, struct agent_start *s)
 	s->flags = get32(p);
 	s->rows = (uint16_t)(p[4] | p[5] << 8);
 	s->cols = (uint16_t)(p[6] | p[7] << 8);
-	if ((s->flags & ~(AGENT_START_PTY | AGENT_START_STDIN)) || s->rows > AGENT_MAX_WINSZ || s->cols > AGENT_MAX_WINSZ)
+	s->tag[0] = '\0';
+	if ((s->flags & ~(AGENT_START_PTY | AGENT_START_STDIN | AGENT_START_TAG)) || s->rows > AGENT_MAX_WINSZ ||
+	    s->cols > AGENT_MAX_WINSZ)
 		return -EPROTO;
-	if (agent_exec_decode(p + 8, len - 8, &s->e) || s->e.timeout_ms || s->e.flags)
+	size_t head = 8;
+	if (s->flags & AGENT_START_TAG) {
+		if (len < 10)
+			return -EPROTO;
+		size_t tl = (size_t)p[8] | (size_t)p[9] << 8;
+		if (tl > len - 10 || !agent_tag_ok((const char *)p + 10, tl))
+			return -EPROTO;
+		memcpy(s->tag, p + 10, tl);
+		s->tag[tl] = '\0';
+		head = 10 + tl;
+		s->flags &= ~AGENT_START_TAG; /* the tag says it */
+	}
+	if (agent_exec_decode(p + head, len - head, &s->e) || s->e.timeout_ms || s->e.flags)
 		return -EPROTO;
 	return 0;
 }
@@ -488,14 +515,43 @@ static int proc_state_ok(const struct agent_proc *pr)
 	return agent_exit_decode(x, sizeof(x), &how, &code) == 0;
 }
 
+void agent_proc_set_argv(struct agent_proc *pr, const char *const *argv, uint32_t argc)
+{
+	size_t off = 0;
+	pr->flags &= ~AGENT_PROC_ARGV_CUT;
+	for (uint32_t i = 0; i < argc; i++) {
+		size_t n = strlen(argv[i]);
+		if (n + 1 > sizeof(pr->argv) - off) {
+			pr->flags |= AGENT_PROC_ARGV_CUT;
+			if (i == 0) { /* the command itself is kept, cut to fit */
+				memcpy(pr->argv, argv[0], sizeof(pr->argv) - 1);
+				off = sizeof(pr->argv) - 1;
+				pr->argv[off++] = '\0';
+			}
+			break;
+		}
+		memcpy(pr->argv + off, argv[i], n + 1);
+		off += n + 1;
+	}
+	pr->argv_len = (uint16_t)off;
+}
+
+/* An entry's argv: one or more NUL-terminated arguments. */
+static int proc_argv_ok(const char *a, size_t n)
+{
+	return n >= 1 && n <= AGENT_PROC_ARGV && a[n - 1] == '\0';
+}
+
 int agent_proc_encode(uint8_t *out, size_t cap, size_t *off, const struct agent_proc *pr)
 {
-	size_t n = strnlen(pr->summary, sizeof(pr->summary));
-	if (n > AGENT_PROC_SUMMARY || !proc_state_ok(pr))
+	size_t tl = strnlen(pr->tag, sizeof(pr->tag));
+	if ((tl && !agent_tag_ok(pr->tag, tl)) || tl > AGENT_MAX_TAG || !proc_state_ok(pr) ||
+	    (pr->flags & ~(AGENT_PROC_PTY | AGENT_PROC_ARGV_CUT)) || !proc_argv_ok(pr->argv, pr->argv_len))
 		return -EINVAL;
 	if (cap > AGENT_MAX_PAYLOAD)
 		cap = AGENT_MAX_PAYLOAD;
-	if (*off > cap || AGENT_PROC_FIXED + n > cap - *off)
+	size_t n = AGENT_PROC_FIXED + tl + pr->argv_len;
+	if (*off > cap || n > cap - *off)
 		return -E2BIG;
 	uint8_t *q = out + *off;
 	put32(q, pr->id);
@@ -503,10 +559,14 @@ int agent_proc_encode(uint8_t *out, size_t cap, size_t *off, const struct agent_
 	put32(q + 8, pr->state);
 	put32(q + 12, pr->how);
 	put32(q + 16, (uint32_t)pr->code);
-	q[20] = (uint8_t)n;
-	q[21] = (uint8_t)(n >> 8);
-	memcpy(q + AGENT_PROC_FIXED, pr->summary, n);
-	*off += AGENT_PROC_FIXED + n;
+	put32(q + 20, pr->flags);
+	q[24] = (uint8_t)tl;
+	q[25] = (uint8_t)(tl >> 8);
+	q[26] = (uint8_t)pr->argv_len;
+	q[27] = (uint8_t)(pr->argv_len >> 8);
+	memcpy(q + AGENT_PROC_FIXED, pr->tag, tl);
+	memcpy(q + AGENT_PROC_FIXED + tl, pr->argv, pr->argv_len);
+	*off += n;
 	return 0;
 }
 
@@ -517,19 +577,25 @@ int agent_proc_next(const uint8_t *p, size_t len, size_t *off, struct agent_proc
 	if (*off > len || len - *off < AGENT_PROC_FIXED)
 		return -EPROTO;
 	const uint8_t *q = p + *off;
-	size_t n = (size_t)q[20] | (size_t)q[21] << 8;
-	if (n > AGENT_PROC_SUMMARY || n > len - *off - AGENT_PROC_FIXED || memchr(q + AGENT_PROC_FIXED, '\0', n))
+	size_t tl = (size_t)q[24] | (size_t)q[25] << 8, al = (size_t)q[26] | (size_t)q[27] << 8;
+	size_t room = len - *off - AGENT_PROC_FIXED;
+	if (tl > AGENT_MAX_TAG || al > AGENT_PROC_ARGV || tl + al > room ||
+	    (tl && !agent_tag_ok((const char *)q + AGENT_PROC_FIXED, tl)) ||
+	    !proc_argv_ok((const char *)q + AGENT_PROC_FIXED + tl, al))
 		return -EPROTO;
 	pr->id = get32(q);
 	pr->pid = get32(q + 4);
 	pr->state = get32(q + 8);
 	pr->how = get32(q + 12);
 	pr->code = (int32_t)get32(q + 16);
-	memcpy(pr->summary, q + AGENT_PROC_FIXED, n);
-	pr->summary[n] = '\0';
-	if (!proc_state_ok(pr))
+	pr->flags = get32(q + 20);
+	memcpy(pr->tag, q + AGENT_PROC_FIXED, tl);
+	pr->tag[tl] = '\0';
+	pr->argv_len = (uint16_t)al;
+	memcpy(pr->argv, q + AGENT_PROC_FIXED + tl, al);
+	if (!proc_state_ok(pr) || (pr->flags & ~(AGENT_PROC_PTY | AGENT_PROC_ARGV_CUT)))
 		return -EPROTO;
-	*off += AGENT_PROC_FIXED + n;
+	*off += AGENT_PROC_FIXED + tl + al;
 	return 1;
 }
 

@@ -12,15 +12,22 @@
  * process manager, so a process outlives the connection that started it.  The first of these
  * frames hands the connection to the process manager: from then on it carries only them, each
  * answered (an ERROR answer does not end it).  See "Background processes" below.
+ *
+ * Version 5: a process carries a tag (START's AGENT_START_TAG) and PROCS entries say it, whether
+ * the process has a PTY, and its argv as started (NUL-separated) instead of a joined summary.
+ * START without a tag keeps version 4's layout; PROCS entries are version 5's only, so the host
+ * lists processes only on a version 5 agent (the agent and padcell ship together).
  */
 #ifndef PADCELL_AGENT_PROTO_H
 #define PADCELL_AGENT_PROTO_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define AGENT_PROTO_VERSION 4u   /* 2: STDIN_ACK flow control for stdin; 3: file operations; 4: background processes */
+#define AGENT_PROTO_VERSION 5u   /* 2: STDIN_ACK flow control for stdin; 3: file operations; 4: background processes;
+                                    5: process tags, PROCS entries with argv and a PTY flag */
 #define AGENT_PROTO_MIN     3u   /* the oldest agent the host still talks to (for what that version had) */
 #define AGENT_PORT          1024u          /* the agent listens here; it also calls the host here when ready */
 #define AGENT_HDR_LEN       8u
@@ -63,7 +70,7 @@ enum agent_type {
 	AGENT_REMOVE,      /* host -> agent: u32 flags (AGENT_REMOVE_*), path; OK                    */
 	AGENT_ENTRIES,     /* agent -> host: directory entries (agent_entry_encode), packed          */
 	/* Version 4: background processes (agent_start_encode and the rest below). */
-	AGENT_START,       /* host -> agent: u32 flags, u16 rows, u16 cols, an EXEC payload; PROC    */
+	AGENT_START,       /* host -> agent: u32 flags, u16 rows, u16 cols, [tag], an EXEC payload; PROC */
 	AGENT_PLIST,       /* host -> agent: empty; PROCS frames, then an empty one                  */
 	AGENT_ATTACH,      /* host -> agent: u32 id; OK, then STDOUT/STDERR/GAP..., EXIT            */
 	AGENT_SEND,        /* host -> agent: u32 id, stdin bytes (none: close stdin); OK once written */
@@ -187,7 +194,9 @@ int agent_entry_next(const uint8_t *p, size_t len, size_t *off, struct agent_ent
  * before it, then live output, then EXIT once the process has ended and its output is drained.
  * A process's EXIT sent by ATTACH is collected: the entry leaves the table.  A PTY process's stdin
  * is the terminal: SEND's bytes go to it, and closing stdin sends the terminal's end-of-file
- * character.  Without AGENT_START_STDIN (and no PTY) its stdin is /dev/null.
+ * character.  Without AGENT_START_STDIN (and no PTY) its stdin is /dev/null.  A START whose tag
+ * a running process of the table has is refused (ERROR "the tag is in use ..."): a tag names one
+ * running process.
  */
 #define AGENT_MAX_PROCS   64u
 #define AGENT_PROC_RING   (512u << 10) /* per stream */
@@ -195,26 +204,50 @@ int agent_entry_next(const uint8_t *p, size_t len, size_t *off, struct agent_ent
 #define AGENT_MAX_ATTACH  16u          /* connections the process manager serves at once */
 #define AGENT_START_PTY   1u
 #define AGENT_START_STDIN 2u
-#define AGENT_PROC_SUMMARY 200u        /* argv joined by spaces, cut to this many bytes */
-#define AGENT_PROC_FIXED  22u
+#define AGENT_START_TAG   4u           /* version 5: u16 tag length and the tag follow rows and cols */
+#define AGENT_MAX_TAG     64u          /* a tag: 1..AGENT_MAX_TAG bytes, no NUL */
+#define AGENT_PROC_ARGV   896u         /* a PROCS entry's argv bytes (each argument NUL-terminated) */
+#define AGENT_PROC_FIXED  28u
+#define AGENT_PROC_PTY      1u         /* PROCS entry flag: the process runs on a terminal */
+#define AGENT_PROC_ARGV_CUT 2u         /* PROCS entry flag: argv did not fit: the arguments that did */
+_Static_assert(AGENT_MAX_PROCS * (AGENT_PROC_FIXED + AGENT_MAX_TAG + AGENT_PROC_ARGV) <= AGENT_MAX_PAYLOAD,
+	       "a full process table fits one PROCS frame");
 
 struct agent_start {
 	uint32_t flags;      /* AGENT_START_* */
 	uint16_t rows, cols; /* the PTY's size (0,0: 24x80); ignored without a PTY */
+	char tag[AGENT_MAX_TAG + 1]; /* "" without AGENT_START_TAG */
 	struct agent_exec e;
 };
 
 enum agent_proc_state { AGENT_PROC_RUNNING = 1, AGENT_PROC_EXITED = 2 };
 
-/* One PROCS entry: u32 id, u32 pid, u32 state, u32 how, i32 code, u16 summary length, the summary. */
+/*
+ * One PROCS entry (version 5): u32 id, u32 pid, u32 state, u32 how, i32 code, u32 flags
+ * (AGENT_PROC_*), u16 tag length (0..AGENT_MAX_TAG), u16 argv length (1..AGENT_PROC_ARGV), the
+ * tag (no NUL), argv: one or more arguments, each followed by a NUL.  An
+ * argv that does not fit is cut after the last whole argument that does (the first one is cut
+ * to fit when it alone does not), and the entry says AGENT_PROC_ARGV_CUT.
+ */
 struct agent_proc {
 	uint32_t id, pid, state, how; /* how, code: as in EXIT, when exited */
 	int32_t code;
-	char summary[AGENT_PROC_SUMMARY + 1];
+	uint32_t flags;               /* AGENT_PROC_* */
+	char tag[AGENT_MAX_TAG + 1];  /* "" for none */
+	uint16_t argv_len;
+	char argv[AGENT_PROC_ARGV];   /* argv_len bytes: NUL-terminated arguments, packed */
 };
 
-/* START: encode as EXEC does (-E2BIG, -EINVAL); decode 0 or -EPROTO (unknown flags, a timeout). */
-int agent_start_encode(uint8_t *out, size_t cap, uint32_t flags, uint16_t rows, uint16_t cols,
+/* Packs argv into pr->argv as the entry carries it (cut, and flagged so, when it does not fit). */
+void agent_proc_set_argv(struct agent_proc *pr, const char *const *argv, uint32_t argc);
+/* A tag as both sides check it: 1..AGENT_MAX_TAG bytes (n), no NUL. */
+bool agent_tag_ok(const char *tag, size_t n);
+
+/*
+ * START: encode as EXEC does (-E2BIG, -EINVAL: also a bad tag; tag NULL or "": none, else
+ * AGENT_START_TAG is added); decode 0 or -EPROTO (unknown flags, a timeout, a bad tag).
+ */
+int agent_start_encode(uint8_t *out, size_t cap, uint32_t flags, uint16_t rows, uint16_t cols, const char *tag,
 		       const char *const *argv, const char *const *envv, const char *cwd, const char *user);
 int agent_start_decode(const uint8_t *p, size_t len, struct agent_start *s);
 /* PROC: u32 id, u32 pid; KILL: u32 id, u32 signal (1..64); both 8 bytes.  Ids are never 0. */

@@ -2,6 +2,7 @@
 // the SDK's single-URL mode (apiUrl and sandboxUrl both the daemon's URL: envd calls carry the
 // E2b-Sandbox-Id header).  One PASS/FAIL line per case, then "RESULT <passed> passed, <failed> failed".
 //   node client.mjs --url http://127.0.0.1:PORT --key e2b_... [--template base]
+import http from "node:http";
 import { Sandbox, CommandExitError, NotFoundError, SandboxNotFoundError, TimeoutError } from "e2b";
 
 const argv = process.argv.slice(2);
@@ -44,9 +45,63 @@ const until = async (ms, cond) => {
 	return false;
 };
 
+// Connect's 5-byte envelopes: flag, u32 big-endian length, the JSON message.
+const envelope = (msg, flag = 0) => {
+	const m = Buffer.from(JSON.stringify(msg));
+	const b = Buffer.alloc(5 + m.length);
+	b[0] = flag;
+	b.writeUInt32BE(m.length, 1);
+	m.copy(b, 5);
+	return b;
+};
+// The envelopes of a byte stream as they complete: feed(chunk) returns the [flag, JSON] ones done.
+const envelopeReader = () => {
+	let buf = Buffer.alloc(0);
+	return (chunk) => {
+		buf = Buffer.concat([buf, chunk]);
+		const out = [];
+		while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(1)) {
+			const n = buf.readUInt32BE(1);
+			out.push([buf[0], JSON.parse(buf.subarray(5, 5 + n).toString() || "{}")]);
+			buf = buf.subarray(5 + n);
+		}
+		return out;
+	};
+};
+// A raw Connect call to envd on the sandbox (what the SDK does not expose: tags, StreamInput).
+// Returns the request (written to by the caller, ended by it) and a promise of {status, envelopes}
+// or, for a unary call (json), {status, body}; onEnvelope sees a stream's envelopes as they come.
+const envdCall = (sandbox, method, { json, onEnvelope } = {}) => {
+	const u = new URL(`/process.Process/${method}`, url);
+	const req = http.request(u, {
+		method: "POST",
+		headers: {
+			"Content-Type": json ? "application/json" : "application/connect+json",
+			"E2b-Sandbox-Id": sandbox.sandboxId, "X-Access-Token": apiKey, "Connect-Protocol-Version": "1",
+		},
+	});
+	const done = new Promise((resolve, reject) => {
+		req.on("error", reject);
+		req.on("response", (res) => {
+			const read = envelopeReader(), envelopes = [];
+			let body = "";
+			res.on("data", (c) => {
+				if (json) { body += c; return; }
+				for (const e of read(c)) { envelopes.push(e); onEnvelope?.(e); }
+			});
+			res.on("end", () => resolve(json ? { status: res.statusCode, body: body ? JSON.parse(body) : null }
+				: { status: res.statusCode, envelopes }));
+			res.on("error", reject);
+		});
+	});
+	return { req, done };
+};
+const b64 = (s) => Buffer.from(s).toString("base64");
+
 const cases = [
 	"create", "run-stdout", "run-stderr", "command-exit-error", "run-envs", "run-cwd", "run-timeout",
-	"background-kill", "stdin", "pty", "files", "pause-resume", "list", "set-timeout-expires", "kill", "missing-sandbox",
+	"background-kill", "stdin", "pty", "tag-stream-input", "files", "pause-resume", "pty-reconnect", "list",
+	"set-timeout-expires", "kill", "missing-sandbox",
 ];
 let sbx = null, other = null;
 const t0 = Date.now();
@@ -101,11 +156,13 @@ await run("run-timeout", async () => {
 	return left.stdout.trim() === "0" ? "" : `sleep 600 still runs after ${Date.now() - t} ms: ${q(left.stdout)}`;
 });
 await run("background-kill", async () => {
-	const h = await sbx.commands.run("sleep 100000", { background: true, timeoutMs: 0 });
+	const line = "sleep 100000; echo 'two  spaces'";
+	const h = await sbx.commands.run(line, { background: true, timeoutMs: 0 });
 	if (!(h.pid > 0)) return `pid ${h.pid}`;
 	const listed = (await sbx.commands.list()).find((p) => p.pid === h.pid);
 	if (!listed) return `pid ${h.pid} not in commands.list()`;
-	if (listed.cmd !== "/bin/bash") return `listed as ${q(listed)}`;
+	// cmd and args as started (the SDK's /bin/bash -l -c LINE): the line one argument, its spaces kept
+	if (listed.cmd !== "/bin/bash" || q(listed.args) !== q(["-l", "-c", line])) return `listed as ${q(listed)}`;
 	if (!(await h.kill())) return "kill() answered false";
 	try {
 		const r = await h.wait();
@@ -153,6 +210,51 @@ await run("pty", async () => {
 	const after = (await sbx.commands.list()).find((p) => p.pid === t.pid);
 	return after ? `still listed after kill: ${q(after)}` : "";
 });
+await run("tag-stream-input", async () => {
+	// Start with a tag (the SDK's commands.run has no tag: raw Connect JSON), its stream kept open
+	let out = "", pid = 0, end = null;
+	const start = envdCall(sbx, "Start", {
+		onEnvelope: ([flag, m]) => {
+			const ev = m.event;
+			if (ev?.start) pid = ev.start.pid;
+			if (ev?.data?.stdout) out += Buffer.from(ev.data.stdout, "base64").toString();
+			if (ev?.end) end = ev.end;
+		},
+	});
+	start.req.end(envelope({
+		process: { cmd: "/bin/sh", args: ["-c", "read x; echo got $x; read y; echo end $y"] }, tag: "e2b tag", stdin: true,
+	}));
+	if (!(await until(60000, async () => pid > 0))) return "no start event";
+	const listed = (await sbx.commands.list()).find((p) => p.pid === pid);
+	if (listed?.tag !== "e2b tag" || listed.cmd !== "/bin/sh" || q(listed.args) !== q(["-c", "read x; echo got $x; read y; echo end $y"]))
+		return `listed as ${q(listed)}`;
+	// a second Start with the tag of a running process; a signal to an unknown tag
+	const dup = envdCall(sbx, "Start");
+	dup.req.end(envelope({ process: { cmd: "/bin/true" }, tag: "e2b tag" }));
+	const d = await dup.done;
+	const dupEnd = d.envelopes.find(([f]) => f === 2)?.[1];
+	if (dupEnd?.error?.code !== "already_exists") return `a duplicate tag's Start ended ${q(dupEnd)}`;
+	const sig = envdCall(sbx, "SendSignal", { json: true });
+	sig.req.end(JSON.stringify({ process: { tag: "no such tag" }, signal: "SIGNAL_SIGKILL" }));
+	const sr = await sig.done;
+	if (sr.status !== 404 || sr.body?.code !== "not_found") return `SendSignal to an unknown tag: ${sr.status} ${q(sr.body)}`;
+	// StreamInput (a client stream, chunked): the start envelope split across two writes, then data;
+	// its bytes reach the process while the request is still open
+	const si = envdCall(sbx, "StreamInput");
+	const first = envelope({ start: { process: { tag: "e2b tag" } } });
+	si.req.write(first.subarray(0, 7));
+	await sleep(200);
+	si.req.write(Buffer.concat([first.subarray(7), envelope({ data: { input: { stdin: b64("hi\n") } } })]));
+	if (!(await until(60000, async () => out.includes("got hi\n")))) return `no echo while the input streamed: ${q(out)}`;
+	si.req.write(envelope({ keepalive: {} }));
+	si.req.end(envelope({ data: { input: { stdin: b64("there\n") } } }));
+	const r = await si.done;
+	const [m0, m1] = r.envelopes;
+	if (r.status !== 200 || r.envelopes.length !== 2 || m0[0] !== 0 || q(m0[1]) !== "{}" || m1[0] !== 2 || m1[1].error)
+		return `StreamInput answered ${r.status} ${q(r.envelopes)}`;
+	await start.done;
+	return end?.exitCode === 0 && out === "got hi\nend there\n" ? "" : `end ${q(end)}, output ${q(out)}`;
+});
 await run("files", async () => {
 	const w = await sbx.files.write("/tmp/e2b/dir/hello.txt", "hello from the SDK\n");
 	if (w.path !== "/tmp/e2b/dir/hello.txt") return `write answered ${q(w)}`;
@@ -180,6 +282,30 @@ await run("pause-resume", async () => {
 	const listed = (await sbx.commands.list()).find((p) => p.pid === h.pid);
 	if (!listed) return `the background process ${h.pid} is gone after resume`;
 	return (await sbx.commands.kill(h.pid)) ? "" : "could not kill the kept process";
+});
+await run("pty-reconnect", async () => {
+	// a terminal outlives its stream at a pause; pty.connect after the resume gets the output the
+	// agent kept and what follows as the terminal's (pty) data, not stdout
+	const enc = new TextEncoder(), dec = new TextDecoder();
+	let before = "";
+	const t = await sbx.pty.create({ cols: 80, rows: 24, timeoutMs: 0, onData: (d) => { before += dec.decode(d); } });
+	await until(60000, async () => before.length > 0);
+	await sbx.pty.sendInput(t.pid, enc.encode("echo before-$((6*7))\n"));
+	if (!(await until(60000, async () => before.includes("before-42")))) return `no output before: ${q(before.slice(-300))}`;
+	if ((await sbx.pause()) !== true) return "pause() did not answer true";
+	sbx = await Sandbox.connect(sbx.sandboxId, { ...conn, timeoutMs: 600000 });
+	let after = "";
+	const h = await sbx.pty.connect(t.pid, { timeoutMs: 0, onData: (d) => { after += dec.decode(d); } });
+	if (!(await until(60000, async () => after.includes("before-42")))) return `the kept output not pty data: ${q(after.slice(-300))}`;
+	await sbx.pty.sendInput(t.pid, enc.encode("echo after-$((6*8))\n"));
+	if (!(await until(60000, async () => after.includes("after-48")))) return `no live pty data: ${q(after.slice(-300))}`;
+	if (!(await sbx.pty.kill(t.pid))) return "kill() answered false";
+	try {
+		await h.wait();
+	} catch (e) {
+		if (!(e instanceof CommandExitError)) throw e;
+	}
+	return "";
 });
 await run("list", async () => {
 	other = await Sandbox.create(template, { ...conn, timeoutMs: 600000, metadata: { tier: "nested-e2b", n: "2" } });

@@ -110,7 +110,7 @@ static void decode(uint16_t t, const uint8_t *p, size_t len)
 	case AGENT_START: {
 		static struct agent_start st;
 		if (agent_start_decode(p, len, &st) == 0) {
-			int n = agent_start_encode(again, sizeof(again), st.flags, st.rows, st.cols, st.e.argv, st.e.envv,
+			int n = agent_start_encode(again, sizeof(again), st.flags, st.rows, st.cols, st.tag, st.e.argv, st.e.envv,
 						   st.e.cwd, st.e.user);
 			if (n != (int)len || memcmp(again, p, len))
 				abort();

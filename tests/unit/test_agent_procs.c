@@ -35,7 +35,7 @@ Test(agent_procs_proto, start_round_trip_and_refusals)
 {
 	const char *argv[] = { "sh", "-c", "x", NULL };
 	const char *env[] = { "A=1", NULL };
-	int n = agent_start_encode(buf, sizeof(buf), AGENT_START_PTY, 30, 100, argv, env, "/tmp", "nobody");
+	int n = agent_start_encode(buf, sizeof(buf), AGENT_START_PTY, 30, 100, NULL, argv, env, "/tmp", "nobody");
 	cr_assert_gt(n, 8);
 	cr_assert_eq(agent_start_decode(buf, (size_t)n, &st), 0);
 	cr_assert_eq(st.flags, AGENT_START_PTY);
@@ -43,10 +43,10 @@ Test(agent_procs_proto, start_round_trip_and_refusals)
 	cr_assert_eq(st.cols, 100);
 	cr_assert_str_eq(st.e.argv[2], "x");
 	cr_assert_str_eq(st.e.envv[0], "A=1");
-	cr_assert_eq(agent_start_encode(buf, sizeof(buf), 4, 0, 0, argv, NULL, NULL, NULL), -EINVAL, "unknown flag");
-	cr_assert_eq(agent_start_encode(buf, sizeof(buf), 0, 5000, 0, argv, NULL, NULL, NULL), -EINVAL, "rows");
+	cr_assert_eq(agent_start_encode(buf, sizeof(buf), 8, 0, 0, NULL, argv, NULL, NULL, NULL), -EINVAL, "unknown flag");
+	cr_assert_eq(agent_start_encode(buf, sizeof(buf), 0, 5000, 0, NULL, argv, NULL, NULL, NULL), -EINVAL, "rows");
 	/* decode: an unknown flag, huge rows, a timeout, a cut payload */
-	n = agent_start_encode(buf, sizeof(buf), 0, 0, 0, argv, NULL, NULL, NULL);
+	n = agent_start_encode(buf, sizeof(buf), 0, 0, 0, NULL, argv, NULL, NULL, NULL);
 	buf[0] = 8;
 	cr_assert_eq(agent_start_decode(buf, (size_t)n, &st), -EPROTO);
 	buf[0] = 0;
@@ -59,6 +59,44 @@ Test(agent_procs_proto, start_round_trip_and_refusals)
 	cr_assert_eq(agent_start_decode(buf, (size_t)n - 1, &st), -EPROTO);
 	cr_assert_eq(agent_start_decode(buf, 7, &st), -EPROTO);
 	cr_assert_eq(agent_start_decode(buf, (size_t)n, &st), 0);
+	cr_assert_str_eq(st.tag, "", "no tag: version 4's layout");
+}
+
+Test(agent_procs_proto, start_tag_round_trip_and_hostile_tags)
+{
+	const char *argv[] = { "sleep", "9", NULL };
+	char big[AGENT_MAX_TAG + 2];
+	memset(big, 't', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	cr_assert_eq(agent_start_encode(buf, sizeof(buf), 0, 0, 0, big, argv, NULL, NULL, NULL), -EINVAL, "65 bytes");
+	big[AGENT_MAX_TAG] = '\0';
+	int n = agent_start_encode(buf, sizeof(buf), AGENT_START_STDIN, 0, 0, big, argv, NULL, NULL, NULL);
+	cr_assert_gt(n, 10 + (int)AGENT_MAX_TAG);
+	cr_assert_eq(agent_start_decode(buf, (size_t)n, &st), 0);
+	cr_assert_eq(st.flags, AGENT_START_STDIN, "the tag flag is not left in flags");
+	cr_assert_str_eq(st.tag, big);
+	cr_assert_str_eq(st.e.argv[1], "9");
+	n = agent_start_encode(buf, sizeof(buf), 0, 0, 0, "web", argv, NULL, NULL, NULL);
+	cr_assert_eq(agent_start_decode(buf, (size_t)n, &st), 0);
+	cr_assert_str_eq(st.tag, "web");
+	/* hostile: a tag length of 0, past the payload, over the bound, a NUL inside, no room for it */
+	buf[8] = 0;
+	cr_assert_eq(agent_start_decode(buf, (size_t)n, &st), -EPROTO, "empty tag");
+	buf[8] = 0xff;
+	cr_assert_eq(agent_start_decode(buf, (size_t)n, &st), -EPROTO, "past the payload");
+	buf[8] = 3;
+	buf[9] = 1;
+	cr_assert_eq(agent_start_decode(buf, (size_t)n, &st), -EPROTO, "259 bytes");
+	buf[9] = 0;
+	buf[11] = '\0';
+	cr_assert_eq(agent_start_decode(buf, (size_t)n, &st), -EPROTO, "a NUL inside");
+	buf[11] = 'e';
+	cr_assert_eq(agent_start_decode(buf, 9, &st), -EPROTO, "no tag length");
+	cr_assert_eq(agent_start_decode(buf, (size_t)n, &st), 0);
+	/* a version 4 host's START (no tag flag) still decodes */
+	n = agent_start_encode(buf, sizeof(buf), 0, 0, 0, "", argv, NULL, NULL, NULL);
+	cr_assert_eq(agent_start_decode(buf, (size_t)n, &st), 0);
+	cr_assert_eq(buf[0] & AGENT_START_TAG, 0, "an empty tag is none");
 }
 
 Test(agent_procs_proto, small_frames)
@@ -91,36 +129,70 @@ Test(agent_procs_proto, small_frames)
 
 Test(agent_procs_proto, proc_entries)
 {
-	struct agent_proc a = { .id = 1, .pid = 10, .state = AGENT_PROC_RUNNING }, b = { .id = 2, .pid = 11,
-		.state = AGENT_PROC_EXITED, .how = AGENT_EXITED, .code = 3 }, e;
-	snprintf(a.summary, sizeof(a.summary), "sleep 100");
+	static struct agent_proc a = { .id = 1, .pid = 10, .state = AGENT_PROC_RUNNING, .flags = AGENT_PROC_PTY },
+				 b = { .id = 2, .pid = 11, .state = AGENT_PROC_EXITED, .how = AGENT_EXITED, .code = 3 }, e;
+	const char *av[] = { "sh", "-c", "echo a  b", "", NULL };
+	agent_proc_set_argv(&a, av, 4);
+	snprintf(a.tag, sizeof(a.tag), "web");
+	const char *bv[] = { "true", NULL };
+	agent_proc_set_argv(&b, bv, 1);
 	size_t off = 0;
 	cr_assert_eq(agent_proc_encode(buf, sizeof(buf), &off, &a), 0);
 	cr_assert_eq(agent_proc_encode(buf, sizeof(buf), &off, &b), 0);
 	size_t len = off;
 	off = 0;
 	cr_assert_eq(agent_proc_next(buf, len, &off, &e), 1);
-	cr_assert_str_eq(e.summary, "sleep 100");
+	cr_assert_eq(e.argv_len, 3 + 3 + 10 + 1);
+	cr_assert_eq(memcmp(e.argv, "sh\0-c\0echo a  b\0\0", e.argv_len), 0, "argv as started, spaces kept");
+	cr_assert_str_eq(e.tag, "web");
+	cr_assert_eq(e.flags, AGENT_PROC_PTY);
 	cr_assert_eq(agent_proc_next(buf, len, &off, &e), 1);
-	cr_assert(e.id == 2 && e.code == 3 && e.summary[0] == '\0');
+	cr_assert(e.id == 2 && e.code == 3 && e.tag[0] == '\0' && !strcmp(e.argv, "true"));
 	cr_assert_eq(agent_proc_next(buf, len, &off, &e), 0);
-	/* a summary length past the frame, a running entry with a code, exited with code 300, id 0 */
+	/* hostile: a tag length over the bound or past the frame, argv not NUL-ended or empty, an
+	 * unknown flag, a NUL in the tag, a running entry with a code */
+	const struct { unsigned at; uint8_t v; const char *what; } bad_bytes[] = {
+		{ 24, AGENT_MAX_TAG + 1, "tag over the bound" }, { 25, 1, "tag over the bound (its high byte)" },
+		{ 26, 15, "argv not NUL-ended" }, { 26, 0, "no argv" }, { 27, 4, "argv over the bound" },
+		{ 20, 4, "unknown flag" }, { AGENT_PROC_FIXED + 1, 0, "a NUL in the tag" }, { 16, 1, "a code while running" },
+	};
+	for (unsigned i = 0; i < sizeof(bad_bytes) / sizeof(bad_bytes[0]); i++) {
+		uint8_t keep = buf[bad_bytes[i].at];
+		buf[bad_bytes[i].at] = bad_bytes[i].v;
+		off = 0;
+		cr_assert_eq(agent_proc_next(buf, len, &off, &e), -EPROTO, "%s", bad_bytes[i].what);
+		buf[bad_bytes[i].at] = keep;
+	}
 	off = 0;
-	buf[20] = 0xff;
-	cr_assert_eq(agent_proc_next(buf, len, &off, &e), -EPROTO);
-	buf[20] = 9;
-	buf[16] = 1;
-	cr_assert_eq(agent_proc_next(buf, len, &off, &e), -EPROTO);
-	buf[16] = 0;
-	struct agent_proc bad = b;
+	cr_assert_eq(agent_proc_next(buf, len, &off, &e), 1, "restored");
+	static struct agent_proc bad;
+	bad = b;
 	bad.code = 300;
 	off = 0;
 	cr_assert_eq(agent_proc_encode(buf, sizeof(buf), &off, &bad), -EINVAL);
 	bad = a;
 	bad.id = 0;
 	cr_assert_eq(agent_proc_encode(buf, sizeof(buf), &off, &bad), -EINVAL);
+	bad = a;
+	bad.argv_len = 0;
+	cr_assert_eq(agent_proc_encode(buf, sizeof(buf), &off, &bad), -EINVAL, "no argv");
 	off = 0;
-	cr_assert_eq(agent_proc_next(buf, 21, &off, &e), -EPROTO, "cut short");
+	cr_assert_eq(agent_proc_next(buf, AGENT_PROC_FIXED - 1, &off, &e), -EPROTO, "cut short");
+	/* an argv past AGENT_PROC_ARGV: the whole arguments that fit, and flagged */
+	static char longarg[600];
+	memset(longarg, 'x', sizeof(longarg) - 1);
+	const char *lv[] = { "cmd", longarg, longarg, NULL };
+	agent_proc_set_argv(&bad, lv, 3);
+	cr_assert(bad.flags & AGENT_PROC_ARGV_CUT);
+	cr_assert_eq(bad.argv_len, 4 + sizeof(longarg));
+	static char huge[2000];
+	memset(huge, 'y', sizeof(huge) - 1);
+	const char *hv[] = { huge, NULL };
+	agent_proc_set_argv(&bad, hv, 1);
+	cr_assert(bad.flags & AGENT_PROC_ARGV_CUT);
+	cr_assert_eq(bad.argv_len, AGENT_PROC_ARGV, "the command itself, cut to fit");
+	off = 0;
+	cr_assert_eq(agent_proc_encode(buf, sizeof(buf), &off, &bad), 0);
 }
 
 /* ---- the real agent ---- */
@@ -145,7 +217,7 @@ static void dial(struct agent_conn *c)
 	agent_conn_init(c, agent_dial(name), -1, -1);
 	struct agent_hello h;
 	cr_assert_eq(agent_conn_hello(c, now_ms() + 20000, &h, err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(c->version, 4);
+	cr_assert_eq(c->version, AGENT_PROTO_VERSION);
 }
 
 static uint32_t start(const char *const *argv, bool pty, bool keep_stdin, uint16_t rows, uint16_t cols)
@@ -262,7 +334,8 @@ Test(agent_procs, outlives_its_connection_and_is_collected_by_attach)
 	struct agent_proc p = wait_exited(id);
 	cr_assert_eq(p.how, AGENT_EXITED);
 	cr_assert_eq(p.code, 7);
-	cr_assert_str_eq(p.summary, "sh -c echo out; echo err >&2; read x </dev/null; exit 7");
+	cr_assert_eq(memcmp(p.argv, "sh\0-c\0echo out; echo err >&2; read x </dev/null; exit 7", p.argv_len), 0);
+	cr_assert_eq(p.argv_len, 56);
 	cr_assert_eq(attach(id, &cap), 0, "%s", err);
 	cr_assert_str_eq(cap.out, "out\n");
 	cr_assert_str_eq(cap.err, "err\n");
@@ -569,6 +642,14 @@ static int call_start(struct agent_conn *c)
 	return agent_conn_start(c, &r, &id, &pid, err, sizeof(err));
 }
 
+static int call_start_tagged(struct agent_conn *c)
+{
+	const char *argv[] = { "true", NULL };
+	struct agent_start_req r = { .exec = { .argv = (char *const *)argv }, .tag = "t" };
+	uint32_t id, pid;
+	return agent_conn_start(c, &r, &id, &pid, err, sizeof(err));
+}
+
 static int call_ps(struct agent_conn *c)
 {
 	return agent_conn_ps(c, NULL, NULL, err, sizeof(err));
@@ -585,6 +666,10 @@ Test(agent_procs_hostile, a_v3_agent_is_told_apart)
 	cr_assert_eq(fake_run(3, NULL, 0, call_start), -EOPNOTSUPP);
 	cr_assert(strstr(err, "protocol 4") && strstr(err, "speaks 3"), "%s", err);
 	cr_assert_eq(fake_run(3, NULL, 0, call_ps), -EOPNOTSUPP);
+	/* a version 4 agent: START without a tag works as before; its PROCS entries are not read */
+	cr_assert_eq(fake_run(4, NULL, 0, call_ps), -EOPNOTSUPP);
+	cr_assert(strstr(err, "protocol 5") && strstr(err, "speaks 4"), "%s", err);
+	cr_assert_eq(fake_run(4, NULL, 0, call_start_tagged), -EOPNOTSUPP);
 }
 
 Test(agent_procs_hostile, malformed_answers)
@@ -601,17 +686,17 @@ Test(agent_procs_hostile, malformed_answers)
 	/* PROCS: a bad entry; more than AGENT_MAX_PROCS entries over several frames */
 	static uint8_t ents[AGENT_MAX_PAYLOAD];
 	size_t off = 0;
-	struct agent_proc e = { .id = 1, .pid = 2, .state = AGENT_PROC_RUNNING };
+	static struct agent_proc e = { .id = 1, .pid = 2, .state = AGENT_PROC_RUNNING, .argv_len = 2, .argv = "x" };
 	for (unsigned i = 0; i < 40; i++)
 		cr_assert_eq(agent_proc_encode(ents, sizeof(ents), &off, &e), 0);
 	struct fake_frame s4[] = { { AGENT_PROCS, (uint32_t)off, ents }, { AGENT_PROCS, (uint32_t)off, ents },
 				   { AGENT_PROCS, 0, NULL } };
-	cr_assert_eq(fake_run(4, s4, 3, call_ps), -EPROTO, "80 entries");
+	cr_assert_eq(fake_run(5, s4, 3, call_ps), -EPROTO, "80 entries");
 	cr_assert(strstr(err, "more than"), "%s", err);
 	struct fake_frame s5[] = { { AGENT_PROCS, (uint32_t)off - 1, ents } };
-	cr_assert_eq(fake_run(4, s5, 1, call_ps), -EPROTO, "a cut entry");
+	cr_assert_eq(fake_run(5, s5, 1, call_ps), -EPROTO, "a cut entry");
 	struct fake_frame s6[] = { { AGENT_STDOUT, 3, "abc" } };
-	cr_assert_eq(fake_run(4, s6, 1, call_ps), -EPROTO, "not PROCS");
+	cr_assert_eq(fake_run(5, s6, 1, call_ps), -EPROTO, "not PROCS");
 	/* ATTACH: OK, then a bad GAP / an EXIT with a timeout / a foreign frame */
 	uint8_t gap[12], x[8];
 	agent_gap_encode(gap, AGENT_STDOUT, 0);

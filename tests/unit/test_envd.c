@@ -268,16 +268,26 @@ Test(envd_bad, process_calls_refused_before_the_agent, .init = setup, .fini = te
 	bad("POST", ss, j, "{\"process\":{\"pid\":7},\"signal\":\"SIGNAL_SIGHUP\"}", -1, sid, KEY, 400,
 	    "invalid_argument");
 	bad("POST", ss, j, "{\"process\":{\"pid\":7},\"signal\":{}}", -1, sid, KEY, 400, "invalid_argument");
-	bad("POST", ss, j, "{\"process\":{\"tag\":\"web\"},\"signal\":9}", -1, sid, KEY, 501, "unimplemented");
+	/* the tag selector: a wrong type, empty, over 64 bytes, a NUL inside, both pid and tag */
+	static const char *const bad_tag[] = {
+		"{\"process\":{\"tag\":7},\"signal\":9}", "{\"process\":{\"tag\":[\"web\"]},\"signal\":9}",
+		"{\"process\":{\"tag\":\"\"},\"signal\":9}",
+		"{\"process\":{\"tag\":\"0123456789012345678901234567890123456789012345678901234567890123x\"},\"signal\":9}",
+		"{\"process\":{\"tag\":\"a\\u0000b\"},\"signal\":9}", "{\"process\":{\"pid\":7,\"tag\":\"web\"},\"signal\":9}",
+	};
+	for (size_t i = 0; i < sizeof(bad_tag) / sizeof(bad_tag[0]); i++)
+		bad("POST", ss, j, bad_tag[i], -1, sid, KEY, 400, "invalid_argument");
 	bad("POST", ss, j, "{\"process\":{\"pid\":7},\"signal\":9,\"signal\":15}", -1, sid, KEY, 400,
 	    "invalid_argument");
 	bad("POST", ss, "application/connect+json", "\0\0\0\0\2{}", 7, sid, KEY, 415, "unknown");
 	bad("POST", "/process.Process/List", "text/plain", "{}", -1, sid, KEY, 415, "unknown");
 	bad("POST", "/process.Process/List", j, "[]", -1, sid, KEY, 400, "invalid_argument");
 	bad("POST", "/process.Process/Connect", j, "{\"process\":{\"pid\":7}}", -1, sid, KEY, 415, "unknown");
-	bad("POST", "/process.Process/StreamInput", j, "{}", -1, sid, KEY, 501, "unimplemented");
-	bad("POST", "/process.Process/StreamInput", "application/connect+json", "\0\0\0\0\2{}", 7, sid, KEY, 501,
-	    "unimplemented");
+	bad("POST", "/process.Process/StreamInput", j, "{}", -1, sid, KEY, 415, "unknown");
+	bad("POST", "/process.Process/StreamInput", "application/connect+json", "\0\0\0\0\2{}", 7, "inosuchsandbox000000",
+	    KEY, 404, "not_found");
+	bad("POST", "/process.Process/StreamInput", "application/connect+json", "\0\0\0\0\2{}", 7, sid, "nokey", 401,
+	    "unauthenticated");
 	bad("POST", ss, j, "{\"process\":{\"pid\":7},\"signal\":9}", -1, "inosuchsandbox000000", KEY, 404,
 	    "not_found");
 	/* over the body's bound */
@@ -314,12 +324,12 @@ Test(envd_bad, input_calls_refused_before_the_agent, .init = setup, .fini = tear
 	};
 	for (size_t i = 0; i < sizeof(bad_input) / sizeof(bad_input[0]); i++)
 		bad("POST", si, j, bad_input[i], -1, sid, KEY, 400, "invalid_argument");
-	bad("POST", si, j, "{\"process\":{\"tag\":\"web\"},\"input\":{\"stdin\":\"aGk=\"}}", -1, sid, KEY, 501,
-	    "unimplemented");
+	bad("POST", si, j, "{\"process\":{\"tag\":true},\"input\":{\"stdin\":\"aGk=\"}}", -1, sid, KEY, 400,
+	    "invalid_argument");
 	bad("POST", cs, j, "{}", -1, sid, KEY, 400, "invalid_argument");
 	bad("POST", cs, j, "{\"process\":{\"pid\":-1}}", -1, sid, KEY, 400, "invalid_argument");
 	bad("POST", cs, j, "{\"process\":7}", -1, sid, KEY, 400, "invalid_argument");
-	bad("POST", cs, j, "{\"process\":{\"tag\":\"web\"}}", -1, sid, KEY, 501, "unimplemented");
+	bad("POST", cs, j, "{\"process\":{\"tag\":{}}}", -1, sid, KEY, 400, "invalid_argument");
 	static const char *const bad_update[] = {
 		"{\"pty\":{\"size\":{\"cols\":80,\"rows\":24}}}",                 /* no process */
 		"{\"process\":{\"pid\":7},\"pty\":[80,24]}",                      /* pty not a PTY message */
@@ -409,8 +419,8 @@ Test(envd_bad, start_missing_sandbox_ends_the_stream, .init = setup, .fini = tea
 Test(envd_bad, connect_bad_selector_ends_the_stream, .init = setup, .fini = teardown)
 {
 	struct envd_dialer nd = {.dial = no_dial};
-	const char *msgs[] = {"{}", "{\"process\":{\"pid\":\"x\"}}", "{\"process\":{\"tag\":\"t\"}}"};
-	const char *codes[] = {"invalid_argument", "invalid_argument", "unimplemented"};
+	const char *msgs[] = {"{}", "{\"process\":{\"pid\":\"x\"}}", "{\"process\":{\"tag\":1}}"};
+	const char *codes[] = {"invalid_argument", "invalid_argument", "invalid_argument"};
 	for (int i = 0; i < 3; i++) {
 		char *buf = NULL;
 		size_t len = 0, cap = 0;
@@ -840,6 +850,36 @@ Test(envd_agent, background_list_and_signal, .init = setup, .fini = teardown, .t
 	send_signal(pid, "SIGNAL_SIGKILL", 404);
 }
 
+/* A Connect by selector: its output of stream `name`, its start event's pid (start_pid, may be NULL) and its exit code. */
+static int connect_output(const char *selector, const char *name, char *out, size_t cap, uint32_t *start_pid)
+{
+	char msg[200], chunk[4096];
+	snprintf(msg, sizeof(msg), "{\"process\":%s}", selector);
+	struct envd_reply rp;
+	stream_call("/process.Process/Connect", msg, &rp);
+	const char *ec;
+	json_t *m = stream_parse(&rp, &ec);
+	cr_assert_null(ec, "no stream error: %s", ec);
+	int code = -1000;
+	size_t i;
+	json_t *e;
+	out[0] = '\0';
+	json_array_foreach(m, i, e) {
+		json_t *ev = json_object_get(e, "event"), *data = json_object_get(ev, "data");
+		cr_assert(!json_object_get(data, strcmp(name, "pty") ? "pty" : "stdout"), "output named %s only", name);
+		json_t *d = json_object_get(data, name);
+		if (d && unb64(json_string_value(d), chunk) < cap - strlen(out))
+			strcat(out, chunk);
+		if (start_pid && json_object_get(ev, "start"))
+			*start_pid = (uint32_t)json_integer_value(json_object_get(json_object_get(ev, "start"), "pid"));
+		if (json_object_get(ev, "end"))
+			code = (int)json_integer_value(json_object_get(json_object_get(ev, "end"), "exitCode"));
+	}
+	json_decref(m);
+	free(rp.body);
+	return code;
+}
+
 /* Connect to a process started earlier (as one kept across a pause is), running or ended by the
  * time Connect looks: the kept output, then its end. */
 Test(envd_agent, connect_to_a_kept_process, .init = setup, .fini = teardown, .timeout = 60)
@@ -860,30 +900,16 @@ Test(envd_agent, connect_to_a_kept_process, .init = setup, .fini = teardown, .ti
 	FILE *f = fopen(flag, "w");
 	cr_assert_not_null(f);
 	fclose(f);
-	char msg[64];
-	snprintf(msg, sizeof(msg), "{\"process\":{\"pid\":%u}}", pid);
-	struct envd_reply rp;
-	stream_call("/process.Process/Connect", msg, &rp);
-	const char *ec;
-	json_t *m = stream_parse(&rp, &ec);
-	cr_assert_null(ec, "no stream error: %s", ec);
-	cr_assert_eq(json_integer_value(json_object_get(json_object_get(json_object_get(json_array_get(m, 0), "event"),
-									 "start"), "pid")), pid);
-	char out[256] = "", chunk[256];
-	int code = -1000;
-	size_t i;
-	json_t *e;
-	json_array_foreach(m, i, e) {
-		json_t *ev = json_object_get(e, "event"), *d = json_object_get(json_object_get(ev, "data"), "stdout");
-		if (d)
-			unb64(json_string_value(d), chunk), strcat(out, chunk);
-		if (json_object_get(ev, "end"))
-			code = (int)json_integer_value(json_object_get(json_object_get(ev, "end"), "exitCode"));
-	}
+	char msg[64], sel[32], out[256];
+	snprintf(sel, sizeof(sel), "{\"pid\":%u}", pid);
+	snprintf(msg, sizeof(msg), "{\"process\":%s}", sel);
+	uint32_t spid = 0;
+	cr_assert_eq(connect_output(sel, "stdout", out, sizeof(out), &spid), 4);
+	cr_assert_eq(spid, pid);
 	cr_assert_str_eq(out, "kept\n", "the output kept from before the Connect");
-	cr_assert_eq(code, 4);
-	json_decref(m);
-	free(rp.body);
+	struct envd_reply rp;
+	const char *ec;
+	json_t *m;
 	stream_call("/process.Process/Connect", msg, &rp);
 	m = stream_parse(&rp, &ec);
 	cr_assert_str_eq(ec, "not_found", "an ended, collected process");
@@ -1100,4 +1126,186 @@ Test(envd_scope, a_foreign_token_is_not_found, .init = setup, .fini = teardown)
 	cr_assert_eq(rp.status, 200, "alice's own: %u %.*s", rp.status, (int)rp.len, rp.body);
 	free(rp.body);
 	serve_sandbox_put(&s);
+}
+
+/* Starts argv on the test agent with tag (and stdin or a PTY): its guest pid. */
+static uint32_t start_tagged(char *const *argv, const char *tag, bool pty)
+{
+	struct agent_conn c;
+	char err[512];
+	agent_conn_init(&c, -1, -1, -1);
+	cr_assert_eq(test_dial(NULL, NULL, &c, err, sizeof(err)), 0, "%s", err);
+	struct agent_start_req req = {.exec = {.argv = argv, .stdin_fd = -1}, .tag = tag, .pty = pty, .keep_stdin = true};
+	uint32_t id, pid;
+	cr_assert_eq(agent_conn_start(&c, &req, &id, &pid, err, sizeof(err)), 0, "%s", err);
+	close(c.fd);
+	return pid;
+}
+
+/*
+ * Tags: Start's tag shown by List with cmd and args as started (spaces inside an argument kept);
+ * SendInput, CloseStdin, Update, SendSignal and Connect selecting by tag; a tag in use refused;
+ * an unknown tag not_found; a PTY process reconnected gets its output as `pty`.
+ */
+Test(envd_agent, process_tags, .init = setup, .fini = teardown, .timeout = 60)
+{
+	char *const bg[] = {"/bin/sh", "-c", "echo kept; read x; echo got $x; read y; echo end $y", NULL};
+	uint32_t pid = start_tagged(bg, "bg job", false);
+	char *const term[] = {"/bin/sh", "-c", "echo onpty; read x; echo size $(stty size)", NULL};
+	uint32_t tpid = start_tagged(term, "term", true);
+	struct envd_reply rp;
+	unary("/process.Process/List", "{}", &rp);
+	cr_assert_eq(rp.status, 200);
+	json_t *j = reply_json(&rp), *p;
+	size_t i;
+	int seen = 0;
+	json_array_foreach(json_object_get(j, "processes"), i, p) {
+		json_t *cfg = json_object_get(p, "config"), *args = json_object_get(cfg, "args");
+		if (json_integer_value(json_object_get(p, "pid")) != pid)
+			continue;
+		seen++;
+		cr_assert_str_eq(json_string_value(json_object_get(p, "tag")), "bg job");
+		cr_assert_str_eq(json_string_value(json_object_get(cfg, "cmd")), "/bin/sh");
+		cr_assert_eq(json_array_size(args), 2);
+		cr_assert_str_eq(json_string_value(json_array_get(args, 1)), bg[2], "one argument, spaces kept");
+	}
+	cr_assert_eq(seen, 1);
+	json_decref(j);
+	free(rp.body);
+	/* a second Start with a tag a running process has */
+	const char *dup = "{\"process\":{\"cmd\":\"/bin/true\"},\"tag\":\"bg job\"}";
+	stream_call("/process.Process/Start", dup, &rp);
+	const char *ec;
+	json_t *m = stream_parse(&rp, &ec);
+	cr_assert_str_eq(ec, "already_exists");
+	json_decref(m);
+	free(rp.body);
+	/* Start's tag of the wrong type, oversized */
+	stream_call("/process.Process/Start", "{\"process\":{\"cmd\":\"/bin/true\"},\"tag\":5}", &rp);
+	m = stream_parse(&rp, &ec);
+	cr_assert_str_eq(ec, "invalid_argument");
+	json_decref(m);
+	free(rp.body);
+	stream_call("/process.Process/Start",
+		    "{\"process\":{\"cmd\":\"/bin/true\"},\"tag\":\"0123456789012345678901234567890123456789012345678901234567890123x\"}",
+		    &rp);
+	m = stream_parse(&rp, &ec);
+	cr_assert_str_eq(ec, "invalid_argument");
+	json_decref(m);
+	free(rp.body);
+	/* input by tag ("hi\n"), then stdin closed by tag: the second read ends */
+	unary_expect("/process.Process/SendInput", "{\"process\":{\"tag\":\"bg job\"},\"input\":{\"stdin\":\"aGkK\"}}", 200,
+		     NULL);
+	unary_expect("/process.Process/CloseStdin", "{\"process\":{\"tag\":\"bg job\"}}", 200, NULL);
+	unary_expect("/process.Process/SendSignal", "{\"process\":{\"tag\":\"nosuch\"},\"signal\":9}", 404, "not_found");
+	unary_expect("/process.Process/CloseStdin", "{\"process\":{\"tag\":\"nosuch\"}}", 404, "not_found");
+	char out[4096];
+	cr_assert_eq(connect_output("{\"tag\":\"bg job\"}", "stdout", out, sizeof(out), NULL), 0);
+	cr_assert_str_eq(out, "kept\ngot hi\nend\n");
+	/* the terminal: resized and fed by tag, reconnected: its output is `pty` data */
+	unary_expect("/process.Process/Update", "{\"process\":{\"tag\":\"term\"},\"pty\":{\"size\":{\"cols\":90,\"rows\":33}}}",
+		     200, NULL);
+	unary_expect("/process.Process/SendInput", "{\"process\":{\"tag\":\"term\"},\"input\":{\"pty\":\"Z28K\"}}", 200, NULL);
+	char sel[64];
+	snprintf(sel, sizeof(sel), "{\"pid\":%u}", tpid);
+	cr_assert_eq(connect_output(sel, "pty", out, sizeof(out), NULL), 0);
+	cr_assert(strstr(out, "onpty") && strstr(out, "size 33 90"), "%s", out);
+	unary_expect("/process.Process/SendSignal", "{\"process\":{\"tag\":\"term\"},\"signal\":9}", 404, "not_found");
+}
+
+/* StreamInput's request body: envelopes of msgs (NULL-ended) appended to *buf. */
+static size_t input_body(char **buf, const char *const *msgs)
+{
+	size_t len = 0, cap = 0;
+	*buf = NULL;
+	for (size_t i = 0; msgs[i]; i++)
+		cr_assert_eq(envd_envelope_append(buf, &len, &cap, 0, msgs[i], strlen(msgs[i])), 0);
+	return len;
+}
+
+/* StreamInput fed body in pieces of `piece` bytes: the stream's end code (NULL: {} then a clean end). */
+static const char *input_call(const char *body, size_t len, size_t piece)
+{
+	struct envd_request rq = {.method = "POST", .path = "/process.Process/StreamInput", .sandbox_id = sid,
+				  .token = KEY, .content_type = "application/connect+json"};
+	struct envd_reply rp;
+	struct envd_instream *in = envd_instream_open(&T, &D, keys1(), &rq, &rp);
+	cr_assert_not_null(in, "%.*s", (int)rp.len, rp.body);
+	for (size_t off = 0; off < len; off += piece)
+		envd_instream_feed(in, body + off, len - off < piece ? len - off : piece);
+	envd_instream_close(in, &rp);
+	static const char *code;
+	code = NULL;
+	json_t *m = stream_parse(&rp, &code);
+	if (!code) {
+		cr_assert_eq(json_array_size(m), 1, "one StreamInputResponse");
+		cr_assert_eq(json_object_size(json_array_get(m, 0)), 0, "{}");
+	}
+	json_decref(m);
+	free(rp.body);
+	return code;
+}
+
+/*
+ * StreamInput (a client stream): a start naming the process by tag, data messages (stdin, also a
+ * pty's input field), keepalives, split across feeds at every byte; cat echoes all of it.  Then
+ * its malformed cases: data before start, two starts, an unknown tag, a bad flag, an envelope
+ * over its bound, a body ending inside an envelope, a message that is none of the three.
+ */
+Test(envd_agent, stream_input, .init = setup, .fini = teardown, .timeout = 60)
+{
+	char *const cat[] = {"/bin/cat", NULL};
+	start_tagged(cat, "cat", false);
+	static const char *const ok[] = {"{\"start\":{\"process\":{\"tag\":\"cat\"}}}", "{\"keepalive\":{}}",
+					 "{\"data\":{\"input\":{\"stdin\":\"aGVsbG8g\"}}}", "{\"keepalive\":{}}",
+					 "{\"data\":{\"input\":{\"stdin\":\"d29ybGQK\"}}}", NULL};
+	char *body;
+	size_t len = input_body(&body, ok);
+	cr_assert_null(input_call(body, len, 1), "fed a byte at a time");
+	cr_assert_null(input_call(body, len, 7));
+	struct envd_reply rp;
+	call("POST", "/process.Process/StreamInput", "application/connect+json", body, (ssize_t)len, NULL, &rp);
+	cr_assert_eq(rp.status, 200);
+	free(rp.body);
+	free(body);
+	unary_expect("/process.Process/CloseStdin", "{\"process\":{\"tag\":\"cat\"}}", 200, NULL);
+	char out[4096];
+	cr_assert_eq(connect_output("{\"tag\":\"cat\"}", "stdout", out, sizeof(out), NULL), 0);
+	cr_assert_str_eq(out, "hello world\nhello world\nhello world\n");
+	/* malformed */
+	start_tagged(cat, "cat2", false);
+	static const char *const before[] = {"{\"data\":{\"input\":{\"stdin\":\"eA==\"}}}", NULL};
+	static const char *const twice[] = {"{\"start\":{\"process\":{\"tag\":\"cat2\"}}}",
+					    "{\"start\":{\"process\":{\"tag\":\"cat2\"}}}", NULL};
+	static const char *const unknown[] = {"{\"start\":{\"process\":{\"tag\":\"nosuch\"}}}", NULL};
+	static const char *const badsel[] = {"{\"start\":{\"process\":{\"tag\":9}}}", NULL};
+	static const char *const other[] = {"{\"start\":{\"process\":{\"tag\":\"cat2\"}}}", "{\"stop\":{}}", NULL};
+	static const char *const badinput[] = {"{\"start\":{\"process\":{\"tag\":\"cat2\"}}}",
+					       "{\"data\":{\"input\":{\"stdin\":\"@@\"}}}", NULL};
+	static const char *const none[] = {"{\"keepalive\":{}}", NULL};
+	const struct {
+		const char *const *msgs;
+		const char *code;
+	} cases[] = {{before, "invalid_argument"}, {twice, "invalid_argument"}, {unknown, "not_found"},
+		     {badsel, "invalid_argument"},  {other, "invalid_argument"}, {badinput, "invalid_argument"},
+		     {none, "invalid_argument"}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		len = input_body(&body, cases[i].msgs);
+		const char *code = input_call(body, len, 3);
+		cr_assert(code && !strcmp(code, cases[i].code), "case %zu: %s", i, code ? code : "(none)");
+		free(body);
+	}
+	cr_assert_str_eq(input_call("\1\0\0\0\2{}", 7, 1), "invalid_argument", "a compressed envelope");
+	cr_assert_str_eq(input_call("\0\0\x10\0\1", 5, 2), "resource_exhausted", "an envelope past 1 MiB");
+	cr_assert_str_eq(input_call("\0\0\0\0\x20{}", 7, 2), "invalid_argument", "the body ends inside an envelope");
+	/* the body as a whole has no bound: a stream of keepalives past 1 MiB, then the start */
+	size_t cap = 0;
+	len = 0;
+	body = NULL;
+	for (unsigned i = 0; i < 60000; i++)
+		envd_envelope_append(&body, &len, &cap, 0, "{\"keepalive\":{}}", 16);
+	envd_envelope_append(&body, &len, &cap, 0, twice[0], strlen(twice[0]));
+	cr_assert_gt(len, 1u << 20);
+	cr_assert_null(input_call(body, len, 65536));
+	free(body);
 }

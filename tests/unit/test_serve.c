@@ -8,6 +8,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -155,9 +159,11 @@ static double f_now(void *ctx)
 	return ((struct fake *)ctx)->now;
 }
 
-static struct serve_template tmpls[2] = {
+/* the tables have the first two; "late" is added by serve_table_templates_grown in one test */
+static struct serve_template tmpls[3] = {
 	{ .name = "base", .dir = "/nonexistent/base", .mem_bytes = 256ull << 20, .cpus = 1 },
 	{ .name = "big", .dir = "/nonexistent/big", .mem_bytes = 1024ull << 20, .cpus = 2 },
+	{ .name = "late", .dir = "/nonexistent/late", .mem_bytes = 128ull << 20, .cpus = 1 },
 };
 
 static char dir[64];
@@ -1802,4 +1808,221 @@ Test(serve_pool, a_refill_waits_for_a_create_under_way)
 	cr_assert_eq(serve_pool_fill_one(&T, err, sizeof(err)), 1, "once it is done: %s", err);
 	serve_sandbox_put(&a);
 	table_down();
+}
+
+/* ---- re-reads while the daemon runs (SIGHUP, a template built) --------------------------------- */
+
+/* A template built while the daemon runs is created from once the table has grown to it. */
+Test(serve_table, a_template_added_later_is_created_from)
+{
+	table_up(4, 0);
+	struct serve_sandbox s;
+	char err[256];
+	cr_assert_eq(create("late", 60, &s, err, sizeof(err)), -ENOENT);
+	serve_table_templates_grown(&T, 1); /* never shrinks */
+	cr_assert_not_null(serve_template_find(&T, "big"));
+	serve_table_templates_grown(&T, 3);
+	cr_assert_eq(create("late", 60, &s, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(s.tmpl, "late");
+	serve_sandbox_put(&s);
+	table_down();
+}
+
+static unsigned said_n;
+static char said_last[256];
+static void said(void *arg, const char *line)
+{
+	said_n++;
+	snprintf(said_last, sizeof(said_last), "%s", line);
+}
+
+static void key_set(struct serve_keys *ks, size_t i, const char *name, const char *key)
+{
+	snprintf(ks->k[i].name, sizeof(ks->k[i].name), "%s", name);
+	snprintf(ks->k[i].key, sizeof(ks->k[i].key), "%s", key);
+	if (ks->n <= i)
+		ks->n = i + 1;
+}
+
+/*
+ * A re-read keys file merged in: a key added works, one changed works under its name (its
+ * sandboxes with it) and the old one no longer, one removed no longer, one unchanged goes on;
+ * past the entries' room nothing is revoked.
+ */
+Test(serve_keys, a_reread_file_adds_changes_and_removes_keys)
+{
+	table_up(4, 0);
+	static struct serve_keys ks, fresh;
+	memset(&ks, 0, sizeof(ks));
+	key_set(&ks, 0, "alice", KEY_A);
+	key_set(&ks, 1, "bob", KEY_B);
+	char *body;
+	cr_assert_eq(status_keys(&ks, "POST", "/sandboxes", KEY_A, "{\"templateID\":\"base\",\"timeout\":60}", &body), 201);
+	json_t *j = json_loads(body, 0, NULL);
+	free(body);
+	char path[128];
+	snprintf(path, sizeof(path), "/sandboxes/%s", json_string_value(json_object_get(j, "sandboxID")));
+	json_decref(j);
+	const char *key_a2 = "e2b_a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2", *key_c = "e2b_cccccccccccccccccccccccccccccccccccccccc";
+	memset(&fresh, 0, sizeof(fresh));
+	key_set(&fresh, 0, "alice", key_a2); /* changed */
+	key_set(&fresh, 1, "carol", key_c);  /* added; bob removed */
+	said_n = 0;
+	cr_assert_eq(serve_keys_merge(&ks, &fresh, said, NULL), 0);
+	cr_assert_eq(said_n, 3, "changed, added, removed: %u (%s)", said_n, said_last);
+	cr_assert_eq(status_keys(&ks, "GET", path, KEY_A, NULL, NULL), 401, "the old key of alice");
+	cr_assert_eq(status_keys(&ks, "GET", path, key_a2, NULL, NULL), 200, "alice's sandbox with her new key");
+	cr_assert_eq(status_keys(&ks, "GET", "/sandboxes", KEY_B, NULL, NULL), 401, "bob removed");
+	cr_assert_eq(status_keys(&ks, "GET", path, key_c, NULL, NULL), 404, "carol does not see alice's");
+	cr_assert_str_eq(serve_keys_find(&ks, key_c)->name, "carol");
+	/* the same file again: nothing to say, nothing changes */
+	said_n = 0;
+	cr_assert_eq(serve_keys_merge(&ks, &fresh, said, NULL), 0);
+	cr_assert_eq(said_n, 0);
+	cr_assert_eq(status_keys(&ks, "GET", path, key_a2, NULL, NULL), 200);
+	/* bob back: a new entry (the revoked one stays revoked) */
+	key_set(&fresh, 2, "bob", KEY_B);
+	cr_assert_eq(serve_keys_merge(&ks, &fresh, said, NULL), 0);
+	cr_assert_eq(status_keys(&ks, "GET", "/sandboxes", KEY_B, NULL, NULL), 200);
+	/* changes until the entries' room is gone: -E2BIG, said, and carol (to be removed) kept */
+	int rc = 0;
+	char k[64], fitted[64] = "";
+	for (unsigned i = 0; i < SERVE_KEYS_SLOTS && !rc; i++) {
+		snprintf(k, sizeof(k), "e2b_rotation%032u", i);
+		key_set(&fresh, 0, "alice", k);
+		if (!(rc = serve_keys_merge(&ks, &fresh, said, NULL)))
+			memcpy(fitted, k, sizeof(k));
+	}
+	cr_assert_eq(rc, -E2BIG);
+	cr_assert(strstr(said_last, "restart"), "%s", said_last);
+	memset(&fresh, 0, sizeof(fresh));
+	key_set(&fresh, 0, "alice", key_a2); /* carol and bob left out, alice changed: no room */
+	cr_assert_eq(serve_keys_merge(&ks, &fresh, said, NULL), -E2BIG);
+	cr_assert_eq(status_keys(&ks, "GET", "/sandboxes", key_c, NULL, NULL), 200, "nothing revoked by a merge that failed");
+	cr_assert_eq(status_keys(&ks, "GET", "/sandboxes", fitted, NULL, NULL), 200, "the last key that fitted works");
+	cr_assert_eq(status_keys(&ks, "GET", "/sandboxes", k, NULL, NULL), 401, "the one that did not fit");
+	table_down();
+}
+
+/* build/padcell-dyn (serve's binary) beside build/tests/unit-tests. */
+static const char *dyn_path(void)
+{
+	static char path[PATH_MAX + 16];
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	cr_assert_gt(n, 0);
+	self[n] = '\0';
+	*strrchr(self, '/') = '\0';
+	snprintf(path, sizeof(path), "%s/../padcell-dyn", self);
+	return path;
+}
+
+/* Reads the daemon's stdout (fd) into buf until it holds want; false when it ends first or 30 s pass (a hang guard). */
+static bool out_wait(int fd, char *buf, size_t cap, size_t *len, const char *want)
+{
+	while (!memmem(buf, *len, want, strlen(want))) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 30000) <= 0 || *len + 1 >= cap)
+			return false;
+		ssize_t k = read(fd, buf + *len, cap - *len - 1);
+		if (k <= 0)
+			return false;
+		*len += (size_t)k;
+		buf[*len] = '\0';
+	}
+	return true;
+}
+
+/* One HTTP/1.1 request to 127.0.0.1:port: the response's status. */
+static unsigned http_status(unsigned port, const char *method, const char *path, const char *key, const char *body)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "%s", strerror(errno));
+	char req[1024], resp[512];
+	int n = snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: %s\r\n"
+			 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", method, path, key,
+			 body ? strlen(body) : 0, body ? body : "");
+	cr_assert_eq(write(fd, req, (size_t)n), n);
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	cr_assert_gt(poll(&p, 1, 60000), 0, "no answer");
+	ssize_t k = read(fd, resp, sizeof(resp) - 1);
+	close(fd);
+	cr_assert_gt(k, 12);
+	resp[k] = '\0';
+	unsigned st = 0;
+	cr_assert_eq(sscanf(resp, "HTTP/1.1 %u", &st), 1, "%s", resp);
+	return st;
+}
+
+/*
+ * The daemon itself: SIGHUP re-reads --api-keys (bob added, alice removed) and does not stop it; a
+ * template renamed into the templates directory (as `template build` does) is seen without a
+ * signal; SIGTERM then ends it 0.  Its sandboxes' padcell is /bin/false: a create of the new
+ * template gets as far as the start (500), where an unknown one is refused (400).
+ */
+Test(serve_cli, sighup_rereads_the_keys_and_a_new_template_is_seen)
+{
+	const char *bin = dyn_path();
+	if (access(bin, X_OK)) {
+		fprintf(stderr, "SKIP serve_cli::sighup_rereads: no %s (make build/padcell-dyn)\n", bin);
+		cr_skip_test("no padcell-dyn");
+	}
+	char d[] = "/tmp/padcell-serve-reload.XXXXXX", tdir[64], sdir[64], kpath[64], spec[200];
+	cr_assert_not_null(mkdtemp(d));
+	snprintf(tdir, sizeof(tdir), "%s/t", d);
+	snprintf(sdir, sizeof(sdir), "%s/s", d);
+	snprintf(kpath, sizeof(kpath), "%s/keys", d);
+	cr_assert_eq(mkdir(tdir, 0755), 0);
+	fake_template(tdir, "base", 64, 1, true);
+	FILE *f = fopen(kpath, "w");
+	fprintf(f, "alice %s\n", KEY_A);
+	fclose(f);
+	chmod(kpath, 0600);
+	int out[2];
+	cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(out[1], 1);
+		dup2(out[1], 2);
+		execl(bin, bin, "serve", "--templates", tdir, "--state-dir", sdir, "--listen", "127.0.0.1:0", "--api-keys",
+		      kpath, "--padcell", "/bin/false", "--ready-timeout", "5", (char *)NULL);
+		_exit(127);
+	}
+	close(out[1]);
+	static char buf[16384];
+	size_t len = 0;
+	cr_assert(out_wait(out[0], buf, sizeof(buf), &len, "listening on http://127.0.0.1:"), "%s", buf);
+	unsigned port = 0;
+	sscanf(strstr(buf, "listening on http://127.0.0.1:") + 30, "%u", &port);
+	cr_assert_neq(port, 0);
+	cr_assert_eq(http_status(port, "GET", "/sandboxes", KEY_A, NULL), 200);
+	cr_assert_eq(http_status(port, "GET", "/sandboxes", KEY_B, NULL), 401);
+	f = fopen(kpath, "w");
+	fprintf(f, "# alice is gone\nbob %s\n", KEY_B);
+	fclose(f);
+	cr_assert_eq(kill(pid, SIGHUP), 0);
+	cr_assert(out_wait(out[0], buf, sizeof(buf), &len, "key 'alice' removed"), "%s", buf);
+	cr_assert(strstr(buf, "key 'bob' added"), "%s", buf);
+	cr_assert_eq(http_status(port, "GET", "/sandboxes", KEY_B, NULL), 200, "the daemon runs on, bob's key works");
+	cr_assert_eq(http_status(port, "GET", "/sandboxes", KEY_A, NULL), 401);
+	cr_assert_eq(http_status(port, "POST", "/sandboxes", KEY_B, "{\"templateID\":\"late\"}"), 400);
+	/* built beside, renamed in: the directory's mtime changes */
+	char from[128], to[128];
+	fake_template(d, "late", 64, 1, true);
+	snprintf(from, sizeof(from), "%s/late", d);
+	snprintf(to, sizeof(to), "%s/late", tdir);
+	cr_assert_eq(rename(from, to), 0);
+	snprintf(spec, sizeof(spec), "template late added (%s)", to);
+	cr_assert(out_wait(out[0], buf, sizeof(buf), &len, spec), "%s", buf);
+	cr_assert_eq(http_status(port, "POST", "/sandboxes", KEY_B, "{\"templateID\":\"late\"}"), 500, "the start failed");
+	cr_assert_eq(kill(pid, SIGTERM), 0);
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x", st);
+	close(out[0]);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
+	cr_assert_eq(system(cmd), 0);
 }

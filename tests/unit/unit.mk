@@ -39,8 +39,9 @@ unit: $(UNIT_BIN) $(BUILD)/padcell $(GUEST_BUILD)/padcell-agent
 
 # SAN=1 (or `make unit-san-bin`): the library and the unit tests again under ASan + UBSan, into
 # build/san so the objects never mix with the normal ones.  Dynamic, whatever STATIC says: ASan
-# cannot link statically.  The tests' subprocesses (padcell, the agent) stay the normal build's:
-# build/san/padcell and build/san/guest/padcell-agent are links to them.
+# cannot link statically.  The tests' subprocesses (padcell, padcell-dyn, the agent) stay the
+# normal build's: build/san/padcell, build/san/padcell-dyn and build/san/guest/padcell-agent are
+# links to them.
 SAN_BUILD  := $(BUILD)/san
 SAN_FLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 SAN_OBJS   := $(LIB_SRCS:%.c=$(SAN_BUILD)/%.o) $(SAN_BUILD)/vmm/dsdt_blob.o $(SAN_BUILD)/vmm/jail/seccomp_bpf.o \
@@ -51,7 +52,7 @@ SAN_UNIT_BIN := $(SAN_BUILD)/tests/unit-tests
 ifeq ($(SAN),1)
 all: unit-san-bin
 endif
-unit-san-bin: $(SAN_UNIT_BIN) $(SAN_BUILD)/padcell $(SAN_BUILD)/guest/padcell-agent
+unit-san-bin: $(SAN_UNIT_BIN) $(SAN_BUILD)/padcell $(SAN_BUILD)/padcell-dyn $(SAN_BUILD)/guest/padcell-agent
 
 $(SAN_BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -73,6 +74,9 @@ $(SAN_UNIT_BIN): $(SAN_OBJS)
 $(SAN_BUILD)/padcell: $(BUILD)/padcell
 	@mkdir -p $(dir $@)
 	ln -sf ../padcell $@
+$(SAN_BUILD)/padcell-dyn: $(BUILD)/padcell-dyn
+	@mkdir -p $(dir $@)
+	ln -sf ../padcell-dyn $@
 $(SAN_BUILD)/guest/padcell-agent: $(GUEST_BUILD)/padcell-agent
 	@mkdir -p $(dir $@)
 	ln -sf ../../guest/padcell-agent $@

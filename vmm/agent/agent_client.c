@@ -803,26 +803,34 @@ int agent_conn_remove(struct agent_conn *c, const char *path, bool recursive, ch
 
 /* ---- background processes (version 4) ---- */
 
+static int need_version(const struct agent_conn *c, uint32_t v, const char *what, char *err, size_t errlen)
+{
+	if (c->version >= v)
+		return 0;
+	return errorf(err, errlen, -EOPNOTSUPP, "%s needs guest agent protocol %u, and this guest's agent speaks %u: "
+		      "rebuild the image with this padcell's agent", what, v, c->version);
+}
+
 static int need_v4(const struct agent_conn *c, const char *what, char *err, size_t errlen)
 {
-	if (c->version >= 4)
-		return 0;
-	return errorf(err, errlen, -EOPNOTSUPP, "%s needs guest agent protocol 4, and this guest's agent speaks %u: "
-		      "rebuild the image with this padcell's agent", what, c->version);
+	return need_version(c, 4, what, err, errlen);
 }
 
 int agent_conn_start(struct agent_conn *c, const struct agent_start_req *req, uint32_t *id, uint32_t *pid,
 		     char *err, size_t errlen)
 {
-	int rc = need_v4(c, "a background process", err, errlen);
+	bool tagged = req->tag && req->tag[0];
+	int rc = tagged ? need_version(c, 5, "a process tag", err, errlen) : need_v4(c, "a background process", err, errlen);
 	if (rc)
 		return rc;
+	if (tagged && !agent_tag_ok(req->tag, strlen(req->tag)))
+		return errorf(err, errlen, -EINVAL, "a process tag is 1 to %u bytes", AGENT_MAX_TAG);
 	if (req->exec.timeout_ms)
 		return errorf(err, errlen, -EINVAL, "a background process has no timeout (kill it instead)");
 	uint32_t flags = (req->pty ? AGENT_START_PTY : 0) | (req->keep_stdin ? AGENT_START_STDIN : 0);
 	if (frame_buf_alloc())
 		return errorf(err, errlen, -ENOMEM, "out of memory for the agent's frames");
-	int n = agent_start_encode(frame_buf, AGENT_MAX_PAYLOAD, flags, req->rows, req->cols,
+	int n = agent_start_encode(frame_buf, AGENT_MAX_PAYLOAD, flags, req->rows, req->cols, req->tag,
 				   (const char *const *)req->exec.argv, (const char *const *)req->exec.env, req->exec.cwd,
 				   req->exec.user);
 	if (n < 0)
@@ -841,7 +849,8 @@ int agent_conn_start(struct agent_conn *c, const struct agent_start_req *req, ui
 int agent_conn_ps(struct agent_conn *c, int (*each)(void *arg, const struct agent_proc *p), void *arg, char *err,
 		  size_t errlen)
 {
-	int rc = need_v4(c, "listing processes", err, errlen);
+	/* version 4's entries are laid out otherwise: only a version 5 agent's are read */
+	int rc = need_version(c, 5, "listing processes", err, errlen);
 	if (rc || (rc = send_frame(c, AGENT_PLIST, NULL, 0, err, errlen)))
 		return rc;
 	unsigned count = 0;

@@ -139,10 +139,11 @@ struct agent_start_req {
 	bool pty;                   /* a terminal for stdin, stdout and stderr (all output is stdout) */
 	bool keep_stdin;            /* stdin is a pipe SEND writes to (always, with a PTY) */
 	uint16_t rows, cols;        /* the PTY's size; 0: 24x80 */
+	const char *tag;            /* NULL or "": none; else 1..AGENT_MAX_TAG bytes (protocol 5) */
 };
 int agent_conn_start(struct agent_conn *c, const struct agent_start_req *req, uint32_t *id, uint32_t *pid,
 		     char *err, size_t errlen);
-/* Calls each(arg, entry) for every process the agent keeps (at most AGENT_MAX_PROCS). */
+/* Calls each(arg, entry) for every process the agent keeps (at most AGENT_MAX_PROCS); protocol 5. */
 int agent_conn_ps(struct agent_conn *c, int (*each)(void *arg, const struct agent_proc *p), void *arg, char *err,
 		  size_t errlen);
 /*

@@ -117,8 +117,14 @@ int exec_background(const char *vsock, const struct agent_start_req *req, bool v
 static int ps_print(void *arg, const struct agent_proc *p)
 {
 	(void)arg;
-	char shown[AGENT_PROC_SUMMARY * 4 + 1], state[32];
-	text_escape(shown, sizeof(shown), p->summary, strlen(p->summary), 0);
+	/* argv joined by spaces, as a shell line would show it (each byte escaped as needed) */
+	char joined[AGENT_PROC_ARGV], shown[AGENT_PROC_ARGV * 4 + 1], state[32];
+	size_t n = p->argv_len ? p->argv_len - 1u : 0;
+	memcpy(joined, p->argv, n);
+	for (size_t i = 0; i < n; i++)
+		if (joined[i] == '\0')
+			joined[i] = ' ';
+	text_escape(shown, sizeof(shown), joined, n, 0);
 	if (p->state == AGENT_PROC_RUNNING)
 		snprintf(state, sizeof(state), "running");
 	else if (p->how == AGENT_SIGNALED)

@@ -93,6 +93,62 @@ static void template_skipped(void *arg, const char *line)
 	fprintf(stderr, "padcell: serve: warning: --templates: skipped %s\n", line);
 }
 
+/* What a reload said: one line each on stdout. */
+static void reload_said(void *arg, const char *line)
+{
+	printf("padcell serve: %s: %s\n", (const char *)arg, line);
+}
+
+/* The templates directory's mtime (ns; 0 when it is missing): a build renames a template into it. */
+static int64_t dir_mtime(const char *dir)
+{
+	struct stat st;
+	return stat(dir, &st) ? 0 : (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+/*
+ * The daemon's re-read (SIGHUP, and the templates directory changing): templates built into the
+ * directory since are added (the ones known stay as they are); with --api-keys, the file read
+ * again and merged (added, changed, removed keys), or kept as it was when the file is refused.
+ */
+struct reload {
+	struct serve_table *t;
+	struct serve_template *tmpl;
+	size_t *ntmpl;
+	const char *templates_dir;
+	int64_t templates_mtime;
+	const char *keys_file;
+	struct serve_keys *keys;
+};
+
+static void reload_templates(struct reload *r)
+{
+	char why[PATH_MAX + 200];
+	size_t n = *r->ntmpl;
+	r->templates_mtime = dir_mtime(r->templates_dir);
+	int rc = serve_templates_scan(r->templates_dir, r->tmpl, &n, SERVE_TEMPLATES_MAX, template_skipped, NULL, why,
+				      sizeof(why));
+	if (rc && rc != -ENOENT)
+		fprintf(stderr, "padcell: serve: warning: %s\n", why);
+	for (size_t i = *r->ntmpl; i < n; i++)
+		printf("padcell serve: template %s added (%s)\n", r->tmpl[i].name, r->tmpl[i].dir);
+	serve_table_templates_grown(r->t, n);
+	*r->ntmpl = n;
+}
+
+static void reload_keys(struct reload *r)
+{
+	static struct serve_keys fresh;
+	char why[PATH_MAX + 200];
+	if (!r->keys_file)
+		return;
+	if (serve_keys_load(r->keys_file, &fresh, why, sizeof(why)))
+		fprintf(stderr, "padcell: serve: warning: %s: the keys stay as they were\n", why);
+	else
+		serve_keys_merge(r->keys, &fresh, reload_said, "--api-keys");
+	explicit_bzero(&fresh, sizeof(fresh));
+}
+
 int cmd_serve(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -298,6 +354,8 @@ int cmd_serve(int argc, char **argv)
 	if (npool && !filling)
 		fprintf(stderr, "padcell: serve: cannot start the pools' thread: the pools stay empty\n");
 
+	struct reload rl = { .t = &t, .tmpl = tmpl, .ntmpl = &ntmpl, .templates_dir = templates_dir,
+			     .templates_mtime = dir_mtime(templates_dir), .keys_file = keys_file, .keys = &keys };
 	int signo = 0;
 	while (!signo) {
 		struct pollfd p = { .fd = sig_fd, .events = POLLIN };
@@ -306,6 +364,16 @@ int cmd_serve(int argc, char **argv)
 			struct signalfd_siginfo si;
 			if (read(sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
 				signo = (int)si.ssi_signo;
+		}
+		if (signo == SIGHUP) {
+			/* SIGHUP re-reads; SIGTERM and SIGINT stop */
+			signo = 0;
+			reload_templates(&rl);
+			reload_keys(&rl);
+			fflush(stdout);
+		} else if (!signo && dir_mtime(templates_dir) != rl.templates_mtime) {
+			reload_templates(&rl);
+			fflush(stdout);
 		}
 		/* our children that ended by themselves (a guest that powered off) */
 		while (waitpid(-1, NULL, WNOHANG) > 0)

@@ -61,10 +61,68 @@ const struct serve_key *serve_keys_find(const struct serve_keys *keys, const cha
 	if (!given)
 		return NULL;
 	const struct serve_key *hit = NULL;
-	for (size_t i = 0; i < keys->n; i++) /* every key is compared: the time says nothing of which matched */
-		if (serve_key_ok(keys->k[i].key, given))
+	size_t n = __atomic_load_n(&keys->n, __ATOMIC_ACQUIRE);
+	for (size_t i = 0; i < n; i++) /* every key is compared: the time says nothing of which matched */
+		if (serve_key_ok(keys->k[i].key, given) && !__atomic_load_n(&keys->k[i].revoked, __ATOMIC_ACQUIRE))
 			hit = &keys->k[i];
 	return hit;
+}
+
+/* The live entry of name in keys, or NULL. */
+static struct serve_key *keys_live(struct serve_keys *keys, const char *name)
+{
+	for (size_t i = 0; i < keys->n; i++)
+		if (!keys->k[i].revoked && !strcmp(keys->k[i].name, name))
+			return &keys->k[i];
+	return NULL;
+}
+
+static const struct serve_key *keys_named(const struct serve_keys *keys, const char *name)
+{
+	for (size_t i = 0; i < keys->n; i++)
+		if (!strcmp(keys->k[i].name, name))
+			return &keys->k[i];
+	return NULL;
+}
+
+int serve_keys_merge(struct serve_keys *keys, const struct serve_keys *fresh, void (*say)(void *arg, const char *line),
+		     void *arg)
+{
+	char line[SERVE_NAME_MAX + 64];
+	struct serve_key *old[SERVE_KEYS_MAX];
+	size_t nold = 0;
+	/* first the new entries (a changed key works before its old one stops), published one by one */
+	for (size_t i = 0; i < fresh->n; i++) {
+		const struct serve_key *f = &fresh->k[i];
+		struct serve_key *cur = keys_live(keys, f->name);
+		if (cur && !strcmp(cur->key, f->key))
+			continue;
+		if (keys->n == SERVE_KEYS_SLOTS) {
+			snprintf(line, sizeof(line), "no room for more keys (%d entries): restart the daemon", SERVE_KEYS_SLOTS);
+			say(arg, line);
+			return -E2BIG;
+		}
+		struct serve_key *e = &keys->k[keys->n];
+		memset(e, 0, sizeof(*e));
+		snprintf(e->name, sizeof(e->name), "%s", f->name);
+		snprintf(e->key, sizeof(e->key), "%s", f->key);
+		__atomic_store_n(&keys->n, keys->n + 1, __ATOMIC_RELEASE);
+		if (cur && nold < SERVE_KEYS_MAX)
+			old[nold++] = cur;
+		snprintf(line, sizeof(line), "key '%s' %s", f->name, cur ? "changed" : "added");
+		say(arg, line);
+	}
+	for (size_t i = 0; i < nold; i++)
+		__atomic_store_n(&old[i]->revoked, 1, __ATOMIC_RELEASE);
+	for (size_t i = 0; i < keys->n; i++) {
+		struct serve_key *e = &keys->k[i];
+		if (e->revoked || keys_named(fresh, e->name))
+			continue;
+		__atomic_store_n(&e->revoked, 1, __ATOMIC_RELEASE);
+		snprintf(line, sizeof(line), "key '%s' removed: it no longer reaches its sandboxes", e->name);
+		say(arg, line);
+	}
+	return 0;
 }
 
 int serve_keys_load(const char *path, struct serve_keys *keys, char *err, size_t errlen)

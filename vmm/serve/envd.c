@@ -60,6 +60,11 @@ bool envd_streams(const char *path)
 	return !strcmp(path, PROCESS_SVC "Start") || !strcmp(path, PROCESS_SVC "Connect");
 }
 
+bool envd_client_streams(const char *path)
+{
+	return !strcmp(path, PROCESS_SVC "StreamInput");
+}
+
 int envd_envelope_parse(const uint8_t *p, size_t len, size_t max, const uint8_t **msg, size_t *mlen)
 {
 	if (len < 5)
@@ -708,8 +713,9 @@ static void process_start(struct agent_conn *c, const struct envd_dialer *d, con
 		stream_end(&s, "invalid_argument", "'stdin' must be a boolean", rp);
 		return;
 	}
-	if (tag && !json_is_null(tag)) {
-		stream_end(&s, "unimplemented", "a process tag is not served by padcell's envd (select by pid)", rp);
+	const char *why, *tag_s = NULL;
+	if (tag && !json_is_null(tag) && envd_tag_parse(tag, &tag_s, &why)) {
+		stream_end(&s, "invalid_argument", why, rp);
 		return;
 	}
 	size_t nargs = json_array_size(args);
@@ -737,13 +743,13 @@ static void process_start(struct agent_conn *c, const struct envd_dialer *d, con
 		.exec = {.argv = (char *const *)argv, .env = envv,
 			 .cwd = json_is_string(cwd) ? json_string_value(cwd) : NULL, .stdin_fd = -1},
 		/* stdin stays open for SendInput and CloseStdin; a terminal's always is */
-		.pty = with_pty, .keep_stdin = with_pty || json_is_true(stdin_), .rows = rows, .cols = cols,
+		.pty = with_pty, .keep_stdin = with_pty || json_is_true(stdin_), .rows = rows, .cols = cols, .tag = tag_s,
 	};
 	uint32_t id, pid;
 	char err[512];
 	rc = agent_conn_start(c, &req, &id, &pid, err, sizeof(err));
 	if (rc)
-		stream_end(&s, agent_code(rc, err), err, rp);
+		stream_end(&s, strstr(err, "tag is in use") ? "already_exists" : agent_code(rc, err), err, rp);
 	else
 		process_stream(c, d, sb, id, pid, timeout_ms, true, req.pty, &s, rp);
 out_argv:
@@ -767,61 +773,112 @@ int envd_signal_parse(json_t *v)
 	return -EINVAL;
 }
 
-struct proc_find {
-	uint32_t pid, id;
-	bool ended;   /* finding: an ended process not yet collected counts too (Connect streams its end) */
-	json_t *list; /* List's processes, or NULL when finding */
+int envd_tag_parse(json_t *v, const char **tag, const char **why)
+{
+	*why = "'tag' must be a string of 1 to 64 bytes (no NUL)";
+	if (!json_is_string(v))
+		return -EINVAL;
+	const char *t = json_string_value(v);
+	size_t n = json_string_length(v);
+	if (!agent_tag_ok(t, n) || strlen(t) != n)
+		return -EINVAL;
+	*tag = t;
+	return 0;
+}
+
+/* How a call names its process: E2B's ProcessSelector, one of pid and tag. */
+struct proc_sel {
+	uint32_t pid;                /* 0 when by tag */
+	char tag[AGENT_MAX_TAG + 1];
 };
 
-/* argv[0] and the rest of the agent's summary (argv joined by spaces, cut at AGENT_PROC_SUMMARY). */
-static json_t *proc_config(const char *summary)
+struct proc_find {
+	const struct proc_sel *sel;
+	bool ended;   /* finding: an ended process not yet collected counts too (Connect streams its end) */
+	json_t *list; /* List's processes, or NULL when finding */
+	struct agent_proc found; /* the match (found.id 0: none); a running one is preferred */
+};
+
+/* n bytes from the agent as a JSON string: invalid UTF-8 (a hostile agent's) shown as '?' each. */
+static json_t *agent_text(const char *p, size_t n)
 {
-	json_t *args = json_array();
-	const char *sp = strchr(summary, ' ');
-	json_t *cfg = json_pack("{s:s%, s:o, s:{}}", "cmd", summary, sp ? (size_t)(sp - summary) : strlen(summary),
-				"args", args, "envs");
-	while (sp) {
-		const char *a = sp + 1;
-		sp = strchr(a, ' ');
-		if (*a && (!sp || sp > a))
-			json_array_append_new(args, json_stringn(a, sp ? (size_t)(sp - a) : strlen(a)));
+	json_t *j = json_stringn(p, n);
+	if (j || !n)
+		return j;
+	char *q = malloc(n);
+	if (!q)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		q[i] = (unsigned char)p[i] < 0x80 ? p[i] : '?';
+	j = json_stringn(q, n);
+	free(q);
+	return j;
+}
+
+/* E2B's ProcessConfig of an entry: cmd and args as started (the agent's argv, NUL-separated). */
+static json_t *proc_config(const struct agent_proc *p)
+{
+	json_t *args = json_array(), *cfg = json_object();
+	size_t off = 0;
+	bool first = true;
+	while (off < p->argv_len) {
+		size_t n = strnlen(p->argv + off, p->argv_len - off);
+		json_t *a = agent_text(p->argv + off, n);
+		if (first)
+			json_object_set_new(cfg, "cmd", a ? a : json_string(""));
+		else if (a)
+			json_array_append_new(args, a);
+		first = false;
+		off += n + 1;
 	}
+	json_object_set_new(cfg, "args", args);
+	json_object_set_new(cfg, "envs", json_object());
 	return cfg;
 }
 
 static int proc_each(void *arg, const struct agent_proc *p)
 {
 	struct proc_find *f = arg;
-	if (p->state != AGENT_PROC_RUNNING && (f->list || !f->ended))
+	bool running = p->state == AGENT_PROC_RUNNING;
+	if (!running && (f->list || !f->ended))
 		return 0; /* ended and not yet collected: not a running command for E2B */
-	if (f->list)
-		return json_array_append_new(f->list, json_pack("{s:o, s:I}", "config", proc_config(p->summary), "pid",
-								(json_int_t)p->pid))
-			       ? -ENOMEM
-			       : 0;
-	if (p->pid == f->pid)
-		f->id = p->id;
+	if (f->list) {
+		json_t *e = json_pack("{s:o, s:I}", "config", proc_config(p), "pid", (json_int_t)p->pid);
+		json_t *tag = p->tag[0] ? agent_text(p->tag, strlen(p->tag)) : NULL;
+		if (e && tag)
+			json_object_set_new(e, "tag", tag);
+		return json_array_append_new(f->list, e) ? -ENOMEM : 0;
+	}
+	if (f->sel->pid ? p->pid != f->sel->pid : strcmp(p->tag, f->sel->tag))
+		return 0;
+	if (!f->found.id || (running && f->found.state != AGENT_PROC_RUNNING) ||
+	    (running == (f->found.state == AGENT_PROC_RUNNING) && p->id > f->found.id))
+		f->found = *p; /* a running one, else the newest ended one */
 	return 0;
 }
 
-/* The agent's process id of guest pid (running, or also ended): 0 with *id, -ENOENT, or the agent's failure. */
-static int proc_find(struct agent_conn *c, uint32_t pid, bool ended, uint32_t *id, char *err, size_t errlen)
+/* The agent's entry of the selected process (running, or also ended): 0 with *out, -ENOENT, or the agent's failure. */
+static int proc_find(struct agent_conn *c, const struct proc_sel *sel, bool ended, struct agent_proc *out, char *err,
+		     size_t errlen)
 {
-	struct proc_find f = {.pid = pid, .ended = ended};
+	struct proc_find f = {.sel = sel, .ended = ended};
 	int rc = agent_conn_ps(c, proc_each, &f, err, errlen);
 	if (rc)
 		return rc;
-	if (!f.id) {
-		snprintf(err, errlen, "no %sprocess with pid %u", ended ? "" : "running ", pid);
+	if (!f.found.id) {
+		if (sel->pid)
+			snprintf(err, errlen, "no %sprocess with pid %u", ended ? "" : "running ", sel->pid);
+		else
+			snprintf(err, errlen, "no %sprocess with that tag", ended ? "" : "running ");
 		return -ENOENT;
 	}
-	*id = f.id;
+	*out = f.found;
 	return 0;
 }
 
 /* What a call on one process carries besides its selector, checked before the agent is dialled. */
 struct proc_args {
-	uint32_t pid;
+	struct proc_sel sel;
 	int sig;              /* SendSignal's */
 	bool resize;          /* Update's: a PTY size was given */
 	uint16_t rows, cols;
@@ -856,17 +913,25 @@ static const char *process_args(const char *method, json_t *body, struct proc_ar
 	if (!strcmp(method, "List") || !strcmp(method, "Start"))
 		return NULL; /* List takes nothing; Start is checked as it starts */
 	json_t *proc = json_object_get(body, "process");
-	json_t *p = json_object_get(proc, "pid");
-	if (json_is_object(proc) && !p && json_object_get(proc, "tag")) {
-		*why = "a process tag is not served by padcell's envd (select by pid)";
-		return "unimplemented";
-	}
-	if (!json_is_object(proc) || !json_is_integer(p) || json_integer_value(p) <= 0 ||
-	    json_integer_value(p) > UINT32_MAX) {
-		*why = "'process.pid' must be a positive integer (a ProcessSelector by pid)";
+	json_t *p = json_object_get(proc, "pid"), *tag = json_object_get(proc, "tag");
+	if (p && json_is_null(p))
+		p = NULL;
+	if (tag && json_is_null(tag))
+		tag = NULL;
+	*why = "'process' must be a ProcessSelector: one of 'pid' (a positive integer) or 'tag' (a string)";
+	if (!json_is_object(proc) || !p == !tag)
 		return "invalid_argument";
+	if (tag) {
+		const char *t;
+		if (envd_tag_parse(tag, &t, why))
+			return "invalid_argument";
+		memcpy(a->sel.tag, t, strlen(t) + 1);
+	} else if (!json_is_integer(p) || json_integer_value(p) <= 0 || json_integer_value(p) > UINT32_MAX) {
+		*why = "'process.pid' must be a positive integer";
+		return "invalid_argument";
+	} else {
+		a->sel.pid = (uint32_t)json_integer_value(p);
 	}
-	a->pid = (uint32_t)json_integer_value(p);
 	if (!strcmp(method, "SendSignal") && (a->sig = envd_signal_parse(json_object_get(body, "signal"))) < 0) {
 		*why = "'signal' must be SIGNAL_SIGTERM or SIGNAL_SIGKILL";
 		return "invalid_argument";
@@ -907,7 +972,7 @@ static void process_call(struct agent_conn *c, const struct envd_dialer *d, cons
 	uint32_t id;
 	int rc;
 	if (!strcmp(method, "List")) {
-		struct proc_find f = {.list = json_array()};
+		struct proc_find f = {.list = json_array(), .sel = &a->sel};
 		if ((rc = agent_conn_ps(c, proc_each, &f, err, sizeof(err)))) {
 			json_decref(f.list);
 			unary_error(rp, agent_code(rc, err), "%s", err);
@@ -918,9 +983,12 @@ static void process_call(struct agent_conn *c, const struct envd_dialer *d, cons
 	}
 	bool stream = !strcmp(method, "Connect");
 	struct stream s = {.fd = fd};
-	rc = proc_find(c, a->pid, stream, &id, err, sizeof(err));
+	struct agent_proc found = {0};
+	rc = proc_find(c, &a->sel, stream, &found, err, sizeof(err));
+	id = found.id;
 	if (!rc && stream) {
-		process_stream(c, d, sb, id, a->pid, timeout_ms, false, false, &s, rp);
+		/* a terminal's output is all stdout to the agent, and `pty` data to E2B */
+		process_stream(c, d, sb, id, found.pid, timeout_ms, false, found.flags & AGENT_PROC_PTY, &s, rp);
 		return;
 	}
 	if (!rc && !strcmp(method, "SendSignal"))
@@ -937,6 +1005,199 @@ static void process_call(struct agent_conn *c, const struct envd_dialer *d, cons
 		stream_end(&s, rc == -ENOENT ? "not_found" : agent_code(rc, err), err, rp);
 	else
 		unary_error(rp, rc == -ENOENT ? "not_found" : agent_code(rc, err), "%s", err);
+}
+
+/* The caller's key: the access token first (what create answered), else an API key; NULL with the reply made. */
+static const struct serve_key *request_key(const struct serve_keys *keys, const struct envd_request *rq,
+					   struct envd_reply *rp)
+{
+	const struct serve_key *key = serve_keys_find(keys, rq->token);
+	if (!key)
+		key = serve_keys_find(keys, rq->api_key);
+	if (!key)
+		unary_error(rp, "unauthenticated", "missing or wrong access token (X-Access-Token)");
+	return key;
+}
+
+/* ---- process.Process/StreamInput: a client stream ---- */
+
+/*
+ * The call's state while its request envelopes arrive: the envelope being assembled (its 5-byte
+ * prefix, then its message, each at most ENVD_INPUT_MSG_MAX), the agent connection once the
+ * start message has named the process, and the first error, after which the rest of the body is
+ * read and dropped (the answer is given at the end, as a unary call's is).
+ */
+struct envd_instream {
+	struct serve_sandbox sb;
+	const struct envd_dialer *d;
+	struct agent_conn c;
+	bool started;        /* the start message came and its process was found */
+	uint32_t id;         /* the agent's id of that process */
+	uint8_t pre[5];
+	size_t pre_got;
+	uint8_t *msg;        /* the message being assembled: msg_len bytes of msg_got */
+	size_t msg_len, msg_got;
+	uint64_t messages;
+	const char *code;    /* the first error: its Connect code (static) and message */
+	char why[600];
+};
+
+static void instream_fail(struct envd_instream *in, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void instream_fail(struct envd_instream *in, const char *code, const char *fmt, ...)
+{
+	if (in->code)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(in->why, sizeof(in->why), fmt, ap);
+	va_end(ap);
+	in->code = code;
+}
+
+/* One request message: StreamInputRequest, one of start {process}, data {input}, keepalive {}. */
+static void instream_message(struct envd_instream *in, const uint8_t *m, size_t n)
+{
+	json_error_t je;
+	json_t *j = json_loadb((const char *)m, n, JSON_REJECT_DUPLICATES, &je);
+	json_t *start = json_object_get(j, "start"), *data = json_object_get(j, "data");
+	json_t *keep = json_object_get(j, "keepalive");
+	char err[512];
+	in->messages++;
+	if (!json_is_object(j) || json_object_size(j) != 1 || !(start || data || keep)) {
+		instream_fail(in, "invalid_argument", "message %llu must be one of 'start', 'data' or 'keepalive'",
+			      (unsigned long long)in->messages);
+	} else if (keep) {
+		/* nothing to do: it kept the connection alive */
+	} else if (start && in->started) {
+		instream_fail(in, "invalid_argument", "a second 'start' message");
+	} else if (start) {
+		struct proc_args a;
+		const char *why, *bad = process_args("StreamInput", start, &a, &why);
+		struct agent_proc found = {0};
+		int rc;
+		if (bad) {
+			instream_fail(in, bad, "start: %s", why);
+		} else if ((rc = in->d->dial(in->d->ctx, &in->sb, &in->c, err, sizeof(err)))) {
+			instream_fail(in, "unavailable", "sandbox %s's agent does not answer: %s", in->sb.id, err);
+		} else if ((rc = proc_find(&in->c, &a.sel, false, &found, err, sizeof(err)))) {
+			instream_fail(in, rc == -ENOENT ? "not_found" : agent_code(rc, err), "%s", err);
+		} else {
+			in->started = true;
+			in->id = found.id;
+		}
+	} else if (!in->started) {
+		instream_fail(in, "invalid_argument", "'data' before 'start' (the first message names the process)");
+	} else {
+		struct proc_args a = {0};
+		const char *why;
+		int rc = input_parse(json_object_get(data, "input"), &a, &why);
+		if (rc)
+			instream_fail(in, rc == -ENOMEM ? "resource_exhausted" : "invalid_argument", "data: %s", why);
+		else if ((rc = process_send(&in->c, in->id, &a, err, sizeof(err))))
+			instream_fail(in, agent_code(rc, err), "%s", err);
+		free(a.input);
+	}
+	json_decref(j);
+}
+
+void envd_instream_feed(struct envd_instream *in, const void *buf, size_t n)
+{
+	const uint8_t *p = buf;
+	while (n && !in->code) {
+		if (in->pre_got < sizeof(in->pre)) {
+			size_t k = sizeof(in->pre) - in->pre_got < n ? sizeof(in->pre) - in->pre_got : n;
+			memcpy(in->pre + in->pre_got, p, k);
+			in->pre_got += k;
+			p += k;
+			n -= k;
+			if (in->pre_got < sizeof(in->pre))
+				return;
+			uint32_t len = (uint32_t)in->pre[1] << 24 | (uint32_t)in->pre[2] << 16 | (uint32_t)in->pre[3] << 8 |
+				       in->pre[4];
+			if (in->pre[0] != 0) {
+				instream_fail(in, "invalid_argument", "envelope %llu: flag 0x%02x (compressed or end-of-stream)",
+					      (unsigned long long)in->messages + 1, in->pre[0]);
+				return;
+			}
+			if (len > ENVD_INPUT_MSG_MAX) {
+				instream_fail(in, "resource_exhausted", "envelope %llu: %u bytes, over the bound of %u",
+					      (unsigned long long)in->messages + 1, len, ENVD_INPUT_MSG_MAX);
+				return;
+			}
+			in->msg = malloc(len ? len : 1);
+			if (!in->msg) {
+				instream_fail(in, "resource_exhausted", "out of memory for an envelope");
+				return;
+			}
+			in->msg_len = len;
+			in->msg_got = 0;
+		}
+		size_t k = in->msg_len - in->msg_got < n ? in->msg_len - in->msg_got : n;
+		memcpy(in->msg + in->msg_got, p, k);
+		in->msg_got += k;
+		p += k;
+		n -= k;
+		if (in->msg_got == in->msg_len) {
+			instream_message(in, in->msg, in->msg_len);
+			free(in->msg);
+			in->msg = NULL;
+			in->pre_got = 0;
+		}
+	}
+}
+
+/* The call's checks before any envelope: the key, the content type, the sandbox (as envd_handle's). */
+struct envd_instream *envd_instream_open(struct serve_table *t, const struct envd_dialer *d,
+					 const struct serve_keys *keys, const struct envd_request *rq,
+					 struct envd_reply *rp)
+{
+	memset(rp, 0, sizeof(*rp));
+	const struct serve_key *key = request_key(keys, rq, rp);
+	if (!key)
+		return NULL;
+	if (strcmp(rq->method, "POST")) {
+		unary_error(rp, "unimplemented", "%s is not allowed on %s", rq->method, rq->path);
+		return NULL;
+	}
+	if (!rq->content_type || strncmp(rq->content_type, CT_STREAM, strlen(CT_STREAM))) {
+		set_json(rp, 415, error_json("unknown", "a client stream takes Content-Type application/connect+json"));
+		return NULL;
+	}
+	struct envd_instream *in = calloc(1, sizeof(*in));
+	if (!in) {
+		unary_error(rp, "resource_exhausted", "out of memory");
+		return NULL;
+	}
+	if (!rq->sandbox_id || serve_get_owned(t, key->name, rq->sandbox_id, &in->sb)) {
+		unary_error(rp, "not_found", "sandbox \"%.*s\" not found (the E2b-Sandbox-Id header)", SERVE_ID_LEN + 4,
+			    rq->sandbox_id ? rq->sandbox_id : "");
+		free(in);
+		return NULL;
+	}
+	in->d = d;
+	agent_conn_init(&in->c, -1, -1, -1);
+	return in;
+}
+
+void envd_instream_close(struct envd_instream *in, struct envd_reply *rp)
+{
+	if (rp) {
+		struct stream s = {.fd = -1};
+		if (!in->code && in->pre_got)
+			instream_fail(in, "invalid_argument", "the body ends inside an envelope");
+		if (!in->code && !in->started)
+			instream_fail(in, "invalid_argument", "no 'start' message (it names the process)");
+		if (!in->code && envd_envelope_append(&s.buf, &s.len, &s.cap, 0, "{}", 2))
+			s.oom = true;
+		memset(rp, 0, sizeof(*rp));
+		stream_end(&s, in->code, in->why, rp); /* StreamInputResponse {}, then the end */
+	}
+	if (in->c.fd >= 0)
+		close(in->c.fd);
+	free(in->msg);
+	serve_sandbox_put(&in->sb);
+	free(in);
 }
 
 /* ---- /files ---- */
@@ -1121,14 +1382,9 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		      const struct envd_request *rq, int fd, struct envd_reply *rp)
 {
 	memset(rp, 0, sizeof(*rp));
-	/* the access token first (what create answered), else an API key; a sandbox is its owner's key's alone */
-	const struct serve_key *key = serve_keys_find(keys, rq->token);
+	const struct serve_key *key = request_key(keys, rq, rp);
 	if (!key)
-		key = serve_keys_find(keys, rq->api_key);
-	if (!key) {
-		unary_error(rp, "unauthenticated", "missing or wrong access token (X-Access-Token)");
 		return;
-	}
 	if (rq->overflow) {
 		unary_error(rp, "resource_exhausted", "the request body is over its bound");
 		return;
@@ -1154,9 +1410,12 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 	for (size_t i = 0; !known && process && i < sizeof(proc_methods) / sizeof(proc_methods[0]); i++)
 		known = !strcmp(method, proc_methods[i]);
 	if (!known && process && !strcmp(method, "StreamInput")) {
-		/* a client stream: its envelopes come while the call runs, and the HTTP layer takes a body whole */
-		unary_error(rp, "unimplemented", "process.Process/StreamInput (a client stream) is not served by padcell's "
-						 "envd: use SendInput");
+		/* a client stream given whole (http.c feeds it as it arrives instead) */
+		struct envd_instream *in = envd_instream_open(t, d, keys, rq, rp);
+		if (in) {
+			envd_instream_feed(in, rq->body ? rq->body : "", rq->len);
+			envd_instream_close(in, rp);
+		}
 		return;
 	}
 	if (!known) {

@@ -1,7 +1,8 @@
 /*
  * `padcell serve`'s in-sandbox API, E2B's envd: the Connect-RPC services process.Process and
  * filesystem.Filesystem (Connect's JSON codec: unary calls as POST application/json, server
- * streams as application/connect+json in 5-byte envelopes) and GET/POST /files, each call
+ * streams and the one client stream, StreamInput, as application/connect+json in 5-byte
+ * envelopes) and GET/POST /files, each call
  * translated to guest-agent frames over the sandbox's vsock.  No HTTP here: vmm/serve/http.c
  * feeds it, the unit tests call it directly with a fake dialer.
  */
@@ -35,19 +36,36 @@
  * no other key sees it: REST and envd answer another key's sandbox as a missing one (404).
  */
 #define SERVE_KEY_MAX      128        /* a key file's bound; a generated key is "e2b_" + 40 hex */
-#define SERVE_KEYS_MAX     64
+#define SERVE_KEYS_MAX     64         /* live keys of one file */
+#define SERVE_KEYS_SLOTS   256        /* entries a daemon's keys hold over its life (revoked ones stay) */
 struct serve_key {
 	char name[SERVE_NAME_MAX];
 	char key[SERVE_KEY_MAX];
+	int revoked;                  /* set (atomically) when a re-read dropped or changed it; never cleared */
 };
+/*
+ * The entries are only ever appended (n published last, with release order) and an entry is
+ * never rewritten but revoked, so the request threads read them without a lock while the main
+ * thread merges a re-read file in (serve_keys_merge).
+ */
 struct serve_keys {
-	struct serve_key k[SERVE_KEYS_MAX];
+	struct serve_key k[SERVE_KEYS_SLOTS];
 	size_t n;
 };
 /* keys holding key alone, named "" (the single-key daemon). */
 void serve_keys_one(struct serve_keys *keys, const char *key);
 /* The entry whose key given is, comparing with every key in constant time; NULL for none (or NULL given). */
 const struct serve_key *serve_keys_find(const struct serve_keys *keys, const char *given);
+/*
+ * The keys of a re-read --api-keys file (fresh, as serve_keys_load made it) merged into keys
+ * while requests use them: a name whose key is new or changed gets an entry with its key, then
+ * the entries whose name the file no longer has, or whose key it changed, are revoked (a
+ * sandbox belongs to a name: the changed key reaches it, the old one no longer does).  say(arg,
+ * line) is told each change.  0, or -E2BIG when the entries would pass SERVE_KEYS_SLOTS (the keys
+ * that fitted were added, nothing was revoked: a restart starts afresh).
+ */
+int serve_keys_merge(struct serve_keys *keys, const struct serve_keys *fresh, void (*say)(void *arg, const char *line),
+		     void *arg);
 
 /* How envd reaches a sandbox's agent: the real one opens sb->vsock, tests pass a fake. */
 struct envd_dialer {
@@ -94,12 +112,35 @@ void envd_handle(struct serve_table *t, const struct envd_dialer *d, const struc
 void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const struct serve_keys *keys,
 		      const struct envd_request *rq, int fd, struct envd_reply *rp);
 
+/*
+ * process.Process/StreamInput, a client stream, fed as its body arrives: open checks the key, the
+ * content type and the sandbox (NULL with the error in rp); feed takes the body's bytes in any
+ * pieces (envelopes across pieces, each message at most ENVD_INPUT_MSG_MAX): the start message's
+ * selector finds the running process on a connection of the call's own, each data message's
+ * bytes are written to its stdin (or terminal) before feed returns, keepalives do nothing; the
+ * first error drops the rest.  close (rp NULL: the client left) answers StreamInputResponse {}
+ * and the stream's end, or the end with the first error, and frees it.
+ */
+#define ENVD_INPUT_MSG_MAX (1u << 20)
+struct envd_instream;
+struct envd_instream *envd_instream_open(struct serve_table *t, const struct envd_dialer *d,
+					 const struct serve_keys *keys, const struct envd_request *rq,
+					 struct envd_reply *rp);
+void envd_instream_feed(struct envd_instream *in, const void *buf, size_t n);
+void envd_instream_close(struct envd_instream *in, struct envd_reply *rp);
+/* Whether path is the client-streaming call (process.Process/StreamInput). */
+bool envd_client_streams(const char *path);
+
 /* Whether path is a server-streaming call (process.Process/Start, Connect). */
 bool envd_streams(const char *path);
 
 /* A SendSignal's `signal` (E2B's Signal enum: "SIGNAL_SIGTERM"/15, "SIGNAL_SIGKILL"/9): the signal
  * number, or -EINVAL for anything else (another name or number, a wrong type, absent). */
 int envd_signal_parse(json_t *v);
+
+/* A process tag (Start's `tag`, a ProcessSelector's): 0 with *tag, or -EINVAL with *why (not a
+ * string, empty, over AGENT_MAX_TAG bytes, a NUL inside). */
+int envd_tag_parse(json_t *v, const char **tag, const char **why);
 
 /*
  * Connect's envelopes: flag byte, u32 big-endian length, the message.  Parses the one envelope a

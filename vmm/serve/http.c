@@ -29,6 +29,8 @@ struct req_body {
 	char *buf;
 	size_t len, cap;
 	bool overflow;
+	struct envd_instream *in; /* a client stream's call, fed as its body arrives (no body kept) */
+	bool answered;            /* its refusal was queued at the first call */
 };
 
 static enum MHD_Result queue(struct MHD_Connection *conn, const struct serve_reply *rp)
@@ -192,6 +194,22 @@ static enum MHD_Result envd_queue_live(struct serve_http *h, struct MHD_Connecti
 	return ok;
 }
 
+/* A reply of envd's (body malloc'd or NULL) queued on conn. */
+static enum MHD_Result envd_reply_queue(struct MHD_Connection *conn, struct envd_reply *rp)
+{
+	/* a reply without a body (health's 204) is a static empty buffer: nothing to free */
+	struct MHD_Response *r = rp->body ? MHD_create_response_from_buffer(rp->len, rp->body, MHD_RESPMEM_MUST_FREE)
+					  : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	if (!r) {
+		free(rp->body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, rp->content_type ? rp->content_type : "application/json");
+	enum MHD_Result ok = MHD_queue_response(conn, rp->status, r);
+	MHD_destroy_response(r);
+	return ok;
+}
+
 /* envd's calls (vmm/serve/envd.c): the sandbox named by E2B's single-URL header, bytes replies. */
 static enum MHD_Result envd_queue(struct serve_http *h, struct MHD_Connection *conn, const char *url,
 				  const char *method, const struct req_body *b)
@@ -207,17 +225,28 @@ static enum MHD_Result envd_queue(struct serve_http *h, struct MHD_Connection *c
 		return envd_queue_live(h, conn, &rq);
 	struct envd_reply rp;
 	envd_handle(h->t, &envd_vsock_dialer, h->keys, &rq, &rp);
-	/* a reply without a body (health's 204) is a static empty buffer: nothing to free */
-	struct MHD_Response *r = rp.body ? MHD_create_response_from_buffer(rp.len, rp.body, MHD_RESPMEM_MUST_FREE)
-					 : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-	if (!r) {
-		free(rp.body);
-		return MHD_NO;
-	}
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, rp.content_type ? rp.content_type : "application/json");
-	enum MHD_Result ok = MHD_queue_response(conn, rp.status, r);
-	MHD_destroy_response(r);
-	return ok;
+	return envd_reply_queue(conn, &rp);
+}
+
+/*
+ * process.Process/StreamInput at its first call (headers only): the call opened, its envelopes
+ * fed by handle() as the upload callback hands them over (this connection's own thread may block
+ * on the agent meanwhile: every wait of it is bounded), answered when the body ends.
+ */
+static enum MHD_Result instream_begin(struct serve_http *h, struct MHD_Connection *conn, const char *url,
+				      const char *method, struct req_body *b)
+{
+	struct envd_request rq = {
+		.method = method, .path = url, .sandbox_id = header(conn, "E2b-Sandbox-Id"),
+		.token = header(conn, "X-Access-Token"), .api_key = header(conn, "X-API-Key"),
+		.content_type = header(conn, MHD_HTTP_HEADER_CONTENT_TYPE),
+	};
+	struct envd_reply rp;
+	b->in = envd_instream_open(h->t, &envd_vsock_dialer, h->keys, &rq, &rp);
+	if (b->in)
+		return MHD_YES;
+	b->answered = true;
+	return envd_reply_queue(conn, &rp);
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -231,6 +260,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		if (!b)
 			return MHD_NO;
 		*con_cls = b;
+		if (envd_client_streams(url))
+			return instream_begin(h, conn, url, method, b);
 		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && strtoull(cl, NULL, 10) > SERVE_BODY_MAX) {
 			struct serve_reply rp;
@@ -240,6 +271,21 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 			return ok;
 		}
 		return MHD_YES;
+	}
+	if (b->answered) {
+		*upload_size = 0; /* refused at its start: the rest is read and dropped */
+		return MHD_YES;
+	}
+	if (b->in) {
+		if (*upload_size) {
+			envd_instream_feed(b->in, upload, *upload_size);
+			*upload_size = 0;
+			return MHD_YES;
+		}
+		struct envd_reply rp;
+		envd_instream_close(b->in, &rp);
+		b->in = NULL;
+		return envd_reply_queue(conn, &rp);
 	}
 	if (*upload_size) {
 		size_t n = *upload_size;
@@ -284,6 +330,8 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
 {
 	struct req_body *b = *con_cls;
 	if (b) {
+		if (b->in)
+			envd_instream_close(b->in, NULL); /* the client left mid-stream */
 		free(b->buf);
 		free(b);
 		*con_cls = NULL;

@@ -114,9 +114,16 @@ void serve_table_free(struct serve_table *t)
 	pthread_mutex_destroy(&t->lock);
 }
 
+void serve_table_templates_grown(struct serve_table *t, size_t ntmpl)
+{
+	if (ntmpl > t->ntmpl)
+		__atomic_store_n(&t->ntmpl, ntmpl, __ATOMIC_RELEASE);
+}
+
 const struct serve_template *serve_template_find(const struct serve_table *t, const char *name)
 {
-	for (size_t i = 0; i < t->ntmpl; i++)
+	size_t n = __atomic_load_n(&t->ntmpl, __ATOMIC_ACQUIRE);
+	for (size_t i = 0; i < n; i++)
 		if (!strcmp(t->tmpl[i].name, name))
 			return &t->tmpl[i];
 	return NULL;

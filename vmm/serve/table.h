@@ -128,6 +128,13 @@ unsigned serve_pool_drain(struct serve_table *t);
 /* How many clones of template name are ready in its pool. */
 unsigned serve_pool_ready(struct serve_table *t, const char *name);
 
+/*
+ * The caller's template array (t's tmpl, which it owns) now has ntmpl entries: the ones past the
+ * old count, written before this call, are seen by every create from now on.  Templates are only
+ * added while requests run (never changed or removed: sandboxes and pools point to them).
+ */
+void serve_table_templates_grown(struct serve_table *t, size_t ntmpl);
+
 /* One template by name, or NULL. */
 const struct serve_template *serve_template_find(const struct serve_table *t, const char *name);
 
