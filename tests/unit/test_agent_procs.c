@@ -145,7 +145,7 @@ static void dial(struct agent_conn *c)
 	agent_conn_init(c, agent_dial(name), -1, -1);
 	struct agent_hello h;
 	cr_assert_eq(agent_conn_hello(c, now_ms() + 20000, &h, err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(c->version, 4);
+	cr_assert_eq(c->version, AGENT_PROTO_VERSION);
 }
 
 static uint32_t start(const char *const *argv, bool pty, bool keep_stdin, uint16_t rows, uint16_t cols)
