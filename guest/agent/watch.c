@@ -54,10 +54,11 @@ static void watch_error(int conn, const char *fmt, ...)
 
 static void queue_put(struct watch *w, const struct agent_wevent *e)
 {
-	size_t off = w->qlen;
-	/* cannot fail: the caller made room, and e is well formed */
-	agent_wevent_encode(w->queue, sizeof(w->queue), &off, e);
-	w->qlen = off;
+	/* at the queue's end (encode's bound is one frame's payload): the caller made room, and e is
+	 * well formed, so it cannot fail */
+	size_t off = 0;
+	agent_wevent_encode(w->queue + w->qlen, sizeof(w->queue) - w->qlen, &off, e);
+	w->qlen += off;
 }
 
 /*
