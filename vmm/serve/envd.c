@@ -994,7 +994,15 @@ static const char *const event_type[] = {
 	[AGENT_WEV_CHMOD] = "EVENT_TYPE_CHMOD",
 };
 
-#define WATCH_END 1 /* a sink's answer: the watch ends, its reason recorded */
+#define WATCH_END  1 /* a sink's answer: the watch ends, its reason recorded */
+#define WATCH_STOP 2 /* a sink's answer: its stop fd fired (a busy watch's frames never let the wait see it) */
+
+/* Whether fd (an eventfd or epoll fd) is readable now. */
+static bool fd_fired(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return fd >= 0 && poll(&p, 1, 0) > 0;
+}
 
 /*
  * What E2B's FilesystemEvent cannot say (events lost, a directory past the agent's bound on
@@ -1066,6 +1074,7 @@ static const char *watch_args_parse(const char *method, json_t *body, struct wat
 /* WatchDir's sink: each event as a WatchDirResponse on the stream. */
 struct watch_sink {
 	struct stream *s;
+	int stop;         /* the call's stream_stop epoll: the deadline or the reader's leaving */
 	const char *code; /* why the sink ended the watch; NULL: the reader left */
 	char msg[600];
 };
@@ -1073,6 +1082,8 @@ struct watch_sink {
 static int watch_stream_each(void *arg, const struct agent_wevent *e)
 {
 	struct watch_sink *k = arg;
+	if (fd_fired(k->stop))
+		return WATCH_STOP;
 	if (e && (k->code = wevent_end(e, k->msg, sizeof(k->msg))))
 		return WATCH_END;
 	stream_msg(k->s, e ? json_pack("{s:o}", "filesystem", wevent_json(e)) : json_pack("{s:{}}", "keepalive"));
@@ -1097,17 +1108,23 @@ static void watch_stream(struct agent_conn *c, const struct watch_args *a, uint3
 		stream_end(s, "resource_exhausted", "cannot make the call's deadline timer", rp);
 		return;
 	}
+	if (s->fd < 0 && !timeout_ms) {
+		/* buffered (no thread for a live stream): only a deadline would ever end it */
+		stream_end(s, "resource_exhausted", "a watch without a deadline needs a live stream (no thread for one)", rp);
+		stream_stop_close(&st);
+		return;
+	}
 	char err[512];
-	struct watch_sink k = {.s = s};
+	struct watch_sink k = {.s = s, .stop = st.ep};
 	c->abort_fd = st.ep;
 	int rc = agent_conn_watch(c, a->path, a->recursive, err, sizeof(err));
 	if (!rc) {
 		stream_msg(s, json_pack("{s:{}}", "start"));
 		rc = agent_conn_watch_read(c, ENVD_KEEPALIVE_MS, watch_stream_each, &k, err, sizeof(err));
 	}
-	if (rc == -ECONNABORTED && stream_stop_timed_out(&st))
+	if ((rc == -ECONNABORTED || rc == WATCH_STOP) && stream_stop_timed_out(&st))
 		stream_end(s, "deadline_exceeded", "the watch ran past its timeout", rp);
-	else if (rc == -ECONNABORTED || (rc == WATCH_END && !k.code))
+	else if (rc == -ECONNABORTED || rc == WATCH_STOP || (rc == WATCH_END && !k.code))
 		stream_end(s, "canceled", "the client left", rp);
 	else if (rc == WATCH_END)
 		stream_end(s, k.code, k.msg, rp);
@@ -1138,6 +1155,8 @@ struct envd_watchers {
 static int watcher_each(void *arg, const struct agent_wevent *e)
 {
 	struct envd_watcher *w = arg;
+	if (fd_fired(w->stop))
+		return WATCH_STOP;
 	char msg[600];
 	const char *code = wevent_end(e, msg, sizeof(msg));
 	pthread_mutex_lock(&w->lock);
@@ -1164,7 +1183,7 @@ static void *watcher_run(void *arg)
 	char err[512];
 	int rc = agent_conn_watch_read(&w->c, 0, watcher_each, w, err, sizeof(err));
 	pthread_mutex_lock(&w->lock);
-	if (!w->code && rc == -ECONNABORTED) {
+	if (!w->code && (rc == -ECONNABORTED || rc == WATCH_STOP)) {
 		w->code = "canceled";
 		snprintf(w->msg, sizeof(w->msg), "the watcher was removed");
 	} else if (!w->code) {
