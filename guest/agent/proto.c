@@ -277,10 +277,11 @@ int agent_mkdir_decode(const uint8_t *p, size_t len, uint32_t *mode, uint32_t *f
 	return agent_path_decode(p + 8, len - 8, path, pathcap);
 }
 
-int agent_remove_encode(uint8_t *out, size_t cap, uint32_t flags, const char *path)
+/* A u32 of flags (only those in known) and a path: REMOVE's and WATCH's payload. */
+static int flags_path_encode(uint8_t *out, size_t cap, uint32_t flags, uint32_t known, const char *path)
 {
 	size_t n = path_ok(path);
-	if (!n || (flags & ~AGENT_REMOVE_RECURSIVE))
+	if (!n || (flags & ~known))
 		return -EINVAL;
 	if (4 + n > cap)
 		return -E2BIG;
@@ -289,14 +290,24 @@ int agent_remove_encode(uint8_t *out, size_t cap, uint32_t flags, const char *pa
 	return (int)(4 + n);
 }
 
-int agent_remove_decode(const uint8_t *p, size_t len, uint32_t *flags, char *path, size_t pathcap)
+static int flags_path_decode(const uint8_t *p, size_t len, uint32_t known, uint32_t *flags, char *path, size_t pathcap)
 {
 	if (len < 5)
 		return -EPROTO;
 	*flags = get32(p);
-	if (*flags & ~AGENT_REMOVE_RECURSIVE)
+	if (*flags & ~known)
 		return -EPROTO;
 	return agent_path_decode(p + 4, len - 4, path, pathcap);
+}
+
+int agent_remove_encode(uint8_t *out, size_t cap, uint32_t flags, const char *path)
+{
+	return flags_path_encode(out, cap, flags, AGENT_REMOVE_RECURSIVE, path);
+}
+
+int agent_remove_decode(const uint8_t *p, size_t len, uint32_t *flags, char *path, size_t pathcap)
+{
+	return flags_path_decode(p, len, AGENT_REMOVE_RECURSIVE, flags, path, pathcap);
 }
 
 int agent_move_encode(uint8_t *out, size_t cap, const char *src, const char *dst)
@@ -537,24 +548,12 @@ int agent_proc_next(const uint8_t *p, size_t len, size_t *off, struct agent_proc
 
 int agent_watch_encode(uint8_t *out, size_t cap, uint32_t flags, const char *path)
 {
-	size_t n = path_ok(path);
-	if (!n || (flags & ~AGENT_WATCH_RECURSIVE))
-		return -EINVAL;
-	if (4 + n > cap)
-		return -E2BIG;
-	put32(out, flags);
-	memcpy(out + 4, path, n);
-	return (int)(4 + n);
+	return flags_path_encode(out, cap, flags, AGENT_WATCH_RECURSIVE, path);
 }
 
 int agent_watch_decode(const uint8_t *p, size_t len, uint32_t *flags, char *path, size_t pathcap)
 {
-	if (len < 5)
-		return -EPROTO;
-	*flags = get32(p);
-	if (*flags & ~AGENT_WATCH_RECURSIVE)
-		return -EPROTO;
-	return agent_path_decode(p + 4, len - 4, path, pathcap);
+	return flags_path_decode(p, len, AGENT_WATCH_RECURSIVE, flags, path, pathcap);
 }
 
 int agent_wevent_name_ok(const char *s, size_t n)

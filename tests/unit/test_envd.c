@@ -662,6 +662,23 @@ static uint8_t read_envelope(int fd, json_t **j)
 	return h[0];
 }
 
+/* Starts a live stream call of path with request msg on a thread; the reader's end of its socket. */
+static int live_begin(struct live_call *l, pthread_t *th, const char *path, const char *msg, char **buf)
+{
+	size_t len = 0, cap = 0;
+	*buf = NULL;
+	envd_envelope_append(buf, &len, &cap, 0, msg, strlen(msg));
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	*l = (struct live_call){
+		.rq = {.method = "POST", .path = path, .sandbox_id = sid, .token = KEY,
+		       .content_type = "application/connect+json", .body = *buf, .len = len},
+		.fd = sv[1],
+	};
+	cr_assert_eq(pthread_create(th, NULL, live_thread, l), 0);
+	return sv[0];
+}
+
 Test(envd_agent, live_stream_before_the_end, .init = setup, .fini = teardown, .timeout = 60)
 {
 	char cmd[300], flag[128];
@@ -670,21 +687,12 @@ Test(envd_agent, live_stream_before_the_end, .init = setup, .fini = teardown, .t
 	snprintf(cmd, sizeof(cmd), "echo first; i=0; while [ ! -e %s ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; echo second",
 		 flag);
 	json_t *rq = json_pack("{s:{s:s, s:[s, s]}}", "process", "cmd", "/bin/sh", "args", "-c", cmd);
-	char *msg = json_dumps(rq, JSON_COMPACT);
+	char *msg = json_dumps(rq, JSON_COMPACT), *buf;
 	json_decref(rq);
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	envd_envelope_append(&buf, &len, &cap, 0, msg, strlen(msg));
-	free(msg);
-	int sv[2];
-	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	struct live_call l = {
-		.rq = {.method = "POST", .path = "/process.Process/Start", .sandbox_id = sid, .token = KEY,
-		       .content_type = "application/connect+json", .body = buf, .len = len},
-		.fd = sv[1],
-	};
+	struct live_call l;
 	pthread_t th;
-	cr_assert_eq(pthread_create(&th, NULL, live_thread, &l), 0);
+	int sv[1] = {live_begin(&l, &th, "/process.Process/Start", msg, &buf)};
+	free(msg);
 	json_t *j;
 	cr_assert_eq(read_envelope(sv[0], &j), 0);
 	cr_assert_not_null(json_object_get(json_object_get(j, "event"), "start"));
@@ -1263,20 +1271,11 @@ static void watch_until(int fd, const char *want)
 
 Test(envd_agent, watch_dir_live, .init = setup, .fini = teardown, .timeout = 60)
 {
-	char msg[300];
+	char msg[300], *buf;
 	snprintf(msg, sizeof(msg), "{\"path\":\"%s\",\"recursive\":true}", work);
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	envd_envelope_append(&buf, &len, &cap, 0, msg, strlen(msg));
-	int sv[2];
-	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	struct live_call l = {
-		.rq = {.method = "POST", .path = "/filesystem.Filesystem/WatchDir", .sandbox_id = sid, .token = KEY,
-		       .content_type = "application/connect+json", .body = buf, .len = len},
-		.fd = sv[1],
-	};
+	struct live_call l;
 	pthread_t th;
-	cr_assert_eq(pthread_create(&th, NULL, live_thread, &l), 0);
+	int sv[1] = {live_begin(&l, &th, "/filesystem.Filesystem/WatchDir", msg, &buf)};
 	json_t *j;
 	cr_assert_eq(read_envelope(sv[0], &j), 0);
 	cr_assert(json_is_object(json_object_get(j, "start")), "the start message first");
