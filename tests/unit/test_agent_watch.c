@@ -4,7 +4,7 @@
  * names relative to it, a recursive watch following a new subdirectory (and not without
  * recursive), the watch's end when the host closes, a removed root's final ERROR, a host that
  * does not read losing events counted exactly in one LOST event, and other connections served
- * while a watch is open.
+ * while a watch is open; a fake agent's malformed WEVENTS, other frames and hangup.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -394,4 +394,64 @@ Test(agent_watch, other_work_goes_on, .init = w_setup, .fini = w_teardown, .time
 	cr_assert_eq(agent_conn_watch_read(&w, 0, seen_each, &s, err, sizeof(err)), 1, "%s", err);
 	cr_assert_str_eq(s.log, "1 by-exec\n2 by-exec\n");
 	close(w.fd);
+}
+
+/* A fake agent on a socket pair: after HELLO and WATCH's OK it sends `frame` (type t, len bytes). */
+static int fake_watch(uint16_t t, const uint8_t *p, uint32_t len, struct agent_conn *c)
+{
+	int sp[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+	struct agent_hello h = {.version = 5};
+	uint8_t hb[AGENT_HELLO_LEN];
+	agent_hello_encode(hb, &h);
+	cr_assert_eq(agent_write_frame(sp[1], AGENT_HELLO, hb, sizeof(hb)), 0);
+	cr_assert_eq(agent_write_frame(sp[1], AGENT_OK, NULL, 0), 0);
+	cr_assert_eq(agent_write_frame(sp[1], t, p, len), 0);
+	agent_conn_init(c, sp[0], -1, -1);
+	struct agent_hello got;
+	cr_assert_eq(agent_conn_hello(c, 0, &got, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(agent_conn_watch(c, "/w", false, err, sizeof(err)), 0, "%s", err);
+	return sp[1];
+}
+
+static int count_each(void *arg, const struct agent_wevent *e)
+{
+	(*(unsigned *)arg)++;
+	return 0;
+}
+
+/* The host hands on no event of a frame that does not check whole, and no other frame type. */
+Test(agent_watch_proto, hostile_frames_fail_the_watch)
+{
+	static uint8_t b[AGENT_MAX_PAYLOAD];
+	struct agent_conn c;
+	unsigned n = 0;
+	size_t off = rec(b, AGENT_WEV_CREATE, 1, "a", 1);
+	off += rec(b + off, AGENT_WEV_CREATE, 2, "..", 2); /* the second event is bad */
+	int peer = fake_watch(AGENT_WEVENTS, b, (uint32_t)off, &c);
+	cr_assert_eq(agent_conn_watch_read(&c, 0, count_each, &n, err, sizeof(err)), -EPROTO);
+	cr_assert_eq(n, 0, "not even the good first event");
+	close(peer);
+	close(c.fd);
+	peer = fake_watch(AGENT_WEVENTS, NULL, 0, &c);
+	cr_assert_eq(agent_conn_watch_read(&c, 0, count_each, &n, err, sizeof(err)), -EPROTO, "an empty WEVENTS");
+	close(peer);
+	close(c.fd);
+	peer = fake_watch(AGENT_STDOUT, (const uint8_t *)"x", 1, &c);
+	cr_assert_eq(agent_conn_watch_read(&c, 0, count_each, &n, err, sizeof(err)), -EPROTO, "another frame type");
+	close(peer);
+	close(c.fd);
+	peer = fake_watch(AGENT_ERROR, (const uint8_t *)"gone", 4, &c);
+	cr_assert_eq(agent_conn_watch_read(&c, 0, count_each, &n, err, sizeof(err)), -EIO);
+	cr_assert(strstr(err, "gone"), "%s", err);
+	close(peer);
+	close(c.fd);
+	/* the agent hanging up ends it too */
+	peer = fake_watch(AGENT_WEVENTS, b, (uint32_t)rec(b, AGENT_WEV_WRITE, 1, "a", 1), &c);
+	char watch_frame[64]; /* taken first: a socket closed with unread bytes resets its peer instead */
+	cr_assert_eq(read(peer, watch_frame, sizeof(watch_frame)), AGENT_HDR_LEN + 4 + 2);
+	close(peer);
+	cr_assert_eq(agent_conn_watch_read(&c, 0, count_each, &n, err, sizeof(err)), -EPIPE);
+	cr_assert_eq(n, 1);
+	close(c.fd);
 }
