@@ -45,7 +45,8 @@ $(GUEST_BUILD)/tg-vsock: guest/tools/tg-vsock.c
 # by the unit tests as an ordinary host process (--serve-fd).
 .PHONY: agent
 agent: $(GUEST_BUILD)/padcell-agent
-AGENT_SRCS := guest/agent/agent.c guest/agent/procs.c guest/agent/proto.c guest/agent/netcfg.c
-$(GUEST_BUILD)/padcell-agent: $(AGENT_SRCS) guest/agent/proto.h guest/agent/netcfg.h guest/agent/procs.h
+AGENT_SRCS := guest/agent/agent.c guest/agent/procs.c guest/agent/proto.c guest/agent/netcfg.c guest/agent/watch.c
+$(GUEST_BUILD)/padcell-agent: $(AGENT_SRCS) guest/agent/proto.h guest/agent/netcfg.h guest/agent/procs.h \
+			       guest/agent/watch.h
 	@mkdir -p $(dir $@)
 	$(CC) $(PADCELL_CFLAGS) $(CFLAGS) -static -o $@ $(AGENT_SRCS)

@@ -42,6 +42,7 @@
 #include "guest/agent/netcfg.h"
 #include "guest/agent/procs.h"
 #include "guest/agent/proto.h"
+#include "guest/agent/watch.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define TOOLS_PATH   "/usr/lib/padcell/bin:" DEFAULT_PATH /* busybox tools of the Debian image first */
@@ -879,7 +880,7 @@ static int do_remove(int conn, const uint8_t *p, uint32_t len)
 }
 
 /* Serves one connection: HELLO, then SYNC/PUT/GET and file operations any number of times, or
- * one EXEC or POWEROFF. */
+ * one EXEC, WATCH or POWEROFF. */
 static int serve(int conn)
 {
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -946,6 +947,9 @@ static int serve(int conn)
 				return 1;
 			}
 			return 0;
+		case AGENT_WATCH:
+			/* the connection carries this watch's events until the host closes it */
+			return watch_serve(conn, payload, h.len) ? 1 : 0;
 		case AGENT_POWEROFF:
 			if (!is_init) {
 				send_error(conn, "the agent is not init here: it cannot power off");

@@ -277,10 +277,11 @@ int agent_mkdir_decode(const uint8_t *p, size_t len, uint32_t *mode, uint32_t *f
 	return agent_path_decode(p + 8, len - 8, path, pathcap);
 }
 
-int agent_remove_encode(uint8_t *out, size_t cap, uint32_t flags, const char *path)
+/* A u32 of flags (only those in known) and a path: REMOVE's and WATCH's payload. */
+static int flags_path_encode(uint8_t *out, size_t cap, uint32_t flags, uint32_t known, const char *path)
 {
 	size_t n = path_ok(path);
-	if (!n || (flags & ~AGENT_REMOVE_RECURSIVE))
+	if (!n || (flags & ~known))
 		return -EINVAL;
 	if (4 + n > cap)
 		return -E2BIG;
@@ -289,14 +290,24 @@ int agent_remove_encode(uint8_t *out, size_t cap, uint32_t flags, const char *pa
 	return (int)(4 + n);
 }
 
-int agent_remove_decode(const uint8_t *p, size_t len, uint32_t *flags, char *path, size_t pathcap)
+static int flags_path_decode(const uint8_t *p, size_t len, uint32_t known, uint32_t *flags, char *path, size_t pathcap)
 {
 	if (len < 5)
 		return -EPROTO;
 	*flags = get32(p);
-	if (*flags & ~AGENT_REMOVE_RECURSIVE)
+	if (*flags & ~known)
 		return -EPROTO;
 	return agent_path_decode(p + 4, len - 4, path, pathcap);
+}
+
+int agent_remove_encode(uint8_t *out, size_t cap, uint32_t flags, const char *path)
+{
+	return flags_path_encode(out, cap, flags, AGENT_REMOVE_RECURSIVE, path);
+}
+
+int agent_remove_decode(const uint8_t *p, size_t len, uint32_t *flags, char *path, size_t pathcap)
+{
+	return flags_path_decode(p, len, AGENT_REMOVE_RECURSIVE, flags, path, pathcap);
 }
 
 int agent_move_encode(uint8_t *out, size_t cap, const char *src, const char *dst)
@@ -596,6 +607,102 @@ int agent_proc_next(const uint8_t *p, size_t len, size_t *off, struct agent_proc
 	if (!proc_state_ok(pr) || (pr->flags & ~(AGENT_PROC_PTY | AGENT_PROC_ARGV_CUT)))
 		return -EPROTO;
 	*off += AGENT_PROC_FIXED + tl + al;
+	return 1;
+}
+
+/* ---- watching a directory (version 5) ---- */
+
+int agent_watch_encode(uint8_t *out, size_t cap, uint32_t flags, const char *path)
+{
+	return flags_path_encode(out, cap, flags, AGENT_WATCH_RECURSIVE, path);
+}
+
+int agent_watch_decode(const uint8_t *p, size_t len, uint32_t *flags, char *path, size_t pathcap)
+{
+	return flags_path_decode(p, len, AGENT_WATCH_RECURSIVE, flags, path, pathcap);
+}
+
+int agent_wevent_name_ok(const char *s, size_t n)
+{
+	if (n == 0 || n >= AGENT_MAX_PATH || memchr(s, '\0', n) || s[0] == '/' || s[n - 1] == '/')
+		return 0;
+	/* every component: not empty ("a//b"), not "." or ".." */
+	for (size_t b = 0; b < n;) {
+		const char *slash = memchr(s + b, '/', n - b);
+		size_t e = slash ? (size_t)(slash - s) : n, k = e - b;
+		if (k == 0 || (k == 1 && s[b] == '.') || (k == 2 && s[b] == '.' && s[b + 1] == '.'))
+			return 0;
+		b = e + 1;
+	}
+	return 1;
+}
+
+/* Whether an event of kind carries a name. */
+static int wevent_named(uint16_t kind)
+{
+	return (kind >= AGENT_WEV_CREATE && kind <= AGENT_WEV_CHMOD) || kind == AGENT_WEV_UNWATCHED;
+}
+
+int agent_wevent_encode(uint8_t *out, size_t cap, size_t *off, const struct agent_wevent *e)
+{
+	size_t n;
+	if (wevent_named(e->kind)) {
+		n = strnlen(e->name, sizeof(e->name));
+		if (!agent_wevent_name_ok(e->name, n))
+			return -EINVAL;
+	} else if (e->kind == AGENT_WEV_LOST) {
+		if (!e->lost)
+			return -EINVAL;
+		n = 8;
+	} else if (e->kind == AGENT_WEV_OVERFLOW) {
+		n = 0;
+	} else {
+		return -EINVAL;
+	}
+	if (cap > AGENT_MAX_PAYLOAD)
+		cap = AGENT_MAX_PAYLOAD;
+	if (*off > cap || AGENT_WEVENT_FIXED + n > cap - *off)
+		return -E2BIG;
+	uint8_t *q = out + *off;
+	q[0] = (uint8_t)e->kind;
+	q[1] = (uint8_t)(e->kind >> 8);
+	q[2] = (uint8_t)n;
+	q[3] = (uint8_t)(n >> 8);
+	if (e->kind == AGENT_WEV_LOST)
+		put64(q + AGENT_WEVENT_FIXED, e->lost);
+	else
+		memcpy(q + AGENT_WEVENT_FIXED, e->name, n);
+	*off += AGENT_WEVENT_FIXED + n;
+	return 0;
+}
+
+int agent_wevent_next(const uint8_t *p, size_t len, size_t *off, struct agent_wevent *e)
+{
+	if (*off == len)
+		return 0;
+	if (*off > len || len - *off < AGENT_WEVENT_FIXED)
+		return -EPROTO;
+	const uint8_t *q = p + *off;
+	uint16_t kind = (uint16_t)(q[0] | q[1] << 8);
+	size_t n = (size_t)q[2] | (size_t)q[3] << 8;
+	if (n > len - *off - AGENT_WEVENT_FIXED)
+		return -EPROTO;
+	const uint8_t *v = q + AGENT_WEVENT_FIXED;
+	e->kind = kind;
+	e->lost = 0;
+	e->name[0] = '\0';
+	if (wevent_named(kind)) {
+		if (!agent_wevent_name_ok((const char *)v, n))
+			return -EPROTO;
+		memcpy(e->name, v, n);
+		e->name[n] = '\0';
+	} else if (kind == AGENT_WEV_LOST) {
+		if (n != 8 || !(e->lost = get64(v)))
+			return -EPROTO;
+	} else if (kind != AGENT_WEV_OVERFLOW || n != 0) {
+		return -EPROTO;
+	}
+	*off += AGENT_WEVENT_FIXED + n;
 	return 1;
 }
 

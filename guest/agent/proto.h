@@ -17,6 +17,8 @@
  * the process has a PTY, and its argv as started (NUL-separated) instead of a joined summary.
  * START without a tag keeps version 4's layout; PROCS entries are version 5's only, so the host
  * lists processes only on a version 5 agent (the agent and padcell ship together).
+ * Version 5 also watches a directory (WATCH, WEVENTS): the connection carries that watch's events
+ * until the host closes it.  See "Watching a directory" below.
  */
 #ifndef PADCELL_AGENT_PROTO_H
 #define PADCELL_AGENT_PROTO_H
@@ -27,7 +29,7 @@
 #include <stdint.h>
 
 #define AGENT_PROTO_VERSION 5u   /* 2: STDIN_ACK flow control for stdin; 3: file operations; 4: background processes;
-                                    5: process tags, PROCS entries with argv and a PTY flag */
+                                    5: process tags, PROCS entries with argv and a PTY flag, watching a directory */
 #define AGENT_PROTO_MIN     3u   /* the oldest agent the host still talks to (for what that version had) */
 #define AGENT_PORT          1024u          /* the agent listens here; it also calls the host here when ready */
 #define AGENT_HDR_LEN       8u
@@ -79,7 +81,10 @@ enum agent_type {
 	AGENT_PROC,        /* agent -> host: u32 id, u32 pid: the process START started             */
 	AGENT_PROCS,       /* agent -> host: process entries (agent_proc_encode), packed             */
 	AGENT_GAP,         /* agent -> host: u32 stream (AGENT_STDOUT/STDERR), u64 bytes dropped      */
-	AGENT_TYPE_MAX = AGENT_GAP,
+	/* Version 5: watching a directory (agent_watch_encode, agent_wevent_encode). */
+	AGENT_WATCH,       /* host -> agent: u32 flags (AGENT_WATCH_*), path of a directory; OK, then WEVENTS... */
+	AGENT_WEVENTS,     /* agent -> host: watch events (agent_wevent_encode), packed               */
+	AGENT_TYPE_MAX = AGENT_WEVENTS,
 };
 
 enum agent_exit_how {
@@ -263,6 +268,61 @@ int agent_gap_decode(const uint8_t *p, size_t len, uint32_t *stream, uint64_t *b
 /* PROCS entries, packed like ENTRIES: append (0 or -E2BIG) and walk (1, 0 at the end, -EPROTO). */
 int agent_proc_encode(uint8_t *out, size_t cap, size_t *off, const struct agent_proc *pr);
 int agent_proc_next(const uint8_t *p, size_t len, size_t *off, struct agent_proc *pr);
+
+/*
+ * Watching a directory (version 5).  WATCH: u32 flags, the directory's absolute path.  The agent
+ * answers ERROR (not a directory, no inotify, more than AGENT_WATCH_MAX_DIRS directories under a
+ * recursive watch; the connection then ends) or OK once the watches are in place: every change
+ * after that OK is reported.  Then WEVENTS frames, each whole events, until the host closes the
+ * connection (the host sends nothing more; anything it sends ends the watch too).  A final ERROR
+ * says why the agent ended a watch itself (the directory was removed or moved away).
+ *
+ * With AGENT_WATCH_RECURSIVE every subdirectory is watched too, also ones created or moved in
+ * later (up to AGENT_WATCH_MAX_DIRS watches; a directory past that is reported UNWATCHED), never
+ * following a symbolic link.  A directory created is scanned once it is watched, and what is in
+ * it already is reported as CREATE: a file made right after its directory is never missed.
+ *
+ * Bounds: the agent holds at most AGENT_WATCH_QUEUE bytes of events the host has not read; past
+ * that, events are dropped and counted, and one LOST event with the count comes where they were.
+ * The kernel's own queue overflowing is an OVERFLOW event (how many were lost is unknown).  A
+ * name longer than AGENT_MAX_PATH - 1 bytes is dropped and counted the same way.
+ *
+ * One event: u16 kind (enum agent_wevent_kind), u16 length, then that many bytes: for CREATE..
+ * CHMOD and UNWATCHED the name relative to the watched directory ("f", "sub/f": 1..AGENT_MAX_PATH
+ * - 1 bytes, no NUL, no leading or trailing '/', no empty, "." or ".." component); for LOST a u64
+ * count (> 0); for OVERFLOW nothing.
+ */
+#define AGENT_WATCH_RECURSIVE 1u
+#define AGENT_WATCH_MAX_DIRS  1024u       /* watches of one recursive WATCH */
+#define AGENT_WATCH_QUEUE     (256u << 10) /* bytes of events held for a host that does not read */
+#define AGENT_WEVENT_FIXED    4u
+
+enum agent_wevent_kind {
+	AGENT_WEV_CREATE = 1, /* the numbers of E2B's EventType */
+	AGENT_WEV_WRITE = 2,
+	AGENT_WEV_REMOVE = 3,
+	AGENT_WEV_RENAME = 4, /* moved away (its new name, inside the watch, is a CREATE) */
+	AGENT_WEV_CHMOD = 5,  /* its attributes changed (mode, owner, times) */
+	AGENT_WEV_OVERFLOW = 6,
+	AGENT_WEV_LOST = 7,
+	AGENT_WEV_UNWATCHED = 8,
+};
+
+struct agent_wevent {
+	uint16_t kind;
+	uint64_t lost;                /* LOST's count */
+	char name[AGENT_MAX_PATH];    /* CREATE..CHMOD, UNWATCHED; "" otherwise */
+};
+
+/* WATCH: encode the length or -EINVAL/-E2BIG; decode 0 or -EPROTO (unknown flags, a bad path). */
+int agent_watch_encode(uint8_t *out, size_t cap, uint32_t flags, const char *path);
+int agent_watch_decode(const uint8_t *p, size_t len, uint32_t *flags, char *path, size_t pathcap);
+/* Appends e at *off (0, -E2BIG when it does not fit: nothing written, -EINVAL for a bad event). */
+int agent_wevent_encode(uint8_t *out, size_t cap, size_t *off, const struct agent_wevent *e);
+/* The event at *off: 1 with e filled and *off moved on, 0 at the end, -EPROTO. */
+int agent_wevent_next(const uint8_t *p, size_t len, size_t *off, struct agent_wevent *e);
+/* Whether s (n bytes) is a name a watch event may carry (relative, see above). */
+int agent_wevent_name_ok(const char *s, size_t n);
 
 /*
  * Blocking frame I/O on a stream fd (EINTR retried).  Write: 0 or -errno.  Read: 0 with the

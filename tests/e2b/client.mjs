@@ -100,8 +100,8 @@ const b64 = (s) => Buffer.from(s).toString("base64");
 
 const cases = [
 	"create", "run-stdout", "run-stderr", "command-exit-error", "run-envs", "run-cwd", "run-timeout",
-	"background-kill", "stdin", "pty", "tag-stream-input", "files", "pause-resume", "pty-reconnect", "list",
-	"set-timeout-expires", "kill", "missing-sandbox",
+	"background-kill", "stdin", "pty", "tag-stream-input", "files", "watch-dir", "watch-recursive", "watch-stop",
+	"list-depth", "pause-resume", "pty-reconnect", "list", "set-timeout-expires", "kill", "missing-sandbox",
 ];
 let sbx = null, other = null;
 const t0 = Date.now();
@@ -265,6 +265,76 @@ await run("files", async () => {
 	if (!e || e.type !== "file" || e.path !== "/tmp/e2b/dir/hello.txt") return `list ${q(entries)}`;
 	const viaShell = await sbx.commands.run("cat /tmp/e2b/dir/hello.txt");
 	return viaShell.stdout === "hello from the SDK\n" ? "" : `cat ${q(viaShell.stdout)}`;
+});
+// A directory watch's events as "type name" strings; waits (bounded) until want are all among them.
+const watchEvents = () => {
+	const seen = [];
+	return { seen, onEvent: (e) => { seen.push(`${e.type} ${e.name}`); } };
+};
+const sawAll = (w, want, ms = 60000) => until(ms, () => want.every((x) => w.seen.includes(x)));
+await run("watch-dir", async () => {
+	await sbx.commands.run("mkdir -p /tmp/watched");
+	const w = watchEvents();
+	const h = await sbx.files.watchDir("/tmp/watched", w.onEvent, { timeoutMs: 0 });
+	try {
+		await sbx.commands.run("echo from-command > /tmp/watched/by-run.txt");
+		await sbx.files.write("/tmp/watched/by-write.txt", "from files.write\n");
+		const want = ["create by-run.txt", "write by-run.txt", "create by-write.txt", "write by-write.txt"];
+		if (!(await sawAll(w, want))) return `events ${q(w.seen)}, want ${q(want)}`;
+		return w.seen[0] === "create by-run.txt" ? "" : `the first event ${q(w.seen[0])}`;
+	} finally {
+		await h.stop();
+	}
+});
+await run("watch-recursive", async () => {
+	const flat = watchEvents(), deep = watchEvents();
+	const hf = await sbx.files.watchDir("/tmp/watched", flat.onEvent, { timeoutMs: 0 });
+	const hd = await sbx.files.watchDir("/tmp/watched", deep.onEvent, { recursive: true, timeoutMs: 0 });
+	try {
+		await sbx.commands.run("mkdir /tmp/watched/sub");
+		if (!(await sawAll(deep, ["create sub"]))) return `no subdirectory's create: ${q(deep.seen)}`;
+		await sbx.files.write("/tmp/watched/sub/nested.txt", "deep\n");
+		await sbx.files.write("/tmp/watched/after.txt", "flat\n");
+		if (!(await sawAll(deep, ["create sub/nested.txt", "write sub/nested.txt", "create after.txt"])))
+			return `recursive events ${q(deep.seen)}`;
+		/* the same order on the flat watch: after.txt came later, so sub/nested.txt would be before it */
+		if (!(await sawAll(flat, ["create sub", "create after.txt"]))) return `flat events ${q(flat.seen)}`;
+		return flat.seen.some((x) => x.includes("nested")) ? `a flat watch saw the subdirectory: ${q(flat.seen)}` : "";
+	} finally {
+		await hf.stop();
+		await hd.stop();
+	}
+});
+await run("watch-stop", async () => {
+	/* stop() ends the watch: onExit comes, and no watch is left holding the guest agent, whose
+	 * connections are bounded (16 at once): 20 watches started and stopped one after another all start */
+	for (let i = 0; i < 20; i++) {
+		let exited = false;
+		const h = await sbx.files.watchDir("/tmp/watched", () => {}, { timeoutMs: 0, onExit: () => { exited = true; } });
+		await h.stop();
+		if (!(await until(30000, () => exited))) return `watch ${i}: no onExit after stop()`;
+	}
+	const w = watchEvents();
+	const h = await sbx.files.watchDir("/tmp/watched", w.onEvent, { timeoutMs: 0 });
+	try {
+		await sbx.files.write("/tmp/watched/last.txt", "x");
+		return (await sawAll(w, ["create last.txt"])) ? "" : `the 21st watch's events ${q(w.seen)}`;
+	} finally {
+		await h.stop();
+	}
+});
+await run("list-depth", async () => {
+	await sbx.files.write("/tmp/tree/a/b/deep.txt", "d");
+	await sbx.files.write("/tmp/tree/a/mid.txt", "m");
+	await sbx.files.write("/tmp/tree/top.txt", "t");
+	const paths = async (depth) => (await sbx.files.list("/tmp/tree", { depth })).map((e) => `${e.path}:${e.type}`).sort();
+	const one = await paths(1), two = await paths(2), three = await paths(3);
+	const want1 = ["/tmp/tree/a:dir", "/tmp/tree/top.txt:file"];
+	const want2 = ["/tmp/tree/a/b:dir", "/tmp/tree/a/mid.txt:file", ...want1].sort();
+	const want3 = ["/tmp/tree/a/b/deep.txt:file", ...want2].sort();
+	if (q(one) !== q(want1)) return `depth 1 ${q(one)}`;
+	if (q(two) !== q(want2)) return `depth 2 ${q(two)}`;
+	return q(three) === q(want3) ? "" : `depth 3 ${q(three)}`;
 });
 await run("pause-resume", async () => {
 	await sbx.files.write("/tmp/kept.txt", "kept through pause\n");

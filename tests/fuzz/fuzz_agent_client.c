@@ -1,4 +1,4 @@
-/* Fuzzes the host's agent client (vmm/agent/agent_client.c): HELLO, SYNC, EXEC with its streams, file copies and poweroff against agent frames from the input. */
+/* Fuzzes the host's agent client (vmm/agent/agent_client.c): HELLO, SYNC, EXEC with its streams, file copies, a watch and poweroff against agent frames from the input. */
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +22,19 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 /*
  * Input: u8 op, then what "the agent" sends: frames, written to the agent's end of a socket pair
  * before the call (the end then shut for writing, so every call finishes).  op bit 7: read the
- * HELLO first, as every command does; bits 0-2: the call.
+ * HELLO first, as every command does; bits 0-2: the call (7 with bit 6: a watch instead of a LIST).
  */
+/* What a watch hands on is what the protocol allows, whatever the agent sent. */
+static int watch_each(void *arg, const struct agent_wevent *e)
+{
+	bool named = (e->kind >= AGENT_WEV_CREATE && e->kind <= AGENT_WEV_CHMOD) || e->kind == AGENT_WEV_UNWATCHED;
+	if (named ? !agent_wevent_name_ok(e->name, strlen(e->name)) : e->name[0])
+		abort();
+	if ((e->kind == AGENT_WEV_LOST) != (e->lost != 0) || (!named && e->kind != AGENT_WEV_LOST && e->kind != AGENT_WEV_OVERFLOW))
+		abort();
+	return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
@@ -89,6 +100,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		default: {
 			struct agent_conn c;
 			agent_conn_init(&c, sp[0], -1, -1);
+			if (op & 0x40) {
+				c.version = AGENT_PROTO_VERSION;
+				if (agent_conn_watch(&c, "/tmp", true, err, sizeof(err)) == 0)
+					agent_conn_watch_read(&c, 0, watch_each, NULL, err, sizeof(err));
+				break;
+			}
 			c.list_max = 4096;
 			agent_conn_list(&c, "/", NULL, NULL, err, sizeof(err));
 			break;

@@ -145,6 +145,21 @@ static void decode(uint16_t t, const uint8_t *p, size_t len)
 		}
 		break;
 	}
+	case AGENT_WATCH:
+		if (agent_watch_decode(p, len, &u, path, sizeof(path)) == 0) {
+			int n = agent_watch_encode(again, sizeof(again), u, path);
+			if (n != (int)len || memcmp(again, p, len))
+				abort();
+		}
+		break;
+	case AGENT_WEVENTS: {
+		static struct agent_wevent we;
+		size_t off = 0, out = 0;
+		while (agent_wevent_next(p, len, &off, &we) == 1)
+			if (agent_wevent_encode(again, sizeof(again), &out, &we) || memcmp(again, p, out))
+				abort();
+		break;
+	}
 	case AGENT_PROCS: {
 		size_t off = 0, out = 0;
 		struct agent_proc pr;

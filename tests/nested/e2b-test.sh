@@ -17,7 +17,7 @@ tier=e2b timeout_s=1500 case_timeout=1200 l1_mem=3072
 . "$(dirname "$0")/tier-lib.sh"
 tier_args "$@"
 # The client's cases (tests/e2b/client.mjs) and L1's own (template, cleanup).
-client_cases=18 l1_cases=2
+client_cases=22 l1_cases=2
 
 [ -f "$repo/build/images/rootfs-debian.ext4" ] ||
 	tier_skip "build/images/rootfs-debian.ext4 is missing (it needs the Debian mirror once)"

@@ -5,7 +5,10 @@
  * (the test's dialer stands in for the sandbox's vsock): a command's stdout, stderr, exit code,
  * envVars and cwd; a background command listed, signalled and reconnected to (List, SendSignal,
  * Connect); stdin kept open for SendInput and ended by CloseStdin; a PTY's size set by Start and
- * changed by Update; /health; Stat, ListDir, MakeDir, Move, Remove; /files upload and download.
+ * changed by Update; /health; Stat, ListDir, MakeDir, Move, Remove; /files upload and download;
+ * ListDir to a depth and its bound; WatchDir as a live stream (create, write, a recursive watch's
+ * subdirectory, the reader leaving) and the polling watchers (CreateWatcher, GetWatcherEvents,
+ * RemoveWatcher, their bound per sandbox), with their malformed requests.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -86,6 +89,7 @@ static void teardown(void)
 		kill(agent_pid, SIGKILL);
 		waitpid(agent_pid, NULL, 0);
 	}
+	envd_watchers_end(&T);
 	serve_table_free(&T);
 	char cmd[200];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s %s", state, work);
@@ -668,6 +672,23 @@ static uint8_t read_envelope(int fd, json_t **j)
 	return h[0];
 }
 
+/* Starts a live stream call of path with request msg on a thread; the reader's end of its socket. */
+static int live_begin(struct live_call *l, pthread_t *th, const char *path, const char *msg, char **buf)
+{
+	size_t len = 0, cap = 0;
+	*buf = NULL;
+	envd_envelope_append(buf, &len, &cap, 0, msg, strlen(msg));
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	*l = (struct live_call){
+		.rq = {.method = "POST", .path = path, .sandbox_id = sid, .token = KEY,
+		       .content_type = "application/connect+json", .body = *buf, .len = len},
+		.fd = sv[1],
+	};
+	cr_assert_eq(pthread_create(th, NULL, live_thread, l), 0);
+	return sv[0];
+}
+
 Test(envd_agent, live_stream_before_the_end, .init = setup, .fini = teardown, .timeout = 60)
 {
 	char cmd[300], flag[128];
@@ -676,21 +697,12 @@ Test(envd_agent, live_stream_before_the_end, .init = setup, .fini = teardown, .t
 	snprintf(cmd, sizeof(cmd), "echo first; i=0; while [ ! -e %s ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; echo second",
 		 flag);
 	json_t *rq = json_pack("{s:{s:s, s:[s, s]}}", "process", "cmd", "/bin/sh", "args", "-c", cmd);
-	char *msg = json_dumps(rq, JSON_COMPACT);
+	char *msg = json_dumps(rq, JSON_COMPACT), *buf;
 	json_decref(rq);
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	envd_envelope_append(&buf, &len, &cap, 0, msg, strlen(msg));
-	free(msg);
-	int sv[2];
-	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	struct live_call l = {
-		.rq = {.method = "POST", .path = "/process.Process/Start", .sandbox_id = sid, .token = KEY,
-		       .content_type = "application/connect+json", .body = buf, .len = len},
-		.fd = sv[1],
-	};
+	struct live_call l;
 	pthread_t th;
-	cr_assert_eq(pthread_create(&th, NULL, live_thread, &l), 0);
+	int sv[1] = {live_begin(&l, &th, "/process.Process/Start", msg, &buf)};
+	free(msg);
 	json_t *j;
 	cr_assert_eq(read_envelope(sv[0], &j), 0);
 	cr_assert_not_null(json_object_get(json_object_get(j, "event"), "start"));
@@ -1308,4 +1320,272 @@ Test(envd_agent, stream_input, .init = setup, .fini = teardown, .timeout = 60)
 	cr_assert_gt(len, 1u << 20);
 	cr_assert_null(input_call(body, len, 65536));
 	free(body);
+}
+
+/* ---- watching and deep listings ---- */
+
+/* A stream call's error end (refused before the agent): its code. */
+static const char *stream_refused(const char *path, const char *msg)
+{
+	struct envd_dialer nd = {.dial = no_dial};
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	envd_envelope_append(&buf, &len, &cap, 0, msg, strlen(msg));
+	struct envd_request rq = {.method = "POST", .path = path, .sandbox_id = sid, .token = KEY,
+				  .content_type = "application/connect+json", .body = buf, .len = len};
+	struct envd_reply rp;
+	envd_handle(&T, &nd, keys1(), &rq, &rp);
+	const char *code;
+	json_t *m = stream_parse(&rp, &code);
+	cr_assert_eq(json_array_size(m), 0, "no start message");
+	json_decref(m);
+	free(rp.body);
+	free(buf);
+	return code;
+}
+
+Test(envd_bad, watch_calls_refused_before_the_agent, .init = setup, .fini = teardown)
+{
+	const char *j = "application/json", *cw = "/filesystem.Filesystem/CreateWatcher";
+	const char *ge = "/filesystem.Filesystem/GetWatcherEvents", *rm = "/filesystem.Filesystem/RemoveWatcher";
+	bad("POST", cw, j, "{}", -1, sid, KEY, 400, "invalid_argument");                          /* no path */
+	bad("POST", cw, j, "{\"path\":5}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", cw, j, "{\"path\":\"tmp\"}", -1, sid, KEY, 400, "invalid_argument");            /* relative */
+	bad("POST", cw, j, "{\"path\":\"/tmp\",\"recursive\":\"yes\"}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", cw, j, "{\"path\":\"/tmp\",\"allowNetworkMounts\":1}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", cw, j, "{\"path\":\"/tmp\",\"includeEntry\":true}", -1, sid, KEY, 501, "unimplemented");
+	bad("POST", ge, j, "{}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", ge, j, "{\"watcherId\":7}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", ge, j, "{\"watcherId\":\"\"}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", ge, j, "{\"watcherId\":\"w0123456789abcdef\"}", -1, sid, KEY, 404, "not_found"); /* unknown */
+	bad("POST", rm, j, "{\"watcherId\":\"w0123456789abcdef\"}", -1, sid, KEY, 404, "not_found");
+	bad("POST", rm, j, "{\"watcherId\":[]}", -1, sid, KEY, 400, "invalid_argument");
+	bad("POST", ge, j, "{\"watcherId\":\"w0123456789abcdef\"}", -1, "inosuchsandbox000000", KEY, 404, "not_found");
+	bad("POST", "/filesystem.Filesystem/WatchDir", j, "{\"path\":\"/\"}", -1, sid, KEY, 415, "unknown");
+	const char *wd = "/filesystem.Filesystem/WatchDir";
+	cr_assert_str_eq(stream_refused(wd, "{}"), "invalid_argument");
+	cr_assert_str_eq(stream_refused(wd, "{\"path\":null}"), "invalid_argument");
+	cr_assert_str_eq(stream_refused(wd, "{\"path\":\"/tmp\",\"recursive\":1}"), "invalid_argument");
+	cr_assert_str_eq(stream_refused(wd, "{\"path\":\"/tmp\",\"includeEntry\":true}"), "unimplemented");
+}
+
+static void write_file(const char *rel, const char *text)
+{
+	char p[PATH_MAX];
+	snprintf(p, sizeof(p), "%s/%s", work, rel);
+	FILE *f = fopen(p, "w");
+	cr_assert_not_null(f, "%s", p);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* ListDir's entries' paths relative to work, joined by spaces (their types' initials after a ':'). */
+static void list_names(int depth, char *out, size_t cap)
+{
+	char body[200];
+	struct envd_reply rp;
+	snprintf(body, sizeof(body), "{\"path\":\"%s\",\"depth\":%d}", work, depth);
+	unary("/filesystem.Filesystem/ListDir", body, &rp);
+	cr_assert_eq(rp.status, 200, "%.*s", (int)rp.len, rp.body);
+	json_t *j = reply_json(&rp), *e;
+	size_t i;
+	out[0] = '\0';
+	json_array_foreach(json_object_get(j, "entries"), i, e) {
+		const char *path = json_string_value(json_object_get(e, "path"));
+		const char *type = json_string_value(json_object_get(e, "type"));
+		cr_assert(!strncmp(path, work, strlen(work)) && path[strlen(work)] == '/', "%s", path);
+		cr_assert_str_eq(json_string_value(json_object_get(e, "name")), strrchr(path, '/') + 1);
+		size_t n = strlen(out);
+		snprintf(out + n, cap - n, "%s%s:%c", n ? " " : "", path + strlen(work) + 1, type[10]);
+	}
+	json_decref(j);
+	free(rp.body);
+}
+
+Test(envd_agent, list_dir_depth, .init = setup, .fini = teardown, .timeout = 60)
+{
+	char p[PATH_MAX], got[1024];
+	snprintf(p, sizeof(p), "mkdir -p %s/a/b", work);
+	cr_assert_eq(system(p), 0);
+	write_file("a/b/deep.txt", "d");
+	write_file("a/mid.txt", "m");
+	write_file("top.txt", "t");
+	snprintf(p, sizeof(p), "%s/link", work);
+	cr_assert_eq(symlink("a", p), 0);
+	/* F(ILE) D(IRECTORY) U(NSPECIFIED: the link, never followed) */
+	list_names(1, got, sizeof(got));
+	cr_assert_str_eq(got, "a:D link:U top.txt:F");
+	list_names(0, got, sizeof(got)); /* E2B's 0 is 1 */
+	cr_assert_str_eq(got, "a:D link:U top.txt:F");
+	list_names(2, got, sizeof(got));
+	cr_assert_str_eq(got, "a:D a/b:D a/mid.txt:F link:U top.txt:F");
+	list_names(3, got, sizeof(got));
+	cr_assert_str_eq(got, "a:D a/b:D a/b/deep.txt:F a/mid.txt:F link:U top.txt:F");
+	list_names(100, got, sizeof(got));
+	cr_assert_str_eq(got, "a:D a/b:D a/b/deep.txt:F a/mid.txt:F link:U top.txt:F");
+	struct envd_reply rp;
+	const char *bad_depth[] = {"\"2\"", "-1", "1.5", "true"};
+	for (size_t i = 0; i < 4; i++) {
+		char b[200];
+		snprintf(b, sizeof(b), "{\"path\":\"%s\",\"depth\":%s}", work, bad_depth[i]);
+		unary("/filesystem.Filesystem/ListDir", b, &rp);
+		expect_error(&rp, 400, "invalid_argument");
+		free(rp.body);
+	}
+	/* past the bound on one listing's entries: an error naming it */
+	snprintf(p, sizeof(p), "mkdir %s/many && cd %s/many && seq 1 %u | xargs touch", work, work, ENVD_LIST_MAX);
+	cr_assert_eq(system(p), 0);
+	char body[200];
+	snprintf(body, sizeof(body), "{\"path\":\"%s\",\"depth\":2}", work);
+	unary("/filesystem.Filesystem/ListDir", body, &rp);
+	expect_error(&rp, 429, "resource_exhausted");
+	cr_assert(memmem(rp.body, rp.len, "10000 entries", 13), "%.*s", (int)rp.len, rp.body);
+	free(rp.body);
+	snprintf(body, sizeof(body), "{\"path\":\"%s/many\"}", work);
+	unary("/filesystem.Filesystem/ListDir", body, &rp);
+	cr_assert_eq(rp.status, 200, "exactly the bound is fine: %.*s", (int)rp.len, rp.body);
+	free(rp.body);
+}
+
+/* The next envelope's filesystem event of a live WatchDir (keepalives skipped): "TYPE name". */
+static void watch_next(int fd, char *out, size_t cap)
+{
+	for (;;) {
+		json_t *j;
+		cr_assert_eq(read_envelope(fd, &j), 0, "the watch goes on");
+		json_t *fs = json_object_get(j, "filesystem");
+		if (fs) {
+			snprintf(out, cap, "%s %s", json_string_value(json_object_get(fs, "type")) + 11,
+				 json_string_value(json_object_get(fs, "name")));
+			json_decref(j);
+			return;
+		}
+		cr_assert_not_null(json_object_get(j, "keepalive"), "only events and keepalives after the start");
+		json_decref(j);
+	}
+}
+
+/* Events until "want" comes, every one before it one of allowed (space-separated), or fails. */
+static void watch_until(int fd, const char *want)
+{
+	char ev[600];
+	for (int i = 0; i < 50; i++) {
+		watch_next(fd, ev, sizeof(ev));
+		if (!strcmp(ev, want))
+			return;
+	}
+	cr_assert_fail("no '%s' in 50 events", want);
+}
+
+Test(envd_agent, watch_dir_live, .init = setup, .fini = teardown, .timeout = 60)
+{
+	char msg[300], *buf;
+	snprintf(msg, sizeof(msg), "{\"path\":\"%s\",\"recursive\":true}", work);
+	struct live_call l;
+	pthread_t th;
+	int sv[1] = {live_begin(&l, &th, "/filesystem.Filesystem/WatchDir", msg, &buf)};
+	json_t *j;
+	cr_assert_eq(read_envelope(sv[0], &j), 0);
+	cr_assert(json_is_object(json_object_get(j, "start")), "the start message first");
+	json_decref(j);
+	/* the start came after the agent's OK: this file's events are seen */
+	write_file("w.txt", "hello");
+	char ev[600];
+	watch_next(sv[0], ev, sizeof(ev));
+	cr_assert_str_eq(ev, "CREATE w.txt");
+	watch_until(sv[0], "WRITE w.txt");
+	char p[PATH_MAX];
+	snprintf(p, sizeof(p), "%s/sub", work);
+	cr_assert_eq(mkdir(p, 0755), 0);
+	watch_until(sv[0], "CREATE sub");
+	write_file("sub/inner.txt", "x");
+	watch_until(sv[0], "CREATE sub/inner.txt");
+	/* the reader leaves (the SDK's stop()): the call ends */
+	close(sv[0]);
+	pthread_join(th, NULL);
+	cr_assert_eq(l.rp.status, 200);
+	free(buf);
+}
+
+/* GetWatcherEvents until an event "TYPE name" is among them (bounded: 400 polls); the events seen. */
+static void poll_until(const char *id, const char *want, char *seen, size_t cap)
+{
+	char body[200];
+	snprintf(body, sizeof(body), "{\"watcherId\":\"%s\"}", id);
+	seen[0] = '\0';
+	for (int i = 0; i < 400; i++) {
+		struct envd_reply rp;
+		unary("/filesystem.Filesystem/GetWatcherEvents", body, &rp);
+		cr_assert_eq(rp.status, 200, "%.*s", (int)rp.len, rp.body);
+		json_t *j = reply_json(&rp), *e;
+		size_t k;
+		bool found = false;
+		json_array_foreach(json_object_get(j, "events"), k, e) {
+			char one[600];
+			snprintf(one, sizeof(one), "%s %s", json_string_value(json_object_get(e, "type")) + 11,
+				 json_string_value(json_object_get(e, "name")));
+			size_t n = strlen(seen);
+			snprintf(seen + n, cap - n, "%s%s", n ? "," : "", one);
+			found |= !strcmp(one, want);
+		}
+		json_decref(j);
+		free(rp.body);
+		if (found)
+			return;
+		usleep(25000);
+	}
+	cr_assert_fail("no '%s' in 400 GetWatcherEvents: %s", want, seen);
+}
+
+Test(envd_agent, polling_watchers, .init = setup, .fini = teardown, .timeout = 90)
+{
+	char body[300], ids[ENVD_WATCHERS_PER_SANDBOX][32], seen[4096];
+	struct envd_reply rp;
+	snprintf(body, sizeof(body), "{\"path\":\"%s\"}", work);
+	for (unsigned i = 0; i < ENVD_WATCHERS_PER_SANDBOX; i++) {
+		unary("/filesystem.Filesystem/CreateWatcher", body, &rp);
+		cr_assert_eq(rp.status, 200, "%.*s", (int)rp.len, rp.body);
+		json_t *j = reply_json(&rp);
+		const char *id = json_string_value(json_object_get(j, "watcherId"));
+		cr_assert(id && id[0] == 'w' && strlen(id) == 17, "%s", id ? id : "(none)");
+		snprintf(ids[i], sizeof(ids[i]), "%s", id);
+		json_decref(j);
+		free(rp.body);
+	}
+	unary("/filesystem.Filesystem/CreateWatcher", body, &rp);
+	expect_error(&rp, 429, "resource_exhausted");
+	free(rp.body);
+	/* the watch began with CreateWatcher's answer: a file made now is in the events */
+	write_file("polled.txt", "1");
+	poll_until(ids[0], "CREATE polled.txt", seen, sizeof(seen));
+	cr_assert(!strncmp(seen, "CREATE polled.txt", 17), "the create first: %s", seen);
+	if (!strstr(seen, "WRITE polled.txt"))
+		poll_until(ids[0], "WRITE polled.txt", seen, sizeof(seen));
+	/* each watcher has its own events: another one saw the same */
+	poll_until(ids[1], "CREATE polled.txt", seen, sizeof(seen));
+	/* removed: gone, and its room is free again */
+	snprintf(body, sizeof(body), "{\"watcherId\":\"%s\"}", ids[0]);
+	unary("/filesystem.Filesystem/RemoveWatcher", body, &rp);
+	cr_assert_eq(rp.status, 200, "%.*s", (int)rp.len, rp.body);
+	free(rp.body);
+	unary("/filesystem.Filesystem/GetWatcherEvents", body, &rp);
+	expect_error(&rp, 404, "not_found");
+	free(rp.body);
+	unary("/filesystem.Filesystem/RemoveWatcher", body, &rp);
+	expect_error(&rp, 404, "not_found");
+	free(rp.body);
+	snprintf(body, sizeof(body), "{\"path\":\"%s/missing\"}", work);
+	unary("/filesystem.Filesystem/CreateWatcher", body, &rp);
+	expect_error(&rp, 404, "not_found");
+	free(rp.body);
+	snprintf(body, sizeof(body), "{\"path\":\"%s\",\"recursive\":true}", work);
+	unary("/filesystem.Filesystem/CreateWatcher", body, &rp);
+	cr_assert_eq(rp.status, 200, "room again: %.*s", (int)rp.len, rp.body);
+	free(rp.body);
+	/* the watchers are the sandbox's: its end removes them (the next call sweeps them) */
+	cr_assert_eq(serve_kill(&T, sid), 0);
+	snprintf(body, sizeof(body), "{\"watcherId\":\"%s\"}", ids[1]);
+	unary("/filesystem.Filesystem/GetWatcherEvents", body, &rp);
+	expect_error(&rp, 404, "not_found");
+	free(rp.body);
 }

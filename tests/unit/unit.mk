@@ -9,7 +9,7 @@ UNIT_SRCS := tests/unit/images.c tests/unit/test_gmem.c tests/unit/test_bus.c \
              tests/unit/test_api_http.c tests/unit/test_api.c \
              tests/unit/test_snapshot.c tests/unit/test_agent.c tests/unit/test_agent_flow.c \
              tests/unit/test_agent_hostile.c tests/unit/test_agent_netcfg.c guest/agent/netcfg.c \
-             tests/unit/test_agent_fs.c tests/unit/test_agent_procs.c tests/unit/test_mcp.c \
+             tests/unit/test_agent_fs.c tests/unit/test_agent_procs.c tests/unit/test_agent_watch.c tests/unit/test_mcp.c \
              tests/unit/test_util.c tests/unit/test_cgroup.c tests/unit/test_footprint.c \
              tests/unit/test_ratelimit.c tests/unit/test_net_policy.c tests/unit/test_net_gate.c \
              tests/unit/test_net_dns.c tests/unit/test_net_sni.c tests/unit/test_net_httpreq.c tests/unit/test_net_sniproxy.c tests/unit/test_net_resolve.c \

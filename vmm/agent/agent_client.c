@@ -984,6 +984,58 @@ int agent_conn_resize(struct agent_conn *c, uint32_t id, uint16_t rows, uint16_t
 	return rc ? rc : expect_ok(c, "the answer to RESIZE", err, errlen);
 }
 
+/* ---- watching a directory (version 5) ---- */
+
+int agent_conn_watch(struct agent_conn *c, const char *path, bool recursive, char *err, size_t errlen)
+{
+	int rc = need_version(c, 5, "watching a directory", err, errlen);
+	if (rc)
+		return rc;
+	if (frame_buf_alloc())
+		return errorf(err, errlen, -ENOMEM, "out of memory for the agent's frames");
+	int n = agent_watch_encode(frame_buf, AGENT_MAX_PAYLOAD, recursive ? AGENT_WATCH_RECURSIVE : 0, path);
+	return fs_request_ok(c, AGENT_WATCH, n, path, "the answer to WATCH", err, errlen);
+}
+
+int agent_conn_watch_read(struct agent_conn *c, int idle_ms, int (*each)(void *arg, const struct agent_wevent *e),
+			  void *arg, char *err, size_t errlen)
+{
+	int rc;
+	struct agent_wevent *e = malloc(sizeof(*e));
+	if (!e)
+		return errorf(err, errlen, -ENOMEM, "out of memory for a watch event");
+	for (;;) {
+		/* events have no deadline (a directory may be quiet); a frame once begun has frame_ms */
+		rc = read_frame(c, idle_ms > 0 ? now_ms() + idle_ms : 0, "the watch's events", err, errlen);
+		if (rc == -ETIMEDOUT && !c->got && idle_ms > 0) {
+			if ((rc = each(arg, NULL)))
+				break;
+			continue;
+		}
+		if (rc)
+			break;
+		if (c->h.type != AGENT_WEVENTS || c->h.len == 0) {
+			rc = errorf(err, errlen, -EPROTO, "unexpected frame type %u (%u bytes) while watching", c->h.type,
+				    c->h.len);
+			break;
+		}
+		size_t off = 0;
+		while ((rc = agent_wevent_next(frame_buf, c->h.len, &off, e)) == 1)
+			;
+		if (rc < 0) {
+			rc = errorf(err, errlen, -EPROTO, "malformed watch event from the agent");
+			break;
+		}
+		off = 0;
+		while (!rc && agent_wevent_next(frame_buf, c->h.len, &off, e) == 1)
+			rc = each(arg, e);
+		if (rc)
+			break;
+	}
+	free(e);
+	return rc;
+}
+
 int agent_conn_poweroff(struct agent_conn *c, char *err, size_t errlen)
 {
 	int rc = send_frame(c, AGENT_POWEROFF, NULL, 0, err, errlen);

@@ -163,6 +163,23 @@ int agent_conn_send(struct agent_conn *c, uint32_t id, const void *buf, size_t l
 int agent_conn_kill(struct agent_conn *c, uint32_t id, int sig, char *err, size_t errlen);
 int agent_conn_resize(struct agent_conn *c, uint32_t id, uint16_t rows, uint16_t cols, char *err, size_t errlen);
 
+/*
+ * Watching a directory (protocol version 5; -EOPNOTSUPP on an older agent).  agent_conn_watch
+ * sends WATCH for path (with recursive, its subdirectories too) and waits reply_ms for the
+ * agent's OK: every change after it returns 0 is reported.  An ERROR answer is -EIO with the
+ * agent's message.  From then on the connection carries only the watch's events.
+ *
+ * agent_conn_watch_read then calls each(arg, event) for every event as it comes, with no
+ * deadline; with idle_ms > 0, each(arg, NULL) whenever no event came for idle_ms (a stream's
+ * keepalive).  A non-zero return of each ends the call with that code (closing the connection
+ * then ends the agent's watch).  The agent's own end of the watch (the directory went away) is
+ * -EIO with its message; abort_fd and stop signals end it as every wait.  Each frame is checked
+ * whole before any of its events is handed on.
+ */
+int agent_conn_watch(struct agent_conn *c, const char *path, bool recursive, char *err, size_t errlen);
+int agent_conn_watch_read(struct agent_conn *c, int idle_ms, int (*each)(void *arg, const struct agent_wevent *e),
+			  void *arg, char *err, size_t errlen);
+
 /* Asks the agent (when it is init) to power the VM off. */
 int agent_conn_poweroff(struct agent_conn *c, char *err, size_t errlen);
 

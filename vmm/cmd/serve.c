@@ -389,6 +389,7 @@ int cmd_serve(int argc, char **argv)
 	/* the sandboxes keep running: the next daemon with this state dir re-adopts them; pool clones,
 	 * which nobody has asked for, are ended */
 	serve_http_stop(h);
+	envd_watchers_end(&t); /* CreateWatcher's watchers live in this daemon only */
 	unsigned drained = serve_pool_drain(&t);
 	if (drained)
 		fprintf(stderr, "padcell: serve: ended %u pool clone(s)\n", drained);

@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -57,7 +59,8 @@ bool envd_route(const char *path)
 
 bool envd_streams(const char *path)
 {
-	return !strcmp(path, PROCESS_SVC "Start") || !strcmp(path, PROCESS_SVC "Connect");
+	return !strcmp(path, PROCESS_SVC "Start") || !strcmp(path, PROCESS_SVC "Connect") ||
+	       !strcmp(path, FILESYSTEM_SVC "WatchDir");
 }
 
 bool envd_client_streams(const char *path)
@@ -247,6 +250,44 @@ static int list_each(void *arg, const struct agent_entry *e)
 	return json_array_append_new(a->arr, entry_json(e, path)) ? -ENOMEM : 0;
 }
 
+static int entry_name_cmp(const void *a, const void *b)
+{
+	return strcmp(json_string_value(json_object_get(*(json_t *const *)a, "name")),
+		      json_string_value(json_object_get(*(json_t *const *)b, "name")));
+}
+
+/*
+ * ListDir to depth levels, as E2B's envd walks: each directory's entries by name, a
+ * subdirectory's own entries right after it while levels remain, every entry with its full
+ * path, directories listed too, links never followed (the agent's entries are lstat's).
+ * Appends to out; -EFBIG past ENVD_LIST_MAX entries in all.
+ */
+static int list_tree(struct agent_conn *c, const char *dir, uint32_t levels, json_t *out, char *err, size_t errlen)
+{
+	struct list_acc a = {.arr = json_array(), .dir = dir};
+	if (!a.arr)
+		return -ENOMEM;
+	c->list_max = ENVD_LIST_MAX - (uint32_t)json_array_size(out);
+	int rc = agent_conn_list(c, dir, list_each, &a, err, errlen);
+	size_t n = json_array_size(a.arr);
+	json_t **v = rc || !n ? NULL : malloc(n * sizeof(*v));
+	if (!rc && n && !v)
+		rc = -ENOMEM;
+	for (size_t i = 0; v && i < n; i++)
+		v[i] = json_array_get(a.arr, i);
+	if (v)
+		qsort(v, n, sizeof(*v), entry_name_cmp);
+	for (size_t i = 0; !rc && v && i < n; i++) {
+		if (json_array_append(out, v[i]))
+			rc = -ENOMEM;
+		else if (levels > 1 && !strcmp(json_string_value(json_object_get(v[i], "type")), "FILE_TYPE_DIRECTORY"))
+			rc = list_tree(c, json_string_value(json_object_get(v[i], "path")), levels - 1, out, err, errlen);
+	}
+	free(v);
+	json_decref(a.arr);
+	return rc;
+}
+
 static void filesystem_call(struct agent_conn *c, const char *method, json_t *body, struct envd_reply *rp)
 {
 	char err[512];
@@ -263,19 +304,19 @@ static void filesystem_call(struct agent_conn *c, const char *method, json_t *bo
 			unary_error(rp, "invalid_argument", "'depth' must be a non-negative integer");
 			return;
 		}
-		if (depth && json_integer_value(depth) > 1) {
-			unary_error(rp, "unimplemented", "padcell lists one level only ('depth' 1), not %lld",
-				    (long long)json_integer_value(depth));
-			return;
-		}
-		struct list_acc a = {.arr = json_array(), .dir = p};
-		rc = agent_conn_list(c, p, list_each, &a, err, sizeof(err));
-		if (rc) {
-			json_decref(a.arr);
+		/* E2B's default: 0 (or none) is 1, this directory's entries */
+		json_int_t levels = depth && json_integer_value(depth) > 0 ? json_integer_value(depth) : 1;
+		json_t *out = json_array();
+		rc = out ? list_tree(c, p, levels > UINT32_MAX ? UINT32_MAX : (uint32_t)levels, out, err, sizeof(err))
+			 : -ENOMEM;
+		if (rc == -EFBIG)
+			unary_error(rp, "resource_exhausted", "%s holds more than %u entries to depth %lld (the bound of one "
+							       "ListDir): list a smaller tree", p, ENVD_LIST_MAX, (long long)levels);
+		else if (rc)
 			unary_error(rp, agent_code(rc, err), "%s: %s", p, err);
-		} else {
-			set_json(rp, 200, json_pack("{s:o}", "entries", a.arr));
-		}
+		else
+			set_json(rp, 200, json_pack("{s:O}", "entries", out));
+		json_decref(out);
 	} else if (!strcmp(method, "MakeDir")) {
 		if (!(p = path_field(body, "path", rp)))
 			return;
@@ -347,15 +388,21 @@ static void stream_flush(struct stream *s)
 	s->len = 0;
 }
 
-static void stream_event(struct stream *s, json_t *ev)
+/* One message of the stream (j is taken). */
+static void stream_msg(struct stream *s, json_t *j)
 {
-	json_t *j = json_pack("{s:o}", "event", ev);
 	char *m = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	if (!m || envd_envelope_append(&s->buf, &s->len, &s->cap, 0, m, strlen(m)))
 		s->oom = true;
 	free(m);
 	stream_flush(s);
+}
+
+/* A ProcessEvent message: {"event": ev} (ev is taken). */
+static void stream_event(struct stream *s, json_t *ev)
+{
+	stream_msg(s, json_pack("{s:o}", "event", ev));
 }
 
 /* The stream's reader: both pipes' output as DataEvents, in the order it comes, until both close. */
@@ -1200,6 +1247,413 @@ void envd_instream_close(struct envd_instream *in, struct envd_reply *rp)
 	free(in);
 }
 
+/* ---- watching a directory: WatchDir (a stream) and the polling watchers (CreateWatcher...) ---- */
+
+static const char *const event_type[] = {
+	[AGENT_WEV_CREATE] = "EVENT_TYPE_CREATE", [AGENT_WEV_WRITE] = "EVENT_TYPE_WRITE",
+	[AGENT_WEV_REMOVE] = "EVENT_TYPE_REMOVE", [AGENT_WEV_RENAME] = "EVENT_TYPE_RENAME",
+	[AGENT_WEV_CHMOD] = "EVENT_TYPE_CHMOD",
+};
+
+#define WATCH_END  1 /* a sink's answer: the watch ends, its reason recorded */
+#define WATCH_STOP 2 /* a sink's answer: its stop fd fired (a busy watch's frames never let the wait see it) */
+
+/* Whether fd (an eventfd or epoll fd) is readable now. */
+static bool fd_fired(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return fd >= 0 && poll(&p, 1, 0) > 0;
+}
+
+/*
+ * What E2B's FilesystemEvent cannot say (events lost, a directory past the agent's bound on
+ * watches) ends the watch rather than go unsaid: its code with msg, or NULL for a plain event.
+ */
+static const char *wevent_end(const struct agent_wevent *e, char *msg, size_t n)
+{
+	switch (e->kind) {
+	case AGENT_WEV_LOST:
+		snprintf(msg, n, "the guest dropped %llu events its reader did not take in time", (unsigned long long)e->lost);
+		return "data_loss";
+	case AGENT_WEV_OVERFLOW:
+		snprintf(msg, n, "the guest kernel's inotify queue overflowed: events were lost");
+		return "data_loss";
+	case AGENT_WEV_UNWATCHED:
+		snprintf(msg, n, "%.300s cannot be watched: past the bound of %u directories of a recursive watch", e->name,
+			 AGENT_WATCH_MAX_DIRS);
+		return "resource_exhausted";
+	default:
+		return NULL;
+	}
+}
+
+static json_t *wevent_json(const struct agent_wevent *e)
+{
+	return json_pack("{s:s, s:s}", "name", e->name, "type", event_type[e->kind]);
+}
+
+/* The fields of WatchDir and CreateWatcher, GetWatcherEvents and RemoveWatcher. */
+struct watch_args {
+	const char *path;
+	bool recursive;
+	const char *watcher_id;
+};
+#define WATCHER_ID_LEN 17 /* "w" and 16 hex digits */
+
+/* The watch calls' arguments, checked before the agent is dialled: NULL, or the code with *why. */
+static const char *watch_args_parse(const char *method, json_t *body, struct watch_args *a, const char **why)
+{
+	memset(a, 0, sizeof(*a));
+	if (!strcmp(method, "GetWatcherEvents") || !strcmp(method, "RemoveWatcher")) {
+		json_t *id = json_object_get(body, "watcherId");
+		*why = "'watcherId' must be the string CreateWatcher answered";
+		if (!json_is_string(id) || !json_string_length(id) || json_string_length(id) > 64)
+			return "invalid_argument";
+		a->watcher_id = json_string_value(id);
+		return NULL;
+	}
+	if (strcmp(method, "WatchDir") && strcmp(method, "CreateWatcher"))
+		return NULL;
+	json_t *path = json_object_get(body, "path"), *rec = json_object_get(body, "recursive");
+	json_t *entry = json_object_get(body, "includeEntry"), *net = json_object_get(body, "allowNetworkMounts");
+	*why = "'path' must be an absolute path shorter than 4096 bytes";
+	if (!json_is_string(path) || json_string_value(path)[0] != '/' || json_string_length(path) >= AGENT_MAX_PATH)
+		return "invalid_argument";
+	*why = "'recursive', 'includeEntry' and 'allowNetworkMounts' must be booleans";
+	if ((rec && !json_is_null(rec) && !json_is_boolean(rec)) || (entry && !json_is_null(entry) && !json_is_boolean(entry)) ||
+	    (net && !json_is_null(net) && !json_is_boolean(net)))
+		return "invalid_argument";
+	if (json_is_true(entry)) {
+		*why = "padcell's envd sends no entry with a watch event ('includeEntry', envd 0.6.3)";
+		return "unimplemented";
+	}
+	a->path = json_string_value(path);
+	a->recursive = json_is_true(rec);
+	return NULL;
+}
+
+/* WatchDir's sink: each event as a WatchDirResponse on the stream. */
+struct watch_sink {
+	struct stream *s;
+	int stop;         /* the call's stream_stop epoll: the deadline or the reader's leaving */
+	const char *code; /* why the sink ended the watch; NULL: the reader left */
+	char msg[600];
+};
+
+static int watch_stream_each(void *arg, const struct agent_wevent *e)
+{
+	struct watch_sink *k = arg;
+	if (fd_fired(k->stop))
+		return WATCH_STOP;
+	if (e && (k->code = wevent_end(e, k->msg, sizeof(k->msg))))
+		return WATCH_END;
+	stream_msg(k->s, e ? json_pack("{s:o}", "filesystem", wevent_json(e)) : json_pack("{s:{}}", "keepalive"));
+	if (k->s->oom || k->s->len > ENVD_STREAM_MAX) {
+		k->code = "resource_exhausted";
+		snprintf(k->msg, sizeof(k->msg), "the watch's reply is over its bound");
+		return WATCH_END;
+	}
+	return k->s->broken ? WATCH_END : 0;
+}
+
+/*
+ * filesystem.Filesystem/WatchDir: the agent's OK first (every change after the start message
+ * is seen), then {"start": {}}, the events as {"filesystem": {name, type}}, a keepalive when the
+ * directory is quiet, until the deadline, the reader's leaving, or the agent's end of the watch.
+ */
+static void watch_stream(struct agent_conn *c, const struct watch_args *a, uint32_t timeout_ms, struct stream *s,
+			 struct envd_reply *rp)
+{
+	struct stream_stop st;
+	if (stream_stop_open(&st, s->fd, timeout_ms)) {
+		stream_end(s, "resource_exhausted", "cannot make the call's deadline timer", rp);
+		return;
+	}
+	if (s->fd < 0 && !timeout_ms) {
+		/* buffered (no thread for a live stream): only a deadline would ever end it */
+		stream_end(s, "resource_exhausted", "a watch without a deadline needs a live stream (no thread for one)", rp);
+		stream_stop_close(&st);
+		return;
+	}
+	char err[512];
+	struct watch_sink k = {.s = s, .stop = st.ep};
+	c->abort_fd = st.ep;
+	int rc = agent_conn_watch(c, a->path, a->recursive, err, sizeof(err));
+	if (!rc) {
+		stream_msg(s, json_pack("{s:{}}", "start"));
+		rc = agent_conn_watch_read(c, ENVD_KEEPALIVE_MS, watch_stream_each, &k, err, sizeof(err));
+	}
+	if ((rc == -ECONNABORTED || rc == WATCH_STOP) && stream_stop_timed_out(&st))
+		stream_end(s, "deadline_exceeded", "the watch ran past its timeout", rp);
+	else if (rc == -ECONNABORTED || rc == WATCH_STOP || (rc == WATCH_END && !k.code))
+		stream_end(s, "canceled", "the client left", rp);
+	else if (rc == WATCH_END)
+		stream_end(s, k.code, k.msg, rp);
+	else
+		stream_end(s, agent_code(rc, err), err, rp);
+	stream_stop_close(&st);
+}
+
+/* One CreateWatcher watcher: its own agent connection, read by a thread of its own. */
+struct envd_watcher {
+	char id[WATCHER_ID_LEN + 1];
+	char sandbox[SERVE_ID_LEN + 1];
+	struct agent_conn c;
+	int stop;                 /* eventfd, the connection's abort fd: RemoveWatcher, the daemon's end */
+	pthread_t th;
+	pthread_mutex_t lock;     /* events, code, msg */
+	json_t *events;           /* FilesystemEvents not yet fetched */
+	const char *code;         /* once the watch ended: why (GetWatcherEvents answers it) */
+	char msg[600];
+};
+
+struct envd_watchers {
+	pthread_mutex_t lock;     /* the array; taken before a watcher's, never while the table's is held */
+	struct envd_watcher *w[ENVD_WATCHERS_MAX];
+	size_t n;
+};
+
+static int watcher_each(void *arg, const struct agent_wevent *e)
+{
+	struct envd_watcher *w = arg;
+	if (fd_fired(w->stop))
+		return WATCH_STOP;
+	char msg[600];
+	const char *code = wevent_end(e, msg, sizeof(msg));
+	pthread_mutex_lock(&w->lock);
+	if (!code && json_array_size(w->events) >= ENVD_WATCHER_EVENTS) {
+		code = "data_loss";
+		snprintf(msg, sizeof(msg), "more than %u events were not fetched (GetWatcherEvents): the watch ended",
+			 ENVD_WATCHER_EVENTS);
+	}
+	if (code) {
+		w->code = code;
+		snprintf(w->msg, sizeof(w->msg), "%s", msg);
+	} else if (json_array_append_new(w->events, wevent_json(e))) {
+		w->code = "resource_exhausted";
+		snprintf(w->msg, sizeof(w->msg), "out of memory for the watcher's events");
+	}
+	code = w->code;
+	pthread_mutex_unlock(&w->lock);
+	return code ? WATCH_END : 0;
+}
+
+static void *watcher_run(void *arg)
+{
+	struct envd_watcher *w = arg;
+	char err[512];
+	int rc = agent_conn_watch_read(&w->c, 0, watcher_each, w, err, sizeof(err));
+	pthread_mutex_lock(&w->lock);
+	if (!w->code && (rc == -ECONNABORTED || rc == WATCH_STOP)) {
+		w->code = "canceled";
+		snprintf(w->msg, sizeof(w->msg), "the watcher was removed");
+	} else if (!w->code) {
+		/* a paused or ended sandbox's connection closes: the watch ends with it */
+		w->code = agent_code(rc, err);
+		snprintf(w->msg, sizeof(w->msg), "the watch ended: %s", err);
+	}
+	pthread_mutex_unlock(&w->lock);
+	close(w->c.fd); /* the guest's watch ends with it */
+	w->c.fd = -1;
+	return NULL;
+}
+
+/* Stops w's thread and frees it (w is out of the array). */
+static void watcher_free(struct envd_watcher *w)
+{
+	uint64_t one = 1;
+	if (write(w->stop, &one, sizeof(one)) != (ssize_t)sizeof(one)) {
+		/* an eventfd takes this write unless its count is at the maximum: it fired already */
+	}
+	pthread_join(w->th, NULL);
+	close(w->stop);
+	json_decref(w->events);
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+}
+
+/* t's watchers, made on first use; NULL when out of memory. */
+static struct envd_watchers *watchers_of(struct serve_table *t)
+{
+	pthread_mutex_lock(&t->lock);
+	if (!t->watchers && (t->watchers = calloc(1, sizeof(*t->watchers))))
+		pthread_mutex_init(&t->watchers->lock, NULL);
+	struct envd_watchers *r = t->watchers;
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+/* Removes the watchers whose sandbox has ended (their threads ended with its connection). */
+static void watchers_sweep(struct serve_table *t)
+{
+	pthread_mutex_lock(&t->lock);
+	struct envd_watchers *r = t->watchers;
+	pthread_mutex_unlock(&t->lock);
+	if (!r)
+		return;
+	struct envd_watcher *gone[ENVD_WATCHERS_MAX];
+	size_t ng = 0;
+	pthread_mutex_lock(&r->lock);
+	for (size_t i = 0; i < r->n;) {
+		struct serve_sandbox sb;
+		if (serve_get(t, r->w[i]->sandbox, &sb) == 0) {
+			serve_sandbox_put(&sb);
+			i++;
+		} else {
+			gone[ng++] = r->w[i];
+			r->w[i] = r->w[--r->n];
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	for (size_t i = 0; i < ng; i++)
+		watcher_free(gone[i]);
+}
+
+void envd_watchers_end(struct serve_table *t)
+{
+	struct envd_watchers *r = t->watchers;
+	if (!r)
+		return;
+	for (size_t i = 0; i < r->n; i++)
+		watcher_free(r->w[i]);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+	t->watchers = NULL;
+}
+
+/* The watcher id of sandbox sb's in r (r->lock held), or NULL. */
+static struct envd_watcher *watcher_find(struct envd_watchers *r, const char *sandbox, const char *id, size_t *at)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (!strcmp(r->w[i]->id, id) && !strcmp(r->w[i]->sandbox, sandbox)) {
+			if (at)
+				*at = i;
+			return r->w[i];
+		}
+	return NULL;
+}
+
+/* Whether sandbox has room for one more watcher (r->lock held); else the reply made. */
+static bool watcher_room(struct envd_watchers *r, const char *sandbox, struct envd_reply *rp)
+{
+	unsigned mine = 0;
+	for (size_t i = 0; i < r->n; i++)
+		mine += !strcmp(r->w[i]->sandbox, sandbox);
+	if (mine < ENVD_WATCHERS_PER_SANDBOX && r->n < ENVD_WATCHERS_MAX)
+		return true;
+	unary_error(rp, "resource_exhausted", "%s has %u watchers (at most %u per sandbox, %u in all): remove one first",
+		    sandbox, mine, ENVD_WATCHERS_PER_SANDBOX, ENVD_WATCHERS_MAX);
+	return false;
+}
+
+/*
+ * CreateWatcher: the watch set up on c (the agent's OK comes first: every change after the answer
+ * is kept), then c handed to a watcher's thread, which keeps its events for GetWatcherEvents.
+ */
+static void watcher_create(struct serve_table *t, struct agent_conn *c, const struct serve_sandbox *sb,
+			   const struct watch_args *a, struct envd_reply *rp)
+{
+	struct envd_watchers *r = watchers_of(t);
+	if (!r) {
+		unary_error(rp, "resource_exhausted", "out of memory for a watcher");
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	bool room = watcher_room(r, sb->id, rp);
+	pthread_mutex_unlock(&r->lock);
+	if (!room)
+		return;
+	char err[512];
+	int rc = agent_conn_watch(c, a->path, a->recursive, err, sizeof(err));
+	if (rc) {
+		unary_error(rp, agent_code(rc, err), "%s: %s", a->path, err);
+		return;
+	}
+	struct envd_watcher *w = calloc(1, sizeof(*w));
+	uint8_t rnd[8];
+	if (!w || getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd) || !(w->events = json_array()) ||
+	    (w->stop = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+		if (w)
+			json_decref(w->events);
+		free(w);
+		unary_error(rp, "resource_exhausted", "cannot make a watcher: %s", strerror(errno));
+		return;
+	}
+	w->id[0] = 'w';
+	for (int i = 0; i < 8; i++)
+		snprintf(w->id + 1 + 2 * i, 3, "%02x", rnd[i]);
+	snprintf(w->sandbox, sizeof(w->sandbox), "%s", sb->id);
+	pthread_mutex_init(&w->lock, NULL);
+	w->c = *c;
+	w->c.sig_fd = -1;
+	w->c.abort_fd = w->stop;
+	c->fd = -1; /* the watcher's now */
+	if (pthread_create(&w->th, NULL, watcher_run, w)) {
+		close(w->c.fd);
+		close(w->stop);
+		json_decref(w->events);
+		pthread_mutex_destroy(&w->lock);
+		free(w);
+		unary_error(rp, "resource_exhausted", "cannot start a watcher's thread");
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	room = watcher_room(r, sb->id, rp); /* another create may have taken the room meanwhile */
+	if (room)
+		r->w[r->n++] = w;
+	pthread_mutex_unlock(&r->lock);
+	if (!room) {
+		watcher_free(w);
+		return;
+	}
+	set_json(rp, 200, json_pack("{s:s}", "watcherId", w->id));
+}
+
+/* GetWatcherEvents (the events since the last call, then the watch's end once it ended) and RemoveWatcher. */
+static void watcher_call(struct serve_table *t, const char *method, const struct serve_sandbox *sb,
+			 const struct watch_args *a, struct envd_reply *rp)
+{
+	struct envd_watchers *r = watchers_of(t);
+	if (!r) {
+		unary_error(rp, "resource_exhausted", "out of memory for the watchers");
+		return;
+	}
+	size_t at;
+	pthread_mutex_lock(&r->lock);
+	struct envd_watcher *w = watcher_find(r, sb->id, a->watcher_id, &at);
+	if (!w) {
+		pthread_mutex_unlock(&r->lock);
+		unary_error(rp, "not_found", "watcher with id %.64s not found", a->watcher_id);
+		return;
+	}
+	if (!strcmp(method, "RemoveWatcher")) {
+		r->w[at] = r->w[--r->n];
+		pthread_mutex_unlock(&r->lock);
+		watcher_free(w);
+		set_json(rp, 200, json_object());
+		return;
+	}
+	json_t *fresh = json_array();
+	pthread_mutex_lock(&w->lock);
+	json_t *events = w->events;
+	const char *code = w->code;
+	char msg[600];
+	snprintf(msg, sizeof(msg), "%s", w->msg);
+	if (fresh && json_array_size(events))
+		w->events = fresh, fresh = NULL;
+	else
+		events = NULL;
+	pthread_mutex_unlock(&w->lock);
+	pthread_mutex_unlock(&r->lock);
+	json_decref(fresh);
+	if (events)
+		set_json(rp, 200, json_pack("{s:o}", "events", events));
+	else if (code)
+		unary_error(rp, code, "%s", msg); /* what was kept came first; now why it ended */
+	else
+		set_json(rp, 200, json_pack("{s:[]}", "events"));
+}
+
 /* ---- /files ---- */
 
 static void files_get(struct agent_conn *c, const char *path, struct envd_reply *rp)
@@ -1401,7 +1855,8 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		unary_error(rp, "unimplemented", "%s is not allowed on %s", rq->method, rq->path);
 		return;
 	}
-	static const char *const fs_methods[] = {"Stat", "ListDir", "MakeDir", "Move", "Remove"};
+	static const char *const fs_methods[] = {"Stat",          "ListDir",          "MakeDir",      "Move", "Remove",
+						 "WatchDir",      "CreateWatcher",    "GetWatcherEvents", "RemoveWatcher"};
 	static const char *const proc_methods[] = {"Start",     "Connect",    "List",  "SendSignal",
 						   "SendInput", "CloseStdin", "Update"};
 	bool known = files;
@@ -1430,7 +1885,10 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 	if (!files && !(body = request_message(rq, stream, rp)))
 		return;
 	struct proc_args pa = {0};
-	const char *why, *bad = process ? process_args(method, body, &pa, &why) : NULL;
+	struct watch_args wa = {0};
+	const char *why = NULL, *bad = process ? process_args(method, body, &pa, &why)
+				      : files  ? NULL
+					       : watch_args_parse(method, body, &wa, &why);
 	if (bad) {
 		if (stream) {
 			struct stream s = {.fd = fd};
@@ -1441,6 +1899,7 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		json_decref(body);
 		return;
 	}
+	watchers_sweep(t); /* the watchers of a sandbox that ended go now */
 	struct serve_sandbox sb;
 	if (!rq->sandbox_id || serve_get_owned(t, key->name, rq->sandbox_id, &sb)) {
 		char msg[128];
@@ -1464,6 +1923,13 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		unsigned long long v = strtoull(rq->timeout_ms, &e, 10);
 		timeout = *e || v == 0 ? ENVD_TIMEOUT_DEF_MS : v > ENVD_TIMEOUT_MAX_MS ? ENVD_TIMEOUT_MAX_MS : (uint32_t)v;
 	}
+	if (wa.watcher_id) {
+		/* the daemon's own state: no agent call */
+		watcher_call(t, method, &sb, &wa, rp);
+		serve_sandbox_put(&sb);
+		json_decref(body);
+		return;
+	}
 	struct agent_conn c;
 	char err[512];
 	/* a live stream's reader gone (its end closed: fd readable) ends the wait, and closing the
@@ -1486,6 +1952,11 @@ void envd_handle_live(struct serve_table *t, const struct envd_dialer *d, const 
 		process_start(&c, d, &sb, body, timeout, fd, rp);
 	} else if (process) {
 		process_call(&c, d, &sb, method, &pa, timeout, fd, rp);
+	} else if (!strcmp(method, "WatchDir")) {
+		struct stream s = {.fd = fd};
+		watch_stream(&c, &wa, timeout, &s, rp);
+	} else if (!strcmp(method, "CreateWatcher")) {
+		watcher_create(t, &c, &sb, &wa, rp);
 	} else {
 		filesystem_call(&c, method, body, rp);
 	}

@@ -29,6 +29,12 @@
 #define ENVD_TIMEOUT_MAX_MS (3600u * 1000) /* a Connect-Timeout-Ms past an hour is cut to it */
 #define ENVD_TIMEOUT_DEF_MS (60u * 1000)   /* a malformed or zero Connect-Timeout-Ms: the SDK's default */
 #define ENVD_CONNECT_MS    2000           /* opening the sandbox's agent connection */
+#define ENVD_LIST_MAX      10000u         /* entries of one ListDir, all its depths together */
+#define ENVD_KEEPALIVE_MS  50000          /* a WatchDir stream's keepalive after that long without an event */
+/* CreateWatcher's watchers: each holds one agent connection (the agent serves AGENT_MAX_CONNS at once) */
+#define ENVD_WATCHERS_PER_SANDBOX 8u
+#define ENVD_WATCHERS_MAX  256u           /* of the daemon, all sandboxes together */
+#define ENVD_WATCHER_EVENTS 4096u         /* events a watcher keeps until GetWatcherEvents; past it the watch ends */
 
 /*
  * The daemon's API keys.  One key (the generated api-key) has the name "": every sandbox is its.
@@ -131,7 +137,13 @@ void envd_instream_close(struct envd_instream *in, struct envd_reply *rp);
 /* Whether path is the client-streaming call (process.Process/StreamInput). */
 bool envd_client_streams(const char *path);
 
-/* Whether path is a server-streaming call (process.Process/Start, Connect). */
+/*
+ * Ends every CreateWatcher watcher of t and frees what they hold (the daemon's end, before
+ * serve_table_free).  A watcher whose sandbox has ended is removed at the next envd call.
+ */
+void envd_watchers_end(struct serve_table *t);
+
+/* Whether path is a server-streaming call (process.Process/Start, Connect; filesystem.Filesystem/WatchDir). */
 bool envd_streams(const char *path);
 
 /* A SendSignal's `signal` (E2B's Signal enum: "SIGNAL_SIGTERM"/15, "SIGNAL_SIGKILL"/9): the signal

@@ -76,6 +76,7 @@ static const char *header(struct MHD_Connection *conn, const char *name)
 struct envd_live {
 	struct serve_http *h;
 	int sv[2];
+	int client_fd;        /* the HTTP client's socket: its hangup ends a quiet stream (below) */
 	pthread_t th;
 	char *s[7];           /* method, path, id, token, api key, content type, timeout */
 	char *body;
@@ -104,14 +105,31 @@ static void live_free(void *cls)
 	free(l);
 }
 
+/*
+ * The next bytes of the stream.  While it waits here this connection's thread sees nothing else
+ * of the client, so the client's socket is watched too: a client that leaves a quiet stream (the
+ * SDK's WatchHandle.stop(), a silent command's caller gone) ends the response at once, and with
+ * it the worker's call (live_free), instead of at the next bytes it would be sent.
+ */
 static ssize_t live_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	struct envd_live *l = cls;
 	for (;;) {
-		ssize_t n = recv(l->sv[0], buf, max, 0);
+		struct pollfd pf[2] = {{.fd = l->sv[0], .events = POLLIN}, {.fd = l->client_fd, .events = POLLRDHUP}};
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		}
+		if (!pf[0].revents) {
+			if (pf[1].revents & (POLLRDHUP | POLLHUP | POLLERR))
+				return MHD_CONTENT_READER_END_WITH_ERROR;
+			continue;
+		}
+		ssize_t n = recv(l->sv[0], buf, max, MSG_DONTWAIT);
 		if (n > 0)
 			return n;
-		if (n < 0 && errno == EINTR)
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		return n == 0 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
 	}
@@ -128,6 +146,8 @@ static enum MHD_Result envd_queue_live(struct serve_http *h, struct MHD_Connecti
 	if (!l)
 		return MHD_NO;
 	l->h = h;
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	l->client_fd = ci ? ci->connect_fd : -1; /* poll skips -1: then only the stream's bytes end a wait */
 	const char *v[7] = {in->method, in->path, in->sandbox_id, in->token, in->api_key, in->content_type, in->timeout_ms};
 	for (int i = 0; i < 7; i++)
 		l->s[i] = dup_or_null(v[i]);

@@ -91,6 +91,7 @@ struct serve_pool {
 	unsigned size;
 };
 
+struct envd_watchers;
 struct serve_table {
 	pthread_mutex_t lock;      /* every call below takes it; the spawner runs without it */
 	char state_dir[128];       /* holds sandboxes/ID.json and run/ID/ (short: vsock paths are under it) */
@@ -102,6 +103,8 @@ struct serve_table {
 	struct serve_clock clk;
 	const struct serve_pool *pool; /* serve_table_set_pools; none by default */
 	size_t npool;
+	struct envd_watchers *watchers; /* envd's CreateWatcher watchers (vmm/serve/envd.c): made on first use,
+					   ended by envd_watchers_end before serve_table_free */
 };
 
 /* Makes state_dir's sandboxes/ and run/ (0700); refuses a state dir too long for a vsock path. */
