@@ -62,10 +62,15 @@ static _Noreturn void supervise(pid_t monitor, bool keep_kill, enum jail_seccomp
 	if (keep_kill)
 		d[0].effective = d[0].permitted = 1u << CAP_KILL;
 	int rc = prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || syscall(SYS_capset, &h, d) < 0 ? -errno : 0;
+	/* a violation is said as the monitor's threads say theirs (jail.c), and ends the supervisor with
+	 * 159: the monitor follows it (PR_SET_PDEATHSIG) */
+	jail_supervisor_trap(mode);
 	if (!rc)
 		rc = jail_seccomp_load_supervisor(mode, monitor);
 	if (rc)
 		fprintf(stderr, "padcell: jail: the supervisor cannot confine itself: %s\n", strerror(-rc));
+	else
+		jail_supervisor_test_hook();
 	for (;;) {
 		siginfo_t si;
 		int sig = sigwaitinfo(&wait_set, &si);
