@@ -451,10 +451,7 @@ cp -r pypi /srv/pypi
 unshare -n sh -c 'i=0; while ! ip link show veth0 >/dev/null 2>&1; do i=$((i + 1)); [ $i -gt 300 ] && exit 1; sleep 0.1; done
 	ip link set lo up && ip addr add 198.51.100.12/24 dev veth0 && ip link set veth0 up && exec httpd -f -p 198.51.100.12:8080 -h /srv/pypi' &
 ipid=$!
-ip link add va type veth # busybox names the peer veth0
-ip link set veth0 netns $ipid
-ip addr add 198.51.100.1/24 dev va
-ip link set va up
+veth_up $ipid || why=" no veth link to the index's namespace;"
 t=$(now)
 until curl_ --max-time 5 -o /dev/null http://198.51.100.12:8080/simple/padcell-hello/ 2>/dev/null; do
 	kill -0 $ipid 2>/dev/null && [ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 60) }')" = 1 ] ||
