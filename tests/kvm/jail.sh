@@ -3,7 +3,7 @@
 # guest.  For a running padcell: /proc/PID/status (Seccomp 2, NoNewPrivs 1, CapEff/CapBnd 0, the
 # uid) for every thread, its namespaces (pid 1 of a PID namespace of its own, under a confined
 # supervisor that keeps the started pid), its fd table; --uid; --no-jail; a forbidden syscall in
-# each thread kind (build/padcell-jailtest); a rootless run.  Ends with "N passed, N failed, N skipped".
+# each thread kind and the supervisor (build/padcell-jailtest); a rootless run.  Ends with "N passed, N failed, N skipped".
 set -uo pipefail
 SELF=$(readlink -f "$0")
 cd "$(dirname "$SELF")/../.." || exit 1
@@ -278,16 +278,23 @@ case_cgroup_missing() {
 	result jail-cgroup-missing "$why" "$log"
 }
 
-# A forbidden syscall (personality) in each thread kind ends the VM with exit 159, naming it.
+# A forbidden syscall (personality) in each thread kind, and in the supervisor, ends the VM with
+# exit 159, naming it; no monitor is left (the supervisor's monitor dies with it: PDEATHSIG).
 violation() { # KIND [BINARY EXTRA-FLAGS...]
-	local log=$LOGDIR/violation-$1.log why="" rc kind=$1 bin=${2:-$JAILTEST}
+	local log=$LOGDIR/violation-$1.log why="" rc kind=$1 bin=${2:-$JAILTEST} left=""
 	shift; [ $# -gt 0 ] && shift
 	rm -f "$SOCK"
 	PADCELL_JAIL_TEST_VIOLATION=$kind timeout 30 "$bin" "${LONG[@]}" "$@" </dev/null >"$log" 2>&1
 	rc=$?
+	for _ in $(seq $((HANG * 20))); do
+		left=$(pgrep -f "^$bin boot --kernel $GUEST" | tr '\n' ' ')
+		[ -z "$left" ] && break
+		sleep 0.05
+	done
 	if [ "$rc" -ne 159 ]; then why="exit $rc, expected 159"
 	elif ! grep -qi "the $kind thread made a forbidden system call, personality (135)" "$log"; then
 		why="no message naming the $kind thread and personality"
+	elif [ -n "$left" ]; then why="a padcell process is left after the violation: $left"
 	fi
 	result "jail-violation-$kind" "$why" "$log"
 }
@@ -295,6 +302,7 @@ case_violation_vcpu() { violation vcpu; }
 case_violation_device() { violation device; }
 case_violation_control() { violation control; }
 case_violation_network() { violation network "$NETJAILTEST" --net; }
+case_violation_supervisor() { violation supervisor; }
 
 # --seccomp=log: the same call is logged, not fatal.
 case_seccomp_log() {
@@ -343,6 +351,7 @@ case_violation_vcpu
 case_violation_device
 case_violation_control
 case_violation_network
+case_violation_supervisor
 case_net
 case_seccomp_log
 case_rootless

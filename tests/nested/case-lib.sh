@@ -7,6 +7,13 @@ result() { # result NAME WHY DETAIL: PASS when WHY is empty
 	if [ -z "$2" ]; then echo "RESULT $TIER-$1 PASS $3"; else echo "RESULT $TIER-$1 FAIL$2"; fails=$((fails + 1)); fi
 }
 show() { sed "s/^/  [$1] /" "$2" | head -n 40; }
+# veth_up PID: the link to a test network in the network namespace of process PID (started with
+# `unshare -n`, it waits for veth0): a veth pair whose far end, veth0, goes there; this end, va, gets
+# 198.51.100.1/24 (TEST-NET-2, never a real outside address).  False when a step failed.
+veth_up() {
+	ip link add va type veth && # busybox names the peer veth0
+		ip link set veth0 netns "$1" && ip addr add 198.51.100.1/24 dev va && ip link set va up
+}
 # L1's NIC on QEMU's user network (l1.sh --hostfwd): loads the driver staged in ./netmods by
 # tests/nested/l1-netmods.sh and gives eth0 10.0.2.15/24.  False with the reasons in $net_why.
 net_up() {

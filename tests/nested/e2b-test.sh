@@ -40,27 +40,11 @@ cp "$here/e2b-run.sh" "$payload/run.sh"
 printf 'CASE_TIMEOUT=%s\nTIER=%s\n' "$case_timeout" "$tier" >"$payload/config"
 cp "$here/case-lib.sh" "$payload/case-lib.sh"
 
-sock=$payload/serial2.sock
 mkdir -p "$(dirname "$log")"
 
 # One L1 run with the client (tier_retry's RUN): sets l1_rc, client_rc, out.
 e2b_l1() {
-	local port line key
-	: >"$log"
-	rm -f "$sock"
-	# A free loopback port for the forward (asked of the kernel, then released for QEMU to bind).
-	port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')
-	"$here/l1.sh" --payload "$payload" --timeout "$timeout_s" --log "$log" --mem "$l1_mem" --serial2 "$sock" \
-		--hostfwd "$port:3000" "${verbose[@]}" &
-	l1=$!
-	trap 'kill "$l1" 2>/dev/null; wait "$l1" 2>/dev/null; rm -rf "$payload"' EXIT
-	# L1 says when the daemon listens, and its key; l1.sh may first wait for another tier's L1 (its lock).
-	line=""
-	while [ -z "$line" ] && kill -0 "$l1" 2>/dev/null; do
-		sleep 1
-		line=$(grep -a -m1 '^STEP e2b-listening' "$log" | tr -d '\r' || true)
-	done
-	key=$(sed -n 's/.*key=\(e2b_[0-9a-f]*\).*/\1/p' <<<"$line")
+	tier_l1_serve e2b-listening --mem "$l1_mem" "${verbose[@]}"
 	client_rc=0
 	if [ -n "$key" ]; then
 		tier_client "$sdk" timeout -k 10 "$case_timeout" node client.mjs --url "http://127.0.0.1:$port" --key "$key"
@@ -71,11 +55,7 @@ e2b_l1() {
 				echo "$me: could not say __EOF__ on $sock (L1 ends at its case timeout)" >&2
 		fi
 	fi
-	set +e
-	wait "$l1"
-	l1_rc=$?
-	set -e
-	trap 'rm -rf "$payload"' EXIT
+	tier_l1_wait
 }
 tier_retry e2b_l1
 results=$(grep -aE "^RESULT $tier-" "$log" | tr -d '\r' || true)

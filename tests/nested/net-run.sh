@@ -22,10 +22,7 @@ big_sha=$(sha256sum /srv/a/big.bin | cut -d' ' -f1)
 httpd -f -p 127.0.0.1:8080 -h /srv/lo &
 unshare -n sh ./net-inet.sh &
 inet=$!
-ip link add va type veth # busybox names the peer veth0
-ip link set veth0 netns $inet
-ip addr add 198.51.100.1/24 dev va
-ip link set va up
+veth_up $inet
 t=$(now)
 until [ -f $W/inet-ready ] && ./upstream get 198.51.100.10 80 /hello.txt >/dev/null 2>&1; do
 	awk -v s="$(since "$t")" 'BEGIN { exit !(s > 60) }' && break

@@ -433,4 +433,69 @@ apik $KA DELETE /sandboxes/$AL
 kill -TERM $d3pid
 wait $d3pid
 result keys "$why" "bob: empty list, 404 on get/delete/pause and envd not_found for alice's sandbox; alice: 200 and 204"
+
+# --- a template built with networking: its --run pip-installs a package from a package index ---
+# The index (net-wheel.py's, made by serve-test.sh) is served by httpd in a network namespace of its
+# own at the far end of a veth pair, on a TEST-NET-2 address (as nested-net's net-inet.sh: an address
+# of L1's own would be refused by the gate as the host's).  The build's --allow names that address
+# and port.  The root is read-only and the setup's writes live in the guest's RAM (README "Where setup
+# results persist"): pip installs with --target into /tmp/site (with HOME=/tmp), and the snapshot
+# holds it.  A sandbox of that template imports the module and prints its VALUE; its NIC, restored
+# with a fresh stack and no rule, no longer reaches the index.
+template_net() {
+echo "STEP serve-template-net"
+why=""
+TN=/run/tpln
+mkdir -p /srv
+cp -r pypi /srv/pypi
+unshare -n sh -c 'i=0; while ! ip link show veth0 >/dev/null 2>&1; do i=$((i + 1)); [ $i -gt 300 ] && exit 1; sleep 0.1; done
+	ip link set lo up && ip addr add 198.51.100.12/24 dev veth0 && ip link set veth0 up && exec httpd -f -p 198.51.100.12:8080 -h /srv/pypi' &
+ipid=$!
+veth_up $ipid || why=" no veth link to the index's namespace;"
+t=$(now)
+until curl_ --max-time 5 -o /dev/null http://198.51.100.12:8080/simple/padcell-hello/ 2>/dev/null; do
+	kill -0 $ipid 2>/dev/null && [ "$(awk -v s="$(since "$t")" 'BEGIN { print (s < 60) }')" = 1 ] ||
+		{ why=" the package index never answered on 198.51.100.12:8080;"; break; }
+	sleep 0.2
+done
+PIP='HOME=/tmp python3 -m pip install --no-cache-dir --disable-pip-version-check --index-url http://198.51.100.12:8080/simple --trusted-host 198.51.100.12 --target /tmp/site padcell-hello'
+t0=$(now)
+timeout $((CASE_TIMEOUT * 3)) ./padcell template build pip --kernel bzImage --rootfs rootfs-debian.ext4 --mem 512M --dir $TN \
+	--net --allow 198.51.100.12:8080 --run "$PIP" >$W/tn.out 2>&1 || why="$why template build failed ($?): $(tail -c 400 $W/tn.out);"
+nsecs=$(since "$t0")
+grep -q 'Successfully installed padcell-hello' $W/tn.out || why="$why pip did not say it installed the package: $(tail -c 300 $W/tn.out);"
+for want in '"net": true' '"198.51.100.12:8080"' 'pip install'; do
+	grep -qF "$want" $TN/pip/manifest.json 2>/dev/null || why="$why the manifest lacks $want: $(head -c 400 $TN/pip/manifest.json 2>&1);"
+done
+./dyn/bin/padcell-dyn serve --padcell $PWD/padcell --templates $TN --state-dir /run/pn --listen 127.0.0.1:3003 \
+	--max-sandboxes 1 --ready-timeout 600 >$W/d7.log 2>&1 </dev/null &
+d4pid=$!
+daemon_wait $d4pid $W/d7.log || why="$why the daemon with the pip template did not start: $(head -c 300 $W/d7.log);"
+KEY4=$(cat /run/pn/api-key 2>/dev/null)
+apin() { su=$URL sk=$KEY; URL=http://127.0.0.1:3003 KEY=$KEY4; api "$@"; URL=$su KEY=$sk; }
+apin POST /sandboxes '{"templateID":"pip","timeout":600}'
+N=$(sandbox_id)
+[ "$code" = 201 ] && [ -n "$N" ] || why="$why create of pip answered $code: $body;"
+out=$(timeout 120 ./padcell exec --vsock /run/pn/run/$N/vsock --no-stdin -- \
+	sh -c 'PYTHONPATH=/tmp/site python3 -c "import padcell_hello; print(padcell_hello.VALUE)"' 2>&1)
+[ "$out" = hello-from-a-template-build ] || why="$why the sandbox's import printed: $(echo "$out" | head -c 300);"
+out=$(timeout 120 ./padcell exec --vsock /run/pn/run/$N/vsock --no-stdin -- python3 -c '
+import urllib.request
+try:
+    urllib.request.urlopen("http://198.51.100.12:8080/simple/", timeout=10).read()
+    print("reached")
+except Exception as e:
+    print("blocked")' 2>&1)
+[ "$out" = blocked ] || why="$why the sandbox reached the index without a rule: $(echo "$out" | head -c 200);"
+apin DELETE /sandboxes/$N
+[ "$code" = 204 ] || why="$why delete answered $code;"
+kill -TERM $d4pid
+wait $d4pid
+kill $ipid 2>/dev/null
+wait $ipid 2>/dev/null
+ip link del va 2>/dev/null
+echo "MEASURE serve-template-net pip install from the local index, 512M Debian guest: built in ${nsecs}s"
+result template-net "$why" "built with --net --allow in ${nsecs}s, pip --target /tmp/site; the sandbox imports it; no rule after restore"
+}
+if [ -f rootfs-debian.ext4 ]; then template_net; else echo "SKIP serve-template-net: no rootfs-debian.ext4 in the payload"; fi
 [ "$fails" -eq 0 ]

@@ -103,6 +103,39 @@ tier_client() {
 	out=$(cat "$file")
 }
 
+# tier_l1_serve STEP [L1.SH-ARGS...]: for a tier whose host client talks to `padcell serve` in L1
+# (nested-e2b, make bench's serve section): starts l1.sh on $payload in the background, its second
+# serial line on $payload/serial2.sock (`sock`) and a free loopback port of this host (`port`)
+# forwarded to L1's port 3000, the daemon's; then waits for L1's "STEP STEP key=KEY" line (the daemon
+# listens; l1.sh may first wait for another tier's L1, its lock) or l1.sh's end.  Sets l1 (its pid)
+# and key ("" when L1 never said one); until tier_l1_wait, an EXIT trap ends that l1.sh.
+tier_l1_serve() {
+	local step=$1 line=""
+	shift
+	sock=$payload/serial2.sock
+	: >"$log"
+	rm -f "$sock"
+	# a free port, asked of the kernel and released for QEMU to bind
+	port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')
+	"$here/l1.sh" --payload "$payload" --timeout "$timeout_s" --log "$log" --serial2 "$sock" --hostfwd "$port:3000" "$@" &
+	l1=$!
+	trap 'kill "$l1" 2>/dev/null; wait "$l1" 2>/dev/null; rm -rf "$payload"' EXIT
+	while [ -z "$line" ] && kill -0 "$l1" 2>/dev/null; do
+		sleep 1
+		line=$(grep -a -m1 "^STEP $step" "$log" | tr -d '\r' || true)
+	done
+	key=$(sed -n 's/.*key=\(e2b_[0-9a-f]*\).*/\1/p' <<<"$line")
+}
+
+# tier_l1_wait: waits for tier_l1_serve's l1.sh (its exit code into l1_rc) and drops its trap.
+tier_l1_wait() {
+	set +e
+	wait "$l1"
+	l1_rc=$?
+	set -e
+	trap 'rm -rf "$payload"' EXIT
+}
+
 # One L1 run of the payload (tier_retry's RUN for tier_run and the tiers driving l1.sh plainly).
 tier_l1() {
 	local mem=()

@@ -222,6 +222,19 @@ static char *slurp(int fd, size_t *len)
 	return p;
 }
 
+/* The one mapping every command uses (run, run's setup commands, exec, attach, the MCP server). */
+Test(agent_client, exit_code_mapping)
+{
+	cr_assert_eq(agent_exit_code(AGENT_EXITED, 0), 0);
+	cr_assert_eq(agent_exit_code(AGENT_EXITED, 255), 255);
+	cr_assert_eq(agent_exit_code(AGENT_SIGNALED, SIGKILL), 137);
+	cr_assert_eq(agent_exit_code(AGENT_SIGNALED, 1), 129);
+	cr_assert_eq(agent_exit_code(AGENT_TIMEDOUT, 0), 124);
+	cr_assert_eq(agent_exit_code(AGENT_TIMEDOUT, 9), 124, "a timeout's code field is not the exit code");
+	cr_assert_eq(agent_exit_code(0, 3), 125, "a kind the protocol has not");
+	cr_assert_eq(agent_exit_code(AGENT_TIMEDOUT + 1, 0), 125);
+}
+
 Test(agent_e2e, streams_and_exit_code)
 {
 	int out = tmpfile_fd(), errf = tmpfile_fd();
@@ -229,6 +242,7 @@ Test(agent_e2e, streams_and_exit_code)
 	struct agent_exec_result r = run_cmd(argv, NULL, NULL, 0, -1, out, errf);
 	cr_assert_eq(r.how, AGENT_EXITED);
 	cr_assert_eq(r.code, 3);
+	cr_assert_eq(agent_exit_code(r.how, r.code), 3, "padcell run/exec exit with the command's code");
 	cr_assert_str_eq(slurp(out, NULL), "out1\nout2\n");
 	cr_assert_str_eq(slurp(errf, NULL), "err1\n");
 }
@@ -241,6 +255,7 @@ Test(agent_e2e, signal_death_env_cwd)
 	struct agent_exec_result r = run_cmd(argv, env, "/tmp", 0, -1, out, errf);
 	cr_assert_eq(r.how, AGENT_SIGNALED);
 	cr_assert_eq(r.code, SIGTERM);
+	cr_assert_eq(agent_exit_code(r.how, r.code), 128 + SIGTERM, "a signal's death is 128+N, as a shell says it");
 	cr_assert_str_eq(slurp(out, NULL), "hello world\n/tmp\n");
 }
 
@@ -307,6 +322,7 @@ Test(agent_e2e, timeout_kills_the_whole_group, .timeout = 60)
 	for (uint32_t ms = 500; bg <= 0 && ms <= 8000; ms *= 2) {
 		struct agent_exec_result r = run_cmd(argv, NULL, NULL, ms, -1, out, errf);
 		cr_assert_eq(r.how, AGENT_TIMEDOUT);
+		cr_assert_eq(agent_exit_code(r.how, r.code), 124, "--timeout's exit code, whatever code came with it");
 		FILE *f = fopen(pidfile, "r");
 		cr_assert_not_null(f);
 		if (fscanf(f, "%d", &bg) != 1)

@@ -6,11 +6,13 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "vmm/jail/jail.h"
@@ -108,4 +110,48 @@ Test(jail_seccomp, names_for_the_reporter)
 	cr_assert_str_eq(jail_syscall_name(SYS_personality), "personality");
 	cr_assert_null(jail_syscall_name(-1));
 	cr_assert_null(jail_syscall_name(100000));
+}
+
+/*
+ * The supervisor's program (vmm/jail/pidns.c), in a child: Criterion's reporting needs calls it
+ * refuses.  It may write (its violation line), wait, signal the monitor's pid alone and exit;
+ * anything else traps.  The child's exit code says which check failed (0: none).
+ */
+Test(jail_seccomp, supervisor_program)
+{
+#ifdef __SANITIZE_ADDRESS__
+	cr_skip_test("loads a real seccomp filter (see confine_as)");
+#endif
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	pid_t monitor = getpid(); /* stands in for the monitor: the one pid kill(2) may name */
+	fflush(NULL);
+	pid_t child = fork();
+	cr_assert(child >= 0);
+	if (child == 0) {
+		struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
+		sigemptyset(&sa.sa_mask);
+		if (sigaction(SIGSYS, &sa, NULL) || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+		    jail_seccomp_load_supervisor(JAIL_SECCOMP_KILL, monitor))
+			_exit(10);
+		if (write(p[1], "x", 1) != 1)
+			_exit(11);
+		if (kill(monitor, 0) != 0 || trapped_nr != -1)
+			_exit(12);
+		kill(monitor + 1, 0);
+		if (trapped_nr != SYS_kill)
+			_exit(13);
+		trapped_nr = -1;
+		syscall(SYS_personality, 0xffffffffUL);
+		_exit(trapped_nr == SYS_personality ? 0 : 14);
+	}
+	close(p[1]);
+	int st;
+	cr_assert_eq(waitpid(child, &st, 0), child);
+	cr_assert(WIFEXITED(st), "the child was killed (signal %d)", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+	cr_assert_eq(WEXITSTATUS(st), 0, "check %d failed (10 load, 11 write, 12 kill the monitor, 13 kill another, 14 personality)",
+		     WEXITSTATUS(st));
+	char c;
+	cr_assert_eq(read(p[0], &c, 1), 1);
+	close(p[0]);
 }

@@ -510,6 +510,16 @@ static double earliest(double a, double b)
 	return !a ? b : !b ? a : a < b ? a : b;
 }
 
+int agent_exit_code(int how, int code)
+{
+	switch (how) {
+	case AGENT_EXITED: return code;
+	case AGENT_SIGNALED: return 128 + code;
+	case AGENT_TIMEDOUT: return AGENT_CODE_TIMEDOUT;
+	default: return AGENT_CODE_FAILED;
+	}
+}
+
 int agent_conn_exec(struct agent_conn *c, const struct agent_exec_req *req, int out_fd, int err_fd,
 		    struct agent_exec_result *res, char *err, size_t errlen)
 {

@@ -108,6 +108,16 @@ int agent_conn_exec(struct agent_conn *c, const struct agent_exec_req *req, int 
 		    struct agent_exec_result *res, char *err, size_t errlen);
 
 /*
+ * A command's end (an EXIT's how and code: agent_exec_result, agent_attach_result) as padcell's
+ * exit code (README "Exit codes"): the command's own code, 128+N when signal N killed it,
+ * AGENT_CODE_TIMEDOUT when its timeout fired, AGENT_CODE_FAILED for a how the client never
+ * passes on (it refuses them as malformed).
+ */
+#define AGENT_CODE_TIMEDOUT 124
+#define AGENT_CODE_FAILED   125
+int agent_exit_code(int how, int code);
+
+/*
  * Copies src_fd to guest_path (created or truncated, mode), or guest_path to dst_fd.  A download
  * that would pass c->get_max bytes ends with -EFBIG before the frame that passes it is written.
  */

@@ -19,6 +19,10 @@
 
 #define CONNECT_TIMEOUT_MS 5000
 
+/* A command's end becomes padcell's exit code in the agent client (agent_exit_code): the same numbers. */
+_Static_assert(AGENT_CODE_TIMEDOUT == EXIT_CMD_TIMEOUT && AGENT_CODE_FAILED == EXIT_RUN_FAILED,
+	       "agent_exit_code's codes are README's exit codes");
+
 int agent_cmd_fail(int code, const char *msg)
 {
 	fprintf(stderr, "padcell: %s\n", msg);
@@ -178,13 +182,9 @@ int cmd_exec(int argc, char **argv)
 		return fail(agent_fail_code(&conn, rc), msg);
 	if (verbose)
 		fprintf(stderr, "padcell: command %.1f ms\n", now_ms() - t0);
-	switch (res.how) {
-	case AGENT_EXITED: return res.code;
-	case AGENT_SIGNALED: return 128 + res.code;
-	default:
+	if (res.how == AGENT_TIMEDOUT)
 		fprintf(stderr, "padcell: the command timed out after %u s and was killed with its process group\n", timeout);
-		return EXIT_CMD_TIMEOUT;
-	}
+	return agent_exit_code(res.how, res.code);
 }
 
 /* "vm:/path" -> "/path"; NULL for a host path. */

@@ -160,7 +160,7 @@ static int attach_code(const struct agent_attach_result *r)
 			fprintf(stderr, "padcell: %llu bytes of %s were dropped before they could be sent (the agent "
 					"keeps the last %u KiB of each stream)\n", (unsigned long long)r->gap[s],
 				s ? "stderr" : "stdout", AGENT_PROC_RING >> 10);
-	return r->how == AGENT_SIGNALED ? 128 + r->code : r->code;
+	return agent_exit_code(r->how, r->code);
 }
 
 static int attach_on(struct agent_conn *conn, uint32_t id)

@@ -508,8 +508,7 @@ static int run_setup(struct run *r, struct agent_conn *c, int *code, char *err, 
 		}
 		if (res.how == AGENT_EXITED && res.code == 0)
 			continue;
-		*code = res.how == AGENT_EXITED ? res.code : res.how == AGENT_SIGNALED ? 128 + res.code
-			: res.how == AGENT_TIMEDOUT ? EXIT_CMD_TIMEOUT : EXIT_RUN_FAILED;
+		*code = agent_exit_code(res.how, res.code);
 		char shown[200];
 		text_escape(shown, sizeof(shown), cmd, strlen(cmd), 0); /* long ones end in "..." */
 		fprintf(stderr, "padcell: template build: setup command %u (%s) %s %d; nothing was built\n", i + 1, shown,
@@ -774,16 +773,10 @@ static int run_main(struct run *r)
 		code = run_conn_code(r, &conn, rc, err, sizeof(err));
 		goto fail;
 	}
-	switch (res.how) {
-	case AGENT_EXITED: code = res.code; break;
-	case AGENT_SIGNALED: code = 128 + res.code; break;
-	case AGENT_TIMEDOUT:
-		code = EXIT_CMD_TIMEOUT;
+	code = agent_exit_code(res.how, res.code);
+	if (res.how == AGENT_TIMEDOUT)
 		fprintf(stderr, "padcell: the command timed out after %u s and was killed with its process group\n",
 			r->o.timeout);
-		break;
-	default: code = EXIT_RUN_FAILED; break;
-	}
 	if (r->o.vm.verbose)
 		fprintf(stderr, "padcell: command %.1f ms\n", r->t_cmd - r->t_ready);
 out: {

@@ -76,8 +76,10 @@ __attribute__((constructor)) static void jail_state_init(void)
 	J.cwd_fd = -1;
 }
 
+/* The kinds' names, and the supervisor's (pidns.c: no thread kind of the monitor, one program of its own). */
+enum { JAIL_SUPERVISOR = JAIL_KINDS };
 static __thread int thread_kind = JAIL_CONTROL;
-static const char *const kind_names[JAIL_KINDS] = { "control", "vCPU", "device", "network" };
+static const char *const kind_names[JAIL_KINDS + 1] = { "control", "vCPU", "device", "network", "supervisor" };
 
 void jail_opts_init(struct jail_opts *o)
 {
@@ -261,7 +263,7 @@ static int prepare(const struct jail_opts *o, char *err, size_t errlen)
 		J.o.gid = J.o.uid;
 #ifdef PADCELL_TEST_HOOKS
 	const char *t = getenv("PADCELL_JAIL_TEST_VIOLATION");
-	for (int k = 0; t && k < JAIL_KINDS; k++)
+	for (int k = 0; t && k <= JAIL_SUPERVISOR; k++)
 		if (!strcasecmp(t, kind_names[k]))
 			J.test_kind = k;
 #endif
@@ -675,10 +677,29 @@ static void sigsys_handler(int sig, siginfo_t *si, void *uc)
 	_exit(EXIT_JAIL_VIOLATION);
 }
 
-static void test_hook(enum jail_kind kind)
+static void test_hook(int kind)
 {
-	if (J.test_kind == (int)kind)
+	if (J.test_kind == kind)
 		syscall(SYS_personality, 0xffffffffUL); /* a harmless query no thread kind is allowed */
+}
+
+static void sigsys_arm(void)
+{
+	struct sigaction sa = { .sa_sigaction = sigsys_handler, .sa_flags = SA_SIGINFO };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSYS, &sa, NULL);
+}
+
+void jail_supervisor_trap(enum jail_seccomp_mode mode)
+{
+	thread_kind = JAIL_SUPERVISOR;
+	if (mode == JAIL_SECCOMP_KILL)
+		sigsys_arm();
+}
+
+void jail_supervisor_test_hook(void)
+{
+	test_hook(JAIL_SUPERVISOR);
 }
 
 /* ---- the sequence --------------------------------------------------------------------------- */
@@ -794,11 +815,8 @@ static int confine(uint64_t mem_size, char *err, size_t errlen)
 		goto fail;
 	}
 	clearenv();
-	if (J.o.seccomp == JAIL_SECCOMP_KILL) {
-		struct sigaction sa = { .sa_sigaction = sigsys_handler, .sa_flags = SA_SIGINFO };
-		sigemptyset(&sa.sa_mask);
-		sigaction(SIGSYS, &sa, NULL);
-	}
+	if (J.o.seccomp == JAIL_SECCOMP_KILL)
+		sigsys_arm();
 	if ((rc = jail_seccomp_load_process(err, errlen)))
 		goto fail;
 	gate_set(GATE_CONFINED);

@@ -173,6 +173,9 @@ int jail_ns_enter(bool host_net, char *what, size_t whatlen);
 int jail_pidns_fork(bool keep_kill, enum jail_seccomp_mode mode, char *what, size_t whatlen);
 void jail_pidns_rearm(void);
 int jail_seccomp_load_supervisor(enum jail_seccomp_mode mode, pid_t monitor);
+/* The supervisor's SIGSYS reporter (before its filter: it cannot install one after), and the test hook's call. */
+void jail_supervisor_trap(enum jail_seccomp_mode mode);
+void jail_supervisor_test_hook(void);
 int jail_ns_wait(char *what, size_t whatlen);
 int jail_ns_net_status(void);
 int jail_ns_net_join(void);

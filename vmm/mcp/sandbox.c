@@ -266,7 +266,7 @@ static int sb_run(void *ctx, const struct mcp_run_req *req, struct mcp_run_res *
 		goto done;
 	}
 	res->timed_out = x.how == AGENT_TIMEDOUT;
-	res->exit_code = x.how == AGENT_EXITED ? x.code : x.how == AGENT_SIGNALED ? 128 + x.code : 124;
+	res->exit_code = agent_exit_code(x.how, x.code);
 	if ((rc = take_output(out, &res->out)) || (rc = take_output(errf, &res->err)))
 		errorf(err, errlen, rc, "keeping the output: %s", strerror(-rc));
 done:
