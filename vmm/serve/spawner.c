@@ -133,7 +133,8 @@ static bool is_monitor(pid_t pid)
 	int argc = 0;
 	for (char *p = buf; p < buf + n && argc < 16; p += strlen(p) + 1)
 		arg[argc++] = p;
-	if (argc < 4 || strcmp(arg[1], "restore"))
+	/* argv[1], or argv[2] under a script's interpreter (`sh SCRIPT restore ...`) */
+	if (argc < 4 || (strcmp(arg[1], "restore") && strcmp(arg[2], "restore")))
 		return false;
 	size_t sl = strlen(SP.c->state_dir);
 	for (int i = 2; i + 1 < argc; i++) {
@@ -192,10 +193,20 @@ static void do_start(const struct spawner_req *q)
 	}
 	/* its API socket beside the vsock one: a pause writes the snapshot through it, beneath its directory */
 	const char *argv[] = { c->padcell, "restore", "--from", from, "--vsock", vsock, "--api-sock", api, NULL };
+	/* closed by the child's exec (or carrying its errno): the reply names a process that runs padcell */
+	int ex[2];
+	if (pipe2(ex, O_CLOEXEC)) {
+		e = errno;
+		close(logfd);
+		snprintf(err, sizeof(err), "pipe: %s", strerror(e));
+		return reply(q->tag, -e, 0, 0, -1, err);
+	}
 	pid_t pid = fork();
 	if (pid < 0) {
 		e = errno;
 		close(logfd);
+		close(ex[0]);
+		close(ex[1]);
 		snprintf(err, sizeof(err), "fork: %s", strerror(e));
 		return reply(q->tag, -e, 0, 0, -1, err);
 	}
@@ -212,11 +223,29 @@ static void do_start(const struct spawner_req *q)
 			dup2(logfd, STDOUT_FILENO);
 			dup2(logfd, STDERR_FILENO);
 		}
-		close_range(3, ~0u, 0);
+		if (ex[1] != 3) {
+			dup3(ex[1], 3, O_CLOEXEC);
+		}
+		close_range(4, ~0u, 0);
 		execv(c->padcell, (char *const *)argv);
+		int ee = errno;
+		if (write(3, &ee, sizeof(ee)) < 0)
+			_exit(127);
 		_exit(127);
 	}
 	close(logfd);
+	close(ex[1]);
+	int ee = 0;
+	ssize_t en;
+	while ((en = read(ex[0], &ee, sizeof(ee))) < 0 && errno == EINTR)
+		;
+	close(ex[0]);
+	if (en == (ssize_t)sizeof(ee)) {
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		snprintf(err, sizeof(err), "cannot execute %s: %s", c->padcell, strerror(ee));
+		return reply(q->tag, -ee, 0, 0, -1, err);
+	}
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	unsigned long long start = 0;
 	if (pidfd < 0 || proc_start_time(pid, &start)) {
