@@ -343,7 +343,7 @@ serve_template() {
 	"$PADCELL" "${LONG[@]}" </dev/null >"$LOGDIR/serve-tpl.log" 2>&1 &
 	local p=$!
 	wait_sock "$SOCK" && "$PADCELL" snapshot --api-sock "$SOCK" --to "$LOGDIR/serve-tpl" >>"$LOGDIR/serve-tpl.log" 2>&1
-	kill_wait "$p"
+	kill_wait KILL "$p"
 	[ -s "$LOGDIR/serve-tpl/state" ]
 }
 serve_port() { sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$1" | head -n1; }
