@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -25,6 +26,14 @@ static void on_sigsys(int sig, siginfo_t *si, void *uc)
 	trapped_nr = si->si_syscall;
 }
 
+/* Violations trap into on_sigsys, which records the call. */
+static void trap_sigsys(void)
+{
+	struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGSYS, &sa, NULL), 0);
+}
+
 /* The process filter, then the kind's own, as a thread of that kind has them; violations trap here. */
 static void confine_as(enum jail_kind kind, bool net)
 {
@@ -36,9 +45,7 @@ static void confine_as(enum jail_kind kind, bool net)
 	 */
 	cr_skip_test("loads a real seccomp filter, under which LeakSanitizer's exit check cannot run (the unit tier runs it)");
 #endif
-	struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
-	sigemptyset(&sa.sa_mask);
-	cr_assert_eq(sigaction(SIGSYS, &sa, NULL), 0);
+	trap_sigsys();
 	char err[160];
 	cr_assert_eq(jail_seccomp_build(JAIL_SECCOMP_KILL, net, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
@@ -114,9 +121,7 @@ Test(jail_seccomp, serve_daemon_program)
 #ifdef __SANITIZE_ADDRESS__
 	cr_skip_test("loads a real seccomp filter, under which LeakSanitizer's exit check cannot run (the unit tier runs it)");
 #endif
-	struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
-	sigemptyset(&sa.sa_mask);
-	cr_assert_eq(sigaction(SIGSYS, &sa, NULL), 0);
+	trap_sigsys();
 	cr_assert_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
 	cr_assert_eq(jail_seccomp_load_daemon(JAIL_SERVE, JAIL_SECCOMP_KILL), 0);
 	int fds[3] = { socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0),
@@ -126,6 +131,9 @@ Test(jail_seccomp, serve_daemon_program)
 	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
 	cr_assert_eq(bind(fds[0], (struct sockaddr *)&a, sizeof(a)), 0);
 	cr_assert_eq(listen(fds[0], 4), 0);
+	int mfd = memfd_create("envd-put", MFD_CLOEXEC);
+	cr_assert(mfd >= 0, "envd's file transfers go through a memfd");
+	close(mfd);
 	pthread_t th;
 	cr_assert_eq(pthread_create(&th, NULL, thread_nop, NULL), 0, "threads are allowed");
 	cr_assert_eq(pthread_join(th, NULL), 0);

@@ -200,6 +200,12 @@ int cmd_serve(int argc, char **argv)
 	}
 	if (optind < argc)
 		return usage("unexpected argument '%s'", argv[optind]);
+	/* a uid range would hand each sandbox's sockets (0600) to its own uid, which a daemon without
+	 * capabilities cannot connect to: refused, rather than every sandbox failing its ready wait */
+	const char *ur = getenv("PADCELL_UID_RANGE");
+	if (!no_jail && geteuid() == 0 && ur && *ur)
+		return usage("PADCELL_UID_RANGE is set: the sandboxes' sockets would belong to their uids, which the "
+			     "confined daemon (no capabilities) cannot reach; unset it, or serve with --no-jail (%s)", ur);
 	/* the templates built by `padcell template build`: --templates DIR, or STATE/templates when it exists */
 	bool templates_given = templates_dir[0] != '\0';
 	if (!templates_given &&
