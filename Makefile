@@ -49,7 +49,7 @@ VMM_SRCS += guest/agent/proto.c vmm/agent/agent_client.c vmm/cmd/agent.c vmm/cmd
 # `padcell template build`: a run with setup commands, snapshotted into serve's templates directory.
 VMM_SRCS += vmm/cmd/template.c
 # `padcell mcp`: the MCP layer (JSON-RPC over stdio, Jansson) and its sandbox VM backend.
-VMM_SRCS += vmm/mcp/mcp.c vmm/mcp/sandbox.c vmm/cmd/mcp.c
+VMM_SRCS += vmm/mcp/mcp.c vmm/mcp/sandbox.c vmm/mcp/spawner.c vmm/cmd/mcp.c
 # Child monitor processes (mcp's and serve's sandboxes): start times, the bounded stop.
 VMM_SRCS += vmm/proc.c
 # `padcell serve`: its sandbox table, REST API, real spawner and CLI values (Jansson only) ...

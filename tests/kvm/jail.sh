@@ -415,6 +415,39 @@ case_serve_no_jail() {
 	result jail-serve-no-jail "$why" "$log"
 }
 
+# `padcell mcp`'s server confines itself the same way (kind mcp; no file at all), its spawner beside it;
+# its forbidden call is exit 159 naming it.
+case_mcp() {
+	local log=$LOGDIR/mcp.log why="" m sp rc
+	rm -f "$LOGDIR/mcp.in"; mkfifo "$LOGDIR/mcp.in"
+	PADCELL_JAIL_TEST_OPEN=/etc/hostname "$JAILTEST" mcp <"$LOGDIR/mcp.in" >"$log" 2>&1 &
+	m=$!
+	exec 8>"$LOGDIR/mcp.in" # its input stays open until the case closes it
+	wait_line "$log" 'jail: test: open' || why="the server did not confine itself"
+	if [ -z "$why" ]; then
+		for f in Seccomp NoNewPrivs CapEff CapBnd; do
+			v=$(status_of "$m" "$f")
+			case $f:$v in Seccomp:2 | NoNewPrivs:1 | CapEff:0000000000000000 | CapBnd:0000000000000000) ;;
+			*) why="$why the server's $f is $v;" ;; esac
+		done
+		sp=$(pgrep -P "$m" -x padcell-spawner | head -n1)
+		[ -n "$sp" ] || why="$why no padcell-spawner child;"
+		grep -q 'jail: test: open /etc/hostname: Permission denied' "$log" || why="$why a file was not refused;"
+	fi
+	exec 8>&- # the end of its input ends the session
+	wait "$m" 2>/dev/null
+	rc=$?
+	[ "$rc" -eq 0 ] || why="$why the server exited $rc at the end of its input;"
+	[ -n "$sp" ] && sleep 0.5 && [ -d "/proc/$sp" ] && why="$why the spawner outlived the server;"
+	printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' |
+		PADCELL_JAIL_TEST_VIOLATION=mcp timeout 30 "$JAILTEST" mcp >>"$log" 2>&1
+	rc=$?
+	[ "$rc" -eq 159 ] || why="$why the violation case exited $rc, expected 159;"
+	grep -q 'the mcp thread made a forbidden system call, personality (135): the MCP server is stopped' "$log" ||
+		why="$why no message naming the mcp server and personality;"
+	result jail-mcp "$why" "$log"
+}
+
 case_status
 case_uid
 case_uid_range
@@ -432,5 +465,6 @@ case_rootless
 case_serve
 case_serve_violation
 case_serve_no_jail
+case_mcp
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

@@ -77,7 +77,7 @@ __attribute__((constructor)) static void jail_state_init(void)
 }
 
 static __thread int thread_kind = JAIL_CONTROL;
-static const char *const kind_names[JAIL_KINDS] = { "control", "vCPU", "device", "network", "serve" };
+static const char *const kind_names[JAIL_KINDS] = { "control", "vCPU", "device", "network", "serve", "mcp" };
 /* What a violation ends, for its message: the VM, or a daemon confined by jail_confine_daemon. */
 static const char *violation_ends = "the VM is stopped";
 
@@ -941,7 +941,7 @@ int jail_confine_daemon(const struct jail_daemon *d, char *err, size_t errlen)
 		return snprintf(err, errlen, "cannot drop capabilities: %s", strerror(-rc)), rc;
 	clearenv();
 	thread_kind = d->kind;
-	violation_ends = "the daemon is stopped";
+	violation_ends = d->kind == JAIL_MCP ? "the MCP server is stopped" : "the daemon is stopped";
 	if (d->seccomp == JAIL_SECCOMP_KILL) {
 		struct sigaction sa = { .sa_sigaction = sigsys_handler, .sa_flags = SA_SIGINFO };
 		sigemptyset(&sa.sa_mask);

@@ -40,6 +40,7 @@ enum jail_kind {
 	JAIL_DEVICE,  /* device workers: virtio-blk, virtio-vsock */
 	JAIL_NET,     /* the NIC's worker: virtio-net and libslirp's host sockets (AF_INET, AF_INET6) */
 	JAIL_SERVE,   /* `padcell serve`'s HTTP daemon, every thread of it (jail_confine_daemon) */
+	JAIL_MCP,     /* `padcell mcp`'s server (jail_confine_daemon) */
 	JAIL_KINDS
 };
 
@@ -148,12 +149,12 @@ void jail_thread_unborn(void);
 void jail_thread_begin(enum jail_kind kind, bool born_confined);
 
 /*
- * A daemon's own confinement (`padcell serve`, once everything it needs is open and before its
- * first thread): rlimits, no new privileges, every capability dropped (bounding and ambient too),
+ * A daemon's own confinement (`padcell serve` or `padcell mcp`, once everything it needs is open
+ * and before its first thread): rlimits, no new privileges, every capability dropped (bounding and ambient too),
  * Landlock (the rw directories read-write, the ro ones read-only, nothing else; TCP bind on
  * bind_port alone, no TCP connect), the environment cleared, then kind's seccomp program with
  * the same SIGSYS report as the monitor's (exit 159).  Call single-threaded.  0, or -errno with
- * err set.  PADCELL_TEST_HOOKS builds read PADCELL_JAIL_TEST_VIOLATION=serve (a forbidden call
+ * err set.  PADCELL_TEST_HOOKS builds read PADCELL_JAIL_TEST_VIOLATION=KIND (a forbidden call
  * right after) and PADCELL_JAIL_TEST_OPEN=PATH (an open of PATH, its result on stderr).
  */
 struct jail_daemon {

@@ -8,7 +8,8 @@
  * capability and Landlock steps, loading the next filter), S the supervisor (vmm/jail/pidns.c:
  * the process the user started, outside the monitor's PID namespace; a program of its own), H
  * `padcell serve`'s HTTP daemon (every thread of it: libmicrohttpd's, the API's, envd's workers;
- * a program of its own, loaded before its first thread; no exec, no fork).  A thread's filters stack: every
+ * a program of its own, loaded before its first thread; no exec, no fork), M `padcell mcp`'s server
+ * (one thread: JSON-RPC on stdio, the agent client; a program of its own).  A thread's filters stack: every
  * thread has the process filter (the union of all rows) and then its kind's.  The control thread
  * starts device threads (and the NIC's) again at resume, and those inherit its filter, so the
  * control filter includes every D row too, and every N row when the VM has a NIC.
@@ -34,7 +35,7 @@
 
 enum {
 	C = 1 << JAIL_CONTROL, V = 1 << JAIL_VCPU, D = 1 << JAIL_DEVICE, N = 1 << JAIL_NET, P = 1 << JAIL_KINDS,
-	S = 1 << (JAIL_KINDS + 1), H = 1 << JAIL_SERVE
+	S = 1 << (JAIL_KINDS + 1), H = 1 << JAIL_SERVE, M = 1 << JAIL_MCP
 };
 #define ALL (C | V | D | N)
 
@@ -160,6 +161,24 @@ static const struct rule rules[] = {
 	/* the spawner, its child: noticed when it ends */
 	SYS(wait4, H),
 	SYS(getuid, H), SYS(geteuid, H), SYS(getgid, H), SYS(getegid, H), SYS(uname, H), SYS(sysinfo, H),
+	/*
+	 * `padcell mcp`'s server (M): JSON-RPC on stdin/stdout, the guest agent's client on the VM's
+	 * Unix sockets (the ready socket's listener comes from the spawner), tool output in sealed
+	 * memfds.  Unix sockets only, no threads, no files (Landlock refuses every path), no exec.
+	 */
+	SYS(futex, M), SYS(read, M), SYS(write, M), SYS(close, M), SYS(exit, M), SYS(exit_group, M),
+	SYS(rt_sigreturn, M), SYS(rt_sigprocmask, M), SYS(restart_syscall, M), SYS(clock_gettime, M),
+	SYS(clock_nanosleep, M), SYS(nanosleep, M), SYS(gettid, M), SYS(getpid, M), SYS(madvise, M), SYS(munmap, M),
+	SYS(brk, M), SYS(mremap, M), SYS(gettimeofday, M), ARG(mmap, M, LACKS, 2, PROT_EXEC),
+	ARG(mprotect, M, LACKS, 2, PROT_EXEC), ARG(tgkill, M, PID, 0, 0), ARG(rt_sigaction, M, NOT, 0, SIGSYS),
+	SYS(getrandom, M), SYS(fstat, M), SYS(newfstatat, M), SYS(lseek, M), SYS(sigaltstack, M),
+	ARG(prlimit64, M, EQ, 2, 0), SYS(openat, M), SYS(memfd_create, M), SYS(ftruncate, M), SYS(pread64, M),
+	SYS(pwrite64, M), SYS(readv, M), SYS(writev, M), SYS(fcntl, M), SYS(dup, M), SYS(dup3, M),
+	ARG(socket, M, EQ, 0, AF_UNIX), SYS(connect, M), SYS(accept4, M), SYS(shutdown, M), SYS(recvfrom, M),
+	SYS(recvmsg, M), SYS(sendto, M), SYS(sendmsg, M), SYS(getsockopt, M), SYS(setsockopt, M),
+	SYS(poll, M), SYS(ppoll, M), SYS(epoll_create1, M), SYS(epoll_ctl, M), SYS(epoll_wait, M),
+	SYS(epoll_pwait, M), SYS(timerfd_create, M), SYS(timerfd_settime, M), SYS(eventfd2, M), SYS(pipe2, M),
+	IOCTL(FIONREAD, M), IOCTL(FIONBIO, M),
 };
 
 /* The programs and the kinds each allows (enum jail_prog's order). */
@@ -173,6 +192,7 @@ static const unsigned prog_kinds[JAIL_PROGS] = {
 	[JAIL_PROG_PROCESS_NET] = ALL | P,
 	[JAIL_PROG_SUPERVISOR] = S,
 	[JAIL_PROG_SERVE] = H,
+	[JAIL_PROG_MCP] = M,
 };
 
 #endif
