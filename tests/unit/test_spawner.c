@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "vmm/proc.h"
+#include "vmm/mcp/spawner.h"
 #include "vmm/serve/spawner.h"
 
 static struct serve_template tmpls[] = { { .name = "base", .dir = "/nonexistent/base" } };
@@ -174,4 +175,26 @@ Test(spawner_proc, start_alive_stop_and_a_refused_stop)
 	int status = -1;
 	cr_assert_eq(waitpid(sp, &status, 0), sp);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* ---- `padcell mcp`'s spawner (vmm/mcp/spawner.c): its request check ---- */
+
+Test(mcp_spawn_req, sizes_magic_and_ops)
+{
+	char err[256];
+	struct mcp_spawn_req q = { .magic = MCP_SPAWN_MAGIC, .op = MCP_SPAWN_BOOT }, out;
+	cr_assert_eq(mcp_spawn_req_check(&q, sizeof(q), &out, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(out.op, MCP_SPAWN_BOOT);
+	char big[sizeof(q) + 8] = { 0 };
+	memcpy(big, &q, sizeof(q));
+	cr_assert_eq(mcp_spawn_req_check(big, sizeof(big), &out, err, sizeof(err)), -EINVAL, "an oversized message");
+	cr_assert_eq(mcp_spawn_req_check(&q, sizeof(q) - 1, &out, err, sizeof(err)), -EINVAL, "a short one");
+	q.magic = 1;
+	cr_assert_eq(mcp_spawn_req_check(&q, sizeof(q), &out, err, sizeof(err)), -EINVAL);
+	q.magic = MCP_SPAWN_MAGIC;
+	q.op = 0;
+	cr_assert_eq(mcp_spawn_req_check(&q, sizeof(q), &out, err, sizeof(err)), -EINVAL);
+	q.op = MCP_SPAWN_WAIT + 1;
+	cr_assert_eq(mcp_spawn_req_check(&q, sizeof(q), &out, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "unknown request"), "%s", err);
 }
