@@ -346,6 +346,17 @@ serve_template() {
 	kill_wait KILL "$p"
 	[ -s "$LOGDIR/serve-tpl/state" ]
 }
+# server_confined PID: why the confined server PID (serve's daemon, mcp's server) is not, or "":
+# every thread Seccomp 2, NoNewPrivs 1, no capabilities (bounding set too), a padcell-spawner child.
+server_confined() {
+	local f v
+	for f in Seccomp NoNewPrivs CapEff CapBnd; do
+		v=$(status_of "$1" "$f")
+		case $f:$v in Seccomp:2 | NoNewPrivs:1 | CapEff:0000000000000000 | CapBnd:0000000000000000) ;;
+		*) echo -n " its $f is $v;" ;; esac
+	done
+	pgrep -P "$1" -x padcell-spawner >/dev/null || echo -n " no padcell-spawner child;"
+}
 serve_port() { sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$1" | head -n1; }
 case_serve() {
 	local log=$LOGDIR/serve.log why="" d sp port key code st=$LOGDIR/serve-st
@@ -358,13 +369,8 @@ case_serve() {
 	wait_line "$log" 'listening on' || why="the daemon did not start"
 	port=$(serve_port "$log")
 	if [ -z "$why" ]; then
-		for f in Seccomp NoNewPrivs CapEff CapBnd; do
-			v=$(status_of "$d" "$f")
-			case $f:$v in Seccomp:2 | NoNewPrivs:1 | CapEff:0000000000000000 | CapBnd:0000000000000000) ;;
-			*) why="$why the daemon's $f is $v;" ;; esac
-		done
+		why=$(server_confined "$d")
 		sp=$(pgrep -P "$d" -x padcell-spawner | head -n1)
-		[ -n "$sp" ] || why="$why no padcell-spawner child;"
 		[ -n "$sp" ] && [ "$(status_of "$sp" NoNewPrivs)" != 1 ] && why="$why the spawner has new privileges;"
 		grep -q 'jail: test: open /etc/hostname: Permission denied' "$log" || why="$why a file outside its directories was not refused;"
 		key=$(cat "$st/api-key")
@@ -425,13 +431,8 @@ case_mcp() {
 	exec 8>"$LOGDIR/mcp.in" # its input stays open until the case closes it
 	wait_line "$log" 'jail: test: open' || why="the server did not confine itself"
 	if [ -z "$why" ]; then
-		for f in Seccomp NoNewPrivs CapEff CapBnd; do
-			v=$(status_of "$m" "$f")
-			case $f:$v in Seccomp:2 | NoNewPrivs:1 | CapEff:0000000000000000 | CapBnd:0000000000000000) ;;
-			*) why="$why the server's $f is $v;" ;; esac
-		done
+		why=$(server_confined "$m")
 		sp=$(pgrep -P "$m" -x padcell-spawner | head -n1)
-		[ -n "$sp" ] || why="$why no padcell-spawner child;"
 		grep -q 'jail: test: open /etc/hostname: Permission denied' "$log" || why="$why a file was not refused;"
 	fi
 	exec 8>&- # the end of its input ends the session

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -20,6 +19,7 @@
 #include "vmm/cmd/run.h"
 #include "vmm/err.h"
 #include "vmm/proc.h"
+#include "vmm/serve/spawner.h"
 #include "vmm/util.h"
 
 #define SANDBOX_CMDLINE "console=ttyS0 reboot=k panic=-1 quiet init=/sbin/padcell-agent"
@@ -207,43 +207,22 @@ static void serve_one(void)
 
 int mcp_spawner_fork(const struct sandbox_opts *o, int *fd, char *err, size_t errlen)
 {
-	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
-		return errorf(err, errlen, -errno, "socketpair: %s", strerror(errno));
-	fflush(NULL);
-	pid_t p = fork();
-	if (p < 0) {
-		int e = errno;
-		close(sv[0]);
-		close(sv[1]);
-		return errorf(err, errlen, -e, "cannot fork the spawner: %s", strerror(e));
+	pid_t pid;
+	int rc = spawner_fork_child(fd, &pid, err, errlen);
+	if (rc != 1)
+		return rc;
+	/* stdin and stdout are the protocol's: not the spawner's */
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	dup2(null, STDIN_FILENO);
+	dup2(null, STDOUT_FILENO);
+	SP.o = o;
+	SP.fd = *fd;
+	SP.pidfd = -1;
+	for (;;) {
+		struct pollfd q = { .fd = SP.fd, .events = POLLIN };
+		if (poll(&q, 1, -1) > 0)
+			serve_one();
 	}
-	if (p == 0) {
-		/* stdin and stdout are the protocol's: not the spawner's */
-		int null = open("/dev/null", O_RDWR);
-		dup2(null, STDIN_FILENO);
-		dup2(null, STDOUT_FILENO);
-		if (sv[1] != 3) {
-			dup2(sv[1], 3);
-			close(sv[1]);
-		}
-		close_range(4, ~0u, 0);
-		prctl(PR_SET_NAME, "padcell-spawner", 0, 0, 0);
-		prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-		setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 });
-		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-		SP.o = o;
-		SP.fd = 3;
-		SP.pidfd = -1;
-		for (;;) {
-			struct pollfd q = { .fd = SP.fd, .events = POLLIN };
-			if (poll(&q, 1, -1) > 0)
-				serve_one();
-		}
-	}
-	close(sv[1]);
-	*fd = sv[0];
-	return 0;
 }
 
 /* ---- the server's call ---------------------------------------------------------------------- */

@@ -317,12 +317,6 @@ static void serve_one(void)
 
 static void __attribute__((noreturn)) spawner_main(void)
 {
-	prctl(PR_SET_NAME, "padcell-spawner", 0, 0, 0);
-	/* nothing it runs gains privileges by exec; no core file of it */
-	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-	setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 });
-	/* the daemon's end with it */
-	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	for (;;) {
 		struct pollfd p[1 + SPAWNER_PENDING];
 		int map[1 + SPAWNER_PENDING], np = 1;
@@ -360,7 +354,7 @@ static void __attribute__((noreturn)) spawner_main(void)
 	}
 }
 
-int spawner_fork(const struct spawner_conf *c, int *fd, pid_t *pid, char *err, size_t errlen)
+int spawner_fork_child(int *fd, pid_t *pid, char *err, size_t errlen)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
@@ -373,21 +367,36 @@ int spawner_fork(const struct spawner_conf *c, int *fd, pid_t *pid, char *err, s
 		close(sv[1]);
 		return errorf(err, errlen, -e, "cannot fork the spawner: %s", strerror(e));
 	}
-	if (p == 0) {
-		/* only its end of the channel and stdio: nothing of the daemon's (the listener, the key) */
-		if (sv[1] != 3) {
-			dup2(sv[1], 3);
-			close(sv[1]);
-		}
-		close_range(4, ~0u, 0);
+	if (p > 0) {
+		close(sv[1]);
+		*fd = sv[0];
+		*pid = p;
+		return 0;
+	}
+	/* only its end of the channel and stdio: nothing of the server's (a listener, a key) */
+	if (sv[1] != 3) {
+		dup2(sv[1], 3);
+		close(sv[1]);
+	}
+	close_range(4, ~0u, 0);
+	prctl(PR_SET_NAME, "padcell-spawner", 0, 0, 0);
+	/* nothing it runs gains privileges by exec; no core file of it; it ends with its server */
+	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+	setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 });
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	*fd = 3;
+	return 1;
+}
+
+int spawner_fork(const struct spawner_conf *c, int *fd, pid_t *pid, char *err, size_t errlen)
+{
+	int rc = spawner_fork_child(fd, pid, err, errlen);
+	if (rc == 1) {
 		SP.c = c;
-		SP.fd = 3;
+		SP.fd = *fd;
 		spawner_main();
 	}
-	close(sv[1]);
-	*fd = sv[0];
-	*pid = p;
-	return 0;
+	return rc;
 }
 
 /* ---- the daemon's client ------------------------------------------------------------------- */

@@ -70,6 +70,14 @@ int spawner_req_check(const struct spawner_conf *c, const void *msg, size_t len,
  */
 int spawner_fork(const struct spawner_conf *c, int *fd, pid_t *pid, char *err, size_t errlen);
 
+/*
+ * The fork both spawners (this one and `padcell mcp`'s) start with: a SOCK_SEQPACKET socketpair,
+ * the child with its end as fd 3 and nothing else but stdio, named padcell-spawner, no new
+ * privileges, no core file, SIGKILL when its server ends.  0 in the server (*fd its end, *pid the
+ * child), 1 in the child (*fd 3), -errno with err set.
+ */
+int spawner_fork_child(int *fd, pid_t *pid, char *err, size_t errlen);
+
 /* The daemon's side: requests from any thread, each waiting (bounded) for its own reply. */
 struct spawner_waiter;
 struct spawner_client {
