@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
+#include <sys/wait.h>
 #include <stdbool.h>
 #include <limits.h>
 #include <stdio.h>
@@ -107,7 +109,8 @@ int cmd_mcp(int argc, char **argv)
 	 * parses the client's JSON-RPC, confines itself before it reads a byte of it */
 	char err[512];
 	int spawner_fd;
-	if (mcp_spawner_fork(&o, &spawner_fd, err, sizeof(err))) {
+	pid_t spawner_pid;
+	if (mcp_spawner_fork(&o, &spawner_fd, &spawner_pid, err, sizeof(err))) {
 		fprintf(stderr, "padcell: mcp: %s\n", err);
 		return EXIT_HOST_ERROR;
 	}
@@ -131,7 +134,10 @@ int cmd_mcp(int argc, char **argv)
 	int rc = mcp_serve(&m, STDIN_FILENO, STDOUT_FILENO, sig_fd, &signo);
 	sandbox_stop(&sb);
 	close(sig_fd);
-	close(spawner_fd); /* the spawner ends with it */
+	/* the spawner ends as its channel closes: reaped here (bounded: not waited for past a second) */
+	close(spawner_fd);
+	for (int i = 0; i < 20 && waitpid(spawner_pid, NULL, WNOHANG) == 0; i++)
+		poll(NULL, 0, 50);
 	if (rc == -EINTR)
 		return 128 + signo;
 	if (rc) {

@@ -179,6 +179,7 @@ static const struct rule rules[] = {
 	SYS(poll, M), SYS(ppoll, M), SYS(epoll_create1, M), SYS(epoll_ctl, M), SYS(epoll_wait, M),
 	SYS(epoll_pwait, M), SYS(timerfd_create, M), SYS(timerfd_settime, M), SYS(eventfd2, M), SYS(pipe2, M),
 	IOCTL(FIONREAD, M), IOCTL(FIONBIO, M),
+	SYS(wait4, M), /* its spawner, reaped at the end */
 };
 
 /* The programs and the kinds each allows (enum jail_prog's order). */

@@ -205,10 +205,9 @@ static void serve_one(void)
 	}
 }
 
-int mcp_spawner_fork(const struct sandbox_opts *o, int *fd, char *err, size_t errlen)
+int mcp_spawner_fork(const struct sandbox_opts *o, int *fd, pid_t *pid, char *err, size_t errlen)
 {
-	pid_t pid;
-	int rc = spawner_fork_child(fd, &pid, err, errlen);
+	int rc = spawner_fork_child(fd, pid, err, errlen);
 	if (rc != 1)
 		return rc;
 	/* stdin and stdout are the protocol's: not the spawner's */

@@ -41,8 +41,8 @@ struct mcp_spawn_rep {
 /* A message of len bytes checked as a request: exact size, magic, known op.  0, or -EINVAL with err set. */
 int mcp_spawn_req_check(const void *msg, size_t len, struct mcp_spawn_req *out, char *err, size_t errlen);
 
-/* Forks the spawner (single-threaded caller), which boots VMs with o; the server's end in *fd. */
-int mcp_spawner_fork(const struct sandbox_opts *o, int *fd, char *err, size_t errlen);
+/* Forks the spawner (single-threaded caller), which boots VMs with o; the server's end in *fd, its pid in *pid. */
+int mcp_spawner_fork(const struct sandbox_opts *o, int *fd, pid_t *pid, char *err, size_t errlen);
 
 /* The server's side: one request, its reply, and the fds it carries (BOOT: ready, pidfd; else -1). */
 int mcp_spawn_call(int fd, enum mcp_spawn_op op, struct mcp_spawn_rep *r, int fds[2]);
