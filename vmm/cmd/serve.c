@@ -289,8 +289,8 @@ int cmd_serve(int argc, char **argv)
 	/* privilege separation: what starts and ends monitors goes to a process of its own now, while
 	 * this one is single-threaded; this one then confines itself before it reads any request */
 	static struct spawner_conf spc;
-	spc = (struct spawner_conf){ .state_dir = t.state_dir, .tmpl = tmpl, .ntmpl = ntmpl, .padcell = so.padcell,
-				     .verbose = so.verbose };
+	spc = (struct spawner_conf){ .state_dir = t.state_dir, .tmpl = tmpl, .ntmpl = ntmpl, .max = SERVE_TEMPLATES_MAX,
+				     .templates_dir = templates_dir, .padcell = so.padcell, .verbose = so.verbose };
 	int rpc_fd;
 	pid_t spawner_pid;
 	if (spawner_fork(&spc, &rpc_fd, &spawner_pid, why, sizeof(why))) {
@@ -313,6 +313,14 @@ int cmd_serve(int argc, char **argv)
 	} else {
 		struct jail_daemon jd = { .rw = { t.state_dir }, .nrw = 1, .ro = { templates_dir }, .nro = 1,
 					  .bind_port = ntohs(addr.sin_port), .seccomp = seccomp, .kind = JAIL_SERVE };
+		/* --api-keys: its directory read-only, where the file can be read again (also once replaced) */
+		static char keys_dir[PATH_MAX];
+		if (keys_file && realpath(keys_file, keys_dir)) {
+			char *slash = strrchr(keys_dir, '/');
+			if (slash && slash != keys_dir)
+				*slash = '\0';
+			jd.ro[jd.nro++] = keys_dir;
+		}
 		if (jail_confine_daemon(&jd, why, sizeof(why))) {
 			fprintf(stderr, "padcell: serve: jail: %s\n", why);
 			serve_table_free(&t);

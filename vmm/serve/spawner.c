@@ -18,6 +18,7 @@
 
 #include "vmm/err.h"
 #include "vmm/proc.h"
+#include "vmm/serve/serve_cli.h"
 #include "vmm/util.h"
 
 #define SPAWNER_GRACE_MS   10000 /* SIGTERM, then SIGKILL: as proc_stop */
@@ -59,7 +60,7 @@ int spawner_req_check(const struct spawner_conf *c, const void *msg, size_t len,
 		if (out->resume > 1)
 			return errorf(err, errlen, -EINVAL, "START: resume is neither 0 nor 1");
 		if (!out->resume && !tmpl_find(c, out->tmpl))
-			return errorf(err, errlen, -EINVAL, "START: no template is named '%.*s'", SERVE_NAME_MAX, out->tmpl);
+			return errorf(err, errlen, -ENOENT, "START: no template is named '%.*s'", SERVE_NAME_MAX, out->tmpl);
 		return 0;
 	case SPAWNER_STOP:
 	case SPAWNER_ALIVE:
@@ -82,7 +83,7 @@ struct pending {
 };
 
 static struct {
-	const struct spawner_conf *c;
+	struct spawner_conf *c;
 	int fd;
 	struct pending stop[SPAWNER_PENDING];
 } SP;
@@ -293,6 +294,12 @@ static void do_stop(const struct spawner_req *q)
 			       .deadline = now_ms() + SPAWNER_GRACE_MS };
 }
 
+static void scan_skip(void *arg, const char *line)
+{
+	(void)arg;
+	(void)line; /* the daemon says it when it scans */
+}
+
 static void serve_one(void)
 {
 	unsigned char buf[sizeof(struct spawner_req) + 1];
@@ -303,10 +310,19 @@ static void serve_one(void)
 		_exit(0); /* the daemon is gone: the monitors run on, re-adopted by the next one */
 	struct spawner_req q;
 	char err[256];
-	if (spawner_req_check(SP.c, buf, (size_t)n, &q, err, sizeof(err))) {
+	int rc = spawner_req_check(SP.c, buf, (size_t)n, &q, err, sizeof(err));
+	if (rc == -ENOENT && SP.c->templates_dir) {
+		/* a template built since: the spawner reads the templates directory itself, never the daemon's word */
+		char why[PATH_MAX + 200];
+		serve_templates_scan(SP.c->templates_dir, SP.c->tmpl, &SP.c->ntmpl, SP.c->max, scan_skip, NULL, why,
+				     sizeof(why));
+		rc = spawner_req_check(SP.c, buf, (size_t)n, &q, err, sizeof(err));
+	}
+	if (rc) {
 		uint32_t tag = (size_t)n >= 12 ? ((struct spawner_req *)(void *)buf)->tag : 0;
-		fprintf(stderr, "padcell: serve: spawner: refused %s\n", err);
-		return reply(tag, -EINVAL, 0, 0, -1, err);
+		if (rc != -ENOENT)
+			fprintf(stderr, "padcell: serve: spawner: refused %s\n", err);
+		return reply(tag, rc, 0, 0, -1, err);
 	}
 	switch (q.op) {
 	case SPAWNER_START: do_start(&q); break;
@@ -388,7 +404,7 @@ int spawner_fork_child(int *fd, pid_t *pid, char *err, size_t errlen)
 	return 1;
 }
 
-int spawner_fork(const struct spawner_conf *c, int *fd, pid_t *pid, char *err, size_t errlen)
+int spawner_fork(struct spawner_conf *c, int *fd, pid_t *pid, char *err, size_t errlen)
 {
 	int rc = spawner_fork_child(fd, pid, err, errlen);
 	if (rc == 1) {

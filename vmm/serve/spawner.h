@@ -49,8 +49,9 @@ struct spawner_rep {
 /* What the spawner serves: the state dir, the templates by name, the padcell it executes. */
 struct spawner_conf {
 	const char *state_dir;
-	const struct serve_template *tmpl;
-	size_t ntmpl;
+	struct serve_template *tmpl; /* the spawner's own copy grows when it scans templates_dir again */
+	size_t ntmpl, max;
+	const char *templates_dir;   /* NULL: none; else scanned again for a START of a name not known yet */
 	const char *padcell;
 	bool verbose;        /* the monitors' output on the daemon's stderr, not their log */
 };
@@ -58,7 +59,8 @@ struct spawner_conf {
 /*
  * A received message of len bytes checked as a request: the exact size, the magic, a known op,
  * an id of 20 lowercase hex digits and a known template for START (unless resume), a pid above 1
- * and a start time for STOP and ALIVE.  0 (the request copied to *out), or -EINVAL with err set.
+ * and a start time for STOP and ALIVE.  0 (the request copied to *out), -ENOENT (err set) for an
+ * unknown template, or -EINVAL with err set.
  */
 int spawner_req_check(const struct spawner_conf *c, const void *msg, size_t len, struct spawner_req *out, char *err,
 		      size_t errlen);
@@ -68,7 +70,7 @@ int spawner_req_check(const struct spawner_conf *c, const void *msg, size_t len,
  * leaving the monitors running.  Call while single-threaded.  The daemon's end in *fd and the
  * spawner's pid in *pid: 0, or -errno with err set.
  */
-int spawner_fork(const struct spawner_conf *c, int *fd, pid_t *pid, char *err, size_t errlen);
+int spawner_fork(struct spawner_conf *c, int *fd, pid_t *pid, char *err, size_t errlen);
 
 /*
  * The fork both spawners (this one and `padcell mcp`'s) start with: a SOCK_SEQPACKET socketpair,
