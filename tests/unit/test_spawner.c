@@ -175,6 +175,9 @@ Test(spawner_proc, start_alive_stop_and_a_refused_stop)
 	int status = -1;
 	cr_assert_eq(waitpid(sp, &status, 0), sp);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_assert_eq(system(cmd), 0);
 }
 
 /* ---- `padcell mcp`'s spawner (vmm/mcp/spawner.c): its request check ---- */
