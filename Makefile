@@ -49,11 +49,11 @@ VMM_SRCS += guest/agent/proto.c vmm/agent/agent_client.c vmm/cmd/agent.c vmm/cmd
 # `padcell template build`: a run with setup commands, snapshotted into serve's templates directory.
 VMM_SRCS += vmm/cmd/template.c
 # `padcell mcp`: the MCP layer (JSON-RPC over stdio, Jansson) and its sandbox VM backend.
-VMM_SRCS += vmm/mcp/mcp.c vmm/mcp/sandbox.c vmm/cmd/mcp.c
+VMM_SRCS += vmm/mcp/mcp.c vmm/mcp/sandbox.c vmm/mcp/spawner.c vmm/cmd/mcp.c
 # Child monitor processes (mcp's and serve's sandboxes): start times, the bounded stop.
 VMM_SRCS += vmm/proc.c
 # `padcell serve`: its sandbox table, REST API, real spawner and CLI values (Jansson only) ...
-VMM_SRCS += vmm/serve/table.c vmm/serve/api.c vmm/serve/envd.c vmm/serve/spawn.c vmm/serve/serve_cli.c
+VMM_SRCS += vmm/serve/table.c vmm/serve/api.c vmm/serve/envd.c vmm/serve/spawn.c vmm/serve/spawner.c vmm/serve/serve_cli.c
 # ... and its HTTP front and command, on libmicrohttpd (libmicrohttpd-dev), which links dynamically
 # only (its static chain is GnuTLS and p11-kit): a dynamic padcell (STATIC=0) has serve, a static
 # one (the default, and padcell-static) has vmm/serve/stub.c, which says so in one line.

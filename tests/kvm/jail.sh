@@ -3,7 +3,7 @@
 # guest.  For a running padcell: /proc/PID/status (Seccomp 2, NoNewPrivs 1, CapEff/CapBnd 0, the
 # uid) for every thread, its namespaces (pid 1 of a PID namespace of its own, under a confined
 # supervisor that keeps the started pid), its fd table; --uid; --no-jail; a forbidden syscall in
-# each thread kind and the supervisor (build/padcell-jailtest); a rootless run.  Ends with "N passed, N failed, N skipped".
+# each thread kind and the supervisor (build/padcell-jailtest); a rootless run; `padcell serve`'s confined daemon and its spawner.  Ends with "N passed, N failed, N skipped".
 set -uo pipefail
 SELF=$(readlink -f "$0")
 cd "$(dirname "$SELF")/../.." || exit 1
@@ -340,6 +340,123 @@ case_rootless() {
 	result jail-rootless "$why" "$log"
 }
 
+# `padcell serve`'s daemon confines itself (the dynamic jail-test build, which has serve): a template
+# snapshot of the test guest served; the daemon's every thread Seccomp 2, NoNewPrivs 1, CapEff and
+# CapBnd 0; its spawner child (padcell-spawner) beside it; a file outside its directories refused
+# (the test hook's open); a create goes through the spawner (the test guest has no agent: 500 after
+# --ready-timeout, its monitor stopped and its files gone); SIGTERM ends daemon and spawner.
+serve_template() {
+	[ -s "$LOGDIR/serve-tpl/state" ] && return 0
+	rm -f "$SOCK"
+	"$PADCELL" "${LONG[@]}" </dev/null >"$LOGDIR/serve-tpl.log" 2>&1 &
+	local p=$!
+	wait_sock "$SOCK" && "$PADCELL" snapshot --api-sock "$SOCK" --to "$LOGDIR/serve-tpl" >>"$LOGDIR/serve-tpl.log" 2>&1
+	kill_wait KILL "$p"
+	[ -s "$LOGDIR/serve-tpl/state" ]
+}
+# server_confined PID: why the confined server PID (serve's daemon, mcp's server) is not, or "":
+# every thread Seccomp 2, NoNewPrivs 1, no capabilities (bounding set too), a padcell-spawner child.
+server_confined() {
+	local f v
+	for f in Seccomp NoNewPrivs CapEff CapBnd; do
+		v=$(status_of "$1" "$f")
+		case $f:$v in Seccomp:2 | NoNewPrivs:1 | CapEff:0000000000000000 | CapBnd:0000000000000000) ;;
+		*) echo -n " its $f is $v;" ;; esac
+	done
+	pgrep -P "$1" -x padcell-spawner >/dev/null || echo -n " no padcell-spawner child;"
+}
+serve_port() { sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$1" | head -n1; }
+case_serve() {
+	local log=$LOGDIR/serve.log why="" d sp port key code st=$LOGDIR/serve-st
+	if ! command -v curl >/dev/null; then echo "SKIP jail-serve: curl is missing"; skip=$((skip + 1)); return; fi
+	serve_template || { result jail-serve "no template snapshot of the test guest" "$LOGDIR/serve-tpl.log"; return; }
+	rm -rf "$st"
+	PADCELL_JAIL_TEST_OPEN=/etc/hostname "$NETJAILTEST" serve --template base="$LOGDIR/serve-tpl" --state-dir "$st" \
+		--listen 127.0.0.1:0 --padcell "$PADCELL" --ready-timeout 1 </dev/null >"$log" 2>&1 &
+	d=$!
+	wait_line "$log" 'listening on' || why="the daemon did not start"
+	port=$(serve_port "$log")
+	if [ -z "$why" ]; then
+		why=$(server_confined "$d")
+		sp=$(pgrep -P "$d" -x padcell-spawner | head -n1)
+		[ -n "$sp" ] && [ "$(status_of "$sp" NoNewPrivs)" != 1 ] && why="$why the spawner has new privileges;"
+		grep -q 'jail: test: open /etc/hostname: Permission denied' "$log" || why="$why a file outside its directories was not refused;"
+		key=$(cat "$st/api-key")
+		code=$(curl -sS -o "$LOGDIR/serve-body" -w '%{http_code}' -H "X-API-Key: $key" "http://127.0.0.1:$port/sandboxes")
+		[ "$code" = 200 ] || why="$why the list answered $code;"
+		code=$(curl -sS -o "$LOGDIR/serve-body" -w '%{http_code}' -X POST -H "X-API-Key: $key" \
+			-H 'Content-Type: application/json' --data '{"templateID":"base"}' "http://127.0.0.1:$port/sandboxes")
+		[ "$code" = 500 ] && grep -q 'did not answer' "$LOGDIR/serve-body" ||
+			why="$why the create answered $code: $(head -c 200 "$LOGDIR/serve-body");"
+		[ -z "$(ls "$st/run")" ] && [ -z "$(ls "$st/sandboxes")" ] || why="$why the failed create left files;"
+		pgrep -f "restore --from $LOGDIR/serve-tpl" >/dev/null && why="$why the failed create left a monitor;"
+		[ -d "/proc/$d" ] || why="$why the daemon died: $(tail -n 2 "$log");"
+	fi
+	kill -TERM "$d" 2>/dev/null
+	wait "$d" 2>/dev/null
+	code=$?
+	[ -z "$why" ] && [ "$code" != 0 ] && why="the daemon exited $code on SIGTERM"
+	[ -n "$sp" ] && [ -d "/proc/$sp" ] && sleep 1 && [ -d "/proc/$sp" ] && why="$why the spawner outlived the daemon;"
+	result jail-serve "$why" "$log"
+}
+
+# The daemon's forbidden call (personality, the test hook right after its confinement): exit 159 and
+# the monitor's kind of message; --no-jail: one warning line, no filter.
+case_serve_violation() {
+	local log=$LOGDIR/serve-violation.log why="" rc
+	serve_template || { result jail-serve-violation "no template snapshot" "$LOGDIR/serve-tpl.log"; return; }
+	rm -rf "$LOGDIR/serve-st"
+	PADCELL_JAIL_TEST_VIOLATION=serve timeout 30 "$NETJAILTEST" serve --template base="$LOGDIR/serve-tpl" \
+		--state-dir "$LOGDIR/serve-st" --listen 127.0.0.1:0 </dev/null >"$log" 2>&1
+	rc=$?
+	if [ "$rc" -ne 159 ]; then why="exit $rc, expected 159"
+	elif ! grep -q 'the serve thread made a forbidden system call, personality (135): the daemon is stopped' "$log"; then
+		why="no message naming the serve daemon and personality"
+	fi
+	result jail-serve-violation "$why" "$log"
+}
+case_serve_no_jail() {
+	local log=$LOGDIR/serve-nojail.log why="" d
+	serve_template || { result jail-serve-no-jail "no template snapshot" "$LOGDIR/serve-tpl.log"; return; }
+	rm -rf "$LOGDIR/serve-st"
+	"$NETPADCELL" serve --no-jail --template base="$LOGDIR/serve-tpl" --state-dir "$LOGDIR/serve-st" \
+		--listen 127.0.0.1:0 </dev/null >"$log" 2>&1 &
+	d=$!
+	if ! wait_line "$log" 'listening on'; then why="the daemon did not start"
+	elif [ "$(grep -c 'warning: --no-jail: the serve daemon runs unconfined' "$log")" -ne 1 ]; then why="no one-line warning"
+	elif [ "$(status_of "$d" Seccomp)" != 0 ]; then why="a filter is loaded all the same"; fi
+	kill -TERM "$d" 2>/dev/null; wait "$d" 2>/dev/null
+	result jail-serve-no-jail "$why" "$log"
+}
+
+# `padcell mcp`'s server confines itself the same way (kind mcp; no file at all), its spawner beside it;
+# its forbidden call is exit 159 naming it.
+case_mcp() {
+	local log=$LOGDIR/mcp.log why="" m sp rc
+	rm -f "$LOGDIR/mcp.in"; mkfifo "$LOGDIR/mcp.in"
+	PADCELL_JAIL_TEST_OPEN=/etc/hostname "$JAILTEST" mcp <"$LOGDIR/mcp.in" >"$log" 2>&1 &
+	m=$!
+	exec 8>"$LOGDIR/mcp.in" # its input stays open until the case closes it
+	wait_line "$log" 'jail: test: open' || why="the server did not confine itself"
+	if [ -z "$why" ]; then
+		why=$(server_confined "$m")
+		sp=$(pgrep -P "$m" -x padcell-spawner | head -n1)
+		grep -q 'jail: test: open /etc/hostname: Permission denied' "$log" || why="$why a file was not refused;"
+	fi
+	exec 8>&- # the end of its input ends the session
+	wait "$m" 2>/dev/null
+	rc=$?
+	[ "$rc" -eq 0 ] || why="$why the server exited $rc at the end of its input;"
+	[ -n "$sp" ] && sleep 0.5 && [ -d "/proc/$sp" ] && why="$why the spawner outlived the server;"
+	printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' |
+		PADCELL_JAIL_TEST_VIOLATION=mcp timeout 30 "$JAILTEST" mcp >>"$log" 2>&1
+	rc=$?
+	[ "$rc" -eq 159 ] || why="$why the violation case exited $rc, expected 159;"
+	grep -q 'the mcp thread made a forbidden system call, personality (135): the MCP server is stopped' "$log" ||
+		why="$why no message naming the mcp server and personality;"
+	result jail-mcp "$why" "$log"
+}
+
 case_status
 case_uid
 case_uid_range
@@ -355,5 +472,9 @@ case_violation_supervisor
 case_net
 case_seccomp_log
 case_rootless
+case_serve
+case_serve_violation
+case_serve_no_jail
+case_mcp
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

@@ -47,6 +47,6 @@ kill -TERM $dpid 2>/dev/null
 wait $dpid
 drc=$?
 [ "$drc" = 0 ] || why="$why the daemon exited $drc on SIGTERM: $(tail -c 300 $W/serve.log);"
-grep -q 'envd\|error' $W/serve.log && echo "  [serve.log] $(grep 'envd\|error' $W/serve.log | head -n 5)"
+grep -q 'envd\|error\|jail' $W/serve.log && echo "  [serve.log] $(grep 'envd\|error\|jail' $W/serve.log | head -n 5)"
 result cleanup "$why" "no sandbox monitor left; the daemon ended 0 on SIGTERM"
 [ "$fails" -eq 0 ]

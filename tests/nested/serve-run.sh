@@ -59,7 +59,12 @@ daemon_start $W/d1.log || why="$why the daemon did not start: $(head -c 300 $W/d
 KEY=$(cat $S/api-key 2>/dev/null)
 [ -n "$KEY" ] || why="$why no $S/api-key;"
 grep -q "$KEY" $W/d1.log || why="$why the key was not printed at the first start;"
-result template "$why" "snapshot taken, daemon listening, key made"
+# the daemon confined itself (vmm/jail/jail.c jail_confine_daemon), its spawner beside it
+for f in 'Seccomp:	2' 'NoNewPrivs:	1' 'CapEff:	0000000000000000' 'CapBnd:	0000000000000000'; do
+	grep -q "^$f\$" /proc/$dpid/status || why="$why the daemon's status lacks '$f';"
+done
+grep -qx padcell-spawner /proc/*/comm 2>/dev/null || why="$why no padcell-spawner process;"
+result template "$why" "snapshot taken, daemon listening and confined, key made"
 
 # --- create a sandbox, run a command in it through its vsock socket ---
 echo "STEP serve-create"

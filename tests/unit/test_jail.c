@@ -5,9 +5,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -26,6 +28,14 @@ static void on_sigsys(int sig, siginfo_t *si, void *uc)
 	trapped_nr = si->si_syscall;
 }
 
+/* Violations trap into on_sigsys, which records the call. */
+static void trap_sigsys(void)
+{
+	struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGSYS, &sa, NULL), 0);
+}
+
 /* The process filter, then the kind's own, as a thread of that kind has them; violations trap here. */
 static void confine_as(enum jail_kind kind, bool net)
 {
@@ -37,9 +47,7 @@ static void confine_as(enum jail_kind kind, bool net)
 	 */
 	cr_skip_test("loads a real seccomp filter, under which LeakSanitizer's exit check cannot run (the unit tier runs it)");
 #endif
-	struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
-	sigemptyset(&sa.sa_mask);
-	cr_assert_eq(sigaction(SIGSYS, &sa, NULL), 0);
+	trap_sigsys();
 	char err[160];
 	cr_assert_eq(jail_seccomp_build(JAIL_SECCOMP_KILL, net, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
@@ -102,6 +110,50 @@ Test(jail_seccomp, kick_only_to_our_own_pid)
 	cr_assert_eq(trapped_nr, -1);
 	syscall(SYS_tgkill, getpid() + 1, getpid() + 1, 0);
 	cr_assert_eq(trapped_nr, SYS_tgkill);
+}
+
+static void *thread_nop(void *arg)
+{
+	return arg;
+}
+
+/* `padcell serve`'s daemon: its own program, for all its threads: TCP and Unix sockets, threads, no exec, no fork */
+Test(jail_seccomp, serve_daemon_program)
+{
+#ifdef __SANITIZE_ADDRESS__
+	cr_skip_test("loads a real seccomp filter, under which LeakSanitizer's exit check cannot run (the unit tier runs it)");
+#endif
+	trap_sigsys();
+	cr_assert_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+	cr_assert_eq(jail_seccomp_load_daemon(JAIL_SERVE, JAIL_SECCOMP_KILL), 0);
+	int fds[3] = { socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0),
+		       socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0) };
+	cr_assert(fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0, "the listener's and the sandboxes' sockets are allowed");
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	cr_assert_eq(bind(fds[0], (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(fds[0], 4), 0);
+	int mfd = memfd_create("envd-put", MFD_CLOEXEC);
+	cr_assert(mfd >= 0, "envd's file transfers go through a memfd");
+	close(mfd);
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, thread_nop, NULL), 0, "threads are allowed");
+	cr_assert_eq(pthread_join(th, NULL), 0);
+	cr_assert_eq(trapped_nr, -1, "nothing trapped so far (%d)", (int)trapped_nr);
+	syscall(SYS_socket, AF_NETLINK, SOCK_RAW, 0);
+	cr_assert_eq(trapped_nr, SYS_socket, "a netlink socket traps");
+	trapped_nr = -1;
+	char *argv[] = { "true", NULL };
+	syscall(SYS_execve, "/bin/true", argv, NULL);
+	cr_assert_eq(trapped_nr, SYS_execve, "execve traps");
+	trapped_nr = -1;
+	syscall(SYS_clone, (unsigned long)SIGCHLD, 0UL, 0UL, 0UL, 0UL);
+	cr_assert_eq(trapped_nr, SYS_clone, "a new process traps");
+	trapped_nr = -1;
+	syscall(SYS_kill, getppid(), 0);
+	cr_assert_eq(trapped_nr, SYS_kill, "no signal to another process");
+	for (int i = 0; i < 3; i++)
+		close(fds[i]);
 }
 
 Test(jail_seccomp, names_for_the_reporter)

@@ -27,6 +27,7 @@
 #include "vmm/serve/api.h"
 #include "vmm/serve/serve_cli.h"
 #include "vmm/serve/spawn.h"
+#include "vmm/serve/spawner.h"
 #include "vmm/serve/table.h"
 #include "vmm/snapshot_fmt.h"
 #include "vmm/util.h"
@@ -1754,21 +1755,34 @@ Test(serve_spawn, a_start_under_way_ends_on_the_quit_fd)
 	char d[] = "/tmp/padcell-serve-spawn.XXXXXX";
 	cr_assert_not_null(mkdtemp(d));
 	/* a "monitor" that never makes its vsock socket: the start waits for an agent that never answers */
-	char mon[128];
+	char mon[128], run[160];
 	snprintf(mon, sizeof(mon), "%s/monitor", d);
 	FILE *f = fopen(mon, "w");
-	fputs("#!/bin/sh\nexec sleep 60\n", f);
+	fputs("#!/bin/sh\ntrap 'kill $!; exit 0' TERM\nsleep 60 &\nwait\n", f);
 	fclose(f);
 	chmod(mon, 0700);
-	struct serve_spawn_opts o = { .padcell = mon, .ready_timeout = 60, .quit_fd = eventfd(0, EFD_CLOEXEC) };
-	cr_assert_geq(o.quit_fd, 0);
+	snprintf(run, sizeof(run), "%s/run", d);
+	cr_assert_eq(mkdir(run, 0700), 0);
 	static struct start_call c;
 	memset(&c, 0, sizeof(c));
-	serve_spawner_real(&c.sp, &o);
+	snprintf(c.t.name, sizeof(c.t.name), "base");
 	snprintf(c.t.dir, sizeof(c.t.dir), "%s", d);
 	snprintf(c.sb.id, sizeof(c.sb.id), "%s", "aaaaaaaaaaaaaaaaaaaa");
-	snprintf(c.sb.dir, sizeof(c.sb.dir), "%s", d);
-	snprintf(c.sb.vsock, sizeof(c.sb.vsock), "%s/vsock", d);
+	cr_assert_lt((size_t)snprintf(c.sb.dir, sizeof(c.sb.dir), "%.60s/%.20s", run, c.sb.id), sizeof(c.sb.dir));
+	cr_assert_lt((size_t)snprintf(c.sb.vsock, sizeof(c.sb.vsock), "%.80s/vsock", c.sb.dir), sizeof(c.sb.vsock));
+	cr_assert_eq(mkdir(c.sb.dir, 0700), 0);
+	/* the spawner process the daemon asks (vmm/serve/spawner.c) */
+	static struct spawner_conf sc;
+	sc = (struct spawner_conf){ .state_dir = d, .tmpl = &c.t, .ntmpl = 1, .padcell = mon };
+	static struct spawner_client rpc;
+	int rpc_fd;
+	pid_t spawner;
+	char err[256];
+	cr_assert_eq(spawner_fork(&sc, &rpc_fd, &spawner, err, sizeof(err)), 0, "%s", err);
+	spawner_client_init(&rpc, rpc_fd);
+	struct serve_spawn_opts o = { .rpc = &rpc, .padcell = mon, .ready_timeout = 60, .quit_fd = eventfd(0, EFD_CLOEXEC) };
+	cr_assert_geq(o.quit_fd, 0);
+	serve_spawner_real(&c.sp, &o);
 	pthread_t th;
 	cr_assert_eq(pthread_create(&th, NULL, start_thread, &c), 0);
 	usleep(300 * 1000);
@@ -1783,6 +1797,8 @@ Test(serve_spawn, a_start_under_way_ends_on_the_quit_fd)
 	cr_assert_lt(took, 30000.0, "the start took %.0f ms to give up", took);
 	cr_assert_eq(c.sb.pid, 0, "its process was ended");
 	close(o.quit_fd);
+	close(rpc_fd);
+	waitpid(spawner, NULL, 0);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
 	cr_assert_eq(system(cmd), 0);

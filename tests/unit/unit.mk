@@ -15,6 +15,7 @@ UNIT_SRCS := tests/unit/images.c tests/unit/test_gmem.c tests/unit/test_bus.c \
              tests/unit/test_net_dns.c tests/unit/test_net_sni.c tests/unit/test_net_httpreq.c tests/unit/test_net_sniproxy.c tests/unit/test_net_resolve.c \
              tests/unit/test_jail.c \
              tests/unit/test_serve.c tests/unit/test_serve_http.c vmm/serve/http.c tests/unit/test_envd.c \
+             tests/unit/test_spawner.c \
              tests/unit/report.c
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 UNIT_BIN  := $(BUILD)/tests/unit-tests

@@ -3,6 +3,9 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <stdbool.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,10 +14,13 @@
 
 #include "vmm/cmd/cli.h"
 #include "vmm/mcp/mcp.h"
+#include "vmm/jail/jail.h"
 #include "vmm/mcp/sandbox.h"
+#include "vmm/mcp/spawner.h"
+#include <jansson.h>
 #include "vmm/util.h"
 
-enum { M_KERNEL = 256, M_ROOTFS, M_MEM, M_CPUS, M_BOOT_TIMEOUT, M_ALLOW_PVM, M_VERBOSE };
+enum { M_KERNEL = 256, M_ROOTFS, M_MEM, M_CPUS, M_BOOT_TIMEOUT, M_ALLOW_PVM, M_VERBOSE, M_NO_JAIL, M_SECCOMP };
 
 int cmd_mcp(int argc, char **argv)
 {
@@ -26,9 +32,13 @@ int cmd_mcp(int argc, char **argv)
 		{ "boot-timeout", required_argument, NULL, M_BOOT_TIMEOUT },
 		{ "allow-pvm", no_argument, NULL, M_ALLOW_PVM },
 		{ "verbose", no_argument, NULL, M_VERBOSE },
+		{ "no-jail", no_argument, NULL, M_NO_JAIL },
+		{ "seccomp", required_argument, NULL, M_SECCOMP },
 		{ 0 },
 	};
 	struct sandbox_opts o = { .mem = "512M", .cpus = 1, .boot_timeout = CLI_DEFAULT_BOOT_TIMEOUT };
+	bool no_jail = false;
+	enum jail_seccomp_mode seccomp = JAIL_SECCOMP_KILL;
 	opterr = 0;
 	optind = 1;
 	int c;
@@ -58,6 +68,14 @@ int cmd_mcp(int argc, char **argv)
 			break;
 		case M_ALLOW_PVM: o.allow_pvm = true; break;
 		case M_VERBOSE: o.verbose = true; break;
+		case M_NO_JAIL: no_jail = true; break;
+		case M_SECCOMP:
+			if (strcmp(optarg, "kill") && strcmp(optarg, "log")) {
+				fprintf(stderr, "padcell: --seccomp takes kill or log, not '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			seccomp = strcmp(optarg, "log") ? JAIL_SECCOMP_KILL : JAIL_SECCOMP_LOG;
+			break;
 		default:
 			fprintf(stderr, c == ':' ? "padcell: %s needs a value\n" : "padcell: unknown option '%s' (see padcell --help)\n",
 				argv[optind - 1]);
@@ -87,15 +105,39 @@ int cmd_mcp(int argc, char **argv)
 		fprintf(stderr, "padcell: signalfd: %s\n", strerror(-sig_fd));
 		return EXIT_HOST_ERROR;
 	}
+	/* privilege separation: the VM is booted and ended by a process of its own; this one, which
+	 * parses the client's JSON-RPC, confines itself before it reads a byte of it */
+	char err[512];
+	int spawner_fd;
+	pid_t spawner_pid;
+	if (mcp_spawner_fork(&o, &spawner_fd, &spawner_pid, err, sizeof(err))) {
+		fprintf(stderr, "padcell: mcp: %s\n", err);
+		return EXIT_HOST_ERROR;
+	}
+	json_object_seed(0); /* Jansson's hash seed from /dev/urandom, while it may be read */
+	if (no_jail) {
+		fprintf(stderr, "padcell: warning: --no-jail: the MCP server runs unconfined (no seccomp, Landlock or "
+				"privilege drop); its sandbox's monitor is still jailed\n");
+	} else {
+		struct jail_daemon jd = { .seccomp = seccomp, .kind = JAIL_MCP };
+		if (jail_confine_daemon(&jd, err, sizeof(err))) {
+			fprintf(stderr, "padcell: mcp: jail: %s\n", err);
+			return EXIT_HOST_ERROR;
+		}
+	}
 	struct sandbox sb;
 	struct mcp_backend b;
-	sandbox_init(&sb, &o, sig_fd, &b);
+	sandbox_init(&sb, &o, sig_fd, spawner_fd, &b);
 	struct mcp m;
 	mcp_init(&m, &b, PADCELL_VERSION);
 	int signo = 0;
 	int rc = mcp_serve(&m, STDIN_FILENO, STDOUT_FILENO, sig_fd, &signo);
 	sandbox_stop(&sb);
 	close(sig_fd);
+	/* the spawner ends as its channel closes: reaped here (bounded: not waited for past a second) */
+	close(spawner_fd);
+	for (int i = 0; i < 20 && waitpid(spawner_pid, NULL, WNOHANG) == 0; i++)
+		poll(NULL, 0, 50);
 	if (rc == -EINTR)
 		return 128 + signo;
 	if (rc) {

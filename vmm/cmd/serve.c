@@ -23,14 +23,17 @@
 #include "vmm/serve/api.h"
 #include "vmm/serve/http.h"
 #include "vmm/serve/serve_cli.h"
+#include "vmm/jail/jail.h"
 #include "vmm/serve/spawn.h"
+#include "vmm/serve/spawner.h"
 #include "vmm/serve/table.h"
 #include "vmm/util.h"
 
 #define SERVE_TEMPLATES_MAX 32
 #define SERVE_TICK_MS       500 /* how often timeouts and dead sandboxes are looked at */
 
-enum { S_LISTEN = 256, S_STATE_DIR, S_MAX_SB, S_MAX_MEM, S_TEMPLATE, S_READY_TIMEOUT, S_PADCELL, S_VERBOSE, S_POOL, S_TEMPLATES, S_API_KEYS };
+enum { S_LISTEN = 256, S_STATE_DIR, S_MAX_SB, S_MAX_MEM, S_TEMPLATE, S_READY_TIMEOUT, S_PADCELL, S_VERBOSE, S_POOL, S_TEMPLATES, S_API_KEYS,
+       S_NO_JAIL, S_SECCOMP };
 
 static double wall_now(void *ctx)
 {
@@ -163,6 +166,8 @@ int cmd_serve(int argc, char **argv)
 		{ "pool", required_argument, NULL, S_POOL },
 		{ "templates", required_argument, NULL, S_TEMPLATES },
 		{ "api-keys", required_argument, NULL, S_API_KEYS },
+		{ "no-jail", no_argument, NULL, S_NO_JAIL },
+		{ "seccomp", required_argument, NULL, S_SECCOMP },
 		{ 0 },
 	};
 	static struct serve_template tmpl[SERVE_TEMPLATES_MAX];
@@ -181,6 +186,8 @@ int cmd_serve(int argc, char **argv)
 	static char monitor[PATH_MAX];
 	static char templates_dir[PATH_MAX];
 	const char *keys_file = NULL;
+	bool no_jail = false;
+	enum jail_seccomp_mode seccomp = JAIL_SECCOMP_KILL;
 	opterr = 0;
 	optind = 1;
 	int c;
@@ -226,6 +233,12 @@ int cmd_serve(int argc, char **argv)
 			break;
 		case S_VERBOSE: so.verbose = true; break;
 		case S_API_KEYS: keys_file = optarg; break;
+		case S_NO_JAIL: no_jail = true; break;
+		case S_SECCOMP:
+			if (strcmp(optarg, "kill") && strcmp(optarg, "log"))
+				return usage("--seccomp takes kill or log, not '%s'", optarg);
+			seccomp = strcmp(optarg, "log") ? JAIL_SECCOMP_KILL : JAIL_SECCOMP_LOG;
+			break;
 		case S_TEMPLATES:
 			if (!*optarg || strlen(optarg) >= sizeof(templates_dir))
 				return usage("--templates '%s': expected a directory", optarg);
@@ -243,6 +256,12 @@ int cmd_serve(int argc, char **argv)
 	}
 	if (optind < argc)
 		return usage("unexpected argument '%s'", argv[optind]);
+	/* a uid range would hand each sandbox's sockets (0600) to its own uid, which a daemon without
+	 * capabilities cannot connect to: refused, rather than every sandbox failing its ready wait */
+	const char *ur = getenv("PADCELL_UID_RANGE");
+	if (!no_jail && geteuid() == 0 && ur && *ur)
+		return usage("PADCELL_UID_RANGE is set: the sandboxes' sockets would belong to their uids, which the "
+			     "confined daemon (no capabilities) cannot reach; unset it, or serve with --no-jail (%s)", ur);
 	/* the templates built by `padcell template build`: --templates DIR, or STATE/templates when it exists */
 	bool templates_given = templates_dir[0] != '\0';
 	if (!templates_given &&
@@ -300,6 +319,8 @@ int cmd_serve(int argc, char **argv)
 		return EXIT_HOST_ERROR;
 	}
 	struct serve_spawner sp;
+	static struct spawner_client rpc;
+	so.rpc = &rpc;
 	serve_spawner_real(&sp, &so);
 	struct serve_clock clk = { .now = wall_now };
 	static struct serve_table t;
@@ -321,11 +342,46 @@ int cmd_serve(int argc, char **argv)
 	if (!keys_file)
 		serve_keys_one(&keys, key);
 	explicit_bzero(key, sizeof(key));
+	/* privilege separation: what starts and ends monitors goes to a process of its own now, while
+	 * this one is single-threaded; this one then confines itself before it reads any request */
+	static struct spawner_conf spc;
+	spc = (struct spawner_conf){ .state_dir = t.state_dir, .tmpl = tmpl, .ntmpl = ntmpl, .max = SERVE_TEMPLATES_MAX,
+				     .templates_dir = templates_dir, .padcell = so.padcell, .verbose = so.verbose };
+	int rpc_fd;
+	pid_t spawner_pid;
+	if (spawner_fork(&spc, &rpc_fd, &spawner_pid, why, sizeof(why))) {
+		fprintf(stderr, "padcell: serve: %s\n", why);
+		serve_table_free(&t);
+		return EXIT_HOST_ERROR;
+	}
+	spawner_client_init(&rpc, rpc_fd);
 	unsigned adopted, removed;
 	if (serve_adopt(&t, &adopted, &removed, why, sizeof(why))) {
 		fprintf(stderr, "padcell: serve: %s\n", why);
 		serve_table_free(&t);
 		return EXIT_HOST_ERROR;
+	}
+	/* Jansson seeds its hash from /dev/urandom at its first object: now, while it may be read */
+	json_object_seed(0);
+	if (no_jail) {
+		fprintf(stderr, "padcell: warning: --no-jail: the serve daemon runs unconfined (no seccomp, Landlock or "
+				"privilege drop); its sandboxes' monitors are still jailed\n");
+	} else {
+		struct jail_daemon jd = { .rw = { t.state_dir }, .nrw = 1, .ro = { templates_dir }, .nro = 1,
+					  .bind_port = ntohs(addr.sin_port), .seccomp = seccomp, .kind = JAIL_SERVE };
+		/* --api-keys: its directory read-only, where the file can be read again (also once replaced) */
+		static char keys_dir[PATH_MAX];
+		if (keys_file && realpath(keys_file, keys_dir)) {
+			char *slash = strrchr(keys_dir, '/');
+			if (slash && slash != keys_dir)
+				*slash = '\0';
+			jd.ro[jd.nro++] = keys_dir;
+		}
+		if (jail_confine_daemon(&jd, why, sizeof(why))) {
+			fprintf(stderr, "padcell: serve: jail: %s\n", why);
+			serve_table_free(&t);
+			return EXIT_HOST_ERROR;
+		}
 	}
 	unsigned port;
 	struct serve_http *h = serve_http_start(&t, &keys, &addr, &port, why, sizeof(why));
@@ -375,9 +431,12 @@ int cmd_serve(int argc, char **argv)
 			reload_templates(&rl);
 			fflush(stdout);
 		}
-		/* our children that ended by themselves (a guest that powered off) */
-		while (waitpid(-1, NULL, WNOHANG) > 0)
-			;
+		/* the spawner is this daemon's only child: without it no sandbox can start or end */
+		if (waitpid(spawner_pid, NULL, WNOHANG) == spawner_pid) {
+			fprintf(stderr, "padcell: serve: the spawner process ended: the daemon stops (the sandboxes run on)\n");
+			signo = -1;
+			break;
+		}
 		serve_tick(&t);
 	}
 	/* every start under way (a pool's, a create's) sees this within a second and gives up */
@@ -396,6 +455,12 @@ int cmd_serve(int argc, char **argv)
 	serve_table_free(&t);
 	close(so.quit_fd);
 	close(sig_fd);
+	/* the spawner ends as its channel closes (bounded: it is not waited for past a second) */
+	close(rpc_fd);
+	for (int i = 0; i < 20 && waitpid(spawner_pid, NULL, WNOHANG) == 0; i++)
+		poll(NULL, 0, 50);
+	if (signo < 0)
+		return EXIT_HOST_ERROR;
 	fprintf(stderr, "padcell: serve: stopped by signal %d; the sandboxes run on (re-adopted at the next start)\n", signo);
 	return 0;
 }

@@ -79,7 +79,9 @@ __attribute__((constructor)) static void jail_state_init(void)
 /* The kinds' names, and the supervisor's (pidns.c: no thread kind of the monitor, one program of its own). */
 enum { JAIL_SUPERVISOR = JAIL_KINDS };
 static __thread int thread_kind = JAIL_CONTROL;
-static const char *const kind_names[JAIL_KINDS + 1] = { "control", "vCPU", "device", "network", "supervisor" };
+static const char *const kind_names[JAIL_KINDS + 1] = { "control", "vCPU", "device", "network", "serve", "mcp", "supervisor" };
+/* What a violation ends, for its message: the VM, or a daemon confined by jail_confine_daemon. */
+static const char *violation_ends = "the VM is stopped";
 
 void jail_opts_init(struct jail_opts *o)
 {
@@ -670,7 +672,9 @@ static void sigsys_handler(int sig, siginfo_t *si, void *uc)
 	at = put(buf, at, sizeof(buf), name ? name : "?");
 	at = put(buf, at, sizeof(buf), " (");
 	at = put(buf, at, sizeof(buf), digits);
-	at = put(buf, at, sizeof(buf), "): the VM is stopped (exit 159)\r\n");
+	at = put(buf, at, sizeof(buf), "): ");
+	at = put(buf, at, sizeof(buf), violation_ends);
+	at = put(buf, at, sizeof(buf), " (exit 159)\r\n");
 	if (write(STDERR_FILENO, buf, at) < 0) {
 		/* nothing more to do */
 	}
@@ -921,6 +925,57 @@ void jail_thread_begin(enum jail_kind kind, bool born_confined)
 	if (rc)
 		thread_die(kind, "load its seccomp filter", rc);
 	test_hook(kind);
+}
+
+int jail_confine_daemon(const struct jail_daemon *d, char *err, size_t errlen)
+{
+	bool violate = false;
+	const char *test_open = NULL;
+#ifdef PADCELL_TEST_HOOKS
+	const char *t = getenv("PADCELL_JAIL_TEST_VIOLATION");
+	violate = t && !strcasecmp(t, kind_names[d->kind]);
+	test_open = getenv("PADCELL_JAIL_TEST_OPEN");
+#endif
+	/* no core files; fds for its connections and their agent sockets; no file bigger than a record needs */
+	setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 });
+	struct rlimit cur;
+	rlim_t nofile = 4096;
+	if (getrlimit(RLIMIT_NOFILE, &cur) == 0 && cur.rlim_max != RLIM_INFINITY && cur.rlim_max < nofile)
+		nofile = cur.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &(struct rlimit){ nofile, nofile });
+	setrlimit(RLIMIT_FSIZE, &(struct rlimit){ 64ull << 20, 64ull << 20 });
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return snprintf(err, errlen, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno)), -errno;
+	int rc = jail_landlock_daemon(d, err, errlen);
+	if (rc == -ENOSYS) {
+		fprintf(stderr, "padcell: jail: %s: the daemon's file access is not restricted\n", err);
+		rc = 0;
+	}
+	if (rc)
+		return rc;
+	J.cap_last = -1;
+	caps_drop_bounding();
+	if ((rc = caps_drop_thread()))
+		return snprintf(err, errlen, "cannot drop capabilities: %s", strerror(-rc)), rc;
+	clearenv();
+	thread_kind = d->kind;
+	violation_ends = d->kind == JAIL_MCP ? "the MCP server is stopped" : "the daemon is stopped";
+	if (d->seccomp == JAIL_SECCOMP_KILL) {
+		struct sigaction sa = { .sa_sigaction = sigsys_handler, .sa_flags = SA_SIGINFO };
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGSYS, &sa, NULL);
+	}
+	if ((rc = jail_seccomp_load_daemon(d->kind, d->seccomp)))
+		return snprintf(err, errlen, "cannot load the seccomp filter: %s", strerror(-rc)), rc;
+	if (test_open) {
+		int fd = open(test_open, O_RDONLY | O_CLOEXEC);
+		fprintf(stderr, "padcell: jail: test: open %s: %s\n", test_open, fd < 0 ? strerror(errno) : "opened");
+		if (fd >= 0)
+			close(fd);
+	}
+	if (violate)
+		syscall(SYS_personality, 0xffffffffUL);
+	return 0;
 }
 
 void jail_probe(struct jail_support *s)

@@ -39,6 +39,8 @@ enum jail_kind {
 	JAIL_VCPU,    /* KVM_RUN and the device models' exit handlers */
 	JAIL_DEVICE,  /* device workers: virtio-blk, virtio-vsock */
 	JAIL_NET,     /* the NIC's worker: virtio-net and libslirp's host sockets (AF_INET, AF_INET6) */
+	JAIL_SERVE,   /* `padcell serve`'s HTTP daemon, every thread of it (jail_confine_daemon) */
+	JAIL_MCP,     /* `padcell mcp`'s server (jail_confine_daemon) */
 	JAIL_KINDS
 };
 
@@ -146,6 +148,26 @@ void jail_thread_unborn(void);
  */
 void jail_thread_begin(enum jail_kind kind, bool born_confined);
 
+/*
+ * A daemon's own confinement (`padcell serve` or `padcell mcp`, once everything it needs is open
+ * and before its first thread): rlimits, no new privileges, every capability dropped (bounding and ambient too),
+ * Landlock (the rw directories read-write, the ro ones read-only, nothing else; TCP bind on
+ * bind_port alone, no TCP connect), the environment cleared, then kind's seccomp program with
+ * the same SIGSYS report as the monitor's (exit 159).  Call single-threaded.  0, or -errno with
+ * err set.  PADCELL_TEST_HOOKS builds read PADCELL_JAIL_TEST_VIOLATION=KIND (a forbidden call
+ * right after) and PADCELL_JAIL_TEST_OPEN=PATH (an open of PATH, its result on stderr).
+ */
+struct jail_daemon {
+	const char *rw[4];
+	unsigned nrw;
+	const char *ro[4];
+	unsigned nro;
+	unsigned bind_port;            /* 0: bind is not restricted by Landlock */
+	enum jail_seccomp_mode seccomp;
+	enum jail_kind kind;
+};
+int jail_confine_daemon(const struct jail_daemon *d, char *err, size_t errlen);
+
 /* For `padcell check`. */
 struct jail_support {
 	bool seccomp;         /* seccomp filter mode available */
@@ -168,6 +190,8 @@ int jail_landlock_abi(void);
 int jail_landlock_make(const char *const *dirs, unsigned ndirs, const char *const *rmdir_parents, unsigned nrmdir,
 		       char *err, size_t errlen);
 int jail_landlock_restrict(int ruleset_fd);
+int jail_landlock_daemon(const struct jail_daemon *d, char *err, size_t errlen);
+int jail_seccomp_load_daemon(enum jail_kind kind, enum jail_seccomp_mode mode);
 int jail_ns_user(char *what, size_t whatlen);
 int jail_ns_enter(bool host_net, char *what, size_t whatlen);
 int jail_pidns_fork(bool keep_kill, enum jail_seccomp_mode mode, char *what, size_t whatlen);

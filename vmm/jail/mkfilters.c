@@ -52,7 +52,7 @@ static long build_one(unsigned mask, uint32_t deny, struct sock_filter **insns)
 	if (!rc)
 		rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2); /* a binary tree, not a linear list */
 	/* glibc tries clone3 first and falls back to clone, whose flags a filter can see */
-	if (!rc && (mask & C))
+	if (!rc && (mask & (C | H)))
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
 	for (size_t i = 0; !rc && i < sizeof(rules) / sizeof(rules[0]); i++)
 		if ((rules[i].kinds & mask) && !(rules[i].test == FAIL && allowed(rules[i].nr, mask)))

@@ -34,7 +34,7 @@ int jail_seccomp_build(enum jail_seccomp_mode mode, bool net, char *err, size_t 
 	/* the pid as this process sees itself: 1 when it is its PID namespace's first */
 	uint32_t pid = (uint32_t)getpid();
 	for (int p = 0; p < JAIL_PROGS; p++) {
-		int rc = p == JAIL_PROG_SUPERVISOR ? 0 : pid_patch(p, pid, err, errlen);
+		int rc = p == JAIL_PROG_SUPERVISOR || p == JAIL_PROG_SERVE || p == JAIL_PROG_MCP ? 0 : pid_patch(p, pid, err, errlen);
 		if (rc)
 			return rc;
 	}
@@ -68,7 +68,8 @@ int jail_seccomp_load(enum jail_kind kind)
 {
 	static const enum jail_prog of_kind[JAIL_KINDS] = {
 		[JAIL_CONTROL] = JAIL_PROG_CONTROL, [JAIL_VCPU] = JAIL_PROG_VCPU,
-		[JAIL_DEVICE] = JAIL_PROG_DEVICE, [JAIL_NET] = JAIL_PROG_NET,
+		[JAIL_DEVICE] = JAIL_PROG_DEVICE, [JAIL_NET] = JAIL_PROG_NET, [JAIL_SERVE] = JAIL_PROG_SERVE,
+		[JAIL_MCP] = JAIL_PROG_MCP,
 	};
 	if (kind == JAIL_CONTROL)
 		return jail_seccomp_load_control();
@@ -81,6 +82,18 @@ int jail_seccomp_load_supervisor(enum jail_seccomp_mode mode, pid_t monitor)
 	char err[128];
 	int rc = pid_patch(JAIL_PROG_SUPERVISOR, (uint32_t)monitor, err, sizeof(err));
 	return rc ? rc : load(JAIL_PROG_SUPERVISOR, 0);
+}
+
+int jail_seccomp_load_daemon(enum jail_kind kind, enum jail_seccomp_mode mode)
+{
+	if (kind != JAIL_SERVE && kind != JAIL_MCP)
+		return -EINVAL;
+	enum jail_prog p = kind == JAIL_SERVE ? JAIL_PROG_SERVE : JAIL_PROG_MCP;
+	progs = jail_bpf[mode == JAIL_SECCOMP_LOG ? JAIL_BPF_LOG : JAIL_BPF_KILL];
+	char err[128];
+	/* tgkill to its own threads only */
+	int rc = pid_patch(p, (uint32_t)getpid(), err, sizeof(err));
+	return rc ? rc : load(p, 0);
 }
 
 int jail_seccomp_load_control(void)

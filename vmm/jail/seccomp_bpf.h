@@ -18,6 +18,8 @@ enum jail_prog {
 	JAIL_PROG_PROCESS,     /* every thread's outer filter: the union, and the confinement steps */
 	JAIL_PROG_PROCESS_NET,
 	JAIL_PROG_SUPERVISOR,  /* the supervisor outside the monitor's PID namespace (vmm/jail/pidns.c) */
+	JAIL_PROG_SERVE,       /* `padcell serve`'s HTTP daemon, all its threads (vmm/cmd/serve.c) */
+	JAIL_PROG_MCP,         /* `padcell mcp`'s server (vmm/cmd/mcp.c) */
 	JAIL_PROGS
 };
 

@@ -6,7 +6,10 @@
  * Kinds: C control thread (and helper threads it starts), V vCPU, D device worker, N the NIC's
  * network-stack thread (libslirp), P only while the process confines itself (per-thread
  * capability and Landlock steps, loading the next filter), S the supervisor (vmm/jail/pidns.c:
- * the process the user started, outside the monitor's PID namespace; a program of its own).  A thread's filters stack: every
+ * the process the user started, outside the monitor's PID namespace; a program of its own), H
+ * `padcell serve`'s HTTP daemon (every thread of it: libmicrohttpd's, the API's, envd's workers;
+ * a program of its own, loaded before its first thread; no exec, no fork), M `padcell mcp`'s server
+ * (one thread: JSON-RPC on stdio, the agent client; a program of its own).  A thread's filters stack: every
  * thread has the process filter (the union of all rows) and then its kind's.  The control thread
  * starts device threads (and the NIC's) again at resume, and those inherit its filter, so the
  * control filter includes every D row too, and every N row when the VM has a NIC.
@@ -32,7 +35,7 @@
 
 enum {
 	C = 1 << JAIL_CONTROL, V = 1 << JAIL_VCPU, D = 1 << JAIL_DEVICE, N = 1 << JAIL_NET, P = 1 << JAIL_KINDS,
-	S = 1 << (JAIL_KINDS + 1)
+	S = 1 << (JAIL_KINDS + 1), H = 1 << JAIL_SERVE, M = 1 << JAIL_MCP
 };
 #define ALL (C | V | D | N)
 
@@ -124,6 +127,59 @@ static const struct rule rules[] = {
 	/* only while confining: each thread that existed before drops its own capabilities and joins Landlock */
 	SYS(capset, P), SYS(capget, P), ARG(prctl, P, EQ, 0, PR_CAPBSET_DROP), ARG(prctl, P, EQ, 0, PR_CAP_AMBIENT),
 	SYS(landlock_restrict_self, P),
+	/*
+	 * `padcell serve`'s daemon (H): HTTP from clients (libmicrohttpd, a thread per connection), the
+	 * sandbox table's records under the state dir, agent and API clients on the sandboxes' Unix
+	 * sockets, the spawner's socketpair (replies carry pidfds, which it polls).  Sockets AF_UNIX,
+	 * AF_INET, AF_INET6 only; threads only (clone with CLONE_THREAD); no execve, no signals but to
+	 * its own threads.
+	 */
+	SYS(futex, H), SYS(read, H), SYS(write, H), SYS(close, H), SYS(exit, H), SYS(exit_group, H),
+	SYS(rt_sigreturn, H), SYS(rt_sigprocmask, H), SYS(restart_syscall, H), SYS(clock_gettime, H),
+	SYS(clock_getres, H), SYS(clock_nanosleep, H), SYS(nanosleep, H), SYS(gettid, H), SYS(getpid, H),
+	SYS(sched_yield, H), SYS(madvise, H), SYS(munmap, H), SYS(brk, H), SYS(mremap, H), SYS(gettimeofday, H),
+	ARG(mmap, H, LACKS, 2, PROT_EXEC), ARG(mprotect, H, LACKS, 2, PROT_EXEC),
+	ARG(tgkill, H, PID, 0, 0), ARG(rt_sigaction, H, NOT, 0, SIGSYS),
+	SYS(getrandom, H), SYS(fstat, H), SYS(newfstatat, H), SYS(statx, H), SYS(lseek, H), SYS(sigaltstack, H),
+	SYS(rseq, H), SYS(set_robust_list, H), ARG(prlimit64, H, EQ, 2, 0), SYS(sched_getaffinity, H),
+	ARG(clone, H, HAS, 0, CLONE_THREAD), ARG(prctl, H, EQ, 0, PR_SET_NAME),
+	/* the state dir: records written and renamed, run directories made and removed */
+	SYS(openat, H), SYS(mkdir, H), SYS(mkdirat, H), SYS(unlink, H), SYS(unlinkat, H), SYS(rmdir, H),
+	SYS(rename, H), SYS(renameat, H), SYS(renameat2, H), SYS(fsync, H), SYS(fdatasync, H), SYS(ftruncate, H),
+	SYS(access, H), SYS(faccessat, H), SYS(faccessat2, H), SYS(getdents64, H), SYS(pread64, H), SYS(pwrite64, H),
+	SYS(readv, H), SYS(writev, H),
+	/* envd's file up- and download: the file's bytes in a memfd between the HTTP body and the agent */
+	SYS(memfd_create, H),
+	/* the listener and its connections, the Unix sockets of the sandboxes and of the spawner */
+	ARG(socket, H, EQ, 0, AF_UNIX), ARG(socket, H, EQ, 0, AF_INET), ARG(socket, H, EQ, 0, AF_INET6),
+	SYS(bind, H), SYS(listen, H), SYS(accept, H), SYS(accept4, H), SYS(connect, H), SYS(shutdown, H),
+	SYS(recvfrom, H), SYS(recvmsg, H), SYS(sendto, H), SYS(sendmsg, H), SYS(getsockopt, H), SYS(setsockopt, H),
+	SYS(getsockname, H), SYS(getpeername, H), SYS(fcntl, H), SYS(dup, H), SYS(dup3, H), SYS(pipe2, H),
+	SYS(socketpair, H), SYS(eventfd2, H), SYS(timerfd_create, H), SYS(timerfd_settime, H), SYS(timerfd_gettime, H),
+	SYS(signalfd4, H), SYS(poll, H), SYS(ppoll, H), SYS(select, H), SYS(pselect6, H), SYS(epoll_create1, H),
+	SYS(epoll_ctl, H), SYS(epoll_wait, H), SYS(epoll_pwait, H), IOCTL(FIONREAD, H), IOCTL(FIONBIO, H),
+	/* the spawner, its child: noticed when it ends */
+	SYS(wait4, H),
+	SYS(getuid, H), SYS(geteuid, H), SYS(getgid, H), SYS(getegid, H), SYS(uname, H), SYS(sysinfo, H),
+	/*
+	 * `padcell mcp`'s server (M): JSON-RPC on stdin/stdout, the guest agent's client on the VM's
+	 * Unix sockets (the ready socket's listener comes from the spawner), tool output in sealed
+	 * memfds.  Unix sockets only, no threads, no files (Landlock refuses every path), no exec.
+	 */
+	SYS(futex, M), SYS(read, M), SYS(write, M), SYS(close, M), SYS(exit, M), SYS(exit_group, M),
+	SYS(rt_sigreturn, M), SYS(rt_sigprocmask, M), SYS(restart_syscall, M), SYS(clock_gettime, M),
+	SYS(clock_nanosleep, M), SYS(nanosleep, M), SYS(gettid, M), SYS(getpid, M), SYS(madvise, M), SYS(munmap, M),
+	SYS(brk, M), SYS(mremap, M), SYS(gettimeofday, M), ARG(mmap, M, LACKS, 2, PROT_EXEC),
+	ARG(mprotect, M, LACKS, 2, PROT_EXEC), ARG(tgkill, M, PID, 0, 0), ARG(rt_sigaction, M, NOT, 0, SIGSYS),
+	SYS(getrandom, M), SYS(fstat, M), SYS(newfstatat, M), SYS(lseek, M), SYS(sigaltstack, M),
+	ARG(prlimit64, M, EQ, 2, 0), SYS(openat, M), SYS(memfd_create, M), SYS(ftruncate, M), SYS(pread64, M),
+	SYS(pwrite64, M), SYS(readv, M), SYS(writev, M), SYS(fcntl, M), SYS(dup, M), SYS(dup3, M),
+	ARG(socket, M, EQ, 0, AF_UNIX), SYS(connect, M), SYS(accept4, M), SYS(shutdown, M), SYS(recvfrom, M),
+	SYS(recvmsg, M), SYS(sendto, M), SYS(sendmsg, M), SYS(getsockopt, M), SYS(setsockopt, M),
+	SYS(poll, M), SYS(ppoll, M), SYS(epoll_create1, M), SYS(epoll_ctl, M), SYS(epoll_wait, M),
+	SYS(epoll_pwait, M), SYS(timerfd_create, M), SYS(timerfd_settime, M), SYS(eventfd2, M), SYS(pipe2, M),
+	IOCTL(FIONREAD, M), IOCTL(FIONBIO, M),
+	SYS(wait4, M), /* its spawner, reaped at the end */
 };
 
 /* The programs and the kinds each allows (enum jail_prog's order). */
@@ -136,6 +192,8 @@ static const unsigned prog_kinds[JAIL_PROGS] = {
 	[JAIL_PROG_PROCESS] = C | V | D | P,
 	[JAIL_PROG_PROCESS_NET] = ALL | P,
 	[JAIL_PROG_SUPERVISOR] = S,
+	[JAIL_PROG_SERVE] = H,
+	[JAIL_PROG_MCP] = M,
 };
 
 #endif

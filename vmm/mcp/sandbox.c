@@ -1,4 +1,4 @@
-/* The sandbox VM of an MCP session: a child `padcell boot`, driven through the guest agent. */
+/* The sandbox VM of an MCP session: a `padcell boot` its spawner starts, driven through the guest agent. */
 #include "vmm/mcp/sandbox.h"
 
 #include <errno.h>
@@ -22,20 +22,21 @@
 #include "vmm/cmd/check.h"
 #include "vmm/cmd/run.h"
 #include "vmm/err.h"
+#include "vmm/mcp/spawner.h"
 #include "vmm/proc.h"
 #include "vmm/util.h"
 
-#define SANDBOX_CMDLINE    "console=ttyS0 reboot=k panic=-1 quiet init=/sbin/padcell-agent"
 #define SANDBOX_CONNECT_MS 5000
-#define SANDBOX_STOP_MS    10000
 
 /* The message for an agent call that failed: a lost VM says so, a stop signal ends the service. */
 static int call_error(struct sandbox *sb, const struct agent_conn *c, int rc, char *err, size_t errlen)
 {
 	if (rc == -EINTR && c->signo > 0)
 		sb->backend->stop_signo = c->signo;
-	int st;
-	if (sb->pid > 0 && waitpid(sb->pid, &st, WNOHANG) == sb->pid) {
+	struct mcp_spawn_rep r;
+	int fds[2];
+	if (sb->pid > 0 && mcp_spawn_call(sb->spawner_fd, MCP_SPAWN_WAIT, &r, fds) == 0 && r.exited) {
+		int st = r.status;
 		sb->pid = 0;
 		sb->up = false;
 		size_t n = strlen(err);
@@ -47,20 +48,17 @@ static int call_error(struct sandbox *sb, const struct agent_conn *c, int rc, ch
 
 static void sandbox_cleanup(struct sandbox *sb)
 {
-	if (sb->pid > 0) {
-		/* padcell boot ends on SIGTERM at once; a stuck one is killed after SANDBOX_STOP_MS */
-		proc_stop(sb->pid, sb->pidfd, 0, SANDBOX_STOP_MS);
+	if (sb->pid > 0 || sb->dir[0]) {
+		/* the spawner ends it (SIGTERM, SIGKILL after 10 s), reaps it and removes its directory */
+		struct mcp_spawn_rep r;
+		int fds[2];
+		mcp_spawn_call(sb->spawner_fd, MCP_SPAWN_STOP, &r, fds);
 		sb->pid = 0;
+		sb->dir[0] = '\0';
 	}
 	if (sb->pidfd >= 0)
 		close(sb->pidfd);
 	sb->pidfd = -1;
-	if (sb->dir[0]) {
-		unlink(sb->ready);
-		unlink(sb->vsock);
-		rmdir(sb->dir);
-		sb->dir[0] = '\0';
-	}
 	sb->up = false;
 }
 
@@ -75,61 +73,34 @@ void sandbox_stop(struct sandbox *sb)
  */
 static int sandbox_start(struct sandbox *sb, char *err, size_t errlen)
 {
-	if (!sb->o.allow_pvm && host_kvm_kind() == HOST_KVM_PVM)
-		return errorf(err, errlen, -ENOTSUP, "this host's /dev/kvm is PVM (no VT-x/AMD-V), where a standard Linux "
-			      "kernel cannot boot: the sandbox needs a host with hardware KVM (padcell check)");
-	const char *k = sb->o.kernel, *r = sb->o.rootfs;
-	if (!k && run_default_file("PADCELL_KERNEL", "vmlinuz", sb->kernel, sizeof(sb->kernel), err, errlen))
-		return -ENOENT;
-	if (!r && run_default_file("PADCELL_ROOTFS", "rootfs.ext4", sb->rootfs, sizeof(sb->rootfs), err, errlen))
-		return -ENOENT;
-	if (k)
-		snprintf(sb->kernel, sizeof(sb->kernel), "%s", k);
-	if (r)
-		snprintf(sb->rootfs, sizeof(sb->rootfs), "%s", r);
-	const char *base = getenv("XDG_RUNTIME_DIR");
-	if (!base || !*base || access(base, W_OK) || strlen(base) > 40)
-		base = "/tmp";
-	snprintf(sb->dir, sizeof(sb->dir), "%s/padcell-mcp.XXXXXX", base);
-	if (!mkdtemp(sb->dir)) {
-		int e = errno;
-		sb->dir[0] = '\0';
-		return errorf(err, errlen, -e, "cannot make a private directory in %s: %s", base, strerror(e));
-	}
-	snprintf(sb->vsock, sizeof(sb->vsock), "%s/vsock", sb->dir);
-	snprintf(sb->ready, sizeof(sb->ready), "%s_%u", sb->vsock, AGENT_PORT);
-	enum unix_step at;
-	int ready_fd = unix_listen(sb->ready, 4, 0, 0, &at);
-	if (ready_fd < 0) {
-		sandbox_cleanup(sb);
-		return errorf(err, errlen, ready_fd, "cannot listen on %s: %s", sb->ready, strerror(-ready_fd));
-	}
-	char drive[4200], cpus[16];
-	snprintf(drive, sizeof(drive), "%s,ro,id=rootfs", sb->rootfs);
-	snprintf(cpus, sizeof(cpus), "%u", sb->o.cpus);
-	const char *argv[] = { sb->o.padcell, "boot", "--kernel", sb->kernel, "--drive", drive, "--vsock", sb->vsock,
-			       "--mem", sb->o.mem, "--cpus", cpus, "--cmdline", SANDBOX_CMDLINE,
-			       sb->o.allow_pvm ? "--allow-pvm" : NULL, NULL };
+	/* the spawner process boots it (this one cannot execute anything): its directory, the agent's
+	 * ready socket (listening, passed here) and the child `padcell boot` */
 	double t0 = now_ms();
-	pid_t pid = fork();
-	if (pid < 0) {
-		int e = errno;
-		close(ready_fd);
-		sandbox_cleanup(sb);
-		return errorf(err, errlen, -e, "fork: %s", strerror(e));
+	struct mcp_spawn_rep r;
+	int fds[2];
+	int rc = mcp_spawn_call(sb->spawner_fd, MCP_SPAWN_BOOT, &r, fds);
+	if (rc)
+		return errorf(err, errlen, rc, "the spawner process does not answer: %s", strerror(-rc));
+	if (r.rc) {
+		for (int i = 0; i < 2; i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
+		if (r.rc == -EBUSY)
+			sandbox_cleanup(sb);
+		return errorf(err, errlen, r.rc < 0 ? r.rc : -EIO, "%s", r.err);
 	}
-	if (pid == 0) {
-		/* The VM goes with this process, however it ends; stdio is the protocol's, never the VM's. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		int null = open("/dev/null", O_RDWR);
-		dup2(null, STDIN_FILENO);
-		dup2(sb->o.verbose ? STDERR_FILENO : null, STDOUT_FILENO);
-		close_range(3, ~0u, 0);
-		execv(sb->o.padcell, (char *const *)argv);
-		_exit(127);
-	}
+	int ready_fd = fds[0];
+	pid_t pid = r.pid;
 	sb->pid = pid;
-	sb->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	sb->pidfd = fds[1];
+	snprintf(sb->dir, sizeof(sb->dir), "%s", r.dir);
+	snprintf(sb->vsock, sizeof(sb->vsock), "%s/vsock", sb->dir);
+	if (ready_fd < 0 || sb->pidfd < 0) {
+		if (ready_fd >= 0)
+			close(ready_fd);
+		sandbox_cleanup(sb);
+		return errorf(err, errlen, -EPROTO, "the spawner sent no ready socket or pidfd for the sandbox VM");
+	}
 	int code = 0;
 	double deadline = t0 + sb->o.boot_timeout * 1e3;
 	int conn_fd = -1;
@@ -158,8 +129,9 @@ static int sandbox_start(struct sandbox *sb, char *err, size_t errlen)
 			}
 		}
 		if (p[2].revents) {
-			int st = 0;
-			waitpid(pid, &st, 0);
+			struct mcp_spawn_rep w = { 0 };
+			int wf[2];
+			int st = mcp_spawn_call(sb->spawner_fd, MCP_SPAWN_WAIT, &w, wf) == 0 && w.exited ? w.status : 0;
 			sb->pid = 0;
 			code = errorf(err, errlen, -EIO, "the sandbox VM (padcell boot) ended before its agent was ready: %s %d%s",
 				      WIFEXITED(st) ? "exit code" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st),
@@ -169,14 +141,13 @@ static int sandbox_start(struct sandbox *sb, char *err, size_t errlen)
 		if (p[0].revents)
 			conn_fd = accept4(ready_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	}
-	close(ready_fd);
-	unlink(sb->ready);
+	close(ready_fd); /* its socket file goes with the directory */
 	if (conn_fd >= 0) {
 		/* The ready call: its HELLO says which agent this is; the connection is not needed after. */
 		struct agent_conn c;
 		struct agent_hello h;
 		agent_conn_init(&c, conn_fd, sb->sig_fd, sb->pidfd);
-		int rc = agent_conn_hello(&c, deadline, &h, err, errlen);
+		rc = agent_conn_hello(&c, deadline, &h, err, errlen);
 		close(conn_fd);
 		if (rc) {
 			if (rc == -EINTR)
@@ -392,11 +363,12 @@ static int sb_list(void *ctx, const char *path, struct mcp_entry **entries, size
 	return 0;
 }
 
-void sandbox_init(struct sandbox *sb, const struct sandbox_opts *o, int sig_fd, struct mcp_backend *b)
+void sandbox_init(struct sandbox *sb, const struct sandbox_opts *o, int sig_fd, int spawner_fd, struct mcp_backend *b)
 {
 	memset(sb, 0, sizeof(*sb));
 	sb->o = *o;
 	sb->sig_fd = sig_fd;
+	sb->spawner_fd = spawner_fd;
 	sb->pidfd = -1;
 	sb->backend = b;
 	*b = (struct mcp_backend){ .ctx = sb, .run = sb_run, .read_file = sb_read_file, .write_file = sb_write_file,

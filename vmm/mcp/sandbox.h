@@ -1,6 +1,6 @@
 /*
- * The sandbox behind `padcell mcp`: one VM per session, booted at the first tool call as a child
- * `padcell boot` process (jailed like any other, the agent as init), reached through the guest
+ * The sandbox behind `padcell mcp`: one VM per session, booted at the first tool call as a
+ * `padcell boot` process of the spawner's (jailed like any other, the agent as init), reached through the guest
  * agent on its vsock socket, and killed with everything it made when the session ends.
  */
 #ifndef PADCELL_MCP_SANDBOX_H
@@ -25,6 +25,7 @@ struct sandbox_opts {
 struct sandbox {
 	struct sandbox_opts o;
 	int sig_fd;            /* stop signals: end any wait */
+	int spawner_fd;        /* the spawner process, which boots and ends the VM (vmm/mcp/spawner.h) */
 	struct mcp_backend *backend;
 	pid_t pid;             /* the `padcell boot` child, 0 when none */
 	int pidfd;             /* readable once it has exited: a lost VM fails the call at once */
@@ -34,7 +35,7 @@ struct sandbox {
 };
 
 /* A backend whose calls run in sb (which must outlive it); nothing starts until the first call. */
-void sandbox_init(struct sandbox *sb, const struct sandbox_opts *o, int sig_fd, struct mcp_backend *b);
+void sandbox_init(struct sandbox *sb, const struct sandbox_opts *o, int sig_fd, int spawner_fd, struct mcp_backend *b);
 
 /* Stops the VM (SIGTERM, then SIGKILL after 10 s), reaps it and removes its directory. */
 void sandbox_stop(struct sandbox *sb);

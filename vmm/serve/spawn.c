@@ -1,7 +1,8 @@
 /*
- * The real spawner: a child `padcell restore --from TEMPLATE --vsock RUN/ID/vsock` in its own
- * session (so the daemon's end, or a terminal's ^C, does not take it along), jailed as every
- * monitor is; ready when its agent answers HELLO and takes SYNC.  The daemon runs no guest code.
+ * The real spawner: a `padcell restore --from TEMPLATE --vsock RUN/ID/vsock` in its own session
+ * (so the daemon's end, or a terminal's ^C, does not take it along), jailed as every monitor is,
+ * started, signalled and reaped by the spawner process (vmm/serve/spawner.c) on the daemon's
+ * request; ready when its agent answers HELLO and takes SYNC.  The daemon runs no guest code.
  */
 #include "vmm/serve/spawn.h"
 
@@ -19,10 +20,8 @@
 #include "vmm/api/api_client.h"
 #include "vmm/agent/agent_client.h"
 #include "vmm/err.h"
-#include "vmm/proc.h"
+#include "vmm/serve/spawner.h"
 #include "vmm/util.h"
-
-#define SPAWN_STOP_MS 10000
 
 /* The last line the monitor wrote to its log (its one-line error), for an error message: the log goes with the run directory. */
 static void log_last_line(const char *log, char *out, size_t len)
@@ -52,44 +51,14 @@ static int spawn_start(void *ctx, const struct serve_template *t, struct serve_s
 	struct serve_spawn_opts *o = ctx;
 	char log[PATH_MAX + 8];
 	snprintf(log, sizeof(log), "%s/log", sb->dir);
-	int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (logfd < 0)
-		return errorf(err, errlen, -errno, "cannot create %s: %s", log, strerror(errno));
-	/* its API socket beside the vsock one: a pause writes the snapshot through it, beneath its directory */
-	char api[PATH_MAX];
-	snprintf(api, sizeof(api), "%s/api", sb->dir);
-	const char *argv[] = { o->padcell, "restore", "--from", t->dir, "--vsock", sb->vsock, "--api-sock", api, NULL };
 	double t0 = now_ms();
-	pid_t pid = fork();
-	if (pid < 0) {
-		int e = errno;
-		close(logfd);
-		return errorf(err, errlen, -e, "fork: %s", strerror(e));
-	}
-	if (pid == 0) {
-		/* its own session, signals unblocked (main blocks the stop signals), stdio the log */
-		setsid();
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		int null = open("/dev/null", O_RDWR);
-		dup2(null, STDIN_FILENO);
-		if (!o->verbose) {
-			dup2(logfd, STDOUT_FILENO);
-			dup2(logfd, STDERR_FILENO);
-		}
-		close_range(3, ~0u, 0);
-		execv(o->padcell, (char *const *)argv);
-		_exit(127);
-	}
-	close(logfd);
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	int rc = proc_start_time(pid, &sb->start_time);
-	if (pidfd < 0 || rc) {
-		rc = errorf(err, errlen, -ESRCH, "the sandbox's monitor (padcell restore) ended at once");
-		goto fail;
-	}
+	/* the spawner process execs the monitor (this daemon cannot): the request names the sandbox
+	 * and its template, the spawner makes every path from its own state dir and template list */
+	pid_t pid = 0;
+	int pidfd = -1;
+	int rc = spawner_start(o->rpc, sb->id, t->name, t->resume, &pid, &sb->start_time, &pidfd, err, errlen);
+	if (rc)
+		return rc;
 	sb->pid = pid;
 	if ((rc = launched(arg, sb))) {
 		errorf(err, errlen, rc, "cannot record the sandbox's process: %s", strerror(-rc));
@@ -118,7 +87,7 @@ static int spawn_start(void *ctx, const struct serve_template *t, struct serve_s
 		close(c.fd);
 	if (rc) {
 		size_t n = strlen(err);
-		if (waitpid(pid, NULL, WNOHANG) == pid || !proc_alive(pid, sb->start_time)) {
+		if (!spawner_alive(o->rpc, pid, sb->start_time)) {
 			char last[512];
 			log_last_line(log, last, sizeof(last));
 			snprintf(err + n, errlen - n, " (the sandbox's monitor ended%s%s)", last[0] ? ": " : "", last);
@@ -130,9 +99,8 @@ static int spawn_start(void *ctx, const struct serve_template *t, struct serve_s
 	close(pidfd);
 	return 0;
 fail:
-	proc_stop(pid, pidfd, 0, SPAWN_STOP_MS);
-	if (pidfd >= 0)
-		close(pidfd);
+	spawner_stop(o->rpc, pid, sb->start_time);
+	close(pidfd);
 	sb->pid = 0;
 	return rc;
 }
@@ -144,7 +112,8 @@ static int spawn_pause(void *ctx, const struct serve_sandbox *sb, const char *sn
 	snprintf(api, sizeof(api), "%s/api", sb->dir);
 	snprintf(state, sizeof(state), "%s/state", snapdir);
 	snprintf(mem, sizeof(mem), "%s/mem", snapdir);
-	if (!proc_alive(sb->pid, sb->start_time))
+	struct serve_spawn_opts *o = ctx;
+	if (!spawner_alive(o->rpc, sb->pid, sb->start_time))
 		return errorf(err, errlen, -ESRCH, "the sandbox's monitor is gone");
 	struct api_client c;
 	int rc = api_client_connect(&c, api, err, errlen);
@@ -163,7 +132,7 @@ static int spawn_pause(void *ctx, const struct serve_sandbox *sb, const char *sn
 		return rc;
 	}
 	api_client_close(&c);
-	proc_stop(sb->pid, -1, sb->start_time, SPAWN_STOP_MS);
+	spawner_stop(o->rpc, sb->pid, sb->start_time);
 	return 0;
 }
 
@@ -182,12 +151,14 @@ static int spawn_hold(void *ctx, const struct serve_sandbox *sb, bool paused, ch
 
 static void spawn_stop(void *ctx, const struct serve_sandbox *sb)
 {
-	proc_stop(sb->pid, -1, sb->start_time, SPAWN_STOP_MS);
+	struct serve_spawn_opts *o = ctx;
+	spawner_stop(o->rpc, sb->pid, sb->start_time);
 }
 
 static bool spawn_alive(void *ctx, const struct serve_sandbox *sb)
 {
-	return proc_alive(sb->pid, sb->start_time);
+	struct serve_spawn_opts *o = ctx;
+	return spawner_alive(o->rpc, sb->pid, sb->start_time);
 }
 
 void serve_spawner_real(struct serve_spawner *sp, struct serve_spawn_opts *o)

@@ -6,8 +6,10 @@
 
 #include "vmm/serve/table.h"
 
+struct spawner_client;
 struct serve_spawn_opts {
-	const char *padcell;        /* this executable */
+	struct spawner_client *rpc; /* the spawner process, which starts and ends the monitors */
+	const char *padcell;        /* the padcell the monitors run (the spawner's: vmm/serve/spawner.h) */
 	unsigned ready_timeout;     /* seconds from the start until the restored agent answers */
 	int quit_fd;                /* readable once the daemon stops (an eventfd; -1: none): a start ends within 1 s */
 	bool verbose;               /* the monitors' output on the daemon's stderr, not their log file */

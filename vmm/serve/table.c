@@ -710,7 +710,7 @@ int serve_resume(struct serve_table *t, const char *id, long timeout_s, struct s
 		return rc;
 
 	/* the snapshot is restored as a template is: same vsock socket, same API socket */
-	struct serve_template from = { .mem_bytes = work.mem_bytes, .cpus = work.cpus };
+	struct serve_template from = { .mem_bytes = work.mem_bytes, .cpus = work.cpus, .resume = true };
 	snprintf(from.name, sizeof(from.name), "%s", work.tmpl);
 	snap_dir(&work, from.dir, sizeof(from.dir));
 	rc = t->sp.start(t->sp.ctx, &from, &work, record_launched, t, err, errlen);

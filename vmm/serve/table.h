@@ -24,6 +24,7 @@ struct serve_template {
 	char dir[PATH_MAX];        /* the snapshot: dir/state + dir/mem */
 	uint64_t mem_bytes;        /* its guest RAM, from the state file's header */
 	unsigned cpus;
+	bool resume;               /* not a template: a paused sandbox's own snapshot (STATE/run/ID/snap) */
 };
 
 enum serve_state {
