@@ -148,6 +148,8 @@ static const struct rule rules[] = {
 	SYS(rename, H), SYS(renameat, H), SYS(renameat2, H), SYS(fsync, H), SYS(fdatasync, H), SYS(ftruncate, H),
 	SYS(access, H), SYS(faccessat, H), SYS(faccessat2, H), SYS(getdents64, H), SYS(pread64, H), SYS(pwrite64, H),
 	SYS(readv, H), SYS(writev, H),
+	/* realpath() of a template the daemon finds on a re-read (SIGHUP, the templates directory changed) */
+	SYS(readlink, H), SYS(readlinkat, H),
 	/* envd's file up- and download: the file's bytes in a memfd between the HTTP body and the agent */
 	SYS(memfd_create, H),
 	/* the listener and its connections, the Unix sockets of the sandboxes and of the spawner */
